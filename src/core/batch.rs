@@ -1,0 +1,139 @@
+//! What shards send each other: interest changes, deliveries and acks,
+//! gathered per destination and sent as one [`Batch`] per read.
+
+use bytes::Bytes;
+
+use crate::ids::{ShardId, SubKey};
+use crate::index::SubRef;
+
+/// A change to one shard's subscriptions, replayed on every other replica.
+#[derive(Debug, Clone)]
+pub enum InterestChange {
+    /// A subscription was added.
+    Add {
+        /// Subscription subject.
+        subject: Box<[u8]>,
+        /// Queue group, if any.
+        queue: Option<Box<[u8]>>,
+        /// Its key and owner.
+        sub: SubRef,
+    },
+    /// A subscription was removed.
+    Remove {
+        /// Subscription subject.
+        subject: Box<[u8]>,
+        /// Queue group, if any.
+        queue: Option<Box<[u8]>>,
+        /// Its key.
+        key: SubKey,
+    },
+}
+
+/// A byte range inside a batch's `data`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Start offset.
+    pub start: u32,
+    /// Length.
+    pub len: u32,
+}
+
+impl Span {
+    /// The bytes this span covers in `data`.
+    #[inline]
+    pub fn of<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        &data[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+/// A message body: copied into the batch when small, shared when large.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Inside the batch's `data`.
+    Inline(Span),
+    /// A refcounted buffer shared by every destination shard.
+    Shared(Bytes),
+}
+
+/// Payloads at least this large are copied once and shared between the
+/// destination shards instead of being copied into each batch.
+pub const SHARE_THRESHOLD: usize = 2048;
+
+/// One message to deliver on the destination shard.
+#[derive(Debug, Clone)]
+pub struct RemoteMsg {
+    /// Subject, in `data`.
+    pub subject: Span,
+    /// Reply subject, in `data`; `None` when absent.
+    pub reply: Option<Span>,
+    /// Header length for HPUB messages.
+    pub header_len: Option<u32>,
+    /// Headers and payload.
+    pub body: Body,
+    /// Range of `targets` this message goes to.
+    pub targets: Span,
+}
+
+/// Everything one shard sends another after processing one read (or one
+/// incoming batch). Interest changes are applied before the deliveries.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The sending shard.
+    pub from: u16,
+    /// Interest changes made on the sender.
+    pub interest: Vec<InterestChange>,
+    /// Sequence number of those changes (0 when there are none).
+    pub interest_seq: u64,
+    /// The sender has applied the receiver's interest up to this sequence.
+    pub ack: Option<u64>,
+    /// Subjects, replies and small bodies.
+    pub data: Bytes,
+    /// Messages, in publish order.
+    pub msgs: Vec<RemoteMsg>,
+    /// Target subscriptions on the receiver.
+    pub targets: Vec<SubKey>,
+}
+
+impl Batch {
+    /// The sending shard's id.
+    pub fn sender(&self) -> ShardId {
+        ShardId(self.from)
+    }
+}
+
+/// A batch being filled for one destination.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub(crate) interest: Vec<InterestChange>,
+    pub(crate) ack: Option<u64>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) msgs: Vec<RemoteMsg>,
+    pub(crate) targets: Vec<SubKey>,
+}
+
+impl Outbox {
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.interest.is_empty() && self.ack.is_none() && self.msgs.is_empty()
+    }
+
+    pub(crate) fn push_bytes(&mut self, b: &[u8]) -> Span {
+        let start = self.data.len() as u32;
+        self.data.extend_from_slice(b);
+        Span { start, len: b.len() as u32 }
+    }
+
+    /// Takes the contents as a batch, leaving the outbox empty.
+    pub(crate) fn take(&mut self, from: ShardId, interest_seq: u64) -> Batch {
+        let cap = self.data.capacity().min(1 << 20);
+        Batch {
+            from: from.0,
+            interest_seq: if self.interest.is_empty() { 0 } else { interest_seq },
+            interest: std::mem::take(&mut self.interest),
+            ack: self.ack.take(),
+            data: Bytes::from(std::mem::replace(&mut self.data, Vec::with_capacity(cap))),
+            msgs: std::mem::take(&mut self.msgs),
+            targets: std::mem::take(&mut self.targets),
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The sharded routing core, without an executor: one [`ShardCore`] per
+//! shard owns that shard's connections' outbound buffers, its subscriptions
+//! and its replica of the index, and talks to the other shards only through
+//! [`Batch`]es. The runtime moves batches between cores and bytes between
+//! buffers and sockets; everything else happens here, so the multi-shard
+//! behaviour is testable in one thread.
+
+pub mod batch;
+pub mod host;
+
+use std::collections::hash_map::Entry;
+use std::task::Waker;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+
+use crate::ids::{ConnId, ShardId, Sid, SubKey};
+use crate::index::{SubIndex, SubRef};
+use crate::proto::encode;
+use crate::proto::errors::{CloseReason, WireError};
+use crate::stats::Counters;
+use crate::subject;
+pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
+
+/// Settings the core needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Outbound bytes a connection may have queued before it is closed as a
+    /// slow consumer.
+    pub max_pending: usize,
+    /// Use the index's match cache.
+    pub sublist_cache: bool,
+    /// Most subscriptions per connection (0 = unlimited).
+    pub max_subscriptions: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { max_pending: 64 * 1024 * 1024, sublist_cache: true, max_subscriptions: 0 }
+    }
+}
+
+/// One local client connection as the core sees it.
+#[derive(Debug)]
+pub struct ConnEntry {
+    /// Bytes waiting to be written to the socket.
+    pub out: Vec<u8>,
+    waker: Option<Waker>,
+    sids: FxHashMap<Sid, SubKey>,
+    echo: bool,
+    headers: bool,
+    /// Interest sequence the client's latest SUB/UNSUB travels in.
+    interest_seq: u64,
+    deferred_pongs: Vec<Option<Vec<u8>>>,
+    closing: Option<CloseReason>,
+    /// Messages delivered to this connection.
+    pub out_msgs: u64,
+    /// Bytes delivered to this connection.
+    pub out_bytes: u64,
+    /// Messages this connection published.
+    pub in_msgs: u64,
+    /// Bytes this connection published.
+    pub in_bytes: u64,
+}
+
+impl ConnEntry {
+    fn new() -> ConnEntry {
+        ConnEntry {
+            out: Vec::new(),
+            waker: None,
+            sids: FxHashMap::default(),
+            echo: true,
+            headers: false,
+            interest_seq: 0,
+            deferred_pongs: Vec::new(),
+            closing: None,
+            out_msgs: 0,
+            out_bytes: 0,
+            in_msgs: 0,
+            in_bytes: 0,
+        }
+    }
+
+    /// Why the connection is being closed, once decided.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.closing
+    }
+
+    /// Number of subscriptions the connection holds.
+    pub fn subscription_count(&self) -> usize {
+        self.sids.len()
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LocalSub {
+    conn: ConnId,
+    sid: Sid,
+    subject: Box<[u8]>,
+    queue: Option<Box<[u8]>>,
+    max: Option<u64>,
+    delivered: u64,
+}
+
+/// One message being routed, borrowed from wherever it came from.
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    subject: &'a [u8],
+    reply: Option<&'a [u8]>,
+    header_len: Option<usize>,
+    message: &'a [u8],
+}
+
+/// A shard's routing state.
+pub struct ShardCore {
+    id: ShardId,
+    nshards: usize,
+    cfg: CoreConfig,
+    index: SubIndex,
+    conns: FxHashMap<ConnId, ConnEntry>,
+    subs: FxHashMap<SubKey, LocalSub>,
+    next_sub: u64,
+    outbox: Vec<Outbox>,
+    /// Publish number at which each outbox last received a message.
+    outbox_msg_of: Vec<u64>,
+    publishes: u64,
+    interest_seq: u64,
+    interest_pending: bool,
+    acked: Vec<u64>,
+    waiting_pongs: Vec<ConnId>,
+    counters: Counters,
+}
+
+impl ShardCore {
+    /// The core of shard `id` out of `nshards`.
+    pub fn new(id: ShardId, nshards: usize, cfg: CoreConfig) -> ShardCore {
+        ShardCore {
+            id,
+            nshards,
+            index: SubIndex::new(cfg.sublist_cache),
+            cfg,
+            conns: FxHashMap::default(),
+            subs: FxHashMap::default(),
+            next_sub: 1,
+            outbox: (0..nshards).map(|_| Outbox::default()).collect(),
+            outbox_msg_of: vec![0; nshards],
+            publishes: 0,
+            interest_seq: 0,
+            interest_pending: false,
+            acked: vec![0; nshards],
+            waiting_pongs: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Replaces the settings (config reload).
+    pub fn set_config(&mut self, cfg: CoreConfig) {
+        self.cfg = cfg;
+    }
+
+    /// The counters as of now.
+    pub fn counters(&self) -> Counters {
+        Counters { subscriptions: self.subs.len() as u64, connections: self.conns.len() as u64, ..self.counters }
+    }
+
+    /// The index replica (read access for monitoring and tests).
+    pub fn index(&self) -> &SubIndex {
+        &self.index
+    }
+
+    /// Registers a new local connection.
+    pub fn add_conn(&mut self, cid: ConnId) {
+        self.conns.insert(cid, ConnEntry::new());
+        self.counters.total_connections += 1;
+    }
+
+    /// A local connection's entry.
+    pub fn conn(&self, cid: ConnId) -> Option<&ConnEntry> {
+        self.conns.get(&cid)
+    }
+
+    /// A local connection's entry, mutable.
+    pub fn conn_mut(&mut self, cid: ConnId) -> Option<&mut ConnEntry> {
+        self.conns.get_mut(&cid)
+    }
+
+    /// Records the CONNECT options routing depends on.
+    pub fn set_conn_opts(&mut self, cid: ConnId, echo: bool, headers: bool) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.echo = echo;
+            c.headers = headers;
+        }
+    }
+
+    /// Takes the connection's pending output, or registers `waker` to be
+    /// woken when there is some. Returns `Err` once the connection is
+    /// closing and its output is drained.
+    pub fn poll_output(&mut self, cid: ConnId, spare: &mut Vec<u8>, waker: &Waker) -> Option<Result<(), CloseReason>> {
+        let c = self.conns.get_mut(&cid)?;
+        if !c.out.is_empty() {
+            spare.clear();
+            std::mem::swap(&mut c.out, spare);
+            return Some(Ok(()));
+        }
+        if let Some(r) = c.closing {
+            return Some(Err(r));
+        }
+        c.waker = Some(waker.clone());
+        None
+    }
+
+    /// Marks a connection as closing (the writer drains and shuts it).
+    pub fn close_conn(&mut self, cid: ConnId, reason: CloseReason) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            if c.closing.is_none() {
+                c.closing = Some(reason);
+                if reason == CloseReason::StaleConnection {
+                    self.counters.stale_connections += 1;
+                }
+            }
+            c.wake();
+        }
+    }
+
+    /// Forgets a connection and all its subscriptions.
+    pub fn remove_conn(&mut self, cid: ConnId) {
+        let Some(c) = self.conns.get(&cid) else { return };
+        let keys: Vec<SubKey> = c.sids.values().copied().collect();
+        for k in keys {
+            self.remove_sub(k);
+        }
+        self.conns.remove(&cid);
+        self.waiting_pongs.retain(|w| *w != cid);
+    }
+
+    /// Adds a subscription for a local connection.
+    pub fn subscribe(&mut self, cid: ConnId, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
+        let max_subs = self.cfg.max_subscriptions;
+        let Some(c) = self.conns.get_mut(&cid) else { return Ok(()) };
+        if max_subs > 0 && c.sids.len() >= max_subs {
+            return Err(WireError::MaxSubscriptionsExceeded);
+        }
+        let key = SubKey::new(self.id, self.next_sub);
+        match c.sids.entry(Sid::from_bytes(sid)) {
+            Entry::Occupied(_) => return Ok(()), // nats-server keeps the first
+            Entry::Vacant(v) => {
+                v.insert(key);
+            }
+        }
+        self.next_sub += 1;
+        c.interest_seq = self.interest_seq + 1;
+        let sub = SubRef { key, conn: cid };
+        self.index.insert(subj, queue, sub);
+        self.subs.insert(
+            key,
+            LocalSub {
+                conn: cid,
+                sid: Sid::from_bytes(sid),
+                subject: subj.into(),
+                queue: queue.map(Into::into),
+                max: None,
+                delivered: 0,
+            },
+        );
+        self.broadcast(|| InterestChange::Add { subject: subj.into(), queue: queue.map(Into::into), sub });
+        Ok(())
+    }
+
+    /// Removes a subscription now, or after `max` deliveries in all.
+    pub fn unsubscribe(&mut self, cid: ConnId, sid: &[u8], max: Option<u64>) {
+        let Some(c) = self.conns.get_mut(&cid) else { return };
+        let Some(&key) = c.sids.get(sid) else { return };
+        if let Some(max) = max {
+            if let Some(s) = self.subs.get_mut(&key) {
+                if max > s.delivered {
+                    s.max = Some(max);
+                    return;
+                }
+            }
+        }
+        c.interest_seq = self.interest_seq + 1;
+        self.remove_sub(key);
+    }
+
+    fn broadcast(&mut self, change: impl Fn() -> InterestChange) {
+        for (i, ob) in self.outbox.iter_mut().enumerate() {
+            if i != self.id.index() {
+                ob.interest.push(change());
+            }
+        }
+        if self.nshards > 1 {
+            self.interest_pending = true;
+        }
+    }
+
+    fn remove_sub(&mut self, key: SubKey) {
+        let Some(s) = self.subs.remove(&key) else { return };
+        self.index.remove(&s.subject, s.queue.as_deref(), key);
+        if let Some(c) = self.conns.get_mut(&s.conn) {
+            c.sids.remove(&s.sid);
+        }
+        let (subject, queue) = (s.subject, s.queue);
+        self.broadcast(|| InterestChange::Remove { subject: subject.clone(), queue: queue.clone(), key });
+    }
+
+    /// Routes a message a local client published; returns whether any
+    /// subscriber (on any shard) will receive it.
+    pub fn publish(
+        &mut self,
+        from: ConnId,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) -> bool {
+        self.counters.in_msgs += 1;
+        self.counters.in_bytes += message.len() as u64;
+        let echo = match self.conns.get_mut(&from) {
+            Some(c) => {
+                c.in_msgs += 1;
+                c.in_bytes += message.len() as u64;
+                c.echo
+            }
+            None => true,
+        };
+        let m = self.index.matches(subject);
+        if m.is_empty() {
+            return false;
+        }
+        self.publishes += 1;
+        let msg = Msg { subject, reply, header_len, message };
+        let mut shared: Option<Bytes> = None;
+        let mut any = false;
+        for s in &m.plain {
+            if !echo && s.conn == from {
+                continue;
+            }
+            any |= self.route_to(*s, &msg, &mut shared);
+        }
+        for g in &m.queues {
+            let n = g.members.len();
+            let start = fastrand::usize(..n);
+            let pick = (0..n).map(|i| g.members[(start + i) % n]).find(|s| echo || s.conn != from);
+            if let Some(s) = pick {
+                any |= self.route_to(s, &msg, &mut shared);
+            }
+        }
+        any
+    }
+
+    /// Delivers to a local subscription or queues for the owning shard.
+    #[inline]
+    fn route_to(&mut self, s: SubRef, msg: &Msg<'_>, shared: &mut Option<Bytes>) -> bool {
+        let dest = s.key.shard();
+        if dest == self.id {
+            self.deliver_local(s.key, msg);
+            return true;
+        }
+        let publishes = self.publishes;
+        let ob = &mut self.outbox[dest.index()];
+        if self.outbox_msg_of[dest.index()] != publishes {
+            self.outbox_msg_of[dest.index()] = publishes;
+            let subject = ob.push_bytes(msg.subject);
+            let reply = msg.reply.map(|r| ob.push_bytes(r));
+            let body = if msg.message.len() >= SHARE_THRESHOLD {
+                Body::Shared(shared.get_or_insert_with(|| Bytes::copy_from_slice(msg.message)).clone())
+            } else {
+                Body::Inline(ob.push_bytes(msg.message))
+            };
+            let start = ob.targets.len() as u32;
+            ob.msgs.push(RemoteMsg {
+                subject,
+                reply,
+                header_len: msg.header_len.map(|h| h as u32),
+                body,
+                targets: Span { start, len: 0 },
+            });
+        }
+        ob.targets.push(s.key);
+        ob.msgs.last_mut().expect("message pushed above").targets.len += 1;
+        true
+    }
+
+    /// Writes a message to a local subscriber; applies auto-unsubscribe and
+    /// the slow-consumer limit.
+    fn deliver_local(&mut self, key: SubKey, msg: &Msg<'_>) {
+        let Some(sub) = self.subs.get_mut(&key) else { return };
+        let Some(c) = self.conns.get_mut(&sub.conn) else { return };
+        if c.closing.is_some() {
+            return;
+        }
+        match (msg.header_len, c.headers) {
+            (Some(h), true) => encode::hmsg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
+            (Some(h), false) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
+            (None, _) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
+        }
+        c.out_msgs += 1;
+        c.out_bytes += msg.message.len() as u64;
+        self.counters.out_msgs += 1;
+        self.counters.out_bytes += msg.message.len() as u64;
+        if c.out.len() > self.cfg.max_pending {
+            // nats-server drops what was queued and closes, without -ERR.
+            c.out = Vec::new();
+            c.closing = Some(CloseReason::SlowConsumerPendingBytes);
+            self.counters.slow_consumers += 1;
+        }
+        c.wake();
+        sub.delivered += 1;
+        if sub.max.is_some_and(|m| sub.delivered >= m) {
+            self.remove_sub(key);
+        }
+    }
+
+    /// Sends the no-responders status to `cid`'s subscription matching `reply`.
+    pub fn no_responders(&mut self, cid: ConnId, reply: &[u8], subject: &[u8]) {
+        let Some(c) = self.conns.get(&cid) else { return };
+        let key = c.sids.values().copied().find(|k| self.subs.get(k).is_some_and(|s| subject::matches(&s.subject, reply)));
+        if let Some(key) = key {
+            let hdr = encode::no_responders_header(subject);
+            let msg = Msg { subject: reply, reply: None, header_len: Some(hdr.len()), message: &hdr };
+            self.deliver_local(key, &msg);
+        }
+    }
+
+    /// Writes PONG (and `then`) now if every shard has applied the
+    /// connection's subscriptions, otherwise when they have.
+    pub fn pong(&mut self, cid: ConnId, then: Option<Vec<u8>>) {
+        let ready = self.interest_applied(cid);
+        let Some(c) = self.conns.get_mut(&cid) else { return };
+        if ready && c.deferred_pongs.is_empty() {
+            c.out.extend_from_slice(encode::PONG);
+            if let Some(t) = then {
+                c.out.extend_from_slice(&t);
+            }
+            c.wake();
+        } else {
+            c.deferred_pongs.push(then);
+            if !self.waiting_pongs.contains(&cid) {
+                self.waiting_pongs.push(cid);
+            }
+        }
+    }
+
+    fn interest_applied(&self, cid: ConnId) -> bool {
+        let Some(c) = self.conns.get(&cid) else { return true };
+        self.acked.iter().enumerate().all(|(i, &a)| i == self.id.index() || a >= c.interest_seq)
+    }
+
+    fn release_pongs(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting_pongs);
+        for cid in waiting {
+            if !self.interest_applied(cid) {
+                self.waiting_pongs.push(cid);
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(&cid) {
+                for then in c.deferred_pongs.drain(..) {
+                    c.out.extend_from_slice(encode::PONG);
+                    if let Some(t) = then {
+                        c.out.extend_from_slice(&t);
+                    }
+                }
+                c.wake();
+            }
+        }
+    }
+
+    /// Applies a batch from another shard: its acks, its interest changes,
+    /// then its deliveries.
+    pub fn apply(&mut self, b: Batch) {
+        let from = b.sender().index();
+        if let Some(ack) = b.ack {
+            self.acked[from] = self.acked[from].max(ack);
+            self.release_pongs();
+        }
+        for ch in b.interest {
+            match ch {
+                InterestChange::Add { subject, queue, sub } => self.index.insert(&subject, queue.as_deref(), sub),
+                InterestChange::Remove { subject, queue, key } => {
+                    self.index.remove(&subject, queue.as_deref(), key);
+                }
+            }
+        }
+        if b.interest_seq > 0 {
+            self.outbox[from].ack = Some(b.interest_seq);
+        }
+        for m in &b.msgs {
+            let body = match &m.body {
+                Body::Inline(s) => s.of(&b.data),
+                Body::Shared(bytes) => &bytes[..],
+            };
+            let msg = Msg {
+                subject: m.subject.of(&b.data),
+                reply: m.reply.map(|r| r.of(&b.data)),
+                header_len: m.header_len.map(|h| h as usize),
+                message: body,
+            };
+            for key in m.targets.of_keys(&b.targets) {
+                self.deliver_local(*key, &msg);
+            }
+        }
+    }
+
+    /// Takes the batches to send, one per destination with something to say.
+    pub fn take_batches(&mut self) -> Vec<(ShardId, Batch)> {
+        if self.interest_pending {
+            self.interest_seq += 1;
+            self.interest_pending = false;
+        }
+        let mut out = Vec::new();
+        for (i, ob) in self.outbox.iter_mut().enumerate() {
+            if !ob.is_empty() {
+                out.push((ShardId(i as u16), ob.take(self.id, self.interest_seq)));
+            }
+        }
+        out
+    }
+
+    /// True when some batch is waiting to be taken.
+    pub fn has_batches(&self) -> bool {
+        self.outbox.iter().any(|o| !o.is_empty())
+    }
+}
+
+impl Span {
+    /// The target keys this span covers.
+    #[inline]
+    pub fn of_keys<'a>(&self, keys: &'a [SubKey]) -> &'a [SubKey] {
+        &keys[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! In-process tests of several shards: batches are moved between cores by
+//! hand, so ordering and exactly-once properties are checked without
+//! sockets or threads.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::host::{CoreHost, OpenAccess};
+use super::*;
+use crate::proto::info::ServerInfo;
+use crate::proto::session::{Session, SessionConfig};
+
+struct Cluster {
+    cores: Vec<ShardCore>,
+    sessions: HashMap<ConnId, (usize, Session)>,
+    info: ServerInfo,
+    next: u64,
+}
+
+fn info() -> ServerInfo {
+    ServerInfo {
+        server_id: "N".into(),
+        server_name: "n".into(),
+        version: "x".into(),
+        proto: 1,
+        go: "rust".into(),
+        host: "127.0.0.1".into(),
+        port: 4222,
+        headers: true,
+        auth_required: false,
+        tls_required: false,
+        max_payload: 1 << 20,
+        client_id: 0,
+        client_ip: String::new(),
+        nonce: String::new(),
+        connect_urls: vec![],
+        ldm: false,
+        connect_info: false,
+        remote_account: String::new(),
+        acc_is_sys: false,
+    }
+}
+
+impl Cluster {
+    fn new(n: usize, cfg: CoreConfig) -> Cluster {
+        Cluster {
+            cores: (0..n).map(|i| ShardCore::new(ShardId(i as u16), n, cfg.clone())).collect(),
+            sessions: HashMap::new(),
+            info: info(),
+            next: 1,
+        }
+    }
+
+    fn connect(&mut self, shard: usize) -> ConnId {
+        let cid = ConnId(self.next);
+        self.next += 1;
+        self.cores[shard].add_conn(cid);
+        let s = Session::new(SessionConfig::default(), Instant::now(), Duration::from_secs(3600));
+        self.sessions.insert(cid, (shard, s));
+        self.feed(cid, b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n");
+        cid
+    }
+
+    fn feed(&mut self, cid: ConnId, bytes: &[u8]) {
+        let (shard, session) = self.sessions.get_mut(&cid).unwrap();
+        let mut host = CoreHost {
+            core: &mut self.cores[*shard],
+            cid,
+            info: &self.info,
+            client_ip: "127.0.0.1",
+            headers_supported: true,
+            auth: &OpenAccess,
+        };
+        let used = session.receive(bytes, Instant::now(), &mut host).expect("no protocol error");
+        assert_eq!(used, bytes.len());
+    }
+
+    /// Moves batches until every core is quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.cores.len() {
+                for (dest, b) in self.cores[i].take_batches() {
+                    self.cores[dest.index()].apply(b);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn take_out(&mut self, cid: ConnId) -> Vec<u8> {
+        let shard = self.sessions[&cid].0;
+        std::mem::take(&mut self.cores[shard].conn_mut(cid).unwrap().out)
+    }
+}
+
+/// Payloads of the MSG lines in `out`, in order.
+fn payloads(out: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+        let line = std::str::from_utf8(&rest[..nl - 1]).unwrap();
+        assert!(line.starts_with("MSG "), "{line}");
+        let len: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+        v.push(rest[nl + 1..nl + 1 + len].to_vec());
+        rest = &rest[nl + 1 + len + 2..];
+    }
+    v
+}
+
+#[test]
+fn pong_waits_until_every_shard_has_the_subscription() {
+    let mut c = Cluster::new(3, CoreConfig::default());
+    let sub = c.connect(0);
+    let publisher = c.connect(2);
+    c.feed(sub, b"SUB foo 1\r\nPING\r\n");
+    assert!(c.take_out(sub).is_empty(), "PONG held back until shards 1 and 2 acked");
+    c.pump();
+    assert_eq!(c.take_out(sub), b"PONG\r\n");
+    c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
+    c.pump();
+    assert_eq!(c.take_out(sub), b"MSG foo 1 2\r\nhi\r\n");
+}
+
+#[test]
+fn order_per_publisher_holds_across_shards() {
+    let mut c = Cluster::new(4, CoreConfig::default());
+    let subs: Vec<ConnId> = (0..4).map(|s| c.connect(s)).collect();
+    for s in &subs {
+        c.feed(*s, b"SUB ord.> 1\r\n");
+    }
+    c.pump();
+    let pubs: Vec<ConnId> = (0..4).map(|s| c.connect(s)).collect();
+    for round in 0..500 {
+        for (p, cid) in pubs.iter().enumerate() {
+            let body = format!("{p}:{round}");
+            c.feed(*cid, format!("PUB ord.{p} {}\r\n{body}\r\n", body.len()).as_bytes());
+        }
+        if round % 7 == 0 {
+            c.pump();
+        }
+    }
+    c.pump();
+    for s in subs {
+        let got = payloads(&c.take_out(s));
+        assert_eq!(got.len(), 2000);
+        let mut last = [-1i64; 4];
+        for p in got {
+            let t = String::from_utf8(p).unwrap();
+            let (p, n) = t.split_once(':').unwrap();
+            let (p, n): (usize, i64) = (p.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(n, last[p] + 1, "publisher {p} out of order");
+            last[p] = n;
+        }
+    }
+}
+
+#[test]
+fn queue_group_is_exactly_once_and_fair_across_shards() {
+    let mut c = Cluster::new(3, CoreConfig::default());
+    let members: Vec<ConnId> = (0..6).map(|i| c.connect(i % 3)).collect();
+    for m in &members {
+        c.feed(*m, b"SUB work q 7\r\n");
+    }
+    let plain = c.connect(1);
+    c.feed(plain, b"SUB work 8\r\n");
+    c.pump();
+    let pubs: Vec<ConnId> = (0..3).map(|s| c.connect(s)).collect();
+    let total = 3000;
+    for i in 0..total {
+        let body = i.to_string();
+        c.feed(pubs[i % 3], format!("PUB work {}\r\n{body}\r\n", body.len()).as_bytes());
+    }
+    c.pump();
+    let mut seen = vec![0u32; total];
+    for m in &members {
+        let got = payloads(&c.take_out(*m));
+        assert!(got.len() > total / 6 / 2, "member got {} of {total}: unfair", got.len());
+        for p in got {
+            seen[String::from_utf8(p).unwrap().parse::<usize>().unwrap()] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "every message exactly once");
+    assert_eq!(payloads(&c.take_out(plain)).len(), total, "plain subscriber gets all");
+}
+
+#[test]
+fn slow_consumer_is_closed_and_others_keep_receiving() {
+    let cfg = CoreConfig { max_pending: 64 * 1024, ..Default::default() };
+    let mut c = Cluster::new(2, cfg);
+    let slow = c.connect(1);
+    let fast = c.connect(1);
+    let remote = c.connect(0);
+    for s in [slow, fast, remote] {
+        c.feed(s, b"SUB feed 1\r\n");
+    }
+    c.pump();
+    let p = c.connect(0);
+    let body = vec![b'x'; 1000];
+    let mut fast_got = 0;
+    let mut remote_got = 0;
+    for _ in 0..200 {
+        let mut line = b"PUB feed 1000\r\n".to_vec();
+        line.extend_from_slice(&body);
+        line.extend_from_slice(b"\r\n");
+        c.feed(p, &line);
+        c.pump();
+        fast_got += payloads(&c.take_out(fast)).len();
+        remote_got += payloads(&c.take_out(remote)).len();
+    }
+    assert_eq!(c.cores[1].conn(slow).unwrap().closing(), Some(CloseReason::SlowConsumerPendingBytes));
+    assert_eq!(c.cores[1].counters().slow_consumers, 1);
+    assert_eq!(fast_got, 200);
+    assert_eq!(remote_got, 200);
+}
+
+#[test]
+fn auto_unsubscribe_counts_remote_deliveries() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let s = c.connect(1);
+    c.feed(s, b"SUB n 1\r\nUNSUB 1 3\r\n");
+    c.pump();
+    let p = c.connect(0);
+    for _ in 0..10 {
+        c.feed(p, b"PUB n 1\r\nx\r\n");
+    }
+    c.pump();
+    assert_eq!(payloads(&c.take_out(s)).len(), 3);
+    assert!(c.cores[0].index().is_empty(), "removal reached the other replica");
+    assert!(c.cores[1].index().is_empty());
+}
+
+#[test]
+fn echo_off_and_no_responders() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let a = c.connect(0);
+    c.feed(a, b"CONNECT {\"verbose\":false,\"echo\":false,\"headers\":true,\"no_responders\":true}\r\n");
+    c.feed(a, b"SUB self 1\r\nSUB _INBOX.x 2\r\nPUB self 1\r\nx\r\n");
+    c.pump();
+    assert!(c.take_out(a).is_empty(), "own message not echoed");
+    c.feed(a, b"PUB nobody _INBOX.x 0\r\n\r\n");
+    assert_eq!(c.take_out(a), b"HMSG _INBOX.x 2 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n");
+}
+
+#[test]
+fn large_bodies_are_shared_and_headers_stripped_for_old_clients() {
+    let mut c = Cluster::new(3, CoreConfig::default());
+    let old = c.connect(1);
+    c.feed(old, b"CONNECT {\"verbose\":false}\r\nSUB big 1\r\n");
+    let new = c.connect(2);
+    c.feed(new, b"SUB big 1\r\n");
+    c.pump();
+    let p = c.connect(0);
+    let body = vec![b'z'; 5000];
+    let hdr = b"NATS/1.0\r\nA: b\r\n\r\n";
+    let mut line = format!("HPUB big {} {}\r\n", hdr.len(), hdr.len() + body.len()).into_bytes();
+    line.extend_from_slice(hdr);
+    line.extend_from_slice(&body);
+    line.extend_from_slice(b"\r\n");
+    c.feed(p, &line);
+    c.pump();
+    assert_eq!(payloads(&c.take_out(old)), vec![body.clone()]);
+    let got = c.take_out(new);
+    assert!(got.starts_with(format!("HMSG big 1 {} {}\r\nNATS/1.0", hdr.len(), hdr.len() + body.len()).as_bytes()));
+}

@@ -1,0 +1,155 @@
+//! The one table that maps every client-visible protocol condition to the
+//! exact text nats-server sends and to whether the connection is closed.
+
+use super::parser::ParseError;
+
+/// A condition reported to a client with `-ERR '<text>'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// Unknown op, bad bytes, or payload not followed by CRLF.
+    UnknownProtocolOperation,
+    /// Control-line arguments longer than `max_control_line`.
+    MaxControlLineExceeded,
+    /// PUB/HPUB size larger than the max payload.
+    MaxPayloadViolation,
+    /// SUB with a malformed subject.
+    InvalidSubject,
+    /// PUB to a wildcard or malformed subject in pedantic mode.
+    InvalidPublishSubject,
+    /// Too many PINGs unanswered.
+    StaleConnection,
+    /// No CONNECT within the auth timeout.
+    AuthenticationTimeout,
+    /// Authentication failed or a non-CONNECT op came first while auth is required.
+    AuthorizationViolation,
+    /// The server's `max_connections` was reached.
+    MaxConnectionsExceeded,
+    /// CONNECT `protocol` was neither 0 nor 1.
+    InvalidClientProtocol,
+    /// CONNECT asked for no_responders without headers.
+    NoRespondersRequiresHeaders,
+    /// Too many subscriptions for this client.
+    MaxSubscriptionsExceeded,
+}
+
+impl WireError {
+    /// The text inside the quotes of `-ERR '...'`, exactly as nats-server sends it.
+    pub fn text(self) -> &'static str {
+        match self {
+            WireError::UnknownProtocolOperation => "Unknown Protocol Operation",
+            WireError::MaxControlLineExceeded => "maximum control line exceeded",
+            WireError::MaxPayloadViolation => "Maximum Payload Violation",
+            WireError::InvalidSubject => "Invalid Subject",
+            WireError::InvalidPublishSubject => "Invalid Publish Subject",
+            WireError::StaleConnection => "Stale Connection",
+            WireError::AuthenticationTimeout => "Authentication Timeout",
+            WireError::AuthorizationViolation => "Authorization Violation",
+            WireError::MaxConnectionsExceeded => "maximum connections exceeded",
+            WireError::InvalidClientProtocol => "invalid client protocol",
+            WireError::NoRespondersRequiresHeaders => "no responders requires headers support",
+            WireError::MaxSubscriptionsExceeded => "maximum subscriptions exceeded",
+        }
+    }
+
+    /// Whether nats-server closes the connection after sending this error,
+    /// and with which recorded reason.
+    pub fn closes(self) -> Option<CloseReason> {
+        match self {
+            WireError::UnknownProtocolOperation | WireError::MaxControlLineExceeded => {
+                Some(CloseReason::ParseError)
+            }
+            WireError::MaxPayloadViolation => Some(CloseReason::MaxPayloadExceeded),
+            WireError::StaleConnection => Some(CloseReason::StaleConnection),
+            WireError::AuthenticationTimeout => Some(CloseReason::AuthenticationTimeout),
+            WireError::AuthorizationViolation => Some(CloseReason::AuthenticationViolation),
+            WireError::MaxConnectionsExceeded => Some(CloseReason::MaxConnectionsExceeded),
+            WireError::InvalidClientProtocol => Some(CloseReason::BadClientProtocolVersion),
+            WireError::NoRespondersRequiresHeaders => Some(CloseReason::ProtocolViolation),
+            WireError::InvalidSubject
+            | WireError::InvalidPublishSubject
+            | WireError::MaxSubscriptionsExceeded => None,
+        }
+    }
+}
+
+/// Why a connection was closed (nats-server's closed-state names, used by
+/// logs and, later, by connz).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed its side.
+    ClientClosed,
+    /// Unparseable input, or the client sent `-ERR`.
+    ParseError,
+    /// Malformed arguments or CONNECT (no -ERR sent).
+    ProtocolViolation,
+    /// PUB larger than the max payload.
+    MaxPayloadExceeded,
+    /// Too many PINGs unanswered.
+    StaleConnection,
+    /// No CONNECT within the auth timeout.
+    AuthenticationTimeout,
+    /// Authentication failed.
+    AuthenticationViolation,
+    /// Refused because `max_connections` was reached.
+    MaxConnectionsExceeded,
+    /// CONNECT named an unknown protocol level.
+    BadClientProtocolVersion,
+    /// Outbound data passed `max_pending`.
+    SlowConsumerPendingBytes,
+    /// A write did not finish within `write_deadline`.
+    SlowConsumerWriteDeadline,
+    /// A socket read failed.
+    ReadError,
+    /// A socket write failed.
+    WriteError,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// nats-server's name for the closed state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::ParseError => "Parse Error",
+            CloseReason::ProtocolViolation => "Protocol Violation",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::BadClientProtocolVersion => "Bad Client Protocol Version",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::ServerShutdown => "Server Shutdown",
+        }
+    }
+}
+
+/// What the connection does about a parse error: an optional `-ERR` and the
+/// close reason.
+pub fn parse_error_outcome(e: ParseError) -> (Option<WireError>, CloseReason) {
+    match e {
+        ParseError::UnknownOp => (Some(WireError::UnknownProtocolOperation), CloseReason::ParseError),
+        ParseError::MaxControlLine => (Some(WireError::MaxControlLineExceeded), CloseReason::ParseError),
+        ParseError::MaxPayload => (Some(WireError::MaxPayloadViolation), CloseReason::MaxPayloadExceeded),
+        ParseError::BadArgs(_) | ParseError::HeadersNotSupported => (None, CloseReason::ProtocolViolation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_match_nats_server() {
+        assert_eq!(WireError::MaxConnectionsExceeded.text(), "maximum connections exceeded");
+        assert_eq!(WireError::MaxControlLineExceeded.text(), "maximum control line exceeded");
+        assert_eq!(WireError::AuthenticationTimeout.text(), "Authentication Timeout");
+        assert!(WireError::InvalidSubject.closes().is_none());
+        assert!(WireError::StaleConnection.closes().is_some());
+        assert_eq!(parse_error_outcome(ParseError::BadArgs("PUB")).0, None);
+    }
+}

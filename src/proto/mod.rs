@@ -1,0 +1,10 @@
+//! The sans-IO protocol core: parser, encoder, CONNECT/INFO documents, the
+//! error table and the per-connection state machine. Nothing here touches a
+//! socket, an executor or a clock.
+
+pub mod connect;
+pub mod encode;
+pub mod errors;
+pub mod info;
+pub mod parser;
+pub mod session;
