@@ -7,3 +7,8 @@ pub mod index;
 pub mod proto;
 pub mod stats;
 pub mod subject;
+pub mod cli;
+pub mod logging;
+pub mod options;
+pub mod server;
+pub mod shard;

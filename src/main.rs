@@ -1,1 +1,37 @@
-fn main(){}
+//! The `petrel` binary: a drop-in for `nats-server`.
+
+use mimalloc::MiMalloc;
+
+use petrel::cli::{self, Command};
+use petrel::proto::info::COMPAT_VERSION;
+use petrel::server::{self, PETREL_VERSION};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match cli::parse(&args) {
+        Ok(Command::Version) => {
+            println!("petrel: v{PETREL_VERSION} (nats-server: v{COMPAT_VERSION})");
+            0
+        }
+        Ok(Command::Help) => {
+            print!("{}", cli::USAGE);
+            0
+        }
+        Ok(Command::Serve(opts)) => match server::run(*opts) {
+            Ok(code) => code,
+            Err(e) => {
+                petrel::fatal!("{e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("petrel: {e}");
+            eprint!("{}", cli::USAGE);
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -233,6 +233,20 @@ impl ShardCore {
         }
     }
 
+    /// Wakes the connection's writer if it has output.
+    pub fn wake(&mut self, cid: ConnId) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            if !c.out.is_empty() || c.closing.is_some() {
+                c.wake();
+            }
+        }
+    }
+
+    /// Counts a client closed because a write passed the write deadline.
+    pub fn count_slow_consumer(&mut self) {
+        self.counters.slow_consumers += 1;
+    }
+
     /// Forgets a connection and all its subscriptions.
     pub fn remove_conn(&mut self, cid: ConnId) {
         let Some(c) = self.conns.get(&cid) else { return };

@@ -1,0 +1,84 @@
+//! The server's typed options, with nats-server's defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default client port.
+pub const DEFAULT_PORT: u16 = 4222;
+/// Default listen host.
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+
+/// Everything that configures a running server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Listen host.
+    pub host: String,
+    /// Client port; `-1` picks a random free port.
+    pub port: i32,
+    /// `server_name`; the server id when absent.
+    pub server_name: Option<String>,
+    /// Largest payload a client may publish.
+    pub max_payload: usize,
+    /// Longest control-line argument part.
+    pub max_control_line: usize,
+    /// Outbound bytes queued for a client before it is a slow consumer.
+    pub max_pending: usize,
+    /// Most client connections; beyond it new ones are refused.
+    pub max_connections: usize,
+    /// Most subscriptions per connection (0 = unlimited).
+    pub max_subscriptions: usize,
+    /// Interval between server PINGs.
+    pub ping_interval: Duration,
+    /// Unanswered PINGs before a connection is stale.
+    pub ping_max: u32,
+    /// How long one socket write may take before the client is a slow consumer.
+    pub write_deadline: Duration,
+    /// How long a client has to authenticate.
+    pub auth_timeout: Duration,
+    /// Turn message headers off.
+    pub no_header_support: bool,
+    /// Turn the index's match cache off.
+    pub disable_sublist_cache: bool,
+    /// Debug logging.
+    pub debug: bool,
+    /// Protocol tracing.
+    pub trace: bool,
+    /// Timestamps in log lines.
+    pub logtime: bool,
+    /// Log to this file instead of stderr.
+    pub log_file: Option<PathBuf>,
+    /// Write the process id here.
+    pub pid_file: Option<PathBuf>,
+    /// Write `<exe>_<pid>.ports` into this directory.
+    pub ports_file_dir: Option<PathBuf>,
+    /// Number of shards (executors); every available core when absent.
+    pub shards: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT as i32,
+            server_name: None,
+            max_payload: 1024 * 1024,
+            max_control_line: 4096,
+            max_pending: 64 * 1024 * 1024,
+            max_connections: 64 * 1024,
+            max_subscriptions: 0,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(2),
+            no_header_support: false,
+            disable_sublist_cache: false,
+            debug: false,
+            trace: false,
+            logtime: true,
+            log_file: None,
+            pid_file: None,
+            ports_file_dir: None,
+            shards: None,
+        }
+    }
+}

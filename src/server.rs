@@ -1,0 +1,188 @@
+//! Server start-up and process lifecycle: identity, listeners, the banner
+//! and readiness lines client harnesses wait for, pid and ports files,
+//! signals, and shutdown.
+
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+
+use crate::options::Options;
+use crate::proto::info::{ServerInfo, COMPAT_VERSION};
+use crate::shard::{self, Shared};
+use crate::{fatal, info, warn};
+
+/// petrel's own version.
+pub const PETREL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The log file could not be opened.
+    #[error("could not open log file {0}: {1}")]
+    LogFile(PathBuf, std::io::Error),
+    /// The listen address does not resolve.
+    #[error("could not resolve listen address {0}")]
+    Resolve(String),
+    /// The listener could not be created.
+    #[error("Error listening on port: {addr}, {err}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// The runtime did not start.
+    #[error(transparent)]
+    Start(#[from] shard::StartError),
+    /// A file the server writes could not be written.
+    #[error("could not write {0}: {1}")]
+    WriteFile(PathBuf, std::io::Error),
+}
+
+fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Binds one SO_REUSEPORT listener per shard on the same address; a port of
+/// `-1` or `0` picks a free port for the first and reuses it for the rest.
+pub fn bind_listeners(host: &str, port: i32, n: usize) -> Result<(Vec<StdListener>, SocketAddr), ServerError> {
+    let port = if port < 0 { 0 } else { port as u16 };
+    let text = if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let addr = text.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| ServerError::Resolve(text.clone()))?;
+    let first = listen_socket(addr).map_err(|err| ServerError::Listen { addr: text.clone(), err })?;
+    let bound = first.local_addr().map_err(|err| ServerError::Listen { addr: text.clone(), err })?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(listen_socket(bound).map_err(|err| ServerError::Listen { addr: text.clone(), err })?);
+    }
+    Ok((all, bound))
+}
+
+fn url_host(host: &str) -> String {
+    match host {
+        "0.0.0.0" | "" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
+    }
+}
+
+/// The ports file nats-server writes: `<dir>/<exe>_<pid>.ports`.
+pub fn ports_file_path(dir: &std::path::Path) -> PathBuf {
+    let exe = std::env::args()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "petrel".to_string());
+    dir.join(format!("{exe}_{}.ports", std::process::id()))
+}
+
+/// Runs the server until a signal stops it. Returns the process exit code.
+pub fn run(opts: Options) -> Result<i32, ServerError> {
+    crate::logging::init(opts.log_file.clone(), opts.logtime, opts.debug, opts.trace)
+        .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
+    let key = nkeys::KeyPair::new_server();
+    let server_id = key.public_key();
+    let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+    let nshards = opts
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1));
+
+    info!("Starting petrel (nats-server compatible)");
+    info!("  Version:  {COMPAT_VERSION} (petrel {PETREL_VERSION})");
+    info!("  Name:     {server_name}");
+    info!("  ID:       {server_id}");
+    info!("  Shards:   {nshards}");
+
+    let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
+    let info = ServerInfo {
+        server_id: server_id.clone(),
+        server_name,
+        version: COMPAT_VERSION.to_string(),
+        proto: 1,
+        go: format!("petrel {PETREL_VERSION}"),
+        host: opts.host.clone(),
+        port: bound.port(),
+        headers: !opts.no_header_support,
+        auth_required: false,
+        tls_required: false,
+        max_payload: opts.max_payload,
+        client_id: 0,
+        client_ip: String::new(),
+        nonce: String::new(),
+        connect_urls: Vec::new(),
+        ldm: false,
+        connect_info: false,
+        remote_account: String::new(),
+        acc_is_sys: false,
+    };
+    let shared = Arc::new(Shared::new(opts.clone(), info, nshards));
+    let running = shard::start(shared.clone(), listeners)?;
+
+    if let Some(p) = &opts.pid_file {
+        std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
+    }
+    let host_for_log = if opts.host.contains(':') { format!("[{}]", opts.host) } else { opts.host.clone() };
+    info!("Listening for client connections on {host_for_log}:{}", bound.port());
+    let ports_file = match &opts.ports_file_dir {
+        Some(dir) => {
+            let path = ports_file_path(dir);
+            let body = serde_json::json!({ "nats": [format!("nats://{}:{}", url_host(&opts.host), bound.port())] });
+            std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
+            Some(path)
+        }
+        None => None,
+    };
+    info!("Server is ready");
+
+    let code = wait_for_exit(&running);
+    if let Some(p) = ports_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(code)
+}
+
+/// Waits for a stopping signal or a shard failure.
+fn wait_for_exit(running: &shard::Running) -> i32 {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal!("Could not install signal handlers: {e}");
+            return 1;
+        }
+    };
+    loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGINT | SIGTERM => {
+                    info!("Trapped \"{}\" signal", if sig == SIGINT { "interrupt" } else { "terminated" });
+                    info!("Initiating Shutdown...");
+                    info!("Server Exiting..");
+                    return 0;
+                }
+                SIGUSR1 => {
+                    if let Err(e) = crate::logging::reopen() {
+                        warn!("Could not reopen log file: {e}");
+                    }
+                }
+                SIGHUP => warn!("Configuration reload is not supported yet"),
+                SIGUSR2 => warn!("Lame duck mode is not supported yet"),
+                _ => {}
+            }
+        }
+        if let Ok((shard, r)) = running.exits.recv_timeout(std::time::Duration::from_millis(100)) {
+            fatal!("Shard {shard} stopped: {}", r.err().unwrap_or_else(|| "exited".into()));
+            return 1;
+        }
+    }
+}

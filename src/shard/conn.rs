@@ -1,0 +1,219 @@
+//! One client connection's tasks: the reader feeds the session, the writer
+//! drains the core's outbound buffer to the socket with one large write per
+//! wake, and the timer drives the session's deadlines.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use super::Shard;
+use crate::core::host::{client_info, CoreHost, OpenAccess};
+use crate::ids::ConnId;
+use crate::proto::encode;
+use crate::proto::errors::{CloseReason, WireError};
+use crate::proto::session::Session;
+
+/// Smallest and largest read buffer: it grows while reads fill it.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+
+type Stream = Rc<RefCell<TcpStream>>;
+
+async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
+    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
+}
+
+async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+fn shutdown(stream: &Stream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutting down a socket we own; the fd stays open until drop.
+    unsafe {
+        libc::shutdown(stream.borrow().as_raw_fd(), libc::SHUT_RDWR);
+    }
+}
+
+fn peer_ip(stream: &TcpStream) -> String {
+    stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+/// Refuses a connection past `max_connections`: INFO, then the error, then close.
+pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
+    let ip = peer_ip(&stream);
+    let mut out = Vec::new();
+    encode::info(&mut out, &client_info(&shard.shared.info, cid, &ip).to_json());
+    encode::err(&mut out, WireError::MaxConnectionsExceeded);
+    crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
+    let stream = Rc::new(RefCell::new(stream));
+    let _ = write_all(&stream, &out).await;
+    shutdown(&stream);
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.shared.opts.write_deadline));
+    let ip = peer_ip(&stream);
+    let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
+    let stream: Stream = Rc::new(RefCell::new(stream));
+    let info = client_info(&shard.shared.info, cid, &ip);
+    {
+        let mut core = shard.core.borrow_mut();
+        core.add_conn(cid);
+        let out = &mut core.conn_mut(cid).expect("just added").out;
+        encode::info(out, &info.to_json());
+    }
+    crate::debug!("{ip}:{port} - cid:{} - Client connection created", cid.0);
+    let now = Instant::now();
+    let cfg = shard.shared.session_config();
+    let base = Session::first_ping_base(cfg.ping_interval);
+    let jitter = base.mul_f64(fastrand::f64() * 0.2);
+    let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
+
+    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid));
+    let timer = glommio::spawn_local(timer_loop(shard.clone(), session.clone(), cid, ip.clone()));
+    let reason = read_loop(&shard, &stream, &session, cid, &ip).await;
+    shard.core.borrow_mut().close_conn(cid, reason);
+    let reason = writer.await;
+    drop(timer); // cancels it
+    shard.core.borrow_mut().remove_conn(cid);
+    shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
+    shard.shared.total_conns.fetch_sub(1, Relaxed);
+    shard.publish_stats();
+    shard.flush().await;
+    crate::debug!("{ip}:{port} - cid:{} - Client connection closed: {}", cid.0, reason.as_str());
+}
+
+async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session>, cid: ConnId, ip: &str) -> CloseReason {
+    let mut buf = vec![0u8; READ_MIN];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            let need = session.borrow().bytes_needed(&buf[..filled]).unwrap_or(0);
+            let grow = (buf.len() * 2).max(need).max(READ_MIN);
+            buf.resize(grow, 0);
+        }
+        let n = match read(stream, &mut buf[filled..]).await {
+            Ok(0) => return CloseReason::ClientClosed,
+            Ok(n) => n,
+            Err(_) => {
+                if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
+                    return r;
+                }
+                return CloseReason::ReadError;
+            }
+        };
+        let full_read = filled + n == buf.len();
+        filled += n;
+        let result = {
+            let mut core = shard.core.borrow_mut();
+            if let Some(r) = core.conn(cid).and_then(|c| c.closing()) {
+                return r;
+            }
+            let mut host = CoreHost {
+                core: &mut core,
+                cid,
+                info: &shard.shared.info,
+                client_ip: ip,
+                headers_supported: !shard.shared.opts.no_header_support,
+                auth: &OpenAccess,
+            };
+            let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
+            core.wake(cid);
+            r
+        };
+        shard.publish_stats();
+        shard.flush().await;
+        match result {
+            Ok(used) => {
+                buf.copy_within(used..filled, 0);
+                filled -= used;
+                // Grow while reads fill the buffer, shrink back when they don't.
+                if full_read && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if !full_read && filled < READ_MIN && buf.len() > READ_MIN && n < buf.len() / 4 {
+                    buf.truncate(READ_MIN.max(filled));
+                    buf.shrink_to(READ_MIN.max(filled));
+                }
+            }
+            Err(reason) => return reason,
+        }
+    }
+}
+
+async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        let next = poll_fn(|cx| match shard.core.borrow_mut().poll_output(cid, &mut spare, cx.waker()) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        })
+        .await;
+        match next {
+            Ok(()) => {
+                if let Err(e) = write_all(&stream, &spare).await {
+                    let reason = if e.kind() == std::io::ErrorKind::TimedOut {
+                        shard.core.borrow_mut().count_slow_consumer();
+                        CloseReason::SlowConsumerWriteDeadline
+                    } else {
+                        CloseReason::WriteError
+                    };
+                    shard.core.borrow_mut().close_conn(cid, reason);
+                    shutdown(&stream);
+                    return reason;
+                }
+                // Keep a modest buffer; drop a huge one after a burst.
+                if spare.capacity() > READ_MAX * 16 {
+                    spare = Vec::new();
+                }
+            }
+            Err(reason) => {
+                let _ = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await;
+                shutdown(&stream);
+                return reason;
+            }
+        }
+    }
+}
+
+async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId, ip: String) {
+    loop {
+        let deadline = session.borrow().poll_timeout();
+        let wait = deadline.saturating_duration_since(Instant::now());
+        glommio::timer::sleep(wait.max(Duration::from_millis(1))).await;
+        let mut core = shard.core.borrow_mut();
+        if core.conn(cid).is_none_or(|c| c.closing().is_some()) {
+            return;
+        }
+        let mut host = CoreHost {
+            core: &mut core,
+            cid,
+            info: &shard.shared.info,
+            client_ip: &ip,
+            headers_supported: !shard.shared.opts.no_header_support,
+            auth: &OpenAccess,
+        };
+        let r = session.borrow_mut().handle_timeout(Instant::now(), &mut host);
+        core.wake(cid);
+        if let Err(reason) = r {
+            core.close_conn(cid, reason);
+            return;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The channels between shards: one bounded single-producer queue per
+//! (source, destination) pair, so everything one shard sends another
+//! arrives in the order it was sent. A per-destination local backlog keeps
+//! that order when a queue is full.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::AcceptedTcpStream;
+use glommio::{GlommioError, ResourceType};
+
+use crate::core::Batch;
+use crate::ids::ConnId;
+
+/// Batches in flight per (source, destination) queue. Batches are per read,
+/// so a full queue means the destination is far behind.
+pub const QUEUE_SLOTS: usize = 1024;
+
+/// What one shard sends another.
+pub enum ShardMsg {
+    /// Interest changes, deliveries and acks.
+    Batch(Batch),
+    /// A connection handed over to balance the shards' loads.
+    Conn(AcceptedTcpStream, ConnId),
+}
+
+/// The unconnected ends of every queue, built before the executors start.
+pub struct MeshEnds {
+    /// `senders[src][dst]`.
+    pub senders: Vec<Vec<Option<SharedSender<ShardMsg>>>>,
+    /// `receivers[dst][src]`.
+    pub receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>>,
+}
+
+impl MeshEnds {
+    /// Creates the queues for `n` shards.
+    pub fn new(n: usize) -> MeshEnds {
+        let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        for src in 0..n {
+            for dst in 0..n {
+                if src != dst {
+                    let (tx, rx) = shared_channel::new_bounded(QUEUE_SLOTS);
+                    senders[src][dst] = Some(tx);
+                    receivers[dst][src] = Some(rx);
+                }
+            }
+        }
+        MeshEnds { senders, receivers }
+    }
+
+    /// Takes shard `i`'s ends: its senders to each peer, its receivers from each.
+    pub fn take(&mut self, i: usize) -> ShardEnds {
+        ShardEnds {
+            senders: std::mem::take(&mut self.senders[i]),
+            receivers: std::mem::take(&mut self.receivers[i]),
+        }
+    }
+}
+
+/// One shard's unconnected ends (movable into its executor).
+pub struct ShardEnds {
+    senders: Vec<Option<SharedSender<ShardMsg>>>,
+    receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
+}
+
+/// A connected sender with its local backlog.
+pub struct Outlet {
+    tx: ConnectedSender<ShardMsg>,
+    backlog: RefCell<VecDeque<ShardMsg>>,
+    draining: Cell<bool>,
+}
+
+impl Outlet {
+    /// Sends in order: directly when nothing is waiting, else behind the backlog.
+    /// Returns true when the backlog needs a drainer.
+    pub fn push(&self, msg: ShardMsg) -> bool {
+        if self.backlog.borrow().is_empty() && !self.draining.get() {
+            match self.tx.try_send(msg) {
+                Ok(()) => return false,
+                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => self.backlog.borrow_mut().push_back(m),
+                Err(_) => return false, // the peer is gone: the server is stopping
+            }
+        } else {
+            self.backlog.borrow_mut().push_back(msg);
+        }
+        !self.draining.get()
+    }
+
+    /// Sends the backlog, waiting for room; one drainer at a time.
+    pub async fn drain(self: Rc<Self>) {
+        if self.draining.replace(true) {
+            return;
+        }
+        loop {
+            let next = self.backlog.borrow_mut().pop_front();
+            let Some(m) = next else { break };
+            if self.tx.send(m).await.is_err() {
+                break; // the peer is gone: the server is stopping
+            }
+        }
+        self.draining.set(false);
+    }
+
+    /// Messages waiting behind a full queue.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.borrow().len()
+    }
+}
+
+/// One shard's connected ends.
+pub struct Connected {
+    /// Outlets by destination shard (`None` for itself).
+    pub outlets: Vec<Option<Rc<Outlet>>>,
+    /// Receivers by source shard (`None` for itself).
+    pub receivers: Vec<Option<ConnectedReceiver<ShardMsg>>>,
+}
+
+impl ShardEnds {
+    /// Connects the ends on the current executor. Each end waits for its
+    /// peer, so all connect concurrently (in order they would deadlock).
+    pub async fn connect(self) -> Connected {
+        let senders: Vec<_> =
+            self.senders.into_iter().map(|s| s.map(|s| glommio::spawn_local(s.connect()))).collect();
+        let receivers: Vec<_> =
+            self.receivers.into_iter().map(|r| r.map(|r| glommio::spawn_local(r.connect()))).collect();
+        let mut outlets = Vec::new();
+        for s in senders {
+            outlets.push(match s {
+                Some(t) => Some(Rc::new(Outlet {
+                    tx: t.await,
+                    backlog: RefCell::new(VecDeque::new()),
+                    draining: Cell::new(false),
+                })),
+                None => None,
+            });
+        }
+        let mut connected = Vec::new();
+        for r in receivers {
+            connected.push(match r {
+                Some(t) => Some(t.await),
+                None => None,
+            });
+        }
+        let receivers = connected;
+        Connected { outlets, receivers }
+    }
+}

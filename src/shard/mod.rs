@@ -1,0 +1,271 @@
+//! The thread-per-core runtime: one glommio executor pinned per core, each
+//! with its own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
+//! inter-shard queues. This folder is the only code that names glommio.
+
+pub mod conn;
+pub mod mesh;
+
+use std::cell::RefCell;
+use std::net::TcpListener as StdListener;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::core::{CoreConfig, ShardCore};
+use crate::ids::{ConnId, ShardId};
+use crate::options::Options;
+use crate::proto::info::ServerInfo;
+use crate::proto::session::SessionConfig;
+use crate::stats::ShardStats;
+use mesh::{Connected, MeshEnds, Outlet, ShardEnds, ShardMsg};
+
+/// State shared by all shards (read-mostly; atomics only on the accept path).
+pub struct Shared {
+    /// Server options.
+    pub opts: Options,
+    /// INFO fields common to every client.
+    pub info: ServerInfo,
+    /// Number of shards.
+    pub nshards: usize,
+    /// Last connection id handed out.
+    pub last_cid: AtomicU64,
+    /// Open connections per shard, for balancing.
+    pub conn_counts: Vec<AtomicUsize>,
+    /// Open connections in all.
+    pub total_conns: AtomicUsize,
+    /// Each shard's published counters.
+    pub stats: Vec<ShardStats>,
+}
+
+impl Shared {
+    /// Builds the shared state.
+    pub fn new(opts: Options, info: ServerInfo, nshards: usize) -> Shared {
+        Shared {
+            opts,
+            info,
+            nshards,
+            last_cid: AtomicU64::new(0),
+            conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
+            total_conns: AtomicUsize::new(0),
+            stats: (0..nshards).map(|_| ShardStats::default()).collect(),
+        }
+    }
+
+    /// The session settings derived from the options.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            max_control_line: self.opts.max_control_line,
+            max_payload: self.opts.max_payload,
+            headers_supported: !self.opts.no_header_support,
+            ping_interval: self.opts.ping_interval,
+            ping_max: self.opts.ping_max,
+            auth_required: false,
+            auth_timeout: self.opts.auth_timeout,
+        }
+    }
+
+    /// The core settings derived from the options.
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            max_pending: self.opts.max_pending,
+            sublist_cache: !self.opts.disable_sublist_cache,
+            max_subscriptions: self.opts.max_subscriptions,
+        }
+    }
+
+    fn next_cid(&self) -> ConnId {
+        ConnId(self.last_cid.fetch_add(1, Relaxed) + 1)
+    }
+}
+
+/// One shard's executor-local state.
+pub struct Shard {
+    /// This shard's id.
+    pub id: ShardId,
+    /// The routing core.
+    pub core: RefCell<ShardCore>,
+    /// State shared with the other shards.
+    pub shared: Arc<Shared>,
+    outlets: Vec<Option<Rc<Outlet>>>,
+}
+
+/// Backlog length past which a reader waits for its shard's queues to drain.
+const BACKLOG_HIGH: usize = 256;
+
+impl Shard {
+    /// Sends the batches the core has gathered, in order, to their shards.
+    pub async fn flush(self: &Rc<Self>) {
+        let batches = self.core.borrow_mut().take_batches();
+        for (dest, b) in batches {
+            let outlet = self.outlets[dest.index()].as_ref().expect("never sends to itself");
+            if outlet.push(ShardMsg::Batch(b)) {
+                glommio::spawn_local(outlet.clone().drain()).detach();
+            }
+        }
+        // Back-pressure: a publisher waits while a destination is far behind.
+        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Publishes the core's counters for readers on other threads.
+    pub fn publish_stats(&self) {
+        self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
+    }
+
+    fn send_conn(self: &Rc<Self>, dest: usize, stream: glommio::net::AcceptedTcpStream, cid: ConnId) {
+        let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
+        if outlet.push(ShardMsg::Conn(stream, cid)) {
+            glommio::spawn_local(outlet.clone().drain()).detach();
+        }
+    }
+}
+
+/// A started runtime: what the caller waits on.
+pub struct Running {
+    /// Receives `(shard, Err(text))` when an executor stops.
+    pub exits: mpsc::Receiver<(usize, Result<(), String>)>,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An executor failed to start.
+    #[error("shard {shard} failed to start: {why}")]
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// The executor's error.
+        why: String,
+    },
+    /// Executors did not report in time.
+    #[error("shards did not start within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Starts one executor per shard, each serving its listener. Returns once
+/// every shard is running, or the first start failure.
+pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running, StartError> {
+    let n = shared.nshards;
+    let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let mut mesh = MeshEnds::new(n);
+    let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+    let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let ends = mesh.take(i);
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let placement = if n <= cpus { Placement::Fixed(i) } else { Placement::Unbound };
+        let fd = listener.into_raw_fd();
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("petrel-shard-{i}"))
+            .io_memory(1 << 20)
+            .ring_depth(1024);
+        let spawned = builder.spawn(move || async move {
+            // SAFETY: the fd comes from a listening socket we own and moved here.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            shard_main(ShardId(i as u16), shared, ends, listener, ready).await
+        });
+        let exit = exit_tx.clone();
+        match spawned {
+            Ok(handle) => {
+                std::thread::Builder::new()
+                    .name(format!("petrel-watch-{i}"))
+                    .spawn(move || {
+                        let r = handle.join().map_err(|e| e.to_string());
+                        let _ = exit.send((i, r));
+                    })
+                    .expect("spawn watcher thread");
+            }
+            Err(e) => return Err(StartError::Executor { shard: i, why: e.to_string() }),
+        }
+    }
+    drop(ready_tx);
+    let limit = Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + limit;
+    let mut started = 0;
+    while started < n {
+        if let Ok((shard, r)) = exit_rx.try_recv() {
+            return Err(StartError::Executor { shard, why: r.err().unwrap_or_else(|| "exited".into()) });
+        }
+        match ready_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(_) => started += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(StartError::Timeout(limit)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let (shard, r) = exit_rx.recv_timeout(Duration::from_secs(1)).unwrap_or((0, Err("exited".into())));
+                return Err(StartError::Executor { shard, why: r.err().unwrap_or_else(|| "exited".into()) });
+            }
+        }
+    }
+    Ok(Running { exits: exit_rx })
+}
+
+async fn shard_main(id: ShardId, shared: Arc<Shared>, ends: ShardEnds, listener: TcpListener, ready: mpsc::Sender<usize>) {
+    let Connected { outlets, receivers } = ends.connect().await;
+    let core = ShardCore::new(id, shared.nshards, shared.core_config());
+    let shard = Rc::new(Shard { id, core: RefCell::new(core), shared, outlets });
+    for rx in receivers.into_iter().flatten() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ShardMsg::Batch(b) => {
+                        shard.core.borrow_mut().apply(b);
+                        shard.flush().await;
+                    }
+                    ShardMsg::Conn(stream, cid) => {
+                        let s = shard.clone();
+                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid)).detach();
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    let _ = ready.send(id.index());
+    accept_loop(shard, listener).await;
+}
+
+/// Accepts connections and keeps the shards' loads even: a shard with more
+/// open connections than the least loaded one hands the new one over.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let shared = shard.shared.clone();
+    loop {
+        let stream = match listener.shared_accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                crate::error!("Error accepting client connection: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let cid = shared.next_cid();
+        let total = shared.total_conns.fetch_add(1, Relaxed) + 1;
+        if total > shared.opts.max_connections {
+            shared.total_conns.fetch_sub(1, Relaxed);
+            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid)).detach();
+            continue;
+        }
+        let me = shard.id.index();
+        let (least, least_count) = shared
+            .conn_counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Relaxed)))
+            .min_by_key(|&(i, c)| (c, i != me))
+            .expect("at least one shard");
+        let dest = if shared.conn_counts[me].load(Relaxed) > least_count { least } else { me };
+        shared.conn_counts[dest].fetch_add(1, Relaxed);
+        if dest == me {
+            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid)).detach();
+        } else {
+            shard.send_conn(dest, stream, cid);
+        }
+    }
+}
