@@ -99,10 +99,28 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, CliError> {
     v.parse().map_err(|_| CliError::BadValue { flag: flag.into(), value: v.into(), why: "parse error".into() })
 }
 
+/// A duration as Go writes it (`100ms`, `2s`, `1m`) or plain seconds.
+fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, CliError> {
+    let bad = || CliError::BadValue { flag: flag.into(), value: v.into(), why: "not a duration".into() };
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn kind_of(name: &str) -> Option<Kind> {
     let value = [
         "p", "port", "a", "addr", "net", "n", "name", "server_name", "l", "log", "P", "pid",
-        "ports_file_dir", "shards", "max_payload",
+        "ports_file_dir", "shards", "max_payload", "max_connections", "max_pending", "ping_interval", "ping_max",
     ];
     let boolean = ["D", "debug", "V", "trace", "DV", "VV", "DVV", "T", "logtime", "v", "version", "h", "help", "logtime_utc"];
     if value.contains(&name) {
@@ -154,6 +172,10 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 o.shards = Some(n)
             }
             "max_payload" => o.max_payload = parse_num(name, &value)?,
+            "max_connections" => o.max_connections = parse_num(name, &value)?,
+            "max_pending" => o.max_pending = parse_num(name, &value)?,
+            "ping_max" => o.ping_max = parse_num(name, &value)?,
+            "ping_interval" => o.ping_interval = parse_duration(name, &value)?,
             "D" | "debug" => o.debug = parse_bool(name, &value)?,
             "V" | "trace" => o.trace = parse_bool(name, &value)?,
             "DV" | "DVV" => {
@@ -201,6 +223,12 @@ Server Options:
     --max_payload <bytes>            Maximum message payload (default: 1MB)
     --shards <n>                     Number of shards, one per core (default: all cores)
 
+petrel extensions (nats-server sets these in its config file):
+    --max_connections <n>            Maximum client connections (default: 65536)
+    --max_pending <bytes>            Slow-consumer limit per client (default: 64MB)
+    --ping_interval <duration>       Server PING interval (default: 2m)
+    --ping_max <n>                   Unanswered PINGs before closing (default: 2)
+
 Logging Options:
     -l, --log <file>                 File to redirect log output
     -T, --logtime                    Timestamp log entries (default: true)
@@ -243,6 +271,8 @@ mod tests {
         assert_eq!(serve("-port 5000").port, 5000);
         assert_eq!(parse(&args("-v")).unwrap(), Command::Version);
         assert_eq!(parse(&args("--help")).unwrap(), Command::Help);
+        assert_eq!(serve("--ping_interval 250ms").ping_interval, std::time::Duration::from_millis(250));
+        assert_eq!(serve("--ping_interval=3").ping_interval, std::time::Duration::from_secs(3));
     }
 
     #[test]

@@ -4,8 +4,7 @@ use serde::Deserialize;
 
 /// nats-server's `ClientOpts`, laid over the defaults
 /// `verbose: true, pedantic: true, echo: true`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOpts {
     /// Acknowledge every protocol message with `+OK`.
     pub verbose: bool,
@@ -70,11 +69,56 @@ impl Default for ClientOpts {
     }
 }
 
+/// The CONNECT JSON as sent: every field optional, since clients send
+/// `null` for values they leave unset (Go's decoder leaves those alone).
+#[derive(Deserialize)]
+struct RawOpts {
+    verbose: Option<bool>,
+    pedantic: Option<bool>,
+    echo: Option<bool>,
+    tls_required: Option<bool>,
+    nkey: Option<String>,
+    jwt: Option<String>,
+    sig: Option<String>,
+    auth_token: Option<String>,
+    user: Option<String>,
+    pass: Option<String>,
+    name: Option<String>,
+    lang: Option<String>,
+    version: Option<String>,
+    protocol: Option<i64>,
+    account: Option<String>,
+    new_account: Option<bool>,
+    headers: Option<bool>,
+    no_responders: Option<bool>,
+}
+
 impl ClientOpts {
-    /// Decodes a CONNECT argument. `None` when it is not valid JSON of the
-    /// right shape (nats-server then closes without -ERR).
+    /// Decodes a CONNECT argument laid over the defaults. `None` when it is
+    /// not valid JSON of the right shape (nats-server then closes without -ERR).
     pub fn from_json(json: &[u8]) -> Option<ClientOpts> {
-        serde_json::from_slice(json).ok()
+        let r: RawOpts = serde_json::from_slice(json).ok()?;
+        let d = ClientOpts::default();
+        Some(ClientOpts {
+            verbose: r.verbose.unwrap_or(d.verbose),
+            pedantic: r.pedantic.unwrap_or(d.pedantic),
+            echo: r.echo.unwrap_or(d.echo),
+            tls_required: r.tls_required.unwrap_or(d.tls_required),
+            nkey: r.nkey,
+            jwt: r.jwt,
+            sig: r.sig,
+            auth_token: r.auth_token,
+            user: r.user,
+            pass: r.pass,
+            name: r.name.unwrap_or_default(),
+            lang: r.lang.unwrap_or_default(),
+            version: r.version.unwrap_or_default(),
+            protocol: r.protocol.unwrap_or(d.protocol),
+            account: r.account,
+            new_account: r.new_account,
+            headers: r.headers.unwrap_or(d.headers),
+            no_responders: r.no_responders.unwrap_or(d.no_responders),
+        })
     }
 }
 
@@ -89,5 +133,7 @@ mod tests {
         let o = ClientOpts::from_json(br#"{"verbose":false,"echo":false,"headers":true,"x":1}"#).unwrap();
         assert!(!o.verbose && o.pedantic && !o.echo && o.headers);
         assert!(ClientOpts::from_json(b"{nope").is_none());
+        let o = ClientOpts::from_json(br#"{"name":null,"verbose":null,"sig":null,"protocol":1}"#).unwrap();
+        assert!(o.verbose && o.name.is_empty() && o.protocol == 1);
     }
 }

@@ -79,7 +79,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         let out = &mut core.conn_mut(cid).expect("just added").out;
         encode::info(out, &info.to_json());
     }
-    crate::debug!("{ip}:{port} - cid:{} - Client connection created", cid.0);
+    crate::debug!("{ip}:{port} - cid:{} - Client connection created (shard {})", cid.0, shard.id.0);
     let now = Instant::now();
     let cfg = shard.shared.session_config();
     let base = Session::first_ping_base(cfg.ping_interval);
@@ -119,6 +119,7 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
                 return CloseReason::ReadError;
             }
         };
+        crate::trace!("{ip} - cid:{} - <<- {:?}", cid.0, String::from_utf8_lossy(&buf[filled..filled + n]));
         let full_read = filled + n == buf.len();
         filled += n;
         let result = {
@@ -167,6 +168,7 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
         .await;
         match next {
             Ok(()) => {
+                crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(&spare));
                 if let Err(e) = write_all(&stream, &spare).await {
                     let reason = if e.kind() == std::io::ErrorKind::TimedOut {
                         shard.core.borrow_mut().count_slow_consumer();

@@ -1,0 +1,118 @@
+//! Starts petrel (and the official nats-server) as child processes on
+//! loopback with a random port, waits for their readiness lines, and stops
+//! them by PID on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running server process.
+pub struct Proc {
+    child: Child,
+    /// The client port it listens on.
+    pub port: u16,
+    /// Every log line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for l in self.log.lock().unwrap().iter() {
+                eprintln!("server log: {l}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(bin: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut port = None;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+            }
+            let ready = line.contains("Server is ready");
+            sink.lock().unwrap().push(line);
+            if ready {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Some(port)) => Proc { child, port, log },
+        other => {
+            let _ = child.kill();
+            panic!("{bin} did not become ready ({other:?}): {:?}", log.lock().unwrap());
+        }
+    }
+}
+
+/// Starts petrel on a random loopback port with `extra` flags.
+pub fn petrel(extra: &[&str]) -> Proc {
+    let mut args = vec!["-p", "-1", "-a", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    spawn(env!("CARGO_BIN_EXE_petrel"), &args)
+}
+
+/// Path of the official nats-server, from `NATS_SERVER_BIN` or `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join("nats-server");
+        if cand.is_file() {
+            return cand;
+        }
+    }
+    panic!("nats-server not found: run scripts/test.sh (it installs nats-server-bin) or set NATS_SERVER_BIN");
+}
+
+/// Starts the official nats-server on a random loopback port.
+pub fn nats_server(extra: &[&str]) -> Proc {
+    let mut args = vec!["-p", "-1", "-a", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    spawn(nats_server_bin().to_str().unwrap(), &args)
+}
