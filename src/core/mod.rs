@@ -135,6 +135,7 @@ pub struct ShardCore {
     acked: Vec<u64>,
     waiting_pongs: Vec<ConnId>,
     counters: Counters,
+    stall: bool,
 }
 
 impl ShardCore {
@@ -156,6 +157,7 @@ impl ShardCore {
             acked: vec![0; nshards],
             waiting_pongs: Vec::new(),
             counters: Counters::default(),
+            stall: false,
         }
     }
 
@@ -240,6 +242,13 @@ impl ShardCore {
                 c.wake();
             }
         }
+    }
+
+    /// True (once) when a delivery left a subscriber above 75 % of
+    /// `max_pending`: the publisher should pause briefly, as nats-server's
+    /// fast-producer stall does, so bursts do not cut off healthy readers.
+    pub fn take_stall(&mut self) -> bool {
+        std::mem::take(&mut self.stall)
     }
 
     /// Counts a client closed because a write passed the write deadline.
@@ -423,6 +432,9 @@ impl ShardCore {
         c.out_bytes += msg.message.len() as u64;
         self.counters.out_msgs += 1;
         self.counters.out_bytes += msg.message.len() as u64;
+        if c.out.len() > self.cfg.max_pending / 4 * 3 {
+            self.stall = true;
+        }
         if c.out.len() > self.cfg.max_pending {
             // nats-server drops what was queued and closes, without -ERR.
             c.out = Vec::new();

@@ -24,6 +24,9 @@ use crate::proto::session::Session;
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
+/// How long a publisher pauses when a subscriber it fed is nearly full.
+pub const STALL: Duration = Duration::from_millis(2);
+
 type Stream = Rc<RefCell<TcpStream>>;
 
 async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -141,6 +144,10 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
         };
         shard.publish_stats();
         shard.flush().await;
+        let stall = shard.core.borrow_mut().take_stall();
+        if stall {
+            glommio::timer::sleep(STALL).await;
+        }
         match result {
             Ok(used) => {
                 buf.copy_within(used..filled, 0);

@@ -16,7 +16,7 @@ use crate::ids::ConnId;
 
 /// Batches in flight per (source, destination) queue. Batches are per read,
 /// so a full queue means the destination is far behind.
-pub const QUEUE_SLOTS: usize = 1024;
+pub const QUEUE_SLOTS: usize = 256;
 
 /// What one shard sends another.
 pub enum ShardMsg {

@@ -217,7 +217,14 @@ async fn shard_main(id: ShardId, shared: Arc<Shared>, ends: ShardEnds, listener:
                 match msg {
                     ShardMsg::Batch(b) => {
                         shard.core.borrow_mut().apply(b);
+                        shard.publish_stats();
                         shard.flush().await;
+                        // Pace this source while a subscriber here is nearly
+                        // full; the queue filling up then stalls its publishers.
+                        let stall = shard.core.borrow_mut().take_stall();
+                        if stall {
+                            glommio::timer::sleep(conn::STALL).await;
+                        }
                     }
                     ShardMsg::Conn(stream, cid) => {
                         let s = shard.clone();

@@ -1,0 +1,164 @@
+//! Byte-exact protocol tests over raw TCP against a petrel process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw::Raw;
+
+#[test]
+fn info_has_every_field_a_plain_client_gets() {
+    let p = common::petrel(&["--shards", "2", "-n", "test-server"]);
+    let c = Raw::open(&p.addr());
+    assert!(c.info_line.starts_with("INFO {") && c.info_line.ends_with("} \r\n"), "{}", c.info_line);
+    let info = c.info();
+    let id = info["server_id"].as_str().unwrap();
+    assert!(id.starts_with('N') && id.len() == 56, "server id is a server nkey: {id}");
+    assert!(nkeys::KeyPair::from_public_key(id).is_ok());
+    assert_eq!(info["server_name"], "test-server");
+    assert_eq!(info["proto"], 1);
+    assert_eq!(info["host"], "127.0.0.1");
+    assert_eq!(info["port"], p.port);
+    assert_eq!(info["headers"], true);
+    assert_eq!(info["max_payload"], 1048576);
+    assert_eq!(info["client_ip"], "127.0.0.1");
+    assert!(info["client_id"].as_u64().unwrap() >= 1);
+    assert!(info["version"].as_str().unwrap().starts_with("2."));
+    assert!(info["go"].is_string());
+    assert!(info.get("auth_required").is_none());
+}
+
+#[test]
+fn pong_means_the_subscription_is_on_every_shard() {
+    let p = common::petrel(&["--shards", "2"]);
+    let mut subs: Vec<Raw> = (0..6).map(|_| Raw::open(&p.addr())).collect();
+    let mut pubs: Vec<Raw> = (0..4).map(|_| Raw::open(&p.addr())).collect();
+    for s in subs.iter_mut().chain(pubs.iter_mut()) {
+        s.send(b"CONNECT {\"verbose\":false}\r\n");
+    }
+    for round in 0..30 {
+        for s in subs.iter_mut() {
+            s.send(format!("SUB r{round} 1\r\n").as_bytes());
+            assert_eq!(s.ping(), "");
+        }
+        // No sleep: the PONG is the guarantee.
+        let p = &mut pubs[round % 4];
+        p.send(format!("PUB r{round} 2\r\nok\r\n").as_bytes());
+        for s in subs.iter_mut() {
+            assert_eq!(s.read_line(Duration::from_secs(5)).unwrap(), format!("MSG r{round} 1 2\r\n"));
+            assert_eq!(s.read_line(Duration::from_secs(5)).unwrap(), "ok\r\n");
+            s.send(b"UNSUB 1\r\n");
+        }
+    }
+}
+
+#[test]
+fn payload_split_byte_by_byte() {
+    let p = common::petrel(&[]);
+    let mut c = Raw::open(&p.addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nSUB s 9\r\n");
+    for b in b"PUB s 11\r\nhello world\r\n" {
+        c.send(&[*b]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(c.ping(), "MSG s 9 11\r\nhello world\r\n");
+}
+
+#[test]
+fn max_payload_violation_closes() {
+    let p = common::petrel(&["--max_payload", "1024"]);
+    let mut c = Raw::open(&p.addr());
+    assert_eq!(c.info()["max_payload"], 1024);
+    let r = c.exchange(b"PUB foo 1025\r\n");
+    assert_eq!(r.text(), "-ERR 'Maximum Payload Violation'\r\n");
+    assert!(r.closed);
+}
+
+#[test]
+fn max_connections_exceeded() {
+    let p = common::petrel(&["--max_connections", "2"]);
+    let mut a = Raw::open(&p.addr());
+    let mut b = Raw::open(&p.addr());
+    assert_eq!(a.ping(), "+OK\r\n".repeat(0));
+    let mut c = Raw::open(&p.addr());
+    let r = c.read_until_quiet(Duration::from_millis(300), Duration::from_secs(5));
+    assert_eq!(r.text(), "-ERR 'maximum connections exceeded'\r\n");
+    assert!(r.closed);
+    assert_eq!(b.ping(), "");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut d = Raw::open(&p.addr());
+    assert_eq!(d.ping(), "", "a slot frees when a client leaves");
+}
+
+#[test]
+fn stale_connection_after_unanswered_pings() {
+    let p = common::petrel(&["--ping_interval", "100ms", "--ping_max", "2"]);
+    let mut c = Raw::open(&p.addr());
+    let start = Instant::now();
+    let r = c.read_until_quiet(Duration::from_secs(3), Duration::from_secs(5));
+    assert!(r.closed);
+    assert_eq!(r.text(), "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // A client that answers stays.
+    let mut ok = Raw::open(&p.addr());
+    for _ in 0..4 {
+        assert_eq!(ok.read_line(Duration::from_secs(2)).unwrap(), "PING\r\n");
+        ok.send(b"PONG\r\n");
+    }
+}
+
+#[test]
+fn slow_consumer_is_cut_off_without_hurting_others() {
+    let p = common::petrel(&["--shards", "2", "--max_pending", "4194304"]);
+    let mut slow = Raw::open(&p.addr());
+    slow.send(b"CONNECT {\"verbose\":false}\r\nSUB feed 1\r\n");
+    assert_eq!(slow.ping(), "");
+    let mut healthy = Raw::open(&p.addr());
+    healthy.send(b"CONNECT {\"verbose\":false}\r\nSUB feed 1\r\n");
+    assert_eq!(healthy.ping(), "");
+    let mut publisher = Raw::open(&p.addr());
+    publisher.send(b"CONNECT {\"verbose\":false}\r\n");
+    let body = vec![b'x'; 8192];
+    let mut frame = b"PUB feed 8192\r\n".to_vec();
+    frame.extend_from_slice(&body);
+    frame.extend_from_slice(b"\r\n");
+    let total = 8000; // 64 MiB: far past the slow reader's socket buffers and max_pending
+    let reader = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut bytes = 0usize;
+        let want = total * (frame_len() as usize);
+        while bytes < want {
+            let r = healthy.read_until_quiet(Duration::from_secs(2), Duration::from_secs(30));
+            if r.bytes.is_empty() {
+                break;
+            }
+            bytes += r.bytes.len();
+            got = bytes / frame_len() as usize;
+        }
+        got
+    });
+    let t = Instant::now();
+    for _ in 0..total {
+        publisher.send(&frame);
+    }
+    assert_eq!(publisher.ping(), "", "publisher is not disturbed");
+    eprintln!("published 64 MiB in {:?}", t.elapsed());
+    assert_eq!(reader.join().unwrap(), total, "healthy subscriber got everything");
+    let r = slow.read_until_quiet(Duration::from_secs(2), Duration::from_secs(60));
+    assert!(r.closed, "slow consumer was closed");
+}
+
+/// Bytes of one delivered `MSG feed 1 8192` frame.
+fn frame_len() -> u64 {
+    (b"MSG feed 1 8192\r\n".len() + 8192 + 2) as u64
+}
+
+#[test]
+fn ping_before_connect_and_verbose_defaults() {
+    let p = common::petrel(&[]);
+    let mut c = Raw::open(&p.addr());
+    assert_eq!(c.exchange(b"PING\r\n").text(), "PONG\r\n");
+    assert_eq!(c.exchange(b"SUB a 1\r\nPUB a 1\r\nx\r\n").text(), "+OK\r\n+OK\r\nMSG a 1 1\r\nx\r\n");
+    assert_eq!(c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(), "+OK\r\n+OK\r\n");
+}
