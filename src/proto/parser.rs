@@ -158,9 +158,15 @@ enum Kind {
     Info,
 }
 
-/// Which operations need a space or tab after their keyword.
+/// Which operations carry arguments.
 fn needs_args(k: Kind) -> bool {
     !matches!(k, Kind::Ping | Kind::Pong | Kind::Ok)
+}
+
+/// Which operations need a space or tab between keyword and arguments
+/// (nats-server lets the JSON of CONNECT and INFO follow directly).
+fn needs_separator(k: Kind) -> bool {
+    needs_args(k) && !matches!(k, Kind::Connect | Kind::Info)
 }
 
 const OPS_P: [(&[u8], Kind); 3] = [(b"PUB", Kind::Pub), (b"PING", Kind::Ping), (b"PONG", Kind::Pong)];
@@ -229,12 +235,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<Parsed<'a>, Pars
     };
     let mut args_start = kw_len;
     if needs_args(kind) {
-        match buf.get(kw_len) {
-            None => return Ok(MORE),
-            Some(&b) if is_ws(b) => {}
-            Some(_) => return Err(ParseError::UnknownOp),
+        if needs_separator(kind) {
+            match buf.get(kw_len) {
+                None => return Ok(MORE),
+                Some(&b) if is_ws(b) => {}
+                Some(_) => return Err(ParseError::UnknownOp),
+            }
+            args_start += 1;
         }
-        args_start += 1;
         while args_start < buf.len() && is_ws(buf[args_start]) {
             args_start += 1;
         }
@@ -387,6 +395,7 @@ mod tests {
         assert_eq!(op(b"CONNECT {}\r\n"), Op::Connect(b"{}"));
         assert_eq!(op(b"connect\t {\"a\":1}\r\n"), Op::Connect(b"{\"a\":1}"));
         assert_eq!(op(b"INFO {}\r\n"), Op::Info(b"{}"));
+        assert_eq!(op(b"CONNECT{}\r\n"), Op::Connect(b"{}"));
     }
 
     #[test]
