@@ -80,7 +80,11 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["client_advertise"], Kind::Value, "configuration files"),
     (&["js", "jetstream"], Kind::Bool, "JetStream"),
     (&["sd", "store_dir"], Kind::Value, "JetStream"),
-    (&["sl", "signal"], Kind::Value, "signals to a running server"),
+    (
+        &["sl", "signal"],
+        Kind::Value,
+        "signals to a running server",
+    ),
     (&["profile"], Kind::Value, "profiling"),
     (&["s", "syslog"], Kind::Bool, "syslog"),
     (&["r", "remote_syslog"], Kind::Value, "syslog"),
@@ -91,18 +95,32 @@ fn parse_bool(flag: &str, v: &str) -> Result<bool, CliError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(CliError::BadValue { flag: flag.into(), value: v.into(), why: "parse error".into() }),
+        _ => Err(CliError::BadValue {
+            flag: flag.into(),
+            value: v.into(),
+            why: "parse error".into(),
+        }),
     }
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, CliError> {
-    v.parse().map_err(|_| CliError::BadValue { flag: flag.into(), value: v.into(), why: "parse error".into() })
+    v.parse().map_err(|_| CliError::BadValue {
+        flag: flag.into(),
+        value: v.into(),
+        why: "parse error".into(),
+    })
 }
 
 /// A duration as Go writes it (`100ms`, `2s`, `1m`) or plain seconds.
 fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, CliError> {
-    let bad = || CliError::BadValue { flag: flag.into(), value: v.into(), why: "not a duration".into() };
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let bad = || CliError::BadValue {
+        flag: flag.into(),
+        value: v.into(),
+        why: "not a duration".into(),
+    };
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -119,16 +137,51 @@ fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, CliError> 
 
 fn kind_of(name: &str) -> Option<Kind> {
     let value = [
-        "p", "port", "a", "addr", "net", "n", "name", "server_name", "l", "log", "P", "pid",
-        "ports_file_dir", "shards", "max_payload", "max_connections", "max_pending", "ping_interval", "ping_max",
+        "p",
+        "port",
+        "a",
+        "addr",
+        "net",
+        "n",
+        "name",
+        "server_name",
+        "l",
+        "log",
+        "P",
+        "pid",
+        "ports_file_dir",
+        "shards",
+        "max_payload",
+        "max_connections",
+        "max_pending",
+        "ping_interval",
+        "ping_max",
     ];
-    let boolean = ["D", "debug", "V", "trace", "DV", "VV", "DVV", "T", "logtime", "v", "version", "h", "help", "logtime_utc"];
+    let boolean = [
+        "D",
+        "debug",
+        "V",
+        "trace",
+        "DV",
+        "VV",
+        "DVV",
+        "T",
+        "logtime",
+        "v",
+        "version",
+        "h",
+        "help",
+        "logtime_utc",
+    ];
     if value.contains(&name) {
         Some(Kind::Value)
     } else if boolean.contains(&name) {
         Some(Kind::Bool)
     } else {
-        LATER.iter().find(|(names, _, _)| names.contains(&name)).map(|(_, k, _)| *k)
+        LATER
+            .iter()
+            .find(|(names, _, _)| names.contains(&name))
+            .map(|(_, k, _)| *k)
     }
 }
 
@@ -152,7 +205,10 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             (Kind::Bool, v) => v.unwrap_or_else(|| "true".to_string()),
             (Kind::Value, Some(v)) => v,
             (Kind::Value, None) => {
-                let v = args.get(i).cloned().ok_or_else(|| CliError::MissingValue(name.to_string()))?;
+                let v = args
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| CliError::MissingValue(name.to_string()))?;
                 i += 1;
                 v
             }
@@ -167,7 +223,11 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             "shards" => {
                 let n: usize = parse_num(name, &value)?;
                 if n == 0 {
-                    return Err(CliError::BadValue { flag: name.into(), value, why: "must be at least 1".into() });
+                    return Err(CliError::BadValue {
+                        flag: name.into(),
+                        value,
+                        why: "must be at least 1".into(),
+                    });
                 }
                 o.shards = Some(n)
             }
@@ -199,11 +259,17 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 }
             }
             _ => {
-                let (_, _, feature) = LATER.iter().find(|(names, _, _)| names.contains(&name)).expect("known flag");
+                let (_, _, feature) = LATER
+                    .iter()
+                    .find(|(names, _, _)| names.contains(&name))
+                    .expect("known flag");
                 if kind == Kind::Bool && !parse_bool(name, &value)? {
                     continue; // `-js=false` asks for nothing
                 }
-                return Err(CliError::NotYetSupported { flag: name.to_string(), feature });
+                return Err(CliError::NotYetSupported {
+                    flag: name.to_string(),
+                    feature,
+                });
             }
         }
     }
@@ -271,17 +337,32 @@ mod tests {
         assert_eq!(serve("-port 5000").port, 5000);
         assert_eq!(parse(&args("-v")).unwrap(), Command::Version);
         assert_eq!(parse(&args("--help")).unwrap(), Command::Help);
-        assert_eq!(serve("--ping_interval 250ms").ping_interval, std::time::Duration::from_millis(250));
-        assert_eq!(serve("--ping_interval=3").ping_interval, std::time::Duration::from_secs(3));
+        assert_eq!(
+            serve("--ping_interval 250ms").ping_interval,
+            std::time::Duration::from_millis(250)
+        );
+        assert_eq!(
+            serve("--ping_interval=3").ping_interval,
+            std::time::Duration::from_secs(3)
+        );
     }
 
     #[test]
     fn errors() {
         assert_eq!(parse(&args("-zz")), Err(CliError::UnknownFlag("zz".into())));
         assert_eq!(parse(&args("-p")), Err(CliError::MissingValue("p".into())));
-        assert!(matches!(parse(&args("-p x")), Err(CliError::BadValue { .. })));
-        assert!(matches!(parse(&args("-c f.conf")), Err(CliError::NotYetSupported { .. })));
-        assert!(matches!(parse(&args("--tls")), Err(CliError::NotYetSupported { .. })));
+        assert!(matches!(
+            parse(&args("-p x")),
+            Err(CliError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(&args("-c f.conf")),
+            Err(CliError::NotYetSupported { .. })
+        ));
+        assert!(matches!(
+            parse(&args("--tls")),
+            Err(CliError::NotYetSupported { .. })
+        ));
         assert!(parse(&args("-js=false")).is_ok());
     }
 }

@@ -72,17 +72,20 @@ impl ShardStats {
 
 /// Sums the counters of all shards.
 pub fn sum(shards: &[ShardStats]) -> Counters {
-    shards.iter().map(ShardStats::read).fold(Counters::default(), |a, b| Counters {
-        in_msgs: a.in_msgs + b.in_msgs,
-        in_bytes: a.in_bytes + b.in_bytes,
-        out_msgs: a.out_msgs + b.out_msgs,
-        out_bytes: a.out_bytes + b.out_bytes,
-        connections: a.connections + b.connections,
-        total_connections: a.total_connections + b.total_connections,
-        subscriptions: a.subscriptions + b.subscriptions,
-        slow_consumers: a.slow_consumers + b.slow_consumers,
-        stale_connections: a.stale_connections + b.stale_connections,
-    })
+    shards
+        .iter()
+        .map(ShardStats::read)
+        .fold(Counters::default(), |a, b| Counters {
+            in_msgs: a.in_msgs + b.in_msgs,
+            in_bytes: a.in_bytes + b.in_bytes,
+            out_msgs: a.out_msgs + b.out_msgs,
+            out_bytes: a.out_bytes + b.out_bytes,
+            connections: a.connections + b.connections,
+            total_connections: a.total_connections + b.total_connections,
+            subscriptions: a.subscriptions + b.subscriptions,
+            slow_consumers: a.slow_consumers + b.slow_consumers,
+            stale_connections: a.stale_connections + b.stale_connections,
+        })
 }
 
 #[cfg(test)]
@@ -92,8 +95,16 @@ mod tests {
     #[test]
     fn publish_and_sum() {
         let shards = [ShardStats::default(), ShardStats::default()];
-        shards[0].publish(&Counters { in_msgs: 3, out_bytes: 5, ..Default::default() });
-        shards[1].publish(&Counters { in_msgs: 4, slow_consumers: 1, ..Default::default() });
+        shards[0].publish(&Counters {
+            in_msgs: 3,
+            out_bytes: 5,
+            ..Default::default()
+        });
+        shards[1].publish(&Counters {
+            in_msgs: 4,
+            slow_consumers: 1,
+            ..Default::default()
+        });
         let s = sum(&shards);
         assert_eq!((s.in_msgs, s.out_bytes, s.slow_consumers), (7, 5, 1));
     }

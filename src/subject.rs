@@ -71,10 +71,22 @@ mod tests {
 
     #[test]
     fn validity() {
-        for ok in ["foo", "foo.bar", "foo.*", "foo.>", "*", ">", "foo*.bar", "a.*.c", "$SYS.>"] {
+        for ok in [
+            "foo", "foo.bar", "foo.*", "foo.>", "*", ">", "foo*.bar", "a.*.c", "$SYS.>",
+        ] {
             assert!(is_valid_subject(ok.as_bytes()), "{ok}");
         }
-        for bad in ["", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", "foo bar", "foo\tbar", ">.a"] {
+        for bad in [
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            "foo bar",
+            "foo\tbar",
+            ">.a",
+        ] {
             assert!(!is_valid_subject(bad.as_bytes()), "{bad}");
         }
         assert!(is_valid_literal_subject(b"foo*.bar"));

@@ -28,7 +28,10 @@ async fn ready(c: &async_nats::Client) {
 }
 
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    timeout(WAIT, sub.next()).await.expect("message in time").expect("subscription open")
+    timeout(WAIT, sub.next())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
 }
 
 #[tokio::test]
@@ -51,7 +54,12 @@ async fn pub_sub_and_wildcards() {
         let m = next(&mut gt).await;
         assert_eq!(m.payload, want);
     }
-    assert!(timeout(Duration::from_millis(200), exact.next()).await.is_err(), "no extra message");
+    assert!(
+        timeout(Duration::from_millis(200), exact.next())
+            .await
+            .is_err(),
+        "no extra message"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +76,10 @@ async fn queue_group_delivers_each_message_once() {
     let publisher = client(&p).await;
     let total = 2000;
     for i in 0..total {
-        publisher.publish("jobs", Bytes::from(i.to_string())).await.unwrap();
+        publisher
+            .publish("jobs", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     let mut seen: HashMap<String, u32> = HashMap::new();
@@ -77,7 +88,9 @@ async fn queue_group_delivers_each_message_once() {
     for m in members.iter_mut() {
         let mut n = 0;
         while let Ok(Some(msg)) = timeout(Duration::from_millis(500), m.next()).await {
-            *seen.entry(String::from_utf8(msg.payload.to_vec()).unwrap()).or_default() += 1;
+            *seen
+                .entry(String::from_utf8(msg.payload.to_vec()).unwrap())
+                .or_default() += 1;
             n += 1;
         }
         received += n;
@@ -85,7 +98,10 @@ async fn queue_group_delivers_each_message_once() {
     }
     assert_eq!(received, total, "per member: {per_member:?}");
     assert!(seen.values().all(|&n| n == 1));
-    assert!(per_member.iter().all(|&n| n > total / 4 / 3), "fair spread: {per_member:?}");
+    assert!(
+        per_member.iter().all(|&n| n > total / 4 / 3),
+        "fair spread: {per_member:?}"
+    );
 }
 
 #[tokio::test]
@@ -105,11 +121,21 @@ async fn request_reply_and_no_responders() {
     let requester = client(&p).await;
     for i in 0..50 {
         let body = Bytes::from(format!("ping {i}"));
-        let r = timeout(WAIT, requester.request("svc.echo", body.clone())).await.unwrap().unwrap();
+        let r = timeout(WAIT, requester.request("svc.echo", body.clone()))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.payload, body);
     }
-    let err = timeout(WAIT, requester.request("svc.nobody", "x".into())).await.unwrap().unwrap_err();
-    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders, "{err:?}");
+    let err = timeout(WAIT, requester.request("svc.nobody", "x".into()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -120,19 +146,29 @@ async fn headers_travel_and_echo_can_be_off() {
     c.flush().await.unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("X-Trace", "abc");
-    c.publish_with_headers("h", headers, "body".into()).await.unwrap();
+    c.publish_with_headers("h", headers, "body".into())
+        .await
+        .unwrap();
     let m = next(&mut sub).await;
     assert_eq!(m.payload, "body");
     assert_eq!(m.headers.unwrap().get("X-Trace").unwrap().as_str(), "abc");
 
-    let quiet = async_nats::ConnectOptions::new().no_echo().connect(p.url()).await.unwrap();
+    let quiet = async_nats::ConnectOptions::new()
+        .no_echo()
+        .connect(p.url())
+        .await
+        .unwrap();
     let mut own = quiet.subscribe("echo.test").await.unwrap();
     ready(&quiet).await;
     quiet.publish("echo.test", "mine".into()).await.unwrap();
     quiet.flush().await.unwrap();
     c.publish("echo.test", "theirs".into()).await.unwrap();
     c.flush().await.unwrap();
-    assert_eq!(next(&mut own).await.payload, "theirs", "own publish is not echoed");
+    assert_eq!(
+        next(&mut own).await.payload,
+        "theirs",
+        "own publish is not echoed"
+    );
 }
 
 #[tokio::test]
@@ -144,7 +180,10 @@ async fn unsubscribe_after_n() {
     ready(&c).await;
     let other = client(&p).await;
     for i in 0..10 {
-        other.publish("n", Bytes::from(i.to_string())).await.unwrap();
+        other
+            .publish("n", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     other.flush().await.unwrap();
     let mut got = Vec::new();
@@ -176,7 +215,11 @@ async fn large_payloads_cross_shards_intact() {
         for (i, &size) in sizes.iter().enumerate() {
             let m = next(s).await;
             assert_eq!(m.payload.len(), size);
-            assert!(m.payload.iter().enumerate().all(|(j, &b)| b == (i * 31 + j * 7) as u8));
+            assert!(m
+                .payload
+                .iter()
+                .enumerate()
+                .all(|(j, &b)| b == (i * 31 + j * 7) as u8));
         }
     }
 }
@@ -196,19 +239,32 @@ async fn many_connections_spread_over_shards() {
     }
     let pubs: Vec<_> = futures::future::join_all((0..n).map(|_| client(&p))).await;
     for (i, c) in pubs.iter().enumerate() {
-        c.publish(format!("fan.{i}"), Bytes::from(i.to_string())).await.unwrap();
+        c.publish(format!("fan.{i}"), Bytes::from(i.to_string()))
+            .await
+            .unwrap();
         c.flush().await.unwrap();
     }
     for s in subs.iter_mut() {
         let mut got = Vec::new();
         for _ in 0..n {
-            got.push(String::from_utf8(next(s).await.payload.to_vec()).unwrap().parse::<usize>().unwrap());
+            got.push(
+                String::from_utf8(next(s).await.payload.to_vec())
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            );
         }
         got.sort();
         assert_eq!(got, (0..n).collect::<Vec<_>>());
     }
-    let on = |s: &str| p.log_lines(&format!("Client connection created (shard {s})")).len();
+    let on = |s: &str| {
+        p.log_lines(&format!("Client connection created (shard {s})"))
+            .len()
+    };
     let (a, b) = (on("0"), on("1"));
     assert_eq!(a + b, 2 * n);
-    assert!(a.abs_diff(b) <= 2, "connections balanced across shards: {a} vs {b}");
+    assert!(
+        a.abs_diff(b) <= 2,
+        "connections balanced across shards: {a} vs {b}"
+    );
 }

@@ -12,12 +12,23 @@ use common::raw::{Raw, Reply};
 /// INFO keys whose values differ by nature, or that describe features
 /// petrel does not offer (JetStream `api_lvl`, auth-callout `xkey`, the Go
 /// build's `git_commit`).
-const IGNORED_INFO_KEYS: &[&str] =
-    &["server_id", "server_name", "version", "go", "port", "client_id", "nonce", "git_commit", "api_lvl", "xkey"];
+const IGNORED_INFO_KEYS: &[&str] = &[
+    "server_id",
+    "server_name",
+    "version",
+    "go",
+    "port",
+    "client_id",
+    "nonce",
+    "git_commit",
+    "api_lvl",
+    "xkey",
+];
 
 fn normalize_info(line: &str) -> String {
     let json = line.trim_start_matches("INFO ").trim_end_matches(" \r\n");
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("INFO is JSON");
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).expect("INFO is JSON");
     for k in IGNORED_INFO_KEYS {
         v.remove(*k);
     }
@@ -133,7 +144,9 @@ fn byte_streams_match_nats_server() {
     // Cases run in parallel on separate server pairs so they cannot see
     // each other's messages.
     const PAIRS: usize = 4;
-    let pairs: Vec<_> = (0..PAIRS).map(|_| (common::petrel(&["--shards", "2"]), common::nats_server(&[]))).collect();
+    let pairs: Vec<_> = (0..PAIRS)
+        .map(|_| (common::petrel(&["--shards", "2"]), common::nats_server(&[])))
+        .collect();
     let cases = cases();
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..PAIRS)
@@ -154,13 +167,24 @@ fn byte_streams_match_nats_server() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let mut failures = Vec::new();
     for (name, ours, theirs) in &results {
         if ours != theirs {
-            failures.push(format!("{name}:\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"));
+            failures.push(format!(
+                "{name}:\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), results.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n")
+    );
 }

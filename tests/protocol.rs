@@ -10,10 +10,17 @@ use common::raw::Raw;
 fn info_has_every_field_a_plain_client_gets() {
     let p = common::petrel(&["--shards", "2", "-n", "test-server"]);
     let c = Raw::open(&p.addr());
-    assert!(c.info_line.starts_with("INFO {") && c.info_line.ends_with("} \r\n"), "{}", c.info_line);
+    assert!(
+        c.info_line.starts_with("INFO {") && c.info_line.ends_with("} \r\n"),
+        "{}",
+        c.info_line
+    );
     let info = c.info();
     let id = info["server_id"].as_str().unwrap();
-    assert!(id.starts_with('N') && id.len() == 56, "server id is a server nkey: {id}");
+    assert!(
+        id.starts_with('N') && id.len() == 56,
+        "server id is a server nkey: {id}"
+    );
     assert!(nkeys::KeyPair::from_public_key(id).is_ok());
     assert_eq!(info["server_name"], "test-server");
     assert_eq!(info["proto"], 1);
@@ -45,7 +52,10 @@ fn pong_means_the_subscription_is_on_every_shard() {
         let p = &mut pubs[round % 4];
         p.send(format!("PUB r{round} 2\r\nok\r\n").as_bytes());
         for s in subs.iter_mut() {
-            assert_eq!(s.read_line(Duration::from_secs(5)).unwrap(), format!("MSG r{round} 1 2\r\n"));
+            assert_eq!(
+                s.read_line(Duration::from_secs(5)).unwrap(),
+                format!("MSG r{round} 1 2\r\n")
+            );
             assert_eq!(s.read_line(Duration::from_secs(5)).unwrap(), "ok\r\n");
             s.send(b"UNSUB 1\r\n");
         }
@@ -144,7 +154,11 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
     }
     assert_eq!(publisher.ping(), "", "publisher is not disturbed");
     eprintln!("published 64 MiB in {:?}", t.elapsed());
-    assert_eq!(reader.join().unwrap(), total, "healthy subscriber got everything");
+    assert_eq!(
+        reader.join().unwrap(),
+        total,
+        "healthy subscriber got everything"
+    );
     let r = slow.read_until_quiet(Duration::from_secs(2), Duration::from_secs(60));
     assert!(r.closed, "slow consumer was closed");
 }
@@ -159,6 +173,12 @@ fn ping_before_connect_and_verbose_defaults() {
     let p = common::petrel(&[]);
     let mut c = Raw::open(&p.addr());
     assert_eq!(c.exchange(b"PING\r\n").text(), "PONG\r\n");
-    assert_eq!(c.exchange(b"SUB a 1\r\nPUB a 1\r\nx\r\n").text(), "+OK\r\n+OK\r\nMSG a 1 1\r\nx\r\n");
-    assert_eq!(c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(), "+OK\r\n+OK\r\n");
+    assert_eq!(
+        c.exchange(b"SUB a 1\r\nPUB a 1\r\nx\r\n").text(),
+        "+OK\r\n+OK\r\nMSG a 1 1\r\nx\r\n"
+    );
+    assert_eq!(
+        c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(),
+        "+OK\r\n+OK\r\n"
+    );
 }

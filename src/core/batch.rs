@@ -120,7 +120,10 @@ impl Outbox {
     pub(crate) fn push_bytes(&mut self, b: &[u8]) -> Span {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(b);
-        Span { start, len: b.len() as u32 }
+        Span {
+            start,
+            len: b.len() as u32,
+        }
     }
 
     /// Takes the contents as a batch, leaving the outbox empty.
@@ -128,7 +131,11 @@ impl Outbox {
         let cap = self.data.capacity().min(1 << 20);
         Batch {
             from: from.0,
-            interest_seq: if self.interest.is_empty() { 0 } else { interest_seq },
+            interest_seq: if self.interest.is_empty() {
+                0
+            } else {
+                interest_seq
+            },
             interest: std::mem::take(&mut self.interest),
             ack: self.ack.take(),
             data: Bytes::from(std::mem::replace(&mut self.data, Vec::with_capacity(cap))),

@@ -43,25 +43,45 @@ pub struct CoreHost<'a, A: Authenticator> {
 
 /// The INFO a connection gets: the server's fields plus its own.
 pub fn client_info(template: &ServerInfo, cid: ConnId, client_ip: &str) -> ServerInfo {
-    ServerInfo { client_id: cid.0, client_ip: client_ip.to_string(), ..template.clone() }
+    ServerInfo {
+        client_id: cid.0,
+        client_ip: client_ip.to_string(),
+        ..template.clone()
+    }
 }
 
 impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
     fn out(&mut self) -> &mut Vec<u8> {
-        &mut self.core.conn_mut(self.cid).expect("connection is registered while its session runs").out
+        &mut self
+            .core
+            .conn_mut(self.cid)
+            .expect("connection is registered while its session runs")
+            .out
     }
 
     fn connect(&mut self, opts: &ClientOpts) -> Result<(), WireError> {
         self.auth.check(opts)?;
-        self.core.set_conn_opts(self.cid, opts.echo, opts.headers && self.headers_supported);
+        self.core
+            .set_conn_opts(self.cid, opts.echo, opts.headers && self.headers_supported);
         Ok(())
     }
 
     fn publish(&mut self, msg: &Publish<'_>) -> bool {
-        self.core.publish(self.cid, msg.subject, msg.reply, msg.header_len, msg.message)
+        self.core.publish(
+            self.cid,
+            msg.subject,
+            msg.reply,
+            msg.header_len,
+            msg.message,
+        )
     }
 
-    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
+    fn subscribe(
+        &mut self,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) -> Result<(), WireError> {
         self.core.subscribe(self.cid, subject, queue, sid)
     }
 

@@ -36,7 +36,11 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { max_pending: 64 * 1024 * 1024, sublist_cache: true, max_subscriptions: 0 }
+        CoreConfig {
+            max_pending: 64 * 1024 * 1024,
+            sublist_cache: true,
+            max_subscriptions: 0,
+        }
     }
 }
 
@@ -173,7 +177,11 @@ impl ShardCore {
 
     /// The counters as of now.
     pub fn counters(&self) -> Counters {
-        Counters { subscriptions: self.subs.len() as u64, connections: self.conns.len() as u64, ..self.counters }
+        Counters {
+            subscriptions: self.subs.len() as u64,
+            connections: self.conns.len() as u64,
+            ..self.counters
+        }
     }
 
     /// The index replica (read access for monitoring and tests).
@@ -208,7 +216,12 @@ impl ShardCore {
     /// Takes the connection's pending output, or registers `waker` to be
     /// woken when there is some. Returns `Err` once the connection is
     /// closing and its output is drained.
-    pub fn poll_output(&mut self, cid: ConnId, spare: &mut Vec<u8>, waker: &Waker) -> Option<Result<(), CloseReason>> {
+    pub fn poll_output(
+        &mut self,
+        cid: ConnId,
+        spare: &mut Vec<u8>,
+        waker: &Waker,
+    ) -> Option<Result<(), CloseReason>> {
         let c = self.conns.get_mut(&cid)?;
         if !c.out.is_empty() {
             spare.clear();
@@ -258,7 +271,9 @@ impl ShardCore {
 
     /// Forgets a connection and all its subscriptions.
     pub fn remove_conn(&mut self, cid: ConnId) {
-        let Some(c) = self.conns.get(&cid) else { return };
+        let Some(c) = self.conns.get(&cid) else {
+            return;
+        };
         let keys: Vec<SubKey> = c.sids.values().copied().collect();
         for k in keys {
             self.remove_sub(k);
@@ -268,9 +283,17 @@ impl ShardCore {
     }
 
     /// Adds a subscription for a local connection.
-    pub fn subscribe(&mut self, cid: ConnId, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
+    pub fn subscribe(
+        &mut self,
+        cid: ConnId,
+        subj: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) -> Result<(), WireError> {
         let max_subs = self.cfg.max_subscriptions;
-        let Some(c) = self.conns.get_mut(&cid) else { return Ok(()) };
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return Ok(());
+        };
         if max_subs > 0 && c.sids.len() >= max_subs {
             return Err(WireError::MaxSubscriptionsExceeded);
         }
@@ -296,13 +319,19 @@ impl ShardCore {
                 delivered: 0,
             },
         );
-        self.broadcast(|| InterestChange::Add { subject: subj.into(), queue: queue.map(Into::into), sub });
+        self.broadcast(|| InterestChange::Add {
+            subject: subj.into(),
+            queue: queue.map(Into::into),
+            sub,
+        });
         Ok(())
     }
 
     /// Removes a subscription now, or after `max` deliveries in all.
     pub fn unsubscribe(&mut self, cid: ConnId, sid: &[u8], max: Option<u64>) {
-        let Some(c) = self.conns.get_mut(&cid) else { return };
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return;
+        };
         let Some(&key) = c.sids.get(sid) else { return };
         if let Some(max) = max {
             if let Some(s) = self.subs.get_mut(&key) {
@@ -328,13 +357,19 @@ impl ShardCore {
     }
 
     fn remove_sub(&mut self, key: SubKey) {
-        let Some(s) = self.subs.remove(&key) else { return };
+        let Some(s) = self.subs.remove(&key) else {
+            return;
+        };
         self.index.remove(&s.subject, s.queue.as_deref(), key);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.sids.remove(&s.sid);
         }
         let (subject, queue) = (s.subject, s.queue);
-        self.broadcast(|| InterestChange::Remove { subject: subject.clone(), queue: queue.clone(), key });
+        self.broadcast(|| InterestChange::Remove {
+            subject: subject.clone(),
+            queue: queue.clone(),
+            key,
+        });
     }
 
     /// Routes a message a local client published; returns whether any
@@ -362,7 +397,12 @@ impl ShardCore {
             return false;
         }
         self.publishes += 1;
-        let msg = Msg { subject, reply, header_len, message };
+        let msg = Msg {
+            subject,
+            reply,
+            header_len,
+            message,
+        };
         let mut shared: Option<Bytes> = None;
         let mut any = false;
         for s in &m.plain {
@@ -374,7 +414,9 @@ impl ShardCore {
         for g in &m.queues {
             let n = g.members.len();
             let start = fastrand::usize(..n);
-            let pick = (0..n).map(|i| g.members[(start + i) % n]).find(|s| echo || s.conn != from);
+            let pick = (0..n)
+                .map(|i| g.members[(start + i) % n])
+                .find(|s| echo || s.conn != from);
             if let Some(s) = pick {
                 any |= self.route_to(s, &msg, &mut shared);
             }
@@ -397,7 +439,11 @@ impl ShardCore {
             let subject = ob.push_bytes(msg.subject);
             let reply = msg.reply.map(|r| ob.push_bytes(r));
             let body = if msg.message.len() >= SHARE_THRESHOLD {
-                Body::Shared(shared.get_or_insert_with(|| Bytes::copy_from_slice(msg.message)).clone())
+                Body::Shared(
+                    shared
+                        .get_or_insert_with(|| Bytes::copy_from_slice(msg.message))
+                        .clone(),
+                )
             } else {
                 Body::Inline(ob.push_bytes(msg.message))
             };
@@ -411,22 +457,49 @@ impl ShardCore {
             });
         }
         ob.targets.push(s.key);
-        ob.msgs.last_mut().expect("message pushed above").targets.len += 1;
+        ob.msgs
+            .last_mut()
+            .expect("message pushed above")
+            .targets
+            .len += 1;
         true
     }
 
     /// Writes a message to a local subscriber; applies auto-unsubscribe and
     /// the slow-consumer limit.
     fn deliver_local(&mut self, key: SubKey, msg: &Msg<'_>) {
-        let Some(sub) = self.subs.get_mut(&key) else { return };
-        let Some(c) = self.conns.get_mut(&sub.conn) else { return };
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&sub.conn) else {
+            return;
+        };
         if c.closing.is_some() {
             return;
         }
         match (msg.header_len, c.headers) {
-            (Some(h), true) => encode::hmsg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
-            (Some(h), false) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
-            (None, _) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
+            (Some(h), true) => encode::hmsg(
+                &mut c.out,
+                msg.subject,
+                sub.sid.as_bytes(),
+                msg.reply,
+                h,
+                msg.message,
+            ),
+            (Some(h), false) => encode::msg(
+                &mut c.out,
+                msg.subject,
+                sub.sid.as_bytes(),
+                msg.reply,
+                &msg.message[h..],
+            ),
+            (None, _) => encode::msg(
+                &mut c.out,
+                msg.subject,
+                sub.sid.as_bytes(),
+                msg.reply,
+                msg.message,
+            ),
         }
         c.out_msgs += 1;
         c.out_bytes += msg.message.len() as u64;
@@ -450,11 +523,22 @@ impl ShardCore {
 
     /// Sends the no-responders status to `cid`'s subscription matching `reply`.
     pub fn no_responders(&mut self, cid: ConnId, reply: &[u8], subject: &[u8]) {
-        let Some(c) = self.conns.get(&cid) else { return };
-        let key = c.sids.values().copied().find(|k| self.subs.get(k).is_some_and(|s| subject::matches(&s.subject, reply)));
+        let Some(c) = self.conns.get(&cid) else {
+            return;
+        };
+        let key = c.sids.values().copied().find(|k| {
+            self.subs
+                .get(k)
+                .is_some_and(|s| subject::matches(&s.subject, reply))
+        });
         if let Some(key) = key {
             let hdr = encode::no_responders_header(subject);
-            let msg = Msg { subject: reply, reply: None, header_len: Some(hdr.len()), message: &hdr };
+            let msg = Msg {
+                subject: reply,
+                reply: None,
+                header_len: Some(hdr.len()),
+                message: &hdr,
+            };
             self.deliver_local(key, &msg);
         }
     }
@@ -463,7 +547,9 @@ impl ShardCore {
     /// connection's subscriptions, otherwise when they have.
     pub fn pong(&mut self, cid: ConnId, then: Option<Vec<u8>>) {
         let ready = self.interest_applied(cid);
-        let Some(c) = self.conns.get_mut(&cid) else { return };
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return;
+        };
         if ready && c.deferred_pongs.is_empty() {
             c.out.extend_from_slice(encode::PONG);
             if let Some(t) = then {
@@ -479,8 +565,13 @@ impl ShardCore {
     }
 
     fn interest_applied(&self, cid: ConnId) -> bool {
-        let Some(c) = self.conns.get(&cid) else { return true };
-        self.acked.iter().enumerate().all(|(i, &a)| i == self.id.index() || a >= c.interest_seq)
+        let Some(c) = self.conns.get(&cid) else {
+            return true;
+        };
+        self.acked
+            .iter()
+            .enumerate()
+            .all(|(i, &a)| i == self.id.index() || a >= c.interest_seq)
     }
 
     fn release_pongs(&mut self) {
@@ -512,8 +603,16 @@ impl ShardCore {
         }
         for ch in b.interest {
             match ch {
-                InterestChange::Add { subject, queue, sub } => self.index.insert(&subject, queue.as_deref(), sub),
-                InterestChange::Remove { subject, queue, key } => {
+                InterestChange::Add {
+                    subject,
+                    queue,
+                    sub,
+                } => self.index.insert(&subject, queue.as_deref(), sub),
+                InterestChange::Remove {
+                    subject,
+                    queue,
+                    key,
+                } => {
                     self.index.remove(&subject, queue.as_deref(), key);
                 }
             }

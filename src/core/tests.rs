@@ -20,31 +20,19 @@ struct Cluster {
 fn info() -> ServerInfo {
     ServerInfo {
         server_id: "N".into(),
-        server_name: "n".into(),
-        version: "x".into(),
         proto: 1,
-        go: "rust".into(),
-        host: "127.0.0.1".into(),
-        port: 4222,
         headers: true,
-        auth_required: false,
-        tls_required: false,
         max_payload: 1 << 20,
-        client_id: 0,
-        client_ip: String::new(),
-        nonce: String::new(),
-        connect_urls: vec![],
-        ldm: false,
-        connect_info: false,
-        remote_account: String::new(),
-        acc_is_sys: false,
+        ..Default::default()
     }
 }
 
 impl Cluster {
     fn new(n: usize, cfg: CoreConfig) -> Cluster {
         Cluster {
-            cores: (0..n).map(|i| ShardCore::new(ShardId(i as u16), n, cfg.clone())).collect(),
+            cores: (0..n)
+                .map(|i| ShardCore::new(ShardId(i as u16), n, cfg.clone()))
+                .collect(),
             sessions: HashMap::new(),
             info: info(),
             next: 1,
@@ -55,9 +43,16 @@ impl Cluster {
         let cid = ConnId(self.next);
         self.next += 1;
         self.cores[shard].add_conn(cid);
-        let s = Session::new(SessionConfig::default(), Instant::now(), Duration::from_secs(3600));
+        let s = Session::new(
+            SessionConfig::default(),
+            Instant::now(),
+            Duration::from_secs(3600),
+        );
         self.sessions.insert(cid, (shard, s));
-        self.feed(cid, b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n");
+        self.feed(
+            cid,
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n",
+        );
         cid
     }
 
@@ -71,7 +66,9 @@ impl Cluster {
             headers_supported: true,
             auth: &OpenAccess,
         };
-        let used = session.receive(bytes, Instant::now(), &mut host).expect("no protocol error");
+        let used = session
+            .receive(bytes, Instant::now(), &mut host)
+            .expect("no protocol error");
         assert_eq!(used, bytes.len());
     }
 
@@ -118,7 +115,10 @@ fn pong_waits_until_every_shard_has_the_subscription() {
     let sub = c.connect(0);
     let publisher = c.connect(2);
     c.feed(sub, b"SUB foo 1\r\nPING\r\n");
-    assert!(c.take_out(sub).is_empty(), "PONG held back until shards 1 and 2 acked");
+    assert!(
+        c.take_out(sub).is_empty(),
+        "PONG held back until shards 1 and 2 acked"
+    );
     c.pump();
     assert_eq!(c.take_out(sub), b"PONG\r\n");
     c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
@@ -138,7 +138,10 @@ fn order_per_publisher_holds_across_shards() {
     for round in 0..500 {
         for (p, cid) in pubs.iter().enumerate() {
             let body = format!("{p}:{round}");
-            c.feed(*cid, format!("PUB ord.{p} {}\r\n{body}\r\n", body.len()).as_bytes());
+            c.feed(
+                *cid,
+                format!("PUB ord.{p} {}\r\n{body}\r\n", body.len()).as_bytes(),
+            );
         }
         if round % 7 == 0 {
             c.pump();
@@ -173,24 +176,38 @@ fn queue_group_is_exactly_once_and_fair_across_shards() {
     let total = 3000;
     for i in 0..total {
         let body = i.to_string();
-        c.feed(pubs[i % 3], format!("PUB work {}\r\n{body}\r\n", body.len()).as_bytes());
+        c.feed(
+            pubs[i % 3],
+            format!("PUB work {}\r\n{body}\r\n", body.len()).as_bytes(),
+        );
     }
     c.pump();
     let mut seen = vec![0u32; total];
     for m in &members {
         let got = payloads(&c.take_out(*m));
-        assert!(got.len() > total / 6 / 2, "member got {} of {total}: unfair", got.len());
+        assert!(
+            got.len() > total / 6 / 2,
+            "member got {} of {total}: unfair",
+            got.len()
+        );
         for p in got {
             seen[String::from_utf8(p).unwrap().parse::<usize>().unwrap()] += 1;
         }
     }
     assert!(seen.iter().all(|&n| n == 1), "every message exactly once");
-    assert_eq!(payloads(&c.take_out(plain)).len(), total, "plain subscriber gets all");
+    assert_eq!(
+        payloads(&c.take_out(plain)).len(),
+        total,
+        "plain subscriber gets all"
+    );
 }
 
 #[test]
 fn slow_consumer_is_closed_and_others_keep_receiving() {
-    let cfg = CoreConfig { max_pending: 64 * 1024, ..Default::default() };
+    let cfg = CoreConfig {
+        max_pending: 64 * 1024,
+        ..Default::default()
+    };
     let mut c = Cluster::new(2, cfg);
     let slow = c.connect(1);
     let fast = c.connect(1);
@@ -212,7 +229,10 @@ fn slow_consumer_is_closed_and_others_keep_receiving() {
         fast_got += payloads(&c.take_out(fast)).len();
         remote_got += payloads(&c.take_out(remote)).len();
     }
-    assert_eq!(c.cores[1].conn(slow).unwrap().closing(), Some(CloseReason::SlowConsumerPendingBytes));
+    assert_eq!(
+        c.cores[1].conn(slow).unwrap().closing(),
+        Some(CloseReason::SlowConsumerPendingBytes)
+    );
     assert_eq!(c.cores[1].counters().slow_consumers, 1);
     assert_eq!(fast_got, 200);
     assert_eq!(remote_got, 200);
@@ -230,7 +250,10 @@ fn auto_unsubscribe_counts_remote_deliveries() {
     }
     c.pump();
     assert_eq!(payloads(&c.take_out(s)).len(), 3);
-    assert!(c.cores[0].index().is_empty(), "removal reached the other replica");
+    assert!(
+        c.cores[0].index().is_empty(),
+        "removal reached the other replica"
+    );
     assert!(c.cores[1].index().is_empty());
 }
 
@@ -238,12 +261,18 @@ fn auto_unsubscribe_counts_remote_deliveries() {
 fn echo_off_and_no_responders() {
     let mut c = Cluster::new(2, CoreConfig::default());
     let a = c.connect(0);
-    c.feed(a, b"CONNECT {\"verbose\":false,\"echo\":false,\"headers\":true,\"no_responders\":true}\r\n");
+    c.feed(
+        a,
+        b"CONNECT {\"verbose\":false,\"echo\":false,\"headers\":true,\"no_responders\":true}\r\n",
+    );
     c.feed(a, b"SUB self 1\r\nSUB _INBOX.x 2\r\nPUB self 1\r\nx\r\n");
     c.pump();
     assert!(c.take_out(a).is_empty(), "own message not echoed");
     c.feed(a, b"PUB nobody _INBOX.x 0\r\n\r\n");
-    assert_eq!(c.take_out(a), b"HMSG _INBOX.x 2 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n");
+    assert_eq!(
+        c.take_out(a),
+        b"HMSG _INBOX.x 2 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n"
+    );
 }
 
 #[test]
@@ -265,5 +294,12 @@ fn large_bodies_are_shared_and_headers_stripped_for_old_clients() {
     c.pump();
     assert_eq!(payloads(&c.take_out(old)), vec![body.clone()]);
     let got = c.take_out(new);
-    assert!(got.starts_with(format!("HMSG big 1 {} {}\r\nNATS/1.0", hdr.len(), hdr.len() + body.len()).as_bytes()));
+    assert!(got.starts_with(
+        format!(
+            "HMSG big 1 {} {}\r\nNATS/1.0",
+            hdr.len(),
+            hdr.len() + body.len()
+        )
+        .as_bytes()
+    ));
 }

@@ -55,7 +55,9 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.plain.is_empty() && self.queues.is_empty() && self.next.as_ref().is_none_or(|l| l.is_empty())
+        self.plain.is_empty()
+            && self.queues.is_empty()
+            && self.next.as_ref().is_none_or(|l| l.is_empty())
     }
 }
 
@@ -106,7 +108,12 @@ impl SubIndex {
     /// An empty index, with or without the result cache
     /// (`disable_sublist_cache`).
     pub fn new(cache: bool) -> SubIndex {
-        SubIndex { root: Level::default(), count: 0, cache: cache.then(HashMap::new), stats: IndexStats::default() }
+        SubIndex {
+            root: Level::default(),
+            count: 0,
+            cache: cache.then(HashMap::new),
+            stats: IndexStats::default(),
+        }
     }
 
     /// Number of subscriptions held.
@@ -149,7 +156,10 @@ impl SubIndex {
             None => node.plain.push(sub),
             Some(q) => match node.queues.iter_mut().find(|g| &*g.name == q) {
                 Some(g) => g.members.push(sub),
-                None => node.queues.push(QueueMatch { name: q.into(), members: vec![sub] }),
+                None => node.queues.push(QueueMatch {
+                    name: q.into(),
+                    members: vec![sub],
+                }),
             },
         }
         self.count += 1;
@@ -171,7 +181,9 @@ impl SubIndex {
 
     /// Drops cached results that the subscription subject `subj` affects.
     fn invalidate(&mut self, subj: &[u8]) {
-        let Some(cache) = self.cache.as_mut() else { return };
+        let Some(cache) = self.cache.as_mut() else {
+            return;
+        };
         if subject::has_wildcard(subj) {
             cache.retain(|k, _| !subject::matches(subj, k));
         } else {
@@ -248,9 +260,13 @@ fn remove_from_node(node: &mut Node, queue: Option<&[u8]>, key: SubKey) -> bool 
             None => false,
         },
         Some(q) => {
-            let Some(gi) = node.queues.iter().position(|g| &*g.name == q) else { return false };
+            let Some(gi) = node.queues.iter().position(|g| &*g.name == q) else {
+                return false;
+            };
             let g = &mut node.queues[gi];
-            let Some(i) = g.members.iter().position(|s| s.key == key) else { return false };
+            let Some(i) = g.members.iter().position(|s| s.key == key) else {
+                return false;
+            };
             g.members.swap_remove(i);
             if g.members.is_empty() {
                 node.queues.swap_remove(gi);
@@ -308,7 +324,10 @@ mod tests {
     use crate::ids::ShardId;
 
     fn r(n: u64) -> SubRef {
-        SubRef { key: SubKey::new(ShardId(0), n), conn: ConnId(n) }
+        SubRef {
+            key: SubKey::new(ShardId(0), n),
+            conn: ConnId(n),
+        }
     }
 
     fn keys(m: &MatchResult) -> Vec<u64> {
@@ -364,13 +383,23 @@ mod tests {
         assert_eq!(q.members.len(), 2);
         assert!(ix.remove(b"a.b", Some(b"q"), r(1).key));
         let m = ix.matches(b"a.b");
-        assert_eq!(m.queues.iter().find(|g| &*g.name == b"q").unwrap().members.len(), 1);
+        assert_eq!(
+            m.queues
+                .iter()
+                .find(|g| &*g.name == b"q")
+                .unwrap()
+                .members
+                .len(),
+            1
+        );
     }
 
     /// Random churn against a brute-force model, with and without the cache.
     #[test]
     fn agrees_with_brute_force() {
-        let subjects: Vec<&[u8]> = vec![b"a", b"a.b", b"a.*", b"*.b", b"a.>", b">", b"*", b"a.b.c", b"*.*.c", b"b.>"];
+        let subjects: Vec<&[u8]> = vec![
+            b"a", b"a.b", b"a.*", b"*.b", b"a.>", b">", b"*", b"a.b.c", b"*.*.c", b"b.>",
+        ];
         let pubs: Vec<&[u8]> = vec![b"a", b"a.b", b"b.b", b"a.b.c", b"x.y.c", b"b", b"b.c"];
         let mut rng = fastrand::Rng::with_seed(7);
         for cache in [true, false] {
@@ -386,8 +415,11 @@ mod tests {
                     assert!(ix.remove(subjects[s], None, r(k).key));
                 }
                 let p = pubs[rng.usize(..pubs.len())];
-                let mut want: Vec<u64> =
-                    model.iter().filter(|(s, _)| subject::matches(subjects[*s], p)).map(|(_, k)| r(*k).key.0).collect();
+                let mut want: Vec<u64> = model
+                    .iter()
+                    .filter(|(s, _)| subject::matches(subjects[*s], p))
+                    .map(|(_, k)| r(*k).key.0)
+                    .collect();
                 want.sort();
                 assert_eq!(keys(&ix.matches(p)), want);
             }

@@ -132,10 +132,21 @@ impl CloseReason {
 /// close reason.
 pub fn parse_error_outcome(e: ParseError) -> (Option<WireError>, CloseReason) {
     match e {
-        ParseError::UnknownOp => (Some(WireError::UnknownProtocolOperation), CloseReason::ParseError),
-        ParseError::MaxControlLine => (Some(WireError::MaxControlLineExceeded), CloseReason::ParseError),
-        ParseError::MaxPayload => (Some(WireError::MaxPayloadViolation), CloseReason::MaxPayloadExceeded),
-        ParseError::BadArgs(_) | ParseError::HeadersNotSupported => (None, CloseReason::ProtocolViolation),
+        ParseError::UnknownOp => (
+            Some(WireError::UnknownProtocolOperation),
+            CloseReason::ParseError,
+        ),
+        ParseError::MaxControlLine => (
+            Some(WireError::MaxControlLineExceeded),
+            CloseReason::ParseError,
+        ),
+        ParseError::MaxPayload => (
+            Some(WireError::MaxPayloadViolation),
+            CloseReason::MaxPayloadExceeded,
+        ),
+        ParseError::BadArgs(_) | ParseError::HeadersNotSupported => {
+            (None, CloseReason::ProtocolViolation)
+        }
     }
 }
 
@@ -145,9 +156,18 @@ mod tests {
 
     #[test]
     fn texts_match_nats_server() {
-        assert_eq!(WireError::MaxConnectionsExceeded.text(), "maximum connections exceeded");
-        assert_eq!(WireError::MaxControlLineExceeded.text(), "maximum control line exceeded");
-        assert_eq!(WireError::AuthenticationTimeout.text(), "Authentication Timeout");
+        assert_eq!(
+            WireError::MaxConnectionsExceeded.text(),
+            "maximum connections exceeded"
+        );
+        assert_eq!(
+            WireError::MaxControlLineExceeded.text(),
+            "maximum control line exceeded"
+        );
+        assert_eq!(
+            WireError::AuthenticationTimeout.text(),
+            "Authentication Timeout"
+        );
         assert!(WireError::InvalidSubject.closes().is_none());
         assert!(WireError::StaleConnection.closes().is_some());
         assert_eq!(parse_error_outcome(ParseError::BadArgs("PUB")).0, None);

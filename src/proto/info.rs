@@ -9,7 +9,7 @@ use serde::Serialize;
 pub const COMPAT_VERSION: &str = "2.12.0";
 
 /// nats-server's `Info` fields sent to plain clients.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerInfo {
     /// The server's nkey public key, fresh at every start.
     pub server_id: String,

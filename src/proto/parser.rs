@@ -134,7 +134,11 @@ enum Kw {
 /// Case-insensitive match of `kw` (upper case) at the front of `buf`.
 fn keyword(buf: &[u8], kw: &[u8]) -> Kw {
     let n = buf.len().min(kw.len());
-    if buf[..n].iter().zip(kw).any(|(b, k)| b.to_ascii_uppercase() != *k) {
+    if buf[..n]
+        .iter()
+        .zip(kw)
+        .any(|(b, k)| b.to_ascii_uppercase() != *k)
+    {
         return Kw::No;
     }
     if n < kw.len() {
@@ -169,7 +173,11 @@ fn needs_separator(k: Kind) -> bool {
     needs_args(k) && !matches!(k, Kind::Connect | Kind::Info)
 }
 
-const OPS_P: [(&[u8], Kind); 3] = [(b"PUB", Kind::Pub), (b"PING", Kind::Ping), (b"PONG", Kind::Pong)];
+const OPS_P: [(&[u8], Kind); 3] = [
+    (b"PUB", Kind::Pub),
+    (b"PING", Kind::Ping),
+    (b"PONG", Kind::Pong),
+];
 
 /// Recognises the operation keyword. `Ok(None)` means more bytes are needed.
 fn op_kind(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
@@ -250,13 +258,21 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<Parsed<'a>, Pars
     let json_line = matches!(kind, Kind::Connect | Kind::Info | Kind::Err);
     let Some(nl) = memchr(b'\n', &buf[args_start.min(buf.len())..]).map(|i| i + args_start) else {
         let pending = buf.len().saturating_sub(args_start);
-        let limit = if json_line { MAX_JSON_LINE } else { limits.max_control_line };
+        let limit = if json_line {
+            MAX_JSON_LINE
+        } else {
+            limits.max_control_line
+        };
         if needs_args(kind) && pending > limit {
             return Err(ParseError::MaxControlLine);
         }
         return Ok(MORE);
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let args = &buf[args_start.min(line_end)..line_end];
     let after = nl + 1;
     let op = match kind {
@@ -288,16 +304,30 @@ fn parse_with_args<'a>(
     match kind {
         Kind::Sub => {
             let op = match n {
-                2 => Op::Sub { subject: a[0], queue: None, sid: a[1] },
-                3 => Op::Sub { subject: a[0], queue: Some(a[1]), sid: a[2] },
+                2 => Op::Sub {
+                    subject: a[0],
+                    queue: None,
+                    sid: a[1],
+                },
+                3 => Op::Sub {
+                    subject: a[0],
+                    queue: Some(a[1]),
+                    sid: a[2],
+                },
                 _ => return Err(ParseError::BadArgs("SUB")),
             };
             Ok(Parsed::Op(op, after))
         }
         Kind::Unsub => {
             let op = match n {
-                1 => Op::Unsub { sid: a[0], max: None },
-                2 => Op::Unsub { sid: a[0], max: Some(parse_size(a[1]).unwrap_or(0) as u64) },
+                1 => Op::Unsub {
+                    sid: a[0],
+                    max: None,
+                },
+                2 => Op::Unsub {
+                    sid: a[0],
+                    max: Some(parse_size(a[1]).unwrap_or(0) as u64),
+                },
                 _ => return Err(ParseError::BadArgs("UNSUB")),
             };
             Ok(Parsed::Op(op, after))
@@ -313,8 +343,17 @@ fn parse_with_args<'a>(
                 return Err(ParseError::MaxPayload);
             }
             Ok(match payload(buf, after, size)? {
-                Some((payload, used)) => Parsed::Op(Op::Pub { subject, reply, payload }, used),
-                None => Parsed::Incomplete { need: Some(after + size + 2) },
+                Some((payload, used)) => Parsed::Op(
+                    Op::Pub {
+                        subject,
+                        reply,
+                        payload,
+                    },
+                    used,
+                ),
+                None => Parsed::Incomplete {
+                    need: Some(after + size + 2),
+                },
             })
         }
         Kind::HPub => {
@@ -335,10 +374,18 @@ fn parse_with_args<'a>(
                 return Err(ParseError::MaxPayload);
             }
             Ok(match payload(buf, after, total)? {
-                Some((message, used)) => {
-                    Parsed::Op(Op::HPub { subject, reply, header_len, message }, used)
-                }
-                None => Parsed::Incomplete { need: Some(after + total + 2) },
+                Some((message, used)) => Parsed::Op(
+                    Op::HPub {
+                        subject,
+                        reply,
+                        header_len,
+                        message,
+                    },
+                    used,
+                ),
+                None => Parsed::Incomplete {
+                    need: Some(after + total + 2),
+                },
             })
         }
         _ => unreachable!("only argument operations reach here"),
@@ -377,7 +424,12 @@ mod tests {
     fn op(buf: &[u8]) -> Op<'_> {
         match one(buf).unwrap() {
             Parsed::Op(op, used) => {
-                assert_eq!(used, buf.len(), "consumed all of {:?}", String::from_utf8_lossy(buf));
+                assert_eq!(
+                    used,
+                    buf.len(),
+                    "consumed all of {:?}",
+                    String::from_utf8_lossy(buf)
+                );
                 op
             }
             other => panic!("{other:?}"),
@@ -402,32 +454,80 @@ mod tests {
     fn pub_forms() {
         assert_eq!(
             op(b"PUB foo 5\r\nhello\r\n"),
-            Op::Pub { subject: b"foo", reply: None, payload: b"hello" }
+            Op::Pub {
+                subject: b"foo",
+                reply: None,
+                payload: b"hello"
+            }
         );
         assert_eq!(
             op(b"pub\tfoo  \t bar 0\r\n\r\n"),
-            Op::Pub { subject: b"foo", reply: Some(b"bar"), payload: b"" }
+            Op::Pub {
+                subject: b"foo",
+                reply: Some(b"bar"),
+                payload: b""
+            }
         );
         assert_eq!(
             op(b"HPUB foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"),
-            Op::HPub { subject: b"foo", reply: Some(b"r"), header_len: 12, message: b"NATS/1.0\r\n\r\nhi" }
+            Op::HPub {
+                subject: b"foo",
+                reply: Some(b"r"),
+                header_len: 12,
+                message: b"NATS/1.0\r\n\r\nhi"
+            }
         );
     }
 
     #[test]
     fn sub_unsub() {
-        assert_eq!(op(b"SUB foo 1\r\n"), Op::Sub { subject: b"foo", queue: None, sid: b"1" });
-        assert_eq!(op(b"sub foo q 1\r\n"), Op::Sub { subject: b"foo", queue: Some(b"q"), sid: b"1" });
-        assert_eq!(op(b"UNSUB 1\r\n"), Op::Unsub { sid: b"1", max: None });
-        assert_eq!(op(b"UNSUB 1 5\r\n"), Op::Unsub { sid: b"1", max: Some(5) });
-        assert_eq!(op(b"UNSUB 1 x\r\n"), Op::Unsub { sid: b"1", max: Some(0) });
+        assert_eq!(
+            op(b"SUB foo 1\r\n"),
+            Op::Sub {
+                subject: b"foo",
+                queue: None,
+                sid: b"1"
+            }
+        );
+        assert_eq!(
+            op(b"sub foo q 1\r\n"),
+            Op::Sub {
+                subject: b"foo",
+                queue: Some(b"q"),
+                sid: b"1"
+            }
+        );
+        assert_eq!(
+            op(b"UNSUB 1\r\n"),
+            Op::Unsub {
+                sid: b"1",
+                max: None
+            }
+        );
+        assert_eq!(
+            op(b"UNSUB 1 5\r\n"),
+            Op::Unsub {
+                sid: b"1",
+                max: Some(5)
+            }
+        );
+        assert_eq!(
+            op(b"UNSUB 1 x\r\n"),
+            Op::Unsub {
+                sid: b"1",
+                max: Some(0)
+            }
+        );
     }
 
     #[test]
     fn every_split_point_is_incomplete_then_whole() {
         let full = b"HPUB foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n";
         for cut in 0..full.len() {
-            assert!(matches!(one(&full[..cut]).unwrap(), Parsed::Incomplete { .. }), "cut {cut}");
+            assert!(
+                matches!(one(&full[..cut]).unwrap(), Parsed::Incomplete { .. }),
+                "cut {cut}"
+            );
         }
         assert!(matches!(one(full).unwrap(), Parsed::Op(_, n) if n == full.len()));
     }
@@ -450,7 +550,13 @@ mod tests {
         assert_eq!(one(long.as_bytes()), Err(ParseError::MaxControlLine));
         let partial = format!("SUB {}", "a".repeat(5000));
         assert_eq!(one(partial.as_bytes()), Err(ParseError::MaxControlLine));
-        let limits = ParseLimits { headers: false, ..Default::default() };
-        assert_eq!(parse(b"HPUB foo 0 0\r\n\r\n", &limits), Err(ParseError::HeadersNotSupported));
+        let limits = ParseLimits {
+            headers: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            parse(b"HPUB foo 0 0\r\n\r\n", &limits),
+            Err(ParseError::HeadersNotSupported)
+        );
     }
 }

@@ -70,7 +70,12 @@ pub trait SessionHost {
     /// Routes a message; returns whether any subscriber will receive it.
     fn publish(&mut self, msg: &Publish<'_>) -> bool;
     /// Adds a subscription; `Err` is sent and the connection stays open.
-    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError>;
+    fn subscribe(
+        &mut self,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) -> Result<(), WireError>;
     /// Removes a subscription now, or after `max` messages in all.
     fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>);
     /// Sends the no-responders status to this client's subscription on `reply`.
@@ -153,7 +158,12 @@ impl Session {
     /// Processes every complete operation at the front of `buf` and returns
     /// how many bytes were used. `Err` means the connection must close; any
     /// `-ERR` is already in the host's outbound buffer.
-    pub fn receive<H: SessionHost>(&mut self, buf: &[u8], now: Instant, host: &mut H) -> Result<usize, CloseReason> {
+    pub fn receive<H: SessionHost>(
+        &mut self,
+        buf: &[u8],
+        now: Instant,
+        host: &mut H,
+    ) -> Result<usize, CloseReason> {
         let mut used = 0;
         loop {
             let limits = self.limits();
@@ -197,23 +207,61 @@ impl Session {
         }
     }
 
-    fn handle_op<H: SessionHost>(&mut self, op: Op<'_>, now: Instant, host: &mut H) -> Result<(), CloseReason> {
+    fn handle_op<H: SessionHost>(
+        &mut self,
+        op: Op<'_>,
+        now: Instant,
+        host: &mut H,
+    ) -> Result<(), CloseReason> {
         if self.cfg.auth_required && !self.connected && !matches!(op, Op::Connect(_)) {
             return Self::fail(host, WireError::AuthorizationViolation);
         }
         match op {
             Op::Connect(json) => self.connect(json, host),
-            Op::Pub { subject, reply, payload } => {
-                self.publish(Publish { subject, reply, header_len: None, message: payload }, now, host);
+            Op::Pub {
+                subject,
+                reply,
+                payload,
+            } => {
+                self.publish(
+                    Publish {
+                        subject,
+                        reply,
+                        header_len: None,
+                        message: payload,
+                    },
+                    now,
+                    host,
+                );
                 Ok(())
             }
-            Op::HPub { subject, reply, header_len, message } => {
-                self.publish(Publish { subject, reply, header_len: Some(header_len), message }, now, host);
+            Op::HPub {
+                subject,
+                reply,
+                header_len,
+                message,
+            } => {
+                self.publish(
+                    Publish {
+                        subject,
+                        reply,
+                        header_len: Some(header_len),
+                        message,
+                    },
+                    now,
+                    host,
+                );
                 Ok(())
             }
-            Op::Sub { subject, queue, sid } => {
+            Op::Sub {
+                subject,
+                queue,
+                sid,
+            } => {
                 self.last_activity = Some(now);
-                if !subject::is_valid_subject(subject) || queue.is_some_and(|q| !subject::is_valid_queue(q)) {
+                if !subject::is_valid_subject(subject)
+                    || queue.is_some_and(|q| !subject::is_valid_queue(q))
+                {
                     return Self::fail(host, WireError::InvalidSubject);
                 }
                 match host.subscribe(subject, queue, sid) {
@@ -230,12 +278,13 @@ impl Session {
             }
             Op::Ping => {
                 self.last_activity = Some(now);
-                let then = (self.connected && self.opts.protocol >= 1 && !self.sent_connect_info).then(|| {
-                    self.sent_connect_info = true;
-                    let mut line = Vec::new();
-                    encode::info(&mut line, &host.connect_info_json());
-                    line
-                });
+                let then = (self.connected && self.opts.protocol >= 1 && !self.sent_connect_info)
+                    .then(|| {
+                        self.sent_connect_info = true;
+                        let mut line = Vec::new();
+                        encode::info(&mut line, &host.connect_info_json());
+                        line
+                    });
                 host.pong(then);
                 Ok(())
             }
@@ -303,7 +352,11 @@ impl Session {
 
     /// Acts on deadlines that have passed: the auth timeout, server PINGs and
     /// the stale-connection check.
-    pub fn handle_timeout<H: SessionHost>(&mut self, now: Instant, host: &mut H) -> Result<(), CloseReason> {
+    pub fn handle_timeout<H: SessionHost>(
+        &mut self,
+        now: Instant,
+        host: &mut H,
+    ) -> Result<(), CloseReason> {
         if let Some(d) = self.auth_deadline {
             if now >= d && !self.connected {
                 return Self::fail(host, WireError::AuthenticationTimeout);
@@ -316,8 +369,12 @@ impl Session {
         self.next_ping = now + interval;
         // nats-server skips the PING when the client was active within the
         // interval and the RTT is fresh (measured within the hour).
-        let active = self.last_activity.is_some_and(|t| now.saturating_duration_since(t) < interval);
-        let rtt_fresh = self.rtt.is_some_and(|(_, at)| now.saturating_duration_since(at) < Duration::from_secs(3600));
+        let active = self
+            .last_activity
+            .is_some_and(|t| now.saturating_duration_since(t) < interval);
+        let rtt_fresh = self
+            .rtt
+            .is_some_and(|(_, at)| now.saturating_duration_since(at) < Duration::from_secs(3600));
         if active && rtt_fresh {
             return Ok(());
         }
@@ -335,10 +392,12 @@ impl Session {
 mod tests {
     use super::*;
 
+    type Published = (Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
     #[derive(Default)]
     struct Host {
         out: Vec<u8>,
-        published: Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)>,
+        published: Vec<Published>,
         subs: Vec<(Vec<u8>, Vec<u8>)>,
         deliver: bool,
         fail_auth: bool,
@@ -356,7 +415,11 @@ mod tests {
             }
         }
         fn publish(&mut self, m: &Publish<'_>) -> bool {
-            self.published.push((m.subject.to_vec(), m.reply.map(<[u8]>::to_vec), m.message.to_vec()));
+            self.published.push((
+                m.subject.to_vec(),
+                m.reply.map(<[u8]>::to_vec),
+                m.message.to_vec(),
+            ));
             self.deliver
         }
         fn subscribe(&mut self, s: &[u8], _: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
@@ -379,7 +442,11 @@ mod tests {
         }
     }
 
-    fn run(cfg: SessionConfig, host: &mut Host, input: &[u8]) -> (Session, Result<usize, CloseReason>) {
+    fn run(
+        cfg: SessionConfig,
+        host: &mut Host,
+        input: &[u8],
+    ) -> (Session, Result<usize, CloseReason>) {
         let now = Instant::now();
         let mut s = Session::new(cfg, now, Duration::from_secs(2));
         let r = s.receive(input, now, host);
@@ -389,7 +456,11 @@ mod tests {
     #[test]
     fn verbose_is_default() {
         let mut h = Host::default();
-        let (_, r) = run(SessionConfig::default(), &mut h, b"SUB foo 1\r\nPUB foo 2\r\nhi\r\nPING\r\n");
+        let (_, r) = run(
+            SessionConfig::default(),
+            &mut h,
+            b"SUB foo 1\r\nPUB foo 2\r\nhi\r\nPING\r\n",
+        );
         assert!(r.is_ok());
         assert_eq!(h.out, b"+OK\r\n+OK\r\nPONG\r\n");
     }
@@ -404,7 +475,11 @@ mod tests {
         );
         assert_eq!(h.out, b"PONG\r\nINFO {\"connect_info\":true} \r\nPONG\r\n");
         let mut h = Host::default();
-        let _ = run(SessionConfig::default(), &mut h, b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+        let _ = run(
+            SessionConfig::default(),
+            &mut h,
+            b"CONNECT {\"verbose\":false}\r\nPING\r\n",
+        );
         assert_eq!(h.out, b"PONG\r\n");
     }
 
@@ -419,7 +494,11 @@ mod tests {
     #[test]
     fn invalid_sub_subject_stays_open() {
         let mut h = Host::default();
-        let (_, r) = run(SessionConfig::default(), &mut h, b"SUB foo..bar 1\r\nPING\r\n");
+        let (_, r) = run(
+            SessionConfig::default(),
+            &mut h,
+            b"SUB foo..bar 1\r\nPING\r\n",
+        );
         assert!(r.is_ok());
         assert_eq!(h.out, b"-ERR 'Invalid Subject'\r\nPONG\r\n");
     }
@@ -435,7 +514,11 @@ mod tests {
         assert!(r.is_ok());
         assert_eq!(h.out, b"NR r");
         let mut h = Host::default();
-        let (_, r) = run(SessionConfig::default(), &mut h, b"CONNECT {\"no_responders\":true}\r\n");
+        let (_, r) = run(
+            SessionConfig::default(),
+            &mut h,
+            b"CONNECT {\"no_responders\":true}\r\n",
+        );
         assert_eq!(r, Err(CloseReason::ProtocolViolation));
         assert_eq!(h.out, b"-ERR 'no responders requires headers support'\r\n");
         let mut h = Host::default();
@@ -451,7 +534,11 @@ mod tests {
         assert_eq!(r, Err(CloseReason::ProtocolViolation));
         assert!(h.out.is_empty());
         let mut h = Host::default();
-        let (_, r) = run(SessionConfig::default(), &mut h, b"CONNECT {\"protocol\":2}\r\n");
+        let (_, r) = run(
+            SessionConfig::default(),
+            &mut h,
+            b"CONNECT {\"protocol\":2}\r\n",
+        );
         assert_eq!(r, Err(CloseReason::BadClientProtocolVersion));
         assert_eq!(h.out, b"-ERR 'invalid client protocol'\r\n");
     }
@@ -466,7 +553,10 @@ mod tests {
 
     #[test]
     fn auth_required_first_op_and_timeout() {
-        let cfg = SessionConfig { auth_required: true, ..Default::default() };
+        let cfg = SessionConfig {
+            auth_required: true,
+            ..Default::default()
+        };
         let mut h = Host::default();
         let (_, r) = run(cfg.clone(), &mut h, b"PING\r\n");
         assert_eq!(r, Err(CloseReason::AuthenticationViolation));
@@ -476,7 +566,9 @@ mod tests {
         let mut h = Host::default();
         let mut s = Session::new(cfg, now, Duration::from_secs(60));
         assert_eq!(s.poll_timeout(), now + Duration::from_secs(2));
-        assert!(s.handle_timeout(now + Duration::from_secs(1), &mut h).is_ok());
+        assert!(s
+            .handle_timeout(now + Duration::from_secs(1), &mut h)
+            .is_ok());
         let r = s.handle_timeout(now + Duration::from_secs(2), &mut h);
         assert_eq!(r, Err(CloseReason::AuthenticationTimeout));
         assert_eq!(h.out, b"-ERR 'Authentication Timeout'\r\n");
@@ -486,7 +578,10 @@ mod tests {
     fn pings_then_stale() {
         let now = Instant::now();
         let mut h = Host::default();
-        let cfg = SessionConfig { ping_interval: Duration::from_secs(10), ..Default::default() };
+        let cfg = SessionConfig {
+            ping_interval: Duration::from_secs(10),
+            ..Default::default()
+        };
         let mut s = Session::new(cfg, now, Duration::from_secs(2));
         let t1 = s.poll_timeout();
         assert_eq!(t1, now + Duration::from_secs(2));
@@ -504,17 +599,25 @@ mod tests {
     fn pong_resets_and_activity_skips_ping() {
         let now = Instant::now();
         let mut h = Host::default();
-        let cfg = SessionConfig { ping_interval: Duration::from_secs(10), ..Default::default() };
+        let cfg = SessionConfig {
+            ping_interval: Duration::from_secs(10),
+            ..Default::default()
+        };
         let mut s = Session::new(cfg, now, Duration::from_secs(2));
         let t1 = s.poll_timeout();
         s.handle_timeout(t1, &mut h).unwrap();
-        s.receive(b"PONG\r\n", t1 + Duration::from_millis(1), &mut h).unwrap();
+        s.receive(b"PONG\r\n", t1 + Duration::from_millis(1), &mut h)
+            .unwrap();
         assert!(s.rtt().is_some());
-        s.receive(b"PUB a 0\r\n\r\n", t1 + Duration::from_secs(5), &mut h).unwrap();
+        s.receive(b"PUB a 0\r\n\r\n", t1 + Duration::from_secs(5), &mut h)
+            .unwrap();
         h.out.clear();
         let t2 = s.poll_timeout();
         s.handle_timeout(t2, &mut h).unwrap();
-        assert!(h.out.is_empty(), "active client with fresh RTT is not pinged");
+        assert!(
+            h.out.is_empty(),
+            "active client with fresh RTT is not pinged"
+        );
     }
 
     #[test]

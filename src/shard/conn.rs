@@ -53,14 +53,20 @@ fn shutdown(stream: &Stream) {
 }
 
 fn peer_ip(stream: &TcpStream) -> String {
-    stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+    stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }
 
 /// Refuses a connection past `max_connections`: INFO, then the error, then close.
 pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let ip = peer_ip(&stream);
     let mut out = Vec::new();
-    encode::info(&mut out, &client_info(&shard.shared.info, cid, &ip).to_json());
+    encode::info(
+        &mut out,
+        &client_info(&shard.shared.info, cid, &ip).to_json(),
+    );
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
     crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
     let stream = Rc::new(RefCell::new(stream));
@@ -82,7 +88,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         let out = &mut core.conn_mut(cid).expect("just added").out;
         encode::info(out, &info.to_json());
     }
-    crate::debug!("{ip}:{port} - cid:{} - Client connection created (shard {})", cid.0, shard.id.0);
+    crate::debug!(
+        "{ip}:{port} - cid:{} - Client connection created (shard {})",
+        cid.0,
+        shard.id.0
+    );
     let now = Instant::now();
     let cfg = shard.shared.session_config();
     let base = Session::first_ping_base(cfg.ping_interval);
@@ -100,10 +110,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     shard.shared.total_conns.fetch_sub(1, Relaxed);
     shard.publish_stats();
     shard.flush().await;
-    crate::debug!("{ip}:{port} - cid:{} - Client connection closed: {}", cid.0, reason.as_str());
+    crate::debug!(
+        "{ip}:{port} - cid:{} - Client connection closed: {}",
+        cid.0,
+        reason.as_str()
+    );
 }
 
-async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session>, cid: ConnId, ip: &str) -> CloseReason {
+async fn read_loop(
+    shard: &Rc<Shard>,
+    stream: &Stream,
+    session: &RefCell<Session>,
+    cid: ConnId,
+    ip: &str,
+) -> CloseReason {
     let mut buf = vec![0u8; READ_MIN];
     let mut filled = 0;
     loop {
@@ -122,7 +142,11 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
                 return CloseReason::ReadError;
             }
         };
-        crate::trace!("{ip} - cid:{} - <<- {:?}", cid.0, String::from_utf8_lossy(&buf[filled..filled + n]));
+        crate::trace!(
+            "{ip} - cid:{} - <<- {:?}",
+            cid.0,
+            String::from_utf8_lossy(&buf[filled..filled + n])
+        );
         let full_read = filled + n == buf.len();
         filled += n;
         let result = {
@@ -138,7 +162,9 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
                 headers_supported: !shard.shared.opts.no_header_support,
                 auth: &OpenAccess,
             };
-            let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
+            let r = session
+                .borrow_mut()
+                .receive(&buf[..filled], Instant::now(), &mut host);
             core.wake(cid);
             r
         };
@@ -155,7 +181,11 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
                 // Grow while reads fill the buffer, shrink back when they don't.
                 if full_read && buf.len() < READ_MAX {
                     buf.resize(buf.len() * 2, 0);
-                } else if !full_read && filled < READ_MIN && buf.len() > READ_MIN && n < buf.len() / 4 {
+                } else if !full_read
+                    && filled < READ_MIN
+                    && buf.len() > READ_MIN
+                    && n < buf.len() / 4
+                {
                     buf.truncate(READ_MIN.max(filled));
                     buf.shrink_to(READ_MIN.max(filled));
                 }
@@ -168,9 +198,15 @@ async fn read_loop(shard: &Rc<Shard>, stream: &Stream, session: &RefCell<Session
 async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
     let mut spare: Vec<u8> = Vec::new();
     loop {
-        let next = poll_fn(|cx| match shard.core.borrow_mut().poll_output(cid, &mut spare, cx.waker()) {
-            Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
+        let next = poll_fn(|cx| {
+            match shard
+                .core
+                .borrow_mut()
+                .poll_output(cid, &mut spare, cx.waker())
+            {
+                Some(r) => Poll::Ready(r),
+                None => Poll::Pending,
+            }
         })
         .await;
         match next {
@@ -218,7 +254,9 @@ async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId
             headers_supported: !shard.shared.opts.no_header_support,
             auth: &OpenAccess,
         };
-        let r = session.borrow_mut().handle_timeout(Instant::now(), &mut host);
+        let r = session
+            .borrow_mut()
+            .handle_timeout(Instant::now(), &mut host);
         core.wake(cid);
         if let Err(reason) = r {
             core.close_conn(cid, reason);

@@ -7,7 +7,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::net::AcceptedTcpStream;
 use glommio::{GlommioError, ResourceType};
 
@@ -37,7 +39,8 @@ pub struct MeshEnds {
 impl MeshEnds {
     /// Creates the queues for `n` shards.
     pub fn new(n: usize) -> MeshEnds {
-        let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         let mut receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>> =
             (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         for src in 0..n {
@@ -81,7 +84,9 @@ impl Outlet {
         if self.backlog.borrow().is_empty() && !self.draining.get() {
             match self.tx.try_send(msg) {
                 Ok(()) => return false,
-                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => self.backlog.borrow_mut().push_back(m),
+                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => {
+                    self.backlog.borrow_mut().push_back(m)
+                }
                 Err(_) => return false, // the peer is gone: the server is stopping
             }
         } else {
@@ -123,10 +128,16 @@ impl ShardEnds {
     /// Connects the ends on the current executor. Each end waits for its
     /// peer, so all connect concurrently (in order they would deadlock).
     pub async fn connect(self) -> Connected {
-        let senders: Vec<_> =
-            self.senders.into_iter().map(|s| s.map(|s| glommio::spawn_local(s.connect()))).collect();
-        let receivers: Vec<_> =
-            self.receivers.into_iter().map(|r| r.map(|r| glommio::spawn_local(r.connect()))).collect();
+        let senders: Vec<_> = self
+            .senders
+            .into_iter()
+            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+            .collect();
+        let receivers: Vec<_> = self
+            .receivers
+            .into_iter()
+            .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
+            .collect();
         let mut outlets = Vec::new();
         for s in senders {
             outlets.push(match s {

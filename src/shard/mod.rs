@@ -102,13 +102,20 @@ impl Shard {
     pub async fn flush(self: &Rc<Self>) {
         let batches = self.core.borrow_mut().take_batches();
         for (dest, b) in batches {
-            let outlet = self.outlets[dest.index()].as_ref().expect("never sends to itself");
+            let outlet = self.outlets[dest.index()]
+                .as_ref()
+                .expect("never sends to itself");
             if outlet.push(ShardMsg::Batch(b)) {
                 glommio::spawn_local(outlet.clone().drain()).detach();
             }
         }
         // Back-pressure: a publisher waits while a destination is far behind.
-        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
+        while self
+            .outlets
+            .iter()
+            .flatten()
+            .any(|o| o.backlog_len() > BACKLOG_HIGH)
+        {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
     }
@@ -118,7 +125,12 @@ impl Shard {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
     }
 
-    fn send_conn(self: &Rc<Self>, dest: usize, stream: glommio::net::AcceptedTcpStream, cid: ConnId) {
+    fn send_conn(
+        self: &Rc<Self>,
+        dest: usize,
+        stream: glommio::net::AcceptedTcpStream,
+        cid: ConnId,
+    ) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Conn(stream, cid)) {
             glommio::spawn_local(outlet.clone().drain()).detach();
@@ -152,7 +164,9 @@ pub enum StartError {
 /// every shard is running, or the first start failure.
 pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running, StartError> {
     let n = shared.nshards;
-    let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
     let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
@@ -160,7 +174,11 @@ pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running
         let ends = mesh.take(i);
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let placement = if n <= cpus { Placement::Fixed(i) } else { Placement::Unbound };
+        let placement = if n <= cpus {
+            Placement::Fixed(i)
+        } else {
+            Placement::Unbound
+        };
         let fd = listener.into_raw_fd();
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("petrel-shard-{i}"))
@@ -182,7 +200,12 @@ pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running
                     })
                     .expect("spawn watcher thread");
             }
-            Err(e) => return Err(StartError::Executor { shard: i, why: e.to_string() }),
+            Err(e) => {
+                return Err(StartError::Executor {
+                    shard: i,
+                    why: e.to_string(),
+                })
+            }
         }
     }
     drop(ready_tx);
@@ -191,25 +214,44 @@ pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running
     let mut started = 0;
     while started < n {
         if let Ok((shard, r)) = exit_rx.try_recv() {
-            return Err(StartError::Executor { shard, why: r.err().unwrap_or_else(|| "exited".into()) });
+            return Err(StartError::Executor {
+                shard,
+                why: r.err().unwrap_or_else(|| "exited".into()),
+            });
         }
         match ready_rx.recv_timeout(Duration::from_millis(20)) {
             Ok(_) => started += 1,
             Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {}
             Err(mpsc::RecvTimeoutError::Timeout) => return Err(StartError::Timeout(limit)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let (shard, r) = exit_rx.recv_timeout(Duration::from_secs(1)).unwrap_or((0, Err("exited".into())));
-                return Err(StartError::Executor { shard, why: r.err().unwrap_or_else(|| "exited".into()) });
+                let (shard, r) = exit_rx
+                    .recv_timeout(Duration::from_secs(1))
+                    .unwrap_or((0, Err("exited".into())));
+                return Err(StartError::Executor {
+                    shard,
+                    why: r.err().unwrap_or_else(|| "exited".into()),
+                });
             }
         }
     }
     Ok(Running { exits: exit_rx })
 }
 
-async fn shard_main(id: ShardId, shared: Arc<Shared>, ends: ShardEnds, listener: TcpListener, ready: mpsc::Sender<usize>) {
+async fn shard_main(
+    id: ShardId,
+    shared: Arc<Shared>,
+    ends: ShardEnds,
+    listener: TcpListener,
+    ready: mpsc::Sender<usize>,
+) {
     let Connected { outlets, receivers } = ends.connect().await;
     let core = ShardCore::new(id, shared.nshards, shared.core_config());
-    let shard = Rc::new(Shard { id, core: RefCell::new(core), shared, outlets });
+    let shard = Rc::new(Shard {
+        id,
+        core: RefCell::new(core),
+        shared,
+        outlets,
+    });
     for rx in receivers.into_iter().flatten() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -228,7 +270,8 @@ async fn shard_main(id: ShardId, shared: Arc<Shared>, ends: ShardEnds, listener:
                     }
                     ShardMsg::Conn(stream, cid) => {
                         let s = shard.clone();
-                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid)).detach();
+                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid))
+                            .detach();
                     }
                 }
             }
@@ -256,7 +299,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let total = shared.total_conns.fetch_add(1, Relaxed) + 1;
         if total > shared.opts.max_connections {
             shared.total_conns.fetch_sub(1, Relaxed);
-            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid)).detach();
+            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid))
+                .detach();
             continue;
         }
         let me = shard.id.index();
@@ -267,10 +311,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .map(|(i, c)| (i, c.load(Relaxed)))
             .min_by_key(|&(i, c)| (c, i != me))
             .expect("at least one shard");
-        let dest = if shared.conn_counts[me].load(Relaxed) > least_count { least } else { me };
+        let dest = if shared.conn_counts[me].load(Relaxed) > least_count {
+            least
+        } else {
+            me
+        };
         shared.conn_counts[dest].fetch_add(1, Relaxed);
         if dest == me {
-            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid)).detach();
+            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid))
+                .detach();
         } else {
             shard.send_conn(dest, stream, cid);
         }

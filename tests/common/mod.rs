@@ -40,7 +40,13 @@ impl Proc {
 
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }
 
@@ -72,7 +78,10 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                port = rest
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok());
             }
             let ready = line.contains("Server is ready");
             sink.lock().unwrap().push(line);
@@ -85,7 +94,10 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
         Ok(Some(port)) => Proc { child, port, log },
         other => {
             let _ = child.kill();
-            panic!("{bin} did not become ready ({other:?}): {:?}", log.lock().unwrap());
+            panic!(
+                "{bin} did not become ready ({other:?}): {:?}",
+                log.lock().unwrap()
+            );
         }
     }
 }

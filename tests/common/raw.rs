@@ -35,7 +35,11 @@ impl Raw {
     pub fn open(addr: &str) -> Raw {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_nodelay(true).unwrap();
-        let mut r = Raw { s, info_line: String::new(), pending: Vec::new() };
+        let mut r = Raw {
+            s,
+            info_line: String::new(),
+            pending: Vec::new(),
+        };
         let line = r.read_line(Duration::from_secs(5)).expect("INFO line");
         r.info_line = line;
         r
@@ -43,7 +47,12 @@ impl Raw {
 
     /// The INFO JSON.
     pub fn info(&self) -> serde_json::Value {
-        let json = self.info_line.strip_prefix("INFO ").unwrap().strip_suffix(" \r\n").unwrap();
+        let json = self
+            .info_line
+            .strip_prefix("INFO ")
+            .unwrap()
+            .strip_suffix(" \r\n")
+            .unwrap();
         serde_json::from_str(json).unwrap()
     }
 
@@ -82,16 +91,35 @@ impl Raw {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Reply { bytes, closed: false };
+                return Reply {
+                    bytes,
+                    closed: false,
+                };
             }
             self.s.set_read_timeout(Some(quiet.min(left))).unwrap();
             match self.s.read(&mut buf) {
-                Ok(0) => return Reply { bytes, closed: true },
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Reply { bytes, closed: false }
+                Ok(0) => {
+                    return Reply {
+                        bytes,
+                        closed: true,
+                    }
                 }
-                Err(_) => return Reply { bytes, closed: true },
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Reply {
+                        bytes,
+                        closed: false,
+                    }
+                }
+                Err(_) => {
+                    return Reply {
+                        bytes,
+                        closed: true,
+                    }
+                }
             }
         }
     }
@@ -107,7 +135,9 @@ impl Raw {
         self.send(b"PING\r\n");
         let mut before = String::new();
         loop {
-            let l = self.read_line(Duration::from_secs(10)).expect("PONG in time");
+            let l = self
+                .read_line(Duration::from_secs(10))
+                .expect("PONG in time");
             if l == "PONG\r\n" {
                 return before;
             }

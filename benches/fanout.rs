@@ -1,0 +1,67 @@
+//! In-process cross-shard fan-out: one publisher on shard 0, subscribers
+//! spread over four shards; measures publish + batch hand-off + delivery
+//! per message, without sockets.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use petrel::core::{CoreConfig, ShardCore};
+use petrel::ids::{ConnId, ShardId};
+
+fn setup(shards: usize, subs: usize) -> Vec<ShardCore> {
+    let cfg = CoreConfig { max_pending: usize::MAX, ..Default::default() };
+    let mut cores: Vec<ShardCore> = (0..shards).map(|i| ShardCore::new(ShardId(i as u16), shards, cfg.clone())).collect();
+    for i in 0..subs {
+        let s = i % shards;
+        let cid = ConnId(100 + i as u64);
+        cores[s].add_conn(cid);
+        cores[s].subscribe(cid, b"fan.out", None, b"1").unwrap();
+    }
+    cores[0].add_conn(ConnId(1));
+    pump(&mut cores);
+    cores
+}
+
+fn pump(cores: &mut [ShardCore]) {
+    loop {
+        let mut moved = false;
+        for i in 0..cores.len() {
+            for (d, b) in cores[i].take_batches() {
+                cores[d.index()].apply(b);
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+fn drain(cores: &mut [ShardCore], subs: usize) {
+    for i in 0..subs {
+        let cid = ConnId(100 + i as u64);
+        if let Some(c) = cores[i % cores.len()].conn_mut(cid) {
+            c.out.clear();
+        }
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout");
+    for subs in [1usize, 8, 64] {
+        let mut cores = setup(4, subs);
+        let batch = 100;
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(format!("1_to_{subs}_over_4_shards_16b"), |b| {
+            b.iter(|| {
+                for _ in 0..batch {
+                    cores[0].publish(ConnId(1), b"fan.out", None, None, b"0123456789abcdef");
+                }
+                pump(&mut cores);
+                drain(&mut cores, subs);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

@@ -1,0 +1,34 @@
+//! Feeds arbitrary bytes to the parser, whole and split at every tenth byte,
+//! and checks that it never panics and that splitting changes nothing.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use petrel::proto::parser::{parse, ParseLimits, Parsed};
+
+fn ops(buf: &[u8], limits: &ParseLimits) -> (Vec<String>, Option<String>) {
+    let mut used = 0;
+    let mut out = Vec::new();
+    loop {
+        match parse(&buf[used..], limits) {
+            Ok(Parsed::Op(op, n)) => {
+                assert!(n > 0 && used + n <= buf.len());
+                out.push(format!("{op:?}"));
+                used += n;
+            }
+            Ok(Parsed::Incomplete { .. }) => return (out, None),
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let limits = ParseLimits { max_control_line: 256, max_payload: 1024, headers: data.first().is_some_and(|b| b & 1 == 1) };
+    let whole = ops(data, &limits);
+    // Parsing a prefix must give a prefix of the same operations.
+    let cut = data.len() / 2;
+    let (first, err) = ops(&data[..cut], &limits);
+    if err.is_none() {
+        assert!(whole.0.len() >= first.len());
+        assert_eq!(&whole.0[..first.len()], &first[..]);
+    }
+});

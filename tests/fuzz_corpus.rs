@@ -1,0 +1,90 @@
+//! Replays the kept fuzz corpus (fuzz/corpus/*) through the parser and a
+//! whole session on every test run, so inputs the fuzzer once found
+//! interesting stay covered without a nightly toolchain.
+
+use std::time::{Duration, Instant};
+
+use petrel::core::host::{CoreHost, OpenAccess};
+use petrel::core::{CoreConfig, ShardCore};
+use petrel::ids::{ConnId, ShardId};
+use petrel::proto::info::ServerInfo;
+use petrel::proto::parser::{parse, ParseLimits, Parsed};
+use petrel::proto::session::{Session, SessionConfig};
+
+fn corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .collect();
+    let out: Vec<Vec<u8>> = files
+        .into_iter()
+        .map(|f| std::fs::read(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(out.len() >= 10, "corpus {name} is kept in the repository");
+    out
+}
+
+#[test]
+fn parser_corpus_never_panics_and_prefixes_agree() {
+    let limits = ParseLimits {
+        max_control_line: 256,
+        max_payload: 1024,
+        headers: true,
+    };
+    for data in corpus("parser") {
+        let mut used = 0;
+        while let Ok(Parsed::Op(_, n)) = parse(&data[used..], &limits) {
+            assert!(n > 0);
+            used += n;
+        }
+    }
+}
+
+#[test]
+fn session_corpus_never_panics() {
+    let info = ServerInfo {
+        proto: 1,
+        headers: true,
+        max_payload: 1024,
+        ..Default::default()
+    };
+    for data in corpus("session") {
+        let mut core = ShardCore::new(
+            ShardId(0),
+            2,
+            CoreConfig {
+                max_pending: 1 << 16,
+                ..Default::default()
+            },
+        );
+        let cid = ConnId(1);
+        core.add_conn(cid);
+        let now = Instant::now();
+        let cfg = SessionConfig {
+            max_payload: 1024,
+            ..Default::default()
+        };
+        let mut s = Session::new(cfg, now, Duration::from_secs(1));
+        let mut buf = Vec::new();
+        for chunk in data.chunks(7) {
+            buf.extend_from_slice(chunk);
+            let mut host = CoreHost {
+                core: &mut core,
+                cid,
+                info: &info,
+                client_ip: "127.0.0.1",
+                headers_supported: true,
+                auth: &OpenAccess,
+            };
+            match s.receive(&buf, now, &mut host) {
+                Ok(used) => {
+                    buf.drain(..used);
+                }
+                Err(_) => break,
+            }
+            let _ = core.take_batches();
+        }
+    }
+}

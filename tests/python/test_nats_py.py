@@ -1,0 +1,153 @@
+"""Integration tests with the official Python client (nats-py) against petrel.
+
+The petrel binary comes from PETREL_BIN (scripts/test.sh sets it). Each test
+starts its own server on a random loopback port and stops it by PID.
+"""
+
+import asyncio
+import os
+import re
+import subprocess
+import threading
+
+import nats
+from nats.errors import NoRespondersError
+
+PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
+
+
+class Server:
+    def __init__(self, *flags):
+        self.proc = subprocess.Popen(
+            [PETREL, "-p", "-1", "-a", "127.0.0.1", *flags],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.port = None
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stderr:
+                m = re.search(r"Listening for client connections on .*:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                if "Server is ready" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(20):
+            self.proc.kill()
+            raise RuntimeError("petrel did not start")
+        self.url = f"nats://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run(coro_fn, *flags):
+    server = Server("--shards", "2", *flags)
+    try:
+        asyncio.run(asyncio.wait_for(coro_fn(server.url), 30))
+    finally:
+        server.stop()
+
+
+def test_pub_sub_across_connections():
+    async def body(url):
+        sub_nc = await nats.connect(url)
+        pub_nc = await nats.connect(url)
+        got = []
+        done = asyncio.Event()
+
+        async def handler(msg):
+            got.append((msg.subject, msg.data))
+            if len(got) == 3:
+                done.set()
+
+        await sub_nc.subscribe("py.>", cb=handler)
+        await sub_nc.flush()  # PING/PONG: the subscription is on every shard
+        for i in range(3):
+            await pub_nc.publish(f"py.{i}", f"m{i}".encode())
+        await pub_nc.flush()
+        await asyncio.wait_for(done.wait(), 5)
+        assert got == [("py.0", b"m0"), ("py.1", b"m1"), ("py.2", b"m2")]
+        await sub_nc.close()
+        await pub_nc.close()
+
+    run(body)
+
+
+def test_queue_group_exactly_once():
+    async def body(url):
+        conns = [await nats.connect(url) for _ in range(4)]
+        counts = [0] * 4
+        seen = []
+
+        for i, nc in enumerate(conns):
+            async def handler(msg, i=i):
+                counts[i] += 1
+                seen.append(msg.data)
+
+            await nc.subscribe("work", queue="q", cb=handler)
+            await nc.flush()
+        pub = await nats.connect(url)
+        for i in range(400):
+            await pub.publish("work", str(i).encode())
+        await pub.flush()
+        for _ in range(100):
+            if len(seen) >= 400:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert sorted(int(x) for x in seen) == list(range(400))
+        assert all(c > 0 for c in counts), counts
+        for nc in conns + [pub]:
+            await nc.close()
+
+    run(body)
+
+
+def test_request_reply_headers_and_no_responders():
+    async def body(url):
+        svc = await nats.connect(url)
+
+        async def echo(msg):
+            await msg.respond(msg.data.upper())
+
+        await svc.subscribe("svc.upper", cb=echo)
+        await svc.flush()
+        client = await nats.connect(url)
+        reply = await client.request("svc.upper", b"hello", timeout=5)
+        assert reply.data == b"HELLO"
+
+        got = asyncio.get_running_loop().create_future()
+
+        async def hdr(msg):
+            got.set_result(msg)
+
+        await client.subscribe("hdr", cb=hdr)
+        await client.flush()
+        await svc.publish("hdr", b"x", headers={"X-Id": "42"})
+        msg = await asyncio.wait_for(got, 5)
+        assert msg.headers["X-Id"] == "42"
+
+        try:
+            await client.request("nobody.home", b"?", timeout=5)
+            raise AssertionError("expected no responders")
+        except NoRespondersError:
+            pass
+        await svc.close()
+        await client.close()
+
+    run(body)
+
+
+def test_max_payload_from_info():
+    async def body(url):
+        nc = await nats.connect(url)
+        assert nc.max_payload == 4096
+        await nc.close()
+
+    run(body, "--max_payload", "4096")
