@@ -1,0 +1,245 @@
+//! `petrel-loadgen`: a lean NATS load generator for side-by-side runs
+//! against petrel and nats-server. Raw protocol over blocking sockets, one
+//! thread per client, so the client costs as little CPU as possible and both
+//! servers get the same headroom on a small machine.
+//!
+//! Subscribers subscribe and wait for PONG (so their interest is in place)
+//! before publishers start; every count is checked exactly, and a run with
+//! a lost or extra message fails instead of reporting a rate.
+//!
+//! ```text
+//! petrel-loadgen --server 127.0.0.1:4222 --pubs 1 --subs 8 --msgs 1000000 --size 16 [--queue q]
+//! ```
+//! Prints one JSON line: published, received, seconds, rates.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+struct Args {
+    server: String,
+    subject: String,
+    pubs: usize,
+    subs: usize,
+    msgs: u64,
+    size: usize,
+    queue: Option<String>,
+    timeout: Duration,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        server: "127.0.0.1:4222".into(),
+        subject: "bench".into(),
+        pubs: 1,
+        subs: 0,
+        msgs: 100_000,
+        size: 16,
+        queue: None,
+        timeout: Duration::from_secs(120),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--server" => a.server = v.trim_start_matches("nats://").to_string(),
+            "--subject" => a.subject = v,
+            "--pubs" => a.pubs = v.parse().expect("--pubs"),
+            "--subs" => a.subs = v.parse().expect("--subs"),
+            "--msgs" => a.msgs = v.parse().expect("--msgs"),
+            "--size" => a.size = v.parse().expect("--size"),
+            "--queue" => a.queue = Some(v),
+            "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn connect(server: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(server).unwrap_or_else(|e| panic!("connect {server}: {e}"));
+    s.set_nodelay(true).unwrap();
+    let mut r = BufReader::with_capacity(1 << 20, s.try_clone().unwrap());
+    let mut info = String::new();
+    r.read_line(&mut info).unwrap();
+    assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n").unwrap();
+    (s, r)
+}
+
+/// Sends PING and reads until PONG (answering server PINGs on the way).
+fn round_trip(w: &mut TcpStream, r: &mut BufReader<TcpStream>) {
+    w.write_all(b"PING\r\n").unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "server closed");
+        match line.as_str() {
+            "PONG\r\n" => return,
+            "PING\r\n" => w.write_all(b"PONG\r\n").unwrap(),
+            l if l.starts_with("INFO ") => {}
+            l => panic!("unexpected {l:?} while waiting for PONG"),
+        }
+    }
+}
+
+/// Counts MSG frames in a stream into `mine` and `total`, answering PINGs;
+/// stops at `until()`.
+fn count_msgs(
+    mut w: TcpStream,
+    mut r: BufReader<TcpStream>,
+    mine: &AtomicU64,
+    total: &AtomicU64,
+    until: impl Fn() -> bool,
+    deadline: Instant,
+) {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0usize;
+    let mut start = 0usize;
+    w.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    r.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while !until() {
+        if Instant::now() > deadline {
+            return;
+        }
+        if start > 0 {
+            buf.copy_within(start..have, 0);
+            have -= start;
+            start = 0;
+        }
+        if have == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match r.read(&mut buf[have..]) {
+            Ok(0) => panic!("server closed the subscriber"),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => panic!("read: {e}"),
+        };
+        have += n;
+        let mut count = 0;
+        loop {
+            let Some(nl) = memchr(&buf[start..have]) else { break };
+            let line = &buf[start..start + nl];
+            if line.starts_with(b"MSG ") || line.starts_with(b"HMSG ") {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let size_tok = line.rsplit(|&b| b == b' ').next().unwrap();
+                let size: usize = std::str::from_utf8(size_tok).unwrap().parse().unwrap();
+                let end = start + nl + 1 + size + 2;
+                if end > have {
+                    break;
+                }
+                start = end;
+                count += 1;
+            } else {
+                if line.starts_with(b"PING") {
+                    w.write_all(b"PONG\r\n").unwrap();
+                } else if line.starts_with(b"-ERR") {
+                    panic!("server error: {}", String::from_utf8_lossy(line));
+                }
+                start += nl + 1;
+            }
+        }
+        mine.fetch_add(count, Ordering::Relaxed);
+        total.fetch_add(count, Ordering::Relaxed);
+    }
+}
+
+fn memchr(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+fn main() {
+    let a = parse_args();
+    let per_pub = a.msgs / a.pubs.max(1) as u64;
+    let published = per_pub * a.pubs as u64;
+    let expected: u64 = match (&a.queue, a.subs) {
+        (_, 0) => 0,
+        (Some(_), _) => published,
+        (None, n) => published * n as u64,
+    };
+    let received = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(Barrier::new(a.subs + 1));
+    let deadline = Instant::now() + a.timeout;
+    let mut sub_threads = Vec::new();
+    for _ in 0..a.subs {
+        let (server, subject, queue) = (a.server.clone(), a.subject.clone(), a.queue.clone());
+        let (received, ready) = (received.clone(), ready.clone());
+        let per_sub = if queue.is_some() { None } else { Some(published) };
+        sub_threads.push(std::thread::spawn(move || {
+            let (mut w, mut r) = connect(&server);
+            let sub = match &queue {
+                Some(q) => format!("SUB {subject} {q} 1\r\n"),
+                None => format!("SUB {subject} 1\r\n"),
+            };
+            w.write_all(sub.as_bytes()).unwrap();
+            round_trip(&mut w, &mut r);
+            ready.wait();
+            let mine = AtomicU64::new(0);
+            count_msgs(
+                w,
+                r,
+                &mine,
+                &received,
+                || match per_sub {
+                    Some(n) => mine.load(Ordering::Relaxed) >= n,
+                    None => received.load(Ordering::Relaxed) >= expected,
+                },
+                deadline,
+            );
+        }));
+    }
+    ready.wait();
+    let start = Instant::now();
+    let frame = {
+        let mut f = format!("PUB {} {}\r\n", a.subject, a.size).into_bytes();
+        f.extend(std::iter::repeat_n(b'x', a.size));
+        f.extend_from_slice(b"\r\n");
+        f
+    };
+    let per_chunk = ((64 * 1024) / frame.len()).max(1) as u64;
+    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * per_chunk as usize).collect();
+    let pub_threads: Vec<_> = (0..a.pubs)
+        .map(|_| {
+            let (server, chunk, frame) = (a.server.clone(), chunk.clone(), frame.clone());
+            std::thread::spawn(move || {
+                let (mut w, mut r) = connect(&server);
+                let mut left = per_pub;
+                while left >= per_chunk {
+                    w.write_all(&chunk).unwrap();
+                    left -= per_chunk;
+                }
+                for _ in 0..left {
+                    w.write_all(&frame).unwrap();
+                }
+                round_trip(&mut w, &mut r);
+            })
+        })
+        .collect();
+    for t in pub_threads {
+        t.join().unwrap();
+    }
+    let pub_secs = start.elapsed().as_secs_f64();
+    for t in sub_threads {
+        t.join().unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let got = received.load(Ordering::Relaxed);
+    println!(
+        "{{\"published\":{published},\"expected\":{expected},\"received\":{got},\"seconds\":{secs:.6},\"pub_seconds\":{pub_secs:.6},\"pub_rate\":{:.0},\"delivered_rate\":{:.0}}}",
+        published as f64 / secs,
+        got as f64 / secs
+    );
+    if got != expected {
+        eprintln!("count mismatch: expected {expected} deliveries, got {got}");
+        std::process::exit(1);
+    }
+}
