@@ -7,8 +7,13 @@ use petrel::core::{CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 
 fn setup(shards: usize, subs: usize) -> Vec<ShardCore> {
-    let cfg = CoreConfig { max_pending: usize::MAX, ..Default::default() };
-    let mut cores: Vec<ShardCore> = (0..shards).map(|i| ShardCore::new(ShardId(i as u16), shards, cfg.clone())).collect();
+    let cfg = CoreConfig {
+        max_pending: usize::MAX,
+        ..Default::default()
+    };
+    let mut cores: Vec<ShardCore> = (0..shards)
+        .map(|i| ShardCore::new(ShardId(i as u16), shards, cfg.clone()))
+        .collect();
     for i in 0..subs {
         let s = i % shards;
         let cid = ConnId(100 + i as u64);

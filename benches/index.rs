@@ -6,18 +6,45 @@ use petrel::ids::{ConnId, ShardId, SubKey};
 use petrel::index::{SubIndex, SubRef};
 
 fn subject(i: usize) -> Vec<u8> {
-    format!("tenant{}.device{}.metric{}", i % 100, (i / 100) % 1000, i % 7).into_bytes()
+    format!(
+        "tenant{}.device{}.metric{}",
+        i % 100,
+        (i / 100) % 1000,
+        i % 7
+    )
+    .into_bytes()
 }
 
 fn build(n: usize, cache: bool) -> SubIndex {
     let mut ix = SubIndex::new(cache);
     for i in 0..n {
-        ix.insert(&subject(i), None, SubRef { key: SubKey::new(ShardId(0), i as u64), conn: ConnId(i as u64) });
+        ix.insert(
+            &subject(i),
+            None,
+            SubRef {
+                key: SubKey::new(ShardId(0), i as u64),
+                conn: ConnId(i as u64),
+            },
+        );
     }
     for t in 0..100 {
-        ix.insert(format!("tenant{t}.*.metric1").as_bytes(), None, SubRef { key: SubKey::new(ShardId(1), t), conn: ConnId(1) });
+        ix.insert(
+            format!("tenant{t}.*.metric1").as_bytes(),
+            None,
+            SubRef {
+                key: SubKey::new(ShardId(1), t),
+                conn: ConnId(1),
+            },
+        );
     }
-    ix.insert(b">", Some(b"audit"), SubRef { key: SubKey::new(ShardId(1), 999_999), conn: ConnId(2) });
+    ix.insert(
+        b">",
+        Some(b"audit"),
+        SubRef {
+            key: SubKey::new(ShardId(1), 999_999),
+            conn: ConnId(2),
+        },
+    );
     ix
 }
 
@@ -54,7 +81,10 @@ fn churn(c: &mut Criterion) {
         b.iter(|| {
             k += 1;
             let s = subject(k as usize);
-            let r = SubRef { key: SubKey::new(ShardId(0), k), conn: ConnId(k) };
+            let r = SubRef {
+                key: SubKey::new(ShardId(0), k),
+                conn: ConnId(k),
+            };
             ix.insert(&s, None, r);
             ix.remove(&s, None, r.key);
         })
@@ -69,7 +99,10 @@ fn churn(c: &mut Criterion) {
                 ix
             },
             |mut ix| {
-                let r = SubRef { key: SubKey::new(ShardId(0), 77), conn: ConnId(77) };
+                let r = SubRef {
+                    key: SubKey::new(ShardId(0), 77),
+                    conn: ConnId(77),
+                };
                 ix.insert(b"tenant3.*.metric2", None, r);
                 ix.remove(b"tenant3.*.metric2", None, r.key);
                 ix

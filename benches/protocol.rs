@@ -18,9 +18,18 @@ fn parser(c: &mut Criterion) {
     let limits = ParseLimits::default();
     let mut g = c.benchmark_group("parse");
     for (name, one) in [
-        ("pub_16b", b"PUB bench.subject 16\r\n0123456789abcdef\r\n".to_vec()),
-        ("pub_reply_16b", b"PUB bench.subject _INBOX.abcdef.1 16\r\n0123456789abcdef\r\n".to_vec()),
-        ("hpub_16b", b"HPUB bench.subject 12 28\r\nNATS/1.0\r\n\r\n0123456789abcdef\r\n".to_vec()),
+        (
+            "pub_16b",
+            b"PUB bench.subject 16\r\n0123456789abcdef\r\n".to_vec(),
+        ),
+        (
+            "pub_reply_16b",
+            b"PUB bench.subject _INBOX.abcdef.1 16\r\n0123456789abcdef\r\n".to_vec(),
+        ),
+        (
+            "hpub_16b",
+            b"HPUB bench.subject 12 28\r\nNATS/1.0\r\n\r\n0123456789abcdef\r\n".to_vec(),
+        ),
         ("sub", b"SUB bench.subject.> queue 12345\r\n".to_vec()),
         ("ping", b"PING\r\n".to_vec()),
     ] {
@@ -48,7 +57,14 @@ fn encoder(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for _ in 0..1000 {
-                encode::hmsg(&mut out, b"bench.subject", b"12", Some(b"_INBOX.x.1"), 12, black_box(&payload));
+                encode::hmsg(
+                    &mut out,
+                    b"bench.subject",
+                    b"12",
+                    Some(b"_INBOX.x.1"),
+                    12,
+                    black_box(&payload),
+                );
             }
         })
     });

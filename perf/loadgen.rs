@@ -71,7 +71,10 @@ fn connect(server: &str) -> (TcpStream, BufReader<TcpStream>) {
     r.read_line(&mut info).unwrap();
     assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
     let mut w = s.try_clone().unwrap();
-    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n").unwrap();
+    w.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n",
+    )
+    .unwrap();
     (s, r)
 }
 
@@ -105,7 +108,9 @@ fn count_msgs(
     let mut have = 0usize;
     let mut start = 0usize;
     w.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    r.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     while !until() {
         if Instant::now() > deadline {
             return;
@@ -121,13 +126,19 @@ fn count_msgs(
         let n = match r.read(&mut buf[have..]) {
             Ok(0) => panic!("server closed the subscriber"),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             Err(e) => panic!("read: {e}"),
         };
         have += n;
         let mut count = 0;
-        loop {
-            let Some(nl) = memchr(&buf[start..have]) else { break };
+        while let Some(nl) = memchr(&buf[start..have]) {
             let line = &buf[start..start + nl];
             if line.starts_with(b"MSG ") || line.starts_with(b"HMSG ") {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -173,7 +184,11 @@ fn main() {
     for _ in 0..a.subs {
         let (server, subject, queue) = (a.server.clone(), a.subject.clone(), a.queue.clone());
         let (received, ready) = (received.clone(), ready.clone());
-        let per_sub = if queue.is_some() { None } else { Some(published) };
+        let per_sub = if queue.is_some() {
+            None
+        } else {
+            Some(published)
+        };
         sub_threads.push(std::thread::spawn(move || {
             let (mut w, mut r) = connect(&server);
             let sub = match &queue {
@@ -206,7 +221,12 @@ fn main() {
         f
     };
     let per_chunk = ((64 * 1024) / frame.len()).max(1) as u64;
-    let chunk: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * per_chunk as usize).collect();
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * per_chunk as usize)
+        .collect();
     let pub_threads: Vec<_> = (0..a.pubs)
         .map(|_| {
             let (server, chunk, frame) = (a.server.clone(), chunk.clone(), frame.clone());
