@@ -6,13 +6,7 @@ use petrel::ids::{ConnId, ShardId, SubKey};
 use petrel::index::{SubIndex, SubRef};
 
 fn subject(i: usize) -> Vec<u8> {
-    format!(
-        "tenant{}.device{}.metric{}",
-        i % 100,
-        (i / 100) % 1000,
-        i % 7
-    )
-    .into_bytes()
+    format!("tenant{}.device{}.metric{}", i % 100, (i / 100) % 1000, i % 7).into_bytes()
 }
 
 fn build(n: usize, cache: bool) -> SubIndex {

@@ -18,10 +18,7 @@ fn parser(c: &mut Criterion) {
     let limits = ParseLimits::default();
     let mut g = c.benchmark_group("parse");
     for (name, one) in [
-        (
-            "pub_16b",
-            b"PUB bench.subject 16\r\n0123456789abcdef\r\n".to_vec(),
-        ),
+        ("pub_16b", b"PUB bench.subject 16\r\n0123456789abcdef\r\n".to_vec()),
         (
             "pub_reply_16b",
             b"PUB bench.subject _INBOX.abcdef.1 16\r\n0123456789abcdef\r\n".to_vec(),

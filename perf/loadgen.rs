@@ -71,10 +71,8 @@ fn connect(server: &str) -> (TcpStream, BufReader<TcpStream>) {
     r.read_line(&mut info).unwrap();
     assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
     let mut w = s.try_clone().unwrap();
-    w.write_all(
-        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n",
-    )
-    .unwrap();
+    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n")
+        .unwrap();
     (s, r)
 }
 
@@ -108,9 +106,7 @@ fn count_msgs(
     let mut have = 0usize;
     let mut start = 0usize;
     w.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    r.get_ref()
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
+    r.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     while !until() {
         if Instant::now() > deadline {
             return;
@@ -126,14 +122,7 @@ fn count_msgs(
         let n = match r.read(&mut buf[have..]) {
             Ok(0) => panic!("server closed the subscriber"),
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(e) => panic!("read: {e}"),
         };
         have += n;
@@ -184,11 +173,7 @@ fn main() {
     for _ in 0..a.subs {
         let (server, subject, queue) = (a.server.clone(), a.subject.clone(), a.queue.clone());
         let (received, ready) = (received.clone(), ready.clone());
-        let per_sub = if queue.is_some() {
-            None
-        } else {
-            Some(published)
-        };
+        let per_sub = if queue.is_some() { None } else { Some(published) };
         sub_threads.push(std::thread::spawn(move || {
             let (mut w, mut r) = connect(&server);
             let sub = match &queue {

@@ -80,11 +80,7 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["client_advertise"], Kind::Value, "configuration files"),
     (&["js", "jetstream"], Kind::Bool, "JetStream"),
     (&["sd", "store_dir"], Kind::Value, "JetStream"),
-    (
-        &["sl", "signal"],
-        Kind::Value,
-        "signals to a running server",
-    ),
+    (&["sl", "signal"], Kind::Value, "signals to a running server"),
     (&["profile"], Kind::Value, "profiling"),
     (&["s", "syslog"], Kind::Bool, "syslog"),
     (&["r", "remote_syslog"], Kind::Value, "syslog"),
@@ -118,9 +114,7 @@ fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, CliError> 
         value: v.into(),
         why: "not a duration".into(),
     };
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -351,18 +345,12 @@ mod tests {
     fn errors() {
         assert_eq!(parse(&args("-zz")), Err(CliError::UnknownFlag("zz".into())));
         assert_eq!(parse(&args("-p")), Err(CliError::MissingValue("p".into())));
-        assert!(matches!(
-            parse(&args("-p x")),
-            Err(CliError::BadValue { .. })
-        ));
+        assert!(matches!(parse(&args("-p x")), Err(CliError::BadValue { .. })));
         assert!(matches!(
             parse(&args("-c f.conf")),
             Err(CliError::NotYetSupported { .. })
         ));
-        assert!(matches!(
-            parse(&args("--tls")),
-            Err(CliError::NotYetSupported { .. })
-        ));
+        assert!(matches!(parse(&args("--tls")), Err(CliError::NotYetSupported { .. })));
         assert!(parse(&args("-js=false")).is_ok());
     }
 }

@@ -53,10 +53,7 @@ static TRACE: AtomicBool = AtomicBool::new(false);
 /// Configures the logger; opens `file` for appending when given.
 pub fn init(file: Option<PathBuf>, logtime: bool, debug: bool, trace: bool) -> std::io::Result<()> {
     let file = match file {
-        Some(p) => Some((
-            p.clone(),
-            OpenOptions::new().create(true).append(true).open(&p)?,
-        )),
+        Some(p) => Some((p.clone(), OpenOptions::new().create(true).append(true).open(&p)?)),
         None => None,
     };
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,10 +76,7 @@ pub fn debug_enabled() -> bool {
 
 /// Local time as `2006/01/02 15:04:05.000000`.
 fn timestamp() -> String {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are valid for the duration of the calls.
     unsafe {
@@ -170,9 +164,6 @@ mod tests {
         let ts = &l[format!("[{pid}] ").len()..][..26];
         assert_eq!(ts.as_bytes()[4], b'/');
         assert_eq!(ts.as_bytes()[19], b'.');
-        assert_eq!(
-            format_line(Level::Fatal, "x", false),
-            format!("[{pid}] [FTL] x")
-        );
+        assert_eq!(format_line(Level::Fatal, "x", false), format!("[{pid}] [FTL] x"));
     }
 }

@@ -43,11 +43,7 @@ pub enum ServerError {
 }
 
 fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -58,11 +54,7 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
 
 /// Binds one SO_REUSEPORT listener per shard on the same address; a port of
 /// `-1` or `0` picks a free port for the first and reuses it for the rest.
-pub fn bind_listeners(
-    host: &str,
-    port: i32,
-    n: usize,
-) -> Result<(Vec<StdListener>, SocketAddr), ServerError> {
+pub fn bind_listeners(host: &str, port: i32, n: usize) -> Result<(Vec<StdListener>, SocketAddr), ServerError> {
     let port = if port < 0 { 0 } else { port as u16 };
     let text = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
@@ -117,15 +109,10 @@ pub fn run(opts: Options) -> Result<i32, ServerError> {
         .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
     let key = nkeys::KeyPair::new_server();
     let server_id = key.public_key();
-    let server_name = opts
-        .server_name
-        .clone()
-        .unwrap_or_else(|| server_id.clone());
-    let nshards = opts.shards.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(1)
-    });
+    let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+    let nshards = opts
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1));
 
     info!("Starting petrel (nats-server compatible)");
     info!("  Version:  {COMPAT_VERSION} (petrel {PETREL_VERSION})");
@@ -159,24 +146,19 @@ pub fn run(opts: Options) -> Result<i32, ServerError> {
     let running = shard::start(shared.clone(), listeners)?;
 
     if let Some(p) = &opts.pid_file {
-        std::fs::write(p, std::process::id().to_string())
-            .map_err(|e| ServerError::WriteFile(p.clone(), e))?;
+        std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
     }
     let host_for_log = if opts.host.contains(':') {
         format!("[{}]", opts.host)
     } else {
         opts.host.clone()
     };
-    info!(
-        "Listening for client connections on {host_for_log}:{}",
-        bound.port()
-    );
+    info!("Listening for client connections on {host_for_log}:{}", bound.port());
     let ports_file = match &opts.ports_file_dir {
         Some(dir) => {
             let path = ports_file_path(dir);
             let body = serde_json::json!({ "nats": [format!("nats://{}:{}", url_host(&opts.host), bound.port())] });
-            std::fs::write(&path, body.to_string())
-                .map_err(|e| ServerError::WriteFile(path.clone(), e))?;
+            std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
             Some(path)
         }
         None => None,
@@ -193,25 +175,20 @@ pub fn run(opts: Options) -> Result<i32, ServerError> {
 /// Waits for a stopping signal or a shard failure.
 fn wait_for_exit(running: &shard::Running) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals =
-        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
-            Ok(s) => s,
-            Err(e) => {
-                fatal!("Could not install signal handlers: {e}");
-                return 1;
-            }
-        };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal!("Could not install signal handlers: {e}");
+            return 1;
+        }
+    };
     loop {
         for sig in signals.pending() {
             match sig {
                 SIGINT | SIGTERM => {
                     info!(
                         "Trapped \"{}\" signal",
-                        if sig == SIGINT {
-                            "interrupt"
-                        } else {
-                            "terminated"
-                        }
+                        if sig == SIGINT { "interrupt" } else { "terminated" }
                     );
                     info!("Initiating Shutdown...");
                     info!("Server Exiting..");
@@ -227,14 +204,8 @@ fn wait_for_exit(running: &shard::Running) -> i32 {
                 _ => {}
             }
         }
-        if let Ok((shard, r)) = running
-            .exits
-            .recv_timeout(std::time::Duration::from_millis(100))
-        {
-            fatal!(
-                "Shard {shard} stopped: {}",
-                r.err().unwrap_or_else(|| "exited".into())
-            );
+        if let Ok((shard, r)) = running.exits.recv_timeout(std::time::Duration::from_millis(100)) {
+            fatal!("Shard {shard} stopped: {}", r.err().unwrap_or_else(|| "exited".into()));
             return 1;
         }
     }

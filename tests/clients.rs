@@ -55,9 +55,7 @@ async fn pub_sub_and_wildcards() {
         assert_eq!(m.payload, want);
     }
     assert!(
-        timeout(Duration::from_millis(200), exact.next())
-            .await
-            .is_err(),
+        timeout(Duration::from_millis(200), exact.next()).await.is_err(),
         "no extra message"
     );
 }
@@ -76,10 +74,7 @@ async fn queue_group_delivers_each_message_once() {
     let publisher = client(&p).await;
     let total = 2000;
     for i in 0..total {
-        publisher
-            .publish("jobs", Bytes::from(i.to_string()))
-            .await
-            .unwrap();
+        publisher.publish("jobs", Bytes::from(i.to_string())).await.unwrap();
     }
     publisher.flush().await.unwrap();
     let mut seen: HashMap<String, u32> = HashMap::new();
@@ -131,11 +126,7 @@ async fn request_reply_and_no_responders() {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(
-        err.kind(),
-        async_nats::RequestErrorKind::NoResponders,
-        "{err:?}"
-    );
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders, "{err:?}");
 }
 
 #[tokio::test]
@@ -146,9 +137,7 @@ async fn headers_travel_and_echo_can_be_off() {
     c.flush().await.unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("X-Trace", "abc");
-    c.publish_with_headers("h", headers, "body".into())
-        .await
-        .unwrap();
+    c.publish_with_headers("h", headers, "body".into()).await.unwrap();
     let m = next(&mut sub).await;
     assert_eq!(m.payload, "body");
     assert_eq!(m.headers.unwrap().get("X-Trace").unwrap().as_str(), "abc");
@@ -164,11 +153,7 @@ async fn headers_travel_and_echo_can_be_off() {
     quiet.flush().await.unwrap();
     c.publish("echo.test", "theirs".into()).await.unwrap();
     c.flush().await.unwrap();
-    assert_eq!(
-        next(&mut own).await.payload,
-        "theirs",
-        "own publish is not echoed"
-    );
+    assert_eq!(next(&mut own).await.payload, "theirs", "own publish is not echoed");
 }
 
 #[tokio::test]
@@ -180,10 +165,7 @@ async fn unsubscribe_after_n() {
     ready(&c).await;
     let other = client(&p).await;
     for i in 0..10 {
-        other
-            .publish("n", Bytes::from(i.to_string()))
-            .await
-            .unwrap();
+        other.publish("n", Bytes::from(i.to_string())).await.unwrap();
     }
     other.flush().await.unwrap();
     let mut got = Vec::new();
@@ -215,11 +197,7 @@ async fn large_payloads_cross_shards_intact() {
         for (i, &size) in sizes.iter().enumerate() {
             let m = next(s).await;
             assert_eq!(m.payload.len(), size);
-            assert!(m
-                .payload
-                .iter()
-                .enumerate()
-                .all(|(j, &b)| b == (i * 31 + j * 7) as u8));
+            assert!(m.payload.iter().enumerate().all(|(j, &b)| b == (i * 31 + j * 7) as u8));
         }
     }
 }
@@ -239,9 +217,7 @@ async fn many_connections_spread_over_shards() {
     }
     let pubs: Vec<_> = futures::future::join_all((0..n).map(|_| client(&p))).await;
     for (i, c) in pubs.iter().enumerate() {
-        c.publish(format!("fan.{i}"), Bytes::from(i.to_string()))
-            .await
-            .unwrap();
+        c.publish(format!("fan.{i}"), Bytes::from(i.to_string())).await.unwrap();
         c.flush().await.unwrap();
     }
     for s in subs.iter_mut() {
@@ -257,14 +233,8 @@ async fn many_connections_spread_over_shards() {
         got.sort();
         assert_eq!(got, (0..n).collect::<Vec<_>>());
     }
-    let on = |s: &str| {
-        p.log_lines(&format!("Client connection created (shard {s})"))
-            .len()
-    };
+    let on = |s: &str| p.log_lines(&format!("Client connection created (shard {s})")).len();
     let (a, b) = (on("0"), on("1"));
     assert_eq!(a + b, 2 * n);
-    assert!(
-        a.abs_diff(b) <= 2,
-        "connections balanced across shards: {a} vs {b}"
-    );
+    assert!(a.abs_diff(b) <= 2, "connections balanced across shards: {a} vs {b}");
 }

@@ -27,8 +27,7 @@ const IGNORED_INFO_KEYS: &[&str] = &[
 
 fn normalize_info(line: &str) -> String {
     let json = line.trim_start_matches("INFO ").trim_end_matches(" \r\n");
-    let mut v: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(json).expect("INFO is JSON");
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("INFO is JSON");
     for k in IGNORED_INFO_KEYS {
         v.remove(*k);
     }
@@ -167,17 +166,12 @@ fn byte_streams_match_nats_server() {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let mut failures = Vec::new();
     for (name, ours, theirs) in &results {
         if ours != theirs {
-            failures.push(format!(
-                "{name}:\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"
-            ));
+            failures.push(format!("{name}:\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"));
         }
     }
     assert!(

@@ -154,11 +154,7 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
     }
     assert_eq!(publisher.ping(), "", "publisher is not disturbed");
     eprintln!("published 64 MiB in {:?}", t.elapsed());
-    assert_eq!(
-        reader.join().unwrap(),
-        total,
-        "healthy subscriber got everything"
-    );
+    assert_eq!(reader.join().unwrap(), total, "healthy subscriber got everything");
     let r = slow.read_until_quiet(Duration::from_secs(2), Duration::from_secs(60));
     assert!(r.closed, "slow consumer was closed");
 }
@@ -177,8 +173,5 @@ fn ping_before_connect_and_verbose_defaults() {
         c.exchange(b"SUB a 1\r\nPUB a 1\r\nx\r\n").text(),
         "+OK\r\n+OK\r\nMSG a 1 1\r\nx\r\n"
     );
-    assert_eq!(
-        c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(),
-        "+OK\r\n+OK\r\n"
-    );
+    assert_eq!(c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(), "+OK\r\n+OK\r\n");
 }

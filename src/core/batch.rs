@@ -86,8 +86,9 @@ pub struct Batch {
     pub interest_seq: u64,
     /// The sender has applied the receiver's interest up to this sequence.
     pub ack: Option<u64>,
-    /// Subjects, replies and small bodies.
-    pub data: Bytes,
+    /// Subjects, replies and small bodies (handed back to the sender's pool
+    /// after delivery).
+    pub data: Vec<u8>,
     /// Messages, in publish order.
     pub msgs: Vec<RemoteMsg>,
     /// Target subscriptions on the receiver.
@@ -127,18 +128,13 @@ impl Outbox {
     }
 
     /// Takes the contents as a batch, leaving the outbox empty.
-    pub(crate) fn take(&mut self, from: ShardId, interest_seq: u64) -> Batch {
-        let cap = self.data.capacity().min(1 << 20);
+    pub(crate) fn take(&mut self, from: ShardId, interest_seq: u64, fresh: Vec<u8>) -> Batch {
         Batch {
             from: from.0,
-            interest_seq: if self.interest.is_empty() {
-                0
-            } else {
-                interest_seq
-            },
+            interest_seq: if self.interest.is_empty() { 0 } else { interest_seq },
             interest: std::mem::take(&mut self.interest),
             ack: self.ack.take(),
-            data: Bytes::from(std::mem::replace(&mut self.data, Vec::with_capacity(cap))),
+            data: std::mem::replace(&mut self.data, fresh),
             msgs: std::mem::take(&mut self.msgs),
             targets: std::mem::take(&mut self.targets),
         }

@@ -67,21 +67,11 @@ impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
     }
 
     fn publish(&mut self, msg: &Publish<'_>) -> bool {
-        self.core.publish(
-            self.cid,
-            msg.subject,
-            msg.reply,
-            msg.header_len,
-            msg.message,
-        )
+        self.core
+            .publish(self.cid, msg.subject, msg.reply, msg.header_len, msg.message)
     }
 
-    fn subscribe(
-        &mut self,
-        subject: &[u8],
-        queue: Option<&[u8]>,
-        sid: &[u8],
-    ) -> Result<(), WireError> {
+    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
         self.core.subscribe(self.cid, subject, queue, sid)
     }
 

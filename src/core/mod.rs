@@ -7,8 +7,10 @@
 
 pub mod batch;
 pub mod host;
+pub mod pool;
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::task::Waker;
 
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use crate::proto::errors::{CloseReason, WireError};
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
+pub use pool::BufferPools;
 
 /// Settings the core needs.
 #[derive(Debug, Clone)]
@@ -140,12 +143,21 @@ pub struct ShardCore {
     waiting_pongs: Vec<ConnId>,
     counters: Counters,
     stall: bool,
+    pools: Arc<BufferPools>,
 }
 
 impl ShardCore {
-    /// The core of shard `id` out of `nshards`.
+    /// The core of shard `id` out of `nshards`, without buffer recycling
+    /// partners (tests and single-shard use).
     pub fn new(id: ShardId, nshards: usize, cfg: CoreConfig) -> ShardCore {
+        Self::with_pools(id, nshards, cfg, Arc::new(BufferPools::new(nshards)))
+    }
+
+    /// The core of shard `id`, recycling batch buffers through `pools`
+    /// (one `BufferPools` shared by all shards).
+    pub fn with_pools(id: ShardId, nshards: usize, cfg: CoreConfig, pools: Arc<BufferPools>) -> ShardCore {
         ShardCore {
+            pools,
             id,
             nshards,
             index: SubIndex::new(cfg.sublist_cache),
@@ -216,12 +228,7 @@ impl ShardCore {
     /// Takes the connection's pending output, or registers `waker` to be
     /// woken when there is some. Returns `Err` once the connection is
     /// closing and its output is drained.
-    pub fn poll_output(
-        &mut self,
-        cid: ConnId,
-        spare: &mut Vec<u8>,
-        waker: &Waker,
-    ) -> Option<Result<(), CloseReason>> {
+    pub fn poll_output(&mut self, cid: ConnId, spare: &mut Vec<u8>, waker: &Waker) -> Option<Result<(), CloseReason>> {
         let c = self.conns.get_mut(&cid)?;
         if !c.out.is_empty() {
             spare.clear();
@@ -283,13 +290,7 @@ impl ShardCore {
     }
 
     /// Adds a subscription for a local connection.
-    pub fn subscribe(
-        &mut self,
-        cid: ConnId,
-        subj: &[u8],
-        queue: Option<&[u8]>,
-        sid: &[u8],
-    ) -> Result<(), WireError> {
+    pub fn subscribe(&mut self, cid: ConnId, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
         let max_subs = self.cfg.max_subscriptions;
         let Some(c) = self.conns.get_mut(&cid) else {
             return Ok(());
@@ -457,11 +458,7 @@ impl ShardCore {
             });
         }
         ob.targets.push(s.key);
-        ob.msgs
-            .last_mut()
-            .expect("message pushed above")
-            .targets
-            .len += 1;
+        ob.msgs.last_mut().expect("message pushed above").targets.len += 1;
         true
     }
 
@@ -478,14 +475,7 @@ impl ShardCore {
             return;
         }
         match (msg.header_len, c.headers) {
-            (Some(h), true) => encode::hmsg(
-                &mut c.out,
-                msg.subject,
-                sub.sid.as_bytes(),
-                msg.reply,
-                h,
-                msg.message,
-            ),
+            (Some(h), true) => encode::hmsg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
             (Some(h), false) => encode::msg(
                 &mut c.out,
                 msg.subject,
@@ -493,13 +483,7 @@ impl ShardCore {
                 msg.reply,
                 &msg.message[h..],
             ),
-            (None, _) => encode::msg(
-                &mut c.out,
-                msg.subject,
-                sub.sid.as_bytes(),
-                msg.reply,
-                msg.message,
-            ),
+            (None, _) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
         }
         c.out_msgs += 1;
         c.out_bytes += msg.message.len() as u64;
@@ -526,11 +510,11 @@ impl ShardCore {
         let Some(c) = self.conns.get(&cid) else {
             return;
         };
-        let key = c.sids.values().copied().find(|k| {
-            self.subs
-                .get(k)
-                .is_some_and(|s| subject::matches(&s.subject, reply))
-        });
+        let key = c
+            .sids
+            .values()
+            .copied()
+            .find(|k| self.subs.get(k).is_some_and(|s| subject::matches(&s.subject, reply)));
         if let Some(key) = key {
             let hdr = encode::no_responders_header(subject);
             let msg = Msg {
@@ -603,16 +587,8 @@ impl ShardCore {
         }
         for ch in b.interest {
             match ch {
-                InterestChange::Add {
-                    subject,
-                    queue,
-                    sub,
-                } => self.index.insert(&subject, queue.as_deref(), sub),
-                InterestChange::Remove {
-                    subject,
-                    queue,
-                    key,
-                } => {
+                InterestChange::Add { subject, queue, sub } => self.index.insert(&subject, queue.as_deref(), sub),
+                InterestChange::Remove { subject, queue, key } => {
                     self.index.remove(&subject, queue.as_deref(), key);
                 }
             }
@@ -635,6 +611,7 @@ impl ShardCore {
                 self.deliver_local(*key, &msg);
             }
         }
+        self.pools.give_back(from, self.id.index(), b.data);
     }
 
     /// Takes the batches to send, one per destination with something to say.
@@ -646,7 +623,8 @@ impl ShardCore {
         let mut out = Vec::new();
         for (i, ob) in self.outbox.iter_mut().enumerate() {
             if !ob.is_empty() {
-                out.push((ShardId(i as u16), ob.take(self.id, self.interest_seq)));
+                let fresh = self.pools.take(self.id.index(), i, 4096);
+                out.push((ShardId(i as u16), ob.take(self.id, self.interest_seq, fresh)));
             }
         }
         out

@@ -43,11 +43,7 @@ impl Cluster {
         let cid = ConnId(self.next);
         self.next += 1;
         self.cores[shard].add_conn(cid);
-        let s = Session::new(
-            SessionConfig::default(),
-            Instant::now(),
-            Duration::from_secs(3600),
-        );
+        let s = Session::new(SessionConfig::default(), Instant::now(), Duration::from_secs(3600));
         self.sessions.insert(cid, (shard, s));
         self.feed(
             cid,
@@ -115,10 +111,7 @@ fn pong_waits_until_every_shard_has_the_subscription() {
     let sub = c.connect(0);
     let publisher = c.connect(2);
     c.feed(sub, b"SUB foo 1\r\nPING\r\n");
-    assert!(
-        c.take_out(sub).is_empty(),
-        "PONG held back until shards 1 and 2 acked"
-    );
+    assert!(c.take_out(sub).is_empty(), "PONG held back until shards 1 and 2 acked");
     c.pump();
     assert_eq!(c.take_out(sub), b"PONG\r\n");
     c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
@@ -138,10 +131,7 @@ fn order_per_publisher_holds_across_shards() {
     for round in 0..500 {
         for (p, cid) in pubs.iter().enumerate() {
             let body = format!("{p}:{round}");
-            c.feed(
-                *cid,
-                format!("PUB ord.{p} {}\r\n{body}\r\n", body.len()).as_bytes(),
-            );
+            c.feed(*cid, format!("PUB ord.{p} {}\r\n{body}\r\n", body.len()).as_bytes());
         }
         if round % 7 == 0 {
             c.pump();
@@ -176,30 +166,19 @@ fn queue_group_is_exactly_once_and_fair_across_shards() {
     let total = 3000;
     for i in 0..total {
         let body = i.to_string();
-        c.feed(
-            pubs[i % 3],
-            format!("PUB work {}\r\n{body}\r\n", body.len()).as_bytes(),
-        );
+        c.feed(pubs[i % 3], format!("PUB work {}\r\n{body}\r\n", body.len()).as_bytes());
     }
     c.pump();
     let mut seen = vec![0u32; total];
     for m in &members {
         let got = payloads(&c.take_out(*m));
-        assert!(
-            got.len() > total / 6 / 2,
-            "member got {} of {total}: unfair",
-            got.len()
-        );
+        assert!(got.len() > total / 6 / 2, "member got {} of {total}: unfair", got.len());
         for p in got {
             seen[String::from_utf8(p).unwrap().parse::<usize>().unwrap()] += 1;
         }
     }
     assert!(seen.iter().all(|&n| n == 1), "every message exactly once");
-    assert_eq!(
-        payloads(&c.take_out(plain)).len(),
-        total,
-        "plain subscriber gets all"
-    );
+    assert_eq!(payloads(&c.take_out(plain)).len(), total, "plain subscriber gets all");
 }
 
 #[test]
@@ -250,10 +229,7 @@ fn auto_unsubscribe_counts_remote_deliveries() {
     }
     c.pump();
     assert_eq!(payloads(&c.take_out(s)).len(), 3);
-    assert!(
-        c.cores[0].index().is_empty(),
-        "removal reached the other replica"
-    );
+    assert!(c.cores[0].index().is_empty(), "removal reached the other replica");
     assert!(c.cores[1].index().is_empty());
 }
 
@@ -294,12 +270,5 @@ fn large_bodies_are_shared_and_headers_stripped_for_old_clients() {
     c.pump();
     assert_eq!(payloads(&c.take_out(old)), vec![body.clone()]);
     let got = c.take_out(new);
-    assert!(got.starts_with(
-        format!(
-            "HMSG big 1 {} {}\r\nNATS/1.0",
-            hdr.len(),
-            hdr.len() + body.len()
-        )
-        .as_bytes()
-    ));
+    assert!(got.starts_with(format!("HMSG big 1 {} {}\r\nNATS/1.0", hdr.len(), hdr.len() + body.len()).as_bytes()));
 }

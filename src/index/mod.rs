@@ -7,6 +7,8 @@
 //! visible to the pick, and no lock is taken.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::rc::Rc;
 
 use crate::ids::{ConnId, SubKey};
@@ -55,15 +57,13 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.plain.is_empty()
-            && self.queues.is_empty()
-            && self.next.as_ref().is_none_or(|l| l.is_empty())
+        self.plain.is_empty() && self.queues.is_empty() && self.next.as_ref().is_none_or(|l| l.is_empty())
     }
 }
 
 #[derive(Default)]
 struct Level {
-    literal: HashMap<Box<[u8]>, Node>,
+    literal: HashMap<Box<[u8]>, Node, RandomState>,
     pwc: Option<Box<Node>>,
     fwc: Option<Box<Node>>,
 }
@@ -94,7 +94,7 @@ pub const CACHE_MAX: usize = 1024;
 pub struct SubIndex {
     root: Level,
     count: usize,
-    cache: Option<HashMap<Box<[u8]>, Rc<MatchResult>>>,
+    cache: Option<HashMap<Box<[u8]>, Rc<MatchResult>, RandomState>>,
     stats: IndexStats,
 }
 
@@ -111,7 +111,7 @@ impl SubIndex {
         SubIndex {
             root: Level::default(),
             count: 0,
-            cache: cache.then(HashMap::new),
+            cache: cache.then(HashMap::default),
             stats: IndexStats::default(),
         }
     }
@@ -383,15 +383,7 @@ mod tests {
         assert_eq!(q.members.len(), 2);
         assert!(ix.remove(b"a.b", Some(b"q"), r(1).key));
         let m = ix.matches(b"a.b");
-        assert_eq!(
-            m.queues
-                .iter()
-                .find(|g| &*g.name == b"q")
-                .unwrap()
-                .members
-                .len(),
-            1
-        );
+        assert_eq!(m.queues.iter().find(|g| &*g.name == b"q").unwrap().members.len(), 1);
     }
 
     /// Random churn against a brute-force model, with and without the cache.

@@ -130,12 +130,10 @@ mod tests {
     fn defaults_apply_to_missing_fields() {
         let o = ClientOpts::from_json(b"{}").unwrap();
         assert!(o.verbose && o.pedantic && o.echo && !o.headers);
-        let o = ClientOpts::from_json(br#"{"verbose":false,"echo":false,"headers":true,"x":1}"#)
-            .unwrap();
+        let o = ClientOpts::from_json(br#"{"verbose":false,"echo":false,"headers":true,"x":1}"#).unwrap();
         assert!(!o.verbose && o.pedantic && !o.echo && o.headers);
         assert!(ClientOpts::from_json(b"{nope").is_none());
-        let o = ClientOpts::from_json(br#"{"name":null,"verbose":null,"sig":null,"protocol":1}"#)
-            .unwrap();
+        let o = ClientOpts::from_json(br#"{"name":null,"verbose":null,"sig":null,"protocol":1}"#).unwrap();
         assert!(o.verbose && o.name.is_empty() && o.protocol == 1);
     }
 }

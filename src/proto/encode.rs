@@ -37,14 +37,7 @@ pub fn msg(out: &mut Vec<u8>, subject: &[u8], sid: &[u8], reply: Option<&[u8]>, 
 /// Appends `HMSG <subject> <sid> [reply] <hdr> <total>\r\n<message>\r\n`,
 /// where `message` is the header block followed by the payload.
 #[inline]
-pub fn hmsg(
-    out: &mut Vec<u8>,
-    subject: &[u8],
-    sid: &[u8],
-    reply: Option<&[u8]>,
-    header_len: usize,
-    message: &[u8],
-) {
+pub fn hmsg(out: &mut Vec<u8>, subject: &[u8], sid: &[u8], reply: Option<&[u8]>, header_len: usize, message: &[u8]) {
     out.reserve(subject.len() + sid.len() + message.len() + 40);
     out.extend_from_slice(b"HMSG ");
     out.extend_from_slice(subject);

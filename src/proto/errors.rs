@@ -55,9 +55,7 @@ impl WireError {
     /// and with which recorded reason.
     pub fn closes(self) -> Option<CloseReason> {
         match self {
-            WireError::UnknownProtocolOperation | WireError::MaxControlLineExceeded => {
-                Some(CloseReason::ParseError)
-            }
+            WireError::UnknownProtocolOperation | WireError::MaxControlLineExceeded => Some(CloseReason::ParseError),
             WireError::MaxPayloadViolation => Some(CloseReason::MaxPayloadExceeded),
             WireError::StaleConnection => Some(CloseReason::StaleConnection),
             WireError::AuthenticationTimeout => Some(CloseReason::AuthenticationTimeout),
@@ -65,9 +63,7 @@ impl WireError {
             WireError::MaxConnectionsExceeded => Some(CloseReason::MaxConnectionsExceeded),
             WireError::InvalidClientProtocol => Some(CloseReason::BadClientProtocolVersion),
             WireError::NoRespondersRequiresHeaders => Some(CloseReason::ProtocolViolation),
-            WireError::InvalidSubject
-            | WireError::InvalidPublishSubject
-            | WireError::MaxSubscriptionsExceeded => None,
+            WireError::InvalidSubject | WireError::InvalidPublishSubject | WireError::MaxSubscriptionsExceeded => None,
         }
     }
 }
@@ -132,21 +128,10 @@ impl CloseReason {
 /// close reason.
 pub fn parse_error_outcome(e: ParseError) -> (Option<WireError>, CloseReason) {
     match e {
-        ParseError::UnknownOp => (
-            Some(WireError::UnknownProtocolOperation),
-            CloseReason::ParseError,
-        ),
-        ParseError::MaxControlLine => (
-            Some(WireError::MaxControlLineExceeded),
-            CloseReason::ParseError,
-        ),
-        ParseError::MaxPayload => (
-            Some(WireError::MaxPayloadViolation),
-            CloseReason::MaxPayloadExceeded,
-        ),
-        ParseError::BadArgs(_) | ParseError::HeadersNotSupported => {
-            (None, CloseReason::ProtocolViolation)
-        }
+        ParseError::UnknownOp => (Some(WireError::UnknownProtocolOperation), CloseReason::ParseError),
+        ParseError::MaxControlLine => (Some(WireError::MaxControlLineExceeded), CloseReason::ParseError),
+        ParseError::MaxPayload => (Some(WireError::MaxPayloadViolation), CloseReason::MaxPayloadExceeded),
+        ParseError::BadArgs(_) | ParseError::HeadersNotSupported => (None, CloseReason::ProtocolViolation),
     }
 }
 
@@ -156,18 +141,12 @@ mod tests {
 
     #[test]
     fn texts_match_nats_server() {
-        assert_eq!(
-            WireError::MaxConnectionsExceeded.text(),
-            "maximum connections exceeded"
-        );
+        assert_eq!(WireError::MaxConnectionsExceeded.text(), "maximum connections exceeded");
         assert_eq!(
             WireError::MaxControlLineExceeded.text(),
             "maximum control line exceeded"
         );
-        assert_eq!(
-            WireError::AuthenticationTimeout.text(),
-            "Authentication Timeout"
-        );
+        assert_eq!(WireError::AuthenticationTimeout.text(), "Authentication Timeout");
         assert!(WireError::InvalidSubject.closes().is_none());
         assert!(WireError::StaleConnection.closes().is_some());
         assert_eq!(parse_error_outcome(ParseError::BadArgs("PUB")).0, None);

@@ -134,11 +134,7 @@ enum Kw {
 /// Case-insensitive match of `kw` (upper case) at the front of `buf`.
 fn keyword(buf: &[u8], kw: &[u8]) -> Kw {
     let n = buf.len().min(kw.len());
-    if buf[..n]
-        .iter()
-        .zip(kw)
-        .any(|(b, k)| b.to_ascii_uppercase() != *k)
-    {
+    if buf[..n].iter().zip(kw).any(|(b, k)| b.to_ascii_uppercase() != *k) {
         return Kw::No;
     }
     if n < kw.len() {
@@ -173,11 +169,7 @@ fn needs_separator(k: Kind) -> bool {
     needs_args(k) && !matches!(k, Kind::Connect | Kind::Info)
 }
 
-const OPS_P: [(&[u8], Kind); 3] = [
-    (b"PUB", Kind::Pub),
-    (b"PING", Kind::Ping),
-    (b"PONG", Kind::Pong),
-];
+const OPS_P: [(&[u8], Kind); 3] = [(b"PUB", Kind::Pub), (b"PING", Kind::Ping), (b"PONG", Kind::Pong)];
 
 /// Recognises the operation keyword. `Ok(None)` means more bytes are needed.
 fn op_kind(buf: &[u8]) -> Result<Option<(Kind, usize)>, ParseError> {
@@ -268,11 +260,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<Parsed<'a>, Pars
         }
         return Ok(MORE);
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     let args = &buf[args_start.min(line_end)..line_end];
     let after = nl + 1;
     let op = match kind {
@@ -320,10 +308,7 @@ fn parse_with_args<'a>(
         }
         Kind::Unsub => {
             let op = match n {
-                1 => Op::Unsub {
-                    sid: a[0],
-                    max: None,
-                },
+                1 => Op::Unsub { sid: a[0], max: None },
                 2 => Op::Unsub {
                     sid: a[0],
                     max: Some(parse_size(a[1]).unwrap_or(0) as u64),
@@ -424,12 +409,7 @@ mod tests {
     fn op(buf: &[u8]) -> Op<'_> {
         match one(buf).unwrap() {
             Parsed::Op(op, used) => {
-                assert_eq!(
-                    used,
-                    buf.len(),
-                    "consumed all of {:?}",
-                    String::from_utf8_lossy(buf)
-                );
+                assert_eq!(used, buf.len(), "consumed all of {:?}", String::from_utf8_lossy(buf));
                 op
             }
             other => panic!("{other:?}"),
@@ -497,13 +477,7 @@ mod tests {
                 sid: b"1"
             }
         );
-        assert_eq!(
-            op(b"UNSUB 1\r\n"),
-            Op::Unsub {
-                sid: b"1",
-                max: None
-            }
-        );
+        assert_eq!(op(b"UNSUB 1\r\n"), Op::Unsub { sid: b"1", max: None });
         assert_eq!(
             op(b"UNSUB 1 5\r\n"),
             Op::Unsub {

@@ -70,12 +70,7 @@ pub trait SessionHost {
     /// Routes a message; returns whether any subscriber will receive it.
     fn publish(&mut self, msg: &Publish<'_>) -> bool;
     /// Adds a subscription; `Err` is sent and the connection stays open.
-    fn subscribe(
-        &mut self,
-        subject: &[u8],
-        queue: Option<&[u8]>,
-        sid: &[u8],
-    ) -> Result<(), WireError>;
+    fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError>;
     /// Removes a subscription now, or after `max` messages in all.
     fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>);
     /// Sends the no-responders status to this client's subscription on `reply`.
@@ -158,12 +153,7 @@ impl Session {
     /// Processes every complete operation at the front of `buf` and returns
     /// how many bytes were used. `Err` means the connection must close; any
     /// `-ERR` is already in the host's outbound buffer.
-    pub fn receive<H: SessionHost>(
-        &mut self,
-        buf: &[u8],
-        now: Instant,
-        host: &mut H,
-    ) -> Result<usize, CloseReason> {
+    pub fn receive<H: SessionHost>(&mut self, buf: &[u8], now: Instant, host: &mut H) -> Result<usize, CloseReason> {
         let mut used = 0;
         loop {
             let limits = self.limits();
@@ -207,12 +197,7 @@ impl Session {
         }
     }
 
-    fn handle_op<H: SessionHost>(
-        &mut self,
-        op: Op<'_>,
-        now: Instant,
-        host: &mut H,
-    ) -> Result<(), CloseReason> {
+    fn handle_op<H: SessionHost>(&mut self, op: Op<'_>, now: Instant, host: &mut H) -> Result<(), CloseReason> {
         if self.cfg.auth_required && !self.connected && !matches!(op, Op::Connect(_)) {
             return Self::fail(host, WireError::AuthorizationViolation);
         }
@@ -253,15 +238,9 @@ impl Session {
                 );
                 Ok(())
             }
-            Op::Sub {
-                subject,
-                queue,
-                sid,
-            } => {
+            Op::Sub { subject, queue, sid } => {
                 self.last_activity = Some(now);
-                if !subject::is_valid_subject(subject)
-                    || queue.is_some_and(|q| !subject::is_valid_queue(q))
-                {
+                if !subject::is_valid_subject(subject) || queue.is_some_and(|q| !subject::is_valid_queue(q)) {
                     return Self::fail(host, WireError::InvalidSubject);
                 }
                 match host.subscribe(subject, queue, sid) {
@@ -278,13 +257,12 @@ impl Session {
             }
             Op::Ping => {
                 self.last_activity = Some(now);
-                let then = (self.connected && self.opts.protocol >= 1 && !self.sent_connect_info)
-                    .then(|| {
-                        self.sent_connect_info = true;
-                        let mut line = Vec::new();
-                        encode::info(&mut line, &host.connect_info_json());
-                        line
-                    });
+                let then = (self.connected && self.opts.protocol >= 1 && !self.sent_connect_info).then(|| {
+                    self.sent_connect_info = true;
+                    let mut line = Vec::new();
+                    encode::info(&mut line, &host.connect_info_json());
+                    line
+                });
                 host.pong(then);
                 Ok(())
             }
@@ -352,11 +330,7 @@ impl Session {
 
     /// Acts on deadlines that have passed: the auth timeout, server PINGs and
     /// the stale-connection check.
-    pub fn handle_timeout<H: SessionHost>(
-        &mut self,
-        now: Instant,
-        host: &mut H,
-    ) -> Result<(), CloseReason> {
+    pub fn handle_timeout<H: SessionHost>(&mut self, now: Instant, host: &mut H) -> Result<(), CloseReason> {
         if let Some(d) = self.auth_deadline {
             if now >= d && !self.connected {
                 return Self::fail(host, WireError::AuthenticationTimeout);
@@ -415,11 +389,8 @@ mod tests {
             }
         }
         fn publish(&mut self, m: &Publish<'_>) -> bool {
-            self.published.push((
-                m.subject.to_vec(),
-                m.reply.map(<[u8]>::to_vec),
-                m.message.to_vec(),
-            ));
+            self.published
+                .push((m.subject.to_vec(), m.reply.map(<[u8]>::to_vec), m.message.to_vec()));
             self.deliver
         }
         fn subscribe(&mut self, s: &[u8], _: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
@@ -442,11 +413,7 @@ mod tests {
         }
     }
 
-    fn run(
-        cfg: SessionConfig,
-        host: &mut Host,
-        input: &[u8],
-    ) -> (Session, Result<usize, CloseReason>) {
+    fn run(cfg: SessionConfig, host: &mut Host, input: &[u8]) -> (Session, Result<usize, CloseReason>) {
         let now = Instant::now();
         let mut s = Session::new(cfg, now, Duration::from_secs(2));
         let r = s.receive(input, now, host);
@@ -494,11 +461,7 @@ mod tests {
     #[test]
     fn invalid_sub_subject_stays_open() {
         let mut h = Host::default();
-        let (_, r) = run(
-            SessionConfig::default(),
-            &mut h,
-            b"SUB foo..bar 1\r\nPING\r\n",
-        );
+        let (_, r) = run(SessionConfig::default(), &mut h, b"SUB foo..bar 1\r\nPING\r\n");
         assert!(r.is_ok());
         assert_eq!(h.out, b"-ERR 'Invalid Subject'\r\nPONG\r\n");
     }
@@ -534,11 +497,7 @@ mod tests {
         assert_eq!(r, Err(CloseReason::ProtocolViolation));
         assert!(h.out.is_empty());
         let mut h = Host::default();
-        let (_, r) = run(
-            SessionConfig::default(),
-            &mut h,
-            b"CONNECT {\"protocol\":2}\r\n",
-        );
+        let (_, r) = run(SessionConfig::default(), &mut h, b"CONNECT {\"protocol\":2}\r\n");
         assert_eq!(r, Err(CloseReason::BadClientProtocolVersion));
         assert_eq!(h.out, b"-ERR 'invalid client protocol'\r\n");
     }
@@ -566,9 +525,7 @@ mod tests {
         let mut h = Host::default();
         let mut s = Session::new(cfg, now, Duration::from_secs(60));
         assert_eq!(s.poll_timeout(), now + Duration::from_secs(2));
-        assert!(s
-            .handle_timeout(now + Duration::from_secs(1), &mut h)
-            .is_ok());
+        assert!(s.handle_timeout(now + Duration::from_secs(1), &mut h).is_ok());
         let r = s.handle_timeout(now + Duration::from_secs(2), &mut h);
         assert_eq!(r, Err(CloseReason::AuthenticationTimeout));
         assert_eq!(h.out, b"-ERR 'Authentication Timeout'\r\n");
@@ -606,18 +563,14 @@ mod tests {
         let mut s = Session::new(cfg, now, Duration::from_secs(2));
         let t1 = s.poll_timeout();
         s.handle_timeout(t1, &mut h).unwrap();
-        s.receive(b"PONG\r\n", t1 + Duration::from_millis(1), &mut h)
-            .unwrap();
+        s.receive(b"PONG\r\n", t1 + Duration::from_millis(1), &mut h).unwrap();
         assert!(s.rtt().is_some());
         s.receive(b"PUB a 0\r\n\r\n", t1 + Duration::from_secs(5), &mut h)
             .unwrap();
         h.out.clear();
         let t2 = s.poll_timeout();
         s.handle_timeout(t2, &mut h).unwrap();
-        assert!(
-            h.out.is_empty(),
-            "active client with fresh RTT is not pinged"
-        );
+        assert!(h.out.is_empty(), "active client with fresh RTT is not pinged");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use crate::proto::session::Session;
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
+/// Largest spare outbound buffer a writer keeps between writes.
+const KEEP_OUT_MAX: usize = 8 << 20;
+
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
 
@@ -53,20 +56,14 @@ fn shutdown(stream: &Stream) {
 }
 
 fn peer_ip(stream: &TcpStream) -> String {
-    stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+    stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
 /// Refuses a connection past `max_connections`: INFO, then the error, then close.
 pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let ip = peer_ip(&stream);
     let mut out = Vec::new();
-    encode::info(
-        &mut out,
-        &client_info(&shard.shared.info, cid, &ip).to_json(),
-    );
+    encode::info(&mut out, &client_info(&shard.shared.info, cid, &ip).to_json());
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
     crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
     let stream = Rc::new(RefCell::new(stream));
@@ -162,9 +159,7 @@ async fn read_loop(
                 headers_supported: !shard.shared.opts.no_header_support,
                 auth: &OpenAccess,
             };
-            let r = session
-                .borrow_mut()
-                .receive(&buf[..filled], Instant::now(), &mut host);
+            let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
             core.wake(cid);
             r
         };
@@ -181,11 +176,7 @@ async fn read_loop(
                 // Grow while reads fill the buffer, shrink back when they don't.
                 if full_read && buf.len() < READ_MAX {
                     buf.resize(buf.len() * 2, 0);
-                } else if !full_read
-                    && filled < READ_MIN
-                    && buf.len() > READ_MIN
-                    && n < buf.len() / 4
-                {
+                } else if !full_read && filled < READ_MIN && buf.len() > READ_MIN && n < buf.len() / 4 {
                     buf.truncate(READ_MIN.max(filled));
                     buf.shrink_to(READ_MIN.max(filled));
                 }
@@ -198,16 +189,12 @@ async fn read_loop(
 async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
     let mut spare: Vec<u8> = Vec::new();
     loop {
-        let next = poll_fn(|cx| {
-            match shard
-                .core
-                .borrow_mut()
-                .poll_output(cid, &mut spare, cx.waker())
-            {
+        let next = poll_fn(
+            |cx| match shard.core.borrow_mut().poll_output(cid, &mut spare, cx.waker()) {
                 Some(r) => Poll::Ready(r),
                 None => Poll::Pending,
-            }
-        })
+            },
+        )
         .await;
         match next {
             Ok(()) => {
@@ -223,9 +210,10 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
                     shutdown(&stream);
                     return reason;
                 }
-                // Keep a modest buffer; drop a huge one after a burst.
-                if spare.capacity() > READ_MAX * 16 {
-                    spare = Vec::new();
+                // Keep the buffer for the next swap (re-growing it costs page
+                // faults), but not a huge one left by a burst.
+                if spare.capacity() > KEEP_OUT_MAX {
+                    spare = Vec::with_capacity(KEEP_OUT_MAX / 8);
                 }
             }
             Err(reason) => {
@@ -254,9 +242,7 @@ async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId
             headers_supported: !shard.shared.opts.no_header_support,
             auth: &OpenAccess,
         };
-        let r = session
-            .borrow_mut()
-            .handle_timeout(Instant::now(), &mut host);
+        let r = session.borrow_mut().handle_timeout(Instant::now(), &mut host);
         core.wake(cid);
         if let Err(reason) = r {
             core.close_conn(cid, reason);

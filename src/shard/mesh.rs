@@ -7,9 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use glommio::channels::shared_channel::{
-    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::AcceptedTcpStream;
 use glommio::{GlommioError, ResourceType};
 
@@ -84,9 +82,7 @@ impl Outlet {
         if self.backlog.borrow().is_empty() && !self.draining.get() {
             match self.tx.try_send(msg) {
                 Ok(()) => return false,
-                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => {
-                    self.backlog.borrow_mut().push_back(m)
-                }
+                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => self.backlog.borrow_mut().push_back(m),
                 Err(_) => return false, // the peer is gone: the server is stopping
             }
         } else {

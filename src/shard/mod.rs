@@ -16,7 +16,7 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::core::{CoreConfig, ShardCore};
+use crate::core::{BufferPools, CoreConfig, ShardCore};
 use crate::ids::{ConnId, ShardId};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
@@ -40,6 +40,8 @@ pub struct Shared {
     pub total_conns: AtomicUsize,
     /// Each shard's published counters.
     pub stats: Vec<ShardStats>,
+    /// Batch buffers on their way back to the shard that filled them.
+    pub pools: Arc<BufferPools>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
             total_conns: AtomicUsize::new(0),
             stats: (0..nshards).map(|_| ShardStats::default()).collect(),
+            pools: Arc::new(BufferPools::new(nshards)),
         }
     }
 
@@ -102,20 +105,13 @@ impl Shard {
     pub async fn flush(self: &Rc<Self>) {
         let batches = self.core.borrow_mut().take_batches();
         for (dest, b) in batches {
-            let outlet = self.outlets[dest.index()]
-                .as_ref()
-                .expect("never sends to itself");
+            let outlet = self.outlets[dest.index()].as_ref().expect("never sends to itself");
             if outlet.push(ShardMsg::Batch(b)) {
                 glommio::spawn_local(outlet.clone().drain()).detach();
             }
         }
         // Back-pressure: a publisher waits while a destination is far behind.
-        while self
-            .outlets
-            .iter()
-            .flatten()
-            .any(|o| o.backlog_len() > BACKLOG_HIGH)
-        {
+        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
     }
@@ -125,12 +121,7 @@ impl Shard {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
     }
 
-    fn send_conn(
-        self: &Rc<Self>,
-        dest: usize,
-        stream: glommio::net::AcceptedTcpStream,
-        cid: ConnId,
-    ) {
+    fn send_conn(self: &Rc<Self>, dest: usize, stream: glommio::net::AcceptedTcpStream, cid: ConnId) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Conn(stream, cid)) {
             glommio::spawn_local(outlet.clone().drain()).detach();
@@ -164,9 +155,7 @@ pub enum StartError {
 /// every shard is running, or the first start failure.
 pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running, StartError> {
     let n = shared.nshards;
-    let cpus = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
+    let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
     let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
@@ -245,7 +234,7 @@ async fn shard_main(
     ready: mpsc::Sender<usize>,
 ) {
     let Connected { outlets, receivers } = ends.connect().await;
-    let core = ShardCore::new(id, shared.nshards, shared.core_config());
+    let core = ShardCore::with_pools(id, shared.nshards, shared.core_config(), shared.pools.clone());
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -270,8 +259,7 @@ async fn shard_main(
                     }
                     ShardMsg::Conn(stream, cid) => {
                         let s = shard.clone();
-                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid))
-                            .detach();
+                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid)).detach();
                     }
                 }
             }
@@ -299,8 +287,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let total = shared.total_conns.fetch_add(1, Relaxed) + 1;
         if total > shared.opts.max_connections {
             shared.total_conns.fetch_sub(1, Relaxed);
-            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid))
-                .detach();
+            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid)).detach();
             continue;
         }
         let me = shard.id.index();
@@ -318,8 +305,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         shared.conn_counts[dest].fetch_add(1, Relaxed);
         if dest == me {
-            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid))
-                .detach();
+            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid)).detach();
         } else {
             shard.send_conn(dest, stream, cid);
         }

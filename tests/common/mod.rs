@@ -78,10 +78,7 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                port = rest
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.trim().parse::<u16>().ok());
+                port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
             }
             let ready = line.contains("Server is ready");
             sink.lock().unwrap().push(line);
@@ -94,10 +91,7 @@ fn spawn(bin: &str, args: &[&str]) -> Proc {
         Ok(Some(port)) => Proc { child, port, log },
         other => {
             let _ = child.kill();
-            panic!(
-                "{bin} did not become ready ({other:?}): {:?}",
-                log.lock().unwrap()
-            );
+            panic!("{bin} did not become ready ({other:?}): {:?}", log.lock().unwrap());
         }
     }
 }

@@ -91,35 +91,16 @@ impl Raw {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Reply {
-                    bytes,
-                    closed: false,
-                };
+                return Reply { bytes, closed: false };
             }
             self.s.set_read_timeout(Some(quiet.min(left))).unwrap();
             match self.s.read(&mut buf) {
-                Ok(0) => {
-                    return Reply {
-                        bytes,
-                        closed: true,
-                    }
-                }
+                Ok(0) => return Reply { bytes, closed: true },
                 Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return Reply {
-                        bytes,
-                        closed: false,
-                    }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Reply { bytes, closed: false }
                 }
-                Err(_) => {
-                    return Reply {
-                        bytes,
-                        closed: true,
-                    }
-                }
+                Err(_) => return Reply { bytes, closed: true },
             }
         }
     }
@@ -135,9 +116,7 @@ impl Raw {
         self.send(b"PING\r\n");
         let mut before = String::new();
         loop {
-            let l = self
-                .read_line(Duration::from_secs(10))
-                .expect("PONG in time");
+            let l = self.read_line(Duration::from_secs(10)).expect("PONG in time");
             if l == "PONG\r\n" {
                 return before;
             }
