@@ -44,7 +44,7 @@ fn drain(cores: &mut [ShardCore], subs: usize) {
     for i in 0..subs {
         let cid = ConnId(100 + i as u64);
         if let Some(c) = cores[i % cores.len()].conn_mut(cid) {
-            c.out.clear();
+            c.out.take_bytes();
         }
     }
 }
@@ -68,5 +68,25 @@ fn fanout(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fanout);
+/// SUB + UNSUB on one shard, replayed on the three other replicas, while a
+/// 1:8 fan-out keeps the match caches warm.
+fn churn(c: &mut Criterion) {
+    let mut g = c.benchmark_group("churn");
+    let mut cores = setup(4, 8);
+    let cid = ConnId(1);
+    for (name, subject) in [("literal", &b"churn.a.b"[..]), ("wildcard", &b"fan.*"[..])] {
+        g.bench_function(format!("sub_unsub_{name}_over_4_shards"), |b| {
+            b.iter(|| {
+                cores[0].subscribe(cid, subject, None, b"99").unwrap();
+                cores[0].publish(cid, b"fan.out", None, None, b"0123456789abcdef");
+                cores[0].unsubscribe(cid, b"99", None);
+                pump(&mut cores);
+                drain(&mut cores, 8);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fanout, churn);
 criterion_main!(benches);

@@ -52,6 +52,32 @@ fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
     Ok(s.into())
 }
 
+/// Fails, as nats-server would, when another process already listens on
+/// the address. petrel's own listeners share their port through
+/// SO_REUSEPORT, which would let a second server of the same user join that
+/// port silently (a non-listening bind does not conflict with them either),
+/// so the check is a connection attempt.
+fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
+    match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(250)) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "bind: address already in use",
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Binds one SO_REUSEPORT listener per shard on the same address; a port of
 /// `-1` or `0` picks a free port for the first and reuses it for the rest.
 pub fn bind_listeners(host: &str, port: i32, n: usize) -> Result<(Vec<StdListener>, SocketAddr), ServerError> {
@@ -66,20 +92,16 @@ pub fn bind_listeners(host: &str, port: i32, n: usize) -> Result<(Vec<StdListene
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| ServerError::Resolve(text.clone()))?;
-    let first = listen_socket(addr).map_err(|err| ServerError::Listen {
+    let listen_err = |err| ServerError::Listen {
         addr: text.clone(),
         err,
-    })?;
-    let bound = first.local_addr().map_err(|err| ServerError::Listen {
-        addr: text.clone(),
-        err,
-    })?;
+    };
+    ensure_port_free(addr).map_err(listen_err)?;
+    let first = listen_socket(addr).map_err(listen_err)?;
+    let bound = first.local_addr().map_err(listen_err)?;
     let mut all = vec![first];
     for _ in 1..n {
-        all.push(listen_socket(bound).map_err(|err| ServerError::Listen {
-            addr: text.clone(),
-            err,
-        })?);
+        all.push(listen_socket(bound).map_err(listen_err)?);
     }
     Ok((all, bound))
 }

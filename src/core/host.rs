@@ -52,11 +52,11 @@ pub fn client_info(template: &ServerInfo, cid: ConnId, client_ip: &str) -> Serve
 
 impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
     fn out(&mut self) -> &mut Vec<u8> {
-        &mut self
-            .core
+        self.core
             .conn_mut(self.cid)
             .expect("connection is registered while its session runs")
             .out
+            .tail()
     }
 
     fn connect(&mut self, opts: &ClientOpts) -> Result<(), WireError> {

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod host;
+pub mod outq;
 pub mod pool;
 
 use std::collections::hash_map::Entry;
@@ -23,6 +24,7 @@ use crate::proto::errors::{CloseReason, WireError};
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
+pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
 
 /// Settings the core needs.
@@ -51,7 +53,7 @@ impl Default for CoreConfig {
 #[derive(Debug)]
 pub struct ConnEntry {
     /// Bytes waiting to be written to the socket.
-    pub out: Vec<u8>,
+    pub out: OutQueue,
     waker: Option<Waker>,
     sids: FxHashMap<Sid, SubKey>,
     echo: bool,
@@ -73,7 +75,7 @@ pub struct ConnEntry {
 impl ConnEntry {
     fn new() -> ConnEntry {
         ConnEntry {
-            out: Vec::new(),
+            out: OutQueue::default(),
             waker: None,
             sids: FxHashMap::default(),
             echo: true,
@@ -144,6 +146,7 @@ pub struct ShardCore {
     counters: Counters,
     stall: bool,
     pools: Arc<BufferPools>,
+    chunks: ChunkPool,
 }
 
 impl ShardCore {
@@ -158,6 +161,7 @@ impl ShardCore {
     pub fn with_pools(id: ShardId, nshards: usize, cfg: CoreConfig, pools: Arc<BufferPools>) -> ShardCore {
         ShardCore {
             pools,
+            chunks: ChunkPool::default(),
             id,
             nshards,
             index: SubIndex::new(cfg.sublist_cache),
@@ -225,14 +229,18 @@ impl ShardCore {
         }
     }
 
-    /// Takes the connection's pending output, or registers `waker` to be
-    /// woken when there is some. Returns `Err` once the connection is
-    /// closing and its output is drained.
-    pub fn poll_output(&mut self, cid: ConnId, spare: &mut Vec<u8>, waker: &Waker) -> Option<Result<(), CloseReason>> {
+    /// Moves the connection's pending output chunks to `into`, or registers
+    /// `waker` to be woken when there is some. Returns `Err` once the
+    /// connection is closing and its output is drained.
+    pub fn poll_output(
+        &mut self,
+        cid: ConnId,
+        into: &mut Vec<Vec<u8>>,
+        waker: &Waker,
+    ) -> Option<Result<(), CloseReason>> {
         let c = self.conns.get_mut(&cid)?;
         if !c.out.is_empty() {
-            spare.clear();
-            std::mem::swap(&mut c.out, spare);
+            c.out.drain_into(into, &mut self.chunks);
             return Some(Ok(()));
         }
         if let Some(r) = c.closing {
@@ -252,6 +260,13 @@ impl ShardCore {
                 }
             }
             c.wake();
+        }
+    }
+
+    /// Takes back chunks a writer has sent.
+    pub fn recycle_chunks(&mut self, chunks: impl Iterator<Item = Vec<u8>>) {
+        for c in chunks {
+            self.chunks.give_back(c);
         }
     }
 
@@ -474,17 +489,13 @@ impl ShardCore {
         if c.closing.is_some() {
             return;
         }
+        let out = c.out.tail();
         match (msg.header_len, c.headers) {
-            (Some(h), true) => encode::hmsg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
-            (Some(h), false) => encode::msg(
-                &mut c.out,
-                msg.subject,
-                sub.sid.as_bytes(),
-                msg.reply,
-                &msg.message[h..],
-            ),
-            (None, _) => encode::msg(&mut c.out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
+            (Some(h), true) => encode::hmsg(out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
+            (Some(h), false) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
+            (None, _) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
         }
+        c.out.rotate(&mut self.chunks);
         c.out_msgs += 1;
         c.out_bytes += msg.message.len() as u64;
         self.counters.out_msgs += 1;
@@ -494,7 +505,7 @@ impl ShardCore {
         }
         if c.out.len() > self.cfg.max_pending {
             // nats-server drops what was queued and closes, without -ERR.
-            c.out = Vec::new();
+            c.out.discard();
             c.closing = Some(CloseReason::SlowConsumerPendingBytes);
             self.counters.slow_consumers += 1;
         }
@@ -535,9 +546,9 @@ impl ShardCore {
             return;
         };
         if ready && c.deferred_pongs.is_empty() {
-            c.out.extend_from_slice(encode::PONG);
+            c.out.tail().extend_from_slice(encode::PONG);
             if let Some(t) = then {
-                c.out.extend_from_slice(&t);
+                c.out.tail().extend_from_slice(&t);
             }
             c.wake();
         } else {
@@ -567,9 +578,9 @@ impl ShardCore {
             }
             if let Some(c) = self.conns.get_mut(&cid) {
                 for then in c.deferred_pongs.drain(..) {
-                    c.out.extend_from_slice(encode::PONG);
+                    c.out.tail().extend_from_slice(encode::PONG);
                     if let Some(t) = then {
-                        c.out.extend_from_slice(&t);
+                        c.out.tail().extend_from_slice(&t);
                     }
                 }
                 c.wake();

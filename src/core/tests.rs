@@ -86,7 +86,7 @@ impl Cluster {
 
     fn take_out(&mut self, cid: ConnId) -> Vec<u8> {
         let shard = self.sessions[&cid].0;
-        std::mem::take(&mut self.cores[shard].conn_mut(cid).unwrap().out)
+        self.cores[shard].conn_mut(cid).unwrap().out.take_bytes()
     }
 }
 

@@ -24,9 +24,6 @@ use crate::proto::session::Session;
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
-/// Largest spare outbound buffer a writer keeps between writes.
-const KEEP_OUT_MAX: usize = 8 << 20;
-
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
 
@@ -82,7 +79,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
-        let out = &mut core.conn_mut(cid).expect("just added").out;
+        let out = core.conn_mut(cid).expect("just added").out.tail();
         encode::info(out, &info.to_json());
     }
     crate::debug!(
@@ -187,10 +184,10 @@ async fn read_loop(
 }
 
 async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
-    let mut spare: Vec<u8> = Vec::new();
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
         let next = poll_fn(
-            |cx| match shard.core.borrow_mut().poll_output(cid, &mut spare, cx.waker()) {
+            |cx| match shard.core.borrow_mut().poll_output(cid, &mut chunks, cx.waker()) {
                 Some(r) => Poll::Ready(r),
                 None => Poll::Pending,
             },
@@ -198,23 +195,21 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
         .await;
         match next {
             Ok(()) => {
-                crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(&spare));
-                if let Err(e) = write_all(&stream, &spare).await {
-                    let reason = if e.kind() == std::io::ErrorKind::TimedOut {
-                        shard.core.borrow_mut().count_slow_consumer();
-                        CloseReason::SlowConsumerWriteDeadline
-                    } else {
-                        CloseReason::WriteError
-                    };
-                    shard.core.borrow_mut().close_conn(cid, reason);
-                    shutdown(&stream);
-                    return reason;
+                for chunk in &chunks {
+                    crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(chunk));
+                    if let Err(e) = write_all(&stream, chunk).await {
+                        let reason = if e.kind() == std::io::ErrorKind::TimedOut {
+                            shard.core.borrow_mut().count_slow_consumer();
+                            CloseReason::SlowConsumerWriteDeadline
+                        } else {
+                            CloseReason::WriteError
+                        };
+                        shard.core.borrow_mut().close_conn(cid, reason);
+                        shutdown(&stream);
+                        return reason;
+                    }
                 }
-                // Keep the buffer for the next swap (re-growing it costs page
-                // faults), but not a huge one left by a burst.
-                if spare.capacity() > KEEP_OUT_MAX {
-                    spare = Vec::with_capacity(KEEP_OUT_MAX / 8);
-                }
+                shard.core.borrow_mut().recycle_chunks(chunks.drain(..));
             }
             Err(reason) => {
                 let _ = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await;

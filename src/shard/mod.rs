@@ -169,10 +169,13 @@ pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running
             Placement::Unbound
         };
         let fd = listener.into_raw_fd();
-        let builder = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("petrel-shard-{i}"))
             .io_memory(1 << 20)
             .ring_depth(1024);
+        if let Some(us) = std::env::var("PETREL_SPIN_US").ok().and_then(|v| v.parse::<u64>().ok()) {
+            builder = builder.spin_before_park(Duration::from_micros(us));
+        }
         let spawned = builder.spawn(move || async move {
             // SAFETY: the fd comes from a listening socket we own and moved here.
             let listener = unsafe { TcpListener::from_raw_fd(fd) };

@@ -1,0 +1,109 @@
+//! The command line and process lifecycle as scripts and client test
+//! harnesses use them: pid file, ports file, log file, readiness lines,
+//! version/help, refused flags, SIGTERM.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_petrel")
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("petrel-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn pid_ports_and_log_files() {
+    let dir = tmpdir("files");
+    let pid_file = dir.join("petrel.pid");
+    let log_file = dir.join("petrel.log");
+    let mut child = Command::new(bin())
+        .args(["-p", "-1", "-a", "127.0.0.1", "-P"])
+        .arg(&pid_file)
+        .arg("--ports_file_dir")
+        .arg(&dir)
+        .arg("-l")
+        .arg(&log_file)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let ports_file = dir.join(format!("petrel_{pid}.ports"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(ports_file.exists()
+        && std::fs::read_to_string(&log_file)
+            .unwrap_or_default()
+            .contains("Server is ready"))
+    {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid.to_string());
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    // async-nats' harness: `\sclient connections on\s+(\S+)` in the log file.
+    let line = log
+        .lines()
+        .find(|l| l.contains("Listening for client connections on "))
+        .unwrap();
+    let port: u16 = line.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        line.starts_with(&format!("[{pid}] ")) && line.contains(" [INF] "),
+        "{line}"
+    );
+    let ports: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ports_file).unwrap()).unwrap();
+    assert_eq!(ports["nats"][0], format!("nats://127.0.0.1:{port}"));
+    let mut c = common::raw::Raw::open(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.ping(), "");
+
+    // SIGTERM: clean exit, ports file removed.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!ports_file.exists(), "ports file is removed on exit");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("Server Exiting.."), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_help_and_bad_flags() {
+    let out = Command::new(bin()).arg("-v").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nats-server: v2."));
+    let out = Command::new(bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--port"));
+    let out = Command::new(bin()).arg("--no_such_flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no_such_flag"));
+    let out = Command::new(bin()).args(["-c", "nats.conf"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported by petrel yet (configuration files)"));
+}
+
+#[test]
+fn listen_failure_is_fatal_and_logged() {
+    // A port another server holds: petrel's shards share their port through
+    // SO_REUSEPORT, but a second process must not join it silently.
+    for other in [common::petrel(&[]), common::nats_server(&[])] {
+        let out = Command::new(bin())
+            .args(["-p", &other.port.to_string(), "-a", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("[FTL]") && err.contains("Error listening on port"),
+            "{err}"
+        );
+        assert!(
+            err.contains("address already in use") || err.contains("Address in use"),
+            "{err}"
+        );
+    }
+}
