@@ -8,13 +8,16 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::conf::{self, options::Notices, ConfError};
 use crate::options::Options;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Run the server with these options.
-    Serve(Box<Options>),
+    /// Run the server with these options (and what the config file said).
+    Serve(Box<Options>, Notices),
+    /// `-t`: the configuration is valid; report and exit.
+    ConfigValid(PathBuf),
     /// Print the version and exit.
     Version,
     /// Print the usage text and exit.
@@ -40,6 +43,12 @@ pub enum CliError {
         /// What is wrong with it.
         why: String,
     },
+    /// The configuration file has errors.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfError>),
+    /// `-t` without `-c`.
+    #[error("must specify [-c, --config] option to check configuration file syntax")]
+    TestWithoutConfig,
     /// A nats-server flag whose feature petrel does not have yet.
     #[error("flag -{flag} is not supported by petrel yet ({feature})")]
     NotYetSupported {
@@ -59,8 +68,6 @@ enum Kind {
 /// Flags petrel knows but whose features land in later work: accepted by
 /// name so the message is clear, then refused.
 const LATER: &[(&[&str], Kind, &str)] = &[
-    (&["c", "config"], Kind::Value, "configuration files"),
-    (&["t"], Kind::Bool, "configuration files"),
     (&["m", "http_port"], Kind::Value, "HTTP monitoring"),
     (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
     (&["user"], Kind::Value, "authorization"),
@@ -77,7 +84,6 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["cluster_advertise"], Kind::Value, "clustering"),
     (&["no_advertise"], Kind::Bool, "clustering"),
     (&["connect_retries"], Kind::Value, "clustering"),
-    (&["client_advertise"], Kind::Value, "configuration files"),
     (&["js", "jetstream"], Kind::Bool, "JetStream"),
     (&["sd", "store_dir"], Kind::Value, "JetStream"),
     (&["sl", "signal"], Kind::Value, "signals to a running server"),
@@ -126,7 +132,7 @@ fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, CliError> 
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    Ok(std::time::Duration::from_secs_f64(secs))
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
@@ -150,6 +156,9 @@ fn kind_of(name: &str) -> Option<Kind> {
         "max_pending",
         "ping_interval",
         "ping_max",
+        "c",
+        "config",
+        "client_advertise",
     ];
     let boolean = [
         "D",
@@ -160,6 +169,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "VV",
         "DVV",
         "T",
+        "t",
         "logtime",
         "v",
         "version",
@@ -179,9 +189,37 @@ fn kind_of(name: &str) -> Option<Kind> {
     }
 }
 
-/// Parses the arguments after the program name.
+/// Parses the arguments after the program name: the configuration file
+/// named by `-c` first, then every flag over it (flags win, as in
+/// nats-server).
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
+    let mut probe = Options::default();
+    let mut test = false;
+    if let Some(cmd) = overlay(&mut probe, args, &mut test)? {
+        return Ok(cmd);
+    }
+    let mut notices = Notices::default();
     let mut o = Options::default();
+    if let Some(path) = &probe.config_file {
+        let parsed = conf::parse_file(path).map_err(|e| CliError::Config(vec![e]))?;
+        notices = conf::options::apply(&mut o, &parsed).map_err(CliError::Config)?;
+        o.config_file = Some(path.clone());
+    } else if test {
+        return Err(CliError::TestWithoutConfig);
+    }
+    overlay(&mut o, args, &mut test)?;
+    if test {
+        if !notices.warnings.is_empty() {
+            return Err(CliError::Config(notices.warnings));
+        }
+        return Ok(Command::ConfigValid(o.config_file.clone().expect("checked above")));
+    }
+    Ok(Command::Serve(Box::new(o), notices))
+}
+
+/// Applies the flags in `args` to `o`; returns a command that ends parsing
+/// (`-v`, `-h`).
+fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<Command>, CliError> {
     let mut i = 0;
     while i < args.len() {
         let arg = &args[i];
@@ -244,14 +282,17 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             }
             "v" | "version" => {
                 if parse_bool(name, &value)? {
-                    return Ok(Command::Version);
+                    return Ok(Some(Command::Version));
                 }
             }
             "h" | "help" => {
                 if parse_bool(name, &value)? {
-                    return Ok(Command::Help);
+                    return Ok(Some(Command::Help));
                 }
             }
+            "c" | "config" => o.config_file = Some(PathBuf::from(value)),
+            "t" => *test = parse_bool(name, &value)?,
+            "client_advertise" => o.client_advertise = Some(value),
             _ => {
                 let (_, _, feature) = LATER
                     .iter()
@@ -267,7 +308,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             }
         }
     }
-    Ok(Command::Serve(Box::new(o)))
+    Ok(None)
 }
 
 /// The usage text printed by `-h`.
@@ -314,7 +355,7 @@ mod tests {
 
     fn serve(s: &str) -> Options {
         match parse(&args(s)).unwrap() {
-            Command::Serve(o) => *o,
+            Command::Serve(o, _) => *o,
             c => panic!("{c:?}"),
         }
     }
@@ -347,9 +388,10 @@ mod tests {
         assert_eq!(parse(&args("-p")), Err(CliError::MissingValue("p".into())));
         assert!(matches!(parse(&args("-p x")), Err(CliError::BadValue { .. })));
         assert!(matches!(
-            parse(&args("-c f.conf")),
-            Err(CliError::NotYetSupported { .. })
+            parse(&args("-c /nonexistent/f.conf")),
+            Err(CliError::Config(_))
         ));
+        assert_eq!(parse(&args("-t")), Err(CliError::TestWithoutConfig));
         assert!(matches!(parse(&args("--tls")), Err(CliError::NotYetSupported { .. })));
         assert!(parse(&args("-js=false")).is_ok());
     }

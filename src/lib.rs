@@ -2,6 +2,7 @@
 //! runtime. See ARCHITECTURE.md for the map.
 
 pub mod cli;
+pub mod conf;
 pub mod core;
 pub mod ids;
 pub mod index;

@@ -20,13 +20,21 @@ fn main() {
             print!("{}", cli::USAGE);
             0
         }
-        Ok(Command::Serve(opts)) => match server::run(*opts) {
+        Ok(Command::ConfigValid(path)) => {
+            eprintln!("petrel: configuration file {} is valid", path.display());
+            0
+        }
+        Ok(Command::Serve(opts, notices)) => match server::run(*opts, notices) {
             Ok(code) => code,
             Err(e) => {
                 petrel::fatal!("{e}");
                 1
             }
         },
+        Err(e @ (cli::CliError::Config(_) | cli::CliError::TestWithoutConfig)) => {
+            eprintln!("petrel: {e}");
+            1
+        }
         Err(e) => {
             eprintln!("petrel: {e}");
             eprint!("{}", cli::USAGE);

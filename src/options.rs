@@ -53,6 +53,14 @@ pub struct Options {
     pub ports_file_dir: Option<PathBuf>,
     /// Number of shards (executors); every available core when absent.
     pub shards: Option<usize>,
+    /// Client URL advertised to the cluster (`client_advertise`).
+    pub client_advertise: Option<String>,
+    /// How long lame-duck mode takes to close every client.
+    pub lame_duck_duration: Duration,
+    /// How long lame-duck mode waits before it starts closing clients.
+    pub lame_duck_grace_period: Duration,
+    /// The configuration file, when one was given.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -79,6 +87,10 @@ impl Default for Options {
             pid_file: None,
             ports_file_dir: None,
             shards: None,
+            client_advertise: None,
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            config_file: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
+use crate::conf::options::Notices;
 use crate::options::Options;
 use crate::proto::info::{ServerInfo, COMPAT_VERSION};
 use crate::shard::{self, Shared};
@@ -126,7 +127,7 @@ pub fn ports_file_path(dir: &std::path::Path) -> PathBuf {
 }
 
 /// Runs the server until a signal stops it. Returns the process exit code.
-pub fn run(opts: Options) -> Result<i32, ServerError> {
+pub fn run(opts: Options, notices: Notices) -> Result<i32, ServerError> {
     crate::logging::init(opts.log_file.clone(), opts.logtime, opts.debug, opts.trace)
         .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
     let key = nkeys::KeyPair::new_server();
@@ -141,6 +142,15 @@ pub fn run(opts: Options) -> Result<i32, ServerError> {
     info!("  Name:     {server_name}");
     info!("  ID:       {server_id}");
     info!("  Shards:   {nshards}");
+    if let Some(c) = &opts.config_file {
+        info!("Using configuration file: {}", c.display());
+    }
+    for w in &notices.warnings {
+        warn!("{w}");
+    }
+    for line in &notices.info {
+        info!("{line}");
+    }
 
     let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
     let info = ServerInfo {

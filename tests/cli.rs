@@ -81,9 +81,9 @@ fn version_help_and_bad_flags() {
     let out = Command::new(bin()).arg("--no_such_flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no_such_flag"));
-    let out = Command::new(bin()).args(["-c", "nats.conf"]).output().unwrap();
+    let out = Command::new(bin()).args(["--tls"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported by petrel yet (configuration files)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -tls is not supported by petrel yet (TLS)"));
 }
 
 #[test]

@@ -43,6 +43,17 @@ fn parser_corpus_never_panics_and_prefixes_agree() {
 }
 
 #[test]
+fn config_corpus_never_panics() {
+    for data in corpus("config") {
+        let Ok(text) = std::str::from_utf8(&data) else { continue };
+        if let Ok(parsed) = petrel::conf::parse_str(text, std::path::Path::new("fuzz.conf")) {
+            let mut o = petrel::options::Options::default();
+            let _ = petrel::conf::options::apply(&mut o, &parsed);
+        }
+    }
+}
+
+#[test]
 fn session_corpus_never_panics() {
     let info = ServerInfo {
         proto: 1,

@@ -39,7 +39,11 @@ pub struct Parsed {
 /// Parses a configuration file.
 pub fn parse_file(path: &Path) -> Result<Parsed, ConfError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfError {
-        pos: Pos { file: Rc::new(path.to_path_buf()), line: 0, col: 0 },
+        pos: Pos {
+            file: Rc::new(path.to_path_buf()),
+            line: 0,
+            col: 0,
+        },
         msg: format!("error opening config file: {e}"),
     })?;
     parse_str(&text, path)
@@ -52,7 +56,10 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Parsed, ConfError> {
     let mut used = HashSet::new();
     let mut scopes: Vec<Map> = vec![Map::default()];
     p.entries(&mut scopes, &mut used, None)?;
-    Ok(Parsed { map: scopes.pop().expect("root scope"), used_vars: used })
+    Ok(Parsed {
+        map: scopes.pop().expect("root scope"),
+        used_vars: used,
+    })
 }
 
 struct Parser<'a> {
@@ -74,15 +81,29 @@ fn ends_bare(b: u8) -> bool {
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str, file: Rc<PathBuf>, depth: usize) -> Parser<'a> {
-        Parser { s: text.as_bytes(), i: 0, line: 1, col: 1, file, depth }
+        Parser {
+            s: text.as_bytes(),
+            i: 0,
+            line: 1,
+            col: 1,
+            file,
+            depth,
+        }
     }
 
     fn pos(&self) -> Pos {
-        Pos { file: self.file.clone(), line: self.line, col: self.col }
+        Pos {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+        }
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, ConfError> {
-        Err(ConfError { pos: self.pos(), msg: msg.into() })
+        Err(ConfError {
+            pos: self.pos(),
+            msg: msg.into(),
+        })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -135,7 +156,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses entries into the innermost scope until `close` (or EOF at top level).
-    fn entries(&mut self, scopes: &mut Vec<Map>, used: &mut HashSet<String>, close: Option<u8>) -> Result<(), ConfError> {
+    fn entries(
+        &mut self,
+        scopes: &mut Vec<Map>,
+        used: &mut HashSet<String>,
+        close: Option<u8>,
+    ) -> Result<(), ConfError> {
         loop {
             self.skip_filler(b",;");
             match (self.peek(), close) {
@@ -145,7 +171,9 @@ impl<'a> Parser<'a> {
                     self.bump();
                     return Ok(());
                 }
-                (Some(b'}'), None) | (Some(b']'), _) => return self.err(format!("unexpected '{}'", self.peek().unwrap() as char)),
+                (Some(b'}'), None) | (Some(b']'), _) => {
+                    return self.err(format!("unexpected '{}'", self.peek().unwrap() as char))
+                }
                 _ => {}
             }
             let key_pos = self.pos();
@@ -164,7 +192,10 @@ impl<'a> Parser<'a> {
                     self.skip_filler(b"");
                     if self.peek() != Some(b'{') {
                         (self.i, self.line, self.col) = save;
-                        return Err(ConfError { pos: key_pos, msg: format!("key \"{key}\" has no value") });
+                        return Err(ConfError {
+                            pos: key_pos,
+                            msg: format!("key \"{key}\" has no value"),
+                        });
                     }
                 }
                 let item = self.value(scopes, used, &key)?;
@@ -206,11 +237,19 @@ impl<'a> Parser<'a> {
             }
             _ => {
                 let start = self.i;
-                while self.peek().is_some_and(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'=' | b':' | b'{' | b'[' | b'}' | b']' | b',' | b';' | b'#')) {
+                while self.peek().is_some_and(|b| {
+                    !matches!(
+                        b,
+                        b' ' | b'\t' | b'\r' | b'\n' | b'=' | b':' | b'{' | b'[' | b'}' | b']' | b',' | b';' | b'#'
+                    )
+                }) {
                     self.bump();
                 }
                 if self.i == start {
-                    return self.err(format!("expected a key, got '{}'", self.peek().map_or(' ', |b| b as char)));
+                    return self.err(format!(
+                        "expected a key, got '{}'",
+                        self.peek().map_or(' ', |b| b as char)
+                    ));
                 }
                 Ok(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
             }
@@ -224,12 +263,17 @@ impl<'a> Parser<'a> {
             _ => self.bare(),
         };
         if self.depth >= MAX_INCLUDE_DEPTH {
-            return Err(ConfError { pos, msg: format!("include \"{name}\": includes nested too deeply (a cycle?)") });
+            return Err(ConfError {
+                pos,
+                msg: format!("include \"{name}\": includes nested too deeply (a cycle?)"),
+            });
         }
         let base = self.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let path = base.join(&name);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfError { pos: pos.clone(), msg: format!("error parsing include file '{name}', {e}") })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfError {
+            pos: pos.clone(),
+            msg: format!("error parsing include file '{name}', {e}"),
+        })?;
         let mut sub = Parser::new(&text, Rc::new(path), self.depth + 1);
         // The included file's keys land in the current block.
         let mut inner: Vec<Map> = scopes.to_vec();
@@ -285,7 +329,10 @@ impl<'a> Parser<'a> {
         for scope in scopes.iter().rev() {
             if let Some(item) = scope.var(name) {
                 used.insert(name.to_string());
-                return Ok(Item { value: item.value.clone(), pos });
+                return Ok(Item {
+                    value: item.value.clone(),
+                    pos,
+                });
             }
         }
         if let Ok(env) = std::env::var(name) {
@@ -296,10 +343,16 @@ impl<'a> Parser<'a> {
             let item = sub.value(&mut scratch, &mut none, name);
             return match item {
                 Ok(i) => Ok(Item { value: i.value, pos }),
-                Err(_) => Ok(Item { value: Value::Str(env), pos }),
+                Err(_) => Ok(Item {
+                    value: Value::Str(env),
+                    pos,
+                }),
             };
         }
-        Err(ConfError { pos, msg: format!("variable reference for '{name}' on line {} can not be found", self.line) })
+        Err(ConfError {
+            pos,
+            msg: format!("variable reference for '{name}' on line {} can not be found", self.line),
+        })
     }
 
     fn array(&mut self, scopes: &mut Vec<Map>, used: &mut HashSet<String>, key: &str) -> Result<Vec<Item>, ConfError> {
@@ -307,7 +360,11 @@ impl<'a> Parser<'a> {
         loop {
             self.skip_filler(b",");
             match self.peek() {
-                None => return self.err(format!("key \"{key}\": unexpected end of file inside an array: missing ']'")),
+                None => {
+                    return self.err(format!(
+                        "key \"{key}\": unexpected end of file inside an array: missing ']'"
+                    ))
+                }
                 Some(b']') => {
                     self.bump();
                     return Ok(items);
@@ -321,7 +378,10 @@ impl<'a> Parser<'a> {
                 Some(_) if self.at_comment() => {}
                 None => {}
                 Some(b) => {
-                    return self.err(format!("key \"{key}\": expected ',' or ']' after an array value, got '{}'", b as char))
+                    return self.err(format!(
+                        "key \"{key}\": expected ',' or ']' after an array value, got '{}'",
+                        b as char
+                    ))
                 }
             }
         }
@@ -333,7 +393,12 @@ impl<'a> Parser<'a> {
         let mut out = Vec::new();
         loop {
             match self.bump() {
-                None | Some(b'\n') => return Err(ConfError { pos: start_pos, msg: "unterminated string".into() }),
+                None | Some(b'\n') => {
+                    return Err(ConfError {
+                        pos: start_pos,
+                        msg: "unterminated string".into(),
+                    })
+                }
                 Some(b) if b == q => break,
                 Some(b'\\') if q == b'"' => match self.bump() {
                     Some(b't') => out.push(b'\t'),
@@ -343,7 +408,9 @@ impl<'a> Parser<'a> {
                     Some(b'\\') => out.push(b'\\'),
                     Some(b'x') => {
                         let h = [self.bump().unwrap_or(b'?'), self.bump().unwrap_or(b'?')];
-                        let v = std::str::from_utf8(&h).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                        let v = std::str::from_utf8(&h)
+                            .ok()
+                            .and_then(|h| u8::from_str_radix(h, 16).ok());
                         match v {
                             Some(v) => out.push(v),
                             None => return self.err("invalid \\x escape"),
@@ -370,11 +437,16 @@ impl<'a> Parser<'a> {
             }
             let line = &self.s[line_start..self.i];
             if line.iter().filter(|b| !b.is_ascii_whitespace()).eq(b")".iter()) && line_start > start {
-                let body = String::from_utf8_lossy(&self.s[start..line_start]).trim_matches('\n').to_string();
+                let body = String::from_utf8_lossy(&self.s[start..line_start])
+                    .trim_matches('\n')
+                    .to_string();
                 return Ok(body);
             }
             if self.bump().is_none() {
-                return Err(ConfError { pos: start_pos, msg: "unterminated block string: ')' must be alone on a line".into() });
+                return Err(ConfError {
+                    pos: start_pos,
+                    msg: "unterminated block string: ')' must be alone on a line".into(),
+                });
             }
         }
     }
@@ -382,7 +454,8 @@ impl<'a> Parser<'a> {
     fn bare(&mut self) -> String {
         let start = self.i;
         while let Some(b) = self.peek() {
-            if ends_bare(b) || (b == b'/' && self.peek2() == Some(b'/') && self.i > start && self.s[self.i - 1] != b':') {
+            if ends_bare(b) || (b == b'/' && self.peek2() == Some(b'/') && self.i > start && self.s[self.i - 1] != b':')
+            {
                 break;
             }
             self.bump();

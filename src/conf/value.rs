@@ -72,7 +72,11 @@ pub struct Map {
 impl Map {
     /// The last value for `key` (case-insensitive).
     pub fn get(&self, key: &str) -> Option<&Item> {
-        self.entries.iter().rev().find(|(k, _, _)| k.eq_ignore_ascii_case(key)).map(|(_, _, v)| v)
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, _, v)| v)
     }
 
     /// Sets `key`, replacing an earlier entry with the same spelling.

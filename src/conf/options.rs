@@ -1,0 +1,360 @@
+//! Maps a parsed configuration file onto [`Options`], with nats-server's
+//! key names, aliases and value forms, and its `unknown field` errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{ConfError, Parsed};
+use super::value::{Item, Value};
+use crate::options::Options;
+
+/// What applying a file produced besides the options: warnings to log at
+/// start-up. `-t` treats them as errors, as nats-server's check does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notices {
+    /// Warnings (deprecated forms, ignored settings), with positions.
+    pub warnings: Vec<ConfError>,
+    /// Informational lines (not errors under `-t`).
+    pub info: Vec<String>,
+}
+
+/// Blocks and keys of nats-server that petrel parses but does not implement
+/// yet; setting them would change behaviour, so start-up refuses them.
+const NOT_YET: &[(&str, &str)] = &[
+    ("authorization", "authorization"),
+    ("accounts", "accounts"),
+    ("no_auth_user", "authorization"),
+    ("system_account", "the system account"),
+    ("system", "the system account"),
+    ("operator", "decentralized JWT auth"),
+    ("operators", "decentralized JWT auth"),
+    ("root", "decentralized JWT auth"),
+    ("roots", "decentralized JWT auth"),
+    ("root_operator", "decentralized JWT auth"),
+    ("root_operators", "decentralized JWT auth"),
+    ("trusted", "decentralized JWT auth"),
+    ("trusted_keys", "decentralized JWT auth"),
+    ("resolver", "decentralized JWT auth"),
+    ("resolver_preload", "decentralized JWT auth"),
+    ("resolver_tls", "decentralized JWT auth"),
+    ("resolver_pinned_accounts", "decentralized JWT auth"),
+    ("default_sentinel", "decentralized JWT auth"),
+    ("tls", "TLS"),
+    ("cluster", "clustering"),
+    ("gateway", "gateways"),
+    ("leafnodes", "leaf nodes"),
+    ("leaf", "leaf nodes"),
+    ("websocket", "WebSocket"),
+    ("ws", "WebSocket"),
+    ("mqtt", "MQTT"),
+    ("mappings", "subject mappings"),
+    ("http", "HTTP monitoring"),
+    ("http_port", "HTTP monitoring"),
+    ("monitor_port", "HTTP monitoring"),
+    ("https", "HTTP monitoring"),
+    ("https_port", "HTTP monitoring"),
+    ("prof_port", "profiling"),
+    ("syslog", "syslog"),
+    ("remote_syslog", "syslog"),
+    ("max_sub_tokens", "max_sub_tokens"),
+];
+
+/// Keys accepted without effect: logging detail or features whose absence
+/// changes nothing for a client (each named in the README).
+const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
+    "logtime_utc",
+    "max_traced_msg_len",
+    "trace_verbose",
+    "trace_headers",
+    "connect_error_reports",
+    "reconnect_error_reports",
+    "max_closed_clients",
+    "no_fast_producer_stall",
+    "server_tags",
+    "server_metadata",
+    "http_base_path",
+    "allow_non_tls",
+    "store_dir",
+    "log_max_num",
+    "prof_block_rate",
+    "write_timeout",
+];
+
+fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
+    ConfError {
+        pos: item.pos.clone(),
+        msg: format!("{key}: expected {want}, got {} ({:?})", item.value.kind(), item.value),
+    }
+}
+
+fn int(key: &str, item: &Item) -> Result<i64, ConfError> {
+    match item.value {
+        Value::Int(n) => Ok(n),
+        _ => Err(type_err(key, item, "an integer")),
+    }
+}
+
+fn size(key: &str, item: &Item) -> Result<usize, ConfError> {
+    let n = int(key, item)?;
+    usize::try_from(n).map_err(|_| ConfError {
+        pos: item.pos.clone(),
+        msg: format!("{key}: must not be negative, got {n}"),
+    })
+}
+
+fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
+    match item.value {
+        Value::Bool(b) => Ok(b),
+        _ => Err(type_err(key, item, "a boolean")),
+    }
+}
+
+fn string(key: &str, item: &Item) -> Result<String, ConfError> {
+    match &item.value {
+        Value::Str(s) => Ok(s.clone()),
+        _ => Err(type_err(key, item, "a string")),
+    }
+}
+
+/// A Go duration string: `300ms`, `2s`, `1h30m`, `1.5m`.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// A duration: a Go duration string, or a plain number of seconds (which
+/// nats-server accepts with a deprecation warning).
+fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
+    match &item.value {
+        Value::Str(s) => parse_go_duration(s).ok_or_else(|| ConfError {
+            pos: item.pos.clone(),
+            msg: format!("{key}: invalid duration {s:?}"),
+        }),
+        Value::Int(n) if *n >= 0 => {
+            notices.warnings.push(ConfError {
+                pos: item.pos.clone(),
+                msg: format!("invalid use of field \"{key}\": {key} should be converted to a duration"),
+            });
+            Ok(Duration::from_secs(*n as u64))
+        }
+        Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(key, item, "a duration")),
+        _ => Err(type_err(key, item, "a duration")),
+    }
+}
+
+/// Applies the top-level keys of `parsed` to `opts`. Every problem is
+/// collected, each naming its file, line, column and key.
+pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfError>> {
+    let mut errors = Vec::new();
+    let mut notices = Notices::default();
+    for (key, key_pos, item) in &parsed.map.entries {
+        let k = key.to_ascii_lowercase();
+        if let Err(e) = apply_one(opts, &k, item, &mut notices) {
+            errors.push(e);
+            continue;
+        }
+        if k == "unknown" {
+            continue;
+        }
+        let known = KNOWN.contains(&k.as_str())
+            || ACCEPTED_WITHOUT_EFFECT.contains(&k.as_str())
+            || NOT_YET.iter().any(|(n, _)| *n == k);
+        if !known && !parsed.used_vars.contains(key) {
+            errors.push(ConfError {
+                pos: key_pos.clone(),
+                msg: format!("unknown field \"{key}\""),
+            });
+        }
+    }
+    for (key, key_pos, item) in &parsed.map.entries {
+        let k = key.to_ascii_lowercase();
+        if let Some((_, feature)) = NOT_YET.iter().find(|(n, _)| *n == k) {
+            // `syslog: false` and friends ask for nothing.
+            if matches!(item.value, Value::Bool(false)) {
+                continue;
+            }
+            errors.push(ConfError {
+                pos: key_pos.clone(),
+                msg: format!("\"{key}\" is not supported by petrel yet ({feature})"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(notices)
+    } else {
+        errors.sort_by_key(|e| (e.pos.line, e.pos.col));
+        Err(errors)
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "port",
+    "host",
+    "net",
+    "listen",
+    "server_name",
+    "client_advertise",
+    "max_payload",
+    "max_pending",
+    "max_control_line",
+    "max_connections",
+    "max_conn",
+    "max_subscriptions",
+    "max_subs",
+    "ping_interval",
+    "ping_max",
+    "write_deadline",
+    "no_header_support",
+    "disable_sublist_cache",
+    "debug",
+    "trace",
+    "logtime",
+    "log_file",
+    "logfile",
+    "log_size_limit",
+    "pid_file",
+    "pidfile",
+    "ports_file_dir",
+    "lame_duck_duration",
+    "lame_duck_grace_period",
+    "jetstream",
+];
+
+fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
+    match k {
+        "port" => {
+            let p = int(k, item)?;
+            if !(-1..=65535).contains(&p) {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("port: {p} is not a valid port"),
+                });
+            }
+            o.port = p as i32;
+        }
+        "host" | "net" => o.host = string(k, item)?,
+        "listen" => match &item.value {
+            Value::Int(p) => o.port = *p as i32,
+            Value::Str(s) => {
+                let (h, p) = s.rsplit_once(':').ok_or_else(|| ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("listen: could not parse address string {s:?}"),
+                })?;
+                o.host = h.trim_start_matches('[').trim_end_matches(']').to_string();
+                o.port = p.parse().map_err(|_| ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("listen: could not parse port {p:?}"),
+                })?;
+            }
+            _ => return Err(type_err(k, item, "\"host:port\" or a port")),
+        },
+        "server_name" => {
+            let n = string(k, item)?;
+            if n.contains(' ') {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: "server_name: server name cannot contain spaces".into(),
+                });
+            }
+            o.server_name = Some(n);
+        }
+        "client_advertise" => o.client_advertise = Some(string(k, item)?),
+        "max_payload" => {
+            let n = size(k, item)?;
+            if n == 0 {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: "max_payload: must be greater than 0".into(),
+                });
+            }
+            if n > 64 << 20 {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: "max_payload: cannot be higher than 64MB".into(),
+                });
+            }
+            if n > 8 << 20 {
+                notices.warnings.push(ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("Maximum payloads over 8.00 MB are generally discouraged ({n} bytes)"),
+                });
+            }
+            o.max_payload = n;
+        }
+        "max_pending" => o.max_pending = size(k, item)?,
+        "max_control_line" => o.max_control_line = size(k, item)?,
+        "max_connections" | "max_conn" => o.max_connections = size(k, item)?,
+        "max_subscriptions" | "max_subs" => o.max_subscriptions = size(k, item)?,
+        "ping_interval" => o.ping_interval = duration(k, item, notices)?,
+        "ping_max" => o.ping_max = int(k, item)?.clamp(0, u32::MAX as i64) as u32,
+        "write_deadline" => o.write_deadline = duration(k, item, notices)?,
+        "no_header_support" => o.no_header_support = boolean(k, item)?,
+        "disable_sublist_cache" => o.disable_sublist_cache = boolean(k, item)?,
+        "debug" => o.debug = boolean(k, item)?,
+        "trace" => o.trace = boolean(k, item)?,
+        "logtime" => o.logtime = boolean(k, item)?,
+        "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
+        "log_size_limit" => {
+            if int(k, item)? != 0 {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: "\"log_size_limit\" is not supported by petrel yet (log rotation)".into(),
+                });
+            }
+        }
+        "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, item)?)),
+        "ports_file_dir" => o.ports_file_dir = Some(PathBuf::from(string(k, item)?)),
+        "lame_duck_duration" => {
+            let d = duration(k, item, notices)?;
+            if d < Duration::from_secs(30) {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("lame_duck_duration: invalid lame duck duration: {d:?}, minimum is 30s"),
+                });
+            }
+            o.lame_duck_duration = d;
+        }
+        "lame_duck_grace_period" => o.lame_duck_grace_period = duration(k, item, notices)?,
+        "jetstream" => {
+            let enabled = match &item.value {
+                Value::Bool(b) => *b,
+                Value::Str(s) => !matches!(s.to_ascii_lowercase().as_str(), "disabled" | "false"),
+                Value::Map(m) => !m.get("enabled").is_some_and(|e| e.value == Value::Bool(false)),
+                _ => true,
+            };
+            if enabled {
+                notices
+                    .info
+                    .push("JetStream is not supported by petrel: the jetstream block is ignored".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

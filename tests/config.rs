@@ -1,0 +1,71 @@
+//! Configuration files: `-t` verdicts against nats-server on a corpus of
+//! good and bad files, and a server started with `-c` using its values,
+//! with command-line flags winning.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn corpus(kind: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conf").join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 5);
+    files
+}
+
+fn verdict(bin: &str, file: &PathBuf) -> (bool, String) {
+    let out = Command::new(bin).arg("-t").arg("-c").arg(file).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn test_flag_agrees_with_nats_server() {
+    let nats = common::nats_server_bin();
+    let mut wrong = Vec::new();
+    for (kind, want) in [("good", true), ("bad", false)] {
+        for f in corpus(kind) {
+            let (theirs, their_msg) = verdict(nats.to_str().unwrap(), &f);
+            let (ours, our_msg) = verdict(env!("CARGO_BIN_EXE_petrel"), &f);
+            if theirs != want || ours != want {
+                wrong.push(format!(
+                    "{}: want {want}, nats-server {theirs} ({their_msg:?}), petrel {ours} ({our_msg:?})",
+                    f.display()
+                ));
+            }
+            if !ours {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(our_msg.contains(&name), "error names the file: {our_msg}");
+                assert!(our_msg.contains(".conf:"), "error has line and column: {our_msg}");
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn server_uses_the_file_and_flags_win() {
+    let dir = std::env::temp_dir().join(format!("petrel-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("server.conf");
+    std::fs::write(
+        &conf,
+        "listen: 127.0.0.1:1\nmax_payload: 2KB\nserver_name: from-file\nping_interval: \"150ms\"\nping_max: 1\n",
+    )
+    .unwrap();
+    // `-p -1` overrides the file's port, as client harnesses rely on.
+    let p = common::petrel(&["-c", conf.to_str().unwrap(), "-n", "from-flag"]);
+    let mut c = common::raw::Raw::open(&p.addr());
+    let info = c.info();
+    assert_eq!(info["max_payload"], 2048);
+    assert_eq!(info["server_name"], "from-flag");
+    assert!(!p.log_lines("Using configuration file").is_empty());
+    let r = c.read_until_quiet(std::time::Duration::from_secs(2), std::time::Duration::from_secs(5));
+    assert_eq!(
+        r.text(),
+        "PING\r\n-ERR 'Stale Connection'\r\n",
+        "ping_interval and ping_max came from the file"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
