@@ -320,13 +320,11 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "trace" => o.trace = boolean(k, item)?,
         "logtime" => o.logtime = boolean(k, item)?,
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
-        "log_size_limit" => {
-            if int(k, item)? != 0 {
-                return Err(ConfError {
-                    pos: item.pos.clone(),
-                    msg: "\"log_size_limit\" is not supported by petrel yet (log rotation)".into(),
-                });
-            }
+        "log_size_limit" if int(k, item)? != 0 => {
+            return Err(ConfError {
+                pos: item.pos.clone(),
+                msg: "\"log_size_limit\" is not supported by petrel yet (log rotation)".into(),
+            });
         }
         "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, item)?)),
         "ports_file_dir" => o.ports_file_dir = Some(PathBuf::from(string(k, item)?)),
