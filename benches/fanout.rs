@@ -3,7 +3,7 @@
 //! per message, without sockets.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use petrel::core::{CoreConfig, ShardCore};
+use petrel::core::{BufferPools, CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 
 fn setup(shards: usize, subs: usize) -> Vec<ShardCore> {
@@ -11,8 +11,9 @@ fn setup(shards: usize, subs: usize) -> Vec<ShardCore> {
         max_pending: usize::MAX,
         ..Default::default()
     };
+    let pools = std::sync::Arc::new(BufferPools::new(shards));
     let mut cores: Vec<ShardCore> = (0..shards)
-        .map(|i| ShardCore::new(ShardId(i as u16), shards, cfg.clone()))
+        .map(|i| ShardCore::with_pools(ShardId(i as u16), shards, cfg.clone(), pools.clone()))
         .collect();
     for i in 0..subs {
         let s = i % shards;
@@ -30,7 +31,7 @@ fn pump(cores: &mut [ShardCore]) {
         let mut moved = false;
         for i in 0..cores.len() {
             for (d, b) in cores[i].take_batches() {
-                cores[d.index()].apply(b);
+                cores[d.index()].apply_batch(b);
                 moved = true;
             }
         }

@@ -150,8 +150,9 @@ pub struct ShardCore {
 }
 
 impl ShardCore {
-    /// The core of shard `id` out of `nshards`, without buffer recycling
-    /// partners (tests and single-shard use).
+    /// The core of shard `id` out of `nshards` with exchange queues of its
+    /// own: only for a core that talks to no other (one shard, fuzzing).
+    /// Cores that work together share one [`BufferPools`] via [`Self::with_pools`].
     pub fn new(id: ShardId, nshards: usize, cfg: CoreConfig) -> ShardCore {
         Self::with_pools(id, nshards, cfg, Arc::new(BufferPools::new(nshards)))
     }
@@ -589,8 +590,13 @@ impl ShardCore {
     }
 
     /// Applies a batch from another shard: its acks, its interest changes,
-    /// then its deliveries.
-    pub fn apply(&mut self, b: Batch) {
+    /// then its deliveries. Pending control batches are applied first.
+    pub fn apply_batch(&mut self, b: Batch) {
+        self.poll_control();
+        self.apply(b);
+    }
+
+    fn apply(&mut self, b: Batch) {
         let from = b.sender().index();
         if let Some(ack) = b.ack {
             self.acked[from] = self.acked[from].max(ack);
@@ -625,20 +631,51 @@ impl ShardCore {
         self.pools.give_back(from, self.id.index(), b.data);
     }
 
-    /// Takes the batches to send, one per destination with something to say.
+    /// Takes the batches to send, one per destination with something to
+    /// say. Interest changes and acks go ahead on the control queues; a
+    /// destination that only has those gets an empty batch as a doorbell.
     pub fn take_batches(&mut self) -> Vec<(ShardId, Batch)> {
         if self.interest_pending {
             self.interest_seq += 1;
             self.interest_pending = false;
         }
+        let me = self.id.index();
         let mut out = Vec::new();
         for (i, ob) in self.outbox.iter_mut().enumerate() {
-            if !ob.is_empty() {
-                let fresh = self.pools.take(self.id.index(), i, 4096);
-                out.push((ShardId(i as u16), ob.take(self.id, self.interest_seq, fresh)));
+            if ob.is_empty() {
+                continue;
             }
+            let fresh = self.pools.take(me, i, 4096);
+            let mut b = ob.take(self.id, self.interest_seq, fresh);
+            if !b.interest.is_empty() || b.ack.is_some() {
+                let control = Batch {
+                    from: b.from,
+                    interest: std::mem::take(&mut b.interest),
+                    interest_seq: std::mem::take(&mut b.interest_seq),
+                    ack: b.ack.take(),
+                    ..Batch::default()
+                };
+                self.pools.push_control(me, i, control);
+            }
+            out.push((ShardId(i as u16), b));
         }
         out
+    }
+
+    /// Applies the interest changes and acks other shards have queued for
+    /// this one. Called before each client read is processed and before each
+    /// delivery batch, so a subscription made on another shard is seen as
+    /// soon as it was queued.
+    pub fn poll_control(&mut self) {
+        let me = self.id.index();
+        for src in 0..self.nshards {
+            if src == me {
+                continue;
+            }
+            while let Some(b) = self.pools.pop_control(src, me) {
+                self.apply(b);
+            }
+        }
     }
 
     /// True when some batch is waiting to be taken.

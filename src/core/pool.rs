@@ -6,17 +6,28 @@
 //! buffer back through a lock-free queue per (source, destination) pair,
 //! which the source polls when it starts a new batch; nobody waits on it.
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+
+use super::batch::Batch;
 
 /// Buffers parked per pair; more are simply freed.
 const PER_PAIR: usize = 32;
 /// Buffers bigger than this are freed instead of kept.
 const MAX_KEPT: usize = 4 << 20;
 
-/// `queues[src * n + dst]` holds buffers of shard `src` returned by `dst`.
+/// `queues[src * n + dst]` holds buffers of shard `src` returned by `dst`;
+/// `control[src * n + dst]` carries interest changes and acks from `src` to
+/// `dst`.
+///
+/// Interest travels beside the delivery queues so that a shard can pick it
+/// up before it processes its next client read, without waiting to be
+/// scheduled for the mesh: a SUB on one shard is then visible to a PUB
+/// another shard reads a few microseconds later, as with nats-server's
+/// shared index (nats-py, for one, sends its flush PING ahead of the SUB).
 pub struct BufferPools {
     n: usize,
     queues: Vec<ArrayQueue<Vec<u8>>>,
+    control: Vec<SegQueue<Batch>>,
 }
 
 impl BufferPools {
@@ -25,7 +36,18 @@ impl BufferPools {
         BufferPools {
             n,
             queues: (0..n * n).map(|_| ArrayQueue::new(PER_PAIR)).collect(),
+            control: (0..n * n).map(|_| SegQueue::new()).collect(),
         }
+    }
+
+    /// Queues interest changes and acks from `src` for `dst`.
+    pub fn push_control(&self, src: usize, dst: usize, b: Batch) {
+        self.control[src * self.n + dst].push(b);
+    }
+
+    /// The next control batch from `src` waiting for `dst`.
+    pub fn pop_control(&self, src: usize, dst: usize) -> Option<Batch> {
+        self.control[src * self.n + dst].pop()
     }
 
     /// A cleared buffer for a batch from `src` to `dst`, recycled when one

@@ -30,9 +30,12 @@ fn info() -> ServerInfo {
 impl Cluster {
     fn new(n: usize, cfg: CoreConfig) -> Cluster {
         Cluster {
-            cores: (0..n)
-                .map(|i| ShardCore::new(ShardId(i as u16), n, cfg.clone()))
-                .collect(),
+            cores: {
+                let pools = std::sync::Arc::new(BufferPools::new(n));
+                (0..n)
+                    .map(|i| ShardCore::with_pools(ShardId(i as u16), n, cfg.clone(), pools.clone()))
+                    .collect()
+            },
             sessions: HashMap::new(),
             info: info(),
             next: 1,
@@ -74,7 +77,7 @@ impl Cluster {
             let mut moved = false;
             for i in 0..self.cores.len() {
                 for (dest, b) in self.cores[i].take_batches() {
-                    self.cores[dest.index()].apply(b);
+                    self.cores[dest.index()].apply_batch(b);
                     moved = true;
                 }
             }

@@ -148,6 +148,8 @@ async fn read_loop(
             if let Some(r) = core.conn(cid).and_then(|c| c.closing()) {
                 return r;
             }
+            // Subscriptions other shards made up to now must match this read.
+            core.poll_control();
             let mut host = CoreHost {
                 core: &mut core,
                 cid,

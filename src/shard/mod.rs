@@ -250,7 +250,7 @@ async fn shard_main(
             while let Some(msg) = rx.recv().await {
                 match msg {
                     ShardMsg::Batch(b) => {
-                        shard.core.borrow_mut().apply(b);
+                        shard.core.borrow_mut().apply_batch(b);
                         shard.publish_stats();
                         shard.flush().await;
                         // Pace this source while a subscriber here is nearly

@@ -25,10 +25,12 @@ class Server:
             text=True,
         )
         self.port = None
+        self.log = []
         ready = threading.Event()
 
         def pump():
             for line in self.proc.stderr:
+                self.log.append(line)
                 m = re.search(r"Listening for client connections on .*:(\d+)", line)
                 if m:
                     self.port = int(m.group(1))
@@ -46,10 +48,25 @@ class Server:
         self.proc.wait()
 
 
+async def ready(nc):
+    """Flush so the server has our subscriptions. nats-py 2.16 can write its
+    flush PING ahead of a SUB still in its pending buffer, so the PONG alone
+    does not prove the SUB arrived: give the flusher a moment, then flush
+    again (petrel's PONG then also proves every shard has the SUB)."""
+    await nc.flush()
+    await asyncio.sleep(0.05)
+    await nc.flush()
+
+
 def run(coro_fn, *flags):
+    if os.environ.get("PETREL_TEST_TRACE"):
+        flags = (*flags, "-DV")
     server = Server("--shards", "2", *flags)
     try:
         asyncio.run(asyncio.wait_for(coro_fn(server.url), 30))
+    except BaseException:
+        print("".join(server.log))
+        raise
     finally:
         server.stop()
 
@@ -67,7 +84,7 @@ def test_pub_sub_across_connections():
                 done.set()
 
         await sub_nc.subscribe("py.>", cb=handler)
-        await sub_nc.flush()  # PING/PONG: the subscription is on every shard
+        await ready(sub_nc)
         for i in range(3):
             await pub_nc.publish(f"py.{i}", f"m{i}".encode())
         await pub_nc.flush()
@@ -91,7 +108,7 @@ def test_queue_group_exactly_once():
                 seen.append(msg.data)
 
             await nc.subscribe("work", queue="q", cb=handler)
-            await nc.flush()
+            await ready(nc)
         pub = await nats.connect(url)
         for i in range(400):
             await pub.publish("work", str(i).encode())
@@ -117,7 +134,7 @@ def test_request_reply_headers_and_no_responders():
             await msg.respond(msg.data.upper())
 
         await svc.subscribe("svc.upper", cb=echo)
-        await svc.flush()
+        await ready(svc)
         client = await nats.connect(url)
         reply = await client.request("svc.upper", b"hello", timeout=5)
         assert reply.data == b"HELLO"
@@ -128,7 +145,7 @@ def test_request_reply_headers_and_no_responders():
             got.set_result(msg)
 
         await client.subscribe("hdr", cb=hdr)
-        await client.flush()
+        await ready(client)
         await svc.publish("hdr", b"x", headers={"X-Id": "42"})
         msg = await asyncio.wait_for(got, 5)
         assert msg.headers["X-Id"] == "42"
