@@ -9,6 +9,7 @@ pub mod index;
 pub mod logging;
 pub mod options;
 pub mod proto;
+pub mod reload;
 pub mod server;
 pub mod shard;
 pub mod stats;

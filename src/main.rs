@@ -24,7 +24,7 @@ fn main() {
             eprintln!("petrel: configuration file {} is valid", path.display());
             0
         }
-        Ok(Command::Serve(opts, notices)) => match server::run(*opts, notices) {
+        Ok(Command::Serve(opts, notices)) => match server::run(*opts, notices, args.clone()) {
             Ok(code) => code,
             Err(e) => {
                 petrel::fatal!("{e}");

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
+use crate::cli;
 use crate::conf::options::Notices;
 use crate::options::Options;
 use crate::proto::info::{ServerInfo, COMPAT_VERSION};
+use crate::reload::{self, ReloadOutcome};
 use crate::shard::{self, Shared};
-use crate::{fatal, info, warn};
+use crate::{error, fatal, info, warn};
 
 /// petrel's own version.
 pub const PETREL_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -127,7 +129,7 @@ pub fn ports_file_path(dir: &std::path::Path) -> PathBuf {
 }
 
 /// Runs the server until a signal stops it. Returns the process exit code.
-pub fn run(opts: Options, notices: Notices) -> Result<i32, ServerError> {
+pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, ServerError> {
     crate::logging::init(opts.log_file.clone(), opts.logtime, opts.debug, opts.trace)
         .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
     let key = nkeys::KeyPair::new_server();
@@ -197,15 +199,72 @@ pub fn run(opts: Options, notices: Notices) -> Result<i32, ServerError> {
     };
     info!("Server is ready");
 
-    let code = wait_for_exit(&running);
+    let code = wait_for_exit(&running, &shared, &args);
     if let Some(p) = ports_file {
         let _ = std::fs::remove_file(p);
     }
     Ok(code)
 }
 
+/// Re-reads the configuration (the same command line, so flags still win),
+/// and applies it when every changed option may change at run time.
+/// Returns the structured outcome; nothing is applied when any option is
+/// rejected. SIGHUP uses it; so will the system account's RELOAD request.
+pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String> {
+    let (current, _) = shared.current();
+    if current.config_file.is_none() {
+        return Err("can only reload config when a file is provided using -c or --config".into());
+    }
+    let (new, notices) = match cli::parse(args) {
+        Ok(cli::Command::Serve(o, n)) => (*o, n),
+        Ok(_) => return Err("the command line no longer starts a server".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let outcome = reload::diff(&current, &new);
+    if !outcome.accepted() {
+        return Ok(outcome);
+    }
+    for w in &notices.warnings {
+        warn!("{w}");
+    }
+    if new.log_file != current.log_file
+        || new.logtime != current.logtime
+        || new.debug != current.debug
+        || new.trace != current.trace
+    {
+        crate::logging::init(new.log_file.clone(), new.logtime, new.debug, new.trace)
+            .map_err(|e| format!("could not open log file: {e}"))?;
+    }
+    if let Some(p) = &new.pid_file {
+        if new.pid_file != current.pid_file {
+            std::fs::write(p, std::process::id().to_string())
+                .map_err(|e| format!("could not write {}: {e}", p.display()))?;
+        }
+    }
+    if !shared.install(new, std::time::Duration::from_secs(2)) {
+        return Err("shards did not apply the new configuration in time".into());
+    }
+    Ok(outcome)
+}
+
+fn log_reload(shared: &Shared, args: &[String]) {
+    match reload(shared, args) {
+        Ok(outcome) if outcome.accepted() => {
+            for c in &outcome.changed {
+                info!("Reloaded: {} = {}", c.option, c.new);
+            }
+            info!("Reloaded server configuration");
+        }
+        Ok(outcome) => error!(
+            "Failed to reload server configuration: {}",
+            outcome.error_text().unwrap_or_default()
+        ),
+        Err(e) => error!("Failed to reload server configuration: {e}"),
+    }
+}
+
 /// Waits for a stopping signal or a shard failure.
-fn wait_for_exit(running: &shard::Running) -> i32 {
+fn wait_for_exit(running: &shard::Running, shared: &Shared, args: &[String]) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
@@ -231,7 +290,7 @@ fn wait_for_exit(running: &shard::Running) -> i32 {
                         warn!("Could not reopen log file: {e}");
                     }
                 }
-                SIGHUP => warn!("Configuration reload is not supported yet"),
+                SIGHUP => log_reload(shared, args),
                 SIGUSR2 => warn!("Lame duck mode is not supported yet"),
                 _ => {}
             }

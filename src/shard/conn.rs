@@ -27,7 +27,8 @@ const READ_MAX: usize = 64 * 1024;
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
 
-type Stream = Rc<RefCell<TcpStream>>;
+/// A connection's socket, shared by its reader and writer tasks.
+pub type Stream = Rc<RefCell<TcpStream>>;
 
 async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
     poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
@@ -60,7 +61,7 @@ fn peer_ip(stream: &TcpStream) -> String {
 pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let ip = peer_ip(&stream);
     let mut out = Vec::new();
-    encode::info(&mut out, &client_info(&shard.shared.info, cid, &ip).to_json());
+    encode::info(&mut out, &client_info(&shard.info.borrow(), cid, &ip).to_json());
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
     crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
     let stream = Rc::new(RefCell::new(stream));
@@ -71,11 +72,12 @@ pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
 /// Serves one client connection until it closes.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shard.shared.opts.write_deadline));
+    let opts = shard.opts.borrow().clone();
+    let _ = stream.set_write_timeout(Some(opts.write_deadline));
     let ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
     let stream: Stream = Rc::new(RefCell::new(stream));
-    let info = client_info(&shard.shared.info, cid, &ip);
+    let info = client_info(&shard.info.borrow(), cid, &ip);
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
@@ -88,10 +90,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         shard.id.0
     );
     let now = Instant::now();
-    let cfg = shard.shared.session_config();
+    let cfg = super::session_config(&opts);
     let base = Session::first_ping_base(cfg.ping_interval);
     let jitter = base.mul_f64(fastrand::f64() * 0.2);
     let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
+    shard.conns.borrow_mut().insert(cid, (session.clone(), stream.clone()));
 
     let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid));
     let timer = glommio::spawn_local(timer_loop(shard.clone(), session.clone(), cid, ip.clone()));
@@ -100,6 +103,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let reason = writer.await;
     drop(timer); // cancels it
     shard.core.borrow_mut().remove_conn(cid);
+    shard.conns.borrow_mut().remove(&cid);
     shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
     shard.shared.total_conns.fetch_sub(1, Relaxed);
     shard.publish_stats();
@@ -150,12 +154,13 @@ async fn read_loop(
             }
             // Subscriptions other shards made up to now must match this read.
             core.poll_control();
+            let info = shard.info.borrow();
             let mut host = CoreHost {
                 core: &mut core,
                 cid,
-                info: &shard.shared.info,
+                info: &info,
                 client_ip: ip,
-                headers_supported: !shard.shared.opts.no_header_support,
+                headers_supported: info.headers,
                 auth: &OpenAccess,
             };
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
@@ -231,12 +236,13 @@ async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId
         if core.conn(cid).is_none_or(|c| c.closing().is_some()) {
             return;
         }
+        let info = shard.info.borrow();
         let mut host = CoreHost {
             core: &mut core,
             cid,
-            info: &shard.shared.info,
+            info: &info,
             client_ip: &ip,
-            headers_supported: !shard.shared.opts.no_header_support,
+            headers_supported: info.headers,
             auth: &OpenAccess,
         };
         let r = session.borrow_mut().handle_timeout(Instant::now(), &mut host);

@@ -5,12 +5,12 @@
 pub mod conn;
 pub mod mesh;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use glommio::net::TcpListener;
@@ -20,16 +20,20 @@ use crate::core::{BufferPools, CoreConfig, ShardCore};
 use crate::ids::{ConnId, ShardId};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
-use crate::proto::session::SessionConfig;
+use crate::proto::session::{Session, SessionConfig};
 use crate::stats::ShardStats;
 use mesh::{Connected, MeshEnds, Outlet, ShardEnds, ShardMsg};
+use rustc_hash::FxHashMap;
 
 /// State shared by all shards (read-mostly; atomics only on the accept path).
 pub struct Shared {
-    /// Server options.
-    pub opts: Options,
-    /// INFO fields common to every client.
-    pub info: ServerInfo,
+    /// The options in force; replaced by a reload. Shards keep their own
+    /// copy and pick up a new one when `generation` moves.
+    config: Mutex<(Arc<Options>, ServerInfo)>,
+    /// Bumped by every applied reload.
+    generation: AtomicU64,
+    /// The generation each shard has applied.
+    applied: Vec<AtomicU64>,
     /// Number of shards.
     pub nshards: usize,
     /// Last connection id handed out.
@@ -44,12 +48,35 @@ pub struct Shared {
     pub pools: Arc<BufferPools>,
 }
 
+/// The session settings derived from options.
+pub fn session_config(o: &Options) -> SessionConfig {
+    SessionConfig {
+        max_control_line: o.max_control_line,
+        max_payload: o.max_payload,
+        headers_supported: !o.no_header_support,
+        ping_interval: o.ping_interval,
+        ping_max: o.ping_max,
+        auth_required: false,
+        auth_timeout: o.auth_timeout,
+    }
+}
+
+/// The core settings derived from options.
+pub fn core_config(o: &Options) -> CoreConfig {
+    CoreConfig {
+        max_pending: o.max_pending,
+        sublist_cache: !o.disable_sublist_cache,
+        max_subscriptions: o.max_subscriptions,
+    }
+}
+
 impl Shared {
     /// Builds the shared state.
     pub fn new(opts: Options, info: ServerInfo, nshards: usize) -> Shared {
         Shared {
-            opts,
-            info,
+            config: Mutex::new((Arc::new(opts), info)),
+            generation: AtomicU64::new(0),
+            applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
             nshards,
             last_cid: AtomicU64::new(0),
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
@@ -59,29 +86,31 @@ impl Shared {
         }
     }
 
-    /// The session settings derived from the options.
-    pub fn session_config(&self) -> SessionConfig {
-        SessionConfig {
-            max_control_line: self.opts.max_control_line,
-            max_payload: self.opts.max_payload,
-            headers_supported: !self.opts.no_header_support,
-            ping_interval: self.opts.ping_interval,
-            ping_max: self.opts.ping_max,
-            auth_required: false,
-            auth_timeout: self.opts.auth_timeout,
-        }
+    /// The options in force and the INFO template that goes with them.
+    pub fn current(&self) -> (Arc<Options>, ServerInfo) {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The core settings derived from the options.
-    pub fn core_config(&self) -> CoreConfig {
-        CoreConfig {
-            max_pending: self.opts.max_pending,
-            sublist_cache: !self.opts.disable_sublist_cache,
-            max_subscriptions: self.opts.max_subscriptions,
+    /// Installs reloaded options and waits (up to `limit`) until every shard
+    /// has applied them to its core and its open connections.
+    pub fn install(&self, opts: Options, limit: Duration) -> bool {
+        let generation = {
+            let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
+            c.1.max_payload = opts.max_payload;
+            c.0 = Arc::new(opts);
+            self.generation.fetch_add(1, Relaxed) + 1
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while self.applied.iter().any(|a| a.load(Relaxed) < generation) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        true
     }
 
-    fn next_cid(&self) -> ConnId {
+    pub(crate) fn next_cid(&self) -> ConnId {
         ConnId(self.last_cid.fetch_add(1, Relaxed) + 1)
     }
 }
@@ -95,7 +124,20 @@ pub struct Shard {
     /// State shared with the other shards.
     pub shared: Arc<Shared>,
     outlets: Vec<Option<Rc<Outlet>>>,
+    /// This shard's copy of the options in force.
+    pub opts: RefCell<Arc<Options>>,
+    /// The INFO template in force.
+    pub info: RefCell<ServerInfo>,
+    generation: Cell<u64>,
+    /// Open connections' sessions and sockets, for applying a reload.
+    pub conns: RefCell<FxHashMap<ConnId, ConnHandles>>,
 }
+
+/// What a reload needs to reach an open connection: its session and socket.
+pub type ConnHandles = (Rc<RefCell<Session>>, conn::Stream);
+
+/// How often a shard looks for reloaded options.
+const RELOAD_POLL: Duration = Duration::from_millis(20);
 
 /// Backlog length past which a reader waits for its shard's queues to drain.
 const BACKLOG_HIGH: usize = 256;
@@ -114,6 +156,26 @@ impl Shard {
         while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
+    }
+
+    /// Applies options installed by a reload, if any: core limits, every
+    /// open session's limits and PING timing, socket write deadlines.
+    fn apply_reload(&self) {
+        let generation = self.shared.generation.load(Relaxed);
+        if generation == self.generation.get() {
+            return;
+        }
+        let (opts, info) = self.shared.current();
+        self.core.borrow_mut().set_config(core_config(&opts));
+        let cfg = session_config(&opts);
+        for (session, stream) in self.conns.borrow().values() {
+            session.borrow_mut().update_config(cfg.clone());
+            let _ = stream.borrow().set_write_timeout(Some(opts.write_deadline));
+        }
+        *self.opts.borrow_mut() = opts;
+        *self.info.borrow_mut() = info;
+        self.generation.set(generation);
+        self.shared.applied[self.id.index()].store(generation, Relaxed);
     }
 
     /// Publishes the core's counters for readers on other threads.
@@ -237,13 +299,28 @@ async fn shard_main(
     ready: mpsc::Sender<usize>,
 ) {
     let Connected { outlets, receivers } = ends.connect().await;
-    let core = ShardCore::with_pools(id, shared.nshards, shared.core_config(), shared.pools.clone());
+    let (opts, info) = shared.current();
+    let core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
         shared,
         outlets,
+        opts: RefCell::new(opts),
+        info: RefCell::new(info),
+        generation: Cell::new(0),
+        conns: RefCell::new(FxHashMap::default()),
     });
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(RELOAD_POLL).await;
+                shard.apply_reload();
+            }
+        })
+        .detach();
+    }
     for rx in receivers.into_iter().flatten() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -288,7 +365,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         let cid = shared.next_cid();
         let total = shared.total_conns.fetch_add(1, Relaxed) + 1;
-        if total > shared.opts.max_connections {
+        let max_connections = shard.opts.borrow().max_connections;
+        if total > max_connections {
             shared.total_conns.fetch_sub(1, Relaxed);
             glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid)).detach();
             continue;

@@ -111,16 +111,18 @@ impl Raw {
         self.read_until_quiet(Duration::from_millis(250), Duration::from_secs(5))
     }
 
-    /// Sends PING and waits for PONG, returning what came before it.
+    /// Sends PING and waits for PONG, returning what came before it
+    /// (server PINGs on the way are answered and left out).
     pub fn ping(&mut self) -> String {
         self.send(b"PING\r\n");
         let mut before = String::new();
         loop {
             let l = self.read_line(Duration::from_secs(10)).expect("PONG in time");
-            if l == "PONG\r\n" {
-                return before;
+            match l.as_str() {
+                "PONG\r\n" => return before,
+                "PING\r\n" => self.send(b"PONG\r\n"),
+                _ => before.push_str(&l),
             }
-            before.push_str(&l);
         }
     }
 }

@@ -1,0 +1,188 @@
+//! Configuration reload: which options may change at run time, the diff
+//! between the running options and a re-read configuration, and the
+//! structured result (changed and rejected options) that SIGHUP, `--signal
+//! reload` and, later, the system account's RELOAD request share.
+
+use std::fmt;
+
+use crate::options::Options;
+
+/// One option whose value differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// nats-server's name of the option.
+    pub option: &'static str,
+    /// The running value.
+    pub old: String,
+    /// The value read from the configuration.
+    pub new: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: old={}, new={}", self.option, self.old, self.new)
+    }
+}
+
+/// The outcome of comparing running and new options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Options that change and can change at run time.
+    pub changed: Vec<Change>,
+    /// Options that change but cannot: when any is here, nothing is applied.
+    pub rejected: Vec<Change>,
+}
+
+impl ReloadOutcome {
+    /// True when the new options may be applied.
+    pub fn accepted(&self) -> bool {
+        self.rejected.is_empty()
+    }
+
+    /// nats-server's error text for the rejected options.
+    pub fn error_text(&self) -> Option<String> {
+        if self.rejected.is_empty() {
+            return None;
+        }
+        Some(
+            self.rejected
+                .iter()
+                .map(|c| format!("config reload not supported for {c}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
+type Getter = fn(&Options) -> String;
+
+/// Every option petrel reads, whether a reload may change it, and how to
+/// show its value. The README's reload table is generated from this list
+/// (`reload_table_markdown`), and a test keeps the two equal.
+pub const OPTIONS: &[(&str, bool, Getter)] = &[
+    ("host", false, |o| o.host.clone()),
+    ("port", false, |o| o.port.to_string()),
+    ("server_name", false, |o| o.server_name.clone().unwrap_or_default()),
+    ("shards", false, |o| o.shards.map(|s| s.to_string()).unwrap_or_default()),
+    ("no_header_support", false, |o| o.no_header_support.to_string()),
+    ("disable_sublist_cache", false, |o| o.disable_sublist_cache.to_string()),
+    ("client_advertise", true, |o| {
+        o.client_advertise.clone().unwrap_or_default()
+    }),
+    ("max_payload", true, |o| o.max_payload.to_string()),
+    ("max_pending", true, |o| o.max_pending.to_string()),
+    ("max_control_line", true, |o| o.max_control_line.to_string()),
+    ("max_connections", true, |o| o.max_connections.to_string()),
+    ("max_subscriptions", true, |o| o.max_subscriptions.to_string()),
+    ("ping_interval", true, |o| format!("{:?}", o.ping_interval)),
+    ("ping_max", true, |o| o.ping_max.to_string()),
+    ("write_deadline", true, |o| format!("{:?}", o.write_deadline)),
+    ("debug", true, |o| o.debug.to_string()),
+    ("trace", true, |o| o.trace.to_string()),
+    ("logtime", true, |o| o.logtime.to_string()),
+    ("log_file", true, |o| {
+        o.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    }),
+    ("pid_file", true, |o| {
+        o.pid_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    }),
+    ("ports_file_dir", true, |o| {
+        o.ports_file_dir
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }),
+    ("lame_duck_duration", true, |o| format!("{:?}", o.lame_duck_duration)),
+    ("lame_duck_grace_period", true, |o| {
+        format!("{:?}", o.lame_duck_grace_period)
+    }),
+];
+
+/// Compares the running options with newly read ones.
+pub fn diff(old: &Options, new: &Options) -> ReloadOutcome {
+    let mut out = ReloadOutcome::default();
+    for (name, reloadable, get) in OPTIONS {
+        let (a, b) = (get(old), get(new));
+        if a == b {
+            continue;
+        }
+        // A random port (-1/0) keeps the port it was given.
+        if *name == "port" && old.port <= 0 && new.port <= 0 {
+            continue;
+        }
+        let change = Change {
+            option: name,
+            old: a,
+            new: b,
+        };
+        if *reloadable {
+            out.changed.push(change);
+        } else {
+            out.rejected.push(change);
+        }
+    }
+    out
+}
+
+/// The README's table of reloadable options.
+pub fn reload_table_markdown() -> String {
+    let mut t = String::from("| option | reloadable |\n|---|---|\n");
+    for (name, reloadable, _) in OPTIONS {
+        t.push_str(&format!("| `{name}` | {} |\n", if *reloadable { "yes" } else { "no" }));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_op_reload_changes_nothing() {
+        let o = Options::default();
+        let d = diff(&o, &o.clone());
+        assert!(d.accepted() && d.changed.is_empty());
+    }
+
+    #[test]
+    fn reloadable_and_rejected() {
+        let old = Options::default();
+        let mut new = old.clone();
+        new.max_payload = 2048;
+        new.debug = true;
+        let d = diff(&old, &new);
+        assert!(d.accepted());
+        assert_eq!(
+            d.changed.iter().map(|c| c.option).collect::<Vec<_>>(),
+            vec!["max_payload", "debug"]
+        );
+        new.server_name = Some("other".into());
+        let d = diff(&old, &new);
+        assert!(!d.accepted());
+        assert_eq!(
+            d.error_text().unwrap(),
+            "config reload not supported for server_name: old=, new=other"
+        );
+    }
+
+    /// `PETREL_UPDATE_README=1 cargo test --lib readme_reload_table` rewrites
+    /// the table; otherwise the README must already match.
+    #[test]
+    fn readme_reload_table_is_generated_from_this_list() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (open, close) = ("<!-- reload-table -->\n", "<!-- /reload-table -->");
+        let start = readme.find(open).expect("README has the reload table marker") + open.len();
+        let end = start + readme[start..].find(close).expect("end marker");
+        if std::env::var_os("PETREL_UPDATE_README").is_some() {
+            let updated = format!("{}{}{}", &readme[..start], reload_table_markdown(), &readme[end..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            &readme[start..end],
+            reload_table_markdown(),
+            "run with PETREL_UPDATE_README=1 to regenerate"
+        );
+    }
+}
