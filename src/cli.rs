@@ -18,6 +18,8 @@ pub enum Command {
     Serve(Box<Options>, Notices),
     /// `-t`: the configuration is valid; report and exit.
     ConfigValid(PathBuf),
+    /// `--signal`: signal a running server and exit.
+    Signal(String),
     /// Print the version and exit.
     Version,
     /// Print the usage text and exit.
@@ -86,7 +88,6 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["connect_retries"], Kind::Value, "clustering"),
     (&["js", "jetstream"], Kind::Bool, "JetStream"),
     (&["sd", "store_dir"], Kind::Value, "JetStream"),
-    (&["sl", "signal"], Kind::Value, "signals to a running server"),
     (&["profile"], Kind::Value, "profiling"),
     (&["s", "syslog"], Kind::Bool, "syslog"),
     (&["r", "remote_syslog"], Kind::Value, "syslog"),
@@ -158,6 +159,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "ping_max",
         "c",
         "config",
+        "sl",
+        "signal",
         "client_advertise",
     ];
     let boolean = [
@@ -291,6 +294,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
                 }
             }
             "c" | "config" => o.config_file = Some(PathBuf::from(value)),
+            "sl" | "signal" => return Ok(Some(Command::Signal(value))),
             "t" => *test = parse_bool(name, &value)?,
             "client_advertise" => o.client_advertise = Some(value),
             _ => {

@@ -12,5 +12,6 @@ pub mod proto;
 pub mod reload;
 pub mod server;
 pub mod shard;
+pub mod signal;
 pub mod stats;
 pub mod subject;

@@ -12,6 +12,13 @@ static GLOBAL: MiMalloc = MiMalloc;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match cli::parse(&args) {
+        Ok(Command::Signal(spec)) => match petrel::signal::send(&spec) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("petrel: {e}");
+                1
+            }
+        },
         Ok(Command::Version) => {
             println!("petrel: v{PETREL_VERSION} (nats-server: v{COMPAT_VERSION})");
             0

@@ -273,9 +273,13 @@ fn wait_for_exit(running: &shard::Running, shared: &Shared, args: &[String]) -> 
             return 1;
         }
     };
+    let mut lame_duck_since: Option<std::time::Instant> = None;
     loop {
         for sig in signals.pending() {
             match sig {
+                SIGTERM if lame_duck_since.is_some() => {
+                    info!("Trapped \"terminated\" signal: ignored in lame duck mode")
+                }
                 SIGINT | SIGTERM => {
                     info!(
                         "Trapped \"{}\" signal",
@@ -291,8 +295,30 @@ fn wait_for_exit(running: &shard::Running, shared: &Shared, args: &[String]) -> 
                     }
                 }
                 SIGHUP => log_reload(shared, args),
-                SIGUSR2 => warn!("Lame duck mode is not supported yet"),
+                SIGUSR2 if lame_duck_since.is_none() => {
+                    let (opts, _) = shared.current();
+                    info!("Entering lame duck mode, stop accepting new clients");
+                    info!(
+                        "Closing existing clients over {:?} after a grace period of {:?}",
+                        opts.lame_duck_duration, opts.lame_duck_grace_period
+                    );
+                    shared.lame_duck.store(true, std::sync::atomic::Ordering::Relaxed);
+                    lame_duck_since = Some(std::time::Instant::now());
+                }
                 _ => {}
+            }
+        }
+        if let Some(since) = lame_duck_since {
+            let (opts, _) = shared.current();
+            let clients = shared.total_conns.load(std::sync::atomic::Ordering::Relaxed);
+            // A short settle time lets every shard close its listener first.
+            let settled = since.elapsed() > std::time::Duration::from_millis(100);
+            if (settled && clients == 0)
+                || since.elapsed() > opts.lame_duck_duration + std::time::Duration::from_secs(5)
+            {
+                info!("Lame duck mode complete: shutting down");
+                info!("Server Exiting..");
+                return 0;
             }
         }
         if let Ok((shard, r)) = running.exits.recv_timeout(std::time::Duration::from_millis(100)) {

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub struct Shared {
     generation: AtomicU64,
     /// The generation each shard has applied.
     applied: Vec<AtomicU64>,
+    /// Set when lame-duck mode begins; every shard acts on it.
+    pub lame_duck: AtomicBool,
     /// Number of shards.
     pub nshards: usize,
     /// Last connection id handed out.
@@ -77,6 +79,7 @@ impl Shared {
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
+            lame_duck: AtomicBool::new(false),
             nshards,
             last_cid: AtomicU64::new(0),
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
@@ -131,10 +134,13 @@ pub struct Shard {
     generation: Cell<u64>,
     /// Open connections' sessions and sockets, for applying a reload.
     pub conns: RefCell<FxHashMap<ConnId, ConnHandles>>,
+    accept_task: RefCell<Option<glommio::Task<()>>>,
+    lame_duck_started: Cell<bool>,
 }
 
-/// What a reload needs to reach an open connection: its session and socket.
-pub type ConnHandles = (Rc<RefCell<Session>>, conn::Stream);
+/// What a reload or lame-duck mode needs to reach an open connection: its
+/// session, its socket and the client's address.
+pub type ConnHandles = (Rc<RefCell<Session>>, conn::Stream, String);
 
 /// How often a shard looks for reloaded options.
 const RELOAD_POLL: Duration = Duration::from_millis(20);
@@ -168,7 +174,7 @@ impl Shard {
         let (opts, info) = self.shared.current();
         self.core.borrow_mut().set_config(core_config(&opts));
         let cfg = session_config(&opts);
-        for (session, stream) in self.conns.borrow().values() {
+        for (session, stream, _) in self.conns.borrow().values() {
             session.borrow_mut().update_config(cfg.clone());
             let _ = stream.borrow().set_write_timeout(Some(opts.write_deadline));
         }
@@ -310,6 +316,8 @@ async fn shard_main(
         info: RefCell::new(info),
         generation: Cell::new(0),
         conns: RefCell::new(FxHashMap::default()),
+        accept_task: RefCell::new(None),
+        lame_duck_started: Cell::new(false),
     });
     {
         let shard = shard.clone();
@@ -317,6 +325,9 @@ async fn shard_main(
             loop {
                 glommio::timer::sleep(RELOAD_POLL).await;
                 shard.apply_reload();
+                if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
+                    glommio::spawn_local(lame_duck(shard.clone())).detach();
+                }
             }
         })
         .detach();
@@ -347,7 +358,47 @@ async fn shard_main(
         .detach();
     }
     let _ = ready.send(id.index());
-    accept_loop(shard, listener).await;
+    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    *shard.accept_task.borrow_mut() = Some(accepting);
+    // The executor lives as long as the process; its tasks do the work.
+    futures_lite::future::pending::<()>().await;
+}
+
+/// Lame-duck mode on one shard: stop accepting (dropping the accept task
+/// closes this shard's listener), tell clients with `ldm: true` in an INFO,
+/// wait the grace period, then close this shard's clients spread over the
+/// rest of the lame-duck duration (at most one second apart), as
+/// nats-server does.
+async fn lame_duck(shard: Rc<Shard>) {
+    drop(shard.accept_task.borrow_mut().take());
+    let opts = shard.opts.borrow().clone();
+    let mut ldm_info = shard.info.borrow().clone();
+    ldm_info.ldm = true;
+    let cids: Vec<ConnId> = {
+        let conns = shard.conns.borrow();
+        let mut core = shard.core.borrow_mut();
+        for (cid, (session, _, ip)) in conns.iter() {
+            if session.borrow().opts().protocol >= 1 {
+                let json = crate::core::host::client_info(&ldm_info, *cid, ip).to_json();
+                if let Some(c) = core.conn_mut(*cid) {
+                    crate::proto::encode::info(c.out.tail(), &json);
+                }
+                core.wake(*cid);
+            }
+        }
+        conns.keys().copied().collect()
+    };
+    glommio::timer::sleep(opts.lame_duck_grace_period).await;
+    let spread = opts.lame_duck_duration.saturating_sub(opts.lame_duck_grace_period);
+    let per_client = (spread / cids.len().max(1) as u32).min(Duration::from_secs(1));
+    for cid in cids {
+        shard
+            .core
+            .borrow_mut()
+            .close_conn(cid, crate::proto::errors::CloseReason::ServerShutdown);
+        let pause = per_client.mul_f64(0.5 + fastrand::f64() * 0.5);
+        glommio::timer::sleep(pause).await;
+    }
 }
 
 /// Accepts connections and keeps the shards' loads even: a shard with more
