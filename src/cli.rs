@@ -86,8 +86,6 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["cluster_advertise"], Kind::Value, "clustering"),
     (&["no_advertise"], Kind::Bool, "clustering"),
     (&["connect_retries"], Kind::Value, "clustering"),
-    (&["js", "jetstream"], Kind::Bool, "JetStream"),
-    (&["sd", "store_dir"], Kind::Value, "JetStream"),
     (&["profile"], Kind::Value, "profiling"),
     (&["s", "syslog"], Kind::Bool, "syslog"),
     (&["r", "remote_syslog"], Kind::Value, "syslog"),
@@ -161,6 +159,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "config",
         "sl",
         "signal",
+        "sd",
+        "store_dir",
         "client_advertise",
     ];
     let boolean = [
@@ -173,6 +173,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "DVV",
         "T",
         "t",
+        "js",
+        "jetstream",
         "logtime",
         "v",
         "version",
@@ -295,6 +297,10 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             }
             "c" | "config" => o.config_file = Some(PathBuf::from(value)),
             "sl" | "signal" => return Ok(Some(Command::Signal(value))),
+            // Client test harnesses pass these on every launch (async-nats:
+            // --store_dir); petrel has no JetStream, says so, and serves on.
+            "js" | "jetstream" => o.jetstream_requested |= parse_bool(name, &value)?,
+            "sd" | "store_dir" => o.jetstream_requested = true,
             "t" => *test = parse_bool(name, &value)?,
             "client_advertise" => o.client_advertise = Some(value),
             _ => {
@@ -398,5 +404,6 @@ mod tests {
         assert_eq!(parse(&args("-t")), Err(CliError::TestWithoutConfig));
         assert!(matches!(parse(&args("--tls")), Err(CliError::NotYetSupported { .. })));
         assert!(parse(&args("-js=false")).is_ok());
+        assert!(serve("-js --store_dir /tmp/x").jetstream_requested);
     }
 }

@@ -61,6 +61,9 @@ pub struct Options {
     pub lame_duck_grace_period: Duration,
     /// The configuration file, when one was given.
     pub config_file: Option<PathBuf>,
+    /// JetStream was asked for (`-js`, `--store_dir`, a `jetstream` block);
+    /// petrel logs that it is not supported and serves core NATS.
+    pub jetstream_requested: bool,
 }
 
 impl Default for Options {
@@ -91,6 +94,7 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             config_file: None,
+            jetstream_requested: false,
         }
     }
 }

@@ -153,6 +153,9 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     for line in &notices.info {
         info!("{line}");
     }
+    if opts.jetstream_requested {
+        warn!("JetStream is not supported by petrel: serving core NATS only");
+    }
 
     let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
     let info = ServerInfo {
