@@ -69,3 +69,30 @@ fn server_uses_the_file_and_flags_win() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Files in the syntax client harnesses use for features petrel has not
+/// built yet: nats-server accepts them, petrel's parser reads them, and
+/// petrel refuses only by naming the unbuilt feature.
+#[test]
+fn harness_style_files_parse() {
+    let nats = common::nats_server_bin();
+    for f in corpus_min("syntax", 3) {
+        let parsed = petrel::conf::parse_file(&f);
+        assert!(parsed.is_ok(), "{}: {:?}", f.display(), parsed.err());
+        let (theirs, msg) = verdict(nats.to_str().unwrap(), &f);
+        assert!(theirs, "nats-server accepts {}: {msg}", f.display());
+        let (ours, msg) = verdict(env!("CARGO_BIN_EXE_petrel"), &f);
+        assert!(
+            ours || msg.contains("is not supported by petrel yet"),
+            "{}: {msg}",
+            f.display()
+        );
+    }
+}
+
+fn corpus_min(kind: &str, min: usize) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conf").join(kind);
+    let files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() >= min);
+    files
+}
