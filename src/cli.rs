@@ -87,9 +87,6 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["no_advertise"], Kind::Bool, "clustering"),
     (&["connect_retries"], Kind::Value, "clustering"),
     (&["profile"], Kind::Value, "profiling"),
-    (&["s", "syslog"], Kind::Bool, "syslog"),
-    (&["r", "remote_syslog"], Kind::Value, "syslog"),
-    (&["log_size_limit"], Kind::Value, "log rotation"),
 ];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, CliError> {
@@ -161,6 +158,9 @@ fn kind_of(name: &str) -> Option<Kind> {
         "signal",
         "sd",
         "store_dir",
+        "r",
+        "remote_syslog",
+        "log_size_limit",
         "client_advertise",
     ];
     let boolean = [
@@ -175,6 +175,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "t",
         "js",
         "jetstream",
+        "s",
+        "syslog",
         "logtime",
         "v",
         "version",
@@ -299,6 +301,9 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "sl" | "signal" => return Ok(Some(Command::Signal(value))),
             // Client test harnesses pass these on every launch (async-nats:
             // --store_dir); petrel has no JetStream, says so, and serves on.
+            "s" | "syslog" => o.syslog = parse_bool(name, &value)?,
+            "r" | "remote_syslog" => o.remote_syslog = Some(value),
+            "log_size_limit" => o.log_size_limit = parse_num(name, &value)?,
             "js" | "jetstream" => o.jetstream_requested |= parse_bool(name, &value)?,
             "sd" | "store_dir" => o.jetstream_requested = true,
             "t" => *test = parse_bool(name, &value)?,

@@ -38,30 +38,130 @@ impl Level {
     }
 }
 
+/// Where log lines go and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Append to this file instead of stderr.
+    pub file: Option<PathBuf>,
+    /// Rotate the file when it grows past this many bytes (0: never).
+    pub size_limit: u64,
+    /// Timestamps on each line.
+    pub logtime: bool,
+    /// `[DBG]` lines.
+    pub debug: bool,
+    /// `[TRC]` lines.
+    pub trace: bool,
+    /// Send lines to the local syslog (`/dev/log`).
+    pub syslog: bool,
+    /// Send lines to a remote syslog: `udp://host:port` (or `host:port`).
+    pub remote_syslog: Option<String>,
+}
+
+enum Target {
+    Stderr,
+    File {
+        path: PathBuf,
+        file: File,
+        written: u64,
+        limit: u64,
+    },
+    LocalSyslog(std::os::unix::net::UnixDatagram),
+    RemoteSyslog(std::net::UdpSocket),
+}
+
 struct Sink {
-    file: Option<(PathBuf, File)>,
+    target: Target,
     logtime: bool,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
-    file: None,
+    target: Target::Stderr,
     logtime: true,
 });
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicBool = AtomicBool::new(false);
 
-/// Configures the logger; opens `file` for appending when given.
-pub fn init(file: Option<PathBuf>, logtime: bool, debug: bool, trace: bool) -> std::io::Result<()> {
-    let file = match file {
-        Some(p) => Some((p.clone(), OpenOptions::new().create(true).append(true).open(&p)?)),
-        None => None,
+fn open_append(p: &PathBuf) -> std::io::Result<(File, u64)> {
+    let f = OpenOptions::new().create(true).append(true).open(p)?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((f, len))
+}
+
+/// Configures the logger (at start-up and on reload).
+pub fn init_with(cfg: &LogConfig) -> std::io::Result<()> {
+    let target = if let Some(remote) = &cfg.remote_syslog {
+        let addr = remote.trim_start_matches("udp://").trim_start_matches("syslog://");
+        let sock = std::net::UdpSocket::bind(if addr.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" })?;
+        sock.connect(addr)?;
+        Target::RemoteSyslog(sock)
+    } else if cfg.syslog {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        sock.connect("/dev/log")?;
+        Target::LocalSyslog(sock)
+    } else if let Some(p) = &cfg.file {
+        let (file, written) = open_append(p)?;
+        Target::File {
+            path: p.clone(),
+            file,
+            written,
+            limit: cfg.size_limit,
+        }
+    } else {
+        Target::Stderr
     };
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    s.file = file;
-    s.logtime = logtime;
-    DEBUG.store(debug, Relaxed);
-    TRACE.store(trace, Relaxed);
+    s.target = target;
+    s.logtime = cfg.logtime;
+    DEBUG.store(cfg.debug, Relaxed);
+    TRACE.store(cfg.trace, Relaxed);
     Ok(())
+}
+
+/// Configures the logger for a file (or stderr) with the given levels.
+pub fn init(file: Option<PathBuf>, logtime: bool, debug: bool, trace: bool) -> std::io::Result<()> {
+    init_with(&LogConfig {
+        file,
+        logtime,
+        debug,
+        trace,
+        ..Default::default()
+    })
+}
+
+/// The syslog priority of a level (facility daemon).
+fn syslog_priority(level: Level) -> u8 {
+    let severity = match level {
+        Level::Fatal => 2,
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    };
+    3 * 8 + severity
+}
+
+/// The name a rotated log file gets: `<file>.<YYYY.MM.DD.HH.MM.SS.nnnnnnnnn>`.
+fn rotated_name(path: &std::path::Path) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let secs = now.as_secs() as libc::time_t;
+    // SAFETY: valid pointers for the call.
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    let stamp = format!(
+        "{:04}.{:02}.{:02}.{:02}.{:02}.{:02}.{:09}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_nanos()
+    );
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{stamp}"));
+    PathBuf::from(name)
 }
 
 /// Whether trace lines are wanted (checked before building them).
@@ -111,13 +211,38 @@ pub fn log(level: Level, msg: &str) {
         return;
     }
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    let line = format_line(level, msg, s.logtime);
-    match s.file.as_mut() {
-        Some((_, f)) => {
-            let _ = writeln!(f, "{line}");
+    let logtime = s.logtime;
+    match &mut s.target {
+        Target::Stderr => {
+            let _ = writeln!(std::io::stderr(), "{}", format_line(level, msg, logtime));
         }
-        None => {
-            let _ = writeln!(std::io::stderr(), "{line}");
+        Target::File {
+            path,
+            file,
+            written,
+            limit,
+        } => {
+            let line = format_line(level, msg, logtime);
+            if writeln!(file, "{line}").is_ok() {
+                *written += line.len() as u64 + 1;
+            }
+            if *limit > 0 && *written > *limit {
+                let rotated = rotated_name(path);
+                if std::fs::rename(&*path, &rotated).is_ok() {
+                    if let Ok((f, len)) = open_append(path) {
+                        *file = f;
+                        *written = len;
+                    }
+                }
+            }
+        }
+        Target::LocalSyslog(sock) => {
+            let pid = std::process::id();
+            let _ = sock.send(format!("<{}>petrel[{pid}]: {} {msg}", syslog_priority(level), level.tag()).as_bytes());
+        }
+        Target::RemoteSyslog(sock) => {
+            let pid = std::process::id();
+            let _ = sock.send(format!("<{}>petrel[{pid}]: {} {msg}", syslog_priority(level), level.tag()).as_bytes());
         }
     }
 }
@@ -125,8 +250,13 @@ pub fn log(level: Level, msg: &str) {
 /// Reopens the log file (after rotation by an outside tool).
 pub fn reopen() -> std::io::Result<()> {
     let mut s = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((p, f)) = s.file.as_mut() {
-        *f = OpenOptions::new().create(true).append(true).open(&*p)?;
+    if let Target::File {
+        path, file, written, ..
+    } = &mut s.target
+    {
+        let (f, len) = open_append(path)?;
+        *file = f;
+        *written = len;
     }
     Ok(())
 }
@@ -153,6 +283,35 @@ macro_rules! trace { ($($t:tt)*) => { if $crate::logging::trace_enabled() { $cra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotates_past_the_size_limit() {
+        let dir = std::env::temp_dir().join(format!("petrel-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("petrel.log");
+        init_with(&LogConfig {
+            file: Some(path.clone()),
+            size_limit: 200,
+            logtime: true,
+            ..Default::default()
+        })
+        .unwrap();
+        for i in 0..20 {
+            log(Level::Info, &format!("line {i}"));
+        }
+        let rotated: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("petrel.log."))
+            .collect();
+        assert!(!rotated.is_empty(), "rotated files exist");
+        assert!(
+            std::fs::metadata(&path).unwrap().len() <= 300,
+            "the live file stays small"
+        );
+        init(None, true, false, false).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn line_format() {

@@ -61,9 +61,30 @@ pub struct Options {
     pub lame_duck_grace_period: Duration,
     /// The configuration file, when one was given.
     pub config_file: Option<PathBuf>,
+    /// Rotate the log file past this many bytes (0: never).
+    pub log_size_limit: u64,
+    /// Log to the local syslog.
+    pub syslog: bool,
+    /// Log to a remote syslog (`udp://host:port`).
+    pub remote_syslog: Option<String>,
     /// JetStream was asked for (`-js`, `--store_dir`, a `jetstream` block);
     /// petrel logs that it is not supported and serves core NATS.
     pub jetstream_requested: bool,
+}
+
+impl Options {
+    /// The logger settings these options ask for.
+    pub fn log_config(&self) -> crate::logging::LogConfig {
+        crate::logging::LogConfig {
+            file: self.log_file.clone(),
+            size_limit: self.log_size_limit,
+            logtime: self.logtime,
+            debug: self.debug,
+            trace: self.trace,
+            syslog: self.syslog,
+            remote_syslog: self.remote_syslog.clone(),
+        }
+    }
 }
 
 impl Default for Options {
@@ -95,6 +116,9 @@ impl Default for Options {
             lame_duck_grace_period: Duration::from_secs(10),
             config_file: None,
             jetstream_requested: false,
+            log_size_limit: 0,
+            syslog: false,
+            remote_syslog: None,
         }
     }
 }

@@ -83,6 +83,9 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("log_file", true, |o| {
         o.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }),
+    ("log_size_limit", true, |o| o.log_size_limit.to_string()),
+    ("syslog", true, |o| o.syslog.to_string()),
+    ("remote_syslog", true, |o| o.remote_syslog.clone().unwrap_or_default()),
     ("pid_file", true, |o| {
         o.pid_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }),

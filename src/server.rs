@@ -130,7 +130,7 @@ pub fn ports_file_path(dir: &std::path::Path) -> PathBuf {
 
 /// Runs the server until a signal stops it. Returns the process exit code.
 pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, ServerError> {
-    crate::logging::init(opts.log_file.clone(), opts.logtime, opts.debug, opts.trace)
+    crate::logging::init_with(&opts.log_config())
         .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
     let key = nkeys::KeyPair::new_server();
     let server_id = key.public_key();
@@ -230,13 +230,8 @@ pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String>
     for w in &notices.warnings {
         warn!("{w}");
     }
-    if new.log_file != current.log_file
-        || new.logtime != current.logtime
-        || new.debug != current.debug
-        || new.trace != current.trace
-    {
-        crate::logging::init(new.log_file.clone(), new.logtime, new.debug, new.trace)
-            .map_err(|e| format!("could not open log file: {e}"))?;
+    if new.log_config() != current.log_config() {
+        crate::logging::init_with(&new.log_config()).map_err(|e| format!("could not set up logging: {e}"))?;
     }
     if let Some(p) = &new.pid_file {
         if new.pid_file != current.pid_file {

@@ -107,3 +107,29 @@ fn listen_failure_is_fatal_and_logged() {
         );
     }
 }
+
+#[test]
+fn remote_syslog_receives_the_log() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let target = format!("udp://{}", sock.local_addr().unwrap());
+    let mut child = Command::new(bin())
+        .args(["-p", "-1", "-a", "127.0.0.1", "-r", &target])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !lines.iter().any(|l: &String| l.contains("Server is ready")) {
+        let n = sock.recv(&mut buf).expect("syslog datagram");
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ready = lines.iter().find(|l| l.contains("Server is ready")).unwrap();
+    // Facility daemon (3), severity info (6): priority 30.
+    assert_eq!(ready, &format!("<30>petrel[{pid}]: [INF] Server is ready"));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("Listening for client connections on 127.0.0.1:")));
+}

@@ -54,8 +54,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("https", "HTTP monitoring"),
     ("https_port", "HTTP monitoring"),
     ("prof_port", "profiling"),
-    ("syslog", "syslog"),
-    ("remote_syslog", "syslog"),
     ("max_sub_tokens", "max_sub_tokens"),
 ];
 
@@ -238,6 +236,8 @@ const KNOWN: &[&str] = &[
     "log_file",
     "logfile",
     "log_size_limit",
+    "syslog",
+    "remote_syslog",
     "pid_file",
     "pidfile",
     "ports_file_dir",
@@ -320,12 +320,9 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "trace" => o.trace = boolean(k, item)?,
         "logtime" => o.logtime = boolean(k, item)?,
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
-        "log_size_limit" if int(k, item)? != 0 => {
-            return Err(ConfError {
-                pos: item.pos.clone(),
-                msg: "\"log_size_limit\" is not supported by petrel yet (log rotation)".into(),
-            });
-        }
+        "log_size_limit" => o.log_size_limit = size(k, item)? as u64,
+        "syslog" => o.syslog = boolean(k, item)?,
+        "remote_syslog" => o.remote_syslog = Some(string(k, item)?),
         "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, item)?)),
         "ports_file_dir" => o.ports_file_dir = Some(PathBuf::from(string(k, item)?)),
         "lame_duck_duration" => {
