@@ -44,10 +44,7 @@ fn target_pid(target: Option<&str>) -> Result<i32, String> {
                 .map_err(|_| format!("invalid pid in {path}: {:?}", text.trim()))
         }
         None => {
-            let exe = std::env::args()
-                .next()
-                .and_then(|a| Path::new(&a).file_name().map(|f| f.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "petrel".into());
+            let exe = own_name();
             let pids = processes_named(&exe);
             match pids.as_slice() {
                 [pid] => Ok(*pid),
@@ -61,20 +58,43 @@ fn target_pid(target: Option<&str>) -> Result<i32, String> {
     }
 }
 
-/// Sends the signal `spec` (`command[=pid|pidfile]`) asks for.
+fn own_name() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "petrel".into())
+}
+
+/// Sends the signal `spec` (`command[=pid|pidfile|pid-prefix*]`) asks for.
 pub fn send(spec: &str) -> Result<(), String> {
     let (command, target) = match spec.split_once('=') {
         Some((c, t)) => (c, Some(t)),
         None => (spec, None),
     };
     let sig = signal_for(command).ok_or_else(|| format!("unknown signal \"{command}\""))?;
-    let pid = target_pid(target)?;
-    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(format!(
-            "could not signal process {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
+    let pids = match target.and_then(|t| t.strip_suffix('*')) {
+        // A glob: every running server whose pid starts with the prefix.
+        Some(prefix) => {
+            let exe = own_name();
+            let pids: Vec<i32> = processes_named(&exe)
+                .into_iter()
+                .filter(|p| p.to_string().starts_with(prefix))
+                .collect();
+            if pids.is_empty() {
+                return Err(format!("no {exe} processes matching {prefix}*"));
+            }
+            pids
+        }
+        None => vec![target_pid(target)?],
+    };
+    for pid in pids {
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(format!(
+                "could not signal process {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }

@@ -133,3 +133,24 @@ fn remote_syslog_receives_the_log() {
         .iter()
         .any(|l| l.contains("Listening for client connections on 127.0.0.1:")));
 }
+
+#[test]
+fn signal_by_pid_glob_reaches_the_server() {
+    let p = common::petrel(&[]);
+    let glob = format!("reload={}*", p.pid());
+    let out = Command::new(bin()).args(["--signal", &glob]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.log_lines("Failed to reload server configuration").is_empty() {
+        assert!(Instant::now() < deadline, "SIGHUP was not delivered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = &p.log_lines("Failed to reload server configuration")[0];
+    assert!(
+        line.contains("can only reload config when a file is provided"),
+        "{line}"
+    );
+    let out = Command::new(bin()).args(["--signal", "bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal \"bogus\""));
+}

@@ -76,6 +76,7 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "log_max_num",
     "prof_block_rate",
     "write_timeout",
+    "feature_flags",
 ];
 
 fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
