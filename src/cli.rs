@@ -70,7 +70,6 @@ enum Kind {
 /// Flags petrel knows but whose features land in later work: accepted by
 /// name so the message is clear, then refused.
 const LATER: &[(&[&str], Kind, &str)] = &[
-    (&["m", "http_port"], Kind::Value, "HTTP monitoring"),
     (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
     (&["user"], Kind::Value, "authorization"),
     (&["pass"], Kind::Value, "authorization"),
@@ -158,6 +157,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "signal",
         "sd",
         "store_dir",
+        "m",
+        "http_port",
         "r",
         "remote_syslog",
         "log_size_limit",
@@ -301,6 +302,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "sl" | "signal" => return Ok(Some(Command::Signal(value))),
             // Client test harnesses pass these on every launch (async-nats:
             // --store_dir); petrel has no JetStream, says so, and serves on.
+            "m" | "http_port" => o.http_port = Some(parse_num(name, &value)?),
             "s" | "syslog" => o.syslog = parse_bool(name, &value)?,
             "r" | "remote_syslog" => o.remote_syslog = Some(value),
             "log_size_limit" => o.log_size_limit = parse_num(name, &value)?,

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! petrel: a NATS-compatible message server on a sharded thread-per-core
 //! runtime. See ARCHITECTURE.md for the map.
 
@@ -7,6 +8,7 @@ pub mod core;
 pub mod ids;
 pub mod index;
 pub mod logging;
+pub mod monitor;
 pub mod options;
 pub mod proto;
 pub mod reload;

@@ -67,6 +67,10 @@ pub struct Options {
     pub syslog: bool,
     /// Log to a remote syslog (`udp://host:port`).
     pub remote_syslog: Option<String>,
+    /// HTTP monitoring port (`-m`, `http_port`); `-1` picks a free one.
+    pub http_port: Option<i32>,
+    /// HTTP monitoring host; the client host when absent.
+    pub http_host: Option<String>,
     /// JetStream was asked for (`-js`, `--store_dir`, a `jetstream` block);
     /// petrel logs that it is not supported and serves core NATS.
     pub jetstream_requested: bool,
@@ -116,6 +120,8 @@ impl Default for Options {
             lame_duck_grace_period: Duration::from_secs(10),
             config_file: None,
             jetstream_requested: false,
+            http_port: None,
+            http_host: None,
             log_size_limit: 0,
             syslog: false,
             remote_syslog: None,

@@ -66,6 +66,10 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("shards", false, |o| o.shards.map(|s| s.to_string()).unwrap_or_default()),
     ("no_header_support", false, |o| o.no_header_support.to_string()),
     ("disable_sublist_cache", false, |o| o.disable_sublist_cache.to_string()),
+    ("http_port", false, |o| {
+        o.http_port.map(|p| p.to_string()).unwrap_or_default()
+    }),
+    ("http_host", false, |o| o.http_host.clone().unwrap_or_default()),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),

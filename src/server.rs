@@ -185,6 +185,18 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
     }
+    let monitoring = match opts.http_port {
+        Some(port) => {
+            let host = opts.http_host.clone().unwrap_or_else(|| opts.host.clone());
+            let addr = crate::monitor::start(shared.clone(), &host, port).map_err(|err| ServerError::Listen {
+                addr: format!("{host}:{port}"),
+                err,
+            })?;
+            info!("Starting http monitor on {}:{}", host, addr.port());
+            Some(format!("http://{}:{}", url_host(&host), addr.port()))
+        }
+        None => None,
+    };
     let host_for_log = if opts.host.contains(':') {
         format!("[{}]", opts.host)
     } else {
@@ -194,7 +206,10 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     let ports_file = match &opts.ports_file_dir {
         Some(dir) => {
             let path = ports_file_path(dir);
-            let body = serde_json::json!({ "nats": [format!("nats://{}:{}", url_host(&opts.host), bound.port())] });
+            let mut body = serde_json::json!({ "nats": [format!("nats://{}:{}", url_host(&opts.host), bound.port())] });
+            if let Some(m) = &monitoring {
+                body["monitoring"] = serde_json::json!([m]);
+            }
             std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
             Some(path)
         }

@@ -48,9 +48,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("ws", "WebSocket"),
     ("mqtt", "MQTT"),
     ("mappings", "subject mappings"),
-    ("http", "HTTP monitoring"),
-    ("http_port", "HTTP monitoring"),
-    ("monitor_port", "HTTP monitoring"),
     ("https", "HTTP monitoring"),
     ("https_port", "HTTP monitoring"),
     ("prof_port", "profiling"),
@@ -237,6 +234,9 @@ const KNOWN: &[&str] = &[
     "log_file",
     "logfile",
     "log_size_limit",
+    "http",
+    "http_port",
+    "monitor_port",
     "syslog",
     "remote_syslog",
     "pid_file",
@@ -323,6 +323,22 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
         "log_size_limit" => o.log_size_limit = size(k, item)? as u64,
         "syslog" => o.syslog = boolean(k, item)?,
+        "http_port" | "monitor_port" => o.http_port = Some(int(k, item)? as i32),
+        "http" => match &item.value {
+            Value::Int(p) => o.http_port = Some(*p as i32),
+            Value::Str(s) => {
+                let (h, p) = s.rsplit_once(':').ok_or_else(|| ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("http: could not parse address string {s:?}"),
+                })?;
+                o.http_host = Some(h.to_string());
+                o.http_port = Some(p.parse().map_err(|_| ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("http: could not parse port {p:?}"),
+                })?);
+            }
+            _ => return Err(type_err(k, item, "\"host:port\" or a port")),
+        },
         "remote_syslog" => o.remote_syslog = Some(string(k, item)?),
         "pid_file" | "pidfile" => o.pid_file = Some(PathBuf::from(string(k, item)?)),
         "ports_file_dir" => o.ports_file_dir = Some(PathBuf::from(string(k, item)?)),

@@ -168,3 +168,40 @@ def test_max_payload_from_info():
         await nc.close()
 
     run(body, "--max_payload", "4096")
+
+
+def test_harness_style_varz_polling():
+    """nats-py's own harness passes -m and polls /varz until it answers."""
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        mport = s.getsockname()[1]
+    server = Server("-m", str(mport))
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{mport}/varz", timeout=1) as r:
+                    varz = json.loads(r.read())
+                    break
+            except OSError:
+                import time
+
+                time.sleep(0.1)
+        else:
+            raise AssertionError("/varz never answered")
+
+        async def body(url):
+            nc = await nats.connect(url)
+            await nc.publish("counted", b"12345")
+            await nc.flush()
+            await nc.close()
+
+        asyncio.run(body(server.url))
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/varz", timeout=1) as r:
+            varz = json.loads(r.read())
+        assert varz["in_msgs"] == 1 and varz["in_bytes"] == 5, varz
+    finally:
+        server.stop()

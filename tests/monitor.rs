@@ -1,0 +1,64 @@
+//! HTTP monitoring as client harnesses use it: `-m` on a random port,
+//! `/varz` polled for readiness and read for message counts, `/healthz`,
+//! and the ports file's monitoring entry.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::raw::Raw;
+
+fn get(addr: &str, path: &str) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn varz_counts_and_healthz() {
+    let p = common::petrel(&["--shards", "2", "-m", "-1"]);
+    let line = p
+        .log_lines("Starting http monitor on ")
+        .pop()
+        .expect("monitor log line");
+    let http = line.rsplit("on ").next().unwrap().trim().to_string();
+    let (status, head, body) = get(&http, "/healthz");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: application/json") && head.contains("Access-Control-Allow-Origin: *"));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
+        "ok"
+    );
+
+    let mut sub = Raw::open(&p.addr());
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB v 1\r\n");
+    assert_eq!(sub.ping(), "");
+    let mut publisher = Raw::open(&p.addr());
+    publisher.send(b"CONNECT {\"verbose\":false}\r\n");
+    for _ in 0..10 {
+        publisher.send(b"PUB v 5\r\nhello\r\n");
+    }
+    assert_eq!(publisher.ping(), "");
+    assert_eq!(sub.ping().matches("MSG v 1 5").count(), 10);
+    let (status, _, body) = get(&http, "/varz");
+    assert_eq!(status, 200);
+    assert!(body.contains("\n  \"server_id\""), "pretty-printed with two spaces");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["in_msgs"], 10);
+    assert_eq!(v["in_bytes"], 50);
+    assert_eq!(v["out_msgs"], 10);
+    assert_eq!(v["connections"], 2);
+    assert_eq!(v["subscriptions"], 1);
+    assert_eq!(v["max_payload"], 1048576);
+    assert_eq!(v["port"], p.port);
+    assert!(v["server_id"].as_str().unwrap().starts_with('N'));
+    assert!(v["mem"].as_u64().unwrap() > 0);
+    assert_eq!(get(&http, "/nope").0, 404);
+}
