@@ -151,6 +151,87 @@ impl Monitor {
         })
     }
 
+    /// `/connz` with `offset`, `limit` (1024), `cid`, `subs` and `sort`.
+    fn connz(&self, query: &str) -> Result<serde_json::Value, String> {
+        let (_, info) = self.shared.current();
+        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let num = |k: &str, d: usize| -> Result<usize, String> {
+            get(k).map_or(Ok(d), |v| {
+                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
+            })
+        };
+        let offset = num("offset", 0)?;
+        let mut limit = num("limit", 1024)?;
+        let subs = match get("subs") {
+            None => false,
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True" | "detail") => true,
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+            Some(v) => return Err(format!("Error decoding boolean for 'subs': {v}")),
+        };
+        let mut conns = self.shared.connections(Duration::from_millis(500));
+        if let Some(cid) = get("cid") {
+            let cid: u64 = cid
+                .parse()
+                .map_err(|_| format!("Error decoding integer for 'cid': {cid}"))?;
+            conns.retain(|c| c.cid == cid);
+            limit = 1;
+        }
+        match get("sort").unwrap_or("cid") {
+            "cid" | "" => {}
+            "start" => conns.sort_by_key(|c| c.start),
+            "subs" => conns.sort_by_key(|c| std::cmp::Reverse(c.subjects.len())),
+            "pending" => conns.sort_by_key(|c| std::cmp::Reverse(c.pending_bytes)),
+            "msgs_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_msgs)),
+            "msgs_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_msgs)),
+            "bytes_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_bytes)),
+            "bytes_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_bytes)),
+            "stop" | "reason" => return Err("sort by stop only valid on closed connections".into()),
+            other => return Err(format!("invalid sorting option: {other}")),
+        }
+        let total = conns.len();
+        let now = SystemTime::now();
+        let list: Vec<serde_json::Value> = conns
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|c| {
+                let mut v = json!({
+                    "cid": c.cid,
+                    "kind": "Client",
+                    "type": "nats",
+                    "ip": c.ip,
+                    "port": c.port,
+                    "start": rfc3339(c.start),
+                    "rtt": c.rtt.map(|r| format!("{:?}", r)).unwrap_or_default(),
+                    "uptime": uptime_text(now.duration_since(c.start).unwrap_or_default()),
+                    "pending_bytes": c.pending_bytes,
+                    "in_msgs": c.in_msgs,
+                    "out_msgs": c.out_msgs,
+                    "in_bytes": c.in_bytes,
+                    "out_bytes": c.out_bytes,
+                    "subscriptions": c.subjects.len(),
+                    "name": c.name,
+                    "lang": c.lang,
+                    "version": c.version,
+                });
+                if subs && !c.subjects.is_empty() {
+                    v["subscriptions_list"] = json!(c.subjects);
+                }
+                v
+            })
+            .collect();
+        Ok(json!({
+            "server_id": info.server_id,
+            "now": rfc3339(now),
+            "num_connections": list.len(),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "connections": list,
+        }))
+    }
+
     fn serve(&self, mut s: TcpStream) -> std::io::Result<()> {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut req = Vec::new();
@@ -165,8 +246,12 @@ impl Monitor {
         let line = String::from_utf8_lossy(&req);
         let mut parts = line.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        let path = target.split('?').next().unwrap_or("/");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let (status, ctype, body) = match (method, path) {
+            ("GET" | "HEAD", "/connz") => match self.connz(query) {
+                Ok(v) => ("200 OK", "application/json", pretty(&v)),
+                Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
+            },
             ("GET" | "HEAD", "/varz") => ("200 OK", "application/json", pretty(&self.varz())),
             ("GET" | "HEAD", "/healthz") => ("200 OK", "application/json", pretty(&json!({"status": "ok"}))),
             ("GET" | "HEAD", "/") => ("200 OK", "text/html; charset=utf-8", INDEX.to_string()),
@@ -197,7 +282,7 @@ fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-const INDEX: &str = "<html><body><h1>petrel monitoring</h1><a href=\"/varz\">/varz</a><br/><a href=\"/healthz\">/healthz</a></body></html>\n";
+const INDEX: &str = "<html><body><h1>petrel monitoring</h1><a href=\"/varz\">/varz</a><br/><a href=\"/connz\">/connz</a><br/><a href=\"/healthz\">/healthz</a></body></html>\n";
 
 #[cfg(test)]
 mod tests {

@@ -61,4 +61,30 @@ fn varz_counts_and_healthz() {
     assert!(v["server_id"].as_str().unwrap().starts_with('N'));
     assert!(v["mem"].as_u64().unwrap() > 0);
     assert_eq!(get(&http, "/nope").0, 404);
+
+    // /connz: both connections, from both shards, with their counts.
+    let (status, _, body) = get(&http, "/connz?subs=1");
+    assert_eq!(status, 200);
+    let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c["num_connections"], 2);
+    assert_eq!(c["total"], 2);
+    assert_eq!(c["limit"], 1024);
+    let conns = c["connections"].as_array().unwrap();
+    let s = conns.iter().find(|x| x["subscriptions"] == 1).expect("the subscriber");
+    assert_eq!(s["subscriptions_list"], serde_json::json!(["v"]));
+    assert_eq!(s["out_msgs"], 10);
+    assert_eq!(s["out_bytes"], 50);
+    let p2 = conns.iter().find(|x| x["subscriptions"] == 0).expect("the publisher");
+    assert_eq!(p2["in_msgs"], 10);
+    assert_eq!(p2["in_bytes"], 50);
+    assert_eq!(p2["ip"], "127.0.0.1");
+    assert!(conns[0]["cid"].as_u64() < conns[1]["cid"].as_u64(), "sorted by cid");
+    let (_, _, body) = get(&http, &format!("/connz?cid={}", p2["cid"]));
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["connections"].as_array().unwrap().len(), 1);
+    let (status, _, body) = get(&http, "/connz?sort=bogus");
+    assert_eq!((status, body.as_str()), (400, "invalid sorting option: bogus"));
+    let (status, _, body) = get(&http, "/connz?subs=maybe");
+    assert_eq!(status, 400);
+    assert!(body.starts_with("Error decoding boolean for 'subs'"), "{body}");
 }

@@ -271,6 +271,18 @@ impl ShardCore {
         }
     }
 
+    /// The subjects of a local connection's subscriptions (monitoring).
+    pub fn subjects_of(&self, cid: ConnId) -> Vec<String> {
+        let Some(c) = self.conns.get(&cid) else {
+            return Vec::new();
+        };
+        c.sids
+            .values()
+            .filter_map(|k| self.subs.get(k))
+            .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+            .collect()
+    }
+
     /// Wakes the connection's writer if it has output.
     pub fn wake(&mut self, cid: ConnId) {
         if let Some(c) = self.conns.get_mut(&cid) {

@@ -94,10 +94,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let base = Session::first_ping_base(cfg.ping_interval);
     let jitter = base.mul_f64(fastrand::f64() * 0.2);
     let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
-    shard
-        .conns
-        .borrow_mut()
-        .insert(cid, (session.clone(), stream.clone(), ip.clone()));
+    shard.conns.borrow_mut().insert(
+        cid,
+        super::ConnHandles {
+            session: session.clone(),
+            stream: stream.clone(),
+            ip: ip.clone(),
+            port,
+            start: std::time::SystemTime::now(),
+        },
+    );
 
     let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid));
     let timer = glommio::spawn_local(timer_loop(shard.clone(), session.clone(), cid, ip.clone()));

@@ -36,6 +36,10 @@ pub struct Shared {
     applied: Vec<AtomicU64>,
     /// Set when lame-duck mode begins; every shard acts on it.
     pub lame_duck: AtomicBool,
+    /// Bumped to ask every shard for a snapshot of its connections.
+    snapshot_request: AtomicU64,
+    /// Each shard's latest snapshot and the request it answers.
+    snapshots: Vec<Mutex<(u64, Vec<ConnSnapshot>)>>,
     /// Number of shards.
     pub nshards: usize,
     /// Last connection id handed out.
@@ -80,6 +84,8 @@ impl Shared {
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
             lame_duck: AtomicBool::new(false),
+            snapshot_request: AtomicU64::new(0),
+            snapshots: (0..nshards).map(|_| Mutex::new((0, Vec::new()))).collect(),
             nshards,
             last_cid: AtomicU64::new(0),
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
@@ -92,6 +98,30 @@ impl Shared {
     /// The options in force and the INFO template that goes with them.
     pub fn current(&self) -> (Arc<Options>, ServerInfo) {
         self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every shard's connections, asked for and waited on (up to `limit`);
+    /// shards answer from their own tasks, so nothing is read across threads.
+    pub fn connections(&self, limit: Duration) -> Vec<ConnSnapshot> {
+        let request = self.snapshot_request.fetch_add(1, Relaxed) + 1;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let done = self
+                .snapshots
+                .iter()
+                .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).0 >= request);
+            if done || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut all: Vec<ConnSnapshot> = self
+            .snapshots
+            .iter()
+            .flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).1.clone())
+            .collect();
+        all.sort_by_key(|c| c.cid);
+        all
     }
 
     /// Installs reloaded options and waits (up to `limit`) until every shard
@@ -138,9 +168,55 @@ pub struct Shard {
     lame_duck_started: Cell<bool>,
 }
 
-/// What a reload or lame-duck mode needs to reach an open connection: its
-/// session, its socket and the client's address.
-pub type ConnHandles = (Rc<RefCell<Session>>, conn::Stream, String);
+/// What a reload, lame-duck mode or a monitoring snapshot needs of an open
+/// connection.
+pub struct ConnHandles {
+    /// The protocol state.
+    pub session: Rc<RefCell<Session>>,
+    /// The socket.
+    pub stream: conn::Stream,
+    /// The client's address.
+    pub ip: String,
+    /// The client's port.
+    pub port: u16,
+    /// When the connection was accepted.
+    pub start: std::time::SystemTime,
+}
+
+/// One connection as `/connz` shows it, taken on its shard.
+#[derive(Debug, Clone)]
+pub struct ConnSnapshot {
+    /// Connection id.
+    pub cid: u64,
+    /// Client address.
+    pub ip: String,
+    /// Client port.
+    pub port: u16,
+    /// Accept time.
+    pub start: std::time::SystemTime,
+    /// Last measured round trip.
+    pub rtt: Option<Duration>,
+    /// Bytes queued for the client.
+    pub pending_bytes: usize,
+    /// Messages and bytes the client published.
+    pub in_msgs: u64,
+    /// Bytes the client published.
+    pub in_bytes: u64,
+    /// Messages delivered to the client.
+    pub out_msgs: u64,
+    /// Bytes delivered to the client.
+    pub out_bytes: u64,
+    /// Its subscriptions' subjects.
+    pub subjects: Vec<String>,
+    /// CONNECT `name`.
+    pub name: String,
+    /// CONNECT `lang`.
+    pub lang: String,
+    /// CONNECT `version`.
+    pub version: String,
+    /// The shard that owns it.
+    pub shard: u16,
+}
 
 /// How often a shard looks for reloaded options.
 const RELOAD_POLL: Duration = Duration::from_millis(20);
@@ -174,14 +250,48 @@ impl Shard {
         let (opts, info) = self.shared.current();
         self.core.borrow_mut().set_config(core_config(&opts));
         let cfg = session_config(&opts);
-        for (session, stream, _) in self.conns.borrow().values() {
-            session.borrow_mut().update_config(cfg.clone());
-            let _ = stream.borrow().set_write_timeout(Some(opts.write_deadline));
+        for h in self.conns.borrow().values() {
+            h.session.borrow_mut().update_config(cfg.clone());
+            let _ = h.stream.borrow().set_write_timeout(Some(opts.write_deadline));
         }
         *self.opts.borrow_mut() = opts;
         *self.info.borrow_mut() = info;
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
+    }
+
+    /// Writes this shard's connection snapshot when one was asked for.
+    fn answer_snapshot(&self) {
+        let request = self.shared.snapshot_request.load(Relaxed);
+        let slot = &self.shared.snapshots[self.id.index()];
+        if slot.lock().unwrap_or_else(|e| e.into_inner()).0 >= request {
+            return;
+        }
+        let core = self.core.borrow();
+        let mut out = Vec::new();
+        for (cid, h) in self.conns.borrow().iter() {
+            let Some(c) = core.conn(*cid) else { continue };
+            let session = h.session.borrow();
+            let o = session.opts();
+            out.push(ConnSnapshot {
+                cid: cid.0,
+                ip: h.ip.clone(),
+                port: h.port,
+                start: h.start,
+                rtt: session.rtt(),
+                pending_bytes: c.out.len(),
+                in_msgs: c.in_msgs,
+                in_bytes: c.in_bytes,
+                out_msgs: c.out_msgs,
+                out_bytes: c.out_bytes,
+                subjects: core.subjects_of(*cid),
+                name: o.name.clone(),
+                lang: o.lang.clone(),
+                version: o.version.clone(),
+                shard: self.id.0,
+            });
+        }
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = (request, out);
     }
 
     /// Publishes the core's counters for readers on other threads.
@@ -325,6 +435,7 @@ async fn shard_main(
             loop {
                 glommio::timer::sleep(RELOAD_POLL).await;
                 shard.apply_reload();
+                shard.answer_snapshot();
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
                     glommio::spawn_local(lame_duck(shard.clone())).detach();
                 }
@@ -377,9 +488,9 @@ async fn lame_duck(shard: Rc<Shard>) {
     let cids: Vec<ConnId> = {
         let conns = shard.conns.borrow();
         let mut core = shard.core.borrow_mut();
-        for (cid, (session, _, ip)) in conns.iter() {
-            if session.borrow().opts().protocol >= 1 {
-                let json = crate::core::host::client_info(&ldm_info, *cid, ip).to_json();
+        for (cid, h) in conns.iter() {
+            if h.session.borrow().opts().protocol >= 1 {
+                let json = crate::core::host::client_info(&ldm_info, *cid, &h.ip).to_json();
                 if let Some(c) = core.conn_mut(*cid) {
                     crate::proto::encode::info(c.out.tail(), &json);
                 }
