@@ -17,3 +17,4 @@ pub mod shard;
 pub mod signal;
 pub mod stats;
 pub mod subject;
+pub mod timefmt;

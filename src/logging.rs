@@ -142,25 +142,11 @@ fn syslog_priority(level: Level) -> u8 {
 
 /// The name a rotated log file gets: `<file>.<YYYY.MM.DD.HH.MM.SS.nnnnnnnnn>`.
 fn rotated_name(path: &std::path::Path) -> PathBuf {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let secs = now.as_secs() as libc::time_t;
-    // SAFETY: valid pointers for the call.
-    unsafe { libc::localtime_r(&secs, &mut tm) };
-    let stamp = format!(
-        "{:04}.{:02}.{:02}.{:02}.{:02}.{:02}.{:09}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        now.subsec_nanos()
-    );
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{stamp}"));
+    name.push(format!(
+        ".{}",
+        crate::timefmt::rotation_stamp(std::time::SystemTime::now())
+    ));
     PathBuf::from(name)
 }
 
@@ -176,23 +162,7 @@ pub fn debug_enabled() -> bool {
 
 /// Local time as `2006/01/02 15:04:05.000000`.
 fn timestamp() -> String {
-    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the calls.
-    unsafe {
-        libc::gettimeofday(&mut tv, std::ptr::null_mut());
-        libc::localtime_r(&tv.tv_sec, &mut tm);
-    }
-    format!(
-        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}.{:06}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        tv.tv_usec
-    )
+    crate::timefmt::log_stamp(std::time::SystemTime::now())
 }
 
 /// Formats one log line (without the newline).

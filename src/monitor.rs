@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::proto::info::COMPAT_VERSION;
 use crate::shard::Shared;
 use crate::stats;
+use crate::timefmt::rfc3339;
 
 /// State the monitor reports beside the counters.
 pub struct Monitor {
@@ -42,24 +43,6 @@ pub fn start(shared: Arc<Shared>, host: &str, port: i32) -> std::io::Result<Sock
             }
         })?;
     Ok(http)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as libc::time_t;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers for the call.
-    unsafe { libc::gmtime_r(&secs, &mut tm) };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        d.subsec_nanos()
-    )
 }
 
 /// Go's duration string for an uptime, e.g. `1h2m3s`.
