@@ -33,6 +33,7 @@ SHAPES = {
     "1:8": (1, 8, False, 500_000),
     "4x4": (4, 4, False, 1_000_000),
     "queue": (1, 4, True, 2_000_000),
+    "reqrep": (1, 1, False, 20_000),
 }
 
 
@@ -91,6 +92,8 @@ def measure(argv, shape, scale):
                "--msgs", str(msgs), "--size", "16"]
         if queue:
             cmd += ["--queue", "q"]
+        if shape == "reqrep":
+            cmd += ["--request"]
         cpu0 = server.cpu_seconds()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         cpu = server.cpu_seconds() - cpu0
@@ -99,7 +102,8 @@ def measure(argv, shape, scale):
         r = json.loads(out.stdout)
         delivered = r["received"] if subs else r["published"]
         rate = delivered / r["seconds"]
-        return {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9, "rss_kib": server.rss_kib()}
+        return {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9, "rss_kib": server.rss_kib(),
+                "p50_us": r.get("p50_us"), "p99_us": r.get("p99_us")}
     finally:
         server.stop()
 
@@ -139,6 +143,14 @@ def main():
         pc = statistics.median(x["cpu_per_msg_ns"] for x in p)
         nc = statistics.median(x["cpu_per_msg_ns"] for x in n)
         print(f"| {shape} | {pr:,.0f} | {nr:,.0f} | {pr / nr:.2f}x | {pc:.0f} ns | {nc:.0f} ns | {pc / nc:.2f}x |")
+    if "reqrep" in shapes:
+        print()
+        print("| request/reply latency | petrel | nats-server | ratio |")
+        print("|---|---:|---:|---:|")
+        for key in ["p50_us", "p99_us"]:
+            pv = statistics.median(x[key] for x in results["reqrep"]["petrel"])
+            nv = statistics.median(x[key] for x in results["reqrep"]["nats-server"])
+            print(f"| {key[:-3]} | {pv:.1f} us | {nv:.1f} us | {pv / nv:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"version": version, "results": results}, f, indent=1)

@@ -27,6 +27,7 @@ struct Args {
     size: usize,
     queue: Option<String>,
     timeout: Duration,
+    request: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +40,7 @@ fn parse_args() -> Args {
         size: 16,
         queue: None,
         timeout: Duration::from_secs(120),
+        request: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -52,6 +54,11 @@ fn parse_args() -> Args {
             "--msgs" => a.msgs = v.parse().expect("--msgs"),
             "--size" => a.size = v.parse().expect("--size"),
             "--queue" => a.queue = Some(v),
+            "--request" => {
+                a.request = true;
+                i += 1;
+                continue;
+            }
             "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
             other => {
                 eprintln!("unknown argument {other}");
@@ -157,8 +164,97 @@ fn memchr(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
 
+/// Reads one line, answering server PINGs on the way.
+fn line(w: &mut TcpStream, r: &mut BufReader<TcpStream>, buf: &mut String) {
+    loop {
+        buf.clear();
+        assert!(r.read_line(buf).unwrap() > 0, "server closed");
+        if buf == "PING\r\n" {
+            w.write_all(b"PONG\r\n").unwrap();
+            continue;
+        }
+        return;
+    }
+}
+
+/// Request/reply: one responder connection answers `msgs` requests sent one
+/// at a time by one requester connection; prints latency percentiles.
+fn request_reply(a: &Args) {
+    let (mut rw, mut rr) = connect(&a.server);
+    rw.write_all(format!("SUB {} 1\r\n", a.subject).as_bytes()).unwrap();
+    round_trip(&mut rw, &mut rr);
+    let size = a.size;
+    let responder = std::thread::spawn(move || {
+        let mut l = String::new();
+        let mut payload = vec![0u8; size + 2];
+        loop {
+            line(&mut rw, &mut rr, &mut l);
+            if !l.starts_with("MSG ") {
+                continue;
+            }
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            if parts.len() < 5 {
+                continue;
+            }
+            let n: usize = parts[4].parse().unwrap();
+            payload.resize(n + 2, 0);
+            rr.read_exact(&mut payload).unwrap();
+            let mut out = format!("PUB {} {n}\r\n", parts[3]).into_bytes();
+            out.extend_from_slice(&payload);
+            if rw.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut w, mut r) = connect(&a.server);
+    w.write_all(b"SUB _INBOX.bench.* 9\r\n").unwrap();
+    round_trip(&mut w, &mut r);
+    let body = vec![b'x'; a.size];
+    let mut lat = Vec::with_capacity(a.msgs as usize);
+    let mut l = String::new();
+    let mut payload = vec![0u8; a.size + 2];
+    let start = Instant::now();
+    for i in 0..a.msgs {
+        let t = Instant::now();
+        let mut req = format!("PUB {} _INBOX.bench.{i} {}\r\n", a.subject, a.size).into_bytes();
+        req.extend_from_slice(&body);
+        req.extend_from_slice(b"\r\n");
+        w.write_all(&req).unwrap();
+        loop {
+            line(&mut w, &mut r, &mut l);
+            if l.starts_with("MSG ") {
+                break;
+            }
+        }
+        r.read_exact(&mut payload).unwrap();
+        lat.push(t.elapsed());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "{{\"published\":{},\"expected\":{},\"received\":{},\"seconds\":{secs:.6},\"pub_seconds\":{secs:.6},\"pub_rate\":{:.0},\"delivered_rate\":{:.0},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
+        a.msgs,
+        a.msgs,
+        lat.len(),
+        a.msgs as f64 / secs,
+        lat.len() as f64 / secs,
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        lat.last().unwrap().as_secs_f64() * 1e6
+    );
+    drop(w);
+    drop(responder);
+}
+
 fn main() {
     let a = parse_args();
+    if a.request {
+        request_reply(&a);
+        return;
+    }
     let per_pub = a.msgs / a.pubs.max(1) as u64;
     let published = per_pub * a.pubs as u64;
     let expected: u64 = match (&a.queue, a.subs) {
