@@ -71,9 +71,6 @@ enum Kind {
 /// name so the message is clear, then refused.
 const LATER: &[(&[&str], Kind, &str)] = &[
     (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
-    (&["user"], Kind::Value, "authorization"),
-    (&["pass"], Kind::Value, "authorization"),
-    (&["auth"], Kind::Value, "authorization"),
     (&["tls"], Kind::Bool, "TLS"),
     (&["tlscert"], Kind::Value, "TLS"),
     (&["tlskey"], Kind::Value, "TLS"),
@@ -155,6 +152,9 @@ fn kind_of(name: &str) -> Option<Kind> {
         "config",
         "sl",
         "signal",
+        "user",
+        "pass",
+        "auth",
         "sd",
         "store_dir",
         "m",
@@ -229,6 +229,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
 /// (`-v`, `-h`).
 fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<Command>, CliError> {
     let mut i = 0;
+    let (mut user, mut pass) = (None, None);
     while i < args.len() {
         let arg = &args[i];
         i += 1;
@@ -310,6 +311,9 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "sd" | "store_dir" => o.jetstream_requested = true,
             "t" => *test = parse_bool(name, &value)?,
             "client_advertise" => o.client_advertise = Some(value),
+            "user" => user = Some(value),
+            "pass" => pass = Some(value),
+            "auth" => o.auth.token = Some(value),
             _ => {
                 let (_, _, feature) = LATER
                     .iter()
@@ -325,7 +329,39 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             }
         }
     }
+    apply_user_flags(o, user, pass);
     Ok(None)
+}
+
+/// `--user`/`--pass` replace the configuration's single user, as in nats-server.
+fn apply_user_flags(o: &mut Options, user: Option<String>, pass: Option<String>) {
+    use crate::auth::config::{Credential, UserConfig, GLOBAL_ACCOUNT};
+    if user.is_none() && pass.is_none() {
+        return;
+    }
+    let existing = o.auth.users.iter_mut().find(|u| {
+        u.account == GLOBAL_ACCOUNT
+            && matches!(&u.credential, Credential::Password { user: n, .. } if user.as_ref().is_none_or(|x| x == n))
+    });
+    match existing {
+        Some(u) => {
+            if let (Credential::Password { password, .. }, Some(p)) = (&mut u.credential, pass) {
+                *password = p;
+            }
+        }
+        None => {
+            if let Some(user) = user {
+                o.auth.users.push(UserConfig {
+                    credential: Credential::Password {
+                        user,
+                        password: pass.unwrap_or_default(),
+                    },
+                    account: GLOBAL_ACCOUNT.to_string(),
+                    permissions: None,
+                });
+            }
+        }
+    }
 }
 
 /// The usage text printed by `-h`.

@@ -64,3 +64,18 @@ impl std::borrow::Borrow<[u8]> for Sid {
         &self.0
     }
 }
+
+/// An account, numbered densely from 0 in the order the server met it; the
+/// same number on every shard (the account table hands them out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct AccountId(pub u32);
+
+impl AccountId {
+    /// The global account `$G`, where clients land when no accounts are configured.
+    pub const GLOBAL: AccountId = AccountId(0);
+
+    /// The id as a `usize`, for indexing per-account arrays.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}

@@ -74,6 +74,8 @@ pub struct Options {
     /// JetStream was asked for (`-js`, `--store_dir`, a `jetstream` block);
     /// petrel logs that it is not supported and serves core NATS.
     pub jetstream_requested: bool,
+    /// Users, accounts, permissions and operator mode.
+    pub auth: crate::auth::config::AuthConfig,
 }
 
 impl Options {
@@ -125,6 +127,7 @@ impl Default for Options {
             log_size_limit: 0,
             syslog: false,
             remote_syslog: None,
+            auth: Default::default(),
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum ServerError {
     /// A file the server writes could not be written.
     #[error("could not write {0}: {1}")]
     WriteFile(PathBuf, std::io::Error),
+    /// The authentication set-up is unusable (operator JWT, resolver).
+    #[error("{0}")]
+    Auth(String),
 }
 
 fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
@@ -157,6 +160,18 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         warn!("JetStream is not supported by petrel: serving core NATS only");
     }
 
+    let verifier = Arc::new(crate::auth::verify::Verifier::new(&opts.auth).map_err(ServerError::Auth)?);
+    if let Some(url) = verifier.resolver_url() {
+        // nats-server probes the bare URL and refuses to start without a 200.
+        crate::auth::verify::fetch(url)
+            .map_err(|e| ServerError::Auth(format!("account resolver {url} is not reachable: {e}")))?;
+        info!("Managing accounts with the URL resolver {url}");
+    }
+    if opts.auth.operator.is_some() {
+        info!("Trusted Operators");
+        let sys = verifier.accounts().system();
+        info!("System account is {}", sys.name);
+    }
     let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
     let info = ServerInfo {
         server_id: server_id.clone(),
@@ -167,7 +182,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         host: opts.host.clone(),
         port: bound.port(),
         headers: !opts.no_header_support,
-        auth_required: false,
+        auth_required: opts.auth.is_enabled(),
         tls_required: false,
         max_payload: opts.max_payload,
         client_id: 0,
@@ -179,7 +194,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         remote_account: String::new(),
         acc_is_sys: false,
     };
-    let shared = Arc::new(Shared::new(opts.clone(), info, nshards));
+    let shared = Arc::new(Shared::new(opts.clone(), info, nshards, verifier));
     let running = shard::start(shared.clone(), listeners)?;
 
     if let Some(p) = &opts.pid_file {

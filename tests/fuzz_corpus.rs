@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use petrel::core::host::{CoreHost, OpenAccess};
+use petrel::core::host::{ConnAuth, CoreHost};
 use petrel::core::{CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 use petrel::proto::info::ServerInfo;
@@ -78,6 +78,7 @@ fn session_corpus_never_panics() {
             ..Default::default()
         };
         let mut s = Session::new(cfg, now, Duration::from_secs(1));
+        let mut auth = ConnAuth::open();
         let mut buf = Vec::new();
         for chunk in data.chunks(7) {
             buf.extend_from_slice(chunk);
@@ -87,7 +88,7 @@ fn session_corpus_never_panics() {
                 info: &info,
                 client_ip: "127.0.0.1",
                 headers_supported: true,
-                auth: &OpenAccess,
+                auth: &mut auth,
             };
             match s.receive(&buf, now, &mut host) {
                 Ok(used) => {
@@ -98,4 +99,40 @@ fn session_corpus_never_panics() {
             let _ = core.take_batches();
         }
     }
+}
+
+#[test]
+fn jwt_connect_corpus_never_panics() {
+    use petrel::auth::jwt;
+    use petrel::proto::connect::ClientOpts;
+
+    fn tokens(text: &str) {
+        let _ = jwt::decode_user(text);
+        let _ = jwt::decode_account(text);
+        let _ = jwt::decode_operator(text);
+        let _ = jwt::decode_generic(text);
+    }
+    let mut decoded = 0;
+    for data in corpus("jwt_connect") {
+        if let Some(opts) = ClientOpts::from_json(&data) {
+            if let Some(token) = opts.jwt.as_deref() {
+                tokens(token);
+            }
+            if let (Some(nkey), Some(sig)) = (opts.nkey.as_deref(), opts.sig.as_deref()) {
+                let _ = jwt::verify_nonce(nkey, b"nonce-from-info", sig);
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&data) else { continue };
+        tokens(text);
+        if let Some(token) = jwt::extract_jwt(text) {
+            tokens(token);
+            decoded += usize::from(jwt::decode_generic(token).is_ok());
+        }
+        if let Ok((token, seed)) = jwt::parse_creds(text) {
+            tokens(&token);
+            let _ = jwt::verify_nonce(&seed, text.as_bytes(), &token);
+        }
+    }
+    // The seeds include the fixture JWTs, which must still decode.
+    assert!(decoded >= 10, "only {decoded} corpus entries held a valid JWT");
 }

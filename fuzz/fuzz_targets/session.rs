@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use petrel::core::host::{CoreHost, OpenAccess};
+use petrel::core::host::{ConnAuth, CoreHost};
 use petrel::core::{CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 use petrel::proto::info::ServerInfo;
@@ -18,10 +18,11 @@ fuzz_target!(|data: &[u8]| {
     core.add_conn(cid);
     let now = Instant::now();
     let mut s = Session::new(SessionConfig { max_payload: 1024, ..Default::default() }, now, Duration::from_secs(1));
+    let mut auth = ConnAuth::open();
     let mut buf = Vec::new();
     for chunk in data.chunks(7) {
         buf.extend_from_slice(chunk);
-        let mut host = CoreHost { core: &mut core, cid, info: &info, client_ip: "127.0.0.1", headers_supported: true, auth: &OpenAccess };
+        let mut host = CoreHost { core: &mut core, cid, info: &info, client_ip: "127.0.0.1", headers_supported: true, auth: &mut auth };
         match s.receive(&buf, now, &mut host) {
             Ok(used) => {
                 buf.drain(..used);
@@ -30,6 +31,6 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = core.take_batches();
     }
-    let mut host = CoreHost { core: &mut core, cid, info: &info, client_ip: "127.0.0.1", headers_supported: true, auth: &OpenAccess };
+    let mut host = CoreHost { core: &mut core, cid, info: &info, client_ip: "127.0.0.1", headers_supported: true, auth: &mut auth };
     let _ = s.handle_timeout(now + Duration::from_secs(10), &mut host);
 });

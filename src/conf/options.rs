@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::parse::{ConfError, Parsed};
 use super::value::{Item, Value};
+use crate::auth::config as auth;
 use crate::options::Options;
 
 /// What applying a file produced besides the options: warnings to log at
@@ -21,21 +22,6 @@ pub struct Notices {
 /// Blocks and keys of nats-server that petrel parses but does not implement
 /// yet; setting them would change behaviour, so start-up refuses them.
 const NOT_YET: &[(&str, &str)] = &[
-    ("authorization", "authorization"),
-    ("accounts", "accounts"),
-    ("no_auth_user", "authorization"),
-    ("system_account", "the system account"),
-    ("system", "the system account"),
-    ("operator", "decentralized JWT auth"),
-    ("operators", "decentralized JWT auth"),
-    ("root", "decentralized JWT auth"),
-    ("roots", "decentralized JWT auth"),
-    ("root_operator", "decentralized JWT auth"),
-    ("root_operators", "decentralized JWT auth"),
-    ("trusted", "decentralized JWT auth"),
-    ("trusted_keys", "decentralized JWT auth"),
-    ("resolver", "decentralized JWT auth"),
-    ("resolver_preload", "decentralized JWT auth"),
     ("resolver_tls", "decentralized JWT auth"),
     ("resolver_pinned_accounts", "decentralized JWT auth"),
     ("default_sentinel", "decentralized JWT auth"),
@@ -202,11 +188,37 @@ pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfErr
         }
     }
     if errors.is_empty() {
+        let at = |key: &str| parsed.map.get(key).cloned();
+        if let Some(op) = &opts.auth.operator {
+            if op.jwts.is_empty() && opts.auth.trusted_keys.is_empty() {
+                let e = ConfError {
+                    pos: at("resolver").map(|i| i.pos).unwrap_or_else(|| parsed_pos(parsed)),
+                    msg: "resolver: an account resolver needs an operator (operator or trusted_keys)".into(),
+                };
+                return Err(vec![e]);
+            }
+        }
+        if let Err(e) = auth::validate(&opts.auth, &at) {
+            return Err(vec![e]);
+        }
         Ok(notices)
     } else {
         errors.sort_by_key(|e| (e.pos.line, e.pos.col));
         Err(errors)
     }
+}
+
+fn parsed_pos(parsed: &Parsed) -> super::value::Pos {
+    parsed
+        .map
+        .entries
+        .first()
+        .map(|(_, p, _)| p.clone())
+        .unwrap_or_else(|| super::value::Pos {
+            file: std::rc::Rc::new(PathBuf::new()),
+            line: 0,
+            col: 0,
+        })
 }
 
 const KNOWN: &[&str] = &[
@@ -245,6 +257,23 @@ const KNOWN: &[&str] = &[
     "lame_duck_duration",
     "lame_duck_grace_period",
     "jetstream",
+    "authorization",
+    "accounts",
+    "no_auth_user",
+    "system_account",
+    "system",
+    "operator",
+    "operators",
+    "root",
+    "roots",
+    "root_operator",
+    "root_operators",
+    "trusted",
+    "trusted_keys",
+    "resolver",
+    "account_resolver",
+    "accounts_resolver",
+    "resolver_preload",
 ];
 
 fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
@@ -366,7 +395,43 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
                     .push("JetStream is not supported by petrel: the jetstream block is ignored".into());
             }
         }
+        "authorization" => auth::authorization(&mut o.auth, item)?,
+        "accounts" => auth::accounts(&mut o.auth, item)?,
+        "no_auth_user" => o.auth.no_auth_user = Some(string(k, item)?),
+        "system_account" | "system" => o.auth.system_account = Some(string(k, item)?),
+        "operator" | "operators" | "root" | "roots" | "root_operator" | "root_operators" => {
+            o.auth.operator.get_or_insert_with(operator_default).jwts = auth::operator_jwts(item)?;
+        }
+        "trusted" | "trusted_keys" => {
+            let keys = match &item.value {
+                Value::Array(a) => a.iter().map(|i| string(k, i)).collect::<Result<Vec<_>, _>>()?,
+                _ => string(k, item)?.split_whitespace().map(str::to_string).collect(),
+            };
+            for key in &keys {
+                if !key.starts_with('O') || nkeys::KeyPair::from_public_key(key).is_err() {
+                    return Err(ConfError {
+                        pos: item.pos.clone(),
+                        msg: format!("trusted Keys: {key:?} is not a valid public operator nkey"),
+                    });
+                }
+            }
+            o.auth.trusted_keys = keys;
+        }
+        "resolver" | "account_resolver" | "accounts_resolver" => {
+            o.auth.operator.get_or_insert_with(operator_default).resolver = Some(auth::resolver(item)?);
+        }
+        "resolver_preload" => {
+            o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+fn operator_default() -> auth::OperatorConfig {
+    auth::OperatorConfig {
+        jwts: Vec::new(),
+        resolver: None,
+        preload: Vec::new(),
+    }
 }

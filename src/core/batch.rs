@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::ids::{ShardId, SubKey};
+use crate::ids::{AccountId, ShardId, SubKey};
 use crate::index::SubRef;
 
 /// A change to one shard's subscriptions, replayed on every other replica.
@@ -11,6 +11,8 @@ use crate::index::SubRef;
 pub enum InterestChange {
     /// A subscription was added.
     Add {
+        /// The account whose subject space holds it.
+        account: AccountId,
         /// Subscription subject.
         subject: Box<[u8]>,
         /// Queue group, if any.
@@ -20,6 +22,8 @@ pub enum InterestChange {
     },
     /// A subscription was removed.
     Remove {
+        /// The account whose subject space held it.
+        account: AccountId,
         /// Subscription subject.
         subject: Box<[u8]>,
         /// Queue group, if any.

@@ -1,32 +1,81 @@
 //! The bridge between one connection's [`Session`](crate::proto::session::Session)
 //! and its shard's [`ShardCore`].
 
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
 use super::ShardCore;
+use crate::auth::verify::{AuthError, ConnectRequest, Identity, Verifier};
 use crate::ids::ConnId;
 use crate::proto::connect::ClientOpts;
 use crate::proto::errors::WireError;
 use crate::proto::info::ServerInfo;
-use crate::proto::session::{Publish, SessionHost};
+use crate::proto::session::{ConnectGrant, Publish, Routed, SessionHost};
 
-/// Decides whether a CONNECT may proceed. The auth issue replaces the open
-/// policy with real checks; the core only needs the verdict.
-pub trait Authenticator {
-    /// Checks the CONNECT credentials.
-    fn check(&self, opts: &ClientOpts) -> Result<(), WireError>;
+/// A connection's authentication state: the verifier, what the client was
+/// told (nonce) and is (address), a verdict computed ahead of the CONNECT
+/// (off the shard when slow), and the identity once accepted.
+pub struct ConnAuth {
+    /// The server's verifier.
+    pub verifier: Arc<Verifier>,
+    /// The nonce sent in INFO ("" when none).
+    pub nonce: String,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+    /// A verdict for the CONNECT at the front of the input, computed before
+    /// the session reads it.
+    pub pending: Option<Result<Identity, AuthError>>,
+    /// The identity of the accepted client.
+    pub identity: Option<Identity>,
+    /// Wall-clock deadline → monotonic deadline offset, for expiry.
+    pub clock: (SystemTime, Instant),
 }
 
-/// No authentication configured: every CONNECT is accepted.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OpenAccess;
+impl ConnAuth {
+    /// Fresh state for a new connection.
+    pub fn new(verifier: Arc<Verifier>, ip: Option<IpAddr>) -> ConnAuth {
+        let nonce = if verifier.needs_nonce() {
+            new_nonce()
+        } else {
+            String::new()
+        };
+        ConnAuth {
+            verifier,
+            nonce,
+            ip,
+            pending: None,
+            identity: None,
+            clock: (SystemTime::now(), Instant::now()),
+        }
+    }
 
-impl Authenticator for OpenAccess {
-    fn check(&self, _: &ClientOpts) -> Result<(), WireError> {
-        Ok(())
+    /// State for a server without authentication (tests, fuzzing).
+    pub fn open() -> ConnAuth {
+        let v = Verifier::new(&Default::default()).expect("the open configuration is valid");
+        ConnAuth::new(Arc::new(v), None)
+    }
+
+    /// Verifies `opts` now, on this thread.
+    pub fn verify(&self, opts: &ClientOpts) -> Result<Identity, AuthError> {
+        let req = ConnectRequest {
+            opts,
+            nonce: &self.nonce,
+            ip: self.ip,
+        };
+        self.verifier.verify(&req, SystemTime::now())
     }
 }
 
+/// A nonce as nats-server makes them: 11 random bytes, base64url without padding.
+pub fn new_nonce() -> String {
+    use base64::Engine;
+    let bytes: [u8; 11] = std::array::from_fn(|_| fastrand::u8(..));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// A [`SessionHost`] for connection `cid` on `core`.
-pub struct CoreHost<'a, A: Authenticator> {
+pub struct CoreHost<'a> {
     /// The shard's core.
     pub core: &'a mut ShardCore,
     /// The connection.
@@ -37,8 +86,8 @@ pub struct CoreHost<'a, A: Authenticator> {
     pub client_ip: &'a str,
     /// Whether the server supports headers.
     pub headers_supported: bool,
-    /// The CONNECT check.
-    pub auth: &'a A,
+    /// The connection's authentication state.
+    pub auth: &'a mut ConnAuth,
 }
 
 /// The INFO a connection gets: the server's fields plus its own.
@@ -50,7 +99,7 @@ pub fn client_info(template: &ServerInfo, cid: ConnId, client_ip: &str) -> Serve
     }
 }
 
-impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
+impl SessionHost for CoreHost<'_> {
     fn out(&mut self) -> &mut Vec<u8> {
         self.core
             .conn_mut(self.cid)
@@ -59,14 +108,36 @@ impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
             .tail()
     }
 
-    fn connect(&mut self, opts: &ClientOpts) -> Result<(), WireError> {
-        self.auth.check(opts)?;
+    fn connect(&mut self, opts: &ClientOpts) -> Result<ConnectGrant, WireError> {
+        let verdict = match self.auth.pending.take() {
+            Some(v) => v,
+            None => self.auth.verify(opts),
+        };
+        let id = match verdict {
+            Ok(id) => id,
+            Err(e) => {
+                crate::error!("{} - cid:{} - authentication error: {e}", self.client_ip, self.cid.0);
+                return Err(e.wire());
+            }
+        };
         self.core
             .set_conn_opts(self.cid, opts.echo, opts.headers && self.headers_supported);
-        Ok(())
+        self.core.set_conn_identity(
+            self.cid,
+            id.account().id,
+            id.permissions().cloned(),
+            id.max_subscriptions(),
+        );
+        let (wall, mono) = self.auth.clock;
+        let grant = ConnectGrant {
+            max_payload: id.max_payload(),
+            expires: id.expires().map(|e| mono + e.duration_since(wall).unwrap_or_default()),
+        };
+        self.auth.identity = Some(id);
+        Ok(grant)
     }
 
-    fn publish(&mut self, msg: &Publish<'_>) -> bool {
+    fn publish(&mut self, msg: &Publish<'_>) -> Routed {
         self.core
             .publish(self.cid, msg.subject, msg.reply, msg.header_len, msg.message)
     }
@@ -90,7 +161,13 @@ impl<A: Authenticator> SessionHost for CoreHost<'_, A> {
     fn connect_info_json(&mut self) -> Vec<u8> {
         let mut info = client_info(self.info, self.cid, self.client_ip);
         info.connect_info = true;
-        info.remote_account = "$G".to_string();
+        match &self.auth.identity {
+            Some(id) => {
+                info.remote_account = id.account().name.clone();
+                info.acc_is_sys = id.account().is_system;
+            }
+            None => info.remote_account = crate::auth::config::GLOBAL_ACCOUNT.to_string(),
+        }
         info.to_json()
     }
 }

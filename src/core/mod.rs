@@ -13,14 +13,17 @@ pub mod pool;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-use crate::ids::{ConnId, ShardId, Sid, SubKey};
+use crate::auth::perms::{ConnPermissions, Permissions};
+use crate::ids::{AccountId, ConnId, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
+use crate::proto::session::Routed;
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
@@ -58,6 +61,9 @@ pub struct ConnEntry {
     sids: FxHashMap<Sid, SubKey>,
     echo: bool,
     headers: bool,
+    account: AccountId,
+    perms: Option<ConnPermissions>,
+    max_subs: Option<usize>,
     /// Interest sequence the client's latest SUB/UNSUB travels in.
     interest_seq: u64,
     deferred_pongs: Vec<Option<Vec<u8>>>,
@@ -80,6 +86,9 @@ impl ConnEntry {
             sids: FxHashMap::default(),
             echo: true,
             headers: false,
+            account: AccountId::GLOBAL,
+            perms: None,
+            max_subs: None,
             interest_seq: 0,
             deferred_pongs: Vec::new(),
             closing: None,
@@ -93,6 +102,11 @@ impl ConnEntry {
     /// Why the connection is being closed, once decided.
     pub fn closing(&self) -> Option<CloseReason> {
         self.closing
+    }
+
+    /// The account the connection is bound to.
+    pub fn account(&self) -> AccountId {
+        self.account
     }
 
     /// Number of subscriptions the connection holds.
@@ -110,6 +124,7 @@ impl ConnEntry {
 #[derive(Debug)]
 struct LocalSub {
     conn: ConnId,
+    account: AccountId,
     sid: Sid,
     subject: Box<[u8]>,
     queue: Option<Box<[u8]>>,
@@ -131,7 +146,9 @@ pub struct ShardCore {
     id: ShardId,
     nshards: usize,
     cfg: CoreConfig,
-    index: SubIndex,
+    /// One index replica per account, by account id.
+    indexes: Vec<SubIndex>,
+    now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
     next_sub: u64,
@@ -165,7 +182,8 @@ impl ShardCore {
             chunks: ChunkPool::default(),
             id,
             nshards,
-            index: SubIndex::new(cfg.sublist_cache),
+            indexes: vec![SubIndex::new(cfg.sublist_cache)],
+            now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
             subs: FxHashMap::default(),
@@ -201,9 +219,24 @@ impl ShardCore {
         }
     }
 
-    /// The index replica (read access for monitoring and tests).
-    pub fn index(&self) -> &SubIndex {
-        &self.index
+    /// An account's index replica (read access for monitoring and tests).
+    pub fn index(&self, account: AccountId) -> Option<&SubIndex> {
+        self.indexes.get(account.index())
+    }
+
+    /// Sets the time permission bookkeeping uses (response windows); the
+    /// runtime calls it before each read and batch.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn index_mut(&mut self, account: AccountId) -> &mut SubIndex {
+        let i = account.index();
+        if i >= self.indexes.len() {
+            let cache = self.cfg.sublist_cache;
+            self.indexes.resize_with(i + 1, || SubIndex::new(cache));
+        }
+        &mut self.indexes[i]
     }
 
     /// Registers a new local connection.
@@ -227,6 +260,22 @@ impl ShardCore {
         if let Some(c) = self.conns.get_mut(&cid) {
             c.echo = echo;
             c.headers = headers;
+        }
+    }
+
+    /// Binds a connection to its account and permissions (after CONNECT).
+    pub fn set_conn_identity(
+        &mut self,
+        cid: ConnId,
+        account: AccountId,
+        perms: Option<Arc<Permissions>>,
+        max_subs: Option<usize>,
+    ) {
+        self.index_mut(account);
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.account = account;
+            c.perms = perms.map(ConnPermissions::new);
+            c.max_subs = max_subs;
         }
     }
 
@@ -319,13 +368,23 @@ impl ShardCore {
 
     /// Adds a subscription for a local connection.
     pub fn subscribe(&mut self, cid: ConnId, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
-        let max_subs = self.cfg.max_subscriptions;
+        let server_max = self.cfg.max_subscriptions;
         let Some(c) = self.conns.get_mut(&cid) else {
             return Ok(());
         };
-        if max_subs > 0 && c.sids.len() >= max_subs {
+        if c.perms.as_ref().is_some_and(|p| !p.may_subscribe(subj, queue)) {
+            return Err(WireError::PermissionsViolation);
+        }
+        let max_subs = match (server_max, c.max_subs) {
+            (0, None) => usize::MAX,
+            (0, Some(m)) => m,
+            (s, None) => s,
+            (s, Some(m)) => s.min(m),
+        };
+        if c.sids.len() >= max_subs {
             return Err(WireError::MaxSubscriptionsExceeded);
         }
+        let account = c.account;
         let key = SubKey::new(self.id, self.next_sub);
         match c.sids.entry(Sid::from_bytes(sid)) {
             Entry::Occupied(_) => return Ok(()), // nats-server keeps the first
@@ -336,11 +395,12 @@ impl ShardCore {
         self.next_sub += 1;
         c.interest_seq = self.interest_seq + 1;
         let sub = SubRef { key, conn: cid };
-        self.index.insert(subj, queue, sub);
+        self.index_mut(account).insert(subj, queue, sub);
         self.subs.insert(
             key,
             LocalSub {
                 conn: cid,
+                account,
                 sid: Sid::from_bytes(sid),
                 subject: subj.into(),
                 queue: queue.map(Into::into),
@@ -349,6 +409,7 @@ impl ShardCore {
             },
         );
         self.broadcast(|| InterestChange::Add {
+            account,
             subject: subj.into(),
             queue: queue.map(Into::into),
             sub,
@@ -389,20 +450,22 @@ impl ShardCore {
         let Some(s) = self.subs.remove(&key) else {
             return;
         };
-        self.index.remove(&s.subject, s.queue.as_deref(), key);
+        self.index_mut(s.account).remove(&s.subject, s.queue.as_deref(), key);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.sids.remove(&s.sid);
         }
-        let (subject, queue) = (s.subject, s.queue);
+        let (subject, queue, account) = (s.subject, s.queue, s.account);
         self.broadcast(|| InterestChange::Remove {
+            account,
             subject: subject.clone(),
             queue: queue.clone(),
             key,
         });
     }
 
-    /// Routes a message a local client published; returns whether any
-    /// subscriber (on any shard) will receive it.
+    /// Routes a message a local client published: whether any subscriber
+    /// (on any shard) will receive it, or that the publisher may not
+    /// publish there.
     pub fn publish(
         &mut self,
         from: ConnId,
@@ -410,20 +473,24 @@ impl ShardCore {
         reply: Option<&[u8]>,
         header_len: Option<usize>,
         message: &[u8],
-    ) -> bool {
-        self.counters.in_msgs += 1;
-        self.counters.in_bytes += message.len() as u64;
-        let echo = match self.conns.get_mut(&from) {
+    ) -> Routed {
+        let now = self.now;
+        let (echo, account) = match self.conns.get_mut(&from) {
             Some(c) => {
+                if c.perms.as_mut().is_some_and(|p| !p.may_publish(subject, now)) {
+                    return Routed::Denied;
+                }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;
-                c.echo
+                (c.echo, c.account)
             }
-            None => true,
+            None => (true, AccountId::GLOBAL),
         };
-        let m = self.index.matches(subject);
+        self.counters.in_msgs += 1;
+        self.counters.in_bytes += message.len() as u64;
+        let m = self.index_mut(account).matches(subject);
         if m.is_empty() {
-            return false;
+            return Routed::NoInterest;
         }
         self.publishes += 1;
         let msg = Msg {
@@ -450,7 +517,11 @@ impl ShardCore {
                 any |= self.route_to(s, &msg, &mut shared);
             }
         }
-        any
+        if any {
+            Routed::Delivered
+        } else {
+            Routed::NoInterest
+        }
     }
 
     /// Delivers to a local subscription or queues for the owning shard.
@@ -521,6 +592,9 @@ impl ShardCore {
             c.out.discard();
             c.closing = Some(CloseReason::SlowConsumerPendingBytes);
             self.counters.slow_consumers += 1;
+        }
+        if let (Some(p), Some(reply)) = (c.perms.as_mut(), msg.reply) {
+            p.note_reply(reply, self.now);
         }
         c.wake();
         sub.delivered += 1;
@@ -616,9 +690,19 @@ impl ShardCore {
         }
         for ch in b.interest {
             match ch {
-                InterestChange::Add { subject, queue, sub } => self.index.insert(&subject, queue.as_deref(), sub),
-                InterestChange::Remove { subject, queue, key } => {
-                    self.index.remove(&subject, queue.as_deref(), key);
+                InterestChange::Add {
+                    account,
+                    subject,
+                    queue,
+                    sub,
+                } => self.index_mut(account).insert(&subject, queue.as_deref(), sub),
+                InterestChange::Remove {
+                    account,
+                    subject,
+                    queue,
+                    key,
+                } => {
+                    self.index_mut(account).remove(&subject, queue.as_deref(), key);
                 }
             }
         }

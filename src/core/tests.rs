@@ -5,16 +5,19 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::host::{CoreHost, OpenAccess};
+use super::host::{ConnAuth, CoreHost};
 use super::*;
+use crate::auth::config::AuthConfig;
+use crate::auth::verify::Verifier;
 use crate::proto::info::ServerInfo;
 use crate::proto::session::{Session, SessionConfig};
 
 struct Cluster {
     cores: Vec<ShardCore>,
-    sessions: HashMap<ConnId, (usize, Session)>,
+    sessions: HashMap<ConnId, (usize, Session, ConnAuth)>,
     info: ServerInfo,
     next: u64,
+    verifier: std::sync::Arc<Verifier>,
 }
 
 fn info() -> ServerInfo {
@@ -29,7 +32,12 @@ fn info() -> ServerInfo {
 
 impl Cluster {
     fn new(n: usize, cfg: CoreConfig) -> Cluster {
+        Self::with_auth(n, cfg, &AuthConfig::default())
+    }
+
+    fn with_auth(n: usize, cfg: CoreConfig, auth: &AuthConfig) -> Cluster {
         Cluster {
+            verifier: std::sync::Arc::new(Verifier::new(auth).unwrap()),
             cores: {
                 let pools = std::sync::Arc::new(BufferPools::new(n));
                 (0..n)
@@ -43,27 +51,35 @@ impl Cluster {
     }
 
     fn connect(&mut self, shard: usize) -> ConnId {
+        self.connect_with(shard, "")
+    }
+
+    /// Connects with extra CONNECT fields (credentials), e.g. `,"user":"a","pass":"a"`.
+    fn connect_with(&mut self, shard: usize, extra: &str) -> ConnId {
         let cid = ConnId(self.next);
         self.next += 1;
         self.cores[shard].add_conn(cid);
-        let s = Session::new(SessionConfig::default(), Instant::now(), Duration::from_secs(3600));
-        self.sessions.insert(cid, (shard, s));
-        self.feed(
-            cid,
-            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n",
-        );
+        let cfg = SessionConfig {
+            auth_required: self.verifier.auth_required(),
+            ..Default::default()
+        };
+        let s = Session::new(cfg, Instant::now(), Duration::from_secs(3600));
+        let auth = ConnAuth::new(self.verifier.clone(), None);
+        self.sessions.insert(cid, (shard, s, auth));
+        let connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true{extra}}}\r\n");
+        self.feed(cid, connect.as_bytes());
         cid
     }
 
     fn feed(&mut self, cid: ConnId, bytes: &[u8]) {
-        let (shard, session) = self.sessions.get_mut(&cid).unwrap();
+        let (shard, session, auth) = self.sessions.get_mut(&cid).unwrap();
         let mut host = CoreHost {
             core: &mut self.cores[*shard],
             cid,
             info: &self.info,
             client_ip: "127.0.0.1",
             headers_supported: true,
-            auth: &OpenAccess,
+            auth,
         };
         let used = session
             .receive(bytes, Instant::now(), &mut host)
@@ -232,8 +248,11 @@ fn auto_unsubscribe_counts_remote_deliveries() {
     }
     c.pump();
     assert_eq!(payloads(&c.take_out(s)).len(), 3);
-    assert!(c.cores[0].index().is_empty(), "removal reached the other replica");
-    assert!(c.cores[1].index().is_empty());
+    assert!(
+        c.cores[0].index(AccountId::GLOBAL).unwrap().is_empty(),
+        "removal reached the other replica"
+    );
+    assert!(c.cores[1].index(AccountId::GLOBAL).unwrap().is_empty());
 }
 
 #[test]

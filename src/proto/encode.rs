@@ -63,6 +63,13 @@ pub fn err(out: &mut Vec<u8>, e: WireError) {
     out.extend_from_slice(b"'\r\n");
 }
 
+/// Appends `-ERR '<text>'` for a permissions violation.
+pub fn violation(out: &mut Vec<u8>, v: super::errors::Violation<'_>) {
+    out.extend_from_slice(b"-ERR '");
+    out.extend_from_slice(super::errors::permissions_violation(v).as_bytes());
+    out.extend_from_slice(b"'\r\n");
+}
+
 /// Appends `INFO <json> \r\n` (nats-server puts a space before the CRLF).
 pub fn info(out: &mut Vec<u8>, json: &[u8]) {
     out.extend_from_slice(b"INFO ");

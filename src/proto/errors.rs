@@ -30,6 +30,41 @@ pub enum WireError {
     NoRespondersRequiresHeaders,
     /// Too many subscriptions for this client.
     MaxSubscriptionsExceeded,
+    /// The account's connection limit (account JWT `conn`) was reached.
+    MaxAccountConnectionsExceeded,
+    /// The user JWT expired (or its time window ended) while connected.
+    UserAuthenticationExpired,
+    /// An account update revoked the connected user.
+    UserAuthenticationRevoked,
+    /// The account JWT expired while the client was connected.
+    AccountAuthenticationExpired,
+    /// A publish or subscription the user's permissions refuse; the text
+    /// names the subject, see [`permissions_violation`].
+    PermissionsViolation,
+}
+
+/// What a permissions violation was about.
+#[derive(Debug, Clone, Copy)]
+pub enum Violation<'a> {
+    /// A publish to this subject.
+    Publish(&'a [u8]),
+    /// A subscription to this subject, in this queue group.
+    Subscribe(&'a [u8], Option<&'a [u8]>),
+}
+
+/// The text of a permissions violation `-ERR`, exactly as nats-server
+/// words it (the connection stays open).
+pub fn permissions_violation(v: Violation<'_>) -> String {
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match v {
+        Violation::Publish(subj) => format!("Permissions Violation for Publish to \"{}\"", s(subj)),
+        Violation::Subscribe(subj, None) => format!("Permissions Violation for Subscription to \"{}\"", s(subj)),
+        Violation::Subscribe(subj, Some(q)) => format!(
+            "Permissions Violation for Subscription to \"{}\" using queue \"{}\"",
+            s(subj),
+            s(q)
+        ),
+    }
 }
 
 impl WireError {
@@ -48,6 +83,11 @@ impl WireError {
             WireError::InvalidClientProtocol => "invalid client protocol",
             WireError::NoRespondersRequiresHeaders => "no responders requires headers support",
             WireError::MaxSubscriptionsExceeded => "maximum subscriptions exceeded",
+            WireError::MaxAccountConnectionsExceeded => "maximum account active connections exceeded",
+            WireError::UserAuthenticationExpired => "User Authentication Expired",
+            WireError::UserAuthenticationRevoked => "User Authentication Revoked",
+            WireError::AccountAuthenticationExpired => "Account Authentication Expired",
+            WireError::PermissionsViolation => "Permissions Violation",
         }
     }
 
@@ -63,7 +103,15 @@ impl WireError {
             WireError::MaxConnectionsExceeded => Some(CloseReason::MaxConnectionsExceeded),
             WireError::InvalidClientProtocol => Some(CloseReason::BadClientProtocolVersion),
             WireError::NoRespondersRequiresHeaders => Some(CloseReason::ProtocolViolation),
-            WireError::InvalidSubject | WireError::InvalidPublishSubject | WireError::MaxSubscriptionsExceeded => None,
+            WireError::MaxAccountConnectionsExceeded => Some(CloseReason::MaxAccountConnectionsExceeded),
+            WireError::UserAuthenticationExpired | WireError::AccountAuthenticationExpired => {
+                Some(CloseReason::AuthenticationExpired)
+            }
+            WireError::UserAuthenticationRevoked => Some(CloseReason::CredentialsRevoked),
+            WireError::InvalidSubject
+            | WireError::InvalidPublishSubject
+            | WireError::MaxSubscriptionsExceeded
+            | WireError::PermissionsViolation => None,
         }
     }
 }
@@ -100,6 +148,12 @@ pub enum CloseReason {
     WriteError,
     /// The server is shutting down.
     ServerShutdown,
+    /// The account's connection limit was reached.
+    MaxAccountConnectionsExceeded,
+    /// The user's or account's credentials expired.
+    AuthenticationExpired,
+    /// The user was revoked.
+    CredentialsRevoked,
 }
 
 impl CloseReason {
@@ -120,6 +174,9 @@ impl CloseReason {
             CloseReason::ReadError => "Read Error",
             CloseReason::WriteError => "Write Error",
             CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::CredentialsRevoked => "Credentials Revoked",
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::connect::ClientOpts;
 use super::encode;
-use super::errors::{parse_error_outcome, CloseReason, WireError};
+use super::errors::{parse_error_outcome, CloseReason, Violation, WireError};
 use super::parser::{parse, Op, ParseLimits, Parsed};
 use crate::subject;
 
@@ -60,16 +60,37 @@ pub struct Publish<'a> {
     pub message: &'a [u8],
 }
 
+/// What an accepted CONNECT grants beyond the server's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectGrant {
+    /// A payload limit below the server's (user or account limits).
+    pub max_payload: Option<usize>,
+    /// When the credentials expire; the client is closed then.
+    pub expires: Option<Instant>,
+}
+
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// At least one subscriber will receive it.
+    Delivered,
+    /// Nobody was interested.
+    NoInterest,
+    /// The publisher's permissions refuse the subject; it was dropped.
+    Denied,
+}
+
 /// What a session needs from the server around it.
 pub trait SessionHost {
     /// The connection's outbound buffer.
     fn out(&mut self) -> &mut Vec<u8>;
     /// Checks the credentials in CONNECT and records the options the router
     /// needs (echo, headers). `Err` is sent and closes the connection.
-    fn connect(&mut self, opts: &ClientOpts) -> Result<(), WireError>;
-    /// Routes a message; returns whether any subscriber will receive it.
-    fn publish(&mut self, msg: &Publish<'_>) -> bool;
-    /// Adds a subscription; `Err` is sent and the connection stays open.
+    fn connect(&mut self, opts: &ClientOpts) -> Result<ConnectGrant, WireError>;
+    /// Routes a message.
+    fn publish(&mut self, msg: &Publish<'_>) -> Routed;
+    /// Adds a subscription; `Err` is sent and the connection stays open
+    /// (`PermissionsViolation` is worded with the subject and queue).
     fn subscribe(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError>;
     /// Removes a subscription now, or after `max` messages in all.
     fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>);
@@ -95,6 +116,7 @@ pub struct Session {
     last_activity: Option<Instant>,
     ping_sent_at: Option<Instant>,
     rtt: Option<(Duration, Instant)>,
+    grant: ConnectGrant,
 }
 
 impl Session {
@@ -114,6 +136,7 @@ impl Session {
             last_activity: None,
             ping_sent_at: None,
             rtt: None,
+            grant: ConnectGrant::default(),
         }
     }
 
@@ -127,6 +150,11 @@ impl Session {
         &self.opts
     }
 
+    /// Whether a CONNECT was accepted.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// The last measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt.map(|r| r.0)
@@ -136,7 +164,10 @@ impl Session {
     pub fn limits(&self) -> ParseLimits {
         ParseLimits {
             max_control_line: self.cfg.max_control_line,
-            max_payload: self.cfg.max_payload,
+            max_payload: self
+                .grant
+                .max_payload
+                .map_or(self.cfg.max_payload, |m| m.min(self.cfg.max_payload)),
             headers: self.headers(),
         }
     }
@@ -245,6 +276,9 @@ impl Session {
                 }
                 match host.subscribe(subject, queue, sid) {
                     Ok(()) => self.ok(host),
+                    Err(WireError::PermissionsViolation) => {
+                        encode::violation(host.out(), Violation::Subscribe(subject, queue));
+                    }
                     Err(e) => Self::fail(host, e)?,
                 }
                 Ok(())
@@ -286,9 +320,10 @@ impl Session {
         let Some(opts) = ClientOpts::from_json(json) else {
             return Err(CloseReason::ProtocolViolation);
         };
-        if let Err(e) = host.connect(&opts) {
-            return Self::fail(host, e);
-        }
+        let grant = match host.connect(&opts) {
+            Ok(g) => g,
+            Err(e) => return Self::fail(host, e),
+        };
         if opts.account.is_some() || opts.new_account.is_some() {
             return Self::fail(host, WireError::AuthorizationViolation);
         }
@@ -300,6 +335,7 @@ impl Session {
             return Self::fail(host, WireError::NoRespondersRequiresHeaders);
         }
         self.opts = opts;
+        self.grant = grant;
         self.connected = true;
         self.auth_deadline = None;
         self.ok(host);
@@ -312,20 +348,23 @@ impl Session {
             encode::err(host.out(), WireError::InvalidPublishSubject);
         }
         self.ok(host);
-        let delivered = host.publish(&msg);
-        if !delivered && self.opts.no_responders {
-            if let Some(reply) = msg.reply {
-                host.no_responders(reply, msg.subject);
+        match host.publish(&msg) {
+            Routed::Delivered => {}
+            Routed::Denied => encode::violation(host.out(), Violation::Publish(msg.subject)),
+            Routed::NoInterest => {
+                if let (true, Some(reply)) = (self.opts.no_responders, msg.reply) {
+                    host.no_responders(reply, msg.subject);
+                }
             }
         }
     }
 
     /// The next instant at which [`Session::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Instant {
-        match self.auth_deadline {
-            Some(d) => d.min(self.next_ping),
-            None => self.next_ping,
-        }
+        [self.auth_deadline, self.grant.expires]
+            .into_iter()
+            .flatten()
+            .fold(self.next_ping, Instant::min)
     }
 
     /// Acts on deadlines that have passed: the auth timeout, server PINGs and
@@ -335,6 +374,9 @@ impl Session {
             if now >= d && !self.connected {
                 return Self::fail(host, WireError::AuthenticationTimeout);
             }
+        }
+        if self.grant.expires.is_some_and(|e| now >= e) {
+            return Self::fail(host, WireError::UserAuthenticationExpired);
         }
         if now < self.next_ping {
             return Ok(());
@@ -375,25 +417,35 @@ mod tests {
         subs: Vec<(Vec<u8>, Vec<u8>)>,
         deliver: bool,
         fail_auth: bool,
+        grant: ConnectGrant,
     }
 
     impl SessionHost for Host {
         fn out(&mut self) -> &mut Vec<u8> {
             &mut self.out
         }
-        fn connect(&mut self, _: &ClientOpts) -> Result<(), WireError> {
+        fn connect(&mut self, _: &ClientOpts) -> Result<ConnectGrant, WireError> {
             if self.fail_auth {
                 Err(WireError::AuthorizationViolation)
             } else {
-                Ok(())
+                Ok(self.grant)
             }
         }
-        fn publish(&mut self, m: &Publish<'_>) -> bool {
+        fn publish(&mut self, m: &Publish<'_>) -> Routed {
             self.published
                 .push((m.subject.to_vec(), m.reply.map(<[u8]>::to_vec), m.message.to_vec()));
-            self.deliver
+            if m.subject.starts_with(b"denied") {
+                Routed::Denied
+            } else if self.deliver {
+                Routed::Delivered
+            } else {
+                Routed::NoInterest
+            }
         }
         fn subscribe(&mut self, s: &[u8], _: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
+            if s.starts_with(b"denied") {
+                return Err(WireError::PermissionsViolation);
+            }
             self.subs.push((s.to_vec(), sid.to_vec()));
             Ok(())
         }
@@ -571,6 +623,42 @@ mod tests {
         let t2 = s.poll_timeout();
         s.handle_timeout(t2, &mut h).unwrap();
         assert!(h.out.is_empty(), "active client with fresh RTT is not pinged");
+    }
+
+    #[test]
+    fn violations_are_worded_and_keep_the_connection() {
+        let mut h = Host::default();
+        let (_, r) = run(
+            SessionConfig::default(),
+            &mut h,
+            b"CONNECT {\"verbose\":false}\r\nPUB denied.x 1\r\nx\r\nSUB denied.y q 1\r\nPING\r\n",
+        );
+        assert!(r.is_ok());
+        assert_eq!(
+            String::from_utf8_lossy(&h.out),
+            "-ERR 'Permissions Violation for Publish to \"denied.x\"'\r\n\
+             -ERR 'Permissions Violation for Subscription to \"denied.y\" using queue \"q\"'\r\nPONG\r\n"
+        );
+    }
+
+    #[test]
+    fn grant_lowers_payload_and_expires() {
+        let now = Instant::now();
+        let mut h = Host {
+            grant: ConnectGrant {
+                max_payload: Some(4),
+                expires: Some(now + Duration::from_secs(1)),
+            },
+            ..Default::default()
+        };
+        let mut s = Session::new(SessionConfig::default(), now, Duration::from_secs(60));
+        s.receive(b"CONNECT {\"verbose\":false}\r\n", now, &mut h).unwrap();
+        assert_eq!(s.poll_timeout(), now + Duration::from_secs(1));
+        let r = s.handle_timeout(now + Duration::from_secs(1), &mut h);
+        assert_eq!(r, Err(CloseReason::AuthenticationExpired));
+        assert!(h.out.ends_with(b"-ERR 'User Authentication Expired'\r\n"));
+        let r = s.receive(b"PUB a 5\r\nhello\r\n", now, &mut h);
+        assert_eq!(r, Err(CloseReason::MaxPayloadExceeded));
     }
 
     #[test]

@@ -14,10 +14,12 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use super::Shard;
-use crate::core::host::{client_info, CoreHost, OpenAccess};
+use crate::core::host::{client_info, ConnAuth, CoreHost};
 use crate::ids::ConnId;
+use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
+use crate::proto::parser::{parse, Op, Parsed};
 use crate::proto::session::Session;
 
 /// Smallest and largest read buffer: it grows while reads fill it.
@@ -77,7 +79,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
     let stream: Stream = Rc::new(RefCell::new(stream));
-    let info = client_info(&shard.info.borrow(), cid, &ip);
+    let verifier = shard.shared.verifier.clone();
+    let auth = Rc::new(RefCell::new(ConnAuth::new(verifier.clone(), ip.parse().ok())));
+    let mut info = client_info(&shard.info.borrow(), cid, &ip);
+    info.auth_required = verifier.auth_required();
+    info.nonce = auth.borrow().nonce.clone();
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
@@ -106,8 +112,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     );
 
     let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid));
-    let timer = glommio::spawn_local(timer_loop(shard.clone(), session.clone(), cid, ip.clone()));
-    let reason = read_loop(&shard, &stream, &session, cid, &ip).await;
+    let timer = glommio::spawn_local(timer_loop(
+        shard.clone(),
+        session.clone(),
+        auth.clone(),
+        cid,
+        ip.clone(),
+    ));
+    let reason = read_loop(&shard, &stream, &session, &auth, cid, &ip).await;
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     drop(timer); // cancels it
@@ -124,10 +136,52 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     );
 }
 
+/// The CONNECT at the front of `buf`, if the whole of it is there.
+fn front_connect(session: &Session, buf: &[u8]) -> Option<ClientOpts> {
+    match parse(buf, &session.limits()) {
+        Ok(Parsed::Op(Op::Connect(json), _)) => ClientOpts::from_json(json),
+        _ => None,
+    }
+}
+
+/// Verifies the CONNECT at the front of `buf` before the session reads it,
+/// on a blocking thread when that may take long (bcrypt, account fetch), so
+/// other connections of the shard go on meanwhile.
+async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf: &[u8]) {
+    if session.borrow().is_connected() || auth.borrow().pending.is_some() {
+        return;
+    }
+    let Some(opts) = front_connect(&session.borrow(), buf) else {
+        return;
+    };
+    let (verifier, nonce, ip) = {
+        let a = auth.borrow();
+        if !a.verifier.is_slow(&opts) {
+            drop(a);
+            let v = auth.borrow().verify(&opts);
+            auth.borrow_mut().pending = Some(v);
+            return;
+        }
+        (a.verifier.clone(), a.nonce.clone(), a.ip)
+    };
+    let verdict = glommio::executor()
+        .spawn_blocking(move || {
+            let req = crate::auth::verify::ConnectRequest {
+                opts: &opts,
+                nonce: &nonce,
+                ip,
+            };
+            verifier.verify(&req, std::time::SystemTime::now())
+        })
+        .await;
+    auth.borrow_mut().pending = Some(verdict);
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: &Stream,
     session: &RefCell<Session>,
+    auth: &RefCell<ConnAuth>,
     cid: ConnId,
     ip: &str,
 ) -> CloseReason {
@@ -156,6 +210,9 @@ async fn read_loop(
         );
         let full_read = filled + n == buf.len();
         filled += n;
+        if auth.borrow().verifier.auth_required() {
+            verify_ahead(session, auth, &buf[..filled]).await;
+        }
         let result = {
             let mut core = shard.core.borrow_mut();
             if let Some(r) = core.conn(cid).and_then(|c| c.closing()) {
@@ -163,14 +220,16 @@ async fn read_loop(
             }
             // Subscriptions other shards made up to now must match this read.
             core.poll_control();
+            core.set_now(Instant::now());
             let info = shard.info.borrow();
+            let mut auth = auth.borrow_mut();
             let mut host = CoreHost {
                 core: &mut core,
                 cid,
                 info: &info,
                 client_ip: ip,
                 headers_supported: info.headers,
-                auth: &OpenAccess,
+                auth: &mut auth,
             };
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
             core.wake(cid);
@@ -236,7 +295,13 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
     }
 }
 
-async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId, ip: String) {
+async fn timer_loop(
+    shard: Rc<Shard>,
+    session: Rc<RefCell<Session>>,
+    auth: Rc<RefCell<ConnAuth>>,
+    cid: ConnId,
+    ip: String,
+) {
     loop {
         let deadline = session.borrow().poll_timeout();
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -246,13 +311,14 @@ async fn timer_loop(shard: Rc<Shard>, session: Rc<RefCell<Session>>, cid: ConnId
             return;
         }
         let info = shard.info.borrow();
+        let mut auth = auth.borrow_mut();
         let mut host = CoreHost {
             core: &mut core,
             cid,
             info: &info,
             client_ip: &ip,
             headers_supported: info.headers,
-            auth: &OpenAccess,
+            auth: &mut auth,
         };
         let r = session.borrow_mut().handle_timeout(Instant::now(), &mut host);
         core.wake(cid);

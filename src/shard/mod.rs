@@ -52,6 +52,8 @@ pub struct Shared {
     pub stats: Vec<ShardStats>,
     /// Batch buffers on their way back to the shard that filled them.
     pub pools: Arc<BufferPools>,
+    /// Checks CONNECT credentials; holds the account table.
+    pub verifier: Arc<crate::auth::verify::Verifier>,
 }
 
 /// The session settings derived from options.
@@ -62,8 +64,8 @@ pub fn session_config(o: &Options) -> SessionConfig {
         headers_supported: !o.no_header_support,
         ping_interval: o.ping_interval,
         ping_max: o.ping_max,
-        auth_required: false,
-        auth_timeout: o.auth_timeout,
+        auth_required: o.auth.is_enabled(),
+        auth_timeout: o.auth.timeout.unwrap_or(o.auth_timeout),
     }
 }
 
@@ -78,8 +80,14 @@ pub fn core_config(o: &Options) -> CoreConfig {
 
 impl Shared {
     /// Builds the shared state.
-    pub fn new(opts: Options, info: ServerInfo, nshards: usize) -> Shared {
+    pub fn new(
+        opts: Options,
+        info: ServerInfo,
+        nshards: usize,
+        verifier: Arc<crate::auth::verify::Verifier>,
+    ) -> Shared {
         Shared {
+            verifier,
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),

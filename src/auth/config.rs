@@ -1,0 +1,626 @@
+//! The authentication and account settings of a configuration file
+//! (`authorization`, `accounts`, `no_auth_user`, `system_account`,
+//! `operator`, `resolver`, ...) as typed values, read from the positioned
+//! value tree so every error names its file, line and key.
+
+use std::time::Duration;
+
+use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
+use crate::conf::parse::ConfError;
+use crate::conf::value::{Item, Map, Value};
+
+/// The name of the global account clients use when no accounts are configured.
+pub const GLOBAL_ACCOUNT: &str = "$G";
+/// The default system account's name.
+pub const DEFAULT_SYSTEM_ACCOUNT: &str = "$SYS";
+
+/// How a configured user proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `user` and `password` (plain, or a bcrypt hash starting `$2`).
+    Password {
+        /// User name.
+        user: String,
+        /// Password or bcrypt hash.
+        password: String,
+    },
+    /// An nkey user: signs the server's nonce with the key's seed.
+    Nkey(String),
+}
+
+/// A user from `authorization` or an account's `users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Its credential.
+    pub credential: Credential,
+    /// The account it belongs to (`$G` when none).
+    pub account: String,
+    /// Its permissions; `default_permissions` apply when absent.
+    pub permissions: Option<Permissions>,
+}
+
+impl UserConfig {
+    /// The name the user is known by (user name or nkey).
+    pub fn name(&self) -> &str {
+        match &self.credential {
+            Credential::Password { user, .. } => user,
+            Credential::Nkey(k) => k,
+        }
+    }
+}
+
+/// Stream or service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Messages flow from the exporter to importers' subscribers.
+    Stream,
+    /// Requests flow from importers to the exporter's responders, and
+    /// replies back.
+    Service,
+}
+
+/// An account's export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Stream or service.
+    pub kind: ExchangeKind,
+    /// The exported subject (may hold wildcards).
+    pub subject: String,
+    /// Accounts allowed to import it; `None` is public.
+    pub accounts: Option<Vec<String>>,
+}
+
+/// An account's import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportConfig {
+    /// Stream or service.
+    pub kind: ExchangeKind,
+    /// The exporting account.
+    pub account: String,
+    /// The subject in the exporter's space.
+    pub subject: String,
+    /// The subject in the importer's space (`to`, or `prefix.subject`);
+    /// the exporter's subject when absent.
+    pub local: Option<String>,
+}
+
+/// An account from the `accounts` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// The account's name.
+    pub name: String,
+    /// What it offers.
+    pub exports: Vec<ExportConfig>,
+    /// What it takes from others.
+    pub imports: Vec<ImportConfig>,
+}
+
+/// Where account JWTs come from in operator mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverConfig {
+    /// `resolver: MEMORY` with `resolver_preload`.
+    Memory,
+    /// `resolver: URL(<url>)`: HTTP GET `<url><account>`.
+    Url(String),
+}
+
+/// Decentralized (operator) mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorConfig {
+    /// The operator JWTs (contents, not paths).
+    pub jwts: Vec<String>,
+    /// The account resolver.
+    pub resolver: Option<ResolverConfig>,
+    /// `resolver_preload`: account public key to account JWT.
+    pub preload: Vec<(String, String)>,
+}
+
+/// Everything about who may connect and where they land.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthConfig {
+    /// `authorization { token }` or `--auth`.
+    pub token: Option<String>,
+    /// Every configured user (single user, `users` lists, accounts' users).
+    pub users: Vec<UserConfig>,
+    /// Permissions for users that have none.
+    pub default_permissions: Option<Permissions>,
+    /// `authorization { timeout }`.
+    pub timeout: Option<Duration>,
+    /// The user a client without credentials becomes.
+    pub no_auth_user: Option<String>,
+    /// Configured accounts.
+    pub accounts: Vec<AccountConfig>,
+    /// The system account's name (or public key in operator mode).
+    pub system_account: Option<String>,
+    /// Operator mode.
+    pub operator: Option<OperatorConfig>,
+    /// `trusted_keys`: operator public keys trusted without an operator JWT.
+    pub trusted_keys: Vec<String>,
+}
+
+impl AuthConfig {
+    /// True when any form of authentication is configured.
+    pub fn is_enabled(&self) -> bool {
+        self.token.is_some() || !self.users.is_empty() || self.operator.is_some() || !self.trusted_keys.is_empty()
+    }
+}
+
+fn err(item: &Item, msg: impl Into<String>) -> ConfError {
+    ConfError {
+        pos: item.pos.clone(),
+        msg: msg.into(),
+    }
+}
+
+fn string(key: &str, item: &Item) -> Result<String, ConfError> {
+    match &item.value {
+        Value::Str(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => Err(err(
+            item,
+            format!("{key}: expected a string, got {}", item.value.kind()),
+        )),
+    }
+}
+
+fn map<'a>(key: &str, item: &'a Item) -> Result<&'a Map, ConfError> {
+    match &item.value {
+        Value::Map(m) => Ok(m),
+        _ => Err(err(item, format!("{key}: expected a map, got {}", item.value.kind()))),
+    }
+}
+
+/// A string or an array of strings.
+fn strings(key: &str, item: &Item) -> Result<Vec<String>, ConfError> {
+    match &item.value {
+        Value::Array(a) => a.iter().map(|i| string(key, i)).collect(),
+        _ => Ok(vec![string(key, item)?]),
+    }
+}
+
+fn seconds(key: &str, item: &Item) -> Result<Duration, ConfError> {
+    let secs = match &item.value {
+        Value::Int(n) => *n as f64,
+        Value::Float(f) => *f,
+        Value::Str(s) => {
+            return crate::conf::options::parse_go_duration(s)
+                .ok_or_else(|| err(item, format!("{key}: invalid duration {s:?}")))
+        }
+        _ => return Err(err(item, format!("{key}: expected seconds, got {}", item.value.kind()))),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err(item, format!("{key}: invalid duration")))
+}
+
+/// A publish or subscribe rule: a subject, a list, or `{allow, deny}`.
+fn subject_rule(key: &str, item: &Item) -> Result<SubjectRule, ConfError> {
+    match &item.value {
+        Value::Map(m) => {
+            let mut r = SubjectRule::default();
+            for (k, _, v) in &m.entries {
+                match k.to_ascii_lowercase().as_str() {
+                    "allow" => r.allow = Some(PatternList::new(&strings(k, v)?)),
+                    "deny" => r.deny = Some(PatternList::new(&strings(k, v)?)),
+                    other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
+                }
+            }
+            Ok(r)
+        }
+        _ => Ok(SubjectRule {
+            allow: Some(PatternList::new(&strings(key, item)?)),
+            deny: None,
+        }),
+    }
+}
+
+fn response_permission(item: &Item) -> Result<Option<ResponsePermission>, ConfError> {
+    match &item.value {
+        Value::Bool(false) => Ok(None),
+        Value::Bool(true) => Ok(Some(ResponsePermission::default())),
+        Value::Map(m) => {
+            let mut rp = ResponsePermission::default();
+            for (k, _, v) in &m.entries {
+                match k.to_ascii_lowercase().as_str() {
+                    "max" | "max_msgs" | "max_messages" | "max_responses" => match v.value {
+                        Value::Int(n) if n >= 0 => rp.max = n as u64,
+                        _ => return Err(err(v, "allow_responses: max must be a non-negative integer")),
+                    },
+                    "expires" | "expiration" | "ttl" => rp.expires = seconds(k, v)?,
+                    other => return Err(err(v, format!("Unknown field \"{other}\" parsing allow_responses"))),
+                }
+            }
+            Ok(Some(rp))
+        }
+        _ => Err(err(item, "allow_responses: expected a boolean or a map")),
+    }
+}
+
+/// A `permissions` block.
+pub fn permissions(item: &Item) -> Result<Permissions, ConfError> {
+    let m = map("permissions", item)?;
+    let mut p = Permissions::default();
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "publish" | "pub" => p.publish = subject_rule(k, v)?,
+            "subscribe" | "sub" => p.subscribe = subject_rule(k, v)?,
+            "allow_responses" | "allow_response" => p.response = response_permission(v)?,
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
+        }
+    }
+    Ok(p.normalized())
+}
+
+/// One entry of a `users` list.
+fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
+    let m = map("users", item)?;
+    let mut name = None;
+    let mut password = None;
+    let mut nkey = None;
+    let mut perms = None;
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "user" | "username" => name = Some(string(k, v)?),
+            "pass" | "password" => password = Some(string(k, v)?),
+            "nkey" => {
+                let key = string(k, v)?;
+                if !key.starts_with('U') || nkeys::KeyPair::from_public_key(&key).is_err() {
+                    return Err(err(v, format!("Not a valid public nkey for a user: {key:?}")));
+                }
+                nkey = Some(key);
+            }
+            "permission" | "permissions" => perms = Some(permissions(v)?),
+            // Accepted as nats-server does; connection types and proxies are
+            // not distinguished by petrel.
+            "allowed_connection_types" | "connection_types" | "clients" | "proxy_required" | "account" => {}
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing users"))),
+        }
+    }
+    let credential = match (nkey, name) {
+        (Some(k), None) => {
+            if password.is_some() {
+                return Err(err(item, "Nkey users do not take usernames or passwords"));
+            }
+            Credential::Nkey(k)
+        }
+        (Some(_), Some(_)) => return Err(err(item, "Nkey users do not take usernames or passwords")),
+        (None, Some(user)) => Credential::Password {
+            user,
+            password: password.unwrap_or_default(),
+        },
+        (None, None) => return Err(err(item, "User entry requires a user")),
+    };
+    Ok(UserConfig {
+        credential,
+        account: account.to_string(),
+        permissions: perms,
+    })
+}
+
+fn users(item: &Item, account: &str) -> Result<Vec<UserConfig>, ConfError> {
+    match &item.value {
+        Value::Array(a) => a.iter().map(|u| user(u, account)).collect(),
+        _ => Err(err(
+            item,
+            format!("users: expected an array, got {}", item.value.kind()),
+        )),
+    }
+}
+
+/// The `authorization` block.
+pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
+    let m = map("authorization", item)?;
+    let mut single_user = None;
+    let mut single_pass = None;
+    let mut single_perms = None;
+    let mut list = None;
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "user" | "username" => single_user = Some(string(k, v)?),
+            "pass" | "password" => single_pass = Some(string(k, v)?),
+            "token" => a.token = Some(string(k, v)?),
+            "timeout" => a.timeout = Some(seconds(k, v)?),
+            "users" => list = Some((users(v, GLOBAL_ACCOUNT)?, v)),
+            "permission" | "permissions" => single_perms = Some(permissions(v)?),
+            "default_permission" | "default_permissions" => a.default_permissions = Some(permissions(v)?),
+            "auth_callout" | "callout" => {
+                return Err(err(v, "authorization: auth callout is not supported by petrel"));
+            }
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing authorization"))),
+        }
+    }
+    if let Some((list, at)) = list {
+        if single_user.is_some() {
+            return Err(err(at, "Can not have a single user/pass and a users array"));
+        }
+        if a.token.is_some() {
+            return Err(err(at, "Can not have a token and a users array"));
+        }
+        a.users.extend(list);
+    }
+    if let Some(user) = single_user {
+        a.users.push(UserConfig {
+            credential: Credential::Password {
+                user,
+                password: single_pass.unwrap_or_default(),
+            },
+            account: GLOBAL_ACCOUNT.to_string(),
+            permissions: single_perms,
+        });
+    }
+    Ok(())
+}
+
+fn export(item: &Item) -> Result<ExportConfig, ConfError> {
+    let m = map("exports", item)?;
+    let mut kind_subject = None;
+    let mut accounts = None;
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "stream" => kind_subject = Some((ExchangeKind::Stream, string(k, v)?)),
+            "service" => kind_subject = Some((ExchangeKind::Service, string(k, v)?)),
+            "accounts" => accounts = Some(strings(k, v)?),
+            // Response types, latency tracking and thresholds shape
+            // nats-server's response bookkeeping; petrel's response routing
+            // has no per-export state (see README, accounts).
+            "response"
+            | "response_type"
+            | "threshold"
+            | "response_threshold"
+            | "latency"
+            | "account_token_position"
+            | "advertise"
+            | "allow_trace"
+            | "name"
+            | "description"
+            | "info_url" => {}
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing export"))),
+        }
+    }
+    let (kind, subject) = kind_subject.ok_or_else(|| err(item, "export requires a stream or service subject"))?;
+    if !crate::subject::is_valid_subject(subject.as_bytes()) {
+        return Err(err(item, format!("export: invalid subject {subject:?}")));
+    }
+    Ok(ExportConfig {
+        kind,
+        subject,
+        accounts,
+    })
+}
+
+fn import(item: &Item) -> Result<ImportConfig, ConfError> {
+    let m = map("imports", item)?;
+    let mut src = None;
+    let mut to = None;
+    let mut prefix = None;
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            kind @ ("stream" | "service") => {
+                let sm = map(k, v)?;
+                let account = sm
+                    .get("account")
+                    .map(|a| string("account", a))
+                    .transpose()?
+                    .ok_or_else(|| err(v, "import requires an account"))?;
+                let subject = sm
+                    .get("subject")
+                    .map(|a| string("subject", a))
+                    .transpose()?
+                    .ok_or_else(|| err(v, "import requires a subject"))?;
+                let kind = if kind == "stream" {
+                    ExchangeKind::Stream
+                } else {
+                    ExchangeKind::Service
+                };
+                src = Some((kind, account, subject));
+            }
+            "to" | "local_subject" => to = Some(string(k, v)?),
+            "prefix" => prefix = Some(string(k, v)?),
+            "share" | "allow_trace" | "name" => {}
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing import"))),
+        }
+    }
+    let (kind, account, subject) = src.ok_or_else(|| err(item, "import requires a stream or service"))?;
+    let local = match (to, prefix) {
+        (Some(t), _) => Some(t),
+        (None, Some(p)) => Some(format!("{p}.{subject}")),
+        (None, None) => None,
+    };
+    if let Some(l) = &local {
+        if !crate::subject::is_valid_subject(l.as_bytes()) {
+            return Err(err(item, format!("import: invalid local subject {l:?}")));
+        }
+    }
+    Ok(ImportConfig {
+        kind,
+        account,
+        subject,
+        local,
+    })
+}
+
+/// The `accounts` block.
+pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
+    let m = match &item.value {
+        Value::Map(m) => m,
+        Value::Array(list) => {
+            for i in list {
+                a.accounts.push(AccountConfig {
+                    name: string("accounts", i)?,
+                    exports: Vec::new(),
+                    imports: Vec::new(),
+                });
+            }
+            return Ok(());
+        }
+        _ => return Err(err(item, "accounts: expected a map")),
+    };
+    for (name, _, v) in &m.entries {
+        let mut acc = AccountConfig {
+            name: name.clone(),
+            exports: Vec::new(),
+            imports: Vec::new(),
+        };
+        let mut defaults = None;
+        if let Value::Map(am) = &v.value {
+            for (k, _, av) in &am.entries {
+                match k.to_ascii_lowercase().as_str() {
+                    "users" => a.users.extend(users(av, name)?),
+                    "exports" => match &av.value {
+                        Value::Array(l) => acc.exports = l.iter().map(export).collect::<Result<_, _>>()?,
+                        _ => return Err(err(av, "exports: expected an array")),
+                    },
+                    "imports" => match &av.value {
+                        Value::Array(l) => acc.imports = l.iter().map(import).collect::<Result<_, _>>()?,
+                        _ => return Err(err(av, "imports: expected an array")),
+                    },
+                    "default_permissions" | "default_permission" => defaults = Some(permissions(av)?),
+                    // JetStream and tracing settings have nothing to act on here.
+                    "jetstream" | "js" | "limits" | "mappings" | "msg_trace" | "trace_dest" | "nkey" => {}
+                    other => return Err(err(av, format!("Unknown field \"{other}\" parsing account"))),
+                }
+            }
+        }
+        if let Some(p) = defaults {
+            account_defaults(a, name, p);
+        }
+        a.accounts.push(acc);
+    }
+    Ok(())
+}
+
+/// Gives an account's users without permissions the account's defaults.
+fn account_defaults(a: &mut AuthConfig, account: &str, p: Permissions) {
+    for u in a.users.iter_mut().filter(|u| u.account == account) {
+        if u.permissions.is_none() {
+            u.permissions = Some(p.clone());
+        }
+    }
+}
+
+/// `resolver: MEMORY` or `resolver: URL(...)`.
+pub fn resolver(item: &Item) -> Result<ResolverConfig, ConfError> {
+    let s = match &item.value {
+        Value::Str(s) => s.trim().to_string(),
+        Value::Map(_) => {
+            return Err(err(
+                item,
+                "resolver: the NATS account resolver (type full/cache) is not supported by petrel yet",
+            ))
+        }
+        _ => return Err(err(item, "resolver: expected MEMORY or URL(...)")),
+    };
+    let upper = s.to_ascii_uppercase();
+    if upper == "MEMORY" || upper == "MEM" {
+        return Ok(ResolverConfig::Memory);
+    }
+    if upper.starts_with("URL(") && s.ends_with(')') {
+        let inner = s[4..s.len() - 1].trim().trim_matches(|c| c == '"' || c == '\'').trim();
+        let mut url = inner.to_string();
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        return Ok(ResolverConfig::Url(url));
+    }
+    Err(err(item, format!("resolver: unsupported resolver {s:?}")))
+}
+
+/// `operator`: file paths or inline JWTs.
+pub fn operator_jwts(item: &Item) -> Result<Vec<String>, ConfError> {
+    let mut out = Vec::new();
+    for entry in strings("operator", item)? {
+        let text = match std::fs::read_to_string(&entry) {
+            Ok(t) => t,
+            Err(e) if entry.starts_with("eyJ") => {
+                let _ = e;
+                entry.clone()
+            }
+            Err(e) => return Err(err(item, format!("operator: error reading {entry:?}: {e}"))),
+        };
+        let jwt = super::jwt::extract_jwt(&text)
+            .ok_or_else(|| err(item, format!("operator: no JWT found in {entry:?}")))?
+            .to_string();
+        super::jwt::decode_operator(&jwt).map_err(|e| err(item, format!("operator: invalid operator JWT: {e}")))?;
+        out.push(jwt);
+    }
+    Ok(out)
+}
+
+/// `resolver_preload`: account public key to JWT.
+pub fn preload(item: &Item) -> Result<Vec<(String, String)>, ConfError> {
+    let m = map("resolver_preload", item)?;
+    let mut out = Vec::new();
+    for (k, _, v) in &m.entries {
+        let jwt = string(k, v)?;
+        let claims = super::jwt::decode_account(&jwt).map_err(|e| err(v, format!("invalid account JWT: {e}")))?;
+        if claims.sub != *k {
+            return Err(err(
+                v,
+                format!("invalid account JWT: subject {} does not match key {k}", claims.sub),
+            ));
+        }
+        out.push((k.clone(), jwt));
+    }
+    Ok(out)
+}
+
+/// Checks that the settings fit together, as nats-server does after
+/// reading a file. `at` locates a key for the error message.
+pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(), ConfError> {
+    let pos_err = |key: &str, msg: String| match at(key) {
+        Some(i) => err(&i, msg),
+        None => ConfError {
+            pos: crate::conf::value::Pos {
+                file: std::rc::Rc::new(Default::default()),
+                line: 0,
+                col: 0,
+            },
+            msg,
+        },
+    };
+    if a.operator.is_some() {
+        if !a.users.is_empty() || !a.accounts.is_empty() {
+            return Err(pos_err(
+                "operator",
+                "operators do not allow Accounts/users to be configured directly".into(),
+            ));
+        }
+        if a.no_auth_user.is_some() {
+            return Err(pos_err(
+                "no_auth_user",
+                "no_auth_user not compatible with Trusted Operator".into(),
+            ));
+        }
+        if a.operator.as_ref().is_some_and(|o| o.resolver.is_none()) {
+            return Err(pos_err("operator", "operators require an account resolver".into()));
+        }
+    }
+    let known_account = |n: &str| n == GLOBAL_ACCOUNT || a.accounts.iter().any(|x| x.name == n);
+    for acc in &a.accounts {
+        for imp in &acc.imports {
+            if !known_account(&imp.account) {
+                return Err(pos_err(
+                    "accounts",
+                    format!("import of {:?} from unknown account {:?}", imp.subject, imp.account),
+                ));
+            }
+        }
+    }
+    if let Some(u) = &a.no_auth_user {
+        if !a.users.iter().any(|x| x.name() == u) {
+            return Err(pos_err(
+                "no_auth_user",
+                format!(
+                    "no_auth_user: {u:?} not present as user or nkey in authorization block or account configuration"
+                ),
+            ));
+        }
+    }
+    if let (Some(sys), None) = (&a.system_account, &a.operator) {
+        if sys != DEFAULT_SYSTEM_ACCOUNT && !a.accounts.iter().any(|x| x.name == *sys) {
+            return Err(pos_err(
+                "system_account",
+                format!("system_account: account {sys:?} is not defined"),
+            ));
+        }
+    }
+    Ok(())
+}

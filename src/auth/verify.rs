@@ -1,0 +1,772 @@
+//! The verifier: from a CONNECT's credentials to an [`Identity`], or a
+//! refusal. An `Identity` can only be made here, so a session that holds
+//! one was verified.
+//!
+//! Config mode checks tokens, user/password (plain or bcrypt) and nkey
+//! signatures over the nonce. Operator mode checks the whole JWT chain:
+//! user JWT signature and times, the account JWT (from the resolver) issued
+//! by a trusted operator key, the user's issuer among the account's keys
+//! (scoped keys supply the user's permissions), bearer, nonce signature,
+//! revocations, source networks, time windows and limits.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::accounts::{Account, AccountTable, ConnSlot};
+use super::config::{AuthConfig, Credential, ResolverConfig, GLOBAL_ACCOUNT};
+use super::jwt;
+use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
+use crate::proto::connect::ClientOpts;
+use crate::proto::errors::WireError;
+
+/// Why a CONNECT was refused. Every variant but the connection limit is an
+/// `Authorization Violation` on the wire; the variants say why in the log.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credentials matched.
+    #[error("no matching credentials")]
+    NoMatch,
+    /// A password or token did not match.
+    #[error("bad password or token")]
+    BadPassword,
+    /// The nonce signature was missing or wrong.
+    #[error("signature verification failed")]
+    BadSignature,
+    /// The user JWT failed to decode or validate.
+    #[error("user JWT: {0}")]
+    UserJwt(String),
+    /// The account could not be found or failed validation.
+    #[error("account {0}: {1}")]
+    Account(String, String),
+    /// The user's issuer is not the account or one of its signing keys.
+    #[error("user issuer {0} is not a signing key of account {1}")]
+    Issuer(String, String),
+    /// The user was revoked.
+    #[error("user revoked")]
+    Revoked,
+    /// Bearer tokens are not allowed for the account.
+    #[error("bearer token not allowed")]
+    BearerNotAllowed,
+    /// The client's address is outside the user's `src` networks.
+    #[error("client address {0} not allowed")]
+    SourceNotAllowed(String),
+    /// Outside the user's connect time windows.
+    #[error("outside allowed connect times")]
+    OutsideTimes,
+    /// The user may not use this kind of connection.
+    #[error("connection type not allowed")]
+    ConnectionType,
+    /// The account's connection limit is reached.
+    #[error("maximum account active connections exceeded")]
+    MaxAccountConnections,
+}
+
+impl AuthError {
+    /// The `-ERR` the client gets.
+    pub fn wire(&self) -> WireError {
+        match self {
+            AuthError::MaxAccountConnections => WireError::MaxAccountConnectionsExceeded,
+            _ => WireError::AuthorizationViolation,
+        }
+    }
+}
+
+/// A verified client: its account, name, permissions, limits and expiry.
+/// Only this module constructs it.
+#[derive(Debug)]
+pub struct Identity {
+    slot: ConnSlot,
+    user: String,
+    permissions: Option<Arc<Permissions>>,
+    expires: Option<SystemTime>,
+    max_payload: Option<usize>,
+    max_subs: Option<usize>,
+}
+
+impl Identity {
+    /// The account the client is bound to.
+    pub fn account(&self) -> &Arc<Account> {
+        self.slot.account()
+    }
+
+    /// The user name, nkey or user public key ("" when anonymous).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Permissions; `None` allows everything.
+    pub fn permissions(&self) -> Option<&Arc<Permissions>> {
+        self.permissions.as_ref()
+    }
+
+    /// When the credentials stop being valid.
+    pub fn expires(&self) -> Option<SystemTime> {
+        self.expires
+    }
+
+    /// A payload limit below the server's, from the user or account.
+    pub fn max_payload(&self) -> Option<usize> {
+        self.max_payload
+    }
+
+    /// A subscription limit from the user or account.
+    pub fn max_subscriptions(&self) -> Option<usize> {
+        self.max_subs
+    }
+}
+
+/// What a CONNECT presents.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRequest<'a> {
+    /// The CONNECT options (credentials among them).
+    pub opts: &'a ClientOpts,
+    /// The nonce sent in this connection's INFO ("" when none).
+    pub nonce: &'a str,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+}
+
+#[derive(Debug)]
+struct UserRec {
+    name: String,
+    password: Option<String>,
+    account: Arc<Account>,
+    perms: Option<Arc<Permissions>>,
+}
+
+#[derive(Debug, Default)]
+struct ConfigUsers {
+    token: Option<String>,
+    by_name: HashMap<String, Arc<UserRec>>,
+    by_nkey: HashMap<String, Arc<UserRec>>,
+    no_auth: Option<Arc<UserRec>>,
+}
+
+/// How long a fetched account JWT is kept before it is fetched again.
+const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(120);
+/// How long an account the resolver did not have is remembered as missing.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// nats-server's URL resolver fetch timeout.
+pub const FETCH_TIMEOUT: Duration = Duration::from_millis(1900);
+
+#[derive(Debug)]
+struct OperatorTrust {
+    /// Keys that may sign account JWTs.
+    trusted: Vec<String>,
+    resolver: ResolverConfig,
+    preload: HashMap<String, String>,
+    cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Open,
+    Config(ConfigUsers),
+    Operator(OperatorTrust),
+}
+
+/// Checks CONNECT credentials against the configuration.
+#[derive(Debug)]
+pub struct Verifier {
+    mode: Mode,
+    accounts: Arc<AccountTable>,
+    global: Arc<Account>,
+}
+
+fn is_bcrypt(s: &str) -> bool {
+    s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2x$") || s.starts_with("$2y$")
+}
+
+fn password_matches(stored: &str, given: &str) -> bool {
+    if is_bcrypt(stored) {
+        bcrypt::verify(given, stored).unwrap_or(false)
+    } else {
+        constant_time_eq(stored.as_bytes(), given.as_bytes())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unix_now(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Verifier {
+    /// Builds the verifier for `cfg`. The account table gets every
+    /// configured account; `Err` names what is wrong with the operator set-up.
+    pub fn new(cfg: &AuthConfig) -> Result<Verifier, String> {
+        if let Some(op) = &cfg.operator {
+            let mut trusted = Vec::new();
+            let mut system = cfg.system_account.clone();
+            for token in &op.jwts {
+                let c = jwt::decode_operator(token).map_err(|e| format!("operator JWT: {e}"))?;
+                if !c.nats.strict_signing_key_usage {
+                    trusted.push(c.sub.clone());
+                }
+                trusted.extend(c.nats.signing_keys.iter().cloned());
+                if !c.nats.system_account.is_empty() {
+                    match &system {
+                        Some(s) if *s != c.nats.system_account => {
+                            return Err(format!(
+                                "system_account {s} differs from the operator's system account {}",
+                                c.nats.system_account
+                            ))
+                        }
+                        Some(_) => {}
+                        None => system = Some(c.nats.system_account.clone()),
+                    }
+                }
+            }
+            trusted.extend(cfg.trusted_keys.iter().cloned());
+            let accounts = Arc::new(AccountTable::new(system.as_deref()));
+            let global = accounts.get_or_create(GLOBAL_ACCOUNT);
+            return Ok(Verifier {
+                mode: Mode::Operator(OperatorTrust {
+                    trusted,
+                    resolver: op.resolver.clone().unwrap_or(ResolverConfig::Memory),
+                    preload: op.preload.iter().cloned().collect(),
+                    cache: Mutex::new(HashMap::new()),
+                }),
+                accounts,
+                global,
+            });
+        }
+        let accounts = Arc::new(AccountTable::new(cfg.system_account.as_deref()));
+        let global = accounts.get_or_create(GLOBAL_ACCOUNT);
+        for a in &cfg.accounts {
+            accounts.get_or_create(&a.name);
+        }
+        if !cfg.is_enabled() {
+            return Ok(Verifier {
+                mode: Mode::Open,
+                accounts,
+                global,
+            });
+        }
+        let default_perms = cfg.default_permissions.clone().map(Arc::new);
+        let mut users = ConfigUsers {
+            token: cfg.token.clone(),
+            ..Default::default()
+        };
+        for u in &cfg.users {
+            let rec = Arc::new(UserRec {
+                name: u.name().to_string(),
+                password: match &u.credential {
+                    Credential::Password { password, .. } => Some(password.clone()),
+                    Credential::Nkey(_) => None,
+                },
+                account: accounts.get_or_create(&u.account),
+                perms: u.permissions.clone().map(Arc::new).or_else(|| default_perms.clone()),
+            });
+            match &u.credential {
+                Credential::Password { user, .. } => users.by_name.insert(user.clone(), rec),
+                Credential::Nkey(k) => users.by_nkey.insert(k.clone(), rec),
+            };
+        }
+        if let Some(n) = &cfg.no_auth_user {
+            users.no_auth = users.by_name.get(n).or_else(|| users.by_nkey.get(n)).cloned();
+        }
+        Ok(Verifier {
+            mode: Mode::Config(users),
+            accounts,
+            global,
+        })
+    }
+
+    /// The account table.
+    pub fn accounts(&self) -> &Arc<AccountTable> {
+        &self.accounts
+    }
+
+    /// Whether clients must authenticate (INFO `auth_required`).
+    pub fn auth_required(&self) -> bool {
+        !matches!(self.mode, Mode::Open)
+    }
+
+    /// Whether INFO carries a nonce to sign (nkey users or operator mode).
+    pub fn needs_nonce(&self) -> bool {
+        match &self.mode {
+            Mode::Open => false,
+            Mode::Config(u) => !u.by_nkey.is_empty(),
+            Mode::Operator(_) => true,
+        }
+    }
+
+    /// The URL resolver's base URL, for the start-up probe.
+    pub fn resolver_url(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Operator(OperatorTrust {
+                resolver: ResolverConfig::Url(u),
+                ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Whether verifying `opts` may take long (bcrypt, an account fetch),
+    /// so the caller should run it off the shard's thread.
+    pub fn is_slow(&self, opts: &ClientOpts) -> bool {
+        match &self.mode {
+            Mode::Open => false,
+            Mode::Config(u) => {
+                let user = opts
+                    .user
+                    .as_deref()
+                    .and_then(|n| u.by_name.get(n))
+                    .or(u.no_auth.as_ref().filter(|_| opts.user.is_none()));
+                user.and_then(|r| r.password.as_deref()).is_some_and(is_bcrypt)
+                    || u.token.as_deref().is_some_and(is_bcrypt)
+            }
+            Mode::Operator(op) => matches!(op.resolver, ResolverConfig::Url(_)),
+        }
+    }
+
+    /// The identity of a client when no authentication is configured.
+    fn open_identity(&self) -> Result<Identity, AuthError> {
+        Ok(Identity {
+            slot: ConnSlot::take(&self.global).ok_or(AuthError::MaxAccountConnections)?,
+            user: String::new(),
+            permissions: None,
+            expires: None,
+            max_payload: None,
+            max_subs: None,
+        })
+    }
+
+    /// Checks a CONNECT. May block (bcrypt, resolver fetch): see [`Self::is_slow`].
+    pub fn verify(&self, req: &ConnectRequest<'_>, now: SystemTime) -> Result<Identity, AuthError> {
+        match &self.mode {
+            Mode::Open => self.open_identity(),
+            Mode::Config(u) => self.verify_config(u, req),
+            Mode::Operator(op) => self.verify_jwt(op, req, now),
+        }
+    }
+
+    fn identity_of(rec: &UserRec) -> Result<Identity, AuthError> {
+        Ok(Identity {
+            slot: ConnSlot::take(&rec.account).ok_or(AuthError::MaxAccountConnections)?,
+            user: rec.name.clone(),
+            permissions: rec.perms.clone(),
+            expires: None,
+            max_payload: None,
+            max_subs: None,
+        })
+    }
+
+    fn verify_config(&self, u: &ConfigUsers, req: &ConnectRequest<'_>) -> Result<Identity, AuthError> {
+        let o = req.opts;
+        if let Some(nkey) = &o.nkey {
+            let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;
+            let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
+            if !jwt::verify_nonce(nkey, req.nonce.as_bytes(), sig) {
+                return Err(AuthError::BadSignature);
+            }
+            return Self::identity_of(rec);
+        }
+        if let Some(user) = &o.user {
+            let rec = u.by_name.get(user).ok_or(AuthError::NoMatch)?;
+            let given = o.pass.as_deref().unwrap_or("");
+            if !password_matches(rec.password.as_deref().unwrap_or(""), given) {
+                return Err(AuthError::BadPassword);
+            }
+            return Self::identity_of(rec);
+        }
+        if let Some(token) = &u.token {
+            let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
+            if !password_matches(token, given) {
+                return Err(AuthError::BadPassword);
+            }
+            return Ok(Identity {
+                slot: ConnSlot::take(&self.global).ok_or(AuthError::MaxAccountConnections)?,
+                user: String::new(),
+                permissions: None,
+                expires: None,
+                max_payload: None,
+                max_subs: None,
+            });
+        }
+        let nothing = o.auth_token.is_none() && o.jwt.is_none() && o.pass.is_none();
+        match (&u.no_auth, nothing) {
+            (Some(rec), true) => Self::identity_of(rec),
+            _ => Err(AuthError::NoMatch),
+        }
+    }
+
+    /// The account JWT for `key`, from the preload, the cache or the URL.
+    fn account_jwt(&self, op: &OperatorTrust, key: &str) -> Result<String, AuthError> {
+        let missing = |why: String| AuthError::Account(key.to_string(), why);
+        {
+            let cache = op.cache.lock().expect("account cache lock");
+            if let Some((jwt, at)) = cache.get(key) {
+                let ttl = if jwt.is_some() { ACCOUNT_CACHE_TTL } else { NEGATIVE_TTL };
+                if at.elapsed() < ttl || matches!(op.resolver, ResolverConfig::Memory) {
+                    return jwt.clone().ok_or_else(|| missing("account missing".into()));
+                }
+            }
+        }
+        if let Some(j) = op.preload.get(key) {
+            return Ok(j.clone());
+        }
+        let fetched = match &op.resolver {
+            ResolverConfig::Memory => None,
+            ResolverConfig::Url(base) => fetch(&format!("{base}{key}")).ok(),
+        };
+        op.cache
+            .lock()
+            .expect("account cache lock")
+            .insert(key.to_string(), (fetched.clone(), Instant::now()));
+        fetched.ok_or_else(|| missing("account missing".into()))
+    }
+
+    /// Installs an updated account JWT (a claims update) when it is newer
+    /// than the one held; returns whether it was applied.
+    pub fn update_account(&self, token: &str) -> Result<bool, String> {
+        let Mode::Operator(op) = &self.mode else {
+            return Err("not in operator mode".into());
+        };
+        let c = jwt::decode_account(token).map_err(|e| e.to_string())?;
+        if !op.trusted.iter().any(|k| *k == c.iss) {
+            return Err("account not signed by a trusted operator key".into());
+        }
+        let mut cache = op.cache.lock().expect("account cache lock");
+        if let Some((Some(old), _)) = cache.get(&c.sub) {
+            if jwt::decode_account(old).is_ok_and(|o| o.iat > c.iat) {
+                return Ok(false);
+            }
+        }
+        cache.insert(c.sub.clone(), (Some(token.to_string()), Instant::now()));
+        Ok(true)
+    }
+
+    fn verify_jwt(&self, op: &OperatorTrust, req: &ConnectRequest<'_>, now: SystemTime) -> Result<Identity, AuthError> {
+        let o = req.opts;
+        let now_s = unix_now(now);
+        let token = o.jwt.as_deref().ok_or(AuthError::NoMatch)?;
+        let user = jwt::decode_user(token).map_err(|e| AuthError::UserJwt(e.to_string()))?;
+        user.check_time(now_s).map_err(|e| AuthError::UserJwt(e.to_string()))?;
+        let acc_key = if user.nats.issuer_account.is_empty() {
+            user.iss.clone()
+        } else {
+            user.nats.issuer_account.clone()
+        };
+        let acc_err = |why: String| AuthError::Account(acc_key.clone(), why);
+        let acc_token = self.account_jwt(op, &acc_key)?;
+        let acc = jwt::decode_account(&acc_token).map_err(|e| acc_err(e.to_string()))?;
+        if acc.sub != acc_key {
+            return Err(acc_err("account JWT subject mismatch".into()));
+        }
+        if !op.trusted.iter().any(|k| *k == acc.iss) {
+            return Err(acc_err("account not issued by a trusted operator".into()));
+        }
+        acc.check_time(now_s).map_err(|e| acc_err(e.to_string()))?;
+
+        // The user's issuer: the account itself or one of its signing keys.
+        let mut limits = user.nats.limits.clone();
+        if user.iss != acc_key {
+            let Some(sk) = acc.nats.signing_key(&user.iss) else {
+                return Err(AuthError::Issuer(user.iss.clone(), acc_key.clone()));
+            };
+            if let jwt::SigningKey::Scoped { template, .. } = sk {
+                if !scoped_user_is_plain(&limits) {
+                    return Err(AuthError::UserJwt(
+                        "scoped users require no permissions or limits set".into(),
+                    ));
+                }
+                limits = apply_template(template, &user, &acc);
+            }
+        }
+        if limits.bearer_token {
+            if acc.nats.limits.disallow_bearer {
+                return Err(AuthError::BearerNotAllowed);
+            }
+        } else {
+            let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
+            if !jwt::verify_nonce(&user.sub, req.nonce.as_bytes(), sig) {
+                return Err(AuthError::BadSignature);
+            }
+        }
+        if acc.nats.is_revoked(&user.sub, user.iat) {
+            return Err(AuthError::Revoked);
+        }
+        if !limits.src.is_empty() {
+            let ip = req.ip.ok_or_else(|| AuthError::SourceNotAllowed("unknown".into()))?;
+            if !limits.src.iter().any(|c| cidr_contains(c, ip)) {
+                return Err(AuthError::SourceNotAllowed(ip.to_string()));
+            }
+        }
+        let window_end = match times_window(&limits.times, &limits.times_location, now) {
+            TimeCheck::Inside(end) => end,
+            TimeCheck::Outside => return Err(AuthError::OutsideTimes),
+        };
+        if !limits.allowed_connection_types.is_empty()
+            && !limits
+                .allowed_connection_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("STANDARD"))
+        {
+            return Err(AuthError::ConnectionType);
+        }
+
+        let account = self.accounts.get_or_create(&acc_key);
+        account.set_max_connections(acc.nats.limits.conn);
+        let slot = ConnSlot::take(&account).ok_or(AuthError::MaxAccountConnections)?;
+        let mut perms = jwt_permissions(&limits);
+        if perms.is_none() {
+            perms = default_permissions(&acc.nats.default_permissions);
+        }
+        let user_exp = user
+            .exp
+            .filter(|e| *e > 0)
+            .map(|e| UNIX_EPOCH + Duration::from_secs(e as u64));
+        let expires = match (user_exp, window_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Identity {
+            slot,
+            user: user.sub.clone(),
+            permissions: perms.map(Arc::new),
+            expires,
+            max_payload: min_limit(limits.payload, acc.nats.limits.payload),
+            max_subs: min_limit(limits.subs, acc.nats.limits.subs),
+        })
+    }
+}
+
+/// The smaller of two JWT limits (−1: unlimited) as an optional limit.
+fn min_limit(a: i64, b: i64) -> Option<usize> {
+    let v = match (a, b) {
+        (-1, -1) => return None,
+        (-1, x) | (x, -1) => x,
+        (x, y) => x.min(y),
+    };
+    Some(v.max(0) as usize)
+}
+
+fn scoped_user_is_plain(l: &jwt::UserPermissionLimits) -> bool {
+    let empty = |p: &jwt::Permission| {
+        p.allow.as_ref().is_none_or(|a| a.is_empty()) && p.deny.as_ref().is_none_or(|d| d.is_empty())
+    };
+    empty(&l.pub_)
+        && empty(&l.sub)
+        && l.resp.is_none()
+        && l.src.is_empty()
+        && l.times.is_empty()
+        && [l.subs, l.data, l.payload].iter().all(|v| *v == -1 || *v == 0)
+}
+
+/// Fills a scoped signing key's template for `user`.
+fn apply_template(
+    template: &jwt::UserPermissionLimits,
+    user: &jwt::UserClaims,
+    acc: &jwt::AccountClaims,
+) -> jwt::UserPermissionLimits {
+    let fill = |s: &String| -> String {
+        let mut out = s
+            .replace("{{name()}}", &user.name)
+            .replace("{{subject()}}", &user.sub)
+            .replace("{{account-name()}}", &acc.name)
+            .replace("{{account-subject()}}", &acc.sub);
+        for t in &user.nats.tags {
+            if let Some((k, v)) = t.split_once(':') {
+                out = out.replace(&format!("{{{{tag({k})}}}}"), v);
+            }
+        }
+        for t in &acc.nats.tags {
+            if let Some((k, v)) = t.split_once(':') {
+                out = out.replace(&format!("{{{{account-tag({k})}}}}"), v);
+            }
+        }
+        out
+    };
+    let fill_perm = |p: &jwt::Permission| jwt::Permission {
+        allow: p.allow.as_ref().map(|v| v.iter().map(fill).collect()),
+        deny: p.deny.as_ref().map(|v| v.iter().map(fill).collect()),
+    };
+    let mut t = template.clone();
+    t.pub_ = fill_perm(&template.pub_);
+    t.sub = fill_perm(&template.sub);
+    t
+}
+
+fn list(v: &Option<Vec<String>>) -> Option<PatternList> {
+    v.as_ref().filter(|l| !l.is_empty()).map(|l| PatternList::new(l))
+}
+
+fn jwt_permissions(l: &jwt::UserPermissionLimits) -> Option<Permissions> {
+    let p = Permissions {
+        publish: SubjectRule {
+            allow: list(&l.pub_.allow),
+            deny: list(&l.pub_.deny),
+        },
+        subscribe: SubjectRule {
+            allow: list(&l.sub.allow),
+            deny: list(&l.sub.deny),
+        },
+        response: l.resp.as_ref().map(|r| ResponsePermission {
+            max: r.max.max(0) as u64,
+            expires: Duration::from_nanos(r.ttl_ns.max(0) as u64),
+        }),
+    };
+    let empty = p.publish.is_open() && p.subscribe.is_open() && p.response.is_none();
+    (!empty).then(|| p.normalized())
+}
+
+fn default_permissions(d: &jwt::DefaultPermissions) -> Option<Permissions> {
+    let p = Permissions {
+        publish: SubjectRule {
+            allow: list(&d.pub_.allow),
+            deny: list(&d.pub_.deny),
+        },
+        subscribe: SubjectRule {
+            allow: list(&d.sub.allow),
+            deny: list(&d.sub.deny),
+        },
+        response: d.resp.as_ref().map(|r| ResponsePermission {
+            max: r.max.max(0) as u64,
+            expires: Duration::from_nanos(r.ttl_ns.max(0) as u64),
+        }),
+    };
+    let empty = p.publish.is_open() && p.subscribe.is_open() && p.response.is_none();
+    (!empty).then(|| p.normalized())
+}
+
+/// Whether CIDR `net` (`a.b.c.d/n`, `::1/128`, or a bare address) holds `ip`.
+pub fn cidr_contains(net: &str, ip: IpAddr) -> bool {
+    let (addr, bits) = match net.trim().split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok()),
+        None => (net.trim(), None),
+    };
+    let Ok(base) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    match (base, ip) {
+        (IpAddr::V4(b), IpAddr::V4(i)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(b) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(b), IpAddr::V6(i)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(b) & mask == u128::from(i) & mask
+        }
+        (IpAddr::V4(b), IpAddr::V6(i)) => i
+            .to_ipv4_mapped()
+            .is_some_and(|m| cidr_contains(&b.to_string(), m.into())),
+        _ => false,
+    }
+}
+
+enum TimeCheck {
+    /// Inside a window (or no windows); the end of that window if any.
+    Inside(Option<SystemTime>),
+    Outside,
+}
+
+fn hms(s: &str) -> Option<u32> {
+    let mut it = s.split(':');
+    let h: u32 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let sec: u32 = it.next().unwrap_or("0").parse().ok()?;
+    (h < 24 && m < 60 && sec < 60).then_some(h * 3600 + m * 60 + sec)
+}
+
+/// Checks the user's connect windows. Times are in UTC when
+/// `times_location` is empty or "UTC"; other zones are refused (petrel has
+/// no zone database), which is stricter, never looser, than nats-server.
+fn times_window(times: &[jwt::TimeRange], location: &str, now: SystemTime) -> TimeCheck {
+    if times.is_empty() {
+        return TimeCheck::Inside(None);
+    }
+    if !(location.is_empty() || location.eq_ignore_ascii_case("UTC")) {
+        return TimeCheck::Outside;
+    }
+    let secs = unix_now(now);
+    let day_start = secs - secs.rem_euclid(86400);
+    let of_day = secs.rem_euclid(86400) as u32;
+    for t in times {
+        let (Some(start), Some(end)) = (hms(&t.start), hms(&t.end)) else {
+            continue;
+        };
+        let inside = if start <= end {
+            of_day >= start && of_day < end
+        } else {
+            of_day >= start || of_day < end
+        };
+        if inside {
+            let mut end_abs = day_start + end as i64;
+            if end_abs <= secs {
+                end_abs += 86400;
+            }
+            return TimeCheck::Inside(Some(UNIX_EPOCH + Duration::from_secs(end_abs as u64)));
+        }
+    }
+    TimeCheck::Outside
+}
+
+/// HTTP GET of an account JWT (or the resolver's probe): the body on 200.
+pub fn fetch(url: &str) -> Result<String, String> {
+    let agent = ureq::AgentBuilder::new().timeout(FETCH_TIMEOUT).build();
+    match agent.get(url).call() {
+        Ok(r) if r.status() == 200 => r.into_string().map_err(|e| e.to_string()),
+        Ok(r) => Err(format!("status {}", r.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(cidr_contains("127.0.0.0/8", ip));
+        assert!(cidr_contains("127.0.0.1", ip));
+        assert!(!cidr_contains("10.0.0.0/8", ip));
+        assert!(cidr_contains("0.0.0.0/0", ip));
+        assert!(cidr_contains("::1/128", "::1".parse().unwrap()));
+        assert!(!cidr_contains("garbage", ip));
+    }
+
+    #[test]
+    fn limits_combine() {
+        assert_eq!(min_limit(-1, -1), None);
+        assert_eq!(min_limit(-1, 10), Some(10));
+        assert_eq!(min_limit(5, 10), Some(5));
+        assert_eq!(min_limit(0, -1), Some(0));
+    }
+
+    #[test]
+    fn time_windows() {
+        let noon = UNIX_EPOCH + Duration::from_secs(86400 * 100 + 12 * 3600);
+        let w = |s: &str, e: &str| jwt::TimeRange {
+            start: s.into(),
+            end: e.into(),
+        };
+        assert!(matches!(times_window(&[], "", noon), TimeCheck::Inside(None)));
+        match times_window(&[w("11:00:00", "13:00:00")], "", noon) {
+            TimeCheck::Inside(Some(end)) => assert_eq!(end, noon + Duration::from_secs(3600)),
+            _ => panic!("inside"),
+        }
+        assert!(matches!(
+            times_window(&[w("13:00:00", "14:00:00")], "UTC", noon),
+            TimeCheck::Outside
+        ));
+        assert!(matches!(
+            times_window(&[w("22:00:00", "13:00:00")], "", noon),
+            TimeCheck::Inside(Some(_))
+        ));
+        assert!(matches!(
+            times_window(&[w("11:00:00", "13:00:00")], "Europe/Paris", noon),
+            TimeCheck::Outside
+        ));
+    }
+}
