@@ -103,7 +103,26 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("lame_duck_grace_period", true, |o| {
         format!("{:?}", o.lame_duck_grace_period)
     }),
+    // Credentials are shown as fingerprints so logs never carry secrets.
+    ("authorization", false, |o| {
+        let a = &o.auth;
+        fingerprint(&(&a.token, &a.users, &a.default_permissions, &a.timeout, &a.no_auth_user))
+    }),
+    ("accounts", false, |o| {
+        fingerprint(&(&o.auth.accounts, &o.auth.system_account))
+    }),
+    ("operator", false, |o| {
+        fingerprint(&(&o.auth.operator, &o.auth.trusted_keys))
+    }),
 ];
+
+/// A short stable digest of a value's debug form.
+fn fingerprint<T: fmt::Debug>(v: &T) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{v:?}").hash(&mut h);
+    format!("{:016x}", h.finish())
+}
 
 /// Compares the running options with newly read ones.
 pub fn diff(old: &Options, new: &Options) -> ReloadOutcome {

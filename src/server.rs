@@ -161,6 +161,9 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     }
 
     let verifier = Arc::new(crate::auth::verify::Verifier::new(&opts.auth).map_err(ServerError::Auth)?);
+    for w in verifier.warnings() {
+        warn!("{w}");
+    }
     if let Some(url) = verifier.resolver_url() {
         // nats-server probes the bare URL and refuses to start without a 200.
         crate::auth::verify::fetch(url)

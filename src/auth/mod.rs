@@ -5,4 +5,5 @@ pub mod jwt;
 pub mod accounts;
 pub mod config;
 pub mod perms;
+pub mod routes;
 pub mod verify;

@@ -20,6 +20,7 @@ use super::accounts::{Account, AccountTable, ConnSlot};
 use super::config::{AuthConfig, Credential, ResolverConfig, GLOBAL_ACCOUNT};
 use super::jwt;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
+use super::routes::Routes;
 use crate::proto::connect::ClientOpts;
 use crate::proto::errors::WireError;
 
@@ -175,6 +176,8 @@ pub struct Verifier {
     mode: Mode,
     accounts: Arc<AccountTable>,
     global: Arc<Account>,
+    routes: Arc<Routes>,
+    warnings: Vec<String>,
 }
 
 fn is_bcrypt(s: &str) -> bool {
@@ -235,6 +238,8 @@ impl Verifier {
                 }),
                 accounts,
                 global,
+                routes: Arc::new(Routes::default()),
+                warnings: Vec::new(),
             });
         }
         let accounts = Arc::new(AccountTable::new(cfg.system_account.as_deref()));
@@ -242,11 +247,15 @@ impl Verifier {
         for a in &cfg.accounts {
             accounts.get_or_create(&a.name);
         }
+        let (routes, warnings) = Routes::build(&accounts, &cfg.accounts);
+        let routes = Arc::new(routes);
         if !cfg.is_enabled() {
             return Ok(Verifier {
                 mode: Mode::Open,
                 accounts,
                 global,
+                routes,
+                warnings,
             });
         }
         let default_perms = cfg.default_permissions.clone().map(Arc::new);
@@ -276,12 +285,25 @@ impl Verifier {
             mode: Mode::Config(users),
             accounts,
             global,
+            routes,
+            warnings,
         })
     }
 
     /// The account table.
     pub fn accounts(&self) -> &Arc<AccountTable> {
         &self.accounts
+    }
+
+    /// The accounts' import routes.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.clone()
+    }
+
+    /// Problems with the configuration worth a warning at start-up
+    /// (imports no export allows).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Whether clients must authenticate (INFO `auth_required`).

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use crate::auth::perms::{ConnPermissions, Permissions};
+use crate::auth::routes::{map_subject, Routes, REPLY_PREFIX};
 use crate::ids::{AccountId, ConnId, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
@@ -148,6 +149,8 @@ pub struct ShardCore {
     cfg: CoreConfig,
     /// One index replica per account, by account id.
     indexes: Vec<SubIndex>,
+    routes: Arc<Routes>,
+    has_routes: bool,
     now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
@@ -183,6 +186,8 @@ impl ShardCore {
             id,
             nshards,
             indexes: vec![SubIndex::new(cfg.sublist_cache)],
+            routes: Arc::new(Routes::default()),
+            has_routes: false,
             now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
@@ -222,6 +227,12 @@ impl ShardCore {
     /// An account's index replica (read access for monitoring and tests).
     pub fn index(&self, account: AccountId) -> Option<&SubIndex> {
         self.indexes.get(account.index())
+    }
+
+    /// Installs the accounts' import routes (shared by every shard).
+    pub fn set_routes(&mut self, routes: Arc<Routes>) {
+        self.has_routes = routes.has_services() || routes.any();
+        self.routes = routes;
     }
 
     /// Sets the time permission bookkeeping uses (response windows); the
@@ -488,40 +499,99 @@ impl ShardCore {
         };
         self.counters.in_msgs += 1;
         self.counters.in_bytes += message.len() as u64;
-        let m = self.index_mut(account).matches(subject);
-        if m.is_empty() {
-            return Routed::NoInterest;
-        }
-        self.publishes += 1;
         let msg = Msg {
             subject,
             reply,
             header_len,
             message,
         };
-        let mut shared: Option<Bytes> = None;
-        let mut any = false;
-        for s in &m.plain {
-            if !echo && s.conn == from {
-                continue;
-            }
-            any |= self.route_to(*s, &msg, &mut shared);
-        }
-        for g in &m.queues {
-            let n = g.members.len();
-            let start = fastrand::usize(..n);
-            let pick = (0..n)
-                .map(|i| g.members[(start + i) % n])
-                .find(|s| echo || s.conn != from);
-            if let Some(s) = pick {
-                any |= self.route_to(s, &msg, &mut shared);
-            }
+        let mut any = self.route_in(account, &msg, Some((from, echo)));
+        if self.has_routes {
+            any |= self.route_imports(account, &msg);
         }
         if any {
             Routed::Delivered
         } else {
             Routed::NoInterest
         }
+    }
+
+    /// Routes `msg` to the subscribers of `account`; `origin` (publisher,
+    /// echo) keeps a no-echo publisher's own subscriptions out.
+    fn route_in(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<(ConnId, bool)>) -> bool {
+        let m = self.index_mut(account).matches(msg.subject);
+        if m.is_empty() {
+            return false;
+        }
+        self.publishes += 1;
+        let skip = match origin {
+            Some((from, false)) => Some(from),
+            _ => None,
+        };
+        let mut shared: Option<Bytes> = None;
+        let mut any = false;
+        for s in &m.plain {
+            if skip == Some(s.conn) {
+                continue;
+            }
+            any |= self.route_to(*s, msg, &mut shared);
+        }
+        for g in &m.queues {
+            let n = g.members.len();
+            let start = fastrand::usize(..n);
+            let pick = (0..n)
+                .map(|i| g.members[(start + i) % n])
+                .find(|s| skip != Some(s.conn));
+            if let Some(s) = pick {
+                any |= self.route_to(s, msg, &mut shared);
+            }
+        }
+        any
+    }
+
+    /// Stream imports fed by `account`, service imports it calls, and
+    /// responses to service requests it answers.
+    fn route_imports(&mut self, account: AccountId, msg: &Msg<'_>) -> bool {
+        let routes = self.routes.clone();
+        let mut any = false;
+        if routes.has_services() && msg.subject.starts_with(REPLY_PREFIX) {
+            if let Some((importer, original)) = routes.unwrap_reply(account, msg.subject) {
+                let back = Msg {
+                    subject: original,
+                    reply: None,
+                    ..*msg
+                };
+                any |= self.route_in(importer, &back, None);
+            }
+        }
+        let Some(r) = routes.of(account) else {
+            return any;
+        };
+        for si in &r.streams_out {
+            if !subject::matches(&si.subject, msg.subject) {
+                continue;
+            }
+            let mapped = si.local.as_ref().map(|l| map_subject(msg.subject, &si.subject, l));
+            let m = Msg {
+                subject: mapped.as_deref().unwrap_or(msg.subject),
+                ..*msg
+            };
+            any |= self.route_in(si.to, &m, None);
+        }
+        for sv in &r.services_in {
+            if !subject::matches(&sv.local, msg.subject) {
+                continue;
+            }
+            let remote = map_subject(msg.subject, &sv.local, &sv.remote);
+            let reply = msg.reply.map(|rp| routes.wrap_reply(account, sv.exporter, rp));
+            let m = Msg {
+                subject: &remote,
+                reply: reply.as_deref(),
+                ..*msg
+            };
+            any |= self.route_in(sv.exporter, &m, None);
+        }
+        any
     }
 
     /// Delivers to a local subscription or queues for the owning shard.

@@ -435,7 +435,8 @@ async fn shard_main(
 ) {
     let Connected { outlets, receivers } = ends.connect().await;
     let (opts, info) = shared.current();
-    let core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
+    let mut core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
+    core.set_routes(shared.verifier.routes());
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),

@@ -1,0 +1,294 @@
+//! Stream and service imports between accounts, resolved to account ids
+//! once at start-up and shared read-only by every shard (no lock on the
+//! publish path).
+//!
+//! A service request's reply subject is rewritten to
+//! `_R_.<importer>.<tag>.<original reply>`; the tag is a keyed hash of the
+//! importer, exporter and original reply, so a response can be routed back
+//! by any shard without shared state, and a client of the exporter cannot
+//! forge replies into other accounts.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use super::accounts::AccountTable;
+use super::config::{AccountConfig, ExchangeKind};
+use crate::ids::AccountId;
+use crate::subject;
+
+/// Prefix of rewritten service reply subjects.
+pub const REPLY_PREFIX: &[u8] = b"_R_.";
+
+/// Messages published in one account that also go to another.
+#[derive(Debug, Clone)]
+pub struct StreamImport {
+    /// The imported subject in the exporter's space.
+    pub subject: Box<[u8]>,
+    /// The importing account.
+    pub to: AccountId,
+    /// The subject in the importer's space, when mapped.
+    pub local: Option<Box<[u8]>>,
+}
+
+/// Requests published in the importer that go to an exporter's service.
+#[derive(Debug, Clone)]
+pub struct ServiceImport {
+    /// The subject in the importer's space.
+    pub local: Box<[u8]>,
+    /// The exporting account.
+    pub exporter: AccountId,
+    /// The subject in the exporter's space.
+    pub remote: Box<[u8]>,
+}
+
+/// One account's routes.
+#[derive(Debug, Clone, Default)]
+pub struct AccountRoutes {
+    /// Stream imports fed by this account's publishes.
+    pub streams_out: Vec<StreamImport>,
+    /// Service imports this account's publishes may hit.
+    pub services_in: Vec<ServiceImport>,
+}
+
+/// Every account's routes, by account id.
+#[derive(Debug, Default)]
+pub struct Routes {
+    accounts: Vec<AccountRoutes>,
+    key: RandomState,
+    /// Whether any account has service imports (reply subjects need decoding).
+    has_services: bool,
+}
+
+/// Maps `subj`, which matches `from`, onto `to`: wildcard tokens of `from`
+/// fill the wildcards of `to` in order; a literal `to` is taken as is.
+pub fn map_subject(subj: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut captures: Vec<&[u8]> = Vec::new();
+    let mut rest: Option<&[u8]> = None;
+    let mut st = subject::tokens(subj);
+    let mut consumed = 0usize;
+    for pt in subject::tokens(from) {
+        match pt {
+            b">" => {
+                rest = Some(&subj[consumed.min(subj.len())..]);
+                break;
+            }
+            _ => {
+                let t = st.next().unwrap_or_default();
+                consumed += t.len() + 1;
+                if pt == b"*" {
+                    captures.push(t);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(to.len() + subj.len());
+    let mut caps = captures.into_iter();
+    for (i, t) in subject::tokens(to).enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        match t {
+            b"*" => out.extend_from_slice(caps.next().unwrap_or(b"*")),
+            b">" => out.extend_from_slice(rest.unwrap_or(b">")),
+            lit => out.extend_from_slice(lit),
+        }
+    }
+    out
+}
+
+impl Routes {
+    /// Resolves the configured imports. Imports no export allows are
+    /// returned as warnings and left out, as nats-server does.
+    pub fn build(table: &AccountTable, accounts: &[AccountConfig]) -> (Routes, Vec<String>) {
+        let mut r = Routes::default();
+        let mut warnings = Vec::new();
+        for acc in accounts {
+            let importer = table.get_or_create(&acc.name).id;
+            for imp in &acc.imports {
+                let Some(exp_cfg) = accounts.iter().find(|a| a.name == imp.account) else {
+                    warnings.push(format!(
+                        "account {}: import of {:?} from unknown account {:?}",
+                        acc.name, imp.subject, imp.account
+                    ));
+                    continue;
+                };
+                let allowed = exp_cfg.exports.iter().any(|e| {
+                    e.kind == imp.kind
+                        && subject::matches(e.subject.as_bytes(), imp.subject.as_bytes())
+                        && e.accounts.as_ref().is_none_or(|l| l.iter().any(|n| *n == acc.name))
+                });
+                if !allowed {
+                    warnings.push(format!(
+                        "account {}: import of {:?} from account {:?} is not authorized by an export",
+                        acc.name, imp.subject, imp.account
+                    ));
+                    continue;
+                }
+                let exporter = table.get_or_create(&imp.account).id;
+                match imp.kind {
+                    ExchangeKind::Stream => r.slot(exporter).streams_out.push(StreamImport {
+                        subject: imp.subject.as_bytes().into(),
+                        to: importer,
+                        local: imp.local.as_ref().map(|l| l.as_bytes().into()),
+                    }),
+                    ExchangeKind::Service => {
+                        r.has_services = true;
+                        r.slot(importer).services_in.push(ServiceImport {
+                            local: imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into(),
+                            exporter,
+                            remote: imp.subject.as_bytes().into(),
+                        })
+                    }
+                }
+            }
+        }
+        (r, warnings)
+    }
+
+    fn slot(&mut self, id: AccountId) -> &mut AccountRoutes {
+        if self.accounts.len() <= id.index() {
+            self.accounts.resize_with(id.index() + 1, Default::default);
+        }
+        &mut self.accounts[id.index()]
+    }
+
+    /// The routes of account `id`, when it has any.
+    #[inline]
+    pub fn of(&self, id: AccountId) -> Option<&AccountRoutes> {
+        self.accounts
+            .get(id.index())
+            .filter(|r| !r.streams_out.is_empty() || !r.services_in.is_empty())
+    }
+
+    /// Whether any account has imports.
+    pub fn any(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|r| !r.streams_out.is_empty() || !r.services_in.is_empty())
+    }
+
+    /// Whether service replies may need routing back.
+    #[inline]
+    pub fn has_services(&self) -> bool {
+        self.has_services
+    }
+
+    fn tag(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> u64 {
+        self.key.hash_one((importer.0, exporter.0, reply))
+    }
+
+    /// The reply subject the exporter sees for a request from `importer`.
+    pub fn wrap_reply(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(reply.len() + 32);
+        out.extend_from_slice(REPLY_PREFIX);
+        out.extend_from_slice(itoa::Buffer::new().format(importer.0).as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(format!("{:016x}", self.tag(importer, exporter, reply)).as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(reply);
+        out
+    }
+
+    /// For a response published in `exporter` to a wrapped reply subject:
+    /// the importer and the original reply subject, if the tag is genuine.
+    pub fn unwrap_reply<'a>(&self, exporter: AccountId, subj: &'a [u8]) -> Option<(AccountId, &'a [u8])> {
+        let rest = subj.strip_prefix(REPLY_PREFIX)?;
+        let dot = memchr::memchr(b'.', rest)?;
+        let importer = AccountId(std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?);
+        let rest = &rest[dot + 1..];
+        let dot = memchr::memchr(b'.', rest)?;
+        let tag = u64::from_str_radix(std::str::from_utf8(&rest[..dot]).ok()?, 16).ok()?;
+        let reply = &rest[dot + 1..];
+        (self.tag(importer, exporter, reply) == tag).then_some((importer, reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::config::{ExportConfig, ImportConfig};
+
+    #[test]
+    fn mapping() {
+        assert_eq!(map_subject(b"foo.bar", b"foo.>", b"p.foo.>"), b"p.foo.bar");
+        assert_eq!(map_subject(b"foo.a.b", b"foo.*.b", b"x.*"), b"x.a");
+        assert_eq!(map_subject(b"foo.a.b.c", b"foo.>", b"bar.>"), b"bar.a.b.c");
+        assert_eq!(map_subject(b"svc", b"svc", b"remote.svc"), b"remote.svc");
+    }
+
+    #[test]
+    fn reply_wrapping_is_tamper_evident() {
+        let t = AccountTable::new(None);
+        let accounts = vec![
+            AccountConfig {
+                name: "A".into(),
+                exports: vec![ExportConfig {
+                    kind: ExchangeKind::Service,
+                    subject: "svc.>".into(),
+                    accounts: None,
+                }],
+                imports: vec![],
+            },
+            AccountConfig {
+                name: "B".into(),
+                exports: vec![],
+                imports: vec![ImportConfig {
+                    kind: ExchangeKind::Service,
+                    account: "A".into(),
+                    subject: "svc.x".into(),
+                    local: None,
+                }],
+            },
+        ];
+        let (r, w) = Routes::build(&t, &accounts);
+        assert!(w.is_empty());
+        let (a, b) = (t.get("A").unwrap().id, t.get("B").unwrap().id);
+        assert_eq!(r.of(b).unwrap().services_in.len(), 1);
+        let wrapped = r.wrap_reply(b, a, b"_INBOX.abc.1");
+        assert_eq!(r.unwrap_reply(a, &wrapped), Some((b, &b"_INBOX.abc.1"[..])));
+        let mut forged = wrapped.clone();
+        forged.extend_from_slice(b"x");
+        assert_eq!(r.unwrap_reply(a, &forged), None);
+        assert_eq!(r.unwrap_reply(b, &wrapped), None, "only the exporter may answer");
+    }
+
+    #[test]
+    fn imports_need_a_matching_export() {
+        let t = AccountTable::new(None);
+        let accounts = vec![
+            AccountConfig {
+                name: "A".into(),
+                exports: vec![ExportConfig {
+                    kind: ExchangeKind::Stream,
+                    subject: "pub.>".into(),
+                    accounts: Some(vec!["B".into()]),
+                }],
+                imports: vec![],
+            },
+            AccountConfig {
+                name: "B".into(),
+                exports: vec![],
+                imports: vec![ImportConfig {
+                    kind: ExchangeKind::Stream,
+                    account: "A".into(),
+                    subject: "pub.x".into(),
+                    local: Some("from_a.pub.x".into()),
+                }],
+            },
+            AccountConfig {
+                name: "C".into(),
+                exports: vec![],
+                imports: vec![ImportConfig {
+                    kind: ExchangeKind::Stream,
+                    account: "A".into(),
+                    subject: "pub.x".into(),
+                    local: None,
+                }],
+            },
+        ];
+        let (r, w) = Routes::build(&t, &accounts);
+        assert_eq!(w.len(), 1, "C is not in the export's account list: {w:?}");
+        let a = t.get("A").unwrap().id;
+        assert_eq!(r.of(a).unwrap().streams_out.len(), 1);
+    }
+}
