@@ -745,6 +745,8 @@ struct Identity {
     v1_type: String,
     #[serde(default, deserialize_with = "nullable")]
     nats: IdentityNats,
+    #[serde(default, deserialize_with = "nullable")]
+    iss: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -784,6 +786,8 @@ fn decode_as<N: ClaimKind>(token: &str) -> Result<Claims<N>, JwtError> {
     }
     let (claim_type, version) = if !id.v1_type.is_empty() {
         (id.v1_type, 1)
+    } else if id.nats.version > 0 {
+        (id.nats.claim_type, id.nats.version)
     } else {
         (id.nats.claim_type, LIB_VERSION)
     };
@@ -796,13 +800,9 @@ fn decode_as<N: ClaimKind>(token: &str) -> Result<Claims<N>, JwtError> {
         }
     }
 
-    // Read iss first on its own so a bad key is reported before the (larger)
-    // typed parse of a body not yet known to be authentic.
-    #[derive(Deserialize)]
-    struct Iss {
-        iss: String,
-    }
-    let Iss { iss } = serde_json::from_slice(&payload).map_err(|e| JwtError::Claims(e.to_string()))?;
+    // The issuer is checked before the typed parse, so a body not yet known
+    // to be authentic is only read in full once its signature holds.
+    let iss = id.iss;
     if !iss.bytes().next().is_some_and(N::issuer_ok) {
         return Err(JwtError::BadIssuer(iss));
     }

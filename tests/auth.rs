@@ -1,0 +1,704 @@
+//! Authentication and authorization end to end: configuration users with
+//! async-nats, the JWT fixtures made by the official Go libraries (MEMORY and
+//! URL resolvers), and JWT cases signed here with the fixtures' seeds
+//! (revocation, expiry, not-before, scoped and plain signing keys, bearer
+//! tokens, source networks, account limits).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::raw::Raw;
+use futures::StreamExt;
+use petrel::auth::jwt;
+use serde_json::json;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
+
+fn fixture(rel: &str) -> String {
+    std::fs::read_to_string(format!("{FIXTURES}{rel}")).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn seed(name: &str) -> String {
+    fixture(&format!("keys/{name}.nk")).trim().to_string()
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "petrel-auth-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_conf(text: &str) -> PathBuf {
+    let p = temp_dir().join("server.conf");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn manifest() -> serde_json::Value {
+    serde_json::from_str(&fixture("manifest.json")).unwrap()
+}
+
+/// The fixtures' account JWTs by public key.
+fn fixture_accounts() -> Vec<(String, String)> {
+    manifest()["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let key = a["pub"].as_str().unwrap().to_string();
+            (key.clone(), fixture(a["jwt"].as_str().unwrap()).trim().to_string())
+        })
+        .collect()
+}
+
+/// An operator-mode configuration with a MEMORY resolver preloaded with `accounts`.
+fn memory_conf(accounts: &[(String, String)]) -> PathBuf {
+    let mut preload = String::new();
+    for (k, j) in accounts {
+        preload.push_str(&format!("  {k}: \"{j}\"\n"));
+    }
+    write_conf(&format!(
+        "operator: \"{FIXTURES}operator.jwt\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n{preload}}}\n",
+        manifest()["system_account"].as_str().unwrap()
+    ))
+}
+
+/// Sends CONNECT with a user JWT signed over the nonce by `seed` (no
+/// signature when `seed` is empty), then PING; returns the reply text and
+/// whether the server closed.
+fn raw_jwt_connect(addr: &str, user_jwt: &str, seed: &str) -> (Raw, String, bool) {
+    let mut r = Raw::open(addr);
+    let nonce = r.info()["nonce"].as_str().unwrap_or_default().to_string();
+    let sig = if seed.is_empty() {
+        String::new()
+    } else {
+        use base64::Engine;
+        let kp = nkeys::KeyPair::from_seed(seed).unwrap();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(nonce.as_bytes()).unwrap())
+    };
+    let connect = json!({"verbose": false, "protocol": 1, "jwt": user_jwt, "sig": sig});
+    let reply = r.exchange(format!("CONNECT {connect}\r\nPING\r\n").as_bytes());
+    let text = reply.text();
+    (r, text, reply.closed)
+}
+
+/// A new user key pair and a user JWT for it, signed by `issuer_seed`.
+fn user(issuer_seed: &str, name: &str, nats: serde_json::Value, extra: serde_json::Value) -> (String, String) {
+    let kp = nkeys::KeyPair::new_user();
+    let mut claims = json!({
+        "sub": kp.public_key(),
+        "name": name,
+        "iat": now() - 5,
+        "nats": nats,
+    });
+    if let serde_json::Value::Object(m) = extra {
+        for (k, v) in m {
+            claims[k] = v;
+        }
+    }
+    if claims["nats"].get("type").is_none() {
+        claims["nats"]["type"] = json!("user");
+        claims["nats"]["version"] = json!(2);
+    }
+    (jwt::encode_signed(&claims, issuer_seed).unwrap(), kp.seed().unwrap())
+}
+
+fn user_nats() -> serde_json::Value {
+    json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2})
+}
+
+/// A new account signed by the operator's signing key.
+fn account(name: &str, nats: serde_json::Value) -> (String, String, String) {
+    let kp = nkeys::KeyPair::new_account();
+    let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
+    let token = jwt::encode_signed(&claims, &seed("operator_sk")).unwrap();
+    (kp.public_key(), token, kp.seed().unwrap())
+}
+
+// ---------------------------------------------------------------- fixtures
+
+async fn check_manifest_users(url: &str) {
+    for u in manifest()["users"].as_array().unwrap() {
+        let name = u["name"].as_str().unwrap();
+        let creds_path = format!("{FIXTURES}{}", u["creds"].as_str().unwrap());
+        let res = async_nats::ConnectOptions::with_credentials_file(creds_path)
+            .await
+            .unwrap()
+            .connection_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await;
+        match u["expect"].as_str().unwrap() {
+            "ok" => {
+                let c = res.unwrap_or_else(|e| panic!("{name} must connect: {e}"));
+                c.flush().await.unwrap();
+            }
+            _ => {
+                let e = res.err().unwrap_or_else(|| panic!("{name} must be refused"));
+                assert!(
+                    e.to_string().to_lowercase().contains("authorization violation"),
+                    "{name}: {e}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn fixtures_memory_resolver_outcomes() {
+    let conf = memory_conf(&fixture_accounts());
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    check_manifest_users(&s.url()).await;
+}
+
+#[tokio::test]
+async fn fixtures_restricted_user_and_account_isolation() {
+    let conf = memory_conf(&fixture_accounts());
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let connect = |c: &str| {
+        let path = format!("{FIXTURES}creds/{c}.creds");
+        let url = s.url();
+        async move {
+            async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .unwrap()
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let sys = connect("sys").await;
+    let mut sys_all = sys.subscribe(">").await.unwrap();
+    let a = connect("a").await;
+    let mut a_sub = a.subscribe("foo.>").await.unwrap();
+    sys.flush().await.unwrap();
+    a.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The restricted user: violations are reported, the connection stays.
+    let mut raw = Raw::open(&s.addr());
+    let restricted = fixture("creds/a_restricted.creds");
+    let (ujwt, useed) = jwt::parse_creds(&restricted).unwrap();
+    drop(raw);
+    let (mut r, text, closed) = raw_jwt_connect(&s.addr(), &ujwt, &useed);
+    assert!(!closed && text.contains("PONG"), "{text}");
+    let text = r
+        .exchange(b"PUB foo.secret 1\r\nx\r\nPUB bar.x 1\r\nx\r\nSUB bar.y 1\r\nPUB foo.ok 2\r\nok\r\nPING\r\n")
+        .text();
+    assert_eq!(
+        text,
+        "-ERR 'Permissions Violation for Publish to \"foo.secret\"'\r\n\
+         -ERR 'Permissions Violation for Publish to \"bar.x\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"bar.y\"'\r\nPONG\r\n"
+    );
+    raw = r;
+    let m = tokio::time::timeout(Duration::from_secs(5), a_sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"ok", "only the allowed publish reached A's subscriber");
+    drop(raw);
+
+    // SYS does not see A's traffic.
+    a.publish("foo.seen", "x".into()).await.unwrap();
+    a.flush().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(300), sys_all.next())
+        .await
+        .is_err());
+}
+
+/// A minimal account server: GET <base><key> answers the JWT, GET <base>
+/// answers 200 empty (the start-up probe). Counts requests.
+struct AccountServer {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+}
+
+fn account_server(jwts: HashMap<String, String>) -> AccountServer {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let jwts = Arc::new(Mutex::new(jwts));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            h.fetch_add(1, Ordering::Relaxed);
+            let mut line = String::new();
+            let mut rd = BufReader::new(s.try_clone().unwrap());
+            if rd.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut hdr = String::new();
+                if rd.read_line(&mut hdr).is_err() || hdr == "\r\n" || hdr.is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let key = path.trim_start_matches("/jwt/v1/accounts/").to_string();
+            let (status, body) = if key.is_empty() {
+                ("200 OK", String::new())
+            } else {
+                match jwts.lock().unwrap().get(&key) {
+                    Some(j) => ("200 OK", j.clone()),
+                    None => ("404 Not Found", String::new()),
+                }
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    AccountServer { port, hits }
+}
+
+#[tokio::test]
+async fn fixtures_url_resolver_outcomes_and_fast_failure() {
+    let srv = account_server(fixture_accounts().into_iter().collect());
+    let conf = write_conf(&format!(
+        "operator: \"{FIXTURES}operator.jwt\"\nsystem_account: {}\nresolver: URL(http://127.0.0.1:{}/jwt/v1/accounts/)\n",
+        manifest()["system_account"].as_str().unwrap(),
+        srv.port
+    ));
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    assert!(srv.hits.load(Ordering::Relaxed) >= 1, "start-up probe");
+    check_manifest_users(&s.url()).await;
+    // An account the server does not have fails at once, not after a timeout.
+    let (ajwt, _, aseed) = account("Unknown", json!({"type": "account", "version": 2}));
+    let _ = ajwt;
+    let (ujwt, useed) = user(&aseed, "u", user_nats(), json!({}));
+    let t = Instant::now();
+    let (_, text, closed) = raw_jwt_connect(&s.addr(), &ujwt, &useed);
+    assert!(closed && text.contains("Authorization Violation"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
+fn url_resolver_must_answer_at_start() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let conf = write_conf(&format!(
+        "operator: \"{FIXTURES}operator.jwt\"\nresolver: URL(http://127.0.0.1:{port}/jwt/v1/accounts/)\n"
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["-p", "-1", "-a", "127.0.0.1", "-c", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not reachable"));
+}
+
+// ------------------------------------------------------- signed JWT cases
+
+struct Signed {
+    _server: common::Proc,
+    addr: String,
+    b_seed: String,
+    b_plain_sk: String,
+    b_scoped_sk: String,
+    revoked: (String, String),
+    e_seed: String,
+    c_seed: String,
+}
+
+/// Accounts signed here: B (plain and scoped signing keys, a revoked user,
+/// limits conn 3 / subs 2 / payload 64), C (no bearer tokens), E (every
+/// user issued before now revoked).
+fn signed_setup() -> Signed {
+    let plain_sk = nkeys::KeyPair::new_account();
+    let scoped_sk = nkeys::KeyPair::new_account();
+    let b_kp = nkeys::KeyPair::new_account();
+    let b_seed = b_kp.seed().unwrap();
+    let revoked_user = user(&b_seed, "revoked", user_nats(), json!({}));
+    let revoked_pub = jwt::decode_user(&revoked_user.0).unwrap().sub;
+    let b_claims = json!({
+        "sub": b_kp.public_key(), "name": "B", "iat": now() - 10,
+        "nats": {
+            "type": "account", "version": 2,
+            "limits": {"conn": 3, "subs": 2, "payload": 64, "data": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1},
+            "signing_keys": [
+                plain_sk.public_key(),
+                {"kind": "user_scope", "key": scoped_sk.public_key(), "role": "r",
+                 "template": {"pub": {"allow": ["scoped.{{name()}}.>"]}, "sub": {"allow": ["scoped.>"]}, "subs": -1, "data": -1, "payload": -1}}
+            ],
+            "revocations": {revoked_pub: now()},
+        }
+    });
+    let b_jwt = jwt::encode_signed(&b_claims, &seed("operator_sk")).unwrap();
+    let (c_pub, c_jwt, c_seed) = account(
+        "C",
+        json!({"type": "account", "version": 2, "limits": {"disallow_bearer": true, "conn": -1, "subs": -1, "payload": -1}}),
+    );
+    let e_kp = nkeys::KeyPair::new_account();
+    let e_claims = json!({"sub": e_kp.public_key(), "name": "E", "iat": now() - 10,
+        "nats": {"type": "account", "version": 2, "limits": {"conn": -1, "subs": -1, "payload": -1}, "revocations": {"*": now()}}});
+    let e_jwt = jwt::encode_signed(&e_claims, &seed("operator_sk")).unwrap();
+    let mut accounts = fixture_accounts();
+    accounts.push((b_kp.public_key(), b_jwt));
+    accounts.push((c_pub, c_jwt));
+    accounts.push((e_kp.public_key(), e_jwt));
+    let conf = memory_conf(&accounts);
+    let server = common::petrel(&["-c", conf.to_str().unwrap()]);
+    Signed {
+        addr: server.addr(),
+        _server: server,
+        b_seed,
+        b_plain_sk: plain_sk.seed().unwrap(),
+        b_scoped_sk: scoped_sk.seed().unwrap(),
+        revoked: revoked_user,
+        e_seed: e_kp.seed().unwrap(),
+        c_seed,
+    }
+}
+
+fn accepted(text: &str, closed: bool) -> bool {
+    !closed && text.starts_with("PONG\r\n") && !text.contains("-ERR")
+}
+
+fn refused(text: &str, closed: bool) -> bool {
+    closed && text.contains("-ERR 'Authorization Violation'")
+}
+
+#[test]
+fn signed_issuers_revocations_and_times() {
+    let s = signed_setup();
+    let b_pub = nkeys::KeyPair::from_seed(&s.b_seed).unwrap().public_key();
+
+    let (j, k) = user(&s.b_seed, "plain", user_nats(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "issued by the account: {t}");
+
+    let (j, k) = user(&s.b_plain_sk, "sk", user_nats(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(refused(&t, c), "signing key without issuer_account: {t}");
+    let mut n = user_nats();
+    n["issuer_account"] = json!(b_pub);
+    let (j, k) = user(&s.b_plain_sk, "sk", n.clone(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "plain signing key: {t}");
+
+    let (j, _) = user(&s.b_seed, "nosig", user_nats(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, "");
+    assert!(refused(&t, c), "missing signature: {t}");
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &other);
+    assert!(refused(&t, c), "signature by another key: {t}");
+
+    let (_, t, c) = raw_jwt_connect(&s.addr, &s.revoked.0, &s.revoked.1);
+    assert!(refused(&t, c), "revoked user: {t}");
+    let (j, k) = user(&s.e_seed, "old", user_nats(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(refused(&t, c), "all users revoked in the account: {t}");
+
+    let (j, k) = user(&s.b_seed, "later", user_nats(), json!({"nbf": now() + 3600}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(refused(&t, c), "not yet valid: {t}");
+
+    let mut n = user_nats();
+    n["src"] = json!(["10.0.0.0/8"]);
+    let (j, k) = user(&s.b_seed, "src", n, json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(refused(&t, c), "outside src networks: {t}");
+    let mut n = user_nats();
+    n["src"] = json!(["192.168.0.0/16", "127.0.0.0/8"]);
+    let (j, k) = user(&s.b_seed, "src", n, json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "inside src networks: {t}");
+}
+
+#[test]
+fn signed_bearer_tokens() {
+    let s = signed_setup();
+    let mut n = user_nats();
+    n["bearer_token"] = json!(true);
+    let (j, _) = user(&s.b_seed, "bearer", n.clone(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, "");
+    assert!(accepted(&t, c), "bearer needs no signature: {t}");
+    let (j, _) = user(&s.c_seed, "bearer", n, json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, "");
+    assert!(refused(&t, c), "account disallows bearer tokens: {t}");
+}
+
+#[test]
+fn signed_scoped_key_template_applies() {
+    let s = signed_setup();
+    let b_pub = nkeys::KeyPair::from_seed(&s.b_seed).unwrap().public_key();
+    let mut n = user_nats();
+    n["issuer_account"] = json!(b_pub);
+    let (j, k) = user(&s.b_scoped_sk, "alice", n.clone(), json!({}));
+    let (mut r, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "{t}");
+    let t = r
+        .exchange(b"PUB scoped.alice.x 0\r\n\r\nPUB scoped.bob.x 0\r\n\r\nSUB other 1\r\nPING\r\n")
+        .text();
+    assert_eq!(
+        t,
+        "-ERR 'Permissions Violation for Publish to \"scoped.bob.x\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"other\"'\r\nPONG\r\n"
+    );
+    // A user of a scoped key may not carry permissions of its own.
+    n["pub"] = json!({"allow": [">"]});
+    let (j, k) = user(&s.b_scoped_sk, "mallory", n, json!({}));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(refused(&t, c), "{t}");
+}
+
+#[test]
+fn signed_account_limits() {
+    let s = signed_setup();
+    let (j, k) = user(&s.b_seed, "lim", user_nats(), json!({}));
+    let (mut r, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "{t}");
+    let t = r.exchange(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPING\r\n").text();
+    assert_eq!(t, "-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
+    let body = vec![b'x'; 100];
+    let mut publish = b"PUB a 100\r\n".to_vec();
+    publish.extend_from_slice(&body);
+    publish.extend_from_slice(b"\r\n");
+    let reply = r.exchange(&publish);
+    assert!(reply.closed);
+    assert_eq!(reply.text(), "-ERR 'Maximum Payload Violation'\r\n");
+
+    // conn: 3 in the account.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (r, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+        assert!(accepted(&t, c), "{t}");
+        open.push(r);
+    }
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(c, "fourth connection closed");
+    assert!(t.contains("-ERR 'maximum account active connections exceeded'"), "{t}");
+    open.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "a slot was freed: {t}");
+}
+
+#[test]
+fn user_jwt_expiring_while_connected_is_disconnected() {
+    let s = signed_setup();
+    let (j, k) = user(&s.b_seed, "short", user_nats(), json!({"exp": now() + 2}));
+    let (mut r, t, c) = raw_jwt_connect(&s.addr, &j, &k);
+    assert!(accepted(&t, c), "{t}");
+    let reply = r.read_until_quiet(Duration::from_secs(5), Duration::from_secs(5));
+    assert!(reply.closed, "closed at expiry");
+    assert!(
+        reply.text().contains("-ERR 'User Authentication Expired'"),
+        "{}",
+        reply.text()
+    );
+}
+
+// -------------------------------------------------- configuration users
+
+#[tokio::test]
+async fn config_users_with_async_nats() {
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let nkey = nkeys::KeyPair::new_user();
+    let conf = write_conf(&format!(
+        r#"
+authorization {{
+  users = [
+    {{user: plain, password: pw}}
+    {{user: hashed, password: "{hash}"}}
+    {{nkey: {}}}
+    {{user: limited, password: pw, permissions: {{publish: {{deny: "secret.>"}}, subscribe: "open.>"}}}}
+  ]
+}}
+"#,
+        nkey.public_key()
+    ));
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let ok = |o: async_nats::ConnectOptions| {
+        let url = s.url();
+        async move { o.connection_timeout(Duration::from_secs(3)).connect(url).await }
+    };
+    ok(async_nats::ConnectOptions::with_user_and_password(
+        "plain".into(),
+        "pw".into(),
+    ))
+    .await
+    .unwrap();
+    ok(async_nats::ConnectOptions::with_user_and_password(
+        "hashed".into(),
+        "s3cret".into(),
+    ))
+    .await
+    .unwrap();
+    assert!(ok(async_nats::ConnectOptions::with_user_and_password(
+        "hashed".into(),
+        "bad".into()
+    ))
+    .await
+    .is_err());
+    ok(async_nats::ConnectOptions::with_nkey(nkey.seed().unwrap()))
+        .await
+        .unwrap();
+    assert!(ok(async_nats::ConnectOptions::with_nkey(
+        nkeys::KeyPair::new_user().seed().unwrap()
+    ))
+    .await
+    .is_err());
+    assert!(
+        ok(async_nats::ConnectOptions::new()).await.is_err(),
+        "credentials required"
+    );
+
+    let limited = ok(async_nats::ConnectOptions::with_user_and_password(
+        "limited".into(),
+        "pw".into(),
+    ))
+    .await
+    .unwrap();
+    let mut sub = limited.subscribe("open.x").await.unwrap();
+    limited.flush().await.unwrap();
+    limited.publish("secret.x", "no".into()).await.unwrap();
+    limited.publish("open.x", "yes".into()).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"yes");
+    assert_eq!(limited.connection_state(), async_nats::connection::State::Connected);
+}
+
+#[tokio::test]
+async fn config_token_no_auth_user_and_flags() {
+    let conf = write_conf("authorization { token: t0k3n }\n");
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    async_nats::ConnectOptions::with_token("t0k3n".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    assert!(async_nats::ConnectOptions::with_token("nope".into())
+        .connection_timeout(Duration::from_secs(3))
+        .connect(s.url())
+        .await
+        .is_err());
+
+    let conf = write_conf(
+        "accounts {\n A { users: [{user: a, password: a}] }\n B { users: [{user: b, password: b}] }\n}\nno_auth_user: b\n",
+    );
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let anon = async_nats::connect(s.url()).await.unwrap();
+    let b = async_nats::ConnectOptions::with_user_and_password("b".into(), "b".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    let a = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    let mut b_sub = b.subscribe("x").await.unwrap();
+    let mut a_sub = a.subscribe("x").await.unwrap();
+    b.flush().await.unwrap();
+    a.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    anon.publish("x", "from anon".into()).await.unwrap();
+    anon.flush().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), b_sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"from anon", "no_auth_user lands in B");
+    assert!(tokio::time::timeout(Duration::from_millis(300), a_sub.next())
+        .await
+        .is_err());
+
+    let s = common::petrel(&["--user", "u", "--pass", "p"]);
+    async_nats::ConnectOptions::with_user_and_password("u".into(), "p".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    assert!(
+        async_nats::ConnectOptions::with_user_and_password("u".into(), "x".into())
+            .connection_timeout(Duration::from_secs(3))
+            .connect(s.url())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn accounts_stream_and_service_imports() {
+    let conf = write_conf(
+        r#"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{stream: "events.>"}, {service: "svc.>"}] }
+  B: { users: [{user: b, password: b}], imports: [
+        {stream: {account: A, subject: "events.>"}, prefix: "a"}
+        {service: {account: A, subject: "svc.echo"}, to: "echo"}
+     ] }
+}
+"#,
+    );
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let a = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    let b = async_nats::ConnectOptions::with_user_and_password("b".into(), "b".into())
+        .connect(s.url())
+        .await
+        .unwrap();
+    let mut events = b.subscribe("a.events.>").await.unwrap();
+    let mut svc = a.subscribe("svc.>").await.unwrap();
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let responder = a.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(r) = m.reply {
+                let mut body = b"echo:".to_vec();
+                body.extend_from_slice(&m.payload);
+                responder.publish(r, body.into()).await.unwrap();
+            }
+        }
+    });
+    a.publish("events.one", "e1".into()).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.subject.as_str(), "a.events.one");
+    let resp = tokio::time::timeout(Duration::from_secs(5), b.request("echo", "hi".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&resp.payload[..], b"echo:hi");
+}
+
+#[test]
+fn auth_timeout_from_authorization_block() {
+    let conf = write_conf("authorization { user: u, password: p, timeout: 0.5 }\n");
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let mut r = Raw::open(&s.addr());
+    assert_eq!(r.info()["auth_required"], json!(true));
+    let t = Instant::now();
+    let reply = r.read_until_quiet(Duration::from_secs(3), Duration::from_secs(3));
+    assert!(reply.closed);
+    assert_eq!(reply.text(), "-ERR 'Authentication Timeout'\r\n");
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
