@@ -157,6 +157,15 @@ pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfErr
     let mut notices = Notices::default();
     for (key, key_pos, item) in &parsed.map.entries {
         let k = key.to_ascii_lowercase();
+        // Variables defined inside a block (nats.js writes `PERM = {...}`
+        // inside `authorization`) are not settings of that block.
+        let stripped;
+        let item = if matches!(item.value, Value::Map(_) | Value::Array(_)) && !parsed.used_vars.is_empty() {
+            stripped = without_vars(item, &parsed.used_vars);
+            &stripped
+        } else {
+            item
+        };
         if let Err(e) = apply_one(opts, &k, item, &mut notices) {
             errors.push(e);
             continue;
@@ -205,6 +214,26 @@ pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfErr
     } else {
         errors.sort_by_key(|e| (e.pos.line, e.pos.col));
         Err(errors)
+    }
+}
+
+/// `item` without the map entries that define variables used elsewhere.
+fn without_vars(item: &Item, used: &std::collections::HashSet<String>) -> Item {
+    let value = match &item.value {
+        Value::Map(m) => Value::Map(super::value::Map {
+            entries: m
+                .entries
+                .iter()
+                .filter(|(k, _, _)| !used.contains(k))
+                .map(|(k, p, v)| (k.clone(), p.clone(), without_vars(v, used)))
+                .collect(),
+        }),
+        Value::Array(a) => Value::Array(a.iter().map(|v| without_vars(v, used)).collect()),
+        v => v.clone(),
+    };
+    Item {
+        value,
+        pos: item.pos.clone(),
     }
 }
 
