@@ -702,3 +702,110 @@ fn auth_timeout_from_authorization_block() {
     assert_eq!(reply.text(), "-ERR 'Authentication Timeout'\r\n");
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+// ------------------------------------------------- live account updates
+
+/// Runs a claims update against `start`'s server: a connected user revoked
+/// by the update is closed with `User Authentication Revoked`, another gets
+/// the account's new default permissions, and the reply has nats-server's
+/// shape. Returns the reply documents (good update, stale update, forged).
+fn claims_update_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_json::Value> {
+    let r_kp = nkeys::KeyPair::new_account();
+    let r_seed = r_kp.seed().unwrap();
+    let base = |iat: i64, nats: serde_json::Value| {
+        let claims = json!({"sub": r_kp.public_key(), "name": "R", "iat": iat, "nats": nats});
+        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
+    };
+    let limits = json!({"conn": -1, "subs": -1, "payload": -1, "data": -1});
+    let v1 = base(now() - 100, json!({"type": "account", "version": 2, "limits": limits}));
+    let mut accounts = fixture_accounts();
+    accounts.push((r_kp.public_key(), v1));
+    let conf = memory_conf(&accounts);
+    let server = start(conf.to_str().unwrap());
+    let addr = server.addr();
+
+    let victim = user(&r_seed, "victim", user_nats(), json!({"iat": now() - 50}));
+    let victim_pub = jwt::decode_user(&victim.0).unwrap().sub;
+    let (mut v, t, c) = raw_jwt_connect(&addr, &victim.0, &victim.1);
+    assert!(accepted(&t, c), "{t}");
+    let other = user(&r_seed, "other", user_nats(), json!({}));
+    let (mut o, t, c) = raw_jwt_connect(&addr, &other.0, &other.1);
+    assert!(accepted(&t, c), "{t}");
+
+    let (sys_jwt, sys_seed) = jwt::parse_creds(&fixture("creds/sys.creds")).unwrap();
+    let (mut sys, t, c) = raw_jwt_connect(&addr, &sys_jwt, &sys_seed);
+    assert!(accepted(&t, c), "{t}");
+    sys.exchange(b"SUB _INBOX.claims 1\r\nPING\r\n");
+
+    let mut docs = Vec::new();
+    let mut push = |sys: &mut Raw, token: &str| {
+        let subject = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", r_kp.public_key());
+        let text = sys
+            .exchange(format!("PUB {subject} _INBOX.claims {}\r\n{token}\r\n", token.len()).as_bytes())
+            .text();
+        let body = text.lines().nth(1).unwrap_or_else(|| panic!("a reply: {text:?}"));
+        docs.push(serde_json::from_str::<serde_json::Value>(body).unwrap());
+    };
+    let v2 = base(
+        now(),
+        json!({"type": "account", "version": 2, "limits": limits,
+               "revocations": {victim_pub: now() - 10},
+               "default_permissions": {"pub": {"deny": ["locked.>"]}, "sub": {}}}),
+    );
+    push(&mut sys, &v2);
+    let reply = v.read_until_quiet(Duration::from_secs(2), Duration::from_secs(3));
+    assert!(reply.closed, "the revoked user is disconnected");
+    assert!(
+        reply.text().contains("-ERR 'User Authentication Revoked'"),
+        "{}",
+        reply.text()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        o.exchange(b"PUB locked.x 0\r\n\r\nPUB open.x 0\r\n\r\nPING\r\n").text(),
+        "-ERR 'Permissions Violation for Publish to \"locked.x\"'\r\nPONG\r\n",
+        "the account's new default permissions apply to a connected user"
+    );
+    let stale = base(now() - 1000, json!({"type": "account", "version": 2, "limits": limits}));
+    push(&mut sys, &stale);
+    let forged_claims = json!({"sub": r_kp.public_key(), "name": "R", "iat": now() + 5,
+        "nats": {"type": "account", "version": 2, "limits": limits}});
+    let forged = jwt::encode_signed(&forged_claims, &nkeys::KeyPair::new_operator().seed().unwrap()).unwrap();
+    push(&mut sys, &forged);
+    // The forged update changed nothing: a new user still connects.
+    let again = user(&r_seed, "again", user_nats(), json!({}));
+    let (_, t, c) = raw_jwt_connect(&addr, &again.0, &again.1);
+    assert!(accepted(&t, c), "{t}");
+    docs
+}
+
+#[test]
+fn claims_update_applies_to_connected_clients() {
+    let docs = claims_update_scenario(|conf| common::petrel(&["-c", conf]));
+    assert_eq!(docs[0]["data"]["code"], json!(200), "{}", docs[0]);
+    assert_eq!(docs[0]["data"]["message"], json!("jwt updated"));
+    for k in ["name", "host", "id", "ver", "seq", "time", "jetstream"] {
+        assert!(docs[0]["server"].get(k).is_some(), "server.{k} in {}", docs[0]);
+    }
+    assert_eq!(
+        docs[1]["error"]["code"],
+        json!(500),
+        "a stale update is refused: {}",
+        docs[1]
+    );
+    assert_eq!(
+        docs[2]["error"]["code"],
+        json!(500),
+        "a forged update is refused: {}",
+        docs[2]
+    );
+}
+
+/// The same scenario against nats-server: the connected-client outcomes
+/// (asserted inside) and the accepted reply's shape match.
+#[test]
+fn claims_update_matches_nats_server() {
+    let docs = claims_update_scenario(|conf| common::nats_server(&["-c", conf]));
+    assert_eq!(docs[0]["data"]["code"], json!(200), "{}", docs[0]);
+    assert_eq!(docs[0]["data"]["message"], json!("jwt updated"));
+}

@@ -1,9 +1,9 @@
 //! Authentication and authorization: who a client is, which account it
 //! belongs to, and what it may publish and subscribe to.
 
-pub mod jwt;
 pub mod accounts;
 pub mod config;
+pub mod jwt;
 pub mod perms;
 pub mod routes;
 pub mod verify;

@@ -14,8 +14,11 @@ use crate::subject;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatternList {
     plain: Vec<Box<[u8]>>,
-    queue: Vec<(Box<[u8]>, Box<[u8]>)>,
+    queue: Vec<QueueEntry>,
 }
+
+/// A subscribe entry for one queue group: (subject pattern, queue pattern).
+type QueueEntry = (Box<[u8]>, Box<[u8]>);
 
 impl PatternList {
     /// A list from configuration or JWT entries.

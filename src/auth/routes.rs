@@ -115,7 +115,7 @@ impl Routes {
                 let allowed = exp_cfg.exports.iter().any(|e| {
                     e.kind == imp.kind
                         && subject::matches(e.subject.as_bytes(), imp.subject.as_bytes())
-                        && e.accounts.as_ref().is_none_or(|l| l.iter().any(|n| *n == acc.name))
+                        && e.accounts.as_ref().is_none_or(|l| l.contains(&acc.name))
                 });
                 if !allowed {
                     warnings.push(format!(

@@ -86,6 +86,8 @@ pub struct Identity {
     expires: Option<SystemTime>,
     max_payload: Option<usize>,
     max_subs: Option<usize>,
+    /// The user JWT (operator mode), for re-checks after account updates.
+    jwt: Option<String>,
 }
 
 impl Identity {
@@ -306,6 +308,11 @@ impl Verifier {
         &self.warnings
     }
 
+    /// Whether the server runs in operator (JWT) mode.
+    pub fn is_operator_mode(&self) -> bool {
+        matches!(self.mode, Mode::Operator(_))
+    }
+
     /// Whether clients must authenticate (INFO `auth_required`).
     pub fn auth_required(&self) -> bool {
         !matches!(self.mode, Mode::Open)
@@ -358,6 +365,7 @@ impl Verifier {
             expires: None,
             max_payload: None,
             max_subs: None,
+            jwt: None,
         })
     }
 
@@ -378,6 +386,7 @@ impl Verifier {
             expires: None,
             max_payload: None,
             max_subs: None,
+            jwt: None,
         })
     }
 
@@ -411,6 +420,7 @@ impl Verifier {
                 expires: None,
                 max_payload: None,
                 max_subs: None,
+                jwt: None,
             });
         }
         let nothing = o.auth_token.is_none() && o.jwt.is_none() && o.pass.is_none();
@@ -446,26 +456,6 @@ impl Verifier {
         fetched.ok_or_else(|| missing("account missing".into()))
     }
 
-    /// Installs an updated account JWT (a claims update) when it is newer
-    /// than the one held; returns whether it was applied.
-    pub fn update_account(&self, token: &str) -> Result<bool, String> {
-        let Mode::Operator(op) = &self.mode else {
-            return Err("not in operator mode".into());
-        };
-        let c = jwt::decode_account(token).map_err(|e| e.to_string())?;
-        if !op.trusted.iter().any(|k| *k == c.iss) {
-            return Err("account not signed by a trusted operator key".into());
-        }
-        let mut cache = op.cache.lock().expect("account cache lock");
-        if let Some((Some(old), _)) = cache.get(&c.sub) {
-            if jwt::decode_account(old).is_ok_and(|o| o.iat > c.iat) {
-                return Ok(false);
-            }
-        }
-        cache.insert(c.sub.clone(), (Some(token.to_string()), Instant::now()));
-        Ok(true)
-    }
-
     fn verify_jwt(&self, op: &OperatorTrust, req: &ConnectRequest<'_>, now: SystemTime) -> Result<Identity, AuthError> {
         let o = req.opts;
         let now_s = unix_now(now);
@@ -477,44 +467,14 @@ impl Verifier {
         } else {
             user.nats.issuer_account.clone()
         };
-        let acc_err = |why: String| AuthError::Account(acc_key.clone(), why);
         let acc_token = self.account_jwt(op, &acc_key)?;
-        let acc = jwt::decode_account(&acc_token).map_err(|e| acc_err(e.to_string()))?;
-        if acc.sub != acc_key {
-            return Err(acc_err("account JWT subject mismatch".into()));
-        }
-        if !op.trusted.iter().any(|k| *k == acc.iss) {
-            return Err(acc_err("account not issued by a trusted operator".into()));
-        }
-        acc.check_time(now_s).map_err(|e| acc_err(e.to_string()))?;
-
-        // The user's issuer: the account itself or one of its signing keys.
-        let mut limits = user.nats.limits.clone();
-        if user.iss != acc_key {
-            let Some(sk) = acc.nats.signing_key(&user.iss) else {
-                return Err(AuthError::Issuer(user.iss.clone(), acc_key.clone()));
-            };
-            if let jwt::SigningKey::Scoped { template, .. } = sk {
-                if !scoped_user_is_plain(&limits) {
-                    return Err(AuthError::UserJwt(
-                        "scoped users require no permissions or limits set".into(),
-                    ));
-                }
-                limits = apply_template(template, &user, &acc);
-            }
-        }
-        if limits.bearer_token {
-            if acc.nats.limits.disallow_bearer {
-                return Err(AuthError::BearerNotAllowed);
-            }
-        } else {
+        let acc = self.trusted_account(op, &acc_token, &acc_key, now_s)?;
+        let limits = user_against_account(&user, &acc, &acc_key)?;
+        if !limits.bearer_token {
             let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
             if !jwt::verify_nonce(&user.sub, req.nonce.as_bytes(), sig) {
                 return Err(AuthError::BadSignature);
             }
-        }
-        if acc.nats.is_revoked(&user.sub, user.iat) {
-            return Err(AuthError::Revoked);
         }
         if !limits.src.is_empty() {
             let ip = req.ip.ok_or_else(|| AuthError::SourceNotAllowed("unknown".into()))?;
@@ -538,10 +498,7 @@ impl Verifier {
         let account = self.accounts.get_or_create(&acc_key);
         account.set_max_connections(acc.nats.limits.conn);
         let slot = ConnSlot::take(&account).ok_or(AuthError::MaxAccountConnections)?;
-        let mut perms = jwt_permissions(&limits);
-        if perms.is_none() {
-            perms = default_permissions(&acc.nats.default_permissions);
-        }
+        let perms = jwt_permissions(&limits).or_else(|| default_permissions(&acc.nats.default_permissions));
         let user_exp = user
             .exp
             .filter(|e| *e > 0)
@@ -557,8 +514,145 @@ impl Verifier {
             expires,
             max_payload: min_limit(limits.payload, acc.nats.limits.payload),
             max_subs: min_limit(limits.subs, acc.nats.limits.subs),
+            jwt: Some(token.to_string()),
         })
     }
+
+    /// Decodes an account JWT and checks it is issued by a trusted key, is
+    /// for `key` and is within its times.
+    fn trusted_account(
+        &self,
+        op: &OperatorTrust,
+        token: &str,
+        key: &str,
+        now_s: i64,
+    ) -> Result<jwt::AccountClaims, AuthError> {
+        let acc_err = |why: String| AuthError::Account(key.to_string(), why);
+        let acc = jwt::decode_account(token).map_err(|e| acc_err(e.to_string()))?;
+        if acc.sub != key {
+            return Err(acc_err("account JWT subject mismatch".into()));
+        }
+        if !op.trusted.contains(&acc.iss) {
+            return Err(acc_err("account not issued by a trusted operator".into()));
+        }
+        acc.check_time(now_s).map_err(|e| acc_err(e.to_string()))?;
+        Ok(acc)
+    }
+
+    /// Handles a claims update (`$SYS.ACCOUNT.<id>.CLAIMS.UPDATE` and the
+    /// `$SYS.REQ` form): the account it is for, and the reply message or
+    /// error. Only accounts already loaded are updated, as nats-server's
+    /// MEMORY and URL resolvers do; an update older than the held JWT is
+    /// refused.
+    pub fn claims_update(&self, token: &str, subject_account: Option<&str>) -> (String, Result<&'static str, String>) {
+        let Mode::Operator(op) = &self.mode else {
+            return (String::new(), Err("not in operator mode".into()));
+        };
+        let c = match jwt::decode_account(token) {
+            Ok(c) => c,
+            Err(e) => return (String::new(), Err(format!("jwt validation failed: {e}"))),
+        };
+        let key = c.sub.clone();
+        if subject_account.is_some_and(|s| s != key) {
+            return (key, Err("subject does not match jwt content".into()));
+        }
+        if let Err(e) = self.trusted_account(op, token, &key, unix_now(SystemTime::now())) {
+            return (key, Err(format!("jwt update resulted in error - {e}")));
+        }
+        let mut cache = op.cache.lock().expect("account cache lock");
+        let held = cache
+            .get(&key)
+            .and_then(|(j, _)| j.clone())
+            .or_else(|| op.preload.get(&key).cloned());
+        let Some(held) = held else {
+            return (key, Ok("jwt update skipped"));
+        };
+        if jwt::decode_account(&held).is_ok_and(|o| o.iat > c.iat) {
+            return (
+                key,
+                Err("jwt update resulted in error - the update is older than the held JWT".into()),
+            );
+        }
+        cache.insert(key.clone(), (Some(token.to_string()), Instant::now()));
+        (key, Ok("jwt updated"))
+    }
+
+    /// Re-checks a connected client against its account's current JWT:
+    /// revocations, removed signing keys, bearer rules and expiry close it;
+    /// otherwise its permissions and limits are recomputed.
+    pub fn recheck(&self, id: &Identity) -> Result<Recheck, WireError> {
+        let (Mode::Operator(op), Some(token)) = (&self.mode, &id.jwt) else {
+            return Ok(Recheck {
+                permissions: id.permissions.clone(),
+                max_subs: id.max_subs,
+            });
+        };
+        let key = id.account().name.clone();
+        let now_s = unix_now(SystemTime::now());
+        let user = jwt::decode_user(token).map_err(|_| WireError::AuthorizationViolation)?;
+        let acc_token = op
+            .cache
+            .lock()
+            .expect("account cache lock")
+            .get(&key)
+            .and_then(|(j, _)| j.clone())
+            .or_else(|| op.preload.get(&key).cloned())
+            .ok_or(WireError::AccountAuthenticationExpired)?;
+        let acc = self
+            .trusted_account(op, &acc_token, &key, now_s)
+            .map_err(|_| WireError::AccountAuthenticationExpired)?;
+        let limits = user_against_account(&user, &acc, &key).map_err(|e| match e {
+            AuthError::Revoked => WireError::UserAuthenticationRevoked,
+            _ => WireError::AuthorizationViolation,
+        })?;
+        id.account().set_max_connections(acc.nats.limits.conn);
+        Ok(Recheck {
+            permissions: jwt_permissions(&limits)
+                .or_else(|| default_permissions(&acc.nats.default_permissions))
+                .map(Arc::new),
+            max_subs: min_limit(limits.subs, acc.nats.limits.subs),
+        })
+    }
+}
+
+/// What a re-check leaves a connected client with.
+#[derive(Debug, Clone)]
+pub struct Recheck {
+    /// Permissions now in force.
+    pub permissions: Option<Arc<Permissions>>,
+    /// Subscription limit now in force.
+    pub max_subs: Option<usize>,
+}
+
+/// The user's standing in its account: issuer among the account's keys
+/// (a scoped key's template supplies the permissions), bearer allowed, not
+/// revoked. Returns the limits in force.
+fn user_against_account(
+    user: &jwt::UserClaims,
+    acc: &jwt::AccountClaims,
+    acc_key: &str,
+) -> Result<jwt::UserPermissionLimits, AuthError> {
+    let mut limits = user.nats.limits.clone();
+    if user.iss != acc_key {
+        let Some(sk) = acc.nats.signing_key(&user.iss) else {
+            return Err(AuthError::Issuer(user.iss.clone(), acc_key.to_string()));
+        };
+        if let jwt::SigningKey::Scoped { template, .. } = sk {
+            if !scoped_user_is_plain(&limits) {
+                return Err(AuthError::UserJwt(
+                    "scoped users require no permissions or limits set".into(),
+                ));
+            }
+            limits = apply_template(template, user, acc);
+        }
+    }
+    if limits.bearer_token && acc.nats.limits.disallow_bearer {
+        return Err(AuthError::BearerNotAllowed);
+    }
+    if acc.nats.is_revoked(&user.sub, user.iat) {
+        return Err(AuthError::Revoked);
+    }
+    Ok(limits)
 }
 
 /// The smaller of two JWT limits (−1: unlimited) as an optional limit.

@@ -65,6 +65,9 @@ pub struct ConnEntry {
     account: AccountId,
     perms: Option<ConnPermissions>,
     max_subs: Option<usize>,
+    /// A server-internal client: deliveries go to the core's internal
+    /// inbox as values instead of MSG lines.
+    internal: bool,
     /// Interest sequence the client's latest SUB/UNSUB travels in.
     interest_seq: u64,
     deferred_pongs: Vec<Option<Vec<u8>>>,
@@ -90,6 +93,7 @@ impl ConnEntry {
             account: AccountId::GLOBAL,
             perms: None,
             max_subs: None,
+            internal: false,
             interest_seq: 0,
             deferred_pongs: Vec::new(),
             closing: None,
@@ -133,6 +137,23 @@ struct LocalSub {
     delivered: u64,
 }
 
+/// A message delivered to a server-internal subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalMsg {
+    /// The internal connection it was delivered to.
+    pub conn: ConnId,
+    /// The subscription's sid.
+    pub sid: Vec<u8>,
+    /// Subject.
+    pub subject: Vec<u8>,
+    /// Reply subject.
+    pub reply: Option<Vec<u8>>,
+    /// Header block length at the front of `message`.
+    pub header_len: Option<usize>,
+    /// Headers and payload.
+    pub message: Vec<u8>,
+}
+
 /// One message being routed, borrowed from wherever it came from.
 #[derive(Clone, Copy)]
 struct Msg<'a> {
@@ -151,6 +172,7 @@ pub struct ShardCore {
     indexes: Vec<SubIndex>,
     routes: Arc<Routes>,
     has_routes: bool,
+    internal_inbox: Vec<InternalMsg>,
     now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
@@ -188,6 +210,7 @@ impl ShardCore {
             indexes: vec![SubIndex::new(cfg.sublist_cache)],
             routes: Arc::new(Routes::default()),
             has_routes: false,
+            internal_inbox: Vec::new(),
             now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
@@ -248,6 +271,52 @@ impl ShardCore {
             self.indexes.resize_with(i + 1, || SubIndex::new(cache));
         }
         &mut self.indexes[i]
+    }
+
+    /// Registers a server-internal client bound to `account` (the system
+    /// account's services): its subscriptions route like any client's, and
+    /// what they receive is taken with [`Self::poll_internal`].
+    pub fn add_internal_conn(&mut self, cid: ConnId, account: AccountId) {
+        let mut c = ConnEntry::new();
+        c.internal = true;
+        c.account = account;
+        c.headers = true;
+        self.conns.insert(cid, c);
+        self.index_mut(account);
+    }
+
+    /// Moves the messages delivered to internal subscriptions into `into`,
+    /// or registers `waker` for the next one.
+    pub fn poll_internal(&mut self, into: &mut Vec<InternalMsg>, waker: &Waker) -> bool {
+        if self.internal_inbox.is_empty() {
+            for c in self.conns.values_mut().filter(|c| c.internal) {
+                c.waker = Some(waker.clone());
+            }
+            return false;
+        }
+        into.append(&mut self.internal_inbox);
+        true
+    }
+
+    /// Local connections bound to `account` (not internal ones).
+    pub fn conns_of(&self, account: AccountId) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.account == account && !c.internal)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Writes `-ERR` for `e` to a connection and closes it.
+    pub fn fail_conn(&mut self, cid: ConnId, e: WireError) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            if c.closing.is_none() {
+                encode::err(c.out.tail(), e);
+            }
+        }
+        if let Some(reason) = e.closes() {
+            self.close_conn(cid, reason);
+        }
     }
 
     /// Registers a new local connection.
@@ -641,6 +710,18 @@ impl ShardCore {
             return;
         };
         if c.closing.is_some() {
+            return;
+        }
+        if c.internal {
+            self.internal_inbox.push(InternalMsg {
+                conn: sub.conn,
+                sid: sub.sid.as_bytes().to_vec(),
+                subject: msg.subject.to_vec(),
+                reply: msg.reply.map(<[u8]>::to_vec),
+                header_len: msg.header_len,
+                message: msg.message.to_vec(),
+            });
+            c.wake();
             return;
         }
         let out = c.out.tail();

@@ -108,6 +108,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
             ip: ip.clone(),
             port,
             start: std::time::SystemTime::now(),
+            auth: auth.clone(),
         },
     );
 

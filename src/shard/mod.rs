@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod mesh;
+pub mod system;
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
@@ -54,6 +55,10 @@ pub struct Shared {
     pub pools: Arc<BufferPools>,
     /// Checks CONNECT credentials; holds the account table.
     pub verifier: Arc<crate::auth::verify::Verifier>,
+    /// Accounts whose JWT changed, numbered; every shard re-checks its
+    /// clients of those accounts.
+    account_updates: Mutex<Vec<(u64, crate::ids::AccountId)>>,
+    account_update_seq: AtomicU64,
 }
 
 /// The session settings derived from options.
@@ -88,6 +93,8 @@ impl Shared {
     ) -> Shared {
         Shared {
             verifier,
+            account_updates: Mutex::new(Vec::new()),
+            account_update_seq: AtomicU64::new(0),
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
@@ -151,6 +158,17 @@ impl Shared {
         true
     }
 
+    /// Announces that `account`'s JWT changed: every shard re-checks its
+    /// clients of it within one poll period.
+    pub fn account_updated(&self, account: crate::ids::AccountId) {
+        let mut u = self.account_updates.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = self.account_update_seq.fetch_add(1, Relaxed) + 1;
+        u.push((seq, account));
+        if u.len() > 1024 {
+            u.drain(..512);
+        }
+    }
+
     pub(crate) fn next_cid(&self) -> ConnId {
         ConnId(self.last_cid.fetch_add(1, Relaxed) + 1)
     }
@@ -174,6 +192,7 @@ pub struct Shard {
     pub conns: RefCell<FxHashMap<ConnId, ConnHandles>>,
     accept_task: RefCell<Option<glommio::Task<()>>>,
     lame_duck_started: Cell<bool>,
+    account_seen: Cell<u64>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -189,6 +208,8 @@ pub struct ConnHandles {
     pub port: u16,
     /// When the connection was accepted.
     pub start: std::time::SystemTime,
+    /// Its authentication state (identity once connected).
+    pub auth: Rc<RefCell<crate::core::host::ConnAuth>>,
 }
 
 /// One connection as `/connz` shows it, taken on its shard.
@@ -269,6 +290,42 @@ impl Shard {
         *self.info.borrow_mut() = info;
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
+    }
+
+    /// Re-checks this shard's clients of accounts whose JWT changed:
+    /// revoked users and removed signing keys are closed with nats-server's
+    /// errors, the others get the new permissions and limits.
+    fn apply_account_updates(&self) {
+        let seq = self.shared.account_update_seq.load(Relaxed);
+        if seq == self.account_seen.get() {
+            return;
+        }
+        let seen = self.account_seen.replace(seq);
+        let accounts: Vec<crate::ids::AccountId> = self
+            .shared
+            .account_updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(s, _)| *s > seen)
+            .map(|(_, a)| *a)
+            .collect();
+        let conns = self.conns.borrow();
+        let mut core = self.core.borrow_mut();
+        for account in accounts {
+            for cid in core.conns_of(account) {
+                let Some(h) = conns.get(&cid) else { continue };
+                let auth = h.auth.borrow();
+                let Some(id) = auth.identity.as_ref() else { continue };
+                match self.shared.verifier.recheck(id) {
+                    Ok(r) => core.set_conn_identity(cid, account, r.permissions, r.max_subs),
+                    Err(e) => {
+                        crate::debug!("cid:{} - {} after an account update", cid.0, e.text());
+                        core.fail_conn(cid, e);
+                    }
+                }
+            }
+        }
     }
 
     /// Writes this shard's connection snapshot when one was asked for.
@@ -448,6 +505,7 @@ async fn shard_main(
         conns: RefCell::new(FxHashMap::default()),
         accept_task: RefCell::new(None),
         lame_duck_started: Cell::new(false),
+        account_seen: Cell::new(0),
     });
     {
         let shard = shard.clone();
@@ -455,6 +513,7 @@ async fn shard_main(
             loop {
                 glommio::timer::sleep(RELOAD_POLL).await;
                 shard.apply_reload();
+                shard.apply_account_updates();
                 shard.answer_snapshot();
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
                     glommio::spawn_local(lame_duck(shard.clone())).detach();
@@ -487,6 +546,9 @@ async fn shard_main(
             }
         })
         .detach();
+    }
+    if id.index() == 0 {
+        glommio::spawn_local(system::run(shard.clone())).detach();
     }
     let _ = ready.send(id.index());
     let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener));
