@@ -809,3 +809,115 @@ fn claims_update_matches_nats_server() {
     assert_eq!(docs[0]["data"]["code"], json!(200), "{}", docs[0]);
     assert_eq!(docs[0]["data"]["message"], json!("jwt updated"));
 }
+
+// ------------------------------------------- imports from account JWTs
+
+/// Account X exports a public stream, a public service and a private
+/// stream; Y imports all three (the private one with an activation token),
+/// Z imports the private stream without a token. Returns what Y and Z saw.
+fn jwt_imports_scenario(start: impl Fn(&str) -> common::Proc) -> (String, String, String) {
+    let x = nkeys::KeyPair::new_account();
+    let y = nkeys::KeyPair::new_account();
+    let z = nkeys::KeyPair::new_account();
+    let limits =
+        json!({"conn": -1, "subs": -1, "payload": -1, "data": -1, "imports": -1, "exports": -1, "wildcards": true});
+    let sign = |kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value| {
+        let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
+        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
+    };
+    let x_jwt = sign(
+        &x,
+        "X",
+        json!({"type": "account", "version": 2, "limits": limits, "exports": [
+            {"subject": "x.events.>", "type": "stream"},
+            {"subject": "x.svc", "type": "service"},
+            {"subject": "x.private.>", "type": "stream", "token_req": true}
+        ]}),
+    );
+    let activation = jwt::encode_signed(
+        &json!({"sub": y.public_key(), "iat": now() - 5,
+                "nats": {"type": "activation", "version": 2, "subject": "x.private.>", "kind": "stream"}}),
+        &x.seed().unwrap(),
+    )
+    .unwrap();
+    let y_jwt = sign(
+        &y,
+        "Y",
+        json!({"type": "account", "version": 2, "limits": limits, "imports": [
+            {"account": x.public_key(), "subject": "x.events.>", "type": "stream", "local_subject": "from_x.>"},
+            {"account": x.public_key(), "subject": "x.svc", "type": "service", "local_subject": "svc"},
+            {"account": x.public_key(), "subject": "x.private.>", "type": "stream", "token": activation}
+        ]}),
+    );
+    let z_jwt = sign(
+        &z,
+        "Z",
+        json!({"type": "account", "version": 2, "limits": limits, "imports": [
+            {"account": x.public_key(), "subject": "x.private.>", "type": "stream"}
+        ]}),
+    );
+    let mut accounts = fixture_accounts();
+    accounts.push((x.public_key(), x_jwt));
+    accounts.push((y.public_key(), y_jwt));
+    accounts.push((z.public_key(), z_jwt));
+    let conf = memory_conf(&accounts);
+    let server = start(conf.to_str().unwrap());
+    let addr = server.addr();
+    let conn = |kp: &nkeys::KeyPair| {
+        let (j, k) = user(&kp.seed().unwrap(), "u", user_nats(), json!({}));
+        let (r, t, c) = raw_jwt_connect(&addr, &j, &k);
+        assert!(accepted(&t, c), "{t}");
+        r
+    };
+    let mut xr = conn(&x);
+    let mut yr = conn(&y);
+    let mut zr = conn(&z);
+    yr.exchange(b"SUB from_x.> 1\r\nSUB x.private.> 2\r\nSUB _INBOX.y 3\r\nPING\r\n");
+    zr.exchange(b"SUB > 1\r\nPING\r\n");
+    xr.exchange(b"SUB x.svc 1\r\nPING\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    xr.exchange(b"PUB x.events.a 1\r\na\r\nPUB x.private.b 1\r\nb\r\nPING\r\n");
+    let request = yr.exchange(b"PUB svc _INBOX.y 3\r\nreq\r\n");
+    let got = xr
+        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+        .text();
+    let line = got.lines().next().unwrap_or_default().to_string();
+    assert!(
+        line.starts_with("MSG x.svc 1 "),
+        "the service request reached X: {got:?}"
+    );
+    let reply_to = line.split(' ').nth(3).unwrap().to_string();
+    xr.exchange(format!("PUB {reply_to} 4\r\nresp\r\nPING\r\n").as_bytes());
+    // Server PINGs depend on timing, not on routing.
+    let y_saw = (request.text()
+        + &yr
+            .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+            .text())
+        .replace("PING\r\n", "");
+    let z_saw = zr
+        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+        .text()
+        .replace("PING\r\n", "");
+    (y_saw, z_saw, line)
+}
+
+/// What Y receives, as nats-server 2.15.1 delivers it: `x.events.>` mapped
+/// onto `from_x.>` keeps the wildcard's tokens only.
+const Y_SAW: &str = "MSG from_x.a 1 1\r\na\r\nMSG x.private.b 2 1\r\nb\r\nMSG _INBOX.y 3 4\r\nresp\r\n";
+
+#[test]
+fn jwt_account_imports_and_exports() {
+    let (y, z, _) = jwt_imports_scenario(|conf| common::petrel(&["-c", conf]));
+    assert_eq!(
+        y, Y_SAW,
+        "stream (mapped), private stream (activated) and the service response"
+    );
+    assert_eq!(z, "", "no activation token, no private stream");
+}
+
+#[test]
+fn jwt_account_imports_match_nats_server() {
+    let (y, z, _) = jwt_imports_scenario(|conf| common::nats_server(&["-c", conf]));
+    assert_eq!(y, Y_SAW);
+    assert_eq!(z, "");
+}

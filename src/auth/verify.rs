@@ -11,13 +11,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
 use super::accounts::{Account, AccountTable, ConnSlot};
-use super::config::{AuthConfig, Credential, ResolverConfig, GLOBAL_ACCOUNT};
+use super::config::{
+    AccountConfig, AuthConfig, Credential, ExchangeKind, ExportConfig, ImportConfig, ResolverConfig, GLOBAL_ACCOUNT,
+};
 use super::jwt;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
 use super::routes::Routes;
@@ -163,6 +166,8 @@ struct OperatorTrust {
     resolver: ResolverConfig,
     preload: HashMap<String, String>,
     cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Accounts in use, whose imports and exports make the routes.
+    loaded: Mutex<HashMap<String, jwt::AccountClaims>>,
 }
 
 #[derive(Debug)]
@@ -178,7 +183,8 @@ pub struct Verifier {
     mode: Mode,
     accounts: Arc<AccountTable>,
     global: Arc<Account>,
-    routes: Arc<Routes>,
+    routes: Mutex<Arc<Routes>>,
+    routes_gen: AtomicU64,
     warnings: Vec<String>,
 }
 
@@ -237,10 +243,12 @@ impl Verifier {
                     resolver: op.resolver.clone().unwrap_or(ResolverConfig::Memory),
                     preload: op.preload.iter().cloned().collect(),
                     cache: Mutex::new(HashMap::new()),
+                    loaded: Mutex::new(HashMap::new()),
                 }),
                 accounts,
                 global,
-                routes: Arc::new(Routes::default()),
+                routes: Mutex::new(Arc::new(Routes::default())),
+                routes_gen: AtomicU64::new(0),
                 warnings: Vec::new(),
             });
         }
@@ -250,13 +258,15 @@ impl Verifier {
             accounts.get_or_create(&a.name);
         }
         let (routes, warnings) = Routes::build(&accounts, &cfg.accounts);
-        let routes = Arc::new(routes);
+        let routes = Mutex::new(Arc::new(routes));
+        let routes_gen = AtomicU64::new(0);
         if !cfg.is_enabled() {
             return Ok(Verifier {
                 mode: Mode::Open,
                 accounts,
                 global,
                 routes,
+                routes_gen,
                 warnings,
             });
         }
@@ -288,6 +298,7 @@ impl Verifier {
             accounts,
             global,
             routes,
+            routes_gen,
             warnings,
         })
     }
@@ -299,7 +310,49 @@ impl Verifier {
 
     /// The accounts' import routes.
     pub fn routes(&self) -> Arc<Routes> {
-        self.routes.clone()
+        self.routes.lock().expect("routes lock").clone()
+    }
+
+    /// Bumped whenever the routes change (operator mode loads accounts as
+    /// clients arrive); shards compare it before each read.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_gen.load(Relaxed)
+    }
+
+    /// Records an account JWT in use; when it (or an account it imports
+    /// from) brings imports, rebuilds the routes.
+    fn note_loaded(&self, op: &OperatorTrust, acc: &jwt::AccountClaims) {
+        let mut loaded = op.loaded.lock().expect("loaded accounts lock");
+        if loaded
+            .get(&acc.sub)
+            .is_some_and(|old| old.jti == acc.jti && old.iat == acc.iat)
+        {
+            return;
+        }
+        loaded.insert(acc.sub.clone(), acc.clone());
+        // Exporters of this account's imports are needed to resolve them.
+        let now_s = unix_now(SystemTime::now());
+        for imp in &acc.nats.imports {
+            if loaded.contains_key(&imp.account) {
+                continue;
+            }
+            let exporter = self
+                .account_jwt(op, &imp.account)
+                .and_then(|t| self.trusted_account(op, &t, &imp.account, now_s));
+            if let Ok(e) = exporter {
+                loaded.insert(e.sub.clone(), e);
+            }
+        }
+        if !loaded.values().any(|a| !a.nats.imports.is_empty()) {
+            return;
+        }
+        let configs = jwt_account_configs(&loaded, now_s);
+        let (routes, warnings) = Routes::build(&self.accounts, &configs);
+        for w in warnings {
+            crate::warn!("{w}");
+        }
+        *self.routes.lock().expect("routes lock") = Arc::new(routes);
+        self.routes_gen.fetch_add(1, Relaxed);
     }
 
     /// Problems with the configuration worth a warning at start-up
@@ -470,6 +523,7 @@ impl Verifier {
         let acc_token = self.account_jwt(op, &acc_key)?;
         let acc = self.trusted_account(op, &acc_token, &acc_key, now_s)?;
         let limits = user_against_account(&user, &acc, &acc_key)?;
+        self.note_loaded(op, &acc);
         if !limits.bearer_token {
             let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
             if !jwt::verify_nonce(&user.sub, req.nonce.as_bytes(), sig) {
@@ -574,6 +628,11 @@ impl Verifier {
             );
         }
         cache.insert(key.clone(), (Some(token.to_string()), Instant::now()));
+        drop(cache);
+        let loaded = op.loaded.lock().expect("loaded accounts lock").contains_key(&key);
+        if loaded {
+            self.note_loaded(op, &c);
+        }
         (key, Ok("jwt updated"))
     }
 
@@ -613,6 +672,81 @@ impl Verifier {
             max_subs: min_limit(limits.subs, acc.nats.limits.subs),
         })
     }
+}
+
+/// The loaded account JWTs' exports and imports in the form the routes are
+/// built from. A `token_req` export admits the importers whose activation
+/// token is signed by the exporter (or one of its signing keys), names the
+/// importer and covers the subject.
+fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64) -> Vec<AccountConfig> {
+    let kind = |t: &str| {
+        if t.eq_ignore_ascii_case("service") {
+            ExchangeKind::Service
+        } else {
+            ExchangeKind::Stream
+        }
+    };
+    let activated = |exporter: &jwt::AccountClaims, export: &jwt::Export, importer: &str, imp: &jwt::Import| {
+        let Ok(act) = jwt::decode_generic(&imp.token) else {
+            return false;
+        };
+        let subject = act.nats.get("subject").and_then(|v| v.as_str()).unwrap_or_default();
+        act.check_time(now_s).is_ok()
+            && act.sub == importer
+            && (act.iss == exporter.sub || exporter.nats.signing_key(&act.iss).is_some())
+            && crate::subject::matches(subject.as_bytes(), imp.subject.as_bytes())
+            && !export.revocations.get(importer).is_some_and(|t| *t >= act.iat)
+    };
+    loaded
+        .values()
+        .map(|a| AccountConfig {
+            name: a.sub.clone(),
+            exports: a
+                .nats
+                .exports
+                .iter()
+                .map(|e| ExportConfig {
+                    kind: kind(&e.export_type),
+                    subject: e.subject.clone(),
+                    accounts: e.token_req.then(|| {
+                        loaded
+                            .values()
+                            .filter(|imp_acc| {
+                                imp_acc.nats.imports.iter().any(|i| {
+                                    i.account == a.sub && !i.token.is_empty() && activated(a, e, &imp_acc.sub, i)
+                                })
+                            })
+                            .map(|imp_acc| imp_acc.sub.clone())
+                            .collect()
+                    }),
+                })
+                .collect(),
+            imports: a
+                .nats
+                .imports
+                .iter()
+                .map(|i| {
+                    let k = kind(&i.import_type);
+                    let local = if !i.local_subject.is_empty() {
+                        Some(i.local_subject.clone())
+                    } else if i.to.is_empty() {
+                        None
+                    } else if k == ExchangeKind::Stream {
+                        // For streams the legacy `to` is a prefix.
+                        Some(format!("{}.{}", i.to, i.subject))
+                    } else {
+                        Some(i.to.clone())
+                    };
+                    ImportConfig {
+                        kind: k,
+                        account: i.account.clone(),
+                        subject: i.subject.clone(),
+                        local,
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// What a re-check leaves a connected client with.

@@ -222,6 +222,7 @@ async fn read_loop(
             // Subscriptions other shards made up to now must match this read.
             core.poll_control();
             core.set_now(Instant::now());
+            shard.refresh_routes(&mut core);
             let info = shard.info.borrow();
             let mut auth = auth.borrow_mut();
             let mut host = CoreHost {

@@ -193,6 +193,7 @@ pub struct Shard {
     accept_task: RefCell<Option<glommio::Task<()>>>,
     lame_duck_started: Cell<bool>,
     account_seen: Cell<u64>,
+    routes_seen: Cell<u64>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -290,6 +291,17 @@ impl Shard {
         *self.info.borrow_mut() = info;
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
+    }
+
+    /// Installs the accounts' routes when they changed (operator mode loads
+    /// accounts, and their imports, as clients arrive). One atomic load
+    /// when nothing changed.
+    pub fn refresh_routes(&self, core: &mut ShardCore) {
+        let g = self.shared.verifier.routes_generation();
+        if g != self.routes_seen.get() {
+            self.routes_seen.set(g);
+            core.set_routes(self.shared.verifier.routes());
+        }
     }
 
     /// Re-checks this shard's clients of accounts whose JWT changed:
@@ -506,6 +518,7 @@ async fn shard_main(
         accept_task: RefCell::new(None),
         lame_duck_started: Cell::new(false),
         account_seen: Cell::new(0),
+        routes_seen: Cell::new(0),
     });
     {
         let shard = shard.clone();
