@@ -695,7 +695,7 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
             && act.sub == importer
             && (act.iss == exporter.sub || exporter.nats.signing_key(&act.iss).is_some())
             && crate::subject::matches(subject.as_bytes(), imp.subject.as_bytes())
-            && !export.revocations.get(importer).is_some_and(|t| *t >= act.iat)
+            && export.revocations.get(importer).is_none_or(|t| *t < act.iat)
     };
     loaded
         .values()
