@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! petrel-loadgen --server 127.0.0.1:4222 --pubs 1 --subs 8 --msgs 1000000 --size 16 [--queue q]
+//!                [--user U --password P]
 //! ```
 //! Prints one JSON line: published, received, seconds, rates.
 
@@ -60,6 +61,8 @@ fn parse_args() -> Args {
                 continue;
             }
             "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
+            "--user" => CREDS.get_or_init(|| std::sync::Mutex::new((None, None))).lock().unwrap().0 = Some(v),
+            "--password" => CREDS.get_or_init(|| std::sync::Mutex::new((None, None))).lock().unwrap().1 = Some(v),
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -70,6 +73,22 @@ fn parse_args() -> Args {
     a
 }
 
+/// `--user`/`--password` for servers with authorization.
+type Creds = std::sync::Mutex<(Option<String>, Option<String>)>;
+static CREDS: std::sync::OnceLock<Creds> = std::sync::OnceLock::new();
+
+fn connect_line() -> String {
+    let (user, pass) = CREDS
+        .get()
+        .map(|c| c.lock().unwrap().clone())
+        .unwrap_or_default();
+    let auth = match user {
+        Some(u) => format!(",\"user\":{u:?},\"pass\":{:?}", pass.unwrap_or_default()),
+        None => String::new(),
+    };
+    format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true{auth}}}\r\n")
+}
+
 fn connect(server: &str) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(server).unwrap_or_else(|e| panic!("connect {server}: {e}"));
     s.set_nodelay(true).unwrap();
@@ -78,8 +97,7 @@ fn connect(server: &str) -> (TcpStream, BufReader<TcpStream>) {
     r.read_line(&mut info).unwrap();
     assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
     let mut w = s.try_clone().unwrap();
-    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"headers\":true}\r\n")
-        .unwrap();
+    w.write_all(connect_line().as_bytes()).unwrap();
     (s, r)
 }
 

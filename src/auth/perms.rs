@@ -173,6 +173,8 @@ const REPLIES_PRUNE: usize = 1024;
 #[derive(Debug)]
 pub struct ConnPermissions {
     perms: std::sync::Arc<Permissions>,
+    /// The last subject's verdict: publishers mostly repeat one subject.
+    last: Option<(Box<[u8]>, bool)>,
     cache: FxHashMap<Box<[u8]>, bool>,
     replies: FxHashMap<Box<[u8]>, (u64, Instant)>,
 }
@@ -182,6 +184,7 @@ impl ConnPermissions {
     pub fn new(perms: std::sync::Arc<Permissions>) -> ConnPermissions {
         ConnPermissions {
             perms,
+            last: None,
             cache: FxHashMap::default(),
             replies: FxHashMap::default(),
         }
@@ -198,14 +201,21 @@ impl ConnPermissions {
         if self.perms.publish.is_open() {
             return true;
         }
-        let allowed = match self.cache.get(subj) {
-            Some(v) => *v,
-            None => {
-                let v = self.perms.publish_allowed(subj);
-                if self.cache.len() >= CACHE_MAX {
-                    self.cache.clear();
-                }
-                self.cache.insert(subj.into(), v);
+        let allowed = match &self.last {
+            Some((s, v)) if **s == *subj => *v,
+            _ => {
+                let v = match self.cache.get(subj) {
+                    Some(v) => *v,
+                    None => {
+                        let v = self.perms.publish_allowed(subj);
+                        if self.cache.len() >= CACHE_MAX {
+                            self.cache.clear();
+                        }
+                        self.cache.insert(subj.into(), v);
+                        v
+                    }
+                };
+                self.last = Some((subj.into(), v));
                 v
             }
         };

@@ -168,6 +168,9 @@ struct OperatorTrust {
     cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
     /// Accounts in use, whose imports and exports make the routes.
     loaded: Mutex<HashMap<String, jwt::AccountClaims>>,
+    /// Account JWTs whose signature was checked, by token: a connect then
+    /// verifies two signatures (user JWT, nonce) instead of three.
+    verified: Mutex<HashMap<String, Arc<jwt::AccountClaims>>>,
 }
 
 #[derive(Debug)]
@@ -244,6 +247,7 @@ impl Verifier {
                     preload: op.preload.iter().cloned().collect(),
                     cache: Mutex::new(HashMap::new()),
                     loaded: Mutex::new(HashMap::new()),
+                    verified: Mutex::new(HashMap::new()),
                 }),
                 accounts,
                 global,
@@ -340,7 +344,7 @@ impl Verifier {
                 .account_jwt(op, &imp.account)
                 .and_then(|t| self.trusted_account(op, &t, &imp.account, now_s));
             if let Ok(e) = exporter {
-                loaded.insert(e.sub.clone(), e);
+                loaded.insert(e.sub.clone(), (*e).clone());
             }
         }
         if !loaded.values().any(|a| !a.nats.imports.is_empty()) {
@@ -580,9 +584,21 @@ impl Verifier {
         token: &str,
         key: &str,
         now_s: i64,
-    ) -> Result<jwt::AccountClaims, AuthError> {
+    ) -> Result<Arc<jwt::AccountClaims>, AuthError> {
         let acc_err = |why: String| AuthError::Account(key.to_string(), why);
-        let acc = jwt::decode_account(token).map_err(|e| acc_err(e.to_string()))?;
+        let known = op.verified.lock().expect("verified lock").get(token).cloned();
+        let acc = match known {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(jwt::decode_account(token).map_err(|e| acc_err(e.to_string()))?);
+                let mut v = op.verified.lock().expect("verified lock");
+                if v.len() >= 4096 {
+                    v.clear();
+                }
+                v.insert(token.to_string(), a.clone());
+                a
+            }
+        };
         if acc.sub != key {
             return Err(acc_err("account JWT subject mismatch".into()));
         }
