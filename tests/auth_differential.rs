@@ -7,8 +7,6 @@
 //! Cases whose bytes depend on the server (a signature over the INFO
 //! `nonce`) are built per connection from that connection's INFO.
 //! `AUTH_DIFF_TRACE=1` prints every case's replies.
-//! Known differences live in `#[ignore]`d tests named after them, so they
-//! fail again (when run with `--ignored`) until petrel matches.
 
 mod common;
 
@@ -773,13 +771,12 @@ fn operator_refusals_match() {
     );
 }
 
-// ------------------------------------------------------------ known differences
+// ------------------------------------- differences these tests found (fixed)
 
-// petrel delivers s.secret to `SUB s.*`:
-//   petrel:      "MSG s.secret 1 1\r\na\r\nMSG s.ok 1 1\r\nb\r\nPONG\r\n"
-//   nats-server: "MSG s.ok 1 1\r\nb\r\nPONG\r\n"
+// Was: petrel delivers s.secret to `SUB s.*`:
+//   petrel (before):  "MSG s.secret 1 1\r\na\r\nMSG s.ok 1 1\r\nb\r\nPONG\r\n"
+//   nats-server:      "MSG s.ok 1 1\r\nb\r\nPONG\r\n"
 #[test]
-#[ignore = "petrel differs: a subscribe deny does not filter deliveries through a wildcard subscription that covers it"]
 fn subscribe_deny_filters_wildcard_deliveries() {
     let kp = nkeys::KeyPair::new_user();
     use serde_json::json;
@@ -809,11 +806,10 @@ fn subscribe_deny_filters_wildcard_deliveries() {
     );
 }
 
-// petrel acknowledges a refused PUB with +OK before the -ERR:
-//   petrel:      "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Publish to \"ok.no\"'\r\nPONG\r\n"
-//   nats-server: "+OK\r\n-ERR 'Permissions Violation for Publish to \"ok.no\"'\r\nPONG\r\n"
+// Was: petrel acknowledges a refused PUB with +OK before the -ERR:
+//   petrel (before):  "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Publish to \"ok.no\"'\r\nPONG\r\n"
+//   nats-server:      "+OK\r\n-ERR 'Permissions Violation for Publish to \"ok.no\"'\r\nPONG\r\n"
 #[test]
-#[ignore = "petrel differs: verbose +OK is sent for a publish refused by permissions"]
 fn verbose_publish_violation_has_no_ok() {
     let kp = nkeys::KeyPair::new_user();
     use serde_json::json;
@@ -836,10 +832,9 @@ fn verbose_publish_violation_has_no_ok() {
     );
 }
 
-// With no_auth_user, nats-server's INFO has no auth_required; petrel's has
-// "auth_required":true.
+// Was: with no_auth_user, petrel's INFO said "auth_required":true;
+// nats-server's leaves it out.
 #[test]
-#[ignore = "petrel differs: INFO says auth_required when no_auth_user is set; nats-server leaves it out"]
 fn no_auth_user_info_has_no_auth_required() {
     check(
         &accounts_conf(true),
@@ -848,13 +843,12 @@ fn no_auth_user_info_has_no_auth_required() {
     );
 }
 
-// With no_auth_user, nats-server takes a first op other than CONNECT as
-// the no_auth_user; petrel refuses it:
-//   petrel:      "-ERR 'Authorization Violation'\r\n<closed>"
+// Was: with no_auth_user, nats-server takes a first op other than CONNECT
+// as the no_auth_user; petrel refused it:
+//   petrel (before): "-ERR 'Authorization Violation'\r\n<closed>"
 //   nats-server: "PONG\r\n"            (for PING)
 //   nats-server: "+OK\r\n+OK\r\nMSG x 1 1\r\na\r\nPONG\r\n"   (SUB, PUB, PING)
 #[test]
-#[ignore = "petrel differs: with no_auth_user, ops before CONNECT are refused instead of running as the no_auth_user"]
 fn no_auth_user_allows_ops_before_connect() {
     use serde_json::json;
     check(
@@ -875,8 +869,9 @@ fn no_auth_user_allows_ops_before_connect() {
     );
 }
 
-// Under auth, nats-server refuses on the first byte of an op that cannot be
-// CONNECT; petrel waits for the whole line and then may give another error:
+// Was: under auth, nats-server refuses on the first byte of an op that
+// cannot be CONNECT; petrel waited for the whole line and then could give
+// another error:
 //   "P" (no line end yet):
 //     petrel:      "" (until the Authentication Timeout)
 //     nats-server: "-ERR 'Authorization Violation'\r\n<closed>" at once
@@ -884,7 +879,6 @@ fn no_auth_user_allows_ops_before_connect() {
 //     petrel:      "-ERR 'Unknown Protocol Operation'\r\n<closed>"
 //     nats-server: "-ERR 'Authorization Violation'\r\n<closed>"
 #[test]
-#[ignore = "petrel differs: under auth, a first op not starting with C/c is not refused at once"]
 fn first_byte_before_connect_is_an_authorization_violation() {
     let kp = nkeys::KeyPair::new_user();
     check(

@@ -176,6 +176,7 @@ pub struct ConnPermissions {
     /// The last subject's verdict: publishers mostly repeat one subject.
     last: Option<(Box<[u8]>, bool)>,
     cache: FxHashMap<Box<[u8]>, bool>,
+    deny_cache: FxHashMap<Box<[u8]>, bool>,
     replies: FxHashMap<Box<[u8]>, (u64, Instant)>,
 }
 
@@ -186,6 +187,7 @@ impl ConnPermissions {
             perms,
             last: None,
             cache: FxHashMap::default(),
+            deny_cache: FxHashMap::default(),
             replies: FxHashMap::default(),
         }
     }
@@ -251,6 +253,24 @@ impl ConnPermissions {
             });
         }
         self.replies.insert(reply.into(), (0, now));
+    }
+
+    /// Whether a message on `subj` must not be delivered to this
+    /// connection: its subscribe deny list covers the subject (a wildcard
+    /// subscription may cover more than the deny list allows).
+    pub fn delivery_denied(&mut self, subj: &[u8]) -> bool {
+        let Some(deny) = &self.perms.subscribe.deny else {
+            return false;
+        };
+        if let Some(v) = self.deny_cache.get(subj) {
+            return *v;
+        }
+        let v = deny.plain_matches(subj);
+        if self.deny_cache.len() >= CACHE_MAX {
+            self.deny_cache.clear();
+        }
+        self.deny_cache.insert(subj.into(), v);
+        v
     }
 
     /// Whether the connection may subscribe to `subj` in `queue`.

@@ -375,6 +375,26 @@ impl Verifier {
         !matches!(self.mode, Mode::Open)
     }
 
+    /// Whether a client must send CONNECT before anything else (INFO
+    /// `auth_required`): not with `no_auth_user`, whose clients act as that
+    /// user until a CONNECT says otherwise, as in nats-server.
+    pub fn requires_connect(&self) -> bool {
+        match &self.mode {
+            Mode::Config(u) => u.no_auth.is_none(),
+            Mode::Open => false,
+            Mode::Operator(_) => true,
+        }
+    }
+
+    /// The identity a new connection has before its CONNECT, with
+    /// `no_auth_user`.
+    pub fn no_auth_identity(&self) -> Option<Result<Identity, AuthError>> {
+        match &self.mode {
+            Mode::Config(ConfigUsers { no_auth: Some(rec), .. }) => Some(Self::identity_of(rec)),
+            _ => None,
+        }
+    }
+
     /// Whether INFO carries a nonce to sign (nkey users or operator mode).
     pub fn needs_nonce(&self) -> bool {
         match &self.mode {

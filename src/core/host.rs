@@ -137,6 +137,10 @@ impl SessionHost for CoreHost<'_> {
         Ok(grant)
     }
 
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        self.core.may_publish(self.cid, subject)
+    }
+
     fn publish(&mut self, msg: &Publish<'_>) -> Routed {
         self.core
             .publish(self.cid, msg.subject, msg.reply, msg.header_len, msg.message)

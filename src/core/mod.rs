@@ -543,9 +543,19 @@ impl ShardCore {
         });
     }
 
-    /// Routes a message a local client published: whether any subscriber
-    /// (on any shard) will receive it, or that the publisher may not
-    /// publish there.
+    /// Whether a local client's permissions let it publish to `subject`
+    /// now (a response under `allow_responses` is counted here).
+    pub fn may_publish(&mut self, cid: ConnId, subject: &[u8]) -> bool {
+        let now = self.now;
+        match self.conns.get_mut(&cid).and_then(|c| c.perms.as_mut()) {
+            Some(p) => p.may_publish(subject, now),
+            None => true,
+        }
+    }
+
+    /// Routes a message a local client published (its permissions checked
+    /// by [`Self::may_publish`]): whether any subscriber, on any shard,
+    /// will receive it.
     pub fn publish(
         &mut self,
         from: ConnId,
@@ -554,12 +564,8 @@ impl ShardCore {
         header_len: Option<usize>,
         message: &[u8],
     ) -> Routed {
-        let now = self.now;
         let (echo, account) = match self.conns.get_mut(&from) {
             Some(c) => {
-                if c.perms.as_mut().is_some_and(|p| !p.may_publish(subject, now)) {
-                    return Routed::Denied;
-                }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;
                 (c.echo, c.account)
@@ -710,6 +716,11 @@ impl ShardCore {
             return;
         };
         if c.closing.is_some() {
+            return;
+        }
+        // A subscribe deny list also filters what wildcard subscriptions
+        // receive, as nats-server's delivery filter does.
+        if c.perms.as_mut().is_some_and(|p| p.delivery_denied(msg.subject)) {
             return;
         }
         if c.internal {

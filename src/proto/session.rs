@@ -76,8 +76,6 @@ pub enum Routed {
     Delivered,
     /// Nobody was interested.
     NoInterest,
-    /// The publisher's permissions refuse the subject; it was dropped.
-    Denied,
 }
 
 /// What a session needs from the server around it.
@@ -87,7 +85,10 @@ pub trait SessionHost {
     /// Checks the credentials in CONNECT and records the options the router
     /// needs (echo, headers). `Err` is sent and closes the connection.
     fn connect(&mut self, opts: &ClientOpts) -> Result<ConnectGrant, WireError>;
-    /// Routes a message.
+    /// Whether the client's permissions let it publish to `subject` now
+    /// (checked before `+OK`, as nats-server does).
+    fn may_publish(&mut self, subject: &[u8]) -> bool;
+    /// Routes a message the client may publish.
     fn publish(&mut self, msg: &Publish<'_>) -> Routed;
     /// Adds a subscription; `Err` is sent and the connection stays open
     /// (`PermissionsViolation` is worded with the subject and queue).
@@ -187,6 +188,12 @@ impl Session {
     pub fn receive<H: SessionHost>(&mut self, buf: &[u8], now: Instant, host: &mut H) -> Result<usize, CloseReason> {
         let mut used = 0;
         loop {
+            // Under auth nats-server refuses at the first byte of any op
+            // before CONNECT that cannot begin one.
+            if self.cfg.auth_required && !self.connected && buf.get(used).is_some_and(|b| !matches!(b, b'C' | b'c')) {
+                encode::err(host.out(), WireError::AuthorizationViolation);
+                return Err(CloseReason::AuthenticationViolation);
+            }
             let limits = self.limits();
             match parse(&buf[used..], &limits) {
                 Ok(Parsed::Op(op, n)) => {
@@ -347,10 +354,13 @@ impl Session {
         if self.opts.pedantic && !subject::is_valid_literal_subject(msg.subject) {
             encode::err(host.out(), WireError::InvalidPublishSubject);
         }
+        if !host.may_publish(msg.subject) {
+            encode::violation(host.out(), Violation::Publish(msg.subject));
+            return;
+        }
         self.ok(host);
         match host.publish(&msg) {
             Routed::Delivered => {}
-            Routed::Denied => encode::violation(host.out(), Violation::Publish(msg.subject)),
             Routed::NoInterest => {
                 if let (true, Some(reply)) = (self.opts.no_responders, msg.reply) {
                     host.no_responders(reply, msg.subject);
@@ -431,12 +441,13 @@ mod tests {
                 Ok(self.grant)
             }
         }
+        fn may_publish(&mut self, subject: &[u8]) -> bool {
+            !subject.starts_with(b"denied")
+        }
         fn publish(&mut self, m: &Publish<'_>) -> Routed {
             self.published
                 .push((m.subject.to_vec(), m.reply.map(<[u8]>::to_vec), m.message.to_vec()));
-            if m.subject.starts_with(b"denied") {
-                Routed::Denied
-            } else if self.deliver {
+            if self.deliver {
                 Routed::Delivered
             } else {
                 Routed::NoInterest

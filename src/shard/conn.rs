@@ -82,13 +82,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let verifier = shard.shared.verifier.clone();
     let auth = Rc::new(RefCell::new(ConnAuth::new(verifier.clone(), ip.parse().ok())));
     let mut info = client_info(&shard.info.borrow(), cid, &ip);
-    info.auth_required = verifier.auth_required();
+    info.auth_required = verifier.requires_connect();
     info.nonce = auth.borrow().nonce.clone();
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
         let out = core.conn_mut(cid).expect("just added").out.tail();
         encode::info(out, &info.to_json());
+        // With no_auth_user the client is that user until its CONNECT.
+        if let Some(Ok(id)) = verifier.no_auth_identity() {
+            core.set_conn_identity(cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
+            auth.borrow_mut().identity = Some(id);
+        }
     }
     crate::debug!(
         "{ip}:{port} - cid:{} - Client connection created (shard {})",

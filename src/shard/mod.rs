@@ -69,7 +69,7 @@ pub fn session_config(o: &Options) -> SessionConfig {
         headers_supported: !o.no_header_support,
         ping_interval: o.ping_interval,
         ping_max: o.ping_max,
-        auth_required: o.auth.is_enabled(),
+        auth_required: o.auth.is_enabled() && o.auth.no_auth_user.is_none(),
         auth_timeout: o.auth.timeout.unwrap_or(o.auth_timeout),
     }
 }
