@@ -921,3 +921,35 @@ fn jwt_account_imports_match_nats_server() {
     assert_eq!(y, Y_SAW);
     assert_eq!(z, "");
 }
+
+/// An account JWT expiring while its user is connected closes the client
+/// with `Account Authentication Expired`; returns what the client read.
+fn account_expiry_scenario(start: impl Fn(&str) -> common::Proc) -> (String, bool) {
+    let kp = nkeys::KeyPair::new_account();
+    let claims = json!({"sub": kp.public_key(), "name": "Short", "iat": now() - 10, "exp": now() + 2,
+        "nats": {"type": "account", "version": 2, "limits": {"conn": -1, "subs": -1, "payload": -1, "data": -1}}});
+    let token = jwt::encode_signed(&claims, &seed("operator_sk")).unwrap();
+    let mut accounts = fixture_accounts();
+    accounts.push((kp.public_key(), token));
+    let conf = memory_conf(&accounts);
+    let server = start(conf.to_str().unwrap());
+    let (j, k) = user(&kp.seed().unwrap(), "u", user_nats(), json!({}));
+    let (mut r, t, c) = raw_jwt_connect(&server.addr(), &j, &k);
+    assert!(accepted(&t, c), "{t}");
+    let reply = r.read_until_quiet(Duration::from_secs(6), Duration::from_secs(6));
+    (reply.text().replace("PING\r\n", ""), reply.closed)
+}
+
+#[test]
+fn account_jwt_expiring_while_connected() {
+    let (text, closed) = account_expiry_scenario(|conf| common::petrel(&["-c", conf]));
+    assert!(closed, "closed at the account's expiry");
+    assert_eq!(text, "-ERR 'Account Authentication Expired'\r\n");
+}
+
+#[test]
+fn account_jwt_expiry_matches_nats_server() {
+    let (text, closed) = account_expiry_scenario(|conf| common::nats_server(&["-c", conf]));
+    assert!(closed);
+    assert_eq!(text, "-ERR 'Account Authentication Expired'\r\n");
+}

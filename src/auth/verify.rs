@@ -91,6 +91,8 @@ pub struct Identity {
     max_subs: Option<usize>,
     /// The user JWT (operator mode), for re-checks after account updates.
     jwt: Option<String>,
+    /// When the account JWT expires.
+    account_expires: Option<SystemTime>,
 }
 
 impl Identity {
@@ -112,6 +114,11 @@ impl Identity {
     /// When the credentials stop being valid.
     pub fn expires(&self) -> Option<SystemTime> {
         self.expires
+    }
+
+    /// When the account's JWT expires.
+    pub fn account_expires(&self) -> Option<SystemTime> {
+        self.account_expires
     }
 
     /// A payload limit below the server's, from the user or account.
@@ -443,6 +450,7 @@ impl Verifier {
             max_payload: None,
             max_subs: None,
             jwt: None,
+            account_expires: None,
         })
     }
 
@@ -464,6 +472,7 @@ impl Verifier {
             max_payload: None,
             max_subs: None,
             jwt: None,
+            account_expires: None,
         })
     }
 
@@ -498,6 +507,7 @@ impl Verifier {
                 max_payload: None,
                 max_subs: None,
                 jwt: None,
+                account_expires: None,
             });
         }
         let nothing = o.auth_token.is_none() && o.jwt.is_none() && o.pass.is_none();
@@ -593,6 +603,10 @@ impl Verifier {
             max_payload: min_limit(limits.payload, acc.nats.limits.payload),
             max_subs: min_limit(limits.subs, acc.nats.limits.subs),
             jwt: Some(token.to_string()),
+            account_expires: acc
+                .exp
+                .filter(|e| *e > 0)
+                .map(|e| UNIX_EPOCH + Duration::from_secs(e as u64)),
         })
     }
 

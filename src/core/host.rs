@@ -129,9 +129,11 @@ impl SessionHost for CoreHost<'_> {
             id.max_subscriptions(),
         );
         let (wall, mono) = self.auth.clock;
+        let at = |e: SystemTime| mono + e.duration_since(wall).unwrap_or_default();
         let grant = ConnectGrant {
             max_payload: id.max_payload(),
-            expires: id.expires().map(|e| mono + e.duration_since(wall).unwrap_or_default()),
+            expires: id.expires().map(at),
+            account_expires: id.account_expires().map(at),
         };
         self.auth.identity = Some(id);
         Ok(grant)

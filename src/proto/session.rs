@@ -65,8 +65,12 @@ pub struct Publish<'a> {
 pub struct ConnectGrant {
     /// A payload limit below the server's (user or account limits).
     pub max_payload: Option<usize>,
-    /// When the credentials expire; the client is closed then.
+    /// When the user's credentials expire; the client is closed then with
+    /// `User Authentication Expired`.
     pub expires: Option<Instant>,
+    /// When the account's JWT expires; the client is closed then with
+    /// `Account Authentication Expired`.
+    pub account_expires: Option<Instant>,
 }
 
 /// What became of a published message.
@@ -371,7 +375,7 @@ impl Session {
 
     /// The next instant at which [`Session::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Instant {
-        [self.auth_deadline, self.grant.expires]
+        [self.auth_deadline, self.grant.expires, self.grant.account_expires]
             .into_iter()
             .flatten()
             .fold(self.next_ping, Instant::min)
@@ -387,6 +391,9 @@ impl Session {
         }
         if self.grant.expires.is_some_and(|e| now >= e) {
             return Self::fail(host, WireError::UserAuthenticationExpired);
+        }
+        if self.grant.account_expires.is_some_and(|e| now >= e) {
+            return Self::fail(host, WireError::AccountAuthenticationExpired);
         }
         if now < self.next_ping {
             return Ok(());
@@ -659,6 +666,7 @@ mod tests {
             grant: ConnectGrant {
                 max_payload: Some(4),
                 expires: Some(now + Duration::from_secs(1)),
+                account_expires: None,
             },
             ..Default::default()
         };
