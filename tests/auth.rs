@@ -731,6 +731,7 @@ fn claims_update_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_jso
     let other = user(&r_seed, "other", user_nats(), json!({}));
     let (mut o, t, c) = raw_jwt_connect(&addr, &other.0, &other.1);
     assert!(accepted(&t, c), "{t}");
+    o.exchange(b"SUB locked.x 7\r\nSUB open.x 8\r\nPING\r\n");
 
     let (sys_jwt, sys_seed) = jwt::parse_creds(&fixture("creds/sys.creds")).unwrap();
     let (mut sys, t, c) = raw_jwt_connect(&addr, &sys_jwt, &sys_seed);
@@ -750,7 +751,7 @@ fn claims_update_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_jso
         now(),
         json!({"type": "account", "version": 2, "limits": limits,
                "revocations": {victim_pub: now() - 10},
-               "default_permissions": {"pub": {"deny": ["locked.>"]}, "sub": {}}}),
+               "default_permissions": {"pub": {"deny": ["locked.>"]}, "sub": {"deny": ["locked.>"]}}}),
     );
     push(&mut sys, &v2);
     let reply = v.read_until_quiet(Duration::from_secs(2), Duration::from_secs(3));
@@ -762,9 +763,12 @@ fn claims_update_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_jso
     );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
-        o.exchange(b"PUB locked.x 0\r\n\r\nPUB open.x 0\r\n\r\nPING\r\n").text(),
-        "-ERR 'Permissions Violation for Publish to \"locked.x\"'\r\nPONG\r\n",
-        "the account's new default permissions apply to a connected user"
+        o.exchange(b"PUB locked.x 0\r\n\r\nPUB open.x 0\r\n\r\nPING\r\n")
+            .text()
+            .replace("PING\r\n", ""),
+        "-ERR 'Permissions Violation for Subscription to \"locked.x\" (sid \"7\")'\r\n\
+         -ERR 'Permissions Violation for Publish to \"locked.x\"'\r\nMSG open.x 8 0\r\n\r\nPONG\r\n",
+        "the account's new default permissions apply to a connected user and its subscriptions"
     );
     let stale = base(now() - 1000, json!({"type": "account", "version": 2, "limits": limits}));
     push(&mut sys, &stale);

@@ -359,6 +359,38 @@ impl ShardCore {
         }
     }
 
+    /// Removes a connection's subscriptions its (changed) permissions no
+    /// longer allow, telling the client about each as nats-server does.
+    pub fn enforce_subscriptions(&mut self, cid: ConnId) {
+        let Some(c) = self.conns.get(&cid) else { return };
+        let Some(p) = c.perms.as_ref() else { return };
+        let doomed: Vec<SubKey> = c
+            .sids
+            .values()
+            .copied()
+            .filter(|k| {
+                self.subs
+                    .get(k)
+                    .is_some_and(|s| !p.may_subscribe(&s.subject, s.queue.as_deref()))
+            })
+            .collect();
+        for key in doomed {
+            if let Some(s) = self.subs.get(&key) {
+                let text = crate::proto::errors::permissions_violation(crate::proto::errors::Violation::Removed(
+                    &s.subject,
+                    s.queue.as_deref(),
+                    s.sid.as_bytes(),
+                ));
+                if let Some(c) = self.conns.get_mut(&cid) {
+                    encode::err_text(c.out.tail(), &text);
+                    c.interest_seq = self.interest_seq + 1;
+                }
+            }
+            self.remove_sub(key);
+        }
+        self.wake(cid);
+    }
+
     /// Moves the connection's pending output chunks to `into`, or registers
     /// `waker` to be woken when there is some. Returns `Err` once the
     /// connection is closing and its output is drained.

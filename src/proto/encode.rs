@@ -63,11 +63,17 @@ pub fn err(out: &mut Vec<u8>, e: WireError) {
     out.extend_from_slice(b"'\r\n");
 }
 
+/// Appends `-ERR '<text>'` for a text built by `errors` (permissions
+/// violations name subjects).
+pub fn err_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"-ERR '");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"'\r\n");
+}
+
 /// Appends `-ERR '<text>'` for a permissions violation.
 pub fn violation(out: &mut Vec<u8>, v: super::errors::Violation<'_>) {
-    out.extend_from_slice(b"-ERR '");
-    out.extend_from_slice(super::errors::permissions_violation(v).as_bytes());
-    out.extend_from_slice(b"'\r\n");
+    err_text(out, &super::errors::permissions_violation(v));
 }
 
 /// Appends `INFO <json> \r\n` (nats-server puts a space before the CRLF).

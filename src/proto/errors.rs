@@ -50,6 +50,9 @@ pub enum Violation<'a> {
     Publish(&'a [u8]),
     /// A subscription to this subject, in this queue group.
     Subscribe(&'a [u8], Option<&'a [u8]>),
+    /// An existing subscription (subject, queue, sid) that changed
+    /// permissions no longer allow; the server removed it.
+    Removed(&'a [u8], Option<&'a [u8]>, &'a [u8]),
 }
 
 /// The text of a permissions violation `-ERR`, exactly as nats-server
@@ -63,6 +66,17 @@ pub fn permissions_violation(v: Violation<'_>) -> String {
             "Permissions Violation for Subscription to \"{}\" using queue \"{}\"",
             s(subj),
             s(q)
+        ),
+        Violation::Removed(subj, None, sid) => format!(
+            "Permissions Violation for Subscription to \"{}\" (sid \"{}\")",
+            s(subj),
+            s(sid)
+        ),
+        Violation::Removed(subj, Some(q), sid) => format!(
+            "Permissions Violation for Subscription to \"{}\" using queue \"{}\" (sid \"{}\")",
+            s(subj),
+            s(q),
+            s(sid)
         ),
     }
 }

@@ -307,10 +307,10 @@ impl Shard {
     /// Re-checks this shard's clients of accounts whose JWT changed:
     /// revoked users and removed signing keys are closed with nats-server's
     /// errors, the others get the new permissions and limits.
-    fn apply_account_updates(&self) {
+    fn apply_account_updates(&self) -> bool {
         let seq = self.shared.account_update_seq.load(Relaxed);
         if seq == self.account_seen.get() {
-            return;
+            return false;
         }
         let seen = self.account_seen.replace(seq);
         let accounts: Vec<crate::ids::AccountId> = self
@@ -330,7 +330,10 @@ impl Shard {
                 let auth = h.auth.borrow();
                 let Some(id) = auth.identity.as_ref() else { continue };
                 match self.shared.verifier.recheck(id) {
-                    Ok(r) => core.set_conn_identity(cid, account, r.permissions, r.max_subs),
+                    Ok(r) => {
+                        core.set_conn_identity(cid, account, r.permissions, r.max_subs);
+                        core.enforce_subscriptions(cid);
+                    }
                     Err(e) => {
                         crate::debug!("cid:{} - {} after an account update", cid.0, e.text());
                         core.fail_conn(cid, e);
@@ -338,6 +341,7 @@ impl Shard {
                 }
             }
         }
+        true
     }
 
     /// Writes this shard's connection snapshot when one was asked for.
@@ -526,7 +530,10 @@ async fn shard_main(
             loop {
                 glommio::timer::sleep(RELOAD_POLL).await;
                 shard.apply_reload();
-                shard.apply_account_updates();
+                if shard.apply_account_updates() {
+                    // Subscriptions removed by new permissions reach the other shards now.
+                    shard.flush().await;
+                }
                 shard.answer_snapshot();
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
                     glommio::spawn_local(lame_duck(shard.clone())).detach();
