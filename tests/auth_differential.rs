@@ -24,34 +24,7 @@ const BCRYPT_HASH: &str = "$2b$10$yuwNv/fngyl/1gkNH3EbX.FEPwdwUvkX7PZWPeawogPZYh
 
 // ------------------------------------------------------------ normalizing
 
-/// INFO keys whose values differ by nature or describe features petrel
-/// does not have (as in `tests/differential.rs`); `nonce` is handled apart.
-const IGNORED_INFO_KEYS: &[&str] = &[
-    "server_id",
-    "server_name",
-    "version",
-    "go",
-    "port",
-    "client_id",
-    "git_commit",
-    "api_lvl",
-    "xkey",
-];
-
-fn normalize_info(line: &str) -> String {
-    let json = line.trim_start_matches("INFO ").trim_end_matches(" \r\n");
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("INFO is JSON");
-    for k in IGNORED_INFO_KEYS {
-        v.remove(*k);
-    }
-    // Nonces are random: only their presence (and being non-empty) counts.
-    if let Some(n) = v.get_mut("nonce") {
-        let present = n.as_str().is_some_and(|s| !s.is_empty());
-        *n = serde_json::Value::String(if present { "<nonce>" } else { "<empty nonce>" }.into());
-    }
-    let sorted: std::collections::BTreeMap<_, _> = v.into_iter().collect();
-    format!("INFO {} \r\n", serde_json::to_string(&sorted).unwrap())
-}
+use common::normalize_info;
 
 /// The comparable form of what one connection received: INFO lines
 /// normalized, server-initiated PINGs left out (their timing is not part of

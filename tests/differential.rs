@@ -1,7 +1,7 @@
 //! Differential tests: the same byte streams go to petrel and to the
 //! official nats-server, and the replies must match byte for byte, except
 //! for values that differ by nature (ids, ports, versions) and INFO fields
-//! for features petrel does not have (listed in `IGNORED_INFO_KEYS`).
+//! for features petrel does not have (see `common::normalize_info`).
 
 mod common;
 
@@ -9,31 +9,7 @@ use std::time::Duration;
 
 use common::raw::{Raw, Reply};
 
-/// INFO keys whose values differ by nature, or that describe features
-/// petrel does not offer (JetStream `api_lvl`, auth-callout `xkey`, the Go
-/// build's `git_commit`).
-const IGNORED_INFO_KEYS: &[&str] = &[
-    "server_id",
-    "server_name",
-    "version",
-    "go",
-    "port",
-    "client_id",
-    "nonce",
-    "git_commit",
-    "api_lvl",
-    "xkey",
-];
-
-fn normalize_info(line: &str) -> String {
-    let json = line.trim_start_matches("INFO ").trim_end_matches(" \r\n");
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("INFO is JSON");
-    for k in IGNORED_INFO_KEYS {
-        v.remove(*k);
-    }
-    let sorted: std::collections::BTreeMap<_, _> = v.into_iter().collect();
-    format!("INFO {} \r\n", serde_json::to_string(&sorted).unwrap())
-}
+use common::normalize_info;
 
 /// Replaces every INFO line's JSON with its comparable form.
 fn normalize(r: &Reply) -> String {

@@ -899,17 +899,23 @@ fn list(v: &Option<Vec<String>>) -> Option<PatternList> {
     v.as_ref().filter(|l| !l.is_empty()).map(|l| PatternList::new(l))
 }
 
-fn jwt_permissions(l: &jwt::UserPermissionLimits) -> Option<Permissions> {
+/// Permissions from a JWT's `pub`, `sub` and `resp`; `None` when they
+/// restrict nothing.
+fn permissions_from(
+    publish: &jwt::Permission,
+    subscribe: &jwt::Permission,
+    resp: Option<&jwt::ResponsePermission>,
+) -> Option<Permissions> {
     let p = Permissions {
         publish: SubjectRule {
-            allow: list(&l.pub_.allow),
-            deny: list(&l.pub_.deny),
+            allow: list(&publish.allow),
+            deny: list(&publish.deny),
         },
         subscribe: SubjectRule {
-            allow: list(&l.sub.allow),
-            deny: list(&l.sub.deny),
+            allow: list(&subscribe.allow),
+            deny: list(&subscribe.deny),
         },
-        response: l.resp.as_ref().map(|r| ResponsePermission {
+        response: resp.map(|r| ResponsePermission {
             max: r.max.max(0) as u64,
             expires: Duration::from_nanos(r.ttl_ns.max(0) as u64),
         }),
@@ -918,23 +924,12 @@ fn jwt_permissions(l: &jwt::UserPermissionLimits) -> Option<Permissions> {
     (!empty).then(|| p.normalized())
 }
 
+fn jwt_permissions(l: &jwt::UserPermissionLimits) -> Option<Permissions> {
+    permissions_from(&l.pub_, &l.sub, l.resp.as_ref())
+}
+
 fn default_permissions(d: &jwt::DefaultPermissions) -> Option<Permissions> {
-    let p = Permissions {
-        publish: SubjectRule {
-            allow: list(&d.pub_.allow),
-            deny: list(&d.pub_.deny),
-        },
-        subscribe: SubjectRule {
-            allow: list(&d.sub.allow),
-            deny: list(&d.sub.deny),
-        },
-        response: d.resp.as_ref().map(|r| ResponsePermission {
-            max: r.max.max(0) as u64,
-            expires: Duration::from_nanos(r.ttl_ns.max(0) as u64),
-        }),
-    };
-    let empty = p.publish.is_open() && p.subscribe.is_open() && p.response.is_none();
-    (!empty).then(|| p.normalized())
+    permissions_from(&d.pub_, &d.sub, d.resp.as_ref())
 }
 
 /// Whether CIDR `net` (`a.b.c.d/n`, `::1/128`, or a bare address) holds `ip`.

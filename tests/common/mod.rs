@@ -136,3 +136,34 @@ pub fn nats_server(extra: &[&str]) -> Proc {
     args.extend_from_slice(extra);
     spawn(nats_server_bin().to_str().unwrap(), &args)
 }
+
+/// INFO keys whose values differ by nature, or that describe features
+/// petrel does not offer (JetStream `api_lvl`, auth-callout `xkey`, the Go
+/// build's `git_commit`); `nonce` is compared by presence only.
+const IGNORED_INFO_KEYS: &[&str] = &[
+    "server_id",
+    "server_name",
+    "version",
+    "go",
+    "port",
+    "client_id",
+    "git_commit",
+    "api_lvl",
+    "xkey",
+];
+
+/// An INFO line in a form comparable between petrel and nats-server.
+pub fn normalize_info(line: &str) -> String {
+    let json = line.trim_start_matches("INFO ").trim_end_matches(" \r\n");
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).expect("INFO is JSON");
+    for k in IGNORED_INFO_KEYS {
+        v.remove(*k);
+    }
+    // Nonces are random: only their presence (and being non-empty) counts.
+    if let Some(n) = v.get_mut("nonce") {
+        let present = n.as_str().is_some_and(|s| !s.is_empty());
+        *n = serde_json::Value::String(if present { "<nonce>" } else { "<empty nonce>" }.into());
+    }
+    let sorted: std::collections::BTreeMap<_, _> = v.into_iter().collect();
+    format!("INFO {} \r\n", serde_json::to_string(&sorted).unwrap())
+}
