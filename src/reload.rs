@@ -104,12 +104,13 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
         format!("{:?}", o.lame_duck_grace_period)
     }),
     // Credentials are shown as fingerprints so logs never carry secrets.
-    ("authorization", false, |o| {
+    ("authorization", true, |o| {
         let a = &o.auth;
         fingerprint(&(&a.token, &a.users, &a.default_permissions, &a.timeout, &a.no_auth_user))
     }),
-    ("accounts", false, |o| {
-        fingerprint(&(&o.auth.accounts, &o.auth.system_account))
+    ("accounts", true, |o| fingerprint(&o.auth.accounts)),
+    ("system_account", false, |o| {
+        o.auth.system_account.clone().unwrap_or_default()
     }),
     ("operator", false, |o| {
         fingerprint(&(&o.auth.operator, &o.auth.trusted_keys))

@@ -272,7 +272,19 @@ pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String>
                 .map_err(|e| format!("could not write {}: {e}", p.display()))?;
         }
     }
-    if !shared.install(new, std::time::Duration::from_secs(2)) {
+    // Users, permissions and accounts are re-read into a new verifier over
+    // the same account table (account ids stay what the shards know).
+    let verifier = if new.auth != current.auth {
+        let table = shared.verifier().accounts().clone();
+        let v = crate::auth::verify::Verifier::with_table(&new.auth, Some(table))?;
+        for w in v.warnings() {
+            warn!("{w}");
+        }
+        Some(Arc::new(v))
+    } else {
+        None
+    };
+    if !shared.install(new, verifier, std::time::Duration::from_secs(2)) {
         return Err("shards did not apply the new configuration in time".into());
     }
     Ok(outcome)

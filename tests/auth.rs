@@ -957,3 +957,54 @@ fn account_jwt_expiry_matches_nats_server() {
     assert!(closed);
     assert_eq!(text, "-ERR 'Account Authentication Expired'\r\n");
 }
+
+// ------------------------------------------------ reloading authorization
+
+/// Starts a server on a users file, connects three clients, rewrites the
+/// file (one user removed, one user's permissions narrowed, one user
+/// added), sends SIGHUP and returns what each client then saw.
+fn reload_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<(String, bool)> {
+    let conf = write_conf(
+        "authorization { users = [\n {user: a, password: a}\n {user: b, password: b}\n {user: d, password: d, permissions: {subscribe: \">\"}}\n] }\n",
+    );
+    let server = start(conf.to_str().unwrap());
+    let addr = server.addr();
+    let login = |u: &str| {
+        let mut r = Raw::open(&addr);
+        let reply = r.exchange(
+            format!("CONNECT {{\"verbose\":false,\"user\":\"{u}\",\"pass\":\"{u}\"}}\r\nPING\r\n").as_bytes(),
+        );
+        (r, reply)
+    };
+    let (mut a, _) = login("a");
+    let (mut b, _) = login("b");
+    let (mut d, _) = login("d");
+    a.exchange(b"SUB secret.x 1\r\nSUB open.x 2\r\nPING\r\n");
+    d.exchange(b"SUB > 1\r\nPING\r\n");
+    std::fs::write(
+        &conf,
+        "authorization { users = [\n {user: a, password: a, permissions: {publish: {deny: \"secret.>\"}, subscribe: {deny: \"secret.>\"}}}\n {user: c, password: c}\n {user: d, password: d, permissions: {subscribe: \">\"}}\n] }\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut out = Vec::new();
+    let r = b.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+    out.push((r.text().replace("PING\r\n", ""), r.closed));
+    let r = a.exchange(b"PUB secret.x 1\r\nx\r\nPUB open.x 1\r\ny\r\nPING\r\n");
+    out.push((r.text().replace("PING\r\n", ""), r.closed));
+    let (_, r) = login("c");
+    out.push((r.text().replace("PING\r\n", ""), r.closed));
+    let r = d.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+    out.push((r.text().replace("PING\r\n", ""), r.closed));
+    out
+}
+
+#[test]
+fn reload_applies_users_and_permissions_like_nats_server() {
+    let ours = reload_scenario(|conf| common::petrel(&["-c", conf]));
+    let theirs = reload_scenario(|conf| common::nats_server(&["-c", conf]));
+    assert_eq!(ours, theirs);
+    assert!(ours[0].1, "the removed user is disconnected: {:?}", ours[0]);
+    assert_eq!(ours[2].0, "PONG\r\n", "the added user connects");
+}

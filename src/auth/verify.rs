@@ -222,6 +222,12 @@ impl Verifier {
     /// Builds the verifier for `cfg`. The account table gets every
     /// configured account; `Err` names what is wrong with the operator set-up.
     pub fn new(cfg: &AuthConfig) -> Result<Verifier, String> {
+        Self::with_table(cfg, None)
+    }
+
+    /// Builds the verifier for `cfg` over an existing account table (a
+    /// reload), or a new one.
+    pub fn with_table(cfg: &AuthConfig, table: Option<Arc<AccountTable>>) -> Result<Verifier, String> {
         if let Some(op) = &cfg.operator {
             let mut trusted = Vec::new();
             let mut system = cfg.system_account.clone();
@@ -263,7 +269,7 @@ impl Verifier {
                 warnings: Vec::new(),
             });
         }
-        let accounts = Arc::new(AccountTable::new(cfg.system_account.as_deref()));
+        let accounts = table.unwrap_or_else(|| Arc::new(AccountTable::new(cfg.system_account.as_deref())));
         let global = accounts.get_or_create(GLOBAL_ACCOUNT);
         for a in &cfg.accounts {
             accounts.get_or_create(&a.name);

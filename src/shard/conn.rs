@@ -79,7 +79,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
     let stream: Stream = Rc::new(RefCell::new(stream));
-    let verifier = shard.shared.verifier.clone();
+    let verifier = shard.verifier.borrow().clone();
     let auth = Rc::new(RefCell::new(ConnAuth::new(verifier.clone(), ip.parse().ok())));
     let mut info = client_info(&shard.info.borrow(), cid, &ip);
     info.auth_required = verifier.requires_connect();

@@ -17,9 +17,11 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::verify::Verifier;
 use crate::core::{BufferPools, CoreConfig, ShardCore};
 use crate::ids::{ConnId, ShardId};
 use crate::options::Options;
+use crate::proto::errors::CloseReason;
 use crate::proto::info::ServerInfo;
 use crate::proto::session::{Session, SessionConfig};
 use crate::stats::ShardStats;
@@ -53,8 +55,9 @@ pub struct Shared {
     pub stats: Vec<ShardStats>,
     /// Batch buffers on their way back to the shard that filled them.
     pub pools: Arc<BufferPools>,
-    /// Checks CONNECT credentials; holds the account table.
-    pub verifier: Arc<crate::auth::verify::Verifier>,
+    /// Checks CONNECT credentials; holds the account table. Replaced by a
+    /// reload that changes users or accounts.
+    verifier: Mutex<Arc<Verifier>>,
     /// Accounts whose JWT changed, numbered; every shard re-checks its
     /// clients of those accounts.
     account_updates: Mutex<Vec<(u64, crate::ids::AccountId)>>,
@@ -85,14 +88,9 @@ pub fn core_config(o: &Options) -> CoreConfig {
 
 impl Shared {
     /// Builds the shared state.
-    pub fn new(
-        opts: Options,
-        info: ServerInfo,
-        nshards: usize,
-        verifier: Arc<crate::auth::verify::Verifier>,
-    ) -> Shared {
+    pub fn new(opts: Options, info: ServerInfo, nshards: usize, verifier: Arc<Verifier>) -> Shared {
         Shared {
-            verifier,
+            verifier: Mutex::new(verifier),
             account_updates: Mutex::new(Vec::new()),
             account_update_seq: AtomicU64::new(0),
             config: Mutex::new((Arc::new(opts), info)),
@@ -141,10 +139,14 @@ impl Shared {
 
     /// Installs reloaded options and waits (up to `limit`) until every shard
     /// has applied them to its core and its open connections.
-    pub fn install(&self, opts: Options, limit: Duration) -> bool {
+    pub fn install(&self, opts: Options, verifier: Option<Arc<Verifier>>, limit: Duration) -> bool {
         let generation = {
             let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
             c.1.max_payload = opts.max_payload;
+            if let Some(v) = verifier {
+                c.1.auth_required = v.requires_connect();
+                *self.verifier.lock().unwrap_or_else(|e| e.into_inner()) = v;
+            }
             c.0 = Arc::new(opts);
             self.generation.fetch_add(1, Relaxed) + 1
         };
@@ -156,6 +158,12 @@ impl Shared {
             std::thread::sleep(Duration::from_millis(5));
         }
         true
+    }
+
+    /// The verifier in force (shards keep a copy and pick up a new one with
+    /// a reload).
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.verifier.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Announces that `account`'s JWT changed: every shard re-checks its
@@ -194,6 +202,8 @@ pub struct Shard {
     lame_duck_started: Cell<bool>,
     account_seen: Cell<u64>,
     routes_seen: Cell<u64>,
+    /// This shard's copy of the verifier in force.
+    pub verifier: RefCell<Arc<Verifier>>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -289,6 +299,10 @@ impl Shard {
         }
         *self.opts.borrow_mut() = opts;
         *self.info.borrow_mut() = info;
+        let v = self.shared.verifier();
+        if !Arc::ptr_eq(&v, &self.verifier.borrow()) {
+            self.reverify(v);
+        }
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
     }
@@ -297,10 +311,11 @@ impl Shard {
     /// accounts, and their imports, as clients arrive). One atomic load
     /// when nothing changed.
     pub fn refresh_routes(&self, core: &mut ShardCore) {
-        let g = self.shared.verifier.routes_generation();
+        let v = self.verifier.borrow();
+        let g = v.routes_generation();
         if g != self.routes_seen.get() {
             self.routes_seen.set(g);
-            core.set_routes(self.shared.verifier.routes());
+            core.set_routes(v.routes());
         }
     }
 
@@ -329,7 +344,7 @@ impl Shard {
                 let Some(h) = conns.get(&cid) else { continue };
                 let auth = h.auth.borrow();
                 let Some(id) = auth.identity.as_ref() else { continue };
-                match self.shared.verifier.recheck(id) {
+                match self.verifier.borrow().recheck(id) {
                     Ok(r) => {
                         core.set_conn_identity(cid, account, r.permissions, r.max_subs);
                         core.enforce_subscriptions(cid);
@@ -342,6 +357,42 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// Installs a reloaded verifier and checks every open connection
+    /// against it again with the credentials of its CONNECT, as nats-server
+    /// does: clients no longer allowed in, or now in another account, are
+    /// closed; the others get their new permissions (losing subscriptions
+    /// those refuse).
+    fn reverify(&self, v: Arc<Verifier>) {
+        *self.verifier.borrow_mut() = v.clone();
+        let mut core = self.core.borrow_mut();
+        core.set_routes(v.routes());
+        self.routes_seen.set(v.routes_generation());
+        for (cid, h) in self.conns.borrow().iter() {
+            let mut auth = h.auth.borrow_mut();
+            auth.verifier = v.clone();
+            let Some(old) = auth.identity.take() else { continue };
+            let session = h.session.borrow();
+            let opts = if session.is_connected() {
+                session.opts().clone()
+            } else {
+                // Not connected yet, acting as no_auth_user.
+                crate::proto::connect::ClientOpts::default()
+            };
+            match auth.verify(&opts) {
+                Ok(id) if id.account().id == old.account().id => {
+                    core.set_conn_identity(*cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
+                    core.enforce_subscriptions(*cid);
+                    auth.identity = Some(id);
+                }
+                Ok(_) | Err(_) => {
+                    // nats-server closes these without an -ERR.
+                    crate::debug!("cid:{} - no longer authorized after a reload", cid.0);
+                    core.close_conn(*cid, CloseReason::AuthenticationViolation);
+                }
+            }
+        }
     }
 
     /// Writes this shard's connection snapshot when one was asked for.
@@ -509,7 +560,8 @@ async fn shard_main(
     let Connected { outlets, receivers } = ends.connect().await;
     let (opts, info) = shared.current();
     let mut core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
-    core.set_routes(shared.verifier.routes());
+    let verifier = shared.verifier();
+    core.set_routes(verifier.routes());
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -522,7 +574,8 @@ async fn shard_main(
         accept_task: RefCell::new(None),
         lame_duck_started: Cell::new(false),
         account_seen: Cell::new(0),
-        routes_seen: Cell::new(0),
+        routes_seen: Cell::new(verifier.routes_generation()),
+        verifier: RefCell::new(verifier),
     });
     {
         let shard = shard.clone();

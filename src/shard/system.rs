@@ -68,7 +68,7 @@ struct Reply<'a> {
 
 /// Runs the internal client until the process ends.
 pub async fn run(shard: Rc<Shard>) {
-    let verifier = shard.shared.verifier.clone();
+    let verifier = shard.verifier.borrow().clone();
     if !verifier.is_operator_mode() {
         return;
     }
@@ -129,7 +129,7 @@ fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg, seq: u64) {
         .position(|t| *t == b"ACCOUNT")
         .and_then(|i| tokens.get(i + 1))
         .map(|t| String::from_utf8_lossy(t).into_owned());
-    let verifier = &shard.shared.verifier;
+    let verifier = shard.verifier.borrow().clone();
     let (account, outcome) = verifier.claims_update(&token, subject_account.as_deref());
     match &outcome {
         Ok(msg) => {
