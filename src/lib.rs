@@ -18,4 +18,5 @@ pub mod shard;
 pub mod signal;
 pub mod stats;
 pub mod subject;
+pub mod sys;
 pub mod timefmt;

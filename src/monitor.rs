@@ -1,25 +1,20 @@
-//! HTTP monitoring (`-m`, `http_port`, `http`): `/varz` and `/healthz` as
-//! nats-server serves them, from the shards' published counters. Client
-//! test harnesses (nats-py) poll `/varz` to know the server is up and read
-//! `in_msgs`/`in_bytes` from it. It runs on its own thread, off the shards.
+//! HTTP monitoring (`-m`, `http_port`, `http`): nats-server's endpoints
+//! with its query parameters, built by `sys::endpoints` (the same documents
+//! the `$SYS` services answer with), plus `/metrics` in Prometheus text.
+//! Client test harnesses (nats-py) poll `/varz` to know the server is up.
+//! It runs on its own thread, off the shards.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde_json::json;
-
-use crate::proto::info::COMPAT_VERSION;
 use crate::shard::Shared;
-use crate::stats;
-use crate::timefmt::rfc3339;
+use crate::sys::endpoints::{self, ConnzOpts, SubszOpts};
 
-/// State the monitor reports beside the counters.
+/// The monitoring server.
 pub struct Monitor {
     shared: Arc<Shared>,
-    started: SystemTime,
-    http: SocketAddr,
 }
 
 /// Binds the monitoring listener and serves it on a thread.
@@ -27,11 +22,7 @@ pub fn start(shared: Arc<Shared>, host: &str, port: i32) -> std::io::Result<Sock
     let port = if port < 0 { 0 } else { port as u16 };
     let listener = TcpListener::bind((host, port))?;
     let http = listener.local_addr()?;
-    let m = Arc::new(Monitor {
-        shared,
-        started: SystemTime::now(),
-        http,
-    });
+    let m = Arc::new(Monitor { shared });
     std::thread::Builder::new()
         .name("petrel-monitor".into())
         .spawn(move || {
@@ -45,176 +36,7 @@ pub fn start(shared: Arc<Shared>, host: &str, port: i32) -> std::io::Result<Sock
     Ok(http)
 }
 
-/// Go's duration string for an uptime, e.g. `1h2m3s`.
-fn uptime_text(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
-    match (days, h, m) {
-        (0, 0, 0) => format!("{sec}s"),
-        (0, 0, _) => format!("{m}m{sec}s"),
-        (0, _, _) => format!("{h}h{m}m{sec}s"),
-        _ => format!("{days}d{h}h{m}m{sec}s"),
-    }
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no memory effects.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory effects.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 impl Monitor {
-    fn varz(&self) -> serde_json::Value {
-        let (o, info) = self.shared.current();
-        let c = stats::sum(&self.shared.stats);
-        let now = SystemTime::now();
-        let up = now.duration_since(self.started).unwrap_or_default();
-        json!({
-            "server_id": info.server_id,
-            "server_name": info.server_name,
-            "version": COMPAT_VERSION,
-            "proto": 1,
-            "go": info.go,
-            "host": o.host,
-            "port": info.port,
-            "headers": info.headers,
-            "max_connections": o.max_connections,
-            "max_subscriptions": o.max_subscriptions,
-            "ping_interval": o.ping_interval.as_nanos() as u64,
-            "ping_max": o.ping_max,
-            "http_host": self.http.ip().to_string(),
-            "http_port": self.http.port(),
-            "http_base_path": "",
-            "https_port": 0,
-            "auth_timeout": o.auth_timeout.as_secs_f64(),
-            "max_control_line": o.max_control_line,
-            "max_payload": o.max_payload,
-            "max_pending": o.max_pending,
-            "tls_timeout": 2.0,
-            "write_deadline": o.write_deadline.as_nanos() as u64,
-            "start": rfc3339(self.started),
-            "now": rfc3339(now),
-            "uptime": uptime_text(up),
-            "mem": rss_bytes(),
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "gomaxprocs": self.shared.nshards,
-            "cpu": if up.as_secs_f64() > 0.0 { (cpu_seconds() / up.as_secs_f64() * 100.0 * 100.0).round() / 100.0 } else { 0.0 },
-            "connections": c.connections,
-            "total_connections": c.total_connections,
-            "routes": 0,
-            "remotes": 0,
-            "leafnodes": 0,
-            "in_msgs": c.in_msgs,
-            "out_msgs": c.out_msgs,
-            "in_bytes": c.in_bytes,
-            "out_bytes": c.out_bytes,
-            "slow_consumers": c.slow_consumers,
-            "stale_connections": c.stale_connections,
-            "subscriptions": c.subscriptions,
-            "slow_consumer_stats": { "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 },
-            "config_load_time": rfc3339(self.started),
-            "system_account": "",
-        })
-    }
-
-    /// `/connz` with `offset`, `limit` (1024), `cid`, `subs` and `sort`.
-    fn connz(&self, query: &str) -> Result<serde_json::Value, String> {
-        let (_, info) = self.shared.current();
-        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
-        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-        let num = |k: &str, d: usize| -> Result<usize, String> {
-            get(k).map_or(Ok(d), |v| {
-                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
-            })
-        };
-        let offset = num("offset", 0)?;
-        let mut limit = num("limit", 1024)?;
-        let subs = match get("subs") {
-            None => false,
-            Some("1" | "t" | "T" | "true" | "TRUE" | "True" | "detail") => true,
-            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
-            Some(v) => return Err(format!("Error decoding boolean for 'subs': {v}")),
-        };
-        let mut conns = self.shared.connections(Duration::from_millis(500));
-        if let Some(cid) = get("cid") {
-            let cid: u64 = cid
-                .parse()
-                .map_err(|_| format!("Error decoding integer for 'cid': {cid}"))?;
-            conns.retain(|c| c.cid == cid);
-            limit = 1;
-        }
-        match get("sort").unwrap_or("cid") {
-            "cid" | "" => {}
-            "start" => conns.sort_by_key(|c| c.start),
-            "subs" => conns.sort_by_key(|c| std::cmp::Reverse(c.subjects.len())),
-            "pending" => conns.sort_by_key(|c| std::cmp::Reverse(c.pending_bytes)),
-            "msgs_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_msgs)),
-            "msgs_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_msgs)),
-            "bytes_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_bytes)),
-            "bytes_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_bytes)),
-            "stop" | "reason" => return Err("sort by stop only valid on closed connections".into()),
-            other => return Err(format!("invalid sorting option: {other}")),
-        }
-        let total = conns.len();
-        let now = SystemTime::now();
-        let list: Vec<serde_json::Value> = conns
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|c| {
-                let mut v = json!({
-                    "cid": c.cid,
-                    "kind": "Client",
-                    "type": "nats",
-                    "ip": c.ip,
-                    "port": c.port,
-                    "start": rfc3339(c.start),
-                    "rtt": c.rtt.map(|r| format!("{:?}", r)).unwrap_or_default(),
-                    "uptime": uptime_text(now.duration_since(c.start).unwrap_or_default()),
-                    "pending_bytes": c.pending_bytes,
-                    "in_msgs": c.in_msgs,
-                    "out_msgs": c.out_msgs,
-                    "in_bytes": c.in_bytes,
-                    "out_bytes": c.out_bytes,
-                    "subscriptions": c.subjects.len(),
-                    "name": c.name,
-                    "lang": c.lang,
-                    "version": c.version,
-                });
-                if subs && !c.subjects.is_empty() {
-                    v["subscriptions_list"] = json!(c.subjects);
-                }
-                v
-            })
-            .collect();
-        Ok(json!({
-            "server_id": info.server_id,
-            "now": rfc3339(now),
-            "num_connections": list.len(),
-            "total": total,
-            "offset": offset,
-            "limit": limit,
-            "connections": list,
-        }))
-    }
-
     fn serve(&self, mut s: TcpStream) -> std::io::Result<()> {
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut req = Vec::new();
@@ -230,13 +52,38 @@ impl Monitor {
         let mut parts = line.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let json = |r: Result<serde_json::Value, String>| match r {
+            Ok(v) => ("200 OK", "application/json", pretty(&v)),
+            Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
+        };
+        let param = |k: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let sh = &*self.shared;
         let (status, ctype, body) = match (method, path) {
-            ("GET" | "HEAD", "/connz") => match self.connz(query) {
-                Ok(v) => ("200 OK", "application/json", pretty(&v)),
-                Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
-            },
-            ("GET" | "HEAD", "/varz") => ("200 OK", "application/json", pretty(&self.varz())),
-            ("GET" | "HEAD", "/healthz") => ("200 OK", "application/json", pretty(&json!({"status": "ok"}))),
+            ("GET" | "HEAD", "/connz") => json(ConnzOpts::from_query(query).and_then(|o| endpoints::connz(sh, &o))),
+            ("GET" | "HEAD", "/varz") => json(Ok(endpoints::varz(sh))),
+            ("GET" | "HEAD", "/subsz" | "/subscriptionsz") => {
+                json(SubszOpts::from_query(query).map(|o| endpoints::subsz(sh, &o)))
+            }
+            ("GET" | "HEAD", "/routez") => json(Ok(endpoints::routez(sh))),
+            ("GET" | "HEAD", "/leafz") => json(Ok(endpoints::leafz(sh))),
+            ("GET" | "HEAD", "/gatewayz") => json(Ok(endpoints::gatewayz(sh))),
+            ("GET" | "HEAD", "/jsz") => json(Ok(endpoints::jsz(sh))),
+            ("GET" | "HEAD", "/accountz") => json(endpoints::accountz(sh, param("acc").as_deref())),
+            ("GET" | "HEAD", "/accstatz") => {
+                let unused = matches!(param("unused").as_deref(), Some("1" | "true" | "t"));
+                let accs: Vec<String> = param("accounts")
+                    .map(|a| a.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                json(Ok(endpoints::accstatz(sh, &accs, unused)))
+            }
+            ("GET" | "HEAD", "/healthz") => json(Ok(serde_json::json!({"status": "ok"}))),
+            ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", endpoints::metrics(sh)),
             ("GET" | "HEAD", "/") => ("200 OK", "text/html; charset=utf-8", INDEX.to_string()),
             ("GET" | "HEAD", _) => (
                 "404 Not Found",
@@ -265,18 +112,8 @@ fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-const INDEX: &str = "<html><body><h1>petrel monitoring</h1><a href=\"/varz\">/varz</a><br/><a href=\"/connz\">/connz</a><br/><a href=\"/healthz\">/healthz</a></body></html>\n";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uptime_like_go() {
-        assert_eq!(uptime_text(Duration::from_secs(5)), "5s");
-        assert_eq!(uptime_text(Duration::from_secs(65)), "1m5s");
-        assert_eq!(uptime_text(Duration::from_secs(3723)), "1h2m3s");
-        assert_eq!(uptime_text(Duration::from_secs(90061)), "1d1h1m1s");
-        assert!(rfc3339(SystemTime::UNIX_EPOCH).starts_with("1970-01-01T00:00:00"));
-    }
-}
+const INDEX: &str = "<html><body><h1>petrel monitoring</h1>\
+<a href=\"/varz\">/varz</a><br/><a href=\"/connz\">/connz</a><br/><a href=\"/subsz\">/subsz</a><br/>\
+<a href=\"/routez\">/routez</a><br/><a href=\"/gatewayz\">/gatewayz</a><br/><a href=\"/leafz\">/leafz</a><br/>\
+<a href=\"/accountz\">/accountz</a><br/><a href=\"/accstatz\">/accstatz</a><br/><a href=\"/jsz\">/jsz</a><br/>\
+<a href=\"/healthz\">/healthz</a><br/><a href=\"/metrics\">/metrics</a></body></html>\n";

@@ -198,6 +198,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         acc_is_sys: false,
     };
     let shared = Arc::new(Shared::new(opts.clone(), info, nshards, verifier));
+    *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
     let running = shard::start(shared.clone(), listeners)?;
 
     if let Some(p) = &opts.pid_file {
@@ -210,6 +211,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
                 addr: format!("{host}:{port}"),
                 err,
             })?;
+            *shared.http_addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
             info!("Starting http monitor on {}:{}", host, addr.port());
             Some(format!("http://{}:{}", url_host(&host), addr.port()))
         }
@@ -236,10 +238,24 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     info!("Server is ready");
 
     let code = wait_for_exit(&running, &shared, &args);
+    send_shutdown_event(&shared);
     if let Some(p) = ports_file {
         let _ = std::fs::remove_file(p);
     }
     Ok(code)
+}
+
+/// Asks shard 0 to publish `$SYS.SERVER.<id>.SHUTDOWN` and waits briefly
+/// for it to go out, as nats-server's last system message.
+fn send_shutdown_event(shared: &Shared) {
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.shutting_down.store(true, Relaxed);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while !shared.shutdown_sent.load(Relaxed) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Let the writers put the event on the wire.
+    std::thread::sleep(std::time::Duration::from_millis(20));
 }
 
 /// Re-reads the configuration (the same command line, so flags still win),

@@ -68,6 +68,11 @@ pub struct ConnEntry {
     /// A server-internal client: deliveries go to the core's internal
     /// inbox as values instead of MSG lines.
     internal: bool,
+    /// Reply subjects of `$SYS.REQ.USER.INFO` requests the client made,
+    /// answered by its shard with what it knows of the client.
+    user_info_requests: Vec<Box<[u8]>>,
+    /// Bytes queued when the client was closed as a slow consumer.
+    pub pending_at_close: usize,
     /// Interest sequence the client's latest SUB/UNSUB travels in.
     interest_seq: u64,
     deferred_pongs: Vec<Option<Vec<u8>>>,
@@ -94,6 +99,8 @@ impl ConnEntry {
             perms: None,
             max_subs: None,
             internal: false,
+            user_info_requests: Vec::new(),
+            pending_at_close: 0,
             interest_seq: 0,
             deferred_pongs: Vec::new(),
             closing: None,
@@ -137,6 +144,9 @@ struct LocalSub {
     delivered: u64,
 }
 
+/// The subject any authenticated user may ask about itself on.
+pub const USER_INFO: &[u8] = b"$SYS.REQ.USER.INFO";
+
 /// A message delivered to a server-internal subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalMsg {
@@ -173,6 +183,8 @@ pub struct ShardCore {
     routes: Arc<Routes>,
     has_routes: bool,
     internal_inbox: Vec<InternalMsg>,
+    internal_conns: usize,
+    internal_subs: usize,
     now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
@@ -211,6 +223,8 @@ impl ShardCore {
             routes: Arc::new(Routes::default()),
             has_routes: false,
             internal_inbox: Vec::new(),
+            internal_conns: 0,
+            internal_subs: 0,
             now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
@@ -240,9 +254,12 @@ impl ShardCore {
 
     /// The counters as of now.
     pub fn counters(&self) -> Counters {
+        // The server's internal clients and their subscriptions are not
+        // client connections (nats-server counts its internal
+        // subscriptions; petrel reports clients' only).
         Counters {
-            subscriptions: self.subs.len() as u64,
-            connections: self.conns.len() as u64,
+            subscriptions: (self.subs.len() - self.internal_subs) as u64,
+            connections: (self.conns.len() - self.internal_conns) as u64,
             ..self.counters
         }
     }
@@ -282,6 +299,7 @@ impl ShardCore {
         c.account = account;
         c.headers = true;
         self.conns.insert(cid, c);
+        self.internal_conns += 1;
         self.index_mut(account);
     }
 
@@ -296,6 +314,15 @@ impl ShardCore {
         }
         into.append(&mut self.internal_inbox);
         true
+    }
+
+    /// Takes the reply subjects of the connection's `$SYS.REQ.USER.INFO`
+    /// requests.
+    pub fn take_user_info_requests(&mut self, cid: ConnId) -> Vec<Box<[u8]>> {
+        self.conns
+            .get_mut(&cid)
+            .map(|c| std::mem::take(&mut c.user_info_requests))
+            .unwrap_or_default()
     }
 
     /// Local connections bound to `account` (not internal ones).
@@ -432,16 +459,62 @@ impl ShardCore {
         }
     }
 
-    /// The subjects of a local connection's subscriptions (monitoring).
-    pub fn subjects_of(&self, cid: ConnId) -> Vec<String> {
+    /// A local connection's subscriptions as (subject, queue, sid), for
+    /// monitoring.
+    pub fn subscriptions_of(&self, cid: ConnId) -> Vec<(String, Option<String>, String)> {
         let Some(c) = self.conns.get(&cid) else {
             return Vec::new();
         };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         c.sids
             .values()
             .filter_map(|k| self.subs.get(k))
-            .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+            .map(|s| (text(&s.subject), s.queue.as_deref().map(text), text(s.sid.as_bytes())))
             .collect()
+    }
+
+    /// The replicas' totals over all accounts: subscriptions, cached
+    /// results, work counters, largest and summed cached fan-out.
+    pub fn index_totals(&self) -> (u64, u64, crate::index::IndexStats, u64, u64) {
+        let mut t = (0u64, 0u64, crate::index::IndexStats::default(), 0u64, 0u64);
+        for ix in &self.indexes {
+            t.0 += ix.len() as u64;
+            t.1 += ix.cache_len() as u64;
+            let st = ix.stats();
+            t.2.inserts += st.inserts;
+            t.2.removes += st.removes;
+            t.2.matches += st.matches;
+            t.2.cache_hits += st.cache_hits;
+            let (max, sum) = ix.cached_fanout();
+            t.3 = t.3.max(max);
+            t.4 += sum;
+        }
+        // Only the shard owning the internal client holds its subscriptions.
+        t.0 = t.0.saturating_sub(self.internal_subs as u64);
+        t
+    }
+
+    /// Injects a message into `account` as the server itself (system
+    /// events and replies): routed to that account's subscribers like a
+    /// client's publish, with no publisher to skip.
+    pub fn inject(&mut self, account: AccountId, subject: &[u8], reply: Option<&[u8]>, message: &[u8]) -> bool {
+        let msg = Msg {
+            subject,
+            reply,
+            header_len: None,
+            message,
+        };
+        self.route_in(account, &msg, None)
+    }
+
+    /// Whether anyone but the server's internal clients subscribes to
+    /// `subject` in `account` (STATSZ heartbeats are sent only then).
+    pub fn has_external_interest(&mut self, account: AccountId, subject: &[u8]) -> bool {
+        let m = self.index_mut(account).matches(subject);
+        let conns = &self.conns;
+        let external = |c: &ConnId| !conns.get(c).is_some_and(|e| e.internal);
+        m.plain.iter().any(|s| external(&s.conn))
+            || m.queues.iter().any(|g| g.members.iter().any(|s| external(&s.conn)))
     }
 
     /// Wakes the connection's writer if it has output.
@@ -505,6 +578,9 @@ impl ShardCore {
             }
         }
         self.next_sub += 1;
+        if c.internal {
+            self.internal_subs += 1;
+        }
         c.interest_seq = self.interest_seq + 1;
         let sub = SubRef { key, conn: cid };
         self.index_mut(account).insert(subj, queue, sub);
@@ -565,6 +641,9 @@ impl ShardCore {
         self.index_mut(s.account).remove(&s.subject, s.queue.as_deref(), key);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.sids.remove(&s.sid);
+            if c.internal {
+                self.internal_subs -= 1;
+            }
         }
         let (subject, queue, account) = (s.subject, s.queue, s.account);
         self.broadcast(|| InterestChange::Remove {
@@ -598,6 +677,13 @@ impl ShardCore {
     ) -> Routed {
         let (echo, account) = match self.conns.get_mut(&from) {
             Some(c) => {
+                if let (USER_INFO, Some(r)) = (subject, reply) {
+                    // Answered by the requester's own server, as in 2.12.
+                    c.user_info_requests.push(r.into());
+                    c.in_msgs += 1;
+                    c.in_bytes += message.len() as u64;
+                    return Routed::Delivered;
+                }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;
                 (c.echo, c.account)
@@ -783,6 +869,7 @@ impl ShardCore {
         }
         if c.out.len() > self.cfg.max_pending {
             // nats-server drops what was queued and closes, without -ERR.
+            c.pending_at_close = c.out.len();
             c.out.discard();
             c.closing = Some(CloseReason::SlowConsumerPendingBytes);
             self.counters.slow_consumers += 1;

@@ -136,6 +136,16 @@ impl SubIndex {
         self.stats
     }
 
+    /// Largest and summed fan-out of the cached results (nats-server's
+    /// `max_fanout` and, divided by the cache size, `avg_fanout`).
+    pub fn cached_fanout(&self) -> (u64, u64) {
+        let Some(c) = &self.cache else { return (0, 0) };
+        c.values().fold((0, 0), |(max, sum), r| {
+            let n = (r.plain.len() + r.queues.len()) as u64;
+            (max.max(n), sum + n)
+        })
+    }
+
     /// Adds a subscription. `subject` must be a valid subscription subject.
     pub fn insert(&mut self, subj: &[u8], queue: Option<&[u8]>, sub: SubRef) {
         let mut level = &mut self.root;

@@ -168,6 +168,8 @@ pub enum CloseReason {
     AuthenticationExpired,
     /// The user was revoked.
     CredentialsRevoked,
+    /// Disconnected by a `$SYS.REQ.SERVER.<id>.KICK` request.
+    Kicked,
 }
 
 impl CloseReason {
@@ -191,6 +193,7 @@ impl CloseReason {
             CloseReason::MaxAccountConnectionsExceeded => "Maximum Account Connections Exceeded",
             CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::CredentialsRevoked => "Credentials Revoked",
+            CloseReason::Kicked => "Kicked",
         }
     }
 }

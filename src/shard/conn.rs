@@ -21,6 +21,7 @@ use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
 use crate::proto::parser::{parse, Op, Parsed};
 use crate::proto::session::Session;
+use crate::sys::{ClientInfo, DataStats};
 
 /// Smallest and largest read buffer: it grows while reads fill it.
 const READ_MIN: usize = 512;
@@ -129,7 +130,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     drop(timer); // cancels it
+    let counts = shard
+        .core
+        .borrow()
+        .conn(cid)
+        .map(|c| (c.in_msgs, c.in_bytes, c.out_msgs, c.out_bytes, c.pending_at_close))
+        .unwrap_or_default();
     shard.core.borrow_mut().remove_conn(cid);
+    // Dropping the identity frees its account slot before the count is announced.
+    let closed_auth = std::mem::replace(&mut *auth.borrow_mut(), ConnAuth::new(verifier.clone(), None));
+    close_events(&shard, &session.borrow(), &closed_auth, cid, &ip, reason, counts);
+    drop(closed_auth);
     shard.conns.borrow_mut().remove(&cid);
     shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
     shard.shared.total_conns.fetch_sub(1, Relaxed);
@@ -140,6 +151,126 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         cid.0,
         reason.as_str()
     );
+}
+
+/// What the server says about a client in system events.
+fn event_client(shard: &Shard, session: &Session, auth: &ConnAuth, cid: ConnId, ip: &str) -> ClientInfo {
+    let o = session.opts();
+    let start = shard
+        .conns
+        .borrow()
+        .get(&cid)
+        .map(|h| h.start)
+        .unwrap_or_else(std::time::SystemTime::now);
+    let (acc, user) = match &auth.identity {
+        Some(id) => (id.account().name.clone(), id.user().to_string()),
+        None => (String::new(), String::new()),
+    };
+    ClientInfo {
+        start: crate::timefmt::rfc3339(start),
+        host: ip.to_string(),
+        id: cid.0,
+        acc,
+        user,
+        name: o.name.clone(),
+        lang: o.lang.clone(),
+        ver: o.version.clone(),
+        rtt: session.rtt().map(|r| r.as_nanos() as u64).unwrap_or(0),
+        server: shard.info.borrow().server_name.clone(),
+        jwt: o.jwt.clone().unwrap_or_default(),
+        kind: "Client",
+        client_type: "nats",
+        ..Default::default()
+    }
+}
+
+/// After a read: the CONNECT event when the client just connected, and
+/// replies to its `$SYS.REQ.USER.INFO` requests.
+fn system_work(
+    shard: &Rc<Shard>,
+    session: &RefCell<Session>,
+    auth: &RefCell<ConnAuth>,
+    cid: ConnId,
+    ip: &str,
+    was_connected: bool,
+) {
+    let session = session.borrow();
+    let auth = auth.borrow();
+    if !was_connected && session.is_connected() {
+        if let Some(id) = &auth.identity {
+            let info = event_client(shard, &session, &auth, cid, ip);
+            let acc = id.account().name.clone();
+            shard.emit(
+                &format!("$SYS.ACCOUNT.{acc}.CONNECT"),
+                &crate::sys::connect_event(&shard.shared, &info),
+            );
+            glommio::spawn_local(super::system::announce_conns(shard.clone(), acc)).detach();
+        }
+    }
+    let requests = shard.core.borrow_mut().take_user_info_requests(cid);
+    if requests.is_empty() {
+        return;
+    }
+    let Some(id) = &auth.identity else { return };
+    let body = serde_json::to_vec(&crate::sys::user_info(&shard.shared, id)).unwrap_or_default();
+    let mut core = shard.core.borrow_mut();
+    for reply in requests {
+        core.inject(id.account().id, &reply, None, &body);
+    }
+    core.wake(cid);
+}
+
+/// After a close: the DISCONNECT event (or CLIENT.AUTH.ERR for a client
+/// that never authenticated), a slow-consumer advisory (beyond
+/// nats-server), and the account's new connection count.
+fn close_events(
+    shard: &Rc<Shard>,
+    session: &Session,
+    auth: &ConnAuth,
+    cid: ConnId,
+    ip: &str,
+    reason: CloseReason,
+    counts: (u64, u64, u64, u64, usize),
+) {
+    let (in_msgs, in_bytes, out_msgs, out_bytes, pending) = counts;
+    let mut info = event_client(shard, session, auth, cid, ip);
+    info.stop = crate::timefmt::rfc3339(std::time::SystemTime::now());
+    let sent = DataStats {
+        msgs: in_msgs,
+        bytes: in_bytes,
+    };
+    let received = DataStats {
+        msgs: out_msgs,
+        bytes: out_bytes,
+    };
+    let doc = crate::sys::disconnect_event(&shard.shared, &info, sent, received, reason.as_str());
+    let server_id = shard.info.borrow().server_id.clone();
+    if session.is_connected() {
+        shard.emit(&format!("$SYS.ACCOUNT.{}.DISCONNECT", info.acc), &doc);
+    } else if matches!(
+        reason,
+        CloseReason::AuthenticationViolation | CloseReason::AuthenticationTimeout
+    ) {
+        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.AUTH.ERR"), &doc);
+    }
+    if matches!(
+        reason,
+        CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline
+    ) {
+        let advisory = serde_json::json!({
+            "type": "io.petrel.advisory.v1.slow_consumer",
+            "id": crate::sys::event_id(),
+            "timestamp": crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            "server": crate::sys::server_block(&shard.shared),
+            "client": info,
+            "pending_bytes": pending,
+            "reason": reason.as_str(),
+        });
+        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.SLOW_CONSUMER"), &advisory);
+    }
+    if session.is_connected() && !info.acc.is_empty() {
+        glommio::spawn_local(super::system::announce_conns(shard.clone(), info.acc.clone())).detach();
+    }
 }
 
 /// The CONNECT at the front of `buf`, if the whole of it is there.
@@ -229,17 +360,20 @@ async fn read_loop(
             core.set_now(Instant::now());
             shard.refresh_routes(&mut core);
             let info = shard.info.borrow();
-            let mut auth = auth.borrow_mut();
+            let mut auth_state = auth.borrow_mut();
             let mut host = CoreHost {
                 core: &mut core,
                 cid,
                 info: &info,
                 client_ip: ip,
                 headers_supported: info.headers,
-                auth: &mut auth,
+                auth: &mut auth_state,
             };
+            let was_connected = session.borrow().is_connected();
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
             core.wake(cid);
+            drop((core, auth_state, info));
+            system_work(shard, session, auth, cid, ip, was_connected);
             r
         };
         shard.publish_stats();

@@ -42,7 +42,7 @@ pub struct Shared {
     /// Bumped to ask every shard for a snapshot of its connections.
     snapshot_request: AtomicU64,
     /// Each shard's latest snapshot and the request it answers.
-    snapshots: Vec<Mutex<(u64, Vec<ConnSnapshot>)>>,
+    snapshots: Vec<Mutex<(u64, ShardSnapshot)>>,
     /// Number of shards.
     pub nshards: usize,
     /// Last connection id handed out.
@@ -62,6 +62,23 @@ pub struct Shared {
     /// clients of those accounts.
     account_updates: Mutex<Vec<(u64, crate::ids::AccountId)>>,
     account_update_seq: AtomicU64,
+    /// When the server started.
+    pub started: std::time::SystemTime,
+    /// The HTTP monitoring address, once listening.
+    pub http_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// Counter of system messages (`seq` in the `server` block).
+    pub sys_seq: AtomicU64,
+    /// The command line, for reloads asked over `$SYS`.
+    pub args: Mutex<Vec<String>>,
+    /// Kicks and lame-duck notices for single clients, numbered; each
+    /// shard acts on those for its clients.
+    client_actions: Mutex<Vec<(u64, crate::sys::services::ClientAction)>>,
+    client_action_seq: AtomicU64,
+    /// Set when the server is about to exit: shard 0 sends the SHUTDOWN
+    /// event and sets `shutdown_sent`.
+    pub shutting_down: AtomicBool,
+    /// See `shutting_down`.
+    pub shutdown_sent: AtomicBool,
 }
 
 /// The session settings derived from options.
@@ -93,12 +110,22 @@ impl Shared {
             verifier: Mutex::new(verifier),
             account_updates: Mutex::new(Vec::new()),
             account_update_seq: AtomicU64::new(0),
+            started: std::time::SystemTime::now(),
+            http_addr: Mutex::new(None),
+            sys_seq: AtomicU64::new(0),
+            args: Mutex::new(Vec::new()),
+            client_actions: Mutex::new(Vec::new()),
+            client_action_seq: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+            shutdown_sent: AtomicBool::new(false),
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
             lame_duck: AtomicBool::new(false),
             snapshot_request: AtomicU64::new(0),
-            snapshots: (0..nshards).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            snapshots: (0..nshards)
+                .map(|_| Mutex::new((0, ShardSnapshot::default())))
+                .collect(),
             nshards,
             last_cid: AtomicU64::new(0),
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
@@ -116,6 +143,14 @@ impl Shared {
     /// Every shard's connections, asked for and waited on (up to `limit`);
     /// shards answer from their own tasks, so nothing is read across threads.
     pub fn connections(&self, limit: Duration) -> Vec<ConnSnapshot> {
+        let mut all: Vec<ConnSnapshot> = self.snapshot(limit).into_iter().flat_map(|s| s.conns).collect();
+        all.sort_by_key(|c| c.cid);
+        all
+    }
+
+    /// Every shard's snapshot (connections and index statistics), taken on
+    /// the shards' own threads; waits up to `limit` for them.
+    pub fn snapshot(&self, limit: Duration) -> Vec<ShardSnapshot> {
         let request = self.snapshot_request.fetch_add(1, Relaxed) + 1;
         let deadline = std::time::Instant::now() + limit;
         loop {
@@ -128,13 +163,10 @@ impl Shared {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let mut all: Vec<ConnSnapshot> = self
-            .snapshots
+        self.snapshots
             .iter()
-            .flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).1.clone())
-            .collect();
-        all.sort_by_key(|c| c.cid);
-        all
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).1.clone())
+            .collect()
     }
 
     /// Installs reloaded options and waits (up to `limit`) until every shard
@@ -156,6 +188,29 @@ impl Shared {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Asks the shards to kick a client or send it a lame-duck notice;
+    /// returns whether the client exists.
+    pub fn client_action(&self, action: crate::sys::services::ClientAction) -> bool {
+        use crate::sys::services::ClientAction;
+        let cid = match action {
+            ClientAction::Kick(c) | ClientAction::LameDuck(c) => c,
+        };
+        if !self
+            .connections(Duration::from_millis(500))
+            .iter()
+            .any(|c| c.cid == cid)
+        {
+            return false;
+        }
+        let mut a = self.client_actions.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = self.client_action_seq.fetch_add(1, Relaxed) + 1;
+        a.push((seq, action));
+        if a.len() > 256 {
+            a.drain(..128);
         }
         true
     }
@@ -204,6 +259,7 @@ pub struct Shard {
     routes_seen: Cell<u64>,
     /// This shard's copy of the verifier in force.
     pub verifier: RefCell<Arc<Verifier>>,
+    actions_seen: Cell<u64>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -221,6 +277,26 @@ pub struct ConnHandles {
     pub start: std::time::SystemTime,
     /// Its authentication state (identity once connected).
     pub auth: Rc<RefCell<crate::core::host::ConnAuth>>,
+}
+
+/// What a shard reports when asked: its connections and its index replica's
+/// statistics.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    /// The shard.
+    pub shard: u16,
+    /// Its client connections.
+    pub conns: Vec<ConnSnapshot>,
+    /// Subscriptions in its replica (all accounts; every replica holds all).
+    pub subscriptions: u64,
+    /// Cached match results.
+    pub cache: u64,
+    /// Replica inserts, removes, matches and cache hits.
+    pub index: crate::index::IndexStats,
+    /// Largest and mean fan-out over the cached results.
+    pub max_fanout: u64,
+    /// Sum of cached fan-outs (for the mean).
+    pub fanout_sum: u64,
 }
 
 /// One connection as `/connz` shows it, taken on its shard.
@@ -256,6 +332,12 @@ pub struct ConnSnapshot {
     pub version: String,
     /// The shard that owns it.
     pub shard: u16,
+    /// Its account's name.
+    pub account: String,
+    /// Its user (name, nkey or user public key).
+    pub user: String,
+    /// Its subscriptions: (subject, queue, sid).
+    pub subs: Vec<(String, Option<String>, String)>,
 }
 
 /// Microseconds an idle executor spins before it parks (see `start`).
@@ -305,6 +387,57 @@ impl Shard {
         }
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
+    }
+
+    /// Publishes a system event into the system account (seen by its
+    /// subscribers on every shard after the next flush).
+    pub fn emit(&self, subject: &str, body: &serde_json::Value) {
+        let sys = self.verifier.borrow().accounts().system().id;
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut core = self.core.borrow_mut();
+        core.set_now(std::time::Instant::now());
+        core.inject(sys, subject.as_bytes(), None, &bytes);
+    }
+
+    /// Kicks, and sends lame-duck notices to, this shard's clients named by
+    /// `$SYS` requests.
+    fn apply_client_actions(&self) {
+        use crate::sys::services::ClientAction;
+        let seq = self.shared.client_action_seq.load(Relaxed);
+        if seq == self.actions_seen.get() {
+            return;
+        }
+        let seen = self.actions_seen.replace(seq);
+        let actions: Vec<ClientAction> = self
+            .shared
+            .client_actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(s, _)| *s > seen)
+            .map(|(_, a)| *a)
+            .collect();
+        let conns = self.conns.borrow();
+        let mut core = self.core.borrow_mut();
+        for a in actions {
+            match a {
+                ClientAction::Kick(cid) if conns.contains_key(&ConnId(cid)) => {
+                    core.close_conn(ConnId(cid), CloseReason::Kicked);
+                }
+                ClientAction::LameDuck(cid) => {
+                    if let Some(h) = conns.get(&ConnId(cid)) {
+                        let mut info = self.info.borrow().clone();
+                        info.ldm = true;
+                        let json = crate::core::host::client_info(&info, ConnId(cid), &h.ip).to_json();
+                        if let Some(c) = core.conn_mut(ConnId(cid)) {
+                            crate::proto::encode::info(c.out.tail(), &json);
+                        }
+                        core.wake(ConnId(cid));
+                    }
+                }
+                ClientAction::Kick(_) => {}
+            }
+        }
     }
 
     /// Installs the accounts' routes when they changed (operator mode loads
@@ -408,6 +541,12 @@ impl Shard {
             let Some(c) = core.conn(*cid) else { continue };
             let session = h.session.borrow();
             let o = session.opts();
+            let auth = h.auth.borrow();
+            let (account, user) = match &auth.identity {
+                Some(id) => (id.account().name.clone(), id.user().to_string()),
+                None => (String::new(), String::new()),
+            };
+            let subs = core.subscriptions_of(*cid);
             out.push(ConnSnapshot {
                 cid: cid.0,
                 ip: h.ip.clone(),
@@ -419,14 +558,27 @@ impl Shard {
                 in_bytes: c.in_bytes,
                 out_msgs: c.out_msgs,
                 out_bytes: c.out_bytes,
-                subjects: core.subjects_of(*cid),
+                subjects: subs.iter().map(|s| s.0.clone()).collect(),
                 name: o.name.clone(),
                 lang: o.lang.clone(),
                 version: o.version.clone(),
                 shard: self.id.0,
+                account,
+                user,
+                subs,
             });
         }
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = (request, out);
+        let t = core.index_totals();
+        let snap = ShardSnapshot {
+            shard: self.id.0,
+            conns: out,
+            subscriptions: t.0,
+            cache: t.1,
+            index: t.2,
+            max_fanout: t.3,
+            fanout_sum: t.4,
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = (request, snap);
     }
 
     /// Publishes the core's counters for readers on other threads.
@@ -576,6 +728,7 @@ async fn shard_main(
         account_seen: Cell::new(0),
         routes_seen: Cell::new(verifier.routes_generation()),
         verifier: RefCell::new(verifier),
+        actions_seen: Cell::new(0),
     });
     {
         let shard = shard.clone();
@@ -583,6 +736,7 @@ async fn shard_main(
             loop {
                 glommio::timer::sleep(RELOAD_POLL).await;
                 shard.apply_reload();
+                shard.apply_client_actions();
                 if shard.apply_account_updates() {
                     // Subscriptions removed by new permissions reach the other shards now.
                     shard.flush().await;

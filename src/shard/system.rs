@@ -2,46 +2,35 @@
 //! ordinary ones in the system account's subject space (so they reach every
 //! shard's index replica), and what they receive is handled here.
 //!
-//! Today it serves account claims updates in operator mode
-//! (`$SYS.ACCOUNT.<id>.CLAIMS.UPDATE` and `$SYS.REQ.ACCOUNT.<id>.CLAIMS.UPDATE`):
-//! the new JWT is checked and installed, and every shard re-checks its
-//! clients of that account.
+//! It answers the `$SYS.REQ` services (`sys::services`, computed on a
+//! blocking thread because they may wait for shard snapshots or a reload),
+//! serves account claims updates in operator mode, sends the STATSZ
+//! heartbeat while someone listens, the accounts' SERVER.CONNS every 30 s,
+//! and the SHUTDOWN event when the server exits.
 
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
-use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::Shard;
 use crate::core::InternalMsg;
 use crate::ids::ConnId;
-use crate::proto::info::COMPAT_VERSION;
+use crate::sys::services::{self, Request};
+use crate::sys::{server_block, ServerBlock};
 
 const SID_NOTIFY: &[u8] = b"claims-notify";
 const SID_REQUEST: &[u8] = b"claims-request";
+const SID_SERVICE: &[u8] = b"service";
 
-/// nats-server's `server` block in system replies.
-#[derive(Debug, Serialize)]
-pub struct ServerBlock {
-    /// Server name.
-    pub name: String,
-    /// Listen host.
-    pub host: String,
-    /// Server id.
-    pub id: String,
-    /// Version.
-    pub ver: String,
-    /// JetStream enabled (never, in petrel).
-    pub jetstream: bool,
-    /// Capability bits.
-    pub flags: u64,
-    /// Per-server message counter.
-    pub seq: u64,
-    /// RFC 3339 time.
-    pub time: String,
-}
+/// The STATSZ heartbeat: first after 250 ms, doubling up to 10 s.
+const STATSZ_FIRST: Duration = Duration::from_millis(250);
+const STATSZ_MAX: Duration = Duration::from_secs(10);
+/// Accounts with clients announce their connection counts this often.
+const CONNS_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize)]
 struct ClaimsData<'a> {
@@ -69,19 +58,23 @@ struct Reply<'a> {
 /// Runs the internal client until the process ends.
 pub async fn run(shard: Rc<Shard>) {
     let verifier = shard.verifier.borrow().clone();
-    if !verifier.is_operator_mode() {
-        return;
-    }
     let cid = shard.shared.next_cid();
     let sys = verifier.accounts().system();
+    let server_id = shard.info.borrow().server_id.clone();
     {
         let mut core = shard.core.borrow_mut();
         core.add_internal_conn(cid, sys.id);
-        let _ = core.subscribe(cid, b"$SYS.ACCOUNT.*.CLAIMS.UPDATE", None, SID_NOTIFY);
-        let _ = core.subscribe(cid, b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", None, SID_REQUEST);
+        if verifier.is_operator_mode() {
+            let _ = core.subscribe(cid, b"$SYS.ACCOUNT.*.CLAIMS.UPDATE", None, SID_NOTIFY);
+            let _ = core.subscribe(cid, b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", None, SID_REQUEST);
+        }
+        for (i, subject) in services::subjects(&server_id).iter().enumerate() {
+            let sid = format!("{}{i}", String::from_utf8_lossy(SID_SERVICE));
+            let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
+        }
     }
     shard.flush().await;
-    let mut seq = 0u64;
+    glommio::spawn_local(heartbeats(shard.clone(), server_id)).detach();
     let mut inbox: Vec<InternalMsg> = Vec::new();
     loop {
         poll_fn(|cx| {
@@ -93,35 +86,115 @@ pub async fn run(shard: Rc<Shard>) {
         })
         .await;
         for m in inbox.drain(..) {
-            seq += 1;
             if m.sid == SID_NOTIFY || m.sid == SID_REQUEST {
-                claims_update(&shard, cid, &m, seq);
+                claims_update(&shard, cid, &m);
+            } else if m.sid.starts_with(SID_SERVICE) {
+                if let Some(reply) = m.reply.clone() {
+                    glommio::spawn_local(service(shard.clone(), m, reply)).detach();
+                }
             }
         }
         shard.flush().await;
     }
 }
 
-fn server_block(shard: &Shard, seq: u64) -> ServerBlock {
-    let info = shard.info.borrow();
-    ServerBlock {
-        name: info.server_name.clone(),
-        host: info.host.clone(),
-        id: info.server_id.clone(),
-        ver: COMPAT_VERSION.to_string(),
-        jetstream: false,
-        flags: 0,
-        seq,
-        time: crate::timefmt::rfc3339(SystemTime::now()),
+fn body_of(m: &InternalMsg) -> &[u8] {
+    match m.header_len {
+        Some(h) if h <= m.message.len() => &m.message[h..],
+        _ => &m.message[..],
     }
 }
 
-fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg, seq: u64) {
-    let body = match m.header_len {
-        Some(h) if h <= m.message.len() => &m.message[h..],
-        _ => &m.message[..],
+/// Answers one `$SYS.REQ` request on a blocking thread and routes the reply.
+async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
+    let shared = shard.shared.clone();
+    let req = Request {
+        subject: String::from_utf8_lossy(&m.subject).into_owned(),
+        body: body_of(&m).to_vec(),
     };
-    let token = String::from_utf8_lossy(body).trim().to_string();
+    let answer = glommio::executor()
+        .spawn_blocking(move || {
+            let args = shared.args.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let reload = || crate::server::reload(&shared, &args);
+            let act = |a| shared.client_action(a);
+            services::answer(&shared, &req, &reload, &act).map(|v| serde_json::to_vec(&v).unwrap_or_default())
+        })
+        .await;
+    if let Some(bytes) = answer {
+        let sys = shard.verifier.borrow().accounts().system().id;
+        {
+            let mut core = shard.core.borrow_mut();
+            core.set_now(Instant::now());
+            core.inject(sys, &reply, None, &bytes);
+        }
+        shard.flush().await;
+    }
+}
+
+/// STATSZ while someone other than the server listens, SERVER.CONNS for
+/// accounts with clients, and the SHUTDOWN event at exit.
+async fn heartbeats(shard: Rc<Shard>, server_id: String) {
+    let statsz_subject = format!("$SYS.SERVER.{server_id}.STATSZ");
+    let mut statsz_every = STATSZ_FIRST;
+    let mut next_statsz = Instant::now() + statsz_every;
+    let mut next_conns = Instant::now() + CONNS_EVERY;
+    loop {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+        let now = Instant::now();
+        if shard.shared.shutting_down.load(Relaxed) && !shard.shared.shutdown_sent.load(Relaxed) {
+            let block = serde_json::to_value(server_block(&shard.shared)).unwrap_or_default();
+            shard.emit(&format!("$SYS.SERVER.{server_id}.SHUTDOWN"), &block);
+            shard.flush().await;
+            shard.shared.shutdown_sent.store(true, Relaxed);
+        }
+        if now >= next_statsz {
+            statsz_every = (statsz_every * 2).min(STATSZ_MAX);
+            next_statsz = now + statsz_every;
+            let sys = shard.verifier.borrow().accounts().system().id;
+            let listening = shard
+                .core
+                .borrow_mut()
+                .has_external_interest(sys, statsz_subject.as_bytes());
+            if listening {
+                let doc = crate::sys::endpoints::statsz(&shard.shared);
+                shard.emit(&statsz_subject, &doc);
+                shard.flush().await;
+            }
+        }
+        if now >= next_conns {
+            next_conns = now + CONNS_EVERY;
+            let accounts: Vec<String> = shard
+                .verifier
+                .borrow()
+                .accounts()
+                .all()
+                .iter()
+                .filter(|a| a.connections() > 0 && a.name != crate::auth::config::GLOBAL_ACCOUNT)
+                .map(|a| a.name.clone())
+                .collect();
+            for acc in accounts {
+                announce_conns(shard.clone(), acc).await;
+            }
+        }
+    }
+}
+
+/// Sends `$SYS.ACCOUNT.<acc>.SERVER.CONNS` (never for `$G`, as nats-server).
+pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
+    if acc == crate::auth::config::GLOBAL_ACCOUNT {
+        return;
+    }
+    let shared = shard.shared.clone();
+    let a = acc.clone();
+    let doc = glommio::executor()
+        .spawn_blocking(move || services::account_conns_event(&shared, &a))
+        .await;
+    shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), &doc);
+    shard.flush().await;
+}
+
+fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg) {
+    let token = String::from_utf8_lossy(body_of(m)).trim().to_string();
     // `$SYS.ACCOUNT.<id>.CLAIMS.UPDATE` / `$SYS.REQ.ACCOUNT.<id>.CLAIMS.UPDATE`
     let tokens: Vec<&[u8]> = crate::subject::tokens(&m.subject).collect();
     let subject_account = tokens
@@ -145,7 +218,7 @@ fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg, seq: u64) {
     let Some(reply) = &m.reply else { return };
     let doc = match &outcome {
         Ok(msg) => Reply {
-            server: server_block(shard, seq),
+            server: server_block(&shard.shared),
             data: Some(ClaimsData {
                 account: &account,
                 code: 200,
@@ -154,7 +227,7 @@ fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg, seq: u64) {
             error: None,
         },
         Err(e) => Reply {
-            server: server_block(shard, seq),
+            server: server_block(&shard.shared),
             data: None,
             error: Some(ClaimsError {
                 account: &account,
@@ -165,6 +238,6 @@ fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg, seq: u64) {
     };
     let json = serde_json::to_vec(&doc).expect("reply serializes");
     let mut core = shard.core.borrow_mut();
-    core.set_now(std::time::Instant::now());
+    core.set_now(Instant::now());
     core.publish(cid, reply, None, None, &json);
 }

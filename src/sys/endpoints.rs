@@ -1,0 +1,827 @@
+//! The monitoring documents (`varz`, `connz`, `subsz`, `statsz`, ...) built
+//! once, from the shards' published counters and snapshots, and served both
+//! over HTTP (`monitor.rs`) and as `$SYS` services (`services.rs`).
+//! Everything here may wait for the shards' snapshots, so it runs on the
+//! monitor thread or on a blocking thread, never on a shard's executor.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::DataStats;
+use crate::proto::info::COMPAT_VERSION;
+use crate::shard::{ConnSnapshot, ShardSnapshot, Shared};
+use crate::stats;
+use crate::timefmt::rfc3339;
+
+/// How long a document waits for the shards' snapshots.
+const SNAPSHOT_WAIT: Duration = Duration::from_millis(500);
+
+/// Go's duration string for an uptime, e.g. `1h2m3s`.
+pub fn uptime_text(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60);
+    match (days, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m{sec}s"),
+        (0, _, _) => format!("{h}h{m}m{sec}s"),
+        _ => format!("{days}d{h}h{m}m{sec}s"),
+    }
+}
+
+/// The process's resident set size.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory effects.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no memory effects.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn cpu_percent(shared: &Shared) -> f64 {
+    let up = SystemTime::now().duration_since(shared.started).unwrap_or_default();
+    if up.as_secs_f64() > 0.0 {
+        (cpu_seconds() / up.as_secs_f64() * 100.0 * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Accounts with at least one client connected.
+fn active_accounts(shared: &Shared) -> usize {
+    shared
+        .verifier()
+        .accounts()
+        .all()
+        .iter()
+        .filter(|a| a.connections() > 0)
+        .count()
+}
+
+/// `/varz`, `$SYS.REQ.SERVER.*.VARZ`.
+pub fn varz(shared: &Shared) -> Value {
+    let (o, info) = shared.current();
+    let c = stats::sum(&shared.stats);
+    let now = SystemTime::now();
+    let up = now.duration_since(shared.started).unwrap_or_default();
+    let http = *shared.http_addr.lock().unwrap_or_else(|e| e.into_inner());
+    json!({
+        "server_id": info.server_id,
+        "server_name": info.server_name,
+        "version": COMPAT_VERSION,
+        "proto": 1,
+        "git_commit": "",
+        "go": info.go,
+        "host": o.host,
+        "port": info.port,
+        "auth_required": info.auth_required,
+        "headers": info.headers,
+        "max_connections": o.max_connections,
+        "max_subscriptions": o.max_subscriptions,
+        "ping_interval": o.ping_interval.as_nanos() as u64,
+        "ping_max": o.ping_max,
+        "http_host": http.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "http_port": http.map(|a| a.port()).unwrap_or(0),
+        "http_base_path": "",
+        "https_port": 0,
+        "auth_timeout": o.auth.timeout.unwrap_or(o.auth_timeout).as_secs_f64(),
+        "max_control_line": o.max_control_line,
+        "max_payload": o.max_payload,
+        "max_pending": o.max_pending,
+        "cluster": {},
+        "gateway": {},
+        "leaf": {},
+        "mqtt": {},
+        "websocket": {},
+        "jetstream": {},
+        "tls_timeout": 2.0,
+        "write_deadline": o.write_deadline.as_nanos() as u64,
+        "start": rfc3339(shared.started),
+        "now": rfc3339(now),
+        "uptime": uptime_text(up),
+        "mem": rss_bytes(),
+        "cores": cores(),
+        "gomaxprocs": shared.nshards,
+        "cpu": cpu_percent(shared),
+        "connections": c.connections,
+        "total_connections": c.total_connections,
+        "routes": 0,
+        "remotes": 0,
+        "leafnodes": 0,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "in_client_msgs": c.in_msgs,
+        "in_client_bytes": c.in_bytes,
+        "out_client_msgs": c.out_msgs,
+        "out_client_bytes": c.out_bytes,
+        "slow_consumers": c.slow_consumers,
+        "stale_connections": c.stale_connections,
+        "subscriptions": c.subscriptions,
+        "slow_consumer_stats": { "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 },
+        "stale_connection_stats": { "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 },
+        "stalled_clients": 0,
+        "http_req_stats": {},
+        "config_load_time": rfc3339(shared.started),
+        "config_digest": "",
+        "system_account": shared.verifier().accounts().system().name,
+    })
+}
+
+/// `connz` options, from an HTTP query or a `$SYS` request body.
+#[derive(Debug, Clone, Default)]
+pub struct ConnzOpts {
+    /// Skip this many.
+    pub offset: usize,
+    /// Return at most this many (1024).
+    pub limit: usize,
+    /// Include subscription subjects.
+    pub subs: bool,
+    /// Include subscription details.
+    pub subs_detail: bool,
+    /// Only this connection.
+    pub cid: Option<u64>,
+    /// Sort key.
+    pub sort: String,
+    /// Only this account's connections.
+    pub account: Option<String>,
+    /// Only this user's connections.
+    pub user: Option<String>,
+    /// Include `authorized_user` and `account`.
+    pub auth: bool,
+}
+
+fn bool_param(name: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("Error decoding boolean for '{name}': {v}")),
+    }
+}
+
+impl ConnzOpts {
+    /// From `/connz?...` query parameters.
+    pub fn from_query(query: &str) -> Result<ConnzOpts, String> {
+        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let num = |k: &str, d: usize| -> Result<usize, String> {
+            get(k).map_or(Ok(d), |v| {
+                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
+            })
+        };
+        let mut o = ConnzOpts {
+            offset: num("offset", 0)?,
+            limit: num("limit", 1024)?,
+            sort: get("sort").unwrap_or("cid").to_string(),
+            account: get("acc").map(str::to_string),
+            user: get("user").map(str::to_string),
+            ..Default::default()
+        };
+        match get("subs") {
+            None => {}
+            Some("detail") => {
+                o.subs = true;
+                o.subs_detail = true;
+            }
+            Some(v) => o.subs = bool_param("subs", v)?,
+        }
+        if let Some(v) = get("auth") {
+            o.auth = bool_param("auth", v)?;
+        }
+        if let Some(cid) = get("cid") {
+            o.cid = Some(
+                cid.parse()
+                    .map_err(|_| format!("Error decoding integer for 'cid': {cid}"))?,
+            );
+        }
+        Ok(o)
+    }
+
+    /// From a `$SYS` CONNZ request body (nats-server's `ConnzOptions`).
+    pub fn from_json(v: &Value) -> ConnzOpts {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64);
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        ConnzOpts {
+            offset: n("offset").unwrap_or(0) as usize,
+            limit: n("limit").filter(|l| *l > 0).unwrap_or(1024) as usize,
+            subs: b("subscriptions") || b("subscriptions_detail"),
+            subs_detail: b("subscriptions_detail"),
+            cid: n("cid").filter(|c| *c > 0),
+            sort: s("sort").unwrap_or_else(|| "cid".into()),
+            account: s("acc").filter(|a| !a.is_empty()),
+            user: s("user").filter(|u| !u.is_empty()),
+            auth: b("auth"),
+        }
+    }
+}
+
+/// `/connz`, `$SYS.REQ.SERVER.*.CONNZ`, `$SYS.REQ.ACCOUNT.<acc>.CONNZ`.
+pub fn connz(shared: &Shared, o: &ConnzOpts) -> Result<Value, String> {
+    let (_, info) = shared.current();
+    let mut conns = shared.connections(SNAPSHOT_WAIT);
+    let mut limit = o.limit;
+    if let Some(cid) = o.cid {
+        conns.retain(|c| c.cid == cid);
+        limit = 1;
+    }
+    if let Some(a) = &o.account {
+        conns.retain(|c| c.account == *a);
+    }
+    if let Some(u) = &o.user {
+        conns.retain(|c| c.user == *u);
+    }
+    match o.sort.as_str() {
+        "cid" | "" => {}
+        "start" => conns.sort_by_key(|c| c.start),
+        "subs" => conns.sort_by_key(|c| std::cmp::Reverse(c.subs.len())),
+        "pending" => conns.sort_by_key(|c| std::cmp::Reverse(c.pending_bytes)),
+        "msgs_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_msgs)),
+        "msgs_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_msgs)),
+        "bytes_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_bytes)),
+        "bytes_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_bytes)),
+        "last" | "idle" | "uptime" => conns.sort_by_key(|c| c.start),
+        "rtt" => conns.sort_by_key(|c| std::cmp::Reverse(c.rtt)),
+        "stop" | "reason" => return Err("sort by stop only valid on closed connections".into()),
+        other => return Err(format!("invalid sorting option: {other}")),
+    }
+    let total = conns.len();
+    let now = SystemTime::now();
+    let list: Vec<Value> = conns
+        .into_iter()
+        .skip(o.offset)
+        .take(limit)
+        .map(|c| conn_json(&c, o, now))
+        .collect();
+    Ok(json!({
+        "server_id": info.server_id,
+        "now": rfc3339(now),
+        "num_connections": list.len(),
+        "total": total,
+        "offset": o.offset,
+        "limit": limit,
+        "connections": list,
+    }))
+}
+
+fn conn_json(c: &ConnSnapshot, o: &ConnzOpts, now: SystemTime) -> Value {
+    let mut v = json!({
+        "cid": c.cid,
+        "kind": "Client",
+        "type": "nats",
+        "ip": c.ip,
+        "port": c.port,
+        "start": rfc3339(c.start),
+        "last_activity": rfc3339(now),
+        "rtt": c.rtt.map(|r| format!("{r:?}")).unwrap_or_default(),
+        "uptime": uptime_text(now.duration_since(c.start).unwrap_or_default()),
+        "idle": "0s",
+        "pending_bytes": c.pending_bytes,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "subscriptions": c.subs.len(),
+        "lang": c.lang,
+        "version": c.version,
+    });
+    if !c.name.is_empty() {
+        v["name"] = json!(c.name);
+    }
+    if o.auth {
+        if !c.user.is_empty() {
+            v["authorized_user"] = json!(c.user);
+        }
+        if !c.account.is_empty() {
+            v["account"] = json!(c.account);
+        }
+    }
+    if o.subs && !c.subs.is_empty() {
+        if o.subs_detail {
+            v["subscriptions_list_detail"] = json!(c
+                .subs
+                .iter()
+                .map(|(s, q, sid)| {
+                    let mut d = json!({"account": c.account, "subject": s, "sid": sid, "msgs": 0, "cid": c.cid});
+                    if let Some(q) = q {
+                        d["qgroup"] = json!(q);
+                    }
+                    d
+                })
+                .collect::<Vec<_>>());
+        } else {
+            v["subscriptions_list"] = json!(c.subs.iter().map(|s| &s.0).collect::<Vec<_>>());
+        }
+    }
+    v
+}
+
+/// Index statistics over the shards' replicas: every replica holds every
+/// subscription, so counts come from one and match work is summed.
+fn sublist_stats(snaps: &[ShardSnapshot]) -> Value {
+    let first = snaps.first().cloned().unwrap_or_default();
+    let matches: u64 = snaps.iter().map(|s| s.index.matches).sum();
+    let hits: u64 = snaps.iter().map(|s| s.index.cache_hits).sum();
+    let cache: u64 = snaps.iter().map(|s| s.cache).sum();
+    let fanout_sum: u64 = snaps.iter().map(|s| s.fanout_sum).sum();
+    let max_fanout = snaps.iter().map(|s| s.max_fanout).max().unwrap_or(0);
+    let rate = if matches > 0 { hits as f64 / matches as f64 } else { 0.0 };
+    let avg = if cache > 0 {
+        fanout_sum as f64 / cache as f64
+    } else {
+        0.0
+    };
+    json!({
+        "num_subscriptions": first.subscriptions,
+        "num_cache": cache,
+        "num_inserts": first.index.inserts,
+        "num_removes": first.index.removes,
+        "num_matches": matches,
+        "cache_hit_rate": (rate * 100.0).round() / 100.0,
+        "max_fanout": max_fanout,
+        "avg_fanout": avg,
+    })
+}
+
+/// `subsz` options.
+#[derive(Debug, Clone, Default)]
+pub struct SubszOpts {
+    /// Skip this many.
+    pub offset: usize,
+    /// At most this many (1024).
+    pub limit: usize,
+    /// List subscriptions.
+    pub subs: bool,
+    /// Only this account.
+    pub account: Option<String>,
+    /// Only subscriptions that match this literal subject.
+    pub test: Option<String>,
+}
+
+impl SubszOpts {
+    /// From `/subsz?...`.
+    pub fn from_query(query: &str) -> Result<SubszOpts, String> {
+        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let num = |k: &str, d: usize| -> Result<usize, String> {
+            get(k).map_or(Ok(d), |v| {
+                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
+            })
+        };
+        let test = get("test").map(str::to_string);
+        if let Some(t) = &test {
+            if !crate::subject::is_valid_literal_subject(t.as_bytes()) {
+                return Err(format!("invalid test subject, must be valid publish subject: {t}"));
+            }
+        }
+        Ok(SubszOpts {
+            offset: num("offset", 0)?,
+            limit: num("limit", 1024)?,
+            subs: get("subs").map(|v| bool_param("subs", v)).transpose()?.unwrap_or(false),
+            account: get("acc").map(str::to_string),
+            test,
+        })
+    }
+
+    /// From a `$SYS` SUBSZ request body.
+    pub fn from_json(v: &Value) -> SubszOpts {
+        SubszOpts {
+            offset: v.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize,
+            limit: v
+                .get("limit")
+                .and_then(Value::as_u64)
+                .filter(|l| *l > 0)
+                .unwrap_or(1024) as usize,
+            subs: v.get("subscriptions").and_then(Value::as_bool).unwrap_or(false),
+            account: v
+                .get("account")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            test: v
+                .get("test")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        }
+    }
+}
+
+/// `/subsz`, `$SYS.REQ.SERVER.*.SUBSZ`, `$SYS.REQ.ACCOUNT.<acc>.SUBSZ`.
+pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
+    let (_, info) = shared.current();
+    let snaps = shared.snapshot(SNAPSHOT_WAIT);
+    let mut v = sublist_stats(&snaps);
+    let mut list: Vec<Value> = Vec::new();
+    for s in &snaps {
+        for c in &s.conns {
+            if o.account.as_ref().is_some_and(|a| *a != c.account) {
+                continue;
+            }
+            for (subj, q, sid) in &c.subs {
+                if o.test
+                    .as_ref()
+                    .is_some_and(|t| !crate::subject::matches(subj.as_bytes(), t.as_bytes()))
+                {
+                    continue;
+                }
+                let mut d = json!({"account": c.account, "account_tag": c.account, "subject": subj, "sid": sid, "msgs": 0, "cid": c.cid});
+                if let Some(q) = q {
+                    d["qgroup"] = json!(q);
+                }
+                list.push(d);
+            }
+        }
+    }
+    let total = list.len();
+    v["server_id"] = json!(info.server_id);
+    v["now"] = json!(rfc3339(SystemTime::now()));
+    // nats-server lists an account's subscriptions whenever one is named.
+    let listed = o.subs || o.test.is_some() || o.account.is_some();
+    v["total"] = json!(if listed { total } else { 0 });
+    v["offset"] = json!(o.offset);
+    v["limit"] = json!(o.limit);
+    if listed {
+        let page: Vec<Value> = list.into_iter().skip(o.offset).take(o.limit).collect();
+        v["subscriptions_list"] = json!(page);
+    }
+    v
+}
+
+/// The STATSZ body: `{"server":..,"statsz":{..}}`, plus (beyond
+/// nats-server) `petrel_shards` with each shard's counters.
+pub fn statsz(shared: &Shared) -> Value {
+    let c = stats::sum(&shared.stats);
+    let shards: Vec<Value> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let c = s.read();
+            json!({
+                "shard": i,
+                "connections": c.connections,
+                "subscriptions": c.subscriptions,
+                "in_msgs": c.in_msgs,
+                "in_bytes": c.in_bytes,
+                "out_msgs": c.out_msgs,
+                "out_bytes": c.out_bytes,
+                "slow_consumers": c.slow_consumers,
+            })
+        })
+        .collect();
+    let sent = DataStats {
+        msgs: c.out_msgs,
+        bytes: c.out_bytes,
+    };
+    let received = DataStats {
+        msgs: c.in_msgs,
+        bytes: c.in_bytes,
+    };
+    let mut st = json!({
+        "start": rfc3339(shared.started),
+        "mem": rss_bytes(),
+        "cores": cores(),
+        "cpu": cpu_percent(shared),
+        "connections": c.connections,
+        "total_connections": c.total_connections,
+        "active_accounts": active_accounts(shared),
+        "subscriptions": c.subscriptions,
+        "sent": sent,
+        "sent_to_clients": sent,
+        "received": received,
+        "received_from_clients": received,
+        "slow_consumers": c.slow_consumers,
+        "active_servers": 1,
+        "gomaxprocs": shared.nshards,
+        "petrel_shards": shards,
+    });
+    if c.slow_consumers > 0 {
+        st["slow_consumer_stats"] = json!({"clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0});
+    }
+    if c.stale_connections > 0 {
+        st["stale_connections"] = json!(c.stale_connections);
+        st["stale_connection_stats"] = json!({"clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0});
+    }
+    json!({"server": super::server_block(shared), "statsz": st})
+}
+
+/// IDZ: `{"name","host","id"}`.
+pub fn idz(shared: &Shared) -> Value {
+    let (_, info) = shared.current();
+    json!({"name": info.server_name, "host": info.host, "id": info.server_id})
+}
+
+/// `/healthz`: petrel has no JetStream, so a running server is healthy.
+pub fn healthz() -> Value {
+    json!({"status": "ok", "status_code": 200})
+}
+
+/// `/routez`: petrel runs standalone.
+pub fn routez(shared: &Shared) -> Value {
+    let (_, info) = shared.current();
+    json!({
+        "server_id": info.server_id,
+        "server_name": info.server_name,
+        "now": rfc3339(SystemTime::now()),
+        "num_routes": 0,
+        "routes": [],
+    })
+}
+
+/// `/leafz`: no leaf nodes.
+pub fn leafz(shared: &Shared) -> Value {
+    let (_, info) = shared.current();
+    json!({"server_id": info.server_id, "now": rfc3339(SystemTime::now()), "leafnodes": 0, "leafs": []})
+}
+
+/// `/gatewayz`: no gateways.
+pub fn gatewayz(shared: &Shared) -> Value {
+    let (_, info) = shared.current();
+    json!({
+        "server_id": info.server_id,
+        "now": rfc3339(SystemTime::now()),
+        "outbound_gateways": {},
+        "inbound_gateways": {},
+    })
+}
+
+/// `/jsz`: JetStream is not enabled in petrel; the document says so with
+/// nats-server's shape for a server without JetStream.
+pub fn jsz(shared: &Shared) -> Value {
+    let (_, info) = shared.current();
+    json!({
+        "server_id": info.server_id,
+        "now": rfc3339(SystemTime::now()),
+        "disabled": true,
+        "config": {"max_memory": 0, "max_storage": 0},
+        "memory": 0,
+        "storage": 0,
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "accounts": 0,
+        "ha_assets": 0,
+        "api": {"level": 0, "total": 0, "errors": 0},
+        "streams": 0,
+        "consumers": 0,
+        "messages": 0,
+        "bytes": 0,
+        "total": 0,
+    })
+}
+
+/// `/accountz`: the account list, or one account's details.
+pub fn accountz(shared: &Shared, account: Option<&str>) -> Result<Value, String> {
+    let (_, info) = shared.current();
+    let v = shared.verifier();
+    let table = v.accounts();
+    let sys = table.system().name.clone();
+    match account {
+        None | Some("") => Ok(json!({
+            "server_id": info.server_id,
+            "now": rfc3339(SystemTime::now()),
+            "system_account": sys,
+            "accounts": table.all().iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        })),
+        Some(name) => {
+            let Some(a) = table.get(name) else {
+                return Err(format!("Account {name} does not exist"));
+            };
+            Ok(json!({
+                "server_id": info.server_id,
+                "now": rfc3339(SystemTime::now()),
+                "system_account": sys,
+                "account_detail": account_info(shared, &a),
+            }))
+        }
+    }
+}
+
+/// One account's AccountInfo (`$SYS.REQ.ACCOUNT.<acc>.INFO`, `accountz?acc=`).
+pub fn account_info(shared: &Shared, a: &crate::auth::accounts::Account) -> Value {
+    let snaps = shared.snapshot(SNAPSHOT_WAIT);
+    let subs: usize = snaps
+        .iter()
+        .flat_map(|s| &s.conns)
+        .filter(|c| c.account == a.name)
+        .map(|c| c.subs.len())
+        .sum();
+    let mut v = json!({
+        "account_name": a.name,
+        "update_time": rfc3339(shared.started),
+        "expired": false,
+        "complete": true,
+        "jetstream_enabled": false,
+        "leafnode_connections": 0,
+        "client_connections": a.connections(),
+        "subscriptions": subs,
+        "name_tag": a.name,
+        "sublist_stats": sublist_stats(&snaps),
+    });
+    if a.is_system {
+        v["is_system"] = json!(true);
+    }
+    v
+}
+
+/// An account's `{msgs, bytes}` with nats-server 2.12's per-link-kind
+/// breakdown (all client traffic here: petrel has no routes, gateways or
+/// leaf nodes).
+fn account_data(msgs: u64, bytes: u64) -> Value {
+    let zero = json!({"msgs": 0, "bytes": 0});
+    json!({"msgs": msgs, "bytes": bytes, "gateways": zero, "routes": zero, "leafs": zero})
+}
+
+/// One account's statistics (`AccountStat`): connections, subscriptions,
+/// and what its clients sent and received.
+pub fn account_stat(shared: &Shared, name: &str, snaps: &[ShardSnapshot]) -> Value {
+    let conns: Vec<&ConnSnapshot> = snaps
+        .iter()
+        .flat_map(|s| &s.conns)
+        .filter(|c| c.account == name)
+        .collect();
+    let sent = account_data(
+        conns.iter().map(|c| c.out_msgs).sum(),
+        conns.iter().map(|c| c.out_bytes).sum(),
+    );
+    let received = account_data(
+        conns.iter().map(|c| c.in_msgs).sum(),
+        conns.iter().map(|c| c.in_bytes).sum(),
+    );
+    let _ = shared;
+    json!({
+        "acc": name,
+        "name": name,
+        "conns": conns.len(),
+        "leafnodes": 0,
+        "total_conns": conns.len(),
+        "num_subscriptions": conns.iter().map(|c| c.subs.len()).sum::<usize>(),
+        "sent": sent,
+        "received": received,
+        "slow_consumers": 0,
+    })
+}
+
+/// `/accstatz` and `$SYS.REQ.ACCOUNT.PING.STATZ`: accounts with clients
+/// (or all, with `include_unused`), optionally only those named.
+pub fn accstatz(shared: &Shared, accounts: &[String], include_unused: bool) -> Value {
+    let (_, info) = shared.current();
+    let snaps = shared.snapshot(SNAPSHOT_WAIT);
+    let v = shared.verifier();
+    let list: Vec<Value> = v
+        .accounts()
+        .all()
+        .iter()
+        .filter(|a| accounts.is_empty() || accounts.contains(&a.name))
+        .filter(|a| include_unused || a.connections() > 0)
+        .map(|a| account_stat(shared, &a.name, &snaps))
+        .collect();
+    json!({"server_id": info.server_id, "now": rfc3339(SystemTime::now()), "account_statz": list})
+}
+
+/// `/metrics`: Prometheus text exposition of the server's counters (beyond
+/// nats-server, which needs an exporter for this).
+pub fn metrics(shared: &Shared) -> String {
+    let c = stats::sum(&shared.stats);
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    };
+    metric(
+        "petrel_connections",
+        "gauge",
+        "Open client connections.",
+        c.connections.to_string(),
+    );
+    metric(
+        "petrel_total_connections",
+        "counter",
+        "Client connections accepted since start.",
+        c.total_connections.to_string(),
+    );
+    metric(
+        "petrel_subscriptions",
+        "gauge",
+        "Subscriptions.",
+        c.subscriptions.to_string(),
+    );
+    metric(
+        "petrel_in_msgs_total",
+        "counter",
+        "Messages received from clients.",
+        c.in_msgs.to_string(),
+    );
+    metric(
+        "petrel_in_bytes_total",
+        "counter",
+        "Payload bytes received from clients.",
+        c.in_bytes.to_string(),
+    );
+    metric(
+        "petrel_out_msgs_total",
+        "counter",
+        "Messages delivered to clients.",
+        c.out_msgs.to_string(),
+    );
+    metric(
+        "petrel_out_bytes_total",
+        "counter",
+        "Payload bytes delivered to clients.",
+        c.out_bytes.to_string(),
+    );
+    metric(
+        "petrel_slow_consumers_total",
+        "counter",
+        "Clients closed as slow consumers.",
+        c.slow_consumers.to_string(),
+    );
+    metric(
+        "petrel_stale_connections_total",
+        "counter",
+        "Connections closed as stale.",
+        c.stale_connections.to_string(),
+    );
+    metric(
+        "petrel_mem_bytes",
+        "gauge",
+        "Resident set size.",
+        rss_bytes().to_string(),
+    );
+    metric(
+        "petrel_cpu_percent",
+        "gauge",
+        "CPU use since start, percent of one core.",
+        cpu_percent(shared).to_string(),
+    );
+    let up = SystemTime::now().duration_since(shared.started).unwrap_or_default();
+    metric(
+        "petrel_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        up.as_secs().to_string(),
+    );
+    out.push_str("# HELP petrel_shard_in_msgs_total Messages received from clients, per shard.\n# TYPE petrel_shard_in_msgs_total counter\n");
+    for (i, s) in shared.stats.iter().enumerate() {
+        out.push_str(&format!(
+            "petrel_shard_in_msgs_total{{shard=\"{i}\"}} {}\n",
+            s.read().in_msgs
+        ));
+    }
+    out.push_str(
+        "# HELP petrel_shard_connections Open client connections, per shard.\n# TYPE petrel_shard_connections gauge\n",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        out.push_str(&format!(
+            "petrel_shard_connections{{shard=\"{i}\"}} {}\n",
+            s.read().connections
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_like_go() {
+        assert_eq!(uptime_text(Duration::from_secs(5)), "5s");
+        assert_eq!(uptime_text(Duration::from_secs(65)), "1m5s");
+        assert_eq!(uptime_text(Duration::from_secs(3723)), "1h2m3s");
+        assert_eq!(uptime_text(Duration::from_secs(90061)), "1d1h1m1s");
+        assert!(rfc3339(SystemTime::UNIX_EPOCH).starts_with("1970-01-01T00:00:00"));
+    }
+
+    #[test]
+    fn connz_query_parsing() {
+        let o = ConnzOpts::from_query("subs=detail&offset=2&limit=5&cid=7&acc=A&auth=true").unwrap();
+        assert!(o.subs && o.subs_detail && o.auth);
+        assert_eq!((o.offset, o.limit, o.cid), (2, 5, Some(7)));
+        assert_eq!(o.account.as_deref(), Some("A"));
+        assert!(ConnzOpts::from_query("subs=maybe").is_err());
+        assert!(ConnzOpts::from_query("limit=x").is_err());
+        let j = ConnzOpts::from_json(&json!({"subscriptions": true, "limit": 3}));
+        assert!(j.subs && !j.subs_detail);
+        assert_eq!(j.limit, 3);
+    }
+}

@@ -1,0 +1,238 @@
+//! The system account's documents: the `server` block, request filters,
+//! the response envelope, client info for events, and the endpoint bodies
+//! shared by `$SYS` services and HTTP monitoring (`endpoints`), so the two
+//! cannot drift. Executor-free: the shards and the monitor thread call in.
+
+pub mod endpoints;
+pub mod services;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::proto::info::COMPAT_VERSION;
+use crate::shard::Shared;
+use crate::timefmt::rfc3339;
+
+/// nats-server's `server` block in system events and replies.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerBlock {
+    /// Server name.
+    pub name: String,
+    /// Listen host.
+    pub host: String,
+    /// Server id.
+    pub id: String,
+    /// Version.
+    pub ver: String,
+    /// JetStream enabled (never, in petrel).
+    pub jetstream: bool,
+    /// Capability bits.
+    pub flags: u64,
+    /// Per-server counter of system messages.
+    pub seq: u64,
+    /// RFC 3339 time.
+    pub time: String,
+}
+
+/// The `server` block for the next system message.
+pub fn server_block(shared: &Shared) -> ServerBlock {
+    let (_, info) = shared.current();
+    ServerBlock {
+        name: info.server_name,
+        host: info.host,
+        id: info.server_id,
+        ver: COMPAT_VERSION.to_string(),
+        jetstream: false,
+        flags: 0,
+        seq: shared.sys_seq.fetch_add(1, Relaxed) + 1,
+        time: rfc3339(SystemTime::now()),
+    }
+}
+
+/// nats-server's `EventFilterOptions`, the filter a PING-style request may
+/// carry.
+#[derive(Debug, Default, Deserialize)]
+pub struct Filter {
+    /// Server name (substring unless `exact_match`).
+    #[serde(default)]
+    pub server_name: String,
+    /// Cluster name.
+    #[serde(default)]
+    pub cluster: String,
+    /// Host.
+    #[serde(default)]
+    pub host: String,
+    /// Server tags; all must match.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// JetStream domain.
+    #[serde(default)]
+    pub domain: String,
+    /// Exact matching of name, cluster and host.
+    #[serde(default)]
+    pub exact_match: bool,
+}
+
+impl Filter {
+    /// Whether this server is selected. petrel has no cluster, tags or
+    /// domain, so a filter naming one selects nothing.
+    pub fn selects(&self, shared: &Shared) -> bool {
+        let (_, info) = shared.current();
+        let hit = |want: &str, have: &str| {
+            want.is_empty()
+                || if self.exact_match {
+                    want == have
+                } else {
+                    have.contains(want)
+                }
+        };
+        hit(&self.server_name, &info.server_name)
+            && hit(&self.host, &info.host)
+            && self.cluster.is_empty()
+            && self.tags.is_empty()
+            && self.domain.is_empty()
+    }
+}
+
+/// A `ServerAPIResponse`: `{"server":..,"data":..}`.
+pub fn envelope(shared: &Shared, data: Value) -> Value {
+    json!({"server": server_block(shared), "data": data})
+}
+
+/// A `ServerAPIResponse` error: `{"server":..,"error":{"code","description"}}`.
+pub fn envelope_error(shared: &Shared, code: u16, description: &str) -> Value {
+    json!({"server": server_block(shared), "error": {"code": code, "description": description}})
+}
+
+/// What events say about a client (`ClientInfo`, all fields omitempty).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientInfo {
+    /// Connection start.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub start: String,
+    /// Connection end (disconnect events).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stop: String,
+    /// Client IP.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// Connection id.
+    pub id: u64,
+    /// Account.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub acc: String,
+    /// User.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// CONNECT name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Client language.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub lang: String,
+    /// Client version.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ver: String,
+    /// Round-trip time, nanoseconds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rtt: u64,
+    /// The server's name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    /// The user JWT (operator mode).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub jwt: String,
+    /// Connection kind.
+    pub kind: &'static str,
+    /// Client type.
+    pub client_type: &'static str,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Message and byte counts.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DataStats {
+    /// Messages.
+    pub msgs: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+/// A unique-enough event id (nats-server uses a NUID: 22 base62 characters).
+pub fn event_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..22).map(|_| ALPHABET[fastrand::usize(..62)] as char).collect()
+}
+
+/// `$SYS.ACCOUNT.<acc>.CONNECT` body.
+pub fn connect_event(shared: &Shared, client: &ClientInfo) -> Value {
+    json!({
+        "type": "io.nats.server.advisory.v1.client_connect",
+        "id": event_id(),
+        "timestamp": rfc3339(SystemTime::now()),
+        "server": server_block(shared),
+        "client": client,
+    })
+}
+
+/// `$SYS.ACCOUNT.<acc>.DISCONNECT` (and `CLIENT.AUTH.ERR`) body. `sent`
+/// is what the client sent, `received` what it was delivered.
+pub fn disconnect_event(
+    shared: &Shared,
+    client: &ClientInfo,
+    sent: DataStats,
+    received: DataStats,
+    reason: &str,
+) -> Value {
+    json!({
+        "type": "io.nats.server.advisory.v1.client_disconnect",
+        "id": event_id(),
+        "timestamp": rfc3339(SystemTime::now()),
+        "server": server_block(shared),
+        "client": client,
+        "sent": sent,
+        "received": received,
+        "reason": reason,
+    })
+}
+
+/// A rule as nats-server prints permissions: `{"allow":[..],"deny":[..]}`.
+fn rule_json(r: &crate::auth::perms::SubjectRule) -> Value {
+    let mut v = json!({});
+    if let Some(a) = &r.allow {
+        v["allow"] = json!(a.entries());
+    }
+    if let Some(d) = &r.deny {
+        v["deny"] = json!(d.entries());
+    }
+    v
+}
+
+/// The `$SYS.REQ.USER.INFO` reply for a connected client.
+pub fn user_info(shared: &Shared, id: &crate::auth::verify::Identity) -> Value {
+    let mut data = json!({
+        "user": id.user(),
+        "account": id.account().name,
+    });
+    if !id.account().name.starts_with('A') || id.account().name.len() != 56 {
+        data["account_name"] = json!(id.account().name);
+    }
+    if let Some(p) = id.permissions() {
+        let mut perms = json!({"publish": rule_json(&p.publish), "subscribe": rule_json(&p.subscribe)});
+        if let Some(r) = p.response {
+            perms["responses"] = json!({"max": r.max, "ttl": r.expires.as_nanos() as u64});
+        }
+        data["permissions"] = perms;
+    }
+    if let Some(e) = id.expires() {
+        let left = e.duration_since(SystemTime::now()).unwrap_or_default();
+        data["expires"] = json!(left.as_nanos() as u64);
+    }
+    envelope(shared, data)
+}

@@ -1,0 +1,234 @@
+//! The `$SYS.REQ` services the system account's internal client answers:
+//! which subjects it subscribes to, and the reply to each request. Replies
+//! are built here, off the shards (they may wait for shard snapshots or a
+//! reload); the internal client only routes them.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::endpoints::{self, ConnzOpts, SubszOpts};
+use super::{envelope, envelope_error, server_block, Filter};
+use crate::shard::Shared;
+use crate::timefmt::rfc3339;
+
+/// Server-level service names (`$SYS.REQ.SERVER.PING.<X>`, `<id>.<X>`).
+pub const SERVER_SERVICES: &[&str] = &[
+    "IDZ", "STATSZ", "VARZ", "CONNZ", "SUBSZ", "ROUTEZ", "GATEWAYZ", "LEAFZ", "ACCOUNTZ", "JSZ", "HEALTHZ", "PROFILEZ",
+];
+
+/// Services only a server's own subject has.
+pub const SERVER_ONLY: &[&str] = &["RELOAD", "KICK", "LDM"];
+
+/// Account-level service names (`$SYS.REQ.ACCOUNT.<acc>.<X>`).
+pub const ACCOUNT_SERVICES: &[&str] = &["CONNZ", "SUBSZ", "INFO", "STATZ", "CONNS", "LEAFZ", "JSZ"];
+
+/// Every subject the internal client subscribes to for services.
+pub fn subjects(server_id: &str) -> Vec<String> {
+    let mut v = vec!["$SYS.REQ.SERVER.PING".to_string()];
+    for s in SERVER_SERVICES {
+        v.push(format!("$SYS.REQ.SERVER.PING.{s}"));
+        v.push(format!("$SYS.REQ.SERVER.{server_id}.{s}"));
+    }
+    for s in SERVER_ONLY {
+        v.push(format!("$SYS.REQ.SERVER.{server_id}.{s}"));
+    }
+    for s in ACCOUNT_SERVICES {
+        v.push(format!("$SYS.REQ.ACCOUNT.*.{s}"));
+    }
+    v
+}
+
+/// A request the internal client received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Its subject.
+    pub subject: String,
+    /// Its body (headers removed).
+    pub body: Vec<u8>,
+}
+
+/// What the server does beyond replying (kicks and lame-duck notices act
+/// on a client's shard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Close the client with reason "Kicked".
+    Kick(u64),
+    /// Send the client an INFO with `ldm: true`.
+    LameDuck(u64),
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ()> {
+    let t = String::from_utf8_lossy(body);
+    if t.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(&t).map_err(|_| ())
+}
+
+/// The reply to `req` (`None`: not answered, e.g. filtered out), and an
+/// action on a client. `reload` re-reads the configuration; `act` carries
+/// out a client action and says whether the client was found.
+pub fn answer(
+    shared: &Shared,
+    req: &Request,
+    reload: &dyn Fn() -> Result<crate::reload::ReloadOutcome, String>,
+    act: &dyn Fn(ClientAction) -> bool,
+) -> Option<Value> {
+    let tokens: Vec<&str> = req.subject.split('.').collect();
+    let body = match parse_body(&req.body) {
+        Ok(b) => b,
+        Err(()) => return Some(envelope_error(shared, 400, "bad request")),
+    };
+    let filter: Filter = serde_json::from_value(body.clone()).unwrap_or_default();
+    match tokens.as_slice() {
+        ["$SYS", "REQ", "SERVER", "PING"] => filter.selects(shared).then(|| endpoints::statsz(shared)),
+        ["$SYS", "REQ", "SERVER", _, name] => {
+            if !filter.selects(shared) {
+                return None;
+            }
+            Some(server_service(shared, name, &body, reload, act))
+        }
+        ["$SYS", "REQ", "ACCOUNT", acc, name] => account_service(shared, acc, name, &body),
+        _ => None,
+    }
+}
+
+fn server_service(
+    shared: &Shared,
+    name: &str,
+    body: &Value,
+    reload: &dyn Fn() -> Result<crate::reload::ReloadOutcome, String>,
+    act: &dyn Fn(ClientAction) -> bool,
+) -> Value {
+    match name {
+        "IDZ" => endpoints::idz(shared),
+        "STATSZ" => endpoints::statsz(shared),
+        "VARZ" => envelope(shared, endpoints::varz(shared)),
+        "CONNZ" => match endpoints::connz(shared, &ConnzOpts::from_json(body)) {
+            Ok(v) => envelope(shared, v),
+            Err(e) => envelope_error(shared, 400, &e),
+        },
+        "SUBSZ" => envelope(shared, endpoints::subsz(shared, &SubszOpts::from_json(body))),
+        "ROUTEZ" => envelope(shared, endpoints::routez(shared)),
+        "GATEWAYZ" => envelope(shared, endpoints::gatewayz(shared)),
+        "LEAFZ" => envelope(shared, endpoints::leafz(shared)),
+        "ACCOUNTZ" => match endpoints::accountz(shared, body.get("account").and_then(Value::as_str)) {
+            Ok(v) => envelope(shared, v),
+            Err(e) => envelope_error(shared, 400, &e),
+        },
+        "JSZ" => envelope(shared, endpoints::jsz(shared)),
+        "HEALTHZ" => envelope(shared, endpoints::healthz()),
+        "PROFILEZ" => envelope_error(shared, 500, "profiling is not supported by petrel yet"),
+        "RELOAD" => match reload() {
+            Ok(o) if o.accepted() => json!({"server": server_block(shared)}),
+            Ok(o) => envelope_error(shared, 500, &o.error_text().unwrap_or_default()),
+            Err(e) => envelope_error(shared, 500, &e),
+        },
+        "KICK" | "LDM" => {
+            let Some(cid) = body.get("cid").and_then(Value::as_u64) else {
+                return envelope_error(shared, 400, "cid is required");
+            };
+            let (action, missing) = if name == "KICK" {
+                (ClientAction::Kick(cid), "no such client or leafnode id")
+            } else {
+                (ClientAction::LameDuck(cid), "no such client id")
+            };
+            if act(action) {
+                json!({"server": server_block(shared)})
+            } else {
+                envelope_error(shared, 500, missing)
+            }
+        }
+        other => envelope_error(shared, 400, &format!("unknown service {other}")),
+    }
+}
+
+fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Option<Value> {
+    let v = shared.verifier();
+    let table = v.accounts();
+    if acc == "PING" {
+        // `$SYS.REQ.ACCOUNT.PING.STATZ`: every account asked about.
+        if name != "STATZ" {
+            return None;
+        }
+        let filter: Filter = serde_json::from_value(body.clone()).unwrap_or_default();
+        if !filter.selects(shared) {
+            return None;
+        }
+        let names: Vec<String> = body
+            .get("accounts")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let unused = body.get("include_unused").and_then(Value::as_bool).unwrap_or(false);
+        let statz = endpoints::accstatz(shared, &names, unused);
+        let empty = statz["account_statz"].as_array().is_none_or(|a| a.is_empty());
+        return (!empty || unused).then(|| envelope(shared, statz));
+    }
+    let account = table.get(acc);
+    match name {
+        "CONNZ" => {
+            let mut o = ConnzOpts::from_json(body);
+            o.account = Some(acc.to_string());
+            Some(match endpoints::connz(shared, &o) {
+                Ok(v) => envelope(shared, v),
+                Err(e) => envelope_error(shared, 400, &e),
+            })
+        }
+        "SUBSZ" => {
+            let mut o = SubszOpts::from_json(body);
+            o.account = Some(acc.to_string());
+            Some(envelope(shared, endpoints::subsz(shared, &o)))
+        }
+        "INFO" => Some(match account {
+            Some(a) => envelope(shared, endpoints::account_info(shared, &a)),
+            None => envelope_error(shared, 400, &format!("Account {acc} does not exist")),
+        }),
+        "STATZ" => {
+            let unused = body.get("include_unused").and_then(Value::as_bool).unwrap_or(false);
+            let active = account.as_ref().is_some_and(|a| a.connections() > 0);
+            (active || unused).then(|| envelope(shared, endpoints::accstatz(shared, &[acc.to_string()], true)))
+        }
+        "CONNS" => {
+            let a = account?;
+            (a.connections() > 0).then(|| account_conns_event(shared, &a.name))
+        }
+        "LEAFZ" => Some(envelope(shared, endpoints::leafz(shared))),
+        "JSZ" => Some(envelope(shared, endpoints::jsz(shared))),
+        _ => None,
+    }
+}
+
+/// The `AccountNumConns` event (`$SYS.ACCOUNT.<acc>.SERVER.CONNS`).
+pub fn account_conns_event(shared: &Shared, acc: &str) -> Value {
+    let snaps = shared.snapshot(Duration::from_millis(500));
+    let stat = endpoints::account_stat(shared, acc, &snaps);
+    let mut v = json!({
+        "type": "io.nats.server.advisory.v1.account_connections",
+        "id": super::event_id(),
+        "timestamp": rfc3339(SystemTime::now()),
+        "server": server_block(shared),
+    });
+    if let (Some(m), Some(s)) = (v.as_object_mut(), stat.as_object()) {
+        for (k, val) in s {
+            m.insert(k.clone(), val.clone());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_cover_ping_and_own_id() {
+        let s = subjects("NID");
+        assert!(s.contains(&"$SYS.REQ.SERVER.PING".to_string()));
+        assert!(s.contains(&"$SYS.REQ.SERVER.PING.STATSZ".to_string()));
+        assert!(s.contains(&"$SYS.REQ.SERVER.NID.RELOAD".to_string()));
+        assert!(!s.contains(&"$SYS.REQ.SERVER.PING.RELOAD".to_string()));
+        assert!(s.contains(&"$SYS.REQ.ACCOUNT.*.CONNZ".to_string()));
+    }
+}

@@ -1,0 +1,438 @@
+//! The system account: events and services over `$SYS` with real clients,
+//! their JSON shapes against nats-server's, exact STATSZ counts, and the
+//! HTTP monitoring endpoints built from the same documents.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
+
+fn temp_conf(text: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "petrel-sys-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("server.conf");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const CONFIG: &str = r#"
+accounts {
+  SYS: { users: [{user: sys, password: sys}] }
+  A: { users: [{user: a, password: a, permissions: {publish: {deny: "x.>"}}}] }
+}
+system_account: SYS
+"#;
+
+async fn login(url: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+async fn request(c: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let m = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{subject}: timed out"))
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{subject}: {e}: {:?}", m.payload))
+}
+
+/// The field paths of a document with their JSON types (numbers as one
+/// type), leaving out what differs by version or is petrel's own.
+fn shape(v: &Value) -> BTreeSet<String> {
+    fn walk(v: &Value, path: &str, out: &mut BTreeSet<String>) {
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        out.insert(format!("{path}:{kind}"));
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    // 2.15's server block has feature_flags (not in 2.12);
+                    // petrel's STATSZ adds petrel_shards.
+                    if k == "feature_flags" || k == "petrel_shards" {
+                        continue;
+                    }
+                    walk(x, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                if let Some(x) = a.first() {
+                    walk(x, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(v, "", &mut out);
+    out
+}
+
+/// USER.INFO, PING, PING.IDZ, <id>.STATSZ and <id>.RELOAD from one server.
+async fn service_replies(url: &str) -> Vec<(&'static str, Value)> {
+    let sys = login(url, "sys").await;
+    let a = login(url, "a").await;
+    let idz = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await;
+    let id = idz["id"].as_str().unwrap().to_string();
+    vec![
+        ("USER.INFO (a)", request(&a, "$SYS.REQ.USER.INFO", "").await),
+        ("USER.INFO (sys)", request(&sys, "$SYS.REQ.USER.INFO", "").await),
+        ("PING", request(&sys, "$SYS.REQ.SERVER.PING", "").await),
+        ("PING.IDZ", idz),
+        (
+            "<id>.STATSZ",
+            request(&sys, &format!("$SYS.REQ.SERVER.{id}.STATSZ"), "").await,
+        ),
+        (
+            "<id>.RELOAD",
+            request(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), "").await,
+        ),
+        ("PING.HEALTHZ", request(&sys, "$SYS.REQ.SERVER.PING.HEALTHZ", "").await),
+        ("PING.SUBSZ", request(&sys, "$SYS.REQ.SERVER.PING.SUBSZ", "").await),
+        ("PING.ROUTEZ", request(&sys, "$SYS.REQ.SERVER.PING.ROUTEZ", "").await),
+        (
+            "PING.ACCOUNTZ",
+            request(&sys, "$SYS.REQ.SERVER.PING.ACCOUNTZ", "").await,
+        ),
+        (
+            "<id>.KICK unknown",
+            request(&sys, &format!("$SYS.REQ.SERVER.{id}.KICK"), r#"{"cid":9999}"#).await,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn service_shapes_match_nats_server() {
+    let conf = temp_conf(CONFIG);
+    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let a = service_replies(&ours.url()).await;
+    let b = service_replies(&theirs.url()).await;
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let (sx, sy) = (shape(x), shape(y));
+        assert_eq!(
+            sx,
+            sy,
+            "{name}: only petrel {:?}, only nats-server {:?}",
+            sx.difference(&sy).collect::<Vec<_>>(),
+            sy.difference(&sx).collect::<Vec<_>>()
+        );
+    }
+    // Values that do not differ by nature.
+    assert_eq!(a[0].1["data"]["user"], json!("a"));
+    assert_eq!(a[0].1["data"]["account"], json!("A"));
+    assert_eq!(
+        a[0].1["data"]["permissions"],
+        json!({"publish": {"deny": ["x.>"]}, "subscribe": {}})
+    );
+    assert_eq!(a[10].1["error"]["description"], json!("no such client or leafnode id"));
+}
+
+#[tokio::test]
+async fn non_system_users_cannot_reach_server_services() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let a = login(&s.url(), "a").await;
+    let r = a.request("$SYS.REQ.SERVER.PING", "".into()).await;
+    assert!(
+        matches!(r, Err(ref e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn statsz_counts_are_exact_across_shards() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap(), "--shards", "2"]);
+    let url = s.url();
+    // Four subscribers and two publishers, spread by the balancer over both shards.
+    let mut subs = Vec::new();
+    for _ in 0..4 {
+        let c = login(&url, "a").await;
+        let sub = c.subscribe("work").await.unwrap();
+        c.flush().await.unwrap();
+        subs.push((c, sub));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (k, size) = (250u64, 10u64);
+    let mut publishers = Vec::new();
+    for _ in 0..2 {
+        let p = login(&url, "a").await;
+        for _ in 0..k / 2 {
+            p.publish("work", vec![b'x'; size as usize].into()).await.unwrap();
+        }
+        p.flush().await.unwrap();
+        publishers.push(p);
+    }
+    for (_, sub) in subs.iter_mut() {
+        for _ in 0..k {
+            tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sys = login(&url, "sys").await;
+    let st = request(&sys, "$SYS.REQ.SERVER.PING.STATSZ", "").await["statsz"].clone();
+    // Clients: 4 subscribers, 2 publishers and sys.
+    assert_eq!(st["connections"], json!(7), "{st}");
+    assert_eq!(st["total_connections"], json!(7));
+    assert_eq!(
+        st["received"]["msgs"],
+        json!(k + 1),
+        "the workload and this request: {st}"
+    );
+    assert_eq!(st["received"]["bytes"], json!(k * size));
+    assert_eq!(st["sent"]["msgs"], json!(4 * k), "{st}");
+    assert_eq!(st["sent"]["bytes"], json!(4 * k * size));
+    assert_eq!(
+        st["subscriptions"],
+        json!(4 + 1),
+        "4 subscribers and the requester's inbox: {st}"
+    );
+    assert_eq!(st["active_accounts"], json!(2));
+    let shards = st["petrel_shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    let per_shard: u64 = shards.iter().map(|s| s["in_msgs"].as_u64().unwrap()).sum();
+    assert_eq!(per_shard, k + 1);
+    assert!(
+        shards.iter().all(|s| s["connections"].as_u64().unwrap() > 0),
+        "both shards serve clients: {st}"
+    );
+}
+
+#[tokio::test]
+async fn kick_and_ldm_and_statsz_heartbeat() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let sys = login(&s.url(), "sys").await;
+    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut heartbeat = sys.subscribe(format!("$SYS.SERVER.{id}.STATSZ")).await.unwrap();
+    let mut disconnects = sys.subscribe("$SYS.ACCOUNT.A.DISCONNECT").await.unwrap();
+    sys.flush().await.unwrap();
+    let hb = tokio::time::timeout(Duration::from_secs(3), heartbeat.next())
+        .await
+        .expect("a STATSZ heartbeat while someone listens")
+        .unwrap();
+    let hb: Value = serde_json::from_slice(&hb.payload).unwrap();
+    assert!(hb["statsz"]["connections"].as_u64().is_some());
+
+    let mut raw = common::raw::Raw::open(&s.addr());
+    let cid = raw.info()["client_id"].as_u64().unwrap();
+    raw.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false,\"protocol\":1}\r\nPING\r\n");
+    let r = request(
+        &sys,
+        &format!("$SYS.REQ.SERVER.{id}.LDM"),
+        &format!("{{\"cid\":{cid}}}"),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let got = raw
+        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(2))
+        .text();
+    assert!(got.contains("\"ldm\":true"), "{got}");
+    let r = request(
+        &sys,
+        &format!("$SYS.REQ.SERVER.{id}.KICK"),
+        &format!("{{\"cid\":{cid}}}"),
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let reply = raw.read_until_quiet(Duration::from_secs(2), Duration::from_secs(3));
+    assert!(reply.closed, "kicked");
+    let ev = tokio::time::timeout(Duration::from_secs(3), disconnects.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let ev: Value = serde_json::from_slice(&ev.payload).unwrap();
+    assert_eq!(ev["reason"], json!("Kicked"));
+    assert_eq!(ev["client"]["id"], json!(cid));
+}
+
+/// The seed tutorial in operator mode: a system user subscribed to `>` sees
+/// a user of account A connect and leave.
+#[tokio::test]
+async fn operator_mode_connect_and_disconnect_events() {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURES}manifest.json")).unwrap()).unwrap();
+    let mut preload = String::new();
+    for a in manifest["accounts"].as_array().unwrap() {
+        let jwt = std::fs::read_to_string(format!("{FIXTURES}{}", a["jwt"].as_str().unwrap())).unwrap();
+        preload.push_str(&format!("  {}: \"{}\"\n", a["pub"].as_str().unwrap(), jwt.trim()));
+    }
+    let conf = temp_conf(&format!(
+        "operator: \"{FIXTURES}operator.jwt\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n{preload}}}\n",
+        manifest["system_account"].as_str().unwrap()
+    ));
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let creds = |n: &str| format!("{FIXTURES}creds/{n}.creds");
+    let sys = async_nats::ConnectOptions::with_credentials_file(creds("sys"))
+        .await
+        .unwrap()
+        .connect(s.url())
+        .await
+        .unwrap();
+    let mut all = sys.subscribe(">").await.unwrap();
+    sys.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a_key = manifest["accounts"][1]["pub"].as_str().unwrap();
+    let user_pub = manifest["users"][1]["pub"].as_str().unwrap();
+    let a = async_nats::ConnectOptions::with_credentials_file(creds("a"))
+        .await
+        .unwrap()
+        .name("tutorial")
+        .connect(s.url())
+        .await
+        .unwrap();
+    a.publish("hello", "12345".into()).await.unwrap();
+    a.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(a);
+    let mut connect = None;
+    let mut disconnect = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while disconnect.is_none() && tokio::time::Instant::now() < deadline {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), all.next()).await else {
+            continue;
+        };
+        if m.subject.as_str() == format!("$SYS.ACCOUNT.{a_key}.CONNECT") {
+            connect = Some(serde_json::from_slice::<Value>(&m.payload).unwrap());
+        } else if m.subject.as_str() == format!("$SYS.ACCOUNT.{a_key}.DISCONNECT") {
+            disconnect = Some(serde_json::from_slice::<Value>(&m.payload).unwrap());
+        }
+        assert_ne!(m.subject.as_str(), "hello", "SYS does not see A's traffic");
+    }
+    let c = connect.expect("CONNECT event");
+    assert_eq!(c["type"], json!("io.nats.server.advisory.v1.client_connect"));
+    assert_eq!(c["client"]["acc"], json!(a_key));
+    assert_eq!(c["client"]["user"], json!(user_pub));
+    assert_eq!(c["client"]["name"], json!("tutorial"));
+    assert_eq!(c["client"]["kind"], json!("Client"));
+    assert!(c["server"]["id"].as_str().is_some());
+    let d = disconnect.expect("DISCONNECT event");
+    assert_eq!(d["type"], json!("io.nats.server.advisory.v1.client_disconnect"));
+    assert_eq!(d["reason"], json!("Client Closed"));
+    assert_eq!(d["sent"]["msgs"], json!(1), "what the client sent: {d}");
+    assert_eq!(d["sent"]["bytes"], json!(5));
+    assert!(d["client"]["stop"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn auth_errors_and_shutdown_are_announced() {
+    let conf = temp_conf(CONFIG);
+    let mut s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let sys = login(&s.url(), "sys").await;
+    let mut events = sys.subscribe("$SYS.SERVER.*.>").await.unwrap();
+    sys.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut bad = common::raw::Raw::open(&s.addr());
+    bad.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"wrong\"}\r\n");
+    let mut saw = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !saw.contains("AUTH.ERR") && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+            if m.subject.ends_with(".CLIENT.AUTH.ERR") {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(v["reason"], json!("Authentication Failure"));
+                saw.insert("AUTH.ERR");
+            }
+        }
+    }
+    assert!(saw.contains("AUTH.ERR"));
+    unsafe { libc::kill(s.pid() as i32, libc::SIGTERM) };
+    let mut shutdown = false;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        if m.subject.ends_with(".SHUTDOWN") {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert!(v["id"].as_str().is_some(), "a server block: {v}");
+            shutdown = true;
+            break;
+        }
+    }
+    assert!(shutdown, "SHUTDOWN event before exit");
+    s.wait_exit(Duration::from_secs(5));
+}
+
+#[test]
+fn http_endpoints_serve_the_same_documents() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1"]);
+    let port = s
+        .log_lines("Starting http monitor on")
+        .first()
+        .and_then(|l| l.rsplit(':').next().map(|p| p.trim().parse::<u16>().unwrap()))
+        .expect("monitor port in the log");
+    let mut raw = common::raw::Raw::open(&s.addr());
+    raw.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false}\r\nSUB orders.* q 7\r\nPING\r\n");
+    let get = |path: &str| -> (u16, String) {
+        match ureq::get(&format!("http://127.0.0.1:{port}{path}")).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    };
+    let json = |path: &str| -> Value {
+        let (code, body) = get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let subsz = json("/subsz?subs=1");
+    assert_eq!(subsz["num_subscriptions"], json!(1));
+    assert_eq!(subsz["subscriptions_list"][0]["subject"], json!("orders.*"));
+    assert_eq!(subsz["subscriptions_list"][0]["qgroup"], json!("q"));
+    assert_eq!(json("/subscriptionsz?test=orders.new")["total"], json!(1));
+    assert_eq!(json("/subsz?test=other")["total"], json!(0));
+    assert_eq!(get("/subsz?test=orders.*").0, 400, "a test subject must be literal");
+    let accountz = json("/accountz");
+    assert_eq!(accountz["system_account"], json!("SYS"));
+    assert!(accountz["accounts"].as_array().unwrap().contains(&json!("A")));
+    assert_eq!(
+        json("/accountz?acc=A")["account_detail"]["client_connections"],
+        json!(1)
+    );
+    assert_eq!(json("/accstatz")["account_statz"][0]["acc"], json!("A"));
+    assert_eq!(json("/routez")["num_routes"], json!(0));
+    assert_eq!(json("/leafz")["leafnodes"], json!(0));
+    assert!(json("/gatewayz")["outbound_gateways"].is_object());
+    assert_eq!(json("/jsz")["disabled"], json!(true));
+    assert_eq!(json("/healthz")["status"], json!("ok"));
+    let connz = json("/connz?auth=true&subs=detail");
+    assert_eq!(connz["connections"][0]["account"], json!("A"));
+    assert_eq!(connz["connections"][0]["authorized_user"], json!("a"));
+    assert_eq!(
+        connz["connections"][0]["subscriptions_list_detail"][0]["sid"],
+        json!("7")
+    );
+    let (code, metrics) = get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("# TYPE petrel_connections gauge\npetrel_connections 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("petrel_shard_in_msgs_total{shard=\"0\"}"));
+}
