@@ -1,5 +1,7 @@
 //! The `petrel` binary: a drop-in for `nats-server`.
 
+mod bench;
+
 use mimalloc::MiMalloc;
 
 use petrel::cli::{self, Command};
@@ -11,6 +13,9 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench") {
+        std::process::exit(bench::main(&args[1..]));
+    }
     let code = match cli::parse(&args) {
         Ok(Command::Signal(spec)) => match petrel::signal::send(&spec) {
             Ok(()) => 0,

@@ -1,0 +1,2 @@
+//! `petrel-plot`: SVG plots of a `perf/compare.py --json` result.
+fn main() {}
