@@ -436,3 +436,83 @@ fn http_endpoints_serve_the_same_documents() {
     );
     assert!(metrics.contains("petrel_shard_in_msgs_total{shard=\"0\"}"));
 }
+
+#[tokio::test]
+async fn account_requests_filters_and_reload_over_sys() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap(), "-n", "alpha"]);
+    let url = s.url();
+    let sys = login(&url, "sys").await;
+    let a = login(&url, "a").await;
+    let _a2 = async_nats::ConnectOptions::with_user_and_password("a".into(), "a".into())
+        .name("second")
+        .connect(&url)
+        .await
+        .unwrap();
+    // A user asks about its own account (nats-server's automatic imports).
+    for subject in ["$SYS.REQ.ACCOUNT.PING.CONNZ", "$SYS.REQ.SERVER.PING.CONNZ"] {
+        let v = request(&a, subject, "").await;
+        assert_eq!(
+            v["data"]["num_connections"],
+            json!(2),
+            "{subject}: only A's clients: {v}"
+        );
+    }
+    let v = request(&a, "$SYS.REQ.ACCOUNT.PING.STATZ", "").await;
+    let statz = v["data"]["account_statz"].as_array().unwrap();
+    assert_eq!(statz.len(), 1);
+    assert_eq!(statz[0]["acc"], json!("A"));
+    assert_eq!(statz[0]["conns"], json!(2));
+    // The system user sees every client.
+    let v = request(&sys, "$SYS.REQ.SERVER.PING.CONNZ", "").await;
+    assert_eq!(v["data"]["num_connections"], json!(3));
+    // Filters: a request for another server name goes unanswered.
+    let r = tokio::time::timeout(
+        Duration::from_millis(500),
+        sys.request("$SYS.REQ.SERVER.PING.VARZ", r#"{"server_name":"beta"}"#.into()),
+    )
+    .await;
+    assert!(!matches!(r, Ok(Ok(_))), "filtered out: {r:?}");
+    let v = request(&sys, "$SYS.REQ.SERVER.PING.VARZ", r#"{"server_name":"alp"}"#).await;
+    assert_eq!(v["data"]["server_name"], json!("alpha"));
+    // RELOAD applies a changed file and lists what changed; a change that
+    // cannot be reloaded is refused with nats-server's error text.
+    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&conf, format!("{CONFIG}\nmax_payload: 2048\n")).unwrap();
+    let v = request(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), "").await;
+    assert!(v.get("error").is_none(), "{v}");
+    assert_eq!(v["data"]["changed"][0]["option"], json!("max_payload"), "{v}");
+    std::fs::write(
+        &conf,
+        format!("{CONFIG}\nmax_payload: 2048\ndisable_sublist_cache: true\n"),
+    )
+    .unwrap();
+    let v = request(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), "").await;
+    assert_eq!(v["error"]["code"], json!(500), "{v}");
+    let text = v["error"]["description"].as_str().unwrap();
+    assert!(
+        text.starts_with("config reload not supported for disable_sublist_cache"),
+        "{text}"
+    );
+    assert_eq!(v["data"]["rejected"][0]["option"], json!("disable_sublist_cache"));
+}
+
+#[tokio::test]
+async fn lame_duck_event() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let sys = login(&s.url(), "sys").await;
+    let mut ev = sys.subscribe("$SYS.SERVER.*.LAMEDUCK").await.unwrap();
+    sys.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    unsafe { libc::kill(s.pid() as i32, libc::SIGUSR2) };
+    let m = tokio::time::timeout(Duration::from_secs(3), ev.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert!(v["id"].as_str().is_some(), "{v}");
+}

@@ -68,9 +68,9 @@ pub struct ConnEntry {
     /// A server-internal client: deliveries go to the core's internal
     /// inbox as values instead of MSG lines.
     internal: bool,
-    /// Reply subjects of `$SYS.REQ.USER.INFO` requests the client made,
-    /// answered by its shard with what it knows of the client.
-    user_info_requests: Vec<Box<[u8]>>,
+    /// `$SYS.REQ.USER.INFO` and account requests the client made, as
+    /// (subject, reply, body), answered by its shard.
+    sys_requests: Vec<SysRequest>,
     /// Bytes queued when the client was closed as a slow consumer.
     pub pending_at_close: usize,
     /// Interest sequence the client's latest SUB/UNSUB travels in.
@@ -99,7 +99,7 @@ impl ConnEntry {
             perms: None,
             max_subs: None,
             internal: false,
-            user_info_requests: Vec::new(),
+            sys_requests: Vec::new(),
             pending_at_close: 0,
             interest_seq: 0,
             deferred_pongs: Vec::new(),
@@ -147,6 +147,26 @@ struct LocalSub {
 /// The subject any authenticated user may ask about itself on.
 pub const USER_INFO: &[u8] = b"$SYS.REQ.USER.INFO";
 
+/// Requests a client of any account may make about its own account, as
+/// nats-server's automatic service imports into every account allow; the
+/// system account's clients reach the server-wide services instead.
+pub const ACCOUNT_REQUESTS: &[&[u8]] = &[
+    b"$SYS.REQ.ACCOUNT.PING.CONNZ",
+    b"$SYS.REQ.SERVER.PING.CONNZ",
+    b"$SYS.REQ.ACCOUNT.PING.STATZ",
+];
+
+/// A `$SYS` request a client made about itself or its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysRequest {
+    /// The request subject.
+    pub subject: Box<[u8]>,
+    /// Where the answer goes (in the client's account).
+    pub reply: Box<[u8]>,
+    /// The request body.
+    pub body: Box<[u8]>,
+}
+
 /// A message delivered to a server-internal subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalMsg {
@@ -185,6 +205,7 @@ pub struct ShardCore {
     internal_inbox: Vec<InternalMsg>,
     internal_conns: usize,
     internal_subs: usize,
+    system_account: Option<AccountId>,
     now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
@@ -225,6 +246,7 @@ impl ShardCore {
             internal_inbox: Vec::new(),
             internal_conns: 0,
             internal_subs: 0,
+            system_account: None,
             now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
@@ -316,13 +338,19 @@ impl ShardCore {
         true
     }
 
-    /// Takes the reply subjects of the connection's `$SYS.REQ.USER.INFO`
-    /// requests.
-    pub fn take_user_info_requests(&mut self, cid: ConnId) -> Vec<Box<[u8]>> {
+    /// Takes the connection's pending `$SYS` requests about itself or its
+    /// account.
+    pub fn take_sys_requests(&mut self, cid: ConnId) -> Vec<SysRequest> {
         self.conns
             .get_mut(&cid)
-            .map(|c| std::mem::take(&mut c.user_info_requests))
+            .map(|c| std::mem::take(&mut c.sys_requests))
             .unwrap_or_default()
+    }
+
+    /// Names the system account, whose clients reach the server-wide
+    /// services rather than their account's.
+    pub fn set_system_account(&mut self, account: AccountId) {
+        self.system_account = Some(account);
     }
 
     /// Local connections bound to `account` (not internal ones).
@@ -677,12 +705,20 @@ impl ShardCore {
     ) -> Routed {
         let (echo, account) = match self.conns.get_mut(&from) {
             Some(c) => {
-                if let (USER_INFO, Some(r)) = (subject, reply) {
-                    // Answered by the requester's own server, as in 2.12.
-                    c.user_info_requests.push(r.into());
-                    c.in_msgs += 1;
-                    c.in_bytes += message.len() as u64;
-                    return Routed::Delivered;
+                if let Some(r) = reply {
+                    let own_account_request =
+                        Some(c.account) != self.system_account && ACCOUNT_REQUESTS.contains(&subject);
+                    if subject == USER_INFO || own_account_request {
+                        // Answered by the requester's own server, as in 2.12.
+                        c.sys_requests.push(SysRequest {
+                            subject: subject.into(),
+                            reply: r.into(),
+                            body: message[header_len.unwrap_or(0).min(message.len())..].into(),
+                        });
+                        c.in_msgs += 1;
+                        c.in_bytes += message.len() as u64;
+                        return Routed::Delivered;
+                    }
                 }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;

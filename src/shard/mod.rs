@@ -714,6 +714,7 @@ async fn shard_main(
     let mut core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
     let verifier = shared.verifier();
     core.set_routes(verifier.routes());
+    core.set_system_account(verifier.accounts().system().id);
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -791,6 +792,12 @@ async fn shard_main(
 /// nats-server does.
 async fn lame_duck(shard: Rc<Shard>) {
     drop(shard.accept_task.borrow_mut().take());
+    if shard.id.index() == 0 {
+        let id = shard.info.borrow().server_id.clone();
+        let block = serde_json::to_value(crate::sys::server_block(&shard.shared)).unwrap_or_default();
+        shard.emit(&format!("$SYS.SERVER.{id}.LAMEDUCK"), &block);
+        shard.flush().await;
+    }
     let opts = shard.opts.borrow().clone();
     let mut ldm_info = shard.info.borrow().clone();
     ldm_info.ldm = true;

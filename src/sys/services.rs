@@ -120,9 +120,22 @@ fn server_service(
         "JSZ" => envelope(shared, endpoints::jsz(shared)),
         "HEALTHZ" => envelope(shared, endpoints::healthz()),
         "PROFILEZ" => envelope_error(shared, 500, "profiling is not supported by petrel yet"),
+        // nats-server answers a reload with the server block alone, or an
+        // error; petrel adds (beyond nats-server) the options that changed
+        // or were refused, when there are any.
         "RELOAD" => match reload() {
-            Ok(o) if o.accepted() => json!({"server": server_block(shared)}),
-            Ok(o) => envelope_error(shared, 500, &o.error_text().unwrap_or_default()),
+            Ok(o) if o.accepted() => {
+                let mut v = json!({"server": server_block(shared)});
+                if !o.changed.is_empty() {
+                    v["data"] = json!({"changed": changes_json(&o.changed)});
+                }
+                v
+            }
+            Ok(o) => {
+                let mut v = envelope_error(shared, 500, &o.error_text().unwrap_or_default());
+                v["data"] = json!({"changed": changes_json(&o.changed), "rejected": changes_json(&o.rejected)});
+                v
+            }
             Err(e) => envelope_error(shared, 500, &e),
         },
         "KICK" | "LDM" => {
@@ -142,6 +155,13 @@ fn server_service(
         }
         other => envelope_error(shared, 400, &format!("unknown service {other}")),
     }
+}
+
+fn changes_json(c: &[crate::reload::Change]) -> Value {
+    json!(c
+        .iter()
+        .map(|c| json!({"option": c.option, "old": c.old, "new": c.new}))
+        .collect::<Vec<_>>())
 }
 
 fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Option<Value> {
@@ -198,6 +218,15 @@ fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Opti
         "JSZ" => Some(envelope(shared, endpoints::jsz(shared))),
         _ => None,
     }
+}
+
+/// A client's request about its own account (nats-server's automatic
+/// imports): `$SYS.REQ.ACCOUNT.PING.CONNZ` and `$SYS.REQ.SERVER.PING.CONNZ`
+/// give the account's CONNZ, `$SYS.REQ.ACCOUNT.PING.STATZ` its STATZ.
+pub fn account_request(shared: &Shared, account: &str, subject: &[u8], body: &[u8]) -> Option<Value> {
+    let body = parse_body(body).unwrap_or_else(|()| json!({}));
+    let name = if subject.ends_with(b".STATZ") { "STATZ" } else { "CONNZ" };
+    account_service(shared, account, name, &body)
 }
 
 /// The `AccountNumConns` event (`$SYS.ACCOUNT.<acc>.SERVER.CONNS`).
