@@ -428,6 +428,29 @@ fn http_endpoints_serve_the_same_documents() {
         connz["connections"][0]["subscriptions_list_detail"][0]["sid"],
         json!("7")
     );
+    // A closed connection is remembered for `state=closed`.
+    let mut gone = common::raw::Raw::open(&s.addr());
+    let gone_cid = gone.info()["client_id"].as_u64().unwrap();
+    gone.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false,\"name\":\"leaver\"}\r\nPING\r\n");
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(200));
+    let closed = json("/connz?state=closed");
+    let entry = closed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cid"] == json!(gone_cid))
+        .cloned()
+        .expect("the closed connection is listed");
+    assert_eq!(entry["reason"], json!("Client Closed"));
+    assert_eq!(entry["name"], json!("leaver"));
+    assert!(entry["stop"].as_str().is_some());
+    assert_eq!(
+        json("/connz?state=closed&sort=stop")["connections"][0]["cid"],
+        json!(gone_cid)
+    );
+    assert_eq!(get("/connz?sort=stop").0, 400);
+    assert_eq!(json("/connz?state=any")["total"], json!(2));
     let (code, metrics) = get("/metrics");
     assert_eq!(code, 200);
     assert!(

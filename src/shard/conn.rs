@@ -136,6 +136,47 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         .conn(cid)
         .map(|c| (c.in_msgs, c.in_bytes, c.out_msgs, c.out_bytes, c.pending_at_close))
         .unwrap_or_default();
+    {
+        let core = shard.core.borrow();
+        let session = session.borrow();
+        let o = session.opts();
+        let a = auth.borrow();
+        let (account, user) = match &a.identity {
+            Some(id) => (id.account().name.clone(), id.user().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let subs = core.subscriptions_of(cid);
+        let start = shard
+            .conns
+            .borrow()
+            .get(&cid)
+            .map(|h| h.start)
+            .unwrap_or_else(std::time::SystemTime::now);
+        shard.shared.record_closed(super::ClosedConn {
+            conn: super::ConnSnapshot {
+                cid: cid.0,
+                ip: ip.clone(),
+                port,
+                start,
+                rtt: session.rtt(),
+                pending_bytes: 0,
+                in_msgs: counts.0,
+                in_bytes: counts.1,
+                out_msgs: counts.2,
+                out_bytes: counts.3,
+                subjects: subs.iter().map(|s| s.0.clone()).collect(),
+                name: o.name.clone(),
+                lang: o.lang.clone(),
+                version: o.version.clone(),
+                shard: shard.id.0,
+                account,
+                user,
+                subs,
+            },
+            stop: std::time::SystemTime::now(),
+            reason: reason.as_str(),
+        });
+    }
     shard.core.borrow_mut().remove_conn(cid);
     // Dropping the identity frees its account slot before the count is announced.
     let closed_auth = std::mem::replace(&mut *auth.borrow_mut(), ConnAuth::new(verifier.clone(), None));

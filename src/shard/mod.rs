@@ -79,6 +79,23 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// See `shutting_down`.
     pub shutdown_sent: AtomicBool,
+    /// The most recently closed connections, newest last (`connz?state=closed`).
+    closed: Mutex<std::collections::VecDeque<ClosedConn>>,
+}
+
+/// How many closed connections `connz` remembers (nats-server's
+/// `max_closed_clients` default).
+pub const MAX_CLOSED: usize = 10_000;
+
+/// A connection that has closed, as `connz?state=closed` shows it.
+#[derive(Debug, Clone)]
+pub struct ClosedConn {
+    /// The connection as it was at close.
+    pub conn: ConnSnapshot,
+    /// When it closed.
+    pub stop: std::time::SystemTime,
+    /// Why (nats-server's closed-state name).
+    pub reason: &'static str,
 }
 
 /// The session settings derived from options.
@@ -118,6 +135,7 @@ impl Shared {
             client_action_seq: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
+            closed: Mutex::new(std::collections::VecDeque::new()),
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
@@ -146,6 +164,25 @@ impl Shared {
         let mut all: Vec<ConnSnapshot> = self.snapshot(limit).into_iter().flat_map(|s| s.conns).collect();
         all.sort_by_key(|c| c.cid);
         all
+    }
+
+    /// Remembers a closed connection for `connz?state=closed`.
+    pub fn record_closed(&self, c: ClosedConn) {
+        let mut q = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_CLOSED {
+            q.pop_front();
+        }
+        q.push_back(c);
+    }
+
+    /// The remembered closed connections, oldest first.
+    pub fn closed_connections(&self) -> Vec<ClosedConn> {
+        self.closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every shard's snapshot (connections and index statistics), taken on

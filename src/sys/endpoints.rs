@@ -169,6 +169,31 @@ pub struct ConnzOpts {
     pub user: Option<String>,
     /// Include `authorized_user` and `account`.
     pub auth: bool,
+    /// `open` (default), `closed` or `any`.
+    pub state: ConnState,
+}
+
+/// Which connections `connz` lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConnState {
+    /// Open ones.
+    #[default]
+    Open,
+    /// Recently closed ones.
+    Closed,
+    /// Both.
+    Any,
+}
+
+impl ConnState {
+    fn parse(v: &str) -> Result<ConnState, String> {
+        match v.to_ascii_lowercase().as_str() {
+            "open" | "" => Ok(ConnState::Open),
+            "closed" => Ok(ConnState::Closed),
+            "any" | "all" => Ok(ConnState::Any),
+            _ => Err(format!("Error decoding state for 'state': {v}")),
+        }
+    }
 }
 
 fn bool_param(name: &str, v: &str) -> Result<bool, String> {
@@ -208,6 +233,9 @@ impl ConnzOpts {
         if let Some(v) = get("auth") {
             o.auth = bool_param("auth", v)?;
         }
+        if let Some(v) = get("state") {
+            o.state = ConnState::parse(v)?;
+        }
         if let Some(cid) = get("cid") {
             o.cid = Some(
                 cid.parse()
@@ -232,6 +260,15 @@ impl ConnzOpts {
             account: s("acc").filter(|a| !a.is_empty()),
             user: s("user").filter(|u| !u.is_empty()),
             auth: b("auth"),
+            state: match v.get("state") {
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(1) => ConnState::Closed,
+                    Some(2) => ConnState::Any,
+                    _ => ConnState::Open,
+                },
+                Some(Value::String(t)) => ConnState::parse(t).unwrap_or_default(),
+                _ => ConnState::Open,
+            },
         }
     }
 }
@@ -239,30 +276,46 @@ impl ConnzOpts {
 /// `/connz`, `$SYS.REQ.SERVER.*.CONNZ`, `$SYS.REQ.ACCOUNT.<acc>.CONNZ`.
 pub fn connz(shared: &Shared, o: &ConnzOpts) -> Result<Value, String> {
     let (_, info) = shared.current();
-    let mut conns = shared.connections(SNAPSHOT_WAIT);
+    // (connection, stop and reason when closed)
+    let mut conns: Vec<(ConnSnapshot, Option<(SystemTime, &'static str)>)> = Vec::new();
+    if o.state != ConnState::Closed {
+        conns.extend(shared.connections(SNAPSHOT_WAIT).into_iter().map(|c| (c, None)));
+    }
+    if o.state != ConnState::Open {
+        conns.extend(
+            shared
+                .closed_connections()
+                .into_iter()
+                .map(|c| (c.conn, Some((c.stop, c.reason)))),
+        );
+    }
     let mut limit = o.limit;
     if let Some(cid) = o.cid {
-        conns.retain(|c| c.cid == cid);
+        conns.retain(|c| c.0.cid == cid);
         limit = 1;
     }
     if let Some(a) = &o.account {
-        conns.retain(|c| c.account == *a);
+        conns.retain(|c| c.0.account == *a);
     }
     if let Some(u) = &o.user {
-        conns.retain(|c| c.user == *u);
+        conns.retain(|c| c.0.user == *u);
     }
     match o.sort.as_str() {
-        "cid" | "" => {}
-        "start" => conns.sort_by_key(|c| c.start),
-        "subs" => conns.sort_by_key(|c| std::cmp::Reverse(c.subs.len())),
-        "pending" => conns.sort_by_key(|c| std::cmp::Reverse(c.pending_bytes)),
-        "msgs_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_msgs)),
-        "msgs_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_msgs)),
-        "bytes_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.out_bytes)),
-        "bytes_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.in_bytes)),
-        "last" | "idle" | "uptime" => conns.sort_by_key(|c| c.start),
-        "rtt" => conns.sort_by_key(|c| std::cmp::Reverse(c.rtt)),
-        "stop" | "reason" => return Err("sort by stop only valid on closed connections".into()),
+        "cid" | "" => conns.sort_by_key(|c| c.0.cid),
+        "start" => conns.sort_by_key(|c| c.0.start),
+        "subs" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.subs.len())),
+        "pending" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.pending_bytes)),
+        "msgs_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.out_msgs)),
+        "msgs_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.in_msgs)),
+        "bytes_to" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.out_bytes)),
+        "bytes_from" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.in_bytes)),
+        "last" | "idle" | "uptime" => conns.sort_by_key(|c| c.0.start),
+        "rtt" => conns.sort_by_key(|c| std::cmp::Reverse(c.0.rtt)),
+        "stop" | "reason" if o.state == ConnState::Open => {
+            return Err("sort by stop only valid on closed connections".into())
+        }
+        "stop" => conns.sort_by_key(|c| std::cmp::Reverse(c.1.map(|s| s.0))),
+        "reason" => conns.sort_by_key(|c| c.1.map(|s| s.1)),
         other => return Err(format!("invalid sorting option: {other}")),
     }
     let total = conns.len();
@@ -271,7 +324,14 @@ pub fn connz(shared: &Shared, o: &ConnzOpts) -> Result<Value, String> {
         .into_iter()
         .skip(o.offset)
         .take(limit)
-        .map(|c| conn_json(&c, o, now))
+        .map(|(c, closed)| {
+            let mut v = conn_json(&c, o, closed.map_or(now, |s| s.0));
+            if let Some((stop, reason)) = closed {
+                v["stop"] = json!(rfc3339(stop));
+                v["reason"] = json!(reason);
+            }
+            v
+        })
         .collect();
     Ok(json!({
         "server_id": info.server_id,
