@@ -539,3 +539,43 @@ async fn lame_duck_event() {
     let v: Value = serde_json::from_slice(&m.payload).unwrap();
     assert!(v["id"].as_str().is_some(), "{v}");
 }
+
+/// Beyond nats-server: a slow consumer is announced with its connection,
+/// account and the bytes that were pending.
+#[tokio::test]
+async fn slow_consumer_advisory() {
+    let conf = temp_conf(&format!("{CONFIG}\nmax_pending: 262144\n"));
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let sys = login(&s.url(), "sys").await;
+    let mut adv = sys.subscribe("$SYS.SERVER.*.CLIENT.SLOW_CONSUMER").await.unwrap();
+    sys.flush().await.unwrap();
+    // A subscriber that never reads.
+    let mut stuck = common::raw::Raw::open(&s.addr());
+    let stuck_cid = stuck.info()["client_id"].as_u64().unwrap();
+    stuck.exchange(
+        b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false,\"name\":\"stuck\"}\r\nSUB flood 1\r\nPING\r\n",
+    );
+    let publisher = login(&s.url(), "a").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let body = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let feeder = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if publisher.publish("flood", body.clone()).await.is_err() {
+                break;
+            }
+        }
+        let _ = publisher.flush().await;
+    });
+    let m = tokio::time::timeout(Duration::from_secs(20), adv.next())
+        .await
+        .expect("a slow consumer advisory")
+        .unwrap();
+    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(v["type"], json!("io.petrel.advisory.v1.slow_consumer"));
+    assert_eq!(v["client"]["id"], json!(stuck_cid));
+    assert_eq!(v["client"]["name"], json!("stuck"));
+    assert_eq!(v["client"]["acc"], json!("A"));
+    assert!(v["pending_bytes"].as_u64().unwrap() > 0, "{v}");
+    feeder.abort();
+    drop(stuck);
+}
