@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-"""Side-by-side throughput comparison of petrel and nats-server.
+"""Side-by-side comparison of petrel and nats-server.
 
-Both servers run on loopback; for every shape and round they are started
-fresh and measured one after the other, the order alternating between
-rounds, with the same load generator (target/release/petrel-loadgen).
-Reports medians of the rounds and the petrel/nats-server ratios of
-delivered msgs/s and of server CPU per delivered message (from /proc).
+Both servers run on loopback; for every shape and round each is started
+fresh and measured, one after the other, the order alternating between
+rounds, with the same client. Reports medians of the rounds and the
+petrel/nats-server ratios of delivered msgs/s, server CPU per delivered
+message (from /proc), peak server RSS (VmHWM) and latency percentiles, as
+a Markdown table; writes the raw results as JSON and SVG plots (made by
+target/release/petrel-plot, the plotters crate).
 
-    python3 perf/compare.py [--rounds 5] [--shapes pub,1:1,1:8,4x4,queue] [--scale 1.0]
+    python3 perf/compare.py [--rounds 5] [--shapes pub,1:1,...] [--scale 1.0]
+                            [--client loadgen|bench] [--external 'CMD {url}']
+                            [--out perf/results]
+
+--client loadgen (default) drives the raw-protocol petrel-loadgen; --client
+bench drives `petrel bench` (async-nats) for the shapes it can express.
+--external runs any command once per server and round with {url} and
+{port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
+records its wall time, the server's CPU and RSS, and msgs/s from the last
+JSON line it prints if any.
 """
 
 import argparse
 import json
 import os
 import re
+import resource
+import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +38,48 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PETREL = os.path.join(ROOT, "target/release/petrel")
 LOADGEN = os.path.join(ROOT, "target/release/petrel-loadgen")
+PLOT = os.path.join(ROOT, "target/release/petrel-plot")
 TICK = os.sysconf("SC_CLK_TCK")
 
-# name: (publishers, subscribers, queue?, total messages published)
+
+def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0):
+    return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
+                churn=churn, stalled=stalled, idle=idle)
+
+
 SHAPES = {
-    "pub": (1, 0, False, 4_000_000),
-    "1:1": (1, 1, False, 2_000_000),
-    "1:8": (1, 8, False, 500_000),
-    "4x4": (4, 4, False, 1_000_000),
-    "queue": (1, 4, True, 2_000_000),
-    "reqrep": (1, 1, False, 20_000),
+    "pub": shape(1, 0, 4_000_000),
+    "1:1": shape(1, 1, 2_000_000),
+    "1:8": shape(1, 8, 500_000),
+    "1:64": shape(1, 64, 100_000),
+    "4x4": shape(4, 4, 1_000_000),
+    "queue": shape(1, 4, 2_000_000, queue=True),
+    "reqrep": shape(1, 1, 20_000, request=True),
+    "pub-256": shape(1, 0, 2_000_000, size=256),
+    "pub-8k": shape(1, 0, 200_000, size=8192),
+    "pub-64k": shape(1, 0, 30_000, size=65536),
+    "1:1-256": shape(1, 1, 1_000_000, size=256),
+    "1:1-8k": shape(1, 1, 200_000, size=8192),
+    "1:1-64k": shape(1, 1, 30_000, size=65536),
+    "subs-100k": shape(1, 1, 1_000_000, subjects=100_000),
+    "subs-1m": shape(1, 1, 1_000_000, subjects=1_000_000),
+    "churn": shape(1, 8, 500_000, churn=True),
+    "stall": shape(1, 8, 3_000_000, stalled=1),
+    "idle-10k": shape(0, 0, 0, idle=10_000),
 }
+DEFAULT_SHAPES = list(SHAPES)
+
+# Goals of issue 9, as ratios petrel / nats-server measured in one run.
+GOALS = [
+    ("pub msgs/s", "pub", "rate", ">=", 1.5),
+    ("1:1 msgs/s", "1:1", "rate", ">=", 1.5),
+    ("1:8 msgs/s", "1:8", "rate", ">=", 2.0),
+    ("4x4 msgs/s", "4x4", "rate", ">=", 1.5),
+    ("queue msgs/s", "queue", "rate", ">=", 1.5),
+    ("request/reply p99", "reqrep", "p99_us", "<=", 0.6),
+    ("CPU per delivered message (1:8)", "1:8", "cpu_per_msg_ns", "<=", 0.5),
+    ("RSS, 10k idle connections", "idle-10k", "rss_kib", "<=", 0.5),
+]
 
 
 def nats_server_bin():
@@ -71,10 +116,10 @@ class Server:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICK
 
-    def rss_kib(self):
+    def status_kib(self, key):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
         return 0
 
@@ -83,77 +128,260 @@ class Server:
         self.proc.wait()
 
 
-def measure(argv, shape, scale):
-    pubs, subs, queue, msgs = SHAPES[shape]
-    msgs = int(msgs * scale)
+def loadgen_cmd(sh, port):
+    cmd = [LOADGEN, "--server", f"127.0.0.1:{port}", "--pubs", str(sh["pubs"]), "--subs", str(sh["subs"]),
+           "--msgs", str(sh["msgs"]), "--size", str(sh["size"])]
+    if sh["queue"]:
+        cmd += ["--queue", "q"]
+    if sh["request"]:
+        cmd += ["--request"]
+    if sh["subjects"]:
+        cmd += ["--subjects", str(sh["subjects"])]
+    if sh["churn"]:
+        cmd += ["--churn"]
+    if sh["stalled"]:
+        cmd += ["--stalled", str(sh["stalled"])]
+    return cmd
+
+
+def bench_cmd(sh, port):
+    if sh["subjects"] or sh["churn"] or sh["stalled"]:
+        return None  # petrel bench has no such shape; loadgen runs it
+    cmd = [PETREL, "bench", "bench", "-s", f"nats://127.0.0.1:{port}", "--pub", str(sh["pubs"]), "--sub",
+           str(sh["subs"]), "--msgs", str(sh["msgs"]), "--size", str(sh["size"]), "--json", "--no-progress",
+           "--timeout", "30s"]
+    if sh["queue"]:
+        cmd += ["--queue", "q"]
+    if sh["request"]:
+        cmd += ["--request", "--reply"]
+    return cmd
+
+
+def parse_bench(r, sh):
+    """petrel bench JSON to loadgen's field names."""
+    out = {"published": r["published"], "received": r["received"]}
+    if sh["request"]:
+        out["received"] = r["published"]
+        out["rate"] = r["pub"]["msgs_per_sec"]
+        lat = r["latency_us"]
+        out.update(p50_us=lat["p50"], p90_us=lat["p90"], p99_us=lat["p99"], p999_us=lat["p99_9"], max_us=lat["max"])
+    elif sh["subs"]:
+        out["rate"] = r["sub"]["msgs_per_sec"]
+    else:
+        out["rate"] = r["pub"]["msgs_per_sec"]
+    return out
+
+
+def idle_rss(server, n):
+    """RSS with n idle clients, each with one subscription."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    time.sleep(0.3)
+    base = server.status_kib("VmRSS")
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b'CONNECT {"verbose":false}\r\nSUB idle.%d 1\r\nPING\r\n' % i)
+            socks.append(s)
+        for s in socks:  # every client has its PONG: all are in place
+            s.settimeout(10)
+            buf = b""
+            while b"PONG" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("server closed an idle client")
+                buf += chunk
+        time.sleep(0.5)
+        rss = server.status_kib("VmRSS")
+    finally:
+        for s in socks:
+            s.close()
+    return {"rss_kib": rss, "base_rss_kib": base, "per_conn_bytes": (rss - base) * 1024 / n}
+
+
+def measure(argv, name, sh, args):
+    sh = dict(sh)
+    sh["msgs"] = max(1, int(sh["msgs"] * args.scale))
     server = Server(argv)
     try:
-        cmd = [LOADGEN, "--server", f"127.0.0.1:{server.port}", "--pubs", str(pubs), "--subs", str(subs),
-               "--msgs", str(msgs), "--size", "16"]
-        if queue:
-            cmd += ["--queue", "q"]
-        if shape == "reqrep":
-            cmd += ["--request"]
+        if sh["idle"]:
+            return idle_rss(server, sh["idle"])
+        if sh.get("external"):
+            cmd = shlex.split(sh["external"].replace("{url}", f"nats://127.0.0.1:{server.port}")
+                              .replace("{port}", str(server.port)))
+        else:
+            cmd = bench_cmd(sh, server.port) if args.client == "bench" else None
+            if cmd is None:
+                cmd = loadgen_cmd(sh, server.port)
         cpu0 = server.cpu_seconds()
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        wall = time.monotonic() - t0
         cpu = server.cpu_seconds() - cpu0
         if out.returncode != 0:
-            raise RuntimeError(f"{shape}: loadgen failed: {out.stderr.strip()}")
-        r = json.loads(out.stdout)
-        delivered = r["received"] if subs else r["published"]
-        rate = delivered / r["seconds"]
-        return {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9, "rss_kib": server.rss_kib(),
-                "p50_us": r.get("p50_us"), "p99_us": r.get("p99_us")}
+            raise RuntimeError(f"{name}: {cmd[0]} failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        last = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        r = json.loads(last[-1]) if last else {}
+        if sh.get("external"):
+            rate = next((r[k] for k in ("sub_rate", "delivered_rate", "msgs_per_sec", "pub_rate") if k in r), None)
+            return {"rate": rate, "wall_s": wall, "cpu_s": cpu, "rss_kib": server.status_kib("VmHWM")}
+        if cmd[0] == PETREL:
+            r = parse_bench(r, sh)
+            delivered = r["received"] if sh["subs"] or sh["request"] else r["published"]
+            rate = r["rate"]
+        else:
+            delivered = r["received"] if sh["subs"] else r["published"]
+            rate = delivered / r["seconds"]
+        res = {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9, "rss_kib": server.status_kib("VmHWM")}
+        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "subscribe_seconds", "churn_rate"):
+            if r.get(k) is not None:
+                res[k] = r[k]
+        return res
     finally:
         server.stop()
 
 
+def med(rows, key):
+    vals = [x[key] for x in rows if x.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt_rate(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def fmt_mib(kib):
+    return "-" if kib is None else f"{kib / 1024:,.0f} MiB"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a is not None and b else "-"
+
+
+def report(results, shapes, meta):
+    lines = [f"{meta['nats_version']} vs petrel {meta['petrel_version']}; {meta['machine']}; "
+             f"{meta['rounds']} rounds (medians), client {meta['client']}; `{meta['command']}`", ""]
+    lines += ["| shape | petrel msgs/s | nats-server msgs/s | ratio | CPU/msg petrel | CPU/msg nats-server "
+              "| CPU ratio | RSS petrel | RSS nats-server | RSS ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in shapes:
+        p, n = results[s]["petrel"], results[s]["nats-server"]
+        pr, nr = med(p, "rate"), med(n, "rate")
+        pc, nc = med(p, "cpu_per_msg_ns"), med(n, "cpu_per_msg_ns")
+        pm, nm = med(p, "rss_kib"), med(n, "rss_kib")
+        cpu = (f"{pc:,.0f} ns", f"{nc:,.0f} ns") if pc is not None else ("-", "-")
+        lines.append(f"| {s} | {fmt_rate(pr)} | {fmt_rate(nr)} | {ratio(pr, nr)} | {cpu[0]} | {cpu[1]} "
+                     f"| {ratio(pc, nc)} | {fmt_mib(pm)} | {fmt_mib(nm)} | {ratio(pm, nm)} |")
+    if "reqrep" in shapes:
+        lines += ["", "| request/reply latency | petrel | nats-server | ratio |", "|---|---:|---:|---:|"]
+        for key, label in [("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("p999_us", "p99.9"),
+                           ("max_us", "max")]:
+            pv, nv = med(results["reqrep"]["petrel"], key), med(results["reqrep"]["nats-server"], key)
+            if pv is not None:
+                lines.append(f"| {label} | {pv:.1f} us | {nv:.1f} us | {ratio(pv, nv)} |")
+    extra = []
+    for s in shapes:
+        if s.startswith("subs-"):
+            pv = med(results[s]["petrel"], "subscribe_seconds")
+            nv = med(results[s]["nats-server"], "subscribe_seconds")
+            if pv is not None:
+                extra.append(f"- {s}: subscribing took {pv:.2f} s on petrel, {nv:.2f} s on nats-server "
+                             f"({ratio(pv, nv)}).")
+        if s == "churn":
+            pv, nv = med(results[s]["petrel"], "churn_rate"), med(results[s]["nats-server"], "churn_rate")
+            if pv is not None:
+                extra.append(f"- churn: {pv:,.0f} SUB+UNSUB/s on petrel, {nv:,.0f} on nats-server, "
+                             "while the 1:8 fan-out ran.")
+        if s == "stall" and "1:8" in shapes:
+            for name in ("petrel", "nats-server"):
+                a, b = med(results["stall"][name], "rate"), med(results["1:8"][name], "rate")
+                extra.append(f"- stall ({name}): the 8 healthy subscribers kept {a / b:.0%} of their 1:8 rate "
+                             "with one subscriber that never reads.")
+        if s == "idle-10k":
+            for name in ("petrel", "nats-server"):
+                v = med(results[s][name], "per_conn_bytes")
+                extra.append(f"- idle-10k ({name}): {v / 1024:.1f} KiB per idle connection.")
+        if s == "external":
+            for name in ("petrel", "nats-server"):
+                w = med(results[s][name], "wall_s")
+                c = med(results[s][name], "cpu_s")
+                extra.append(f"- external ({name}): `{meta['external']}` took {w:.2f} s, server CPU {c:.2f} s.")
+    if extra:
+        lines += [""] + extra
+    goals = [g for g in GOALS if g[1] in shapes]
+    if goals:
+        lines += ["", "| goal (petrel / nats-server) | target | measured | met |", "|---|---:|---:|---|"]
+        for label, s, key, op, target in goals:
+            pv, nv = med(results[s]["petrel"], key), med(results[s]["nats-server"], key)
+            if pv is None or not nv:
+                continue
+            r = pv / nv
+            ok = r >= target if op == ">=" else r <= target
+            lines.append(f"| {label} | {op} {target}x | {r:.2f}x | {'yes' if ok else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     ap.add_argument("--shards", type=int, default=0, help="petrel --shards (0: all cores)")
+    ap.add_argument("--client", choices=["loadgen", "bench"], default="loadgen")
+    ap.add_argument("--external", help="also run this command against each server ({url}, {port} replaced)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "perf/results"), help="table, JSON and plots go here")
     ap.add_argument("--json", help="also write raw results here")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "petrel", "--bin", "petrel-loadgen", "--bin",
+                        "petrel-plot"], cwd=ROOT, check=True)
     nats = nats_server_bin()
     version = subprocess.run([nats, "--version"], capture_output=True, text=True).stdout.strip()
+    pversion = subprocess.run([PETREL, "--version"], capture_output=True, text=True).stdout.strip()
     petrel_argv = [PETREL] + (["--shards", str(args.shards)] if args.shards else [])
     servers = {"petrel": petrel_argv, "nats-server": [nats]}
-    shapes = args.shapes.split(",")
+    shapes = [s for s in args.shapes.split(",") if s]
+    for s in shapes:
+        if s not in SHAPES:
+            sys.exit(f"unknown shape {s}; known: {', '.join(SHAPES)}")
+    table = {s: SHAPES[s] for s in shapes}
+    if args.external:
+        table["external"] = dict(shape(0, 0, 1), external=args.external)
+        shapes.append("external")
     results = {s: {"petrel": [], "nats-server": []} for s in shapes}
-    print(f"# {version} vs petrel, {os.cpu_count()} cores, {args.rounds} rounds, 16 B messages", flush=True)
+    cpu = open("/proc/cpuinfo").read()
+    model = re.search(r"model name\s*:\s*(.*)", cpu)
+    machine = f"{os.cpu_count()} cores ({model.group(1).strip() if model else 'unknown cpu'})"
+    command = "python3 perf/compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"# {version} vs {pversion}, {machine}, {args.rounds} rounds", flush=True)
     for rnd in range(args.rounds):
         order = ["petrel", "nats-server"] if rnd % 2 == 0 else ["nats-server", "petrel"]
-        for shape in shapes:
+        for s in shapes:
             for name in order:
-                r = measure(servers[name], shape, args.scale)
-                results[shape][name].append(r)
-                print(f"round {rnd + 1} {shape:6} {name:12} {r['rate']:>12,.0f} msgs/s  "
-                      f"{r['cpu_per_msg_ns']:7.1f} ns CPU/msg", flush=True)
+                r = measure(servers[name], s, table[s], args)
+                results[s][name].append(r)
+                rate = f"{r['rate']:>13,.0f} msgs/s" if r.get("rate") else " " * 20
+                extra = f"  {r['cpu_per_msg_ns']:7.1f} ns CPU/msg" if "cpu_per_msg_ns" in r else ""
+                lat = f"  p99 {r['p99_us']:.1f} us" if "p99_us" in r else ""
+                print(f"round {rnd + 1} {s:9} {name:12}{rate}{extra}  RSS {r['rss_kib'] / 1024:7.1f} MiB{lat}",
+                      flush=True)
+    meta = {"nats_version": version, "petrel_version": pversion, "machine": machine, "rounds": args.rounds,
+            "client": args.client, "command": command, "external": args.external,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    md = report(results, shapes, meta)
     print()
-    print("| shape | petrel msgs/s | nats-server msgs/s | ratio | CPU/msg petrel | CPU/msg nats-server | CPU ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for shape in shapes:
-        p = results[shape]["petrel"]
-        n = results[shape]["nats-server"]
-        pr = statistics.median(x["rate"] for x in p)
-        nr = statistics.median(x["rate"] for x in n)
-        pc = statistics.median(x["cpu_per_msg_ns"] for x in p)
-        nc = statistics.median(x["cpu_per_msg_ns"] for x in n)
-        print(f"| {shape} | {pr:,.0f} | {nr:,.0f} | {pr / nr:.2f}x | {pc:.0f} ns | {nc:.0f} ns | {pc / nc:.2f}x |")
-    if "reqrep" in shapes:
-        print()
-        print("| request/reply latency | petrel | nats-server | ratio |")
-        print("|---|---:|---:|---:|")
-        for key in ["p50_us", "p99_us"]:
-            pv = statistics.median(x[key] for x in results["reqrep"]["petrel"])
-            nv = statistics.median(x[key] for x in results["reqrep"]["nats-server"])
-            print(f"| {key[:-3]} | {pv:.1f} us | {nv:.1f} us | {pv / nv:.2f}x |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"version": version, "results": results}, f, indent=1)
+    print(md)
+    os.makedirs(args.out, exist_ok=True)
+    doc = {"meta": meta, "order": shapes, "shapes": {s: table[s] for s in shapes}, "results": results}
+    for path in filter(None, [os.path.join(args.out, "latest.json"), args.json]):
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    if os.path.exists(PLOT):
+        subprocess.run([PLOT, os.path.join(args.out, "latest.json"), args.out], check=True)
 
 
 if __name__ == "__main__":

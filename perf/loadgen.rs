@@ -9,7 +9,14 @@
 //!
 //! ```text
 //! petrel-loadgen --server 127.0.0.1:4222 --pubs 1 --subs 8 --msgs 1000000 --size 16 [--queue q]
-//!                [--user U --password P]
+//!                [--user U --password P] [--subjects N] [--churn] [--stalled N]
+//! ```
+//! `--subjects N`: each subscriber holds N subscriptions `SUBJECT.0` ..
+//! `SUBJECT.<N-1>` and publishers cycle through those subjects (index size
+//! and match speed); `--churn`: one more connection subscribes and
+//! unsubscribes (plain subjects and a `*` matching SUBJECT) while the
+//! publishers run; `--stalled N`: N more subscribers that never read.
+//! ```text
 //! ```
 //! Prints one JSON line: published, received, seconds, rates.
 
@@ -29,6 +36,13 @@ struct Args {
     queue: Option<String>,
     timeout: Duration,
     request: bool,
+    /// Each subscriber holds this many subscriptions (`SUBJECT.0` ...);
+    /// publishers cycle through them (0: one subject).
+    subjects: u64,
+    /// One more connection subscribes and unsubscribes while publishers run.
+    churn: bool,
+    /// Extra subscribers that never read.
+    stalled: usize,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +56,9 @@ fn parse_args() -> Args {
         queue: None,
         timeout: Duration::from_secs(120),
         request: false,
+        subjects: 0,
+        churn: false,
+        stalled: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -60,6 +77,13 @@ fn parse_args() -> Args {
                 i += 1;
                 continue;
             }
+            "--churn" => {
+                a.churn = true;
+                i += 1;
+                continue;
+            }
+            "--subjects" => a.subjects = v.parse().expect("--subjects"),
+            "--stalled" => a.stalled = v.parse().expect("--stalled"),
             "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
             "--user" => {
                 CREDS
@@ -290,21 +314,46 @@ fn main() {
         (None, n) => published * n as u64,
     };
     let received = Arc::new(AtomicU64::new(0));
+    let sub_micros = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(Barrier::new(a.subs + 1));
+    // Stalled subscribers: subscribed, then never read until the end.
+    let stalled: Vec<_> = (0..a.stalled)
+        .map(|_| {
+            let (mut w, mut r) = connect(&a.server);
+            w.write_all(format!("SUB {} 1\r\n", a.subject).as_bytes()).unwrap();
+            round_trip(&mut w, &mut r);
+            (w, r)
+        })
+        .collect();
     let deadline = Instant::now() + a.timeout;
     let mut sub_threads = Vec::new();
     for _ in 0..a.subs {
         let (server, subject, queue) = (a.server.clone(), a.subject.clone(), a.queue.clone());
-        let (received, ready) = (received.clone(), ready.clone());
+        let (received, ready, sub_secs) = (received.clone(), ready.clone(), sub_micros.clone());
+        let subjects = a.subjects;
         let per_sub = if queue.is_some() { None } else { Some(published) };
         sub_threads.push(std::thread::spawn(move || {
             let (mut w, mut r) = connect(&server);
-            let sub = match &queue {
-                Some(q) => format!("SUB {subject} {q} 1\r\n"),
-                None => format!("SUB {subject} 1\r\n"),
-            };
-            w.write_all(sub.as_bytes()).unwrap();
+            let t0 = Instant::now();
+            if subjects > 0 {
+                let mut buf = Vec::with_capacity(1 << 16);
+                for i in 0..subjects {
+                    buf.extend_from_slice(format!("SUB {subject}.{i} {}\r\n", i + 1).as_bytes());
+                    if buf.len() >= 60_000 {
+                        w.write_all(&buf).unwrap();
+                        buf.clear();
+                    }
+                }
+                w.write_all(&buf).unwrap();
+            } else {
+                let sub = match &queue {
+                    Some(q) => format!("SUB {subject} {q} 1\r\n"),
+                    None => format!("SUB {subject} 1\r\n"),
+                };
+                w.write_all(sub.as_bytes()).unwrap();
+            }
             round_trip(&mut w, &mut r);
+            sub_secs.store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             ready.wait();
             let mine = AtomicU64::new(0);
             count_msgs(
@@ -335,11 +384,33 @@ fn main() {
         .cycle()
         .take(frame.len() * per_chunk as usize)
         .collect();
+    let publishing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let churner = a.churn.then(|| {
+        let (server, subject, publishing) = (a.server.clone(), a.subject.clone(), publishing.clone());
+        std::thread::spawn(move || churn(&server, &subject, &publishing))
+    });
     let pub_threads: Vec<_> = (0..a.pubs)
         .map(|_| {
             let (server, chunk, frame) = (a.server.clone(), chunk.clone(), frame.clone());
+            let (subject, subjects, size) = (a.subject.clone(), a.subjects, a.size);
             std::thread::spawn(move || {
                 let (mut w, mut r) = connect(&server);
+                if subjects > 0 {
+                    let body = vec![b'x'; size];
+                    let mut buf = Vec::with_capacity(1 << 17);
+                    for seq in 0..per_pub {
+                        buf.extend_from_slice(format!("PUB {subject}.{} {size}\r\n", seq % subjects).as_bytes());
+                        buf.extend_from_slice(&body);
+                        buf.extend_from_slice(b"\r\n");
+                        if buf.len() >= 1 << 16 {
+                            w.write_all(&buf).unwrap();
+                            buf.clear();
+                        }
+                    }
+                    w.write_all(&buf).unwrap();
+                    round_trip(&mut w, &mut r);
+                    return;
+                }
                 let mut left = per_pub;
                 while left >= per_chunk {
                     w.write_all(&chunk).unwrap();
@@ -360,14 +431,58 @@ fn main() {
         t.join().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
+    publishing.store(false, Ordering::Relaxed);
+    let churn_ops = churner.map(|t| t.join().unwrap()).unwrap_or(0);
+    drop(stalled);
     let got = received.load(Ordering::Relaxed);
     println!(
-        "{{\"published\":{published},\"expected\":{expected},\"received\":{got},\"seconds\":{secs:.6},\"pub_seconds\":{pub_secs:.6},\"pub_rate\":{:.0},\"delivered_rate\":{:.0}}}",
+        "{{\"published\":{published},\"expected\":{expected},\"received\":{got},\"seconds\":{secs:.6},\"pub_seconds\":{pub_secs:.6},\"pub_rate\":{:.0},\"delivered_rate\":{:.0},\"subscribe_seconds\":{:.6},\"churn_ops\":{churn_ops},\"churn_rate\":{:.0}}}",
         published as f64 / secs,
-        got as f64 / secs
+        got as f64 / secs,
+        sub_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        churn_ops as f64 / secs
     );
     if got != expected {
         eprintln!("count mismatch: expected {expected} deliveries, got {got}");
         std::process::exit(1);
     }
+}
+
+/// Subscribes and unsubscribes in batches (100 plain subjects and one `*`
+/// that matches the benchmark subject, then a PING round trip, discarding
+/// any deliveries) until `publishing` turns false; returns SUB+UNSUB pairs.
+fn churn(server: &str, subject: &str, publishing: &std::sync::atomic::AtomicBool) -> u64 {
+    let (mut w, mut r) = connect(server);
+    let wildcard = if subject.contains('.') {
+        format!("{}.*", subject.rsplit_once('.').unwrap().0)
+    } else {
+        "*".into()
+    };
+    let mut ops = 0u64;
+    let mut sid = 1u64;
+    let mut l = String::new();
+    let mut skip = Vec::new();
+    while publishing.load(Ordering::Relaxed) {
+        let mut buf = String::with_capacity(8192);
+        for _ in 0..100 {
+            buf.push_str(&format!("SUB churn.{sid} {sid}\r\nUNSUB {sid}\r\n"));
+            sid += 1;
+        }
+        buf.push_str(&format!("SUB {wildcard} {sid}\r\nUNSUB {sid}\r\nPING\r\n"));
+        sid += 1;
+        w.write_all(buf.as_bytes()).unwrap();
+        loop {
+            line(&mut w, &mut r, &mut l);
+            if l == "PONG\r\n" {
+                break;
+            }
+            if l.starts_with("MSG ") {
+                let n: usize = l.split_whitespace().last().unwrap().parse().unwrap();
+                skip.resize(n + 2, 0);
+                r.read_exact(&mut skip).unwrap();
+            }
+        }
+        ops += 101;
+    }
+    ops
 }
