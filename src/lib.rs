@@ -2,6 +2,7 @@
 //! petrel: a NATS-compatible message server on a sharded thread-per-core
 //! runtime. See ARCHITECTURE.md for the map.
 
+pub mod account_server;
 pub mod auth;
 pub mod cli;
 pub mod conf;

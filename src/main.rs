@@ -16,6 +16,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("bench") {
         std::process::exit(bench::main(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("account-server") {
+        std::process::exit(petrel::account_server::main(&args[1..]));
+    }
     let code = match cli::parse(&args) {
         Ok(Command::Signal(spec)) => match petrel::signal::send(&spec) {
             Ok(()) => 0,

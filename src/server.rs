@@ -170,7 +170,10 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
             .map_err(|e| ServerError::Auth(format!("account resolver {url} is not reachable: {e}")))?;
         info!("Managing accounts with the URL resolver {url}");
     }
-    if opts.auth.operator.is_some() {
+    if let Some(op) = &opts.auth.operator {
+        for w in verifier.operator_warnings(&op.jwts) {
+            warn!("{w}");
+        }
         info!("Trusted Operators");
         let sys = verifier.accounts().system();
         info!("System account is {}", sys.name);

@@ -102,6 +102,23 @@ pub enum ResolverConfig {
     Memory,
     /// `resolver: URL(<url>)`: HTTP GET `<url><account>`.
     Url(String),
+    /// The NATS resolver (`resolver { type: full|cache, dir, ... }`).
+    Nats(NatsResolver),
+}
+
+/// The NATS resolver's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsResolver {
+    /// `full` keeps every account; `cache` only those in use.
+    pub full: bool,
+    /// Where the JWTs are stored.
+    pub dir: std::path::PathBuf,
+    /// Whether `$SYS.REQ.CLAIMS.DELETE` may delete (full only).
+    pub allow_delete: bool,
+    /// Delete files rather than renaming them to `.deleted`.
+    pub hard_delete: bool,
+    /// Most JWTs kept (0: unlimited; cache default 1000).
+    pub limit: usize,
 }
 
 /// Decentralized (operator) mode.
@@ -500,12 +517,7 @@ fn account_defaults(a: &mut AuthConfig, account: &str, p: Permissions) {
 pub fn resolver(item: &Item) -> Result<ResolverConfig, ConfError> {
     let s = match &item.value {
         Value::Str(s) => s.trim().to_string(),
-        Value::Map(_) => {
-            return Err(err(
-                item,
-                "resolver: the NATS account resolver (type full/cache) is not supported by petrel yet",
-            ))
-        }
+        Value::Map(m) => return nats_resolver(m, item),
         _ => return Err(err(item, "resolver: expected MEMORY or URL(...)")),
     };
     let upper = s.to_ascii_uppercase();
@@ -521,6 +533,44 @@ pub fn resolver(item: &Item) -> Result<ResolverConfig, ConfError> {
         return Ok(ResolverConfig::Url(url));
     }
     Err(err(item, format!("resolver: unsupported resolver {s:?}")))
+}
+
+fn nats_resolver(m: &Map, item: &Item) -> Result<ResolverConfig, ConfError> {
+    let mut full = true;
+    let mut dir = None;
+    let mut allow_delete = false;
+    let mut hard_delete = false;
+    let mut limit = None;
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "type" => {
+                full = match string(k, v)?.to_ascii_lowercase().as_str() {
+                    "full" => true,
+                    "cache" | "mem" | "memory" => false,
+                    other => return Err(err(v, format!("resolver: unsupported type {other:?} (full or cache)"))),
+                }
+            }
+            "dir" => dir = Some(std::path::PathBuf::from(string(k, v)?)),
+            "allow_delete" => allow_delete = matches!(v.value, Value::Bool(true)),
+            "hard_delete" => hard_delete = matches!(v.value, Value::Bool(true)),
+            "limit" => match v.value {
+                Value::Int(n) if n >= 0 => limit = Some(n as usize),
+                _ => return Err(err(v, "resolver: limit must be a non-negative integer")),
+            },
+            // Sync and fetch timing matter between clustered servers; a
+            // standalone petrel has no peers to sync with.
+            "interval" | "ttl" | "timeout" => {}
+            other => return Err(err(v, format!("Unknown field \"{other}\" parsing resolver"))),
+        }
+    }
+    let dir = dir.ok_or_else(|| err(item, "resolver: dir is required"))?;
+    Ok(ResolverConfig::Nats(NatsResolver {
+        full,
+        dir,
+        allow_delete: allow_delete && full,
+        hard_delete,
+        limit: limit.unwrap_or(if full { 0 } else { 1000 }),
+    }))
 }
 
 /// `operator`: file paths or inline JWTs.
@@ -576,7 +626,7 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
             msg,
         },
     };
-    if a.operator.is_some() {
+    if let Some(op) = &a.operator {
         if !a.users.is_empty() || !a.accounts.is_empty() {
             return Err(pos_err(
                 "operator",
@@ -589,7 +639,7 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
                 "no_auth_user not compatible with Trusted Operator".into(),
             ));
         }
-        if a.operator.as_ref().is_some_and(|o| o.resolver.is_none()) {
+        if op.resolver.is_none() && crate::auth::verify::implicit_resolver(&op.jwts).is_none() {
             return Err(pos_err("operator", "operators require an account resolver".into()));
         }
     }

@@ -24,6 +24,7 @@ use super::config::{
 use super::jwt;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
 use super::routes::Routes;
+use super::store::DirStore;
 use crate::proto::connect::ClientOpts;
 use crate::proto::errors::WireError;
 
@@ -178,13 +179,17 @@ struct OperatorTrust {
     /// Account JWTs whose signature was checked, by token: a connect then
     /// verifies two signatures (user JWT, nonce) instead of three.
     verified: Mutex<HashMap<String, Arc<jwt::AccountClaims>>>,
+    /// The NATS resolver's directory.
+    store: Option<DirStore>,
+    /// The system account's key.
+    system: Option<String>,
 }
 
 #[derive(Debug)]
 enum Mode {
     Open,
     Config(ConfigUsers),
-    Operator(OperatorTrust),
+    Operator(Box<OperatorTrust>),
 }
 
 /// Checks CONNECT credentials against the configuration.
@@ -251,17 +256,46 @@ impl Verifier {
                 }
             }
             trusted.extend(cfg.trusted_keys.iter().cloned());
+            let resolver = match (&op.resolver, implicit_resolver(&op.jwts)) {
+                (Some(r), _) => r.clone(),
+                (None, Some(r)) => r,
+                (None, None) => ResolverConfig::Memory,
+            };
+            let mut preload: HashMap<String, String> = op.preload.iter().cloned().collect();
+            let store = match &resolver {
+                ResolverConfig::Nats(n) => {
+                    if system.is_none() {
+                        return Err("the NATS resolver needs a system account".into());
+                    }
+                    let st = DirStore::open(&n.dir, n.limit)
+                        .map_err(|e| format!("resolver dir {}: {e}", n.dir.display()))?;
+                    // Preloaded accounts go into the store (newer ones win).
+                    for (k, j) in preload.drain() {
+                        let newer = st
+                            .get(&k)
+                            .and_then(|old| jwt::decode_account(&old).ok())
+                            .is_none_or(|old| jwt::decode_account(&j).is_ok_and(|new| new.iat >= old.iat));
+                        if newer {
+                            st.put(&k, &j).map_err(|e| format!("resolver_preload {k}: {e}"))?;
+                        }
+                    }
+                    Some(st)
+                }
+                _ => None,
+            };
             let accounts = Arc::new(AccountTable::new(system.as_deref()));
             let global = accounts.get_or_create(GLOBAL_ACCOUNT);
             return Ok(Verifier {
-                mode: Mode::Operator(OperatorTrust {
+                mode: Mode::Operator(Box::new(OperatorTrust {
                     trusted,
-                    resolver: op.resolver.clone().unwrap_or(ResolverConfig::Memory),
-                    preload: op.preload.iter().cloned().collect(),
+                    resolver,
+                    preload,
                     cache: Mutex::new(HashMap::new()),
                     loaded: Mutex::new(HashMap::new()),
                     verified: Mutex::new(HashMap::new()),
-                }),
+                    store,
+                    system,
+                })),
                 accounts,
                 global,
                 routes: Mutex::new(Arc::new(Routes::default())),
@@ -420,10 +454,10 @@ impl Verifier {
     /// The URL resolver's base URL, for the start-up probe.
     pub fn resolver_url(&self) -> Option<&str> {
         match &self.mode {
-            Mode::Operator(OperatorTrust {
-                resolver: ResolverConfig::Url(u),
-                ..
-            }) => Some(u),
+            Mode::Operator(op) => match &op.resolver {
+                ResolverConfig::Url(u) => Some(u),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -541,6 +575,8 @@ impl Verifier {
         let fetched = match &op.resolver {
             ResolverConfig::Memory => None,
             ResolverConfig::Url(base) => fetch(&format!("{base}{key}")).ok(),
+            // Standalone: the store is all there is (no peers to ask).
+            ResolverConfig::Nats(_) => op.store.as_ref().and_then(|st| st.get(key)),
         };
         op.cache
             .lock()
@@ -669,27 +705,168 @@ impl Verifier {
         if let Err(e) = self.trusted_account(op, token, &key, unix_now(SystemTime::now())) {
             return (key, Err(format!("jwt update resulted in error - {e}")));
         }
-        let mut cache = op.cache.lock().expect("account cache lock");
-        let held = cache
-            .get(&key)
-            .and_then(|(j, _)| j.clone())
-            .or_else(|| op.preload.get(&key).cloned());
-        let Some(held) = held else {
-            return (key, Ok("jwt update skipped"));
+        let nats = match &op.resolver {
+            ResolverConfig::Nats(n) => Some(n),
+            _ => None,
         };
-        if jwt::decode_account(&held).is_ok_and(|o| o.iat > c.iat) {
-            return (
-                key,
-                Err("jwt update resulted in error - the update is older than the held JWT".into()),
-            );
+        let mut cache = op.cache.lock().expect("account cache lock");
+        let cached = cache.get(&key).and_then(|(j, _)| j.clone());
+        let held = cached
+            .clone()
+            .or_else(|| op.preload.get(&key).cloned())
+            .or_else(|| op.store.as_ref().and_then(|st| st.get(&key)));
+        if let Some(old) = &held {
+            if jwt::decode_account(old).is_ok_and(|o| o.iat > c.iat) {
+                return (
+                    key,
+                    Err("jwt update resulted in error - the update is older than the held JWT".into()),
+                );
+            }
         }
-        cache.insert(key.clone(), (Some(token.to_string()), Instant::now()));
+        let message = match nats {
+            // A full resolver keeps every account it is given.
+            Some(n) if n.full => "jwt updated",
+            // A cache resolver only refreshes accounts it holds.
+            Some(_) if held.is_none() => return (key, Ok("jwt update cache skipped")),
+            Some(_) => "jwt updated cache",
+            // MEMORY and URL resolvers update accounts already loaded.
+            None if held.is_none() => return (key, Ok("jwt update skipped")),
+            None => "jwt updated",
+        };
+        if let Some(st) = &op.store {
+            if let Err(e) = st.put(&key, token) {
+                return (key, Err(format!("jwt update resulted in error - {e}")));
+            }
+        }
+        if cached.is_some() || nats.is_none() {
+            cache.insert(key.clone(), (Some(token.to_string()), Instant::now()));
+        } else {
+            cache.remove(&key);
+        }
         drop(cache);
         let loaded = op.loaded.lock().expect("loaded accounts lock").contains_key(&key);
         if loaded {
             self.note_loaded(op, &c);
         }
-        (key, Ok("jwt updated"))
+        (key, Ok(message))
+    }
+
+    /// The NATS resolver's store, when that is the resolver.
+    fn nats_store(&self) -> Option<(&OperatorTrust, &DirStore, &super::config::NatsResolver)> {
+        let Mode::Operator(op) = &self.mode else { return None };
+        let ResolverConfig::Nats(n) = &op.resolver else {
+            return None;
+        };
+        Some((op, op.store.as_ref()?, n))
+    }
+
+    /// Start-up warnings about the operator's JWT fields that point at
+    /// nothing: a system account the resolver does not know, an account
+    /// server this server does not use.
+    pub fn operator_warnings(&self, operator_jwts: &[String]) -> Vec<String> {
+        let Mode::Operator(op) = &self.mode else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(sys) = &op.system {
+            if self.account_jwt(op, sys).is_err() {
+                out.push(format!(
+                    "the system account {sys} is not known to the account resolver: system users cannot connect"
+                ));
+            }
+        }
+        for token in operator_jwts {
+            let Ok(c) = jwt::decode_operator(token) else { continue };
+            let asu = c.nats.account_server_url.trim_end_matches('/');
+            let uses_it = matches!(&op.resolver, ResolverConfig::Url(u) if !asu.is_empty() && u.starts_with(asu));
+            if !asu.is_empty() && !uses_it {
+                out.push(format!(
+                    "operator {} names account server {asu}, which this server does not resolve accounts from",
+                    c.name
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether the NATS (full or cache) resolver is in use.
+    pub fn is_nats_resolver(&self) -> bool {
+        self.nats_store().is_some()
+    }
+
+    /// Whether the NATS resolver keeps every account (`type: full`).
+    pub fn is_full_resolver(&self) -> bool {
+        self.nats_store().is_some_and(|(_, _, n)| n.full)
+    }
+
+    /// `$SYS.REQ.ACCOUNT.<id>.CLAIMS.LOOKUP` (full resolver): the stored JWT.
+    pub fn claims_lookup(&self, key: &str) -> Option<String> {
+        let (_, st, n) = self.nats_store()?;
+        n.full.then(|| st.get(key)).flatten()
+    }
+
+    /// `$SYS.REQ.CLAIMS.LIST`: the stored account keys.
+    pub fn claims_list(&self) -> Vec<String> {
+        self.nats_store().map(|(_, st, _)| st.list()).unwrap_or_default()
+    }
+
+    /// `$SYS.REQ.CLAIMS.PACK` (full resolver): one `key|jwt` message per
+    /// account then an empty one, or only the empty one when the
+    /// requester's hash matches.
+    pub fn claims_pack(&self, their_hash: &[u8]) -> Vec<String> {
+        let Some((_, st, n)) = self.nats_store() else {
+            return Vec::new();
+        };
+        if !n.full {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if their_hash != st.hash() {
+            for k in st.list() {
+                if let Some(j) = st.get(&k) {
+                    out.push(format!("{k}|{j}"));
+                }
+            }
+        }
+        out.push(String::new());
+        out
+    }
+
+    /// `$SYS.REQ.CLAIMS.DELETE`: a generic JWT signed by the operator (or an
+    /// operator signing key), self-signed, listing `nats.accounts`. Returns
+    /// the message and the accounts deleted.
+    pub fn claims_delete(&self, token: &str) -> Result<(String, Vec<String>), String> {
+        let Some((op, st, n)) = self.nats_store() else {
+            return Err("delete must be enabled in server config".into());
+        };
+        if !n.allow_delete {
+            return Err("delete must be enabled in server config".into());
+        }
+        let c = jwt::decode_generic(token).map_err(|_| "malformed request".to_string())?;
+        if c.iss != c.sub {
+            return Err("not self signed".into());
+        }
+        if !op.trusted.contains(&c.iss) {
+            return Err("not trusted".into());
+        }
+        let accounts: Vec<String> = c
+            .nats
+            .get("accounts")
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .ok_or_else(|| "malformed request".to_string())?;
+        if op.system.as_ref().is_some_and(|s| accounts.contains(s)) {
+            return Err("not allowed to delete system account".into());
+        }
+        let mut deleted = Vec::new();
+        for k in &accounts {
+            if st.delete(k, n.hard_delete).map_err(|e| e.to_string())? {
+                deleted.push(k.clone());
+            }
+            op.cache.lock().expect("account cache lock").remove(k);
+            op.loaded.lock().expect("loaded accounts lock").remove(k);
+        }
+        Ok((format!("deleted {} accounts", deleted.len()), deleted))
     }
 
     /// Re-checks a connected client against its account's current JWT:
@@ -712,6 +889,7 @@ impl Verifier {
             .get(&key)
             .and_then(|(j, _)| j.clone())
             .or_else(|| op.preload.get(&key).cloned())
+            .or_else(|| op.store.as_ref().and_then(|st| st.get(&key)))
             .ok_or(WireError::AccountAuthenticationExpired)?;
         let acc = self
             .trusted_account(op, &acc_token, &key, now_s)
@@ -843,6 +1021,16 @@ fn user_against_account(
         return Err(AuthError::Revoked);
     }
     Ok(limits)
+}
+
+/// nats-server's implicit resolver: one operator whose JWT names an
+/// `http(s)` account server, and no resolver configured, means
+/// `URL(<account_server_url>/accounts/)`.
+pub fn implicit_resolver(jwts: &[String]) -> Option<ResolverConfig> {
+    let [one] = jwts else { return None };
+    let c = jwt::decode_operator(one).ok()?;
+    let url = c.nats.account_server_url.trim_end_matches('/');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| ResolverConfig::Url(format!("{url}/accounts/")))
 }
 
 /// The smaller of two JWT limits (−1: unlimited) as an optional limit.

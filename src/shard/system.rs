@@ -25,6 +25,7 @@ use crate::sys::{server_block, ServerBlock};
 const SID_NOTIFY: &[u8] = b"claims-notify";
 const SID_REQUEST: &[u8] = b"claims-request";
 const SID_SERVICE: &[u8] = b"service";
+const SID_CLAIMS: &[u8] = b"claims-";
 
 /// The STATSZ heartbeat: first after 250 ms, doubling up to 10 s.
 const STATSZ_FIRST: Duration = Duration::from_millis(250);
@@ -68,6 +69,17 @@ pub async fn run(shard: Rc<Shard>) {
             let _ = core.subscribe(cid, b"$SYS.ACCOUNT.*.CLAIMS.UPDATE", None, SID_NOTIFY);
             let _ = core.subscribe(cid, b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", None, SID_REQUEST);
         }
+        if verifier.is_nats_resolver() {
+            for (sid, subject) in [
+                ("claims-update", "$SYS.REQ.CLAIMS.UPDATE"),
+                ("claims-list", "$SYS.REQ.CLAIMS.LIST"),
+                ("claims-delete", "$SYS.REQ.CLAIMS.DELETE"),
+                ("claims-lookup", "$SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP"),
+                ("claims-pack", "$SYS.REQ.CLAIMS.PACK"),
+            ] {
+                let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
+            }
+        }
         for (i, subject) in services::subjects(&server_id).iter().enumerate() {
             let sid = format!("{}{i}", String::from_utf8_lossy(SID_SERVICE));
             let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
@@ -86,8 +98,10 @@ pub async fn run(shard: Rc<Shard>) {
         })
         .await;
         for m in inbox.drain(..) {
-            if m.sid == SID_NOTIFY || m.sid == SID_REQUEST {
+            if m.sid == SID_NOTIFY || m.sid == SID_REQUEST || m.sid == b"claims-update" {
                 claims_update(&shard, cid, &m);
+            } else if m.sid.starts_with(SID_CLAIMS) {
+                claims_request(&shard, &m);
             } else if m.sid.starts_with(SID_SERVICE) {
                 if let Some(reply) = m.reply.clone() {
                     glommio::spawn_local(service(shard.clone(), m, reply)).detach();
@@ -191,6 +205,53 @@ pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
         .await;
     shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), &doc);
     shard.flush().await;
+}
+
+/// The NATS resolver's LIST, DELETE, LOOKUP and PACK requests.
+fn claims_request(shard: &Shard, m: &InternalMsg) {
+    let Some(reply) = &m.reply else { return };
+    let verifier = shard.verifier.borrow().clone();
+    let body = body_of(m);
+    let replies: Vec<Vec<u8>> = match &m.sid[..] {
+        b"claims-list" => {
+            let doc = serde_json::json!({"server": server_block(&shard.shared), "data": verifier.claims_list()});
+            vec![serde_json::to_vec(&doc).unwrap_or_default()]
+        }
+        b"claims-delete" => {
+            let token = String::from_utf8_lossy(body).trim().to_string();
+            let doc = match verifier.claims_delete(&token) {
+                Ok((message, deleted)) => {
+                    for k in deleted {
+                        if let Some(acc) = verifier.accounts().get(&k) {
+                            shard.shared.account_updated(acc.id);
+                        }
+                    }
+                    serde_json::json!({"server": server_block(&shard.shared), "data": {"code": 200, "message": message}})
+                }
+                Err(e) => {
+                    serde_json::json!({"server": server_block(&shard.shared), "error": {"code": 500, "description": e}})
+                }
+            };
+            vec![serde_json::to_vec(&doc).unwrap_or_default()]
+        }
+        b"claims-lookup" => {
+            // `$SYS.REQ.ACCOUNT.<id>.CLAIMS.LOOKUP`: the JWT, or an empty message.
+            let key = String::from_utf8_lossy(&m.subject)
+                .split('.')
+                .nth(3)
+                .unwrap_or_default()
+                .to_string();
+            vec![verifier.claims_lookup(&key).unwrap_or_default().into_bytes()]
+        }
+        b"claims-pack" => verifier.claims_pack(body).into_iter().map(String::into_bytes).collect(),
+        _ => return,
+    };
+    let sys = verifier.accounts().system().id;
+    let mut core = shard.core.borrow_mut();
+    core.set_now(Instant::now());
+    for r in replies {
+        core.inject(sys, reply, None, &r);
+    }
 }
 
 fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg) {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod jwt;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
