@@ -512,3 +512,25 @@ fn warns_when_the_system_account_points_at_nothing() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("[WRN]") && lines[0].contains(&sys_key));
 }
+
+/// A cache resolver only refreshes accounts it holds.
+#[test]
+fn cache_resolver_skips_accounts_it_does_not_hold() {
+    let dir = temp_dir().join("jwt");
+    let (sys_key, sys_jwt) = sys_account();
+    let conf = write_conf(&format!(
+        "operator: \"{FIXTURES}operator.jwt\"\nsystem_account: {sys_key}\nresolver: {{ type: cache, dir: \"{}\" }}\nresolver_preload: {{ {sys_key}: \"{sys_jwt}\" }}\n",
+        dir.display()
+    ));
+    let server = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let mut sys = sys_login(&server.addr());
+    let b = nkeys::KeyPair::new_account();
+    let r = sys_json(
+        &mut sys,
+        "$SYS.REQ.CLAIMS.UPDATE",
+        &signed_account(&b, now() - 10, json!({})),
+    );
+    assert_eq!(r["data"]["message"], json!("jwt update cache skipped"), "{r}");
+    let r = sys_json(&mut sys, "$SYS.REQ.CLAIMS.UPDATE", &sys_jwt);
+    assert_eq!(r["data"]["message"], json!("jwt updated cache"), "{r}");
+}
