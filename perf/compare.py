@@ -184,20 +184,33 @@ def idle_rss(server, n):
             s = socket.create_connection(("127.0.0.1", server.port))
             s.sendall(b'CONNECT {"verbose":false}\r\nSUB idle.%d 1\r\nPING\r\n' % i)
             socks.append(s)
-        for s in socks:  # every client has its PONG: all are in place
-            s.settimeout(10)
-            buf = b""
-            while b"PONG" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise RuntimeError("server closed an idle client")
-                buf += chunk
+        # Every client has its PONG (all are in place), within a minute.
+        import selectors
+        sel = selectors.DefaultSelector()
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, bytearray())
+        waiting = len(socks)
+        deadline = time.monotonic() + 60
+        while waiting and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=1):
+                chunk = key.fileobj.recv(65536)
+                key.data.extend(chunk)
+                if not chunk or b"PONG" in key.data:
+                    sel.unregister(key.fileobj)
+                    waiting -= 1
+                    if not chunk:
+                        raise RuntimeError("server closed an idle client")
+        sel.close()
         time.sleep(0.5)
         rss = server.status_kib("VmRSS")
     finally:
         for s in socks:
             s.close()
-    return {"rss_kib": rss, "base_rss_kib": base, "per_conn_bytes": (rss - base) * 1024 / n}
+    res = {"rss_kib": rss, "base_rss_kib": base, "per_conn_bytes": (rss - base) * 1024 / n}
+    if waiting:
+        res["no_pong"] = waiting
+    return res
 
 
 def measure(argv, name, sh, args):
@@ -285,28 +298,31 @@ def report(results, shapes, meta):
         if s.startswith("subs-"):
             pv = med(results[s]["petrel"], "subscribe_seconds")
             nv = med(results[s]["nats-server"], "subscribe_seconds")
-            if pv is not None:
+            if pv is not None and nv:
                 extra.append(f"- {s}: subscribing took {pv:.2f} s on petrel, {nv:.2f} s on nats-server "
                              f"({ratio(pv, nv)}).")
         if s == "churn":
             pv, nv = med(results[s]["petrel"], "churn_rate"), med(results[s]["nats-server"], "churn_rate")
-            if pv is not None:
+            if pv is not None and nv is not None:
                 extra.append(f"- churn: {pv:,.0f} SUB+UNSUB/s on petrel, {nv:,.0f} on nats-server, "
                              "while the 1:8 fan-out ran.")
         if s == "stall" and "1:8" in shapes:
             for name in ("petrel", "nats-server"):
                 a, b = med(results["stall"][name], "rate"), med(results["1:8"][name], "rate")
-                extra.append(f"- stall ({name}): the 8 healthy subscribers kept {a / b:.0%} of their 1:8 rate "
-                             "with one subscriber that never reads.")
+                if a and b:
+                    extra.append(f"- stall ({name}): the 8 healthy subscribers kept {a / b:.0%} of their 1:8 rate "
+                                 "with one subscriber that never reads.")
         if s == "idle-10k":
             for name in ("petrel", "nats-server"):
                 v = med(results[s][name], "per_conn_bytes")
-                extra.append(f"- idle-10k ({name}): {v / 1024:.1f} KiB per idle connection.")
+                if v is not None:
+                    extra.append(f"- idle-10k ({name}): {v / 1024:.1f} KiB per idle connection.")
         if s == "external":
             for name in ("petrel", "nats-server"):
                 w = med(results[s][name], "wall_s")
                 c = med(results[s][name], "cpu_s")
-                extra.append(f"- external ({name}): `{meta['external']}` took {w:.2f} s, server CPU {c:.2f} s.")
+                if w is not None:
+                    extra.append(f"- external ({name}): `{meta['external']}` took {w:.2f} s, server CPU {c:.2f} s.")
     if extra:
         lines += [""] + extra
     goals = [g for g in GOALS if g[1] in shapes]
@@ -351,6 +367,7 @@ def main():
         table["external"] = dict(shape(0, 0, 1), external=args.external)
         shapes.append("external")
     results = {s: {"petrel": [], "nats-server": []} for s in shapes}
+    failures = []
     cpu = open("/proc/cpuinfo").read()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
     machine = f"{os.cpu_count()} cores ({model.group(1).strip() if model else 'unknown cpu'})"
@@ -360,7 +377,16 @@ def main():
         order = ["petrel", "nats-server"] if rnd % 2 == 0 else ["nats-server", "petrel"]
         for s in shapes:
             for name in order:
-                r = measure(servers[name], s, table[s], args)
+                try:
+                    r = measure(servers[name], s, table[s], args)
+                except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the run
+                    print(f"round {rnd + 1} {s:9} {name:12} FAILED: {e}", flush=True)
+                    failures.append(f"round {rnd + 1} {s} {name}: {str(e)[:300]}")
+                    continue
+                if r.get("no_pong"):
+                    failures.append(f"round {rnd + 1} {s} {name}: {r['no_pong']} idle clients had no PONG after 60 s")
+                    print(f"round {rnd + 1} {s:9} {name:12} FAILED: {r['no_pong']} clients without PONG", flush=True)
+                    continue
                 results[s][name].append(r)
                 rate = f"{r['rate']:>13,.0f} msgs/s" if r.get("rate") else " " * 20
                 extra = f"  {r['cpu_per_msg_ns']:7.1f} ns CPU/msg" if "cpu_per_msg_ns" in r else ""
@@ -371,10 +397,12 @@ def main():
             "client": args.client, "command": command, "external": args.external,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     md = report(results, shapes, meta)
+    if failures:
+        md += "\nFailed measurements (left out of the medians):\n\n" + "".join(f"- {f}\n" for f in failures)
     print()
     print(md)
     os.makedirs(args.out, exist_ok=True)
-    doc = {"meta": meta, "order": shapes, "shapes": {s: table[s] for s in shapes}, "results": results}
+    doc = {"meta": meta, "failures": failures, "order": shapes, "shapes": {s: table[s] for s in shapes}, "results": results}
     for path in filter(None, [os.path.join(args.out, "latest.json"), args.json]):
         with open(path, "w") as f:
             json.dump(doc, f, indent=1)

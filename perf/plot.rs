@@ -56,9 +56,15 @@ fn bars(
     guide: Option<f64>,
 ) -> Res<()> {
     let width = (160 + 70 * labels.len() as u32).max(640);
+    if labels.is_empty() {
+        return Ok(());
+    }
     let root = SVGBackend::new(path, (width, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let vals: Vec<f64> = series.iter().flat_map(|s| s.2.iter().flatten().copied()).collect();
+    if labels.is_empty() || vals.iter().all(|v| *v <= 0.0) {
+        return Ok(()); // nothing to draw
+    }
     let max = vals.iter().copied().fold(guide.unwrap_or(0.0), f64::max) * 1.35;
     let min = vals.iter().copied().filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
     let n = labels.len() as f64;
