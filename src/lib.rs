@@ -12,6 +12,7 @@ pub mod index;
 pub mod logging;
 pub mod monitor;
 pub mod options;
+pub mod profile;
 pub mod proto;
 pub mod reload;
 pub mod server;

@@ -5,19 +5,32 @@ mod bench;
 use mimalloc::MiMalloc;
 
 use petrel::cli::{self, Command};
+use petrel::profile::heap::SamplingAlloc;
 use petrel::proto::info::COMPAT_VERSION;
 use petrel::server::{self, PETREL_VERSION};
 
+/// mimalloc, with heap sampling for PROFILEZ heap/allocs profiles
+/// (`PETREL_HEAP_SAMPLING=0` turns sampling off, `PETREL_HEAP_RATE` sets
+/// the mean bytes between samples).
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: SamplingAlloc<MiMalloc> = SamplingAlloc::new(MiMalloc);
 
 fn main() {
+    if std::env::var("PETREL_HEAP_SAMPLING").is_ok_and(|v| v == "0") {
+        petrel::profile::heap::set_enabled(false);
+    }
+    if let Some(rate) = std::env::var("PETREL_HEAP_RATE").ok().and_then(|v| v.parse().ok()) {
+        petrel::profile::heap::set_rate(rate);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("bench") {
         std::process::exit(bench::main(&args[1..]));
     }
     if args.first().map(String::as_str) == Some("account-server") {
         std::process::exit(petrel::account_server::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("profile") {
+        std::process::exit(petrel::profile::command::main(&args[1..]));
     }
     let code = match cli::parse(&args) {
         Ok(Command::Signal(spec)) => match petrel::signal::send(&spec) {

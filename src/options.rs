@@ -76,6 +76,8 @@ pub struct Options {
     pub jetstream_requested: bool,
     /// Users, accounts, permissions and operator mode.
     pub auth: crate::auth::config::AuthConfig,
+    /// `prof_port` / `--profile`: the `/debug/pprof` HTTP listener.
+    pub prof_port: Option<i32>,
 }
 
 impl Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             syslog: false,
             remote_syslog: None,
             auth: Default::default(),
+            prof_port: None,
         }
     }
 }

@@ -70,6 +70,9 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
         o.http_port.map(|p| p.to_string()).unwrap_or_default()
     }),
     ("http_host", false, |o| o.http_host.clone().unwrap_or_default()),
+    ("prof_port", false, |o| {
+        o.prof_port.map(|p| p.to_string()).unwrap_or_default()
+    }),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),

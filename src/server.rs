@@ -220,6 +220,14 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         }
         None => None,
     };
+    if let Some(port) = opts.prof_port {
+        let host = opts.host.clone();
+        let addr = crate::profile::http::start(&host, port).map_err(|err| ServerError::Listen {
+            addr: format!("{host}:{port}"),
+            err,
+        })?;
+        info!("Starting profiling on http://{}:{}", url_host(&host), addr.port());
+    }
     let host_for_log = if opts.host.contains(':') {
         format!("[{}]", opts.host)
     } else {

@@ -36,7 +36,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("mappings", "subject mappings"),
     ("https", "HTTP monitoring"),
     ("https_port", "HTTP monitoring"),
-    ("prof_port", "profiling"),
     ("max_sub_tokens", "max_sub_tokens"),
 ];
 
@@ -303,6 +302,7 @@ const KNOWN: &[&str] = &[
     "account_resolver",
     "accounts_resolver",
     "resolver_preload",
+    "prof_port",
 ];
 
 fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
@@ -449,6 +449,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "resolver" | "account_resolver" | "accounts_resolver" => {
             o.auth.operator.get_or_insert_with(operator_default).resolver = Some(auth::resolver(item)?);
         }
+        "prof_port" => o.prof_port = Some(int(k, item)? as i32),
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }

@@ -119,7 +119,21 @@ fn server_service(
         },
         "JSZ" => envelope(shared, endpoints::jsz(shared)),
         "HEALTHZ" => envelope(shared, endpoints::healthz()),
-        "PROFILEZ" => envelope_error(shared, 500, "profiling is not supported by petrel yet"),
+        "PROFILEZ" => {
+            let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+            let debug = body.get("debug").and_then(Value::as_i64).unwrap_or(0);
+            let duration = Duration::from_nanos(body.get("duration").and_then(Value::as_u64).unwrap_or(0));
+            // Go's []byte is standard base64 with padding in JSON; errors go
+            // in `data.error`, as nats-server's ProfilezStatus.
+            let data = match crate::profile::profile(name, debug, duration) {
+                Ok(bytes) => {
+                    use base64::Engine;
+                    json!({"profile": base64::engine::general_purpose::STANDARD.encode(bytes), "error": ""})
+                }
+                Err(e) => json!({"profile": null, "error": e.to_string()}),
+            };
+            envelope(shared, data)
+        }
         // nats-server answers a reload with the server block alone, or an
         // error; petrel adds (beyond nats-server) the options that changed
         // or were refused, when there are any.

@@ -76,8 +76,13 @@ impl Drop for Proc {
 }
 
 fn spawn(bin: &str, args: &[&str]) -> Proc {
+    spawn_env(bin, args, &[])
+}
+
+fn spawn_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -114,6 +119,13 @@ pub fn petrel(extra: &[&str]) -> Proc {
     let mut args = vec!["-p", "-1", "-a", "127.0.0.1"];
     args.extend_from_slice(extra);
     spawn(env!("CARGO_BIN_EXE_petrel"), &args)
+}
+
+/// Starts petrel like [`petrel`] with extra environment variables.
+pub fn petrel_env(extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut args = vec!["-p", "-1", "-a", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    spawn_env(env!("CARGO_BIN_EXE_petrel"), &args, env)
 }
 
 /// Path of the official nats-server, from `NATS_SERVER_BIN` or `PATH`.

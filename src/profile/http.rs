@@ -1,0 +1,114 @@
+//! `prof_port` / `--profile`: Go's `/debug/pprof` handlers, so
+//! `go tool pprof http://host:port/debug/pprof/heap` works against petrel.
+//! Its own thread, off the shards.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// The longest `/debug/pprof/profile?seconds=N` (Go's default is 30).
+const MAX_HTTP_CPU: Duration = Duration::from_secs(120);
+
+/// Binds the listener and serves it on a thread.
+pub fn start(host: &str, port: i32) -> std::io::Result<SocketAddr> {
+    let port = if port < 0 { 0 } else { port as u16 };
+    let listener = TcpListener::bind((host, port))?;
+    let addr = listener.local_addr()?;
+    std::thread::Builder::new().name("petrel-pprof".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let _ = std::thread::Builder::new()
+                .name("petrel-pprof-req".into())
+                .spawn(move || serve(conn));
+        }
+    })?;
+    Ok(addr)
+}
+
+fn serve(mut s: TcpStream) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 || req.len() > 16 * 1024 {
+            return Ok(());
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&req).into_owned();
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let param = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(n, _)| *n == k)
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+    };
+    let debug = param("debug").unwrap_or(0);
+    let (status, ctype, body): (&str, &str, Vec<u8>) = match path.trim_end_matches('/') {
+        "/debug/pprof" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            b"<html><body>/debug/pprof/: <a href=heap>heap</a> <a href=allocs>allocs</a> \
+              <a href=profile>profile</a> <a href=goroutine>goroutine</a> <a href=threadcreate>threadcreate</a>\
+              </body></html>\n"
+                .to_vec(),
+        ),
+        "/debug/pprof/profile" => {
+            let secs = param("seconds").unwrap_or(30).max(1) as u64;
+            let d = Duration::from_secs(secs).min(MAX_HTTP_CPU);
+            let guard = pprof::ProfilerGuardBuilder::default()
+                .frequency(super::CPU_HZ)
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build();
+            match guard {
+                Ok(g) => {
+                    std::thread::sleep(d);
+                    match g
+                        .report()
+                        .build()
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.pprof().map_err(|e| e.to_string()))
+                    {
+                        Ok(p) => ("200 OK", "application/octet-stream", super::encode_gz(&p)),
+                        Err(e) => ("500 Internal Server Error", "text/plain; charset=utf-8", e.into_bytes()),
+                    }
+                }
+                Err(e) => (
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    e.to_string().into_bytes(),
+                ),
+            }
+        }
+        p if p.starts_with("/debug/pprof/") => {
+            let name = &p["/debug/pprof/".len()..];
+            match super::profile(name, debug, Duration::ZERO) {
+                Ok(b) if debug > 0 => ("200 OK", "text/plain; charset=utf-8", b),
+                Ok(b) => ("200 OK", "application/octet-stream", b),
+                Err(super::ProfileError::NotFound(_)) => (
+                    "404 Not Found",
+                    "text/plain; charset=utf-8",
+                    b"Unknown profile\n".to_vec(),
+                ),
+                Err(e) => (
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    e.to_string().into_bytes(),
+                ),
+            }
+        }
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            b"404 page not found\n".to_vec(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(&body)
+}
