@@ -389,16 +389,25 @@ const BACKLOG_HIGH: usize = 256;
 impl Shard {
     /// Sends the batches the core has gathered, in order, to their shards.
     pub async fn flush(self: &Rc<Self>) {
+        self.send_batches();
+        // Back-pressure: a publisher waits while a destination is far behind.
+        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Sends the gathered batches without waiting for room. The mesh
+    /// receivers use this: a receiver that waited for its peers' queues to
+    /// drain could wait on a peer that waits on it (two shards both behind
+    /// each other, as in a burst of connections handed across), and stop
+    /// both shards.
+    pub fn send_batches(self: &Rc<Self>) {
         let batches = self.core.borrow_mut().take_batches();
         for (dest, b) in batches {
             let outlet = self.outlets[dest.index()].as_ref().expect("never sends to itself");
             if outlet.push(ShardMsg::Batch(b)) {
                 glommio::spawn_local(outlet.clone().drain()).detach();
             }
-        }
-        // Back-pressure: a publisher waits while a destination is far behind.
-        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
-            glommio::timer::sleep(Duration::from_micros(200)).await;
         }
     }
 
@@ -795,7 +804,7 @@ async fn shard_main(
                     ShardMsg::Batch(b) => {
                         shard.core.borrow_mut().apply_batch(b);
                         shard.publish_stats();
-                        shard.flush().await;
+                        shard.send_batches();
                         // Pace this source while a subscriber here is nearly
                         // full; the queue filling up then stalls its publishers.
                         let stall = shard.core.borrow_mut().take_stall();
