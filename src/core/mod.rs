@@ -206,6 +206,10 @@ pub struct ShardCore {
     internal_conns: usize,
     internal_subs: usize,
     system_account: Option<AccountId>,
+    /// Connections just closed as slow consumers, whose sockets the shard
+    /// shuts at once (their writer may be stuck writing to a reader that
+    /// does not read).
+    cut_off: Vec<ConnId>,
     now: Instant,
     conns: FxHashMap<ConnId, ConnEntry>,
     subs: FxHashMap<SubKey, LocalSub>,
@@ -247,6 +251,7 @@ impl ShardCore {
             internal_conns: 0,
             internal_subs: 0,
             system_account: None,
+            cut_off: Vec::new(),
             now: Instant::now(),
             cfg,
             conns: FxHashMap::default(),
@@ -478,6 +483,11 @@ impl ShardCore {
             }
             c.wake();
         }
+    }
+
+    /// Takes the connections closed as slow consumers since the last call.
+    pub fn take_cut_off(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.cut_off)
     }
 
     /// Takes back chunks a writer has sent.
@@ -909,6 +919,7 @@ impl ShardCore {
             c.out.discard();
             c.closing = Some(CloseReason::SlowConsumerPendingBytes);
             self.counters.slow_consumers += 1;
+            self.cut_off.push(sub.conn);
         }
         if let (Some(p), Some(reply)) = (c.perms.as_mut(), msg.reply) {
             p.note_reply(reply, self.now);

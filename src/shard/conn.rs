@@ -48,7 +48,8 @@ async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn shutdown(stream: &Stream) {
+/// Shuts a connection's socket in both directions (its tasks then end).
+pub fn shutdown(stream: &Stream) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutting down a socket we own; the fd stays open until drop.
     unsafe {
@@ -431,6 +432,7 @@ async fn read_loop(
             core.wake(cid);
             drop((core, auth_state, info));
             system_work(shard, session, auth, cid, ip, was_connected);
+            shard.cut_off_slow_consumers();
             r
         };
         shard.publish_stats();
@@ -471,6 +473,12 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
                 for chunk in &chunks {
                     crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(chunk));
                     if let Err(e) = write_all(&stream, chunk).await {
+                        // Closed by the core meanwhile (a slow consumer's
+                        // socket is shut under a blocked write): keep its reason.
+                        if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
+                            shutdown(&stream);
+                            return r;
+                        }
                         let reason = if e.kind() == std::io::ErrorKind::TimedOut {
                             shard.core.borrow_mut().count_slow_consumer();
                             CloseReason::SlowConsumerWriteDeadline

@@ -627,6 +627,22 @@ impl Shard {
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = (request, snap);
     }
 
+    /// Shuts the sockets of clients the core just closed as slow
+    /// consumers, as nats-server closes them at once: their writers may be
+    /// blocked on a reader that does not read.
+    pub fn cut_off_slow_consumers(&self) {
+        let cut = self.core.borrow_mut().take_cut_off();
+        if cut.is_empty() {
+            return;
+        }
+        let conns = self.conns.borrow();
+        for cid in cut {
+            if let Some(h) = conns.get(&cid) {
+                conn::shutdown(&h.stream);
+            }
+        }
+    }
+
     /// Publishes the core's counters for readers on other threads.
     pub fn publish_stats(&self) {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
@@ -803,6 +819,7 @@ async fn shard_main(
                 match msg {
                     ShardMsg::Batch(b) => {
                         shard.core.borrow_mut().apply_batch(b);
+                        shard.cut_off_slow_consumers();
                         shard.publish_stats();
                         shard.send_batches();
                         // Pace this source while a subscriber here is nearly
