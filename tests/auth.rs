@@ -895,3 +895,51 @@ fn reload_applies_users_and_permissions_like_nats_server() {
     assert!(ours[0].1, "the removed user is disconnected: {:?}", ours[0]);
     assert_eq!(ours[2].0, "PONG\r\n", "the added user connects");
 }
+
+/// Lowering an account's connection limit below its connected clients
+/// closes the newest ones; returns what each of three clients read.
+fn conn_limit_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<(String, bool)> {
+    let r_kp = nkeys::KeyPair::new_account();
+    let sign = |iat: i64, conn: i64| {
+        let claims = json!({"sub": r_kp.public_key(), "name": "L", "iat": iat,
+            "nats": {"type": "account", "version": 2, "limits": {"conn": conn, "subs": -1, "payload": -1, "data": -1}}});
+        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
+    };
+    let mut accounts = fixture_accounts();
+    accounts.push((r_kp.public_key(), sign(now() - 100, -1)));
+    let conf = memory_conf(&accounts);
+    let server = start(conf.to_str().unwrap());
+    let addr = server.addr();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (j, k) = user(&r_kp.seed().unwrap(), &format!("u{i}"), user_nats(), json!({}));
+        let (c, t, closed) = raw_jwt_connect(&addr, &j, &k);
+        assert!(accepted(&t, closed), "{t}");
+        clients.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (sys_jwt, sys_seed) = jwt::parse_creds(&fixture("creds/sys.creds")).unwrap();
+    let (mut sys, _, _) = raw_jwt_connect(&addr, &sys_jwt, &sys_seed);
+    sys.exchange(b"SUB _INBOX.c 1\r\nPING\r\n");
+    let update = sign(now(), 1);
+    let subject = format!("$SYS.REQ.ACCOUNT.{}.CLAIMS.UPDATE", r_kp.public_key());
+    sys.exchange(format!("PUB {subject} _INBOX.c {}\r\n{update}\r\n", update.len()).as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    clients
+        .iter_mut()
+        .map(|c| {
+            let r = c.read_until_quiet(Duration::from_millis(500), Duration::from_secs(2));
+            (r.text().replace("PING\r\n", ""), r.closed)
+        })
+        .collect()
+}
+
+#[test]
+fn lowered_conn_limit_closes_the_newest_like_nats_server() {
+    let ours = conn_limit_scenario(|c| common::petrel(&["-c", c, "--shards", "1"]));
+    let theirs = conn_limit_scenario(|c| common::nats_server(&["-c", c]));
+    assert_eq!(ours, theirs);
+    assert_eq!(ours[0], (String::new(), false), "the oldest stays");
+    assert_eq!(ours[2].0, "-ERR 'maximum account active connections exceeded'\r\n");
+    assert!(ours[2].1);
+}

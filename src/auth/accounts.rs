@@ -21,6 +21,8 @@ pub struct Account {
     pub is_system: bool,
     conns: AtomicI64,
     max_conns: AtomicI64,
+    /// Connections to close after the limit was lowered below the count.
+    excess: AtomicI64,
 }
 
 impl Account {
@@ -32,6 +34,26 @@ impl Account {
     /// Sets the most connections the account may have (−1: unlimited).
     pub fn set_max_connections(&self, max: i64) {
         self.max_conns.store(max, Relaxed);
+    }
+
+    /// After a lowered limit: how many connections are beyond it, to be
+    /// closed (newest first on each shard).
+    pub fn mark_excess(&self) {
+        let max = self.max_conns.load(Relaxed);
+        let over = if max >= 0 {
+            (self.conns.load(Relaxed) - max).max(0)
+        } else {
+            0
+        };
+        self.excess.store(over, Relaxed);
+    }
+
+    /// Takes one connection's worth of the excess; true when this
+    /// connection should close.
+    pub fn claim_excess(&self) -> bool {
+        self.excess
+            .fetch_update(Relaxed, Relaxed, |e| (e > 0).then_some(e - 1))
+            .is_ok()
     }
 }
 
@@ -107,6 +129,7 @@ impl AccountTable {
             is_system,
             conns: AtomicI64::new(0),
             max_conns: AtomicI64::new(-1),
+            excess: AtomicI64::new(0),
         });
         inner.list.push(acc.clone());
         inner.by_name.insert(name.to_string(), id);

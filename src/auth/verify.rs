@@ -748,6 +748,10 @@ impl Verifier {
         if loaded {
             self.note_loaded(op, &c);
         }
+        if let Some(acc) = self.accounts.get(&key) {
+            acc.set_max_connections(c.nats.limits.conn);
+            acc.mark_excess();
+        }
         (key, Ok(message))
     }
 

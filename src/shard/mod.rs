@@ -534,6 +534,20 @@ impl Shard {
                     }
                 }
             }
+            // A lowered connection limit closes the newest clients beyond it.
+            if let Some(acc) = self.verifier.borrow().accounts().by_id(account) {
+                let mut newest = core.conns_of(account);
+                newest.sort_by_key(|c| std::cmp::Reverse(*c));
+                for cid in newest {
+                    if core.conn(cid).is_none_or(|c| c.closing().is_some()) {
+                        continue;
+                    }
+                    if !acc.claim_excess() {
+                        break;
+                    }
+                    core.fail_conn(cid, crate::proto::errors::WireError::MaxAccountConnectionsExceeded);
+                }
+            }
         }
         true
     }
