@@ -50,6 +50,14 @@ impl ConnAuth {
         }
     }
 
+    /// The identity's account and user names ("" before CONNECT).
+    pub fn account_and_user(&self) -> (String, String) {
+        match &self.identity {
+            Some(id) => (id.account().name.clone(), id.user().to_string()),
+            None => (String::new(), String::new()),
+        }
+    }
+
     /// State for a server without authentication (tests, fuzzing).
     pub fn open() -> ConnAuth {
         let v = Verifier::new(&Default::default()).expect("the open configuration is valid");

@@ -142,10 +142,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         let session = session.borrow();
         let o = session.opts();
         let a = auth.borrow();
-        let (account, user) = match &a.identity {
-            Some(id) => (id.account().name.clone(), id.user().to_string()),
-            None => (String::new(), String::new()),
-        };
+        let (account, user) = a.account_and_user();
         let subs = core.subscriptions_of(cid);
         let start = shard
             .conns
@@ -204,10 +201,7 @@ fn event_client(shard: &Shard, session: &Session, auth: &ConnAuth, cid: ConnId, 
         .get(&cid)
         .map(|h| h.start)
         .unwrap_or_else(std::time::SystemTime::now);
-    let (acc, user) = match &auth.identity {
-        Some(id) => (id.account().name.clone(), id.user().to_string()),
-        None => (String::new(), String::new()),
-    };
+    let (acc, user) = auth.account_and_user();
     ClientInfo {
         start: crate::timefmt::rfc3339(start),
         host: ip.to_string(),

@@ -60,8 +60,7 @@ pub struct Shared {
     verifier: Mutex<Arc<Verifier>>,
     /// Accounts whose JWT changed, numbered; every shard re-checks its
     /// clients of those accounts.
-    account_updates: Mutex<Vec<(u64, crate::ids::AccountId)>>,
-    account_update_seq: AtomicU64,
+    account_updates: Announcements<crate::ids::AccountId>,
     /// When the server started.
     pub started: std::time::SystemTime,
     /// The HTTP monitoring address, once listening.
@@ -72,8 +71,7 @@ pub struct Shared {
     pub args: Mutex<Vec<String>>,
     /// Kicks and lame-duck notices for single clients, numbered; each
     /// shard acts on those for its clients.
-    client_actions: Mutex<Vec<(u64, crate::sys::services::ClientAction)>>,
-    client_action_seq: AtomicU64,
+    client_actions: Announcements<crate::sys::services::ClientAction>,
     /// Set when the server is about to exit: shard 0 sends the SHUTDOWN
     /// event and sets `shutdown_sent`.
     pub shutting_down: AtomicBool,
@@ -81,6 +79,54 @@ pub struct Shared {
     pub shutdown_sent: AtomicBool,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
+}
+
+/// Things every shard acts on once (an account changed, a client to
+/// kick), numbered so each shard takes those it has not seen. Only the
+/// poll loops read it; the data path never does.
+pub struct Announcements<T> {
+    seq: AtomicU64,
+    items: Mutex<Vec<(u64, T)>>,
+}
+
+impl<T> Default for Announcements<T> {
+    fn default() -> Self {
+        Announcements {
+            seq: AtomicU64::new(0),
+            items: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone> Announcements<T> {
+    /// Most kept; older ones are dropped (shards poll every 20 ms).
+    const KEEP: usize = 1024;
+
+    /// Announces `item`.
+    pub fn push(&self, item: T) {
+        let mut items = self.items.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = self.seq.fetch_add(1, Relaxed) + 1;
+        items.push((seq, item));
+        if items.len() > Self::KEEP {
+            items.drain(..Self::KEEP / 2);
+        }
+    }
+
+    /// The items announced since `seen`, which moves to the latest.
+    pub fn since(&self, seen: &Cell<u64>) -> Vec<T> {
+        let seq = self.seq.load(Relaxed);
+        if seq == seen.get() {
+            return Vec::new();
+        }
+        let from = seen.replace(seq);
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(s, _)| *s > from && *s <= seq)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
 }
 
 /// How many closed connections `connz` remembers (nats-server's
@@ -125,14 +171,12 @@ impl Shared {
     pub fn new(opts: Options, info: ServerInfo, nshards: usize, verifier: Arc<Verifier>) -> Shared {
         Shared {
             verifier: Mutex::new(verifier),
-            account_updates: Mutex::new(Vec::new()),
-            account_update_seq: AtomicU64::new(0),
+            account_updates: Announcements::default(),
             started: std::time::SystemTime::now(),
             http_addr: Mutex::new(None),
             sys_seq: AtomicU64::new(0),
             args: Mutex::new(Vec::new()),
-            client_actions: Mutex::new(Vec::new()),
-            client_action_seq: AtomicU64::new(0),
+            client_actions: Announcements::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
             closed: Mutex::new(std::collections::VecDeque::new()),
@@ -243,12 +287,7 @@ impl Shared {
         {
             return false;
         }
-        let mut a = self.client_actions.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = self.client_action_seq.fetch_add(1, Relaxed) + 1;
-        a.push((seq, action));
-        if a.len() > 256 {
-            a.drain(..128);
-        }
+        self.client_actions.push(action);
         true
     }
 
@@ -261,12 +300,7 @@ impl Shared {
     /// Announces that `account`'s JWT changed: every shard re-checks its
     /// clients of it within one poll period.
     pub fn account_updated(&self, account: crate::ids::AccountId) {
-        let mut u = self.account_updates.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = self.account_update_seq.fetch_add(1, Relaxed) + 1;
-        u.push((seq, account));
-        if u.len() > 1024 {
-            u.drain(..512);
-        }
+        self.account_updates.push(account);
     }
 
     pub(crate) fn next_cid(&self) -> ConnId {
@@ -449,20 +483,10 @@ impl Shard {
     /// `$SYS` requests.
     fn apply_client_actions(&self) {
         use crate::sys::services::ClientAction;
-        let seq = self.shared.client_action_seq.load(Relaxed);
-        if seq == self.actions_seen.get() {
+        let actions: Vec<ClientAction> = self.shared.client_actions.since(&self.actions_seen);
+        if actions.is_empty() {
             return;
         }
-        let seen = self.actions_seen.replace(seq);
-        let actions: Vec<ClientAction> = self
-            .shared
-            .client_actions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(s, _)| *s > seen)
-            .map(|(_, a)| *a)
-            .collect();
         let conns = self.conns.borrow();
         let mut core = self.core.borrow_mut();
         for a in actions {
@@ -502,20 +526,10 @@ impl Shard {
     /// revoked users and removed signing keys are closed with nats-server's
     /// errors, the others get the new permissions and limits.
     fn apply_account_updates(&self) -> bool {
-        let seq = self.shared.account_update_seq.load(Relaxed);
-        if seq == self.account_seen.get() {
+        let accounts = self.shared.account_updates.since(&self.account_seen);
+        if accounts.is_empty() {
             return false;
         }
-        let seen = self.account_seen.replace(seq);
-        let accounts: Vec<crate::ids::AccountId> = self
-            .shared
-            .account_updates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(s, _)| *s > seen)
-            .map(|(_, a)| *a)
-            .collect();
         let conns = self.conns.borrow();
         let mut core = self.core.borrow_mut();
         for account in accounts {
@@ -602,10 +616,7 @@ impl Shard {
             let session = h.session.borrow();
             let o = session.opts();
             let auth = h.auth.borrow();
-            let (account, user) = match &auth.identity {
-                Some(id) => (id.account().name.clone(), id.user().to_string()),
-                None => (String::new(), String::new()),
-            };
+            let (account, user) = auth.account_and_user();
             let subs = core.subscriptions_of(*cid);
             out.push(ConnSnapshot {
                 cid: cid.0,
