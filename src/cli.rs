@@ -71,11 +71,6 @@ enum Kind {
 /// name so the message is clear, then refused.
 const LATER: &[(&[&str], Kind, &str)] = &[
     (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
-    (&["tls"], Kind::Bool, "TLS"),
-    (&["tlscert"], Kind::Value, "TLS"),
-    (&["tlskey"], Kind::Value, "TLS"),
-    (&["tlscacert"], Kind::Value, "TLS"),
-    (&["tlsverify"], Kind::Bool, "TLS"),
     (&["routes"], Kind::Value, "clustering"),
     (&["cluster", "cluster_listen"], Kind::Value, "clustering"),
     (&["cluster_name"], Kind::Value, "clustering"),
@@ -155,6 +150,9 @@ fn kind_of(name: &str) -> Option<Kind> {
         "pass",
         "auth",
         "profile",
+        "tlscert",
+        "tlskey",
+        "tlscacert",
         "sd",
         "store_dir",
         "m",
@@ -184,6 +182,8 @@ fn kind_of(name: &str) -> Option<Kind> {
         "h",
         "help",
         "logtime_utc",
+        "tls",
+        "tlsverify",
     ];
     if value.contains(&name) {
         Some(Kind::Value)
@@ -315,6 +315,19 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "pass" => pass = Some(value),
             "auth" => o.auth.token = Some(value),
             "profile" => o.prof_port = Some(parse_num(name, &value)?),
+            "tls" => {
+                if parse_bool(name, &value)? {
+                    o.tls.get_or_insert_with(Default::default);
+                }
+            }
+            "tlscert" => o.tls.get_or_insert_with(Default::default).cert_file = Some(value.into()),
+            "tlskey" => o.tls.get_or_insert_with(Default::default).key_file = Some(value.into()),
+            "tlscacert" => o.tls.get_or_insert_with(Default::default).ca_file = Some(value.into()),
+            "tlsverify" => {
+                if parse_bool(name, &value)? {
+                    o.tls.get_or_insert_with(Default::default).verify = true;
+                }
+            }
             _ => {
                 let (_, _, feature) = LATER
                     .iter()

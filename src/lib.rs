@@ -22,3 +22,4 @@ pub mod stats;
 pub mod subject;
 pub mod sys;
 pub mod timefmt;
+pub mod tls;

@@ -78,6 +78,25 @@ pub struct Options {
     pub auth: crate::auth::config::AuthConfig,
     /// `prof_port` / `--profile`: the `/debug/pprof` HTTP listener.
     pub prof_port: Option<i32>,
+    /// Client TLS (`tls {}` block, `--tls*` flags).
+    pub tls: Option<TlsOptions>,
+}
+
+/// The client `tls` block.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsOptions {
+    /// Server certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Require and verify client certificates.
+    pub verify: bool,
+    /// Handshake deadline (nats-server's default: 2 s).
+    pub timeout: Option<Duration>,
+    /// TLS before INFO (`handshake_first`).
+    pub handshake_first: bool,
 }
 
 impl Options {
@@ -131,6 +150,7 @@ impl Default for Options {
             remote_syslog: None,
             auth: Default::default(),
             prof_port: None,
+            tls: None,
         }
     }
 }

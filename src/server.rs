@@ -189,7 +189,8 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         port: bound.port(),
         headers: !opts.no_header_support,
         auth_required: verifier.requires_connect(),
-        tls_required: false,
+        tls_required: opts.tls.is_some(),
+        tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
         max_payload: opts.max_payload,
         client_id: 0,
         client_ip: String::new(),
@@ -200,7 +201,19 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         remote_account: String::new(),
         acc_is_sys: false,
     };
-    let shared = Arc::new(Shared::new(opts.clone(), info, nshards, verifier));
+    let tls = match &opts.tls {
+        Some(t) => Some(crate::tls::ClientTls::new(t).map_err(ServerError::Auth)?),
+        None => None,
+    };
+    if let Some(t) = &tls {
+        info!("TLS required for client connections");
+        if t.handshake_first {
+            info!("Clients must start TLS before the server sends INFO (handshake_first)");
+        }
+    }
+    let mut shared = Shared::new(opts.clone(), info, nshards, verifier);
+    shared.tls = tls;
+    let shared = Arc::new(shared);
     *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
     let running = shard::start(shared.clone(), listeners)?;
 

@@ -81,9 +81,16 @@ fn version_help_and_bad_flags() {
     let out = Command::new(bin()).arg("--no_such_flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no_such_flag"));
-    let out = Command::new(bin()).args(["--tls"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["--routes", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -tls is not supported by petrel yet (TLS)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -routes is not supported by petrel yet (clustering)"));
+    // TLS without a certificate cannot start.
+    let out = Command::new(bin()).args(["-p", "-1", "--tls"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cert_file is required"));
 }
 
 #[test]

@@ -25,7 +25,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("resolver_tls", "decentralized JWT auth"),
     ("resolver_pinned_accounts", "decentralized JWT auth"),
     ("default_sentinel", "decentralized JWT auth"),
-    ("tls", "TLS"),
     ("cluster", "clustering"),
     ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"),
@@ -303,6 +302,7 @@ const KNOWN: &[&str] = &[
     "accounts_resolver",
     "resolver_preload",
     "prof_port",
+    "tls",
 ];
 
 fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
@@ -450,12 +450,58 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             o.auth.operator.get_or_insert_with(operator_default).resolver = Some(auth::resolver(item)?);
         }
         "prof_port" => o.prof_port = Some(int(k, item)? as i32),
+        "tls" => o.tls = Some(tls_block(item, notices)?),
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The client `tls` block. Keys petrel does not act on yet are refused by
+/// name rather than ignored (a TLS setting silently dropped would weaken
+/// security).
+fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOptions, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(type_err("tls", item, "a map"));
+    };
+    let mut t = crate::options::TlsOptions::default();
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "cert_file" => t.cert_file = Some(PathBuf::from(string(k, v)?)),
+            "key_file" => t.key_file = Some(PathBuf::from(string(k, v)?)),
+            "ca_file" => t.ca_file = Some(PathBuf::from(string(k, v)?)),
+            "verify" => t.verify = boolean(k, v)?,
+            "timeout" => {
+                t.timeout = Some(match &v.value {
+                    Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(k, v, "seconds"))?,
+                    _ => duration(k, v, notices)?,
+                })
+            }
+            "handshake_first" | "first" | "immediate" => {
+                t.handshake_first = match &v.value {
+                    Value::Bool(b) => *b,
+                    // The fallback-delay form ("300ms"): petrel waits for TLS first.
+                    Value::Str(_) => true,
+                    _ => return Err(type_err(k, v, "a boolean or a duration")),
+                }
+            }
+            other => {
+                return Err(ConfError {
+                    pos: v.pos.clone(),
+                    msg: format!("tls: \"{other}\" is not supported by petrel yet"),
+                })
+            }
+        }
+    }
+    if t.cert_file.is_none() || t.key_file.is_none() {
+        return Err(ConfError {
+            pos: item.pos.clone(),
+            msg: "tls: cert_file and key_file are required".into(),
+        });
+    }
+    Ok(t)
 }
 
 fn operator_default() -> auth::OperatorConfig {

@@ -33,6 +33,9 @@ pub struct ServerInfo {
     /// Set when TLS is required.
     #[serde(skip_serializing_if = "is_false")]
     pub tls_required: bool,
+    /// Set when client certificates are verified.
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_verify: bool,
     /// Largest payload the client may publish.
     pub max_payload: usize,
     /// The connection id.

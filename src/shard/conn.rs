@@ -30,8 +30,62 @@ const READ_MAX: usize = 64 * 1024;
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
 
-/// A connection's socket, shared by its reader and writer tasks.
-pub type Stream = Rc<RefCell<TcpStream>>;
+/// A client's transport: the socket, or TLS over it.
+pub enum Transport {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS (rustls) over TCP.
+    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl futures_lite::AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_close(cx),
+            Transport::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// A connection's transport, shared by its reader and writer tasks.
+pub type Stream = Rc<RefCell<Transport>>;
 
 async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
     poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
@@ -45,6 +99,10 @@ async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
         }
         buf = &buf[n..];
     }
+    // TLS buffers records: push them to the socket.
+    if matches!(&*stream.borrow(), Transport::Tls(_)) {
+        poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await?;
+    }
     Ok(())
 }
 
@@ -53,7 +111,7 @@ pub fn shutdown(stream: &Stream) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutting down a socket we own; the fd stays open until drop.
     unsafe {
-        libc::shutdown(stream.borrow().as_raw_fd(), libc::SHUT_RDWR);
+        libc::shutdown(stream.borrow().tcp().as_raw_fd(), libc::SHUT_RDWR);
     }
 }
 
@@ -68,9 +126,32 @@ pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     encode::info(&mut out, &client_info(&shard.info.borrow(), cid, &ip).to_json());
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
     crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
-    let stream = Rc::new(RefCell::new(stream));
+    let stream = Rc::new(RefCell::new(Transport::Plain(stream)));
     let _ = write_all(&stream, &out).await;
     shutdown(&stream);
+}
+
+/// The TLS handshake of a client on a TLS server, within the deadline;
+/// without `handshake_first` the INFO goes first, in the clear, as
+/// nats-server sends it. `None` when the client did not complete it.
+async fn tls_accept(tls: &crate::tls::ClientTls, mut tcp: TcpStream, info: &[u8], who: &str) -> Option<Transport> {
+    use futures_lite::AsyncWriteExt;
+    if !tls.handshake_first && tcp.write_all(info).await.is_err() {
+        return None;
+    }
+    let acceptor = futures_rustls::TlsAcceptor::from(tls.config.clone());
+    let accept = async { Ok(acceptor.accept(tcp).await) };
+    match glommio::timer::timeout(tls.timeout, accept).await {
+        Ok(Ok(t)) => Some(Transport::Tls(Box::new(t))),
+        Ok(Err(e)) => {
+            crate::error!("{who} - TLS handshake error: {e}");
+            None
+        }
+        Err(_) => {
+            crate::error!("{who} - TLS handshake timeout");
+            None
+        }
+    }
 }
 
 /// Serves one client connection until it closes.
@@ -80,17 +161,36 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let _ = stream.set_write_timeout(Some(opts.write_deadline));
     let ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
-    let stream: Stream = Rc::new(RefCell::new(stream));
     let verifier = shard.verifier.borrow().clone();
     let auth = Rc::new(RefCell::new(ConnAuth::new(verifier.clone(), ip.parse().ok())));
     let mut info = client_info(&shard.info.borrow(), cid, &ip);
     info.auth_required = verifier.requires_connect();
     info.nonce = auth.borrow().nonce.clone();
+    let tls = shard.shared.tls.clone();
+    let mut info_line = Vec::new();
+    encode::info(&mut info_line, &info.to_json());
+    let stream: Stream = match &tls {
+        None => Rc::new(RefCell::new(Transport::Plain(stream))),
+        Some(t) => match tls_accept(t, stream, &info_line, &format!("{ip}:{port} - cid:{}", cid.0)).await {
+            Some(tr) => Rc::new(RefCell::new(tr)),
+            None => {
+                shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
+                shard.shared.total_conns.fetch_sub(1, Relaxed);
+                return;
+            }
+        },
+    };
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
-        let out = core.conn_mut(cid).expect("just added").out.tail();
-        encode::info(out, &info.to_json());
+        // On a TLS server without handshake_first the INFO went out before the handshake.
+        if tls.as_ref().is_none_or(|t| t.handshake_first) {
+            core.conn_mut(cid)
+                .expect("just added")
+                .out
+                .tail()
+                .extend_from_slice(&info_line);
+        }
         // With no_auth_user the client is that user until its CONNECT.
         if let Some(Ok(id)) = verifier.no_auth_identity() {
             core.set_conn_identity(cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());

@@ -79,6 +79,8 @@ pub struct Shared {
     pub shutdown_sent: AtomicBool,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
+    /// Client TLS, when configured.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Things every shard acts on once (an account changed, a client to
@@ -180,6 +182,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
             closed: Mutex::new(std::collections::VecDeque::new()),
+            tls: None,
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
@@ -457,7 +460,7 @@ impl Shard {
         let cfg = session_config(&opts);
         for h in self.conns.borrow().values() {
             h.session.borrow_mut().update_config(cfg.clone());
-            let _ = h.stream.borrow().set_write_timeout(Some(opts.write_deadline));
+            let _ = h.stream.borrow().tcp().set_write_timeout(Some(opts.write_deadline));
         }
         *self.opts.borrow_mut() = opts;
         *self.info.borrow_mut() = info;
