@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""`petrel bench` (async-nats) against a Go client (nats.go's bench package,
-perf/gobench) on the same shapes and the same server, alternating the two
-clients round by round; prints the median publisher and subscriber rates.
+"""`petrel bench` against a Go client (nats.go's bench package, perf/gobench)
+on the same shapes and the same server, alternating the two clients round by
+round; prints the median publisher and subscriber rates. `--client` picks
+petrel bench's client (raw, the default, or async-nats).
 
     GO111MODULE=off GOPATH=/usr/share/gocode go build -o target/gobench ./perf/gobench
-    python3 perf/client_check.py [--rounds 5] [--server nats-server|petrel]
+    python3 perf/client_check.py [--rounds 5] [--server nats-server|petrel] [--client async-nats]
 """
 
 import argparse
@@ -21,9 +22,9 @@ GOBENCH = os.path.join(compare.ROOT, "target/gobench")
 SHAPES = {"pub": (1, 0, 2_000_000), "1:1": (1, 1, 1_000_000), "1:8": (1, 8, 200_000)}
 
 
-def run_petrel_bench(port, pubs, subs, msgs, size):
+def run_petrel_bench(port, pubs, subs, msgs, size, client="raw"):
     cmd = [compare.PETREL, "bench", "bench", "-s", f"nats://127.0.0.1:{port}", "--pub", str(pubs), "--sub",
-           str(subs), "--msgs", str(msgs), "--size", str(size), "--json", "--no-progress"]
+           str(subs), "--msgs", str(msgs), "--size", str(size), "--json", "--no-progress", "--client", client]
     r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     return r["pub"]["msgs_per_sec"], r["sub"]["msgs_per_sec"] if subs else None
 
@@ -41,11 +42,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--server", choices=["nats-server", "petrel"], default="nats-server")
     ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--client", choices=["raw", "async-nats"], default="raw", help="petrel bench's client")
     args = ap.parse_args()
     if not os.path.exists(GOBENCH):
         sys.exit(f"{GOBENCH} missing: build perf/gobench first (see perf/README.md)")
     argv = [compare.nats_server_bin()] if args.server == "nats-server" else [compare.PETREL]
-    clients = {"petrel bench": run_petrel_bench, "nats.go bench": run_gobench}
+    clients = {
+        "petrel bench": lambda *a: run_petrel_bench(*a, client=args.client),
+        "nats.go bench": run_gobench,
+    }
     res = {(s, c): [] for s in SHAPES for c in clients}
     for rnd in range(args.rounds):
         order = list(clients) if rnd % 2 == 0 else list(reversed(clients))
@@ -59,7 +64,7 @@ def main():
                 p, q = res[(s, c)][-1]
                 print(f"round {rnd + 1} {s:4} {c:14} pub {p:>12,.0f}  sub {q or 0:>12,.0f}", flush=True)
     print()
-    print(f"| shape ({args.server}, {args.size} B) | petrel bench pub msgs/s | nats.go pub msgs/s | ratio "
+    print(f"| shape ({args.server}, {args.size} B, --client {args.client}) | petrel bench pub msgs/s | nats.go pub msgs/s | ratio "
           "| petrel bench sub msgs/s | nats.go sub msgs/s | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for s in SHAPES:

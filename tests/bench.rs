@@ -250,3 +250,218 @@ fn cannot_connect_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn both_clients_and_multisubject() {
+    let srv = common::petrel(&[]);
+    let url = srv.url();
+    for client in ["raw", "async-nats"] {
+        let v = bench_json(
+            &url,
+            &[
+                "bench.both",
+                "--pub",
+                "1",
+                "--sub",
+                "2",
+                "--msgs",
+                "5000",
+                "--size",
+                "100",
+                "--client",
+                client,
+            ],
+        );
+        assert_eq!(v["ok"], true, "{client}: {v}");
+        assert_eq!(v["config"]["client"], client);
+        assert_eq!(v["received"], 10000);
+        for c in v["sub"]["clients"].as_array().unwrap() {
+            assert_eq!(c["bytes"], 5000 * 100, "{client}");
+        }
+    }
+    // Per-message subjects, a rate, and a payload bigger than the read buffer.
+    let v = bench_json(
+        &url,
+        &[
+            "bench.ms",
+            "--pub",
+            "2",
+            "--sub",
+            "1",
+            "--msgs",
+            "300",
+            "--multisubject",
+            "--rate",
+            "3000",
+        ],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["received"], 300);
+    let v = bench_json(
+        &url,
+        &[
+            "bench.big",
+            "--pub",
+            "1",
+            "--sub",
+            "1",
+            "--msgs",
+            "20",
+            "--size",
+            "600KiB",
+        ],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["sub"]["clients"][0]["bytes"], 20 * 600 * 1024);
+    // Request/reply stays on async-nats whatever --client says.
+    let v = bench_json(
+        &url,
+        &[
+            "bench.rrc",
+            "--pub",
+            "1",
+            "--sub",
+            "1",
+            "--request",
+            "--reply",
+            "--msgs",
+            "50",
+        ],
+    );
+    assert_eq!(v["config"]["client"], "async-nats");
+}
+
+#[test]
+fn extra_messages_fail_the_run() {
+    // Another client publishes to the subject during the run: subscribers
+    // get more than the publishers sent, and the run must fail.
+    let srv = common::petrel(&[]);
+    let url = srv.url();
+    let addr = srv.addr();
+    let noise = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+        for _ in 0..300 {
+            let _ = s.write_all(b"PUB bench.extra 1\r\nx\r\n");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let out = bench(&[
+        "bench.extra",
+        "--pub",
+        "1",
+        "--sub",
+        "1",
+        "--msgs",
+        "100",
+        "--rate",
+        "200",
+        "--json",
+        "-s",
+        &url,
+    ]);
+    noise.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["counts"]["sub"][0]["msgs"].as_u64().unwrap() > 100, "{v}");
+}
+
+#[test]
+fn auth_user_token_and_creds() {
+    let srv = common::petrel(&["--user", "u", "--pass", "p"]);
+    let url = srv.url();
+    for client in ["raw", "async-nats"] {
+        let v = bench_json(
+            &url,
+            &[
+                "bench.auth",
+                "--pub",
+                "1",
+                "--sub",
+                "1",
+                "--msgs",
+                "1000",
+                "--user",
+                "u",
+                "--password",
+                "p",
+                "--client",
+                client,
+            ],
+        );
+        assert_eq!(v["ok"], true, "{client}");
+        let out = bench(&[
+            "bench.auth",
+            "--msgs",
+            "10",
+            "--user",
+            "u",
+            "--password",
+            "x",
+            "--client",
+            client,
+            "-s",
+            &url,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{client}");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            err.contains("cannot connect") && err.contains("authorization"),
+            "{client}: {err}"
+        );
+    }
+    // User in the URL.
+    let with_user = url.replacen("nats://", "nats://u:p@", 1);
+    assert_eq!(bench_json(&with_user, &["bench.auth", "--msgs", "100"])["ok"], true);
+
+    let srv = common::petrel(&["--auth", "s3cr3t"]);
+    for client in ["raw", "async-nats"] {
+        let v = bench_json(
+            &srv.url(),
+            &[
+                "bench.tok",
+                "--pub",
+                "1",
+                "--sub",
+                "1",
+                "--msgs",
+                "1000",
+                "--token",
+                "s3cr3t",
+                "--client",
+                client,
+            ],
+        );
+        assert_eq!(v["ok"], true, "{client}");
+    }
+
+    let conf = common::jwt::memory_conf(&common::jwt::fixture_accounts());
+    let srv = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let creds = format!("{}creds/a.creds", common::jwt::FIXTURES);
+    for client in ["raw", "async-nats"] {
+        let v = bench_json(
+            &srv.url(),
+            &[
+                "bench.creds",
+                "--pub",
+                "1",
+                "--sub",
+                "2",
+                "--msgs",
+                "1000",
+                "--creds",
+                &creds,
+                "--client",
+                client,
+            ],
+        );
+        assert_eq!(v["ok"], true, "{client}");
+        assert_eq!(v["received"], 2000);
+    }
+    let expired = format!("{}creds/expired.creds", common::jwt::FIXTURES);
+    let out = bench(&["bench.creds", "--msgs", "10", "--creds", &expired, "-s", &srv.url()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}

@@ -1,7 +1,10 @@
 //! `petrel bench`: a load generator that measures a NATS server the way
-//! `nats bench` does (see `args::USAGE`), built on async-nats.
+//! `nats bench` does (see `args::USAGE`): raw-protocol pub/sub clients on
+//! tokio (`raw`), async-nats for request/reply, the service and
+//! `--client async-nats`.
 
 mod args;
+mod raw;
 mod report;
 mod run;
 

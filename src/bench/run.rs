@@ -1,5 +1,6 @@
-//! The clients of a `petrel bench` run, on a tokio runtime, one async-nats
-//! connection each.
+//! The clients of a `petrel bench` run, on a tokio runtime, one connection
+//! each: raw-protocol pub/sub (`raw.rs`, the default) or async-nats
+//! (`--client async-nats`, and always for request/reply and the service).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::args::{Mode, Opts};
+use super::args::{ClientKind, Mode, Opts};
+use super::raw;
 use super::report::{commas, Report, Sample};
 
 /// Why clients should stop before their counts are reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub enum Stop {
     Running,
     /// A queue group (or the responders) got every message between them.
     GroupDone,
@@ -30,23 +32,23 @@ enum Stop {
 /// One client's progress counter, alone on its cache line.
 #[repr(align(64))]
 #[derive(Default)]
-struct Counter(AtomicU64);
+pub struct Counter(AtomicU64);
 
 impl Counter {
-    fn get(&self) -> u64 {
+    pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
-    fn set(&self, n: u64) {
+    pub fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed)
     }
 }
 
 #[derive(Clone)]
-struct Ctx {
-    stop: watch::Receiver<Stop>,
+pub struct Ctx {
+    pub stop: watch::Receiver<Stop>,
     /// Becomes true when every publisher has finished (and flushed).
-    pubs_done: watch::Receiver<bool>,
-    timeout: Duration,
+    pub pubs_done: watch::Receiver<bool>,
+    pub timeout: Duration,
 }
 
 /// Connects one client with the run's credentials.
@@ -356,6 +358,12 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
     // Subscribers expect every message; a group expects them once between its members.
     let per_sub = if group { None } else { Some(o.msgs) };
     let group_total = if group && o.msgs > 0 { Some(o.msgs) } else { None };
+    // Plain pub/sub takes the raw-protocol client unless async-nats is asked for.
+    let raw_client = o.client == ClientKind::Raw
+        && !requesting
+        && !replying
+        && o.mode != Mode::Serve
+        && !o.server.to_ascii_lowercase().contains("tls://");
     let bytes_per_msg = o.size + 96;
     let capacity = ((256usize << 20) / bytes_per_msg).clamp(1024, 1 << 20);
 
@@ -368,11 +376,11 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         o.subject.clone()
     };
     for i in 0..o.subs {
-        let client = connect(o, format!("petrel-bench-sub-{i}"), capacity, drops.clone()).await?;
         let counter = Arc::new(Counter::default());
         sub_counters.push(counter.clone());
         let id = format!("S{i}");
         if o.mode == Mode::Serve {
+            let client = connect(o, format!("petrel-bench-sub-{i}"), capacity, drops.clone()).await?;
             let (subject, s, ctx) = (o.subject.clone(), sample(id, None), ctx.clone());
             let c2 = client.clone();
             sub_tasks.push(tokio::spawn(server(c2, subject, s, counter, ctx)));
@@ -381,6 +389,27 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
             round_trip(&client).await?;
             continue;
         }
+        if raw_client {
+            let mut conn = raw::connect(o, &format!("petrel-bench-sub-{i}"), request_timeout(o)).await?;
+            raw::subscribe(&mut conn, &sub_subject, o.queue.as_deref()).await?;
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(raw::subscriber(
+                conn,
+                sample(id, per_sub),
+                counter,
+                ctx.clone(),
+                ready_tx,
+            ));
+            match tokio::time::timeout(request_timeout(o), ready_rx).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(format!("subscribe: {e}")),
+                Ok(Err(_)) => return Err("subscribe: the subscriber stopped".into()),
+                Err(_) => return Err("subscribe: no PONG from the server".into()),
+            }
+            sub_tasks.push(task);
+            continue;
+        }
+        let client = connect(o, format!("petrel-bench-sub-{i}"), capacity, drops.clone()).await?;
         let sub = match (&o.queue, replying) {
             (Some(q), _) => client.queue_subscribe(sub_subject.clone(), q.clone()).await,
             (None, true) => client.queue_subscribe(sub_subject.clone(), "bench-reply".into()).await,
@@ -401,7 +430,20 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
     // Publishers connect first, then start together.
     let payload = Bytes::from(vec![0u8; o.size]);
     let mut jobs = Vec::new();
+    let mut raw_jobs = Vec::new();
     for i in 0..o.pubs {
+        if raw_client {
+            let conn = raw::connect(o, &format!("petrel-bench-pub-{i}"), request_timeout(o)).await?;
+            raw_jobs.push(raw::PubJob {
+                conn,
+                subject: o.subject.clone(),
+                multisubject: o.multisubject,
+                n: share(o.msgs, o.pubs, i),
+                size: o.size,
+                rate: o.rate,
+            });
+            continue;
+        }
         let client = connect(o, format!("petrel-bench-pub-{i}"), 1024, drops.clone()).await?;
         jobs.push(PubJob {
             client,
@@ -415,6 +457,12 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
     let mut pub_counters = Vec::new();
     let mut pub_tasks: Vec<JoinHandle<Sample>> = Vec::new();
     let mut req_tasks: Vec<JoinHandle<(Sample, Histogram<u64>)>> = Vec::new();
+    for (i, job) in raw_jobs.into_iter().enumerate() {
+        let counter = Arc::new(Counter::default());
+        pub_counters.push(counter.clone());
+        let s = sample(format!("P{i}"), Some(job.n));
+        pub_tasks.push(tokio::spawn(raw::publisher(job, s, counter, ctx.clone())));
+    }
     for (i, job) in jobs.into_iter().enumerate() {
         let counter = Arc::new(Counter::default());
         pub_counters.push(counter.clone());
@@ -519,6 +567,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
             "mode": format!("{:?}", o.mode).to_lowercase(), "subject": o.subject, "server": o.server,
             "msgs": o.msgs, "size": o.size, "pubs": o.pubs, "subs": o.subs, "request": o.request,
             "reply": o.reply, "queue": o.queue, "multisubject": o.multisubject, "rate": o.rate,
+            "client": if raw_client { "raw" } else { "async-nats" },
         }),
         pubs,
         subs,
