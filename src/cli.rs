@@ -459,7 +459,13 @@ mod tests {
             Err(CliError::Config(_))
         ));
         assert_eq!(parse(&args("-t")), Err(CliError::TestWithoutConfig));
-        assert!(matches!(parse(&args("--tls")), Err(CliError::NotYetSupported { .. })));
+        assert!(matches!(
+            parse(&args("--routes nats://h:1")),
+            Err(CliError::NotYetSupported { .. })
+        ));
+        assert!(serve("--tls --tlscert c.pem --tlskey k.pem --tlsverify")
+            .tls
+            .is_some_and(|t| t.verify));
         assert!(parse(&args("-js=false")).is_ok());
         assert!(serve("-js --store_dir /tmp/x").jetstream_requested);
     }
