@@ -73,6 +73,10 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("prof_port", false, |o| {
         o.prof_port.map(|p| p.to_string()).unwrap_or_default()
     }),
+    // Turning TLS on or off needs a restart; new certificates and TLS
+    // settings apply to new connections (open ones keep their session).
+    ("tls_enabled", false, |o| o.tls.is_some().to_string()),
+    ("tls", true, |o| fingerprint(&o.tls)),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),

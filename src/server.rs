@@ -211,8 +211,8 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
             info!("Clients must start TLS before the server sends INFO (handshake_first)");
         }
     }
-    let mut shared = Shared::new(opts.clone(), info, nshards, verifier);
-    shared.tls = tls;
+    let shared = Shared::new(opts.clone(), info, nshards, verifier);
+    shared.set_tls(tls);
     let shared = Arc::new(shared);
     *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
     let running = shard::start(shared.clone(), listeners)?;
@@ -324,6 +324,19 @@ pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String>
     } else {
         None
     };
+    // New certificates: loaded before anything is applied, so a bad file
+    // fails the reload and changes nothing.
+    let tls = if new.tls != current.tls {
+        match &new.tls {
+            Some(t) => Some(Some(crate::tls::ClientTls::new(t)?)),
+            None => Some(None),
+        }
+    } else {
+        None
+    };
+    if let Some(t) = tls {
+        shared.set_tls(t);
+    }
     if !shared.install(new, verifier, std::time::Duration::from_secs(2)) {
         return Err("shards did not apply the new configuration in time".into());
     }

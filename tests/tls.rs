@@ -170,3 +170,38 @@ fn tls_flags_and_bad_files() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pem"));
 }
+
+#[tokio::test]
+async fn certificate_reload_keeps_open_connections() {
+    let (a, b) = (pki(), pki());
+    let conf = tls_conf(&a, "");
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let old = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca(&a))
+        .require_tls(true)
+        .connect(s.url())
+        .await
+        .unwrap();
+    // New certificates from another CA, then SIGHUP.
+    std::fs::copy(tls_conf(&b, ""), &conf).unwrap();
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = async_nats::ConnectOptions::new()
+        .add_root_certificates(ca(&b))
+        .require_tls(true)
+        .connect(s.url())
+        .await
+        .expect("new connections get the new certificate");
+    pubsub(&new).await;
+    pubsub(&old).await;
+    assert!(
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(ca(&a))
+            .require_tls(true)
+            .connection_timeout(Duration::from_secs(2))
+            .connect(s.url())
+            .await
+            .is_err(),
+        "the old CA no longer verifies the server"
+    );
+}

@@ -166,7 +166,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let mut info = client_info(&shard.info.borrow(), cid, &ip);
     info.auth_required = verifier.requires_connect();
     info.nonce = auth.borrow().nonce.clone();
-    let tls = shard.shared.tls.clone();
+    let tls = shard.shared.tls();
     let mut info_line = Vec::new();
     encode::info(&mut info_line, &info.to_json());
     let stream: Stream = match &tls {

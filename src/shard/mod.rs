@@ -79,8 +79,8 @@ pub struct Shared {
     pub shutdown_sent: AtomicBool,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
-    /// Client TLS, when configured.
-    pub tls: Option<crate::tls::ClientTls>,
+    /// Client TLS, when configured; a reload may replace the certificates.
+    tls: Mutex<Option<crate::tls::ClientTls>>,
 }
 
 /// Things every shard acts on once (an account changed, a client to
@@ -182,7 +182,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
             closed: Mutex::new(std::collections::VecDeque::new()),
-            tls: None,
+            tls: Mutex::new(None),
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
@@ -292,6 +292,16 @@ impl Shared {
         }
         self.client_actions.push(action);
         true
+    }
+
+    /// The client TLS settings in force.
+    pub fn tls(&self) -> Option<crate::tls::ClientTls> {
+        self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Installs client TLS settings (start-up, or new certificates on reload).
+    pub fn set_tls(&self, tls: Option<crate::tls::ClientTls>) {
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls;
     }
 
     /// The verifier in force (shards keep a copy and pick up a new one with
