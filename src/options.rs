@@ -97,6 +97,8 @@ pub struct TlsOptions {
     pub timeout: Option<Duration>,
     /// TLS before INFO (`handshake_first`).
     pub handshake_first: bool,
+    /// The client certificate names the user (`verify_and_map`).
+    pub map: bool,
 }
 
 impl Options {

@@ -26,6 +26,47 @@ pub struct ClientTls {
     pub handshake_first: bool,
     /// Client certificates required.
     pub verify: bool,
+    /// The client certificate names the user (`verify_and_map`).
+    pub map: bool,
+}
+
+/// The names a client certificate offers for `verify_and_map`, in the order
+/// they are tried: email addresses, DNS names, URIs, then the subject as an
+/// RFC 2253 string (most specific attribute first, as Go prints it).
+pub fn certificate_names(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for kind in 0..3 {
+            for n in &san.value.general_names {
+                match (kind, n) {
+                    (0, GeneralName::RFC822Name(e)) => names.push(e.to_string()),
+                    (1, GeneralName::DNSName(d)) => names.push(d.to_string()),
+                    (2, GeneralName::URI(u)) => names.push(u.to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for rdn in cert.subject().iter() {
+        for atv in rdn.iter() {
+            let key = x509_parser::objects::oid2abbrev(atv.attr_type(), x509_parser::objects::oid_registry())
+                .map(str::to_string)
+                .unwrap_or_else(|_| atv.attr_type().to_id_string());
+            if let Ok(v) = atv.as_str() {
+                parts.push(format!("{key}={v}"));
+            }
+        }
+    }
+    parts.reverse();
+    if !parts.is_empty() {
+        names.push(parts.join(","));
+    }
+    names
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -75,6 +116,7 @@ impl ClientTls {
             timeout: o.timeout.unwrap_or(DEFAULT_TIMEOUT),
             handshake_first: o.handshake_first,
             verify: o.verify,
+            map: o.map,
         })
     }
 }

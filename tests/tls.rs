@@ -37,6 +37,7 @@ fn pki() -> Pki {
         std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
     };
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("ca-key.pem"), ca_key.serialize_pem()).unwrap();
     issue(vec!["127.0.0.1".into(), "localhost".into()], "petrel", "server");
     issue(vec!["client".into()], "client", "client");
     Pki { dir }
@@ -204,4 +205,72 @@ async fn certificate_reload_keeps_open_connections() {
             .is_err(),
         "the old CA no longer verifies the server"
     );
+}
+
+/// A client certificate for `cn`, with `email` as an email SAN when given.
+fn client_cert(p: &Pki, file: &str, cn: &str, email: Option<&str>) {
+    use rcgen::SanType;
+    // The issuer: the same CA name and key as pki() wrote.
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(p.path("ca-key.pem")).unwrap()).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "petrel test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(e) = email {
+        params
+            .subject_alt_names
+            .push(SanType::Rfc822Name(e.try_into().unwrap()));
+    }
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(p.path(&format!("{file}.pem")), cert.pem()).unwrap();
+    std::fs::write(p.path(&format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn verify_and_map_selects_the_user_and_its_permissions() {
+    let p = pki();
+    client_cert(&p, "alice", "alice", Some("alice@example.com"));
+    client_cert(&p, "bob", "bob", None);
+    client_cert(&p, "mallory", "mallory", Some("mallory@example.com"));
+    let conf = common::jwt::write_conf(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify_and_map: true\n}}\n\
+         authorization {{ users = [\n  {{user: \"alice@example.com\", permissions: {{publish: \"allowed.>\", subscribe: \">\"}}}}\n  {{user: \"CN=bob\"}}\n] }}\n",
+        p.path("server.pem").display(),
+        p.path("server-key.pem").display(),
+        ca(&p).display()
+    ));
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let connect = |name: &str| {
+        let (cert, key) = (p.path(&format!("{name}.pem")), p.path(&format!("{name}-key.pem")));
+        let url = s.url();
+        let root = ca(&p);
+        async move {
+            async_nats::ConnectOptions::new()
+                .add_root_certificates(root)
+                .add_client_certificate(cert, key)
+                .require_tls(true)
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url)
+                .await
+        }
+    };
+    // alice: mapped by her email address, with her permissions.
+    let alice = connect("alice").await.expect("alice is mapped");
+    let mut sub = alice.subscribe(">").await.unwrap();
+    alice.flush().await.unwrap();
+    alice.publish("denied.x", "no".into()).await.unwrap();
+    alice.publish("allowed.x", "yes".into()).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.subject.as_str(), "allowed.x", "the denied publish never arrived");
+    // bob: mapped by his certificate's subject.
+    let bob = connect("bob").await.expect("bob is mapped by subject");
+    bob.flush().await.unwrap();
+    // mallory's certificate is valid but names no user.
+    assert!(connect("mallory").await.is_err(), "an unmapped certificate is refused");
 }

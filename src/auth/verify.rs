@@ -142,6 +142,10 @@ pub struct ConnectRequest<'a> {
     pub nonce: &'a str,
     /// The client's address.
     pub ip: Option<IpAddr>,
+    /// With TLS `verify_and_map`: the names the client certificate carries
+    /// (email and DNS names, then the subject), one of which must name a
+    /// configured user; empty otherwise.
+    pub cert_names: &'a [String],
 }
 
 #[derive(Debug)]
@@ -518,6 +522,15 @@ impl Verifier {
 
     fn verify_config(&self, u: &ConfigUsers, req: &ConnectRequest<'_>) -> Result<Identity, AuthError> {
         let o = req.opts;
+        // TLS verify_and_map: the certificate, not the CONNECT, names the user.
+        if !req.cert_names.is_empty() {
+            let rec = req
+                .cert_names
+                .iter()
+                .find_map(|n| u.by_name.get(n))
+                .ok_or(AuthError::NoMatch)?;
+            return Self::identity_of(rec);
+        }
         if let Some(nkey) = &o.nkey {
             let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;
             let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;

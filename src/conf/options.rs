@@ -473,6 +473,12 @@ fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOp
             "key_file" => t.key_file = Some(PathBuf::from(string(k, v)?)),
             "ca_file" => t.ca_file = Some(PathBuf::from(string(k, v)?)),
             "verify" => t.verify = boolean(k, v)?,
+            "verify_and_map" => {
+                if boolean(k, v)? {
+                    t.verify = true;
+                    t.map = true;
+                }
+            }
             "timeout" => {
                 t.timeout = Some(match &v.value {
                     Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(k, v, "seconds"))?,

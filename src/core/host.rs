@@ -28,6 +28,8 @@ pub struct ConnAuth {
     pub pending: Option<Result<Identity, AuthError>>,
     /// The identity of the accepted client.
     pub identity: Option<Identity>,
+    /// Names from the client certificate (TLS `verify_and_map`).
+    pub cert_names: Vec<String>,
     /// Wall-clock deadline → monotonic deadline offset, for expiry.
     pub clock: (SystemTime, Instant),
 }
@@ -46,6 +48,7 @@ impl ConnAuth {
             ip,
             pending: None,
             identity: None,
+            cert_names: Vec::new(),
             clock: (SystemTime::now(), Instant::now()),
         }
     }
@@ -70,6 +73,7 @@ impl ConnAuth {
             opts,
             nonce: &self.nonce,
             ip: self.ip,
+            cert_names: &self.cert_names,
         };
         self.verifier.verify(&req, SystemTime::now())
     }

@@ -134,7 +134,12 @@ pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
 /// The TLS handshake of a client on a TLS server, within the deadline;
 /// without `handshake_first` the INFO goes first, in the clear, as
 /// nats-server sends it. `None` when the client did not complete it.
-async fn tls_accept(tls: &crate::tls::ClientTls, mut tcp: TcpStream, info: &[u8], who: &str) -> Option<Transport> {
+async fn tls_accept(
+    tls: &crate::tls::ClientTls,
+    mut tcp: TcpStream,
+    info: &[u8],
+    who: &str,
+) -> Option<(Transport, Vec<String>)> {
     use futures_lite::AsyncWriteExt;
     if !tls.handshake_first && tcp.write_all(info).await.is_err() {
         return None;
@@ -142,7 +147,15 @@ async fn tls_accept(tls: &crate::tls::ClientTls, mut tcp: TcpStream, info: &[u8]
     let acceptor = futures_rustls::TlsAcceptor::from(tls.config.clone());
     let accept = async { Ok(acceptor.accept(tcp).await) };
     match glommio::timer::timeout(tls.timeout, accept).await {
-        Ok(Ok(t)) => Some(Transport::Tls(Box::new(t))),
+        Ok(Ok(t)) => {
+            let names = if tls.map {
+                let der = t.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                der.map(|d| crate::tls::certificate_names(&d)).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Some((Transport::Tls(Box::new(t)), names))
+        }
         Ok(Err(e)) => {
             crate::error!("{who} - TLS handshake error: {e}");
             None
@@ -172,7 +185,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     let stream: Stream = match &tls {
         None => Rc::new(RefCell::new(Transport::Plain(stream))),
         Some(t) => match tls_accept(t, stream, &info_line, &format!("{ip}:{port} - cid:{}", cid.0)).await {
-            Some(tr) => Rc::new(RefCell::new(tr)),
+            Some((tr, names)) => {
+                auth.borrow_mut().cert_names = names;
+                Rc::new(RefCell::new(tr))
+            }
             None => {
                 shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
                 shard.shared.total_conns.fetch_sub(1, Relaxed);
@@ -443,7 +459,7 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     let Some(opts) = front_connect(&session.borrow(), buf) else {
         return;
     };
-    let (verifier, nonce, ip) = {
+    let (verifier, nonce, ip, cert_names) = {
         let a = auth.borrow();
         if !a.verifier.is_slow(&opts) {
             drop(a);
@@ -451,7 +467,7 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
             auth.borrow_mut().pending = Some(v);
             return;
         }
-        (a.verifier.clone(), a.nonce.clone(), a.ip)
+        (a.verifier.clone(), a.nonce.clone(), a.ip, a.cert_names.clone())
     };
     let verdict = glommio::executor()
         .spawn_blocking(move || {
@@ -459,6 +475,7 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
                 opts: &opts,
                 nonce: &nonce,
                 ip,
+                cert_names: &cert_names,
             };
             verifier.verify(&req, std::time::SystemTime::now())
         })
