@@ -366,27 +366,14 @@ fn unix_now() -> i64 {
 /// Publishes `$SYS.ACCOUNT.<key>.CLAIMS.UPDATE` on a NATS server as the
 /// system user of `creds`, and waits for the server's PONG.
 pub fn notify(url: &str, creds: Option<&(String, String)>, key: &str, token: &str) -> Result<(), String> {
-    use base64::Engine;
-    let addr = url.trim_start_matches("nats://").trim_end_matches('/').to_string();
-    let s = TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let mut rd = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-    let mut info = String::new();
-    rd.read_line(&mut info).map_err(|e| e.to_string())?;
-    let info: serde_json::Value =
-        serde_json::from_str(info.trim_start_matches("INFO ").trim()).map_err(|e| format!("INFO: {e}"))?;
-    let mut connect = serde_json::json!({"verbose": false, "pedantic": false, "name": "petrel account-server"});
-    if let Some((user_jwt, seed)) = creds {
-        let nonce = info["nonce"].as_str().unwrap_or_default();
-        let kp = nkeys::KeyPair::from_seed(seed).map_err(|e| e.to_string())?;
-        let sig = kp.sign(nonce.as_bytes()).map_err(|e| e.to_string())?;
-        connect["jwt"] = serde_json::json!(user_jwt);
-        connect["sig"] = serde_json::json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig));
-    }
-    let mut w = s;
+    let creds = crate::tool_client::Credentials {
+        jwt: creds.cloned(),
+        user: None,
+    };
+    let c = crate::tool_client::connect(url, "petrel account-server", &creds)?;
+    let (mut rd, mut w) = (c.reader, c.writer);
     let msg = format!(
-        "CONNECT {connect}\r\nPUB $SYS.ACCOUNT.{key}.CLAIMS.UPDATE {}\r\n{token}\r\nPING\r\n",
+        "PUB $SYS.ACCOUNT.{key}.CLAIMS.UPDATE {}\r\n{token}\r\nPING\r\n",
         token.len()
     );
     w.write_all(msg.as_bytes()).map_err(|e| e.to_string())?;

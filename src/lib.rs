@@ -23,3 +23,4 @@ pub mod subject;
 pub mod sys;
 pub mod timefmt;
 pub mod tls;
+pub mod tool_client;

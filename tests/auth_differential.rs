@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -126,22 +124,12 @@ fn quiet_connect(mut v: serde_json::Value, rest: &str) -> Vec<u8> {
 }
 
 fn sign_b64(seed: &str, data: &[u8]) -> String {
-    let kp = nkeys::KeyPair::from_seed(seed).expect("seed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(data).expect("sign"))
+    petrel::auth::jwt::sign_nonce(seed, data).expect("seed")
 }
 
 // ------------------------------------------------------------ running
 
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "petrel-authdiff-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::jwt::temp_dir;
 
 /// Writes `text` as a configuration file; returns `["-c", path]`.
 fn conf(text: &str) -> Vec<String> {

@@ -12,19 +12,7 @@ use serde_json::{json, Value};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
 
-fn temp_conf(text: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "petrel-sys-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join("server.conf");
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::jwt::write_conf as temp_conf;
 
 const CONFIG: &str = r#"
 accounts {

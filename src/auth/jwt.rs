@@ -906,6 +906,15 @@ pub fn verify_nonce(user_pub: &str, nonce: &[u8], sig: &str) -> bool {
     key.verify(nonce, &sig).is_ok()
 }
 
+/// The signature a client sends in CONNECT `sig`: `seed`'s Ed25519
+/// signature over the nonce text, base64url without padding (the form
+/// [`verify_nonce`] reads first).
+pub fn sign_nonce(seed: &str, nonce: &[u8]) -> Result<String, JwtError> {
+    let kp = KeyPair::from_seed(seed).map_err(|_| JwtError::BadSeed)?;
+    let sig = kp.sign(nonce).map_err(|_| JwtError::BadSeed)?;
+    Ok(URL_RAW.encode(sig))
+}
+
 /// RFC 4648 base32, standard alphabet, no padding (the jti spelling).
 fn base32(data: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

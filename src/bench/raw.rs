@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -132,11 +131,10 @@ async fn connect_one(o: &Opts, name: &str, u: &str) -> Result<Conn, String> {
     if let Some(path) = &o.creds {
         let text = std::fs::read_to_string(path).map_err(|e| format!("--creds {path}: {e}"))?;
         let (jwt, seed) = petrel::auth::jwt::parse_creds(&text).map_err(|e| format!("--creds {path}: {e}"))?;
-        let kp = nkeys::KeyPair::from_seed(&seed).map_err(|e| format!("--creds {path}: {e}"))?;
         let nonce = info["nonce"].as_str().unwrap_or_default();
-        let sig = kp.sign(nonce.as_bytes()).map_err(|e| format!("--creds {path}: {e}"))?;
+        let sig = petrel::auth::jwt::sign_nonce(&seed, nonce.as_bytes()).map_err(|e| format!("--creds {path}: {e}"))?;
         cn["jwt"] = jwt.into();
-        cn["sig"] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig).into();
+        cn["sig"] = sig.into();
     }
     match (&o.user, &o.password) {
         (Some(u), Some(p)) => {

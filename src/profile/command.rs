@@ -2,8 +2,7 @@
 //! PROFILEZ profile over the system account, writes one `.pb.gz` per
 //! server, and with `--flamegraph` an SVG flame graph beside each.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -118,28 +117,16 @@ pub fn main(argv: &[String]) -> i32 {
 }
 
 fn run(a: &Args) -> Result<usize, String> {
-    let addr = a.server.trim_start_matches("nats://").trim_end_matches('/').to_string();
-    let s = TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
-    let mut rd = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-    let mut w = s;
-    let mut info = String::new();
-    rd.read_line(&mut info).map_err(|e| e.to_string())?;
-    let info: Value =
-        serde_json::from_str(info.trim_start_matches("INFO ").trim()).map_err(|e| format!("INFO: {e}"))?;
-    let mut connect = json!({"verbose": false, "pedantic": false, "name": "petrel profile", "protocol": 1});
+    let mut creds = crate::tool_client::Credentials::default();
     if let Some(p) = &a.creds {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let (jwt, seed) = crate::auth::jwt::parse_creds(&text).map_err(|e| e.to_string())?;
-        let kp = nkeys::KeyPair::from_seed(&seed).map_err(|e| e.to_string())?;
-        let nonce = info["nonce"].as_str().unwrap_or_default();
-        let sig = kp.sign(nonce.as_bytes()).map_err(|e| e.to_string())?;
-        connect["jwt"] = json!(jwt);
-        connect["sig"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig));
+        creds.jwt = Some(crate::auth::jwt::parse_creds(&text).map_err(|e| e.to_string())?);
     }
     if let Some(u) = &a.user {
-        connect["user"] = json!(u);
-        connect["pass"] = json!(a.password.clone().unwrap_or_default());
+        creds.user = Some((u.clone(), a.password.clone().unwrap_or_default()));
     }
+    let c = crate::tool_client::connect(&a.server, "petrel profile", &creds)?;
+    let (mut rd, mut w) = (c.reader, c.writer);
     let subject = match &a.id {
         Some(id) => format!("$SYS.REQ.SERVER.{id}.PROFILEZ"),
         None => "$SYS.REQ.SERVER.PING.PROFILEZ".to_string(),
@@ -149,7 +136,7 @@ fn run(a: &Args) -> Result<usize, String> {
     let inbox = format!("_INBOX.profile.{}", crate::sys::event_id());
     write!(
         w,
-        "CONNECT {connect}\r\nSUB {inbox} 1\r\nPUB {subject} {inbox} {}\r\n{body}\r\nPING\r\n",
+        "SUB {inbox} 1\r\nPUB {subject} {inbox} {}\r\n{body}\r\nPING\r\n",
         body.len()
     )
     .map_err(|e| e.to_string())?;

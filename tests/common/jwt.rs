@@ -83,9 +83,7 @@ pub fn raw_jwt_connect(addr: &str, user_jwt: &str, seed: &str) -> (Raw, String, 
     let sig = if seed.is_empty() {
         String::new()
     } else {
-        use base64::Engine;
-        let kp = nkeys::KeyPair::from_seed(seed).unwrap();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(nonce.as_bytes()).unwrap())
+        jwt::sign_nonce(seed, nonce.as_bytes()).unwrap()
     };
     let connect = json!({"verbose": false, "protocol": 1, "jwt": user_jwt, "sig": sig});
     let reply = r.exchange(format!("CONNECT {connect}\r\nPING\r\n").as_bytes());
