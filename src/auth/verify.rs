@@ -97,6 +97,25 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A user from the configuration (or an anonymous client): counted in
+    /// `account`, with `permissions`, no expiry and no limits of its own.
+    fn configured(
+        account: &Arc<Account>,
+        user: String,
+        permissions: Option<Arc<Permissions>>,
+    ) -> Result<Identity, AuthError> {
+        Ok(Identity {
+            slot: ConnSlot::take(account).ok_or(AuthError::MaxAccountConnections)?,
+            user,
+            permissions,
+            expires: None,
+            max_payload: None,
+            max_subs: None,
+            jwt: None,
+            account_expires: None,
+        })
+    }
+
     /// The account the client is bound to.
     pub fn account(&self) -> &Arc<Account> {
         self.slot.account()
@@ -484,18 +503,10 @@ impl Verifier {
         }
     }
 
-    /// The identity of a client when no authentication is configured.
+    /// The identity of a client when no authentication is configured (or a
+    /// shared token admits it): the global account, no permissions.
     fn open_identity(&self) -> Result<Identity, AuthError> {
-        Ok(Identity {
-            slot: ConnSlot::take(&self.global).ok_or(AuthError::MaxAccountConnections)?,
-            user: String::new(),
-            permissions: None,
-            expires: None,
-            max_payload: None,
-            max_subs: None,
-            jwt: None,
-            account_expires: None,
-        })
+        Identity::configured(&self.global, String::new(), None)
     }
 
     /// Checks a CONNECT. May block (bcrypt, resolver fetch): see [`Self::is_slow`].
@@ -508,16 +519,7 @@ impl Verifier {
     }
 
     fn identity_of(rec: &UserRec) -> Result<Identity, AuthError> {
-        Ok(Identity {
-            slot: ConnSlot::take(&rec.account).ok_or(AuthError::MaxAccountConnections)?,
-            user: rec.name.clone(),
-            permissions: rec.perms.clone(),
-            expires: None,
-            max_payload: None,
-            max_subs: None,
-            jwt: None,
-            account_expires: None,
-        })
+        Identity::configured(&rec.account, rec.name.clone(), rec.perms.clone())
     }
 
     fn verify_config(&self, u: &ConfigUsers, req: &ConnectRequest<'_>) -> Result<Identity, AuthError> {
@@ -552,16 +554,7 @@ impl Verifier {
             if !password_matches(token, given) {
                 return Err(AuthError::BadPassword);
             }
-            return Ok(Identity {
-                slot: ConnSlot::take(&self.global).ok_or(AuthError::MaxAccountConnections)?,
-                user: String::new(),
-                permissions: None,
-                expires: None,
-                max_payload: None,
-                max_subs: None,
-                jwt: None,
-                account_expires: None,
-            });
+            return self.open_identity();
         }
         let nothing = o.auth_token.is_none() && o.jwt.is_none() && o.pass.is_none();
         match (&u.no_auth, nothing) {

@@ -247,46 +247,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     drop(timer); // cancels it
-    let counts = shard
-        .core
-        .borrow()
-        .conn(cid)
-        .map(|c| (c.in_msgs, c.in_bytes, c.out_msgs, c.out_bytes, c.pending_at_close))
-        .unwrap_or_default();
-    {
+    let (snapshot, pending) = {
         let core = shard.core.borrow();
-        let session = session.borrow();
-        let o = session.opts();
-        let a = auth.borrow();
-        let (account, user) = a.account_and_user();
-        let subs = core.subscriptions_of(cid);
-        let start = shard
-            .conns
-            .borrow()
-            .get(&cid)
-            .map(|h| h.start)
-            .unwrap_or_else(std::time::SystemTime::now);
+        let pending = core.conn(cid).map_or(0, |c| c.pending_at_close);
+        (shard.conn_snapshot(&core, cid), pending)
+    };
+    let counts = snapshot
+        .as_ref()
+        .map(|c| (c.in_msgs, c.in_bytes, c.out_msgs, c.out_bytes, pending))
+        .unwrap_or_default();
+    if let Some(conn) = snapshot {
         shard.shared.record_closed(super::ClosedConn {
-            conn: super::ConnSnapshot {
-                cid: cid.0,
-                ip: ip.clone(),
-                port,
-                start,
-                rtt: session.rtt(),
-                pending_bytes: 0,
-                in_msgs: counts.0,
-                in_bytes: counts.1,
-                out_msgs: counts.2,
-                out_bytes: counts.3,
-                subjects: subs.iter().map(|s| s.0.clone()).collect(),
-                name: o.name.clone(),
-                lang: o.lang.clone(),
-                version: o.version.clone(),
-                shard: shard.id.0,
-                account,
-                user,
-                subs,
-            },
+            conn,
             stop: std::time::SystemTime::now(),
             reason: reason.as_str(),
         });

@@ -623,35 +623,12 @@ impl Shard {
             return;
         }
         let core = self.core.borrow();
-        let mut out = Vec::new();
-        for (cid, h) in self.conns.borrow().iter() {
-            let Some(c) = core.conn(*cid) else { continue };
-            let session = h.session.borrow();
-            let o = session.opts();
-            let auth = h.auth.borrow();
-            let (account, user) = auth.account_and_user();
-            let subs = core.subscriptions_of(*cid);
-            out.push(ConnSnapshot {
-                cid: cid.0,
-                ip: h.ip.clone(),
-                port: h.port,
-                start: h.start,
-                rtt: session.rtt(),
-                pending_bytes: c.out.len(),
-                in_msgs: c.in_msgs,
-                in_bytes: c.in_bytes,
-                out_msgs: c.out_msgs,
-                out_bytes: c.out_bytes,
-                subjects: subs.iter().map(|s| s.0.clone()).collect(),
-                name: o.name.clone(),
-                lang: o.lang.clone(),
-                version: o.version.clone(),
-                shard: self.id.0,
-                account,
-                user,
-                subs,
-            });
-        }
+        let out: Vec<ConnSnapshot> = self
+            .conns
+            .borrow()
+            .keys()
+            .filter_map(|cid| self.conn_snapshot(&core, *cid))
+            .collect();
         let t = core.index_totals();
         let snap = ShardSnapshot {
             shard: self.id.0,
@@ -663,6 +640,38 @@ impl Shard {
             fanout_sum: t.4,
         };
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = (request, snap);
+    }
+
+    /// One of this shard's connections as monitoring shows it (also kept
+    /// for `connz?state=closed` when it closes).
+    pub fn conn_snapshot(&self, core: &ShardCore, cid: ConnId) -> Option<ConnSnapshot> {
+        let conns = self.conns.borrow();
+        let h = conns.get(&cid)?;
+        let c = core.conn(cid)?;
+        let session = h.session.borrow();
+        let o = session.opts();
+        let (account, user) = h.auth.borrow().account_and_user();
+        let subs = core.subscriptions_of(cid);
+        Some(ConnSnapshot {
+            cid: cid.0,
+            ip: h.ip.clone(),
+            port: h.port,
+            start: h.start,
+            rtt: session.rtt(),
+            pending_bytes: c.out.len(),
+            in_msgs: c.in_msgs,
+            in_bytes: c.in_bytes,
+            out_msgs: c.out_msgs,
+            out_bytes: c.out_bytes,
+            subjects: subs.iter().map(|s| s.0.clone()).collect(),
+            name: o.name.clone(),
+            lang: o.lang.clone(),
+            version: o.version.clone(),
+            shard: self.id.0,
+            account,
+            user,
+            subs,
+        })
     }
 
     /// Shuts the sockets of clients the core just closed as slow
