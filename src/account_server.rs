@@ -5,7 +5,7 @@
 //! `$SYS.ACCOUNT.<id>.CLAIMS.UPDATE` through a system user. With `--nsc` it
 //! serves an `nsc` store directory read-only instead.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -215,43 +215,13 @@ fn text(status: &'static str, body: impl Into<String>) -> Response {
 
 impl Server {
     fn serve(&self, mut s: TcpStream) -> std::io::Result<()> {
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut rd = BufReader::new(s.try_clone()?);
-        let mut line = String::new();
-        rd.read_line(&mut line)?;
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if rd.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length.min(1 << 20)];
-        rd.read_exact(&mut body)?;
-        let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let r = self.route(method, path, &body);
-        let mut head = format!(
-            "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            r.status,
-            r.ctype,
-            r.body.len()
-        );
-        if let Some(e) = &r.etag {
-            head.push_str(&format!("ETag: \"{e}\"\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes())?;
-        if method != "HEAD" {
-            s.write_all(r.body.as_bytes())?;
-        }
-        Ok(())
+        let Some(req) = crate::http::read_request(&mut s, Duration::from_secs(10))? else {
+            return Ok(());
+        };
+        let r = self.route(&req.method, &req.path, &req.body);
+        let etag = r.etag.map(|e| format!("\"{e}\""));
+        let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("ETag", e.as_str())).collect();
+        crate::http::respond(&mut s, &req.method, r.status, r.ctype, &headers, r.body.as_bytes())
     }
 
     fn operator_jwt(&self) -> Option<String> {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod conf;
 pub mod core;
+pub mod http;
 pub mod ids;
 pub mod index;
 pub mod logging;

@@ -4,7 +4,6 @@
 //! Client test harnesses (nats-py) poll `/varz` to know the server is up.
 //! It runs on its own thread, off the shards.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,31 +37,15 @@ pub fn start(shared: Arc<Shared>, host: &str, port: i32) -> std::io::Result<Sock
 
 impl Monitor {
     fn serve(&self, mut s: TcpStream) -> std::io::Result<()> {
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut req = Vec::new();
-        let mut buf = [0u8; 2048];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf)?;
-            if n == 0 || req.len() > 16 * 1024 {
-                return Ok(());
-            }
-            req.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&req);
-        let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let Some(req) = crate::http::read_request(&mut s, Duration::from_secs(5))? else {
+            return Ok(());
+        };
+        let (method, path, query) = (req.method.as_str(), req.path.as_str(), req.query.as_str());
         let json = |r: Result<serde_json::Value, String>| match r {
             Ok(v) => ("200 OK", "application/json", pretty(&v)),
             Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
         };
-        let param = |k: &str| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        };
+        let param = |k: &str| req.param(k).map(str::to_string);
         let sh = &*self.shared;
         let (status, ctype, body) = match (method, path) {
             ("GET" | "HEAD", "/connz") => json(ConnzOpts::from_query(query).and_then(|o| endpoints::connz(sh, &o))),
@@ -96,15 +79,14 @@ impl Monitor {
                 "method not allowed\n".to_string(),
             ),
         };
-        let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes())?;
-        if method != "HEAD" {
-            s.write_all(body.as_bytes())?;
-        }
-        Ok(())
+        crate::http::respond(
+            &mut s,
+            method,
+            status,
+            ctype,
+            &[("Access-Control-Allow-Origin", "*")],
+            body.as_bytes(),
+        )
     }
 }
 

@@ -2,7 +2,6 @@
 //! `go tool pprof http://host:port/debug/pprof/heap` works against petrel.
 //! Its own thread, off the shards.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -25,26 +24,11 @@ pub fn start(host: &str, port: i32) -> std::io::Result<SocketAddr> {
 }
 
 fn serve(mut s: TcpStream) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf)?;
-        if n == 0 || req.len() > 16 * 1024 {
-            return Ok(());
-        }
-        req.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&req).into_owned();
-    let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let param = |k: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(n, _)| *n == k)
-            .and_then(|(_, v)| v.parse::<i64>().ok())
+    let Some(req) = crate::http::read_request(&mut s, Duration::from_secs(5))? else {
+        return Ok(());
     };
+    let path = req.path.as_str();
+    let param = |k: &str| req.param(k).and_then(|v| v.parse::<i64>().ok());
     let debug = param("debug").unwrap_or(0);
     let (status, ctype, body): (&str, &str, Vec<u8>) = match path.trim_end_matches('/') {
         "/debug/pprof" => (
@@ -105,10 +89,5 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
             b"404 page not found\n".to_vec(),
         ),
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(&body)
+    crate::http::respond(&mut s, &req.method, status, ctype, &[], &body)
 }

@@ -207,8 +207,7 @@ fn bool_param(name: &str, v: &str) -> Result<bool, String> {
 impl ConnzOpts {
     /// From `/connz?...` query parameters.
     pub fn from_query(query: &str) -> Result<ConnzOpts, String> {
-        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
-        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let get = |k: &str| crate::http::query_param(query, k);
         let num = |k: &str, d: usize| -> Result<usize, String> {
             get(k).map_or(Ok(d), |v| {
                 v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
@@ -441,8 +440,7 @@ pub struct SubszOpts {
 impl SubszOpts {
     /// From `/subsz?...`.
     pub fn from_query(query: &str) -> Result<SubszOpts, String> {
-        let q: Vec<(&str, &str)> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
-        let get = |k: &str| q.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let get = |k: &str| crate::http::query_param(query, k);
         let num = |k: &str, d: usize| -> Result<usize, String> {
             get(k).map_or(Ok(d), |v| {
                 v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))

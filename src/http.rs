@@ -1,0 +1,121 @@
+//! The few HTTP/1.1 pieces petrel's own listeners share (monitoring,
+//! `/debug/pprof`, the account server): read one request, answer it and
+//! close. Small documents on loopback or an admin network; no keep-alive.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body accepted (an account JWT is a few KiB).
+const MAX_BODY: usize = 1 << 20;
+
+/// One request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string, without `?`.
+    pub query: String,
+    /// The body (`Content-Length` bytes, at most 1 MiB).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of query parameter `key`, if present.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        query_param(&self.query, key)
+    }
+}
+
+/// The value of `key` in a query string `a=1&b=2`.
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// Reads one request; `None` when the peer sent no complete head.
+pub fn read_request(s: &mut TcpStream, timeout: Duration) -> std::io::Result<Option<Request>> {
+    s.set_read_timeout(Some(timeout))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 || buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or_default().to_string();
+    let target = first.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_BODY);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    Ok(Some(Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        body,
+    }))
+}
+
+/// Writes a complete response (no body for `HEAD`) and lets the caller close.
+pub fn respond(
+    s: &mut TcpStream,
+    method: &str,
+    status: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        s.write_all(body)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params() {
+        assert_eq!(query_param("a=1&b=two", "b"), Some("two"));
+        assert_eq!(query_param("a=1&b", "b"), None);
+        assert_eq!(query_param("", "a"), None);
+    }
+}
