@@ -485,11 +485,16 @@ impl Shard {
     /// Publishes a system event into the system account (seen by its
     /// subscribers on every shard after the next flush).
     pub fn emit(&self, subject: &str, body: &serde_json::Value) {
+        self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(body).unwrap_or_default());
+    }
+
+    /// Publishes `bytes` on `subject` in the system account (events and the
+    /// internal client's replies).
+    pub fn emit_bytes(&self, subject: &[u8], bytes: &[u8]) {
         let sys = self.verifier.borrow().accounts().system().id;
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
         let mut core = self.core.borrow_mut();
         core.set_now(std::time::Instant::now());
-        core.inject(sys, subject.as_bytes(), None, &bytes);
+        core.inject(sys, subject, None, bytes);
     }
 
     /// Kicks, and sends lame-duck notices to, this shard's clients named by

@@ -14,13 +14,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::Shard;
 use crate::core::InternalMsg;
 use crate::ids::ConnId;
+use crate::sys::server_block;
 use crate::sys::services::{self, Request};
-use crate::sys::{server_block, ServerBlock};
 
 const SID_NOTIFY: &[u8] = b"claims-notify";
 const SID_REQUEST: &[u8] = b"claims-request";
@@ -32,29 +30,6 @@ const STATSZ_FIRST: Duration = Duration::from_millis(250);
 const STATSZ_MAX: Duration = Duration::from_secs(10);
 /// Accounts with clients announce their connection counts this often.
 const CONNS_EVERY: Duration = Duration::from_secs(30);
-
-#[derive(Debug, Serialize)]
-struct ClaimsData<'a> {
-    account: &'a str,
-    code: u16,
-    message: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct ClaimsError<'a> {
-    account: &'a str,
-    code: u16,
-    description: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct Reply<'a> {
-    server: ServerBlock,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<ClaimsData<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ClaimsError<'a>>,
-}
 
 /// Runs the internal client until the process ends.
 pub async fn run(shard: Rc<Shard>) {
@@ -135,12 +110,7 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
         })
         .await;
     if let Some(bytes) = answer {
-        let sys = shard.verifier.borrow().accounts().system().id;
-        {
-            let mut core = shard.core.borrow_mut();
-            core.set_now(Instant::now());
-            core.inject(sys, &reply, None, &bytes);
-        }
+        shard.emit_bytes(&reply, &bytes);
         shard.flush().await;
     }
 }
@@ -246,11 +216,8 @@ fn claims_request(shard: &Shard, m: &InternalMsg) {
         b"claims-pack" => verifier.claims_pack(body).into_iter().map(String::into_bytes).collect(),
         _ => return,
     };
-    let sys = verifier.accounts().system().id;
-    let mut core = shard.core.borrow_mut();
-    core.set_now(Instant::now());
     for r in replies {
-        core.inject(sys, reply, None, &r);
+        shard.emit_bytes(reply, &r);
     }
 }
 
@@ -277,27 +244,19 @@ fn claims_update(shard: &Shard, cid: ConnId, m: &InternalMsg) {
         Err(e) => crate::warn!("claims update for {account} refused: {e}"),
     }
     let Some(reply) = &m.reply else { return };
+    // nats-server's claims replies: the account in `data`, or in `error`.
     let doc = match &outcome {
-        Ok(msg) => Reply {
-            server: server_block(&shard.shared),
-            data: Some(ClaimsData {
-                account: &account,
-                code: 200,
-                message: msg,
-            }),
-            error: None,
-        },
-        Err(e) => Reply {
-            server: server_block(&shard.shared),
-            data: None,
-            error: Some(ClaimsError {
-                account: &account,
-                code: 500,
-                description: e,
-            }),
-        },
+        Ok(msg) => crate::sys::envelope(
+            &shard.shared,
+            serde_json::json!({"account": account, "code": 200, "message": msg}),
+        ),
+        Err(e) => serde_json::json!({
+            "server": server_block(&shard.shared),
+            "error": {"account": account, "code": 500, "description": e},
+        }),
     };
-    let json = serde_json::to_vec(&doc).expect("reply serializes");
+    // Published as the internal client, so it counts as a message in.
+    let json = serde_json::to_vec(&doc).unwrap_or_default();
     let mut core = shard.core.borrow_mut();
     core.set_now(Instant::now());
     core.publish(cid, reply, None, None, &json);
