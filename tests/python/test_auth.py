@@ -12,16 +12,14 @@ libraries (PETREL_JWT_FIXTURES, default `<repo>/../shared/fixtures/jwt`).
 import asyncio
 import json
 import os
-import re
 import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import nats
 import nkeys
 import pytest
+
+from test_nats_py import Server, ready
 
 PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
 FIXTURES = Path(
@@ -46,58 +44,10 @@ def bcrypt_hash(password):
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
 
 
-class Server:
-    """petrel with `flags`, and `conf` (text) as `-c <tmp>/server.conf`
-    when given; run from `cwd` when given."""
-
-    def __init__(self, *flags, conf=None, cwd=None):
-        self.tmp = tempfile.TemporaryDirectory(prefix="petrel-pyauth-")
-        args = [PETREL, "-p", "-1", "-a", "127.0.0.1", "--shards", "2"]
-        if conf is not None:
-            path = Path(self.tmp.name) / "server.conf"
-            path.write_text(conf)
-            args += ["-c", str(path)]
-        args += list(flags)
-        if os.environ.get("PETREL_TEST_TRACE"):
-            args.append("-DV")
-        self.proc = subprocess.Popen(
-            args,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            cwd=cwd,
-        )
-        self.port = None
-        self.log = []
-        ready = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"Listening for client connections on .*:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-                if "Server is ready" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(20):
-            self.proc.kill()
-            self.tmp.cleanup()
-            raise RuntimeError("petrel did not start:\n" + "".join(self.log))
-        self.url = f"nats://127.0.0.1:{self.port}"
-
-    def url_with(self, user, password):
-        return f"nats://{user}:{password}@127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.tmp.cleanup()
-
-
 def run(coro_fn, *flags, conf=None, cwd=None):
-    server = Server(*flags, conf=conf, cwd=cwd)
+    if os.environ.get("PETREL_TEST_TRACE"):
+        flags = (*flags, "-DV")
+    server = Server("--shards", "2", *flags, conf=conf, cwd=cwd)
     try:
         asyncio.run(asyncio.wait_for(coro_fn(server), 60))
     except BaseException:
@@ -105,13 +55,6 @@ def run(coro_fn, *flags, conf=None, cwd=None):
         raise
     finally:
         server.stop()
-
-
-async def ready(nc):
-    """Flush so the server has our subscriptions (see test_nats_py.py)."""
-    await nc.flush()
-    await asyncio.sleep(0.05)
-    await nc.flush()
 
 
 class Errors:

@@ -8,7 +8,9 @@ import asyncio
 import os
 import re
 import subprocess
+import tempfile
 import threading
+from pathlib import Path
 
 import nats
 from nats.errors import NoRespondersError
@@ -17,12 +19,23 @@ PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
 
 
 class Server:
-    def __init__(self, *flags):
+    """petrel with `flags`, and `conf` (text) as `-c <tmp>/server.conf`
+    when given; run from `cwd` when given. `tmp` is a folder removed on
+    `stop`."""
+
+    def __init__(self, *flags, conf=None, cwd=None):
+        self.tmp = tempfile.TemporaryDirectory(prefix="petrel-py-")
+        args = [PETREL, "-p", "-1", "-a", "127.0.0.1"]
+        if conf is not None:
+            path = Path(self.tmp.name) / "server.conf"
+            path.write_text(conf)
+            args += ["-c", str(path)]
         self.proc = subprocess.Popen(
-            [PETREL, "-p", "-1", "-a", "127.0.0.1", *flags],
+            [*args, *flags],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            cwd=cwd,
         )
         self.port = None
         self.log = []
@@ -40,12 +53,17 @@ class Server:
         threading.Thread(target=pump, daemon=True).start()
         if not ready.wait(20):
             self.proc.kill()
-            raise RuntimeError("petrel did not start")
+            self.tmp.cleanup()
+            raise RuntimeError("petrel did not start:\n" + "".join(self.log))
         self.url = f"nats://127.0.0.1:{self.port}"
+
+    def url_with(self, user, password):
+        return f"nats://{user}:{password}@127.0.0.1:{self.port}"
 
     def stop(self):
         self.proc.kill()
         self.proc.wait()
+        self.tmp.cleanup()
 
 
 async def ready(nc):
