@@ -93,8 +93,12 @@ def nats_server_bin():
 
 
 class Server:
-    def __init__(self, argv):
-        self.proc = subprocess.Popen(argv + ["-p", "-1", "-a", "127.0.0.1"], stderr=subprocess.PIPE, text=True)
+    """`argv` (petrel or nats-server) on a random loopback port, ready once
+    it logs "Server is ready"; `cwd` and `env` as for Popen."""
+
+    def __init__(self, argv, cwd=None, env=None):
+        self.proc = subprocess.Popen(argv + ["-p", "-1", "-a", "127.0.0.1"], stderr=subprocess.PIPE, text=True,
+                                     cwd=cwd, env=env)
         self.port = None
         ready = threading.Event()
 

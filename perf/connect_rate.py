@@ -15,38 +15,11 @@ import argparse, base64, json, os, shutil, socket, statistics, subprocess, sys, 
 
 import nkeys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import Server  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "..", "shared", "fixtures", "jwt")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / TICK
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def start(binary, workdir):
-    port = free_port()
-    p = subprocess.Popen([binary, "-c", "server_memory.conf", "-p", str(port), "-a", "127.0.0.1"],
-                         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return p, port
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    sys.exit(f"{binary} did not start")
 
 
 def load_creds(name):
@@ -76,16 +49,16 @@ def one_connect(port, jwt, kp):
 
 
 def round_(binary, workdir, n, users):
-    p, port = start(binary, workdir)
+    server = Server([binary, "-c", "server_memory.conf"], cwd=workdir)
+    port = server.port
     try:
         one_connect(port, *users[0])  # warm the account cache
-        c0, t0 = cpu_seconds(p.pid), time.perf_counter()
+        c0, t0 = server.cpu_seconds(), time.perf_counter()
         for i in range(n):
             one_connect(port, *users[i % len(users)])
-        dt, cpu = time.perf_counter() - t0, cpu_seconds(p.pid) - c0
+        dt, cpu = time.perf_counter() - t0, server.cpu_seconds() - c0
     finally:
-        p.terminate()
-        p.wait()
+        server.stop()
     return n / dt, cpu / n * 1e6
 
 

@@ -5,41 +5,28 @@ several rounds, medians.
 
     python3 perf/heap_sampling.py [--rounds 7] [--msgs 2000000]
 """
-import argparse, json, os, socket, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PETREL = os.path.join(ROOT, "target", "release", "petrel")
 LOADGEN = os.path.join(ROOT, "target", "release", "petrel-loadgen")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def run(sampling, subs, msgs, size):
-    port = free_port()
     env = dict(os.environ, PETREL_HEAP_SAMPLING="1" if sampling else "0")
-    p = subprocess.Popen([PETREL, "-p", str(port), "-a", "127.0.0.1"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server([PETREL], env=env)
+    port = server.port
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         out = subprocess.run([LOADGEN, "--server", f"127.0.0.1:{port}", "--pubs", "1", "--subs", str(subs),
                               "--msgs", str(msgs), "--size", str(size)], capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             sys.exit(f"loadgen failed: {out.stdout}{out.stderr}")
         return json.loads(out.stdout)["delivered_rate"]
     finally:
-        p.terminate()
-        p.wait()
+        server.stop()
 
 
 def main():

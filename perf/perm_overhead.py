@@ -9,7 +9,10 @@ deny list that does not match it. Reports medians of msgs/s for pub-only and
 
     python3 perf/perm_overhead.py [--rounds 5] [--msgs 5000000]
 """
-import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PETREL = os.path.join(ROOT, "target", "release", "petrel")
@@ -24,28 +27,13 @@ CONFS = {
 }
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def run(conf, shape, msgs):
     d = tempfile.mkdtemp()
     path = os.path.join(d, "s.conf")
     open(path, "w").write(conf + "\n")
-    port = free_port()
-    p = subprocess.Popen([PETREL, "-c", path, "-p", str(port), "-a", "127.0.0.1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server([PETREL, "-c", path])
+    port = server.port
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         args = [LOADGEN, "--server", f"127.0.0.1:{port}", "--msgs", str(msgs), "--size", "16"]
         args += ["--pubs", "1", "--subs", "0" if shape == "pub" else "1"]
         if conf:
@@ -56,8 +44,7 @@ def run(conf, shape, msgs):
         r = json.loads(out.stdout)
         return r["pub_rate"] if shape == "pub" else r["delivered_rate"]
     finally:
-        p.terminate()
-        p.wait()
+        server.stop()
 
 
 def main():
