@@ -13,6 +13,34 @@ impl ShardId {
     }
 }
 
+/// How a client connected: the listener it came through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConnKind {
+    /// The NATS client port (plain or TLS).
+    #[default]
+    Standard,
+    /// The WebSocket port.
+    WebSocket,
+}
+
+impl ConnKind {
+    /// The JWT `allowed_connection_types` name.
+    pub fn jwt_name(self) -> &'static str {
+        match self {
+            ConnKind::Standard => "STANDARD",
+            ConnKind::WebSocket => "WEBSOCKET",
+        }
+    }
+
+    /// The `client_type` monitoring and events report.
+    pub fn client_type(self) -> &'static str {
+        match self {
+            ConnKind::Standard => "nats",
+            ConnKind::WebSocket => "websocket",
+        }
+    }
+}
+
 /// A client connection id (`cid`), unique across the server and all shards.
 /// It is the `client_id` sent in INFO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -25,3 +25,4 @@ pub mod sys;
 pub mod timefmt;
 pub mod tls;
 pub mod tool_client;
+pub mod ws;

@@ -80,6 +80,61 @@ pub struct Options {
     pub prof_port: Option<i32>,
     /// Client TLS (`tls {}` block, `--tls*` flags).
     pub tls: Option<TlsOptions>,
+    /// WebSocket clients (`websocket {}` block).
+    pub websocket: Option<WebsocketOptions>,
+}
+
+/// The `websocket` block.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WebsocketOptions {
+    /// Listen host; the client `host` when absent (nats-server listens on
+    /// every interface then: petrel follows the host it was given).
+    pub host: Option<String>,
+    /// Port; `-1` picks a free one.
+    pub port: i32,
+    /// `host:port` advertised to clients.
+    pub advertise: Option<String>,
+    /// TLS for WebSocket clients (wss).
+    pub tls: Option<TlsOptions>,
+    /// Plain ws allowed without TLS (nats-server refuses to start otherwise).
+    pub no_tls: bool,
+    /// The Origin header must match the request's host.
+    pub same_origin: bool,
+    /// Origins allowed (`scheme://host[:port]`).
+    pub allowed_origins: Vec<String>,
+    /// permessage-deflate offered.
+    pub compression: bool,
+    /// Deadline for the TLS and HTTP upgrade handshake.
+    pub handshake_timeout: Option<std::time::Duration>,
+    /// `authorization { user }`: the only user WebSocket clients may be.
+    pub username: Option<String>,
+    /// `authorization { password }`.
+    pub password: Option<String>,
+    /// `authorization { token }`.
+    pub token: Option<String>,
+    /// `authorization { timeout }`: auth timeout for WebSocket clients.
+    pub auth_timeout: Option<std::time::Duration>,
+    /// The user a WebSocket client without credentials becomes.
+    pub no_auth_user: Option<String>,
+    /// Cookie carrying a user JWT.
+    pub jwt_cookie: Option<String>,
+    /// Cookie carrying a user name.
+    pub user_cookie: Option<String>,
+    /// Cookie carrying a password.
+    pub pass_cookie: Option<String>,
+    /// Cookie carrying a token.
+    pub token_cookie: Option<String>,
+    /// Extra headers in the upgrade answer.
+    pub headers: Vec<(String, String)>,
+    /// Server PING interval for WebSocket clients.
+    pub ping_interval: Option<std::time::Duration>,
+}
+
+impl WebsocketOptions {
+    /// Whether the block changes how WebSocket clients authenticate.
+    pub fn auth_override(&self) -> bool {
+        self.username.is_some() || self.token.is_some() || self.no_auth_user.is_some()
+    }
 }
 
 /// The client `tls` block.
@@ -153,6 +208,7 @@ impl Default for Options {
             auth: Default::default(),
             prof_port: None,
             tls: None,
+            websocket: None,
         }
     }
 }

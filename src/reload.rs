@@ -77,6 +77,9 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     // settings apply to new connections (open ones keep their session).
     ("tls_enabled", false, |o| o.tls.is_some().to_string()),
     ("tls", true, |o| fingerprint(&o.tls)),
+    // The WebSocket listener (port, TLS, origins, its own authorization) is
+    // set at start-up, as in nats-server.
+    ("websocket", false, |o| fingerprint(&o.websocket)),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),

@@ -179,6 +179,17 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         info!("System account is {}", sys.name);
     }
     let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
+    let ws_host = opts
+        .websocket
+        .as_ref()
+        .map(|w| w.host.clone().unwrap_or_else(|| opts.host.clone()));
+    let (ws_listeners, ws_bound) = match (&opts.websocket, &ws_host) {
+        (Some(w), Some(host)) => {
+            let (l, b) = bind_listeners(host, w.port, nshards)?;
+            (l, Some(b))
+        }
+        _ => (Vec::new(), None),
+    };
     let info = ServerInfo {
         server_id: server_id.clone(),
         server_name,
@@ -213,9 +224,12 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     }
     let shared = Shared::new(opts.clone(), info, nshards, verifier);
     shared.set_tls(tls);
+    if let (Some(w), Some(b), Some(host)) = (&opts.websocket, ws_bound, &ws_host) {
+        shared.set_websocket(Some(websocket_runtime(w, host, b.port()).map_err(ServerError::Auth)?));
+    }
     let shared = Arc::new(shared);
     *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
-    let running = shard::start(shared.clone(), listeners)?;
+    let running = shard::start(shared.clone(), listeners, ws_listeners)?;
 
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
@@ -246,6 +260,17 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     } else {
         opts.host.clone()
     };
+    let ws_url = match (&opts.websocket, ws_bound, &ws_host) {
+        (Some(w), Some(b), Some(host)) => {
+            let scheme = if w.tls.is_some() { "wss" } else { "ws" };
+            info!("Listening for websocket clients on {scheme}://{host}:{}", b.port());
+            if w.tls.is_none() {
+                warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
+            }
+            Some(format!("{scheme}://{}:{}", url_host(host), b.port()))
+        }
+        _ => None,
+    };
     info!("Listening for client connections on {host_for_log}:{}", bound.port());
     let ports_file = match &opts.ports_file_dir {
         Some(dir) => {
@@ -253,6 +278,9 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
             let mut body = serde_json::json!({ "nats": [format!("nats://{}:{}", url_host(&opts.host), bound.port())] });
             if let Some(m) = &monitoring {
                 body["monitoring"] = serde_json::json!([m]);
+            }
+            if let Some(w) = &ws_url {
+                body["websocket"] = serde_json::json!([w]);
             }
             std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
             Some(path)
@@ -267,6 +295,22 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         let _ = std::fs::remove_file(p);
     }
     Ok(code)
+}
+
+/// The WebSocket settings the shards use, from the `websocket` block.
+pub fn websocket_runtime(
+    w: &crate::options::WebsocketOptions,
+    host: &str,
+    port: u16,
+) -> Result<crate::shard::WsRuntime, String> {
+    Ok(crate::shard::WsRuntime {
+        settings: crate::ws::WsSettings::new(w),
+        tls: w.tls.as_ref().map(crate::tls::ClientTls::new).transpose()?,
+        host: host.to_string(),
+        port,
+        ping_interval: w.ping_interval,
+        auth_timeout: w.auth_timeout,
+    })
 }
 
 /// Asks shard 0 to publish `$SYS.SERVER.<id>.SHUTDOWN` and waits briefly

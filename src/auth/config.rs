@@ -153,6 +153,23 @@ pub struct AuthConfig {
     pub operator: Option<OperatorConfig>,
     /// `trusted_keys`: operator public keys trusted without an operator JWT.
     pub trusted_keys: Vec<String>,
+    /// The `websocket` block's own authentication, when it has one.
+    pub websocket: Option<WebsocketAuth>,
+}
+
+/// A `websocket { authorization {...} no_auth_user }` override: WebSocket
+/// clients authenticate with these instead of the top-level single user,
+/// token and `no_auth_user` (configured `users` still apply), as in nats-server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebsocketAuth {
+    /// The single WebSocket user.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// The WebSocket token.
+    pub token: Option<String>,
+    /// The user a WebSocket client without credentials becomes.
+    pub no_auth_user: Option<String>,
 }
 
 impl AuthConfig {

@@ -165,6 +165,8 @@ pub struct ConnectRequest<'a> {
     /// (email and DNS names, then the subject), one of which must name a
     /// configured user; empty otherwise.
     pub cert_names: &'a [String],
+    /// The listener it came through (JWT `allowed_connection_types`).
+    pub kind: crate::ids::ConnKind,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,9 @@ enum Mode {
 #[derive(Debug)]
 pub struct Verifier {
     mode: Mode,
+    /// WebSocket clients' verifier when the `websocket` block has its own
+    /// authentication (same account table).
+    websocket: Option<Arc<Verifier>>,
     accounts: Arc<AccountTable>,
     global: Arc<Account>,
     routes: Mutex<Arc<Routes>>,
@@ -309,6 +314,7 @@ impl Verifier {
             let accounts = Arc::new(AccountTable::new(system.as_deref()));
             let global = accounts.get_or_create(GLOBAL_ACCOUNT);
             return Ok(Verifier {
+                websocket: None,
                 mode: Mode::Operator(Box::new(OperatorTrust {
                     trusted,
                     resolver,
@@ -334,8 +340,29 @@ impl Verifier {
         let (routes, warnings) = Routes::build(&accounts, &cfg.accounts);
         let routes = Mutex::new(Arc::new(routes));
         let routes_gen = AtomicU64::new(0);
+        let websocket = match &cfg.websocket {
+            Some(ws) => {
+                let mut c = cfg.clone();
+                c.websocket = None;
+                c.token = ws.token.clone();
+                c.no_auth_user = ws.no_auth_user.clone();
+                if let Some(user) = &ws.username {
+                    c.users = vec![crate::auth::config::UserConfig {
+                        credential: Credential::Password {
+                            user: user.clone(),
+                            password: ws.password.clone().unwrap_or_default(),
+                        },
+                        account: GLOBAL_ACCOUNT.to_string(),
+                        permissions: None,
+                    }];
+                }
+                Some(Arc::new(Verifier::with_table(&c, Some(accounts.clone()))?))
+            }
+            None => None,
+        };
         if !cfg.is_enabled() {
             return Ok(Verifier {
+                websocket,
                 mode: Mode::Open,
                 accounts,
                 global,
@@ -368,6 +395,7 @@ impl Verifier {
             users.no_auth = users.by_name.get(n).or_else(|| users.by_nkey.get(n)).cloned();
         }
         Ok(Verifier {
+            websocket,
             mode: Mode::Config(users),
             accounts,
             global,
@@ -438,6 +466,15 @@ impl Verifier {
     /// Whether the server runs in operator (JWT) mode.
     pub fn is_operator_mode(&self) -> bool {
         matches!(self.mode, Mode::Operator(_))
+    }
+
+    /// The verifier for clients of `kind`: the `websocket` block's own when
+    /// it has one, this one otherwise.
+    pub fn for_kind(self: &Arc<Self>, kind: crate::ids::ConnKind) -> Arc<Verifier> {
+        match (kind, &self.websocket) {
+            (crate::ids::ConnKind::WebSocket, Some(ws)) => ws.clone(),
+            _ => self.clone(),
+        }
     }
 
     /// Whether clients must authenticate (INFO `auth_required`).
@@ -626,7 +663,7 @@ impl Verifier {
             && !limits
                 .allowed_connection_types
                 .iter()
-                .any(|t| t.eq_ignore_ascii_case("STANDARD"))
+                .any(|t| t.eq_ignore_ascii_case(req.kind.jwt_name()))
         {
             return Err(AuthError::ConnectionType);
         }

@@ -29,8 +29,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"),
     ("leaf", "leaf nodes"),
-    ("websocket", "WebSocket"),
-    ("ws", "WebSocket"),
     ("mqtt", "MQTT"),
     ("mappings", "subject mappings"),
     ("https", "HTTP monitoring"),
@@ -303,6 +301,8 @@ const KNOWN: &[&str] = &[
     "resolver_preload",
     "prof_port",
     "tls",
+    "websocket",
+    "ws",
 ];
 
 fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
@@ -451,6 +451,16 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "prof_port" => o.prof_port = Some(int(k, item)? as i32),
         "tls" => o.tls = Some(tls_block(item, notices)?),
+        "websocket" | "ws" => {
+            let ws = websocket_block(item, notices)?;
+            o.auth.websocket = ws.auth_override().then(|| auth::WebsocketAuth {
+                username: ws.username.clone(),
+                password: ws.password.clone(),
+                token: ws.token.clone(),
+                no_auth_user: ws.no_auth_user.clone(),
+            });
+            o.websocket = Some(ws);
+        }
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }
@@ -508,6 +518,127 @@ fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOp
         });
     }
     Ok(t)
+}
+
+/// A `host:port` listen value.
+fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i32), ConfError> {
+    match &item.value {
+        Value::Int(p) => Ok((None, *p as i32)),
+        Value::Str(s) => {
+            let (h, p) = s.rsplit_once(':').ok_or_else(|| ConfError {
+                pos: item.pos.clone(),
+                msg: format!("{key}: could not parse address string {s:?}"),
+            })?;
+            let port = p.parse().map_err(|_| ConfError {
+                pos: item.pos.clone(),
+                msg: format!("{key}: could not parse port {p:?}"),
+            })?;
+            Ok((Some(h.trim_start_matches('[').trim_end_matches(']').to_string()), port))
+        }
+        _ => Err(type_err(key, item, "\"host:port\" or a port")),
+    }
+}
+
+/// The `websocket` block, checked as nats-server checks it at start-up:
+/// TLS unless `no_tls`, origins that parse, headers it may not override.
+fn websocket_block(item: &Item, notices: &mut Notices) -> Result<crate::options::WebsocketOptions, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(type_err("websocket", item, "a map"));
+    };
+    let mut w = crate::options::WebsocketOptions::default();
+    let at = |v: &Item, msg: String| ConfError {
+        pos: v.pos.clone(),
+        msg,
+    };
+    for (k, _, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "listen" => (w.host, w.port) = listen_value(k, v).map(|(h, p)| (h.or(w.host.clone()), p))?,
+            "port" => w.port = int(k, v)? as i32,
+            "host" | "net" => w.host = Some(string(k, v)?),
+            "advertise" => w.advertise = Some(string(k, v)?),
+            "no_tls" => w.no_tls = boolean(k, v)?,
+            "tls" => w.tls = Some(tls_block(v, notices)?),
+            "same_origin" => w.same_origin = boolean(k, v)?,
+            "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin" | "origins" | "origin" => {
+                w.allowed_origins = match &v.value {
+                    Value::Array(a) => a.iter().map(|i| string(k, i)).collect::<Result<_, _>>()?,
+                    _ => vec![string(k, v)?],
+                };
+                for o in &w.allowed_origins {
+                    match crate::ws::handshake::parse_origin(o) {
+                        Some((scheme, _, _)) if scheme == "http" || scheme == "https" => {}
+                        Some(_) => {
+                            return Err(at(v, format!("unable to parse allowed origin {o:?}: allowed origins must be absolute URLs with http or https scheme")))
+                        }
+                        None => return Err(at(v, format!("unable to parse allowed origin {o:?}: host is required"))),
+                    }
+                }
+            }
+            "handshake_timeout" => {
+                w.handshake_timeout = Some(match &v.value {
+                    Value::Int(n) if *n >= 0 => Duration::from_secs(*n as u64),
+                    Value::Str(s) => {
+                        parse_go_duration(s).ok_or_else(|| at(v, format!("{k}: invalid duration {s:?}")))?
+                    }
+                    _ => return Err(type_err(k, v, "a duration")),
+                })
+            }
+            "compress" | "compression" => w.compression = boolean(k, v)?,
+            "authorization" | "authentication" => {
+                let Value::Map(am) = &v.value else {
+                    return Err(type_err(k, v, "a map"));
+                };
+                for (ak, _, av) in &am.entries {
+                    match ak.to_ascii_lowercase().as_str() {
+                        "user" | "username" => w.username = Some(string(ak, av)?),
+                        "pass" | "password" => w.password = Some(string(ak, av)?),
+                        "token" => w.token = Some(string(ak, av)?),
+                        "timeout" => {
+                            w.auth_timeout = Some(match &av.value {
+                                Value::Float(f) => {
+                                    Duration::try_from_secs_f64(*f).map_err(|_| type_err(ak, av, "seconds"))?
+                                }
+                                _ => duration(ak, av, notices)?,
+                            })
+                        }
+                        other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
+                    }
+                }
+            }
+            "jwt_cookie" => w.jwt_cookie = Some(string(k, v)?),
+            "user_cookie" => w.user_cookie = Some(string(k, v)?),
+            "pass_cookie" => w.pass_cookie = Some(string(k, v)?),
+            "token_cookie" => w.token_cookie = Some(string(k, v)?),
+            "no_auth_user" => w.no_auth_user = Some(string(k, v)?),
+            "headers" => {
+                let Value::Map(hm) = &v.value else {
+                    return Err(type_err(k, v, "a map"));
+                };
+                for (hk, _, hv) in &hm.entries {
+                    let lower = hk.to_ascii_lowercase();
+                    if matches!(
+                        lower.as_str(),
+                        "host" | "content-length" | "connection" | "upgrade" | "nats-no-masking"
+                    ) {
+                        return Err(at(hv, format!("websocket: invalid header {hk:?} not allowed")));
+                    }
+                    if lower.starts_with("sec-websocket-") {
+                        return Err(at(
+                            hv,
+                            format!("websocket: invalid header {hk:?}, \"Sec-WebSocket-\" prefix not allowed"),
+                        ));
+                    }
+                    w.headers.push((hk.clone(), string(hk, hv)?));
+                }
+            }
+            "ping_interval" => w.ping_interval = Some(duration(k, v, notices)?),
+            other => return Err(at(v, format!("unknown field \"{other}\""))),
+        }
+    }
+    if w.port != 0 && w.tls.is_none() && !w.no_tls {
+        return Err(at(item, "websocket requires TLS configuration".into()));
+    }
+    Ok(w)
 }
 
 fn operator_default() -> auth::OperatorConfig {

@@ -30,6 +30,10 @@ pub struct ConnAuth {
     pub identity: Option<Identity>,
     /// Names from the client certificate (TLS `verify_and_map`).
     pub cert_names: Vec<String>,
+    /// The listener the client came through.
+    pub kind: crate::ids::ConnKind,
+    /// Credentials from WebSocket cookies, used where CONNECT has none.
+    pub cookies: crate::ws::handshake::CookieCredentials,
     /// Wall-clock deadline → monotonic deadline offset, for expiry.
     pub clock: (SystemTime, Instant),
 }
@@ -49,6 +53,8 @@ impl ConnAuth {
             pending: None,
             identity: None,
             cert_names: Vec::new(),
+            kind: crate::ids::ConnKind::Standard,
+            cookies: Default::default(),
             clock: (SystemTime::now(), Instant::now()),
         }
     }
@@ -69,14 +75,35 @@ impl ConnAuth {
 
     /// Verifies `opts` now, on this thread.
     pub fn verify(&self, opts: &ClientOpts) -> Result<Identity, AuthError> {
+        let opts = with_cookies(opts, &self.cookies);
         let req = ConnectRequest {
-            opts,
+            opts: &opts,
             nonce: &self.nonce,
             ip: self.ip,
             cert_names: &self.cert_names,
+            kind: self.kind,
         };
         self.verifier.verify(&req, SystemTime::now())
     }
+}
+
+/// `opts` with the WebSocket cookies' credentials filling what CONNECT left
+/// out, as nats-server does.
+pub fn with_cookies(opts: &ClientOpts, c: &crate::ws::handshake::CookieCredentials) -> ClientOpts {
+    let mut o = opts.clone();
+    if o.jwt.is_none() {
+        o.jwt = c.jwt.clone();
+    }
+    if o.user.is_none() {
+        o.user = c.user.clone();
+    }
+    if o.pass.is_none() {
+        o.pass = c.pass.clone();
+    }
+    if o.auth_token.is_none() {
+        o.auth_token = c.token.clone();
+    }
+    o
 }
 
 /// A nonce as nats-server makes them: 11 random bytes, base64url without padding.

@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 
 use super::Shard;
 use crate::core::host::{client_info, ConnAuth, CoreHost};
-use crate::ids::ConnId;
+use crate::ids::{ConnId, ConnKind};
 use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
@@ -36,6 +36,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// TLS (rustls) over TCP.
     Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    /// WebSocket frames over either.
+    Ws(Box<super::websocket::WsStream>),
 }
 
 impl Transport {
@@ -44,6 +46,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.get_ref().0,
+            Transport::Ws(w) => w.inner().tcp(),
         }
     }
 }
@@ -57,6 +60,7 @@ impl futures_lite::AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Transport::Ws(w) => Pin::new(w.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -66,6 +70,7 @@ impl futures_lite::AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Transport::Ws(w) => Pin::new(w.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -73,6 +78,7 @@ impl futures_lite::AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Transport::Ws(w) => Pin::new(w.as_mut()).poll_flush(cx),
         }
     }
 
@@ -80,6 +86,7 @@ impl futures_lite::AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
+            Transport::Ws(w) => Pin::new(w.as_mut()).poll_close(cx),
         }
     }
 }
@@ -99,8 +106,8 @@ async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
         }
         buf = &buf[n..];
     }
-    // TLS buffers records: push them to the socket.
-    if matches!(&*stream.borrow(), Transport::Tls(_)) {
+    // TLS buffers records and WebSocket frames: push them to the socket.
+    if !matches!(&*stream.borrow(), Transport::Plain(_)) {
         poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await?;
     }
     Ok(())
@@ -119,16 +126,60 @@ fn peer_ip(stream: &TcpStream) -> String {
     stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
-/// Refuses a connection past `max_connections`: INFO, then the error, then close.
-pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
+/// Refuses a connection past `max_connections`: INFO, then the error, then
+/// close (for a WebSocket client, after its upgrade and in frames).
+pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnKind) {
     let ip = peer_ip(&stream);
     let mut out = Vec::new();
     encode::info(&mut out, &client_info(&shard.info.borrow(), cid, &ip).to_json());
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
     crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
-    let stream = Rc::new(RefCell::new(Transport::Plain(stream)));
+    let transport = match (kind, shard.shared.websocket()) {
+        (ConnKind::WebSocket, Some(ws)) => {
+            let max_payload = shard.opts.borrow().max_payload;
+            match super::websocket::open(stream, &ws.settings, ws.tls.as_ref(), max_payload).await {
+                Ok(a) => Transport::Ws(Box::new(a.stream)),
+                Err(_) => return,
+            }
+        }
+        _ => Transport::Plain(stream),
+    };
+    let stream = Rc::new(RefCell::new(transport));
     let _ = write_all(&stream, &out).await;
-    shutdown(&stream);
+    close_transport(&stream, CloseReason::MaxConnectionsExceeded).await;
+}
+
+/// Ends a connection the server closes: a WebSocket client gets a close
+/// frame first; then the socket is shut.
+async fn close_transport(stream: &Stream, reason: CloseReason) {
+    if let Transport::Ws(w) = &mut *stream.borrow_mut() {
+        w.close(reason);
+    }
+    let _ = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await;
+    shutdown(stream);
+}
+
+/// Forgets a connection that never got to its session (handshake failed).
+fn forget(shard: &Shard) {
+    shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
+    shard.shared.total_conns.fetch_sub(1, Relaxed);
+}
+
+/// The INFO line a new client gets; WebSocket clients are told the
+/// WebSocket listener's host, port and TLS, as nats-server does.
+fn info_line(shard: &Shard, cid: ConnId, ip: &str, auth: &ConnAuth, ws: Option<&super::WsRuntime>) -> Vec<u8> {
+    let mut info = client_info(&shard.info.borrow(), cid, ip);
+    info.auth_required = auth.verifier.requires_connect();
+    info.nonce = auth.nonce.clone();
+    if let Some(ws) = ws {
+        info.host = ws.host.clone();
+        info.port = ws.port;
+        info.tls_required = ws.tls.is_some();
+        info.tls_verify = ws.tls.as_ref().is_some_and(|t| t.verify);
+    }
+    let mut line = Vec::new();
+    encode::info(&mut line, &info.to_json());
+    line
 }
 
 /// The TLS handshake of a client on a TLS server, within the deadline;
@@ -168,44 +219,63 @@ async fn tls_accept(
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnKind) {
     let _ = stream.set_nodelay(true);
     let opts = shard.opts.borrow().clone();
     let _ = stream.set_write_timeout(Some(opts.write_deadline));
-    let ip = peer_ip(&stream);
+    let mut ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
-    let verifier = shard.verifier.borrow().clone();
-    let auth = Rc::new(RefCell::new(ConnAuth::new(verifier.clone(), ip.parse().ok())));
-    let mut info = client_info(&shard.info.borrow(), cid, &ip);
-    info.auth_required = verifier.requires_connect();
-    info.nonce = auth.borrow().nonce.clone();
-    let tls = shard.shared.tls();
-    let mut info_line = Vec::new();
-    encode::info(&mut info_line, &info.to_json());
-    let stream: Stream = match &tls {
-        None => Rc::new(RefCell::new(Transport::Plain(stream))),
-        Some(t) => match tls_accept(t, stream, &info_line, &format!("{ip}:{port} - cid:{}", cid.0)).await {
-            Some((tr, names)) => {
-                auth.borrow_mut().cert_names = names;
-                Rc::new(RefCell::new(tr))
+    let verifier = shard.verifier.borrow().for_kind(kind);
+    let mut conn_auth = ConnAuth::new(verifier.clone(), ip.parse().ok());
+    conn_auth.kind = kind;
+    let who = format!("{ip}:{port} - cid:{}", cid.0);
+    let ws = match kind {
+        ConnKind::WebSocket => match shard.shared.websocket() {
+            Some(ws) => Some(ws),
+            None => return forget(&shard),
+        },
+        ConnKind::Standard => None,
+    };
+    // (transport, whether INFO already went out in the clear)
+    let (transport, info_sent) = match (&ws, shard.shared.tls()) {
+        (Some(ws), _) => match super::websocket::open(stream, &ws.settings, ws.tls.as_ref(), opts.max_payload).await {
+            Ok(accepted) => {
+                if let Some(f) = accepted.upgrade.forwarded_for {
+                    conn_auth.ip = f.parse().ok();
+                    ip = f;
+                }
+                conn_auth.cookies = accepted.upgrade.cookies;
+                (Transport::Ws(Box::new(accepted.stream)), false)
             }
-            None => {
-                shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
-                shard.shared.total_conns.fetch_sub(1, Relaxed);
-                return;
+            Err(why) => {
+                crate::error!("{who} - {why}");
+                return forget(&shard);
             }
         },
+        (None, None) => (Transport::Plain(stream), false),
+        (None, Some(t)) => {
+            let line = info_line(&shard, cid, &ip, &conn_auth, None);
+            match tls_accept(&t, stream, &line, &who).await {
+                Some((tr, names)) => {
+                    conn_auth.cert_names = names;
+                    (tr, !t.handshake_first)
+                }
+                None => return forget(&shard),
+            }
+        }
     };
+    let stream: Stream = Rc::new(RefCell::new(transport));
+    let auth = Rc::new(RefCell::new(conn_auth));
     {
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
-        // On a TLS server without handshake_first the INFO went out before the handshake.
-        if tls.as_ref().is_none_or(|t| t.handshake_first) {
+        if !info_sent {
+            let line = info_line(&shard, cid, &ip, &auth.borrow(), ws.as_deref());
             core.conn_mut(cid)
                 .expect("just added")
                 .out
                 .tail()
-                .extend_from_slice(&info_line);
+                .extend_from_slice(&line);
         }
         // With no_auth_user the client is that user until its CONNECT.
         if let Some(Ok(id)) = verifier.no_auth_identity() {
@@ -219,7 +289,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
         shard.id.0
     );
     let now = Instant::now();
-    let cfg = super::session_config(&opts);
+    let mut cfg = super::session_config(&opts);
+    if let Some(ws) = &ws {
+        cfg.auth_required = verifier.requires_connect();
+        cfg.ping_interval = ws.ping_interval.unwrap_or(cfg.ping_interval);
+        cfg.auth_timeout = ws.auth_timeout.unwrap_or(cfg.auth_timeout);
+    }
     let base = Session::first_ping_base(cfg.ping_interval);
     let jitter = base.mul_f64(fastrand::f64() * 0.2);
     let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
@@ -232,6 +307,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
             port,
             start: std::time::SystemTime::now(),
             auth: auth.clone(),
+            kind,
         },
     );
 
@@ -269,8 +345,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId) {
     close_events(&shard, &session.borrow(), &closed_auth, cid, &ip, reason, counts);
     drop(closed_auth);
     shard.conns.borrow_mut().remove(&cid);
-    shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
-    shard.shared.total_conns.fetch_sub(1, Relaxed);
+    forget(&shard);
     shard.publish_stats();
     shard.flush().await;
     crate::debug!(
@@ -303,7 +378,7 @@ fn event_client(shard: &Shard, session: &Session, auth: &ConnAuth, cid: ConnId, 
         server: shard.info.borrow().server_name.clone(),
         jwt: o.jwt.clone().unwrap_or_default(),
         kind: "Client",
-        client_type: "nats",
+        client_type: auth.kind.client_type(),
         ..Default::default()
     }
 }
@@ -431,15 +506,23 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     let Some(opts) = front_connect(&session.borrow(), buf) else {
         return;
     };
-    let (verifier, nonce, ip, cert_names) = {
+    let (verifier, nonce, ip, cert_names, kind, opts) = {
         let a = auth.borrow();
-        if !a.verifier.is_slow(&opts) {
+        if !a.verifier.is_slow(&crate::core::host::with_cookies(&opts, &a.cookies)) {
             drop(a);
             let v = auth.borrow().verify(&opts);
             auth.borrow_mut().pending = Some(v);
             return;
         }
-        (a.verifier.clone(), a.nonce.clone(), a.ip, a.cert_names.clone())
+        let opts = crate::core::host::with_cookies(&opts, &a.cookies);
+        (
+            a.verifier.clone(),
+            a.nonce.clone(),
+            a.ip,
+            a.cert_names.clone(),
+            a.kind,
+            opts,
+        )
     };
     let verdict = glommio::executor()
         .spawn_blocking(move || {
@@ -448,6 +531,7 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
                 nonce: &nonce,
                 ip,
                 cert_names: &cert_names,
+                kind,
             };
             verifier.verify(&req, std::time::SystemTime::now())
         })
@@ -576,8 +660,7 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReaso
                 shard.core.borrow_mut().recycle_chunks(chunks.drain(..));
             }
             Err(reason) => {
-                let _ = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await;
-                shutdown(&stream);
+                close_transport(&stream, reason).await;
                 return reason;
             }
         }

@@ -23,7 +23,7 @@ pub enum ShardMsg {
     /// Interest changes, deliveries and acks.
     Batch(Batch),
     /// A connection handed over to balance the shards' loads.
-    Conn(AcceptedTcpStream, ConnId),
+    Conn(AcceptedTcpStream, ConnId, crate::ids::ConnKind),
 }
 
 /// The unconnected ends of every queue, built before the executors start.

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod mesh;
 pub mod system;
+pub mod websocket;
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
@@ -19,7 +20,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::verify::Verifier;
 use crate::core::{BufferPools, CoreConfig, ShardCore};
-use crate::ids::{ConnId, ShardId};
+use crate::ids::{ConnId, ConnKind, ShardId};
 use crate::options::Options;
 use crate::proto::errors::CloseReason;
 use crate::proto::info::ServerInfo;
@@ -81,6 +82,25 @@ pub struct Shared {
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
     /// Client TLS, when configured; a reload may replace the certificates.
     tls: Mutex<Option<crate::tls::ClientTls>>,
+    /// The WebSocket listener's settings, when it is on.
+    websocket: Mutex<Option<Arc<WsRuntime>>>,
+}
+
+/// What WebSocket connections need at accept time.
+#[derive(Debug, Clone)]
+pub struct WsRuntime {
+    /// Handshake settings.
+    pub settings: crate::ws::WsSettings,
+    /// TLS (wss), when configured.
+    pub tls: Option<crate::tls::ClientTls>,
+    /// The host and port INFO names for WebSocket clients.
+    pub host: String,
+    /// The bound port.
+    pub port: u16,
+    /// Server PING interval for WebSocket clients, when it differs.
+    pub ping_interval: Option<Duration>,
+    /// Auth timeout for WebSocket clients, when it differs.
+    pub auth_timeout: Option<Duration>,
 }
 
 /// Things every shard acts on once (an account changed, a client to
@@ -183,6 +203,7 @@ impl Shared {
             shutdown_sent: AtomicBool::new(false),
             closed: Mutex::new(std::collections::VecDeque::new()),
             tls: Mutex::new(None),
+            websocket: Mutex::new(None),
             config: Mutex::new((Arc::new(opts), info)),
             generation: AtomicU64::new(0),
             applied: (0..nshards).map(|_| AtomicU64::new(0)).collect(),
@@ -304,6 +325,16 @@ impl Shared {
         *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls;
     }
 
+    /// The WebSocket settings, when the listener is on.
+    pub fn websocket(&self) -> Option<Arc<WsRuntime>> {
+        self.websocket.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Installs WebSocket settings (start-up, or new certificates on reload).
+    pub fn set_websocket(&self, ws: Option<WsRuntime>) {
+        *self.websocket.lock().unwrap_or_else(|e| e.into_inner()) = ws.map(Arc::new);
+    }
+
     /// The verifier in force (shards keep a copy and pick up a new one with
     /// a reload).
     pub fn verifier(&self) -> Arc<Verifier> {
@@ -337,7 +368,7 @@ pub struct Shard {
     generation: Cell<u64>,
     /// Open connections' sessions and sockets, for applying a reload.
     pub conns: RefCell<FxHashMap<ConnId, ConnHandles>>,
-    accept_task: RefCell<Option<glommio::Task<()>>>,
+    accept_tasks: RefCell<Vec<glommio::Task<()>>>,
     lame_duck_started: Cell<bool>,
     account_seen: Cell<u64>,
     routes_seen: Cell<u64>,
@@ -361,6 +392,8 @@ pub struct ConnHandles {
     pub start: std::time::SystemTime,
     /// Its authentication state (identity once connected).
     pub auth: Rc<RefCell<crate::core::host::ConnAuth>>,
+    /// The listener it came through.
+    pub kind: crate::ids::ConnKind,
 }
 
 /// What a shard reports when asked: its connections and its index replica's
@@ -422,6 +455,8 @@ pub struct ConnSnapshot {
     pub user: String,
     /// Its subscriptions: (subject, queue, sid).
     pub subs: Vec<(String, Option<String>, String)>,
+    /// The listener it came through.
+    pub kind: ConnKind,
 }
 
 /// Microseconds an idle executor spins before it parks (see `start`).
@@ -596,7 +631,7 @@ impl Shard {
         self.routes_seen.set(v.routes_generation());
         for (cid, h) in self.conns.borrow().iter() {
             let mut auth = h.auth.borrow_mut();
-            auth.verifier = v.clone();
+            auth.verifier = v.for_kind(auth.kind);
             let Some(old) = auth.identity.take() else { continue };
             let session = h.session.borrow();
             let opts = if session.is_connected() {
@@ -676,6 +711,7 @@ impl Shard {
             account,
             user,
             subs,
+            kind: h.kind,
         })
     }
 
@@ -700,9 +736,9 @@ impl Shard {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
     }
 
-    fn send_conn(self: &Rc<Self>, dest: usize, stream: glommio::net::AcceptedTcpStream, cid: ConnId) {
+    fn send_conn(self: &Rc<Self>, dest: usize, stream: glommio::net::AcceptedTcpStream, cid: ConnId, kind: ConnKind) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
-        if outlet.push(ShardMsg::Conn(stream, cid)) {
+        if outlet.push(ShardMsg::Conn(stream, cid, kind)) {
             glommio::spawn_local(outlet.clone().drain()).detach();
         }
     }
@@ -732,14 +768,20 @@ pub enum StartError {
 
 /// Starts one executor per shard, each serving its listener. Returns once
 /// every shard is running, or the first start failure.
-pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running, StartError> {
+pub fn start(
+    shared: Arc<Shared>,
+    listeners: Vec<StdListener>,
+    ws_listeners: Vec<StdListener>,
+) -> Result<Running, StartError> {
     let n = shared.nshards;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
     let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut ws_listeners = ws_listeners.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let ends = mesh.take(i);
+        let ws_fd = ws_listeners.next().map(|l| l.into_raw_fd());
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let placement = if n <= cpus {
@@ -766,7 +808,9 @@ pub fn start(shared: Arc<Shared>, listeners: Vec<StdListener>) -> Result<Running
         let spawned = builder.spawn(move || async move {
             // SAFETY: the fd comes from a listening socket we own and moved here.
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
-            shard_main(ShardId(i as u16), shared, ends, listener, ready).await
+            // SAFETY: as above, for the WebSocket listener.
+            let ws = ws_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+            shard_main(ShardId(i as u16), shared, ends, listener, ws, ready).await
         });
         let exit = exit_tx.clone();
         match spawned {
@@ -821,6 +865,7 @@ async fn shard_main(
     shared: Arc<Shared>,
     ends: ShardEnds,
     listener: TcpListener,
+    ws_listener: Option<TcpListener>,
     ready: mpsc::Sender<usize>,
 ) {
     let Connected { outlets, receivers } = ends.connect().await;
@@ -838,7 +883,7 @@ async fn shard_main(
         info: RefCell::new(info),
         generation: Cell::new(0),
         conns: RefCell::new(FxHashMap::default()),
-        accept_task: RefCell::new(None),
+        accept_tasks: RefCell::new(Vec::new()),
         lame_duck_started: Cell::new(false),
         account_seen: Cell::new(0),
         routes_seen: Cell::new(verifier.routes_generation()),
@@ -881,9 +926,9 @@ async fn shard_main(
                             glommio::timer::sleep(conn::STALL).await;
                         }
                     }
-                    ShardMsg::Conn(stream, cid) => {
+                    ShardMsg::Conn(stream, cid, kind) => {
                         let s = shard.clone();
-                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid)).detach();
+                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid, kind)).detach();
                     }
                 }
             }
@@ -894,8 +939,19 @@ async fn shard_main(
         glommio::spawn_local(system::run(shard.clone())).detach();
     }
     let _ = ready.send(id.index());
-    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener));
-    *shard.accept_task.borrow_mut() = Some(accepting);
+    let mut tasks = vec![glommio::spawn_local(accept_loop(
+        shard.clone(),
+        listener,
+        ConnKind::Standard,
+    ))];
+    if let Some(ws) = ws_listener {
+        tasks.push(glommio::spawn_local(accept_loop(
+            shard.clone(),
+            ws,
+            ConnKind::WebSocket,
+        )));
+    }
+    *shard.accept_tasks.borrow_mut() = tasks;
     // The executor lives as long as the process; its tasks do the work.
     futures_lite::future::pending::<()>().await;
 }
@@ -906,7 +962,7 @@ async fn shard_main(
 /// rest of the lame-duck duration (at most one second apart), as
 /// nats-server does.
 async fn lame_duck(shard: Rc<Shard>) {
-    drop(shard.accept_task.borrow_mut().take());
+    shard.accept_tasks.borrow_mut().clear();
     if shard.id.index() == 0 {
         let id = shard.info.borrow().server_id.clone();
         let block = serde_json::to_value(crate::sys::server_block(&shard.shared)).unwrap_or_default();
@@ -945,7 +1001,7 @@ async fn lame_duck(shard: Rc<Shard>) {
 
 /// Accepts connections and keeps the shards' loads even: a shard with more
 /// open connections than the least loaded one hands the new one over.
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
     let shared = shard.shared.clone();
     loop {
         let stream = match listener.shared_accept().await {
@@ -961,7 +1017,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let max_connections = shard.opts.borrow().max_connections;
         if total > max_connections {
             shared.total_conns.fetch_sub(1, Relaxed);
-            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid)).detach();
+            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid, kind)).detach();
             continue;
         }
         let me = shard.id.index();
@@ -979,9 +1035,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         shared.conn_counts[dest].fetch_add(1, Relaxed);
         if dest == me {
-            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid)).detach();
+            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid, kind)).detach();
         } else {
-            shard.send_conn(dest, stream, cid);
+            shard.send_conn(dest, stream, cid, kind);
         }
     }
 }

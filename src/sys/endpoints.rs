@@ -111,7 +111,7 @@ pub fn varz(shared: &Shared) -> Value {
         "gateway": {},
         "leaf": {},
         "mqtt": {},
-        "websocket": {},
+        "websocket": websocket_varz(shared, &o),
         "jetstream": {},
         "tls_timeout": 2.0,
         "write_deadline": o.write_deadline.as_nanos() as u64,
@@ -343,11 +343,44 @@ pub fn connz(shared: &Shared, o: &ConnzOpts) -> Result<Value, String> {
     }))
 }
 
+/// varz `websocket`: the block as configured, with the bound port.
+fn websocket_varz(shared: &Shared, o: &crate::options::Options) -> Value {
+    let (Some(w), Some(rt)) = (&o.websocket, shared.websocket()) else {
+        return json!({});
+    };
+    let mut v = json!({
+        "host": rt.host,
+        "port": rt.port,
+        "no_tls": w.no_tls,
+        "same_origin": w.same_origin,
+        "compression": w.compression,
+        "tls_map": w.tls.as_ref().is_some_and(|t| t.map),
+        "handshake_timeout": w.handshake_timeout.map(|d| d.as_nanos() as u64).unwrap_or(0),
+    });
+    let optional = [
+        ("advertise", &w.advertise),
+        ("no_auth_user", &w.no_auth_user),
+        ("jwt_cookie", &w.jwt_cookie),
+    ];
+    for (k, val) in optional {
+        if let Some(val) = val {
+            v[k] = json!(val);
+        }
+    }
+    if !w.allowed_origins.is_empty() {
+        v["allowed_origins"] = json!(w.allowed_origins);
+    }
+    if let Some(t) = w.auth_timeout {
+        v["auth_timeout"] = json!(t.as_secs_f64());
+    }
+    v
+}
+
 fn conn_json(c: &ConnSnapshot, o: &ConnzOpts, now: SystemTime) -> Value {
     let mut v = json!({
         "cid": c.cid,
         "kind": "Client",
-        "type": "nats",
+        "type": c.kind.client_type(),
         "ip": c.ip,
         "port": c.port,
         "start": rfc3339(c.start),

@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod raw;
+pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

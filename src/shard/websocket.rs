@@ -1,0 +1,276 @@
+//! A WebSocket client's transport: the upgrade handshake over the socket
+//! (or TLS), then a stream that unwraps the client's frames into NATS bytes
+//! for the session and wraps the server's writes into frames. Control
+//! frames (ping, close) are answered here, below the session.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::conn::Transport;
+use crate::proto::errors::CloseReason;
+use crate::ws::frame::{self, Control, Decoder, Encoder};
+use crate::ws::handshake::{self, Upgrade};
+use crate::ws::WsSettings;
+
+/// Bytes read from the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The framed side of a WebSocket connection.
+pub struct WsStream {
+    inner: Transport,
+    decoder: Decoder,
+    encoder: Encoder,
+    /// Bytes read and not yet decoded (a partial frame header).
+    raw: Vec<u8>,
+    /// Decoded NATS bytes not yet handed to the reader.
+    data: Vec<u8>,
+    data_pos: usize,
+    /// Framed bytes not yet written.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// A close frame was queued: nothing more is sent or read.
+    closed: bool,
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl WsStream {
+    /// The transport under the framing.
+    pub fn inner(&self) -> &Transport {
+        &self.inner
+    }
+
+    /// Queues a close frame for a connection the server ends for `reason`
+    /// (nothing when one was queued already).
+    pub fn close(&mut self, reason: CloseReason) {
+        self.queue_close(&frame::close_payload(frame::close_status(reason), reason.as_str()));
+    }
+
+    fn queue_close(&mut self, payload: &[u8]) {
+        if !self.closed {
+            frame::put_frame(&mut self.out, frame::OP_CLOSE, payload);
+            self.closed = true;
+        }
+    }
+
+    /// Writes queued frames; `Ready(Ok)` once they are all out.
+    fn drive_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_pos..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out_pos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Pushes queued frames and whatever TLS buffered to the socket.
+    fn flush_all(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.drive_out(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        loop {
+            // Pongs and the close answer go out as soon as the socket takes them.
+            let _ = me.flush_all(cx);
+            if me.data_pos < me.data.len() {
+                let n = buf.len().min(me.data.len() - me.data_pos);
+                buf[..n].copy_from_slice(&me.data[me.data_pos..me.data_pos + n]);
+                me.data_pos += n;
+                if me.data_pos == me.data.len() {
+                    me.data.clear();
+                    me.data_pos = 0;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if me.closed {
+                return Poll::Ready(Ok(0));
+            }
+            let start = me.raw.len();
+            me.raw.resize(start + READ_CHUNK, 0);
+            let read = Pin::new(&mut me.inner).poll_read(cx, &mut me.raw[start..]);
+            let n = match read {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => {
+                    me.raw.truncate(start);
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => {
+                    me.raw.truncate(start);
+                    return Poll::Pending;
+                }
+            };
+            me.raw.truncate(start + n);
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            let mut controls = Vec::new();
+            match me.decoder.decode(&mut me.raw, &mut me.data, &mut controls) {
+                Ok(used) => {
+                    me.raw.drain(..used);
+                }
+                Err(e) => {
+                    crate::error!("websocket protocol error: {}", e.text);
+                    me.queue_close(&frame::close_payload(e.status, &e.text));
+                    let _ = me.flush_all(cx);
+                    return Poll::Ready(Err(io_err(e)));
+                }
+            }
+            for c in controls {
+                match c {
+                    Control::Ping(p) => {
+                        if !me.closed {
+                            frame::put_frame(&mut me.out, frame::OP_PONG, &p);
+                        }
+                    }
+                    Control::Close(p) => me.queue_close(&p),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        // Bound what is queued: the previous write must be out first.
+        match me.drive_out(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if me.closed {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        me.encoder.frame(buf, &mut me.out);
+        let _ = me.drive_out(cx);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().flush_all(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        match me.flush_all(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut me.inner).poll_close(cx),
+            other => other,
+        }
+    }
+}
+
+/// What a finished upgrade gives the connection.
+pub struct Accepted {
+    /// The framed transport.
+    pub stream: WsStream,
+    /// What the handshake settled (cookies, forwarded address, ...).
+    pub upgrade: Upgrade,
+}
+
+/// Reads and answers the HTTP upgrade on `inner` (TLS already done when
+/// `tls`). `Err` carries the reason to log; the HTTP error was sent.
+pub async fn accept(
+    mut inner: Transport,
+    settings: &WsSettings,
+    tls: bool,
+    max_payload: usize,
+) -> Result<Accepted, String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let parsed = loop {
+        match handshake::parse_request(&buf) {
+            Ok(Some((req, len))) => break Ok((req, len)),
+            Ok(None) => {}
+            Err(r) => break Err(r),
+        }
+        let n = inner.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed during the websocket handshake".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let result = parsed.and_then(|(req, len)| {
+        if len < buf.len() {
+            return Err(handshake::Refusal {
+                status: 400,
+                reason: "client sent data before handshake is complete".into(),
+            });
+        }
+        handshake::upgrade(&req, settings, tls)
+    });
+    match result {
+        Ok(upgrade) => {
+            inner.write_all(&upgrade.response).await.map_err(|e| e.to_string())?;
+            inner.flush().await.map_err(|e| e.to_string())?;
+            let mut decoder = Decoder::new(upgrade.compress, max_payload);
+            if upgrade.no_masking {
+                decoder = decoder.without_masking();
+            }
+            let stream = WsStream {
+                inner,
+                decoder,
+                encoder: Encoder::new(upgrade.compress, upgrade.browser),
+                raw: Vec::new(),
+                data: Vec::new(),
+                data_pos: 0,
+                out: Vec::new(),
+                out_pos: 0,
+                closed: false,
+            };
+            Ok(Accepted { stream, upgrade })
+        }
+        Err(refusal) => {
+            let _ = inner.write_all(&handshake::error_response(refusal.status)).await;
+            let _ = inner.flush().await;
+            Err(refusal.to_string())
+        }
+    }
+}
+
+/// Runs the TLS handshake (for wss) and the upgrade within the handshake
+/// deadline, if one is set.
+pub async fn open(
+    tcp: TcpStream,
+    settings: &WsSettings,
+    tls: Option<&crate::tls::ClientTls>,
+    max_payload: usize,
+) -> Result<Accepted, String> {
+    let work = async {
+        let inner = match tls {
+            Some(t) => {
+                let acceptor = futures_rustls::TlsAcceptor::from(t.config.clone());
+                // The tls block's own deadline bounds the TLS part.
+                let s = glommio::timer::timeout(t.timeout, async { Ok(acceptor.accept(tcp).await) })
+                    .await
+                    .map_err(|_| "TLS handshake timeout".to_string())?
+                    .map_err(|e| format!("TLS handshake error: {e}"))?;
+                Transport::Tls(Box::new(s))
+            }
+            None => Transport::Plain(tcp),
+        };
+        accept(inner, settings, tls.is_some(), max_payload).await
+    };
+    match settings.handshake_timeout.filter(|d| !d.is_zero()) {
+        Some(limit) => match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+            Ok(r) => r,
+            Err(_) => Err("websocket handshake timeout".into()),
+        },
+        None => work.await,
+    }
+}
