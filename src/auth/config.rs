@@ -681,6 +681,23 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
             ));
         }
     }
+    if let Some(ws) = &a.websocket {
+        if let Some(u) = &ws.no_auth_user {
+            if !a.users.iter().any(|x| x.name() == u) {
+                return Err(pos_err(
+                    "websocket",
+                    format!("websocket no_auth_user: {u:?} not present as user or nkey in authorization block or account configuration"),
+                ));
+            }
+        }
+        // (A top-level single user is one entry; the block's user replaces it.)
+        if ws.username.is_some() && a.users.len() > 1 {
+            return Err(pos_err(
+                "websocket",
+                "websocket authentication username not compatible with presence of users/nkeys".into(),
+            ));
+        }
+    }
     if let (Some(sys), None) = (&a.system_account, &a.operator) {
         if sys != DEFAULT_SYSTEM_ACCOUNT && !a.accounts.iter().any(|x| x.name == *sys) {
             return Err(pos_err(

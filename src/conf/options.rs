@@ -206,6 +206,14 @@ pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfErr
         if let Err(e) = auth::validate(&opts.auth, &at) {
             return Err(vec![e]);
         }
+        if let Some(cookie) = opts.websocket.as_ref().and_then(|w| w.jwt_cookie.as_ref()) {
+            if opts.auth.operator.is_none() && opts.auth.trusted_keys.is_empty() {
+                return Err(vec![ConfError {
+                    pos: at("websocket").map(|i| i.pos).unwrap_or_else(|| parsed_pos(parsed)),
+                    msg: format!("trusted operators or trusted keys configuration is required for JWT authentication via cookie {cookie:?}"),
+                }]);
+            }
+        }
         Ok(notices)
     } else {
         errors.sort_by_key(|e| (e.pos.line, e.pos.col));

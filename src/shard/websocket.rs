@@ -33,6 +33,9 @@ pub struct WsStream {
     out_pos: usize,
     /// A close frame was queued: nothing more is sent or read.
     closed: bool,
+    /// The writer task waiting for `out` to drain: the reader may drain it
+    /// (writing a pong) and must wake it then.
+    writer: Option<std::task::Waker>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
@@ -87,7 +90,11 @@ impl AsyncRead for WsStream {
         let me = self.get_mut();
         loop {
             // Pongs and the close answer go out as soon as the socket takes them.
-            let _ = me.flush_all(cx);
+            if !me.out.is_empty() && me.flush_all(cx).is_ready() {
+                if let Some(w) = me.writer.take() {
+                    w.wake();
+                }
+            }
             if me.data_pos < me.data.len() {
                 let n = buf.len().min(me.data.len() - me.data_pos);
                 buf[..n].copy_from_slice(&me.data[me.data_pos..me.data_pos + n]);
@@ -128,6 +135,9 @@ impl AsyncRead for WsStream {
                     crate::error!("websocket protocol error: {}", e.text);
                     me.queue_close(&frame::close_payload(e.status, &e.text));
                     let _ = me.flush_all(cx);
+                    if let Some(w) = me.writer.take() {
+                        w.wake();
+                    }
                     return Poll::Ready(Err(io_err(e)));
                 }
             }
@@ -152,7 +162,10 @@ impl AsyncWrite for WsStream {
         match me.drive_out(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                me.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
         }
         if me.closed {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
@@ -163,7 +176,12 @@ impl AsyncWrite for WsStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.get_mut().flush_all(cx)
+        let me = self.get_mut();
+        let r = me.flush_all(cx);
+        if r.is_pending() {
+            me.writer = Some(cx.waker().clone());
+        }
+        r
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -232,6 +250,7 @@ pub async fn accept(
                 out: Vec::new(),
                 out_pos: 0,
                 closed: false,
+                writer: None,
             };
             Ok(Accepted { stream, upgrade })
         }

@@ -98,6 +98,8 @@ pub struct Decoder {
     deflated: Vec<u8>,
     /// A control frame's payload so far.
     control: Vec<u8>,
+    /// A close frame was seen: the rest of the input is ignored.
+    closed: bool,
 }
 
 /// The largest message (compressed, or inflated) a connection may send in
@@ -130,6 +132,7 @@ impl Decoder {
             compressed: false,
             deflated: Vec::new(),
             control: Vec::new(),
+            closed: false,
         }
     }
 
@@ -149,6 +152,9 @@ impl Decoder {
         data: &mut Vec<u8>,
         controls: &mut Vec<Control>,
     ) -> Result<usize, FrameError> {
+        if self.closed {
+            return Ok(input.len());
+        }
         let mut pos = 0;
         loop {
             let Some(mut f) = self.frame else {
@@ -195,6 +201,7 @@ impl Decoder {
                     OP_PING => controls.push(Control::Ping(payload)),
                     OP_CLOSE => {
                         controls.push(Control::Close(close_reply(&payload)?));
+                        self.closed = true;
                         return Ok(input.len());
                     }
                     _ => {} // pong: nothing to do
