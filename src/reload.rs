@@ -77,6 +77,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     // settings apply to new connections (open ones keep their session).
     ("tls_enabled", false, |o| o.tls.is_some().to_string()),
     ("tls", true, |o| fingerprint(&o.tls)),
+    ("allow_non_tls", false, |o| o.allow_non_tls.to_string()),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),
