@@ -15,6 +15,9 @@ target/release/petrel-plot, the plotters crate).
 
 --client loadgen (default) drives the raw-protocol petrel-loadgen; --client
 bench drives `petrel bench` (async-nats) for the shapes it can express.
+TLS shapes (tls-*) always use `petrel bench` with async-nats over tls://
+(the load generator speaks plain TCP only); both servers get the same
+throwaway certificate, made with openssl for the run.
 --external runs any command once per server and round with {url} and
 {port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
 records its wall time, the server's CPU and RSS, and msgs/s from the last
@@ -32,19 +35,23 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PETREL = os.path.join(ROOT, "target/release/petrel")
-LOADGEN = os.path.join(ROOT, "target/release/petrel-loadgen")
-PLOT = os.path.join(ROOT, "target/release/petrel-plot")
+# Binaries from `cargo build --release`, wherever CARGO_TARGET_DIR puts them.
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+PETREL = os.path.join(TARGET, "release/petrel")
+LOADGEN = os.path.join(TARGET, "release/petrel-loadgen")
+PLOT = os.path.join(TARGET, "release/petrel-plot")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0):
+def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0,
+          tls=False):
     return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
-                churn=churn, stalled=stalled, idle=idle)
+                churn=churn, stalled=stalled, idle=idle, tls=tls)
 
 
 SHAPES = {
@@ -66,6 +73,7 @@ SHAPES = {
     "churn": shape(1, 8, 500_000, churn=True),
     "stall": shape(1, 8, 3_000_000, stalled=1),
     "idle-10k": shape(0, 0, 0, idle=10_000),
+    "tls-1:1": shape(1, 1, 500_000, size=128, tls=True),
 }
 DEFAULT_SHAPES = list(SHAPES)
 
@@ -132,6 +140,35 @@ class Server:
         self.proc.wait()
 
 
+_PKI = []
+
+
+def tls_pki():
+    """A throwaway CA and an ECDSA P-256 server certificate for 127.0.0.1,
+    made once per run with openssl in a temporary directory."""
+    if not _PKI:
+        d = tempfile.mkdtemp(prefix="petrel-perf-tls-")
+
+        def ssl(*a):
+            subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+
+        ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=petrel perf CA", "-keyout", "ca-key.pem", "-out", "ca.pem")
+        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=petrel",
+            "-keyout", "server-key.pem", "-out", "server.csr")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+        _PKI.append(d)
+    return _PKI[0]
+
+
+def tls_server_args():
+    d = tls_pki()
+    return ["--tls", "--tlscert", os.path.join(d, "server.pem"), "--tlskey", os.path.join(d, "server-key.pem")]
+
+
 def loadgen_cmd(sh, port):
     cmd = [LOADGEN, "--server", f"127.0.0.1:{port}", "--pubs", str(sh["pubs"]), "--subs", str(sh["subs"]),
            "--msgs", str(sh["msgs"]), "--size", str(sh["size"])]
@@ -151,9 +188,12 @@ def loadgen_cmd(sh, port):
 def bench_cmd(sh, port):
     if sh["subjects"] or sh["churn"] or sh["stalled"]:
         return None  # petrel bench has no such shape; loadgen runs it
-    cmd = [PETREL, "bench", "bench", "-s", f"nats://127.0.0.1:{port}", "--pub", str(sh["pubs"]), "--sub",
+    scheme = "tls" if sh.get("tls") else "nats"
+    cmd = [PETREL, "bench", "bench", "-s", f"{scheme}://127.0.0.1:{port}", "--pub", str(sh["pubs"]), "--sub",
            str(sh["subs"]), "--msgs", str(sh["msgs"]), "--size", str(sh["size"]), "--json", "--no-progress",
            "--timeout", "30s"]
+    if sh.get("tls"):
+        cmd += ["--tlsca", os.path.join(tls_pki(), "ca.pem")]
     if sh["queue"]:
         cmd += ["--queue", "q"]
     if sh["request"]:
@@ -220,7 +260,7 @@ def idle_rss(server, n):
 def measure(argv, name, sh, args):
     sh = dict(sh)
     sh["msgs"] = max(1, int(sh["msgs"] * args.scale))
-    server = Server(argv)
+    server = Server(argv + (tls_server_args() if sh.get("tls") else []))
     try:
         if sh["idle"]:
             return idle_rss(server, sh["idle"])
@@ -228,7 +268,7 @@ def measure(argv, name, sh, args):
             cmd = shlex.split(sh["external"].replace("{url}", f"nats://127.0.0.1:{server.port}")
                               .replace("{port}", str(server.port)))
         else:
-            cmd = bench_cmd(sh, server.port) if args.client == "bench" else None
+            cmd = bench_cmd(sh, server.port) if args.client == "bench" or sh.get("tls") else None
             if cmd is None:
                 cmd = loadgen_cmd(sh, server.port)
         cpu0 = server.cpu_seconds()

@@ -80,6 +80,9 @@ pub struct Options {
     pub prof_port: Option<i32>,
     /// Client TLS (`tls {}` block, `--tls*` flags).
     pub tls: Option<TlsOptions>,
+    /// `allow_non_tls`: with TLS configured, clients may also stay plain
+    /// (INFO says `tls_available`; the first byte a client sends decides).
+    pub allow_non_tls: bool,
     /// WebSocket clients (`websocket {}` block).
     pub websocket: Option<WebsocketOptions>,
 }
@@ -154,6 +157,29 @@ pub struct TlsOptions {
     pub handshake_first: bool,
     /// The client certificate names the user (`verify_and_map`).
     pub map: bool,
+    /// `cipher_suites`: nats-server (Go) suite names, already checked to be
+    /// ones rustls offers; empty means rustls' defaults.
+    pub cipher_suites: Vec<String>,
+    /// `curve_preferences`: nats-server (Go) curve names, already checked;
+    /// empty means rustls' defaults.
+    pub curve_preferences: Vec<String>,
+    /// `min_version`; TLS 1.2 when absent.
+    pub min_version: Option<TlsVersion>,
+    /// `pinned_certs`: lower-case hex SHA-256 of the SubjectPublicKeyInfo
+    /// a client certificate must have; empty means no pinning.
+    pub pinned_certs: Vec<String>,
+    /// `insecure`: accepted as nats-server does; it only skips verification
+    /// on connections the server dials, so it changes nothing here.
+    pub insecure: bool,
+}
+
+/// The TLS versions `min_version` may name (nats-server refuses lower ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
 }
 
 impl Options {
@@ -208,6 +234,7 @@ impl Default for Options {
             auth: Default::default(),
             prof_port: None,
             tls: None,
+            allow_non_tls: false,
             websocket: None,
         }
     }

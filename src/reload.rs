@@ -80,6 +80,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     // The WebSocket listener (port, TLS, origins, its own authorization) is
     // set at start-up, as in nats-server.
     ("websocket", false, |o| fingerprint(&o.websocket)),
+    ("allow_non_tls", false, |o| o.allow_non_tls.to_string()),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()
     }),

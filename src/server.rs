@@ -200,7 +200,8 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         port: bound.port(),
         headers: !opts.no_header_support,
         auth_required: verifier.requires_connect(),
-        tls_required: opts.tls.is_some(),
+        tls_required: opts.tls.is_some() && !opts.allow_non_tls,
+        tls_available: opts.tls.is_some() && opts.allow_non_tls,
         tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
         max_payload: opts.max_payload,
         client_id: 0,
@@ -217,9 +218,19 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         None => None,
     };
     if let Some(t) = &tls {
-        info!("TLS required for client connections");
+        // handshake_first overrides allow_non_tls, as in nats-server.
+        if opts.allow_non_tls && !t.handshake_first {
+            info!("TLS available for client connections");
+        } else {
+            info!("TLS required for client connections");
+        }
         if t.handshake_first {
             info!("Clients must start TLS before the server sends INFO (handshake_first)");
+        }
+        if t.pinned.is_some() && !t.verify {
+            // As in nats-server: without verify no client certificate is
+            // asked for, so no client can match a pin.
+            warn!("tls: pinned_certs without verify: every TLS client will be refused");
         }
     }
     let shared = Shared::new(opts.clone(), info, nshards, verifier);

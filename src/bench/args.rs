@@ -34,6 +34,8 @@ pub struct Opts {
     pub subject: String,
     pub server: String,
     pub creds: Option<String>,
+    /// CA certificate (PEM) that a tls:// server's certificate chains to.
+    pub tlsca: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
@@ -65,6 +67,7 @@ impl Default for Opts {
             subject: String::new(),
             server: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
             creds: None,
+            tlsca: None,
             user: None,
             password: None,
             token: None,
@@ -130,6 +133,7 @@ Connection (as the nats CLI):
                       async-nats. Request/reply, the service and tls://
                       servers always use async-nats
   --creds FILE        user credentials (JWT + seed) file
+  --tlsca FILE        CA certificate (PEM) to trust for tls:// servers
   --user USER         user name (or token when --password is not given)
   --password PASS     password
   --token TOKEN       authentication token
@@ -189,6 +193,7 @@ pub fn parse(args: &[String]) -> Result<Option<Opts>, String> {
                 match name.as_str() {
                     "s" | "server" => o.server = value,
                     "creds" => o.creds = Some(value),
+                    "tlsca" => o.tlsca = Some(value),
                     "user" => o.user = Some(value),
                     "password" => o.password = Some(value),
                     "token" => o.token = Some(value),
@@ -345,6 +350,7 @@ mod tests {
         assert!(parse(&["--help".into()]).unwrap().is_none());
         assert_eq!(p("foo").client, ClientKind::Raw);
         assert_eq!(p("foo --client async-nats").client, ClientKind::AsyncNats);
+        assert_eq!(p("foo --tlsca ca.pem").tlsca.as_deref(), Some("ca.pem"));
         assert!(parse(&["foo".into(), "--client=go".into()]).is_err());
     }
 }

@@ -71,6 +71,9 @@ async fn connect(o: &Opts, name: String, sub_capacity: usize, drops: Arc<AtomicU
             .await
             .map_err(|e| format!("--creds {path}: {e}"))?;
     }
+    if let Some(ca) = &o.tlsca {
+        co = co.add_root_certificates(ca.into()).require_tls(true);
+    }
     match (&o.user, &o.password) {
         (Some(u), Some(p)) => co = co.user_and_password(u.clone(), p.clone()),
         (Some(t), None) => co = co.token(t.clone()),
@@ -363,6 +366,7 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         && !requesting
         && !replying
         && o.mode != Mode::Serve
+        && o.tlsca.is_none()
         && !o.server.to_ascii_lowercase().contains("tls://");
     let bytes_per_msg = o.size + 96;
     let capacity = ((256usize << 20) / bytes_per_msg).clamp(1024, 1 << 20);

@@ -50,7 +50,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "server_tags",
     "server_metadata",
     "http_base_path",
-    "allow_non_tls",
     "store_dir",
     "log_max_num",
     "prof_block_rate",
@@ -311,6 +310,7 @@ const KNOWN: &[&str] = &[
     "tls",
     "websocket",
     "ws",
+    "allow_non_tls",
 ];
 
 fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Result<(), ConfError> {
@@ -469,6 +469,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             });
             o.websocket = Some(ws);
         }
+        "allow_non_tls" => o.allow_non_tls = boolean(k, item)?,
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }
@@ -477,9 +478,34 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
     Ok(())
 }
 
+/// The strings of a list value (`cipher_suites`, `curve_preferences`,
+/// `pinned_certs`), each with its own position for errors; an empty list is
+/// refused as nats-server refuses it.
+fn string_list<'a>(key: &str, item: &'a Item) -> Result<Vec<(String, &'a Item)>, ConfError> {
+    let Value::Array(a) = &item.value else {
+        return Err(type_err(key, item, "a list of strings"));
+    };
+    if a.is_empty() {
+        return Err(ConfError {
+            pos: item.pos.clone(),
+            msg: format!("tls: '{key}' cannot be empty"),
+        });
+    }
+    a.iter().map(|i| Ok((string(key, i)?, i))).collect()
+}
+
+/// A `tls` value error at `item`, naming the key.
+fn tls_value_err(key: &str, item: &Item, e: crate::tls::TlsValueError) -> ConfError {
+    ConfError {
+        pos: item.pos.clone(),
+        msg: format!("tls: {key}: {e}"),
+    }
+}
+
 /// The client `tls` block. Keys petrel does not act on yet are refused by
 /// name rather than ignored (a TLS setting silently dropped would weaken
-/// security).
+/// security). Values are checked here, so a bad cipher or curve name is a
+/// configuration error with its line, not a start-up failure.
 fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOptions, ConfError> {
     let Value::Map(m) = &item.value else {
         return Err(type_err("tls", item, "a map"));
@@ -510,6 +536,35 @@ fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOp
                     Value::Str(_) => true,
                     _ => return Err(type_err(k, v, "a boolean or a duration")),
                 }
+            }
+            "cipher_suites" => {
+                for (name, at) in string_list(k, v)? {
+                    crate::tls::cipher_suite(&name).map_err(|e| tls_value_err(k, at, e))?;
+                    t.cipher_suites.push(name);
+                }
+            }
+            "curve_preferences" => {
+                for (name, at) in string_list(k, v)? {
+                    crate::tls::curve(&name).map_err(|e| tls_value_err(k, at, e))?;
+                    t.curve_preferences.push(name);
+                }
+            }
+            "min_version" => {
+                t.min_version = Some(crate::tls::min_version(&string(k, v)?).map_err(|e| tls_value_err(k, v, e))?)
+            }
+            "pinned_certs" => {
+                // An empty list pins nothing, as in nats-server.
+                if !matches!(&v.value, Value::Array(a) if a.is_empty()) {
+                    for (entry, at) in string_list(k, v)? {
+                        t.pinned_certs
+                            .push(crate::tls::pin(&entry).map_err(|e| tls_value_err(k, at, e))?);
+                    }
+                }
+            }
+            "insecure" => t.insecure = boolean(k, v)?,
+            // petrel offers no insecure suite, so allowing them changes nothing.
+            "allow_insecure_cipher_suites" => {
+                boolean(k, v)?;
             }
             other => {
                 return Err(ConfError {

@@ -33,6 +33,9 @@ pub struct ServerInfo {
     /// Set when TLS is required.
     #[serde(skip_serializing_if = "is_false")]
     pub tls_required: bool,
+    /// Set when TLS is configured but `allow_non_tls` lets clients stay plain.
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_available: bool,
     /// Set when client certificates are verified.
     #[serde(skip_serializing_if = "is_false")]
     pub tls_verify: bool,

@@ -171,51 +171,119 @@ fn info_line(shard: &Shard, cid: ConnId, ip: &str, auth: &ConnAuth, ws: Option<&
     let mut info = client_info(&shard.info.borrow(), cid, ip);
     info.auth_required = auth.verifier.requires_connect();
     info.nonce = auth.nonce.clone();
-    if let Some(ws) = ws {
-        info.host = ws.host.clone();
-        info.port = ws.port;
-        info.tls_required = ws.tls.is_some();
-        info.tls_verify = ws.tls.as_ref().is_some_and(|t| t.verify);
+    match ws {
+        Some(ws) => {
+            info.host = ws.host.clone();
+            info.port = ws.port;
+            info.tls_required = ws.tls.is_some();
+            info.tls_available = ws.tls.is_some();
+            info.tls_verify = ws.tls.as_ref().is_some_and(|t| t.verify);
+        }
+        // TLS first leaves no choice, even with allow_non_tls (as in nats-server).
+        None if shard.shared.tls().is_some_and(|t| t.handshake_first) => info.tls_required = true,
+        None => {}
     }
     let mut line = Vec::new();
     encode::info(&mut line, &info.to_json());
     line
 }
 
+/// A TLS server's accepted client: its transport, the names its
+/// certificate offers (`verify_and_map`), and whether INFO already went out.
+struct Accepted {
+    transport: Transport,
+    cert_names: Vec<String>,
+    info_sent: bool,
+}
+
+/// The first byte of a TLS record carrying a handshake (ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// The TLS handshake of a client on a TLS server, within the deadline;
 /// without `handshake_first` the INFO goes first, in the clear, as
-/// nats-server sends it. `None` when the client did not complete it.
+/// nats-server sends it. With `allow_non_tls` the client's first byte
+/// decides: a TLS handshake record starts TLS, anything else (or nothing
+/// within the deadline, as nats-server reads it) stays plain. After the
+/// handshake the client's key must match `pinned_certs`. `None` when the
+/// client did not complete the handshake or is refused; like nats-server,
+/// nothing more is written to it (nats-server's `-ERR 'Secure Connection -
+/// TLS Required'` goes to the unfinished TLS session and never reaches the
+/// wire), and timeouts and plain clients are logged at debug level, the
+/// way nats-server keeps load-balancer probes out of the error log.
 async fn tls_accept(
     tls: &crate::tls::ClientTls,
+    allow_non_tls: bool,
     mut tcp: TcpStream,
     info: &[u8],
     who: &str,
-) -> Option<(Transport, Vec<String>)> {
+) -> Option<Accepted> {
     use futures_lite::AsyncWriteExt;
-    if !tls.handshake_first && tcp.write_all(info).await.is_err() {
+    let deadline = Instant::now() + tls.timeout;
+    let info_sent = !tls.handshake_first;
+    if info_sent && tcp.write_all(info).await.is_err() {
         return None;
     }
+    let plain = |tcp| {
+        Some(Accepted {
+            transport: Transport::Plain(tcp),
+            cert_names: Vec::new(),
+            info_sent,
+        })
+    };
+    let may_stay_plain = allow_non_tls && !tls.handshake_first;
+    let closed = |why: &str, error: bool| {
+        if error {
+            crate::error!("{who} - {why}");
+        } else {
+            crate::debug!("{who} - {why}");
+        }
+        crate::debug!("{who} - Client connection closed: TLS Handshake Failure");
+        None
+    };
+    // The first byte tells a TLS client from a plain one before rustls
+    // sees it: a plain client on a TLS-only server is closed without the
+    // alert rustls would send, as nats-server closes it.
+    let mut first = [0u8; 1];
+    let peek = async { Ok(tcp.peek(&mut first).await) };
+    match glommio::timer::timeout(tls.timeout, peek).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        _ if may_stay_plain => return plain(tcp),
+        Ok(Ok(1)) => {
+            return closed(
+                "TLS handshake error: first record does not look like a TLS handshake",
+                false,
+            )
+        }
+        Ok(Ok(_)) => return closed("TLS handshake error: EOF", true),
+        Ok(Err(e)) => return closed(&format!("TLS handshake error: {e}"), true),
+        Err(_) => return closed("TLS handshake timeout", false),
+    }
+    crate::debug!("{who} - Starting TLS client connection handshake");
     let acceptor = futures_rustls::TlsAcceptor::from(tls.config.clone());
     let accept = async { Ok(acceptor.accept(tcp).await) };
-    match glommio::timer::timeout(tls.timeout, accept).await {
-        Ok(Ok(t)) => {
-            let names = if tls.map {
-                let der = t.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
-                der.map(|d| crate::tls::certificate_names(&d)).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            Some((Transport::Tls(Box::new(t)), names))
+    let left = deadline.saturating_duration_since(Instant::now());
+    let t = match glommio::timer::timeout(left, accept).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return closed(&format!("TLS handshake error: {e}"), true),
+        Err(_) => return closed("TLS handshake timeout", false),
+    };
+    let leaf = t.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+    if let Err(id) = tls.check_pinned(leaf.as_ref()) {
+        match id {
+            Some(id) => crate::debug!("{who} - Failed pinned cert test for key id: {id}"),
+            None => crate::debug!("{who} - Failed pinned cert test as client did not provide a certificate"),
         }
-        Ok(Err(e)) => {
-            crate::error!("{who} - TLS handshake error: {e}");
-            None
-        }
-        Err(_) => {
-            crate::error!("{who} - TLS handshake timeout");
-            None
-        }
+        return closed("TLS handshake error: certificate not pinned", true);
     }
+    let cert_names = match (&leaf, tls.map) {
+        (Some(d), true) => crate::tls::certificate_names(d),
+        _ => Vec::new(),
+    };
+    Some(Accepted {
+        transport: Transport::Tls(Box::new(t)),
+        cert_names,
+        info_sent,
+    })
 }
 
 /// Serves one client connection until it closes.
@@ -255,10 +323,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         (None, None) => (Transport::Plain(stream), false),
         (None, Some(t)) => {
             let line = info_line(&shard, cid, &ip, &conn_auth, None);
-            match tls_accept(&t, stream, &line, &who).await {
-                Some((tr, names)) => {
-                    conn_auth.cert_names = names;
-                    (tr, !t.handshake_first)
+            match tls_accept(&t, opts.allow_non_tls, stream, &line, &who).await {
+                Some(a) => {
+                    conn_auth.cert_names = a.cert_names;
+                    (a.transport, a.info_sent)
                 }
                 None => return forget(&shard),
             }

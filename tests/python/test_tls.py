@@ -67,3 +67,33 @@ def test_nats_py_pub_sub_and_request_over_tls():
         asyncio.run(asyncio.wait_for(body(), 30))
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
+def test_nats_py_on_an_allow_non_tls_server():
+    """nats-py starts TLS only when INFO says tls_required, so on an
+    allow_non_tls server (INFO: tls_available) it stays plain even with a
+    TLS context, as it does against nats-server; both kinds talk."""
+    d = tempfile.mkdtemp()
+    make_pki(d)
+    conf = f'allow_non_tls: true\ntls {{ cert_file: "{d}/server.pem", key_file: "{d}/server-key.pem" }}\n'
+    server = Server(conf=conf)
+    ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+
+    async def body():
+        plain = await nats.connect(server.url, allow_reconnect=False)
+        with_ctx = await nats.connect(server.url, tls=ctx, allow_reconnect=False)
+        assert plain._server_info.get("tls_available") is True
+        assert "tls_required" not in plain._server_info
+        sub = await plain.subscribe("mixed")
+        await ready(plain)
+        await with_ctx.publish("mixed", b"hello")
+        m = await sub.next_msg(timeout=5)
+        assert m.data == b"hello"
+        await plain.close()
+        await with_ctx.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(body(), 30))
+    finally:
+        server.stop()
