@@ -17,7 +17,9 @@ target/release/petrel-plot, the plotters crate).
 bench drives `petrel bench` (async-nats) for the shapes it can express.
 TLS shapes (tls-*) always use `petrel bench` with async-nats over tls://
 (the load generator speaks plain TCP only); both servers get the same
-throwaway certificate, made with openssl for the run.
+throwaway certificate, made with openssl for the run. WebSocket shapes
+(ws-*) use `petrel bench` over ws:// to a `websocket { no_tls: true }`
+listener both servers get from the same configuration file.
 --external runs any command once per server and round with {url} and
 {port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
 records its wall time, the server's CPU and RSS, and msgs/s from the last
@@ -49,9 +51,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0,
-          tls=False):
+          tls=False, ws=False):
     return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
-                churn=churn, stalled=stalled, idle=idle, tls=tls)
+                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws)
 
 
 SHAPES = {
@@ -74,6 +76,7 @@ SHAPES = {
     "stall": shape(1, 8, 3_000_000, stalled=1),
     "idle-10k": shape(0, 0, 0, idle=10_000),
     "tls-1:1": shape(1, 1, 500_000, size=128, tls=True),
+    "ws-1:1": shape(1, 1, 500_000, size=128, ws=True),
 }
 DEFAULT_SHAPES = list(SHAPES)
 
@@ -108,6 +111,7 @@ class Server:
         self.proc = subprocess.Popen(argv + ["-p", "-1", "-a", "127.0.0.1"], stderr=subprocess.PIPE, text=True,
                                      cwd=cwd, env=env)
         self.port = None
+        self.ws_port = None
         ready = threading.Event()
 
         def pump():
@@ -115,6 +119,9 @@ class Server:
                 m = re.search(r"Listening for client connections on .*:(\d+)", line)
                 if m:
                     self.port = int(m.group(1))
+                m = re.search(r"Listening for websocket clients on .*:(\d+)", line)
+                if m:
+                    self.ws_port = int(m.group(1))
                 if "Server is ready" in line:
                     ready.set()
 
@@ -164,6 +171,15 @@ def tls_pki():
     return _PKI[0]
 
 
+def ws_server_args():
+    """A configuration file with a plain WebSocket listener on a random port."""
+    d = tempfile.mkdtemp(prefix="petrel-perf-ws-")
+    path = os.path.join(d, "ws.conf")
+    with open(path, "w") as f:
+        f.write("websocket {\n  host: 127.0.0.1\n  port: -1\n  no_tls: true\n}\n")
+    return ["-c", path]
+
+
 def tls_server_args():
     d = tls_pki()
     return ["--tls", "--tlscert", os.path.join(d, "server.pem"), "--tlskey", os.path.join(d, "server-key.pem")]
@@ -188,7 +204,7 @@ def loadgen_cmd(sh, port):
 def bench_cmd(sh, port):
     if sh["subjects"] or sh["churn"] or sh["stalled"]:
         return None  # petrel bench has no such shape; loadgen runs it
-    scheme = "tls" if sh.get("tls") else "nats"
+    scheme = "tls" if sh.get("tls") else "ws" if sh.get("ws") else "nats"
     cmd = [PETREL, "bench", "bench", "-s", f"{scheme}://127.0.0.1:{port}", "--pub", str(sh["pubs"]), "--sub",
            str(sh["subs"]), "--msgs", str(sh["msgs"]), "--size", str(sh["size"]), "--json", "--no-progress",
            "--timeout", "30s"]
@@ -260,7 +276,8 @@ def idle_rss(server, n):
 def measure(argv, name, sh, args):
     sh = dict(sh)
     sh["msgs"] = max(1, int(sh["msgs"] * args.scale))
-    server = Server(argv + (tls_server_args() if sh.get("tls") else []))
+    extra = tls_server_args() if sh.get("tls") else ws_server_args() if sh.get("ws") else []
+    server = Server(argv + extra)
     try:
         if sh["idle"]:
             return idle_rss(server, sh["idle"])
@@ -268,7 +285,8 @@ def measure(argv, name, sh, args):
             cmd = shlex.split(sh["external"].replace("{url}", f"nats://127.0.0.1:{server.port}")
                               .replace("{port}", str(server.port)))
         else:
-            cmd = bench_cmd(sh, server.port) if args.client == "bench" or sh.get("tls") else None
+            port = server.ws_port if sh.get("ws") else server.port
+            cmd = bench_cmd(sh, port) if args.client == "bench" or sh.get("tls") or sh.get("ws") else None
             if cmd is None:
                 cmd = loadgen_cmd(sh, server.port)
         cpu0 = server.cpu_seconds()

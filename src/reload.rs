@@ -77,9 +77,22 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     // settings apply to new connections (open ones keep their session).
     ("tls_enabled", false, |o| o.tls.is_some().to_string()),
     ("tls", true, |o| fingerprint(&o.tls)),
-    // The WebSocket listener (port, TLS, origins, its own authorization) is
-    // set at start-up, as in nats-server.
-    ("websocket", false, |o| fingerprint(&o.websocket)),
+    // The WebSocket listener (port, origins, its own authorization, TLS on
+    // or off) is set at start-up; new wss certificates and TLS settings
+    // apply to new WebSocket connections, as for client TLS.
+    ("websocket", false, |o| {
+        fingerprint(
+            &o.websocket
+                .as_ref()
+                .map(|w| crate::options::WebsocketOptions { tls: None, ..w.clone() }),
+        )
+    }),
+    ("websocket_tls_enabled", false, |o| {
+        o.websocket.as_ref().is_some_and(|w| w.tls.is_some()).to_string()
+    }),
+    ("websocket_tls", true, |o| {
+        fingerprint(&o.websocket.as_ref().map(|w| &w.tls))
+    }),
     ("allow_non_tls", false, |o| o.allow_non_tls.to_string()),
     ("client_advertise", true, |o| {
         o.client_advertise.clone().unwrap_or_default()

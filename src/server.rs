@@ -389,8 +389,17 @@ pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String>
     } else {
         None
     };
+    // New wss certificates, for new WebSocket connections (the rest of the
+    // block is fixed at start-up; reload::OPTIONS refuses changes to it).
+    let ws = match (&new.websocket, shared.websocket()) {
+        (Some(w), Some(rt)) if new.websocket != current.websocket => Some(websocket_runtime(w, &rt.host, rt.port)?),
+        _ => None,
+    };
     if let Some(t) = tls {
         shared.set_tls(t);
+    }
+    if ws.is_some() {
+        shared.set_websocket(ws);
     }
     if !shared.install(new, verifier, std::time::Duration::from_secs(2)) {
         return Err("shards did not apply the new configuration in time".into());

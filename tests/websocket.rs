@@ -427,9 +427,9 @@ fn bad_websocket_config_names_file_line_and_key() {
     );
 }
 
-#[tokio::test]
-async fn wss_with_async_nats() {
-    let dir = common::jwt::temp_dir();
+/// A fresh CA and a server certificate for 127.0.0.1 in `dir` (ca.pem,
+/// server.pem, server-key.pem), made by rcgen here.
+fn wss_pki(dir: &std::path::Path) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -442,11 +442,62 @@ async fn wss_with_async_nats() {
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
-    let conf = common::jwt::write_conf(&format!(
+}
+
+fn wss_conf_text(dir: &std::path::Path) -> String {
+    format!(
         "websocket {{\n  host: 127.0.0.1\n  port: -1\n  tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n}}\n",
         dir.join("server.pem").display(),
         dir.join("server-key.pem").display()
-    ));
+    )
+}
+
+async fn wss_client(dir: &std::path::Path, port: u16) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .add_root_certificates(dir.join("ca.pem"))
+        .connection_timeout(Duration::from_secs(2))
+        .connect(format!("wss://127.0.0.1:{port}"))
+        .await
+}
+
+#[tokio::test]
+async fn wss_certificate_reload_keeps_open_connections() {
+    let (a, b) = (common::jwt::temp_dir(), common::jwt::temp_dir());
+    wss_pki(&a);
+    wss_pki(&b);
+    let conf = common::jwt::write_conf(&wss_conf_text(&a));
+    let p = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let port = ws_port(&p);
+    let old = wss_client(&a, port).await.unwrap();
+    std::fs::write(&conf, wss_conf_text(&b)).unwrap();
+    unsafe { libc::kill(p.pid() as i32, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = wss_client(&b, port)
+        .await
+        .expect("new connections get the new certificate");
+    let mut sub = old.subscribe("reloaded").await.unwrap();
+    old.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    new.publish("reloaded", "still here".into()).await.unwrap();
+    let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"still here");
+    assert!(
+        wss_client(&a, port).await.is_err(),
+        "the old CA no longer verifies the server"
+    );
+    // Turning wss off is not a reload.
+    std::fs::write(&conf, "websocket {\n  host: 127.0.0.1\n  port: -1\n  no_tls: true\n}\n").unwrap();
+    unsafe { libc::kill(p.pid() as i32, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!p.log_lines("websocket_tls_enabled").is_empty(), "refused by name");
+    assert!(wss_client(&b, port).await.is_ok());
+}
+
+#[tokio::test]
+async fn wss_with_async_nats() {
+    let dir = common::jwt::temp_dir();
+    wss_pki(&dir);
+    let conf = common::jwt::write_conf(&wss_conf_text(&dir));
     let p = common::petrel(&["-c", conf.to_str().unwrap()]);
     let line = p.log_lines("Listening for websocket clients on ").pop().unwrap();
     assert!(line.contains("wss://127.0.0.1:"), "{line}");

@@ -130,8 +130,8 @@ Connection (as the nats CLI):
   --client KIND       raw (default): publishers and subscribers speak the
                       protocol directly (PUB runs in 64 KiB writes, MSG
                       frames counted in bulk), as fast as nats.go's; or
-                      async-nats. Request/reply, the service and tls://
-                      servers always use async-nats
+                      async-nats. Request/reply, the service and tls://,
+                      ws:// and wss:// servers always use async-nats
   --creds FILE        user credentials (JWT + seed) file
   --tlsca FILE        CA certificate (PEM) to trust for tls:// servers
   --user USER         user name (or token when --password is not given)

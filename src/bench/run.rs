@@ -367,7 +367,9 @@ pub async fn run(o: &Opts) -> Result<Report, String> {
         && !replying
         && o.mode != Mode::Serve
         && o.tlsca.is_none()
-        && !o.server.to_ascii_lowercase().contains("tls://");
+        && !["tls://", "ws://", "wss://"]
+            .iter()
+            .any(|scheme| o.server.to_ascii_lowercase().contains(scheme));
     let bytes_per_msg = o.size + 96;
     let capacity = ((256usize << 20) / bytes_per_msg).clamp(1024, 1 << 20);
 

@@ -313,6 +313,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
                     ip = f;
                 }
                 conn_auth.cookies = accepted.upgrade.cookies;
+                conn_auth.cert_names = accepted.cert_names;
                 (Transport::Ws(Box::new(accepted.stream)), false)
             }
             Err(why) => {

@@ -23,8 +23,10 @@ pub struct WsStream {
     inner: Transport,
     decoder: Decoder,
     encoder: Encoder,
-    /// Bytes read and not yet decoded (a partial frame header).
+    /// The read buffer (allocated once); `raw[..raw_len]` is read and not
+    /// yet decoded (at most a partial frame header).
     raw: Vec<u8>,
+    raw_len: usize,
     /// Decoded NATS bytes not yet handed to the reader.
     data: Vec<u8>,
     data_pos: usize,
@@ -108,28 +110,27 @@ impl AsyncRead for WsStream {
             if me.closed {
                 return Poll::Ready(Ok(0));
             }
-            let start = me.raw.len();
-            me.raw.resize(start + READ_CHUNK, 0);
-            let read = Pin::new(&mut me.inner).poll_read(cx, &mut me.raw[start..]);
-            let n = match read {
+            if me.raw.len() < me.raw_len + READ_CHUNK {
+                me.raw.resize(me.raw_len + READ_CHUNK, 0);
+            }
+            let start = me.raw_len;
+            let n = match Pin::new(&mut me.inner).poll_read(cx, &mut me.raw[start..]) {
                 Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => {
-                    me.raw.truncate(start);
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    me.raw.truncate(start);
-                    return Poll::Pending;
-                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             };
-            me.raw.truncate(start + n);
             if n == 0 {
                 return Poll::Ready(Ok(0));
             }
+            me.raw_len += n;
             let mut controls = Vec::new();
-            match me.decoder.decode(&mut me.raw, &mut me.data, &mut controls) {
+            match me
+                .decoder
+                .decode(&mut me.raw[..me.raw_len], &mut me.data, &mut controls)
+            {
                 Ok(used) => {
-                    me.raw.drain(..used);
+                    me.raw.copy_within(used..me.raw_len, 0);
+                    me.raw_len -= used;
                 }
                 Err(e) => {
                     crate::error!("websocket protocol error: {}", e.text);
@@ -199,6 +200,8 @@ pub struct Accepted {
     pub stream: WsStream,
     /// What the handshake settled (cookies, forwarded address, ...).
     pub upgrade: Upgrade,
+    /// With wss and `verify_and_map`: the names the client certificate offers.
+    pub cert_names: Vec<String>,
 }
 
 /// Reads and answers the HTTP upgrade on `inner` (TLS already done when
@@ -245,6 +248,7 @@ pub async fn accept(
                 decoder,
                 encoder: Encoder::new(upgrade.compress, upgrade.browser),
                 raw: Vec::new(),
+                raw_len: 0,
                 data: Vec::new(),
                 data_pos: 0,
                 out: Vec::new(),
@@ -252,7 +256,11 @@ pub async fn accept(
                 closed: false,
                 writer: None,
             };
-            Ok(Accepted { stream, upgrade })
+            Ok(Accepted {
+                stream,
+                upgrade,
+                cert_names: Vec::new(),
+            })
         }
         Err(refusal) => {
             let _ = inner.write_all(&handshake::error_response(refusal.status)).await;
@@ -271,6 +279,7 @@ pub async fn open(
     max_payload: usize,
 ) -> Result<Accepted, String> {
     let work = async {
+        let mut cert_names = Vec::new();
         let inner = match tls {
             Some(t) => {
                 let acceptor = futures_rustls::TlsAcceptor::from(t.config.clone());
@@ -279,11 +288,20 @@ pub async fn open(
                     .await
                     .map_err(|_| "TLS handshake timeout".to_string())?
                     .map_err(|e| format!("TLS handshake error: {e}"))?;
+                let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                if t.check_pinned(leaf.as_ref()).is_err() {
+                    return Err("TLS handshake error: certificate not pinned".to_string());
+                }
+                if let (Some(d), true) = (&leaf, t.map) {
+                    cert_names = crate::tls::certificate_names(d);
+                }
                 Transport::Tls(Box::new(s))
             }
             None => Transport::Plain(tcp),
         };
-        accept(inner, settings, tls.is_some(), max_payload).await
+        let mut accepted = accept(inner, settings, tls.is_some(), max_payload).await?;
+        accepted.cert_names = cert_names;
+        Ok(accepted)
     };
     match settings.handshake_timeout.filter(|d| !d.is_zero()) {
         Some(limit) => match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
