@@ -155,6 +155,9 @@ pub struct TlsOptions {
     pub timeout: Option<Duration>,
     /// TLS before INFO (`handshake_first`).
     pub handshake_first: bool,
+    /// `handshake_first: "300ms"` or `"auto"`: how long to wait for a TLS
+    /// client before sending INFO in the clear after all.
+    pub handshake_first_fallback: Option<Duration>,
     /// The client certificate names the user (`verify_and_map`).
     pub map: bool,
     /// `cipher_suites`: nats-server (Go) suite names, already checked to be

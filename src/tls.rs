@@ -20,6 +20,9 @@ use crate::options::{TlsOptions, TlsVersion};
 /// nats-server's default TLS handshake deadline (`tls_timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// nats-server's delay for `handshake_first: auto`.
+pub const DEFAULT_FIRST_FALLBACK: Duration = Duration::from_millis(50);
+
 /// The client TLS settings a shard needs.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
@@ -29,6 +32,9 @@ pub struct ClientTls {
     pub timeout: Duration,
     /// TLS before INFO.
     pub handshake_first: bool,
+    /// With TLS first: how long to wait for the client's first byte before
+    /// sending INFO in the clear after all (the fallback form).
+    pub first_fallback: Option<Duration>,
     /// Client certificates required.
     pub verify: bool,
     /// The client certificate names the user (`verify_and_map`).
@@ -285,6 +291,7 @@ impl ClientTls {
             config: Arc::new(config),
             timeout: o.timeout.unwrap_or(DEFAULT_TIMEOUT),
             handshake_first: o.handshake_first,
+            first_fallback: o.handshake_first_fallback.filter(|_| o.handshake_first),
             verify: o.verify,
             map: o.map,
             pinned: (!o.pinned_certs.is_empty()).then(|| Arc::new(o.pinned_certs.iter().cloned().collect())),

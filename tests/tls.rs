@@ -143,6 +143,44 @@ async fn handshake_first() {
     pubsub(&c).await;
 }
 
+/// The fallback form: TLS-first clients start at once; a client that sends
+/// nothing within the delay gets INFO in the clear and then starts TLS, as
+/// with nats-server. Both servers are asked the same.
+#[tokio::test]
+async fn handshake_first_fallback_delay() {
+    let p = pki();
+    let conf = tls_conf(&p, "  handshake_first: \"300ms\"");
+    for s in [
+        common::petrel(&["-c", conf.to_str().unwrap()]),
+        common::nats_server(&["-c", conf.to_str().unwrap()]),
+    ] {
+        let first = async_nats::ConnectOptions::new()
+            .add_root_certificates(ca(&p))
+            .require_tls(true)
+            .tls_first()
+            .connect(s.url())
+            .await
+            .unwrap();
+        pubsub(&first).await;
+        let t0 = std::time::Instant::now();
+        let raw = common::raw::Raw::open(&s.addr());
+        let info = raw.info();
+        let waited = t0.elapsed();
+        assert_eq!(info["tls_required"], serde_json::json!(true), "{info}");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "INFO only after the delay: {waited:?}"
+        );
+        let after_info = async_nats::ConnectOptions::new()
+            .add_root_certificates(ca(&p))
+            .require_tls(true)
+            .connect(s.url())
+            .await
+            .unwrap();
+        pubsub(&after_info).await;
+    }
+}
+
 #[test]
 fn tls_flags_and_bad_files() {
     let p = pki();

@@ -530,11 +530,19 @@ fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOp
                 })
             }
             "handshake_first" | "first" | "immediate" => {
-                t.handshake_first = match &v.value {
-                    Value::Bool(b) => *b,
-                    // The fallback-delay form ("300ms"): petrel waits for TLS first.
-                    Value::Str(_) => true,
-                    _ => return Err(type_err(k, v, "a boolean or a duration")),
+                (t.handshake_first, t.handshake_first_fallback) = match &v.value {
+                    Value::Bool(b) => (*b, None),
+                    // The fallback form: TLS first, or INFO in the clear when
+                    // the client sends nothing within the delay.
+                    Value::Str(s) if s.eq_ignore_ascii_case("auto") || s.eq_ignore_ascii_case("auto_fallback") => {
+                        (true, Some(crate::tls::DEFAULT_FIRST_FALLBACK))
+                    }
+                    Value::Str(s) => match parse_go_duration(s) {
+                        Some(d) if !d.is_zero() => (true, Some(d)),
+                        Some(_) => (true, None),
+                        None => return Err(type_err(k, v, "a boolean, \"auto\" or a duration")),
+                    },
+                    _ => return Err(type_err(k, v, "a boolean, \"auto\" or a duration")),
                 }
             }
             "cipher_suites" => {

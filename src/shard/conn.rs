@@ -167,7 +167,16 @@ fn forget(shard: &Shard) {
 
 /// The INFO line a new client gets; WebSocket clients are told the
 /// WebSocket listener's host, port and TLS, as nats-server does.
-fn info_line(shard: &Shard, cid: ConnId, ip: &str, auth: &ConnAuth, ws: Option<&super::WsRuntime>) -> Vec<u8> {
+/// `tls_first`: the client started TLS before INFO, which then says
+/// `tls_required` even with `allow_non_tls` (as in nats-server).
+fn info_line(
+    shard: &Shard,
+    cid: ConnId,
+    ip: &str,
+    auth: &ConnAuth,
+    ws: Option<&super::WsRuntime>,
+    tls_first: bool,
+) -> Vec<u8> {
     let mut info = client_info(&shard.info.borrow(), cid, ip);
     info.auth_required = auth.verifier.requires_connect();
     info.nonce = auth.nonce.clone();
@@ -179,8 +188,7 @@ fn info_line(shard: &Shard, cid: ConnId, ip: &str, auth: &ConnAuth, ws: Option<&
             info.tls_available = ws.tls.is_some();
             info.tls_verify = ws.tls.as_ref().is_some_and(|t| t.verify);
         }
-        // TLS first leaves no choice, even with allow_non_tls (as in nats-server).
-        None if shard.shared.tls().is_some_and(|t| t.handshake_first) => info.tls_required = true,
+        None if tls_first => info.tls_required = true,
         None => {}
     }
     let mut line = Vec::new();
@@ -201,7 +209,8 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The TLS handshake of a client on a TLS server, within the deadline;
 /// without `handshake_first` the INFO goes first, in the clear, as
-/// nats-server sends it. With `allow_non_tls` the client's first byte
+/// nats-server sends it (also with its fallback form, when the client sent
+/// nothing within the delay). With `allow_non_tls` the client's first byte
 /// decides: a TLS handshake record starts TLS, anything else (or nothing
 /// within the deadline, as nats-server reads it) stays plain. After the
 /// handshake the client's key must match `pinned_certs`. `None` when the
@@ -218,8 +227,17 @@ async fn tls_accept(
     who: &str,
 ) -> Option<Accepted> {
     use futures_lite::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let mut info_sent = !tls.handshake_first;
+    // The fallback form of handshake_first: a client that sends nothing
+    // within the delay gets INFO in the clear after all.
+    if let Some(delay) = tls.first_fallback {
+        let peek = async { Ok(tcp.peek(&mut first).await) };
+        if !matches!(glommio::timer::timeout(delay, peek).await, Ok(Ok(n)) if n > 0) {
+            info_sent = true;
+        }
+    }
     let deadline = Instant::now() + tls.timeout;
-    let info_sent = !tls.handshake_first;
     if info_sent && tcp.write_all(info).await.is_err() {
         return None;
     }
@@ -230,7 +248,7 @@ async fn tls_accept(
             info_sent,
         })
     };
-    let may_stay_plain = allow_non_tls && !tls.handshake_first;
+    let may_stay_plain = allow_non_tls && info_sent;
     let closed = |why: &str, error: bool| {
         if error {
             crate::error!("{who} - {why}");
@@ -243,7 +261,6 @@ async fn tls_accept(
     // The first byte tells a TLS client from a plain one before rustls
     // sees it: a plain client on a TLS-only server is closed without the
     // alert rustls would send, as nats-server closes it.
-    let mut first = [0u8; 1];
     let peek = async { Ok(tcp.peek(&mut first).await) };
     match glommio::timer::timeout(tls.timeout, peek).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
@@ -304,8 +321,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         },
         ConnKind::Standard => None,
     };
-    // (transport, whether INFO already went out in the clear)
-    let (transport, info_sent) = match (&ws, shard.shared.tls()) {
+    // (transport, whether INFO already went out in the clear, whether TLS came first)
+    let (transport, info_sent, tls_first) = match (&ws, shard.shared.tls()) {
         (Some(ws), _) => match super::websocket::open(stream, &ws.settings, ws.tls.as_ref(), opts.max_payload).await {
             Ok(accepted) => {
                 if let Some(f) = accepted.upgrade.forwarded_for {
@@ -314,20 +331,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
                 }
                 conn_auth.cookies = accepted.upgrade.cookies;
                 conn_auth.cert_names = accepted.cert_names;
-                (Transport::Ws(Box::new(accepted.stream)), false)
+                (Transport::Ws(Box::new(accepted.stream)), false, false)
             }
             Err(why) => {
                 crate::error!("{who} - {why}");
                 return forget(&shard);
             }
         },
-        (None, None) => (Transport::Plain(stream), false),
+        (None, None) => (Transport::Plain(stream), false, false),
         (None, Some(t)) => {
-            let line = info_line(&shard, cid, &ip, &conn_auth, None);
+            let line = info_line(&shard, cid, &ip, &conn_auth, None, false);
             match tls_accept(&t, opts.allow_non_tls, stream, &line, &who).await {
                 Some(a) => {
                     conn_auth.cert_names = a.cert_names;
-                    (a.transport, a.info_sent)
+                    (a.transport, a.info_sent, !a.info_sent)
                 }
                 None => return forget(&shard),
             }
@@ -339,7 +356,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         let mut core = shard.core.borrow_mut();
         core.add_conn(cid);
         if !info_sent {
-            let line = info_line(&shard, cid, &ip, &auth.borrow(), ws.as_deref());
+            let line = info_line(&shard, cid, &ip, &auth.borrow(), ws.as_deref(), tls_first);
             core.conn_mut(cid)
                 .expect("just added")
                 .out
