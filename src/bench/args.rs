@@ -128,9 +128,9 @@ Connection (as the nats CLI):
   -s, --server URL    server URL(s), comma separated (default $NATS_URL or
                       nats://127.0.0.1:4222)
   --client KIND       raw (default): publishers and subscribers speak the
-                      protocol directly (PUB runs in 64 KiB writes; each
-                      MSG handed to a handler task as a message), close
-                      to nats.go's bench; or
+                      protocol directly (each PUB encoded into a 32 KiB
+                      write buffer; each MSG handed to a handler task as a
+                      message), doing what nats.go's bench does; or
                       async-nats. Request/reply, the service and tls://,
                       ws:// and wss:// servers always use async-nats
   --creds FILE        user credentials (JWT + seed) file
