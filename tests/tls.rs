@@ -245,6 +245,27 @@ async fn certificate_reload_keeps_open_connections() {
     );
 }
 
+/// async-nats over TLS to `s`, presenting the client certificate `name`
+/// of `p` (`<name>.pem`, `<name>-key.pem`).
+fn connect_with_cert(
+    p: &Pki,
+    s: &common::Proc,
+    name: &str,
+) -> impl std::future::Future<Output = Result<async_nats::Client, async_nats::ConnectError>> {
+    let (cert, key) = (p.path(&format!("{name}.pem")), p.path(&format!("{name}-key.pem")));
+    let url = s.url();
+    let root = ca(p);
+    async move {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(root)
+            .add_client_certificate(cert, key)
+            .require_tls(true)
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+    }
+}
+
 /// A client certificate for `cn`, with `email` as an email SAN when given.
 /// Returns its `pinned_certs` entry: hex SHA-256 of the key's
 /// SubjectPublicKeyInfo, computed from the key (the server computes it
@@ -289,20 +310,7 @@ async fn verify_and_map_selects_the_user_and_its_permissions() {
         ca(&p).display()
     ));
     let s = common::petrel(&["-c", conf.to_str().unwrap()]);
-    let connect = |name: &str| {
-        let (cert, key) = (p.path(&format!("{name}.pem")), p.path(&format!("{name}-key.pem")));
-        let url = s.url();
-        let root = ca(&p);
-        async move {
-            async_nats::ConnectOptions::new()
-                .add_root_certificates(root)
-                .add_client_certificate(cert, key)
-                .require_tls(true)
-                .connection_timeout(Duration::from_secs(2))
-                .connect(url)
-                .await
-        }
-    };
+    let connect = |name: &str| connect_with_cert(&p, &s, name);
     // alice: mapped by her email address, with her permissions.
     let alice = connect("alice").await.expect("alice is mapped");
     let mut sub = alice.subscribe(">").await.unwrap();
@@ -529,20 +537,7 @@ async fn pinned_certs_admit_only_pinned_client_keys() {
         &format!("  verify: true\n  pinned_certs: [\"{}\"]", alice.to_ascii_uppercase()),
     );
     let s = common::petrel(&["-D", "-c", conf.to_str().unwrap()]);
-    let connect = |name: &str| {
-        let (cert, key) = (p.path(&format!("{name}.pem")), p.path(&format!("{name}-key.pem")));
-        let url = s.url();
-        let root = ca(&p);
-        async move {
-            async_nats::ConnectOptions::new()
-                .add_root_certificates(root)
-                .add_client_certificate(cert, key)
-                .require_tls(true)
-                .connection_timeout(Duration::from_secs(2))
-                .connect(url)
-                .await
-        }
-    };
+    let connect = |name: &str| connect_with_cert(&p, &s, name);
     let c = connect("alice").await.expect("alice's key is pinned");
     pubsub(&c).await;
     // bob's certificate chains to the same CA but his key is not pinned.
