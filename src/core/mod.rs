@@ -13,7 +13,7 @@ pub mod pool;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
@@ -53,6 +53,12 @@ impl Default for CoreConfig {
     }
 }
 
+/// Bytes queued for a subscriber that is still reading above which its
+/// publishers are paced (the hard stall is at 75 % of `max_pending`).
+const SOFT_STALL: usize = 8 << 20;
+/// A writer that took output this recently is reading.
+const DRAINING: Duration = Duration::from_millis(50);
+
 /// One local client connection as the core sees it.
 #[derive(Debug)]
 pub struct ConnEntry {
@@ -81,6 +87,9 @@ pub struct ConnEntry {
     pub out_msgs: u64,
     /// Bytes delivered to this connection.
     pub out_bytes: u64,
+    /// When its writer last took output (the core's clock): a subscriber
+    /// that is reading, however slowly, is paced early (see `deliver`).
+    last_drain: Option<Instant>,
     /// Messages this connection published.
     pub in_msgs: u64,
     /// Bytes this connection published.
@@ -106,6 +115,7 @@ impl ConnEntry {
             closing: None,
             out_msgs: 0,
             out_bytes: 0,
+            last_drain: None,
             in_msgs: 0,
             in_bytes: 0,
         }
@@ -463,6 +473,7 @@ impl ShardCore {
         let c = self.conns.get_mut(&cid)?;
         if !c.out.is_empty() {
             c.out.drain_into(into, &mut self.chunks);
+            c.last_drain = Some(self.now);
             return Some(Ok(()));
         }
         if let Some(r) = c.closing {
@@ -910,7 +921,18 @@ impl ShardCore {
         c.out_bytes += msg.message.len() as u64;
         self.counters.out_msgs += 1;
         self.counters.out_bytes += msg.message.len() as u64;
-        if c.out.len() > self.cfg.max_pending / 4 * 3 {
+        let queued = c.out.len();
+        if queued > self.cfg.max_pending / 4 * 3 {
+            self.stall = true;
+        } else if queued > SOFT_STALL
+            && c.last_drain
+                .is_some_and(|t| self.now.saturating_duration_since(t) < DRAINING)
+        {
+            // A subscriber that reads, only slower than its publishers:
+            // pace them now rather than queue up to the hard limit (which
+            // only grew memory and page faults, and slowed everyone). One
+            // that stopped reading is not paced by this: healthy
+            // subscribers keep their rate until it is cut off.
             self.stall = true;
         }
         if c.out.len() > self.cfg.max_pending {

@@ -5,6 +5,8 @@
 
 /// A chunk is closed once it holds this much; the writer sends chunk by chunk.
 pub const CHUNK: usize = 64 * 1024;
+/// Full chunks a writer takes at once (1 MiB).
+const WRITE_BATCH: usize = 16;
 /// Chunks kept in a shard's pool.
 const POOL_MAX: usize = 64;
 /// Chunks bigger than this (a large message grew one) are not pooled.
@@ -46,11 +48,18 @@ impl OutQueue {
         }
     }
 
-    /// Moves every queued chunk, in order, to `into`.
+    /// Moves queued chunks, in order, to `into`: up to 1 MiB of full
+    /// chunks, and the chunk being filled once no full one is left.
     pub fn drain_into(&mut self, into: &mut Vec<Vec<u8>>, pool: &mut ChunkPool) {
-        into.append(&mut self.full);
-        self.full_bytes = 0;
-        if !self.tail.is_empty() {
+        // At most WRITE_BATCH full chunks at a time: what the writer holds is
+        // bounded, and what it has not taken still counts as queued (for the
+        // stall and the slow-consumer limit).
+        let k = self.full.len().min(WRITE_BATCH);
+        for c in self.full.drain(..k) {
+            self.full_bytes -= c.len();
+            into.push(c);
+        }
+        if self.full.is_empty() && !self.tail.is_empty() {
             let next = if self.tail.capacity() >= CHUNK {
                 pool.take()
             } else {
@@ -108,7 +117,7 @@ mod tests {
         let mut pool = ChunkPool::default();
         let mut q = OutQueue::default();
         let mut expect = Vec::new();
-        for i in 0..20_000u32 {
+        for i in 0..200_000u32 {
             let line = format!("MSG s 1 {i}\r\n");
             q.tail().extend_from_slice(line.as_bytes());
             expect.extend_from_slice(line.as_bytes());
@@ -116,10 +125,23 @@ mod tests {
         }
         assert_eq!(q.len(), expect.len());
         let mut out = Vec::new();
-        q.drain_into(&mut out, &mut pool);
-        assert!(out.len() > 2);
+        let mut takes = 0;
+        while !q.is_empty() {
+            let before = out.len();
+            q.drain_into(&mut out, &mut pool);
+            assert!(
+                out.len() - before <= WRITE_BATCH,
+                "a writer takes at most {WRITE_BATCH} chunks"
+            );
+            takes += 1;
+            assert_eq!(
+                q.len(),
+                expect.len() - out.iter().map(Vec::len).sum::<usize>(),
+                "the rest still counts"
+            );
+        }
+        assert!(takes > 1 && out.len() > WRITE_BATCH);
         assert_eq!(out.concat(), expect);
-        assert!(q.is_empty());
         for c in out {
             pool.give_back(c);
         }

@@ -294,3 +294,56 @@ fn large_bodies_are_shared_and_headers_stripped_for_old_clients() {
     let got = c.take_out(new);
     assert!(got.starts_with(format!("HMSG big 1 {} {}\r\nNATS/1.0", hdr.len(), hdr.len() + body.len()).as_bytes()));
 }
+
+/// A subscriber that reads but lags more than 8 MiB behind paces its
+/// publisher (through the receiving shard's stall); one that never read
+/// does not, until the hard 75 % threshold, so healthy subscribers keep
+/// their rate while it is being cut off.
+#[test]
+fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
+    let cfg = CoreConfig {
+        max_pending: 64 << 20,
+        ..Default::default()
+    };
+    let body = vec![b'x'; 64 * 1024];
+    let mut pub_line = b"PUB feed 65536\r\n".to_vec();
+    pub_line.extend_from_slice(&body);
+    pub_line.extend_from_slice(b"\r\n");
+    for reading in [true, false] {
+        let mut c = Cluster::new(2, cfg.clone());
+        let sub = c.connect(1);
+        c.feed(sub, b"SUB feed 1\r\n");
+        c.pump();
+        let p = c.connect(0);
+        let now = Instant::now();
+        c.cores[1].set_now(now);
+        if reading {
+            // Its writer took output just now.
+            c.feed(p, &pub_line);
+            c.pump();
+            let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+                std::task::Poll::Ready(cx.waker().clone())
+            }));
+            let mut taken = Vec::new();
+            assert!(c.cores[1].poll_output(sub, &mut taken, &waker).is_some());
+        }
+        let _ = c.cores[1].take_stall();
+        let mut stalled_at = None;
+        for i in 0..1100 {
+            c.feed(p, &pub_line);
+            c.pump();
+            if c.cores[1].take_stall() {
+                stalled_at = Some(i);
+                break;
+            }
+        }
+        let queued = c.cores[1].conn(sub).unwrap().out.len();
+        if reading {
+            assert!(stalled_at.is_some(), "a lagging reader is paced");
+            assert!(queued > 8 << 20 && queued < 10 << 20, "paced just past 8 MiB: {queued}");
+        } else {
+            assert!(stalled_at.is_some(), "the hard stall still applies");
+            assert!(queued > 48 << 20, "a stopped reader is paced only at 75 %: {queued}");
+        }
+    }
+}

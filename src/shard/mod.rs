@@ -915,7 +915,12 @@ async fn shard_main(
             while let Some(msg) = rx.recv().await {
                 match msg {
                     ShardMsg::Batch(b) => {
-                        shard.core.borrow_mut().apply_batch(b);
+                        {
+                            let mut core = shard.core.borrow_mut();
+                            // The pacing of slow subscribers reads the clock.
+                            core.set_now(std::time::Instant::now());
+                            core.apply_batch(b);
+                        }
                         shard.cut_off_slow_consumers();
                         shard.publish_stats();
                         shard.send_batches();
