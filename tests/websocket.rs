@@ -329,6 +329,19 @@ fn same_scripts_as_nats_server() {
         }
         assert_eq!(a, b, "case {name}: petrel (left) vs nats-server (right)");
     }
+    // The leaf node endpoint without leaf nodes: upgraded, then closed.
+    let leaf = |addr: &str| {
+        let req = upgrade_request(addr, "").replacen("GET / ", "GET /leafnode ", 1);
+        let (head, sock) = http_exchange(addr, &req);
+        let mut ws = WsRaw::from_parts(sock, head.clone());
+        let frames: Vec<String> = ws
+            .frames_until_closed(Duration::from_millis(800))
+            .iter()
+            .map(|f| format!("{} {:?}", f.opcode, f.close()))
+            .collect();
+        (head.lines().next().unwrap_or_default().to_string(), frames)
+    };
+    assert_eq!(leaf(&p_addr), leaf(&n_addr), "leafnode endpoint");
     // Upgrade refusals: same status lines.
     let refusals = [
         "POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -337,6 +350,9 @@ fn same_scripts_as_nats_server() {
         "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
     ];
+    let mqtt = "GET /mqtt HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut refusals = refusals.to_vec();
+    refusals.push(mqtt);
     for r in refusals {
         let (a, _) = http_exchange(&p_addr, r);
         let (b, _) = http_exchange(&n_addr, r);

@@ -334,6 +334,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         ))
         .await
         {
+            Ok(accepted) if accepted.upgrade.leafnode => {
+                crate::error!("{who} - Not configured to accept leaf node connections");
+                let stream = Rc::new(RefCell::new(Transport::Ws(Box::new(accepted.stream))));
+                shutdown(&stream);
+                return forget(&shard);
+            }
             Ok(accepted) => {
                 if let Some(f) = accepted.upgrade.forwarded_for {
                     conn_auth.ip = f.parse().ok();

@@ -117,6 +117,10 @@ pub struct Upgrade {
     pub forwarded_for: Option<String>,
     /// Credentials from the configured cookies.
     pub cookies: CookieCredentials,
+    /// The request asked for nats-server's leaf node endpoint (`.../leafnode`),
+    /// which petrel does not serve: the connection is closed after the upgrade,
+    /// as nats-server closes it without leaf nodes configured.
+    pub leafnode: bool,
 }
 
 /// Credentials a browser passes in cookies (`jwt_cookie`, `user_cookie`,
@@ -222,6 +226,10 @@ fn cookies(req: &Request, s: &WsSettings) -> CookieCredentials {
 /// Checks an upgrade request (`tls`: it came over TLS) and builds the
 /// `101` answer, or says why it is refused.
 pub fn upgrade(req: &Request, s: &WsSettings, tls: bool) -> Result<Upgrade, Refusal> {
+    let path = req.path.split('?').next().unwrap_or_default();
+    if path.ends_with("/mqtt") {
+        return Err(refuse(404, "mqtt websocket endpoint not enabled"));
+    }
     if req.method != "GET" {
         return Err(refuse(405, "request method must be GET"));
     }
@@ -281,6 +289,7 @@ pub fn upgrade(req: &Request, s: &WsSettings, tls: bool) -> Result<Upgrade, Refu
         browser,
         forwarded_for,
         cookies: cookies(req, s),
+        leafnode: path.ends_with("/leafnode"),
     })
 }
 
@@ -289,6 +298,7 @@ pub fn error_response(status: u16) -> Vec<u8> {
     let text = match status {
         400 => "Bad Request",
         403 => "Forbidden",
+        404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         _ => "Internal Server Error",
@@ -364,6 +374,21 @@ mod tests {
             }
         }
         assert_eq!(upgrade(&r, &s, false).unwrap_err().reason, "invalid websocket key");
+    }
+
+    #[test]
+    fn mqtt_and_leafnode_endpoints() {
+        let s = WsSettings::default();
+        let mut r = request("");
+        r.path = "/mqtt".into();
+        assert_eq!(
+            upgrade(&r, &s, false).unwrap_err(),
+            refuse(404, "mqtt websocket endpoint not enabled")
+        );
+        r.path = "/leafnode".into();
+        assert!(upgrade(&r, &s, false).unwrap().leafnode);
+        r.path = "/".into();
+        assert!(!upgrade(&r, &s, false).unwrap().leafnode);
     }
 
     #[test]
