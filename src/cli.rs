@@ -372,6 +372,7 @@ fn apply_user_flags(o: &mut Options, user: Option<String>, pass: Option<String>)
                     },
                     account: GLOBAL_ACCOUNT.to_string(),
                     permissions: None,
+                    connection_types: Vec::new(),
                 });
             }
         }

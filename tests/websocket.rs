@@ -564,3 +564,37 @@ fn jwt_connection_types_and_jwt_cookie() {
     let reply = ws.read_text_until("PONG\r\n", WAIT);
     assert!(reply.ends_with("PONG\r\n") && !reply.contains("-ERR"), "{reply}");
 }
+
+/// A configured user's `allowed_connection_types` tell the listeners apart.
+#[test]
+fn config_users_connection_types() {
+    let (p, addr) = start(
+        "",
+        "authorization { users: [ {user: web, password: pw, allowed_connection_types: [\"WEBSOCKET\"]}, {user: tcp, password: pw, allowed_connection_types: [\"STANDARD\"]} ] }",
+    );
+    connected(&addr, "{\"verbose\":false,\"user\":\"web\",\"pass\":\"pw\"}");
+    let mut ws = WsRaw::open(&addr, "");
+    ws.read_text_until("\r\n", WAIT);
+    ws.send(b"CONNECT {\"verbose\":false,\"user\":\"tcp\",\"pass\":\"pw\"}\r\nPING\r\n");
+    assert!(ws
+        .read_text_until("Authorization Violation", WAIT)
+        .contains("Authorization Violation"));
+    let mut raw = common::raw::Raw::open(&p.addr());
+    let t = raw
+        .exchange(b"CONNECT {\"verbose\":false,\"user\":\"web\",\"pass\":\"pw\"}\r\nPING\r\n")
+        .text();
+    assert!(t.contains("Authorization Violation"), "{t}");
+    let mut raw = common::raw::Raw::open(&p.addr());
+    let t = raw
+        .exchange(b"CONNECT {\"verbose\":false,\"user\":\"tcp\",\"pass\":\"pw\"}\r\nPING\r\n")
+        .text();
+    assert!(t.contains("PONG"), "{t}");
+    let bad = common::jwt::write_conf(
+        "authorization { users: [ {user: a, password: b, allowed_connection_types: [\"CARRIER_PIGEON\"]} ] }\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["-t", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown connection type \"CARRIER_PIGEON\""));
+}

@@ -37,7 +37,21 @@ pub struct UserConfig {
     pub account: String,
     /// Its permissions; `default_permissions` apply when absent.
     pub permissions: Option<Permissions>,
+    /// `allowed_connection_types` (`STANDARD`, `WEBSOCKET`, ...): the
+    /// listeners it may connect through; empty allows all.
+    pub connection_types: Vec<String>,
 }
+
+/// The connection type names nats-server knows.
+const CONNECTION_TYPES: &[&str] = &[
+    "STANDARD",
+    "WEBSOCKET",
+    "LEAFNODE",
+    "LEAFNODE_WS",
+    "MQTT",
+    "MQTT_WS",
+    "IN_PROCESS",
+];
 
 impl UserConfig {
     /// The name the user is known by (user name or nkey).
@@ -290,6 +304,7 @@ fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
     let mut password = None;
     let mut nkey = None;
     let mut perms = None;
+    let mut connection_types = Vec::new();
     for (k, _, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(k, v)?),
@@ -302,9 +317,20 @@ fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
                 nkey = Some(key);
             }
             "permission" | "permissions" => perms = Some(permissions(v)?),
-            // Accepted as nats-server does; connection types and proxies are
-            // not distinguished by petrel.
-            "allowed_connection_types" | "connection_types" | "clients" | "proxy_required" | "account" => {}
+            "allowed_connection_types" | "connection_types" | "clients" => {
+                let list = match &v.value {
+                    Value::Array(a) => a.iter().map(|i| string(k, i)).collect::<Result<Vec<_>, _>>()?,
+                    _ => vec![string(k, v)?],
+                };
+                for t in &list {
+                    if !CONNECTION_TYPES.iter().any(|c| c.eq_ignore_ascii_case(t)) {
+                        return Err(err(v, format!("unknown connection type {t:?}")));
+                    }
+                }
+                connection_types = list;
+            }
+            // Accepted as nats-server does; proxies are not distinguished by petrel.
+            "proxy_required" | "account" => {}
             other => return Err(err(v, format!("Unknown field \"{other}\" parsing users"))),
         }
     }
@@ -326,6 +352,7 @@ fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
         credential,
         account: account.to_string(),
         permissions: perms,
+        connection_types,
     })
 }
 
@@ -378,6 +405,7 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             },
             account: GLOBAL_ACCOUNT.to_string(),
             permissions: single_perms,
+            connection_types: Vec::new(),
         });
     }
     Ok(())

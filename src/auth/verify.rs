@@ -175,6 +175,8 @@ struct UserRec {
     password: Option<String>,
     account: Arc<Account>,
     perms: Option<Arc<Permissions>>,
+    /// Listener kinds it may use (empty: all).
+    connection_types: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -354,6 +356,7 @@ impl Verifier {
                         },
                         account: GLOBAL_ACCOUNT.to_string(),
                         permissions: None,
+                        connection_types: Vec::new(),
                     }];
                 }
                 Some(Arc::new(Verifier::with_table(&c, Some(accounts.clone()))?))
@@ -385,6 +388,7 @@ impl Verifier {
                 },
                 account: accounts.get_or_create(&u.account),
                 perms: u.permissions.clone().map(Arc::new).or_else(|| default_perms.clone()),
+                connection_types: u.connection_types.clone(),
             });
             match &u.credential {
                 Credential::Password { user, .. } => users.by_name.insert(user.clone(), rec),
@@ -555,6 +559,20 @@ impl Verifier {
         }
     }
 
+    /// The identity of `rec` for a client that came through `kind`, when
+    /// the user's `allowed_connection_types` admit it.
+    fn admit(rec: &UserRec, kind: crate::ids::ConnKind) -> Result<Identity, AuthError> {
+        if !rec.connection_types.is_empty()
+            && !rec
+                .connection_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(kind.jwt_name()))
+        {
+            return Err(AuthError::ConnectionType);
+        }
+        Self::identity_of(rec)
+    }
+
     fn identity_of(rec: &UserRec) -> Result<Identity, AuthError> {
         Identity::configured(&rec.account, rec.name.clone(), rec.perms.clone())
     }
@@ -568,7 +586,7 @@ impl Verifier {
                 .iter()
                 .find_map(|n| u.by_name.get(n))
                 .ok_or(AuthError::NoMatch)?;
-            return Self::identity_of(rec);
+            return Self::admit(rec, req.kind);
         }
         if let Some(nkey) = &o.nkey {
             let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;
@@ -576,7 +594,7 @@ impl Verifier {
             if !jwt::verify_nonce(nkey, req.nonce.as_bytes(), sig) {
                 return Err(AuthError::BadSignature);
             }
-            return Self::identity_of(rec);
+            return Self::admit(rec, req.kind);
         }
         if let Some(user) = &o.user {
             let rec = u.by_name.get(user).ok_or(AuthError::NoMatch)?;
@@ -584,7 +602,7 @@ impl Verifier {
             if !password_matches(rec.password.as_deref().unwrap_or(""), given) {
                 return Err(AuthError::BadPassword);
             }
-            return Self::identity_of(rec);
+            return Self::admit(rec, req.kind);
         }
         if let Some(token) = &u.token {
             let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
@@ -595,7 +613,7 @@ impl Verifier {
         }
         let nothing = o.auth_token.is_none() && o.jwt.is_none() && o.pass.is_none();
         match (&u.no_auth, nothing) {
-            (Some(rec), true) => Self::identity_of(rec),
+            (Some(rec), true) => Self::admit(rec, req.kind),
             _ => Err(AuthError::NoMatch),
         }
     }
