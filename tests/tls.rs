@@ -76,6 +76,13 @@ async fn pubsub(c: &async_nats::Client) {
     assert_eq!(&r.payload[..], b"pong");
 }
 
+/// async-nats options that require TLS and trust `p`'s CA.
+fn tls_opts(p: &Pki) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .add_root_certificates(ca(p))
+        .require_tls(true)
+}
+
 fn ca(p: &Pki) -> PathBuf {
     p.path("ca.pem")
 }
@@ -89,12 +96,7 @@ async fn async_nats_over_tls() {
     // A plain client's CONNECT is not a TLS handshake: the server closes.
     let r = raw.exchange(b"CONNECT {}\r\nPING\r\n");
     assert!(r.closed, "plain client refused: {:?}", r.text());
-    let c = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca(&p))
-        .require_tls(true)
-        .connect(s.url())
-        .await
-        .unwrap();
+    let c = tls_opts(&p).connect(s.url()).await.unwrap();
     pubsub(&c).await;
     // Without trusting the CA the client refuses the server.
     assert!(async_nats::ConnectOptions::new()
@@ -120,9 +122,7 @@ async fn mutual_tls_requires_a_client_certificate() {
         .await
         .unwrap();
     pubsub(&c).await;
-    let without = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca(&p))
-        .require_tls(true)
+    let without = tls_opts(&p)
         .connection_timeout(Duration::from_secs(2))
         .connect(s.url())
         .await;
@@ -133,13 +133,7 @@ async fn mutual_tls_requires_a_client_certificate() {
 async fn handshake_first() {
     let p = pki();
     let s = common::petrel(&["-c", tls_conf(&p, "  handshake_first: true").to_str().unwrap()]);
-    let c = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca(&p))
-        .require_tls(true)
-        .tls_first()
-        .connect(s.url())
-        .await
-        .unwrap();
+    let c = tls_opts(&p).tls_first().connect(s.url()).await.unwrap();
     pubsub(&c).await;
 }
 
@@ -154,13 +148,7 @@ async fn handshake_first_fallback_delay() {
         common::petrel(&["-c", conf.to_str().unwrap()]),
         common::nats_server(&["-c", conf.to_str().unwrap()]),
     ] {
-        let first = async_nats::ConnectOptions::new()
-            .add_root_certificates(ca(&p))
-            .require_tls(true)
-            .tls_first()
-            .connect(s.url())
-            .await
-            .unwrap();
+        let first = tls_opts(&p).tls_first().connect(s.url()).await.unwrap();
         pubsub(&first).await;
         let t0 = std::time::Instant::now();
         let raw = common::raw::Raw::open(&s.addr());
@@ -171,12 +159,7 @@ async fn handshake_first_fallback_delay() {
             waited >= Duration::from_millis(250),
             "INFO only after the delay: {waited:?}"
         );
-        let after_info = async_nats::ConnectOptions::new()
-            .add_root_certificates(ca(&p))
-            .require_tls(true)
-            .connect(s.url())
-            .await
-            .unwrap();
+        let after_info = tls_opts(&p).connect(s.url()).await.unwrap();
         pubsub(&after_info).await;
     }
 }
@@ -511,12 +494,7 @@ async fn min_version_1_3_refuses_tls12_clients() {
     let mut c = rustls_client(&p, &s.addr(), ring(), TLS13).unwrap();
     assert!(c.pong());
     // async-nats (TLS 1.3 capable) connects as usual.
-    let c = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca(&p))
-        .require_tls(true)
-        .connect(s.url())
-        .await
-        .unwrap();
+    let c = tls_opts(&p).connect(s.url()).await.unwrap();
     pubsub(&c).await;
     drop(s);
     // min_version 1.2 (the default) still takes TLS 1.2.
@@ -566,12 +544,7 @@ async fn allow_non_tls_serves_plain_and_tls_clients_together() {
     // A plain subscriber and a TLS publisher on the same server.
     let r = raw.exchange(b"CONNECT {\"verbose\":false}\r\nSUB mixed 1\r\nPING\r\n");
     assert_eq!(r.text(), "PONG\r\n");
-    let tls = async_nats::ConnectOptions::new()
-        .add_root_certificates(ca(&p))
-        .require_tls(true)
-        .connect(s.url())
-        .await
-        .unwrap();
+    let tls = tls_opts(&p).connect(s.url()).await.unwrap();
     tls.publish("mixed", "from tls".into()).await.unwrap();
     tls.flush().await.unwrap();
     let got = raw.read_until_quiet(Duration::from_millis(300), Duration::from_secs(5));
