@@ -664,3 +664,36 @@ fn bad_tls_values_are_configuration_errors_naming_the_key() {
         assert!(ok, "{bin}: {msg}");
     }
 }
+
+/// A client that fails the TLS handshake is listed among closed
+/// connections with nats-server's reason, on both servers.
+#[test]
+fn failed_handshakes_are_listed_as_closed() {
+    use std::io::{Read, Write};
+    let p = pki();
+    let conf = tls_conf(&p, "");
+    for s in [
+        common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1"]),
+        common::nats_server(&["-c", conf.to_str().unwrap(), "-m", "-1"]),
+    ] {
+        let mut plain = common::raw::Raw::open(&s.addr());
+        plain.send(b"CONNECT {}\r\nPING\r\n");
+        let _ = plain.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+        let line = s.log_lines("Starting http monitor on").pop().expect("monitor line");
+        let port = line.rsplit(':').next().unwrap().trim().to_string();
+        let mut closed = serde_json::Value::Null;
+        for _ in 0..20 {
+            let mut h = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+            h.write_all(b"GET /connz?state=closed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut resp = String::new();
+            h.read_to_string(&mut resp).unwrap();
+            closed = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+            if closed["connections"].as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(closed["connections"][0]["reason"], "TLS Handshake Failure", "{closed}");
+    }
+}

@@ -310,6 +310,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
     let _ = stream.set_write_timeout(Some(opts.write_deadline));
     let mut ip = peer_ip(&stream);
     let port = stream.peer_addr().map(|a| a.port()).unwrap_or(0);
+    let accepted_at = std::time::SystemTime::now();
     let verifier = shard.verifier.borrow().for_kind(kind);
     let mut conn_auth = ConnAuth::new(verifier.clone(), ip.parse().ok());
     conn_auth.kind = kind;
@@ -362,7 +363,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
                     conn_auth.cert_names = a.cert_names;
                     (a.transport, a.info_sent, !a.info_sent)
                 }
-                None => return forget(&shard),
+                None => {
+                    // Listed among closed connections, as nats-server lists them.
+                    shard.shared.record_closed(super::ClosedConn {
+                        conn: super::ConnSnapshot::accepted(cid, &ip, port, accepted_at, shard.id.0, kind),
+                        stop: std::time::SystemTime::now(),
+                        reason: "TLS Handshake Failure",
+                    });
+                    return forget(&shard);
+                }
             }
         }
     };
@@ -407,7 +416,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
             stream: stream.clone(),
             ip: ip.clone(),
             port,
-            start: std::time::SystemTime::now(),
+            start: accepted_at,
             auth: auth.clone(),
             kind,
         },

@@ -459,6 +459,40 @@ pub struct ConnSnapshot {
     pub kind: ConnKind,
 }
 
+impl ConnSnapshot {
+    /// A connection that never got past its handshake: address, times, kind.
+    pub fn accepted(
+        cid: ConnId,
+        ip: &str,
+        port: u16,
+        start: std::time::SystemTime,
+        shard: u16,
+        kind: ConnKind,
+    ) -> Self {
+        ConnSnapshot {
+            cid: cid.0,
+            ip: ip.to_string(),
+            port,
+            start,
+            rtt: None,
+            pending_bytes: 0,
+            in_msgs: 0,
+            in_bytes: 0,
+            out_msgs: 0,
+            out_bytes: 0,
+            subjects: Vec::new(),
+            name: String::new(),
+            lang: String::new(),
+            version: String::new(),
+            shard,
+            account: String::new(),
+            user: String::new(),
+            subs: Vec::new(),
+            kind,
+        }
+    }
+}
+
 /// Microseconds an idle executor spins before it parks (see `start`).
 const SPIN_US: u64 = 50;
 
