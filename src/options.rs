@@ -186,6 +186,16 @@ pub enum TlsVersion {
 }
 
 impl Options {
+    /// How long a client has to authenticate: `authorization { timeout }`,
+    /// else with client TLS the TLS timeout plus one second (the handshake
+    /// comes out of the same budget), else 2 s, as nats-server defaults it.
+    pub fn client_auth_timeout(&self) -> Duration {
+        self.auth.timeout.unwrap_or_else(|| match &self.tls {
+            Some(t) => t.timeout.unwrap_or(crate::tls::DEFAULT_TIMEOUT) + Duration::from_secs(1),
+            None => self.auth_timeout,
+        })
+    }
+
     /// The logger settings these options ask for.
     pub fn log_config(&self) -> crate::logging::LogConfig {
         crate::logging::LogConfig {

@@ -671,7 +671,11 @@ fn bad_tls_values_are_configuration_errors_naming_the_key() {
 fn failed_handshakes_are_listed_as_closed() {
     use std::io::{Read, Write};
     let p = pki();
-    let conf = tls_conf(&p, "");
+    let conf = common::jwt::write_conf(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 3\n}}\n",
+        p.path("server.pem").display(),
+        p.path("server-key.pem").display()
+    ));
     for s in [
         common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1"]),
         common::nats_server(&["-c", conf.to_str().unwrap(), "-m", "-1"]),
@@ -695,5 +699,13 @@ fn failed_handshakes_are_listed_as_closed() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert_eq!(closed["connections"][0]["reason"], "TLS Handshake Failure", "{closed}");
+        // With TLS the auth timeout defaults to the TLS timeout (3 s here) + 1 s.
+        let mut h = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        h.write_all(b"GET /varz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        h.read_to_string(&mut resp).unwrap();
+        let varz: serde_json::Value = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(varz["auth_timeout"].as_f64(), Some(4.0), "{}", varz["auth_timeout"]);
     }
 }

@@ -175,7 +175,7 @@ pub fn session_config(o: &Options) -> SessionConfig {
         ping_interval: o.ping_interval,
         ping_max: o.ping_max,
         auth_required: o.auth.is_enabled() && o.auth.no_auth_user.is_none(),
-        auth_timeout: o.auth.timeout.unwrap_or(o.auth_timeout),
+        auth_timeout: o.client_auth_timeout(),
     }
 }
 

@@ -103,7 +103,7 @@ pub fn varz(shared: &Shared) -> Value {
         "http_port": http.map(|a| a.port()).unwrap_or(0),
         "http_base_path": "",
         "https_port": 0,
-        "auth_timeout": o.auth.timeout.unwrap_or(o.auth_timeout).as_secs_f64(),
+        "auth_timeout": o.client_auth_timeout().as_secs_f64(),
         "max_control_line": o.max_control_line,
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,
