@@ -483,7 +483,7 @@ pub async fn publisher(mut job: PubJob, mut s: Sample, counter: Arc<Counter>, mu
         let work = publish_all(&mut job, start, &counter);
         tokio::select! {
             r = work => r,
-            _ = ctx.stop.changed() => Err("stopped before the end".to_string()),
+            _ = super::run::aborted(&mut ctx) => Err("stopped before the end".to_string()),
         }
     };
     s.end = Some(Instant::now());

@@ -29,6 +29,17 @@ pub enum Stop {
     Interrupted,
 }
 
+/// Resolves when the run is cut short (timeout, Ctrl-C). Publishers and
+/// requesters finish on their own otherwise: the responders' group can count
+/// every request while the last replies are still on their way back.
+pub async fn aborted(ctx: &mut Ctx) {
+    let cut = ctx.stop.wait_for(|s| matches!(s, Stop::TimedOut | Stop::Interrupted));
+    if cut.await.is_err() {
+        // The run's controller is gone: nothing will cut this short.
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One client's progress counter, alone on its cache line.
 #[repr(align(64))]
 #[derive(Default)]
@@ -287,7 +298,7 @@ async fn publisher(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
     };
     let result = tokio::select! {
         r = work => r,
-        _ = ctx.stop.changed() => Err("stopped before the end".to_string()),
+        _ = aborted(&mut ctx) => Err("stopped before the end".to_string()),
     };
     s.end = Some(Instant::now());
     s.error = result.err();
@@ -335,7 +346,7 @@ async fn requester(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
     };
     let result = tokio::select! {
         r = work => r,
-        _ = ctx.stop.changed() => Err("stopped before the end".to_string()),
+        _ = aborted(&mut ctx) => Err("stopped before the end".to_string()),
     };
     s.end = Some(Instant::now());
     s.error = result.err();
