@@ -298,10 +298,22 @@ impl ClientTls {
         })
     }
 
+    /// What a finished handshake admits: the names the client certificate
+    /// offers for `verify_and_map` (empty without it), or, as
+    /// `check_pinned`, the key that `pinned_certs` does not list.
+    pub fn admit(&self, conn: &rustls::ServerConnection) -> Result<Vec<String>, Option<String>> {
+        let leaf = conn.peer_certificates().and_then(|c| c.first());
+        self.check_pinned(leaf)?;
+        Ok(match (leaf, self.map) {
+            (Some(d), true) => certificate_names(d),
+            _ => Vec::new(),
+        })
+    }
+
     /// Checks a client's certificate against `pinned_certs`: `Err` carries
     /// the key id that is not pinned, or `None` when the client sent no
     /// certificate.
-    pub fn check_pinned(&self, cert: Option<&CertificateDer<'_>>) -> Result<(), Option<String>> {
+    fn check_pinned(&self, cert: Option<&CertificateDer<'_>>) -> Result<(), Option<String>> {
         let Some(pins) = &self.pinned else { return Ok(()) };
         let id = cert.and_then(spki_sha256).ok_or(None)?;
         if pins.contains(&id) {

@@ -284,17 +284,15 @@ async fn tls_accept(
         Ok(Err(e)) => return closed(&format!("TLS handshake error: {e}"), true),
         Err(_) => return closed("TLS handshake timeout", false),
     };
-    let leaf = t.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
-    if let Err(id) = tls.check_pinned(leaf.as_ref()) {
-        match id {
-            Some(id) => crate::debug!("{who} - Failed pinned cert test for key id: {id}"),
-            None => crate::debug!("{who} - Failed pinned cert test as client did not provide a certificate"),
+    let cert_names = match tls.admit(t.get_ref().1) {
+        Ok(names) => names,
+        Err(id) => {
+            match id {
+                Some(id) => crate::debug!("{who} - Failed pinned cert test for key id: {id}"),
+                None => crate::debug!("{who} - Failed pinned cert test as client did not provide a certificate"),
+            }
+            return closed("TLS handshake error: certificate not pinned", true);
         }
-        return closed("TLS handshake error: certificate not pinned", true);
-    }
-    let cert_names = match (&leaf, tls.map) {
-        (Some(d), true) => crate::tls::certificate_names(d),
-        _ => Vec::new(),
     };
     Some(Accepted {
         transport: Transport::Tls(Box::new(t)),

@@ -288,13 +288,9 @@ pub async fn open(
                     .await
                     .map_err(|_| "TLS handshake timeout".to_string())?
                     .map_err(|e| format!("TLS handshake error: {e}"))?;
-                let leaf = s.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
-                if t.check_pinned(leaf.as_ref()).is_err() {
-                    return Err("TLS handshake error: certificate not pinned".to_string());
-                }
-                if let (Some(d), true) = (&leaf, t.map) {
-                    cert_names = crate::tls::certificate_names(d);
-                }
+                cert_names = t
+                    .admit(s.get_ref().1)
+                    .map_err(|_| "TLS handshake error: certificate not pinned".to_string())?;
                 Transport::Tls(Box::new(s))
             }
             None => Transport::Plain(tcp),
