@@ -75,9 +75,16 @@ impl ConnAuth {
 
     /// Verifies `opts` now, on this thread.
     pub fn verify(&self, opts: &ClientOpts) -> Result<Identity, AuthError> {
-        let opts = with_cookies(opts, &self.cookies);
+        // Only WebSocket clients with credential cookies pay for a copy.
+        let filled;
+        let opts = if self.cookies.is_empty() {
+            opts
+        } else {
+            filled = with_cookies(opts.clone(), &self.cookies);
+            &filled
+        };
         let req = ConnectRequest {
-            opts: &opts,
+            opts,
             nonce: &self.nonce,
             ip: self.ip,
             cert_names: &self.cert_names,
@@ -89,8 +96,7 @@ impl ConnAuth {
 
 /// `opts` with the WebSocket cookies' credentials filling what CONNECT left
 /// out, as nats-server does.
-pub fn with_cookies(opts: &ClientOpts, c: &crate::ws::handshake::CookieCredentials) -> ClientOpts {
-    let mut o = opts.clone();
+pub fn with_cookies(mut o: ClientOpts, c: &crate::ws::handshake::CookieCredentials) -> ClientOpts {
     if o.jwt.is_none() {
         o.jwt = c.jwt.clone();
     }

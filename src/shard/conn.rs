@@ -617,13 +617,13 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     };
     let (verifier, nonce, ip, cert_names, kind, opts) = {
         let a = auth.borrow();
-        if !a.verifier.is_slow(&crate::core::host::with_cookies(&opts, &a.cookies)) {
+        let opts = crate::core::host::with_cookies(opts, &a.cookies);
+        if !a.verifier.is_slow(&opts) {
+            let v = a.verify(&opts);
             drop(a);
-            let v = auth.borrow().verify(&opts);
             auth.borrow_mut().pending = Some(v);
             return;
         }
-        let opts = crate::core::host::with_cookies(&opts, &a.cookies);
         (
             a.verifier.clone(),
             a.nonce.clone(),

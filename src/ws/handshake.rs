@@ -137,6 +137,13 @@ pub struct CookieCredentials {
     pub token: Option<String>,
 }
 
+impl CookieCredentials {
+    /// No credential came in a cookie.
+    pub fn is_empty(&self) -> bool {
+        self.jwt.is_none() && self.user.is_none() && self.pass.is_none() && self.token.is_none()
+    }
+}
+
 /// `Sec-WebSocket-Accept` for a client key.
 pub fn accept_key(key: &str) -> String {
     let mut h = Sha1::new();
