@@ -479,69 +479,57 @@ pub struct PubJob {
 pub async fn publisher(mut job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: Ctx) -> Sample {
     let start = Instant::now();
     s.start = Some(start);
-    let result = {
-        let work = publish_all(&mut job, start, &counter);
-        tokio::select! {
-            r = work => r,
-            _ = super::run::aborted(&mut ctx) => Err("stopped before the end".to_string()),
-        }
-    };
-    s.end = Some(Instant::now());
-    s.error = result.err();
-    s.msgs = counter.get();
-    s.bytes = s.msgs * job.size as u64;
-    s
+    let size = job.size;
+    let work = publish_all(&mut job, start, &counter);
+    super::run::close_sample(work, &mut ctx, s, &counter, size).await
 }
 
 async fn publish_all(job: &mut PubJob, start: Instant, counter: &Counter) -> Result<(), String> {
     let c = &mut job.conn;
     let mut sent = 0u64;
-    let sent = &mut sent;
     let payload = vec![0u8; job.size];
     let mut t = Tally::default();
     // Every message is encoded on its own into the write buffer, as a
     // client library's publish does (a prebuilt run of identical frames,
     // copied again and again, left the server more of a shared machine's
     // CPU than nats.go does and read 1.05-1.5x its numbers).
-    {
-        let mut out = Vec::with_capacity(WRITE_RUN + job.size + 256);
-        let mut num = itoa::Buffer::new();
-        for i in 0..job.n {
-            if job.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(i as f64 / job.rate);
-                if Instant::now() < due {
-                    if !out.is_empty() {
-                        c.write(&out).await?;
-                        out.clear();
-                        counter.set(*sent);
-                        poll_incoming(c, &mut t).await?;
-                    }
-                    tokio::time::sleep_until(due.into()).await;
+    let mut out = Vec::with_capacity(WRITE_RUN + job.size + 256);
+    let mut num = itoa::Buffer::new();
+    for i in 0..job.n {
+        if job.rate > 0.0 {
+            let due = super::run::due(start, i, job.rate);
+            if Instant::now() < due {
+                if !out.is_empty() {
+                    c.write(&out).await?;
+                    out.clear();
+                    counter.set(sent);
+                    poll_incoming(c, &mut t).await?;
                 }
-            }
-            out.extend_from_slice(b"PUB ");
-            out.extend_from_slice(job.subject.as_bytes());
-            if job.multisubject {
-                out.push(b'.');
-                out.extend_from_slice(num.format(i).as_bytes());
-            }
-            out.push(b' ');
-            out.extend_from_slice(num.format(job.size).as_bytes());
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(&payload);
-            out.extend_from_slice(b"\r\n");
-            *sent += 1;
-            if out.len() >= WRITE_RUN {
-                c.write(&out).await?;
-                out.clear();
-                counter.set(*sent);
-                poll_incoming(c, &mut t).await?;
+                tokio::time::sleep_until(due.into()).await;
             }
         }
-        if !out.is_empty() {
+        out.extend_from_slice(b"PUB ");
+        out.extend_from_slice(job.subject.as_bytes());
+        if job.multisubject {
+            out.push(b'.');
+            out.extend_from_slice(num.format(i).as_bytes());
+        }
+        out.push(b' ');
+        out.extend_from_slice(num.format(job.size).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(b"\r\n");
+        sent += 1;
+        if out.len() >= WRITE_RUN {
             c.write(&out).await?;
-            counter.set(*sent);
+            out.clear();
+            counter.set(sent);
+            poll_incoming(c, &mut t).await?;
         }
+    }
+    if !out.is_empty() {
+        c.write(&out).await?;
+        counter.set(sent);
     }
     // Everything sent before the PING was processed when the PONG comes.
     let want = t.pongs + 1;

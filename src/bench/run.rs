@@ -29,10 +29,36 @@ pub enum Stop {
     Interrupted,
 }
 
+/// When message `i` of a run paced at `rate` messages per second is due.
+pub fn due(start: Instant, i: u64, rate: f64) -> Instant {
+    start + Duration::from_secs_f64(i as f64 / rate)
+}
+
+/// Runs a publishing client's `work` unless the run is cut short, then
+/// closes its sample: end time, error, and what it sent (`counter`
+/// messages of `size` bytes).
+pub async fn close_sample(
+    work: impl std::future::Future<Output = Result<(), String>>,
+    ctx: &mut Ctx,
+    mut s: Sample,
+    counter: &Counter,
+    size: usize,
+) -> Sample {
+    let result = tokio::select! {
+        r = work => r,
+        _ = aborted(ctx) => Err("stopped before the end".to_string()),
+    };
+    s.end = Some(Instant::now());
+    s.error = result.err();
+    s.msgs = counter.get();
+    s.bytes = s.msgs * size as u64;
+    s
+}
+
 /// Resolves when the run is cut short (timeout, Ctrl-C). Publishers and
 /// requesters finish on their own otherwise: the responders' group can count
 /// every request while the last replies are still on their way back.
-pub async fn aborted(ctx: &mut Ctx) {
+async fn aborted(ctx: &mut Ctx) {
     let cut = ctx.stop.wait_for(|s| matches!(s, Stop::TimedOut | Stop::Interrupted));
     if cut.await.is_err() {
         // The run's controller is gone: nothing will cut this short.
@@ -278,7 +304,7 @@ async fn publisher(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
     let work = async {
         for i in 0..job.n {
             if job.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(i as f64 / job.rate);
+                let due = due(start, i, job.rate);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due.into()).await;
                 }
@@ -296,15 +322,7 @@ async fn publisher(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
         }
         round_trip(&job.client).await
     };
-    let result = tokio::select! {
-        r = work => r,
-        _ = aborted(&mut ctx) => Err("stopped before the end".to_string()),
-    };
-    s.end = Some(Instant::now());
-    s.error = result.err();
-    s.msgs = counter.get();
-    s.bytes = s.msgs * job.payload.len() as u64;
-    s
+    close_sample(work, &mut ctx, s, &counter, job.payload.len()).await
 }
 
 /// Closed-loop requests, one at a time. With a rate, request `i` is due at
@@ -318,7 +336,7 @@ async fn requester(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
     let work = async {
         for i in 0..job.n {
             let intended = if job.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(i as f64 / job.rate);
+                let due = due(start, i, job.rate);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due.into()).await;
                 }
@@ -344,14 +362,7 @@ async fn requester(job: PubJob, mut s: Sample, counter: Arc<Counter>, mut ctx: C
         }
         Ok::<(), String>(())
     };
-    let result = tokio::select! {
-        r = work => r,
-        _ = aborted(&mut ctx) => Err("stopped before the end".to_string()),
-    };
-    s.end = Some(Instant::now());
-    s.error = result.err();
-    s.msgs = counter.get();
-    s.bytes = s.msgs * job.payload.len() as u64;
+    let s = close_sample(work, &mut ctx, s, &counter, job.payload.len()).await;
     (s, h)
 }
 
