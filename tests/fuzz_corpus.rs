@@ -137,42 +137,17 @@ fn jwt_connect_corpus_never_panics() {
     assert!(decoded >= 10, "only {decoded} corpus entries held a valid JWT");
 }
 
-/// The websocket target's check: decoding the same bytes whole or cut in
-/// pieces gives the same NATS bytes, and nothing panics.
+include!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fuzz/fuzz_targets/websocket_check.rs"
+));
+
+/// The websocket target's check (the same code as the fuzz target): decoding
+/// the same bytes whole or cut in pieces gives the same NATS bytes, and
+/// nothing panics.
 #[test]
 fn websocket_corpus_never_panics_and_cuts_agree() {
-    use petrel::ws::frame::Decoder;
-    fn decode(data: &[u8], compression: bool, masked: bool, step: usize) -> (Vec<u8>, bool) {
-        let mut d = Decoder::new(compression, 4096);
-        if !masked {
-            d = d.without_masking();
-        }
-        let (mut out, mut controls, mut pending) = (Vec::new(), Vec::new(), Vec::new());
-        for piece in data.chunks(step.max(1)) {
-            pending.extend_from_slice(piece);
-            match d.decode(&mut pending, &mut out, &mut controls) {
-                Ok(used) => {
-                    pending.drain(..used);
-                }
-                Err(_) => return (out, false),
-            }
-        }
-        (out, true)
-    }
     for data in corpus("websocket") {
-        let Some((&flags, rest)) = data.split_first() else {
-            continue;
-        };
-        let (compression, masked) = (flags & 1 != 0, flags & 2 == 0);
-        let (whole, ok_whole) = decode(rest, compression, masked, rest.len().max(1));
-        for step in [1, 3, (flags >> 2) as usize + 1] {
-            let (cut, ok_cut) = decode(rest, compression, masked, step);
-            if ok_whole && ok_cut {
-                assert_eq!(whole, cut);
-            }
-        }
-        if let Ok(Some((req, _))) = petrel::ws::handshake::parse_request(rest) {
-            let _ = petrel::ws::handshake::upgrade(&req, &Default::default(), false);
-        }
+        websocket_check(&data, &[1, 3]);
     }
 }
