@@ -179,16 +179,17 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
         info!("System account is {}", sys.name);
     }
     let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
-    let ws_host = opts
-        .websocket
-        .as_ref()
-        .map(|w| w.host.clone().unwrap_or_else(|| opts.host.clone()));
-    let (ws_listeners, ws_bound) = match (&opts.websocket, &ws_host) {
-        (Some(w), Some(host)) => {
-            let (l, b) = bind_listeners(host, w.port, nshards)?;
-            (l, Some(b))
+    // The WebSocket listeners and what the shards need to serve them.
+    let (ws_listeners, ws) = match &opts.websocket {
+        Some(w) => {
+            let host = w.host.clone().unwrap_or_else(|| opts.host.clone());
+            let (l, b) = bind_listeners(&host, w.port, nshards)?;
+            (
+                l,
+                Some(websocket_runtime(w, &host, b.port()).map_err(ServerError::Auth)?),
+            )
         }
-        _ => (Vec::new(), None),
+        None => (Vec::new(), None),
     };
     let info = ServerInfo {
         server_id: server_id.clone(),
@@ -235,9 +236,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     }
     let shared = Shared::new(opts.clone(), info, nshards, verifier);
     shared.set_tls(tls);
-    if let (Some(w), Some(b), Some(host)) = (&opts.websocket, ws_bound, &ws_host) {
-        shared.set_websocket(Some(websocket_runtime(w, host, b.port()).map_err(ServerError::Auth)?));
-    }
+    shared.set_websocket(ws.clone());
     let shared = Arc::new(shared);
     *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
     let running = shard::start(shared.clone(), listeners, ws_listeners)?;
@@ -271,17 +270,14 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     } else {
         opts.host.clone()
     };
-    let ws_url = match (&opts.websocket, ws_bound, &ws_host) {
-        (Some(w), Some(b), Some(host)) => {
-            let scheme = if w.tls.is_some() { "wss" } else { "ws" };
-            info!("Listening for websocket clients on {scheme}://{host}:{}", b.port());
-            if w.tls.is_none() {
-                warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
-            }
-            Some(format!("{scheme}://{}:{}", url_host(host), b.port()))
+    let ws_url = ws.map(|rt| {
+        let scheme = if rt.tls.is_some() { "wss" } else { "ws" };
+        info!("Listening for websocket clients on {scheme}://{}:{}", rt.host, rt.port);
+        if rt.tls.is_none() {
+            warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
         }
-        _ => None,
-    };
+        format!("{scheme}://{}:{}", url_host(&rt.host), rt.port)
+    });
     info!("Listening for client connections on {host_for_log}:{}", bound.port());
     let ports_file = match &opts.ports_file_dir {
         Some(dir) => {
