@@ -595,9 +595,10 @@ fn handshake_timeout_and_plain_clients_are_closed_silently_as_nats_server_does()
 
 /// `petrel -t -c` (and nats-server's) verdict on a `tls` block.
 fn check(bin: &str, p: &Pki, extra: &str) -> (bool, String) {
-    // `-t` counts warnings as errors: no deprecated plain-seconds timeout.
+    // `-t` counts warnings as errors: an integer `timeout` (seconds) must
+    // pass without one, as nats-server reads it.
     let conf = common::jwt::write_conf(&format!(
-        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: \"1s\"\n{extra}\n}}\n",
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 1\n{extra}\n}}\n",
         p.path("server.pem").display(),
         p.path("server-key.pem").display(),
     ));

@@ -441,6 +441,22 @@ fn bad_websocket_config_names_file_line_and_key() {
         err.contains("allowed origins must be absolute URLs with http or https scheme"),
         "{err}"
     );
+    // An integer authorization timeout is seconds, without a warning (which
+    // `-t` would count as an error), on both servers.
+    let conf = common::jwt::write_conf(
+        "websocket {\n  no_tls: true\n  port: -1\n  authorization { token: x, timeout: 2 }\n}\n",
+    );
+    for bin in [env!("CARGO_BIN_EXE_petrel").into(), common::nats_server_bin()] {
+        let out = std::process::Command::new(&bin)
+            .args(["-t", "-c", conf.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{bin:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A fresh CA and a server certificate for 127.0.0.1 in `dir` (ca.pem,

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
+use crate::conf::options::seconds;
 use crate::conf::parse::ConfError;
 use crate::conf::value::{Item, Map, Value};
 
@@ -224,19 +225,6 @@ fn strings(key: &str, item: &Item) -> Result<Vec<String>, ConfError> {
         Value::Array(a) => a.iter().map(|i| string(key, i)).collect(),
         _ => Ok(vec![string(key, item)?]),
     }
-}
-
-fn seconds(key: &str, item: &Item) -> Result<Duration, ConfError> {
-    let secs = match &item.value {
-        Value::Int(n) => *n as f64,
-        Value::Float(f) => *f,
-        Value::Str(s) => {
-            return crate::conf::options::parse_go_duration(s)
-                .ok_or_else(|| err(item, format!("{key}: invalid duration {s:?}")))
-        }
-        _ => return Err(err(item, format!("{key}: expected seconds, got {}", item.value.kind()))),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| err(item, format!("{key}: invalid duration")))
 }
 
 /// A publish or subscribe rule: a subject, a list, or `{allow, deny}`.

@@ -125,6 +125,23 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
+/// A timeout in seconds, as nats-server reads `authorization { timeout }`
+/// and the `tls` block's `timeout`: an integer or a float, without a
+/// warning (a Go duration string is taken too).
+pub fn seconds(key: &str, item: &Item) -> Result<Duration, ConfError> {
+    let err = |msg: String| ConfError {
+        pos: item.pos.clone(),
+        msg,
+    };
+    let secs = match &item.value {
+        Value::Int(n) => *n as f64,
+        Value::Float(f) => *f,
+        Value::Str(s) => return parse_go_duration(s).ok_or_else(|| err(format!("{key}: invalid duration {s:?}"))),
+        _ => return Err(err(format!("{key}: expected seconds, got {}", item.value.kind()))),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| err(format!("{key}: invalid duration")))
+}
+
 /// A duration: a Go duration string, or a plain number of seconds (which
 /// nats-server accepts with a deprecation warning).
 fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
@@ -458,7 +475,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             o.auth.operator.get_or_insert_with(operator_default).resolver = Some(auth::resolver(item)?);
         }
         "prof_port" => o.prof_port = Some(int(k, item)? as i32),
-        "tls" => o.tls = Some(tls_block(item, notices)?),
+        "tls" => o.tls = Some(tls_block(item)?),
         "websocket" | "ws" => {
             let ws = websocket_block(item, notices)?;
             o.auth.websocket = ws.auth_override().then(|| auth::WebsocketAuth {
@@ -506,7 +523,7 @@ fn tls_value_err(key: &str, item: &Item, e: crate::tls::TlsValueError) -> ConfEr
 /// name rather than ignored (a TLS setting silently dropped would weaken
 /// security). Values are checked here, so a bad cipher or curve name is a
 /// configuration error with its line, not a start-up failure.
-fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOptions, ConfError> {
+fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
     let Value::Map(m) = &item.value else {
         return Err(type_err("tls", item, "a map"));
     };
@@ -523,12 +540,7 @@ fn tls_block(item: &Item, notices: &mut Notices) -> Result<crate::options::TlsOp
                     t.map = true;
                 }
             }
-            "timeout" => {
-                t.timeout = Some(match &v.value {
-                    Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(k, v, "seconds"))?,
-                    _ => duration(k, v, notices)?,
-                })
-            }
+            "timeout" => t.timeout = Some(seconds(k, v)?),
             "handshake_first" | "first" | "immediate" => {
                 (t.handshake_first, t.handshake_first_fallback) = match &v.value {
                     Value::Bool(b) => (*b, None),
@@ -628,7 +640,7 @@ fn websocket_block(item: &Item, notices: &mut Notices) -> Result<crate::options:
             "host" | "net" => w.host = Some(string(k, v)?),
             "advertise" => w.advertise = Some(string(k, v)?),
             "no_tls" => w.no_tls = boolean(k, v)?,
-            "tls" => w.tls = Some(tls_block(v, notices)?),
+            "tls" => w.tls = Some(tls_block(v)?),
             "same_origin" => w.same_origin = boolean(k, v)?,
             "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin" | "origins" | "origin" => {
                 w.allowed_origins = match &v.value {
@@ -664,14 +676,7 @@ fn websocket_block(item: &Item, notices: &mut Notices) -> Result<crate::options:
                         "user" | "username" => w.username = Some(string(ak, av)?),
                         "pass" | "password" => w.password = Some(string(ak, av)?),
                         "token" => w.token = Some(string(ak, av)?),
-                        "timeout" => {
-                            w.auth_timeout = Some(match &av.value {
-                                Value::Float(f) => {
-                                    Duration::try_from_secs_f64(*f).map_err(|_| type_err(ak, av, "seconds"))?
-                                }
-                                _ => duration(ak, av, notices)?,
-                            })
-                        }
+                        "timeout" => w.auth_timeout = Some(seconds(ak, av)?),
                         other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
                     }
                 }
