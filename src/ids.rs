@@ -32,6 +32,12 @@ impl ConnKind {
         }
     }
 
+    /// Whether an `allowed_connection_types` list (a user JWT's or a
+    /// configured user's) admits this kind; an empty list admits all.
+    pub fn allowed_by(self, types: &[String]) -> bool {
+        types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(self.jwt_name()))
+    }
+
     /// The `client_type` monitoring and events report.
     pub fn client_type(self) -> &'static str {
         match self {

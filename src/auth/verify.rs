@@ -562,12 +562,7 @@ impl Verifier {
     /// The identity of `rec` for a client that came through `kind`, when
     /// the user's `allowed_connection_types` admit it.
     fn admit(rec: &UserRec, kind: crate::ids::ConnKind) -> Result<Identity, AuthError> {
-        if !rec.connection_types.is_empty()
-            && !rec
-                .connection_types
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(kind.jwt_name()))
-        {
+        if !kind.allowed_by(&rec.connection_types) {
             return Err(AuthError::ConnectionType);
         }
         Self::identity_of(rec)
@@ -677,12 +672,7 @@ impl Verifier {
             TimeCheck::Inside(end) => end,
             TimeCheck::Outside => return Err(AuthError::OutsideTimes),
         };
-        if !limits.allowed_connection_types.is_empty()
-            && !limits
-                .allowed_connection_types
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(req.kind.jwt_name()))
-        {
+        if !req.kind.allowed_by(&limits.allowed_connection_types) {
             return Err(AuthError::ConnectionType);
         }
 
