@@ -24,11 +24,7 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
 #[test]
 fn varz_counts_and_healthz() {
     let p = common::petrel(&["--shards", "2", "-m", "-1"]);
-    let line = p
-        .log_lines("Starting http monitor on ")
-        .pop()
-        .expect("monitor log line");
-    let http = line.rsplit("on ").next().unwrap().trim().to_string();
+    let http = format!("127.0.0.1:{}", p.monitor_port());
     let (status, head, body) = get(&http, "/healthz");
     assert_eq!(status, 200);
     assert!(head.contains("Content-Type: application/json") && head.contains("Access-Control-Allow-Origin: *"));

@@ -370,20 +370,10 @@ async fn auth_errors_and_shutdown_are_announced() {
 fn http_endpoints_serve_the_same_documents() {
     let conf = temp_conf(CONFIG);
     let s = common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1"]);
-    let port = s
-        .log_lines("Starting http monitor on")
-        .first()
-        .and_then(|l| l.rsplit(':').next().map(|p| p.trim().parse::<u16>().unwrap()))
-        .expect("monitor port in the log");
+    let port = s.monitor_port();
     let mut raw = common::raw::Raw::open(&s.addr());
     raw.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false}\r\nSUB orders.* q 7\r\nPING\r\n");
-    let get = |path: &str| -> (u16, String) {
-        match ureq::get(&format!("http://127.0.0.1:{port}{path}")).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-            Err(e) => panic!("{path}: {e}"),
-        }
-    };
+    let get = |path: &str| common::http_get(port, path);
     let json = |path: &str| -> Value {
         let (code, body) = get(path);
         assert_eq!(code, 200, "{path}: {body}");

@@ -670,7 +670,6 @@ fn bad_tls_values_are_configuration_errors_naming_the_key() {
 /// connections with nats-server's reason, on both servers.
 #[test]
 fn failed_handshakes_are_listed_as_closed() {
-    use std::io::{Read, Write};
     let p = pki();
     let conf = common::jwt::write_conf(&format!(
         "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 3\n}}\n",
@@ -684,16 +683,10 @@ fn failed_handshakes_are_listed_as_closed() {
         let mut plain = common::raw::Raw::open(&s.addr());
         plain.send(b"CONNECT {}\r\nPING\r\n");
         let _ = plain.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
-        let line = s.log_lines("Starting http monitor on").pop().expect("monitor line");
-        let port = line.rsplit(':').next().unwrap().trim().to_string();
+        let port = s.monitor_port();
         let mut closed = serde_json::Value::Null;
         for _ in 0..20 {
-            let mut h = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-            h.write_all(b"GET /connz?state=closed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut resp = String::new();
-            h.read_to_string(&mut resp).unwrap();
-            closed = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+            closed = serde_json::from_str(&common::http_get(port, "/connz?state=closed").1).unwrap();
             if closed["connections"].as_array().is_some_and(|a| !a.is_empty()) {
                 break;
             }
@@ -701,12 +694,7 @@ fn failed_handshakes_are_listed_as_closed() {
         }
         assert_eq!(closed["connections"][0]["reason"], "TLS Handshake Failure", "{closed}");
         // With TLS the auth timeout defaults to the TLS timeout (3 s here) + 1 s.
-        let mut h = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-        h.write_all(b"GET /varz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut resp = String::new();
-        h.read_to_string(&mut resp).unwrap();
-        let varz: serde_json::Value = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+        let varz: serde_json::Value = serde_json::from_str(&common::http_get(port, "/varz").1).unwrap();
         assert_eq!(varz["auth_timeout"].as_f64(), Some(4.0), "{}", varz["auth_timeout"]);
     }
 }

@@ -99,8 +99,7 @@ async fn async_nats_over_websocket_pub_sub_and_request() {
     let conf = ws_conf("", "http: 127.0.0.1:-1");
     drop(p);
     let p = common::petrel(&["-c", conf.to_str().unwrap()]);
-    let http = p.log_lines("Starting http monitor on").pop().unwrap();
-    let http_port: u16 = http.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let http_port = p.monitor_port();
     let addr = format!("127.0.0.1:{}", ws_port(&p));
     let _c = async_nats::connect(format!("ws://{addr}")).await.unwrap();
     let connz: serde_json::Value = serde_json::from_str(&get(http_port, "/connz")).unwrap();
@@ -111,13 +110,8 @@ async fn async_nats_over_websocket_pub_sub_and_request() {
 }
 
 fn get(port: u16, path: &str) -> String {
-    let (head, mut sock) = http_exchange(
-        &format!("127.0.0.1:{port}"),
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-    );
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut body = String::new();
-    let _ = std::io::Read::read_to_string(&mut sock, &mut body);
+    let (status, body) = common::http_get(port, path);
+    assert_eq!(status, 200, "{body}");
     body
 }
 

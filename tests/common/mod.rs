@@ -52,6 +52,15 @@ impl Proc {
         None
     }
 
+    /// The port of the HTTP monitor it logged starting (`-m`, `http`).
+    pub fn monitor_port(&self) -> u16 {
+        let line = self
+            .log_lines("Starting http monitor on ")
+            .pop()
+            .expect("monitor log line");
+        line.rsplit(':').next().unwrap().trim().parse().expect("monitor port")
+    }
+
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log
@@ -180,4 +189,13 @@ pub fn normalize_info(line: &str) -> String {
     }
     let sorted: std::collections::BTreeMap<_, _> = v.into_iter().collect();
     format!("INFO {} \r\n", serde_json::to_string(&sorted).unwrap())
+}
+
+/// GETs `path` from the HTTP server on loopback `port`: status and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    match ureq::get(&format!("http://127.0.0.1:{port}{path}")).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("{path}: {e}"),
+    }
 }
