@@ -557,3 +557,46 @@ async fn slow_consumer_advisory() {
     feeder.abort();
     drop(stuck);
 }
+
+/// A configuration nested 20,000 deep (issue: it used to overflow the
+/// stack): refused with file and line at start-up and by `-t`, and refused
+/// by a running server on SIGHUP and `$SYS` RELOAD, which goes on serving.
+#[tokio::test]
+async fn deeply_nested_config_is_refused_everywhere_without_a_crash() {
+    let conf = temp_conf(CONFIG);
+    let s = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let sys = login(&s.url(), "sys").await;
+    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deep = format!("{CONFIG}\ndeep = {}1{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    std::fs::write(&conf, &deep).unwrap();
+    let line = CONFIG.lines().count() + 2;
+    let where_ = format!("{}:{line}:", conf.display());
+
+    let v = request(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), "").await;
+    let text = v["error"]["description"].as_str().unwrap_or_default();
+    assert!(text.contains("nested more than 128 deep"), "{v}");
+    assert!(text.contains(&where_), "{v}");
+
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.log_lines("nested more than 128 deep").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no reload error logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = request(&sys, "$SYS.REQ.SERVER.PING.VARZ", "").await;
+    assert!(v["data"]["server_id"].is_string(), "still serving: {v}");
+
+    for args in [vec!["-t", "-c"], vec!["-p", "-1", "-c"]] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"));
+        let out = cmd.args(&args).arg(&conf).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&where_) && err.contains("nested more than"),
+            "{args:?}: {err}"
+        );
+    }
+}

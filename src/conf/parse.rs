@@ -26,6 +26,16 @@ pub struct ConfError {
 /// How deep `include`s may nest (a cycle stops here).
 const MAX_INCLUDE_DEPTH: usize = 10;
 
+/// How deep blocks and arrays may nest. nats-server has no limit (Go
+/// stacks grow); ours keeps the recursive parser, and everything that walks
+/// the tree after it, within a thread's stack wherever a file is read (start
+/// up, `-t`, SIGHUP, `$SYS` RELOAD). Real configurations nest under ten.
+pub const MAX_NESTING: usize = 128;
+
+/// The largest configuration file (or included file) read: an operator's
+/// file, but a reload must not take the server's memory with it.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// The result of parsing: the top-level map and the variable names that
 /// values referred to (nats-server does not report those keys as unknown).
 #[derive(Debug, Default)]
@@ -38,15 +48,29 @@ pub struct Parsed {
 
 /// Parses a configuration file.
 pub fn parse_file(path: &Path) -> Result<Parsed, ConfError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfError {
+    let text = read_limited(path).map_err(|msg| ConfError {
         pos: Pos {
             file: Rc::new(path.to_path_buf()),
             line: 0,
             col: 0,
         },
-        msg: format!("error opening config file: {e}"),
+        msg: format!("error opening config file: {msg}"),
     })?;
     parse_str(&text, path)
+}
+
+/// Reads a configuration file of at most [`MAX_FILE_BYTES`].
+fn read_limited(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("file is larger than {} MiB", MAX_FILE_BYTES >> 20));
+    }
+    Ok(text)
 }
 
 /// Parses configuration text that came from `path` (used for positions and
@@ -68,7 +92,11 @@ struct Parser<'a> {
     line: u32,
     col: u32,
     file: Rc<PathBuf>,
+    /// How many `include`s deep this file is.
     depth: usize,
+    /// How many blocks and arrays are open around the current value,
+    /// counting those of including files.
+    nesting: usize,
 }
 
 fn is_space(b: u8) -> bool {
@@ -88,7 +116,19 @@ impl<'a> Parser<'a> {
             col: 1,
             file,
             depth,
+            nesting: 0,
         }
+    }
+
+    /// Enters a block or an array at the current position.
+    fn open_nested(&mut self, key: &str) -> Result<(), ConfError> {
+        if self.nesting >= MAX_NESTING {
+            return self.err(format!(
+                "key \"{key}\": blocks and arrays nested more than {MAX_NESTING} deep"
+            ));
+        }
+        self.nesting += 1;
+        Ok(())
     }
 
     fn pos(&self) -> Pos {
@@ -270,11 +310,12 @@ impl<'a> Parser<'a> {
         }
         let base = self.file.parent().map(Path::to_path_buf).unwrap_or_default();
         let path = base.join(&name);
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfError {
+        let text = read_limited(&path).map_err(|e| ConfError {
             pos: pos.clone(),
             msg: format!("error parsing include file '{name}', {e}"),
         })?;
         let mut sub = Parser::new(&text, Rc::new(path), self.depth + 1);
+        sub.nesting = self.nesting;
         // The included file's keys land in the current block.
         let mut inner: Vec<Map> = scopes.to_vec();
         sub.entries(&mut inner, used, None)?;
@@ -289,16 +330,21 @@ impl<'a> Parser<'a> {
         let pos = self.pos();
         let value = match self.peek() {
             Some(b'{') => {
+                self.open_nested(key)?;
                 self.bump();
                 scopes.push(Map::default());
                 let r = self.entries(scopes, used, Some(b'}'));
                 let map = scopes.pop().expect("pushed above");
+                self.nesting -= 1;
                 r?;
                 Value::Map(map)
             }
             Some(b'[') => {
+                self.open_nested(key)?;
                 self.bump();
-                Value::Array(self.array(scopes, used, key)?)
+                let items = self.array(scopes, used, key);
+                self.nesting -= 1;
+                Value::Array(items?)
             }
             Some(q @ (b'"' | b'\'')) => Value::Str(self.quoted(q)?),
             Some(b'(') => Value::Str(self.block_string()?),
@@ -329,6 +375,13 @@ impl<'a> Parser<'a> {
         for scope in scopes.iter().rev() {
             if let Some(item) = scope.var(name) {
                 used.insert(name.to_string());
+                // A variable can carry a deep value into a deep place.
+                if self.nesting + item.value.nesting() > MAX_NESTING {
+                    return Err(ConfError {
+                        pos,
+                        msg: format!("variable '{name}': blocks and arrays nested more than {MAX_NESTING} deep"),
+                    });
+                }
                 return Ok(Item {
                     value: item.value.clone(),
                     pos,
@@ -338,6 +391,7 @@ impl<'a> Parser<'a> {
         if let Ok(env) = std::env::var(name) {
             // An environment value is itself parsed as a value (8222 is an integer).
             let mut sub = Parser::new(&env, self.file.clone(), self.depth + 1);
+            sub.nesting = self.nesting;
             let mut scratch: Vec<Map> = vec![Map::default()];
             let mut none = HashSet::new();
             let item = sub.value(&mut scratch, &mut none, name);

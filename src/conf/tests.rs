@@ -138,3 +138,79 @@ fn errors_have_line_and_column() {
     assert!(e.msg.contains("\"lonely\" has no value"), "{e}");
     assert!(e.to_string().starts_with("test.conf:1:1: "), "{e}");
 }
+
+/// A parse error as text with its line (errors hold `Rc`s: not `Send`).
+#[derive(Debug, PartialEq)]
+struct SentError {
+    msg: String,
+    line: u32,
+    text: String,
+}
+
+/// Parses `text` on a thread with a 1 MiB stack (half a Rust thread's
+/// default, where `$SYS` RELOAD runs).
+fn parse_on_small_stack(text: String) -> Result<usize, SentError> {
+    std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(move || {
+            parse_str(&text, Path::new("deep.conf"))
+                .map(|p| p.map.entries.len())
+                .map_err(|e| SentError {
+                    msg: e.msg.clone(),
+                    line: e.pos.line,
+                    text: e.to_string(),
+                })
+        })
+        .unwrap()
+        .join()
+        .expect("the parser must not overflow its stack")
+}
+
+#[test]
+fn nesting_is_limited_with_an_error_naming_the_key() {
+    for (open, close) in [("[", "]"), ("{x: ", "}"), ("[{y: ", "}]")] {
+        let deep = format!("a = {}1{}\n", open.repeat(20_000), close.repeat(20_000));
+        let e = parse_on_small_stack(deep).expect_err("20,000 levels are refused");
+        assert!(e.msg.contains("nested more than 128 deep"), "{e:?}");
+        assert!(e.text.starts_with("deep.conf:1:"), "{e:?}");
+        assert!(e.msg.contains("key \""), "{e:?}");
+    }
+    // Unclosed, as a fuzzer or a truncated file would leave it.
+    let e = parse_on_small_stack(format!("a = {}", "[".repeat(1_000_000))).unwrap_err();
+    assert!(e.msg.contains("nested more than"), "{e:?}");
+    // At the limit it parses.
+    let ok = format!("a = {}1{}\n", "[".repeat(128), "]".repeat(128));
+    assert_eq!(parse_on_small_stack(ok), Ok(1));
+}
+
+#[test]
+fn variables_and_includes_cannot_stack_nesting_past_the_limit() {
+    let d = 100;
+    let text = format!(
+        "A = {}1{}\nB = {}$A{}\n",
+        "[".repeat(d),
+        "]".repeat(d),
+        "[".repeat(d),
+        "]".repeat(d)
+    );
+    let e = parse_on_small_stack(text).unwrap_err();
+    assert!(e.msg.starts_with("variable 'A': blocks and arrays nested"), "{e:?}");
+    assert_eq!(e.line, 2);
+
+    let dir = std::env::temp_dir().join(format!("petrel-conf-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("inner.conf"),
+        format!("x = {}1{}\n", "[".repeat(d), "]".repeat(d)),
+    )
+    .unwrap();
+    let outer = format!("{}include inner.conf{}\n", "b {".repeat(d), "}".repeat(d));
+    std::fs::write(dir.join("outer.conf"), outer).unwrap();
+    let e = parse_file(&dir.join("outer.conf")).unwrap_err();
+    assert!(e.pos.file.ends_with("inner.conf"), "{e}");
+    assert!(
+        e.msg.contains("key \"x\": blocks and arrays nested more than 128 deep"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

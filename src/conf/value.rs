@@ -50,6 +50,15 @@ impl Value {
             Value::Array(_) => "array",
         }
     }
+
+    /// How many blocks and arrays this value nests (0 for a scalar).
+    pub fn nesting(&self) -> usize {
+        match self {
+            Value::Map(m) => 1 + m.entries.iter().map(|(_, _, i)| i.value.nesting()).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(|i| i.value.nesting()).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
 }
 
 /// A value and where it was written.
