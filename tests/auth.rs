@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::jwt::*;
@@ -108,54 +105,6 @@ async fn fixtures_restricted_user_and_account_isolation() {
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sys_all.next()).await {
         assert!(m.subject.starts_with("$SYS."), "SYS saw {}", m.subject);
     }
-}
-
-/// A minimal account server: GET <base><key> answers the JWT, GET <base>
-/// answers 200 empty (the start-up probe). Counts requests.
-struct AccountServer {
-    port: u16,
-    hits: Arc<AtomicUsize>,
-}
-
-fn account_server(jwts: HashMap<String, String>) -> AccountServer {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let jwts = Arc::new(Mutex::new(jwts));
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            h.fetch_add(1, Ordering::Relaxed);
-            let mut line = String::new();
-            let mut rd = BufReader::new(s.try_clone().unwrap());
-            if rd.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut hdr = String::new();
-                if rd.read_line(&mut hdr).is_err() || hdr == "\r\n" || hdr.is_empty() {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let key = path.trim_start_matches("/jwt/v1/accounts/").to_string();
-            let (status, body) = if key.is_empty() {
-                ("200 OK", String::new())
-            } else {
-                match jwts.lock().unwrap().get(&key) {
-                    Some(j) => ("200 OK", j.clone()),
-                    None => ("404 Not Found", String::new()),
-                }
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    AccountServer { port, hits }
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::raw::{Raw, Reply};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
 
 /// bcrypt (cost 10) of `bcrypt-pass`, made with libxcrypt, not with petrel.
 const BCRYPT_HASH: &str = "$2b$10$yuwNv/fngyl/1gkNH3EbX.FEPwdwUvkX7PZWPeawogPZYhc9bwiOW";

@@ -832,6 +832,33 @@ pub fn decode_user(token: &str) -> Result<UserClaims, JwtError> {
     decode_as(token)
 }
 
+/// The account a user JWT names (`issuer_account`, else its issuer),
+/// read without checking anything: only for choosing where the real check
+/// runs, never for trusting it.
+pub fn peek_user_account(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        iss: String,
+        #[serde(default)]
+        nats: PeekNats,
+    }
+    #[derive(Deserialize, Default)]
+    struct PeekNats {
+        #[serde(default)]
+        issuer_account: String,
+    }
+    let p64 = token.split('.').nth(1)?;
+    let payload = URL_RAW.decode(p64).ok()?;
+    let p: Peek = serde_json::from_slice(&payload).ok()?;
+    let key = if p.nats.issuer_account.is_empty() {
+        p.iss
+    } else {
+        p.nats.issuer_account
+    };
+    (!key.is_empty()).then_some(key)
+}
+
 /// Decodes a JWT of any claim type, signature verified by its issuer (any
 /// valid public nkey), `nats` left as raw JSON.
 pub fn decode_generic(token: &str) -> Result<GenericClaims, JwtError> {
@@ -983,7 +1010,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
+    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
 
     const OP_PUB: &str = "OAFVQQLM7EBQQ7WKVPOB4DQJBN2OGDYGZYRFMLYBUKNJ3WECJNN3O6Q3";
     const OP_SK: &str = "OD5QAL4UAOR366H3Q6PEE3GK4GYVBBYIIL3BOFQ4NNYUANL4A5HN5BWZ";

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod config;
 pub mod jwt;
+pub mod password;
 pub mod perms;
 pub mod routes;
 pub mod store;

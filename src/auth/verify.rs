@@ -22,6 +22,7 @@ use super::config::{
     AccountConfig, AuthConfig, Credential, ExchangeKind, ExportConfig, ImportConfig, ResolverConfig, GLOBAL_ACCOUNT,
 };
 use super::jwt;
+use super::password;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
 use super::routes::Routes;
 use super::store::DirStore;
@@ -68,6 +69,10 @@ pub enum AuthError {
     /// The account's connection limit is reached.
     #[error("maximum account active connections exceeded")]
     MaxAccountConnections,
+    /// Too many slow checks (bcrypt, account fetches) are already waiting
+    /// for this client's address or for the server.
+    #[error("too many authentications waiting")]
+    Overloaded,
 }
 
 impl AuthError {
@@ -206,6 +211,11 @@ struct OperatorTrust {
     /// Account JWTs whose signature was checked, by token: a connect then
     /// verifies two signatures (user JWT, nonce) instead of three.
     verified: Mutex<HashMap<String, Arc<jwt::AccountClaims>>>,
+    /// Accounts being fetched now: one fetch per account, however many
+    /// clients wait for it.
+    fetching: Mutex<std::collections::HashSet<String>>,
+    /// Signalled when a fetch ends.
+    fetched: std::sync::Condvar,
     /// The NATS resolver's directory.
     store: Option<DirStore>,
     /// The system account's key.
@@ -233,20 +243,14 @@ pub struct Verifier {
     warnings: Vec<String>,
 }
 
-fn is_bcrypt(s: &str) -> bool {
-    s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2x$") || s.starts_with("$2y$")
-}
-
-fn password_matches(stored: &str, given: &str) -> bool {
-    if is_bcrypt(stored) {
-        bcrypt::verify(given, stored).unwrap_or(false)
-    } else {
-        constant_time_eq(stored.as_bytes(), given.as_bytes())
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Work that makes a verification slow, so the shard layer runs it on its
+/// own bounded workers instead of the shard's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowWork {
+    /// A bcrypt comparison whose verdict is not remembered.
+    Bcrypt,
+    /// An account JWT the URL resolver must be asked for.
+    AccountFetch,
 }
 
 fn unix_now(now: SystemTime) -> i64 {
@@ -324,6 +328,8 @@ impl Verifier {
                     cache: Mutex::new(HashMap::new()),
                     loaded: Mutex::new(HashMap::new()),
                     verified: Mutex::new(HashMap::new()),
+                    fetching: Mutex::new(Default::default()),
+                    fetched: std::sync::Condvar::new(),
                     store,
                     system,
                 })),
@@ -526,22 +532,47 @@ impl Verifier {
         }
     }
 
-    /// Whether verifying `opts` may take long (bcrypt, an account fetch),
-    /// so the caller should run it off the shard's thread.
-    pub fn is_slow(&self, opts: &ClientOpts) -> bool {
+    /// What, if anything, makes verifying `opts` slow: a bcrypt check not
+    /// remembered, or an account the URL resolver must be asked for.
+    /// Clients whose password verdict is remembered and clients of cached
+    /// accounts are never slow.
+    pub fn slow_work(&self, req: &ConnectRequest<'_>) -> Option<SlowWork> {
+        let o = req.opts;
         match &self.mode {
-            Mode::Open => false,
+            Mode::Open => None,
             Mode::Config(u) => {
-                let user = opts
-                    .user
-                    .as_deref()
-                    .and_then(|n| u.by_name.get(n))
-                    .or(u.no_auth.as_ref().filter(|_| opts.user.is_none()));
-                user.and_then(|r| r.password.as_deref()).is_some_and(is_bcrypt)
-                    || u.token.as_deref().is_some_and(is_bcrypt)
+                if !req.cert_names.is_empty() || o.nkey.is_some() {
+                    return None;
+                }
+                let (stored, given) = match (&o.user, &u.token) {
+                    (Some(name), _) => (u.by_name.get(name)?.password.as_deref()?, o.pass.as_deref()),
+                    (None, Some(token)) => (token.as_str(), o.auth_token.as_deref()),
+                    (None, None) => return None,
+                };
+                password::is_slow(stored, given.unwrap_or("")).then_some(SlowWork::Bcrypt)
             }
-            Mode::Operator(op) => matches!(op.resolver, ResolverConfig::Url(_)),
+            Mode::Operator(op) => {
+                if !matches!(op.resolver, ResolverConfig::Url(_)) {
+                    return None;
+                }
+                // Unverified: it only chooses where the real check runs.
+                let key = jwt::peek_user_account(o.jwt.as_deref()?)?;
+                (!Self::account_known(op, &key)).then_some(SlowWork::AccountFetch)
+            }
         }
+    }
+
+    /// Whether the account JWT for `key` can be had without the resolver:
+    /// preloaded, or cached (found or missing) and still fresh.
+    fn account_known(op: &OperatorTrust, key: &str) -> bool {
+        if op.preload.contains_key(key) {
+            return true;
+        }
+        let cache = op.cache.lock().expect("account cache lock");
+        cache.get(key).is_some_and(|(jwt, at)| {
+            let ttl = if jwt.is_some() { ACCOUNT_CACHE_TTL } else { NEGATIVE_TTL };
+            at.elapsed() < ttl
+        })
     }
 
     /// The identity of a client when no authentication is configured (or a
@@ -550,7 +581,7 @@ impl Verifier {
         Identity::configured(&self.global, String::new(), None)
     }
 
-    /// Checks a CONNECT. May block (bcrypt, resolver fetch): see [`Self::is_slow`].
+    /// Checks a CONNECT. May block (bcrypt, resolver fetch): see [`Self::slow_work`].
     pub fn verify(&self, req: &ConnectRequest<'_>, now: SystemTime) -> Result<Identity, AuthError> {
         match &self.mode {
             Mode::Open => self.open_identity(),
@@ -594,14 +625,14 @@ impl Verifier {
         if let Some(user) = &o.user {
             let rec = u.by_name.get(user).ok_or(AuthError::NoMatch)?;
             let given = o.pass.as_deref().unwrap_or("");
-            if !password_matches(rec.password.as_deref().unwrap_or(""), given) {
+            if !password::matches(rec.password.as_deref().unwrap_or(""), given) {
                 return Err(AuthError::BadPassword);
             }
             return Self::admit(rec, req.kind);
         }
         if let Some(token) = &u.token {
             let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
-            if !password_matches(token, given) {
+            if !password::matches(token, given) {
                 return Err(AuthError::BadPassword);
             }
             return self.open_identity();
@@ -630,7 +661,9 @@ impl Verifier {
         }
         let fetched = match &op.resolver {
             ResolverConfig::Memory => None,
-            ResolverConfig::Url(base) => fetch(&format!("{base}{key}")).ok(),
+            ResolverConfig::Url(base) => {
+                return Self::fetch_once(op, base, key).ok_or_else(|| missing("account missing".into()))
+            }
             // Standalone: the store is all there is (no peers to ask).
             ResolverConfig::Nats(_) => op.store.as_ref().and_then(|st| st.get(key)),
         };
@@ -639,6 +672,36 @@ impl Verifier {
             .expect("account cache lock")
             .insert(key.to_string(), (fetched.clone(), Instant::now()));
         fetched.ok_or_else(|| missing("account missing".into()))
+    }
+
+    /// Fetches the account JWT for `key` from the URL resolver and caches
+    /// the outcome; while one fetch for `key` runs, other callers wait for
+    /// its outcome instead of asking again.
+    fn fetch_once(op: &OperatorTrust, base: &str, key: &str) -> Option<String> {
+        let mut fetching = op.fetching.lock().expect("fetching lock");
+        while fetching.contains(key) {
+            let (f, _) = op
+                .fetched
+                .wait_timeout(fetching, FETCH_TIMEOUT * 2)
+                .expect("fetching lock");
+            fetching = f;
+            if !fetching.contains(key) {
+                let cache = op.cache.lock().expect("account cache lock");
+                if let Some((jwt, _)) = cache.get(key) {
+                    return jwt.clone();
+                }
+            }
+        }
+        fetching.insert(key.to_string());
+        drop(fetching);
+        let fetched = fetch(&format!("{base}{key}")).ok();
+        op.cache
+            .lock()
+            .expect("account cache lock")
+            .insert(key.to_string(), (fetched.clone(), Instant::now()));
+        op.fetching.lock().expect("fetching lock").remove(key);
+        op.fetched.notify_all();
+        fetched
     }
 
     fn verify_jwt(&self, op: &OperatorTrust, req: &ConnectRequest<'_>, now: SystemTime) -> Result<Identity, AuthError> {

@@ -83,14 +83,18 @@ impl ConnAuth {
             filled = with_cookies(opts.clone(), &self.cookies);
             &filled
         };
-        let req = ConnectRequest {
+        self.verifier.verify(&self.request(opts), SystemTime::now())
+    }
+
+    /// The verifier's view of a CONNECT with `opts` on this connection.
+    pub fn request<'a>(&'a self, opts: &'a ClientOpts) -> ConnectRequest<'a> {
+        ConnectRequest {
             opts,
             nonce: &self.nonce,
             ip: self.ip,
             cert_names: &self.cert_names,
             kind: self.kind,
-        };
-        self.verifier.verify(&req, SystemTime::now())
+        }
     }
 }
 

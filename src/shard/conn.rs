@@ -605,9 +605,10 @@ fn front_connect(session: &Session, buf: &[u8]) -> Option<ClientOpts> {
     }
 }
 
-/// Verifies the CONNECT at the front of `buf` before the session reads it,
-/// on a blocking thread when that may take long (bcrypt, account fetch), so
-/// other connections of the shard go on meanwhile.
+/// Verifies the CONNECT at the front of `buf` before the session reads it:
+/// on the shard when that is quick, else on the authentication workers
+/// (bcrypt, an account fetch), so other connections of the shard go on
+/// meanwhile and nothing else waits behind it.
 async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf: &[u8]) {
     if session.borrow().is_connected() || auth.borrow().pending.is_some() {
         return;
@@ -615,15 +616,16 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     let Some(opts) = front_connect(&session.borrow(), buf) else {
         return;
     };
-    let (verifier, nonce, ip, cert_names, kind, opts) = {
+    let (verifier, nonce, ip, cert_names, kind, opts, slow) = {
         let a = auth.borrow();
         let opts = crate::core::host::with_cookies(opts, &a.cookies);
-        if !a.verifier.is_slow(&opts) {
+        let slow = a.verifier.slow_work(&a.request(&opts));
+        let Some(slow) = slow else {
             let v = a.verify(&opts);
             drop(a);
             auth.borrow_mut().pending = Some(v);
             return;
-        }
+        };
         (
             a.verifier.clone(),
             a.nonce.clone(),
@@ -631,20 +633,20 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
             a.cert_names.clone(),
             a.kind,
             opts,
+            slow,
         )
     };
-    let verdict = glommio::executor()
-        .spawn_blocking(move || {
-            let req = crate::auth::verify::ConnectRequest {
-                opts: &opts,
-                nonce: &nonce,
-                ip,
-                cert_names: &cert_names,
-                kind,
-            };
-            verifier.verify(&req, std::time::SystemTime::now())
-        })
-        .await;
+    let verdict = super::auth_work::run(slow, ip, move || {
+        let req = crate::auth::verify::ConnectRequest {
+            opts: &opts,
+            nonce: &nonce,
+            ip,
+            cert_names: &cert_names,
+            kind,
+        };
+        verifier.verify(&req, std::time::SystemTime::now())
+    })
+    .await;
     auth.borrow_mut().pending = Some(verdict);
 }
 

@@ -2,6 +2,7 @@
 //! with its own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
 //! inter-shard queues. This folder is the only code that names glommio.
 
+pub mod auth_work;
 pub mod conn;
 pub mod mesh;
 pub mod system;

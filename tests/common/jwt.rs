@@ -4,16 +4,20 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use petrel::auth::jwt;
 use serde_json::json;
 
 use super::raw::Raw;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/jwt/");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
 
 pub fn fixture(rel: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}{rel}")).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -122,4 +126,63 @@ pub fn account(name: &str, nats: serde_json::Value) -> (String, String, String) 
     let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
     let token = jwt::encode_signed(&claims, &seed("operator_sk")).unwrap();
     (kp.public_key(), token, kp.seed().unwrap())
+}
+
+/// A minimal account server: GET <base><key> answers the JWT, GET <base>
+/// answers 200 empty (the start-up probe). Counts requests. It serves one
+/// request at a time, as a slow resolver would.
+pub struct AccountServer {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
+}
+
+/// An [`AccountServer`] for `jwts` that answers at once.
+pub fn account_server(jwts: HashMap<String, String>) -> AccountServer {
+    slow_account_server(jwts, Duration::ZERO)
+}
+
+/// An [`AccountServer`] that takes `unknown_delay` to answer 404 for an
+/// account it does not have.
+pub fn slow_account_server(jwts: HashMap<String, String>, unknown_delay: Duration) -> AccountServer {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let jwts = Arc::new(Mutex::new(jwts));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            h.fetch_add(1, Ordering::Relaxed);
+            let mut line = String::new();
+            let mut rd = BufReader::new(s.try_clone().unwrap());
+            if rd.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut hdr = String::new();
+                if rd.read_line(&mut hdr).is_err() || hdr == "\r\n" || hdr.is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let key = path.trim_start_matches("/jwt/v1/accounts/").to_string();
+            let (status, body) = if key.is_empty() {
+                ("200 OK", String::new())
+            } else {
+                match jwts.lock().unwrap().get(&key) {
+                    Some(j) => ("200 OK", j.clone()),
+                    None => {
+                        std::thread::sleep(unknown_delay);
+                        ("404 Not Found", String::new())
+                    }
+                }
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    AccountServer { port, hits }
 }

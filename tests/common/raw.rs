@@ -33,7 +33,23 @@ impl Reply {
 impl Raw {
     /// Connects and reads the INFO line.
     pub fn open(addr: &str) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
+        Self::with_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects from the loopback address `source` (e.g. `127.0.0.2`, so
+    /// that a flood and a real user come from different addresses) and
+    /// reads the INFO line.
+    pub fn open_from(addr: &str, source: &str) -> Raw {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let src: std::net::SocketAddr = format!("{source}:0").parse().expect("source address");
+        sock.bind(&src.into()).expect("bind the source address");
+        let dst: std::net::SocketAddr = addr.parse().expect("server address");
+        sock.connect(&dst.into()).expect("connect");
+        Self::with_stream(sock.into())
+    }
+
+    fn with_stream(s: TcpStream) -> Raw {
         s.set_nodelay(true).unwrap();
         let mut r = Raw {
             s,

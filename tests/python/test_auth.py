@@ -6,7 +6,7 @@ nkey and creds authentication in nats-py need the `nkeys` package (PyPI
 `nkeys`, also pulled in by `nats-py[nkeys]`).
 
 The operator-mode tests use the JWT fixtures made with the official Go
-libraries (PETREL_JWT_FIXTURES, default `<repo>/../shared/fixtures/jwt`).
+libraries (PETREL_JWT_FIXTURES, default `tests/fixtures/jwt`, a copy of the project's shared fixtures).
 """
 
 import asyncio
@@ -25,7 +25,7 @@ PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
 FIXTURES = Path(
     os.environ.get(
         "PETREL_JWT_FIXTURES",
-        Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "jwt",
+        Path(__file__).resolve().parents[1] / "fixtures" / "jwt",
     )
 )
 
