@@ -13,7 +13,15 @@ fn setup(shards: usize, subs: usize) -> Vec<ShardCore> {
     };
     let pools = std::sync::Arc::new(BufferPools::new(shards));
     let mut cores: Vec<ShardCore> = (0..shards)
-        .map(|i| ShardCore::with_pools(ShardId(i as u16), shards, cfg.clone(), pools.clone()))
+        .map(|i| {
+            ShardCore::with_pools(
+                ShardId(i as u16),
+                shards,
+                cfg.clone(),
+                pools.clone(),
+                std::time::Instant::now(),
+            )
+        })
         .collect();
     for i in 0..subs {
         let s = i % shards;

@@ -58,20 +58,79 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// A subscription's server-wide key: the owning shard in the top 16 bits and
-/// a per-shard counter below. Other shards name a subscription by this key.
+/// What is at the other end of a connection the core routes for. Each kind
+/// has its own encoder and its own forwarding rules (see
+/// [`LinkKind::forwards_to`]); nats-server tells the same kinds apart
+/// (CLIENT, SYSTEM, ROUTER, LEAF).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LinkKind {
+    /// An application's client: MSG/HMSG per subscription id.
+    #[default]
+    Client,
+    /// The server's own internal client (system account services):
+    /// deliveries become values in the core's internal inbox.
+    System,
+    /// A cluster route to another server: RMSG/HMSG naming the account.
+    Route,
+    /// A leaf node connection: LMSG/HMSG.
+    Leaf,
+}
+
+impl LinkKind {
+    const ALL: [LinkKind; 4] = [LinkKind::Client, LinkKind::System, LinkKind::Route, LinkKind::Leaf];
+
+    /// Whether a message that arrived over a link of this kind may be
+    /// delivered to a subscription held by a link of kind `to`. Routes are
+    /// one hop: what a route brought in goes to this server's clients and
+    /// leaf nodes, never out on another route (every server of a full mesh
+    /// got it from the publisher's own server). A leaf node's own
+    /// subscriptions never get the message back through the same link:
+    /// that is the publisher's no-echo rule, decided per connection.
+    pub fn forwards_to(self, to: LinkKind) -> bool {
+        !(self == LinkKind::Route && to == LinkKind::Route)
+    }
+
+    /// Whether links of this kind are the server's own, local side
+    /// (clients and the internal client), which queue groups prefer over
+    /// members behind routes and leaf nodes.
+    pub fn is_local(self) -> bool {
+        matches!(self, LinkKind::Client | LinkKind::System)
+    }
+
+    fn bits(self) -> u64 {
+        self as u64
+    }
+}
+
+/// A subscription's server-wide key: the owning shard in the top 16 bits,
+/// the kind of link holding it in the next 2, and a per-shard counter below.
+/// Other shards name a subscription by this key, and the link kind in it
+/// lets the publishing shard apply forwarding rules without asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubKey(pub u64);
 
 impl SubKey {
-    /// Builds the key of the `n`th subscription made on `shard`.
+    const COUNTER_BITS: u32 = 46;
+
+    /// Builds the key of the `n`th subscription made on `shard`, held by a client.
     pub fn new(shard: ShardId, n: u64) -> SubKey {
-        SubKey(((shard.0 as u64) << 48) | (n & ((1 << 48) - 1)))
+        Self::of_link(shard, LinkKind::Client, n)
+    }
+
+    /// Builds the key of the `n`th subscription made on `shard`, held by a
+    /// link of kind `link`.
+    pub fn of_link(shard: ShardId, link: LinkKind, n: u64) -> SubKey {
+        SubKey(((shard.0 as u64) << 48) | (link.bits() << Self::COUNTER_BITS) | (n & ((1 << Self::COUNTER_BITS) - 1)))
     }
 
     /// The shard that owns the subscription.
     pub fn shard(self) -> ShardId {
         ShardId((self.0 >> 48) as u16)
+    }
+
+    /// The kind of link that holds the subscription.
+    pub fn link(self) -> LinkKind {
+        LinkKind::ALL[((self.0 >> Self::COUNTER_BITS) & 3) as usize]
     }
 }
 
@@ -111,5 +170,31 @@ impl AccountId {
     /// The id as a `usize`, for indexing per-account arrays.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_keys_carry_shard_and_link() {
+        for link in LinkKind::ALL {
+            let k = SubKey::of_link(ShardId(513), link, (1 << 46) + 5);
+            assert_eq!((k.shard(), k.link()), (ShardId(513), link));
+        }
+        assert_eq!(SubKey::new(ShardId(3), 9).link(), LinkKind::Client);
+    }
+
+    #[test]
+    fn routes_are_one_hop() {
+        use LinkKind::*;
+        assert!(!Route.forwards_to(Route));
+        for to in [Client, System, Leaf] {
+            assert!(Route.forwards_to(to));
+        }
+        for from in [Client, System, Leaf] {
+            assert!(LinkKind::ALL.iter().all(|&to| from.forwards_to(to)));
+        }
     }
 }

@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use petrel::core::host::{ConnAuth, CoreHost};
 use petrel::core::{CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 use petrel::proto::info::ServerInfo;
 use petrel::proto::parser::{parse, ParseLimits, Parsed};
 use petrel::proto::session::{Session, SessionConfig};
+use petrel::shard::host::{ConnAuth, CoreHost};
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +62,7 @@ fn session_corpus_never_panics() {
         ..Default::default()
     };
     for data in corpus("session") {
+        let now = Instant::now();
         let mut core = ShardCore::new(
             ShardId(0),
             2,
@@ -69,10 +70,10 @@ fn session_corpus_never_panics() {
                 max_pending: 1 << 16,
                 ..Default::default()
             },
+            now,
         );
         let cid = ConnId(1);
         core.add_conn(cid);
-        let now = Instant::now();
         let cfg = SessionConfig {
             max_payload: 1024,
             ..Default::default()

@@ -5,18 +5,18 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use petrel::core::host::{ConnAuth, CoreHost};
+use petrel::shard::host::{ConnAuth, CoreHost};
 use petrel::core::{CoreConfig, ShardCore};
 use petrel::ids::{ConnId, ShardId};
 use petrel::proto::info::ServerInfo;
 use petrel::proto::session::{Session, SessionConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let mut core = ShardCore::new(ShardId(0), 2, CoreConfig { max_pending: 1 << 16, ..Default::default() });
+    let now = Instant::now();
+    let mut core = ShardCore::new(ShardId(0), 2, CoreConfig { max_pending: 1 << 16, ..Default::default() }, now);
     let info = ServerInfo { proto: 1, headers: true, max_payload: 1024, ..Default::default() };
     let cid = ConnId(1);
     core.add_conn(cid);
-    let now = Instant::now();
     let mut s = Session::new(SessionConfig { max_payload: 1024, ..Default::default() }, now, Duration::from_secs(1));
     let mut auth = ConnAuth::open();
     let mut buf = Vec::new();

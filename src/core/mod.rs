@@ -6,7 +6,6 @@
 //! behaviour is testable in one thread.
 
 pub mod batch;
-pub mod host;
 pub mod outq;
 pub mod pool;
 
@@ -20,7 +19,7 @@ use rustc_hash::FxHashMap;
 
 use crate::auth::perms::{ConnPermissions, Permissions};
 use crate::auth::routes::{map_subject, Routes, REPLY_PREFIX};
-use crate::ids::{AccountId, ConnId, ShardId, Sid, SubKey};
+use crate::ids::{AccountId, ConnId, LinkKind, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
@@ -59,7 +58,7 @@ const SOFT_STALL: usize = 8 << 20;
 /// A writer that took output this recently is reading.
 const DRAINING: Duration = Duration::from_millis(50);
 
-/// One local client connection as the core sees it.
+/// One local connection (a link of some [`LinkKind`]) as the core sees it.
 #[derive(Debug)]
 pub struct ConnEntry {
     /// Bytes waiting to be written to the socket.
@@ -71,9 +70,9 @@ pub struct ConnEntry {
     account: AccountId,
     perms: Option<ConnPermissions>,
     max_subs: Option<usize>,
-    /// A server-internal client: deliveries go to the core's internal
-    /// inbox as values instead of MSG lines.
-    internal: bool,
+    /// What is at the other end: decides the encoder of deliveries and
+    /// which messages may be forwarded to it.
+    link: LinkKind,
     /// `$SYS.REQ.USER.INFO` and account requests the client made, as
     /// (subject, reply, body), answered by its shard.
     sys_requests: Vec<SysRequest>,
@@ -107,7 +106,7 @@ impl ConnEntry {
             account: AccountId::GLOBAL,
             perms: None,
             max_subs: None,
-            internal: false,
+            link: LinkKind::Client,
             sys_requests: Vec::new(),
             pending_at_close: 0,
             interest_seq: 0,
@@ -129,6 +128,11 @@ impl ConnEntry {
     /// The account the connection is bound to.
     pub fn account(&self) -> AccountId {
         self.account
+    }
+
+    /// What kind of link the connection is.
+    pub fn link(&self) -> LinkKind {
+        self.link
     }
 
     /// Number of subscriptions the connection holds.
@@ -194,6 +198,25 @@ pub struct InternalMsg {
     pub message: Vec<u8>,
 }
 
+/// Where a message being routed came from: the link that published it
+/// (kept out of its own deliveries when it asked for no echo) and that
+/// link's kind (whose forwarding rules apply). Messages the server makes
+/// itself have no origin.
+#[derive(Clone, Copy, Debug)]
+struct Origin {
+    conn: ConnId,
+    echo: bool,
+    link: LinkKind,
+}
+
+impl Origin {
+    /// Whether a subscription `s` may receive what came from here.
+    #[inline]
+    fn admits(&self, s: &SubRef) -> bool {
+        (self.echo || s.conn != self.conn) && self.link.forwards_to(s.key.link())
+    }
+}
+
 /// One message being routed, borrowed from wherever it came from.
 #[derive(Clone, Copy)]
 struct Msg<'a> {
@@ -213,9 +236,15 @@ pub struct ShardCore {
     routes: Arc<Routes>,
     has_routes: bool,
     internal_inbox: Vec<InternalMsg>,
-    internal_conns: usize,
-    internal_subs: usize,
+    /// Connections and subscriptions of links that are not clients (not
+    /// counted as the server's connections and subscriptions).
+    server_links: usize,
+    server_link_subs: usize,
+    /// Account names by id, for encoders that name the account (routes).
+    account_names: Vec<Box<[u8]>>,
     system_account: Option<AccountId>,
+    /// Picks queue group members; seeded from outside ([`Self::seed`]).
+    rng: fastrand::Rng,
     /// Connections just closed as slow consumers, whose sockets the shard
     /// shuts at once (their writer may be stuck writing to a reader that
     /// does not read).
@@ -242,13 +271,20 @@ impl ShardCore {
     /// The core of shard `id` out of `nshards` with exchange queues of its
     /// own: only for a core that talks to no other (one shard, fuzzing).
     /// Cores that work together share one [`BufferPools`] via [`Self::with_pools`].
-    pub fn new(id: ShardId, nshards: usize, cfg: CoreConfig) -> ShardCore {
-        Self::with_pools(id, nshards, cfg, Arc::new(BufferPools::new(nshards)))
+    /// `now` starts its clock ([`Self::set_now`] moves it).
+    pub fn new(id: ShardId, nshards: usize, cfg: CoreConfig, now: Instant) -> ShardCore {
+        Self::with_pools(id, nshards, cfg, Arc::new(BufferPools::new(nshards)), now)
     }
 
     /// The core of shard `id`, recycling batch buffers through `pools`
-    /// (one `BufferPools` shared by all shards).
-    pub fn with_pools(id: ShardId, nshards: usize, cfg: CoreConfig, pools: Arc<BufferPools>) -> ShardCore {
+    /// (one `BufferPools` shared by all shards), its clock starting at `now`.
+    pub fn with_pools(
+        id: ShardId,
+        nshards: usize,
+        cfg: CoreConfig,
+        pools: Arc<BufferPools>,
+        now: Instant,
+    ) -> ShardCore {
         ShardCore {
             pools,
             chunks: ChunkPool::default(),
@@ -258,11 +294,14 @@ impl ShardCore {
             routes: Arc::new(Routes::default()),
             has_routes: false,
             internal_inbox: Vec::new(),
-            internal_conns: 0,
-            internal_subs: 0,
+            server_links: 0,
+            server_link_subs: 0,
+            account_names: Vec::new(),
             system_account: None,
+            // Deterministic until the runtime seeds it.
+            rng: fastrand::Rng::with_seed(id.0 as u64 + 1),
             cut_off: Vec::new(),
-            now: Instant::now(),
+            now,
             cfg,
             conns: FxHashMap::default(),
             subs: FxHashMap::default(),
@@ -289,16 +328,32 @@ impl ShardCore {
         self.cfg = cfg;
     }
 
+    /// Seeds the choice of queue group members (randomness is an input).
+    pub fn seed(&mut self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
     /// The counters as of now.
     pub fn counters(&self) -> Counters {
-        // The server's internal clients and their subscriptions are not
-        // client connections (nats-server counts its internal
-        // subscriptions; petrel reports clients' only).
+        // Links that are not clients (the internal client, routes, leaf
+        // nodes) and their subscriptions are not client connections
+        // (nats-server counts its internal subscriptions; petrel reports
+        // clients' only).
         Counters {
-            subscriptions: (self.subs.len() - self.internal_subs) as u64,
-            connections: (self.conns.len() - self.internal_conns) as u64,
+            subscriptions: (self.subs.len() - self.server_link_subs) as u64,
+            connections: (self.conns.len() - self.server_links) as u64,
             ..self.counters
         }
+    }
+
+    /// Names `account` for encoders that put the account on the wire
+    /// (messages sent over routes).
+    pub fn name_account(&mut self, account: AccountId, name: &str) {
+        let i = account.index();
+        if i >= self.account_names.len() {
+            self.account_names.resize_with(i + 1, Default::default);
+        }
+        self.account_names[i] = name.as_bytes().into();
     }
 
     /// An account's index replica (read access for monitoring and tests).
@@ -327,16 +382,22 @@ impl ShardCore {
         &mut self.indexes[i]
     }
 
-    /// Registers a server-internal client bound to `account` (the system
-    /// account's services): its subscriptions route like any client's, and
-    /// what they receive is taken with [`Self::poll_internal`].
-    pub fn add_internal_conn(&mut self, cid: ConnId, account: AccountId) {
+    /// Registers a link that is not an application's client, bound to
+    /// `account`: the server's internal client ([`LinkKind::System`], whose
+    /// deliveries are taken with [`Self::poll_internal`]), or a route or
+    /// leaf node connection. Its subscriptions route like a client's, under
+    /// the forwarding rules of its kind.
+    pub fn add_link(&mut self, cid: ConnId, link: LinkKind, account: AccountId) {
         let mut c = ConnEntry::new();
-        c.internal = true;
+        c.link = link;
         c.account = account;
         c.headers = true;
         self.conns.insert(cid, c);
-        self.internal_conns += 1;
+        if link != LinkKind::Client {
+            self.server_links += 1;
+        } else {
+            self.counters.total_connections += 1;
+        }
         self.index_mut(account);
     }
 
@@ -344,7 +405,7 @@ impl ShardCore {
     /// or registers `waker` for the next one.
     pub fn poll_internal(&mut self, into: &mut Vec<InternalMsg>, waker: &Waker) -> bool {
         if self.internal_inbox.is_empty() {
-            for c in self.conns.values_mut().filter(|c| c.internal) {
+            for c in self.conns.values_mut().filter(|c| c.link == LinkKind::System) {
                 c.waker = Some(waker.clone());
             }
             return false;
@@ -368,11 +429,11 @@ impl ShardCore {
         self.system_account = Some(account);
     }
 
-    /// Local connections bound to `account` (not internal ones).
+    /// Local client connections bound to `account`.
     pub fn conns_of(&self, account: AccountId) -> Vec<ConnId> {
         self.conns
             .iter()
-            .filter(|(_, c)| c.account == account && !c.internal)
+            .filter(|(_, c)| c.account == account && c.link == LinkKind::Client)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -538,8 +599,8 @@ impl ShardCore {
             t.3 = t.3.max(max);
             t.4 += sum;
         }
-        // Only the shard owning the internal client holds its subscriptions.
-        t.0 = t.0.saturating_sub(self.internal_subs as u64);
+        // Only the shard owning a server link holds its subscriptions.
+        t.0 = t.0.saturating_sub(self.server_link_subs as u64);
         t
     }
 
@@ -560,10 +621,8 @@ impl ShardCore {
     /// `subject` in `account` (STATSZ heartbeats are sent only then).
     pub fn has_external_interest(&mut self, account: AccountId, subject: &[u8]) -> bool {
         let m = self.index_mut(account).matches(subject);
-        let conns = &self.conns;
-        let external = |c: &ConnId| !conns.get(c).is_some_and(|e| e.internal);
-        m.plain.iter().any(|s| external(&s.conn))
-            || m.queues.iter().any(|g| g.members.iter().any(|s| external(&s.conn)))
+        let external = |s: &SubRef| s.key.link() != LinkKind::System;
+        m.plain.iter().any(external) || m.queues.iter().any(|g| g.members.iter().any(external))
     }
 
     /// Wakes the connection's writer if it has output.
@@ -619,7 +678,7 @@ impl ShardCore {
             return Err(WireError::MaxSubscriptionsExceeded);
         }
         let account = c.account;
-        let key = SubKey::new(self.id, self.next_sub);
+        let key = SubKey::of_link(self.id, c.link, self.next_sub);
         match c.sids.entry(Sid::from_bytes(sid)) {
             Entry::Occupied(_) => return Ok(()), // nats-server keeps the first
             Entry::Vacant(v) => {
@@ -627,8 +686,8 @@ impl ShardCore {
             }
         }
         self.next_sub += 1;
-        if c.internal {
-            self.internal_subs += 1;
+        if c.link != LinkKind::Client {
+            self.server_link_subs += 1;
         }
         c.interest_seq = self.interest_seq + 1;
         let sub = SubRef { key, conn: cid };
@@ -690,8 +749,8 @@ impl ShardCore {
         self.index_mut(s.account).remove(&s.subject, s.queue.as_deref(), key);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.sids.remove(&s.sid);
-            if c.internal {
-                self.internal_subs -= 1;
+            if c.link != LinkKind::Client {
+                self.server_link_subs -= 1;
             }
         }
         let (subject, queue, account) = (s.subject, s.queue, s.account);
@@ -713,9 +772,9 @@ impl ShardCore {
         }
     }
 
-    /// Routes a message a local client published (its permissions checked
-    /// by [`Self::may_publish`]): whether any subscriber, on any shard,
-    /// will receive it.
+    /// Routes a message a local link published (a client's permissions
+    /// checked by [`Self::may_publish`]) under the forwarding rules of the
+    /// link's kind: whether any subscriber, on any shard, will receive it.
     pub fn publish(
         &mut self,
         from: ConnId,
@@ -724,7 +783,7 @@ impl ShardCore {
         header_len: Option<usize>,
         message: &[u8],
     ) -> Routed {
-        let (echo, account) = match self.conns.get_mut(&from) {
+        let (echo, link, account) = match self.conns.get_mut(&from) {
             Some(c) => {
                 if let Some(r) = reply {
                     let own_account_request =
@@ -743,9 +802,9 @@ impl ShardCore {
                 }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;
-                (c.echo, c.account)
+                (c.echo, c.link, c.account)
             }
-            None => (true, AccountId::GLOBAL),
+            None => (true, LinkKind::Client, AccountId::GLOBAL),
         };
         self.counters.in_msgs += 1;
         self.counters.in_bytes += message.len() as u64;
@@ -755,9 +814,10 @@ impl ShardCore {
             header_len,
             message,
         };
-        let mut any = self.route_in(account, &msg, Some((from, echo)));
+        let origin = Origin { conn: from, echo, link };
+        let mut any = self.route_in(account, &msg, Some(origin));
         if self.has_routes {
-            any |= self.route_imports(account, &msg);
+            any |= self.route_imports(account, &msg, origin);
         }
         if any {
             Routed::Delivered
@@ -766,32 +826,28 @@ impl ShardCore {
         }
     }
 
-    /// Routes `msg` to the subscribers of `account`; `origin` (publisher,
-    /// echo) keeps a no-echo publisher's own subscriptions out.
-    fn route_in(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<(ConnId, bool)>) -> bool {
+    /// Routes `msg` to the subscribers of `account` that its origin
+    /// admits (no-echo, forwarding rules). A queue group gets it once, from
+    /// a member on this server's own side when it has one.
+    fn route_in(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<Origin>) -> bool {
         let m = self.index_mut(account).matches(msg.subject);
         if m.is_empty() {
             return false;
         }
         self.publishes += 1;
-        let skip = match origin {
-            Some((from, false)) => Some(from),
-            _ => None,
-        };
+        let admits = |s: &SubRef| origin.as_ref().is_none_or(|o| o.admits(s));
         let mut shared: Option<Bytes> = None;
         let mut any = false;
         for s in &m.plain {
-            if skip == Some(s.conn) {
-                continue;
+            if admits(s) {
+                any |= self.route_to(*s, msg, &mut shared);
             }
-            any |= self.route_to(*s, msg, &mut shared);
         }
         for g in &m.queues {
             let n = g.members.len();
-            let start = fastrand::usize(..n);
-            let pick = (0..n)
-                .map(|i| g.members[(start + i) % n])
-                .find(|s| skip != Some(s.conn));
+            let start = self.rng.usize(..n);
+            let in_turn = || (0..n).map(|i| g.members[(start + i) % n]).filter(|s| admits(s));
+            let pick = in_turn().find(|s| s.key.link().is_local()).or_else(|| in_turn().next());
             if let Some(s) = pick {
                 any |= self.route_to(s, msg, &mut shared);
             }
@@ -800,9 +856,12 @@ impl ShardCore {
     }
 
     /// Stream imports fed by `account`, service imports it calls, and
-    /// responses to service requests it answers.
-    fn route_imports(&mut self, account: AccountId, msg: &Msg<'_>) -> bool {
+    /// responses to service requests it answers. The origin's forwarding
+    /// rules still apply in the importing account (its echo does not: the
+    /// publisher is in another account).
+    fn route_imports(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> bool {
         let routes = self.routes.clone();
+        let origin = Some(Origin { echo: true, ..origin });
         let mut any = false;
         if routes.has_services() && msg.subject.starts_with(REPLY_PREFIX) {
             if let Some((importer, original)) = routes.unwrap_reply(account, msg.subject) {
@@ -811,7 +870,7 @@ impl ShardCore {
                     reply: None,
                     ..*msg
                 };
-                any |= self.route_in(importer, &back, None);
+                any |= self.route_in(importer, &back, origin);
             }
         }
         let Some(r) = routes.of(account) else {
@@ -826,7 +885,7 @@ impl ShardCore {
                 subject: mapped.as_deref().unwrap_or(msg.subject),
                 ..*msg
             };
-            any |= self.route_in(si.to, &m, None);
+            any |= self.route_in(si.to, &m, origin);
         }
         for sv in &r.services_in {
             if !subject::matches(&sv.local, msg.subject) {
@@ -839,7 +898,7 @@ impl ShardCore {
                 reply: reply.as_deref(),
                 ..*msg
             };
-            any |= self.route_in(sv.exporter, &m, None);
+            any |= self.route_in(sv.exporter, &m, origin);
         }
         any
     }
@@ -898,23 +957,33 @@ impl ShardCore {
         if c.perms.as_mut().is_some_and(|p| p.delivery_denied(msg.subject)) {
             return;
         }
-        if c.internal {
-            self.internal_inbox.push(InternalMsg {
-                conn: sub.conn,
-                sid: sub.sid.as_bytes().to_vec(),
-                subject: msg.subject.to_vec(),
-                reply: msg.reply.map(<[u8]>::to_vec),
-                header_len: msg.header_len,
-                message: msg.message.to_vec(),
-            });
-            c.wake();
-            return;
-        }
         let out = c.out.tail();
-        match (msg.header_len, c.headers) {
-            (Some(h), true) => encode::hmsg(out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
-            (Some(h), false) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
-            (None, _) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
+        match c.link {
+            LinkKind::Client => match (msg.header_len, c.headers) {
+                (Some(h), true) => encode::hmsg(out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
+                (Some(h), false) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
+                (None, _) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
+            },
+            LinkKind::System => {
+                self.internal_inbox.push(InternalMsg {
+                    conn: sub.conn,
+                    sid: sub.sid.as_bytes().to_vec(),
+                    subject: msg.subject.to_vec(),
+                    reply: msg.reply.map(<[u8]>::to_vec),
+                    header_len: msg.header_len,
+                    message: msg.message.to_vec(),
+                });
+                c.wake();
+                return;
+            }
+            LinkKind::Route => {
+                let account = match self.account_names.get(sub.account.index()) {
+                    Some(n) if !n.is_empty() => n,
+                    _ => &b"$G"[..],
+                };
+                encode::server_msg(out, Some(account), msg.subject, msg.reply, msg.header_len, msg.message);
+            }
+            LinkKind::Leaf => encode::server_msg(out, None, msg.subject, msg.reply, msg.header_len, msg.message),
         }
         c.out.rotate(&mut self.chunks);
         c.out_msgs += 1;

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::host::{ConnAuth, CoreHost};
 use super::*;
 use crate::auth::config::AuthConfig;
 use crate::auth::verify::Verifier;
 use crate::proto::info::ServerInfo;
 use crate::proto::session::{Session, SessionConfig};
+use crate::shard::host::{ConnAuth, CoreHost};
 
 struct Cluster {
     cores: Vec<ShardCore>,
@@ -41,7 +41,7 @@ impl Cluster {
             cores: {
                 let pools = std::sync::Arc::new(BufferPools::new(n));
                 (0..n)
-                    .map(|i| ShardCore::with_pools(ShardId(i as u16), n, cfg.clone(), pools.clone()))
+                    .map(|i| ShardCore::with_pools(ShardId(i as u16), n, cfg.clone(), pools.clone(), Instant::now()))
                     .collect()
             },
             sessions: HashMap::new(),
@@ -346,4 +346,113 @@ fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
             assert!(queued > 48 << 20, "a stopped reader is paced only at 75 %: {queued}");
         }
     }
+}
+
+impl Cluster {
+    /// Registers a link of `kind` on `shard` (a fake route or leaf node,
+    /// or an internal client), bound to the global account.
+    fn link(&mut self, shard: usize, kind: LinkKind) -> ConnId {
+        let cid = ConnId(self.next);
+        self.next += 1;
+        self.cores[shard].add_link(cid, kind, AccountId::GLOBAL);
+        cid
+    }
+
+    /// Subscribes a link (as the route and leaf protocols' RS+/LS+ will).
+    fn link_sub(&mut self, shard: usize, cid: ConnId, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        self.cores[shard].subscribe(cid, subject, queue, sid).unwrap();
+    }
+
+    /// Publishes as a link (as RMSG/LMSG and the internal client will).
+    fn link_pub(&mut self, shard: usize, cid: ConnId, subject: &[u8], payload: &[u8]) -> Routed {
+        self.cores[shard].publish(cid, subject, None, None, payload)
+    }
+
+    fn internal(&mut self, shard: usize) -> Vec<InternalMsg> {
+        let mut v = Vec::new();
+        self.cores[shard].poll_internal(&mut v, futures::task::noop_waker_ref());
+        v
+    }
+}
+
+#[test]
+fn a_message_from_a_route_reaches_local_clients_and_leaves_but_no_route() {
+    for (route_shard, other_shard) in [(0, 0), (0, 1)] {
+        let mut c = Cluster::new(2, CoreConfig::default());
+        let client = c.connect(other_shard);
+        let route_in = c.link(route_shard, LinkKind::Route);
+        let route_out = c.link(other_shard, LinkKind::Route);
+        let leaf = c.link(other_shard, LinkKind::Leaf);
+        c.feed(client, b"SUB foo 1\r\n");
+        c.link_sub(other_shard, route_out, b"foo", None, b"r1");
+        c.link_sub(other_shard, leaf, b"foo", None, b"l1");
+        c.pump();
+
+        c.link_pub(route_shard, route_in, b"foo", b"hi");
+        c.pump();
+        assert_eq!(c.take_out(client), b"MSG foo 1 2\r\nhi\r\n");
+        let leaf_out = c.cores[other_shard].conn_mut(leaf).unwrap().out.take_bytes();
+        assert_eq!(leaf_out, b"LMSG foo 2\r\nhi\r\n");
+        let route_out_bytes = c.cores[other_shard].conn_mut(route_out).unwrap().out.take_bytes();
+        assert!(route_out_bytes.is_empty(), "one hop: {route_out_bytes:?}");
+
+        // A client's message goes out on the route, naming the account.
+        c.cores[other_shard].name_account(AccountId::GLOBAL, "$G");
+        c.feed(client, b"PUB foo 3\r\nyes\r\n");
+        c.pump();
+        let route_out_bytes = c.cores[other_shard].conn_mut(route_out).unwrap().out.take_bytes();
+        assert_eq!(route_out_bytes, b"RMSG $G foo 3\r\nyes\r\n");
+    }
+}
+
+#[test]
+fn a_routed_message_to_a_queue_group_prefers_local_members_and_never_a_route() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let route_in = c.link(0, LinkKind::Route);
+    let route_member = c.link(0, LinkKind::Route);
+    c.link_sub(0, route_member, b"work", Some(b"q"), b"r1");
+    // Only a route holds the group: a routed message is not delivered.
+    c.pump();
+    assert_eq!(c.link_pub(0, route_in, b"work", b"x"), Routed::NoInterest);
+    let client = c.connect(1);
+    c.feed(client, b"SUB work q 1\r\n");
+    c.pump();
+    for _ in 0..20 {
+        c.link_pub(0, route_in, b"work", b"x");
+    }
+    c.pump();
+    assert_eq!(payloads(&c.take_out(client)).len(), 20);
+    assert!(c.cores[0].conn_mut(route_member).unwrap().out.take_bytes().is_empty());
+
+    // A client's message to the group also prefers the local member.
+    let publisher = c.connect(0);
+    for _ in 0..20 {
+        c.feed(publisher, b"PUB work 1\r\ny\r\n");
+    }
+    c.pump();
+    assert_eq!(payloads(&c.take_out(client)).len(), 20);
+    assert!(c.cores[0].conn_mut(route_member).unwrap().out.take_bytes().is_empty());
+}
+
+#[test]
+fn the_internal_link_is_not_echoed_its_own_messages() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let sys = c.link(0, LinkKind::System);
+    c.cores[0].set_conn_opts(sys, false, true);
+    c.link_sub(0, sys, b"$SYS.REQ.>", None, b"1");
+    let client = c.connect(1);
+    c.feed(client, b"SUB $SYS.REQ.> 9\r\n");
+    c.pump();
+    c.link_pub(0, sys, b"$SYS.REQ.X", b"own");
+    c.pump();
+    assert!(c.internal(0).is_empty(), "no echo of its own message");
+    assert_eq!(payloads(&c.take_out(client)), vec![b"own".to_vec()]);
+    c.feed(client, b"PUB $SYS.REQ.Y 5\r\nfromc\r\n");
+    c.pump();
+    let got = c.internal(0);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].conn, &got[0].message[..]), (sys, &b"fromc"[..]));
+    // Links other than clients are not counted as client connections.
+    assert_eq!(c.cores[0].counters().connections, 0);
+    assert_eq!(c.cores[0].counters().subscriptions, 0);
 }

@@ -56,6 +56,44 @@ pub fn hmsg(out: &mut Vec<u8>, subject: &[u8], sid: &[u8], reply: Option<&[u8]>,
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a message for another server: over a route (`account` given)
+/// `RMSG <account> <subject> [reply] <size>`, over a leaf node connection
+/// `LMSG <subject> [reply] <size>`; with headers (`header_len`) the verb is
+/// `HMSG` and both sizes follow, header block first.
+pub fn server_msg(
+    out: &mut Vec<u8>,
+    account: Option<&[u8]>,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    header_len: Option<usize>,
+    message: &[u8],
+) {
+    out.reserve(subject.len() + message.len() + account.map_or(0, <[u8]>::len) + 48);
+    out.extend_from_slice(match (header_len, account) {
+        (Some(_), _) => b"HMSG ",
+        (None, Some(_)) => b"RMSG ",
+        (None, None) => b"LMSG ",
+    });
+    if let Some(a) = account {
+        out.extend_from_slice(a);
+        out.push(b' ');
+    }
+    out.extend_from_slice(subject);
+    out.push(b' ');
+    if let Some(r) = reply {
+        out.extend_from_slice(r);
+        out.push(b' ');
+    }
+    if let Some(h) = header_len {
+        put_usize(out, h);
+        out.push(b' ');
+    }
+    put_usize(out, message.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(message);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `-ERR '<text>'\r\n`.
 pub fn err(out: &mut Vec<u8>, e: WireError) {
     out.extend_from_slice(b"-ERR '");
@@ -115,5 +153,18 @@ mod tests {
         info(&mut o, b"{}");
         assert_eq!(o, b"INFO {} \r\n");
         assert_eq!(no_responders_header(b"foo").len(), 32 + 3);
+    }
+
+    #[test]
+    fn server_forms() {
+        let mut o = Vec::new();
+        server_msg(&mut o, Some(b"$G"), b"foo", Some(b"r"), None, b"hi");
+        assert_eq!(o, b"RMSG $G foo r 2\r\nhi\r\n");
+        o.clear();
+        server_msg(&mut o, Some(b"ACC"), b"foo", None, Some(12), b"NATS/1.0\r\n\r\nhi");
+        assert_eq!(o, b"HMSG ACC foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+        o.clear();
+        server_msg(&mut o, None, b"foo", None, None, b"hi");
+        assert_eq!(o, b"LMSG foo 2\r\nhi\r\n");
     }
 }

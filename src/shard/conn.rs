@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use super::host::{client_info, ConnAuth, CoreHost};
 use super::Shard;
-use crate::core::host::{client_info, ConnAuth, CoreHost};
 use crate::ids::{ConnId, ConnKind};
 use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
@@ -618,7 +618,7 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     };
     let (verifier, nonce, ip, cert_names, kind, opts, slow) = {
         let a = auth.borrow();
-        let opts = crate::core::host::with_cookies(opts, &a.cookies);
+        let opts = super::host::with_cookies(opts, &a.cookies);
         let slow = a.verifier.slow_work(&a.request(&opts));
         let Some(slow) = slow else {
             let v = a.verify(&opts);

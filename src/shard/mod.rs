@@ -4,6 +4,7 @@
 
 pub mod auth_work;
 pub mod conn;
+pub mod host;
 pub mod mesh;
 pub mod system;
 pub mod websocket;
@@ -14,7 +15,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -392,7 +393,7 @@ pub struct ConnHandles {
     /// When the connection was accepted.
     pub start: std::time::SystemTime,
     /// Its authentication state (identity once connected).
-    pub auth: Rc<RefCell<crate::core::host::ConnAuth>>,
+    pub auth: Rc<RefCell<host::ConnAuth>>,
     /// The listener it came through.
     pub kind: crate::ids::ConnKind,
 }
@@ -586,7 +587,7 @@ impl Shard {
                     if let Some(h) = conns.get(&ConnId(cid)) {
                         let mut info = self.info.borrow().clone();
                         info.ldm = true;
-                        let json = crate::core::host::client_info(&info, ConnId(cid), &h.ip).to_json();
+                        let json = host::client_info(&info, ConnId(cid), &h.ip).to_json();
                         if let Some(c) = core.conn_mut(ConnId(cid)) {
                             crate::proto::encode::info(c.out.tail(), &json);
                         }
@@ -905,7 +906,14 @@ async fn shard_main(
 ) {
     let Connected { outlets, receivers } = ends.connect().await;
     let (opts, info) = shared.current();
-    let mut core = ShardCore::with_pools(id, shared.nshards, core_config(&opts), shared.pools.clone());
+    let mut core = ShardCore::with_pools(
+        id,
+        shared.nshards,
+        core_config(&opts),
+        shared.pools.clone(),
+        Instant::now(),
+    );
+    core.seed(fastrand::u64(..));
     let verifier = shared.verifier();
     core.set_routes(verifier.routes());
     core.set_system_account(verifier.accounts().system().id);
@@ -1017,7 +1025,7 @@ async fn lame_duck(shard: Rc<Shard>) {
         let mut core = shard.core.borrow_mut();
         for (cid, h) in conns.iter() {
             if h.session.borrow().opts().protocol >= 1 {
-                let json = crate::core::host::client_info(&ldm_info, *cid, &h.ip).to_json();
+                let json = host::client_info(&ldm_info, *cid, &h.ip).to_json();
                 if let Some(c) = core.conn_mut(*cid) {
                     crate::proto::encode::info(c.out.tail(), &json);
                 }

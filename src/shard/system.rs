@@ -39,7 +39,7 @@ pub async fn run(shard: Rc<Shard>) {
     let server_id = shard.info.borrow().server_id.clone();
     {
         let mut core = shard.core.borrow_mut();
-        core.add_internal_conn(cid, sys.id);
+        core.add_link(cid, crate::ids::LinkKind::System, sys.id);
         if verifier.is_operator_mode() {
             let _ = core.subscribe(cid, b"$SYS.ACCOUNT.*.CLAIMS.UPDATE", None, SID_NOTIFY);
             let _ = core.subscribe(cid, b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", None, SID_REQUEST);

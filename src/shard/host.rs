@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::ShardCore;
 use crate::auth::verify::{AuthError, ConnectRequest, Identity, Verifier};
+use crate::core::ShardCore;
 use crate::ids::ConnId;
 use crate::proto::connect::ClientOpts;
 use crate::proto::errors::WireError;
