@@ -7,6 +7,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 4222;
 /// Default listen host.
 pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// nats-server's default TLS handshake deadline (`tls_timeout`).
+pub const TLS_DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything that configures a running server.
 #[derive(Debug, Clone, PartialEq)]
@@ -191,7 +193,7 @@ impl Options {
     /// comes out of the same budget), else 2 s, as nats-server defaults it.
     pub fn client_auth_timeout(&self) -> Duration {
         self.auth.timeout.unwrap_or_else(|| match &self.tls {
-            Some(t) => t.timeout.unwrap_or(crate::tls::DEFAULT_TIMEOUT) + Duration::from_secs(1),
+            Some(t) => t.timeout.unwrap_or(TLS_DEFAULT_TIMEOUT) + Duration::from_secs(1),
             None => self.auth_timeout,
         })
     }

@@ -15,10 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
-use crate::options::{TlsOptions, TlsVersion};
-
-/// nats-server's default TLS handshake deadline (`tls_timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::options::{TlsOptions, TlsVersion, TLS_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT};
 
 /// nats-server's delay for `handshake_first: auto`.
 pub const DEFAULT_FIRST_FALLBACK: Duration = Duration::from_millis(50);

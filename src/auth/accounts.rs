@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-use super::config::{DEFAULT_SYSTEM_ACCOUNT, GLOBAL_ACCOUNT};
+/// The name of the global account clients use when no accounts are configured.
+pub const GLOBAL_ACCOUNT: &str = "$G";
+/// The default system account's name.
+pub const DEFAULT_SYSTEM_ACCOUNT: &str = "$SYS";
 use crate::ids::AccountId;
 
 /// One account.

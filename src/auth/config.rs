@@ -5,15 +5,13 @@
 
 use std::time::Duration;
 
+use super::jwt;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
-use crate::conf::options::seconds;
 use crate::conf::parse::ConfError;
+use crate::conf::units::seconds;
 use crate::conf::value::{Item, Map, Value};
 
-/// The name of the global account clients use when no accounts are configured.
-pub const GLOBAL_ACCOUNT: &str = "$G";
-/// The default system account's name.
-pub const DEFAULT_SYSTEM_ACCOUNT: &str = "$SYS";
+pub use super::accounts::{DEFAULT_SYSTEM_ACCOUNT, GLOBAL_ACCOUNT};
 
 /// How a configured user proves who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -672,7 +670,7 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
                 "no_auth_user not compatible with Trusted Operator".into(),
             ));
         }
-        if op.resolver.is_none() && crate::auth::verify::implicit_resolver(&op.jwts).is_none() {
+        if op.resolver.is_none() && implicit_resolver(&op.jwts).is_none() {
             return Err(pos_err("operator", "operators require an account resolver".into()));
         }
     }
@@ -723,4 +721,14 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// nats-server's implicit resolver: one operator whose JWT names an
+/// `http(s)` account server, and no resolver configured, means
+/// `URL(<account_server_url>/accounts/)`.
+pub fn implicit_resolver(jwts: &[String]) -> Option<ResolverConfig> {
+    let [one] = jwts else { return None };
+    let c = jwt::decode_operator(one).ok()?;
+    let url = c.nats.account_server_url.trim_end_matches('/');
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| ResolverConfig::Url(format!("{url}/accounts/")))
 }

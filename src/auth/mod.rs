@@ -6,6 +6,5 @@ pub mod config;
 pub mod jwt;
 pub mod password;
 pub mod perms;
-pub mod routes;
 pub mod store;
 pub mod verify;

@@ -19,13 +19,14 @@ use thiserror::Error;
 
 use super::accounts::{Account, AccountTable, ConnSlot};
 use super::config::{
-    AccountConfig, AuthConfig, Credential, ExchangeKind, ExportConfig, ImportConfig, ResolverConfig, GLOBAL_ACCOUNT,
+    implicit_resolver, AccountConfig, AuthConfig, Credential, ExchangeKind, ExportConfig, ImportConfig, ResolverConfig,
+    GLOBAL_ACCOUNT,
 };
 use super::jwt;
 use super::password;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
-use super::routes::Routes;
 use super::store::DirStore;
+use crate::core::imports::Imports;
 use crate::proto::connect::ClientOpts;
 use crate::proto::errors::WireError;
 
@@ -206,7 +207,7 @@ struct OperatorTrust {
     resolver: ResolverConfig,
     preload: HashMap<String, String>,
     cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
-    /// Accounts in use, whose imports and exports make the routes.
+    /// Accounts in use, whose imports and exports make the imports table.
     loaded: Mutex<HashMap<String, jwt::AccountClaims>>,
     /// Account JWTs whose signature was checked, by token: a connect then
     /// verifies two signatures (user JWT, nonce) instead of three.
@@ -238,8 +239,8 @@ pub struct Verifier {
     websocket: Option<Arc<Verifier>>,
     accounts: Arc<AccountTable>,
     global: Arc<Account>,
-    routes: Mutex<Arc<Routes>>,
-    routes_gen: AtomicU64,
+    imports: Mutex<Arc<Imports>>,
+    imports_gen: AtomicU64,
     warnings: Vec<String>,
 }
 
@@ -335,8 +336,8 @@ impl Verifier {
                 })),
                 accounts,
                 global,
-                routes: Mutex::new(Arc::new(Routes::default())),
-                routes_gen: AtomicU64::new(0),
+                imports: Mutex::new(Arc::new(Imports::default())),
+                imports_gen: AtomicU64::new(0),
                 warnings: Vec::new(),
             });
         }
@@ -345,9 +346,9 @@ impl Verifier {
         for a in &cfg.accounts {
             accounts.get_or_create(&a.name);
         }
-        let (routes, warnings) = Routes::build(&accounts, &cfg.accounts);
-        let routes = Mutex::new(Arc::new(routes));
-        let routes_gen = AtomicU64::new(0);
+        let (imports, warnings) = Imports::build(&accounts, &cfg.accounts);
+        let imports = Mutex::new(Arc::new(imports));
+        let imports_gen = AtomicU64::new(0);
         let websocket = match &cfg.websocket {
             Some(ws) => {
                 let mut c = cfg.clone();
@@ -375,8 +376,8 @@ impl Verifier {
                 mode: Mode::Open,
                 accounts,
                 global,
-                routes,
-                routes_gen,
+                imports,
+                imports_gen,
                 warnings,
             });
         }
@@ -409,8 +410,8 @@ impl Verifier {
             mode: Mode::Config(users),
             accounts,
             global,
-            routes,
-            routes_gen,
+            imports,
+            imports_gen,
             warnings,
         })
     }
@@ -420,19 +421,19 @@ impl Verifier {
         &self.accounts
     }
 
-    /// The accounts' import routes.
-    pub fn routes(&self) -> Arc<Routes> {
-        self.routes.lock().expect("routes lock").clone()
+    /// The accounts' imports.
+    pub fn imports(&self) -> Arc<Imports> {
+        self.imports.lock().expect("imports lock").clone()
     }
 
-    /// Bumped whenever the routes change (operator mode loads accounts as
+    /// Bumped whenever the imports change (operator mode loads accounts as
     /// clients arrive); shards compare it before each read.
-    pub fn routes_generation(&self) -> u64 {
-        self.routes_gen.load(Relaxed)
+    pub fn imports_generation(&self) -> u64 {
+        self.imports_gen.load(Relaxed)
     }
 
     /// Records an account JWT in use; when it (or an account it imports
-    /// from) brings imports, rebuilds the routes.
+    /// from) brings imports, rebuilds the imports.
     fn note_loaded(&self, op: &OperatorTrust, acc: &jwt::AccountClaims) {
         let mut loaded = op.loaded.lock().expect("loaded accounts lock");
         if loaded
@@ -459,12 +460,12 @@ impl Verifier {
             return;
         }
         let configs = jwt_account_configs(&loaded, now_s);
-        let (routes, warnings) = Routes::build(&self.accounts, &configs);
+        let (imports, warnings) = Imports::build(&self.accounts, &configs);
         for w in warnings {
             crate::warn!("{w}");
         }
-        *self.routes.lock().expect("routes lock") = Arc::new(routes);
-        self.routes_gen.fetch_add(1, Relaxed);
+        *self.imports.lock().expect("imports lock") = Arc::new(imports);
+        self.imports_gen.fetch_add(1, Relaxed);
     }
 
     /// Problems with the configuration worth a warning at start-up
@@ -1026,7 +1027,7 @@ impl Verifier {
     }
 }
 
-/// The loaded account JWTs' exports and imports in the form the routes are
+/// The loaded account JWTs' exports and imports in the form the imports are
 /// built from. A `token_req` export admits the importers whose activation
 /// token is signed by the exporter (or one of its signing keys), names the
 /// importer and covers the subject.
@@ -1139,16 +1140,6 @@ fn user_against_account(
         return Err(AuthError::Revoked);
     }
     Ok(limits)
-}
-
-/// nats-server's implicit resolver: one operator whose JWT names an
-/// `http(s)` account server, and no resolver configured, means
-/// `URL(<account_server_url>/accounts/)`.
-pub fn implicit_resolver(jwts: &[String]) -> Option<ResolverConfig> {
-    let [one] = jwts else { return None };
-    let c = jwt::decode_operator(one).ok()?;
-    let url = c.nats.account_server_url.trim_end_matches('/');
-    (url.starts_with("http://") || url.starts_with("https://")).then(|| ResolverConfig::Url(format!("{url}/accounts/")))
 }
 
 /// The smaller of two JWT limits (−1: unlimited) as an optional limit.

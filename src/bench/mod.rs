@@ -4,6 +4,7 @@
 //! `--client async-nats`.
 
 mod args;
+mod client;
 mod raw;
 mod report;
 mod run;

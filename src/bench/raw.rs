@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::args::Opts;
+use super::client::{Counter, Ctx, Stop};
 use super::report::Sample;
-use super::run::{Counter, Ctx, Stop};
 use std::sync::Arc;
 
 /// Bytes a publisher buffers before a write (nats.go's write buffer).
@@ -481,7 +481,7 @@ pub async fn publisher(mut job: PubJob, mut s: Sample, counter: Arc<Counter>, mu
     s.start = Some(start);
     let size = job.size;
     let work = publish_all(&mut job, start, &counter);
-    super::run::close_sample(work, &mut ctx, s, &counter, size).await
+    super::client::close_sample(work, &mut ctx, s, &counter, size).await
 }
 
 async fn publish_all(job: &mut PubJob, start: Instant, counter: &Counter) -> Result<(), String> {
@@ -497,7 +497,7 @@ async fn publish_all(job: &mut PubJob, start: Instant, counter: &Counter) -> Res
     let mut num = itoa::Buffer::new();
     for i in 0..job.n {
         if job.rate > 0.0 {
-            let due = super::run::due(start, i, job.rate);
+            let due = super::client::due(start, i, job.rate);
             if Instant::now() < due {
                 if !out.is_empty() {
                     c.write(&out).await?;

@@ -4,6 +4,7 @@
 
 pub mod options;
 pub mod parse;
+pub mod units;
 pub mod value;
 
 pub use parse::{parse_file, parse_str, ConfError, Parsed};

@@ -6,6 +6,7 @@
 //! behaviour is testable in one thread.
 
 pub mod batch;
+pub mod imports;
 pub mod outq;
 pub mod pool;
 
@@ -18,7 +19,6 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use crate::auth::perms::{ConnPermissions, Permissions};
-use crate::auth::routes::{map_subject, Routes, REPLY_PREFIX};
 use crate::ids::{AccountId, ConnId, LinkKind, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
@@ -27,6 +27,7 @@ use crate::proto::session::Routed;
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
+use imports::{map_subject, Imports, REPLY_PREFIX};
 pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
 
@@ -233,8 +234,8 @@ pub struct ShardCore {
     cfg: CoreConfig,
     /// One index replica per account, by account id.
     indexes: Vec<SubIndex>,
-    routes: Arc<Routes>,
-    has_routes: bool,
+    imports: Arc<Imports>,
+    has_imports: bool,
     internal_inbox: Vec<InternalMsg>,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
@@ -291,8 +292,8 @@ impl ShardCore {
             id,
             nshards,
             indexes: vec![SubIndex::new(cfg.sublist_cache)],
-            routes: Arc::new(Routes::default()),
-            has_routes: false,
+            imports: Arc::new(Imports::default()),
+            has_imports: false,
             internal_inbox: Vec::new(),
             server_links: 0,
             server_link_subs: 0,
@@ -361,10 +362,10 @@ impl ShardCore {
         self.indexes.get(account.index())
     }
 
-    /// Installs the accounts' import routes (shared by every shard).
-    pub fn set_routes(&mut self, routes: Arc<Routes>) {
-        self.has_routes = routes.has_services() || routes.any();
-        self.routes = routes;
+    /// Installs the accounts' imports (shared by every shard).
+    pub fn set_imports(&mut self, imports: Arc<Imports>) {
+        self.has_imports = imports.has_services() || imports.any();
+        self.imports = imports;
     }
 
     /// Sets the time permission bookkeeping uses (response windows); the
@@ -772,7 +773,7 @@ impl ShardCore {
         }
     }
 
-    /// Routes a message a local link published (a client's permissions
+    /// Imports a message a local link published (a client's permissions
     /// checked by [`Self::may_publish`]) under the forwarding rules of the
     /// link's kind: whether any subscriber, on any shard, will receive it.
     pub fn publish(
@@ -816,7 +817,7 @@ impl ShardCore {
         };
         let origin = Origin { conn: from, echo, link };
         let mut any = self.route_in(account, &msg, Some(origin));
-        if self.has_routes {
+        if self.has_imports {
             any |= self.route_imports(account, &msg, origin);
         }
         if any {
@@ -826,7 +827,7 @@ impl ShardCore {
         }
     }
 
-    /// Routes `msg` to the subscribers of `account` that its origin
+    /// Imports `msg` to the subscribers of `account` that its origin
     /// admits (no-echo, forwarding rules). A queue group gets it once, from
     /// a member on this server's own side when it has one.
     fn route_in(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<Origin>) -> bool {
@@ -860,11 +861,11 @@ impl ShardCore {
     /// rules still apply in the importing account (its echo does not: the
     /// publisher is in another account).
     fn route_imports(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> bool {
-        let routes = self.routes.clone();
+        let imports = self.imports.clone();
         let origin = Some(Origin { echo: true, ..origin });
         let mut any = false;
-        if routes.has_services() && msg.subject.starts_with(REPLY_PREFIX) {
-            if let Some((importer, original)) = routes.unwrap_reply(account, msg.subject) {
+        if imports.has_services() && msg.subject.starts_with(REPLY_PREFIX) {
+            if let Some((importer, original)) = imports.unwrap_reply(account, msg.subject) {
                 let back = Msg {
                     subject: original,
                     reply: None,
@@ -873,7 +874,7 @@ impl ShardCore {
                 any |= self.route_in(importer, &back, origin);
             }
         }
-        let Some(r) = routes.of(account) else {
+        let Some(r) = imports.of(account) else {
             return any;
         };
         for si in &r.streams_out {
@@ -892,7 +893,7 @@ impl ShardCore {
                 continue;
             }
             let remote = map_subject(msg.subject, &sv.local, &sv.remote);
-            let reply = msg.reply.map(|rp| routes.wrap_reply(account, sv.exporter, rp));
+            let reply = msg.reply.map(|rp| imports.wrap_reply(account, sv.exporter, rp));
             let m = Msg {
                 subject: &remote,
                 reply: reply.as_deref(),

@@ -694,7 +694,7 @@ async fn read_loop(
             // Subscriptions other shards made up to now must match this read.
             core.poll_control();
             core.set_now(Instant::now());
-            shard.refresh_routes(&mut core);
+            shard.refresh_imports(&mut core);
             let info = shard.info.borrow();
             let mut auth_state = auth.borrow_mut();
             let mut host = CoreHost {

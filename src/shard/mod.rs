@@ -373,7 +373,7 @@ pub struct Shard {
     accept_tasks: RefCell<Vec<glommio::Task<()>>>,
     lame_duck_started: Cell<bool>,
     account_seen: Cell<u64>,
-    routes_seen: Cell<u64>,
+    imports_seen: Cell<u64>,
     /// This shard's copy of the verifier in force.
     pub verifier: RefCell<Arc<Verifier>>,
     actions_seen: Cell<u64>,
@@ -599,15 +599,15 @@ impl Shard {
         }
     }
 
-    /// Installs the accounts' routes when they changed (operator mode loads
+    /// Installs the accounts' imports when they changed (operator mode loads
     /// accounts, and their imports, as clients arrive). One atomic load
     /// when nothing changed.
-    pub fn refresh_routes(&self, core: &mut ShardCore) {
+    pub fn refresh_imports(&self, core: &mut ShardCore) {
         let v = self.verifier.borrow();
-        let g = v.routes_generation();
-        if g != self.routes_seen.get() {
-            self.routes_seen.set(g);
-            core.set_routes(v.routes());
+        let g = v.imports_generation();
+        if g != self.imports_seen.get() {
+            self.imports_seen.set(g);
+            core.set_imports(v.imports());
         }
     }
 
@@ -663,8 +663,8 @@ impl Shard {
     fn reverify(&self, v: Arc<Verifier>) {
         *self.verifier.borrow_mut() = v.clone();
         let mut core = self.core.borrow_mut();
-        core.set_routes(v.routes());
-        self.routes_seen.set(v.routes_generation());
+        core.set_imports(v.imports());
+        self.imports_seen.set(v.imports_generation());
         for (cid, h) in self.conns.borrow().iter() {
             let mut auth = h.auth.borrow_mut();
             auth.verifier = v.for_kind(auth.kind);
@@ -915,7 +915,7 @@ async fn shard_main(
     );
     core.seed(fastrand::u64(..));
     let verifier = shared.verifier();
-    core.set_routes(verifier.routes());
+    core.set_imports(verifier.imports());
     core.set_system_account(verifier.accounts().system().id);
     let shard = Rc::new(Shard {
         id,
@@ -929,7 +929,7 @@ async fn shard_main(
         accept_tasks: RefCell::new(Vec::new()),
         lame_duck_started: Cell::new(false),
         account_seen: Cell::new(0),
-        routes_seen: Cell::new(verifier.routes_generation()),
+        imports_seen: Cell::new(verifier.imports_generation()),
         verifier: RefCell::new(verifier),
         actions_seen: Cell::new(0),
     });

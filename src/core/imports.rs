@@ -11,8 +11,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
-use super::accounts::AccountTable;
-use super::config::{AccountConfig, ExchangeKind};
+use crate::auth::accounts::AccountTable;
+use crate::auth::config::{AccountConfig, ExchangeKind};
 use crate::ids::AccountId;
 use crate::subject;
 
@@ -41,19 +41,19 @@ pub struct ServiceImport {
     pub remote: Box<[u8]>,
 }
 
-/// One account's routes.
+/// One account's imports.
 #[derive(Debug, Clone, Default)]
-pub struct AccountRoutes {
+pub struct AccountImports {
     /// Stream imports fed by this account's publishes.
     pub streams_out: Vec<StreamImport>,
     /// Service imports this account's publishes may hit.
     pub services_in: Vec<ServiceImport>,
 }
 
-/// Every account's routes, by account id.
+/// Every account's imports, by account id.
 #[derive(Debug, Default)]
-pub struct Routes {
-    accounts: Vec<AccountRoutes>,
+pub struct Imports {
+    accounts: Vec<AccountImports>,
     key: RandomState,
     /// Whether any account has service imports (reply subjects need decoding).
     has_services: bool,
@@ -96,11 +96,11 @@ pub fn map_subject(subj: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-impl Routes {
+impl Imports {
     /// Resolves the configured imports. Imports no export allows are
     /// returned as warnings and left out, as nats-server does.
-    pub fn build(table: &AccountTable, accounts: &[AccountConfig]) -> (Routes, Vec<String>) {
-        let mut r = Routes::default();
+    pub fn build(table: &AccountTable, accounts: &[AccountConfig]) -> (Imports, Vec<String>) {
+        let mut r = Imports::default();
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
@@ -145,16 +145,16 @@ impl Routes {
         (r, warnings)
     }
 
-    fn slot(&mut self, id: AccountId) -> &mut AccountRoutes {
+    fn slot(&mut self, id: AccountId) -> &mut AccountImports {
         if self.accounts.len() <= id.index() {
             self.accounts.resize_with(id.index() + 1, Default::default);
         }
         &mut self.accounts[id.index()]
     }
 
-    /// The routes of account `id`, when it has any.
+    /// The imports of account `id`, when it has any.
     #[inline]
-    pub fn of(&self, id: AccountId) -> Option<&AccountRoutes> {
+    pub fn of(&self, id: AccountId) -> Option<&AccountImports> {
         self.accounts
             .get(id.index())
             .filter(|r| !r.streams_out.is_empty() || !r.services_in.is_empty())
@@ -240,7 +240,7 @@ mod tests {
                 }],
             },
         ];
-        let (r, w) = Routes::build(&t, &accounts);
+        let (r, w) = Imports::build(&t, &accounts);
         assert!(w.is_empty());
         let (a, b) = (t.get("A").unwrap().id, t.get("B").unwrap().id);
         assert_eq!(r.of(b).unwrap().services_in.len(), 1);
@@ -286,7 +286,7 @@ mod tests {
                 }],
             },
         ];
-        let (r, w) = Routes::build(&t, &accounts);
+        let (r, w) = Imports::build(&t, &accounts);
         assert_eq!(w.len(), 1, "C is not in the export's account list: {w:?}");
         let a = t.get("A").unwrap().id;
         assert_eq!(r.of(a).unwrap().streams_out.len(), 1);
