@@ -15,6 +15,15 @@ use petrel::server::{self, PETREL_VERSION};
 #[global_allocator]
 static GLOBAL: SamplingAlloc<MiMalloc> = SamplingAlloc::new(MiMalloc);
 
+/// Reloads re-read the same command line, so flags still win over the file.
+fn options_source(args: Vec<String>) -> server::OptionsSource {
+    std::sync::Arc::new(move || match cli::parse(&args) {
+        Ok(Command::Serve(o, n)) => Ok((*o, n)),
+        Ok(_) => Err("the command line no longer starts a server".into()),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
 fn main() {
     if std::env::var("PETREL_HEAP_SAMPLING").is_ok_and(|v| v == "0") {
         petrel::profile::heap::set_enabled(false);
@@ -52,7 +61,7 @@ fn main() {
             eprintln!("petrel: configuration file {} is valid", path.display());
             0
         }
-        Ok(Command::Serve(opts, notices)) => match server::run(*opts, notices, args.clone()) {
+        Ok(Command::Serve(opts, notices)) => match server::run(*opts, notices, options_source(args.clone())) {
             Ok(code) => code,
             Err(e) => {
                 petrel::fatal!("{e}");

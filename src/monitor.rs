@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shard::Shared;
+use crate::control::Shared;
 use crate::sys::endpoints::{self, ConnzOpts, SubszOpts};
 
 /// The monitoring server.

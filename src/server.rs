@@ -9,12 +9,12 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
-use crate::cli;
 use crate::conf::options::Notices;
+use crate::control::Shared;
 use crate::options::Options;
 use crate::proto::info::{ServerInfo, COMPAT_VERSION};
 use crate::reload::{self, ReloadOutcome};
-use crate::shard::{self, Shared};
+use crate::shard;
 use crate::{error, fatal, info, warn};
 
 /// petrel's own version.
@@ -131,8 +131,14 @@ pub fn ports_file_path(dir: &std::path::Path) -> PathBuf {
     dir.join(format!("{exe}_{}.ports", std::process::id()))
 }
 
+/// Where reloaded options come from: `main` re-reads the same command line
+/// (so flags still win over the file). The server never reads the command
+/// line itself.
+pub type OptionsSource = Arc<dyn Fn() -> Result<(Options, Notices), String> + Send + Sync>;
+
 /// Runs the server until a signal stops it. Returns the process exit code.
-pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, ServerError> {
+/// `source` gives the options again for each reload.
+pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32, ServerError> {
     crate::logging::init_with(&opts.log_config())
         .map_err(|e| ServerError::LogFile(opts.log_file.clone().unwrap_or_default(), e))?;
     let key = nkeys::KeyPair::new_server();
@@ -238,7 +244,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     shared.set_tls(tls);
     shared.set_websocket(ws.clone());
     let shared = Arc::new(shared);
-    *shared.args.lock().unwrap_or_else(|e| e.into_inner()) = args.clone();
+    shared.set_reloader(Arc::new(move |shared: &Shared| reload(shared, &source)));
     let running = shard::start(shared.clone(), listeners, ws_listeners)?;
 
     if let Some(p) = &opts.pid_file {
@@ -296,7 +302,7 @@ pub fn run(opts: Options, notices: Notices, args: Vec<String>) -> Result<i32, Se
     };
     info!("Server is ready");
 
-    let code = wait_for_exit(&running, &shared, &args);
+    let code = wait_for_exit(&running, &shared);
     send_shutdown_event(&shared);
     if let Some(p) = ports_file {
         let _ = std::fs::remove_file(p);
@@ -309,8 +315,8 @@ pub fn websocket_runtime(
     w: &crate::options::WebsocketOptions,
     host: &str,
     port: u16,
-) -> Result<crate::shard::WsRuntime, String> {
-    Ok(crate::shard::WsRuntime {
+) -> Result<crate::control::WsRuntime, String> {
+    Ok(crate::control::WsRuntime {
         settings: crate::ws::WsSettings::new(w),
         tls: w.tls.as_ref().map(crate::tls::ClientTls::new).transpose()?,
         host: host.to_string(),
@@ -333,20 +339,16 @@ fn send_shutdown_event(shared: &Shared) {
     std::thread::sleep(std::time::Duration::from_millis(20));
 }
 
-/// Re-reads the configuration (the same command line, so flags still win),
-/// and applies it when every changed option may change at run time.
-/// Returns the structured outcome; nothing is applied when any option is
-/// rejected. SIGHUP uses it; so will the system account's RELOAD request.
-pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String> {
+/// Re-reads the configuration from `source` and applies it when every
+/// changed option may change at run time. Returns the structured outcome;
+/// nothing is applied when any option is rejected. SIGHUP and the system
+/// account's RELOAD request use it (through [`Shared::reload`]).
+pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, String> {
     let (current, _) = shared.current();
     if current.config_file.is_none() {
         return Err("can only reload config when a file is provided using -c or --config".into());
     }
-    let (new, notices) = match cli::parse(args) {
-        Ok(cli::Command::Serve(o, n)) => (*o, n),
-        Ok(_) => return Err("the command line no longer starts a server".into()),
-        Err(e) => return Err(e.to_string()),
-    };
+    let (new, notices) = source()?;
     let outcome = reload::diff(&current, &new);
     if !outcome.accepted() {
         return Ok(outcome);
@@ -403,8 +405,8 @@ pub fn reload(shared: &Shared, args: &[String]) -> Result<ReloadOutcome, String>
     Ok(outcome)
 }
 
-fn log_reload(shared: &Shared, args: &[String]) {
-    match reload(shared, args) {
+fn log_reload(shared: &Shared) {
+    match shared.reload() {
         Ok(outcome) if outcome.accepted() => {
             for c in &outcome.changed {
                 info!("Reloaded: {} = {}", c.option, c.new);
@@ -420,7 +422,7 @@ fn log_reload(shared: &Shared, args: &[String]) {
 }
 
 /// Waits for a stopping signal or a shard failure.
-fn wait_for_exit(running: &shard::Running, shared: &Shared, args: &[String]) -> i32 {
+fn wait_for_exit(running: &shard::Running, shared: &Shared) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
         Ok(s) => s,
@@ -450,7 +452,7 @@ fn wait_for_exit(running: &shard::Running, shared: &Shared, args: &[String]) -> 
                         warn!("Could not reopen log file: {e}");
                     }
                 }
-                SIGHUP => log_reload(shared, args),
+                SIGHUP => log_reload(shared),
                 SIGUSR2 if lame_duck_since.is_none() => {
                     let (opts, _) = shared.current();
                     info!("Entering lame duck mode, stop accepting new clients");

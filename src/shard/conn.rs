@@ -10,11 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::AsyncWrite;
 use glommio::net::TcpStream;
 
 use super::host::{client_info, ConnAuth, CoreHost};
-use super::Shard;
+use super::socket::Socket;
+use super::state::Shard;
+use super::transport::{read, shutdown, write_all, Stream, Transport};
 use crate::ids::{ConnId, ConnKind};
 use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
@@ -29,98 +31,6 @@ const READ_MAX: usize = 64 * 1024;
 
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
-
-/// A client's transport: the socket, or TLS over it.
-pub enum Transport {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS (rustls) over TCP.
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
-    /// WebSocket frames over either.
-    Ws(Box<super::websocket::WsStream>),
-}
-
-impl Transport {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(t) => t.get_ref().0,
-            Transport::Ws(w) => w.inner().tcp(),
-        }
-    }
-}
-
-impl futures_lite::AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
-            Transport::Ws(w) => Pin::new(w.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl futures_lite::AsyncWrite for Transport {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
-            Transport::Ws(w) => Pin::new(w.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
-            Transport::Ws(w) => Pin::new(w.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_close(cx),
-            Transport::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
-            Transport::Ws(w) => Pin::new(w.as_mut()).poll_close(cx),
-        }
-    }
-}
-
-/// A connection's transport, shared by its reader and writer tasks.
-pub type Stream = Rc<RefCell<Transport>>;
-
-async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
-    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
-}
-
-async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n..];
-    }
-    // TLS buffers records and WebSocket frames: push them to the socket.
-    if !matches!(&*stream.borrow(), Transport::Plain(_)) {
-        poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await?;
-    }
-    Ok(())
-}
-
-/// Shuts a connection's socket in both directions (its tasks then end).
-pub fn shutdown(stream: &Stream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutting down a socket we own; the fd stays open until drop.
-    unsafe {
-        libc::shutdown(stream.borrow().tcp().as_raw_fd(), libc::SHUT_RDWR);
-    }
-}
 
 fn peer_ip(stream: &TcpStream) -> String {
     stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
@@ -142,7 +52,7 @@ pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: Conn
                 Err(_) => return,
             }
         }
-        _ => Transport::Plain(stream),
+        _ => Transport::Socket(Socket::Plain(stream)),
     };
     let stream = Rc::new(RefCell::new(transport));
     let _ = write_all(&stream, &out).await;
@@ -174,7 +84,7 @@ fn info_line(
     cid: ConnId,
     ip: &str,
     auth: &ConnAuth,
-    ws: Option<&super::WsRuntime>,
+    ws: Option<&crate::control::WsRuntime>,
     tls_first: bool,
 ) -> Vec<u8> {
     let mut info = client_info(&shard.info.borrow(), cid, ip);
@@ -243,7 +153,7 @@ async fn tls_accept(
     }
     let plain = |tcp| {
         Some(Accepted {
-            transport: Transport::Plain(tcp),
+            transport: Transport::Socket(Socket::Plain(tcp)),
             cert_names: Vec::new(),
             info_sent,
         })
@@ -295,7 +205,7 @@ async fn tls_accept(
         }
     };
     Some(Accepted {
-        transport: Transport::Tls(Box::new(t)),
+        transport: Transport::Socket(Socket::Tls(Box::new(t))),
         cert_names,
         info_sent,
     })
@@ -353,7 +263,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
                 return forget(&shard);
             }
         },
-        (None, None) => (Transport::Plain(stream), false, false),
+        (None, None) => (Transport::Socket(Socket::Plain(stream)), false, false),
         (None, Some(t)) => {
             let line = info_line(&shard, cid, &ip, &conn_auth, None, false);
             match Box::pin(tls_accept(&t, opts.allow_non_tls, stream, &line, &who)).await {
@@ -363,8 +273,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
                 }
                 None => {
                     // Listed among closed connections, as nats-server lists them.
-                    shard.shared.record_closed(super::ClosedConn {
-                        conn: super::ConnSnapshot::accepted(cid, &ip, port, accepted_at, shard.id.0, kind),
+                    shard.shared.record_closed(crate::control::ClosedConn {
+                        conn: crate::control::ConnSnapshot::accepted(cid, &ip, port, accepted_at, shard.id.0, kind),
                         stop: std::time::SystemTime::now(),
                         reason: "TLS Handshake Failure",
                     });
@@ -398,7 +308,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         shard.id.0
     );
     let now = Instant::now();
-    let mut cfg = super::session_config(&opts);
+    let mut cfg = super::state::session_config(&opts);
     if let Some(ws) = &ws {
         cfg.auth_required = verifier.requires_connect();
         cfg.ping_interval = ws.ping_interval.unwrap_or(cfg.ping_interval);
@@ -409,7 +319,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
     let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
     shard.conns.borrow_mut().insert(
         cid,
-        super::ConnHandles {
+        super::state::ConnHandles {
             session: session.clone(),
             stream: stream.clone(),
             ip: ip.clone(),
@@ -442,7 +352,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         .map(|c| (c.in_msgs, c.in_bytes, c.out_msgs, c.out_bytes, pending))
         .unwrap_or_default();
     if let Some(conn) = snapshot {
-        shard.shared.record_closed(super::ClosedConn {
+        shard.shared.record_closed(crate::control::ClosedConn {
             conn,
             stop: std::time::SystemTime::now(),
             reason: reason.as_str(),

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::Shard;
+use super::state::Shard;
 use crate::core::InternalMsg;
 use crate::ids::ConnId;
 use crate::sys::server_block;
@@ -103,8 +103,7 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
     };
     let answer = glommio::executor()
         .spawn_blocking(move || {
-            let args = shared.args.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let reload = || crate::server::reload(&shared, &args);
+            let reload = || shared.reload();
             let act = |a| shared.client_action(a);
             services::answer(&shared, &req, &reload, &act).map(|v| serde_json::to_vec(&v).unwrap_or_default())
         })

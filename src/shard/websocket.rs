@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::conn::Transport;
+use super::socket::Socket;
 use crate::proto::errors::CloseReason;
 use crate::ws::frame::{self, Control, Decoder, Encoder};
 use crate::ws::handshake::{self, Upgrade};
@@ -20,7 +20,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// The framed side of a WebSocket connection.
 pub struct WsStream {
-    inner: Transport,
+    inner: Socket,
     decoder: Decoder,
     encoder: Encoder,
     /// The read buffer (allocated once); `raw[..raw_len]` is read and not
@@ -45,8 +45,8 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 impl WsStream {
-    /// The transport under the framing.
-    pub fn inner(&self) -> &Transport {
+    /// The socket under the framing.
+    pub fn inner(&self) -> &Socket {
         &self.inner
     }
 
@@ -207,7 +207,7 @@ pub struct Accepted {
 /// Reads and answers the HTTP upgrade on `inner` (TLS already done when
 /// `tls`). `Err` carries the reason to log; the HTTP error was sent.
 pub async fn accept(
-    mut inner: Transport,
+    mut inner: Socket,
     settings: &WsSettings,
     tls: bool,
     max_payload: usize,
@@ -291,9 +291,9 @@ pub async fn open(
                 cert_names = t
                     .admit(s.get_ref().1)
                     .map_err(|_| "TLS handshake error: certificate not pinned".to_string())?;
-                Transport::Tls(Box::new(s))
+                Socket::Tls(Box::new(s))
             }
-            None => Transport::Plain(tcp),
+            None => Socket::Plain(tcp),
         };
         let mut accepted = accept(inner, settings, tls.is_some(), max_payload).await?;
         accepted.cert_names = cert_names;

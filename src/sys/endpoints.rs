@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::DataStats;
+use crate::control::{ConnSnapshot, ShardSnapshot, Shared};
 use crate::proto::info::COMPAT_VERSION;
-use crate::shard::{ConnSnapshot, ShardSnapshot, Shared};
 use crate::stats;
 use crate::timefmt::rfc3339;
 

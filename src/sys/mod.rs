@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::control::Shared;
 use crate::proto::info::COMPAT_VERSION;
-use crate::shard::Shared;
 use crate::timefmt::rfc3339;
 
 /// nats-server's `server` block in system events and replies.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::endpoints::{self, ConnzOpts, SubszOpts};
 use super::{envelope, envelope_error, server_block, Filter};
-use crate::shard::Shared;
+use crate::control::{ClientAction, Shared};
 use crate::timefmt::rfc3339;
 
 /// Server-level service names (`$SYS.REQ.SERVER.PING.<X>`, `<id>.<X>`).
@@ -46,16 +46,6 @@ pub struct Request {
     pub subject: String,
     /// Its body (headers removed).
     pub body: Vec<u8>,
-}
-
-/// What the server does beyond replying (kicks and lame-duck notices act
-/// on a client's shard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAction {
-    /// Close the client with reason "Kicked".
-    Kick(u64),
-    /// Send the client an INFO with `ldm: true`.
-    LameDuck(u64),
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ()> {
