@@ -51,6 +51,9 @@ pub enum CliError {
     /// `-t` without `-c`.
     #[error("must specify [-c, --config] option to check configuration file syntax")]
     TestWithoutConfig,
+    /// Options that do not go together, set by flags alone.
+    #[error("{0}")]
+    Invalid(String),
     /// A nats-server flag whose feature petrel does not have yet.
     #[error("flag -{flag} is not supported by petrel yet ({feature})")]
     NotYetSupported {
@@ -208,14 +211,35 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     }
     let mut notices = Notices::default();
     let mut o = Options::default();
+    let mut parsed = None;
     if let Some(path) = &probe.config_file {
-        let parsed = conf::parse_file(path).map_err(|e| CliError::Config(vec![e]))?;
-        notices = conf::options::apply(&mut o, &parsed).map_err(CliError::Config)?;
+        let p = conf::parse_file(path).map_err(|e| CliError::Config(vec![e]))?;
+        notices = conf::options::apply(&mut o, &p).map_err(CliError::Config)?;
         o.config_file = Some(path.clone());
+        parsed = Some(p);
     } else if test {
         return Err(CliError::TestWithoutConfig);
     }
     overlay(&mut o, args, &mut test)?;
+    o.apply_baseline();
+    // As in nats-server, `-t` checks the file alone; these rules are
+    // checked before a server starts (and on reload).
+    if let (false, Err((key, msg))) = (test, o.cross_check()) {
+        // Named where the file set it, when it did.
+        let key_pos = |k: &str| {
+            let p = parsed.as_ref()?;
+            let entry = p.map.entries.iter().rev().find(|(n, _, _)| n.eq_ignore_ascii_case(k))?;
+            Some(entry.1.clone())
+        };
+        let at = key_pos(key).or_else(|| key_pos("max_payload"));
+        return Err(match at {
+            Some(pos) => CliError::Config(vec![ConfError {
+                pos,
+                msg: format!("{key}: {msg}"),
+            }]),
+            None => CliError::Invalid(msg),
+        });
+    }
     if test {
         if !notices.warnings.is_empty() {
             return Err(CliError::Config(notices.warnings));

@@ -68,7 +68,7 @@ fn main() {
                 1
             }
         },
-        Err(e @ (cli::CliError::Config(_) | cli::CliError::TestWithoutConfig)) => {
+        Err(e @ (cli::CliError::Config(_) | cli::CliError::TestWithoutConfig | cli::CliError::Invalid(_))) => {
             eprintln!("petrel: {e}");
             1
         }

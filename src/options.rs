@@ -212,6 +212,39 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Limits given as 0 mean the default, as in nats-server (its
+    /// baseline options): `max_payload` is refused at 0 when read, the
+    /// rest fall back here.
+    pub fn apply_baseline(&mut self) {
+        let d = Options::default();
+        if self.max_control_line == 0 {
+            self.max_control_line = d.max_control_line;
+        }
+        if self.max_pending == 0 {
+            self.max_pending = d.max_pending;
+        }
+        if self.write_deadline.is_zero() {
+            self.write_deadline = d.write_deadline;
+        }
+    }
+
+    /// Rules between options nats-server checks before it starts (and
+    /// `-t`): the message as nats-server words it, and the key it is about.
+    pub fn cross_check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_payload > self.max_pending {
+            return Err((
+                "max_pending",
+                format!(
+                    "max_payload ({}) cannot be higher than max_pending ({})",
+                    self.max_payload, self.max_pending
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -96,3 +96,54 @@ fn corpus_min(kind: &str, min: usize) -> Vec<PathBuf> {
     assert!(files.len() >= min);
     files
 }
+
+/// Limits given as 0 take nats-server's defaults (they used to close every
+/// client, or refuse every CONNECT); max_payload above max_pending stops
+/// the server from starting, naming the file and key, as nats-server does.
+#[test]
+fn zero_limits_mean_the_defaults_and_payload_must_fit_pending() {
+    let dir = std::env::temp_dir().join(format!("petrel-config-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("zero.conf");
+    std::fs::write(&conf, "max_pending: 0\nmax_control_line: 0\nwrite_deadline: \"0s\"\n").unwrap();
+    let p = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let mut sub = common::raw::Raw::open(&p.addr());
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB foo 1\r\n");
+    assert_eq!(sub.ping(), "");
+    let mut publisher = common::raw::Raw::open(&p.addr());
+    let long_subject = format!("foo.{}", "x".repeat(3000));
+    publisher.send(
+        format!("CONNECT {{\"verbose\":false}}\r\nPUB foo 5\r\nhello\r\nPUB {long_subject} 1\r\nx\r\n").as_bytes(),
+    );
+    assert_eq!(publisher.ping(), "", "a 3 KB control line fits the default 4 KB");
+    assert_eq!(sub.ping(), "MSG foo 1 5\r\nhello\r\n");
+
+    let bad = dir.join("pending.conf");
+    std::fs::write(&bad, "max_payload: 2MB\nmax_pending: 1MB\n").unwrap();
+    for bin in [
+        env!("CARGO_BIN_EXE_petrel").to_string(),
+        common::nats_server_bin().display().to_string(),
+    ] {
+        let out = Command::new(&bin).args(["-p", "-1", "-c"]).arg(&bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin}: {err}");
+        assert!(
+            err.contains("max_payload (2097152) cannot be higher than max_pending (1048576)"),
+            "{bin}: {err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["-p", "-1", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pending.conf:2:1: max_pending: "), "{err}");
+    // `-t` checks the file alone on both servers: it passes.
+    for bin in [
+        env!("CARGO_BIN_EXE_petrel").to_string(),
+        common::nats_server_bin().display().to_string(),
+    ] {
+        assert!(verdict(&bin, &bad).0, "{bin} -t");
+    }
+}

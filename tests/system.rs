@@ -40,6 +40,14 @@ async fn request(c: &async_nats::Client, subject: &str, body: &str) -> Value {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{subject}: {e}: {:?}", m.payload))
 }
 
+/// The server's id, from `$SYS.REQ.SERVER.PING.IDZ`.
+async fn server_id(sys: &async_nats::Client) -> String {
+    request(sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// The field paths of a document with their JSON types (numbers as one
 /// type), leaving out what differs by version or is petrel's own.
 fn shape(v: &Value) -> BTreeSet<String> {
@@ -216,10 +224,7 @@ async fn kick_and_ldm_and_statsz_heartbeat() {
     let conf = temp_conf(CONFIG);
     let s = common::petrel(&["-c", conf.to_str().unwrap()]);
     let sys = login(&s.url(), "sys").await;
-    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = server_id(&sys).await;
     let mut heartbeat = sys.subscribe(format!("$SYS.SERVER.{id}.STATSZ")).await.unwrap();
     let mut disconnects = sys.subscribe("$SYS.ACCOUNT.A.DISCONNECT").await.unwrap();
     sys.flush().await.unwrap();
@@ -478,10 +483,7 @@ async fn account_requests_filters_and_reload_over_sys() {
     assert_eq!(v["data"]["server_name"], json!("alpha"));
     // RELOAD applies a changed file and lists what changed; a change that
     // cannot be reloaded is refused with nats-server's error text.
-    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = server_id(&sys).await;
     std::fs::write(&conf, format!("{CONFIG}\nmax_payload: 2048\n")).unwrap();
     let v = request(&sys, &format!("$SYS.REQ.SERVER.{id}.RELOAD"), "").await;
     assert!(v.get("error").is_none(), "{v}");
@@ -522,7 +524,7 @@ async fn lame_duck_event() {
 /// account and the bytes that were pending.
 #[tokio::test]
 async fn slow_consumer_advisory() {
-    let conf = temp_conf(&format!("{CONFIG}\nmax_pending: 262144\n"));
+    let conf = temp_conf(&format!("{CONFIG}\nmax_pending: 262144\nmax_payload: 65536\n"));
     let s = common::petrel(&["-c", conf.to_str().unwrap()]);
     let sys = login(&s.url(), "sys").await;
     let mut adv = sys.subscribe("$SYS.SERVER.*.CLIENT.SLOW_CONSUMER").await.unwrap();
@@ -566,10 +568,7 @@ async fn deeply_nested_config_is_refused_everywhere_without_a_crash() {
     let conf = temp_conf(CONFIG);
     let s = common::petrel(&["-c", conf.to_str().unwrap()]);
     let sys = login(&s.url(), "sys").await;
-    let id = request(&sys, "$SYS.REQ.SERVER.PING.IDZ", "").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = server_id(&sys).await;
     let deep = format!("{CONFIG}\ndeep = {}1{}\n", "[".repeat(20_000), "]".repeat(20_000));
     std::fs::write(&conf, &deep).unwrap();
     let line = CONFIG.lines().count() + 2;

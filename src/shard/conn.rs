@@ -639,6 +639,12 @@ async fn read_loop(
                 } else if !full_read && filled < READ_MIN && buf.len() > READ_MIN && n < buf.len() / 4 {
                     buf.truncate(READ_MIN.max(filled));
                     buf.shrink_to(READ_MIN.max(filled));
+                } else if buf.len() > READ_MAX && filled <= READ_MIN {
+                    // Grown past READ_MAX for one large message: given back
+                    // as soon as it is consumed, not on the next read (an
+                    // idle client would hold it for good).
+                    buf.truncate(READ_MIN);
+                    buf.shrink_to(READ_MIN);
                 }
             }
             Err(reason) => return reason,

@@ -27,6 +27,7 @@ impl Socket {
 }
 
 impl AsyncRead for Socket {
+    #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
@@ -36,6 +37,7 @@ impl AsyncRead for Socket {
 }
 
 impl AsyncWrite for Socket {
+    #[inline]
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
@@ -43,6 +45,7 @@ impl AsyncWrite for Socket {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -50,6 +53,7 @@ impl AsyncWrite for Socket {
         }
     }
 
+    #[inline]
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_close(cx),

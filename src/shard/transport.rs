@@ -33,6 +33,7 @@ impl Transport {
 }
 
 impl futures_lite::AsyncRead for Transport {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -46,6 +47,7 @@ impl futures_lite::AsyncRead for Transport {
 }
 
 impl futures_lite::AsyncWrite for Transport {
+    #[inline]
     fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Transport::Socket(s) => Pin::new(s).poll_write(cx, buf),
@@ -53,6 +55,7 @@ impl futures_lite::AsyncWrite for Transport {
         }
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Transport::Socket(s) => Pin::new(s).poll_flush(cx),
@@ -60,6 +63,7 @@ impl futures_lite::AsyncWrite for Transport {
         }
     }
 
+    #[inline]
     fn poll_close(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Transport::Socket(s) => Pin::new(s).poll_close(cx),
@@ -72,11 +76,13 @@ impl futures_lite::AsyncWrite for Transport {
 pub type Stream = Rc<RefCell<Transport>>;
 
 /// Reads from a connection's transport.
+#[inline]
 pub async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
     poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
 }
 
 /// Writes all of `buf` (and flushes what TLS or WebSocket framing holds).
+#[inline]
 pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
