@@ -674,6 +674,22 @@ pub fn validate(a: &AuthConfig, at: &dyn Fn(&str) -> Option<Item>) -> Result<(),
             return Err(pos_err("operator", "operators require an account resolver".into()));
         }
     }
+    // One name, one user, across `authorization` and every account.
+    let mut seen = std::collections::HashSet::new();
+    for u in &a.users {
+        if !seen.insert(u.name()) {
+            let what = match u.credential {
+                Credential::Password { .. } => "user",
+                Credential::Nkey(_) => "nkey",
+            };
+            let block = if u.account == GLOBAL_ACCOUNT {
+                "authorization"
+            } else {
+                "accounts"
+            };
+            return Err(pos_err(block, format!("Duplicate {what} {:?} detected", u.name())));
+        }
+    }
     let known_account = |n: &str| n == GLOBAL_ACCOUNT || a.accounts.iter().any(|x| x.name == n);
     for acc in &a.accounts {
         for imp in &acc.imports {
