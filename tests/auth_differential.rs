@@ -463,6 +463,19 @@ fn token_refusals_match() {
             one("token as user", j(json!({"user": "s3cr3t"}))),
             one("token as password", j(json!({"user": "x", "pass": "s3cr3t"}))),
             one("missing token", j(json!({}))),
+            // nats-server checks only the token when one is configured.
+            one(
+                "token with user and password",
+                j(json!({"auth_token": "s3cr3t", "user": "u", "pass": "p"})),
+            ),
+            one(
+                "token with an nkey",
+                j(json!({"auth_token": "s3cr3t", "nkey": "UABC", "sig": "x"})),
+            ),
+            one(
+                "bad token with user and password",
+                j(json!({"auth_token": "no", "user": "u", "pass": "p"})),
+            ),
             one("pub before connect", b"PUB foo 1\r\nx\r\n"),
             one("ping before connect", b"PING\r\n"),
         ]

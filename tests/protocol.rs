@@ -157,6 +157,19 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
     assert_eq!(reader.join().unwrap(), total, "healthy subscriber got everything");
     let r = slow.read_until_quiet(Duration::from_secs(2), Duration::from_secs(60));
     assert!(r.closed, "slow consumer was closed");
+    // Logged as nats-server logs it (it used to be only counted).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p
+        .log_lines("Slow Consumer Detected: MaxPending of 4194304 Exceeded")
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no slow consumer notice: {:?}",
+            p.log_lines("cid:")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Bytes of one delivered `MSG feed 1 8192` frame.

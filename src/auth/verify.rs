@@ -193,6 +193,13 @@ struct ConfigUsers {
     no_auth: Option<Arc<UserRec>>,
 }
 
+impl ConfigUsers {
+    /// Whether a token is the only credential configured.
+    fn token_only(&self) -> bool {
+        self.token.is_some() && self.by_name.is_empty() && self.by_nkey.is_empty()
+    }
+}
+
 /// How long a fetched account JWT is kept before it is fetched again.
 const ACCOUNT_CACHE_TTL: Duration = Duration::from_secs(120);
 /// How long an account the resolver did not have is remembered as missing.
@@ -546,6 +553,7 @@ impl Verifier {
                     return None;
                 }
                 let (stored, given) = match (&o.user, &u.token) {
+                    (_, Some(token)) if u.token_only() => (token.as_str(), o.auth_token.as_deref()),
                     (Some(name), _) => (u.by_name.get(name)?.password.as_deref()?, o.pass.as_deref()),
                     (None, Some(token)) => (token.as_str(), o.auth_token.as_deref()),
                     (None, None) => return None,
@@ -614,6 +622,15 @@ impl Verifier {
                 .find_map(|n| u.by_name.get(n))
                 .ok_or(AuthError::NoMatch)?;
             return Self::admit(rec, req.kind);
+        }
+        // A token server (no users) checks the token alone, whatever else
+        // the CONNECT carries, as nats-server does.
+        if let (Some(token), true) = (&u.token, u.token_only()) {
+            let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
+            if !password::matches(token, given) {
+                return Err(AuthError::BadPassword);
+            }
+            return self.open_identity();
         }
         if let Some(nkey) = &o.nkey {
             let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;

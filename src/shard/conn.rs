@@ -342,6 +342,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     drop(timer); // cancels it
+                 // nats-server's notices for the two slow-consumer closes.
+    match reason {
+        CloseReason::SlowConsumerPendingBytes => {
+            crate::info!(
+                "{who} - Slow Consumer Detected: MaxPending of {} Exceeded",
+                opts.max_pending
+            )
+        }
+        CloseReason::SlowConsumerWriteDeadline => crate::info!(
+            "{who} - Slow Consumer Detected: WriteDeadline of {}s exceeded",
+            opts.write_deadline.as_secs_f64()
+        ),
+        _ => {}
+    }
     let (snapshot, pending) = {
         let core = shard.core.borrow();
         let pending = core.conn(cid).map_or(0, |c| c.pending_at_close);
