@@ -188,3 +188,69 @@ fn ping_before_connect_and_verbose_defaults() {
     );
     assert_eq!(c.exchange(b"UNSUB 1\r\nPUB a 0\r\n\r\n").text(), "+OK\r\n+OK\r\n");
 }
+
+/// Out of file descriptors, accept errors are logged and waited out with a
+/// backoff (10 ms doubling to 1 s per listener), as nats-server does: a few
+/// lines a second, not hundreds. The server serves again once descriptors
+/// are free.
+#[test]
+fn accept_errors_back_off() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"));
+    cmd.args(["-p", &port.to_string(), "-a", "127.0.0.1", "--shards", "2"])
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; only the child is affected.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().iter().any(|l| l.contains("Server is ready")) {
+        assert!(Instant::now() < deadline, "not ready: {:?}", lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let addr = format!("127.0.0.1:{port}");
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)) {
+            held.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let errors = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("Temporary Client Accept Error"))
+        .count();
+    drop(held);
+    // Descriptors free again: a new client is served.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut c = Raw::open(&addr);
+    assert_eq!(c.exchange(b"PING\r\n").text(), "PONG\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(errors >= 1, "the accept error is logged");
+    // 3 s at 10, 20, 40 ... 1000 ms: under 10 lines per listener (was one every 10 ms).
+    assert!(errors <= 24, "{errors} accept error lines in 3 s");
+}

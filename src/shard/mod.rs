@@ -34,6 +34,10 @@ use rustc_hash::FxHashMap;
 /// Microseconds an idle executor spins before it parks (see `start`).
 const SPIN_US: u64 = 50;
 
+/// First and longest wait after a failed accept.
+const ACCEPT_MIN_SLEEP: Duration = Duration::from_millis(10);
+const ACCEPT_MAX_SLEEP: Duration = Duration::from_secs(1);
+
 /// How often a shard looks for reloaded options.
 const RELOAD_POLL: Duration = Duration::from_millis(20);
 
@@ -308,15 +312,25 @@ async fn lame_duck(shard: Rc<Shard>) {
 /// open connections than the least loaded one hands the new one over.
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
     let shared = shard.shared.clone();
+    let name = match kind {
+        ConnKind::Standard => "Client",
+        ConnKind::WebSocket => "Websocket",
+    };
+    // As nats-server: an accept error (out of file descriptors, say) is
+    // logged and waited out, 10 ms doubling up to 1 s until one succeeds,
+    // so a full process logs a line a second, not hundreds.
+    let mut delay = ACCEPT_MIN_SLEEP;
     loop {
         let stream = match listener.shared_accept().await {
             Ok(s) => s,
             Err(e) => {
-                crate::error!("Error accepting client connection: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                crate::error!("Temporary {name} Accept Error({e}), sleeping {}ms", delay.as_millis());
+                glommio::timer::sleep(delay).await;
+                delay = (delay * 2).min(ACCEPT_MAX_SLEEP);
                 continue;
             }
         };
+        delay = ACCEPT_MIN_SLEEP;
         let cid = shared.next_cid();
         let total = shared.total_conns.fetch_add(1, Relaxed) + 1;
         let max_connections = shard.opts.borrow().max_connections;
