@@ -2,9 +2,9 @@
 //! `/debug/pprof`, the account server): read one request, answer it and
 //! close. Small documents on loopback or an admin network; no keep-alive.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -41,15 +41,50 @@ pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Reads one request; `None` when the peer sent no complete head.
+///
+/// As Go's `net/http` (which nats-server's listeners use): the whole head
+/// must arrive within `timeout` (a client trickling bytes cannot hold the
+/// connection), or the connection is closed: with `400 Bad Request` when
+/// the request line was begun but not finished, without a word otherwise;
+/// a request line that is not `METHOD TARGET HTTP/x.y` (HTTP/0.9 and
+/// garbage) gets `400 Bad Request` at once.
 pub fn read_request(s: &mut TcpStream, timeout: Duration) -> std::io::Result<Option<Request>> {
-    s.set_read_timeout(Some(timeout))?;
+    let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
+    let mut line_checked = false;
     let head_end = loop {
+        if !line_checked {
+            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                if !is_request_line(&buf[..nl]) {
+                    s.write_all(BAD_REQUEST)?;
+                    return Ok(None);
+                }
+                line_checked = true;
+            }
+        }
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let n = s.read(&mut chunk)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = if left.is_zero() {
+            None
+        } else {
+            s.set_read_timeout(Some(left))?;
+            match s.read(&mut chunk) {
+                Ok(n) => Some(n),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+                Err(e) => return Err(e),
+            }
+        };
+        let Some(n) = n else {
+            // Out of time: a request line begun but unfinished is answered
+            // 400, anything else closed without a word (as Go does).
+            if !line_checked && !buf.is_empty() {
+                s.write_all(BAD_REQUEST)?;
+            }
+            return Ok(None);
+        };
         if n == 0 || buf.len() > MAX_HEAD {
             return Ok(None);
         }
@@ -82,6 +117,20 @@ pub fn read_request(s: &mut TcpStream, timeout: Duration) -> std::io::Result<Opt
         query: query.to_string(),
         body,
     }))
+}
+
+/// Go's answer to a request it cannot read.
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request";
+
+/// `METHOD TARGET HTTP/x.y` (CR optional).
+fn is_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(m), Some(t), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !m.is_empty() && !t.is_empty() && v.starts_with(b"HTTP/")
 }
 
 /// Writes a complete response (no body for `HEAD`) and lets the caller close.
@@ -117,5 +166,15 @@ mod tests {
         assert_eq!(query_param("a=1&b=two", "b"), Some("two"));
         assert_eq!(query_param("a=1&b", "b"), None);
         assert_eq!(query_param("", "a"), None);
+    }
+
+    #[test]
+    fn request_lines() {
+        assert!(is_request_line(b"GET /varz HTTP/1.1\r"));
+        assert!(is_request_line(b"POST /jwt/v1/accounts/A HTTP/1.0"));
+        assert!(!is_request_line(b"GET /varz\r"));
+        assert!(!is_request_line(b"GET /varz HTTP/1.1 extra\r"));
+        assert!(!is_request_line(b"\r"));
+        assert!(!is_request_line(b"GET  HTTP/1.1"));
     }
 }

@@ -42,7 +42,14 @@ fn varz_counts_and_healthz() {
         publisher.send(b"PUB v 5\r\nhello\r\n");
     }
     assert_eq!(publisher.ping(), "");
-    assert_eq!(sub.ping().matches("MSG v 1 5").count(), 10);
+    // Another shard's deliveries may land after the subscriber's own PONG
+    // (only a client's own subscriptions are ordered by its PING).
+    let mut got = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got < 10 && std::time::Instant::now() < deadline {
+        got += sub.ping().matches("MSG v 1 5").count();
+    }
+    assert_eq!(got, 10);
     let (status, _, body) = get(&http, "/varz");
     assert_eq!(status, 200);
     assert!(body.contains("\n  \"server_id\""), "pretty-printed with two spaces");
@@ -83,4 +90,51 @@ fn varz_counts_and_healthz() {
     let (status, _, body) = get(&http, "/connz?subs=maybe");
     assert_eq!(status, 400);
     assert!(body.starts_with("Error decoding boolean for 'subs'"), "{body}");
+}
+
+/// What the monitor answers to a request it cannot read, and when, on
+/// both servers: an HTTP/0.9 or garbage request line gets `400 Bad
+/// Request` at once; a head trickled a byte at a time is cut off 5 s after
+/// the connection opened, without an answer.
+#[test]
+fn unreadable_requests_match_nats_server() {
+    fn answer(port: u16, parts: &[&[u8]], gap: Duration) -> (String, Duration) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let t = std::time::Instant::now();
+        for p in parts {
+            let _ = s.write_all(p);
+            std::thread::sleep(gap);
+        }
+        s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        let mut resp = Vec::new();
+        let _ = s.read_to_end(&mut resp);
+        (String::from_utf8_lossy(&resp).into_owned(), t.elapsed())
+    }
+    let petrel = common::petrel(&["-m", "-1"]);
+    let nats = common::nats_server(&["-m", "-1"]);
+    let ports = [petrel.monitor_port(), nats.monitor_port()];
+    for req in [&b"GET /varz\r\n"[..], b"GET /varz\r\n\r\n", b"HELLO\r\n"] {
+        let [(ours, t), (theirs, _)] = ports.map(|p| answer(p, &[req], Duration::ZERO));
+        assert_eq!(ours, theirs, "{req:?}");
+        assert!(ours.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{ours}");
+        assert!(t < Duration::from_secs(2), "{req:?} answered at once: {t:?}");
+    }
+    // Slowloris: a head trickled a byte a second is cut off 5 s after the
+    // connection opened: answered 400 while the request line is unfinished,
+    // closed without a word after it; a silent connection is closed too.
+    let line: Vec<&[u8]> = b"GET /var".chunks(1).collect();
+    let headers: [&[u8]; 2] = [b"GET /varz HTTP/1.1\r\n", b"Host: x\r\n"];
+    let cases: [(&[&[u8]], Duration); 3] = [
+        (&line, Duration::from_millis(1000)),
+        (&headers, Duration::from_millis(3000)),
+        (&[], Duration::ZERO),
+    ];
+    for (parts, gap) in cases {
+        let [(ours, t), (theirs, _)] = ports.map(|p| answer(p, parts, gap));
+        assert_eq!(ours, theirs, "{parts:?}");
+        assert!(
+            t >= Duration::from_millis(4900) && t < Duration::from_secs(10),
+            "{parts:?}: {t:?}"
+        );
+    }
 }
