@@ -225,6 +225,23 @@ fn strings(key: &str, item: &Item) -> Result<Vec<String>, ConfError> {
     }
 }
 
+/// Permission subjects: each a valid subject (wildcards allowed),
+/// optionally followed by a queue group, as nats-server checks them.
+fn subjects(key: &str, item: &Item) -> Result<Vec<String>, ConfError> {
+    let list = strings(key, item)?;
+    for s in &list {
+        let mut parts = s.split_whitespace();
+        let subject = parts.next().unwrap_or_default();
+        let queue_ok = parts
+            .next()
+            .is_none_or(|q| crate::subject::is_valid_queue(q.as_bytes()));
+        if !crate::subject::is_valid_subject(subject.as_bytes()) || !queue_ok || parts.next().is_some() {
+            return Err(err(item, format!("subject {s:?} is not a valid subject")));
+        }
+    }
+    Ok(list)
+}
+
 /// A publish or subscribe rule: a subject, a list, or `{allow, deny}`.
 fn subject_rule(key: &str, item: &Item) -> Result<SubjectRule, ConfError> {
     match &item.value {
@@ -232,15 +249,15 @@ fn subject_rule(key: &str, item: &Item) -> Result<SubjectRule, ConfError> {
             let mut r = SubjectRule::default();
             for (k, _, v) in &m.entries {
                 match k.to_ascii_lowercase().as_str() {
-                    "allow" => r.allow = Some(PatternList::new(&strings(k, v)?)),
-                    "deny" => r.deny = Some(PatternList::new(&strings(k, v)?)),
+                    "allow" => r.allow = Some(PatternList::new(&subjects(k, v)?)),
+                    "deny" => r.deny = Some(PatternList::new(&subjects(k, v)?)),
                     other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
                 }
             }
             Ok(r)
         }
         _ => Ok(SubjectRule {
-            allow: Some(PatternList::new(&strings(key, item)?)),
+            allow: Some(PatternList::new(&subjects(key, item)?)),
             deny: None,
         }),
     }

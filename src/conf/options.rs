@@ -344,7 +344,16 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             o.max_payload = n;
         }
         "max_pending" => o.max_pending = size(k, item)?,
-        "max_control_line" => o.max_control_line = size(k, item)?,
+        "max_control_line" => {
+            let n = size(k, item)?;
+            if n > i32::MAX as usize {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: "max_control_line value is too big".into(),
+                });
+            }
+            o.max_control_line = n;
+        }
         "max_connections" | "max_conn" => o.max_connections = size(k, item)?,
         "max_subscriptions" | "max_subs" => o.max_subscriptions = size(k, item)?,
         "ping_interval" => o.ping_interval = duration(k, item, notices)?,
@@ -427,7 +436,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             o.auth.operator.get_or_insert_with(operator_default).resolver = Some(auth::resolver(item)?);
         }
         "prof_port" => o.prof_port = Some(int(k, item)? as i32),
-        "tls" => o.tls = Some(tls_block(item)?),
+        "tls" => o.tls = Some(loaded_tls(item)?),
         "websocket" | "ws" => {
             let ws = websocket_block(item, notices)?;
             o.auth.websocket = ws.auth_override().then(|| auth::WebsocketAuth {
@@ -475,6 +484,17 @@ fn tls_value_err(key: &str, item: &Item, e: crate::tls::TlsValueError) -> ConfEr
 /// name rather than ignored (a TLS setting silently dropped would weaken
 /// security). Values are checked here, so a bad cipher or curve name is a
 /// configuration error with its line, not a start-up failure.
+/// A `tls` block whose certificates load, as nats-server loads them while
+/// it reads the file (so `-t` refuses a missing or bad certificate).
+fn loaded_tls(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
+    let t = tls_block(item)?;
+    crate::tls::ClientTls::new(&t).map_err(|msg| ConfError {
+        pos: item.pos.clone(),
+        msg,
+    })?;
+    Ok(t)
+}
+
 fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
     let Value::Map(m) = &item.value else {
         return Err(type_err("tls", item, "a map"));
@@ -592,7 +612,7 @@ fn websocket_block(item: &Item, notices: &mut Notices) -> Result<crate::options:
             "host" | "net" => w.host = Some(string(k, v)?),
             "advertise" => w.advertise = Some(string(k, v)?),
             "no_tls" => w.no_tls = boolean(k, v)?,
-            "tls" => w.tls = Some(tls_block(v)?),
+            "tls" => w.tls = Some(loaded_tls(v)?),
             "same_origin" => w.same_origin = boolean(k, v)?,
             "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin" | "origins" | "origin" => {
                 w.allowed_origins = match &v.value {

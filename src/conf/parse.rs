@@ -56,7 +56,18 @@ pub fn parse_file(path: &Path) -> Result<Parsed, ConfError> {
         },
         msg: format!("error opening config file: {msg}"),
     })?;
-    parse_str(&text, path)
+    let parsed = parse_str(&text, path)?;
+    if parsed.map.entries.is_empty() {
+        return Err(ConfError {
+            pos: Pos {
+                file: Rc::new(path.to_path_buf()),
+                line: 0,
+                col: 0,
+            },
+            msg: "config has no values or is empty".into(),
+        });
+    }
+    Ok(parsed)
 }
 
 /// Reads a configuration file of at most [`MAX_FILE_BYTES`].

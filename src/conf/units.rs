@@ -35,7 +35,9 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += n * scale;
         rest = &rest[unit_end..];
     }
-    Duration::try_from_secs_f64(total).ok()
+    // Go's durations are int64 nanoseconds (about 292 years); longer ones
+    // are invalid there, so here.
+    (total * 1e9 <= i64::MAX as f64).then(|| Duration::try_from_secs_f64(total).ok())?
 }
 
 /// A timeout in seconds, as nats-server reads `authorization { timeout }`
