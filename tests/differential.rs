@@ -47,6 +47,10 @@ fn cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
         one("ping before connect", b"PING\r\n"),
         one("connect defaults", b"CONNECT {}\r\nPING\r\n"),
+        // Go's decoder: a repeated key's last value wins, invalid UTF-8 in
+        // a string becomes U+FFFD; neither closes the connection.
+        one("connect duplicate keys", b"CONNECT {\"verbose\":true,\"verbose\":false}\r\nPING\r\n"),
+        one("connect non-utf8 name", b"CONNECT {\"verbose\":false,\"name\":\"a\xff\xfeb\"}\r\nPING\r\n"),
         one("protocol 1 first ping info", b"CONNECT {\"protocol\":1}\r\nPING\r\nPING\r\n"),
         one(
             "no responders",

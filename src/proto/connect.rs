@@ -96,8 +96,20 @@ struct RawOpts {
 impl ClientOpts {
     /// Decodes a CONNECT argument laid over the defaults. `None` when it is
     /// not valid JSON of the right shape (nats-server then closes without -ERR).
+    ///
+    /// Read as Go's decoder reads it: invalid UTF-8 inside a string becomes
+    /// U+FFFD, and a key given twice keeps its last value (through a
+    /// `Value`, whose maps keep the last insert, where the derived decoder
+    /// would refuse a duplicate field).
     pub fn from_json(json: &[u8]) -> Option<ClientOpts> {
-        let r: RawOpts = serde_json::from_slice(json).ok()?;
+        let r: RawOpts = match serde_json::from_slice(json) {
+            Ok(r) => r,
+            Err(_) => {
+                let text = String::from_utf8_lossy(json);
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                serde_json::from_value(v).ok()?
+            }
+        };
         let d = ClientOpts::default();
         Some(ClientOpts {
             verbose: r.verbose.unwrap_or(d.verbose),
@@ -125,6 +137,16 @@ impl ClientOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duplicate_keys_and_invalid_utf8_read_as_go_reads_them() {
+        let o = ClientOpts::from_json(br#"{"verbose":true,"verbose":false,"name":"a"}"#).unwrap();
+        assert!(!o.verbose);
+        let o = ClientOpts::from_json(b"{\"name\":\"a\xffb\"}").unwrap();
+        assert_eq!(o.name, "a\u{fffd}b");
+        assert!(ClientOpts::from_json(br#"{"verbose":"yes"}"#).is_none());
+        assert!(ClientOpts::from_json(b"{").is_none());
+    }
 
     #[test]
     fn defaults_apply_to_missing_fields() {
