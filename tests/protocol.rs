@@ -254,3 +254,24 @@ fn accept_errors_back_off() {
     // 3 s at 10, 20, 40 ... 1000 ms: under 10 lines per listener (was one every 10 ms).
     assert!(errors <= 24, "{errors} accept error lines in 3 s");
 }
+
+/// A CONNECT still arriving past 64 KiB is refused with `maximum control
+/// line exceeded` and closed (an unfinished 1 MB CONNECT used to be held,
+/// about 1 MB per connection); a 40 KB CONNECT (a large JWT) is accepted.
+#[test]
+fn connect_lines_are_bounded_while_they_arrive() {
+    let p = common::petrel(&[]);
+    let mut c = Raw::open(&p.addr());
+    let big = format!("CONNECT {{\"verbose\":false,\"name\":\"{}", "x".repeat(70 * 1024));
+    c.send(big.as_bytes());
+    let r = c.read_until_quiet(Duration::from_secs(2), Duration::from_secs(10));
+    assert_eq!(r.text(), "-ERR 'maximum control line exceeded'\r\n");
+    assert!(r.closed);
+    let mut c = Raw::open(&p.addr());
+    let ok = format!(
+        "CONNECT {{\"verbose\":false,\"name\":\"{}\"}}\r\n",
+        "x".repeat(40 * 1024)
+    );
+    c.send(ok.as_bytes());
+    assert_eq!(c.ping(), "");
+}

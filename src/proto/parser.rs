@@ -35,8 +35,12 @@ impl Default for ParseLimits {
 }
 
 /// Upper bound on a CONNECT or INFO line that is still arriving: large JWTs
-/// make long CONNECT lines legitimate, but the buffer must stay bounded.
-pub const MAX_JSON_LINE: usize = 1024 * 1024;
+/// make long CONNECT lines legitimate, but the buffer must stay bounded, as
+/// must what an unauthenticated connection can make the server hold.
+/// nats-server refuses a CONNECT longer than `max_control_line` that spans
+/// reads, and its reads are at most 64 KiB, so no CONNECT past 64 KiB
+/// gets through it either.
+pub const MAX_JSON_LINE: usize = 64 * 1024;
 
 /// One operation a client sent.
 #[derive(Debug, PartialEq, Eq)]
