@@ -549,14 +549,15 @@ impl Verifier {
         match &self.mode {
             Mode::Open => None,
             Mode::Config(u) => {
-                if !req.cert_names.is_empty() || o.nkey.is_some() {
+                if !req.cert_names.is_empty() || (o.nkey.is_some() && !u.token_only()) {
                     return None;
                 }
                 let (stored, given) = match (&o.user, &u.token) {
-                    (_, Some(token)) if u.token_only() => (token.as_str(), o.auth_token.as_deref()),
-                    (Some(name), _) => (u.by_name.get(name)?.password.as_deref()?, o.pass.as_deref()),
-                    (None, Some(token)) => (token.as_str(), o.auth_token.as_deref()),
-                    (None, None) => return None,
+                    (Some(name), _) if !u.token_only() => {
+                        (u.by_name.get(name)?.password.as_deref()?, o.pass.as_deref())
+                    }
+                    (_, Some(token)) => (token.as_str(), o.auth_token.as_deref()),
+                    _ => return None,
                 };
                 password::is_slow(stored, given.unwrap_or("")).then_some(SlowWork::Bcrypt)
             }
@@ -625,28 +626,23 @@ impl Verifier {
         }
         // A token server (no users) checks the token alone, whatever else
         // the CONNECT carries, as nats-server does.
-        if let (Some(token), true) = (&u.token, u.token_only()) {
-            let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
-            if !password::matches(token, given) {
-                return Err(AuthError::BadPassword);
+        if !u.token_only() {
+            if let Some(nkey) = &o.nkey {
+                let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;
+                let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
+                if !jwt::verify_nonce(nkey, req.nonce.as_bytes(), sig) {
+                    return Err(AuthError::BadSignature);
+                }
+                return Self::admit(rec, req.kind);
             }
-            return self.open_identity();
-        }
-        if let Some(nkey) = &o.nkey {
-            let rec = u.by_nkey.get(nkey).ok_or(AuthError::NoMatch)?;
-            let sig = o.sig.as_deref().ok_or(AuthError::BadSignature)?;
-            if !jwt::verify_nonce(nkey, req.nonce.as_bytes(), sig) {
-                return Err(AuthError::BadSignature);
+            if let Some(user) = &o.user {
+                let rec = u.by_name.get(user).ok_or(AuthError::NoMatch)?;
+                let given = o.pass.as_deref().unwrap_or("");
+                if !password::matches(rec.password.as_deref().unwrap_or(""), given) {
+                    return Err(AuthError::BadPassword);
+                }
+                return Self::admit(rec, req.kind);
             }
-            return Self::admit(rec, req.kind);
-        }
-        if let Some(user) = &o.user {
-            let rec = u.by_name.get(user).ok_or(AuthError::NoMatch)?;
-            let given = o.pass.as_deref().unwrap_or("");
-            if !password::matches(rec.password.as_deref().unwrap_or(""), given) {
-                return Err(AuthError::BadPassword);
-            }
-            return Self::admit(rec, req.kind);
         }
         if let Some(token) = &u.token {
             let given = o.auth_token.as_deref().ok_or(AuthError::NoMatch)?;
