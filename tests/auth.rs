@@ -892,3 +892,27 @@ fn lowered_conn_limit_closes_the_newest_like_nats_server() {
     assert_eq!(ours[2].0, "-ERR 'maximum account active connections exceeded'\r\n");
     assert!(ours[2].1);
 }
+
+/// A user JWT with `exp: -1`: what the CONNECT gets and what follows.
+fn negative_expiry_scenario(start: impl Fn(&str) -> common::Proc) -> String {
+    let conf = memory_conf(&fixture_accounts());
+    let server = start(conf.to_str().unwrap());
+    let (j, k) = user(&seed("A"), "neg", user_nats(), json!({"exp": -1}));
+    let (mut r, t, c) = raw_jwt_connect(&server.addr(), &j, &k);
+    let rest = r.read_until_quiet(Duration::from_millis(500), Duration::from_secs(3));
+    format!("{t}{}{}", rest.text(), if c || rest.closed { "<closed>" } else { "" })
+}
+
+/// nats-server lets a negative `exp` through Go's validation, then its
+/// expiry timer fires at once: the client gets `User Authentication
+/// Expired` and is closed, before or after its PONG (the timer races it).
+/// petrel refuses it at CONNECT with the same error (it used to stay
+/// connected).
+#[test]
+fn negative_user_jwt_expiry_matches_nats_server() {
+    let end = "-ERR 'User Authentication Expired'\r\n<closed>";
+    let ours = negative_expiry_scenario(|conf| common::petrel(&["-c", conf]));
+    assert_eq!(ours, end);
+    let theirs = negative_expiry_scenario(|conf| common::nats_server(&["-c", conf]));
+    assert!(theirs.ends_with(end), "{theirs}");
+}

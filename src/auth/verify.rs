@@ -74,6 +74,10 @@ pub enum AuthError {
     /// for this client's address or for the server.
     #[error("too many authentications waiting")]
     Overloaded,
+    /// The user JWT's `exp` is negative: Go's validation lets it through
+    /// and nats-server's expiry timer fires at once.
+    #[error("user JWT expired")]
+    UserExpired,
 }
 
 impl AuthError {
@@ -81,6 +85,7 @@ impl AuthError {
     pub fn wire(&self) -> WireError {
         match self {
             AuthError::MaxAccountConnections => WireError::MaxAccountConnectionsExceeded,
+            AuthError::UserExpired => WireError::UserAuthenticationExpired,
             _ => WireError::AuthorizationViolation,
         }
     }
@@ -724,6 +729,9 @@ impl Verifier {
         let token = o.jwt.as_deref().ok_or(AuthError::NoMatch)?;
         let user = jwt::decode_user(token).map_err(|e| AuthError::UserJwt(e.to_string()))?;
         user.check_time(now_s).map_err(|e| AuthError::UserJwt(e.to_string()))?;
+        if user.exp.is_some_and(|e| e < 0) {
+            return Err(AuthError::UserExpired);
+        }
         let acc_key = if user.nats.issuer_account.is_empty() {
             user.iss.clone()
         } else {
