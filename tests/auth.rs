@@ -916,3 +916,37 @@ fn negative_user_jwt_expiry_matches_nats_server() {
     let theirs = negative_expiry_scenario(|conf| common::nats_server(&["-c", conf]));
     assert!(theirs.ends_with(end), "{theirs}");
 }
+
+/// A version-1 (2019) user JWT as the old Go library made them: type at the
+/// top level, no `nats.version`, no limits, signed over the claims segment.
+fn v1_user(account_seed: &str) -> (String, String) {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let kp = nkeys::KeyPair::new_user();
+    let acc = nkeys::KeyPair::from_seed(account_seed).unwrap();
+    let claims = json!({"jti": "V1TEST", "iat": now() - 5, "iss": acc.public_key(), "name": "old",
+        "sub": kp.public_key(), "type": "user", "nats": {"pub": {}, "sub": {}}});
+    let header = b64(br#"{"typ":"jwt","alg":"ed25519"}"#);
+    let body = b64(claims.to_string().as_bytes());
+    let sig = b64(&acc.sign(body.as_bytes()).unwrap());
+    (format!("{header}.{body}.{sig}"), kp.seed().unwrap())
+}
+
+/// Missing limits in a v1 user JWT are no limits, as nats-server reads them
+/// (petrel read them as 0: the first SUB and PUB were refused).
+#[test]
+fn v1_user_jwt_limits_match_nats_server() {
+    let scenario = |start: &dyn Fn(&str) -> common::Proc| {
+        let conf = memory_conf(&fixture_accounts());
+        let server = start(conf.to_str().unwrap());
+        let (j, k) = v1_user(&seed("A"));
+        let (mut r, t, closed) = raw_jwt_connect(&server.addr(), &j, &k);
+        assert!(accepted(&t, closed), "{t}");
+        let reply = r.exchange(b"SUB foo 1\r\nPUB foo 5\r\nhello\r\nPING\r\n");
+        reply.text()
+    };
+    let ours = scenario(&|c| common::petrel(&["-c", c]));
+    let theirs = scenario(&|c| common::nats_server(&["-c", c]));
+    assert_eq!(ours, theirs);
+    assert_eq!(ours, "MSG foo 1 5\r\nhello\r\nPONG\r\n");
+}

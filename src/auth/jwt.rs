@@ -718,6 +718,15 @@ impl ClaimKind for User {
     fn set_identity(&mut self, t: &str, v: i64) {
         t.clone_into(&mut self.claim_type);
         self.version = v;
+        // Version 1 had no -1: a limit left out (0) meant none.
+        if v == 1 {
+            let l = &mut self.limits;
+            for x in [&mut l.subs, &mut l.data, &mut l.payload] {
+                if *x == 0 {
+                    *x = -1;
+                }
+            }
+        }
     }
 }
 
