@@ -42,14 +42,17 @@ fn parser_corpus_never_panics_and_prefixes_agree() {
     }
 }
 
+include!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fuzz/fuzz_targets/config_check.rs"
+));
+
+/// The config target's check (the same code as the fuzz target): parse,
+/// map, and a reload's decision; nothing panics.
 #[test]
 fn config_corpus_never_panics() {
     for data in corpus("config") {
-        let Ok(text) = std::str::from_utf8(&data) else { continue };
-        if let Ok(parsed) = petrel::conf::parse_str(text, std::path::Path::new("fuzz.conf")) {
-            let mut o = petrel::options::Options::default();
-            let _ = petrel::conf::options::apply(&mut o, &parsed);
-        }
+        config_check(&data);
     }
 }
 
