@@ -15,19 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import PETREL, Server, nats_server_bin  # noqa: E402
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def run(argv, clients, size):
     s = Server(argv)
     try:
         time.sleep(0.5)
-        before = rss_kib(s.proc.pid)
+        before = s.status_kib("VmRSS")
         conns = []
         body = b"x" * size
         # A subscriber counts the messages, so the clients themselves send
@@ -49,14 +41,13 @@ def run(argv, clients, size):
         while seen < want and time.time() < deadline:
             seen += len(sub.recv(1 << 20))
         time.sleep(1.0)
-        after = rss_kib(s.proc.pid)
+        after = s.status_kib("VmRSS")
         for c in conns:
             c.close()
         sub.close()
         return before, after
     finally:
-        s.proc.kill()
-        s.proc.wait()
+        s.stop()
 
 
 def main():

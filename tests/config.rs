@@ -102,8 +102,7 @@ fn corpus_min(kind: &str, min: usize) -> Vec<PathBuf> {
 /// the server from starting, naming the file and key, as nats-server does.
 #[test]
 fn zero_limits_mean_the_defaults_and_payload_must_fit_pending() {
-    let dir = std::env::temp_dir().join(format!("petrel-config-zero-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::jwt::temp_dir();
     let conf = dir.join("zero.conf");
     std::fs::write(&conf, "max_pending: 0\nmax_control_line: 0\nwrite_deadline: \"0s\"\n").unwrap();
     let p = common::petrel(&["-c", conf.to_str().unwrap()]);

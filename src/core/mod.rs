@@ -773,7 +773,7 @@ impl ShardCore {
         }
     }
 
-    /// Imports a message a local link published (a client's permissions
+    /// Routes a message a local link published (a client's permissions
     /// checked by [`Self::may_publish`]) under the forwarding rules of the
     /// link's kind: whether any subscriber, on any shard, will receive it.
     pub fn publish(
@@ -827,7 +827,7 @@ impl ShardCore {
         }
     }
 
-    /// Imports `msg` to the subscribers of `account` that its origin
+    /// Routes `msg` to the subscribers of `account` that its origin
     /// admits (no-echo, forwarding rules). A queue group gets it once, from
     /// a member on this server's own side when it has one.
     fn route_in(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<Origin>) -> bool {
