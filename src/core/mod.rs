@@ -74,9 +74,6 @@ pub struct ConnEntry {
     /// What is at the other end: decides the encoder of deliveries and
     /// which messages may be forwarded to it.
     link: LinkKind,
-    /// `$SYS.REQ.USER.INFO` and account requests the client made, as
-    /// (subject, reply, body), answered by its shard.
-    sys_requests: Vec<SysRequest>,
     /// Bytes queued when the client was closed as a slow consumer.
     pub pending_at_close: usize,
     /// Interest sequence the client's latest SUB/UNSUB travels in.
@@ -108,7 +105,6 @@ impl ConnEntry {
             perms: None,
             max_subs: None,
             link: LinkKind::Client,
-            sys_requests: Vec::new(),
             pending_at_close: 0,
             interest_seq: 0,
             deferred_pongs: Vec::new(),
@@ -171,9 +167,14 @@ pub const ACCOUNT_REQUESTS: &[&[u8]] = &[
     b"$SYS.REQ.ACCOUNT.PING.STATZ",
 ];
 
-/// A `$SYS` request a client made about itself or its account.
+/// A `$SYS` request a client made about itself or its account, delivered
+/// to its shard's self-service link (see [`ShardCore::add_self_service`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SysRequest {
+pub struct SelfRequest {
+    /// The connection that asked (a client on this shard).
+    pub from: ConnId,
+    /// The account it asked in.
+    pub account: AccountId,
     /// The request subject.
     pub subject: Box<[u8]>,
     /// Where the answer goes (in the client's account).
@@ -237,6 +238,13 @@ pub struct ShardCore {
     imports: Arc<Imports>,
     has_imports: bool,
     internal_inbox: Vec<InternalMsg>,
+    /// This shard's self-service link: it holds, in every account's index
+    /// replica here and nowhere else, the subscriptions to the `$SYS`
+    /// requests a client makes about itself ([`USER_INFO`],
+    /// [`ACCOUNT_REQUESTS`]), so they are matched like any subject.
+    self_service: Option<ConnId>,
+    self_requests: Vec<SelfRequest>,
+    self_waker: Option<Waker>,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
     server_links: usize,
@@ -295,6 +303,9 @@ impl ShardCore {
             imports: Arc::new(Imports::default()),
             has_imports: false,
             internal_inbox: Vec::new(),
+            self_service: None,
+            self_requests: Vec::new(),
+            self_waker: None,
             server_links: 0,
             server_link_subs: 0,
             account_names: Vec::new(),
@@ -377,10 +388,103 @@ impl ShardCore {
     fn index_mut(&mut self, account: AccountId) -> &mut SubIndex {
         let i = account.index();
         if i >= self.indexes.len() {
-            let cache = self.cfg.sublist_cache;
-            self.indexes.resize_with(i + 1, || SubIndex::new(cache));
+            self.grow_indexes(i + 1);
         }
         &mut self.indexes[i]
+    }
+
+    /// Adds the index replicas of accounts first seen, with the
+    /// self-service link's subscriptions in each.
+    #[cold]
+    fn grow_indexes(&mut self, len: usize) {
+        let (old, cache) = (self.indexes.len(), self.cfg.sublist_cache);
+        self.indexes.resize_with(len, || SubIndex::new(cache));
+        if let Some(cid) = self.self_service {
+            for i in old..len {
+                self.add_self_subs(cid, AccountId(i as u32));
+            }
+        }
+    }
+
+    /// Registers this shard's self-service link `cid`: from now on every
+    /// account's index replica here holds its subscriptions to
+    /// [`USER_INFO`] and, outside the system account (whose clients reach
+    /// the server-wide services), to [`ACCOUNT_REQUESTS`]. They are never
+    /// sent to other shards or servers: a request is answered by the
+    /// requester's own shard, from the requester's identity. What they
+    /// receive is taken with [`Self::poll_self_requests`].
+    pub fn add_self_service(&mut self, cid: ConnId) {
+        let account = self.system_account.unwrap_or(AccountId::GLOBAL);
+        self.add_link(cid, LinkKind::System, account);
+        self.self_service = Some(cid);
+        for i in 0..self.indexes.len() {
+            self.add_self_subs(cid, AccountId(i as u32));
+        }
+    }
+
+    fn add_self_subs(&mut self, cid: ConnId, account: AccountId) {
+        let account_requests: &[&[u8]] = if Some(account) == self.system_account {
+            &[]
+        } else {
+            ACCOUNT_REQUESTS
+        };
+        for subject in std::iter::once(&USER_INFO).chain(account_requests) {
+            let key = SubKey::of_link(self.id, LinkKind::System, self.next_sub);
+            let sid = Sid::from_bytes(self.next_sub.to_string().as_bytes());
+            self.next_sub += 1;
+            self.server_link_subs += 1;
+            self.indexes[account.index()].insert(subject, None, SubRef { key, conn: cid });
+            if let Some(c) = self.conns.get_mut(&cid) {
+                c.sids.insert(sid.clone(), key);
+            }
+            self.subs.insert(
+                key,
+                LocalSub {
+                    conn: cid,
+                    account,
+                    sid,
+                    subject: (*subject).into(),
+                    queue: None,
+                    max: None,
+                    delivered: 0,
+                },
+            );
+        }
+    }
+
+    /// Moves the requests the self-service link received into `into`, or
+    /// registers `waker` for the next one.
+    pub fn poll_self_requests(&mut self, into: &mut Vec<SelfRequest>, waker: &Waker) -> bool {
+        if self.self_requests.is_empty() {
+            self.self_waker = Some(waker.clone());
+            return false;
+        }
+        into.append(&mut self.self_requests);
+        true
+    }
+
+    /// A request matched by the self-service link: kept for the shard when
+    /// a client of this server asked and wants an answer. Requests that
+    /// came over a route or leaf node are answered by the requester's own
+    /// server.
+    #[cold]
+    fn self_request(&mut self, account: AccountId, msg: &Msg<'_>, origin: Option<Origin>) -> bool {
+        let Some(o) = origin.filter(|o| o.link == LinkKind::Client) else {
+            return false;
+        };
+        let Some(reply) = msg.reply else { return true };
+        let body = &msg.message[msg.header_len.unwrap_or(0).min(msg.message.len())..];
+        self.self_requests.push(SelfRequest {
+            from: o.conn,
+            account,
+            subject: msg.subject.into(),
+            reply: reply.into(),
+            body: body.into(),
+        });
+        if let Some(w) = self.self_waker.take() {
+            w.wake();
+        }
+        true
     }
 
     /// Registers a link that is not an application's client, bound to
@@ -413,15 +517,6 @@ impl ShardCore {
         }
         into.append(&mut self.internal_inbox);
         true
-    }
-
-    /// Takes the connection's pending `$SYS` requests about itself or its
-    /// account.
-    pub fn take_sys_requests(&mut self, cid: ConnId) -> Vec<SysRequest> {
-        self.conns
-            .get_mut(&cid)
-            .map(|c| std::mem::take(&mut c.sys_requests))
-            .unwrap_or_default()
     }
 
     /// Names the system account, whose clients reach the server-wide
@@ -786,21 +881,6 @@ impl ShardCore {
     ) -> Routed {
         let (echo, link, account) = match self.conns.get_mut(&from) {
             Some(c) => {
-                if let Some(r) = reply {
-                    let own_account_request =
-                        Some(c.account) != self.system_account && ACCOUNT_REQUESTS.contains(&subject);
-                    if subject == USER_INFO || own_account_request {
-                        // Answered by the requester's own server, as in 2.12.
-                        c.sys_requests.push(SysRequest {
-                            subject: subject.into(),
-                            reply: r.into(),
-                            body: message[header_len.unwrap_or(0).min(message.len())..].into(),
-                        });
-                        c.in_msgs += 1;
-                        c.in_bytes += message.len() as u64;
-                        return Routed::Delivered;
-                    }
-                }
                 c.in_msgs += 1;
                 c.in_bytes += message.len() as u64;
                 (c.echo, c.link, c.account)
@@ -841,6 +921,10 @@ impl ShardCore {
         let mut any = false;
         for s in &m.plain {
             if admits(s) {
+                if s.key.link() == LinkKind::System && Some(s.conn) == self.self_service {
+                    any |= self.self_request(account, msg, origin);
+                    continue;
+                }
                 any |= self.route_to(*s, msg, &mut shared);
             }
         }

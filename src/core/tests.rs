@@ -456,3 +456,61 @@ fn the_internal_link_is_not_echoed_its_own_messages() {
     assert_eq!(c.cores[0].counters().connections, 0);
     assert_eq!(c.cores[0].counters().subscriptions, 0);
 }
+
+#[test]
+fn self_requests_are_answered_by_the_requesters_shard_and_never_cross() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let system = AccountId(1);
+    for core in &mut c.cores {
+        core.set_system_account(system);
+    }
+    let services: Vec<ConnId> = (0..2).map(|s| c.link(s, LinkKind::System)).collect();
+    for (s, cid) in services.iter().enumerate() {
+        c.cores[s].add_self_service(*cid);
+    }
+    let listener = c.connect(0);
+    c.feed(listener, b"SUB $SYS.REQ.> 1\r\n");
+    let asker = c.connect(1);
+    c.pump();
+    c.feed(
+        asker,
+        b"PUB $SYS.REQ.USER.INFO _INBOX.1 2\r\nhi\r\nPUB $SYS.REQ.ACCOUNT.PING.STATZ _INBOX.2 0\r\n\r\n",
+    );
+    c.pump();
+    let mut got = Vec::new();
+    let w = futures::task::noop_waker_ref();
+    assert!(
+        !c.cores[0].poll_self_requests(&mut got, w),
+        "only the asker's shard answers"
+    );
+    assert!(c.cores[1].poll_self_requests(&mut got, w));
+    let seen: Vec<_> = got.iter().map(|r| (r.from, &*r.subject, &*r.reply, &*r.body)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (asker, &b"$SYS.REQ.USER.INFO"[..], &b"_INBOX.1"[..], &b"hi"[..]),
+            (asker, &b"$SYS.REQ.ACCOUNT.PING.STATZ"[..], &b"_INBOX.2"[..], &b""[..]),
+        ]
+    );
+    assert_eq!(got[0].account, AccountId::GLOBAL);
+    // The account's own subscribers see the request too, as any subject.
+    assert_eq!(payloads(&c.take_out(listener)), vec![b"hi".to_vec(), b"".to_vec()]);
+
+    // A request that came over a route is its own server's to answer.
+    let route = c.link(1, LinkKind::Route);
+    assert_eq!(c.link_pub(1, route, b"$SYS.REQ.USER.INFO", b"x"), Routed::Delivered);
+    got.clear();
+    assert!(!c.cores[1].poll_self_requests(&mut got, w));
+
+    // In the system account, only USER.INFO is the shard's: account
+    // requests there reach the server-wide services.
+    assert!(!c.cores[1]
+        .index_mut(AccountId::GLOBAL)
+        .matches(b"$SYS.REQ.ACCOUNT.PING.STATZ")
+        .is_empty());
+    let idx = c.cores[1].index_mut(system);
+    assert!(idx.matches(b"$SYS.REQ.ACCOUNT.PING.STATZ").is_empty());
+    assert_eq!(idx.matches(b"$SYS.REQ.USER.INFO").plain.len(), 1);
+    // None of this is counted as the server's subscriptions.
+    assert_eq!(c.cores[1].counters().subscriptions, 0);
+}

@@ -416,8 +416,7 @@ fn event_client(shard: &Shard, session: &Session, auth: &ConnAuth, cid: ConnId, 
     }
 }
 
-/// After a read: the CONNECT event when the client just connected, and
-/// replies to its `$SYS.REQ.USER.INFO` requests.
+/// After a read: the CONNECT event when the client just connected.
 fn system_work(
     shard: &Rc<Shard>,
     session: &RefCell<Session>,
@@ -439,33 +438,6 @@ fn system_work(
             glommio::spawn_local(super::system::announce_conns(shard.clone(), acc)).detach();
         }
     }
-    let requests = shard.core.borrow_mut().take_sys_requests(cid);
-    let Some(id) = &auth.identity else { return };
-    let account = id.account().clone();
-    for req in requests {
-        if &*req.subject == crate::core::USER_INFO {
-            let body = serde_json::to_vec(&crate::sys::user_info(&shard.shared, id)).unwrap_or_default();
-            shard.core.borrow_mut().inject(account.id, &req.reply, None, &body);
-            continue;
-        }
-        // Account-scoped CONNZ/STATZ may wait for shard snapshots: off the shard.
-        let shard = shard.clone();
-        let account = account.clone();
-        glommio::spawn_local(async move {
-            let shared = shard.shared.clone();
-            let name = account.name.clone();
-            let answer = glommio::executor()
-                .spawn_blocking(move || crate::sys::services::account_request(&shared, &name, &req.subject, &req.body))
-                .await;
-            if let Some(v) = answer {
-                let bytes = serde_json::to_vec(&v).unwrap_or_default();
-                shard.core.borrow_mut().inject(account.id, &req.reply, None, &bytes);
-                shard.flush().await;
-            }
-        })
-        .detach();
-    }
-    shard.core.borrow_mut().wake(cid);
 }
 
 /// After a close: the DISCONNECT event (or CLIENT.AUTH.ERR for a client

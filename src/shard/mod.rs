@@ -6,6 +6,7 @@ pub mod auth_work;
 pub mod conn;
 pub mod host;
 pub mod mesh;
+pub mod self_service;
 pub mod socket;
 pub mod state;
 pub mod system;
@@ -244,6 +245,7 @@ async fn shard_main(
         })
         .detach();
     }
+    self_service::start(&shard);
     if id.index() == 0 {
         glommio::spawn_local(system::run(shard.clone())).detach();
     }

@@ -1,0 +1,71 @@
+//! Each shard's self-service link: the `$SYS` requests a client makes about
+//! itself (`$SYS.REQ.USER.INFO`) and, outside the system account, about its
+//! own account (CONNZ, STATZ), as nats-server's automatic service imports
+//! into every account allow. The core holds the link's subscriptions in
+//! this shard's index replicas only (`ShardCore::add_self_service`), so a
+//! request is matched like any publish and answered here, by the
+//! requester's own shard, from the requester's identity.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+
+use super::state::Shard;
+use crate::core::{SelfRequest, USER_INFO};
+
+/// Registers the link now (before the shard accepts anyone) and spawns
+/// the task that answers what it receives until the process ends.
+pub fn start(shard: &Rc<Shard>) {
+    let cid = shard.shared.next_cid();
+    shard.core.borrow_mut().add_self_service(cid);
+    glommio::spawn_local(run(shard.clone())).detach();
+}
+
+async fn run(shard: Rc<Shard>) {
+    let mut inbox: Vec<SelfRequest> = Vec::new();
+    loop {
+        poll_fn(|cx| {
+            if shard.core.borrow_mut().poll_self_requests(&mut inbox, cx.waker()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        for req in inbox.drain(..) {
+            answer(&shard, req);
+        }
+        shard.flush().await;
+    }
+}
+
+/// Answers one request; a requester that has gone gets nothing.
+fn answer(shard: &Rc<Shard>, req: SelfRequest) {
+    let Some(auth) = shard.conns.borrow().get(&req.from).map(|h| h.auth.clone()) else {
+        return;
+    };
+    let auth = auth.borrow();
+    let Some(id) = &auth.identity else { return };
+    if &*req.subject == USER_INFO {
+        let body = serde_json::to_vec(&crate::sys::user_info(&shard.shared, id)).unwrap_or_default();
+        let mut core = shard.core.borrow_mut();
+        core.inject(req.account, &req.reply, None, &body);
+        core.wake(req.from);
+        return;
+    }
+    // Account-scoped CONNZ/STATZ may wait for shard snapshots: off the shard.
+    let name = id.account().name.clone();
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let shared = shard.shared.clone();
+        let answer = glommio::executor()
+            .spawn_blocking(move || crate::sys::services::account_request(&shared, &name, &req.subject, &req.body))
+            .await;
+        if let Some(v) = answer {
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            shard.core.borrow_mut().inject(req.account, &req.reply, None, &bytes);
+            shard.flush().await;
+        }
+    })
+    .detach();
+}
