@@ -9,6 +9,7 @@ pub mod batch;
 pub mod imports;
 pub mod outq;
 pub mod pool;
+mod routes;
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRE
 use imports::{map_subject, Imports, REPLY_PREFIX};
 pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
+pub use routes::RouteInterest;
 
 /// Settings the core needs.
 #[derive(Debug, Clone)]
@@ -226,6 +228,9 @@ struct Msg<'a> {
     reply: Option<&'a [u8]>,
     header_len: Option<usize>,
     message: &'a [u8],
+    /// For a message that came over a route: the queue groups the sending
+    /// server picked this one for (no others get it). `None`: every group.
+    queues: Option<&'a [&'a [u8]]>,
 }
 
 /// A shard's routing state.
@@ -238,6 +243,8 @@ pub struct ShardCore {
     imports: Arc<Imports>,
     has_imports: bool,
     internal_inbox: Vec<InternalMsg>,
+    /// Route interest and per-message route deliveries (`routes.rs`).
+    routes: routes::RouteState,
     /// This shard's self-service link: it holds, in every account's index
     /// replica here and nowhere else, the subscriptions to the `$SYS`
     /// requests a client makes about itself ([`USER_INFO`],
@@ -303,6 +310,7 @@ impl ShardCore {
             imports: Arc::new(Imports::default()),
             has_imports: false,
             internal_inbox: Vec::new(),
+            routes: routes::RouteState::default(),
             self_service: None,
             self_requests: Vec::new(),
             self_waker: None,
@@ -709,6 +717,7 @@ impl ShardCore {
             reply,
             header_len: None,
             message,
+            queues: None,
         };
         self.route_in(account, &msg, None)
     }
@@ -757,6 +766,20 @@ impl ShardCore {
 
     /// Adds a subscription for a local connection.
     pub fn subscribe(&mut self, cid: ConnId, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Result<(), WireError> {
+        self.subscribe_in(cid, None, subj, queue, sid)
+    }
+
+    /// Adds a subscription for a local connection in `account`, or in the
+    /// connection's own account (`None`); routes name the account per
+    /// subscription.
+    fn subscribe_in(
+        &mut self,
+        cid: ConnId,
+        account: Option<AccountId>,
+        subj: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) -> Result<(), WireError> {
         let server_max = self.cfg.max_subscriptions;
         let Some(c) = self.conns.get_mut(&cid) else {
             return Ok(());
@@ -770,11 +793,12 @@ impl ShardCore {
             (s, None) => s,
             (s, Some(m)) => s.min(m),
         };
-        if c.sids.len() >= max_subs {
+        if c.link == LinkKind::Client && c.sids.len() >= max_subs {
             return Err(WireError::MaxSubscriptionsExceeded);
         }
-        let account = c.account;
-        let key = SubKey::of_link(self.id, c.link, self.next_sub);
+        let account = account.unwrap_or(c.account);
+        let link = c.link;
+        let key = SubKey::of_link(self.id, link, self.next_sub);
         match c.sids.entry(Sid::from_bytes(sid)) {
             Entry::Occupied(_) => return Ok(()), // nats-server keeps the first
             Entry::Vacant(v) => {
@@ -800,6 +824,7 @@ impl ShardCore {
                 delivered: 0,
             },
         );
+        self.note_interest(account, subj, queue, link, true);
         self.broadcast(|| InterestChange::Add {
             account,
             subject: subj.into(),
@@ -850,6 +875,7 @@ impl ShardCore {
             }
         }
         let (subject, queue, account) = (s.subject, s.queue, s.account);
+        self.note_interest(account, &subject, queue.as_deref(), key.link(), false);
         self.broadcast(|| InterestChange::Remove {
             account,
             subject: subject.clone(),
@@ -894,6 +920,7 @@ impl ShardCore {
             reply,
             header_len,
             message,
+            queues: None,
         };
         let origin = Origin { conn: from, echo, link };
         let mut any = self.route_in(account, &msg, Some(origin));
@@ -929,6 +956,9 @@ impl ShardCore {
             }
         }
         for g in &m.queues {
+            if msg.queues.is_some_and(|named| !named.contains(&&*g.name)) {
+                continue;
+            }
             let n = g.members.len();
             let start = self.rng.usize(..n);
             let in_turn = || (0..n).map(|i| g.members[(start + i) % n]).filter(|s| admits(s));
@@ -936,6 +966,9 @@ impl ShardCore {
             if let Some(s) = pick {
                 any |= self.route_to(s, msg, &mut shared);
             }
+        }
+        if self.routes_pending() {
+            self.flush_routes(msg);
         }
         any
     }
@@ -961,6 +994,12 @@ impl ShardCore {
         let Some(r) = imports.of(account) else {
             return any;
         };
+        // Importers behind routes get a stream from the exporter's account
+        // (their server maps it), so the mapped copy stays on this server.
+        let stream_origin = origin.map(|o| Origin {
+            link: LinkKind::Route,
+            ..o
+        });
         for si in &r.streams_out {
             if !subject::matches(&si.subject, msg.subject) {
                 continue;
@@ -970,7 +1009,7 @@ impl ShardCore {
                 subject: mapped.as_deref().unwrap_or(msg.subject),
                 ..*msg
             };
-            any |= self.route_in(si.to, &m, origin);
+            any |= self.route_in(si.to, &m, stream_origin);
         }
         for sv in &r.services_in {
             if !subject::matches(&sv.local, msg.subject) {
@@ -1062,13 +1101,20 @@ impl ShardCore {
                 return;
             }
             LinkKind::Route => {
-                let account = match self.account_names.get(sub.account.index()) {
-                    Some(n) if !n.is_empty() => n,
-                    _ => &b"$G"[..],
-                };
-                encode::server_msg(out, Some(account), msg.subject, msg.reply, msg.header_len, msg.message);
+                // One message per route however many of its subscriptions
+                // matched: sent by `flush_routes` once the message is routed.
+                self.queue_route_delivery(key);
+                return;
             }
-            LinkKind::Leaf => encode::server_msg(out, None, msg.subject, msg.reply, msg.header_len, msg.message),
+            LinkKind::Leaf => encode::server_msg(
+                out,
+                encode::ServerMsgForm::Leaf,
+                msg.subject,
+                msg.reply,
+                &[],
+                msg.header_len,
+                msg.message,
+            ),
         }
         c.out.rotate(&mut self.chunks);
         c.out_msgs += 1;
@@ -1124,6 +1170,7 @@ impl ShardCore {
                 reply: None,
                 header_len: Some(hdr.len()),
                 message: &hdr,
+                queues: None,
             };
             self.deliver_local(key, &msg);
         }
@@ -1199,14 +1246,19 @@ impl ShardCore {
                     subject,
                     queue,
                     sub,
-                } => self.index_mut(account).insert(&subject, queue.as_deref(), sub),
+                } => {
+                    self.note_interest(account, &subject, queue.as_deref(), sub.key.link(), true);
+                    self.index_mut(account).insert(&subject, queue.as_deref(), sub);
+                }
                 InterestChange::Remove {
                     account,
                     subject,
                     queue,
                     key,
                 } => {
-                    self.index_mut(account).remove(&subject, queue.as_deref(), key);
+                    if self.index_mut(account).remove(&subject, queue.as_deref(), key) {
+                        self.note_interest(account, &subject, queue.as_deref(), key.link(), false);
+                    }
                 }
             }
         }
@@ -1223,9 +1275,13 @@ impl ShardCore {
                 reply: m.reply.map(|r| r.of(&b.data)),
                 header_len: m.header_len.map(|h| h as usize),
                 message: body,
+                queues: None,
             };
             for key in m.targets.of_keys(&b.targets) {
                 self.deliver_local(*key, &msg);
+            }
+            if self.routes_pending() {
+                self.flush_routes(&msg);
             }
         }
         self.pools.give_back(from, self.id.index(), b.data);

@@ -514,3 +514,126 @@ fn self_requests_are_answered_by_the_requesters_shard_and_never_cross() {
     // None of this is counted as the server's subscriptions.
     assert_eq!(c.cores[1].counters().subscriptions, 0);
 }
+
+fn clustered(n: usize) -> Cluster {
+    let mut c = Cluster::new(n, CoreConfig::default());
+    for core in &mut c.cores {
+        core.set_clustered();
+        core.name_account(AccountId::GLOBAL, "$G");
+    }
+    c
+}
+
+fn route_events(c: &mut Cluster, shard: usize) -> Vec<(String, Option<String>, u32)> {
+    let mut v = Vec::new();
+    c.cores[shard].poll_route_interest(&mut v, futures::task::noop_waker_ref());
+    v.into_iter()
+        .map(|e| {
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (s(&e.subject), e.queue.as_deref().map(s), e.weight)
+        })
+        .collect()
+}
+
+#[test]
+fn every_shard_counts_the_interest_routes_must_hear() {
+    let mut c = clustered(2);
+    let a = c.connect(0);
+    let b = c.connect(1);
+    c.feed(a, b"SUB foo 1\r\nSUB work q 2\r\n");
+    c.feed(b, b"SUB foo 1\r\nSUB work q 2\r\n");
+    c.pump();
+    for shard in 0..2 {
+        let mut got = route_events(&mut c, shard);
+        got.sort();
+        let q = Some("q".to_string());
+        assert_eq!(
+            got,
+            vec![
+                ("foo".into(), None, 1),
+                ("work".into(), q.clone(), 1),
+                ("work".into(), q.clone(), 2)
+            ],
+            "shard {shard}: a plain subject once, a queue group's weight on each change"
+        );
+    }
+    // A route's own interest is never announced to routes (one hop).
+    let route = c.link(0, LinkKind::Route);
+    c.cores[0].subscribe_routed(route, AccountId::GLOBAL, b"bar", None, b"$G bar");
+    c.pump();
+    assert!(route_events(&mut c, 1).is_empty());
+    let mut all = c.cores[1].route_interest();
+    all.sort_by(|x, y| x.subject.cmp(&y.subject));
+    assert_eq!(all.len(), 2);
+    c.feed(a, b"UNSUB 1\r\nUNSUB 2\r\n");
+    c.pump();
+    let mut got = route_events(&mut c, 1);
+    got.sort();
+    assert_eq!(got, vec![("work".into(), Some("q".into()), 1)], "foo still held by b");
+    assert_eq!(route_events(&mut c, 0).len(), 1);
+    c.feed(b, b"UNSUB 1\r\n");
+    c.pump();
+    assert_eq!(route_events(&mut c, 0), vec![("foo".into(), None, 0)]);
+}
+
+#[test]
+fn a_route_gets_one_message_however_many_of_its_subscriptions_match() {
+    for route_shard in [0, 1] {
+        let mut c = clustered(2);
+        let route = c.link(route_shard, LinkKind::Route);
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", None, b"1");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b">", None, b"2");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", Some(b"q"), b"3");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"*", Some(b"r"), b"4");
+        c.pump();
+        let publisher = c.connect(0);
+        c.feed(publisher, b"PUB foo reply 2\r\nhi\r\nPUB bar 1\r\nx\r\n");
+        c.pump();
+        let out = c.cores[route_shard].conn_mut(route).unwrap().out.take_bytes();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines: Vec<&str> = text.split("\r\n").filter(|l| l.starts_with("RMSG")).collect();
+        lines.sort();
+        assert_eq!(lines.len(), 2, "{text}");
+        // Queue groups in the order they matched: both picked the route.
+        assert!(
+            lines[1] == "RMSG $G foo + reply q r 2" || lines[1] == "RMSG $G foo + reply r q 2",
+            "{text}"
+        );
+        assert_eq!(lines[0], "RMSG $G bar | r 1", "{text}");
+        // A client member of a group on this server is preferred.
+        let member = c.connect(1 - route_shard);
+        c.feed(member, b"SUB foo q 9\r\n");
+        c.pump();
+        c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
+        c.pump();
+        let out = c.cores[route_shard].conn_mut(route).unwrap().out.take_bytes();
+        assert_eq!(String::from_utf8(out).unwrap(), "RMSG $G foo | r 2\r\nhi\r\n");
+        assert_eq!(c.take_out(member), b"MSG foo 9 2\r\nhi\r\n");
+    }
+}
+
+#[test]
+fn a_routed_message_reaches_only_the_queue_groups_it_names() {
+    let mut c = clustered(2);
+    let plain = c.connect(1);
+    c.feed(plain, b"SUB work 1\r\n");
+    let members: Vec<ConnId> = (0..4).map(|i| c.connect(i % 2)).collect();
+    for m in &members {
+        c.feed(*m, b"SUB work q 2\r\n");
+    }
+    let other = c.connect(0);
+    c.feed(other, b"SUB work other 3\r\n");
+    c.pump();
+    let route = c.link(0, LinkKind::Route);
+    for _ in 0..10 {
+        let r = c.cores[0].publish_routed(route, AccountId::GLOBAL, b"work", None, &[], None, b"p");
+        assert_eq!(r, Routed::Delivered);
+        c.cores[0].publish_routed(route, AccountId::GLOBAL, b"work", None, &[b"q"], None, b"q");
+    }
+    c.pump();
+    let got = payloads(&c.take_out(plain));
+    assert_eq!(got.len(), 20, "plain subscribers get every routed message");
+    let to_members: usize = members.iter().map(|m| payloads(&c.take_out(*m)).len()).sum();
+    assert_eq!(to_members, 10, "the named group once per message");
+    assert!(c.take_out(other).is_empty(), "a group not named gets nothing");
+}

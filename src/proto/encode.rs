@@ -56,23 +56,39 @@ pub fn hmsg(out: &mut Vec<u8>, subject: &[u8], sid: &[u8], reply: Option<&[u8]>,
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends a message for another server: over a route (`account` given)
-/// `RMSG <account> <subject> [reply] <size>`, over a leaf node connection
-/// `LMSG <subject> [reply] <size>`; with headers (`header_len`) the verb is
-/// `HMSG` and both sizes follow, header block first.
+/// How a message for another server names its account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerMsgForm<'a> {
+    /// Over a route: `RMSG <account> ...`, or `RMSG ...` without the
+    /// account on a route dedicated to one account (`None`).
+    Route(Option<&'a [u8]>),
+    /// Over a leaf node connection: `LMSG ...`.
+    Leaf,
+}
+
+/// Appends a message for another server: `RMSG [account] <subject>` over a
+/// route, `LMSG <subject>` over a leaf node connection, then the reply and
+/// the queue groups it is for (`+ <reply> <q>...` with a reply,
+/// `| <q>...` without), then the size. With headers (`header_len`) the verb
+/// is `HMSG` and both sizes follow, header block first.
 pub fn server_msg(
     out: &mut Vec<u8>,
-    account: Option<&[u8]>,
+    form: ServerMsgForm<'_>,
     subject: &[u8],
     reply: Option<&[u8]>,
+    queues: &[&[u8]],
     header_len: Option<usize>,
     message: &[u8],
 ) {
+    let account = match form {
+        ServerMsgForm::Route(a) => a,
+        ServerMsgForm::Leaf => None,
+    };
     out.reserve(subject.len() + message.len() + account.map_or(0, <[u8]>::len) + 48);
-    out.extend_from_slice(match (header_len, account) {
+    out.extend_from_slice(match (header_len, form) {
         (Some(_), _) => b"HMSG ",
-        (None, Some(_)) => b"RMSG ",
-        (None, None) => b"LMSG ",
+        (None, ServerMsgForm::Route(_)) => b"RMSG ",
+        (None, ServerMsgForm::Leaf) => b"LMSG ",
     });
     if let Some(a) = account {
         out.extend_from_slice(a);
@@ -80,8 +96,21 @@ pub fn server_msg(
     }
     out.extend_from_slice(subject);
     out.push(b' ');
-    if let Some(r) = reply {
-        out.extend_from_slice(r);
+    match (reply, queues.is_empty()) {
+        (Some(r), true) => {
+            out.extend_from_slice(r);
+            out.push(b' ');
+        }
+        (Some(r), false) => {
+            out.extend_from_slice(b"+ ");
+            out.extend_from_slice(r);
+            out.push(b' ');
+        }
+        (None, false) => out.extend_from_slice(b"| "),
+        (None, true) => {}
+    }
+    for q in queues {
+        out.extend_from_slice(q);
         out.push(b' ');
     }
     if let Some(h) = header_len {
@@ -91,6 +120,38 @@ pub fn server_msg(
     put_usize(out, message.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(message);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `RS+ [account] <subject>[ <queue> <weight>]` (route interest).
+pub fn route_sub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queue: Option<(&[u8], u32)>) {
+    out.extend_from_slice(b"RS+ ");
+    if let Some(a) = account {
+        out.extend_from_slice(a);
+        out.push(b' ');
+    }
+    out.extend_from_slice(subject);
+    if let Some((q, w)) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+        out.push(b' ');
+        put_usize(out, w as usize);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `RS- [account] <subject>[ <queue>]` (route interest gone).
+pub fn route_unsub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queue: Option<&[u8]>) {
+    out.extend_from_slice(b"RS- ");
+    if let Some(a) = account {
+        out.extend_from_slice(a);
+        out.push(b' ');
+    }
+    out.extend_from_slice(subject);
+    if let Some(q) = queue {
+        out.push(b' ');
+        out.extend_from_slice(q);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -158,13 +219,32 @@ mod tests {
     #[test]
     fn server_forms() {
         let mut o = Vec::new();
-        server_msg(&mut o, Some(b"$G"), b"foo", Some(b"r"), None, b"hi");
+        let acc = |a: &'static [u8]| ServerMsgForm::Route(Some(a));
+        server_msg(&mut o, acc(b"$G"), b"foo", Some(b"r"), &[], None, b"hi");
         assert_eq!(o, b"RMSG $G foo r 2\r\nhi\r\n");
         o.clear();
-        server_msg(&mut o, Some(b"ACC"), b"foo", None, Some(12), b"NATS/1.0\r\n\r\nhi");
+        server_msg(&mut o, acc(b"ACC"), b"foo", None, &[], Some(12), b"NATS/1.0\r\n\r\nhi");
         assert_eq!(o, b"HMSG ACC foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
         o.clear();
-        server_msg(&mut o, None, b"foo", None, None, b"hi");
+        server_msg(&mut o, ServerMsgForm::Leaf, b"foo", None, &[], None, b"hi");
         assert_eq!(o, b"LMSG foo 2\r\nhi\r\n");
+        o.clear();
+        server_msg(&mut o, acc(b"A"), b"foo", Some(b"r"), &[b"q1", b"q2"], None, b"hi");
+        assert_eq!(o, b"RMSG A foo + r q1 q2 2\r\nhi\r\n");
+        o.clear();
+        server_msg(
+            &mut o,
+            ServerMsgForm::Route(None),
+            b"foo",
+            None,
+            &[b"q"],
+            Some(2),
+            b"hh",
+        );
+        assert_eq!(o, b"HMSG foo | q 2 2\r\nhh\r\n");
+        o.clear();
+        route_sub(&mut o, Some(b"$G"), b"foo.*", Some((b"q", 3)));
+        route_unsub(&mut o, None, b"bar", None);
+        assert_eq!(o, b"RS+ $G foo.* q 3\r\nRS- bar\r\n");
     }
 }

@@ -1,0 +1,259 @@
+//! What the routing core does for cluster routes, beside what every link
+//! gets: the interest this server must announce to its routes (counted per
+//! account, subject and queue group from every replica change, so a route
+//! that connects on any shard gets the whole of it), messages that came in
+//! over a route (delivered to the queue groups they name only), and one
+//! RMSG per route per message however many of the route's subscriptions
+//! matched.
+
+use std::task::Waker;
+
+use rustc_hash::FxHashMap;
+
+use super::{Msg, Origin, Routed, ShardCore};
+use crate::ids::{AccountId, ConnId, LinkKind, SubKey};
+use crate::proto::encode::{self, ServerMsgForm};
+
+/// A change to what this server announces to its routes: `weight` is how
+/// many of this server's subscriptions share the account, subject and
+/// queue group now (0: none left, send `RS-`). Queue groups announce their
+/// weight on every change, plain subjects only on the first and the last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInterest {
+    /// The account.
+    pub account: AccountId,
+    /// The subject.
+    pub subject: Box<[u8]>,
+    /// The queue group, if any.
+    pub queue: Option<Box<[u8]>>,
+    /// Subscriptions behind it now.
+    pub weight: u32,
+}
+
+type InterestKey = (AccountId, Box<[u8]>, Option<Box<[u8]>>);
+
+/// The core's route state (empty while the server is not clustered).
+#[derive(Debug, Default)]
+pub(super) struct RouteState {
+    /// Whether interest is counted for routes.
+    clustered: bool,
+    /// This server's interest as routes see it.
+    interest: FxHashMap<InterestKey, u32>,
+    events: Vec<RouteInterest>,
+    waker: Option<Waker>,
+    /// Route subscriptions the message being routed matched, sent as one
+    /// message per route once it is routed.
+    pending: Vec<SubKey>,
+    /// Routes dedicated to one account (no account on the wire).
+    pinned: Vec<ConnId>,
+}
+
+impl ShardCore {
+    /// Turns interest counting for routes on (before any subscription
+    /// exists: the runtime calls it at start when a cluster is configured).
+    pub fn set_clustered(&mut self) {
+        self.routes.clustered = true;
+    }
+
+    /// Marks a route link as dedicated to one account: its messages and
+    /// interest do not name the account.
+    pub fn set_route_pinned(&mut self, cid: ConnId) {
+        self.routes.pinned.push(cid);
+    }
+
+    /// Counts an interest change of a subscription held by a link of kind
+    /// `link`. What routes hold is never announced to routes (one hop);
+    /// the self-service link's subscriptions never get here.
+    pub(super) fn note_interest(
+        &mut self,
+        account: AccountId,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        link: LinkKind,
+        add: bool,
+    ) {
+        if !self.routes.clustered || link == LinkKind::Route {
+            return;
+        }
+        let key: InterestKey = (account, subject.into(), queue.map(Into::into));
+        let weight = {
+            let n = self.routes.interest.entry(key.clone()).or_insert(0);
+            let before = *n;
+            *n = if add { before + 1 } else { before.saturating_sub(1) };
+            if queue.is_none() && (before > 0) == (*n > 0) {
+                return;
+            }
+            *n
+        };
+        if weight == 0 {
+            self.routes.interest.remove(&key);
+        }
+        self.routes.events.push(RouteInterest {
+            account,
+            subject: key.1,
+            queue: key.2,
+            weight,
+        });
+        if let Some(w) = self.routes.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Moves the interest changes routes must hear into `into`, or
+    /// registers `waker` for the next.
+    pub fn poll_route_interest(&mut self, into: &mut Vec<RouteInterest>, waker: &Waker) -> bool {
+        if self.routes.events.is_empty() {
+            self.routes.waker = Some(waker.clone());
+            return false;
+        }
+        into.append(&mut self.routes.events);
+        true
+    }
+
+    /// All of this server's interest, as a route that just connected must
+    /// hear it.
+    pub fn route_interest(&self) -> Vec<RouteInterest> {
+        self.routes
+            .interest
+            .iter()
+            .map(|((account, subject, queue), &weight)| RouteInterest {
+                account: *account,
+                subject: subject.clone(),
+                queue: queue.clone(),
+                weight,
+            })
+            .collect()
+    }
+
+    /// Appends protocol bytes (INFO, PING, RS+ ...) to a link's output and
+    /// wakes its writer.
+    pub fn send_raw(&mut self, cid: ConnId, bytes: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.out.tail().extend_from_slice(bytes);
+            c.out.rotate(&mut self.chunks);
+            c.wake();
+        }
+    }
+
+    /// Adds a subscription a route announced (`RS+`) in `account`, under
+    /// the sid `sid` (the route's key for it, used by `RS-`).
+    pub fn subscribe_routed(
+        &mut self,
+        cid: ConnId,
+        account: AccountId,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+    ) {
+        // Routes have no permissions or subscription limit here.
+        let _ = self.subscribe_in(cid, Some(account), subject, queue, sid);
+    }
+
+    /// Routes a message that came in over route `from` in `account`: to
+    /// this server's clients, leaf nodes and internal subscribers (never
+    /// to another route), and to one member of each queue group in
+    /// `queues` only (the sending server picked this server for them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_routed(
+        &mut self,
+        from: ConnId,
+        account: AccountId,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        queues: &[&[u8]],
+        header_len: Option<usize>,
+        message: &[u8],
+    ) -> Routed {
+        if let Some(c) = self.conns.get_mut(&from) {
+            c.in_msgs += 1;
+            c.in_bytes += message.len() as u64;
+        }
+        self.counters.in_msgs += 1;
+        self.counters.in_bytes += message.len() as u64;
+        let msg = Msg {
+            subject,
+            reply,
+            header_len,
+            message,
+            queues: Some(queues),
+        };
+        let origin = Origin {
+            conn: from,
+            echo: false,
+            link: LinkKind::Route,
+        };
+        let mut any = self.route_in(account, &msg, Some(origin));
+        if self.has_imports {
+            any |= self.route_imports(account, &msg, origin);
+        }
+        if any {
+            Routed::Delivered
+        } else {
+            Routed::NoInterest
+        }
+    }
+
+    /// Sends the message just routed once to each route it matched, with
+    /// the queue groups it was picked for.
+    pub(super) fn flush_routes(&mut self, msg: &Msg<'_>) {
+        let mut pending = std::mem::take(&mut self.routes.pending);
+        pending.sort_unstable_by_key(|k| self.subs.get(k).map(|s| s.conn));
+        let mut i = 0;
+        while i < pending.len() {
+            let Some(conn) = self.subs.get(&pending[i]).map(|s| s.conn) else {
+                i += 1;
+                continue;
+            };
+            let mut queues: Vec<&[u8]> = Vec::new();
+            let mut account = AccountId::GLOBAL;
+            let mut j = i;
+            while j < pending.len() {
+                let Some(s) = self.subs.get(&pending[j]).filter(|s| s.conn == conn) else {
+                    break;
+                };
+                account = s.account;
+                if let Some(q) = s.queue.as_deref() {
+                    if !queues.contains(&q) {
+                        queues.push(q);
+                    }
+                }
+                j += 1;
+            }
+            let name = match self.account_names.get(account.index()) {
+                Some(n) if !n.is_empty() => &n[..],
+                _ => &b"$G"[..],
+            };
+            let form = ServerMsgForm::Route((!self.routes.pinned.contains(&conn)).then_some(name));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if c.closing.is_none() {
+                    let out = c.out.tail();
+                    encode::server_msg(out, form, msg.subject, msg.reply, &queues, msg.header_len, msg.message);
+                    c.out.rotate(&mut self.chunks);
+                    c.out_msgs += 1;
+                    c.out_bytes += msg.message.len() as u64;
+                    self.counters.out_msgs += 1;
+                    self.counters.out_bytes += msg.message.len() as u64;
+                    if c.out.len() > self.cfg.max_pending / 4 * 3 {
+                        self.stall = true;
+                    }
+                    c.wake();
+                }
+            }
+            i = j;
+        }
+        pending.clear();
+        self.routes.pending = pending;
+    }
+
+    /// Queues a delivery to a route subscription for [`Self::flush_routes`].
+    #[inline]
+    pub(super) fn queue_route_delivery(&mut self, key: SubKey) {
+        self.routes.pending.push(key);
+    }
+
+    /// Whether deliveries to routes wait to be sent.
+    #[inline]
+    pub(super) fn routes_pending(&self) -> bool {
+        !self.routes.pending.is_empty()
+    }
+}
