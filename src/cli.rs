@@ -74,12 +74,6 @@ enum Kind {
 /// name so the message is clear, then refused.
 const LATER: &[(&[&str], Kind, &str)] = &[
     (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
-    (&["routes"], Kind::Value, "clustering"),
-    (&["cluster", "cluster_listen"], Kind::Value, "clustering"),
-    (&["cluster_name"], Kind::Value, "clustering"),
-    (&["cluster_advertise"], Kind::Value, "clustering"),
-    (&["no_advertise"], Kind::Bool, "clustering"),
-    (&["connect_retries"], Kind::Value, "clustering"),
 ];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, CliError> {
@@ -164,6 +158,12 @@ fn kind_of(name: &str) -> Option<Kind> {
         "remote_syslog",
         "log_size_limit",
         "client_advertise",
+        "routes",
+        "cluster",
+        "cluster_listen",
+        "cluster_name",
+        "cluster_advertise",
+        "connect_retries",
     ];
     let boolean = [
         "D",
@@ -187,6 +187,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "logtime_utc",
         "tls",
         "tlsverify",
+        "no_advertise",
     ];
     if value.contains(&name) {
         Some(Kind::Value)
@@ -335,6 +336,37 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "sd" | "store_dir" => o.jetstream_requested = true,
             "t" => *test = parse_bool(name, &value)?,
             "client_advertise" => o.client_advertise = Some(value),
+            "cluster" | "cluster_listen" => {
+                let u = crate::conf::cluster::route_url(&value).map_err(|why| CliError::BadValue {
+                    flag: name.into(),
+                    value: value.clone(),
+                    why,
+                })?;
+                let c = o.cluster.get_or_insert_with(Default::default);
+                (c.host, c.port) = (u.host, i32::from(u.port));
+                if u.user.is_some() {
+                    (c.username, c.password) = (u.user, u.pass);
+                }
+            }
+            "routes" => {
+                let mut routes = Vec::new();
+                for r in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                    crate::conf::cluster::route_url(r).map_err(|why| CliError::BadValue {
+                        flag: name.into(),
+                        value: r.into(),
+                        why,
+                    })?;
+                    routes.push(r.to_string());
+                }
+                o.cluster.get_or_insert_with(Default::default).routes = routes;
+            }
+            "cluster_name" => o.cluster.get_or_insert_with(Default::default).name = Some(value),
+            "cluster_advertise" => o.cluster.get_or_insert_with(Default::default).advertise = Some(value),
+            "no_advertise" => {
+                let b = parse_bool(name, &value)?;
+                o.cluster.get_or_insert_with(Default::default).no_advertise = b;
+            }
+            "connect_retries" => o.cluster.get_or_insert_with(Default::default).connect_retries = parse_num(name, &value)?,
             "user" => user = Some(value),
             "pass" => pass = Some(value),
             "auth" => o.auth.token = Some(value),
@@ -416,6 +448,14 @@ Server Options:
     --max_payload <bytes>            Maximum message payload (default: 1MB)
     --shards <n>                     Number of shards, one per core (default: all cores)
 
+Cluster Options:
+    --routes <rurl-1, rurl-2>        Routes to solicit and connect
+    --cluster <cluster-url>          Cluster URL for solicited routes
+    --cluster_name <string>          Cluster Name, if not set one will be dynamically generated
+    --no_advertise <bool>            Do not advertise known cluster information to clients
+    --cluster_advertise <string>     Cluster URL to advertise to other servers
+    --connect_retries <number>       For implicit routes, number of connect retries
+
 petrel extensions (nats-server sets these in its config file):
     --max_connections <n>            Maximum client connections (default: 65536)
     --max_pending <bytes>            Slow-consumer limit per client (default: 64MB)
@@ -484,10 +524,12 @@ mod tests {
             Err(CliError::Config(_))
         ));
         assert_eq!(parse(&args("-t")), Err(CliError::TestWithoutConfig));
-        assert!(matches!(
-            parse(&args("--routes nats://h:1")),
-            Err(CliError::NotYetSupported { .. })
-        ));
+        let c = serve("--cluster nats://u:p@127.0.0.1:6222 --routes nats://h:1,nats://g:2 --cluster_name c1")
+            .cluster
+            .unwrap();
+        assert_eq!((c.port, c.username.as_deref(), c.routes.len()), (6222, Some("u"), 2));
+        assert_eq!(c.name.as_deref(), Some("c1"));
+        assert!(matches!(parse(&args("--routes h")), Err(CliError::BadValue { .. })));
         assert!(serve("--tls --tlscert c.pem --tlskey k.pem --tlsverify")
             .tls
             .is_some_and(|t| t.verify));

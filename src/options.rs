@@ -87,6 +87,66 @@ pub struct Options {
     pub allow_non_tls: bool,
     /// WebSocket clients (`websocket {}` block).
     pub websocket: Option<WebsocketOptions>,
+    /// Cluster routes (`cluster {}` block, `--cluster`/`--routes` flags).
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// nats-server's default route pool size (connections per server pair).
+pub const DEFAULT_ROUTE_POOL_SIZE: i32 = 3;
+
+/// The `cluster` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// Cluster name; learned from the first peer when absent (dynamic).
+    pub name: Option<String>,
+    /// Route listen host.
+    pub host: String,
+    /// Route listen port; `-1` picks a free one, 0 listens nowhere.
+    pub port: i32,
+    /// `host:port` other servers should dial for this one.
+    pub advertise: Option<String>,
+    /// Do not advertise this server's client URLs to clients.
+    pub no_advertise: bool,
+    /// Routes to dial (`nats://[user:pass@]host:port`).
+    pub routes: Vec<String>,
+    /// Attempts for a configured route before giving up (0: forever);
+    /// implicit routes are tried this many times, or once.
+    pub connect_retries: u32,
+    /// Back off between attempts (1 s doubling to 30 s) instead of a fixed 1 s.
+    pub connect_backoff: bool,
+    /// Username a peer must give (`authorization { user }`).
+    pub username: Option<String>,
+    /// Password a peer must give (`authorization { password }`).
+    pub password: Option<String>,
+    /// How long a peer has to send CONNECT.
+    pub auth_timeout: Option<Duration>,
+    /// Route connections per server pair (`-1`: one, no pooling).
+    pub pool_size: i32,
+    /// PING interval on routes (capped at 30 s as in nats-server).
+    pub ping_interval: Option<Duration>,
+    /// Unanswered PINGs before a route is stale.
+    pub ping_max: Option<u32>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            name: None,
+            host: DEFAULT_HOST.into(),
+            port: 0,
+            advertise: None,
+            no_advertise: false,
+            routes: Vec::new(),
+            connect_retries: 0,
+            connect_backoff: false,
+            username: None,
+            password: None,
+            auth_timeout: None,
+            pool_size: DEFAULT_ROUTE_POOL_SIZE,
+            ping_interval: None,
+            ping_max: None,
+        }
+    }
 }
 
 /// The `websocket` block.
@@ -284,6 +344,7 @@ impl Default for Options {
             tls: None,
             allow_non_tls: false,
             websocket: None,
+            cluster: None,
         }
     }
 }

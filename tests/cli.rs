@@ -82,11 +82,11 @@ fn version_help_and_bad_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no_such_flag"));
     let out = Command::new(bin())
-        .args(["--routes", "nats://127.0.0.1:1"])
+        .args(["--https_port", "8443"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -routes is not supported by petrel yet (clustering)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -https_port is not supported by petrel yet (HTTP monitoring)"));
     // TLS without a certificate cannot start.
     let out = Command::new(bin()).args(["-p", "-1", "--tls"]).output().unwrap();
     assert!(!out.status.success());

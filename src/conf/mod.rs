@@ -2,6 +2,7 @@
 //! tree ([`value`]) and the mapping onto [`Options`](crate::options::Options)
 //! ([`options`]).
 
+pub mod cluster;
 pub mod options;
 pub mod parse;
 pub mod units;

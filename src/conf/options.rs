@@ -26,7 +26,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("resolver_tls", "decentralized JWT auth"),
     ("resolver_pinned_accounts", "decentralized JWT auth"),
     ("default_sentinel", "decentralized JWT auth"),
-    ("cluster", "clustering"),
     ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"),
     ("leaf", "leaf nodes"),
@@ -58,14 +57,14 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "feature_flags",
 ];
 
-fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
+pub(super) fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
     ConfError {
         pos: item.pos.clone(),
         msg: format!("{key}: expected {want}, got {} ({:?})", item.value.kind(), item.value),
     }
 }
 
-fn int(key: &str, item: &Item) -> Result<i64, ConfError> {
+pub(super) fn int(key: &str, item: &Item) -> Result<i64, ConfError> {
     match item.value {
         Value::Int(n) => Ok(n),
         _ => Err(type_err(key, item, "an integer")),
@@ -80,14 +79,14 @@ fn size(key: &str, item: &Item) -> Result<usize, ConfError> {
     })
 }
 
-fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
+pub(super) fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
     match item.value {
         Value::Bool(b) => Ok(b),
         _ => Err(type_err(key, item, "a boolean")),
     }
 }
 
-fn string(key: &str, item: &Item) -> Result<String, ConfError> {
+pub(super) fn string(key: &str, item: &Item) -> Result<String, ConfError> {
     match &item.value {
         Value::Str(s) => Ok(s.clone()),
         _ => Err(type_err(key, item, "a string")),
@@ -96,7 +95,7 @@ fn string(key: &str, item: &Item) -> Result<String, ConfError> {
 
 /// A duration: a Go duration string, or a plain number of seconds (which
 /// nats-server accepts with a deprecation warning).
-fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
+pub(super) fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
     match &item.value {
         Value::Str(s) => parse_go_duration(s).ok_or_else(|| ConfError {
             pos: item.pos.clone(),
@@ -223,6 +222,7 @@ fn parsed_pos(parsed: &Parsed) -> super::value::Pos {
 }
 
 const KNOWN: &[&str] = &[
+    "cluster",
     "port",
     "host",
     "net",
@@ -448,6 +448,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             o.websocket = Some(ws);
         }
         "allow_non_tls" => o.allow_non_tls = boolean(k, item)?,
+        "cluster" => o.cluster = Some(super::cluster::cluster_block(item, notices)?),
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }
@@ -576,7 +577,7 @@ fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
 }
 
 /// A `host:port` listen value.
-fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i32), ConfError> {
+pub(super) fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i32), ConfError> {
     match &item.value {
         Value::Int(p) => Ok((None, *p as i32)),
         Value::Str(s) => {

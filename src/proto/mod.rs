@@ -7,4 +7,5 @@ pub mod encode;
 pub mod errors;
 pub mod info;
 pub mod parser;
+pub mod route;
 pub mod session;

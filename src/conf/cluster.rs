@@ -1,0 +1,217 @@
+//! The `cluster` block onto [`ClusterOptions`], with nats-server's key
+//! names, aliases and errors. Keys of the block that petrel does not act on
+//! yet are refused by name, never ignored.
+
+use super::options::{boolean, int, listen_value, seconds, string, type_err, Notices};
+use super::parse::ConfError;
+use super::value::{Item, Value};
+use crate::options::ClusterOptions;
+
+/// Keys of the block whose features land later, with the feature's name.
+const NOT_YET: &[(&str, &str)] = &[
+    ("tls", "TLS on routes"),
+    ("permissions", "route permissions"),
+    ("accounts", "pinned route accounts"),
+    ("write_deadline", "route write deadlines"),
+    ("write_timeout", "route write deadlines"),
+];
+
+fn at(v: &Item, msg: String) -> ConfError {
+    ConfError { pos: v.pos.clone(), msg }
+}
+
+/// Reads the block.
+pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOptions, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(type_err("cluster", item, "a map"));
+    };
+    let mut c = ClusterOptions::default();
+    for (k, key_pos, v) in &m.entries {
+        let lower = k.to_ascii_lowercase();
+        if let Some((_, feature)) = NOT_YET.iter().find(|(n, _)| *n == lower) {
+            return Err(ConfError {
+                pos: key_pos.clone(),
+                msg: format!("cluster: \"{k}\" is not supported by petrel yet ({feature})"),
+            });
+        }
+        match lower.as_str() {
+            "name" => {
+                let name = string(k, v)?;
+                if name.contains(' ') {
+                    return Err(at(v, "cluster name cannot contain spaces or new lines".into()));
+                }
+                c.name = Some(name);
+            }
+            "listen" => {
+                let (h, p) = listen_value(k, v)?;
+                if let Some(h) = h {
+                    c.host = h;
+                }
+                c.port = p;
+            }
+            "port" => c.port = int(k, v)? as i32,
+            "host" | "net" => c.host = string(k, v)?,
+            "advertise" | "cluster_advertise" => c.advertise = Some(string(k, v)?),
+            "no_advertise" => c.no_advertise = boolean(k, v)?,
+            "routes" => {
+                let Value::Array(a) = &v.value else {
+                    return Err(type_err(k, v, "a list of URLs"));
+                };
+                for r in a {
+                    let url = string(k, r)?;
+                    route_url(&url).map_err(|e| at(r, format!("error parsing route url [{url:?}]: {e}")))?;
+                    c.routes.push(url);
+                }
+            }
+            "connect_retries" => {
+                c.connect_retries = u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: must not be negative")))?
+            }
+            "connect_backoff" => c.connect_backoff = boolean(k, v)?,
+            "authorization" | "authentication" => {
+                let Value::Map(am) = &v.value else {
+                    return Err(type_err(k, v, "a map"));
+                };
+                for (ak, _, av) in &am.entries {
+                    match ak.to_ascii_lowercase().as_str() {
+                        "user" | "username" => c.username = Some(string(ak, av)?),
+                        "pass" | "password" => c.password = Some(string(ak, av)?),
+                        "timeout" => c.auth_timeout = Some(seconds(ak, av)?),
+                        // nats-server: routes authenticate with user and password only.
+                        "token" | "users" | "nkeys" => {
+                            return Err(at(av, "Cluster authorization does not allow token or users".into()))
+                        }
+                        "permissions" => {
+                            return Err(at(av, "cluster: \"permissions\" is not supported by petrel yet (route permissions)".into()))
+                        }
+                        other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
+                    }
+                }
+            }
+            "pool_size" => {
+                let n = int(k, v)?;
+                c.pool_size = match n {
+                    // nats-server: 0 means the default, -1 no pooling.
+                    0 => crate::options::DEFAULT_ROUTE_POOL_SIZE,
+                    n if (-1..=i32::MAX as i64).contains(&n) => n as i32,
+                    _ => return Err(at(v, format!("{k}: invalid value {n}"))),
+                }
+            }
+            "compression" => compression(k, v)?,
+            "ping_interval" => c.ping_interval = Some(super::options::duration(k, v, notices)?),
+            "ping_max" => c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?),
+            _ => {
+                return Err(ConfError {
+                    pos: key_pos.clone(),
+                    msg: format!("unknown field \"{k}\""),
+                })
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// `compression`: petrel sends routes uncompressed. Modes that ask for
+/// nothing (`off`, `accept`, the default) are taken; s2 modes are refused
+/// (no well-kept Rust crate speaks nats-server's s2 stream framing).
+fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
+    let mode = match &v.value {
+        Value::Bool(false) => return Ok(()),
+        Value::Str(s) => s.to_ascii_lowercase(),
+        Value::Map(m) => match m.get("mode") {
+            Some(i) => string("mode", i)?.to_ascii_lowercase(),
+            None => return Ok(()),
+        },
+        _ => "on".into(),
+    };
+    match mode.as_str() {
+        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
+        _ => Err(at(
+            v,
+            format!("{k}: mode {mode:?} is not supported by petrel yet (s2 route compression); use \"off\" or \"accept\""),
+        )),
+    }
+}
+
+/// A route URL as nats-server takes it: `nats://[user:pass@]host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    /// Host (name or address, brackets removed).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Credentials to give in CONNECT.
+    pub user: Option<String>,
+    /// Password to give in CONNECT.
+    pub pass: Option<String>,
+}
+
+/// Parses a route URL (also used by `--routes`).
+pub fn route_url(s: &str) -> Result<RouteUrl, String> {
+    let rest = s
+        .split_once("://")
+        .map(|(scheme, rest)| {
+            if matches!(scheme.to_ascii_lowercase().as_str(), "nats" | "tls" | "nats-route" | "route") {
+                Ok(rest)
+            } else {
+                Err(format!("unsupported scheme {scheme:?}"))
+            }
+        })
+        .unwrap_or(Ok(s))?;
+    let rest = rest.trim_end_matches('/');
+    let (auth, hostport) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(|| "missing port".to_string())?;
+    let port: u16 = port.parse().map_err(|_| format!("invalid port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    let (user, pass) = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+        Some((u, p)) => (Some(percent_decode(u)), Some(percent_decode(p))),
+        None => (None, None),
+    };
+    Ok(RouteUrl { host, port, user, pass })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_urls() {
+        let u = route_url("nats://ruser:p%40ss@127.0.0.1:6222").unwrap();
+        assert_eq!(
+            u,
+            RouteUrl {
+                host: "127.0.0.1".into(),
+                port: 6222,
+                user: Some("ruser".into()),
+                pass: Some("p@ss".into())
+            }
+        );
+        assert_eq!(route_url("nats-route://[::1]:7").unwrap().host, "::1");
+        assert!(route_url("nats://host").is_err());
+        assert!(route_url("http://h:1").is_err());
+    }
+}
