@@ -72,9 +72,7 @@ enum Kind {
 
 /// Flags petrel knows but whose features land in later work: accepted by
 /// name so the message is clear, then refused.
-const LATER: &[(&[&str], Kind, &str)] = &[
-    (&["ms", "https_port"], Kind::Value, "HTTP monitoring"),
-];
+const LATER: &[(&[&str], Kind, &str)] = &[(&["ms", "https_port"], Kind::Value, "HTTP monitoring")];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, CliError> {
     match v {
@@ -337,13 +335,18 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "t" => *test = parse_bool(name, &value)?,
             "client_advertise" => o.client_advertise = Some(value),
             "cluster" | "cluster_listen" => {
-                let u = crate::conf::cluster::route_url(&value).map_err(|why| CliError::BadValue {
+                // A port of -1 picks a free one, as for the client port.
+                let (text, random) = match value.strip_suffix(":-1") {
+                    Some(rest) => (format!("{rest}:0"), true),
+                    None => (value.clone(), false),
+                };
+                let u = crate::conf::cluster::route_url(&text).map_err(|why| CliError::BadValue {
                     flag: name.into(),
                     value: value.clone(),
                     why,
                 })?;
                 let c = o.cluster.get_or_insert_with(Default::default);
-                (c.host, c.port) = (u.host, i32::from(u.port));
+                (c.host, c.port) = (u.host, if random { -1 } else { i32::from(u.port) });
                 if u.user.is_some() {
                     (c.username, c.password) = (u.user, u.pass);
                 }
@@ -366,7 +369,9 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
                 let b = parse_bool(name, &value)?;
                 o.cluster.get_or_insert_with(Default::default).no_advertise = b;
             }
-            "connect_retries" => o.cluster.get_or_insert_with(Default::default).connect_retries = parse_num(name, &value)?,
+            "connect_retries" => {
+                o.cluster.get_or_insert_with(Default::default).connect_retries = parse_num(name, &value)?
+            }
             "user" => user = Some(value),
             "pass" => pass = Some(value),
             "auth" => o.auth.token = Some(value),

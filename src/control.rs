@@ -51,6 +51,8 @@ pub struct Shared {
     pub stats: Vec<ShardStats>,
     /// Batch buffers on their way back to the shard that filled them.
     pub pools: Arc<BufferPools>,
+    /// The cluster registry, when routes are configured.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Checks CONNECT credentials; holds the account table. Replaced by a
     /// reload that changes users or accounts.
     verifier: Mutex<Arc<Verifier>>,
@@ -201,6 +203,7 @@ impl Shared {
             total_conns: AtomicUsize::new(0),
             stats: (0..nshards).map(|_| ShardStats::default()).collect(),
             pools: Arc::new(BufferPools::new(nshards)),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod account_server;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod conf;
 pub mod control;
 pub mod core;

@@ -120,8 +120,10 @@ pub struct ClusterOptions {
     pub password: Option<String>,
     /// How long a peer has to send CONNECT.
     pub auth_timeout: Option<Duration>,
-    /// Route connections per server pair (`-1`: one, no pooling).
-    pub pool_size: i32,
+    /// Route connections per server pair as configured (`-1`: one, no
+    /// pooling; nats-server's default 3 when absent). petrel always runs
+    /// one connection per pair and says so when a size is set.
+    pub pool_size: Option<i32>,
     /// PING interval on routes (capped at 30 s as in nats-server).
     pub ping_interval: Option<Duration>,
     /// Unanswered PINGs before a route is stale.
@@ -142,7 +144,7 @@ impl Default for ClusterOptions {
             username: None,
             password: None,
             auth_timeout: None,
-            pool_size: DEFAULT_ROUTE_POOL_SIZE,
+            pool_size: None,
             ping_interval: None,
             ping_max: None,
         }

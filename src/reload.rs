@@ -139,6 +139,34 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("operator", false, |o| {
         fingerprint(&(&o.auth.operator, &o.auth.trusted_keys))
     }),
+    // The cluster's listener and name are fixed at start-up; routes come
+    // and go (removed ones are closed), and the rest applies to new route
+    // connections.
+    ("cluster_enabled", false, |o| o.cluster.is_some().to_string()),
+    ("cluster_listen", false, |o| {
+        o.cluster
+            .as_ref()
+            .map(|c| format!("{}:{}", c.host, c.port))
+            .unwrap_or_default()
+    }),
+    ("cluster_name", false, |o| {
+        o.cluster.as_ref().and_then(|c| c.name.clone()).unwrap_or_default()
+    }),
+    ("cluster_routes", true, |o| {
+        o.cluster.as_ref().map(|c| c.routes.join(",")).unwrap_or_default()
+    }),
+    ("cluster_authorization", true, |o| {
+        fingerprint(&o.cluster.as_ref().map(|c| (&c.username, &c.password, &c.auth_timeout)))
+    }),
+    ("cluster", true, |o| {
+        fingerprint(&o.cluster.as_ref().map(|c| crate::options::ClusterOptions {
+            routes: Vec::new(),
+            username: None,
+            password: None,
+            auth_timeout: None,
+            ..c.clone()
+        }))
+    }),
 ];
 
 /// A short stable digest of a value's debug form.

@@ -197,7 +197,17 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
         }
         None => (Vec::new(), None),
     };
+    // Route listeners (one per shard, like the client port) and the
+    // cluster registry.
+    let (route_listeners, route_bound) = match &opts.cluster {
+        Some(c) if c.port != 0 => {
+            let (l, b) = bind_listeners(&c.host, c.port, nshards)?;
+            (l, Some(b))
+        }
+        _ => (Vec::new(), None),
+    };
     let info = ServerInfo {
+        cluster: opts.cluster.as_ref().and_then(|c| c.name.clone()).unwrap_or_default(),
         server_id: server_id.clone(),
         server_name,
         version: COMPAT_VERSION.to_string(),
@@ -243,9 +253,27 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     let shared = Shared::new(opts.clone(), info, nshards, verifier);
     shared.set_tls(tls);
     shared.set_websocket(ws.clone());
+    if let Some(c) = &opts.cluster {
+        if let Some(n) = c.pool_size.filter(|n| *n != -1) {
+            warn!("cluster: pool_size {n} not applied: petrel runs one route per server pair (as pool_size -1)");
+        }
+        let cluster = crate::cluster::Cluster::new(server_id.clone(), c.clone(), nshards);
+        if let Some(b) = route_bound {
+            *cluster.listen.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{}:{}", url_host(&c.host), b.port()));
+            info!(
+                "Cluster name is {}",
+                c.name
+                    .clone()
+                    .unwrap_or_else(|| "(learned from the first route)".into())
+            );
+            info!("Listening for route connections on {}:{}", c.host, b.port());
+        }
+        let _ = shared.cluster.set(Arc::new(cluster));
+    }
     let shared = Arc::new(shared);
     shared.set_reloader(Arc::new(move |shared: &Shared| reload(shared, &source)));
-    let running = shard::start(shared.clone(), listeners, ws_listeners)?;
+    let running = shard::start(shared.clone(), listeners, ws_listeners, route_listeners)?;
 
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
@@ -294,6 +322,9 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
             }
             if let Some(w) = &ws_url {
                 body["websocket"] = serde_json::json!([w]);
+            }
+            if let (Some(c), Some(b)) = (&opts.cluster, route_bound) {
+                body["cluster"] = serde_json::json!([format!("nats://{}:{}", url_host(&c.host), b.port())]);
             }
             std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
             Some(path)
@@ -398,6 +429,9 @@ pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, 
     }
     if ws.is_some() {
         shared.set_websocket(ws);
+    }
+    if let (Some(c), Some(cluster)) = (&new.cluster, shared.cluster.get()) {
+        cluster.set_opts(c.clone());
     }
     if !shared.install(new, verifier, std::time::Duration::from_secs(2)) {
         return Err("shards did not apply the new configuration in time".into());

@@ -81,12 +81,10 @@ fn version_help_and_bad_flags() {
     let out = Command::new(bin()).arg("--no_such_flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("flag provided but not defined: -no_such_flag"));
-    let out = Command::new(bin())
-        .args(["--https_port", "8443"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["--https_port", "8443"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("flag -https_port is not supported by petrel yet (HTTP monitoring)"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("flag -https_port is not supported by petrel yet (HTTP monitoring)"));
     // TLS without a certificate cannot start.
     let out = Command::new(bin()).args(["-p", "-1", "--tls"]).output().unwrap();
     assert!(!out.status.success());

@@ -17,7 +17,10 @@ const NOT_YET: &[(&str, &str)] = &[
 ];
 
 fn at(v: &Item, msg: String) -> ConfError {
-    ConfError { pos: v.pos.clone(), msg }
+    ConfError {
+        pos: v.pos.clone(),
+        msg,
+    }
 }
 
 /// Reads the block.
@@ -64,7 +67,8 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                 }
             }
             "connect_retries" => {
-                c.connect_retries = u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: must not be negative")))?
+                c.connect_retries =
+                    u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: must not be negative")))?
             }
             "connect_backoff" => c.connect_backoff = boolean(k, v)?,
             "authorization" | "authentication" => {
@@ -81,7 +85,10 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                             return Err(at(av, "Cluster authorization does not allow token or users".into()))
                         }
                         "permissions" => {
-                            return Err(at(av, "cluster: \"permissions\" is not supported by petrel yet (route permissions)".into()))
+                            return Err(at(
+                                av,
+                                "cluster: \"permissions\" is not supported by petrel yet (route permissions)".into(),
+                            ))
                         }
                         other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
                     }
@@ -89,16 +96,18 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
             }
             "pool_size" => {
                 let n = int(k, v)?;
-                c.pool_size = match n {
+                c.pool_size = Some(match n {
                     // nats-server: 0 means the default, -1 no pooling.
                     0 => crate::options::DEFAULT_ROUTE_POOL_SIZE,
                     n if (-1..=i32::MAX as i64).contains(&n) => n as i32,
                     _ => return Err(at(v, format!("{k}: invalid value {n}"))),
-                }
+                })
             }
             "compression" => compression(k, v)?,
             "ping_interval" => c.ping_interval = Some(super::options::duration(k, v, notices)?),
-            "ping_max" => c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?),
+            "ping_max" => {
+                c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?)
+            }
             _ => {
                 return Err(ConfError {
                     pos: key_pos.clone(),
@@ -127,7 +136,9 @@ fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
         "off" | "disabled" | "false" | "accept" | "" => Ok(()),
         _ => Err(at(
             v,
-            format!("{k}: mode {mode:?} is not supported by petrel yet (s2 route compression); use \"off\" or \"accept\""),
+            format!(
+                "{k}: mode {mode:?} is not supported by petrel yet (s2 route compression); use \"off\" or \"accept\""
+            ),
         )),
     }
 }
@@ -150,7 +161,10 @@ pub fn route_url(s: &str) -> Result<RouteUrl, String> {
     let rest = s
         .split_once("://")
         .map(|(scheme, rest)| {
-            if matches!(scheme.to_ascii_lowercase().as_str(), "nats" | "tls" | "nats-route" | "route") {
+            if matches!(
+                scheme.to_ascii_lowercase().as_str(),
+                "nats" | "tls" | "nats-route" | "route"
+            ) {
                 Ok(rest)
             } else {
                 Err(format!("unsupported scheme {scheme:?}"))

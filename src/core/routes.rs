@@ -110,6 +110,11 @@ impl ShardCore {
         true
     }
 
+    /// Takes the interest changes counted so far (leaves the waker alone).
+    pub fn take_route_interest(&mut self) -> Vec<RouteInterest> {
+        std::mem::take(&mut self.routes.events)
+    }
+
     /// All of this server's interest, as a route that just connected must
     /// hear it.
     pub fn route_interest(&self) -> Vec<RouteInterest> {

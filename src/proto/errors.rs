@@ -170,6 +170,16 @@ pub enum CloseReason {
     CredentialsRevoked,
     /// Disconnected by a `$SYS.REQ.SERVER.<id>.KICK` request.
     Kicked,
+    /// A second route to a server already connected (or to this server).
+    DuplicateRoute,
+    /// A route from another cluster.
+    ClusterNameConflict,
+    /// A route from a server with this server's name.
+    DuplicateServerName,
+    /// A client dialed the route port.
+    IncorrectPort,
+    /// The route was removed from the configuration.
+    RouteRemoved,
 }
 
 impl CloseReason {
@@ -194,6 +204,70 @@ impl CloseReason {
             CloseReason::AuthenticationExpired => "Authentication Expired",
             CloseReason::CredentialsRevoked => "Credentials Revoked",
             CloseReason::Kicked => "Kicked",
+            CloseReason::DuplicateRoute => "Duplicate Route",
+            CloseReason::ClusterNameConflict => "Cluster Name Conflict",
+            CloseReason::DuplicateServerName => "Duplicate Server Name",
+            CloseReason::IncorrectPort => "Incorrect Port",
+            CloseReason::RouteRemoved => "Route Removed",
+        }
+    }
+}
+
+/// What a peer server is told on a route before it is closed, with
+/// nats-server's texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteWireError {
+    /// The peer's CONNECT names another cluster.
+    ClusterNameMismatch {
+        /// The peer's cluster.
+        theirs: String,
+        /// This server's cluster.
+        ours: String,
+    },
+    /// Wrong or missing route credentials, or a first operation other
+    /// than CONNECT.
+    AuthorizationViolation,
+    /// No CONNECT within the route authorization timeout.
+    AuthenticationTimeout,
+    /// A NATS client connected to the route port.
+    ClientOnRoutePort,
+    /// Pings went unanswered.
+    StaleConnection,
+    /// An operation the route protocol does not have.
+    UnknownProtocolOperation,
+    /// A pooling peer asked for a connection dedicated to one account.
+    NoDedicatedRoute(String),
+}
+
+impl RouteWireError {
+    /// The `-ERR` text.
+    pub fn text(&self) -> String {
+        match self {
+            RouteWireError::ClusterNameMismatch { theirs, ours } => {
+                format!("Rejecting connection, cluster name \"{theirs}\" does not match \"{ours}\"")
+            }
+            RouteWireError::AuthorizationViolation => "Authorization Violation".into(),
+            RouteWireError::AuthenticationTimeout => "Authentication Timeout".into(),
+            RouteWireError::ClientOnRoutePort => "attempted to connect to route port".into(),
+            RouteWireError::StaleConnection => "Stale Connection".into(),
+            RouteWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
+            RouteWireError::NoDedicatedRoute(a) => {
+                format!("Not possible to have a dedicated route for account \"{a}\" between those servers")
+            }
+        }
+    }
+
+    /// The close reason that goes with it.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            RouteWireError::ClusterNameMismatch { .. } => CloseReason::ClusterNameConflict,
+            RouteWireError::AuthorizationViolation => CloseReason::AuthenticationViolation,
+            RouteWireError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
+            RouteWireError::ClientOnRoutePort => CloseReason::IncorrectPort,
+            RouteWireError::StaleConnection => CloseReason::StaleConnection,
+            RouteWireError::UnknownProtocolOperation | RouteWireError::NoDedicatedRoute(_) => {
+                CloseReason::ProtocolViolation
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct ServerInfo {
     /// Nonce to sign when nkey or JWT auth is configured.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub nonce: String,
+    /// The cluster name, in a cluster.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     /// Other servers' client URLs (cluster).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,

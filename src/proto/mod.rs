@@ -8,4 +8,5 @@ pub mod errors;
 pub mod info;
 pub mod parser;
 pub mod route;
+pub mod route_info;
 pub mod session;

@@ -286,7 +286,10 @@ mod tests {
             o => panic!("{o:?}"),
         };
         let r = m(b"RMSG $G foo r 2\r\nhi\r\n", true);
-        assert_eq!((r.account, r.subject, r.reply, r.message), (Some(&b"$G"[..]), &b"foo"[..], Some(&b"r"[..]), &b"hi"[..]));
+        assert_eq!(
+            (r.account, r.subject, r.reply, r.message),
+            (Some(&b"$G"[..]), &b"foo"[..], Some(&b"r"[..]), &b"hi"[..])
+        );
         let r = m(b"RMSG A foo + r q1 q2 2\r\nhi\r\n", true);
         assert_eq!((r.reply, r.queues), (Some(&b"r"[..]), vec![&b"q1"[..], &b"q2"[..]]));
         let r = m(b"RMSG A foo | q 0\r\n\r\n", true);
@@ -295,10 +298,22 @@ mod tests {
         assert_eq!((r.account, r.header_len, r.message.len()), (None, Some(12), 14));
         let r = m(b"LMSG hub $G foo 0 2\r\nhi\r\n", true);
         assert_eq!((r.subject, r.header_len), (&b"foo"[..], None));
-        assert_eq!(parse(b"RMSG $G foo 5\r\nhi", true, 4096, 100), Ok(RouteParsed::Incomplete));
-        assert_eq!(parse(b"RMSG $G foo 2\r\nhiXX", true, 4096, 100), Err(ParseError::UnknownOp));
-        assert_eq!(parse(b"RMSG $G foo 200\r\n", true, 4096, 100), Err(ParseError::BadArgs("route")));
-        assert_eq!(parse(b"HMSG $G foo 9 2\r\n", true, 4096, 100), Err(ParseError::BadArgs("route")));
+        assert_eq!(
+            parse(b"RMSG $G foo 5\r\nhi", true, 4096, 100),
+            Ok(RouteParsed::Incomplete)
+        );
+        assert_eq!(
+            parse(b"RMSG $G foo 2\r\nhiXX", true, 4096, 100),
+            Err(ParseError::UnknownOp)
+        );
+        assert_eq!(
+            parse(b"RMSG $G foo 200\r\n", true, 4096, 100),
+            Err(ParseError::BadArgs("route"))
+        );
+        assert_eq!(
+            parse(b"HMSG $G foo 9 2\r\n", true, 4096, 100),
+            Err(ParseError::BadArgs("route"))
+        );
     }
 
     #[test]

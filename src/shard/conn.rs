@@ -638,7 +638,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
+pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     loop {
         let next = poll_fn(

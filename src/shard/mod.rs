@@ -6,6 +6,7 @@ pub mod auth_work;
 pub mod conn;
 pub mod host;
 pub mod mesh;
+pub mod route;
 pub mod self_service;
 pub mod socket;
 pub mod state;
@@ -70,6 +71,7 @@ pub fn start(
     shared: Arc<Shared>,
     listeners: Vec<StdListener>,
     ws_listeners: Vec<StdListener>,
+    route_listeners: Vec<StdListener>,
 ) -> Result<Running, StartError> {
     let n = shared.nshards;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -77,9 +79,11 @@ pub fn start(
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
     let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut ws_listeners = ws_listeners.into_iter();
+    let mut route_listeners = route_listeners.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let ends = mesh.take(i);
         let ws_fd = ws_listeners.next().map(|l| l.into_raw_fd());
+        let route_fd = route_listeners.next().map(|l| l.into_raw_fd());
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let placement = if n <= cpus {
@@ -108,7 +112,9 @@ pub fn start(
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             // SAFETY: as above, for the WebSocket listener.
             let ws = ws_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
-            shard_main(ShardId(i as u16), shared, ends, listener, ws, ready).await
+            // SAFETY: as above, for the route listener.
+            let routes = route_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+            shard_main(ShardId(i as u16), shared, ends, [Some(listener), ws, routes], ready).await
         });
         let exit = exit_tx.clone();
         match spawned {
@@ -162,10 +168,10 @@ async fn shard_main(
     id: ShardId,
     shared: Arc<Shared>,
     ends: ShardEnds,
-    listener: TcpListener,
-    ws_listener: Option<TcpListener>,
+    [listener, ws_listener, route_listener]: [Option<TcpListener>; 3],
     ready: mpsc::Sender<usize>,
 ) {
+    let listener = listener.expect("every shard has a client listener");
     let Connected { outlets, receivers } = ends.connect().await;
     let (opts, info) = shared.current();
     let mut core = ShardCore::with_pools(
@@ -179,6 +185,9 @@ async fn shard_main(
     let verifier = shared.verifier();
     core.set_imports(verifier.imports());
     core.set_system_account(verifier.accounts().system().id);
+    if shared.cluster.get().is_some() {
+        core.set_clustered();
+    }
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -194,6 +203,8 @@ async fn shard_main(
         imports_seen: Cell::new(verifier.imports_generation()),
         verifier: RefCell::new(verifier),
         actions_seen: Cell::new(0),
+        routes: Default::default(),
+        routes_generation: Cell::new(0),
     });
     {
         let shard = shard.clone();
@@ -207,6 +218,7 @@ async fn shard_main(
                     shard.flush().await;
                 }
                 shard.answer_snapshot();
+                route::poll_cluster(&shard);
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
                     glommio::spawn_local(lame_duck(shard.clone())).detach();
                 }
@@ -246,6 +258,18 @@ async fn shard_main(
         .detach();
     }
     self_service::start(&shard);
+    if let Some(c) = shard.shared.cluster.get() {
+        glommio::spawn_local(route::announce_interest(shard.clone())).detach();
+        if let Some(l) = route_listener {
+            glommio::spawn_local(route::accept_loop(shard.clone(), l)).detach();
+        }
+        // Configured routes are spread over the shards.
+        for (i, url) in c.opts().routes.into_iter().enumerate() {
+            if i % shard.shared.nshards == id.index() {
+                glommio::spawn_local(route::keep_configured(shard.clone(), url)).detach();
+            }
+        }
+    }
     if id.index() == 0 {
         glommio::spawn_local(system::run(shard.clone())).detach();
     }

@@ -69,6 +69,10 @@ pub struct Shard {
     /// This shard's copy of the verifier in force.
     pub verifier: RefCell<Arc<Verifier>>,
     pub(super) actions_seen: Cell<u64>,
+    /// This shard's route connections.
+    pub routes: super::route::Routes,
+    /// The options generation whose routes this shard last checked.
+    pub(super) routes_generation: Cell<u64>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -140,6 +144,12 @@ impl Shard {
         }
         self.generation.set(generation);
         self.shared.applied[self.id.index()].store(generation, Relaxed);
+    }
+
+    /// Whether options were reloaded since the routes were last checked.
+    pub(super) fn generation_changed_routes(&self) -> bool {
+        let g = self.generation.get();
+        g != self.routes_generation.replace(g)
     }
 
     /// Publishes a system event into the system account (seen by its

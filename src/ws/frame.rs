@@ -390,6 +390,8 @@ pub fn close_status(reason: CloseReason) -> u16 {
         MaxPayloadExceeded => CLOSE_TOO_BIG,
         WriteError | ReadError | StaleConnection | ServerShutdown => CLOSE_GOING_AWAY,
         Kicked => CLOSE_INTERNAL,
+        // Route closes; a WebSocket client never gets them.
+        DuplicateRoute | ClusterNameConflict | DuplicateServerName | IncorrectPort | RouteRemoved => CLOSE_POLICY,
     }
 }
 

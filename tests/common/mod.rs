@@ -61,6 +61,19 @@ impl Proc {
         line.rsplit(':').next().unwrap().trim().parse().expect("monitor port")
     }
 
+    /// The route port it logged listening on (`--cluster`).
+    /// nats-server logs it after "Server is ready": waits up to 5 s.
+    pub fn route_port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log_lines("Listening for route connections on ").pop() {
+                return line.rsplit(':').next().unwrap().trim().parse().expect("route port");
+            }
+            assert!(std::time::Instant::now() < deadline, "no route listener log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log

@@ -1,0 +1,146 @@
+//! The INFO and CONNECT documents of a route, as nats-server 2.15 reads
+//! and writes them. petrel advertises no route pool (`route_pool_size`
+//! absent), which nats-server treats as a peer with `pool_size: -1`: one
+//! connection per server pair, carrying every account with its name.
+
+use serde::{Deserialize, Serialize};
+
+/// The route protocol level petrel speaks: accounts on the wire (2);
+/// not 3, which promises message tracing.
+pub const ROUTE_PROTO: u32 = 2;
+
+/// The INFO a server sends on a route (and forwards as gossip).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RouteInfo {
+    /// The server's id (its route identity).
+    pub server_id: String,
+    /// The server's name (unique in the cluster).
+    pub server_name: String,
+    /// Version.
+    pub version: String,
+    /// Route protocol level.
+    pub proto: u32,
+    /// Runtime.
+    pub go: String,
+    /// Route listen host (or the advertised one).
+    pub host: String,
+    /// Route listen port (or the advertised one).
+    pub port: u16,
+    /// Header support.
+    pub headers: bool,
+    /// Route authentication required.
+    #[serde(skip_serializing_if = "is_false")]
+    pub auth_required: bool,
+    /// Largest payload.
+    pub max_payload: usize,
+    /// Per-connection nonce (unused by routes).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
+    /// `nats-route://host:port/` to dial this server at (gossip).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// The cluster name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// The cluster name was generated.
+    #[serde(skip_serializing_if = "is_false")]
+    pub cluster_dynamic: bool,
+    /// The server's client URLs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+    /// Compression mode (petrel: always "off").
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub compression: String,
+    /// Lame duck mode.
+    #[serde(skip_serializing_if = "is_false")]
+    pub ldm: bool,
+    /// Gossip forwarding rule (0 default, 1 do not forward, 2 forward).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gossip_mode: u8,
+    /// A pooling peer's pool size (petrel sends none).
+    #[serde(skip_serializing)]
+    pub route_pool_size: i32,
+    /// A pooling peer's index of this connection.
+    #[serde(skip_serializing)]
+    pub route_pool_idx: i32,
+    /// Set on a connection a pooling peer dedicates to one account.
+    #[serde(skip_serializing)]
+    pub route_account: String,
+}
+
+/// The CONNECT a dialing server sends first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RouteConnect {
+    /// Always true.
+    pub echo: bool,
+    /// Always false.
+    pub verbose: bool,
+    /// Always false.
+    pub pedantic: bool,
+    /// Route user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Route password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    /// TLS in use.
+    pub tls_required: bool,
+    /// Header support.
+    pub headers: bool,
+    /// The dialing server's id.
+    pub name: String,
+    /// Its cluster name.
+    pub cluster: String,
+    /// Its cluster name was generated.
+    #[serde(skip_serializing_if = "is_false")]
+    pub cluster_dynamic: bool,
+    /// Set by NATS clients only: a client dialed the route port.
+    #[serde(skip_serializing)]
+    pub lang: Option<String>,
+    /// Set by gateways only.
+    #[serde(skip_serializing)]
+    pub gateway: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl RouteInfo {
+    /// The JSON text.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("RouteInfo always serializes")
+    }
+
+    /// Where to dial the server: its `ip` URL, else `host:port`.
+    pub fn dial_url(&self) -> String {
+        if !self.ip.is_empty() {
+            return self.ip.clone();
+        }
+        format!("nats-route://{}:{}/", self.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nats_server_info_and_writes_no_pool() {
+        let theirs = br#"{"server_id":"NCZ","server_name":"A","version":"2.15.1","proto":3,"go":"go1.27.2","host":"127.0.0.1","port":16002,"headers":true,"max_payload":1048576,"nonce":"LRh","cluster":"c1","connect_urls":["127.0.0.1:16001"],"compression":"accept","lnoc":true,"lnocu":true,"ln":true,"route_pool_size":3}"#;
+        let i: RouteInfo = serde_json::from_slice(theirs).unwrap();
+        assert_eq!((i.port, i.route_pool_size, &i.cluster[..]), (16002, 3, "c1"));
+        assert_eq!(i.dial_url(), "nats-route://127.0.0.1:16002/");
+        let ours = String::from_utf8(i.to_json()).unwrap();
+        assert!(!ours.contains("route_pool_size") && !ours.contains("lnoc"), "{ours}");
+        let c: RouteConnect =
+            serde_json::from_slice(br#"{"echo":true,"name":"N","cluster":"c1","lang":"go"}"#).unwrap();
+        assert_eq!(c.lang.as_deref(), Some("go"));
+    }
+}

@@ -1,0 +1,415 @@
+//! Clusters over real route connections, mixed with nats-server 2.15:
+//! three-node meshes seeded with one node (the other routes come from
+//! gossip) in every mix, with async-nats clients; the system account
+//! across a mixed cluster; raw route bytes compared with nats-server; bad
+//! peers. Servers are on loopback with random ports.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Petrel,
+    Nats,
+}
+
+/// Starts one node of cluster `c1`, seeded with `seed`'s route port.
+fn node(kind: Kind, seed: Option<&common::Proc>, extra: &[&str]) -> common::Proc {
+    let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
+    let mut args = vec!["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "c1"];
+    if let Some(r) = &routes {
+        args.extend(["--routes", r.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    match kind {
+        Kind::Petrel => common::petrel(&args),
+        Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// Three nodes, the second and third seeded with the first only.
+fn cluster(kinds: [Kind; 3], extra: &[&str]) -> Vec<common::Proc> {
+    let first = node(kinds[0], None, extra);
+    let second = node(kinds[1], Some(&first), extra);
+    let third = node(kinds[2], Some(&first), extra);
+    vec![first, second, third]
+}
+
+async fn client(p: &common::Proc) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .connect(p.url())
+        .await
+        .expect("connect")
+}
+
+async fn user_client(p: &common::Proc, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(p.url())
+        .await
+        .expect("connect")
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    timeout(WAIT, sub.next())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
+}
+
+/// Waits until a message published at `from` on `subject` reaches `sub`
+/// (interest has crossed the routes), then drains the probes.
+async fn await_route(from: &async_nats::Client, sub: &mut async_nats::Subscriber, subject: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        from.publish(subject.to_string(), "probe".into()).await.unwrap();
+        from.flush().await.unwrap();
+        if let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interest on {subject} never crossed the routes"
+        );
+    }
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
+}
+
+async fn mesh_behaves(kinds: [Kind; 3]) {
+    let nodes = cluster(kinds, &[]);
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(client(n).await);
+    }
+    // Every ordered pair carries 1000 messages in order.
+    for i in 0..3 {
+        for j in 0..3 {
+            if i == j {
+                continue;
+            }
+            let subject = format!("pair.{i}.{j}");
+            let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
+            await_route(&clients[i], &mut sub, &subject).await;
+            for k in 0..1000 {
+                clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
+            }
+            clients[i].flush().await.unwrap();
+            for k in 0..1000 {
+                let m = next(&mut sub).await;
+                assert_eq!(m.payload, k.to_string(), "{kinds:?}: {i}->{j} in order");
+            }
+        }
+    }
+    // Wildcards and headers cross routes.
+    let mut wild = clients[2].subscribe("wild.*.>").await.unwrap();
+    await_route(&clients[0], &mut wild, "wild.probe.x").await;
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Petrel", "yes");
+    clients[0]
+        .publish_with_headers("wild.a.b.c", headers, "h".into())
+        .await
+        .unwrap();
+    clients[0].flush().await.unwrap();
+    let m = next(&mut wild).await;
+    assert_eq!(m.subject.as_str(), "wild.a.b.c");
+    assert_eq!(m.headers.unwrap().get("X-Petrel").unwrap().as_str(), "yes");
+
+    // A queue group with members on the two other servers: exactly once.
+    let mut m1 = clients[1].queue_subscribe("work", "q".into()).await.unwrap();
+    let mut m2 = clients[2].queue_subscribe("work", "q".into()).await.unwrap();
+    let mut watch1 = clients[1].subscribe("work").await.unwrap();
+    let mut watch2 = clients[2].subscribe("work").await.unwrap();
+    await_route(&clients[0], &mut watch1, "work").await;
+    await_route(&clients[0], &mut watch2, "work").await;
+    // The probes above went to the group too: drain them.
+    while let Ok(Some(_)) = timeout(Duration::from_millis(300), m1.next()).await {}
+    while let Ok(Some(_)) = timeout(Duration::from_millis(300), m2.next()).await {}
+    for k in 0..200 {
+        clients[0].publish("work", k.to_string().into()).await.unwrap();
+    }
+    clients[0].flush().await.unwrap();
+    let mut seen = vec![0u32; 200];
+    let deadline = Instant::now() + WAIT;
+    while seen.iter().sum::<u32>() < 200 && Instant::now() < deadline {
+        tokio::select! {
+            Some(m) = m1.next() => seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1,
+            Some(m) = m2.next() => seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Some(m)) = timeout(Duration::from_millis(50), m1.next()).await {
+        seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1;
+    }
+    while let Ok(Some(m)) = timeout(Duration::from_millis(50), m2.next()).await {
+        seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1;
+    }
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "{kinds:?}: each queued message exactly once: {seen:?}"
+    );
+
+    // Request/reply across servers, and no responders.
+    let mut svc = clients[2].subscribe("svc").await.unwrap();
+    await_route(&clients[0], &mut svc, "svc").await;
+    let responder = clients[2].clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(r) = m.reply {
+                responder.publish(r, "pong".into()).await.unwrap();
+                responder.flush().await.unwrap();
+            }
+        }
+    });
+    let reply = timeout(WAIT, clients[0].request("svc", "ping".into()))
+        .await
+        .expect("in time")
+        .expect("a reply across routes");
+    assert_eq!(reply.payload, "pong");
+    let err = timeout(WAIT, clients[1].request("nobody.home", "x".into()))
+        .await
+        .expect("in time")
+        .expect_err("no responders");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}
+
+#[tokio::test]
+async fn petrel_nats_petrel_mesh() {
+    mesh_behaves([Kind::Petrel, Kind::Nats, Kind::Petrel]).await;
+}
+
+#[tokio::test]
+async fn nats_petrel_nats_mesh() {
+    mesh_behaves([Kind::Nats, Kind::Petrel, Kind::Nats]).await;
+}
+
+#[tokio::test]
+async fn three_petrels_mesh() {
+    mesh_behaves([Kind::Petrel, Kind::Petrel, Kind::Petrel]).await;
+}
+
+/// `kill -9` of one node leaves the others serving; a node that rejoins
+/// gets the cluster's interest again and its own is announced.
+#[tokio::test]
+async fn a_killed_node_rejoins_and_interest_is_resynced() {
+    let mut nodes = cluster([Kind::Petrel, Kind::Nats, Kind::Petrel], &[]);
+    let c0 = client(&nodes[0]).await;
+    let c2 = client(&nodes[2]).await;
+    let mut sub = c2.subscribe("after").await.unwrap();
+    await_route(&c0, &mut sub, "after").await;
+    drop(nodes.remove(1)); // SIGKILL
+    for k in 0..100 {
+        c0.publish("after", k.to_string().into()).await.unwrap();
+    }
+    c0.flush().await.unwrap();
+    for k in 0..100 {
+        assert_eq!(next(&mut sub).await.payload, k.to_string());
+    }
+    // A petrel node joins again, seeded with the first.
+    drop(nodes.remove(1));
+    let back = node(Kind::Petrel, Some(&nodes[0]), &[]);
+    let cb = client(&back).await;
+    let mut at_back = cb.subscribe("resync").await.unwrap();
+    await_route(&c0, &mut at_back, "resync").await;
+    let mut at_first = c0.subscribe("resync2").await.unwrap();
+    await_route(&cb, &mut at_first, "resync2").await;
+}
+
+const SYS_CONF: &str = "accounts {\n  SYS { users [{user: sys, password: sys}] }\n  APP { users [{user: app, password: app}] }\n}\nsystem_account: SYS\n";
+
+/// `$SYS.REQ.SERVER.PING` gets one answer per server of a mixed cluster,
+/// and accounts stay apart across routes.
+#[tokio::test]
+async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
+    let conf = common::jwt::write_conf(SYS_CONF);
+    let conf = conf.to_str().unwrap();
+    let nodes = cluster([Kind::Petrel, Kind::Nats, Kind::Petrel], &["-c", conf]);
+    let a0 = user_client(&nodes[0], "app").await;
+    let a1 = user_client(&nodes[1], "app").await;
+    let a2 = user_client(&nodes[2], "app").await;
+    let mut sub = a2.subscribe("acc.test").await.unwrap();
+    await_route(&a0, &mut sub, "acc.test").await;
+    // The same subject in another account on the same server: not seen.
+    let s1 = user_client(&nodes[1], "sys").await;
+    s1.publish("acc.test", "other account".into()).await.unwrap();
+    s1.flush().await.unwrap();
+    a1.publish("acc.test", "same account".into()).await.unwrap();
+    a1.flush().await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, "same account");
+
+    let sys = user_client(&nodes[0], "sys").await;
+    let inbox = sys.new_inbox();
+    let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+    // Each server's PING service must have crossed the routes: retry until
+    // all three answer (petrel's interest reaches nats-server, and back).
+    let deadline = Instant::now() + WAIT;
+    let ids = loop {
+        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
+            .await
+            .unwrap();
+        sys.flush().await.unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut answers = 0;
+        while let Ok(Some(m)) = timeout(Duration::from_millis(700), replies.next()).await {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            ids.insert(v["server"]["id"].as_str().unwrap().to_string());
+            answers += 1;
+        }
+        if ids.len() == 3 {
+            assert_eq!(answers, 3, "one answer per server");
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "answers from {ids:?} only");
+    };
+    assert_eq!(ids.len(), 3);
+}
+
+/// A raw peer server: dials `port`, sends CONNECT and INFO, and reads.
+struct Peer {
+    s: TcpStream,
+    got: Vec<u8>,
+}
+
+impl Peer {
+    fn dial(port: u16, cluster: &str, id: &str, extra: &str) -> Peer {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut p = Peer { s, got: Vec::new() };
+        let connect = format!(
+            "CONNECT {{\"echo\":true,\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"headers\":true,\"name\":\"{id}\",\"cluster\":\"{cluster}\"{extra}}}\r\n"
+        );
+        let info = format!(
+            "INFO {{\"server_id\":\"{id}\",\"server_name\":\"{id}\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\"cluster\":\"{cluster}\"}}\r\n"
+        );
+        p.send(connect.as_bytes());
+        p.send(info.as_bytes());
+        p
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    /// Reads for `d`, keeping what came.
+    fn read_for(&mut self, d: Duration) -> String {
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 65536];
+        while Instant::now() < end {
+            match self.s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&self.got).into_owned()
+    }
+
+    /// Lines received so far that start with `prefix`, sorted.
+    fn lines(&self, prefix: &str) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.got);
+        let mut v: Vec<String> = text
+            .split("\r\n")
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The same raw peer against petrel and nats-server: the interest each
+/// announces for its clients, and how each delivers routed messages with
+/// and without queue lists.
+#[test]
+fn route_bytes_match_nats_server() {
+    let mut results = Vec::new();
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let server = node(kind, None, &[]);
+        let mut peer = Peer::dial(server.route_port(), "c1", "NPEER", "");
+        let info = peer.read_for(Duration::from_millis(300));
+        assert!(info.starts_with("INFO {"), "{kind:?}: {info}");
+        let mut c = common::raw::Raw::open(&server.addr());
+        c.exchange(b"CONNECT {\"verbose\":false}\r\nSUB foo 1\r\nSUB bar q1 2\r\nSUB bar q1 3\r\nSUB baz q2 4\r\nSUB baz 5\r\nPING\r\n");
+        peer.read_for(Duration::from_millis(300));
+        c.exchange(b"UNSUB 2\r\nUNSUB 1\r\nPING\r\n");
+        peer.read_for(Duration::from_millis(300));
+        let interest: Vec<String> = peer.lines("RS").into_iter().filter(|l| l.contains(" $G ")).collect();
+        peer.send(b"RMSG $G foo 2\r\nm1\r\nRMSG $G bar + rep q1 2\r\nm3\r\nRMSG $G baz | q2 q1 2\r\nm5\r\nRMSG $G baz 2\r\nm6\r\nPING\r\n");
+        let pong = peer.read_for(Duration::from_millis(300));
+        assert!(pong.contains("PONG\r\n"), "{kind:?}: {pong}");
+        let mut delivered: Vec<String> = c
+            .exchange(b"PING\r\n")
+            .text()
+            .split("\r\n")
+            .filter(|l| l.starts_with("MSG"))
+            .map(str::to_string)
+            .collect();
+        delivered.sort();
+        results.push((interest, delivered));
+    }
+    assert_eq!(results[0], results[1], "petrel (left) and nats-server (right)");
+    // And what that is: plain subjects once, queue weights, and deliveries
+    // to the named groups only.
+    assert!(
+        results[0].0.contains(&"RS+ $G bar q1 2".to_string()),
+        "{:?}",
+        results[0].0
+    );
+    assert_eq!(
+        results[0].1,
+        vec!["MSG bar 3 rep 2", "MSG baz 4 2", "MSG baz 5 2", "MSG baz 5 2"]
+    );
+}
+
+/// Wrong peers get nats-server's answers and clients keep being served.
+#[test]
+fn bad_peers_are_refused_as_nats_server_refuses_them() {
+    let conf = common::jwt::write_conf(
+        "cluster {\n  name: c1\n  listen: 127.0.0.1:-1\n  authorization { user: ruser, password: rpass }\n}\n",
+    );
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let server = match kind {
+            Kind::Petrel => common::petrel(&["-c", conf.to_str().unwrap()]),
+            Kind::Nats => common::nats_server(&["-c", conf.to_str().unwrap()]),
+        };
+        let port = server.route_port();
+        let expect = |extra: &str, cluster: &str, want: &str| {
+            let mut p = Peer::dial(port, cluster, "NBAD", extra);
+            let got = p.read_for(Duration::from_millis(500));
+            assert!(got.contains(want), "{kind:?}: wanted {want:?} in {got:?}");
+        };
+        expect("", "c1", "-ERR 'Authorization Violation'");
+        expect(
+            ",\"user\":\"ruser\",\"pass\":\"wrong\"",
+            "c1",
+            "-ERR 'Authorization Violation'",
+        );
+        expect(
+            ",\"user\":\"ruser\",\"pass\":\"rpass\"",
+            "c2",
+            "-ERR 'Rejecting connection, cluster name \"c2\" does not match \"c1\"'",
+        );
+        expect(
+            ",\"lang\":\"go\",\"user\":\"ruser\",\"pass\":\"rpass\"",
+            "c1",
+            "-ERR 'attempted to connect to route port'",
+        );
+        // Garbage after a good handshake.
+        let mut p = Peer::dial(port, "c1", "NGARBAGE", ",\"user\":\"ruser\",\"pass\":\"rpass\"");
+        p.read_for(Duration::from_millis(200));
+        p.send(b"FOO bar\r\n");
+        let got = p.read_for(Duration::from_millis(500));
+        assert!(got.contains("-ERR 'Unknown Protocol Operation'"), "{kind:?}: {got:?}");
+        // Clients are still served.
+        let mut c = common::raw::Raw::open(&server.addr());
+        assert!(c.exchange(b"CONNECT {}\r\nPING\r\n").text().contains("PONG"));
+    }
+}
