@@ -49,11 +49,15 @@ const MAX_ROUTED: usize = 64 * 1024 * 1024;
 /// How often a route's timer looks at its deadlines.
 const TICK: Duration = Duration::from_millis(100);
 
+/// One route connection on a shard: the peer it registered as, and the
+/// configured URL it was dialed for.
+type RouteEntry = (Option<String>, Option<String>);
+
 /// A shard's route connections: the peer each registered as, and the
 /// configured URL it was dialed for.
 #[derive(Default)]
 pub struct Routes {
-    peers: RefCell<rustc_hash::FxHashMap<ConnId, (Option<String>, Option<String>)>>,
+    peers: RefCell<rustc_hash::FxHashMap<ConnId, RouteEntry>>,
 }
 
 impl Routes {
