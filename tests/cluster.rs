@@ -83,8 +83,65 @@ async fn await_route(from: &async_nats::Client, sub: &mut async_nats::Subscriber
     while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
 }
 
+/// Waits until every node's `/routez` names both others (the mesh is
+/// full), then checks that a new client's INFO lists the other servers.
+fn full_mesh(nodes: &[common::Proc]) {
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let (_, body) = common::http_get(n.monitor_port(), "/varz");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["server_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, body) = common::http_get(n.monitor_port(), "/routez");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let remotes: std::collections::BTreeSet<String> = v["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["remote_id"].as_str().unwrap().to_string())
+                .collect();
+            let others: std::collections::BTreeSet<String> = ids
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, id)| id.clone())
+                .collect();
+            if remotes == others {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}: routez names {remotes:?}, not {others:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let c = common::raw::Raw::open(&n.addr());
+        let urls: Vec<String> = c.info()["connect_urls"]
+            .as_array()
+            .map(|a| a.iter().map(|u| u.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        for (j, other) in nodes.iter().enumerate() {
+            if j != i {
+                assert!(
+                    urls.contains(&other.addr()),
+                    "node {i}: connect_urls {urls:?} lacks {}",
+                    other.addr()
+                );
+            }
+        }
+    }
+}
+
 async fn mesh_behaves(kinds: [Kind; 3]) {
-    let nodes = cluster(kinds, &[]);
+    let nodes = cluster(kinds, &["-m", "-1"]);
+    full_mesh(&nodes);
     let mut clients = Vec::new();
     for n in &nodes {
         clients.push(client(n).await);
@@ -411,5 +468,95 @@ fn bad_peers_are_refused_as_nats_server_refuses_them() {
         // Clients are still served.
         let mut c = common::raw::Raw::open(&server.addr());
         assert!(c.exchange(b"CONNECT {}\r\nPING\r\n").text().contains("PONG"));
+    }
+}
+
+/// A client that knows one server finds the others through INFO: async
+/// INFO as peers join, and after its server dies it reconnects (with its
+/// user and password) to one it learned of.
+#[tokio::test]
+async fn clients_discover_servers_and_fail_over() {
+    let conf = common::jwt::write_conf(SYS_CONF);
+    let conf = conf.to_str().unwrap();
+    let mut first = node(Kind::Petrel, None, &["-c", conf]);
+    let mut watcher = common::raw::Raw::open(&first.addr());
+    watcher.exchange(b"CONNECT {\"protocol\":1,\"verbose\":false,\"user\":\"app\",\"pass\":\"app\"}\r\nPING\r\n");
+    let second = node(Kind::Nats, Some(&first), &["-c", conf]);
+    let third = node(Kind::Petrel, Some(&first), &["-c", conf]);
+    // An async INFO naming the servers that joined.
+    let deadline = Instant::now() + WAIT;
+    let mut seen = String::new();
+    while !(seen.contains(&second.addr()) && seen.contains(&third.addr())) {
+        assert!(Instant::now() < deadline, "no async INFO with both peers: {seen}");
+        seen.push_str(
+            &watcher
+                .read_until_quiet(Duration::from_millis(100), Duration::from_millis(500))
+                .text(),
+        );
+    }
+    assert!(seen.contains("INFO {"), "{seen}");
+
+    let client = async_nats::ConnectOptions::with_user_and_password("app".into(), "app".into())
+        .connect(first.url())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("failover").await.unwrap();
+    let other = user_client(&third, "app").await;
+    await_route(&other, &mut sub, "failover").await;
+    drop(watcher);
+    let _ = first.wait_exit(Duration::from_millis(1));
+    drop(first); // SIGKILL: the client must move to a server it learned of
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        other.publish("failover", "after".into()).await.unwrap();
+        other.flush().await.unwrap();
+        if let Ok(Some(m)) = timeout(Duration::from_millis(200), sub.next()).await {
+            if m.payload == "after" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not fail over to a discovered server"
+        );
+    }
+    drop(second);
+}
+
+/// Routes added to and removed from the configuration by a reload are
+/// dialed and closed.
+#[test]
+fn reload_adds_and_removes_routes() {
+    let peer = node(Kind::Nats, None, &[]);
+    let dir = common::jwt::temp_dir();
+    let path = dir.join("cluster.conf");
+    let write = |routes: &str| {
+        std::fs::write(
+            &path,
+            format!("cluster {{\n  name: c1\n  listen: 127.0.0.1:-1\n  routes: [{routes}]\n}}\n"),
+        )
+        .unwrap();
+    };
+    write("");
+    let p = common::petrel(&["-c", path.to_str().unwrap()]);
+    let route = format!("\"nats://127.0.0.1:{}\"", peer.route_port());
+    write(&route);
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    hup(p.pid());
+    let deadline = Instant::now() + WAIT;
+    while p.log_lines("Route connection created").is_empty() {
+        assert!(Instant::now() < deadline, "the added route was not dialed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write("");
+    hup(p.pid());
+    while p.log_lines("Router connection closed: Route Removed").is_empty() {
+        assert!(Instant::now() < deadline, "the removed route was not closed");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

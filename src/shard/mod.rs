@@ -205,6 +205,7 @@ async fn shard_main(
         actions_seen: Cell::new(0),
         routes: Default::default(),
         routes_generation: Cell::new(0),
+        urls_seen: Cell::new(0),
     });
     {
         let shard = shard.clone();
@@ -304,6 +305,7 @@ async fn lame_duck(shard: Rc<Shard>) {
         shard.emit(&format!("$SYS.SERVER.{id}.LAMEDUCK"), &block);
         shard.flush().await;
     }
+    route::announce_lame_duck(&shard);
     let opts = shard.opts.borrow().clone();
     let mut ldm_info = shard.info.borrow().clone();
     ldm_info.ldm = true;

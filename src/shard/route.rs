@@ -69,6 +69,11 @@ impl Routes {
             .collect()
     }
 
+    /// Every route connection on the shard.
+    pub fn cids(&self) -> Vec<ConnId> {
+        self.peers.borrow().keys().copied().collect()
+    }
+
     fn set_peer(&self, cid: ConnId, peer: String) {
         if let Some(e) = self.peers.borrow_mut().get_mut(&cid) {
             e.0 = Some(peer);
@@ -799,7 +804,12 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
     for (skip, bytes) in c.take_announcements(shard.id) {
         send_to_routes(shard, &bytes, skip.as_deref());
     }
-    if shard.generation_changed_routes() {
+    let reloaded = shard.generation_changed_routes();
+    let urls = c.urls_generation.load(std::sync::atomic::Ordering::Relaxed);
+    if reloaded || urls != shard.urls_seen.replace(urls) {
+        update_connect_urls(shard, c, !reloaded);
+    }
+    if reloaded {
         let routes = c.opts().routes;
         let removed: Vec<ConnId> = shard
             .routes
@@ -819,6 +829,59 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
             glommio::spawn_local(keep_configured(shard.clone(), url)).detach();
         }
     }
+}
+
+/// The client INFO's `connect_urls`: this server's client URLs and every
+/// peer's, once any peer advertises some (none with `no_advertise`).
+/// Clients that asked for async INFO (`protocol` 1) are told of a change.
+fn update_connect_urls(shard: &Shard, c: &Cluster, tell_clients: bool) {
+    let opts = c.opts();
+    let peers = if opts.no_advertise { Vec::new() } else { c.client_urls() };
+    let urls = if peers.is_empty() {
+        Vec::new()
+    } else {
+        let own =
+            crate::cluster::own_client_urls(&shard.info.borrow(), shard.opts.borrow().client_advertise.as_deref());
+        let mut all = own;
+        for u in peers {
+            if !all.contains(&u) {
+                all.push(u);
+            }
+        }
+        all
+    };
+    if shard.info.borrow().connect_urls == urls {
+        return;
+    }
+    shard.info.borrow_mut().connect_urls = urls;
+    if !tell_clients {
+        return;
+    }
+    let info = shard.info.borrow().clone();
+    let conns = shard.conns.borrow();
+    let mut core = shard.core.borrow_mut();
+    for (cid, h) in conns.iter() {
+        let session = h.session.borrow();
+        if session.is_connected() && session.opts().protocol >= 1 {
+            let json = super::host::client_info(&info, *cid, &h.ip).to_json();
+            if let Some(conn) = core.conn_mut(*cid) {
+                encode::info(conn.out.tail(), &json);
+            }
+            core.wake(*cid);
+        }
+    }
+}
+
+/// Lame duck mode: tells this shard's routes, with `ldm` in an INFO, so
+/// peers stop sending this server's URL to their clients.
+pub fn announce_lame_duck(shard: &Shard) {
+    let Some(c) = shard.shared.cluster.get() else { return };
+    let mut info = our_info(shard, c, 0);
+    info.nonce.clear();
+    info.ldm = true;
+    let mut line = Vec::new();
+    encode::info(&mut line, &info.to_json());
+    send_to_routes(shard, &line, None);
 }
 
 async fn timer_loop(shard: Rc<Shard>, state: Rc<RefCell<State>>, cid: ConnId) {

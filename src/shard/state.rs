@@ -73,6 +73,8 @@ pub struct Shard {
     pub routes: super::route::Routes,
     /// The options generation whose routes this shard last checked.
     pub(super) routes_generation: Cell<u64>,
+    /// The cluster's client URLs generation this shard's INFO reflects.
+    pub(super) urls_seen: Cell<u64>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -304,7 +306,25 @@ impl Shard {
             .filter_map(|cid| self.conn_snapshot(&core, *cid))
             .collect();
         let t = core.index_totals();
+        let routes = self
+            .routes
+            .cids()
+            .into_iter()
+            .filter_map(|cid| {
+                let c = core.conn(cid)?;
+                Some(crate::control::RouteSnapshot {
+                    cid: cid.0,
+                    pending_bytes: c.out.len(),
+                    in_msgs: c.in_msgs,
+                    in_bytes: c.in_bytes,
+                    out_msgs: c.out_msgs,
+                    out_bytes: c.out_bytes,
+                    subscriptions: c.subscription_count(),
+                })
+            })
+            .collect();
         let snap = ShardSnapshot {
+            routes,
             shard: self.id.0,
             conns: out,
             subscriptions: t.0,

@@ -107,7 +107,7 @@ pub fn varz(shared: &Shared) -> Value {
         "max_control_line": o.max_control_line,
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,
-        "cluster": {},
+        "cluster": cluster_varz(shared),
         "gateway": {},
         "leaf": {},
         "mqtt": {},
@@ -124,8 +124,8 @@ pub fn varz(shared: &Shared) -> Value {
         "cpu": cpu_percent(shared),
         "connections": c.connections,
         "total_connections": c.total_connections,
-        "routes": 0,
-        "remotes": 0,
+        "routes": shared.cluster.get().map_or(0, |c| c.route_count()),
+        "remotes": shared.cluster.get().map_or(0, |c| c.peers().len()),
         "leafnodes": 0,
         "in_msgs": c.in_msgs,
         "out_msgs": c.out_msgs,
@@ -628,16 +628,93 @@ pub fn healthz() -> Value {
     json!({"status": "ok", "status_code": 200})
 }
 
-/// `/routez`: petrel runs standalone.
+/// `/routez`: every route connection, with nats-server's fields; counters
+/// come from the shards that own the routes.
 pub fn routez(shared: &Shared) -> Value {
     let (_, info) = shared.current();
+    let now = SystemTime::now();
+    let Some(cluster) = shared.cluster.get() else {
+        return json!({
+            "server_id": info.server_id,
+            "server_name": info.server_name,
+            "now": rfc3339(now),
+            "num_routes": 0,
+            "routes": [],
+        });
+    };
+    let counters: std::collections::HashMap<u64, crate::control::RouteSnapshot> = shared
+        .snapshot(std::time::Duration::from_secs(2))
+        .into_iter()
+        .flat_map(|s| s.routes)
+        .map(|r| (r.cid, r))
+        .collect();
+    let mut routes = Vec::new();
+    for (id, peer) in cluster.peers() {
+        for conn in peer.conns.values() {
+            let c = counters.get(&conn.cid.0).cloned().unwrap_or_default();
+            let up = now.duration_since(conn.start).unwrap_or_default();
+            routes.push(json!({
+                "rid": conn.cid.0,
+                "remote_id": id,
+                "remote_name": peer.name,
+                "did_solicit": conn.did_solicit,
+                "is_configured": conn.is_configured,
+                "ip": conn.ip,
+                "port": conn.port,
+                "start": rfc3339(conn.start),
+                "last_activity": rfc3339(now),
+                "rtt": "0s",
+                "uptime": uptime_text(up),
+                "idle": "0s",
+                "pending_size": c.pending_bytes,
+                "in_msgs": c.in_msgs,
+                "out_msgs": c.out_msgs,
+                "in_bytes": c.in_bytes,
+                "out_bytes": c.out_bytes,
+                "subscriptions": c.subscriptions,
+                "compression": "off",
+            }));
+        }
+    }
     json!({
         "server_id": info.server_id,
         "server_name": info.server_name,
-        "now": rfc3339(SystemTime::now()),
-        "num_routes": 0,
-        "routes": [],
+        "now": rfc3339(now),
+        "num_routes": routes.len(),
+        "routes": routes,
     })
+}
+
+/// varz's `cluster` block (keys only when set, as nats-server).
+fn cluster_varz(shared: &Shared) -> Value {
+    let Some(c) = shared.cluster.get() else {
+        return json!({});
+    };
+    let opts = c.opts();
+    let mut v = json!({});
+    if let Some(n) = c.name() {
+        v["name"] = json!(n);
+    }
+    if let Some(l) = c.listen.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some((h, p)) = l.rsplit_once(':') {
+            v["addr"] = json!(h);
+            v["cluster_port"] = json!(p.parse::<u16>().unwrap_or(0));
+        }
+    }
+    v["auth_timeout"] = json!(opts.auth_timeout.map_or(2.0, |d| d.as_secs_f64()));
+    let urls: Vec<String> = opts
+        .routes
+        .iter()
+        .filter_map(|r| crate::conf::cluster::route_url(r).ok())
+        .map(|u| format!("{}:{}", u.host, u.port))
+        .collect();
+    if !urls.is_empty() {
+        v["urls"] = json!(urls);
+    }
+    v["tls_timeout"] = json!(2.0);
+    // One route per server pair: nats-server's "no pool".
+    v["pool_size"] = json!(-1);
+    v
 }
 
 /// `/leafz`: no leaf nodes.
