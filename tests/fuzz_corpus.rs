@@ -56,6 +56,16 @@ fn config_corpus_never_panics() {
     }
 }
 
+include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets/route_check.rs"));
+
+/// The route target's check: parse in both forms, re-encode, re-parse.
+#[test]
+fn route_corpus_never_panics_and_round_trips() {
+    for data in corpus("route") {
+        route_check(&data);
+    }
+}
+
 #[test]
 fn session_corpus_never_panics() {
     let info = ServerInfo {
