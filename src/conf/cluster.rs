@@ -2,8 +2,9 @@
 //! names, aliases and errors. Keys of the block that petrel does not act on
 //! yet are refused by name, never ignored.
 
-use super::options::{boolean, int, listen_value, seconds, string, type_err, Notices};
 use super::parse::ConfError;
+use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
+use super::units::seconds;
 use super::value::{Item, Value};
 use crate::options::ClusterOptions;
 
@@ -104,7 +105,7 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                 })
             }
             "compression" => compression(k, v)?,
-            "ping_interval" => c.ping_interval = Some(super::options::duration(k, v, notices)?),
+            "ping_interval" => c.ping_interval = Some(duration(k, v, notices)?),
             "ping_max" => {
                 c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?)
             }

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod options;
 pub mod parse;
+pub mod read;
 pub mod units;
 pub mod value;
 

@@ -5,20 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::parse::{ConfError, Parsed};
+pub use super::read::Notices;
+use super::read::{boolean, duration, int, listen_value, size, string, type_err};
 pub use super::units::{parse_go_duration, seconds};
 use super::value::{Item, Value};
 use crate::auth::config as auth;
 use crate::options::Options;
-
-/// What applying a file produced besides the options: warnings to log at
-/// start-up. `-t` treats them as errors, as nats-server's check does.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Notices {
-    /// Warnings (deprecated forms, ignored settings), with positions.
-    pub warnings: Vec<ConfError>,
-    /// Informational lines (not errors under `-t`).
-    pub info: Vec<String>,
-}
 
 /// Blocks and keys of nats-server that petrel parses but does not implement
 /// yet; setting them would change behaviour, so start-up refuses them.
@@ -56,62 +48,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "write_timeout",
     "feature_flags",
 ];
-
-pub(super) fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
-    ConfError {
-        pos: item.pos.clone(),
-        msg: format!("{key}: expected {want}, got {} ({:?})", item.value.kind(), item.value),
-    }
-}
-
-pub(super) fn int(key: &str, item: &Item) -> Result<i64, ConfError> {
-    match item.value {
-        Value::Int(n) => Ok(n),
-        _ => Err(type_err(key, item, "an integer")),
-    }
-}
-
-fn size(key: &str, item: &Item) -> Result<usize, ConfError> {
-    let n = int(key, item)?;
-    usize::try_from(n).map_err(|_| ConfError {
-        pos: item.pos.clone(),
-        msg: format!("{key}: must not be negative, got {n}"),
-    })
-}
-
-pub(super) fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
-    match item.value {
-        Value::Bool(b) => Ok(b),
-        _ => Err(type_err(key, item, "a boolean")),
-    }
-}
-
-pub(super) fn string(key: &str, item: &Item) -> Result<String, ConfError> {
-    match &item.value {
-        Value::Str(s) => Ok(s.clone()),
-        _ => Err(type_err(key, item, "a string")),
-    }
-}
-
-/// A duration: a Go duration string, or a plain number of seconds (which
-/// nats-server accepts with a deprecation warning).
-pub(super) fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
-    match &item.value {
-        Value::Str(s) => parse_go_duration(s).ok_or_else(|| ConfError {
-            pos: item.pos.clone(),
-            msg: format!("{key}: invalid duration {s:?}"),
-        }),
-        Value::Int(n) if *n >= 0 => {
-            notices.warnings.push(ConfError {
-                pos: item.pos.clone(),
-                msg: format!("invalid use of field \"{key}\": {key} should be converted to a duration"),
-            });
-            Ok(Duration::from_secs(*n as u64))
-        }
-        Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(key, item, "a duration")),
-        _ => Err(type_err(key, item, "a duration")),
-    }
-}
 
 /// Applies the top-level keys of `parsed` to `opts`. Every problem is
 /// collected, each naming its file, line, column and key.
@@ -577,24 +513,6 @@ fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
 }
 
 /// A `host:port` listen value.
-pub(super) fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i32), ConfError> {
-    match &item.value {
-        Value::Int(p) => Ok((None, *p as i32)),
-        Value::Str(s) => {
-            let (h, p) = s.rsplit_once(':').ok_or_else(|| ConfError {
-                pos: item.pos.clone(),
-                msg: format!("{key}: could not parse address string {s:?}"),
-            })?;
-            let port = p.parse().map_err(|_| ConfError {
-                pos: item.pos.clone(),
-                msg: format!("{key}: could not parse port {p:?}"),
-            })?;
-            Ok((Some(h.trim_start_matches('[').trim_end_matches(']').to_string()), port))
-        }
-        _ => Err(type_err(key, item, "\"host:port\" or a port")),
-    }
-}
-
 /// The `websocket` block, checked as nats-server checks it at start-up:
 /// TLS unless `no_tls`, origins that parse, headers it may not override.
 fn websocket_block(item: &Item, notices: &mut Notices) -> Result<crate::options::WebsocketOptions, ConfError> {

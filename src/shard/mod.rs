@@ -7,6 +7,7 @@ pub mod conn;
 pub mod host;
 pub mod mesh;
 pub mod route;
+pub mod route_table;
 pub mod self_service;
 pub mod socket;
 pub mod state;

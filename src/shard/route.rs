@@ -49,38 +49,6 @@ const MAX_ROUTED: usize = 64 * 1024 * 1024;
 /// How often a route's timer looks at its deadlines.
 const TICK: Duration = Duration::from_millis(100);
 
-/// One route connection on a shard: the peer it registered as, and the
-/// configured URL it was dialed for.
-type RouteEntry = (Option<String>, Option<String>);
-
-/// A shard's route connections: the peer each registered as, and the
-/// configured URL it was dialed for.
-#[derive(Default)]
-pub struct Routes {
-    peers: RefCell<rustc_hash::FxHashMap<ConnId, RouteEntry>>,
-}
-
-impl Routes {
-    fn registered(&self) -> Vec<(ConnId, String)> {
-        self.peers
-            .borrow()
-            .iter()
-            .filter_map(|(c, (p, _))| p.clone().map(|p| (*c, p)))
-            .collect()
-    }
-
-    /// Every route connection on the shard.
-    pub fn cids(&self) -> Vec<ConnId> {
-        self.peers.borrow().keys().copied().collect()
-    }
-
-    fn set_peer(&self, cid: ConnId, peer: String) {
-        if let Some(e) = self.peers.borrow_mut().get_mut(&cid) {
-            e.0 = Some(peer);
-        }
-    }
-}
-
 /// One route's protocol state, shared by its reader and timer.
 struct State {
     /// CONNECT received (accepted) or sent (dialed).

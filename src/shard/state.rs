@@ -70,7 +70,7 @@ pub struct Shard {
     pub verifier: RefCell<Arc<Verifier>>,
     pub(super) actions_seen: Cell<u64>,
     /// This shard's route connections.
-    pub routes: super::route::Routes,
+    pub routes: super::route_table::Routes,
     /// The options generation whose routes this shard last checked.
     pub(super) routes_generation: Cell<u64>,
     /// The cluster's client URLs generation this shard's INFO reflects.

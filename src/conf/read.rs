@@ -1,0 +1,94 @@
+//! Reading one value of the configuration tree as a setting: integers,
+//! sizes, booleans, strings, durations, `host:port` addresses, with
+//! nats-server's error texts; and the notices a file leaves (warnings).
+//! Shared by every block's mapping (`options.rs`, `cluster.rs`).
+
+use std::time::Duration;
+
+use super::parse::ConfError;
+use super::units::parse_go_duration;
+use super::value::{Item, Value};
+
+/// What applying a file produced besides the options: warnings to log at
+/// start-up. `-t` treats them as errors, as nats-server's check does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notices {
+    /// Warnings (deprecated forms, ignored settings), with positions.
+    pub warnings: Vec<ConfError>,
+    /// Informational lines (not errors under `-t`).
+    pub info: Vec<String>,
+}
+
+pub(super) fn type_err(key: &str, item: &Item, want: &str) -> ConfError {
+    ConfError {
+        pos: item.pos.clone(),
+        msg: format!("{key}: expected {want}, got {} ({:?})", item.value.kind(), item.value),
+    }
+}
+
+pub(super) fn int(key: &str, item: &Item) -> Result<i64, ConfError> {
+    match item.value {
+        Value::Int(n) => Ok(n),
+        _ => Err(type_err(key, item, "an integer")),
+    }
+}
+
+pub(super) fn size(key: &str, item: &Item) -> Result<usize, ConfError> {
+    let n = int(key, item)?;
+    usize::try_from(n).map_err(|_| ConfError {
+        pos: item.pos.clone(),
+        msg: format!("{key}: must not be negative, got {n}"),
+    })
+}
+
+pub(super) fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
+    match item.value {
+        Value::Bool(b) => Ok(b),
+        _ => Err(type_err(key, item, "a boolean")),
+    }
+}
+
+pub(super) fn string(key: &str, item: &Item) -> Result<String, ConfError> {
+    match &item.value {
+        Value::Str(s) => Ok(s.clone()),
+        _ => Err(type_err(key, item, "a string")),
+    }
+}
+
+/// A duration: a Go duration string, or a plain number of seconds (which
+/// nats-server accepts with a deprecation warning).
+pub(super) fn duration(key: &str, item: &Item, notices: &mut Notices) -> Result<Duration, ConfError> {
+    match &item.value {
+        Value::Str(s) => parse_go_duration(s).ok_or_else(|| ConfError {
+            pos: item.pos.clone(),
+            msg: format!("{key}: invalid duration {s:?}"),
+        }),
+        Value::Int(n) if *n >= 0 => {
+            notices.warnings.push(ConfError {
+                pos: item.pos.clone(),
+                msg: format!("invalid use of field \"{key}\": {key} should be converted to a duration"),
+            });
+            Ok(Duration::from_secs(*n as u64))
+        }
+        Value::Float(f) => Duration::try_from_secs_f64(*f).map_err(|_| type_err(key, item, "a duration")),
+        _ => Err(type_err(key, item, "a duration")),
+    }
+}
+
+pub(super) fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i32), ConfError> {
+    match &item.value {
+        Value::Int(p) => Ok((None, *p as i32)),
+        Value::Str(s) => {
+            let (h, p) = s.rsplit_once(':').ok_or_else(|| ConfError {
+                pos: item.pos.clone(),
+                msg: format!("{key}: could not parse address string {s:?}"),
+            })?;
+            let port = p.parse().map_err(|_| ConfError {
+                pos: item.pos.clone(),
+                msg: format!("{key}: could not parse port {p:?}"),
+            })?;
+            Ok((Some(h.trim_start_matches('[').trim_end_matches(']').to_string()), port))
+        }
+        _ => Err(type_err(key, item, "\"host:port\" or a port")),
+    }
+}

@@ -1,0 +1,38 @@
+//! A shard's table of its route connections (kept apart from the route
+//! tasks so the shard state can hold it without importing them).
+
+use std::cell::RefCell;
+
+use crate::ids::ConnId;
+
+/// One route connection on a shard: the peer it registered as, and the
+/// configured URL it was dialed for.
+type RouteEntry = (Option<String>, Option<String>);
+
+/// A shard's route connections: the peer each registered as, and the
+/// configured URL it was dialed for.
+#[derive(Default)]
+pub struct Routes {
+    pub(super) peers: RefCell<rustc_hash::FxHashMap<ConnId, RouteEntry>>,
+}
+
+impl Routes {
+    pub(super) fn registered(&self) -> Vec<(ConnId, String)> {
+        self.peers
+            .borrow()
+            .iter()
+            .filter_map(|(c, (p, _))| p.clone().map(|p| (*c, p)))
+            .collect()
+    }
+
+    /// Every route connection on the shard.
+    pub fn cids(&self) -> Vec<ConnId> {
+        self.peers.borrow().keys().copied().collect()
+    }
+
+    pub(super) fn set_peer(&self, cid: ConnId, peer: String) {
+        if let Some(e) = self.peers.borrow_mut().get_mut(&cid) {
+            e.0 = Some(peer);
+        }
+    }
+}
