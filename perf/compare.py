@@ -20,6 +20,11 @@ TLS shapes (tls-*) always use `petrel bench` with async-nats over tls://
 throwaway certificate, made with openssl for the run. WebSocket shapes
 (ws-*) use `petrel bench` over ws:// to a `websocket { no_tls: true }`
 listener both servers get from the same configuration file.
+Cluster shapes (c-*) run two nodes of each server in a cluster, the
+publisher on one and the subscribers (or the responder) on the other, so
+every message crosses a route; CPU and RSS are both nodes'. --mixed also
+runs them on a mixed cluster (petrel publishing, nats-server delivering)
+and reports it against the all-nats-server cluster.
 --external runs any command once per server and round with {url} and
 {port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
 records its wall time, the server's CPU and RSS, and msgs/s from the last
@@ -51,9 +56,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0,
-          tls=False, ws=False):
+          tls=False, ws=False, cluster=False):
     return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
-                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws)
+                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws, cluster=cluster)
 
 
 SHAPES = {
@@ -77,8 +82,15 @@ SHAPES = {
     "idle-10k": shape(0, 0, 0, idle=10_000),
     "tls-1:1": shape(1, 1, 500_000, size=128, tls=True),
     "ws-1:1": shape(1, 1, 500_000, size=128, ws=True),
+    "c-1:1": shape(1, 1, 2_000_000, cluster=True),
+    "c-1:8": shape(1, 8, 500_000, cluster=True),
+    "c-queue": shape(1, 4, 2_000_000, queue=True, cluster=True),
+    "c-reqrep": shape(1, 1, 20_000, request=True, cluster=True),
+    "c-1:1-8k": shape(1, 1, 200_000, size=8192, cluster=True),
+    "c-1:8-8k": shape(1, 8, 100_000, size=8192, cluster=True),
 }
-DEFAULT_SHAPES = list(SHAPES)
+DEFAULT_SHAPES = [s for s in SHAPES if not SHAPES[s]["cluster"]]
+CLUSTER_SHAPES = [s for s in SHAPES if SHAPES[s]["cluster"]]
 
 # Goals of issue 9, as ratios petrel / nats-server measured in one run.
 GOALS = [
@@ -90,6 +102,14 @@ GOALS = [
     ("request/reply p99", "reqrep", "p99_us", "<=", 0.6),
     ("CPU per delivered message (1:8)", "1:8", "cpu_per_msg_ns", "<=", 0.5),
     ("RSS, 10k idle connections", "idle-10k", "rss_kib", "<=", 0.5),
+    # Issue 16, clusters: every message crosses a route.
+    ("routed 1:1 msgs/s", "c-1:1", "rate", ">=", 1.5),
+    ("routed 1:8 msgs/s", "c-1:8", "rate", ">=", 2.0),
+    ("routed queue msgs/s", "c-queue", "rate", ">=", 1.5),
+    ("routed 1:1 8 KiB msgs/s", "c-1:1-8k", "rate", ">=", 1.5),
+    ("routed 1:8 8 KiB msgs/s", "c-1:8-8k", "rate", ">=", 2.0),
+    ("CPU per routed message (1:1, both nodes)", "c-1:1", "cpu_per_msg_ns", "<=", 0.5),
+    ("routed request/reply p99", "c-reqrep", "p99_us", "<=", 0.8),
 ]
 
 
@@ -112,6 +132,8 @@ class Server:
                                      cwd=cwd, env=env)
         self.port = None
         self.ws_port = None
+        self.route_port = None
+        self.route_seen = threading.Event()
         ready = threading.Event()
 
         def pump():
@@ -122,6 +144,10 @@ class Server:
                 m = re.search(r"Listening for websocket clients on .*:(\d+)", line)
                 if m:
                     self.ws_port = int(m.group(1))
+                m = re.search(r"Listening for route connections on .*:(\d+)", line)
+                if m:
+                    self.route_port = int(m.group(1))
+                    self.route_seen.set()
                 if "Server is ready" in line:
                     ready.set()
 
@@ -273,9 +299,69 @@ def idle_rss(server, n):
     return res
 
 
+CLUSTER_ARGS = ["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "bench"]
+
+
+def wait_route(pub_port, sub_port, limit=10.0):
+    """Until a message published on one node reaches a subscriber on the
+    other (the route is up and the interest crossed it)."""
+    sub = socket.create_connection(("127.0.0.1", sub_port))
+    pub = socket.create_connection(("127.0.0.1", pub_port))
+    try:
+        sub.sendall(b'CONNECT {"verbose":false}\r\nSUB bench.probe 1\r\nPING\r\n')
+        pub.sendall(b'CONNECT {"verbose":false}\r\n')
+        sub.settimeout(0.1)
+        deadline = time.monotonic() + limit
+        got = b""
+        while time.monotonic() < deadline:
+            pub.sendall(b"PUB bench.probe 1\r\nx\r\n")
+            try:
+                got += sub.recv(65536)
+            except socket.timeout:
+                pass
+            if b"MSG bench.probe" in got:
+                return
+        raise RuntimeError("the route did not come up")
+    finally:
+        sub.close()
+        pub.close()
+
+
+def measure_cluster(argvs, name, sh, args):
+    """Two nodes, the publisher on the first, subscribers on the second."""
+    first = Server(argvs[0] + CLUSTER_ARGS)
+    second = None
+    try:
+        if not first.route_seen.wait(10):
+            raise RuntimeError("no route listener")
+        second = Server(argvs[1] + CLUSTER_ARGS + ["--routes", f"nats://127.0.0.1:{first.route_port}"])
+        wait_route(first.port, second.port)
+        cmd = loadgen_cmd(sh, first.port) + ["--sub-server", f"127.0.0.1:{second.port}", "--settle-ms", "200"]
+        cpu0 = first.cpu_seconds() + second.cpu_seconds()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        cpu = first.cpu_seconds() + second.cpu_seconds() - cpu0
+        if out.returncode != 0:
+            raise RuntimeError(f"{name}: loadgen failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+        delivered = r["received"] if sh["subs"] else r["published"]
+        rate = r["delivered_rate"] if sh["request"] else delivered / r["seconds"]
+        res = {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9,
+               "rss_kib": first.status_kib("VmHWM") + second.status_kib("VmHWM")}
+        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+            if r.get(k) is not None:
+                res[k] = r[k]
+        return res
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
 def measure(argv, name, sh, args):
     sh = dict(sh)
     sh["msgs"] = max(1, int(sh["msgs"] * args.scale))
+    if sh.get("cluster"):
+        return measure_cluster(argv, name, sh, args)
     extra = tls_server_args() if sh.get("tls") else ws_server_args() if sh.get("ws") else []
     server = Server(argv + extra)
     try:
@@ -348,11 +434,13 @@ def report(results, shapes, meta):
         cpu = (f"{pc:,.0f} ns", f"{nc:,.0f} ns") if pc is not None else ("-", "-")
         lines.append(f"| {s} | {fmt_rate(pr)} | {fmt_rate(nr)} | {ratio(pr, nr)} | {cpu[0]} | {cpu[1]} "
                      f"| {ratio(pc, nc)} | {fmt_mib(pm)} | {fmt_mib(nm)} | {ratio(pm, nm)} |")
-    if "reqrep" in shapes:
-        lines += ["", "| request/reply latency | petrel | nats-server | ratio |", "|---|---:|---:|---:|"]
+    for rr in ("reqrep", "c-reqrep"):
+        if rr not in shapes:
+            continue
+        lines += ["", f"| {rr} latency | petrel | nats-server | ratio |", "|---|---:|---:|---:|"]
         for key, label in [("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("p999_us", "p99.9"),
                            ("max_us", "max")]:
-            pv, nv = med(results["reqrep"]["petrel"], key), med(results["reqrep"]["nats-server"], key)
+            pv, nv = med(results[rr]["petrel"], key), med(results[rr]["nats-server"], key)
             if pv is not None:
                 lines.append(f"| {label} | {pv:.1f} us | {nv:.1f} us | {ratio(pv, nv)} |")
     extra = []
@@ -387,6 +475,13 @@ def report(results, shapes, meta):
                     extra.append(f"- external ({name}): `{meta['external']}` took {w:.2f} s, server CPU {c:.2f} s.")
     if extra:
         lines += [""] + extra
+    mixed = [s for s in shapes if results[s].get("mixed")]
+    if mixed:
+        lines += ["", "| mixed cluster (petrel publishing, nats-server delivering) | mixed msgs/s | nats-server "
+                  "cluster msgs/s | ratio |", "|---|---:|---:|---:|"]
+        for s in mixed:
+            mv, nv = med(results[s]["mixed"], "rate"), med(results[s]["nats-server"], "rate")
+            lines.append(f"| {s} | {fmt_rate(mv)} | {fmt_rate(nv)} | {ratio(mv, nv)} |")
     goals = [g for g in GOALS if g[1] in shapes]
     if goals:
         lines += ["", "| goal (petrel / nats-server) | target | measured | met |", "|---|---:|---:|---|"]
@@ -411,6 +506,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "perf/results"), help="table, JSON and plots go here")
     ap.add_argument("--json", help="also write raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
+    ap.add_argument("--mixed", action="store_true", help="cluster shapes also on a petrel + nats-server cluster")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "petrel", "--bin", "petrel-loadgen", "--bin",
@@ -420,6 +516,10 @@ def main():
     pversion = subprocess.run([PETREL, "--version"], capture_output=True, text=True).stdout.strip()
     petrel_argv = [PETREL] + (["--shards", str(args.shards)] if args.shards else [])
     servers = {"petrel": petrel_argv, "nats-server": [nats]}
+    pairs = {"petrel": [petrel_argv, petrel_argv], "nats-server": [[nats], [nats]],
+             "mixed": [petrel_argv, [nats]]}
+    if args.shapes == "cluster":
+        args.shapes = ",".join(CLUSTER_SHAPES)
     shapes = [s for s in args.shapes.split(",") if s]
     for s in shapes:
         if s not in SHAPES:
@@ -428,7 +528,7 @@ def main():
     if args.external:
         table["external"] = dict(shape(0, 0, 1), external=args.external)
         shapes.append("external")
-    results = {s: {"petrel": [], "nats-server": []} for s in shapes}
+    results = {s: {"petrel": [], "nats-server": [], "mixed": []} for s in shapes}
     failures = []
     cpu = open("/proc/cpuinfo").read()
     model = re.search(r"model name\s*:\s*(.*)", cpu)
@@ -438,9 +538,11 @@ def main():
     for rnd in range(args.rounds):
         order = ["petrel", "nats-server"] if rnd % 2 == 0 else ["nats-server", "petrel"]
         for s in shapes:
-            for name in order:
+            names = order + (["mixed"] if args.mixed and table[s].get("cluster") else [])
+            for name in names:
                 try:
-                    r = measure(servers[name], s, table[s], args)
+                    argv = pairs[name] if table[s].get("cluster") else servers[name]
+                    r = measure(argv, s, table[s], args)
                 except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the run
                     print(f"round {rnd + 1} {s:9} {name:12} FAILED: {e}", flush=True)
                     failures.append(f"round {rnd + 1} {s} {name}: {str(e)[:300]}")

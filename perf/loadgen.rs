@@ -15,7 +15,10 @@
 //! `SUBJECT.<N-1>` and publishers cycle through those subjects (index size
 //! and match speed); `--churn`: one more connection subscribes and
 //! unsubscribes (plain subjects and a `*` matching SUBJECT) while the
-//! publishers run; `--stalled N`: N more subscribers that never read.
+//! publishers run; `--stalled N`: N more subscribers that never read;
+//! `--sub-server ADDR`: subscribers (and the responder) connect there, so
+//! in a cluster every message crosses a route; `--settle-ms N`: wait that
+//! long after subscribing, for the interest to cross the routes.
 //! ```text
 //! ```
 //! Prints one JSON line: published, received, seconds, rates.
@@ -28,6 +31,10 @@ use std::time::{Duration, Instant};
 
 struct Args {
     server: String,
+    /// Where subscribers and the responder connect (`--server` when absent).
+    sub_server: Option<String>,
+    /// Pause after subscribing before publishing.
+    settle: Duration,
     subject: String,
     pubs: usize,
     subs: usize,
@@ -48,6 +55,8 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         server: "127.0.0.1:4222".into(),
+        sub_server: None,
+        settle: Duration::ZERO,
         subject: "bench".into(),
         pubs: 1,
         subs: 0,
@@ -84,6 +93,8 @@ fn parse_args() -> Args {
             }
             "--subjects" => a.subjects = v.parse().expect("--subjects"),
             "--stalled" => a.stalled = v.parse().expect("--stalled"),
+            "--sub-server" => a.sub_server = Some(v.trim_start_matches("nats://").to_string()),
+            "--settle-ms" => a.settle = Duration::from_millis(v.parse().expect("--settle-ms")),
             "--timeout" => a.timeout = Duration::from_secs(v.parse().expect("--timeout")),
             "--user" => {
                 CREDS
@@ -231,7 +242,7 @@ fn line(w: &mut TcpStream, r: &mut BufReader<TcpStream>, buf: &mut String) {
 /// Request/reply: one responder connection answers `msgs` requests sent one
 /// at a time by one requester connection; prints latency percentiles.
 fn request_reply(a: &Args) {
-    let (mut rw, mut rr) = connect(&a.server);
+    let (mut rw, mut rr) = connect(a.sub_server.as_ref().unwrap_or(&a.server));
     rw.write_all(format!("SUB {} 1\r\n", a.subject).as_bytes()).unwrap();
     round_trip(&mut rw, &mut rr);
     let size = a.size;
@@ -260,6 +271,7 @@ fn request_reply(a: &Args) {
     let (mut w, mut r) = connect(&a.server);
     w.write_all(b"SUB _INBOX.bench.* 9\r\n").unwrap();
     round_trip(&mut w, &mut r);
+    std::thread::sleep(a.settle);
     let body = vec![b'x'; a.size];
     let mut lat = Vec::with_capacity(a.msgs as usize);
     let mut l = String::new();
@@ -328,7 +340,8 @@ fn main() {
     let deadline = Instant::now() + a.timeout;
     let mut sub_threads = Vec::new();
     for _ in 0..a.subs {
-        let (server, subject, queue) = (a.server.clone(), a.subject.clone(), a.queue.clone());
+        let server = a.sub_server.clone().unwrap_or_else(|| a.server.clone());
+        let (subject, queue) = (a.subject.clone(), a.queue.clone());
         let (received, ready, sub_secs) = (received.clone(), ready.clone(), sub_micros.clone());
         let subjects = a.subjects;
         let per_sub = if queue.is_some() { None } else { Some(published) };
@@ -370,6 +383,7 @@ fn main() {
         }));
     }
     ready.wait();
+    std::thread::sleep(a.settle);
     let start = Instant::now();
     let frame = {
         let mut f = format!("PUB {} {}\r\n", a.subject, a.size).into_bytes();

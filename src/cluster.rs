@@ -273,6 +273,12 @@ impl Cluster {
             .insert(url.to_string(), peer_id.to_string());
     }
 
+    /// Whether a configured URL led back to this server (a file listing
+    /// every node, this one included): it is not dialed again.
+    pub fn url_is_self(&self, url: &str) -> bool {
+        self.url_peers.lock().expect("cluster lock").get(url) == Some(&self.server_id)
+    }
+
     /// The server a configured URL led to last, when it is connected now.
     pub fn url_connected(&self, url: &str) -> bool {
         let id = self.url_peers.lock().expect("cluster lock").get(url).cloned();

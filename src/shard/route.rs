@@ -122,6 +122,9 @@ pub async fn keep_configured(shard: Rc<Shard>, text: String) {
         if !c.opts().routes.contains(&text) {
             return; // removed by a reload
         }
+        if c.url_is_self(&text) {
+            return;
+        }
         if c.url_connected(&text) {
             glommio::timer::sleep(RETRY).await;
             continue;
@@ -576,6 +579,9 @@ impl Link<'_> {
         }
         if info.server_id == self.cluster.server_id {
             crate::debug!("{} - Detected route to self, ignoring {:?}", self.who, info.dial_url());
+            if let Some(d) = self.dialed.filter(|d| d.configured) {
+                self.cluster.set_url_peer(&d.text, &info.server_id);
+            }
             return Err((None, CloseReason::DuplicateRoute));
         }
         if info.server_name == self.shard.info.borrow().server_name {
