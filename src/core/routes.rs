@@ -238,7 +238,10 @@ impl ShardCore {
                     c.out_bytes += msg.message.len() as u64;
                     self.counters.out_msgs += 1;
                     self.counters.out_bytes += msg.message.len() as u64;
-                    if c.out.len() > self.cfg.max_pending / 4 * 3 {
+                    // Pace publishers while the route is behind: a peer reads
+                    // at its own subscribers' pace, and a deep queue here only
+                    // costs memory (and page faults) on both sides.
+                    if c.out.len() > super::SOFT_STALL {
                         self.stall = true;
                     }
                     c.wake();
@@ -248,6 +251,17 @@ impl ShardCore {
         }
         pending.clear();
         self.routes.pending = pending;
+    }
+
+    /// Whether a client that is reading holds more than `limit` queued
+    /// bytes (a route reader waits for them before it reads on).
+    pub fn draining_backlog_over(&self, limit: usize) -> bool {
+        self.conns.values().any(|c| {
+            c.link == LinkKind::Client
+                && c.out.len() > limit
+                && c.last_drain
+                    .is_some_and(|t| self.now.saturating_duration_since(t) < super::DRAINING)
+        })
     }
 
     /// Queues a delivery to a route subscription for [`Self::flush_routes`].

@@ -46,6 +46,10 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest routed message taken from a peer (nats-server's own ceiling
 /// for `max_payload`), so garbage cannot make the buffer grow for good.
 const MAX_ROUTED: usize = 64 * 1024 * 1024;
+/// A route reader that made a client fall behind waits, 2 ms at a time and
+/// at most this many times, until clients being read hold less than DRAINED.
+const STALL_WAITS: u32 = 25;
+const DRAINED: usize = 2 << 20;
 /// How often a route's timer looks at its deadlines.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -385,8 +389,22 @@ impl Link<'_> {
                 buf.shrink_to(64 * 1024);
             }
             let stall = self.shard.core.borrow_mut().take_stall();
+            // Let the writers this read woke run before the next read: a
+            // peer's stream is always ready, and a reader that never
+            // yields keeps its subscribers' writers (and their pacing) idle.
+            futures_lite::future::yield_now().await;
             if stall {
-                glommio::timer::sleep(super::conn::STALL).await;
+                // Everything the peer sends lands in this server's clients'
+                // queues: wait (a while at most) for those being read to
+                // drain, so the peer's writes back up rather than memory here.
+                for _ in 0..STALL_WAITS {
+                    glommio::timer::sleep(super::conn::STALL).await;
+                    let mut core = self.shard.core.borrow_mut();
+                    core.set_now(Instant::now());
+                    if !core.draining_backlog_over(DRAINED) {
+                        break;
+                    }
+                }
             }
         }
     }
