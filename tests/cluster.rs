@@ -560,3 +560,58 @@ fn reload_adds_and_removes_routes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+async fn creds_client(p: &common::Proc, creds: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_credentials_file(format!("{}creds/{creds}", common::jwt::FIXTURES))
+        .await
+        .expect("creds file")
+        .connect(p.url())
+        .await
+        .expect("connect")
+}
+
+/// A mixed cluster in operator mode (the same operator and MEMORY resolver
+/// on every node): a JWT account's messages cross routes named by the
+/// account's public key, and the system account's PING is answered by
+/// every server.
+#[tokio::test]
+async fn operator_mode_mixed_cluster() {
+    let conf = common::jwt::memory_conf(&common::jwt::fixture_accounts());
+    let conf = conf.to_str().unwrap();
+    let nodes = cluster([Kind::Nats, Kind::Petrel, Kind::Petrel], &["-c", conf]);
+    let a0 = creds_client(&nodes[0], "a.creds").await;
+    let a1 = creds_client(&nodes[1], "a.creds").await;
+    let a2 = creds_client(&nodes[2], "a.creds").await;
+    let mut at1 = a1.subscribe("op.test").await.unwrap();
+    let mut at2 = a2.subscribe("op.test").await.unwrap();
+    await_route(&a0, &mut at1, "op.test").await;
+    await_route(&a0, &mut at2, "op.test").await;
+    let mut at0 = a0.subscribe("op.back").await.unwrap();
+    await_route(&a2, &mut at0, "op.back").await;
+    for k in 0..100 {
+        a2.publish("op.back", k.to_string().into()).await.unwrap();
+    }
+    a2.flush().await.unwrap();
+    for k in 0..100 {
+        assert_eq!(next(&mut at0).await.payload, k.to_string());
+    }
+    let sys = creds_client(&nodes[1], "sys.creds").await;
+    let inbox = sys.new_inbox();
+    let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
+            .await
+            .unwrap();
+        sys.flush().await.unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        while let Ok(Some(m)) = timeout(Duration::from_millis(700), replies.next()).await {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            ids.insert(v["server"]["id"].as_str().unwrap().to_string());
+        }
+        if ids.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "answers from {ids:?} only");
+    }
+}
