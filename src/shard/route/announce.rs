@@ -1,0 +1,177 @@
+//! What a shard tells its routes: this server's interest as `RS+`/`RS-`
+//! (all of it to a route that registers, changes as they happen), gossip
+//! and lame duck notices; and what the cluster changes for its clients
+//! (`connect_urls`, async INFO).
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use crate::cluster::Cluster;
+use crate::core::RouteInterest;
+use crate::proto::encode;
+use crate::proto::route_info::{RouteInfo, ROUTE_PROTO};
+use crate::shard::state::Shard;
+
+pub(super) fn cluster(shard: &Shard) -> Arc<Cluster> {
+    shard
+        .shared
+        .cluster
+        .get()
+        .expect("routes run only in a cluster")
+        .clone()
+}
+
+/// This server's route INFO.
+pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo {
+    let opts = c.opts();
+    let info = shard.info.borrow();
+    let (host, port) = match opts.advertise.as_deref().and_then(|a| a.rsplit_once(':')) {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+        None => {
+            let listen = c.listen.lock().expect("cluster lock").clone().unwrap_or_default();
+            let (h, p) = listen.rsplit_once(':').unwrap_or(("", "0"));
+            (h.to_string(), p.parse().unwrap_or(0))
+        }
+    };
+    let ip = match &opts.advertise {
+        Some(a) => format!("nats-route://{a}/"),
+        None => String::new(),
+    };
+    RouteInfo {
+        server_id: c.server_id.clone(),
+        server_name: info.server_name.clone(),
+        version: info.version.clone(),
+        proto: ROUTE_PROTO,
+        go: info.go.clone(),
+        host,
+        port,
+        headers: info.headers,
+        auth_required: opts.username.is_some(),
+        max_payload: info.max_payload,
+        nonce: crate::shard::host::new_nonce(),
+        ip,
+        cluster: c.name().unwrap_or_default(),
+        connect_urls: if opts.no_advertise {
+            Vec::new()
+        } else {
+            crate::cluster::own_client_urls(&info, shard.opts.borrow().client_advertise.as_deref())
+        },
+        compression: "off".into(),
+        gossip_mode,
+        ..Default::default()
+    }
+}
+
+/// `RS+`/`RS-` lines for interest changes, naming each account.
+pub(super) fn interest_lines(shard: &Shard, changes: &[RouteInterest]) -> Vec<u8> {
+    let accounts = shard.verifier.borrow().accounts().clone();
+    let mut out = Vec::new();
+    for ch in changes {
+        let Some(acc) = accounts.by_id(ch.account) else {
+            continue;
+        };
+        let name = Some(acc.name.as_bytes());
+        if ch.weight == 0 {
+            encode::route_unsub(&mut out, name, &ch.subject, ch.queue.as_deref());
+        } else {
+            encode::route_sub(&mut out, name, &ch.subject, ch.queue.as_deref().map(|q| (q, ch.weight)));
+        }
+    }
+    out
+}
+
+/// Sends the interest changes counted so far to this shard's registered
+/// routes.
+pub(super) fn announce_pending(shard: &Rc<Shard>) {
+    let changes = shard.core.borrow_mut().take_route_interest();
+    if changes.is_empty() {
+        return;
+    }
+    send_to_routes(shard, &interest_lines(shard, &changes), None);
+}
+
+pub(super) fn send_to_routes(shard: &Shard, bytes: &[u8], skip: Option<&str>) {
+    if bytes.is_empty() {
+        return;
+    }
+    let mut core = shard.core.borrow_mut();
+    for (cid, peer) in shard.routes.registered() {
+        if skip != Some(peer.as_str()) {
+            core.send_raw(cid, bytes);
+        }
+    }
+}
+
+/// Announces this server's interest changes to the shard's routes as they
+/// happen, and passes on what the cluster asks every route to hear.
+pub async fn announce_interest(shard: Rc<Shard>) {
+    let mut changes = Vec::new();
+    loop {
+        poll_fn(|cx| {
+            if shard.core.borrow_mut().poll_route_interest(&mut changes, cx.waker()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let lines = interest_lines(&shard, &changes);
+        changes.clear();
+        send_to_routes(&shard, &lines, None);
+    }
+}
+
+/// The client INFO's `connect_urls`: this server's client URLs and every
+/// peer's, once any peer advertises some (none with `no_advertise`).
+/// Clients that asked for async INFO (`protocol` 1) are told of a change.
+pub(super) fn update_connect_urls(shard: &Shard, c: &Cluster, tell_clients: bool) {
+    let opts = c.opts();
+    let peers = if opts.no_advertise { Vec::new() } else { c.client_urls() };
+    let urls = if peers.is_empty() {
+        Vec::new()
+    } else {
+        let own =
+            crate::cluster::own_client_urls(&shard.info.borrow(), shard.opts.borrow().client_advertise.as_deref());
+        let mut all = own;
+        for u in peers {
+            if !all.contains(&u) {
+                all.push(u);
+            }
+        }
+        all
+    };
+    if shard.info.borrow().connect_urls == urls {
+        return;
+    }
+    shard.info.borrow_mut().connect_urls = urls;
+    if !tell_clients {
+        return;
+    }
+    let info = shard.info.borrow().clone();
+    let conns = shard.conns.borrow();
+    let mut core = shard.core.borrow_mut();
+    for (cid, h) in conns.iter() {
+        let session = h.session.borrow();
+        if session.is_connected() && session.opts().protocol >= 1 {
+            let json = crate::shard::host::client_info(&info, *cid, &h.ip).to_json();
+            if let Some(conn) = core.conn_mut(*cid) {
+                encode::info(conn.out.tail(), &json);
+            }
+            core.wake(*cid);
+        }
+    }
+}
+
+/// Lame duck mode: tells this shard's routes, with `ldm` in an INFO, so
+/// peers stop sending this server's URL to their clients.
+pub fn announce_lame_duck(shard: &Shard) {
+    let Some(c) = shard.shared.cluster.get() else { return };
+    let mut info = our_info(shard, c, 0);
+    info.nonce.clear();
+    info.ldm = true;
+    let mut line = Vec::new();
+    encode::info(&mut line, &info.to_json());
+    send_to_routes(shard, &line, None);
+}
