@@ -615,3 +615,33 @@ async fn operator_mode_mixed_cluster() {
         assert!(Instant::now() < deadline, "answers from {ids:?} only");
     }
 }
+
+/// A peer that subscribes to everything and stops reading: the route is
+/// cut off past `max_pending` as a slow consumer, and clients are served.
+#[test]
+fn a_stalled_route_is_cut_off_and_clients_keep_working() {
+    let server = node(Kind::Petrel, None, &["--max_pending", "1048576"]);
+    let mut peer = Peer::dial(server.route_port(), "c1", "NSTALL", "");
+    peer.read_for(Duration::from_millis(200));
+    peer.send(b"RS+ $G >\r\nPING\r\n");
+    peer.read_for(Duration::from_millis(200));
+    let mut publisher = common::raw::Raw::open(&server.addr());
+    publisher.send(b"CONNECT {\"verbose\":false}\r\n");
+    let body = vec![b'x'; 60_000];
+    let mut frame = b"PUB flood 60000\r\n".to_vec();
+    frame.extend_from_slice(&body);
+    frame.extend_from_slice(b"\r\n");
+    let deadline = Instant::now() + WAIT;
+    while server.log_lines("Router connection closed: Slow Consumer").is_empty() {
+        assert!(Instant::now() < deadline, "the stalled route was not cut off");
+        for _ in 0..20 {
+            publisher.send(&frame);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = common::raw::Raw::open(&server.addr());
+    let got = c
+        .exchange(b"CONNECT {}\r\nSUB ok 1\r\nPUB ok 2\r\nhi\r\nPING\r\n")
+        .text();
+    assert!(got.contains("MSG ok 1 2"), "{got}");
+}

@@ -760,7 +760,9 @@ impl ShardCore {
         for k in keys {
             self.remove_sub(k);
         }
-        self.conns.remove(&cid);
+        if self.conns.remove(&cid).is_some_and(|c| c.link != LinkKind::Client) {
+            self.server_links -= 1;
+        }
         self.waiting_pongs.retain(|w| *w != cid);
     }
 

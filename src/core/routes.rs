@@ -244,6 +244,16 @@ impl ShardCore {
                     if c.out.len() > super::SOFT_STALL {
                         self.stall = true;
                     }
+                    // A peer that stopped reading: the route is closed (and
+                    // dialed again if configured) rather than let memory
+                    // grow, as a client past max_pending is.
+                    if c.out.len() > self.cfg.max_pending {
+                        c.pending_at_close = c.out.len();
+                        c.out.discard();
+                        c.closing = Some(crate::proto::errors::CloseReason::SlowConsumerPendingBytes);
+                        self.counters.slow_consumers += 1;
+                        self.cut_off.push(conn);
+                    }
                     c.wake();
                 }
             }

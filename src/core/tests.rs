@@ -574,6 +574,10 @@ fn every_shard_counts_the_interest_routes_must_hear() {
     c.feed(b, b"UNSUB 1\r\n");
     c.pump();
     assert_eq!(route_events(&mut c, 0), vec![("foo".into(), None, 0)]);
+    // A route that goes takes its subscriptions and its count with it.
+    c.cores[0].remove_conn(route);
+    assert_eq!(c.cores[0].counters().connections, 1);
+    assert_eq!(c.cores[0].counters().subscriptions, 0);
 }
 
 #[test]

@@ -3,11 +3,13 @@
 
 use std::cell::RefCell;
 
+use super::transport::Stream;
 use crate::ids::ConnId;
 
-/// One route connection on a shard: the peer it registered as, and the
-/// configured URL it was dialed for.
-type RouteEntry = (Option<String>, Option<String>);
+/// One route connection on a shard: the peer it registered as, the
+/// configured URL it was dialed for, and its socket (shut when the core
+/// cuts the route off).
+type RouteEntry = (Option<String>, Option<String>, Stream);
 
 /// A shard's route connections: the peer each registered as, and the
 /// configured URL it was dialed for.
@@ -21,13 +23,18 @@ impl Routes {
         self.peers
             .borrow()
             .iter()
-            .filter_map(|(c, (p, _))| p.clone().map(|p| (*c, p)))
+            .filter_map(|(c, (p, _, _))| p.clone().map(|p| (*c, p)))
             .collect()
     }
 
     /// Every route connection on the shard.
     pub fn cids(&self) -> Vec<ConnId> {
         self.peers.borrow().keys().copied().collect()
+    }
+
+    /// The socket of a route connection on the shard.
+    pub(super) fn stream(&self, cid: ConnId) -> Option<Stream> {
+        self.peers.borrow().get(&cid).map(|e| e.2.clone())
     }
 
     pub(super) fn set_peer(&self, cid: ConnId, peer: String) {

@@ -381,6 +381,8 @@ impl Shard {
         for cid in cut {
             if let Some(h) = conns.get(&cid) {
                 transport::shutdown(&h.stream);
+            } else if let Some(s) = self.routes.stream(cid) {
+                transport::shutdown(&s);
             }
         }
     }

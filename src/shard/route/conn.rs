@@ -38,6 +38,9 @@ pub(super) async fn serve(
     learned: fn(Rc<Shard>, Dial),
 ) {
     let _ = stream.set_nodelay(true);
+    // A peer that stops reading is cut off after the write deadline, as a
+    // client is (and dialed again if the route is configured).
+    let _ = stream.set_write_timeout(Some(shard.opts.borrow().write_deadline));
     let c = cluster(&shard);
     let peer_addr = stream.peer_addr().ok();
     let ip = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
@@ -75,7 +78,11 @@ pub(super) async fn serve(
         core.send_raw(cid, &first);
     }
     let configured = dialed.as_ref().filter(|d| d.configured).map(|d| d.text.clone());
-    shard.routes.peers.borrow_mut().insert(cid, (None, configured));
+    shard
+        .routes
+        .peers
+        .borrow_mut()
+        .insert(cid, (None, configured, stream.clone()));
     if dialed.is_some() {
         crate::debug!("{who} - Route connect msg sent");
     }

@@ -156,7 +156,7 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
             .peers
             .borrow()
             .iter()
-            .filter(|(_, (_, url))| url.as_ref().is_some_and(|u| !routes.contains(u)))
+            .filter(|(_, (_, url, _))| url.as_ref().is_some_and(|u| !routes.contains(u)))
             .map(|(cid, _)| *cid)
             .collect();
         let mut core = shard.core.borrow_mut();
