@@ -306,7 +306,8 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
     let inbox = sys.new_inbox();
     let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
     // Each server's PING service must have crossed the routes: retry until
-    // all three answer (petrel's interest reaches nats-server, and back).
+    // all three answer (petrel's interest reaches nats-server, and back),
+    // each counting three active servers.
     let deadline = Instant::now() + WAIT;
     let ids = loop {
         sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
@@ -315,16 +316,21 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
         sys.flush().await.unwrap();
         let mut ids = std::collections::BTreeSet::new();
         let mut answers = 0;
+        let mut active = Vec::new();
         while let Ok(Some(m)) = timeout(Duration::from_millis(700), replies.next()).await {
             let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
             ids.insert(v["server"]["id"].as_str().unwrap().to_string());
+            active.push(v["statsz"]["active_servers"].as_u64().unwrap_or(0));
             answers += 1;
         }
-        if ids.len() == 3 {
+        if ids.len() == 3 && active.iter().all(|&n| n == 3) {
             assert_eq!(answers, 3, "one answer per server");
             break ids;
         }
-        assert!(Instant::now() < deadline, "answers from {ids:?} only");
+        assert!(
+            Instant::now() < deadline,
+            "answers from {ids:?} only, active_servers {active:?}"
+        );
     };
     assert_eq!(ids.len(), 3);
 }

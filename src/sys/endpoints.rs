@@ -603,7 +603,9 @@ pub fn statsz(shared: &Shared) -> Value {
         "received": received,
         "received_from_clients": received,
         "slow_consumers": c.slow_consumers,
-        "active_servers": 1,
+        // This server and the peers its routes reach (nats-server counts
+        // the servers whose STATSZ it hears; in a full mesh the same).
+        "active_servers": 1 + shared.cluster.get().map_or(0, |c| c.peers().len()),
         "gomaxprocs": shared.nshards,
         "petrel_shards": shards,
     });
