@@ -924,10 +924,15 @@ impl ShardCore {
             message,
             queues: None,
         };
-        let origin = Origin { conn: from, echo, link };
-        let mut any = self.route_in(account, &msg, Some(origin));
+        self.route_from(account, &msg, Origin { conn: from, echo, link })
+    }
+
+    /// Routes a message a link brought in, to `account`'s subscribers and
+    /// through its imports: whether anyone will receive it.
+    fn route_from(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> Routed {
+        let mut any = self.route_in(account, msg, Some(origin));
         if self.has_imports {
-            any |= self.route_imports(account, &msg, origin);
+            any |= self.route_imports(account, msg, origin);
         }
         if any {
             Routed::Delivered

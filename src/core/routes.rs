@@ -187,15 +187,7 @@ impl ShardCore {
             echo: false,
             link: LinkKind::Route,
         };
-        let mut any = self.route_in(account, &msg, Some(origin));
-        if self.has_imports {
-            any |= self.route_imports(account, &msg, origin);
-        }
-        if any {
-            Routed::Delivered
-        } else {
-            Routed::NoInterest
-        }
+        self.route_from(account, &msg, origin)
     }
 
     /// Sends the message just routed once to each route it matched, with
