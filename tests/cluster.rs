@@ -651,3 +651,53 @@ fn a_stalled_route_is_cut_off_and_clients_keep_working() {
         .text();
     assert!(got.contains("MSG ok 1 2"), "{got}");
 }
+
+/// Lame duck mode in a mixed cluster: petrel tells its routes (an INFO
+/// with `ldm`, seen by a raw peer, and the LAMEDUCK event), and
+/// nats-server's clients get an INFO without petrel's URL.
+#[test]
+fn lame_duck_is_told_to_peers() {
+    let petrel = node(Kind::Petrel, None, &[]);
+    let nats = node(Kind::Nats, Some(&petrel), &[]);
+    let mut peer = Peer::dial(petrel.route_port(), "c1", "NRAWPEER", "");
+    peer.read_for(Duration::from_millis(200));
+    let mut watcher = common::raw::Raw::open(&nats.addr());
+    watcher.send(b"CONNECT {\"protocol\":1,\"verbose\":false}\r\nPING\r\n");
+    let deadline = Instant::now() + WAIT;
+    let mut seen = String::from(&*watcher.info().to_string());
+    while !seen.contains(&petrel.addr()) {
+        assert!(Instant::now() < deadline, "nats-server never advertised petrel: {seen}");
+        seen.push_str(
+            &watcher
+                .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+                .text(),
+        );
+    }
+    std::process::Command::new("kill")
+        .args(["-USR2", &petrel.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no INFO without petrel's URL");
+        let text = watcher
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text();
+        let dropped = text.split("\r\n").filter(|l| l.starts_with("INFO ")).any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.trim_start_matches("INFO ").trim()).unwrap();
+            // nats-server's own URL stays; petrel's is gone.
+            v["connect_urls"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty() && !a.iter().any(|u| u.as_str() == Some(petrel.addr().as_str())))
+        });
+        if dropped {
+            break;
+        }
+    }
+    let got = peer.read_for(Duration::from_millis(300));
+    assert!(
+        got.split("\r\n")
+            .any(|l| l.starts_with("INFO ") && l.contains("\"ldm\":true")),
+        "no ldm INFO on the route: {got}"
+    );
+}
