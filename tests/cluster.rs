@@ -701,3 +701,41 @@ fn lame_duck_is_told_to_peers() {
         "no ldm INFO on the route: {got}"
     );
 }
+
+/// An account JWT's connection limit holds across a mixed cluster: each
+/// server counts the others' clients from their SERVER.CONNS events (petrel
+/// sends nats-server's subject too), so a client past the limit is refused
+/// on any server, petrel or nats-server.
+#[test]
+fn account_connection_limits_are_cluster_wide() {
+    use common::jwt;
+    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+        "LIMITED",
+        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
+    );
+    let mut accounts = jwt::fixture_accounts();
+    accounts.push((acc_pub, acc_jwt));
+    let conf = jwt::memory_conf(&accounts);
+    let conf = conf.to_str().unwrap();
+    let nodes = cluster([Kind::Nats, Kind::Petrel, Kind::Petrel], &["-c", conf]);
+    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
+    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    // Wait for the mesh: a probe client per node sees no error.
+    let (_c0, t0, _) = connect(&nodes[0]);
+    assert!(t0.contains("PONG"), "{t0}");
+    let (_c1, t1, _) = connect(&nodes[1]);
+    assert!(t1.contains("PONG"), "{t1}");
+    // A third client, on any server, is past the limit once the counts
+    // have crossed the routes.
+    for (i, n) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_c, text, _) = connect(n);
+            if text.contains("maximum account active connections exceeded") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {i} let a third client in: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

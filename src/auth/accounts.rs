@@ -23,6 +23,9 @@ pub struct Account {
     /// Whether it is the system account.
     pub is_system: bool,
     conns: AtomicI64,
+    /// Client connections the other servers of the cluster report for the
+    /// account (their SERVER.CONNS events): the limit is cluster-wide.
+    remote_conns: AtomicI64,
     max_conns: AtomicI64,
     /// Connections to close after the limit was lowered below the count.
     excess: AtomicI64,
@@ -32,6 +35,11 @@ impl Account {
     /// Client connections open in the account now.
     pub fn connections(&self) -> i64 {
         self.conns.load(Relaxed)
+    }
+
+    /// Sets how many connections the other servers of the cluster hold.
+    pub fn set_remote_connections(&self, n: i64) {
+        self.remote_conns.store(n.max(0), Relaxed);
     }
 
     /// Sets the most connections the account may have (−1: unlimited).
@@ -68,7 +76,7 @@ impl ConnSlot {
     /// Takes a slot in `acc`, or `None` when its connection limit is reached.
     pub fn take(acc: &Arc<Account>) -> Option<ConnSlot> {
         let max = acc.max_conns.load(Relaxed);
-        let n = acc.conns.fetch_add(1, Relaxed);
+        let n = acc.conns.fetch_add(1, Relaxed) + acc.remote_conns.load(Relaxed);
         if max >= 0 && n >= max {
             acc.conns.fetch_sub(1, Relaxed);
             return None;
@@ -131,6 +139,7 @@ impl AccountTable {
             name: name.to_string(),
             is_system,
             conns: AtomicI64::new(0),
+            remote_conns: AtomicI64::new(0),
             max_conns: AtomicI64::new(-1),
             excess: AtomicI64::new(0),
         });

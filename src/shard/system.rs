@@ -23,6 +23,9 @@ use crate::sys::services::{self, Request};
 const SID_NOTIFY: &[u8] = b"claims-notify";
 const SID_REQUEST: &[u8] = b"claims-request";
 const SID_SERVICE: &[u8] = b"service";
+/// Other servers' account connection counts, and their shutdowns.
+const SID_REMOTE_CONNS: &[u8] = b"remote-conns";
+const SID_REMOTE_SHUTDOWN: &[u8] = b"remote-shutdown";
 const SID_CLAIMS: &[u8] = b"claims-";
 
 /// The STATSZ heartbeat: first after 250 ms, doubling up to 10 s.
@@ -55,14 +58,21 @@ pub async fn run(shard: Rc<Shard>) {
                 let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
             }
         }
+        if shard.shared.cluster.get().is_some() {
+            // nats-server's subject for these counts (it also sends the
+            // newer `$SYS.ACCOUNT.<acc>.SERVER.CONNS`).
+            let _ = core.subscribe(cid, b"$SYS.SERVER.ACCOUNT.*.CONNS", None, SID_REMOTE_CONNS);
+            let _ = core.subscribe(cid, b"$SYS.SERVER.*.SHUTDOWN", None, SID_REMOTE_SHUTDOWN);
+        }
         for (i, subject) in services::subjects(&server_id).iter().enumerate() {
             let sid = format!("{}{i}", String::from_utf8_lossy(SID_SERVICE));
             let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
         }
     }
     shard.flush().await;
-    glommio::spawn_local(heartbeats(shard.clone(), server_id)).detach();
+    glommio::spawn_local(heartbeats(shard.clone(), server_id.clone())).detach();
     let mut inbox: Vec<InternalMsg> = Vec::new();
+    let mut remote = RemoteConns::default();
     loop {
         poll_fn(|cx| {
             if shard.core.borrow_mut().poll_internal(&mut inbox, cx.waker()) {
@@ -73,7 +83,9 @@ pub async fn run(shard: Rc<Shard>) {
         })
         .await;
         for m in inbox.drain(..) {
-            if m.sid == SID_NOTIFY || m.sid == SID_REQUEST || m.sid == b"claims-update" {
+            if m.sid == SID_REMOTE_CONNS || m.sid == SID_REMOTE_SHUTDOWN {
+                remote.update(&shard, &server_id, &m);
+            } else if m.sid == SID_NOTIFY || m.sid == SID_REQUEST || m.sid == b"claims-update" {
                 claims_update(&shard, cid, &m);
             } else if m.sid.starts_with(SID_CLAIMS) {
                 claims_request(&shard, &m);
@@ -162,7 +174,65 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String) {
     }
 }
 
-/// Sends `$SYS.ACCOUNT.<acc>.SERVER.CONNS` (never for `$G`, as nats-server).
+/// What the other servers of the cluster report of their clients per
+/// account, so that account connection limits hold cluster-wide.
+#[derive(Default)]
+struct RemoteConns {
+    /// (server id, account) to that server's client connections.
+    counts: std::collections::HashMap<(String, String), i64>,
+}
+
+impl RemoteConns {
+    /// Takes a SERVER.CONNS event (or a server's SHUTDOWN, which drops its
+    /// counts) and sets the accounts' remote totals.
+    fn update(&mut self, shard: &Shard, own_id: &str, m: &InternalMsg) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body_of(m)) else {
+            return;
+        };
+        let server = v["server"]["id"].as_str().unwrap_or_default().to_string();
+        if server.is_empty() || server == own_id {
+            return;
+        }
+        let touched: Vec<String> = if m.subject.ends_with(b".SHUTDOWN") {
+            let gone: Vec<String> = self
+                .counts
+                .keys()
+                .filter(|(s, _)| *s == server)
+                .map(|(_, a)| a.clone())
+                .collect();
+            self.counts.retain(|(s, _), _| *s != server);
+            gone
+        } else {
+            let Some(acc) = v["acc"].as_str() else { return };
+            let conns = v["conns"].as_i64().unwrap_or(0);
+            self.counts.insert((server, acc.to_string()), conns);
+            vec![acc.to_string()]
+        };
+        let verifier = shard.verifier.borrow().clone();
+        for acc in touched {
+            let total: i64 = self
+                .counts
+                .iter()
+                .filter(|((_, a), _)| *a == acc)
+                .map(|(_, n)| *n)
+                .sum();
+            // In operator mode the account may have no client here yet: its
+            // entry is made now so the count is in place when one connects.
+            let account = if verifier.is_operator_mode() && acc.len() == 56 && acc.starts_with('A') {
+                Some(verifier.accounts().get_or_create(&acc))
+            } else {
+                verifier.accounts().get(&acc)
+            };
+            if let Some(a) = account {
+                a.set_remote_connections(total);
+            }
+        }
+    }
+}
+
+/// Sends `$SYS.ACCOUNT.<acc>.SERVER.CONNS`, and nats-server's older
+/// `$SYS.SERVER.ACCOUNT.<acc>.CONNS` that servers of a cluster count
+/// account connections by (never for `$G`, as nats-server).
 pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
     if acc == crate::auth::config::GLOBAL_ACCOUNT {
         return;
@@ -173,6 +243,7 @@ pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
         .spawn_blocking(move || services::account_conns_event(&shared, &a))
         .await;
     shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), &doc);
+    shard.emit(&format!("$SYS.SERVER.ACCOUNT.{acc}.CONNS"), &doc);
     shard.flush().await;
 }
 
