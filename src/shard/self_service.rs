@@ -6,11 +6,10 @@
 //! request is matched like any publish and answered here, by the
 //! requester's own shard, from the requester's identity.
 
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::Poll;
 
 use super::state::Shard;
+use crate::core::ShardCore;
 use crate::core::{SelfRequest, USER_INFO};
 
 /// Registers the link now (before the shard accepts anyone) and spawns
@@ -24,14 +23,7 @@ pub fn start(shard: &Rc<Shard>) {
 async fn run(shard: Rc<Shard>) {
     let mut inbox: Vec<SelfRequest> = Vec::new();
     loop {
-        poll_fn(|cx| {
-            if shard.core.borrow_mut().poll_self_requests(&mut inbox, cx.waker()) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        shard.next_batch(&mut inbox, ShardCore::poll_self_requests).await;
         for req in inbox.drain(..) {
             answer(&shard, req);
         }

@@ -148,6 +148,24 @@ impl Shard {
         self.shared.applied[self.id.index()].store(generation, Relaxed);
     }
 
+    /// Waits until `poll` moves something the core gathered for a task of
+    /// this shard (internal deliveries, self requests, route interest)
+    /// into `into`; `poll` registers the waker when there is nothing yet.
+    pub async fn next_batch<T>(
+        &self,
+        into: &mut Vec<T>,
+        poll: fn(&mut ShardCore, &mut Vec<T>, &std::task::Waker) -> bool,
+    ) {
+        std::future::poll_fn(|cx| {
+            if poll(&mut self.core.borrow_mut(), into, cx.waker()) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Whether options were reloaded since the routes were last checked.
     pub(super) fn generation_changed_routes(&self) -> bool {
         let g = self.generation.get();

@@ -8,14 +8,13 @@
 //! heartbeat while someone listens, the accounts' SERVER.CONNS every 30 s,
 //! and the SHUTDOWN event when the server exits.
 
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::state::Shard;
 use crate::core::InternalMsg;
+use crate::core::ShardCore;
 use crate::ids::ConnId;
 use crate::sys::server_block;
 use crate::sys::services::{self, Request};
@@ -74,14 +73,7 @@ pub async fn run(shard: Rc<Shard>) {
     let mut inbox: Vec<InternalMsg> = Vec::new();
     let mut remote = RemoteConns::default();
     loop {
-        poll_fn(|cx| {
-            if shard.core.borrow_mut().poll_internal(&mut inbox, cx.waker()) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        shard.next_batch(&mut inbox, ShardCore::poll_internal).await;
         for m in inbox.drain(..) {
             if m.sid == SID_REMOTE_CONNS || m.sid == SID_REMOTE_SHUTDOWN {
                 remote.update(&shard, &server_id, &m);

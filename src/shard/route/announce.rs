@@ -3,13 +3,12 @@
 //! and lame duck notices; and what the cluster changes for its clients
 //! (`connect_urls`, async INFO).
 
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 
 use crate::cluster::Cluster;
 use crate::core::RouteInterest;
+use crate::core::ShardCore;
 use crate::proto::encode;
 use crate::proto::route_info::{RouteInfo, ROUTE_PROTO};
 use crate::shard::state::Shard;
@@ -109,14 +108,7 @@ pub(super) fn send_to_routes(shard: &Shard, bytes: &[u8], skip: Option<&str>) {
 pub async fn announce_interest(shard: Rc<Shard>) {
     let mut changes = Vec::new();
     loop {
-        poll_fn(|cx| {
-            if shard.core.borrow_mut().poll_route_interest(&mut changes, cx.waker()) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        shard.next_batch(&mut changes, ShardCore::poll_route_interest).await;
         let lines = interest_lines(&shard, &changes);
         changes.clear();
         send_to_routes(&shard, &lines, None);
