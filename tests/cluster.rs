@@ -122,19 +122,28 @@ fn full_mesh(nodes: &[common::Proc]) {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let c = common::raw::Raw::open(&n.addr());
-        let urls: Vec<String> = c.info()["connect_urls"]
-            .as_array()
-            .map(|a| a.iter().map(|u| u.as_str().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        for (j, other) in nodes.iter().enumerate() {
-            if j != i {
-                assert!(
-                    urls.contains(&other.addr()),
-                    "node {i}: connect_urls {urls:?} lacks {}",
-                    other.addr()
-                );
+        // Shards take the peers' client URLs into their INFO from their
+        // own poll loops: a client that comes right after may be early.
+        loop {
+            let c = common::raw::Raw::open(&n.addr());
+            let urls: Vec<String> = c.info()["connect_urls"]
+                .as_array()
+                .map(|a| a.iter().map(|u| u.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            let missing: Vec<String> = nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, other)| *j != i && !urls.contains(&other.addr()))
+                .map(|(_, other)| other.addr())
+                .collect();
+            if missing.is_empty() {
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "node {i}: connect_urls {urls:?} lacks {missing:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -717,7 +726,10 @@ fn account_connection_limits_are_cluster_wide() {
     accounts.push((acc_pub, acc_jwt));
     let conf = jwt::memory_conf(&accounts);
     let conf = conf.to_str().unwrap();
-    let nodes = cluster([Kind::Nats, Kind::Petrel, Kind::Petrel], &["-c", conf]);
+    let nodes = cluster([Kind::Nats, Kind::Petrel, Kind::Petrel], &["-c", conf, "-m", "-1"]);
+    // Counts are sent when they change (and every 30 s): the mesh must be
+    // whole before the clients connect, or a server misses them.
+    full_mesh(&nodes);
     let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
     let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
     // Wait for the mesh: a probe client per node sees no error.
