@@ -915,8 +915,6 @@ impl ShardCore {
             }
             None => (true, LinkKind::Client, AccountId::GLOBAL),
         };
-        self.counters.in_msgs += 1;
-        self.counters.in_bytes += message.len() as u64;
         let msg = Msg {
             subject,
             reply,
@@ -927,9 +925,11 @@ impl ShardCore {
         self.route_from(account, &msg, Origin { conn: from, echo, link })
     }
 
-    /// Routes a message a link brought in, to `account`'s subscribers and
-    /// through its imports: whether anyone will receive it.
+    /// Counts and routes a message a link brought in, to `account`'s
+    /// subscribers and through its imports: whether anyone will receive it.
     fn route_from(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> Routed {
+        self.counters.in_msgs += 1;
+        self.counters.in_bytes += msg.message.len() as u64;
         let mut any = self.route_in(account, msg, Some(origin));
         if self.has_imports {
             any |= self.route_imports(account, msg, origin);

@@ -173,8 +173,6 @@ impl ShardCore {
             c.in_msgs += 1;
             c.in_bytes += message.len() as u64;
         }
-        self.counters.in_msgs += 1;
-        self.counters.in_bytes += message.len() as u64;
         let msg = Msg {
             subject,
             reply,

@@ -89,6 +89,9 @@ impl Link<'_> {
                 String::from_utf8_lossy(&buf[filled..filled + n])
             );
             filled += n;
+            // One clock reading per read, as for a client's read: the
+            // pacing of subscribers the messages land with reads it.
+            self.shard.core.borrow_mut().set_now(Instant::now());
             let mut used = 0;
             let outcome = loop {
                 match parse(&buf[used..filled], true, max_line, MAX_ROUTED) {
@@ -209,9 +212,15 @@ impl Link<'_> {
                     );
                     return Ok(());
                 };
-                let mut core = self.shard.core.borrow_mut();
-                core.set_now(Instant::now());
-                core.publish_routed(self.cid, acc, m.subject, m.reply, &m.queues, m.header_len, m.message);
+                self.shard.core.borrow_mut().publish_routed(
+                    self.cid,
+                    acc,
+                    m.subject,
+                    m.reply,
+                    &m.queues,
+                    m.header_len,
+                    m.message,
+                );
             }
         }
         Ok(())
