@@ -312,36 +312,58 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
     assert_eq!(next(&mut sub).await.payload, "same account");
 
     let sys = user_client(&nodes[0], "sys").await;
-    let inbox = sys.new_inbox();
-    let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+    let mut ping = Pinger::new(sys).await;
     // Each server's PING service must have crossed the routes: retry until
     // all three answer (petrel's interest reaches nats-server, and back),
     // each counting three active servers.
     let deadline = Instant::now() + WAIT;
-    let ids = loop {
-        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
-            .await
-            .unwrap();
-        sys.flush().await.unwrap();
-        let mut ids = std::collections::BTreeSet::new();
-        let mut answers = 0;
-        let mut active = Vec::new();
-        while let Ok(Some(m)) = timeout(Duration::from_millis(700), replies.next()).await {
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            ids.insert(v["server"]["id"].as_str().unwrap().to_string());
-            active.push(v["statsz"]["active_servers"].as_u64().unwrap_or(0));
-            answers += 1;
-        }
+    loop {
+        let answers = ping.round().await;
+        let ids: std::collections::BTreeSet<&str> =
+            answers.iter().map(|v| v["server"]["id"].as_str().unwrap()).collect();
+        let active: Vec<u64> = answers
+            .iter()
+            .map(|v| v["statsz"]["active_servers"].as_u64().unwrap_or(0))
+            .collect();
         if ids.len() == 3 && active.iter().all(|&n| n == 3) {
-            assert_eq!(answers, 3, "one answer per server");
-            break ids;
+            assert_eq!(answers.len(), 3, "one answer per server");
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "answers from {ids:?} only, active_servers {active:?}"
         );
-    };
-    assert_eq!(ids.len(), 3);
+    }
+}
+
+/// Sends `$SYS.REQ.SERVER.PING` as a system account user and gathers the
+/// answers of one round.
+struct Pinger {
+    sys: async_nats::Client,
+    inbox: String,
+    replies: async_nats::Subscriber,
+}
+
+impl Pinger {
+    async fn new(sys: async_nats::Client) -> Pinger {
+        let inbox = sys.new_inbox();
+        let replies = sys.subscribe(inbox.clone()).await.unwrap();
+        Pinger { sys, inbox, replies }
+    }
+
+    /// The answers that come within 700 ms of one PING.
+    async fn round(&mut self) -> Vec<serde_json::Value> {
+        self.sys
+            .publish_with_reply("$SYS.REQ.SERVER.PING", self.inbox.clone(), "".into())
+            .await
+            .unwrap();
+        self.sys.flush().await.unwrap();
+        let mut answers = Vec::new();
+        while let Ok(Some(m)) = timeout(Duration::from_millis(700), self.replies.next()).await {
+            answers.push(serde_json::from_slice(&m.payload).unwrap());
+        }
+        answers
+    }
 }
 
 /// A raw peer server: dials `port`, sends CONNECT and INFO, and reads.
@@ -610,20 +632,12 @@ async fn operator_mode_mixed_cluster() {
     for k in 0..100 {
         assert_eq!(next(&mut at0).await.payload, k.to_string());
     }
-    let sys = creds_client(&nodes[1], "sys.creds").await;
-    let inbox = sys.new_inbox();
-    let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+    let mut ping = Pinger::new(creds_client(&nodes[1], "sys.creds").await).await;
     let deadline = Instant::now() + WAIT;
     loop {
-        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox.clone(), "".into())
-            .await
-            .unwrap();
-        sys.flush().await.unwrap();
-        let mut ids = std::collections::BTreeSet::new();
-        while let Ok(Some(m)) = timeout(Duration::from_millis(700), replies.next()).await {
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            ids.insert(v["server"]["id"].as_str().unwrap().to_string());
-        }
+        let answers = ping.round().await;
+        let ids: std::collections::BTreeSet<&str> =
+            answers.iter().map(|v| v["server"]["id"].as_str().unwrap()).collect();
         if ids.len() == 3 {
             break;
         }
