@@ -5,12 +5,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::conf::cluster::RouteUrl;
 use crate::ids::{ConnId, ShardId};
 use crate::options::ClusterOptions;
+use crate::route_tls::RouteTls;
 
 /// Bytes for every route but the one to the named peer.
 pub type Announcement = (Option<String>, Vec<u8>);
@@ -97,6 +98,8 @@ pub struct Cluster {
     dialing: Mutex<HashSet<String>>,
     /// Configured routes a reload added, for a shard to start dialing.
     added_routes: Mutex<Vec<String>>,
+    /// Route TLS in force (`cluster { tls }`), for new route connections.
+    tls: Mutex<Option<Arc<RouteTls>>>,
 }
 
 impl Cluster {
@@ -114,7 +117,28 @@ impl Cluster {
             listen: Mutex::new(None),
             dialing: Mutex::new(HashSet::new()),
             added_routes: Mutex::new(Vec::new()),
+            tls: Mutex::new(None),
         }
+    }
+
+    /// Route TLS for new route connections (start-up and reload).
+    pub fn set_tls(&self, tls: Option<Arc<RouteTls>>) {
+        *self.tls.lock().expect("cluster lock") = tls;
+    }
+
+    /// Route TLS in force, if any.
+    pub fn tls(&self) -> Option<Arc<RouteTls>> {
+        self.tls.lock().expect("cluster lock").clone()
+    }
+
+    /// The host name a route dialed by address is verified against: the
+    /// first configured route given by name (nats-server's route TLS name).
+    pub fn tls_name(&self) -> Option<String> {
+        let opts = self.opts.lock().expect("cluster lock");
+        opts.routes.iter().find_map(|r| {
+            let u = crate::conf::cluster::route_url(r).ok()?;
+            u.host.parse::<std::net::IpAddr>().is_err().then_some(u.host)
+        })
     }
 
     /// The options in force.

@@ -18,6 +18,7 @@ pub mod options;
 pub mod profile;
 pub mod proto;
 pub mod reload;
+pub mod route_tls;
 pub mod server;
 pub mod shard;
 pub mod signal;

@@ -128,6 +128,8 @@ pub struct ClusterOptions {
     pub ping_interval: Option<Duration>,
     /// Unanswered PINGs before a route is stale.
     pub ping_max: Option<u32>,
+    /// `tls`: mutual TLS on every route connection.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -147,6 +149,7 @@ impl Default for ClusterOptions {
             pool_size: None,
             ping_interval: None,
             ping_max: None,
+            tls: None,
         }
     }
 }

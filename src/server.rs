@@ -258,6 +258,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
             warn!("cluster: pool_size {n} not applied: petrel runs one route per server pair (as pool_size -1)");
         }
         let cluster = crate::cluster::Cluster::new(server_id.clone(), c.clone(), nshards);
+        cluster.set_tls(route_tls(c).map_err(ServerError::Auth)?);
         if let Some(b) = route_bound {
             *cluster.listen.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(format!("{}:{}", url_host(&c.host), b.port()));
@@ -418,6 +419,11 @@ pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, 
     } else {
         None
     };
+    // New route certificates, for new route connections.
+    let new_route_tls = match &new.cluster {
+        Some(c) if current.cluster.as_ref().map(|c| &c.tls) != Some(&c.tls) => Some(route_tls(c)?),
+        _ => None,
+    };
     // New wss certificates, for new WebSocket connections (the rest of the
     // block is fixed at start-up; reload::OPTIONS refuses changes to it).
     let ws = match (&new.websocket, shared.websocket()) {
@@ -431,12 +437,26 @@ pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, 
         shared.set_websocket(ws);
     }
     if let (Some(c), Some(cluster)) = (&new.cluster, shared.cluster.get()) {
+        if let Some(t) = new_route_tls {
+            cluster.set_tls(t);
+        }
         cluster.set_opts(c.clone());
     }
     if !shared.install(new, verifier, std::time::Duration::from_secs(2)) {
         return Err("shards did not apply the new configuration in time".into());
     }
     Ok(outcome)
+}
+
+/// Route TLS from the cluster block (certificates loaded now, so a bad file
+/// fails start-up or the reload), warning about `insecure` as nats-server.
+fn route_tls(c: &crate::options::ClusterOptions) -> Result<Option<Arc<crate::route_tls::RouteTls>>, String> {
+    let Some(t) = &c.tls else { return Ok(None) };
+    let tls = crate::route_tls::RouteTls::new(t)?;
+    if tls.insecure {
+        warn!("{}", crate::route_tls::INSECURE_WARNING);
+    }
+    Ok(Some(Arc::new(tls)))
 }
 
 fn log_reload(shared: &Shared) {

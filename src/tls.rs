@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::ring::{cipher_suite as cs, kx_group};
-use rustls::crypto::SupportedKxGroup;
+use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
 use crate::options::{TlsOptions, TlsVersion, TLS_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT};
 
@@ -227,7 +227,39 @@ pub fn certificate_names(der: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The crypto provider and protocol versions a `tls` block allows: its
+/// cipher suites, curves and lowest version.
+pub(crate) fn crypto(
+    o: &TlsOptions,
+) -> Result<(Arc<CryptoProvider>, &'static [&'static SupportedProtocolVersion]), String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = suites(&o.cipher_suites)?;
+    if !o.curve_preferences.is_empty() {
+        provider.kx_groups = o
+            .curve_preferences
+            .iter()
+            .map(|n| curve(n).map_err(|e| format!("tls: curve_preferences: {e}")))
+            .collect::<Result<_, _>>()?;
+    }
+    static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    static TLS12_UP: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let versions: &'static [&'static SupportedProtocolVersion] = match o.min_version {
+        Some(TlsVersion::Tls13) => &TLS13_ONLY,
+        Some(TlsVersion::Tls12) | None => &TLS12_UP,
+    };
+    Ok((Arc::new(provider), versions))
+}
+
+/// The CA certificates in `path`, as a trust store.
+pub(crate) fn roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(path)? {
+        roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut &text[..]).collect();
     let certs = certs.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -237,7 +269,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut &text[..])
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -247,20 +279,7 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 impl ClientTls {
     /// Loads the certificates and builds the configuration.
     pub fn new(o: &TlsOptions) -> Result<ClientTls, String> {
-        let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites = suites(&o.cipher_suites)?;
-        if !o.curve_preferences.is_empty() {
-            provider.kx_groups = o
-                .curve_preferences
-                .iter()
-                .map(|n| curve(n).map_err(|e| format!("tls: curve_preferences: {e}")))
-                .collect::<Result<_, _>>()?;
-        }
-        let provider = Arc::new(provider);
-        let versions: &[&rustls::SupportedProtocolVersion] = match o.min_version {
-            Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
-            Some(TlsVersion::Tls12) | None => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        };
+        let (provider, versions) = crypto(o)?;
         // Fails when the suites left allow none of the versions (TLS 1.2
         // suites only, with min_version 1.3).
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -270,11 +289,7 @@ impl ClientTls {
         let key_file = o.key_file.as_deref().ok_or("tls: key_file is required")?;
         let builder = if o.verify {
             let ca = o.ca_file.as_deref().ok_or("tls: verify needs ca_file")?;
-            let mut roots = RootCertStore::empty();
-            for c in certs(ca)? {
-                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
                 .build()
                 .map_err(|e| e.to_string())?;
             builder.with_client_cert_verifier(verifier)

@@ -765,3 +765,89 @@ fn account_connection_limits_are_cluster_wide() {
         }
     }
 }
+
+/// `cluster { tls }` naming `p`'s CA and its `route` certificate.
+fn route_tls_conf(p: &common::pki::Pki) -> std::path::PathBuf {
+    common::jwt::write_conf(&format!(
+        "cluster {{\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    timeout: 2\n  }}\n}}\n",
+        p.path("route.pem").display(),
+        p.path("route-key.pem").display(),
+        p.path("ca.pem").display()
+    ))
+}
+
+/// Waits until `p`'s log has `n` lines with `needle`.
+fn await_log(p: &common::Proc, needle: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while p.log_lines(needle).len() < n {
+        assert!(Instant::now() < deadline, "no {n} log lines {needle:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Mutual TLS on routes in a cluster seeded with nats-server: the mesh
+/// forms over TLS (the other routes by gossip) and carries messages both
+/// ways; a server whose certificate another CA signed, and one without
+/// route TLS, are refused on both a nats-server and a petrel node, with
+/// nats-server's log line, and the mesh is untouched.
+#[tokio::test]
+async fn route_tls_mixed_cluster() {
+    let pki = common::pki::Pki::new();
+    pki.issue(&["127.0.0.1", "localhost"], "route", "route");
+    let good = route_tls_conf(&pki);
+    let nodes = cluster(
+        [Kind::Nats, Kind::Petrel, Kind::Petrel],
+        &["-c", good.to_str().unwrap(), "-m", "-1"],
+    );
+    full_mesh(&nodes);
+    let (_, varz) = common::http_get(nodes[1].monitor_port(), "/varz");
+    let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
+    assert_eq!(varz["cluster"]["tls_required"], true, "{}", varz["cluster"]);
+    assert_eq!(varz["cluster"]["tls_verify"], true);
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(client(n).await);
+    }
+    for i in 0..3 {
+        for j in 0..3 {
+            if i == j {
+                continue;
+            }
+            let subject = format!("tls.{i}.{j}");
+            let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
+            await_route(&clients[i], &mut sub, &subject).await;
+            for k in 0..100 {
+                clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
+            }
+            clients[i].flush().await.unwrap();
+            for k in 0..100 {
+                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{i}->{j} over TLS");
+            }
+        }
+    }
+
+    let other_ca = common::pki::Pki::new();
+    other_ca.issue(&["127.0.0.1", "localhost"], "route", "route");
+    let rogue = route_tls_conf(&other_ca);
+    let rogue = rogue.to_str().unwrap();
+    const ERR: &str = "TLS route handshake error";
+    // A petrel with the wrong CA dials nats-server: both sides refuse.
+    let bad_petrel = node(Kind::Petrel, Some(&nodes[0]), &["-c", rogue, "-m", "-1"]);
+    await_log(&nodes[0], ERR, 1);
+    await_log(&bad_petrel, ERR, 1);
+    // A nats-server with the wrong CA dials petrel: both sides refuse.
+    let before = nodes[1].log_lines(ERR).len();
+    let bad_nats = node(Kind::Nats, Some(&nodes[1]), &["-c", rogue, "-m", "-1"]);
+    await_log(&nodes[1], ERR, before + 1);
+    await_log(&bad_nats, ERR, 1);
+    // A server without route TLS is refused by a petrel node.
+    let before = nodes[2].log_lines(ERR).len();
+    let plain = node(Kind::Nats, Some(&nodes[2]), &["-m", "-1"]);
+    await_log(&nodes[2], ERR, before + 1);
+    for p in [&bad_petrel, &bad_nats, &plain] {
+        let (_, body) = common::http_get(p.monitor_port(), "/routez");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["num_routes"], 0, "a refused server has no routes: {body}");
+    }
+    full_mesh(&nodes);
+}

@@ -8,39 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
+use common::pki::Pki;
 
 /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
 fn pki() -> Pki {
-    let dir = common::jwt::temp_dir();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "petrel test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issue = |names: Vec<String>, cn: &str, file: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
-    };
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("ca-key.pem"), ca_key.serialize_pem()).unwrap();
-    issue(vec!["127.0.0.1".into(), "localhost".into()], "petrel", "server");
-    issue(vec!["client".into()], "client", "client");
-    Pki { dir }
+    let p = Pki::new();
+    p.issue(&["127.0.0.1", "localhost"], "petrel", "server");
+    p.issue(&["client"], "client", "client");
+    p
 }
 
 fn tls_conf(p: &Pki, extra: &str) -> PathBuf {
@@ -254,29 +230,14 @@ fn connect_with_cert(
 /// SubjectPublicKeyInfo, computed from the key (the server computes it
 /// from the certificate).
 fn client_cert(p: &Pki, file: &str, cn: &str, email: Option<&str>) -> String {
-    use rcgen::SanType;
-    // The issuer: the same CA name and key as pki() wrote.
-    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(p.path("ca-key.pem")).unwrap()).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "petrel test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, cn);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     if let Some(e) = email {
         params
             .subject_alt_names
-            .push(SanType::Rfc822Name(e.try_into().unwrap()));
+            .push(rcgen::SanType::Rfc822Name(e.try_into().unwrap()));
     }
-    let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    std::fs::write(p.path(&format!("{file}.pem")), cert.pem()).unwrap();
-    std::fs::write(p.path(&format!("{file}-key.pem")), key.serialize_pem()).unwrap();
-    use sha2::Digest;
-    sha2::Sha256::digest(key.public_key_der())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    p.issue_params(params, file)
 }
 
 #[tokio::test]

@@ -4,13 +4,13 @@
 
 use super::parse::ConfError;
 use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
+use super::tls::tls_block;
 use super::units::seconds;
 use super::value::{Item, Value};
 use crate::options::ClusterOptions;
 
 /// Keys of the block whose features land later, with the feature's name.
 const NOT_YET: &[(&str, &str)] = &[
-    ("tls", "TLS on routes"),
     ("permissions", "route permissions"),
     ("accounts", "pinned route accounts"),
     ("write_deadline", "route write deadlines"),
@@ -105,6 +105,7 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                 })
             }
             "compression" => compression(k, v)?,
+            "tls" => c.tls = Some(route_tls(v)?),
             "ping_interval" => c.ping_interval = Some(duration(k, v, notices)?),
             "ping_max" => {
                 c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?)
@@ -118,6 +119,23 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
         }
     }
     Ok(c)
+}
+
+/// The route `tls` block: the client block's keys, with certificates that
+/// load. Routes always verify their peers (nats-server forces it too) and
+/// always start with the handshake, so `verify` and `handshake_first` do
+/// not change what a route does; `verify_and_map` (route user from the
+/// certificate) is not implemented and refused.
+fn route_tls(v: &Item) -> Result<crate::options::TlsOptions, ConfError> {
+    let t = tls_block(v)?;
+    if t.map {
+        return Err(at(
+            v,
+            "cluster: tls: \"verify_and_map\" is not supported by petrel yet (route user from the certificate)".into(),
+        ));
+    }
+    crate::route_tls::RouteTls::new(&t).map_err(|msg| at(v, msg))?;
+    Ok(t)
 }
 
 /// `compression`: petrel sends routes uncompressed. Modes that ask for
@@ -228,5 +246,25 @@ mod tests {
         assert_eq!(route_url("nats-route://[::1]:7").unwrap().host, "::1");
         assert!(route_url("nats://host").is_err());
         assert!(route_url("http://h:1").is_err());
+    }
+
+    fn refusal(text: &str) -> String {
+        let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
+        let mut o = crate::options::Options::default();
+        crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn route_tls_needs_a_ca_and_does_not_map_users() {
+        let e = refusal("cluster { tls { cert_file: c.pem, key_file: k.pem } }");
+        assert!(
+            e.contains("ca_file is required on routes") && e.contains("t.conf:1"),
+            "{e}"
+        );
+        let e =
+            refusal("cluster {\n tls { cert_file: c.pem, key_file: k.pem, ca_file: a.pem, verify_and_map: true } }");
+        assert!(e.contains("verify_and_map") && e.contains("t.conf:2"), "{e}");
+        let e = refusal("cluster { tls { cert_file: /nonexistent/c.pem, key_file: k.pem, ca_file: a.pem } }");
+        assert!(e.contains("No such file"), "{e}");
     }
 }

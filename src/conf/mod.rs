@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod options;
 pub mod parse;
 pub mod read;
+pub mod tls;
 pub mod units;
 pub mod value;
 

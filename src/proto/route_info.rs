@@ -32,6 +32,12 @@ pub struct RouteInfo {
     /// Route authentication required.
     #[serde(skip_serializing_if = "is_false")]
     pub auth_required: bool,
+    /// Route TLS (every route connection starts with the handshake).
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_required: bool,
+    /// Peers' certificates are verified (always, with route TLS).
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_verify: bool,
     /// Largest payload.
     pub max_payload: usize,
     /// Per-connection nonce (unused by routes).

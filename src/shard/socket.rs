@@ -12,8 +12,10 @@ use glommio::net::TcpStream;
 pub enum Socket {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS over TCP.
+    /// TLS over TCP, this server the TLS server.
     Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
+    /// TLS over TCP, this server the TLS client (a route it dialed).
+    TlsDialed(Box<futures_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Socket {
@@ -22,6 +24,7 @@ impl Socket {
         match self {
             Socket::Plain(s) => s,
             Socket::Tls(t) => t.get_ref().0,
+            Socket::TlsDialed(t) => t.get_ref().0,
         }
     }
 }
@@ -32,6 +35,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Socket::TlsDialed(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -42,6 +46,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Socket::TlsDialed(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -50,6 +55,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Socket::TlsDialed(t) => Pin::new(t.as_mut()).poll_flush(cx),
         }
     }
 
@@ -58,6 +64,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_close(cx),
             Socket::Tls(t) => Pin::new(t.as_mut()).poll_close(cx),
+            Socket::TlsDialed(t) => Pin::new(t.as_mut()).poll_close(cx),
         }
     }
 }

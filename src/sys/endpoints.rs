@@ -713,7 +713,14 @@ fn cluster_varz(shared: &Shared) -> Value {
     if !urls.is_empty() {
         v["urls"] = json!(urls);
     }
-    v["tls_timeout"] = json!(2.0);
+    match &opts.tls {
+        Some(t) => {
+            v["tls_timeout"] = json!(t.timeout.unwrap_or(crate::options::TLS_DEFAULT_TIMEOUT).as_secs_f64());
+            v["tls_required"] = json!(true);
+            v["tls_verify"] = json!(true);
+        }
+        None => v["tls_timeout"] = json!(2.0),
+    }
     // One route per server pair: nats-server's "no pool".
     v["pool_size"] = json!(-1);
     v

@@ -48,6 +48,8 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         port,
         headers: info.headers,
         auth_required: opts.username.is_some(),
+        tls_required: opts.tls.is_some(),
+        tls_verify: opts.tls.is_some(),
         max_payload: info.max_payload,
         nonce: crate::shard::host::new_nonce(),
         ip,

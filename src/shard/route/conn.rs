@@ -15,6 +15,7 @@ use crate::ids::{AccountId, ConnId, LinkKind};
 use crate::proto::encode;
 use crate::proto::errors::RouteWireError;
 use crate::proto::route_info::RouteConnect;
+use crate::route_tls::RouteTls;
 use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
 use crate::shard::transport::{Stream, Transport};
@@ -46,7 +47,21 @@ pub(super) async fn serve(
     let ip = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
     let port = peer_addr.map(|a| a.port()).unwrap_or(0);
     let who = format!("{ip}:{port} - rid:{}", cid.0);
-    let stream: Stream = Rc::new(RefCell::new(Transport::Socket(Socket::Plain(stream))));
+    let socket = match c.tls() {
+        None => Socket::Plain(stream),
+        Some(tls) => match tls_handshake(&tls, stream, dialed.as_ref(), c.tls_name()).await {
+            Ok(s) => {
+                crate::debug!("{who} - TLS handshake complete");
+                s
+            }
+            Err(e) => {
+                // Always an error: route ports are not probed by load balancers.
+                crate::error!("{who} - TLS route handshake error: {e}");
+                return;
+            }
+        },
+    };
+    let stream: Stream = Rc::new(RefCell::new(Transport::Socket(socket)));
     let opts = c.opts();
     let mut first = Vec::new();
     if let Some(d) = &dialed {
@@ -60,6 +75,7 @@ pub(super) async fn serve(
             user,
             pass,
             headers: shard.info.borrow().headers,
+            tls_required: opts.tls.is_some(),
             name: c.server_id.clone(),
             cluster: c.name().unwrap_or_default(),
             ..Default::default()
@@ -124,6 +140,46 @@ pub(super) async fn serve(
     shard.routes.peers.borrow_mut().remove(&cid);
     shard.core.borrow_mut().remove_conn(cid);
     shard.flush().await;
+}
+
+/// Route TLS before anything else is said: this server is the TLS client
+/// on a route it dialed, the TLS server on one it accepted; both present
+/// certificates, and `pinned_certs` applies to the peer's either way.
+async fn tls_handshake(
+    tls: &RouteTls,
+    tcp: TcpStream,
+    dialed: Option<&Dial>,
+    tls_name: Option<String>,
+) -> Result<Socket, String> {
+    let handshake = async {
+        Ok(match dialed {
+            Some(d) => {
+                let name = RouteTls::server_name(&d.url.host, tls_name.as_deref());
+                match name {
+                    Err(e) => Err(e),
+                    Ok(name) => match futures_rustls::TlsConnector::from(tls.client.clone())
+                        .connect(name, tcp)
+                        .await
+                    {
+                        Ok(t) => tls
+                            .check_pinned(t.get_ref().1.peer_certificates().and_then(|c| c.first()))
+                            .map(|_| Socket::TlsDialed(Box::new(t))),
+                        Err(e) => Err(e.to_string()),
+                    },
+                }
+            }
+            None => match futures_rustls::TlsAcceptor::from(tls.server.clone()).accept(tcp).await {
+                Ok(t) => tls
+                    .check_pinned(t.get_ref().1.peer_certificates().and_then(|c| c.first()))
+                    .map(|_| Socket::Tls(Box::new(t))),
+                Err(e) => Err(e.to_string()),
+            },
+        })
+    };
+    match glommio::timer::timeout(tls.timeout, handshake).await {
+        Ok(r) => r,
+        Err(_) => Err("timeout".into()),
+    }
 }
 
 pub(super) async fn timer_loop(shard: Rc<Shard>, state: Rc<RefCell<State>>, cid: ConnId) {
