@@ -130,6 +130,33 @@ pub struct ClusterOptions {
     pub ping_max: Option<u32>,
     /// `tls`: mutual TLS on every route connection.
     pub tls: Option<TlsOptions>,
+    /// `permissions { import, export }`: which interest this server sends
+    /// to and accepts from its peers.
+    pub permissions: Option<RoutePermissions>,
+}
+
+/// Route permissions, as nats-server reads them: `import` (the subjects
+/// this server asks its peers for, by sending its interest in them) and
+/// `export` (the subjects peers may ask this server for: their interest in
+/// anything else is ignored). Both only filter interest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutePermissions {
+    /// `import` (nats-server parses it as a publish rule).
+    pub import: crate::auth::perms::SubjectRule,
+    /// `export` (parsed as a subscribe rule).
+    pub export: crate::auth::perms::SubjectRule,
+}
+
+impl RoutePermissions {
+    /// Whether this server sends its interest in `subject` to peers.
+    pub fn may_import(&self, subject: &[u8]) -> bool {
+        self.import.admits(subject)
+    }
+
+    /// Whether a peer's interest in `subject` is taken.
+    pub fn may_export(&self, subject: &[u8]) -> bool {
+        self.export.admits(subject)
+    }
 }
 
 impl Default for ClusterOptions {
@@ -150,6 +177,7 @@ impl Default for ClusterOptions {
             ping_interval: None,
             ping_max: None,
             tls: None,
+            permissions: None,
         }
     }
 }

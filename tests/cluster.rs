@@ -851,3 +851,133 @@ async fn route_tls_mixed_cluster() {
     }
     full_mesh(&nodes);
 }
+
+/// Sends SIGHUP to `pid` (a reload).
+fn hup(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Publishes `blocked` then `marker` from `from`, and checks that the
+/// marker reaches `marker_sub` while `blocked_sub` gets nothing: messages
+/// keep their order on one route, so had `blocked` crossed it would have
+/// come first.
+async fn blocked_then_marker(
+    from: &async_nats::Client,
+    blocked: &str,
+    blocked_sub: &mut async_nats::Subscriber,
+    marker: &str,
+    marker_sub: &mut async_nats::Subscriber,
+) {
+    from.publish(blocked.to_string(), "blocked".into()).await.unwrap();
+    from.publish(marker.to_string(), "marker".into()).await.unwrap();
+    from.flush().await.unwrap();
+    loop {
+        if next(marker_sub).await.payload == "marker" {
+            break;
+        }
+    }
+    assert!(
+        timeout(Duration::from_millis(200), blocked_sub.next()).await.is_err(),
+        "{blocked} crossed the route"
+    );
+}
+
+/// Route permissions on a petrel node routed to nats-server: `import`
+/// keeps petrel's other interest to itself, `export` ignores nats-server's
+/// interest outside it and its deny list filters a wildcard's deliveries;
+/// a reload widens import and narrows export. Then the other way round:
+/// nats-server widens its `export` on reload and petrel sends the interest
+/// nats-server takes now.
+#[tokio::test]
+async fn route_permissions_filter_interest_both_ways() {
+    let perms = |import: &str, export: &str| {
+        format!("cluster {{\n  permissions {{\n    import: {import}\n    export: {export}\n  }}\n}}\n")
+    };
+    let dir = common::jwt::temp_dir();
+    let path = dir.join("perms.conf");
+    std::fs::write(
+        &path,
+        perms(
+            r#"["in.>", "probe.>"]"#,
+            r#"{ allow: ["out.>", "wild.>", "probe.>"], deny: ["wild.secret"] }"#,
+        ),
+    )
+    .unwrap();
+    let nats = node(Kind::Nats, None, &["-m", "-1"]);
+    let petrel = node(Kind::Petrel, Some(&nats), &["-c", path.to_str().unwrap(), "-m", "-1"]);
+    let (n, p) = (client(&nats).await, client(&petrel).await);
+
+    // import: petrel sends its interest in in.x, not in blocked.x.
+    let mut p_in = p.subscribe("in.x").await.unwrap();
+    let mut p_blocked = p.subscribe("blocked.x").await.unwrap();
+    await_route(&n, &mut p_in, "in.x").await;
+    blocked_then_marker(&n, "blocked.x", &mut p_blocked, "in.x", &mut p_in).await;
+
+    // export: petrel takes nats-server's interest in out.a, not in nope.a,
+    // and keeps wild.secret from a wild.> subscriber.
+    let mut n_out = n.subscribe("out.a").await.unwrap();
+    let mut n_nope = n.subscribe("nope.a").await.unwrap();
+    let mut n_wild = n.subscribe("wild.>").await.unwrap();
+    await_route(&p, &mut n_out, "out.a").await;
+    await_route(&p, &mut n_wild, "wild.probe").await;
+    blocked_then_marker(&p, "nope.a", &mut n_nope, "out.a", &mut n_out).await;
+    blocked_then_marker(&p, "wild.secret", &mut n_wild, "out.a", &mut n_out).await;
+
+    // The INFO petrel sent carries the lists as nats-server reads them.
+    let (_, routez) = common::http_get(nats.monitor_port(), "/routez?subs=1");
+    let routez: serde_json::Value = serde_json::from_str(&routez).unwrap();
+    let subs = routez["routes"][0]["subscriptions_list"].to_string();
+    assert!(subs.contains("in.x") && !subs.contains("blocked.x"), "{subs}");
+    assert_eq!(
+        routez["routes"][0]["import"]["allow"],
+        serde_json::json!(["in.>", "probe.>"])
+    );
+    assert_eq!(
+        routez["routes"][0]["export"]["deny"],
+        serde_json::json!(["wild.secret"])
+    );
+
+    // Reload: import widens to blocked.>, export loses out.>.
+    std::fs::write(
+        &path,
+        perms(
+            r#"["in.>", "probe.>", "blocked.>"]"#,
+            r#"{ allow: ["wild.>", "probe.>"], deny: ["wild.secret"] }"#,
+        ),
+    )
+    .unwrap();
+    hup(petrel.pid());
+    await_route(&n, &mut p_blocked, "blocked.x").await;
+    let mut n_probe = n.subscribe("probe.n").await.unwrap();
+    await_route(&p, &mut n_probe, "probe.n").await;
+    blocked_then_marker(&p, "out.a", &mut n_out, "probe.n", &mut n_probe).await;
+
+    // nats-server with route permissions of its own, widened by a reload
+    // (its cluster port in the file: nats-server refuses to reload a
+    // random one).
+    let npath = dir.join("nats-perms.conf");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nperms = |export: &str| {
+        format!(
+            "cluster {{\n  name: c1\n  listen: 127.0.0.1:{port}\n  permissions {{\n    export: {export}\n  }}\n}}\n"
+        )
+    };
+    std::fs::write(&npath, nperms(r#"["a.>", "probe.>"]"#)).unwrap();
+    let nats2 = common::nats_server(&["-c", npath.to_str().unwrap()]);
+    let petrel2 = node(Kind::Petrel, Some(&nats2), &[]);
+    let (n2, p2) = (client(&nats2).await, client(&petrel2).await);
+    let mut p2_a = p2.subscribe("a.x").await.unwrap();
+    let mut p2_b = p2.subscribe("b.x").await.unwrap();
+    await_route(&n2, &mut p2_a, "a.x").await;
+    blocked_then_marker(&n2, "b.x", &mut p2_b, "a.x", &mut p2_a).await;
+    std::fs::write(&npath, nperms(r#"["a.>", "b.>", "probe.>"]"#)).unwrap();
+    hup(nats2.pid());
+    await_route(&n2, &mut p2_b, "b.x").await;
+}

@@ -291,9 +291,10 @@ pub fn permissions(item: &Item) -> Result<Permissions, ConfError> {
     let mut p = Permissions::default();
     for (k, _, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
-            "publish" | "pub" => p.publish = subject_rule(k, v)?,
-            "subscribe" | "sub" => p.subscribe = subject_rule(k, v)?,
-            "allow_responses" | "allow_response" => p.response = response_permission(v)?,
+            // `import` and `export` are the route forms (cluster permissions).
+            "publish" | "pub" | "import" => p.publish = subject_rule(k, v)?,
+            "subscribe" | "sub" | "export" => p.subscribe = subject_rule(k, v)?,
+            "allow_responses" | "allow_response" | "publish_allow_responses" => p.response = response_permission(v)?,
             other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
         }
     }

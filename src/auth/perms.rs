@@ -89,6 +89,13 @@ impl SubjectRule {
     pub fn is_open(&self) -> bool {
         self.allow.is_none() && self.deny.is_none()
     }
+
+    /// Whether `subj` passes the allow list and then the deny list
+    /// (queue-specific entries aside).
+    pub fn admits(&self, subj: &[u8]) -> bool {
+        let allowed = self.allow.as_ref().is_none_or(|a| a.plain_matches(subj));
+        allowed && !self.deny.as_ref().is_some_and(|d| d.plain_matches(subj))
+    }
 }
 
 /// `allow_responses`: a user may publish to the reply subject of a request
@@ -136,9 +143,7 @@ impl Permissions {
 
     /// The allow/deny verdict for publishing to `subj` (responses aside).
     pub fn publish_allowed(&self, subj: &[u8]) -> bool {
-        let r = &self.publish;
-        let allowed = r.allow.as_ref().is_none_or(|a| a.plain_matches(subj));
-        allowed && !r.deny.as_ref().is_some_and(|d| d.plain_matches(subj))
+        self.publish.admits(subj)
     }
 
     /// Whether a subscription to `subj` (in `queue`) is admitted.

@@ -11,7 +11,6 @@ use crate::options::ClusterOptions;
 
 /// Keys of the block whose features land later, with the feature's name.
 const NOT_YET: &[(&str, &str)] = &[
-    ("permissions", "route permissions"),
     ("accounts", "pinned route accounts"),
     ("write_deadline", "route write deadlines"),
     ("write_timeout", "route write deadlines"),
@@ -30,6 +29,8 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
         return Err(type_err("cluster", item, "a map"));
     };
     let mut c = ClusterOptions::default();
+    // The deprecated place; the block's own `permissions` wins.
+    let mut auth_perms = None;
     for (k, key_pos, v) in &m.entries {
         let lower = k.to_ascii_lowercase();
         if let Some((_, feature)) = NOT_YET.iter().find(|(n, _)| *n == lower) {
@@ -86,10 +87,11 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                             return Err(at(av, "Cluster authorization does not allow token or users".into()))
                         }
                         "permissions" => {
-                            return Err(at(
+                            notices.warnings.push(at(
                                 av,
-                                "cluster: \"permissions\" is not supported by petrel yet (route permissions)".into(),
-                            ))
+                                "setting \"permissions\" within cluster authorization block is deprecated".into(),
+                            ));
+                            auth_perms = Some(route_permissions(av)?);
                         }
                         other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
                     }
@@ -106,6 +108,7 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
             }
             "compression" => compression(k, v)?,
             "tls" => c.tls = Some(route_tls(v)?),
+            "permissions" => c.permissions = Some(route_permissions(v)?),
             "ping_interval" => c.ping_interval = Some(duration(k, v, notices)?),
             "ping_max" => {
                 c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?)
@@ -118,7 +121,23 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
             }
         }
     }
+    if c.permissions.is_none() {
+        c.permissions = auth_perms;
+    }
     Ok(c)
+}
+
+/// `permissions { import, export }` (also read as `publish`/`subscribe`,
+/// as nats-server reads them); responses make no sense on routes.
+fn route_permissions(v: &Item) -> Result<crate::options::RoutePermissions, ConfError> {
+    let p = crate::auth::config::permissions(v)?;
+    if p.response.is_some() {
+        return Err(at(v, "Cluster permissions do not support dynamic responses".into()));
+    }
+    Ok(crate::options::RoutePermissions {
+        import: p.publish,
+        export: p.subscribe,
+    })
 }
 
 /// The route `tls` block: the client block's keys, with certificates that
@@ -252,6 +271,30 @@ mod tests {
         let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
         let mut o = crate::options::Options::default();
         crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn route_permissions_as_nats_server_reads_them() {
+        let parsed = crate::conf::parse::parse_str(
+            "cluster {\n permissions { import: [\"a.>\"], export: { allow: \"b.>\", deny: [\"b.x\"] } }\n \
+             authorization { permissions { publish: \"z\" } }\n}",
+            std::path::Path::new("t.conf"),
+        )
+        .unwrap();
+        let mut o = crate::options::Options::default();
+        let notices = crate::conf::options::apply(&mut o, &parsed).unwrap();
+        let p = o.cluster.unwrap().permissions.unwrap();
+        assert!(
+            p.may_import(b"a.1") && !p.may_import(b"z"),
+            "the block's own permissions win"
+        );
+        assert!(p.may_export(b"b.1") && !p.may_export(b"b.x") && !p.may_export(b"c"));
+        assert!(notices.warnings[0].to_string().contains("deprecated"));
+        let e = refusal("cluster { permissions { import: \"a\", allow_responses: true } }");
+        assert!(
+            e.contains("Cluster permissions do not support dynamic responses"),
+            "{e}"
+        );
     }
 
     #[test]

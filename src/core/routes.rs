@@ -154,6 +154,39 @@ impl ShardCore {
         let _ = self.subscribe_in(cid, Some(account), subject, queue, sid);
     }
 
+    /// Sets what route `cid` must not be sent even where its peer's
+    /// wildcard interest covers it: the route permissions' `export` deny
+    /// list (nats-server's delivery deny filter), or nothing.
+    pub fn set_route_deny(&mut self, cid: ConnId, deny: Option<crate::auth::perms::PatternList>) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.perms = deny.map(|d| {
+                crate::auth::perms::ConnPermissions::new(std::sync::Arc::new(crate::auth::perms::Permissions {
+                    subscribe: crate::auth::perms::SubjectRule {
+                        allow: None,
+                        deny: Some(d),
+                    },
+                    ..Default::default()
+                }))
+            });
+        }
+    }
+
+    /// Drops the subscriptions route `cid` announced whose subject `keep`
+    /// refuses (route permissions narrowed by a reload); returns how many.
+    pub fn drop_routed_subs(&mut self, cid: ConnId, keep: impl Fn(&[u8]) -> bool) -> usize {
+        let Some(c) = self.conns.get(&cid) else { return 0 };
+        let doomed: Vec<SubKey> = c
+            .sids
+            .values()
+            .copied()
+            .filter(|k| self.subs.get(k).is_some_and(|s| !keep(&s.subject)))
+            .collect();
+        for &k in &doomed {
+            self.remove_sub(k);
+        }
+        doomed.len()
+    }
+
     /// Routes a message that came in over route `from` in `account`: to
     /// this server's clients, leaf nodes and internal subscribers (never
     /// to another route), and to one member of each queue group in

@@ -38,6 +38,12 @@ pub struct RouteInfo {
     /// Peers' certificates are verified (always, with route TLS).
     #[serde(skip_serializing_if = "is_false")]
     pub tls_verify: bool,
+    /// Route permissions' `import` (what this server asks peers for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<SubjectPermission>,
+    /// Route permissions' `export` (what peers may ask this server for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<SubjectPermission>,
     /// Largest payload.
     pub max_payload: usize,
     /// Per-connection nonce (unused by routes).
@@ -73,6 +79,18 @@ pub struct RouteInfo {
     /// Set on a connection a pooling peer dedicates to one account.
     #[serde(skip_serializing)]
     pub route_account: String,
+}
+
+/// One direction of route permissions as nats-server writes it in INFO.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SubjectPermission {
+    /// Allowed subjects (none listed: all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Denied subjects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// The CONNECT a dialing server sends first.

@@ -189,6 +189,7 @@ async fn shard_main(
     if shared.cluster.get().is_some() {
         core.set_clustered();
     }
+    let route_perms = shared.cluster.get().and_then(|c| c.opts().permissions);
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -204,7 +205,7 @@ async fn shard_main(
         imports_seen: Cell::new(verifier.imports_generation()),
         verifier: RefCell::new(verifier),
         actions_seen: Cell::new(0),
-        routes: Default::default(),
+        routes: route_table::Routes::new(route_perms),
         routes_generation: Cell::new(0),
         urls_seen: Cell::new(0),
     });

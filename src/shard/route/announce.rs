@@ -50,6 +50,8 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         auth_required: opts.username.is_some(),
         tls_required: opts.tls.is_some(),
         tls_verify: opts.tls.is_some(),
+        import: shard.routes.perms().and_then(|p| super::perms::to_wire(&p.import)),
+        export: shard.routes.perms().and_then(|p| super::perms::to_wire(&p.export)),
         max_payload: info.max_payload,
         nonce: crate::shard::host::new_nonce(),
         ip,
@@ -65,11 +67,49 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
     }
 }
 
-/// `RS+`/`RS-` lines for interest changes, naming each account.
+/// A reload changed the route permissions: installs them on this shard
+/// and tells its routes (an INFO with the new lists, then the interest
+/// whose import changed).
+pub(super) fn announce_permissions(shard: &Shard, c: &Cluster, new: Option<crate::options::RoutePermissions>) {
+    let Some(changes) = super::perms::install(shard, new) else {
+        return;
+    };
+    let mut info = our_info(shard, c, 0);
+    info.nonce.clear();
+    let mut out = Vec::new();
+    encode::info(&mut out, &info.to_json());
+    out.extend_from_slice(&encode_interest(shard, &changes, |_| true));
+    send_to_routes(shard, &out, None);
+}
+
+/// A peer's INFO changed its route permissions' `export`: sends it the
+/// interest it takes now and did not before.
+pub(super) fn peer_export_changed(
+    shard: &Shard,
+    cid: crate::ids::ConnId,
+    old: Option<&crate::proto::route_info::SubjectPermission>,
+    new: Option<&crate::proto::route_info::SubjectPermission>,
+) {
+    let out = interest_lines(shard, &super::perms::newly_exported(shard, old, new));
+    if !out.is_empty() {
+        shard.core.borrow_mut().send_raw(cid, &out);
+    }
+}
+
+/// `RS+`/`RS-` lines for interest changes, naming each account; interest
+/// the route permissions do not import is not sent.
 pub(super) fn interest_lines(shard: &Shard, changes: &[RouteInterest]) -> Vec<u8> {
+    encode_interest(shard, changes, |s| super::perms::may_import(shard, s))
+}
+
+/// `RS+`/`RS-` lines for the changes whose subject `keep` takes.
+fn encode_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let accounts = shard.verifier.borrow().accounts().clone();
     let mut out = Vec::new();
     for ch in changes {
+        if !keep(&ch.subject) {
+            continue;
+        }
         let Some(acc) = accounts.by_id(ch.account) else {
             continue;
         };

@@ -111,6 +111,7 @@ pub(super) async fn serve(
         auth_deadline: (dialed.is_none() && opts.username.is_some())
             .then(|| Instant::now() + opts.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
         accounts: Default::default(),
+        peer_export: None,
     }));
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(shard.clone(), stream.clone(), cid));
     let timer = glommio::spawn_local(timer_loop(shard.clone(), state.clone(), cid));

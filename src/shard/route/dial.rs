@@ -150,7 +150,9 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
         update_connect_urls(shard, c, !reloaded);
     }
     if reloaded {
-        let routes = c.opts().routes;
+        let opts = c.opts();
+        super::announce::announce_permissions(shard, c, opts.permissions);
+        let routes = opts.routes;
         let removed: Vec<ConnId> = shard
             .routes
             .peers

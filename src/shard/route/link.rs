@@ -44,6 +44,8 @@ pub(super) struct State {
     pub(super) auth_deadline: Option<Instant>,
     /// Account names this peer used, resolved.
     pub(super) accounts: rustc_hash::FxHashMap<Vec<u8>, Option<AccountId>>,
+    /// The `export` of the peer's route permissions, from its INFO.
+    pub(super) peer_export: Option<crate::proto::route_info::SubjectPermission>,
 }
 
 /// One route connection as its reader sees it.
@@ -188,6 +190,14 @@ impl Link<'_> {
                     );
                     return Ok(());
                 };
+                if !super::perms::may_export(self.shard, subject) {
+                    crate::debug!(
+                        "{} - Can not export {:?}, ignoring remote subscription request",
+                        self.who,
+                        String::from_utf8_lossy(subject)
+                    );
+                    return Ok(());
+                }
                 let sid = route_sid(account, subject, queue.map(|q| q.0));
                 self.shard
                     .core
@@ -320,6 +330,10 @@ impl Link<'_> {
                 // client URLs away.
                 let urls = if info.ldm { Vec::new() } else { info.connect_urls };
                 self.cluster.set_client_urls(&id, urls);
+                let old = std::mem::replace(&mut self.state.borrow_mut().peer_export, info.export.clone());
+                if !info.ldm && old != info.export {
+                    super::announce::peer_export_changed(self.shard, self.cid, old.as_ref(), info.export.as_ref());
+                }
                 Ok(())
             }
             Some(_) => {
@@ -406,12 +420,14 @@ impl Link<'_> {
         {
             let mut st = self.state.borrow_mut();
             st.peer = Some((info.server_id.clone(), info.server_name.clone()));
+            st.peer_export = info.export.clone();
             st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
         }
         // Changes already counted go to the routes registered before this
         // one; this one gets the whole of it.
         announce_pending(self.shard);
         self.shard.routes.set_peer(self.cid, info.server_id.clone());
+        super::perms::guard_route(self.shard, self.cid);
         let all = self.shard.core.borrow().route_interest();
         let out = interest_lines(self.shard, &all);
         if !out.is_empty() {
