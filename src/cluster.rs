@@ -31,6 +31,26 @@ pub struct Dial {
     pub gossip_mode: u8,
 }
 
+/// One route connection's counters, published by its shard from its
+/// cluster poll (every 20 ms) for routez and STATSZ.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCounters {
+    /// Connection id (`rid`).
+    pub cid: u64,
+    /// Bytes queued for the peer.
+    pub pending_bytes: usize,
+    /// Messages the peer sent.
+    pub in_msgs: u64,
+    /// Bytes the peer sent.
+    pub in_bytes: u64,
+    /// Messages sent to the peer.
+    pub out_msgs: u64,
+    /// Bytes sent to the peer.
+    pub out_bytes: u64,
+    /// Subscriptions the peer holds here.
+    pub subscriptions: usize,
+}
+
 /// One registered route connection.
 #[derive(Debug, Clone)]
 pub struct RouteConn {
@@ -100,6 +120,8 @@ pub struct Cluster {
     added_routes: Mutex<Vec<String>>,
     /// Route TLS in force (`cluster { tls }`), for new route connections.
     tls: Mutex<Option<Arc<RouteTls>>>,
+    /// Each shard's route counters, as it last published them.
+    counters: Vec<Mutex<Vec<RouteCounters>>>,
 }
 
 impl Cluster {
@@ -118,7 +140,24 @@ impl Cluster {
             dialing: Mutex::new(HashSet::new()),
             added_routes: Mutex::new(Vec::new()),
             tls: Mutex::new(None),
+            counters: (0..nshards).map(|_| Mutex::new(Vec::new())).collect(),
         }
+    }
+
+    /// A shard's route counters now (from its cluster poll).
+    pub fn publish_counters(&self, shard: ShardId, counters: Vec<RouteCounters>) {
+        if let Some(slot) = self.counters.get(shard.index()) {
+            *slot.lock().expect("cluster lock") = counters;
+        }
+    }
+
+    /// Every route connection's counters, by `rid`.
+    pub fn route_counters(&self) -> std::collections::HashMap<u64, RouteCounters> {
+        self.counters
+            .iter()
+            .flat_map(|s| s.lock().expect("cluster lock").clone())
+            .map(|c| (c.cid, c))
+            .collect()
     }
 
     /// Route TLS for new route connections (start-up and reload).

@@ -369,27 +369,6 @@ pub struct ShardSnapshot {
     pub max_fanout: u64,
     /// Sum of cached fan-outs (for the mean).
     pub fanout_sum: u64,
-    /// Its route connections' counters.
-    pub routes: Vec<RouteSnapshot>,
-}
-
-/// One route connection's counters, taken on its shard.
-#[derive(Debug, Clone, Default)]
-pub struct RouteSnapshot {
-    /// Connection id (`rid`).
-    pub cid: u64,
-    /// Bytes queued for the peer.
-    pub pending_bytes: usize,
-    /// Messages the peer sent.
-    pub in_msgs: u64,
-    /// Bytes the peer sent.
-    pub in_bytes: u64,
-    /// Messages sent to the peer.
-    pub out_msgs: u64,
-    /// Bytes sent to the peer.
-    pub out_bytes: u64,
-    /// Subscriptions the peer holds here.
-    pub subscriptions: usize,
 }
 
 /// One connection as `/connz` shows it, taken on its shard.

@@ -327,6 +327,23 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
             .collect();
         if ids.len() == 3 && active.iter().all(|&n| n == 3) {
             assert_eq!(answers.len(), 3, "one answer per server");
+            // Every server's STATSZ lists its two routes, named after the
+            // peers, with the messages sent each way (petrel as nats-server).
+            for a in &answers {
+                let routes = a["statsz"]["routes"].as_array().expect("routes in STATSZ");
+                let names: std::collections::BTreeSet<&str> =
+                    routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+                let others: std::collections::BTreeSet<&str> = answers
+                    .iter()
+                    .map(|b| b["server"]["name"].as_str().unwrap())
+                    .filter(|n| *n != a["server"]["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(names, others, "{}", a["statsz"]["routes"]);
+                assert!(routes
+                    .iter()
+                    .all(|r| r["rid"].as_u64().is_some() && r["sent"]["msgs"].is_u64()));
+                assert!(routes.iter().any(|r| r["received"]["msgs"].as_u64() > Some(0)));
+            }
             break;
         }
         assert!(

@@ -324,25 +324,7 @@ impl Shard {
             .filter_map(|cid| self.conn_snapshot(&core, *cid))
             .collect();
         let t = core.index_totals();
-        let routes = self
-            .routes
-            .cids()
-            .into_iter()
-            .filter_map(|cid| {
-                let c = core.conn(cid)?;
-                Some(crate::control::RouteSnapshot {
-                    cid: cid.0,
-                    pending_bytes: c.out.len(),
-                    in_msgs: c.in_msgs,
-                    in_bytes: c.in_bytes,
-                    out_msgs: c.out_msgs,
-                    out_bytes: c.out_bytes,
-                    subscriptions: c.subscription_count(),
-                })
-            })
-            .collect();
         let snap = ShardSnapshot {
-            routes,
             shard: self.id.0,
             conns: out,
             subscriptions: t.0,

@@ -609,6 +609,9 @@ pub fn statsz(shared: &Shared) -> Value {
         "gomaxprocs": shared.nshards,
         "petrel_shards": shards,
     });
+    if let Some(routes) = route_stats(shared) {
+        st["routes"] = json!(routes);
+    }
     if c.slow_consumers > 0 {
         st["slow_consumer_stats"] = json!({"clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0});
     }
@@ -617,6 +620,28 @@ pub fn statsz(shared: &Shared) -> Value {
         st["stale_connection_stats"] = json!({"clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0});
     }
     json!({"server": super::server_block(shared), "statsz": st})
+}
+
+/// STATSZ `routes`: each route's `rid`, peer name, messages and bytes
+/// both ways and bytes pending (absent outside a cluster, as nats-server
+/// omits an empty list).
+fn route_stats(shared: &Shared) -> Option<Vec<Value>> {
+    let cluster = shared.cluster.get()?;
+    let counters = cluster.route_counters();
+    let mut out = Vec::new();
+    for (_, peer) in cluster.peers() {
+        for conn in peer.conns.values() {
+            let c = counters.get(&conn.cid.0).cloned().unwrap_or_default();
+            out.push(json!({
+                "rid": conn.cid.0,
+                "name": peer.name,
+                "sent": {"msgs": c.out_msgs, "bytes": c.out_bytes},
+                "received": {"msgs": c.in_msgs, "bytes": c.in_bytes},
+                "pending": c.pending_bytes,
+            }));
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// IDZ: `{"name","host","id"}`.
@@ -644,12 +669,7 @@ pub fn routez(shared: &Shared) -> Value {
             "routes": [],
         });
     };
-    let counters: std::collections::HashMap<u64, crate::control::RouteSnapshot> = shared
-        .snapshot(std::time::Duration::from_secs(2))
-        .into_iter()
-        .flat_map(|s| s.routes)
-        .map(|r| (r.cid, r))
-        .collect();
+    let counters = cluster.route_counters();
     let mut routes = Vec::new();
     for (id, peer) in cluster.peers() {
         for conn in peer.conns.values() {

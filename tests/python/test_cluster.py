@@ -11,12 +11,14 @@ import asyncio
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import nats
+import pytest
 
 PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
 NATS_SERVER = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
@@ -32,7 +34,7 @@ class Node:
     """One cluster node: `binary` on random client and route ports, seeded
     with `seed`'s route port when given."""
 
-    def __init__(self, binary, seed=None):
+    def __init__(self, binary, seed=None, extra=()):
         self.tmp = tempfile.TemporaryDirectory(prefix="petrel-py-cluster-")
         conf = Path(self.tmp.name) / "server.conf"
         conf.write_text(CONF)
@@ -40,6 +42,7 @@ class Node:
                 "--cluster", "nats://127.0.0.1:-1", "--cluster_name", "py"]
         if seed is not None:
             args += ["--routes", f"nats://127.0.0.1:{seed.route_port}"]
+        args += list(extra)
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.port = None
         self.route_port = None
@@ -172,6 +175,68 @@ def test_the_server_pool_as_nodes_shut_down_one_by_one():
             await wait_for(lambda: got)
         finally:
             await nc.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def make_localhost_cert(d):
+    """A throwaway CA and a server certificate for the name localhost only
+    (no IP address), so a client reaching a server by address must verify
+    it by the name it first used."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=petrel test CA",
+        "-keyout", f"{d}/ca-key.pem", "-out", f"{d}/ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", f"{d}/server-key.pem",
+        "-out", f"{d}/server.csr")
+    with open(f"{d}/ext.cnf", "w") as f:
+        f.write("subjectAltName=DNS:localhost\n")
+    run("x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca-key.pem",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/server.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
+def test_tls_clients_reconnect_by_address_to_a_discovered_server():
+    d = tempfile.mkdtemp()
+    make_localhost_cert(d)
+    tls = ["--tls", "--tlscert", f"{d}/server.pem", "--tlskey", f"{d}/server-key.pem"]
+    first = Node(PETREL, extra=tls)
+    nodes = [first, Node(NATS_SERVER, seed=first, extra=tls), Node(PETREL, seed=first, extra=tls)]
+    ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+
+    async def run():
+        # Given by name; the other servers are learned by address from INFO.
+        nc = await nats.connect(f"tls://localhost:{nodes[0].port}", tls=ctx, tls_hostname="localhost",
+                                user="app", password="app", max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        other = await nats.connect(f"tls://localhost:{nodes[2].port}", tls=ctx, user="app", password="app")
+        try:
+            await wait_for(lambda: {f"{u.hostname}:{u.port}" for u in nc.discovered_servers}
+                           >= {nodes[1].addr, nodes[2].addr})
+            got = []
+            await nc.subscribe("tls.failover", cb=collector(got))
+            await nc.flush()
+            await crossing(other, nc, "tls.failover")
+            got.clear()
+            nodes[0].stop()
+
+            async def until_received():
+                while b"after" not in got:
+                    await other.publish("tls.failover", b"after")
+                    await other.flush()
+                    await asyncio.sleep(0.1)
+
+            await asyncio.wait_for(until_received(), 20)
+            # Reconnected by address, verified as localhost.
+            assert nc.connected_url.hostname == "127.0.0.1", nc.connected_url
+            assert nc.connected_url.port in (nodes[1].port, nodes[2].port)
+        finally:
+            await nc.close()
+            await other.close()
 
     try:
         asyncio.run(run())

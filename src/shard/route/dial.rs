@@ -53,6 +53,28 @@ pub(super) async fn dial(d: &Dial) -> std::io::Result<TcpStream> {
         .map_err(std::io::Error::from)
 }
 
+/// Hands the shard's route counters to the registry (routez, STATSZ).
+fn publish_counters(shard: &Shard, c: &crate::cluster::Cluster) {
+    let cids = shard.routes.cids();
+    let core = shard.core.borrow();
+    let counters = cids
+        .into_iter()
+        .filter_map(|cid| {
+            let conn = core.conn(cid)?;
+            Some(crate::cluster::RouteCounters {
+                cid: cid.0,
+                pending_bytes: conn.out.len(),
+                in_msgs: conn.in_msgs,
+                in_bytes: conn.in_bytes,
+                out_msgs: conn.out_msgs,
+                out_bytes: conn.out_bytes,
+                subscriptions: conn.subscription_count(),
+            })
+        })
+        .collect();
+    c.publish_counters(shard.id, counters);
+}
+
 pub(super) fn jitter() -> Duration {
     Duration::from_millis(fastrand::u64(..100))
 }
@@ -141,6 +163,7 @@ pub(super) async fn dial_implicit(shard: Rc<Shard>, d: Dial) {
 /// URLs no longer configured (shard 0 starts dialing new ones).
 pub fn poll_cluster(shard: &Rc<Shard>) {
     let Some(c) = shard.shared.cluster.get() else { return };
+    publish_counters(shard, c);
     for (skip, bytes) in c.take_announcements(shard.id) {
         send_to_routes(shard, &bytes, skip.as_deref());
     }
