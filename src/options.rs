@@ -133,6 +133,22 @@ pub struct ClusterOptions {
     /// `permissions { import, export }`: which interest this server sends
     /// to and accepts from its peers.
     pub permissions: Option<RoutePermissions>,
+    /// `write_deadline` for routes (the server's when absent).
+    pub write_deadline: Option<Duration>,
+    /// `write_timeout`: what a passed write deadline does to a route
+    /// (`retry` when absent or `default`, as nats-server).
+    pub write_timeout: Option<WriteTimeoutPolicy>,
+}
+
+/// What a passed write deadline does to a link (nats-server's
+/// `write_timeout` policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteTimeoutPolicy {
+    /// Close the link (clients always).
+    Close,
+    /// Keep writing while the peer takes some bytes; close only when none
+    /// went out (routes' default).
+    Retry,
 }
 
 /// Route permissions, as nats-server reads them: `import` (the subjects
@@ -178,6 +194,8 @@ impl Default for ClusterOptions {
             ping_max: None,
             tls: None,
             permissions: None,
+            write_deadline: None,
+            write_timeout: None,
         }
     }
 }

@@ -10,11 +10,7 @@ use super::value::{Item, Value};
 use crate::options::ClusterOptions;
 
 /// Keys of the block whose features land later, with the feature's name.
-const NOT_YET: &[(&str, &str)] = &[
-    ("accounts", "pinned route accounts"),
-    ("write_deadline", "route write deadlines"),
-    ("write_timeout", "route write deadlines"),
-];
+const NOT_YET: &[(&str, &str)] = &[("accounts", "pinned route accounts")];
 
 fn at(v: &Item, msg: String) -> ConfError {
     ConfError {
@@ -109,6 +105,15 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
             "compression" => compression(k, v)?,
             "tls" => c.tls = Some(route_tls(v)?),
             "permissions" => c.permissions = Some(route_permissions(v)?),
+            "write_deadline" => c.write_deadline = Some(duration(k, v, notices)?),
+            "write_timeout" => {
+                c.write_timeout = match string(k, v)?.as_str() {
+                    "default" => None,
+                    "close" => Some(crate::options::WriteTimeoutPolicy::Close),
+                    "retry" => Some(crate::options::WriteTimeoutPolicy::Retry),
+                    _ => return Err(at(v, "write_timeout must be 'default', 'close' or 'retry'".into())),
+                }
+            }
             "ping_interval" => c.ping_interval = Some(duration(k, v, notices)?),
             "ping_max" => {
                 c.ping_max = Some(u32::try_from(int(k, v)?).map_err(|_| at(v, format!("{k}: invalid value")))?)
@@ -293,6 +298,25 @@ mod tests {
         let e = refusal("cluster { permissions { import: \"a\", allow_responses: true } }");
         assert!(
             e.contains("Cluster permissions do not support dynamic responses"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn route_write_deadline_and_policy() {
+        let parsed = crate::conf::parse::parse_str(
+            "cluster { write_deadline: \"3s\", write_timeout: close }",
+            std::path::Path::new("t.conf"),
+        )
+        .unwrap();
+        let mut o = crate::options::Options::default();
+        crate::conf::options::apply(&mut o, &parsed).unwrap();
+        let c = o.cluster.unwrap();
+        assert_eq!(c.write_deadline, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(c.write_timeout, Some(crate::options::WriteTimeoutPolicy::Close));
+        let e = refusal("cluster {\n write_timeout: sometimes }");
+        assert!(
+            e.contains("t.conf:2") && e.contains("write_timeout must be 'default', 'close' or 'retry'"),
             "{e}"
         );
     }

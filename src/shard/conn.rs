@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 use super::host::{client_info, ConnAuth, CoreHost};
 use super::socket::Socket;
 use super::state::Shard;
-use super::transport::{read, shutdown, write_all, Stream, Transport};
+use super::transport::{read, shutdown, write_all, write_all_counted, Stream, Transport};
 use crate::ids::{ConnId, ConnKind};
 use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
@@ -330,7 +330,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         },
     );
 
-    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid));
+    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid, false));
     let timer = glommio::spawn_local(timer_loop(
         shard.clone(),
         session.clone(),
@@ -638,8 +638,13 @@ async fn read_loop(
     }
 }
 
-pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) -> CloseReason {
+/// Writes what the core queues for `cid` until the link closes. A write
+/// deadline that passes closes the link, unless `retry` (nats-server's
+/// `retry` write policy, the routes' default) and some bytes went out:
+/// then the link is a slow consumer and writing goes on.
+pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId, retry: bool) -> CloseReason {
     let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut slow = false;
     loop {
         let next = poll_fn(
             |cx| match shard.core.borrow_mut().poll_output(cid, &mut chunks, cx.waker()) {
@@ -652,7 +657,32 @@ pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId) ->
             Ok(()) => {
                 for chunk in &chunks {
                     crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(chunk));
-                    if let Err(e) = write_all(&stream, chunk).await {
+                    let mut at = 0;
+                    let result = loop {
+                        let (n, r) = write_all_counted(&stream, &chunk[at..]).await;
+                        at += n;
+                        match r {
+                            Err(e) if retry && n > 0 && e.kind() == std::io::ErrorKind::TimedOut => {
+                                if !slow {
+                                    shard.core.borrow_mut().count_slow_consumer();
+                                    crate::info!(
+                                        "rid:{} - Slow Consumer Detected: WriteDeadline exceeded with {} of {} bytes written",
+                                        cid.0,
+                                        at,
+                                        chunk.len()
+                                    );
+                                    slow = true;
+                                }
+                            }
+                            Ok(()) if slow => {
+                                crate::info!("rid:{} - Slow Consumer Recovered", cid.0);
+                                slow = false;
+                                break Ok(());
+                            }
+                            r => break r,
+                        }
+                    };
+                    if let Err(e) = result {
                         // Closed by the core meanwhile (a slow consumer's
                         // socket is shut under a blocked write): keep its reason.
                         if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {

@@ -83,14 +83,30 @@ pub async fn read(stream: &Stream, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Writes all of `buf` (and flushes what TLS or WebSocket framing holds).
 #[inline]
-pub async fn write_all(stream: &Stream, mut buf: &[u8]) -> std::io::Result<()> {
+pub async fn write_all(stream: &Stream, buf: &[u8]) -> std::io::Result<()> {
+    write_all_counted(stream, buf).await.1
+}
+
+/// Writes all of `buf` as [`write_all`] does; also says how many bytes
+/// went out before an error (a write deadline may pass mid-way).
+#[inline]
+pub async fn write_all_counted(stream: &Stream, mut buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut written = 0;
     while !buf.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await?;
+        let n = match poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await {
+            Ok(n) => n,
+            Err(e) => return (written, Err(e)),
+        };
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return (written, Err(std::io::ErrorKind::WriteZero.into()));
         }
+        written += n;
         buf = &buf[n..];
     }
+    (written, flush(stream).await)
+}
+
+async fn flush(stream: &Stream) -> std::io::Result<()> {
     // TLS buffers records and WebSocket frames: push them to the socket.
     if !matches!(&*stream.borrow(), Transport::Socket(Socket::Plain(_))) {
         poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await?;

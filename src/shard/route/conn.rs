@@ -41,8 +41,9 @@ pub(super) async fn serve(
     let _ = stream.set_nodelay(true);
     // A peer that stops reading is cut off after the write deadline, as a
     // client is (and dialed again if the route is configured).
-    let _ = stream.set_write_timeout(Some(shard.opts.borrow().write_deadline));
     let c = cluster(&shard);
+    let opts = c.opts();
+    let _ = stream.set_write_timeout(Some(opts.write_deadline.unwrap_or(shard.opts.borrow().write_deadline)));
     let peer_addr = stream.peer_addr().ok();
     let ip = peer_addr.map(|a| a.ip().to_string()).unwrap_or_default();
     let port = peer_addr.map(|a| a.port()).unwrap_or(0);
@@ -62,7 +63,6 @@ pub(super) async fn serve(
         },
     };
     let stream: Stream = Rc::new(RefCell::new(Transport::Socket(socket)));
-    let opts = c.opts();
     let mut first = Vec::new();
     if let Some(d) = &dialed {
         let (user, pass) = match (&d.url.user, &opts.username) {
@@ -113,7 +113,13 @@ pub(super) async fn serve(
         accounts: Default::default(),
         peer_export: None,
     }));
-    let writer = glommio::spawn_local(crate::shard::conn::write_loop(shard.clone(), stream.clone(), cid));
+    let retry = opts.write_timeout != Some(crate::options::WriteTimeoutPolicy::Close);
+    let writer = glommio::spawn_local(crate::shard::conn::write_loop(
+        shard.clone(),
+        stream.clone(),
+        cid,
+        retry,
+    ));
     let timer = glommio::spawn_local(timer_loop(shard.clone(), state.clone(), cid));
     let link = Link {
         shard: &shard,
