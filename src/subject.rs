@@ -65,9 +65,54 @@ pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// True when every subject `sub` (a pattern) matches is also matched by
+/// `pattern`.
+pub fn is_subset(sub: &[u8], pattern: &[u8]) -> bool {
+    let mut p = tokens(pattern);
+    let mut s = tokens(sub);
+    loop {
+        match (p.next(), s.next()) {
+            (Some(b">"), Some(_)) => return true,
+            (Some(b"*"), Some(st)) if st != b">" => {}
+            (Some(pt), Some(st)) if pt == st => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// True when some literal subject matches both patterns.
+pub fn intersects(a: &[u8], b: &[u8]) -> bool {
+    let mut x = tokens(a);
+    let mut y = tokens(b);
+    loop {
+        match (x.next(), y.next()) {
+            (Some(b">"), Some(_)) | (Some(_), Some(b">")) => return true,
+            (Some(b"*"), Some(_)) | (Some(_), Some(b"*")) => {}
+            (Some(t), Some(u)) if t == u => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsets_and_intersections() {
+        assert!(is_subset(b"in.feed.*", b"in.feed.>"));
+        assert!(is_subset(b"in.feed.x", b"in.*.x"));
+        assert!(is_subset(b"in.*", b"in.*"));
+        assert!(!is_subset(b"in.>", b"in.*"));
+        assert!(!is_subset(b"in.*", b"in.x"));
+        assert!(!is_subset(b"in", b"in.>"));
+        assert!(intersects(b"in.>", b"in.feed.x"));
+        assert!(intersects(b"in.*.x", b"in.feed.*"));
+        assert!(!intersects(b"in.a", b"in.b"));
+        assert!(!intersects(b"in.a.b", b"in.*"));
+    }
 
     #[test]
     fn validity() {

@@ -998,3 +998,103 @@ async fn route_permissions_filter_interest_both_ways() {
     hup(nats2.pid());
     await_route(&n2, &mut p2_b, "b.x").await;
 }
+
+const IMPORTS_CONF: &str = "accounts {\n  \
+  EXP { users [{user: exp, password: exp}]\n    exports [{stream: \"feed.>\"}, {service: \"svc.>\"}]\n  }\n  \
+  IMP { users [{user: imp, password: imp}]\n    imports [{stream: {account: EXP, subject: \"feed.>\"}, prefix: \"in\"}, {service: {account: EXP, subject: \"svc.>\"}}]\n  }\n}\n";
+
+/// Stream and service imports across servers: the importer's client on one
+/// server, the exporter's on another (each way round, petrel and
+/// nats-server).
+async fn imports_cross(kinds: [Kind; 2]) {
+    let conf = common::jwt::write_conf(IMPORTS_CONF);
+    let conf = conf.to_str().unwrap();
+    let a = node(kinds[0], None, &["-c", conf]);
+    let b = node(kinds[1], Some(&a), &["-c", conf]);
+    for (imp_at, exp_at) in [(&a, &b), (&b, &a)] {
+        let imp = user_client(imp_at, "imp").await;
+        let exp = user_client(exp_at, "exp").await;
+        // A stream: published in EXP as feed.x, seen in IMP as in.feed.x.
+        let mut feed = imp.subscribe("in.feed.x").await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            exp.publish("feed.x", "tick".into()).await.unwrap();
+            exp.flush().await.unwrap();
+            if let Ok(Some(m)) = timeout(Duration::from_millis(100), feed.next()).await {
+                assert_eq!(m.payload, "tick");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kinds:?}: the stream import never crossed");
+        }
+        while let Ok(Some(_)) = timeout(Duration::from_millis(200), feed.next()).await {}
+        for k in 0..20 {
+            exp.publish("feed.x", format!("n-{k}").into()).await.unwrap();
+        }
+        exp.flush().await.unwrap();
+        for k in 0..20 {
+            assert_eq!(
+                next(&mut feed).await.payload,
+                format!("n-{k}"),
+                "{kinds:?}: in order, once"
+            );
+        }
+        assert!(
+            timeout(Duration::from_millis(200), feed.next()).await.is_err(),
+            "{kinds:?}: a stream message came twice"
+        );
+        // A service: requested in IMP, answered in EXP.
+        let mut svc = exp.subscribe("svc.echo").await.unwrap();
+        let responder = exp.clone();
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = counted.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = svc.next().await {
+                if m.payload.starts_with(b"count-") {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                if let Some(r) = m.reply {
+                    responder.publish(r, m.payload).await.unwrap();
+                    responder.flush().await.unwrap();
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match timeout(Duration::from_millis(300), imp.request("svc.echo", "hello".into())).await {
+                Ok(Ok(r)) => {
+                    assert_eq!(r.payload, "hello");
+                    break;
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{kinds:?}: the service import never answered: {other:?}"
+                ),
+            }
+        }
+        // Each request reaches the exporter once (no server maps it twice).
+        for k in 0..20 {
+            let r = timeout(WAIT, imp.request("svc.echo", format!("count-{k}").into()))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.payload, format!("count-{k}"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            counted.load(std::sync::atomic::Ordering::SeqCst),
+            20,
+            "{kinds:?}: requests delivered once"
+        );
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn imports_cross_servers_petrel_petrel() {
+    imports_cross([Kind::Petrel, Kind::Petrel]).await;
+}
+
+#[tokio::test]
+async fn imports_cross_servers_petrel_nats() {
+    imports_cross([Kind::Petrel, Kind::Nats]).await;
+}

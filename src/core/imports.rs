@@ -3,10 +3,17 @@
 //! publish path).
 //!
 //! A service request's reply subject is rewritten to
-//! `_R_.<importer>.<tag>.<original reply>`; the tag is a keyed hash of the
-//! importer, exporter and original reply, so a response can be routed back
-//! by any shard without shared state, and a client of the exporter cannot
-//! forge replies into other accounts.
+//! `_R_.<server>.<importer>.<tag>.<original reply>`; the tag is a keyed
+//! hash of the importer, exporter and original reply, so a response can be
+//! routed back by any shard without shared state, and a client of the
+//! exporter cannot forge replies into other accounts. `<server>` (from the
+//! same key) names this server's replies: in a cluster it announces
+//! interest in `_R_.<server>.>` in each exporting account, so a response
+//! given on another server comes back here.
+//!
+//! In a cluster, an importer's subscription also stands for interest in
+//! the exporter's account (nats-server's shadow subscriptions): see
+//! [`Imports::shadows`].
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -48,6 +55,18 @@ pub struct AccountImports {
     pub streams_out: Vec<StreamImport>,
     /// Service imports this account's publishes may hit.
     pub services_in: Vec<ServiceImport>,
+    /// Streams this account imports.
+    streams_in: Vec<ImportedStream>,
+}
+
+/// A stream an account imports, seen from the importer.
+#[derive(Debug, Clone)]
+struct ImportedStream {
+    exporter: AccountId,
+    /// The subject in the exporter's space.
+    subject: Box<[u8]>,
+    /// The subject in the importer's space, when mapped.
+    local: Option<Box<[u8]>>,
 }
 
 /// Every account's imports, by account id.
@@ -57,6 +76,8 @@ pub struct Imports {
     key: RandomState,
     /// Whether any account has service imports (reply subjects need decoding).
     has_services: bool,
+    /// This server's token in wrapped reply subjects (from `key`).
+    token: String,
 }
 
 /// Maps `subj`, which matches `from`, onto `to`: wildcard tokens of `from`
@@ -101,6 +122,7 @@ impl Imports {
     /// returned as warnings and left out, as nats-server does.
     pub fn build(table: &AccountTable, accounts: &[AccountConfig]) -> (Imports, Vec<String>) {
         let mut r = Imports::default();
+        r.token = format!("{:08x}", r.key.hash_one("reply-token") as u32);
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
@@ -126,11 +148,19 @@ impl Imports {
                 }
                 let exporter = table.get_or_create(&imp.account).id;
                 match imp.kind {
-                    ExchangeKind::Stream => r.slot(exporter).streams_out.push(StreamImport {
-                        subject: imp.subject.as_bytes().into(),
-                        to: importer,
-                        local: imp.local.as_ref().map(|l| l.as_bytes().into()),
-                    }),
+                    ExchangeKind::Stream => {
+                        let local: Option<Box<[u8]>> = imp.local.as_ref().map(|l| l.as_bytes().into());
+                        r.slot(exporter).streams_out.push(StreamImport {
+                            subject: imp.subject.as_bytes().into(),
+                            to: importer,
+                            local: local.clone(),
+                        });
+                        r.slot(importer).streams_in.push(ImportedStream {
+                            exporter,
+                            subject: imp.subject.as_bytes().into(),
+                            local,
+                        });
+                    }
                     ExchangeKind::Service => {
                         r.has_services = true;
                         r.slot(importer).services_in.push(ServiceImport {
@@ -173,14 +203,62 @@ impl Imports {
         self.has_services
     }
 
+    /// The exporter-side interest a subscription to `subject` in
+    /// `importer` stands for: for each stream it imports whose subjects
+    /// meet `subject`, the subscription's subject mapped back into the
+    /// exporter's space (or the whole import when the subscription is
+    /// wider or only overlaps it).
+    pub fn shadows(&self, importer: AccountId, subject: &[u8]) -> Vec<(AccountId, Vec<u8>)> {
+        let Some(r) = self.accounts.get(importer.index()) else {
+            return Vec::new();
+        };
+        r.streams_in
+            .iter()
+            .filter_map(|s| {
+                let (from, here) = (&s.subject, s.local.as_deref().unwrap_or(&s.subject));
+                if subject::is_subset(subject, here) {
+                    Some((s.exporter, map_subject(subject, here, from)))
+                } else if subject::intersects(subject, here) {
+                    Some((s.exporter, from.to_vec()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The interest that brings responses given on other servers back to
+    /// this one: `_R_.<server>.>` in every account whose services are
+    /// imported.
+    pub fn reply_interest(&self) -> Vec<(AccountId, Vec<u8>)> {
+        let mut exporters: Vec<AccountId> = self
+            .accounts
+            .iter()
+            .flat_map(|r| r.services_in.iter().map(|sv| sv.exporter))
+            .collect();
+        exporters.sort_by_key(|a| a.0);
+        exporters.dedup();
+        let mut subject = REPLY_PREFIX.to_vec();
+        subject.extend_from_slice(self.server_token().as_bytes());
+        subject.extend_from_slice(b".>");
+        exporters.into_iter().map(|e| (e, subject.clone())).collect()
+    }
+
+    /// This server's token in wrapped reply subjects.
+    fn server_token(&self) -> &str {
+        &self.token
+    }
+
     fn tag(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> u64 {
         self.key.hash_one((importer.0, exporter.0, reply))
     }
 
     /// The reply subject the exporter sees for a request from `importer`.
     pub fn wrap_reply(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(reply.len() + 32);
+        let mut out = Vec::with_capacity(reply.len() + 40);
         out.extend_from_slice(REPLY_PREFIX);
+        out.extend_from_slice(self.server_token().as_bytes());
+        out.push(b'.');
         out.extend_from_slice(itoa::Buffer::new().format(importer.0).as_bytes());
         out.push(b'.');
         out.extend_from_slice(format!("{:016x}", self.tag(importer, exporter, reply)).as_bytes());
@@ -193,6 +271,7 @@ impl Imports {
     /// the importer and the original reply subject, if the tag is genuine.
     pub fn unwrap_reply<'a>(&self, exporter: AccountId, subj: &'a [u8]) -> Option<(AccountId, &'a [u8])> {
         let rest = subj.strip_prefix(REPLY_PREFIX)?;
+        let rest = rest.strip_prefix(self.server_token().as_bytes())?.strip_prefix(b".")?;
         let dot = memchr::memchr(b'.', rest)?;
         let importer = AccountId(std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?);
         let rest = &rest[dot + 1..];
@@ -250,6 +329,12 @@ mod tests {
         forged.extend_from_slice(b"x");
         assert_eq!(r.unwrap_reply(a, &forged), None);
         assert_eq!(r.unwrap_reply(b, &wrapped), None, "only the exporter may answer");
+        // Responses come back to this server on its own reply space.
+        let interest = r.reply_interest();
+        assert_eq!(interest.len(), 1);
+        assert_eq!(interest[0].0, a);
+        let space = &interest[0].1[..interest[0].1.len() - 1];
+        assert!(wrapped.starts_with(space), "{:?}", String::from_utf8_lossy(&wrapped));
     }
 
     #[test]
@@ -290,5 +375,16 @@ mod tests {
         assert_eq!(w.len(), 1, "C is not in the export's account list: {w:?}");
         let a = t.get("A").unwrap().id;
         assert_eq!(r.of(a).unwrap().streams_out.len(), 1);
+        // B's subscriptions stand for interest in A's space (shadows).
+        let b = t.get("B").unwrap().id;
+        assert_eq!(r.shadows(b, b"from_a.pub.x"), vec![(a, b"pub.x".to_vec())]);
+        assert_eq!(
+            r.shadows(b, b"from_a.>"),
+            vec![(a, b"pub.x".to_vec())],
+            "wider: the import"
+        );
+        assert!(r.shadows(b, b"other").is_empty());
+        assert!(r.shadows(a, b"pub.x").is_empty(), "A imports nothing");
+        assert!(r.reply_interest().is_empty(), "no services imported");
     }
 }

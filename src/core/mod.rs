@@ -383,8 +383,9 @@ impl ShardCore {
 
     /// Installs the accounts' imports (shared by every shard).
     pub fn set_imports(&mut self, imports: Arc<Imports>) {
+        let old = std::mem::replace(&mut self.imports, imports.clone());
         self.has_imports = imports.has_services() || imports.any();
-        self.imports = imports;
+        self.reroute_imports(&old, &imports);
     }
 
     /// Sets the time permission bookkeeping uses (response windows); the

@@ -37,8 +37,12 @@ type InterestKey = (AccountId, Box<[u8]>, Option<Box<[u8]>>);
 pub(super) struct RouteState {
     /// Whether interest is counted for routes.
     clustered: bool,
-    /// This server's interest as routes see it.
+    /// This server's subscriptions, counted as routes see them.
     interest: FxHashMap<InterestKey, u32>,
+    /// Interest that stands for something else: importers' subscriptions
+    /// in exporters' accounts (shadows), and the reply space service
+    /// responses come back on. Routes hear the sum with `interest`.
+    shadow: FxHashMap<InterestKey, u32>,
     events: Vec<RouteInterest>,
     waker: Option<Waker>,
     /// Route subscriptions the message being routed matched, sent as one
@@ -53,6 +57,35 @@ impl ShardCore {
     /// exists: the runtime calls it at start when a cluster is configured).
     pub fn set_clustered(&mut self) {
         self.routes.clustered = true;
+        let imports = self.imports.clone();
+        for (account, subject) in imports.reply_interest() {
+            self.bump_interest((account, subject.into(), None), true, true);
+        }
+    }
+
+    /// The imports change (start-up or reload): shadows of every
+    /// subscription and the reply space follow, so routes hear only the
+    /// difference.
+    pub(super) fn reroute_imports(&mut self, old: &super::imports::Imports, new: &super::imports::Imports) {
+        if !self.routes.clustered {
+            return;
+        }
+        let keys: Vec<InterestKey> = self
+            .routes
+            .interest
+            .iter()
+            .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
+            .collect();
+        for (imports, add) in [(old, false), (new, true)] {
+            for (account, subject) in imports.reply_interest() {
+                self.bump_interest((account, subject.into(), None), true, add);
+            }
+            for (account, subject, queue) in &keys {
+                for (exporter, shadow) in imports.shadows(*account, subject) {
+                    self.bump_interest((exporter, shadow.into(), queue.clone()), true, add);
+                }
+            }
+        }
     }
 
     /// Marks a route link as dedicated to one account: its messages and
@@ -76,25 +109,48 @@ impl ShardCore {
             return;
         }
         let key: InterestKey = (account, subject.into(), queue.map(Into::into));
-        let weight = {
-            let n = self.routes.interest.entry(key.clone()).or_insert(0);
-            let before = *n;
-            *n = if add { before + 1 } else { before.saturating_sub(1) };
-            if queue.is_none() && (before > 0) == (*n > 0) {
-                return;
+        self.bump_interest(key, false, add);
+        if self.has_imports {
+            let imports = self.imports.clone();
+            for (exporter, shadow) in imports.shadows(account, subject) {
+                self.bump_interest((exporter, shadow.into(), queue.map(Into::into)), true, add);
             }
-            *n
-        };
-        if weight == 0 {
-            self.routes.interest.remove(&key);
         }
-        self.routes.events.push(RouteInterest {
-            account,
+    }
+
+    /// Counts one subscription more or less behind `key` (`shadow`: in the
+    /// shadow counts) and records what routes must hear: a queue group's
+    /// weight on every change, a plain subject on its first and last.
+    fn bump_interest(&mut self, key: InterestKey, shadow: bool, add: bool) {
+        let r = &mut self.routes;
+        let before = r.interest.get(&key).copied().unwrap_or(0) + r.shadow.get(&key).copied().unwrap_or(0);
+        let map = if shadow { &mut r.shadow } else { &mut r.interest };
+        let n = map.entry(key.clone()).or_insert(0);
+        let changed = if add {
+            *n += 1;
+            true
+        } else {
+            let had = *n > 0;
+            *n = n.saturating_sub(1);
+            had
+        };
+        if *n == 0 {
+            map.remove(&key);
+        }
+        if !changed {
+            return;
+        }
+        let weight = if add { before + 1 } else { before - 1 };
+        if key.2.is_none() && (before > 0) == (weight > 0) {
+            return;
+        }
+        r.events.push(RouteInterest {
+            account: key.0,
             subject: key.1,
             queue: key.2,
             weight,
         });
-        if let Some(w) = self.routes.waker.take() {
+        if let Some(w) = r.waker.take() {
             w.wake();
         }
     }
@@ -118,10 +174,12 @@ impl ShardCore {
     /// All of this server's interest, as a route that just connected must
     /// hear it.
     pub fn route_interest(&self) -> Vec<RouteInterest> {
-        self.routes
-            .interest
-            .iter()
-            .map(|((account, subject, queue), &weight)| RouteInterest {
+        let mut all: FxHashMap<&InterestKey, u32> = FxHashMap::default();
+        for (k, &n) in self.routes.interest.iter().chain(self.routes.shadow.iter()) {
+            *all.entry(k).or_insert(0) += n;
+        }
+        all.into_iter()
+            .map(|((account, subject, queue), weight)| RouteInterest {
                 account: *account,
                 subject: subject.clone(),
                 queue: queue.clone(),
