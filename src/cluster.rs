@@ -282,6 +282,12 @@ impl Cluster {
         }
     }
 
+    /// How many peers have a registered route now.
+    pub fn connected_peers(&self) -> usize {
+        let peers = self.peers.lock().expect("cluster lock");
+        peers.values().filter(|p| !p.conns.is_empty()).count()
+    }
+
     /// A copy of the known peers.
     pub fn peers(&self) -> BTreeMap<String, Peer> {
         self.peers.lock().expect("cluster lock").clone()

@@ -783,6 +783,41 @@ fn account_connection_limits_are_cluster_wide() {
     }
 }
 
+/// A server that joins later hears petrel's account connection counts at
+/// once (not at the next 30 s heartbeat): with the limit reached on petrel,
+/// a client of the nats-server that just joined is refused.
+#[test]
+fn a_joining_server_learns_account_connection_counts() {
+    use common::jwt;
+    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+        "LIMITED",
+        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
+    );
+    let mut accounts = jwt::fixture_accounts();
+    accounts.push((acc_pub, acc_jwt));
+    let conf = jwt::memory_conf(&accounts);
+    let conf = conf.to_str().unwrap();
+    let petrel = node(Kind::Petrel, None, &["-c", conf]);
+    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
+    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    let (_c0, t0, _) = connect(&petrel);
+    let (_c1, t1, _) = connect(&petrel);
+    assert!(t0.contains("PONG") && t1.contains("PONG"), "{t0} {t1}");
+    let joined = node(Kind::Nats, Some(&petrel), &["-c", conf, "-m", "-1"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_c, text, _) = connect(&joined);
+        if text.contains("maximum account active connections exceeded") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the joining server let a third client in: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `cluster { tls }` naming `p`'s CA and its `route` certificate.
 fn route_tls_conf(p: &common::pki::Pki) -> std::path::PathBuf {
     common::jwt::write_conf(&format!(

@@ -120,14 +120,29 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
 
 /// STATSZ while someone other than the server listens, SERVER.CONNS for
 /// accounts with clients, and the SHUTDOWN event at exit.
+/// How soon after a server joins the cluster it is told this server's
+/// account connection counts.
+const CONNS_AFTER_JOIN: Duration = Duration::from_millis(250);
+
 async fn heartbeats(shard: Rc<Shard>, server_id: String) {
     let statsz_subject = format!("$SYS.SERVER.{server_id}.STATSZ");
     let mut statsz_every = STATSZ_FIRST;
     let mut next_statsz = Instant::now() + statsz_every;
     let mut next_conns = Instant::now() + CONNS_EVERY;
+    let mut peers_seen = 0;
     loop {
         glommio::timer::sleep(Duration::from_millis(20)).await;
         let now = Instant::now();
+        // A server that joins the cluster hears this one's account
+        // connection counts soon (once its route has exchanged interest),
+        // not at the next heartbeat: limits hold cluster-wide from the start.
+        if let Some(c) = shard.shared.cluster.get() {
+            let peers = c.connected_peers();
+            if peers > peers_seen {
+                next_conns = next_conns.min(now + CONNS_AFTER_JOIN);
+            }
+            peers_seen = peers;
+        }
         if shard.shared.shutting_down.load(Relaxed) && !shard.shared.shutdown_sent.load(Relaxed) {
             let block = serde_json::to_value(server_block(&shard.shared)).unwrap_or_default();
             shard.emit(&format!("$SYS.SERVER.{server_id}.SHUTDOWN"), &block);
