@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod imports;
+mod leafs;
 pub mod outq;
 pub mod pool;
 mod routes;
@@ -245,6 +246,7 @@ pub struct ShardCore {
     internal_inbox: Vec<InternalMsg>,
     /// Route interest and per-message route deliveries (`routes.rs`).
     routes: routes::RouteState,
+    leafs: leafs::LeafState,
     /// This shard's self-service link: it holds, in every account's index
     /// replica here and nowhere else, the subscriptions to the `$SYS`
     /// requests a client makes about itself ([`USER_INFO`],
@@ -311,6 +313,7 @@ impl ShardCore {
             has_imports: false,
             internal_inbox: Vec::new(),
             routes: routes::RouteState::default(),
+            leafs: leafs::LeafState::default(),
             self_service: None,
             self_requests: Vec::new(),
             self_waker: None,
@@ -764,6 +767,7 @@ impl ShardCore {
         if self.conns.remove(&cid).is_some_and(|c| c.link != LinkKind::Client) {
             self.server_links -= 1;
         }
+        self.remove_leaf(cid);
         self.waiting_pongs.retain(|w| *w != cid);
     }
 
@@ -827,7 +831,7 @@ impl ShardCore {
                 delivered: 0,
             },
         );
-        self.note_interest(account, subj, queue, link, true);
+        self.note_interest(account, subj, queue, link, Some(cid), true);
         self.broadcast(|| InterestChange::Add {
             account,
             subject: subj.into(),
@@ -878,7 +882,7 @@ impl ShardCore {
             }
         }
         let (subject, queue, account) = (s.subject, s.queue, s.account);
-        self.note_interest(account, &subject, queue.as_deref(), key.link(), false);
+        self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(s.conn), false);
         self.broadcast(|| InterestChange::Remove {
             account,
             subject: subject.clone(),
@@ -1114,15 +1118,12 @@ impl ShardCore {
                 self.queue_route_delivery(key);
                 return;
             }
-            LinkKind::Leaf => encode::server_msg(
-                out,
-                encode::ServerMsgForm::Leaf,
-                msg.subject,
-                msg.reply,
-                &[],
-                msg.header_len,
-                msg.message,
-            ),
+            LinkKind::Leaf => {
+                // As a route: one message per leaf connection, with the
+                // queue groups that picked it (`flush_routes`).
+                self.queue_route_delivery(key);
+                return;
+            }
         }
         c.out.rotate(&mut self.chunks);
         c.out_msgs += 1;
@@ -1255,7 +1256,7 @@ impl ShardCore {
                     queue,
                     sub,
                 } => {
-                    self.note_interest(account, &subject, queue.as_deref(), sub.key.link(), true);
+                    self.note_interest(account, &subject, queue.as_deref(), sub.key.link(), None, true);
                     self.index_mut(account).insert(&subject, queue.as_deref(), sub);
                 }
                 InterestChange::Remove {
@@ -1265,7 +1266,7 @@ impl ShardCore {
                     key,
                 } => {
                     if self.index_mut(account).remove(&subject, queue.as_deref(), key) {
-                        self.note_interest(account, &subject, queue.as_deref(), key.link(), false);
+                        self.note_interest(account, &subject, queue.as_deref(), key.link(), None, false);
                     }
                 }
             }

@@ -103,8 +103,10 @@ impl ShardCore {
         subject: &[u8],
         queue: Option<&[u8]>,
         link: LinkKind,
+        origin: Option<ConnId>,
         add: bool,
     ) {
+        self.note_leaf_interest(account, subject, queue, origin, add);
         if !self.routes.clustered || link == LinkKind::Route {
             return;
         }
@@ -279,8 +281,8 @@ impl ShardCore {
         self.route_from(account, &msg, origin)
     }
 
-    /// Sends the message just routed once to each route it matched, with
-    /// the queue groups it was picked for.
+    /// Sends the message just routed once to each route (and leaf
+    /// connection) it matched, with the queue groups it was picked for.
     pub(super) fn flush_routes(&mut self, msg: &Msg<'_>) {
         let mut pending = std::mem::take(&mut self.routes.pending);
         pending.sort_unstable_by_key(|k| self.subs.get(k).map(|s| s.conn));
@@ -309,7 +311,10 @@ impl ShardCore {
                 Some(n) if !n.is_empty() => &n[..],
                 _ => &b"$G"[..],
             };
-            let form = ServerMsgForm::Route((!self.routes.pinned.contains(&conn)).then_some(name));
+            let form = match self.conns.get(&conn).map(|c| c.link) {
+                Some(LinkKind::Leaf) => ServerMsgForm::Leaf,
+                _ => ServerMsgForm::Route((!self.routes.pinned.contains(&conn)).then_some(name)),
+            };
             if let Some(c) = self.conns.get_mut(&conn) {
                 if c.closing.is_none() {
                     let out = c.out.tail();

@@ -641,3 +641,93 @@ fn a_routed_message_reaches_only_the_queue_groups_it_names() {
     assert_eq!(to_members, 10, "the named group once per message");
     assert!(c.take_out(other).is_empty(), "a group not named gets nothing");
 }
+
+#[test]
+fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    for core in &mut c.cores {
+        core.set_leafing();
+    }
+    let early = c.connect(1);
+    c.feed(early, b"SUB before 1\r\nSUB q.x grp 2\r\n");
+    c.pump();
+    // Registering: the whole of the account's interest, from any shard.
+    let leaf = c.link(0, LinkKind::Leaf);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL);
+    let told = String::from_utf8(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes()).unwrap();
+    let mut lines: Vec<&str> = told.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["LS+ before", "LS+ q.x grp 1"]);
+    // Changes as they happen: a second member raises the group's weight.
+    let other = c.connect(1);
+    c.feed(other, b"SUB q.x grp 1\r\nSUB before 2\r\n");
+    c.pump();
+    assert_eq!(
+        c.cores[0].conn_mut(leaf).unwrap().out.take_bytes(),
+        b"LS+ q.x grp 2\r\n"
+    );
+    // The leaf's own subscriptions are not told back to it; a second leaf
+    // hears of them.
+    let leaf2 = c.link(1, LinkKind::Leaf);
+    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL);
+    c.cores[1].conn_mut(leaf2).unwrap().out.take_bytes();
+    c.cores[0].subscribe_leaf(leaf, b"from.leaf", None, b"from.leaf");
+    c.pump();
+    assert!(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes().is_empty());
+    assert_eq!(
+        c.cores[1].conn_mut(leaf2).unwrap().out.take_bytes(),
+        b"LS+ from.leaf\r\n"
+    );
+    // The last plain subscriber gone: LS-.
+    c.feed(early, b"UNSUB 1\r\n");
+    c.pump();
+    assert!(
+        c.cores[0].conn_mut(leaf).unwrap().out.take_bytes().is_empty(),
+        "one left"
+    );
+    c.feed(other, b"UNSUB 2\r\n");
+    c.pump();
+    assert_eq!(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes(), b"LS- before\r\n");
+}
+
+#[test]
+fn a_message_from_a_leaf_goes_everywhere_but_back_once_per_link() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    for core in &mut c.cores {
+        core.set_leafing();
+    }
+    let leaf = c.link(0, LinkKind::Leaf);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL);
+    let other_leaf = c.link(1, LinkKind::Leaf);
+    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL);
+    let route = c.link(1, LinkKind::Route);
+    let client = c.connect(1);
+    c.feed(client, b"SUB a.b 1\r\n");
+    c.cores[0].subscribe_leaf(leaf, b"a.b", None, b"a.b");
+    c.cores[1].subscribe_leaf(other_leaf, b"a.*", None, b"a.*");
+    c.cores[1].subscribe_leaf(other_leaf, b"a.>", None, b"a.>");
+    c.link_sub(1, route, b"a.b", None, b"r");
+    c.cores[1].name_account(AccountId::GLOBAL, "$G");
+    c.pump();
+    for l in [leaf, other_leaf] {
+        let shard = if l == leaf { 0 } else { 1 };
+        c.cores[shard].conn_mut(l).unwrap().out.take_bytes();
+    }
+    let r = c.cores[0].publish_leaf(leaf, b"a.b", Some(b"rep"), &[], None, b"hi");
+    assert_eq!(r, Routed::Delivered);
+    c.pump();
+    assert_eq!(c.take_out(client), b"MSG a.b 1 rep 2\r\nhi\r\n");
+    assert!(
+        c.cores[0].conn_mut(leaf).unwrap().out.take_bytes().is_empty(),
+        "not back to its leaf"
+    );
+    assert_eq!(
+        c.cores[1].conn_mut(other_leaf).unwrap().out.take_bytes(),
+        b"LMSG a.b rep 2\r\nhi\r\n",
+        "one LMSG however many of its subscriptions match"
+    );
+    assert_eq!(
+        c.cores[1].conn_mut(route).unwrap().out.take_bytes(),
+        b"RMSG $G a.b rep 2\r\nhi\r\n"
+    );
+}

@@ -125,7 +125,27 @@ pub fn server_msg(
 
 /// Appends `RS+ [account] <subject>[ <queue> <weight>]` (route interest).
 pub fn route_sub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queue: Option<(&[u8], u32)>) {
-    out.extend_from_slice(b"RS+ ");
+    interest_added(out, b"RS+ ", account, subject, queue);
+}
+
+/// Appends `RS- [account] <subject>[ <queue>]` (route interest gone).
+pub fn route_unsub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queue: Option<&[u8]>) {
+    interest_removed(out, b"RS- ", account, subject, queue);
+}
+
+/// Appends `LS+ <subject>[ <queue> <weight>]` (interest told to a leaf
+/// node connection: no account, the connection is bound to one).
+pub fn leaf_sub(out: &mut Vec<u8>, subject: &[u8], queue: Option<(&[u8], u32)>) {
+    interest_added(out, b"LS+ ", None, subject, queue);
+}
+
+/// Appends `LS- <subject>[ <queue>]`.
+pub fn leaf_unsub(out: &mut Vec<u8>, subject: &[u8], queue: Option<&[u8]>) {
+    interest_removed(out, b"LS- ", None, subject, queue);
+}
+
+fn interest_added(out: &mut Vec<u8>, op: &[u8], account: Option<&[u8]>, subject: &[u8], queue: Option<(&[u8], u32)>) {
+    out.extend_from_slice(op);
     if let Some(a) = account {
         out.extend_from_slice(a);
         out.push(b' ');
@@ -140,9 +160,8 @@ pub fn route_sub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queu
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `RS- [account] <subject>[ <queue>]` (route interest gone).
-pub fn route_unsub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], queue: Option<&[u8]>) {
-    out.extend_from_slice(b"RS- ");
+fn interest_removed(out: &mut Vec<u8>, op: &[u8], account: Option<&[u8]>, subject: &[u8], queue: Option<&[u8]>) {
+    out.extend_from_slice(op);
     if let Some(a) = account {
         out.extend_from_slice(a);
         out.push(b' ');
