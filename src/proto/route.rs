@@ -94,6 +94,25 @@ pub fn parse(
     max_control_line: usize,
     max_payload: usize,
 ) -> Result<RouteParsed<'_>, ParseError> {
+    parse_with(buf, with_account, false, max_control_line, max_payload)
+}
+
+/// Parses one operation from a leaf node connection: `LS+ <subject>[ <queue>
+/// <weight>]`, `LS- <subject>[ <queue>]`, `LMSG <subject> [reply | + reply
+/// queues | \| queues] <size>` and `HMSG` (header size before the total),
+/// none naming an account or an origin (the connection is bound to one
+/// account), plus INFO, CONNECT, PING, PONG and -ERR.
+pub fn parse_leaf(buf: &[u8], max_control_line: usize, max_payload: usize) -> Result<RouteParsed<'_>, ParseError> {
+    parse_with(buf, false, true, max_control_line, max_payload)
+}
+
+fn parse_with(
+    buf: &[u8],
+    with_account: bool,
+    leaf: bool,
+    max_control_line: usize,
+    max_payload: usize,
+) -> Result<RouteParsed<'_>, ParseError> {
     let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
         // INFO and CONNECT lines may be long (JSON); others are bounded.
         if buf.len() > max_control_line.max(super::parser::MAX_JSON_LINE) {
@@ -116,10 +135,11 @@ pub fn parse(
         b"-ERR" => RouteOp::Err(rest.trim_ascii()),
         b"INFO" => RouteOp::Info(rest.trim_ascii()),
         b"CONNECT" => RouteOp::Connect(rest.trim_ascii()),
+        b"RS+" | b"RS-" | b"RMSG" if leaf => return Err(ParseError::UnknownOp),
         b"RS+" | b"LS+" => {
             let mut a: Vec<&[u8]> = split(rest).collect();
-            if upper[0] == b'L' && !a.is_empty() {
-                a.remove(0); // the origin cluster
+            if upper[0] == b'L' && !leaf && !a.is_empty() {
+                a.remove(0); // the origin cluster (over a route)
             }
             let (account, a) = take_account(&a, with_account)?;
             match a {
@@ -163,11 +183,16 @@ pub fn parse(
         }
         b"RMSG" | b"HMSG" | b"LMSG" => {
             let mut a: Vec<&[u8]> = split(rest).collect();
-            if upper[0] == b'L' && !a.is_empty() {
-                a.remove(0); // the origin cluster
+            if upper[0] == b'L' && !leaf && !a.is_empty() {
+                a.remove(0); // the origin cluster (over a route)
             }
-            // LMSG always carries the header size (0 when none).
-            let headers = upper[0] != b'R';
+            // Over a route LMSG always carries the header size (0 when
+            // none); over a leaf connection only HMSG does.
+            let headers = match upper[0] {
+                b'R' => false,
+                b'L' => !leaf,
+                _ => true,
+            };
             let (account, a) = take_account(&a, with_account)?;
             let (sizes, a) = match (headers, a.len()) {
                 (true, n) if n >= 3 => (&a[n - 2..], &a[..n - 2]),
@@ -196,7 +221,7 @@ pub fn parse(
             if &buf[end..end + 2] != b"\r\n" {
                 return Err(ParseError::UnknownOp);
             }
-            // LMSG with a header size of 0 has no headers.
+            // A routed LMSG with a header size of 0 has no headers.
             let header_len = header_len.filter(|h| !(upper[0] == b'L' && *h == 0));
             return Ok(RouteParsed::Op(
                 RouteOp::Msg(RoutedMsg {
@@ -323,5 +348,66 @@ mod tests {
         assert_eq!(one(b"INFO {\"a\":1}\r\n", true), RouteOp::Info(b"{\"a\":1}"));
         assert_eq!(one(b"-ERR 'Unknown'\r\n", true), RouteOp::Err(b"'Unknown'"));
         assert_eq!(parse(b"PIN", true, 4096, 10), Ok(RouteParsed::Incomplete));
+    }
+
+    /// Every operation of `bytes` from a leaf connection.
+    fn leaf_ops(mut b: &[u8]) -> Vec<RouteOp<'_>> {
+        let mut v = Vec::new();
+        while !b.is_empty() {
+            match parse_leaf(b, 4096, 1 << 20).unwrap() {
+                RouteParsed::Op(op, n) => {
+                    v.push(op);
+                    b = &b[n..];
+                }
+                RouteParsed::Incomplete => panic!("incomplete"),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn leaf_connection_forms_as_nats_server_sends_them() {
+        // Captured from nats-server 2.15.1 (hub and leaf sides).
+        let ops = leaf_ops(
+            b"LS+ hub.plain\r\nLS+ hub.q hq 2\r\nLS- hub.q hq\r\nLMSG foo.hub 5\r\nhello\r\n\
+              LMSG foo.hub my.reply 11\r\nhello-reply\r\nLMSG q.hub | grp 4\r\nqmsg\r\n\
+              LMSG leafq + rr lq 12\r\nq-from-hub-r\r\nHMSG foo.hub r2 18 21\r\nNATS/1.0\r\nK: V\r\n\r\nhp2\r\n\
+              HMSG leafq + rr lq 18 23\r\nNATS/1.0\r\nA: B\r\n\r\nq-hdr\r\n",
+        );
+        assert_eq!(
+            ops[0],
+            RouteOp::Sub {
+                account: None,
+                subject: b"hub.plain",
+                queue: None
+            }
+        );
+        assert_eq!(
+            ops[1],
+            RouteOp::Sub {
+                account: None,
+                subject: b"hub.q",
+                queue: Some((b"hq", 2))
+            }
+        );
+        assert_eq!(
+            ops[2],
+            RouteOp::Unsub {
+                account: None,
+                subject: b"hub.q",
+                queue: Some(b"hq")
+            }
+        );
+        let msg = |i: usize| match &ops[i] {
+            RouteOp::Msg(m) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((msg(3).subject, msg(3).reply, msg(3).message), (&b"foo.hub"[..], None, &b"hello"[..]));
+        assert_eq!(msg(4).reply, Some(&b"my.reply"[..]));
+        assert_eq!((msg(5).reply, msg(5).queues.clone()), (None, vec![&b"grp"[..]]));
+        assert_eq!((msg(6).reply, msg(6).queues.clone()), (Some(&b"rr"[..]), vec![&b"lq"[..]]));
+        assert_eq!((msg(7).reply, msg(7).header_len, msg(7).message.len()), (Some(&b"r2"[..]), Some(18), 21));
+        assert_eq!((msg(8).queues.clone(), msg(8).header_len), (vec![&b"lq"[..]], Some(18)));
+        assert_eq!(parse_leaf(b"RS+ $G foo\r\n", 4096, 100), Err(ParseError::UnknownOp));
     }
 }
