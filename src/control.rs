@@ -53,6 +53,8 @@ pub struct Shared {
     pub pools: Arc<BufferPools>,
     /// The cluster registry, when routes are configured.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// The leaf node registry, when leaf nodes are configured.
+    pub leaf: std::sync::OnceLock<Arc<crate::leaf::LeafNodes>>,
     /// Checks CONNECT credentials; holds the account table. Replaced by a
     /// reload that changes users or accounts.
     verifier: Mutex<Arc<Verifier>>,
@@ -204,6 +206,7 @@ impl Shared {
             stats: (0..nshards).map(|_| ShardStats::default()).collect(),
             pools: Arc::new(BufferPools::new(nshards)),
             cluster: std::sync::OnceLock::new(),
+            leaf: std::sync::OnceLock::new(),
         }
     }
 

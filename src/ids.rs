@@ -21,6 +21,8 @@ pub enum ConnKind {
     Standard,
     /// The WebSocket port.
     WebSocket,
+    /// The leaf node port (a leaf authenticating as a user).
+    Leaf,
 }
 
 impl ConnKind {
@@ -29,6 +31,7 @@ impl ConnKind {
         match self {
             ConnKind::Standard => "STANDARD",
             ConnKind::WebSocket => "WEBSOCKET",
+            ConnKind::Leaf => "LEAFNODE",
         }
     }
 
@@ -43,6 +46,7 @@ impl ConnKind {
         match self {
             ConnKind::Standard => "nats",
             ConnKind::WebSocket => "websocket",
+            ConnKind::Leaf => "leafnode",
         }
     }
 }

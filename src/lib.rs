@@ -12,6 +12,7 @@ pub mod core;
 pub mod http;
 pub mod ids;
 pub mod index;
+pub mod leaf;
 pub mod logging;
 pub mod monitor;
 pub mod options;

@@ -54,7 +54,10 @@ impl Monitor {
                 json(SubszOpts::from_query(query).map(|o| endpoints::subsz(sh, &o)))
             }
             ("GET" | "HEAD", "/routez") => json(Ok(endpoints::routez(sh))),
-            ("GET" | "HEAD", "/leafz") => json(Ok(endpoints::leafz(sh))),
+            ("GET" | "HEAD", "/leafz") => {
+                let subs = matches!(param("subs").as_deref(), Some("1" | "true" | "t" | "detail"));
+                json(Ok(endpoints::leafz(sh, subs, param("acc").as_deref())))
+            }
             ("GET" | "HEAD", "/gatewayz") => json(Ok(endpoints::gatewayz(sh))),
             ("GET" | "HEAD", "/jsz") => json(Ok(endpoints::jsz(sh))),
             ("GET" | "HEAD", "/accountz") => json(endpoints::accountz(sh, param("acc").as_deref())),

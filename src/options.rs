@@ -89,6 +89,93 @@ pub struct Options {
     pub websocket: Option<WebsocketOptions>,
     /// Cluster routes (`cluster {}` block, `--cluster`/`--routes` flags).
     pub cluster: Option<ClusterOptions>,
+    /// Leaf node connections (`leafnodes {}` block).
+    pub leaf: Option<LeafOptions>,
+}
+
+/// The `leafnodes` block: a listener for leaf nodes (this server a hub)
+/// and the remotes this server connects to as a leaf.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafOptions {
+    /// Listen host.
+    pub host: String,
+    /// Listen port; `-1` picks a free one, 0 (absent) listens nowhere.
+    pub port: i32,
+    /// `host:port` leaf nodes should dial for this server.
+    pub advertise: Option<String>,
+    /// Do not tell leaf nodes of the cluster's other leaf URLs.
+    pub no_advertise: bool,
+    /// The single leaf user (`authorization { user, password }`).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+    /// The account that user's (or any unauthenticated) leaf binds to.
+    pub account: Option<String>,
+    /// `authorization { users [...] }`: leaf users, each bound to an account.
+    pub users: Vec<LeafUser>,
+    /// How long a leaf has to send CONNECT.
+    pub auth_timeout: Option<Duration>,
+    /// The remote hubs this server connects to as a leaf.
+    pub remotes: Vec<LeafRemote>,
+    /// Delay between connection attempts to a remote (nats-server: 1 s).
+    pub reconnect: Duration,
+    /// Dial timeout for remotes.
+    pub dial_timeout: Option<Duration>,
+}
+
+impl Default for LeafOptions {
+    fn default() -> Self {
+        LeafOptions {
+            host: DEFAULT_HOST.into(),
+            port: 0,
+            advertise: None,
+            no_advertise: false,
+            username: None,
+            password: None,
+            account: None,
+            users: Vec::new(),
+            auth_timeout: None,
+            remotes: Vec::new(),
+            reconnect: Duration::from_secs(1),
+            dial_timeout: None,
+        }
+    }
+}
+
+/// A leaf user of a hub: credentials and the account its leaf binds to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafUser {
+    /// Name.
+    pub user: String,
+    /// Password (plain or bcrypt).
+    pub password: String,
+    /// Account the leaf is bound to (`$G` when absent).
+    pub account: Option<String>,
+}
+
+/// A `remotes` entry: a hub this server connects to as a leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeafRemote {
+    /// The hub's URLs (`nats-leaf://`, `nats://` or `tls://`... with
+    /// optional `user:pass@`), tried in order (shuffled unless
+    /// `no_randomize`).
+    pub urls: Vec<String>,
+    /// The local account this leaf connection is bound to (`$G` when
+    /// absent).
+    pub account: Option<String>,
+    /// A credentials file (user JWT and seed) for the hub.
+    pub credentials: Option<std::path::PathBuf>,
+    /// Try URLs in the order given.
+    pub no_randomize: bool,
+    /// Subjects this leaf does not take from the hub (no interest sent,
+    /// no message accepted).
+    pub deny_imports: Vec<String>,
+    /// Subjects this leaf does not send to the hub.
+    pub deny_exports: Vec<String>,
+    /// How long to wait for the hub's INFO.
+    pub first_info_timeout: Option<Duration>,
+    /// Skip this remote.
+    pub disabled: bool,
 }
 
 /// nats-server's default route pool size (connections per server pair).
@@ -396,6 +483,7 @@ impl Default for Options {
             allow_non_tls: false,
             websocket: None,
             cluster: None,
+            leaf: None,
         }
     }
 }

@@ -158,6 +158,8 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("cluster_authorization", true, |o| {
         fingerprint(&o.cluster.as_ref().map(|c| (&c.username, &c.password, &c.auth_timeout)))
     }),
+    // Leaf nodes are set up at start-up (listener, remotes, accounts).
+    ("leafnodes", false, |o| fingerprint(&o.leaf)),
     ("cluster", true, |o| {
         fingerprint(&o.cluster.as_ref().map(|c| crate::options::ClusterOptions {
             routes: Vec::new(),

@@ -272,9 +272,32 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
         }
         let _ = shared.cluster.set(Arc::new(cluster));
     }
+    let (leaf_listeners, leaf_bound) = match &opts.leaf {
+        Some(l) => {
+            check_leaf_accounts(l, &shared.verifier()).map_err(ServerError::Auth)?;
+            let bound = if l.port != 0 {
+                let (ls, b) = bind_listeners(&l.host, l.port, nshards)?;
+                Some((ls, b))
+            } else {
+                None
+            };
+            let registry = crate::leaf::LeafNodes::new(l.clone(), nshards);
+            if let Some((_, b)) = &bound {
+                *registry.listen.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("{}:{}", url_host(&l.host), b.port()));
+                info!("Listening for leafnode connections on {}:{}", l.host, b.port());
+            }
+            let _ = shared.leaf.set(Arc::new(registry));
+            match bound {
+                Some((ls, b)) => (ls, Some(b)),
+                None => (Vec::new(), None),
+            }
+        }
+        None => (Vec::new(), None),
+    };
     let shared = Arc::new(shared);
     shared.set_reloader(Arc::new(move |shared: &Shared| reload(shared, &source)));
-    let running = shard::start(shared.clone(), listeners, ws_listeners, route_listeners)?;
+    let running = shard::start(shared.clone(), listeners, ws_listeners, route_listeners, leaf_listeners)?;
 
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
@@ -326,6 +349,9 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
             }
             if let (Some(c), Some(b)) = (&opts.cluster, route_bound) {
                 body["cluster"] = serde_json::json!([format!("nats://{}:{}", url_host(&c.host), b.port())]);
+            }
+            if let (Some(l), Some(b)) = (&opts.leaf, leaf_bound) {
+                body["leafnode"] = serde_json::json!([format!("nats://{}:{}", url_host(&l.host), b.port())]);
             }
             std::fs::write(&path, body.to_string()).map_err(|e| ServerError::WriteFile(path.clone(), e))?;
             Some(path)
@@ -446,6 +472,32 @@ pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, 
         return Err("shards did not apply the new configuration in time".into());
     }
     Ok(outcome)
+}
+
+/// The accounts a `leafnodes` block names must exist, as nats-server
+/// checks at start-up.
+fn check_leaf_accounts(l: &crate::options::LeafOptions, v: &crate::auth::verify::Verifier) -> Result<(), String> {
+    let exists = |name: &str| name == crate::auth::config::GLOBAL_ACCOUNT || v.accounts().get(name).is_some();
+    let auth = l
+        .account
+        .iter()
+        .chain(l.users.iter().filter_map(|u| u.account.as_ref()));
+    for a in auth {
+        if !exists(a) {
+            return Err(format!(
+                "cannot find local account {a:?} specified in leafnode authorization"
+            ));
+        }
+    }
+    for r in &l.remotes {
+        if let Some(a) = r.account.as_ref().filter(|a| !exists(a)) {
+            return Err(format!("cannot find local account {a:?} specified in leafnode remote"));
+        }
+    }
+    if v.is_operator_mode() && !l.users.is_empty() {
+        return Err("operator mode does not allow specifying users in leafnode config".into());
+    }
+    Ok(())
 }
 
 /// Route TLS from the cluster block (certificates loaded now, so a bad file

@@ -3,6 +3,7 @@
 //! ([`options`]).
 
 pub mod cluster;
+pub mod leaf;
 pub mod options;
 pub mod parse;
 pub mod read;

@@ -20,8 +20,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("resolver_pinned_accounts", "decentralized JWT auth"),
     ("default_sentinel", "decentralized JWT auth"),
     ("gateway", "gateways"),
-    ("leafnodes", "leaf nodes"),
-    ("leaf", "leaf nodes"),
     ("mqtt", "MQTT"),
     ("mappings", "subject mappings"),
     ("https", "HTTP monitoring"),
@@ -160,6 +158,8 @@ fn parsed_pos(parsed: &Parsed) -> super::value::Pos {
 
 const KNOWN: &[&str] = &[
     "cluster",
+    "leafnodes",
+    "leaf",
     "port",
     "host",
     "net",
@@ -386,6 +386,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "allow_non_tls" => o.allow_non_tls = boolean(k, item)?,
         "cluster" => o.cluster = Some(super::cluster::cluster_block(item, notices)?),
+        "leafnodes" | "leaf" => o.leaf = Some(super::leaf::leaf_block(item, notices)?),
         "resolver_preload" => {
             o.auth.operator.get_or_insert_with(operator_default).preload = auth::preload(item)?;
         }

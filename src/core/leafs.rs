@@ -10,6 +10,7 @@
 use rustc_hash::FxHashMap;
 
 use super::{Msg, Origin, Routed, ShardCore};
+use crate::auth::perms::{PatternList, SubjectRule};
 use crate::ids::{AccountId, ConnId, LinkKind};
 use crate::proto::encode;
 
@@ -23,6 +24,9 @@ struct LeafLink {
     account: AccountId,
     own: FxHashMap<Key, u32>,
     told: FxHashMap<Key, u32>,
+    /// Interest not told (a leaf's `deny_imports`: it does not ask for
+    /// these subjects).
+    hide: Option<PatternList>,
 }
 
 /// The core's leaf node state (empty while leaf nodes are off).
@@ -43,26 +47,47 @@ impl ShardCore {
     }
 
     /// Registers leaf connection `cid` (already added as a `Leaf` link)
-    /// bound to `account`, and tells it all of the account's interest.
-    pub fn add_leaf(&mut self, cid: ConnId, account: AccountId) {
+    /// bound to `account`, and tells it all of the account's interest but
+    /// the subjects in `hide`; nothing matching `deny_out` is sent to it.
+    pub fn add_leaf(
+        &mut self,
+        cid: ConnId,
+        account: AccountId,
+        hide: Option<PatternList>,
+        deny_out: Option<PatternList>,
+    ) {
         self.index_mut(account);
         if let Some(c) = self.conns.get_mut(&cid) {
             c.account = account;
         }
+        self.set_route_deny(cid, deny_out);
         let mut link = LeafLink {
             cid,
             account,
             own: FxHashMap::default(),
             told: FxHashMap::default(),
+            hide,
         };
         let mut out = Vec::new();
         for ((acc, key), &n) in &self.leafs.total {
-            if *acc == account && n > 0 {
+            if *acc == account && n > 0 && !hidden(&link.hide, &key.0) {
                 tell(&mut out, &mut link.told, key, n);
             }
         }
         self.leafs.links.push(link);
         self.send_raw(cid, &out);
+    }
+
+    /// The subjects of a connection's subscriptions (leafz).
+    pub fn subjects_of(&self, cid: ConnId) -> Vec<String> {
+        let Some(c) = self.conns.get(&cid) else {
+            return Vec::new();
+        };
+        c.sids
+            .values()
+            .filter_map(|k| self.subs.get(k))
+            .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+            .collect()
     }
 
     /// Forgets a leaf connection's interest bookkeeping (its subscriptions
@@ -91,9 +116,12 @@ impl ShardCore {
         header_len: Option<usize>,
         message: &[u8],
     ) -> Routed {
-        let Some(account) = self.conns.get(&from).map(|c| c.account) else {
+        let Some(c) = self.conns.get_mut(&from) else {
             return Routed::NoInterest;
         };
+        c.in_msgs += 1;
+        c.in_bytes += message.len() as u64;
+        let account = c.account;
         let msg = Msg {
             subject,
             reply,
@@ -138,7 +166,11 @@ impl ShardCore {
             v
         };
         let mut sends: Vec<(ConnId, Vec<u8>)> = Vec::new();
-        for link in st.links.iter_mut().filter(|l| l.account == account) {
+        for link in st
+            .links
+            .iter_mut()
+            .filter(|l| l.account == account && !hidden(&l.hide, subject))
+        {
             if Some(link.cid) == origin {
                 let n = link.own.entry(key.clone()).or_insert(0);
                 *n = if add { *n + 1 } else { n.saturating_sub(1) };
@@ -157,6 +189,17 @@ impl ShardCore {
             self.send_raw(cid, &out);
         }
     }
+}
+
+/// Whether `hide` keeps interest in `subject` from a leaf connection.
+fn hidden(hide: &Option<PatternList>, subject: &[u8]) -> bool {
+    hide.as_ref().is_some_and(|h| {
+        !SubjectRule {
+            allow: None,
+            deny: Some(h.clone()),
+        }
+        .admits(subject)
+    })
 }
 
 /// Appends what a leaf connection must hear for `key` to have `weight`

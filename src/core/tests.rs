@@ -653,7 +653,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     c.pump();
     // Registering: the whole of the account's interest, from any shard.
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, None);
     let told = String::from_utf8(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes()).unwrap();
     let mut lines: Vec<&str> = told.lines().collect();
     lines.sort();
@@ -669,7 +669,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     // The leaf's own subscriptions are not told back to it; a second leaf
     // hears of them.
     let leaf2 = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL);
+    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL, None, None);
     c.cores[1].conn_mut(leaf2).unwrap().out.take_bytes();
     c.cores[0].subscribe_leaf(leaf, b"from.leaf", None, b"from.leaf");
     c.pump();
@@ -697,9 +697,9 @@ fn a_message_from_a_leaf_goes_everywhere_but_back_once_per_link() {
         core.set_leafing();
     }
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, None);
     let other_leaf = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL);
+    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL, None, None);
     let route = c.link(1, LinkKind::Route);
     let client = c.connect(1);
     c.feed(client, b"SUB a.b 1\r\n");

@@ -272,6 +272,65 @@ impl RouteWireError {
     }
 }
 
+/// The `-ERR` texts of leaf node connections, as nats-server 2.15 words
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafWireError {
+    /// Wrong or missing credentials, or a first operation other than
+    /// CONNECT.
+    AuthorizationViolation,
+    /// No CONNECT within the authorization timeout.
+    AuthenticationTimeout,
+    /// A NATS client connected to the leaf port.
+    ClientOnLeafPort,
+    /// The leaf's cluster name is this server's.
+    SameClusterName,
+    /// A cluster name with spaces.
+    ClusterNameSpaces,
+    /// This server's loop-detection subject came back (`account`: the
+    /// local account of the connection).
+    LoopDetected(String),
+    /// The hub did not confirm the CONNECT in time.
+    StaleLeafConnection,
+    /// Pings went unanswered.
+    StaleConnection,
+    /// An operation the leaf protocol does not have.
+    UnknownProtocolOperation,
+}
+
+impl LeafWireError {
+    /// The `-ERR` text.
+    pub fn text(&self) -> String {
+        match self {
+            LeafWireError::AuthorizationViolation => "Authorization Violation".into(),
+            LeafWireError::AuthenticationTimeout => "Authentication Timeout".into(),
+            LeafWireError::ClientOnLeafPort => "attempted to connect to leaf node port".into(),
+            LeafWireError::SameClusterName => "remote leafnode has same cluster name".into(),
+            LeafWireError::ClusterNameSpaces => "cluster name cannot contain spaces".into(),
+            LeafWireError::LoopDetected(a) => {
+                format!("Loop detected for leafnode account=\"{a}\". Delaying attempt to reconnect for 30s")
+            }
+            LeafWireError::StaleLeafConnection => "Stale Leaf Node Connection - Closing".into(),
+            LeafWireError::StaleConnection => "Stale Connection".into(),
+            LeafWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
+        }
+    }
+
+    /// The close reason that goes with it.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            LeafWireError::AuthorizationViolation => CloseReason::AuthenticationViolation,
+            LeafWireError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
+            LeafWireError::ClientOnLeafPort => CloseReason::IncorrectPort,
+            LeafWireError::StaleLeafConnection | LeafWireError::StaleConnection => CloseReason::StaleConnection,
+            LeafWireError::SameClusterName
+            | LeafWireError::ClusterNameSpaces
+            | LeafWireError::LoopDetected(_)
+            | LeafWireError::UnknownProtocolOperation => CloseReason::ProtocolViolation,
+        }
+    }
+}
+
 /// What the connection does about a parse error: an optional `-ERR` and the
 /// close reason.
 pub fn parse_error_outcome(e: ParseError) -> (Option<WireError>, CloseReason) {

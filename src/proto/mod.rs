@@ -6,6 +6,7 @@ pub mod connect;
 pub mod encode;
 pub mod errors;
 pub mod info;
+pub mod leaf_info;
 pub mod parser;
 pub mod route;
 pub mod route_info;

@@ -402,11 +402,20 @@ mod tests {
             RouteOp::Msg(m) => m,
             other => panic!("{other:?}"),
         };
-        assert_eq!((msg(3).subject, msg(3).reply, msg(3).message), (&b"foo.hub"[..], None, &b"hello"[..]));
+        assert_eq!(
+            (msg(3).subject, msg(3).reply, msg(3).message),
+            (&b"foo.hub"[..], None, &b"hello"[..])
+        );
         assert_eq!(msg(4).reply, Some(&b"my.reply"[..]));
         assert_eq!((msg(5).reply, msg(5).queues.clone()), (None, vec![&b"grp"[..]]));
-        assert_eq!((msg(6).reply, msg(6).queues.clone()), (Some(&b"rr"[..]), vec![&b"lq"[..]]));
-        assert_eq!((msg(7).reply, msg(7).header_len, msg(7).message.len()), (Some(&b"r2"[..]), Some(18), 21));
+        assert_eq!(
+            (msg(6).reply, msg(6).queues.clone()),
+            (Some(&b"rr"[..]), vec![&b"lq"[..]])
+        );
+        assert_eq!(
+            (msg(7).reply, msg(7).header_len, msg(7).message.len()),
+            (Some(&b"r2"[..]), Some(18), 21)
+        );
         assert_eq!((msg(8).queues.clone(), msg(8).header_len), (vec![&b"lq"[..]], Some(18)));
         assert_eq!(parse_leaf(b"RS+ $G foo\r\n", 4096, 100), Err(ParseError::UnknownOp));
     }

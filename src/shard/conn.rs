@@ -228,7 +228,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
             Some(ws) => Some(ws),
             None => return forget(&shard),
         },
-        ConnKind::Standard => None,
+        // Leaf connections are served by `shard::leaf`, never here.
+        ConnKind::Standard | ConnKind::Leaf => None,
     };
     // (transport, whether INFO already went out in the clear, whether TLS came first)
     let (transport, info_sent, tls_first) = match (&ws, shard.shared.tls()) {

@@ -5,6 +5,8 @@
 pub mod auth_work;
 pub mod conn;
 pub mod host;
+pub mod leaf;
+pub mod leaf_table;
 pub mod mesh;
 pub mod route;
 pub mod route_table;
@@ -73,6 +75,7 @@ pub fn start(
     listeners: Vec<StdListener>,
     ws_listeners: Vec<StdListener>,
     route_listeners: Vec<StdListener>,
+    leaf_listeners: Vec<StdListener>,
 ) -> Result<Running, StartError> {
     let n = shared.nshards;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -81,10 +84,12 @@ pub fn start(
     let (exit_tx, exit_rx) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut ws_listeners = ws_listeners.into_iter();
     let mut route_listeners = route_listeners.into_iter();
+    let mut leaf_listeners = leaf_listeners.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let ends = mesh.take(i);
         let ws_fd = ws_listeners.next().map(|l| l.into_raw_fd());
         let route_fd = route_listeners.next().map(|l| l.into_raw_fd());
+        let leaf_fd = leaf_listeners.next().map(|l| l.into_raw_fd());
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let placement = if n <= cpus {
@@ -115,7 +120,16 @@ pub fn start(
             let ws = ws_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
             // SAFETY: as above, for the route listener.
             let routes = route_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
-            shard_main(ShardId(i as u16), shared, ends, [Some(listener), ws, routes], ready).await
+            // SAFETY: as above, for the leaf node listener.
+            let leafs = leaf_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+            shard_main(
+                ShardId(i as u16),
+                shared,
+                ends,
+                [Some(listener), ws, routes, leafs],
+                ready,
+            )
+            .await
         });
         let exit = exit_tx.clone();
         match spawned {
@@ -169,7 +183,7 @@ async fn shard_main(
     id: ShardId,
     shared: Arc<Shared>,
     ends: ShardEnds,
-    [listener, ws_listener, route_listener]: [Option<TcpListener>; 3],
+    [listener, ws_listener, route_listener, leaf_listener]: [Option<TcpListener>; 4],
     ready: mpsc::Sender<usize>,
 ) {
     let listener = listener.expect("every shard has a client listener");
@@ -189,6 +203,9 @@ async fn shard_main(
     if shared.cluster.get().is_some() {
         core.set_clustered();
     }
+    if shared.leaf.get().is_some() {
+        core.set_leafing();
+    }
     let route_perms = shared.cluster.get().and_then(|c| c.opts().permissions);
     let shard = Rc::new(Shard {
         id,
@@ -206,6 +223,7 @@ async fn shard_main(
         verifier: RefCell::new(verifier),
         actions_seen: Cell::new(0),
         routes: route_table::Routes::new(route_perms),
+        leafs: Default::default(),
         routes_generation: Cell::new(0),
         urls_seen: Cell::new(0),
     });
@@ -222,6 +240,7 @@ async fn shard_main(
                 }
                 shard.answer_snapshot();
                 route::poll_cluster(&shard);
+                leaf::poll_leafs(&shard);
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
                     glommio::spawn_local(lame_duck(shard.clone())).detach();
                 }
@@ -270,6 +289,17 @@ async fn shard_main(
         for (i, url) in c.opts().routes.into_iter().enumerate() {
             if i % shard.shared.nshards == id.index() {
                 glommio::spawn_local(route::keep_configured(shard.clone(), url)).detach();
+            }
+        }
+    }
+    if let Some(l) = shard.shared.leaf.get() {
+        if let Some(listener) = leaf_listener {
+            glommio::spawn_local(leaf::accept_loop(shard.clone(), listener)).detach();
+        }
+        // Remotes are spread over the shards.
+        for (i, remote) in l.opts().remotes.into_iter().enumerate() {
+            if i % shard.shared.nshards == id.index() {
+                glommio::spawn_local(leaf::keep_remote(shard.clone(), remote)).detach();
             }
         }
     }
@@ -343,7 +373,7 @@ async fn lame_duck(shard: Rc<Shard>) {
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
     let shared = shard.shared.clone();
     let name = match kind {
-        ConnKind::Standard => "Client",
+        ConnKind::Standard | ConnKind::Leaf => "Client",
         ConnKind::WebSocket => "Websocket",
     };
     // As nats-server: an accept error (out of file descriptors, say) is

@@ -71,6 +71,8 @@ pub struct Shard {
     pub(super) actions_seen: Cell<u64>,
     /// This shard's route connections.
     pub routes: super::route_table::Routes,
+    /// This shard's leaf node connections.
+    pub leafs: super::leaf_table::Leafs,
     /// The options generation whose routes this shard last checked.
     pub(super) routes_generation: Cell<u64>,
     /// The cluster's client URLs generation this shard's INFO reflects.
@@ -383,6 +385,8 @@ impl Shard {
                 transport::shutdown(&h.stream);
             } else if let Some(s) = self.routes.stream(cid) {
                 transport::shutdown(&s);
+            } else if let Some(e) = self.leafs.conns.borrow().get(&cid) {
+                transport::shutdown(&e.stream);
             }
         }
     }

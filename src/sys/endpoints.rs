@@ -109,7 +109,7 @@ pub fn varz(shared: &Shared) -> Value {
         "max_pending": o.max_pending,
         "cluster": cluster_varz(shared),
         "gateway": {},
-        "leaf": {},
+        "leaf": leaf_varz(shared),
         "mqtt": {},
         "websocket": websocket_varz(shared, &o),
         "jetstream": {},
@@ -126,7 +126,7 @@ pub fn varz(shared: &Shared) -> Value {
         "total_connections": c.total_connections,
         "routes": shared.cluster.get().map_or(0, |c| c.route_count()),
         "remotes": shared.cluster.get().map_or(0, |c| c.peers().len()),
-        "leafnodes": 0,
+        "leafnodes": shared.leaf.get().map_or(0, |l| l.connections().len()),
         "in_msgs": c.in_msgs,
         "out_msgs": c.out_msgs,
         "in_bytes": c.in_bytes,
@@ -746,10 +746,74 @@ fn cluster_varz(shared: &Shared) -> Value {
     v
 }
 
-/// `/leafz`: no leaf nodes.
-pub fn leafz(shared: &Shared) -> Value {
+/// `/leafz`: each leaf connection with nats-server's fields; `subs` adds
+/// `subscriptions_list`, `acc` keeps one account's.
+pub fn leafz(shared: &Shared, subs: bool, acc: Option<&str>) -> Value {
     let (_, info) = shared.current();
-    json!({"server_id": info.server_id, "now": rfc3339(SystemTime::now()), "leafnodes": 0, "leafs": []})
+    let leafs: Vec<Value> = shared
+        .leaf
+        .get()
+        .map(|l| l.connections())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| acc.is_none_or(|a| a == c.account))
+        .map(|c| {
+            let mut v = json!({
+                "id": c.cid,
+                "name": c.name,
+                "is_spoke": c.is_spoke,
+                "account": c.account,
+                "ip": c.ip,
+                "port": c.port,
+                "in_msgs": c.in_msgs,
+                "out_msgs": c.out_msgs,
+                "in_bytes": c.in_bytes,
+                "out_bytes": c.out_bytes,
+                "subscriptions": c.subjects.len(),
+                "compression": "off",
+            });
+            if subs && !c.subjects.is_empty() {
+                v["subscriptions_list"] = json!(c.subjects);
+            }
+            v
+        })
+        .collect();
+    json!({"server_id": info.server_id, "now": rfc3339(SystemTime::now()), "leafnodes": leafs.len(), "leafs": leafs})
+}
+
+/// varz's `leaf` block: the listener (hub) and the remotes (leaf).
+fn leaf_varz(shared: &Shared) -> Value {
+    let Some(l) = shared.leaf.get() else { return json!({}) };
+    let opts = l.opts();
+    let mut v = json!({});
+    if let Some(listen) = l.listen.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some((h, p)) = listen.rsplit_once(':') {
+            v["host"] = json!(h);
+            v["port"] = json!(p.parse::<u16>().unwrap_or(0));
+        }
+        v["auth_timeout"] = json!(opts.auth_timeout.map_or(2.0, |d| d.as_secs_f64()));
+        v["tls_timeout"] = json!(2.0);
+    }
+    if !opts.remotes.is_empty() {
+        let remotes: Vec<Value> = opts
+            .remotes
+            .iter()
+            .map(|r| {
+                let urls: Vec<String> = r
+                    .urls
+                    .iter()
+                    .filter_map(|u| crate::conf::leaf::leaf_url(u).ok())
+                    .map(|u| format!("{}:{}", u.host, u.port))
+                    .collect();
+                json!({
+                    "local_account": r.account.clone().unwrap_or_else(|| crate::auth::config::GLOBAL_ACCOUNT.into()),
+                    "urls": urls,
+                })
+            })
+            .collect();
+        v["remotes"] = json!(remotes);
+    }
+    v
 }
 
 /// `/gatewayz`: no gateways.

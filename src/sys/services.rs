@@ -102,7 +102,14 @@ fn server_service(
         "SUBSZ" => envelope(shared, endpoints::subsz(shared, &SubszOpts::from_json(body))),
         "ROUTEZ" => envelope(shared, endpoints::routez(shared)),
         "GATEWAYZ" => envelope(shared, endpoints::gatewayz(shared)),
-        "LEAFZ" => envelope(shared, endpoints::leafz(shared)),
+        "LEAFZ" => envelope(
+            shared,
+            endpoints::leafz(
+                shared,
+                body.get("subscriptions").and_then(Value::as_bool).unwrap_or(false),
+                body.get("account").and_then(Value::as_str),
+            ),
+        ),
         "ACCOUNTZ" => match endpoints::accountz(shared, body.get("account").and_then(Value::as_str)) {
             Ok(v) => envelope(shared, v),
             Err(e) => envelope_error(shared, 400, &e),
@@ -218,7 +225,10 @@ fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Opti
             let a = account?;
             (a.connections() > 0).then(|| account_conns_event(shared, &a.name))
         }
-        "LEAFZ" => Some(envelope(shared, endpoints::leafz(shared))),
+        "LEAFZ" => Some(envelope(
+            shared,
+            endpoints::leafz(shared, false, account.as_ref().map(|a| a.name.as_str())),
+        )),
         "JSZ" => Some(envelope(shared, endpoints::jsz(shared))),
         _ => None,
     }

@@ -75,6 +75,18 @@ impl Proc {
         }
     }
 
+    /// The leaf node port it logged listening on (`leafnodes { listen }`).
+    pub fn leaf_port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log_lines("Listening for leafnode connections on ").pop() {
+                return line.rsplit(':').next().unwrap().trim().parse().expect("leaf port");
+            }
+            assert!(std::time::Instant::now() < deadline, "no leaf listener log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log

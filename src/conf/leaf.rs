@@ -1,0 +1,277 @@
+//! The `leafnodes` block onto [`LeafOptions`], with nats-server's key
+//! names, aliases and errors. Keys whose features petrel does not have yet
+//! are refused by name, never ignored.
+
+use std::path::PathBuf;
+
+use super::parse::ConfError;
+use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
+use super::units::seconds;
+use super::value::{Item, Value};
+use crate::options::{LeafOptions, LeafRemote, LeafUser};
+
+/// Keys of the block whose features land later, with the feature's name.
+const NOT_YET: &[(&str, &str)] = &[
+    ("tls", "TLS on leaf connections"),
+    ("min_version", "leaf minimum version"),
+    ("minimum_version", "leaf minimum version"),
+    ("isolate_leafnode_interest", "leaf interest isolation"),
+    ("isolate", "leaf interest isolation"),
+    ("write_deadline", "leaf write deadlines"),
+    ("write_timeout", "leaf write deadlines"),
+];
+
+/// Keys of a remote whose features land later.
+const REMOTE_NOT_YET: &[(&str, &str)] = &[
+    ("tls", "TLS on leaf connections"),
+    ("nkey", "nkey leaf authentication"),
+    ("seed", "nkey leaf authentication"),
+    ("hub", "leaf remotes as hubs"),
+    ("ws_compress", "WebSocket leaf remotes"),
+    ("ws_compression", "WebSocket leaf remotes"),
+    ("websocket_compress", "WebSocket leaf remotes"),
+    ("websocket_compression", "WebSocket leaf remotes"),
+    ("ws_no_masking", "WebSocket leaf remotes"),
+    ("websocket_no_masking", "WebSocket leaf remotes"),
+    ("jetstream_cluster_migrate", "JetStream"),
+    ("js_cluster_migrate", "JetStream"),
+    ("isolate_leafnode_interest", "leaf interest isolation"),
+    ("isolate", "leaf interest isolation"),
+    ("request_isolation", "leaf interest isolation"),
+    ("proxy", "leaf connections through a proxy"),
+    ("ignore_discovered_servers", "leaf URL discovery"),
+];
+
+fn at(v: &Item, msg: String) -> ConfError {
+    ConfError {
+        pos: v.pos.clone(),
+        msg,
+    }
+}
+
+fn not_yet(list: &[(&str, &str)], block: &str, k: &str, key_pos: &super::value::Pos) -> Result<(), ConfError> {
+    match list.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+        Some((_, feature)) => Err(ConfError {
+            pos: key_pos.clone(),
+            msg: format!("{block}: \"{k}\" is not supported by petrel yet ({feature})"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads the block.
+pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(type_err("leafnodes", item, "a map"));
+    };
+    let mut l = LeafOptions::default();
+    for (k, key_pos, v) in &m.entries {
+        not_yet(NOT_YET, "leafnodes", k, key_pos)?;
+        match k.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (h, p) = listen_value(k, v)?;
+                if let Some(h) = h {
+                    l.host = h;
+                }
+                l.port = p;
+            }
+            "port" => l.port = int(k, v)? as i32,
+            "host" | "net" => l.host = string(k, v)?,
+            "advertise" | "leafnode_advertise" => l.advertise = Some(string(k, v)?),
+            "no_advertise" => l.no_advertise = boolean(k, v)?,
+            "authorization" => authorization(&mut l, v)?,
+            "remotes" => {
+                let Value::Array(a) = &v.value else {
+                    return Err(type_err(k, v, "a list of remotes"));
+                };
+                for r in a {
+                    let remote = remote(r, notices)?;
+                    if !remote.disabled {
+                        l.remotes.push(remote);
+                    }
+                }
+            }
+            "reconnect" | "reconnect_delay" | "reconnect_interval" => l.reconnect = duration(k, v, notices)?,
+            "dial_timeout" => l.dial_timeout = Some(duration(k, v, notices)?),
+            "compression" => compression(k, v)?,
+            _ => {
+                return Err(ConfError {
+                    pos: key_pos.clone(),
+                    msg: format!("unknown field \"{k}\""),
+                })
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// `authorization`: one user (`user`, `password`, `account`) or `users`,
+/// each bound to an account, and `timeout`.
+fn authorization(l: &mut LeafOptions, v: &Item) -> Result<(), ConfError> {
+    let Value::Map(m) = &v.value else {
+        return Err(type_err("authorization", v, "a map"));
+    };
+    for (k, key_pos, av) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "user" | "username" => l.username = Some(string(k, av)?),
+            "pass" | "password" => l.password = Some(string(k, av)?),
+            "account" => l.account = Some(string(k, av)?),
+            "timeout" => l.auth_timeout = Some(seconds(k, av)?),
+            "users" => {
+                let Value::Array(a) = &av.value else {
+                    return Err(at(
+                        av,
+                        format!("Expected users field to be an array, got {:?}", av.value),
+                    ));
+                };
+                for u in a {
+                    let Value::Map(um) = &u.value else {
+                        return Err(at(
+                            u,
+                            format!("Expected user entry to be a map/struct, got {:?}", u.value),
+                        ));
+                    };
+                    let mut user = LeafUser {
+                        user: String::new(),
+                        password: String::new(),
+                        account: None,
+                    };
+                    for (uk, upos, uv) in &um.entries {
+                        match uk.to_ascii_lowercase().as_str() {
+                            "user" | "username" => user.user = string(uk, uv)?,
+                            "pass" | "password" => user.password = string(uk, uv)?,
+                            "account" => user.account = Some(string(uk, uv)?),
+                            _ => {
+                                return Err(ConfError {
+                                    pos: upos.clone(),
+                                    msg: format!("unknown field \"{uk}\""),
+                                })
+                            }
+                        }
+                    }
+                    l.users.push(user);
+                }
+            }
+            "nkey" | "proxy_required" => {
+                return Err(ConfError {
+                    pos: key_pos.clone(),
+                    msg: format!("leafnodes: authorization: \"{k}\" is not supported by petrel yet"),
+                })
+            }
+            _ => {
+                return Err(ConfError {
+                    pos: key_pos.clone(),
+                    msg: format!("unknown field \"{k}\""),
+                })
+            }
+        }
+    }
+    // nats-server: a single user and a users list do not mix.
+    if l.username.is_some() && !l.users.is_empty() {
+        return Err(at(v, "can not have a single user/pass and a users array".into()));
+    }
+    Ok(())
+}
+
+/// One `remotes` entry.
+fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(type_err("remotes", item, "a map"));
+    };
+    let mut r = LeafRemote::default();
+    for (k, key_pos, v) in &m.entries {
+        not_yet(REMOTE_NOT_YET, "leafnodes: remotes", k, key_pos)?;
+        match k.to_ascii_lowercase().as_str() {
+            "url" | "urls" => {
+                let urls = match &v.value {
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|u| string(k, u).map(|s| (s, u)))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    _ => vec![(string(k, v)?, v)],
+                };
+                for (u, pos) in urls {
+                    leaf_url(&u).map_err(|e| at(pos, format!("error parsing remote leafnode url [{u:?}]: {e}")))?;
+                    r.urls.push(u);
+                }
+            }
+            "account" | "local" => r.account = Some(string(k, v)?),
+            "creds" | "credentials" => r.credentials = Some(PathBuf::from(string(k, v)?)),
+            "no_randomize" | "dont_randomize" => r.no_randomize = boolean(k, v)?,
+            "deny_imports" | "deny_import" => r.deny_imports = subjects(k, v)?,
+            "deny_exports" | "deny_export" => r.deny_exports = subjects(k, v)?,
+            "first_info_timeout" => r.first_info_timeout = Some(duration(k, v, notices)?),
+            "dial_timeout" => {
+                duration(k, v, notices)?;
+            }
+            "compression" => compression(k, v)?,
+            "disabled" => r.disabled = boolean(k, v)?,
+            _ => {
+                return Err(ConfError {
+                    pos: key_pos.clone(),
+                    msg: format!("unknown field \"{k}\""),
+                })
+            }
+        }
+    }
+    if r.urls.is_empty() {
+        return Err(at(
+            item,
+            "leafnodes: remotes: an entry needs \"url\" or \"urls\"".into(),
+        ));
+    }
+    Ok(r)
+}
+
+/// A subject or a list of them.
+fn subjects(k: &str, v: &Item) -> Result<Vec<String>, ConfError> {
+    let list = match &v.value {
+        Value::Array(a) => a.iter().map(|s| string(k, s)).collect::<Result<Vec<_>, _>>()?,
+        _ => vec![string(k, v)?],
+    };
+    for s in &list {
+        if !crate::subject::is_valid_subject(s.as_bytes()) {
+            return Err(at(v, format!("{k}: invalid subject {s:?}")));
+        }
+    }
+    Ok(list)
+}
+
+/// `compression`: petrel's leaf connections are uncompressed; `off` and
+/// `accept` (the default) ask for nothing and are taken, s2 modes refused.
+fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
+    let mode = match &v.value {
+        Value::Bool(false) => return Ok(()),
+        Value::Str(s) => s.to_ascii_lowercase(),
+        Value::Map(m) => match m.get("mode") {
+            Some(i) => string("mode", i)?.to_ascii_lowercase(),
+            None => return Ok(()),
+        },
+        _ => "on".into(),
+    };
+    match mode.as_str() {
+        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
+        _ => Err(at(
+            v,
+            format!(
+                "{k}: mode {mode:?} is not supported by petrel yet (s2 leaf compression); use \"off\" or \"accept\""
+            ),
+        )),
+    }
+}
+
+/// A remote's URL: `nats-leaf://`, `nats://` or `leafnode://`, with
+/// optional credentials; `tls://`, `ws://` and `wss://` are refused for
+/// now.
+pub fn leaf_url(s: &str) -> Result<crate::conf::cluster::RouteUrl, String> {
+    if let Some((scheme, _)) = s.split_once("://") {
+        match scheme.to_ascii_lowercase().as_str() {
+            "nats" | "nats-leaf" | "leafnode" => {}
+            "tls" => return Err("tls:// remotes are not supported by petrel yet (TLS on leaf connections)".into()),
+            "ws" | "wss" => return Err("WebSocket remotes are not supported by petrel yet".into()),
+            other => return Err(format!("unsupported scheme {other:?}")),
+        }
+    }
+    let rest = s.split_once("://").map_or(s, |(_, r)| r);
+    crate::conf::cluster::route_url(&format!("nats://{rest}"))
+}

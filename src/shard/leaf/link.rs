@@ -1,0 +1,703 @@
+//! One leaf node connection's life and protocol, on either side.
+//!
+//! Hub (accepted): INFO first (with a nonce), CONNECT checked and
+//! authenticated (the `leafnodes` block's users, else the server's client
+//! users), a second INFO (`connect_info`, the bound account), then the
+//! account's interest. Spoke (dialed, this server the leaf): the hub's
+//! INFO, CONNECT, the hub's confirming INFO, then this server's interest in
+//! its local account. Both sides then exchange `LS+`/`LS-`, `LMSG`/`HMSG`
+//! and PING/PONG, and announce their `$LDS.` subject: hearing one's own
+//! back is a loop.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use super::LOOP_DELAY;
+use crate::auth::perms::PatternList;
+use crate::conf::cluster::RouteUrl;
+use crate::ids::{AccountId, ConnId, ConnKind, LinkKind};
+use crate::options::LeafRemote;
+use crate::proto::encode;
+use crate::proto::errors::{CloseReason, LeafWireError};
+use crate::proto::leaf_info::{LeafConnect, LeafInfo};
+use crate::proto::parser::ParseError;
+use crate::proto::route::{parse_leaf, RouteOp, RouteParsed};
+use crate::shard::leaf_table::LeafEntry;
+use crate::shard::socket::Socket;
+use crate::shard::state::Shard;
+use crate::shard::transport::{read, Stream, Transport};
+
+/// The leaf protocol level petrel speaks.
+const LEAF_PROTO: u32 = 1;
+
+/// Authorization timeout on the hub side when the block sets none.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a spoke waits for the hub's first INFO (nats-server's
+/// `first_info_timeout` default) and then for its confirming INFO.
+const FIRST_INFO: Duration = Duration::from_secs(1);
+const CONNECT_CONFIRM: Duration = Duration::from_secs(2);
+
+/// The first PING (plus up to 20 %) after the handshake.
+const FIRST_PING: Duration = Duration::from_secs(1);
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// Largest message taken from a leaf (nats-server's own ceiling), so
+/// garbage cannot make the buffer grow for good.
+const MAX_LEAF_MSG: usize = 64 * 1024 * 1024;
+
+/// The remote a spoke connection was dialed for.
+pub(super) struct Spoke {
+    pub(super) remote: LeafRemote,
+    pub(super) url: RouteUrl,
+}
+
+#[derive(Default)]
+struct State {
+    /// Hub: CONNECT accepted; spoke: the hub confirmed ours.
+    registered: bool,
+    /// Spoke: the hub's first INFO came and CONNECT went out.
+    connect_sent: bool,
+    /// The local account and its name, once bound.
+    account: Option<(AccountId, String)>,
+    peer_name: String,
+    nonce: String,
+    pings_out: u32,
+    next_ping: Option<Instant>,
+    /// Hub: CONNECT due; spoke: the hub's first INFO due.
+    first_deadline: Option<Instant>,
+    /// Spoke: the hub's confirming INFO due.
+    confirm_deadline: Option<Instant>,
+    /// The next connect waits this long (a loop was detected).
+    delay: Option<Duration>,
+}
+
+type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
+
+struct Link<'a> {
+    shard: &'a Rc<Shard>,
+    cid: ConnId,
+    ip: &'a str,
+    who: &'a str,
+    spoke: Option<&'a Spoke>,
+    /// Spoke: subjects not taken from the hub (`deny_imports`).
+    deny_imports: Option<PatternList>,
+    state: &'a RefCell<State>,
+}
+
+/// Serves one leaf connection until it closes; returns how long a spoke's
+/// next connect must wait, when longer than usual (a loop).
+pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spoke: Option<Spoke>) -> Option<Duration> {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.opts.borrow().write_deadline));
+    let peer = stream.peer_addr().ok();
+    let ip = peer.map(|a| a.ip().to_string()).unwrap_or_default();
+    let port = peer.map(|a| a.port()).unwrap_or(0);
+    let who = format!("{ip}:{port} - lid:{}", cid.0);
+    let stream: Stream = Rc::new(RefCell::new(Transport::Socket(Socket::Plain(stream))));
+    let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
+    let now = Instant::now();
+    let state = RefCell::new(State {
+        first_deadline: Some(match &spoke {
+            Some(s) => now + s.remote.first_info_timeout.unwrap_or(FIRST_INFO),
+            None => now + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT),
+        }),
+        ..Default::default()
+    });
+    shard.core.borrow_mut().add_link(cid, LinkKind::Leaf, AccountId::GLOBAL);
+    shard.leafs.conns.borrow_mut().insert(
+        cid,
+        LeafEntry {
+            name: String::new(),
+            is_spoke: spoke.is_some(),
+            account: String::new(),
+            ip: ip.clone(),
+            port,
+            stream: stream.clone(),
+        },
+    );
+    if spoke.is_none() {
+        let nonce = crate::shard::host::new_nonce();
+        let info = hub_info(&shard, cid, Some(&nonce), None);
+        state.borrow_mut().nonce = nonce;
+        let mut out = Vec::new();
+        encode::info(&mut out, &info.to_json());
+        shard.core.borrow_mut().send_raw(cid, &out);
+    }
+    let deny_imports = spoke
+        .as_ref()
+        .filter(|s| !s.remote.deny_imports.is_empty())
+        .map(|s| PatternList::new(&s.remote.deny_imports));
+    let link = Link {
+        shard: &shard,
+        cid,
+        ip: &ip,
+        who: &who,
+        spoke: spoke.as_ref(),
+        deny_imports,
+        state: &state,
+    };
+    let writer = glommio::spawn_local(crate::shard::conn::write_loop(shard.clone(), stream.clone(), cid, true));
+    let reason = futures_lite::future::or(link.read_loop(&stream), link.timer_loop()).await;
+    shard.core.borrow_mut().close_conn(cid, reason);
+    let reason = writer.await;
+    let st = state.into_inner();
+    if st.registered {
+        crate::info!(
+            "{who} - Leafnode connection closed: {} - Remote: {}",
+            reason.as_str(),
+            st.peer_name
+        );
+    } else {
+        crate::info!("{who} - Leafnode connection closed: {}", reason.as_str());
+    }
+    shard.leafs.conns.borrow_mut().remove(&cid);
+    shard.core.borrow_mut().remove_conn(cid);
+    shard.flush().await;
+    st.delay
+}
+
+/// The INFO a hub sends a leaf: first with a nonce, then (`account`) to
+/// confirm its CONNECT.
+fn hub_info(shard: &Shard, cid: ConnId, nonce: Option<&str>, account: Option<&str>) -> LeafInfo {
+    let info = shard.info.borrow();
+    let listen = shard
+        .shared
+        .leaf
+        .get()
+        .and_then(|l| l.listen.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        .unwrap_or_default();
+    let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
+    let advertised = lo.advertise.clone().unwrap_or_else(|| listen.clone());
+    let (host, port) = listen.rsplit_once(':').unwrap_or(("", "0"));
+    LeafInfo {
+        server_id: info.server_id.clone(),
+        server_name: info.server_name.clone(),
+        version: info.version.clone(),
+        proto: LEAF_PROTO,
+        go: info.go.clone(),
+        host: host.to_string(),
+        port: port.parse().unwrap_or(0),
+        headers: info.headers,
+        // Always: a leaf must CONNECT first, whatever the auth.
+        auth_required: true,
+        max_payload: info.max_payload,
+        ip: advertised.clone(),
+        client_id: cid.0,
+        nonce: nonce.unwrap_or_default().to_string(),
+        cluster: info.cluster.clone(),
+        compression: if nonce.is_some() { "off".into() } else { String::new() },
+        connect_info: account.is_some(),
+        remote_account: account.unwrap_or_default().to_string(),
+        info_on_connect: true,
+        leafnode_urls: if lo.no_advertise { Vec::new() } else { vec![advertised] },
+        ldm: false,
+    }
+}
+
+impl Link<'_> {
+    async fn read_loop(&self, stream: &Stream) -> CloseReason {
+        let max_line = self.shard.opts.borrow().max_control_line.saturating_mul(16);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut filled = 0;
+        loop {
+            if filled == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let n = match read(stream, &mut buf[filled..]).await {
+                Ok(0) => return CloseReason::ClientClosed,
+                Ok(n) => n,
+                Err(_) => {
+                    if let Some(r) = self.shard.core.borrow().conn(self.cid).and_then(|c| c.closing()) {
+                        return r;
+                    }
+                    return CloseReason::ReadError;
+                }
+            };
+            crate::trace!(
+                "{} - <<- {:?}",
+                self.who,
+                String::from_utf8_lossy(&buf[filled..filled + n])
+            );
+            filled += n;
+            self.shard.core.borrow_mut().set_now(Instant::now());
+            let mut used = 0;
+            let outcome = loop {
+                match parse_leaf(&buf[used..filled], max_line, MAX_LEAF_MSG) {
+                    Ok(RouteParsed::Incomplete) => break Ok(()),
+                    Ok(RouteParsed::Op(op, len)) => {
+                        used += len;
+                        if let Err(e) = self.handle(op).await {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => {
+                        let shown = String::from_utf8_lossy(&buf[used..filled.min(used + 32)]).into_owned();
+                        crate::error!("{} - Leafnode parser ERROR: proto='{shown:?}...': {e}", self.who);
+                        break Err(match e {
+                            ParseError::UnknownOp => (
+                                Some(LeafWireError::UnknownProtocolOperation),
+                                CloseReason::ProtocolViolation,
+                            ),
+                            _ => (None, CloseReason::ProtocolViolation),
+                        });
+                    }
+                }
+            };
+            self.shard.publish_stats();
+            self.shard.flush().await;
+            if let Err((err, reason)) = outcome {
+                self.fail(err, reason);
+                return reason;
+            }
+            buf.copy_within(used..filled, 0);
+            filled -= used;
+            if buf.len() > 64 * 1024 && filled <= 64 * 1024 {
+                buf.truncate(64 * 1024);
+                buf.shrink_to(64 * 1024);
+            }
+            futures_lite::future::yield_now().await;
+        }
+    }
+
+    /// Sends `-ERR` (when given) and closes.
+    fn fail(&self, err: Option<LeafWireError>, reason: CloseReason) {
+        let mut core = self.shard.core.borrow_mut();
+        if let Some(e) = err {
+            let mut out = Vec::new();
+            encode::err_text(&mut out, &e.text());
+            core.send_raw(self.cid, &out);
+        }
+        core.close_conn(self.cid, reason);
+    }
+
+    async fn handle(&self, op: RouteOp<'_>) -> Step {
+        let registered = self.state.borrow().registered;
+        // A leaf's first operation must be CONNECT, as nats-server has it.
+        if self.spoke.is_none() && !registered && !matches!(op, RouteOp::Connect(_) | RouteOp::Info(_)) {
+            crate::error!("{} - authentication error", self.who);
+            return Err((
+                Some(LeafWireError::AuthorizationViolation),
+                CloseReason::AuthenticationViolation,
+            ));
+        }
+        match op {
+            RouteOp::Ping => self.shard.core.borrow_mut().send_raw(self.cid, encode::PONG),
+            RouteOp::Pong => self.state.borrow_mut().pings_out = 0,
+            RouteOp::Ok => {}
+            RouteOp::Err(text) => {
+                let text = String::from_utf8_lossy(text);
+                let text = text.trim_matches('\'');
+                crate::error!("{} - Leafnode Error '{text}'", self.who);
+                if text.contains("Loop detected") && self.spoke.is_some() {
+                    self.state.borrow_mut().delay = Some(LOOP_DELAY);
+                    return Err((None, CloseReason::ProtocolViolation));
+                }
+            }
+            RouteOp::Connect(json) if self.spoke.is_none() => {
+                if registered {
+                    return Ok(());
+                }
+                return self.connect(json).await;
+            }
+            RouteOp::Info(json) => {
+                if self.spoke.is_some() {
+                    return self.hub_said(json);
+                }
+            }
+            // A spoke takes nothing else before the hub confirmed it.
+            _ if !registered => {}
+            RouteOp::Connect(_) => {}
+            RouteOp::Sub { subject, queue, .. } => {
+                if subject == self.lds().as_bytes() {
+                    let account = self.state.borrow().account.clone().map(|a| a.1).unwrap_or_default();
+                    let e = LeafWireError::LoopDetected(account);
+                    crate::error!("{} - {}", self.who, e.text());
+                    if self.spoke.is_some() {
+                        self.state.borrow_mut().delay = Some(LOOP_DELAY);
+                    }
+                    let reason = e.close_reason();
+                    return Err((Some(e), reason));
+                }
+                if self.denied_import(subject) {
+                    return Ok(());
+                }
+                let sid = leaf_sid(subject, queue.map(|q| q.0));
+                self.shard
+                    .core
+                    .borrow_mut()
+                    .subscribe_leaf(self.cid, subject, queue.map(|q| q.0), &sid);
+            }
+            RouteOp::Unsub { subject, queue, .. } => {
+                let sid = leaf_sid(subject, queue);
+                self.shard.core.borrow_mut().unsubscribe(self.cid, &sid, None);
+            }
+            RouteOp::Msg(m) => {
+                if self.denied_import(m.subject) {
+                    return Ok(());
+                }
+                self.shard.core.borrow_mut().publish_leaf(
+                    self.cid,
+                    m.subject,
+                    m.reply,
+                    &m.queues,
+                    m.header_len,
+                    m.message,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn lds(&self) -> String {
+        self.shard.shared.leaf.get().map(|l| l.lds.clone()).unwrap_or_default()
+    }
+
+    /// Spoke: whether `deny_imports` keeps `subject` from this server.
+    fn denied_import(&self, subject: &[u8]) -> bool {
+        let Some(deny) = &self.deny_imports else { return false };
+        let rule = crate::auth::perms::SubjectRule {
+            allow: None,
+            deny: Some(deny.clone()),
+        };
+        !rule.admits(subject)
+    }
+
+    /// Hub: a leaf's CONNECT: checks, authentication, then the confirming
+    /// INFO and the account's interest.
+    async fn connect(&self, json: &[u8]) -> Step {
+        let Ok(connect) = serde_json::from_slice::<LeafConnect>(json) else {
+            crate::error!("{} - invalid CONNECT", self.who);
+            return Err((None, CloseReason::ProtocolViolation));
+        };
+        let Some((account, name)) = self.authenticate(&connect).await else {
+            match &connect.user {
+                Some(u) => crate::error!("{} - authentication error - User {u:?}", self.who),
+                None => crate::error!("{} - authentication error", self.who),
+            }
+            return Err((
+                Some(LeafWireError::AuthorizationViolation),
+                CloseReason::AuthenticationViolation,
+            ));
+        };
+        if connect.lang.is_some() {
+            crate::error!("{} - attempted to connect to leaf node port", self.who);
+            return Err((Some(LeafWireError::ClientOnLeafPort), CloseReason::IncorrectPort));
+        }
+        if connect.cluster.contains(' ') {
+            return Err((Some(LeafWireError::ClusterNameSpaces), CloseReason::ProtocolViolation));
+        }
+        let ours = self.shard.info.borrow().cluster.clone();
+        if !ours.is_empty() && connect.cluster == ours {
+            crate::error!("{} - remote leafnode has same cluster name", self.who);
+            return Err((Some(LeafWireError::SameClusterName), CloseReason::ProtocolViolation));
+        }
+        let info = hub_info(self.shard, self.cid, None, Some(&name));
+        let mut out = Vec::new();
+        encode::info(&mut out, &info.to_json());
+        self.shard.core.borrow_mut().send_raw(self.cid, &out);
+        self.register(account, name, connect.name, &connect.deny_pub);
+        Ok(())
+    }
+
+    /// Hub: the account the leaf's credentials bind it to: the
+    /// `leafnodes` block's user or users when it has them, else the
+    /// server's client users (and in operator mode the leaf's JWT).
+    async fn authenticate(&self, connect: &LeafConnect) -> Option<(AccountId, String)> {
+        let lo = self.shard.shared.leaf.get()?.opts();
+        let given_pass = connect.pass.clone().unwrap_or_default();
+        let configured = match (&lo.username, lo.users.is_empty()) {
+            (Some(u), _) => Some((u.clone(), lo.password.clone().unwrap_or_default(), lo.account.clone())),
+            (None, false) => {
+                let user = connect.user.as_deref()?;
+                let u = lo.users.iter().find(|u| u.user == user)?;
+                Some((u.user.clone(), u.password.clone(), u.account.clone()))
+            }
+            (None, true) => None,
+        };
+        let verifier = self.shard.verifier.borrow().clone();
+        let accounts = verifier.accounts().clone();
+        if let Some((user, stored, account)) = configured {
+            if connect.user.as_deref() != Some(user.as_str()) {
+                return None;
+            }
+            let ok = if crate::auth::password::is_bcrypt(&stored) {
+                let ip = self.ip.parse().ok();
+                crate::shard::auth_work::run(crate::auth::verify::SlowWork::Bcrypt, ip, move || {
+                    Ok(crate::auth::password::matches(&stored, &given_pass))
+                })
+                .await
+                .unwrap_or(false)
+            } else {
+                crate::auth::password::matches(&stored, &given_pass)
+            };
+            if !ok {
+                return None;
+            }
+            let name = account.unwrap_or_else(|| crate::auth::config::GLOBAL_ACCOUNT.to_string());
+            let acc = accounts.get(&name)?;
+            return Some((acc.id, acc.name.clone()));
+        }
+        if !verifier.auth_required() {
+            let acc = accounts.get(crate::auth::config::GLOBAL_ACCOUNT)?;
+            return Some((acc.id, acc.name.clone()));
+        }
+        // The server's client users, as nats-server falls back to them.
+        let opts = crate::proto::connect::ClientOpts {
+            user: connect.user.clone(),
+            pass: connect.pass.clone(),
+            jwt: connect.jwt.clone(),
+            sig: connect.sig.clone(),
+            nkey: connect.nkey.clone(),
+            headers: connect.headers,
+            ..Default::default()
+        };
+        let nonce = self.state.borrow().nonce.clone();
+        let ip = self.ip.parse().ok();
+        let req = crate::auth::verify::ConnectRequest {
+            opts: &opts,
+            nonce: &nonce,
+            ip,
+            cert_names: &[],
+            kind: ConnKind::Leaf,
+        };
+        let identity = match verifier.slow_work(&req) {
+            Some(work) => {
+                let v = verifier.clone();
+                crate::shard::auth_work::run(work, ip, move || {
+                    let req = crate::auth::verify::ConnectRequest {
+                        opts: &opts,
+                        nonce: &nonce,
+                        ip,
+                        cert_names: &[],
+                        kind: ConnKind::Leaf,
+                    };
+                    v.verify(&req, std::time::SystemTime::now())
+                })
+                .await
+            }
+            None => verifier.verify(&req, std::time::SystemTime::now()),
+        }
+        .ok()?;
+        let acc = identity.account();
+        Some((acc.id, acc.name.clone()))
+    }
+
+    /// Spoke: an INFO from the hub: the first (check it is a leaf port,
+    /// send CONNECT), the confirming one (register), or an update.
+    fn hub_said(&self, json: &[u8]) -> Step {
+        let Ok(info) = serde_json::from_slice::<LeafInfo>(json) else {
+            return Err((None, CloseReason::ProtocolViolation));
+        };
+        let (sent, registered) = {
+            let st = self.state.borrow();
+            (st.connect_sent, st.registered)
+        };
+        if registered {
+            return Ok(());
+        }
+        if sent {
+            if info.connect_info {
+                self.confirmed(info.server_name);
+            }
+            return Ok(());
+        }
+        // A client port's INFO has no leaf URLs (or no client id).
+        if info.client_id == 0 || info.leafnode_urls.is_empty() {
+            crate::error!("{} - attempted to connect to wrong port", self.who);
+            return Err((None, CloseReason::IncorrectPort));
+        }
+        let spoke = self.spoke.expect("spoke side");
+        let Some(acc) = self.local_account() else {
+            crate::error!(
+                "{} - No local account {:?} for leafnode",
+                self.who,
+                spoke
+                    .remote
+                    .account
+                    .as_deref()
+                    .unwrap_or(crate::auth::config::GLOBAL_ACCOUNT)
+            );
+            return Err((None, CloseReason::ProtocolViolation));
+        };
+        let server = self.shard.info.borrow().clone();
+        let (mut user, mut pass) = (spoke.url.user.clone(), spoke.url.pass.clone());
+        let (mut jwt, mut sig) = (None, None);
+        if let Some(path) = &spoke.remote.credentials {
+            match std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::auth::jwt::parse_creds(&t).map_err(|e| e.to_string()))
+                .and_then(|(j, seed)| {
+                    crate::auth::jwt::sign_nonce(&seed, info.nonce.as_bytes())
+                        .map(|s| (j, s))
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok((j, s)) => {
+                    jwt = Some(j);
+                    sig = Some(s);
+                    user = None;
+                    pass = None;
+                }
+                Err(e) => {
+                    crate::error!("{} - Error reading credentials file {}: {e}", self.who, path.display());
+                    return Err((None, CloseReason::ProtocolViolation));
+                }
+            }
+        }
+        let connect = LeafConnect {
+            version: server.version.clone(),
+            user,
+            pass,
+            jwt,
+            sig,
+            server_id: server.server_id.clone(),
+            name: server.server_name.clone(),
+            cluster: if server.cluster.is_empty() {
+                server.server_name.clone()
+            } else {
+                server.cluster.clone()
+            },
+            headers: server.headers,
+            deny_pub: spoke.remote.deny_imports.clone(),
+            compress_mode: "off".into(),
+            remote_account: acc.1.clone(),
+            protocol: LEAF_PROTO,
+            ..Default::default()
+        };
+        let mut out = b"CONNECT ".to_vec();
+        out.extend_from_slice(&serde_json::to_vec(&connect).unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+        self.shard.core.borrow_mut().send_raw(self.cid, &out);
+        {
+            let mut st = self.state.borrow_mut();
+            st.connect_sent = true;
+            st.first_deadline = None;
+            st.account = Some(acc);
+            st.peer_name = info.server_name.clone();
+        }
+        if info.info_on_connect {
+            self.state.borrow_mut().confirm_deadline = Some(Instant::now() + CONNECT_CONFIRM);
+        } else {
+            // An older hub confirms nothing: the CONNECT is taken as is.
+            self.confirmed(info.server_name);
+        }
+        Ok(())
+    }
+
+    /// Spoke: the remote's local account.
+    fn local_account(&self) -> Option<(AccountId, String)> {
+        let name = self
+            .spoke?
+            .remote
+            .account
+            .clone()
+            .unwrap_or_else(|| crate::auth::config::GLOBAL_ACCOUNT.to_string());
+        let acc = self.shard.verifier.borrow().accounts().get(&name)?;
+        Some((acc.id, acc.name.clone()))
+    }
+
+    /// Spoke: the hub took our CONNECT.
+    fn confirmed(&self, hub_name: String) {
+        let Some((account, name)) = self.state.borrow().account.clone() else {
+            return;
+        };
+        self.state.borrow_mut().confirm_deadline = None;
+        self.register(account, name, hub_name, &[]);
+    }
+
+    /// Both sides: the link is bound to `account`: it hears the account's
+    /// interest (and this server's loop-detection subject) from now on.
+    fn register(&self, account: AccountId, name: String, peer: String, deny_pub: &[String]) {
+        crate::info!("{} - Leafnode connection created for account: {name}", self.who);
+        {
+            let mut core = self.shard.core.borrow_mut();
+            core.name_account(account, &name);
+            let deny = |l: &[String]| (!l.is_empty()).then(|| PatternList::new(l));
+            // A leaf's deny_imports: it does not ask for those subjects
+            // (spoke), the hub does not send them (its CONNECT deny_pub);
+            // its deny_exports: it does not send those.
+            let (hide, deny_out) = match self.spoke {
+                Some(s) => (deny(&s.remote.deny_imports), deny(&s.remote.deny_exports)),
+                None => (None, deny(deny_pub)),
+            };
+            core.add_leaf(self.cid, account, hide, deny_out);
+            let mut lds = Vec::new();
+            encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
+            core.send_raw(self.cid, &lds);
+        }
+        if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
+            e.name = peer.clone();
+            e.account = name.clone();
+        }
+        let mut st = self.state.borrow_mut();
+        st.registered = true;
+        st.first_deadline = None;
+        st.account = Some((account, name));
+        st.peer_name = peer;
+        st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
+    }
+
+    /// Deadlines: CONNECT (hub) or the hub's INFO (spoke) in time, the
+    /// hub's confirmation, and PINGs.
+    async fn timer_loop(&self) -> CloseReason {
+        loop {
+            glommio::timer::sleep(TICK).await;
+            let now = Instant::now();
+            if let Some(r) = self.shard.core.borrow().conn(self.cid).and_then(|c| c.closing()) {
+                return r;
+            }
+            let (first, confirm, next_ping, pings_out) = {
+                let st = self.state.borrow();
+                (st.first_deadline, st.confirm_deadline, st.next_ping, st.pings_out)
+            };
+            if first.is_some_and(|d| now >= d) {
+                if self.spoke.is_some() {
+                    // No INFO from the hub: nothing to answer.
+                    self.fail(None, CloseReason::ReadError);
+                    return CloseReason::ReadError;
+                }
+                let e = LeafWireError::AuthenticationTimeout;
+                let r = e.close_reason();
+                self.fail(Some(e), r);
+                return r;
+            }
+            if confirm.is_some_and(|d| now >= d) {
+                let e = LeafWireError::StaleLeafConnection;
+                let r = e.close_reason();
+                self.fail(Some(e), r);
+                return r;
+            }
+            if next_ping.is_some_and(|t| now >= t) {
+                let (interval, max) = {
+                    let o = self.shard.opts.borrow();
+                    (o.ping_interval, o.ping_max)
+                };
+                if pings_out >= max {
+                    crate::debug!("{} - Stale Client Connection - Closing", self.who);
+                    let e = LeafWireError::StaleConnection;
+                    let r = e.close_reason();
+                    self.fail(Some(e), r);
+                    return r;
+                }
+                let mut st = self.state.borrow_mut();
+                st.pings_out += 1;
+                st.next_ping = Some(now + interval);
+                self.shard.core.borrow_mut().send_raw(self.cid, encode::PING);
+            }
+        }
+    }
+}
+
+/// The sid a leaf's interest is kept under (its key for `LS-`).
+fn leaf_sid(subject: &[u8], queue: Option<&[u8]>) -> Vec<u8> {
+    let mut sid = subject.to_vec();
+    if let Some(q) = queue {
+        sid.push(b' ');
+        sid.extend_from_slice(q);
+    }
+    sid
+}

@@ -1,0 +1,123 @@
+//! Leaf node connections, owned by shards like clients and routes: the
+//! leaf listener's accept loop (this server a hub), the remotes this server
+//! keeps connected to (this server a leaf, "spoke"), one connection's
+//! protocol (`link`), and what a shard publishes for monitoring. What
+//! arrives is fed to the routing core as a `LinkKind::Leaf` link bound to
+//! one account (`add_leaf`, `subscribe_leaf`, `publish_leaf`); the core
+//! tells each leaf connection its account's interest as `LS+`/`LS-`.
+
+mod link;
+
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::conf::leaf::leaf_url;
+use crate::options::LeafRemote;
+use crate::shard::state::Shard;
+
+/// How long a connect to a remote may take when `dial_timeout` is unset.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a remote's connect attempts pause after a loop was detected.
+pub(super) const LOOP_DELAY: Duration = Duration::from_secs(30);
+
+/// Serves accepted leaf connections on this shard (the leaf listener is
+/// bound once per shard, the kernel spreads leaf nodes over them).
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let cid = shard.shared.next_cid();
+                glommio::spawn_local(link::serve(shard.clone(), stream, cid, None)).detach();
+            }
+            Err(e) => {
+                crate::error!("Temporary Leafnode Accept Error({e}), sleeping 1000ms");
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Keeps this server connected, as a leaf, to one of `remote`'s URLs:
+/// after a connection ends, `reconnect` later (30 s after a loop); after a
+/// failed dial, `reconnect` plus up to as much again. URLs are tried in
+/// turn, shuffled unless `no_randomize`.
+pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
+    let mut urls = remote.urls.clone();
+    if !remote.no_randomize {
+        fastrand::shuffle(&mut urls);
+    }
+    let mut attempt = 0u64;
+    loop {
+        let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
+        let text = urls[0].clone();
+        urls.rotate_left(1);
+        let Ok(url) = leaf_url(&text) else { continue };
+        let hostport = format!("{}:{}", url.host, url.port);
+        crate::debug!("Trying to connect as leafnode to remote server on {hostport:?}");
+        match dial(&url.host, url.port, lo.dial_timeout.unwrap_or(DIAL_TIMEOUT)).await {
+            Ok(stream) => {
+                attempt = 0;
+                let cid = shard.shared.next_cid();
+                let spoke = link::Spoke {
+                    remote: remote.clone(),
+                    url,
+                };
+                let delay = link::serve(shard.clone(), stream, cid, Some(spoke)).await;
+                glommio::timer::sleep(delay.unwrap_or(lo.reconnect)).await;
+            }
+            Err(e) => {
+                attempt += 1;
+                crate::error!(
+                    "Error trying to connect as leafnode to remote server {hostport:?} (attempt {attempt}): {e}"
+                );
+                let jitter = lo.reconnect.mul_f64(fastrand::f64());
+                glommio::timer::sleep(lo.reconnect + jitter).await;
+            }
+        }
+    }
+}
+
+async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addrs: Vec<_> = (host, port).to_socket_addrs()?.collect();
+    let addr = addrs
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// The shard's periodic leaf work: hands its leaf connections to the
+/// registry for monitoring.
+pub fn poll_leafs(shard: &Shard) {
+    let Some(l) = shard.shared.leaf.get() else { return };
+    let core = shard.core.borrow();
+    let snaps = shard
+        .leafs
+        .conns
+        .borrow()
+        .iter()
+        .filter_map(|(cid, e)| {
+            let c = core.conn(*cid)?;
+            Some(crate::leaf::LeafSnapshot {
+                cid: cid.0,
+                name: e.name.clone(),
+                is_spoke: e.is_spoke,
+                account: e.account.clone(),
+                ip: e.ip.clone(),
+                port: e.port,
+                in_msgs: c.in_msgs,
+                in_bytes: c.in_bytes,
+                out_msgs: c.out_msgs,
+                out_bytes: c.out_bytes,
+                subjects: core.subjects_of(*cid),
+            })
+        })
+        .collect();
+    l.publish(shard.id, snaps);
+}

@@ -1,0 +1,444 @@
+//! Leaf nodes over real connections, mixed with nats-server 2.15: a hub
+//! with accounts A and B and a leaf bound to A (user and password, or a
+//! creds file against an operator-mode hub), each of petrel and
+//! nats-server on either side; messages both ways in order, wildcards and
+//! headers, a queue group spanning hub and leaf, request/reply and no
+//! responders, the other account kept apart, leafz on both sides; a hub
+//! killed and restarted; loops; bad credentials; clients on the leaf port.
+//! Servers are on loopback with random ports.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Petrel,
+    Nats,
+}
+
+fn start(kind: Kind, conf: &std::path::Path) -> common::Proc {
+    let args = ["-c", conf.to_str().unwrap(), "-m", "-1"];
+    match kind {
+        Kind::Petrel => common::petrel(&args),
+        Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// A hub with accounts A and B whose leaf port (`leaf_port`, or a free
+/// one) binds the leaf user `lu` to A.
+fn hub(kind: Kind, leaf_port: i32) -> common::Proc {
+    let conf = common::jwt::write_conf(&format!(
+        "server_name: HUB\nleafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+         accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n  B {{ users [{{user: b, password: b}}] }}\n}}\n"
+    ));
+    start(kind, &conf)
+}
+
+/// A leaf whose account L is bound to the hub's leaf port as `user:pass`.
+fn leaf(kind: Kind, hub_leaf_port: u16, user: &str, pass: &str) -> common::Proc {
+    let conf = common::jwt::write_conf(&format!(
+        "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"nats://{user}:{pass}@127.0.0.1:{hub_leaf_port}\", account: L }} ]\n}}\n\
+         accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n"
+    ));
+    start(kind, &conf)
+}
+
+async fn client(p: &common::Proc, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
+        .connect(p.url())
+        .await
+        .expect("connect")
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    timeout(WAIT, sub.next())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
+}
+
+/// Waits until a message published at `from` on `subject` reaches `sub`
+/// (interest has crossed the leaf connection), then drains the probes.
+async fn await_interest(from: &async_nats::Client, sub: &mut async_nats::Subscriber, subject: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        from.publish(subject.to_string(), "probe".into()).await.unwrap();
+        from.flush().await.unwrap();
+        if let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "interest on {subject} never crossed the leaf connection"
+        );
+    }
+    while let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {}
+}
+
+fn leafz(p: &common::Proc) -> serde_json::Value {
+    let (_, body) = common::http_get(p.monitor_port(), "/leafz?subs=1");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `p` has `n` leaf connections.
+fn await_leafs(p: &common::Proc, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while leafz(p)["leafnodes"].as_u64() != Some(n) {
+        assert!(Instant::now() < deadline, "no {n} leaf connections: {}", leafz(p));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
+    let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+    let h = hub(hub_kind, -1);
+    let l = leaf(leaf_kind, h.leaf_port(), "lu", "lp");
+    await_leafs(&h, 1);
+    await_leafs(&l, 1);
+    // leafz on both sides: the hub binds the leaf to A, the leaf to L.
+    let (hz, lz) = (leafz(&h), leafz(&l));
+    assert_eq!(hz["leafs"][0]["account"], "A", "{what}: {hz}");
+    assert_eq!(hz["leafs"][0]["is_spoke"], false, "{what}");
+    assert_eq!(hz["leafs"][0]["name"], "LEAF", "{what}");
+    assert_eq!(lz["leafs"][0]["account"], "L", "{what}: {lz}");
+    assert_eq!(lz["leafs"][0]["is_spoke"], true, "{what}");
+    assert_eq!(lz["leafs"][0]["name"], "HUB", "{what}");
+
+    let (ha, hb, lc) = (client(&h, "a").await, client(&h, "b").await, client(&l, "l").await);
+    // 1000 messages each way, in order.
+    for (from, to, dir) in [(&lc, &ha, "to.hub"), (&ha, &lc, "to.leaf")] {
+        let mut sub = to.subscribe(dir).await.unwrap();
+        await_interest(from, &mut sub, dir).await;
+        for k in 0..1000 {
+            from.publish(dir, k.to_string().into()).await.unwrap();
+        }
+        from.flush().await.unwrap();
+        for k in 0..1000 {
+            assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
+        }
+    }
+    // Wildcards and headers cross.
+    let mut wild = ha.subscribe("wild.*.>").await.unwrap();
+    await_interest(&lc, &mut wild, "wild.probe.x").await;
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Leaf", "yes");
+    lc.publish_with_headers("wild.a.b", headers, "h".into()).await.unwrap();
+    lc.flush().await.unwrap();
+    let m = next(&mut wild).await;
+    assert_eq!(m.subject.as_str(), "wild.a.b");
+    assert_eq!(m.headers.unwrap().get("X-Leaf").unwrap().as_str(), "yes", "{what}");
+    // The hub's other account sees none of the leaf's traffic.
+    let mut other = hb.subscribe("to.hub").await.unwrap();
+    hb.flush().await.unwrap();
+    lc.publish("to.hub", "for A only".into()).await.unwrap();
+    lc.flush().await.unwrap();
+    assert!(
+        timeout(Duration::from_millis(300), other.next()).await.is_err(),
+        "{what}: account B saw the leaf's message"
+    );
+
+    // A queue group with a member on each side gets each message once;
+    // the publisher's own side is preferred (as nats-server does).
+    let mut qh = ha.queue_subscribe("work", "q".into()).await.unwrap();
+    let mut ql = lc.queue_subscribe("work", "q".into()).await.unwrap();
+    let mut watch = lc.subscribe("work").await.unwrap();
+    await_interest(&ha, &mut watch, "work").await;
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), qh.next()).await {}
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), ql.next()).await {}
+    for k in 0..100 {
+        lc.publish("work", k.to_string().into()).await.unwrap();
+    }
+    lc.flush().await.unwrap();
+    let mut seen = vec![0u32; 100];
+    let deadline = Instant::now() + WAIT;
+    while seen.iter().sum::<u32>() < 100 && Instant::now() < deadline {
+        tokio::select! {
+            Some(m) = qh.next() => seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1,
+            Some(m) = ql.next() => seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Some(m)) = timeout(Duration::from_millis(50), qh.next()).await {
+        seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1;
+    }
+    while let Ok(Some(m)) = timeout(Duration::from_millis(50), ql.next()).await {
+        seen[std::str::from_utf8(&m.payload).unwrap().parse::<usize>().unwrap()] += 1;
+    }
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "{what}: each queued message once: {seen:?}"
+    );
+    // Only the hub has a member now: messages from the leaf reach it.
+    drop(ql);
+    lc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Some(_)) = timeout(Duration::from_millis(100), qh.next()).await {}
+    lc.publish("work", "to the hub member".into()).await.unwrap();
+    lc.flush().await.unwrap();
+    assert_eq!(next(&mut qh).await.payload, "to the hub member", "{what}");
+
+    // Request/reply both ways, and no responders.
+    for (svc_side, req_side, subject) in [(&lc, &ha, "svc.leaf"), (&ha, &lc, "svc.hub")] {
+        let mut svc = svc_side.subscribe(subject).await.unwrap();
+        let mut probe = svc_side.subscribe(format!("{subject}.probe")).await.unwrap();
+        await_interest(req_side, &mut probe, &format!("{subject}.probe")).await;
+        let responder = svc_side.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = svc.next().await {
+                if let Some(r) = m.reply {
+                    responder.publish(r, "pong".into()).await.unwrap();
+                    responder.flush().await.unwrap();
+                }
+            }
+        });
+        let reply = timeout(WAIT, req_side.request(subject, "ping".into()))
+            .await
+            .expect("in time")
+            .expect("a reply across the leaf connection");
+        assert_eq!(reply.payload, "pong", "{what}: {subject}");
+        task.abort();
+    }
+    let err = timeout(WAIT, lc.request("nobody.home", "x".into()))
+        .await
+        .expect("in time")
+        .expect_err("no responders");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders, "{what}");
+    // The leaf's subscriptions show in the hub's leafz (monitoring sees
+    // them within a shard's poll, 20 ms).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let hz = leafz(&h);
+        let subs = hz["leafs"][0]["subscriptions_list"].to_string();
+        if subs.contains("\"work\"") && subs.contains("$LDS.") && subs.contains("_INBOX.") {
+            assert!(hz["leafs"][0]["in_msgs"].as_u64().unwrap() >= 1000, "{what}: {hz}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: {subs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn nats_hub_petrel_leaf() {
+    hub_and_leaf_behave(Kind::Nats, Kind::Petrel).await;
+}
+
+#[tokio::test]
+async fn petrel_hub_nats_leaf() {
+    hub_and_leaf_behave(Kind::Petrel, Kind::Nats).await;
+}
+
+#[tokio::test]
+async fn petrel_hub_petrel_leaf() {
+    hub_and_leaf_behave(Kind::Petrel, Kind::Petrel).await;
+}
+
+/// A free loopback port (for a hub that must come back on the same one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `kill -9` of the hub and its restart on the same ports: the leaf
+/// reconnects and its interest is there again (and the hub's reaches it).
+#[tokio::test]
+async fn a_killed_hub_comes_back_and_interest_is_resynced() {
+    for (hub_kind, leaf_kind) in [(Kind::Nats, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let port = free_port() as i32;
+        let mut h = hub(hub_kind, port);
+        let l = leaf(leaf_kind, port as u16, "lu", "lp");
+        let lc = client(&l, "l").await;
+        let mut sub = lc.subscribe("after.restart").await.unwrap();
+        lc.flush().await.unwrap();
+        await_leafs(&h, 1);
+        unsafe {
+            libc::kill(h.pid() as i32, libc::SIGKILL);
+        }
+        h.wait_exit(Duration::from_secs(5));
+        let h = hub(hub_kind, port);
+        await_leafs(&h, 1);
+        let ha = client(&h, "a").await;
+        await_interest(&ha, &mut sub, "after.restart").await;
+        ha.publish("after.restart", "back".into()).await.unwrap();
+        ha.flush().await.unwrap();
+        assert_eq!(next(&mut sub).await.payload, "back", "{what}");
+        // And the hub's interest reaches the leaf's clients.
+        let mut at_hub = ha.subscribe("to.new.hub").await.unwrap();
+        await_interest(&lc, &mut at_hub, "to.new.hub").await;
+    }
+}
+
+/// Wrong credentials: the hub answers `-ERR 'Authorization Violation'`,
+/// the leaf logs it and tries again, as nats-server's leaf does.
+#[test]
+fn wrong_credentials_are_refused_and_retried() {
+    for (hub_kind, leaf_kind) in [
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let h = hub(hub_kind, -1);
+        let l = leaf(leaf_kind, h.leaf_port(), "lu", "wrong");
+        let deadline = Instant::now() + WAIT;
+        while l.log_lines("Leafnode Error 'Authorization Violation'").len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "hub {hub_kind:?}, leaf {leaf_kind:?}: no retried refusal"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !h.log_lines("authentication error").is_empty(),
+            "hub {hub_kind:?} logs it"
+        );
+        assert_eq!(leafz(&h)["leafnodes"], 0);
+    }
+}
+
+/// Two servers, each a leaf of the other in the same account: the loop is
+/// detected (each hears its own `$LDS.` subject back) with nats-server's
+/// error, and the leaf waits 30 s before trying again.
+#[test]
+fn a_loop_is_detected() {
+    for (a_kind, b_kind) in [(Kind::Petrel, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
+        let (pa, pb) = (free_port(), free_port());
+        let conf = |own: u16, other: u16| {
+            common::jwt::write_conf(&format!(
+                "leafnodes {{\n  listen: 127.0.0.1:{own}\n  remotes [ {{ url: \"nats://127.0.0.1:{other}\" }} ]\n}}\n"
+            ))
+        };
+        let a = start(a_kind, &conf(pa, pb));
+        let b = start(b_kind, &conf(pb, pa));
+        let deadline = Instant::now() + WAIT;
+        let needle = "Loop detected for leafnode account=\"$G\". Delaying attempt to reconnect for 30s";
+        while a.log_lines(needle).is_empty() && b.log_lines(needle).is_empty() {
+            assert!(Instant::now() < deadline, "{a_kind:?} <-> {b_kind:?}: no loop detected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The same raw bytes to a petrel and a nats-server leaf port: a client's
+/// CONNECT (`lang`), an operation before CONNECT.
+#[test]
+fn clients_and_early_operations_on_the_leaf_port() {
+    let mut results = Vec::new();
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let conf = common::jwt::write_conf("leafnodes { listen: 127.0.0.1:-1 }\n");
+        let s = start(kind, &conf);
+        let addr = format!("127.0.0.1:{}", s.leaf_port());
+        let mut c = common::raw::Raw::open(&addr);
+        let info = c.info();
+        assert!(info["client_id"].as_u64().unwrap() > 0, "{kind:?}: {info}");
+        assert!(info["leafnode_urls"].is_array(), "{kind:?}: {info}");
+        assert_eq!(info["auth_required"], true, "{kind:?}: {info}");
+        assert!(info["nonce"].is_string(), "{kind:?}: {info}");
+        let client = c.exchange(b"CONNECT {\"lang\":\"rust\",\"verbose\":false}\r\n");
+        let mut early = common::raw::Raw::open(&addr);
+        early.info();
+        let ping = early.exchange(b"PING\r\n");
+        results.push((client.text(), client.closed, ping.text(), ping.closed));
+    }
+    assert_eq!(results[0], results[1], "petrel then nats-server");
+    assert!(
+        results[0].0.contains("-ERR 'attempted to connect to leaf node port'"),
+        "{results:?}"
+    );
+    assert!(results[0].2.contains("-ERR 'Authorization Violation'"), "{results:?}");
+}
+
+/// deny_imports and deny_exports on a remote, with either server as the
+/// leaf: denied imports are neither asked for nor delivered, denied
+/// exports are not sent.
+#[tokio::test]
+async fn deny_imports_and_exports() {
+    for (hub_kind, leaf_kind) in [(Kind::Nats, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let h = hub(hub_kind, -1);
+        let conf = common::jwt::write_conf(&format!(
+            "leafnodes {{\n  remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{}\", account: L, deny_imports: [\"secret.>\"], deny_exports: \"private.>\" }} ]\n}}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
+            h.leaf_port()
+        ));
+        let l = start(leaf_kind, &conf);
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        let mut ok_at_leaf = lc.subscribe("ok.x").await.unwrap();
+        let mut secret_at_leaf = lc.subscribe("secret.x").await.unwrap();
+        await_interest(&ha, &mut ok_at_leaf, "ok.x").await;
+        ha.publish("secret.x", "not for the leaf".into()).await.unwrap();
+        ha.publish("ok.x", "marker".into()).await.unwrap();
+        ha.flush().await.unwrap();
+        assert_eq!(next(&mut ok_at_leaf).await.payload, "marker", "{what}");
+        assert!(
+            timeout(Duration::from_millis(300), secret_at_leaf.next())
+                .await
+                .is_err(),
+            "{what}: a denied import reached the leaf"
+        );
+        let mut private_at_hub = ha.subscribe("private.x").await.unwrap();
+        let mut ok_at_hub = ha.subscribe("ok.y").await.unwrap();
+        await_interest(&lc, &mut ok_at_hub, "ok.y").await;
+        lc.publish("private.x", "not for the hub".into()).await.unwrap();
+        lc.publish("ok.y", "marker".into()).await.unwrap();
+        lc.flush().await.unwrap();
+        assert_eq!(next(&mut ok_at_hub).await.payload, "marker", "{what}");
+        assert!(
+            timeout(Duration::from_millis(300), private_at_hub.next())
+                .await
+                .is_err(),
+            "{what}: a denied export reached the hub"
+        );
+    }
+}
+
+/// An operator-mode hub (the same operator and MEMORY resolver as the
+/// fixtures) and a leaf whose remote uses a creds file: bound to the
+/// creds' account, messages both ways.
+#[tokio::test]
+async fn operator_mode_hub_and_a_creds_leaf() {
+    for (hub_kind, leaf_kind) in [
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let base = std::fs::read_to_string(common::jwt::memory_conf(&common::jwt::fixture_accounts())).unwrap();
+        let hub_conf = common::jwt::write_conf(&format!("{base}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n"));
+        let h = start(hub_kind, &hub_conf);
+        let leaf_conf = common::jwt::write_conf(&format!(
+            "leafnodes {{\n  remotes [ {{ url: \"nats://127.0.0.1:{}\", credentials: \"{}creds/a.creds\" }} ]\n}}\n",
+            h.leaf_port(),
+            common::jwt::FIXTURES
+        ));
+        let l = start(leaf_kind, &leaf_conf);
+        await_leafs(&h, 1);
+        let hc = async_nats::ConnectOptions::with_credentials_file(format!("{}creds/a.creds", common::jwt::FIXTURES))
+            .await
+            .unwrap()
+            .connect(h.url())
+            .await
+            .unwrap();
+        let lc = async_nats::connect(l.url()).await.unwrap();
+        let mut at_hub = hc.subscribe("op.up").await.unwrap();
+        await_interest(&lc, &mut at_hub, "op.up").await;
+        let mut at_leaf = lc.subscribe("op.down").await.unwrap();
+        await_interest(&hc, &mut at_leaf, "op.down").await;
+        let acc = leafz(&h)["leafs"][0]["account"].as_str().unwrap().to_string();
+        assert!(
+            acc.starts_with('A') && acc.len() == 56,
+            "{what}: bound to the creds' account: {acc}"
+        );
+    }
+}
