@@ -442,3 +442,108 @@ async fn operator_mode_hub_and_a_creds_leaf() {
         );
     }
 }
+
+/// A leaf on one node of a cluster reaches subscribers on the other node
+/// and hears their publishes (interest crosses the route and the leaf
+/// connection), with petrel and nats-server nodes and leaves.
+#[tokio::test]
+async fn a_leaf_reaches_the_whole_cluster() {
+    for (n1, n2, leaf_kind) in [
+        (Kind::Petrel, Kind::Nats, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel, Kind::Petrel),
+        (Kind::Nats, Kind::Petrel, Kind::Petrel),
+    ] {
+        let what = format!("nodes {n1:?}+{n2:?}, leaf {leaf_kind:?}");
+        let conf = |routes: &str| {
+            common::jwt::write_conf(&format!(
+                "server_name: N{}\ncluster {{ name: c1, listen: 127.0.0.1:-1{routes} }}\n\
+                 leafnodes {{ listen: 127.0.0.1:-1, authorization {{ user: lu, password: lp, account: A }} }}\n\
+                 accounts {{ A {{ users [{{user: a, password: a}}] }} }}\n",
+                if routes.is_empty() { 1 } else { 2 }
+            ))
+        };
+        let first = start(n1, &conf(""));
+        let second = start(
+            n2,
+            &conf(&format!(", routes: [\"nats://127.0.0.1:{}\"]", first.route_port())),
+        );
+        let l = leaf(leaf_kind, first.leaf_port(), "lu", "lp");
+        await_leafs(&first, 1);
+        let (far, lc) = (client(&second, "a").await, client(&l, "l").await);
+        let mut at_far = far.subscribe("leaf.to.far").await.unwrap();
+        await_interest(&lc, &mut at_far, "leaf.to.far").await;
+        let mut at_leaf = lc.subscribe("far.to.leaf").await.unwrap();
+        await_interest(&far, &mut at_leaf, "far.to.leaf").await;
+        for k in 0..100 {
+            lc.publish("leaf.to.far", k.to_string().into()).await.unwrap();
+        }
+        lc.flush().await.unwrap();
+        for k in 0..100 {
+            assert_eq!(next(&mut at_far).await.payload, k.to_string(), "{what}");
+        }
+    }
+}
+
+/// A leaf that authenticates as a server user with permissions (no
+/// `leafnodes` authorization), sent the same bytes by a raw leaf to petrel
+/// and nats-server hubs: the confirming INFO carries the user's
+/// permissions (import: what it may receive, export: what it may send),
+/// the interest it is told is what it may publish, and a subscription or
+/// publish outside them is refused with nats-server's error and a close.
+#[tokio::test]
+async fn a_leaf_users_permissions_apply() {
+    let conf = common::jwt::write_conf(
+        "leafnodes { listen: 127.0.0.1:-1 }\naccounts {\n  A { users [\n    {user: a, password: a}\n    \
+         {user: pu, password: pp, permissions: { publish: { deny: [\"hub.deny.>\"] }, subscribe: { allow: [\"hub.>\", \"leaf.>\"], deny: [\"hub.nosub.>\"] } }}\n  ] }\n}\n",
+    );
+    let connect = b"CONNECT {\"version\":\"2.15.1\",\"server_id\":\"NFAKELEAF\",\"name\":\"FAKE\",\"cluster\":\"FAKE\",\"headers\":true,\"compress_mode\":\"off\",\"remote_account\":\"L\",\"protocol\":3,\"user\":\"pu\",\"pass\":\"pp\"}\r\n";
+    let mut results = Vec::new();
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let s = start(kind, &conf);
+        let a = client(&s, "a").await;
+        let mut kept = Vec::new();
+        for subj in ["hub.a", "hub.nosub.a", "hub.deny.a", "other.a"] {
+            kept.push(a.subscribe(subj).await.unwrap());
+        }
+        a.flush().await.unwrap();
+        let addr = format!("127.0.0.1:{}", s.leaf_port());
+        let mut leaf = common::raw::Raw::open(&addr);
+        let r = leaf.exchange(connect).text();
+        let info_line = r
+            .lines()
+            .find(|l| l.starts_with("INFO "))
+            .expect("confirming INFO")
+            .to_string();
+        let info: serde_json::Value = serde_json::from_str(info_line.trim_start_matches("INFO ").trim_end()).unwrap();
+        let mut told: Vec<String> = r
+            .lines()
+            .filter(|l| l.starts_with("LS+ ") && !l.contains("$SYS") && !l.contains("$LDS"))
+            .map(str::to_string)
+            .collect();
+        told.sort();
+        let sub = leaf.exchange(b"LS+ other.b\r\n");
+        let mut leaf2 = common::raw::Raw::open(&addr);
+        leaf2.exchange(connect);
+        let publish = leaf2.exchange(b"LMSG hub.deny.a 2\r\nhi\r\n");
+        results.push((
+            info["import"].clone(),
+            info["export"].clone(),
+            told,
+            sub.text(),
+            sub.closed,
+            publish.text(),
+            publish.closed,
+        ));
+    }
+    assert_eq!(results[0], results[1], "petrel then nats-server");
+    let r = &results[0];
+    assert_eq!(r.2, ["LS+ hub.a", "LS+ hub.nosub.a", "LS+ other.a"], "{r:?}");
+    assert!(
+        r.3.contains("Permissions Violation for Subscription to \"other.b\"") && r.4,
+        "{r:?}"
+    );
+    assert!(
+        r.5.contains("Permissions Violation for Publish to \"hub.deny.a\"") && r.6,
+        "{r:?}"
+    );
+}

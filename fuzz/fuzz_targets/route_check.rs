@@ -1,6 +1,7 @@
 // The `route` fuzz target's property, shared with the corpus replay in
 // tests/fuzz_corpus.rs (both `include!` this file): route protocol bytes
-// are parsed in both forms (with and without the account), every
+// are parsed in both route forms (with and without the account) and as a
+// leaf node connection's protocol, every
 // operation parsed consumes input, and interest and messages written back
 // with petrel's encoders parse to the same operation. Errors are fine;
 // panics are not.
@@ -43,6 +44,40 @@ fn route_check(data: &[u8]) {
                 }
                 (op, again) => panic!("{op:?} re-encoded as {:?} parsed as {again:?}", String::from_utf8_lossy(&out)),
             }
+        }
+    }
+    leaf_check(data);
+}
+
+/// The same bytes as a leaf connection's protocol: what parses re-encodes
+/// with the leaf encoders to the same operation.
+fn leaf_check(data: &[u8]) {
+    let mut used = 0;
+    while let Ok(RouteParsed::Op(op, n)) = route_proto::parse_leaf(&data[used..], 256, 4096) {
+        assert!(n > 0, "an operation consumes input");
+        used += n;
+        let mut out = Vec::new();
+        match &op {
+            RouteOp::Sub { subject, queue, .. } => encode::leaf_sub(&mut out, subject, *queue),
+            RouteOp::Unsub { subject, queue, .. } => encode::leaf_unsub(&mut out, subject, *queue),
+            RouteOp::Msg(m) => {
+                encode::server_msg(&mut out, ServerMsgForm::Leaf, m.subject, m.reply, &m.queues, m.header_len, m.message)
+            }
+            _ => continue,
+        }
+        let again = route_proto::parse_leaf(&out, usize::MAX, usize::MAX);
+        match (&op, again) {
+            (RouteOp::Sub { subject, queue, .. }, Ok(RouteParsed::Op(RouteOp::Sub { subject: s, queue: q, .. }, _))) => {
+                assert_eq!((subject, queue), (&s, &q));
+            }
+            (RouteOp::Unsub { subject, queue, .. }, Ok(RouteParsed::Op(RouteOp::Unsub { subject: s, queue: q, .. }, _))) => {
+                assert_eq!((subject, queue), (&s, &q));
+            }
+            (RouteOp::Msg(m), Ok(RouteParsed::Op(RouteOp::Msg(m2), _))) => {
+                assert_eq!((m.subject, m.reply, &m.queues, m.header_len, m.message),
+                           (m2.subject, m2.reply, &m2.queues, m2.header_len, m2.message));
+            }
+            (op, again) => panic!("leaf {op:?} re-encoded as {:?} parsed as {again:?}", String::from_utf8_lossy(&out)),
         }
     }
 }

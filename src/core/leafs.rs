@@ -10,7 +10,9 @@
 use rustc_hash::FxHashMap;
 
 use super::{Msg, Origin, Routed, ShardCore};
-use crate::auth::perms::{PatternList, SubjectRule};
+use std::sync::Arc;
+
+use crate::auth::perms::{ConnPermissions, Permissions, SubjectRule};
 use crate::ids::{AccountId, ConnId, LinkKind};
 use crate::proto::encode;
 
@@ -24,9 +26,10 @@ struct LeafLink {
     account: AccountId,
     own: FxHashMap<Key, u32>,
     told: FxHashMap<Key, u32>,
-    /// Interest not told (a leaf's `deny_imports`: it does not ask for
-    /// these subjects).
-    hide: Option<PatternList>,
+    /// The interest it may be told (a spoke's `deny_imports`: it does not
+    /// ask for those; a hub's leaf user's publish permissions: it could
+    /// not send those).
+    tellable: Option<SubjectRule>,
 }
 
 /// The core's leaf node state (empty while leaf nodes are off).
@@ -47,30 +50,31 @@ impl ShardCore {
     }
 
     /// Registers leaf connection `cid` (already added as a `Leaf` link)
-    /// bound to `account`, and tells it all of the account's interest but
-    /// the subjects in `hide`; nothing matching `deny_out` is sent to it.
+    /// bound to `account`, and tells it all of the account's interest that
+    /// `tellable` admits. `perms` filter what it is sent (subscribe
+    /// rules, deny lists included) and what it may subscribe to.
     pub fn add_leaf(
         &mut self,
         cid: ConnId,
         account: AccountId,
-        hide: Option<PatternList>,
-        deny_out: Option<PatternList>,
+        tellable: Option<SubjectRule>,
+        perms: Option<Arc<Permissions>>,
     ) {
         self.index_mut(account);
         if let Some(c) = self.conns.get_mut(&cid) {
             c.account = account;
+            c.perms = perms.map(ConnPermissions::new);
         }
-        self.set_route_deny(cid, deny_out);
         let mut link = LeafLink {
             cid,
             account,
             own: FxHashMap::default(),
             told: FxHashMap::default(),
-            hide,
+            tellable,
         };
         let mut out = Vec::new();
         for ((acc, key), &n) in &self.leafs.total {
-            if *acc == account && n > 0 && !hidden(&link.hide, &key.0) {
+            if *acc == account && n > 0 && !hidden(&link.tellable, &key.0) {
                 tell(&mut out, &mut link.told, key, n);
             }
         }
@@ -169,7 +173,7 @@ impl ShardCore {
         for link in st
             .links
             .iter_mut()
-            .filter(|l| l.account == account && !hidden(&l.hide, subject))
+            .filter(|l| l.account == account && !hidden(&l.tellable, subject))
         {
             if Some(link.cid) == origin {
                 let n = link.own.entry(key.clone()).or_insert(0);
@@ -191,15 +195,9 @@ impl ShardCore {
     }
 }
 
-/// Whether `hide` keeps interest in `subject` from a leaf connection.
-fn hidden(hide: &Option<PatternList>, subject: &[u8]) -> bool {
-    hide.as_ref().is_some_and(|h| {
-        !SubjectRule {
-            allow: None,
-            deny: Some(h.clone()),
-        }
-        .admits(subject)
-    })
+/// Whether a leaf connection may not be told of interest in `subject`.
+fn hidden(tellable: &Option<SubjectRule>, subject: &[u8]) -> bool {
+    tellable.as_ref().is_some_and(|r| !r.admits(subject))
 }
 
 /// Appends what a leaf connection must hear for `key` to have `weight`

@@ -296,6 +296,9 @@ pub enum LeafWireError {
     StaleConnection,
     /// An operation the leaf protocol does not have.
     UnknownProtocolOperation,
+    /// A hub's leaf user subscribed or published outside its permissions
+    /// (the text names the subject, see [`permissions_violation`]).
+    Permissions(String),
 }
 
 impl LeafWireError {
@@ -313,6 +316,7 @@ impl LeafWireError {
             LeafWireError::StaleLeafConnection => "Stale Leaf Node Connection - Closing".into(),
             LeafWireError::StaleConnection => "Stale Connection".into(),
             LeafWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
+            LeafWireError::Permissions(text) => text.clone(),
         }
     }
 
@@ -326,6 +330,7 @@ impl LeafWireError {
             LeafWireError::SameClusterName
             | LeafWireError::ClusterNameSpaces
             | LeafWireError::LoopDetected(_)
+            | LeafWireError::Permissions(_)
             | LeafWireError::UnknownProtocolOperation => CloseReason::ProtocolViolation,
         }
     }

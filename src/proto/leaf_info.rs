@@ -52,6 +52,12 @@ pub struct LeafInfo {
     /// Second INFO: the hub account the leaf is bound to.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub remote_account: String,
+    /// Second INFO: what the leaf user may receive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<super::route_info::SubjectPermission>,
+    /// Second INFO: what the leaf user may send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<super::route_info::SubjectPermission>,
     /// The hub's (and its cluster's) leaf URLs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leafnode_urls: Vec<String>,

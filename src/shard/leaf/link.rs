@@ -11,12 +11,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
 use super::LOOP_DELAY;
-use crate::auth::perms::PatternList;
+use crate::auth::perms::{PatternList, Permissions, SubjectRule};
 use crate::conf::cluster::RouteUrl;
 use crate::ids::{AccountId, ConnId, ConnKind, LinkKind};
 use crate::options::LeafRemote;
@@ -74,6 +75,9 @@ struct State {
     confirm_deadline: Option<Instant>,
     /// The next connect waits this long (a loop was detected).
     delay: Option<Duration>,
+    /// Hub: the leaf user's permissions (a server user's, when the leaf
+    /// authenticated as one).
+    perms: Option<Arc<Permissions>>,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -196,6 +200,8 @@ fn hub_info(shard: &Shard, cid: ConnId, nonce: Option<&str>, account: Option<&st
         info_on_connect: true,
         leafnode_urls: if lo.no_advertise { Vec::new() } else { vec![advertised] },
         ldm: false,
+        import: None,
+        export: None,
     }
 }
 
@@ -326,6 +332,22 @@ impl Link<'_> {
                 if self.denied_import(subject) {
                     return Ok(());
                 }
+                // A hub refuses a leaf user's subscription its permissions
+                // do not allow (a wildcard is taken and filtered instead).
+                let refused = self.state.borrow().perms.as_ref().is_some_and(|p| {
+                    !crate::subject::has_wildcard(subject) && !p.subscribe_allowed(subject, queue.map(|q| q.0))
+                });
+                if refused {
+                    let text = crate::proto::errors::permissions_violation(crate::proto::errors::Violation::Subscribe(
+                        subject, None,
+                    ));
+                    crate::error!(
+                        "{} - Subscription Violation on {:?} - Check other side configuration",
+                        self.who,
+                        String::from_utf8_lossy(subject)
+                    );
+                    return Err((Some(LeafWireError::Permissions(text)), CloseReason::ProtocolViolation));
+                }
                 let sid = leaf_sid(subject, queue.map(|q| q.0));
                 self.shard
                     .core
@@ -339,6 +361,23 @@ impl Link<'_> {
             RouteOp::Msg(m) => {
                 if self.denied_import(m.subject) {
                     return Ok(());
+                }
+                let refused = self
+                    .state
+                    .borrow()
+                    .perms
+                    .as_ref()
+                    .is_some_and(|p| !p.publish_allowed(m.subject));
+                if refused {
+                    let text = crate::proto::errors::permissions_violation(crate::proto::errors::Violation::Publish(
+                        m.subject,
+                    ));
+                    crate::error!(
+                        "{} - Publish Violation on {:?} - Check other side configuration",
+                        self.who,
+                        String::from_utf8_lossy(m.subject)
+                    );
+                    return Err((Some(LeafWireError::Permissions(text)), CloseReason::ProtocolViolation));
                 }
                 self.shard.core.borrow_mut().publish_leaf(
                     self.cid,
@@ -374,7 +413,7 @@ impl Link<'_> {
             crate::error!("{} - invalid CONNECT", self.who);
             return Err((None, CloseReason::ProtocolViolation));
         };
-        let Some((account, name)) = self.authenticate(&connect).await else {
+        let Some((account, name, perms)) = self.authenticate(&connect).await else {
             match &connect.user {
                 Some(u) => crate::error!("{} - authentication error - User {u:?}", self.who),
                 None => crate::error!("{} - authentication error", self.who),
@@ -396,7 +435,13 @@ impl Link<'_> {
             crate::error!("{} - remote leafnode has same cluster name", self.who);
             return Err((Some(LeafWireError::SameClusterName), CloseReason::ProtocolViolation));
         }
-        let info = hub_info(self.shard, self.cid, None, Some(&name));
+        let mut info = hub_info(self.shard, self.cid, None, Some(&name));
+        // The leaf learns what it may receive (import) and send (export).
+        if let Some(p) = &perms {
+            info.import = wire(&p.subscribe);
+            info.export = wire(&p.publish);
+        }
+        self.state.borrow_mut().perms = perms;
         let mut out = Vec::new();
         encode::info(&mut out, &info.to_json());
         self.shard.core.borrow_mut().send_raw(self.cid, &out);
@@ -407,7 +452,7 @@ impl Link<'_> {
     /// Hub: the account the leaf's credentials bind it to: the
     /// `leafnodes` block's user or users when it has them, else the
     /// server's client users (and in operator mode the leaf's JWT).
-    async fn authenticate(&self, connect: &LeafConnect) -> Option<(AccountId, String)> {
+    async fn authenticate(&self, connect: &LeafConnect) -> Option<(AccountId, String, Option<Arc<Permissions>>)> {
         let lo = self.shard.shared.leaf.get()?.opts();
         let given_pass = connect.pass.clone().unwrap_or_default();
         let configured = match (&lo.username, lo.users.is_empty()) {
@@ -440,11 +485,11 @@ impl Link<'_> {
             }
             let name = account.unwrap_or_else(|| crate::auth::config::GLOBAL_ACCOUNT.to_string());
             let acc = accounts.get(&name)?;
-            return Some((acc.id, acc.name.clone()));
+            return Some((acc.id, acc.name.clone(), None));
         }
         if !verifier.auth_required() {
             let acc = accounts.get(crate::auth::config::GLOBAL_ACCOUNT)?;
-            return Some((acc.id, acc.name.clone()));
+            return Some((acc.id, acc.name.clone(), None));
         }
         // The server's client users, as nats-server falls back to them.
         let opts = crate::proto::connect::ClientOpts {
@@ -484,7 +529,7 @@ impl Link<'_> {
         }
         .ok()?;
         let acc = identity.account();
-        Some((acc.id, acc.name.clone()))
+        Some((acc.id, acc.name.clone(), identity.permissions().cloned()))
     }
 
     /// Spoke: an INFO from the hub: the first (check it is a leaf port,
@@ -616,15 +661,8 @@ impl Link<'_> {
         {
             let mut core = self.shard.core.borrow_mut();
             core.name_account(account, &name);
-            let deny = |l: &[String]| (!l.is_empty()).then(|| PatternList::new(l));
-            // A leaf's deny_imports: it does not ask for those subjects
-            // (spoke), the hub does not send them (its CONNECT deny_pub);
-            // its deny_exports: it does not send those.
-            let (hide, deny_out) = match self.spoke {
-                Some(s) => (deny(&s.remote.deny_imports), deny(&s.remote.deny_exports)),
-                None => (None, deny(deny_pub)),
-            };
-            core.add_leaf(self.cid, account, hide, deny_out);
+            let (tellable, perms) = self.filters(deny_pub);
+            core.add_leaf(self.cid, account, tellable, perms);
             let mut lds = Vec::new();
             encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
             core.send_raw(self.cid, &lds);
@@ -639,6 +677,54 @@ impl Link<'_> {
         st.account = Some((account, name));
         st.peer_name = peer;
         st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
+    }
+
+    /// What the link may be told of and sent. Spoke: its `deny_imports`
+    /// (it does not ask for those subjects) and `deny_exports` (it does
+    /// not send those). Hub: the leaf user's permissions (publish: what it
+    /// is told of, as it could only send those; subscribe: what it is
+    /// sent) and the leaf's CONNECT `deny_pub` (not sent either).
+    fn filters(&self, deny_pub: &[String]) -> (Option<SubjectRule>, Option<Arc<Permissions>>) {
+        let list = |l: &[String]| (!l.is_empty()).then(|| PatternList::new(l));
+        match self.spoke {
+            Some(s) => {
+                let tellable = list(&s.remote.deny_imports).map(|d| SubjectRule {
+                    allow: None,
+                    deny: Some(d),
+                });
+                let perms = list(&s.remote.deny_exports).map(|d| {
+                    Arc::new(Permissions {
+                        subscribe: SubjectRule {
+                            allow: None,
+                            deny: Some(d),
+                        },
+                        ..Default::default()
+                    })
+                });
+                (tellable, perms)
+            }
+            None => {
+                let user = self.state.borrow().perms.clone();
+                let tellable = user.as_ref().map(|p| p.publish.clone()).filter(|r| !r.is_open());
+                let mut deny: Vec<String> = user
+                    .as_ref()
+                    .and_then(|p| p.subscribe.deny.as_ref())
+                    .map(PatternList::entries)
+                    .unwrap_or_default();
+                deny.extend(deny_pub.iter().cloned());
+                let allow = user.as_ref().and_then(|p| p.subscribe.allow.clone());
+                let perms = (allow.is_some() || !deny.is_empty()).then(|| {
+                    Arc::new(Permissions {
+                        subscribe: SubjectRule {
+                            allow,
+                            deny: list(&deny),
+                        },
+                        ..Default::default()
+                    })
+                });
+                (tellable, perms)
+            }
+        }
     }
 
     /// Deadlines: CONNECT (hub) or the hub's INFO (spoke) in time, the
@@ -690,6 +776,14 @@ impl Link<'_> {
             }
         }
     }
+}
+
+/// A permission rule as the confirming INFO carries it.
+fn wire(rule: &SubjectRule) -> Option<crate::proto::route_info::SubjectPermission> {
+    (!rule.is_open()).then(|| crate::proto::route_info::SubjectPermission {
+        allow: rule.allow.as_ref().map(PatternList::entries).unwrap_or_default(),
+        deny: rule.deny.as_ref().map(PatternList::entries).unwrap_or_default(),
+    })
 }
 
 /// The sid a leaf's interest is kept under (its key for `LS-`).
