@@ -547,3 +547,99 @@ async fn a_leaf_users_permissions_apply() {
         "{r:?}"
     );
 }
+
+/// `$SYS` events for leaf connections, as nats-server sends them: the hub
+/// counts the leaf in its account's CONNS (`leafnodes`) and sends a
+/// DISCONNECT (kind `Leafnode`) when it goes; the leaf side sends CONNECT
+/// and DISCONNECT for its own account.
+#[tokio::test]
+async fn leaf_connections_in_system_events() {
+    for (hub_kind, leaf_kind) in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let port = free_port();
+        let hub_conf = common::jwt::write_conf(&format!(
+            "server_name: HUB\nleafnodes {{ listen: 127.0.0.1:{port}, authorization {{ user: lu, password: lp, account: A }} }}\n\
+             accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n  SYS {{ users [{{user: sys, password: sys}}] }}\n}}\nsystem_account: SYS\n"
+        ));
+        let leaf_conf = common::jwt::write_conf(&format!(
+            "server_name: LEAF\nleafnodes {{ reconnect: \"200ms\", remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{port}\", account: L }} ] }}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n  SYS {{ users [{{user: sys, password: sys}}] }}\n}}\nsystem_account: SYS\n"
+        ));
+        let h = start(hub_kind, &hub_conf);
+        let hs = client(&h, "sys").await;
+        let mut hub_events = hs.subscribe("$SYS.>").await.unwrap();
+        hs.flush().await.unwrap();
+        let l = start(leaf_kind, &leaf_conf);
+        // The hub: A's connection counts with one leaf node.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = timeout(WAIT, hub_events.next()).await.expect("event").unwrap();
+            if m.subject.as_str() == "$SYS.ACCOUNT.A.SERVER.CONNS" {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                if v["leafnodes"] == 1 {
+                    assert_eq!(v["total_conns"], 1, "{what}: {v}");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: no CONNS with the leaf");
+        }
+        // The leaf goes: DISCONNECT, kind Leafnode, naming it.
+        drop(l);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = timeout(WAIT, hub_events.next()).await.expect("event").unwrap();
+            if m.subject.as_str() == "$SYS.ACCOUNT.A.DISCONNECT" {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(v["client"]["kind"], "Leafnode", "{what}: {v}");
+                assert_eq!(v["client"]["name"], "LEAF", "{what}: {v}");
+                assert_eq!(v["client"]["user"], "lu", "{what}: {v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: no DISCONNECT");
+        }
+        drop(hs);
+        drop(h);
+        // The leaf side: CONNECT for its account when the hub comes, and
+        // DISCONNECT when it goes.
+        let l = start(leaf_kind, &leaf_conf);
+        let ls = client(&l, "sys").await;
+        let mut leaf_events = ls.subscribe("$SYS.ACCOUNT.L.>").await.unwrap();
+        ls.flush().await.unwrap();
+        let h = start(hub_kind, &hub_conf);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < 2 {
+            assert!(Instant::now() < deadline, "{what}: leaf side saw {seen:?}");
+            let Ok(Some(m)) = timeout(Duration::from_secs(1), leaf_events.next()).await else {
+                continue;
+            };
+            let kind = m.subject.as_str().rsplit('.').next().unwrap().to_string();
+            if kind == "CONNECT" || kind == "DISCONNECT" {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(v["client"]["kind"], "Leafnode", "{what}: {v}");
+                assert_eq!(v["client"]["acc"], "L", "{what}: {v}");
+                seen.push(kind);
+                if seen.len() == 1 {
+                    drop(h);
+                    break;
+                }
+            }
+        }
+        let deadline = Instant::now() + WAIT;
+        while seen.len() < 2 {
+            assert!(Instant::now() < deadline, "{what}: leaf side saw {seen:?}");
+            let Ok(Some(m)) = timeout(Duration::from_secs(1), leaf_events.next()).await else {
+                continue;
+            };
+            let kind = m.subject.as_str().rsplit('.').next().unwrap().to_string();
+            if kind == "DISCONNECT" {
+                seen.push(kind);
+            }
+        }
+        assert_eq!(seen, ["CONNECT", "DISCONNECT"], "{what}");
+    }
+}

@@ -930,12 +930,16 @@ pub fn account_stat(shared: &Shared, name: &str, snaps: &[ShardSnapshot]) -> Val
         conns.iter().map(|c| c.in_bytes).sum(),
     );
     let _ = shared;
+    let leafnodes = shared
+        .leaf
+        .get()
+        .map_or(0, |l| l.connections().iter().filter(|c| c.account == name).count());
     json!({
         "acc": name,
         "name": name,
         "conns": conns.len(),
-        "leafnodes": 0,
-        "total_conns": conns.len(),
+        "leafnodes": leafnodes,
+        "total_conns": conns.len() + leafnodes,
         "num_subscriptions": conns.iter().map(|c| c.subs.len()).sum::<usize>(),
         "sent": sent,
         "received": received,

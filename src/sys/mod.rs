@@ -147,7 +147,8 @@ pub struct ClientInfo {
     pub jwt: String,
     /// Connection kind.
     pub kind: &'static str,
-    /// Client type.
+    /// Client type (none for leaf connections).
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub client_type: &'static str,
 }
 

@@ -78,6 +78,11 @@ struct State {
     /// Hub: the leaf user's permissions (a server user's, when the leaf
     /// authenticated as one).
     perms: Option<Arc<Permissions>>,
+    /// Hub: the leaf's user and version, for events.
+    user: String,
+    version: String,
+    /// When the connection registered.
+    start: String,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -156,13 +161,63 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             reason.as_str(),
             st.peer_name
         );
+        disconnect_event(&shard, &st, cid, &ip, reason);
     } else {
         crate::info!("{who} - Leafnode connection closed: {}", reason.as_str());
     }
     shard.leafs.conns.borrow_mut().remove(&cid);
+    if let Some((_, acc)) = st.account.clone().filter(|_| st.registered) {
+        // The account's connection counts without this one.
+        super::poll_leafs(&shard);
+        glommio::spawn_local(crate::shard::system::announce_conns(shard.clone(), acc)).detach();
+    }
     shard.core.borrow_mut().remove_conn(cid);
     shard.flush().await;
     st.delay
+}
+
+/// What events say about a leaf connection: kind `Leafnode`; on the hub
+/// side its user, name and version too.
+fn event_client(st: &State, cid: ConnId, ip: &str, spoke: bool) -> crate::sys::ClientInfo {
+    crate::sys::ClientInfo {
+        start: st.start.clone(),
+        host: ip.to_string(),
+        id: cid.0,
+        acc: st.account.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
+        user: if spoke { String::new() } else { st.user.clone() },
+        name: if spoke { String::new() } else { st.peer_name.clone() },
+        ver: if spoke { String::new() } else { st.version.clone() },
+        kind: "Leafnode",
+        ..Default::default()
+    }
+}
+
+/// After a registered leaf connection closed: `$SYS.ACCOUNT.<acc>.DISCONNECT`
+/// (kind `Leafnode`).
+fn disconnect_event(shard: &Rc<Shard>, st: &State, cid: ConnId, ip: &str, reason: CloseReason) {
+    let Some((_, acc)) = &st.account else { return };
+    let spoke = shard.leafs.conns.borrow().get(&cid).is_some_and(|e| e.is_spoke);
+    let mut info = event_client(st, cid, ip, spoke);
+    info.stop = crate::timefmt::rfc3339(std::time::SystemTime::now());
+    let (sent, received) = shard
+        .core
+        .borrow()
+        .conn(cid)
+        .map(|c| {
+            (
+                crate::sys::DataStats {
+                    msgs: c.in_msgs,
+                    bytes: c.in_bytes,
+                },
+                crate::sys::DataStats {
+                    msgs: c.out_msgs,
+                    bytes: c.out_bytes,
+                },
+            )
+        })
+        .unwrap_or_default();
+    let doc = crate::sys::disconnect_event(&shard.shared, &info, sent, received, reason.as_str());
+    shard.emit(&format!("$SYS.ACCOUNT.{acc}.DISCONNECT"), &doc);
 }
 
 /// The INFO a hub sends a leaf: first with a nonce, then (`account`) to
@@ -441,7 +496,12 @@ impl Link<'_> {
             info.import = wire(&p.subscribe);
             info.export = wire(&p.publish);
         }
-        self.state.borrow_mut().perms = perms;
+        {
+            let mut st = self.state.borrow_mut();
+            st.perms = perms;
+            st.user = connect.user.clone().unwrap_or_default();
+            st.version = connect.version.clone();
+        }
         let mut out = Vec::new();
         encode::info(&mut out, &info.to_json());
         self.shard.core.borrow_mut().send_raw(self.cid, &out);
@@ -671,12 +731,24 @@ impl Link<'_> {
             e.name = peer.clone();
             e.account = name.clone();
         }
-        let mut st = self.state.borrow_mut();
-        st.registered = true;
-        st.first_deadline = None;
-        st.account = Some((account, name));
-        st.peer_name = peer;
-        st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
+        {
+            let mut st = self.state.borrow_mut();
+            st.registered = true;
+            st.first_deadline = None;
+            st.account = Some((account, name.clone()));
+            st.peer_name = peer;
+            st.start = crate::timefmt::rfc3339(std::time::SystemTime::now());
+            st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
+        }
+        // A leaf announces its connection as a client's (CONNECT); a hub
+        // only counts it (nats-server's events).
+        if self.spoke.is_some() {
+            let info = event_client(&self.state.borrow(), self.cid, self.ip, true);
+            let doc = crate::sys::connect_event(&self.shard.shared, &info);
+            self.shard.emit(&format!("$SYS.ACCOUNT.{name}.CONNECT"), &doc);
+        }
+        super::poll_leafs(self.shard);
+        glommio::spawn_local(crate::shard::system::announce_conns(self.shard.clone(), name)).detach();
     }
 
     /// What the link may be told of and sent. Spoke: its `deny_imports`
