@@ -3,7 +3,7 @@
 //! each shard's leaf connections as monitoring shows them (published by
 //! the shards from their poll loops). Never on the publish path.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::ids::ShardId;
 use crate::options::LeafOptions;
@@ -48,19 +48,34 @@ pub struct LeafNodes {
     /// Where the leaf listener is bound (`host:port`), if it is.
     pub listen: Mutex<Option<String>>,
     snapshots: Vec<Mutex<Vec<LeafSnapshot>>>,
+    /// `leafnodes { tls }`, loaded at start-up.
+    tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 impl LeafNodes {
     /// A registry for `opts` over `nshards` shards, with a new random
-    /// loop-detection subject (22 characters, as nats-server's).
-    pub fn new(opts: LeafOptions, nshards: usize) -> LeafNodes {
+    /// loop-detection subject (22 characters, as nats-server's); the
+    /// hub's TLS certificates are loaded now.
+    pub fn new(opts: LeafOptions, nshards: usize) -> Result<LeafNodes, String> {
         let tail: String = (0..22).map(|_| fastrand::alphanumeric()).collect();
-        LeafNodes {
+        let tls = opts
+            .tls
+            .as_ref()
+            .map(crate::tls::ClientTls::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(LeafNodes {
+            tls,
             opts: Mutex::new(opts),
             lds: format!("{LDS_PREFIX}{tail}"),
             listen: Mutex::new(None),
             snapshots: (0..nshards).map(|_| Mutex::new(Vec::new())).collect(),
-        }
+        })
+    }
+
+    /// The hub's TLS (`leafnodes { tls }`), if any.
+    pub fn tls(&self) -> Option<Arc<crate::tls::ClientTls>> {
+        self.tls.clone()
     }
 
     /// The options in force.

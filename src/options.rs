@@ -121,6 +121,9 @@ pub struct LeafOptions {
     pub reconnect: Duration,
     /// Dial timeout for remotes.
     pub dial_timeout: Option<Duration>,
+    /// `tls`: leaf connections to this hub are TLS (after the plain INFO,
+    /// as nats-server runs them).
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for LeafOptions {
@@ -138,6 +141,7 @@ impl Default for LeafOptions {
             remotes: Vec::new(),
             reconnect: Duration::from_secs(1),
             dial_timeout: None,
+            tls: None,
         }
     }
 }
@@ -154,7 +158,7 @@ pub struct LeafUser {
 }
 
 /// A `remotes` entry: a hub this server connects to as a leaf.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeafRemote {
     /// The hub's URLs (`nats-leaf://`, `nats://` or `tls://`... with
     /// optional `user:pass@`), tried in order (shuffled unless
@@ -176,6 +180,10 @@ pub struct LeafRemote {
     pub first_info_timeout: Option<Duration>,
     /// Skip this remote.
     pub disabled: bool,
+    /// `tls`: how to verify the hub (and the certificate to present); a
+    /// `tls://` URL or a hub that requires TLS uses TLS without one, with
+    /// the system's roots.
+    pub tls: Option<TlsOptions>,
 }
 
 /// nats-server's default route pool size (connections per server pair).

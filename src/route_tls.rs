@@ -2,6 +2,7 @@
 //! with a TLS handshake (before INFO and CONNECT), and both sides present
 //! and verify certificates against the block's `ca_file`. The server
 //! that dialed is the TLS client; the one that accepted is the TLS server.
+//! Also the client side of a leaf remote's TLS ([`dial_config`]).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -107,6 +108,44 @@ impl RouteTls {
 
 /// `insecure`: accepts any certificate from a dialed peer (signatures are
 /// still checked, so the handshake itself is sound).
+/// The TLS client configuration for a connection this server dials as a
+/// leaf: the hub verified against the block's `ca_file`, else the system's
+/// roots (as nats-server's Go defaults do); the block's certificate
+/// presented when it has one; `insecure` verifies nothing.
+pub fn dial_config(o: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
+    let (provider, versions) = crypto(o)?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("tls: cipher_suites, min_version: {e}"))?;
+    let builder = if o.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    } else {
+        let roots = match o.ca_file.as_deref() {
+            Some(ca) => roots(ca)?,
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let config = match (o.cert_file.as_deref(), o.key_file.as_deref()) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(certs(c)?, key(k)?)
+            .map_err(|e| format!("tls: {e}"))?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The system's trusted roots (what Go's TLS client trusts by default).
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    roots
+}
+
 #[derive(Debug)]
 struct NoVerify(Arc<CryptoProvider>);
 

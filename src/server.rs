@@ -281,7 +281,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
             } else {
                 None
             };
-            let registry = crate::leaf::LeafNodes::new(l.clone(), nshards);
+            let registry = crate::leaf::LeafNodes::new(l.clone(), nshards).map_err(ServerError::Auth)?;
             if let Some((_, b)) = &bound {
                 *registry.listen.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(format!("{}:{}", url_host(&l.host), b.port()));

@@ -643,3 +643,55 @@ async fn leaf_connections_in_system_events() {
         assert_eq!(seen, ["CONNECT", "DISCONNECT"], "{what}");
     }
 }
+
+/// TLS on leaf connections, as nats-server runs it (INFO in the clear,
+/// then the handshake the leaf starts): a hub with `leafnodes { tls }` and
+/// a leaf trusting its CA, each of petrel and nats-server on either side;
+/// a leaf that does not trust the CA is refused.
+#[tokio::test]
+async fn tls_leaf_connections() {
+    let pki = common::pki::Pki::new();
+    pki.issue(&["127.0.0.1", "localhost"], "hub", "hub");
+    let other = common::pki::Pki::new();
+    for (hub_kind, leaf_kind) in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let hub_conf = common::jwt::write_conf(&format!(
+            "leafnodes {{\n  listen: 127.0.0.1:-1\n  tls {{ cert_file: \"{}\", key_file: \"{}\", timeout: 2 }}\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+             accounts {{ A {{ users [{{user: a, password: a}}] }} }}\n",
+            pki.path("hub.pem").display(),
+            pki.path("hub-key.pem").display()
+        ));
+        let h = start(hub_kind, &hub_conf);
+        let remote = |ca: &std::path::Path| {
+            common::jwt::write_conf(&format!(
+                "leafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"tls://lu:lp@127.0.0.1:{}\", account: L, tls {{ ca_file: \"{}\" }} }} ]\n}}\n\
+                 accounts {{ L {{ users [{{user: l, password: l}}] }} }}\n",
+                h.leaf_port(),
+                ca.display()
+            ))
+        };
+        let l = start(leaf_kind, &remote(&pki.path("ca.pem")));
+        await_leafs(&h, 1);
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        let mut at_hub = ha.subscribe("over.tls").await.unwrap();
+        await_interest(&lc, &mut at_hub, "over.tls").await;
+        let mut at_leaf = lc.subscribe("back.over.tls").await.unwrap();
+        await_interest(&ha, &mut at_leaf, "back.over.tls").await;
+        // A leaf that trusts another CA gets nowhere.
+        let bad = start(leaf_kind, &remote(&other.path("ca.pem")));
+        let deadline = Instant::now() + WAIT;
+        while bad.log_lines("TLS").is_empty() || bad.log_lines("handshake").is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no TLS handshake error on the untrusting leaf"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(leafz(&h)["leafnodes"], 1, "{what}: only the trusting leaf");
+    }
+}

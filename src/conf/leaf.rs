@@ -12,7 +12,6 @@ use crate::options::{LeafOptions, LeafRemote, LeafUser};
 
 /// Keys of the block whose features land later, with the feature's name.
 const NOT_YET: &[(&str, &str)] = &[
-    ("tls", "TLS on leaf connections"),
     ("min_version", "leaf minimum version"),
     ("minimum_version", "leaf minimum version"),
     ("isolate_leafnode_interest", "leaf interest isolation"),
@@ -23,7 +22,6 @@ const NOT_YET: &[(&str, &str)] = &[
 
 /// Keys of a remote whose features land later.
 const REMOTE_NOT_YET: &[(&str, &str)] = &[
-    ("tls", "TLS on leaf connections"),
     ("nkey", "nkey leaf authentication"),
     ("seed", "nkey leaf authentication"),
     ("hub", "leaf remotes as hubs"),
@@ -94,6 +92,16 @@ pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, Con
             "reconnect" | "reconnect_delay" | "reconnect_interval" => l.reconnect = duration(k, v, notices)?,
             "dial_timeout" => l.dial_timeout = Some(duration(k, v, notices)?),
             "compression" => compression(k, v)?,
+            "tls" => {
+                let t = super::tls::loaded_tls(v)?;
+                if t.handshake_first {
+                    return Err(at(
+                        v,
+                        "leafnodes: tls: \"handshake_first\" is not supported by petrel yet (TLS before INFO on leaf connections)".into(),
+                    ));
+                }
+                l.tls = Some(t);
+            }
             _ => {
                 return Err(ConfError {
                     pos: key_pos.clone(),
@@ -206,6 +214,16 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             }
             "compression" => compression(k, v)?,
             "disabled" => r.disabled = boolean(k, v)?,
+            "tls" => {
+                let t = super::tls::dial_tls_block(v)?;
+                if t.handshake_first {
+                    return Err(at(
+                        v,
+                        "leafnodes: remotes: tls: \"handshake_first\" is not supported by petrel yet (TLS before INFO on leaf connections)".into(),
+                    ));
+                }
+                r.tls = Some(t);
+            }
             _ => {
                 return Err(ConfError {
                     pos: key_pos.clone(),
@@ -260,18 +278,24 @@ fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
     }
 }
 
-/// A remote's URL: `nats-leaf://`, `nats://` or `leafnode://`, with
-/// optional credentials; `tls://`, `ws://` and `wss://` are refused for
-/// now.
+/// A remote's URL: `nats-leaf://`, `nats://`, `leafnode://` or `tls://`
+/// (TLS required), with optional credentials and nats-server's default
+/// port 7422; `ws://` and `wss://` are refused for now.
 pub fn leaf_url(s: &str) -> Result<crate::conf::cluster::RouteUrl, String> {
     if let Some((scheme, _)) = s.split_once("://") {
         match scheme.to_ascii_lowercase().as_str() {
-            "nats" | "nats-leaf" | "leafnode" => {}
-            "tls" => return Err("tls:// remotes are not supported by petrel yet (TLS on leaf connections)".into()),
+            "nats" | "nats-leaf" | "leafnode" | "tls" => {}
             "ws" | "wss" => return Err("WebSocket remotes are not supported by petrel yet".into()),
             other => return Err(format!("unsupported scheme {other:?}")),
         }
     }
-    let rest = s.split_once("://").map_or(s, |(_, r)| r);
-    crate::conf::cluster::route_url(&format!("nats://{rest}"))
+    let rest = s.split_once("://").map_or(s, |(_, r)| r).trim_end_matches('/');
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+    let with_port = if has_port {
+        rest.to_string()
+    } else {
+        format!("{rest}:7422")
+    };
+    crate::conf::cluster::route_url(&format!("nats://{with_port}"))
 }

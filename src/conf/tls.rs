@@ -48,6 +48,34 @@ pub fn loaded_tls(item: &Item) -> Result<crate::options::TlsOptions, ConfError> 
 /// security). Values are checked here, so a bad cipher or curve name is a
 /// configuration error with its line, not a start-up failure.
 pub fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
+    let t = tls_keys(item)?;
+    if t.cert_file.is_none() || t.key_file.is_none() {
+        return Err(ConfError {
+            pos: item.pos.clone(),
+            msg: "tls: cert_file and key_file are required".into(),
+        });
+    }
+    Ok(t)
+}
+
+/// A `tls` block for a connection this server dials (a leaf remote): the
+/// same keys, a certificate only when the hub asks for one.
+pub fn dial_tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
+    let t = tls_keys(item)?;
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        return Err(ConfError {
+            pos: item.pos.clone(),
+            msg: "tls: cert_file and key_file go together".into(),
+        });
+    }
+    crate::route_tls::dial_config(&t).map_err(|msg| ConfError {
+        pos: item.pos.clone(),
+        msg,
+    })?;
+    Ok(t)
+}
+
+fn tls_keys(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
     let Value::Map(m) = &item.value else {
         return Err(type_err("tls", item, "a map"));
     };
@@ -117,12 +145,6 @@ pub fn tls_block(item: &Item) -> Result<crate::options::TlsOptions, ConfError> {
                 })
             }
         }
-    }
-    if t.cert_file.is_none() || t.key_file.is_none() {
-        return Err(ConfError {
-            pos: item.pos.clone(),
-            msg: "tls: cert_file and key_file are required".into(),
-        });
     }
     Ok(t)
 }

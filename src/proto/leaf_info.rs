@@ -29,6 +29,12 @@ pub struct LeafInfo {
     /// Authentication required.
     #[serde(skip_serializing_if = "is_false")]
     pub auth_required: bool,
+    /// TLS after this INFO.
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_required: bool,
+    /// Leaf certificates are verified.
+    #[serde(skip_serializing_if = "is_false")]
+    pub tls_verify: bool,
     /// Largest payload.
     pub max_payload: usize,
     /// `host:port` of the hub's leaf listener.

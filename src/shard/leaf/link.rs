@@ -26,6 +26,7 @@ use crate::proto::errors::{CloseReason, LeafWireError};
 use crate::proto::leaf_info::{LeafConnect, LeafInfo};
 use crate::proto::parser::ParseError;
 use crate::proto::route::{parse_leaf, RouteOp, RouteParsed};
+use crate::route_tls::RouteTls;
 use crate::shard::leaf_table::LeafEntry;
 use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
@@ -55,6 +56,10 @@ const MAX_LEAF_MSG: usize = 64 * 1024 * 1024;
 pub(super) struct Spoke {
     pub(super) remote: LeafRemote,
     pub(super) url: RouteUrl,
+    /// TLS whatever the hub says (`tls://` URL or a `tls` block).
+    pub(super) tls_required: bool,
+    /// How to verify the hub when TLS is used.
+    pub(super) tls: Arc<rustls::ClientConfig>,
 }
 
 #[derive(Default)]
@@ -107,14 +112,26 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
     let ip = peer.map(|a| a.ip().to_string()).unwrap_or_default();
     let port = peer.map(|a| a.port()).unwrap_or(0);
     let who = format!("{ip}:{port} - lid:{}", cid.0);
-    let stream: Stream = Rc::new(RefCell::new(Transport::Socket(Socket::Plain(stream))));
     let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
-    let now = Instant::now();
+    // INFO in the clear, then TLS when either side asks for it.
+    let opened = match &spoke {
+        None => open_hub(&shard, stream, cid).await,
+        Some(s) => open_spoke(stream, s).await,
+    };
+    let (socket, first_info, nonce) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            crate::error!("{who} - {e}");
+            crate::info!("{who} - Leafnode connection closed: TLS Handshake Failure");
+            return None;
+        }
+    };
+    let stream: Stream = Rc::new(RefCell::new(Transport::Socket(socket)));
     let state = RefCell::new(State {
-        first_deadline: Some(match &spoke {
-            Some(s) => now + s.remote.first_info_timeout.unwrap_or(FIRST_INFO),
-            None => now + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT),
-        }),
+        first_deadline: spoke
+            .is_none()
+            .then(|| Instant::now() + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
+        nonce,
         ..Default::default()
     });
     shard.core.borrow_mut().add_link(cid, LinkKind::Leaf, AccountId::GLOBAL);
@@ -129,14 +146,6 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             stream: stream.clone(),
         },
     );
-    if spoke.is_none() {
-        let nonce = crate::shard::host::new_nonce();
-        let info = hub_info(&shard, cid, Some(&nonce), None);
-        state.borrow_mut().nonce = nonce;
-        let mut out = Vec::new();
-        encode::info(&mut out, &info.to_json());
-        shard.core.borrow_mut().send_raw(cid, &out);
-    }
     let deny_imports = spoke
         .as_ref()
         .filter(|s| !s.remote.deny_imports.is_empty())
@@ -151,7 +160,18 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         state: &state,
     };
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(shard.clone(), stream.clone(), cid, true));
-    let reason = futures_lite::future::or(link.read_loop(&stream), link.timer_loop()).await;
+    // The spoke answers the hub's INFO, read before TLS.
+    let answered = match &first_info {
+        Some(json) => link.hub_said(json),
+        None => Ok(()),
+    };
+    let reason = match answered {
+        Ok(()) => futures_lite::future::or(link.read_loop(&stream), link.timer_loop()).await,
+        Err((err, reason)) => {
+            link.fail(err, reason);
+            reason
+        }
+    };
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     let st = state.into_inner();
@@ -174,6 +194,94 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
     shard.core.borrow_mut().remove_conn(cid);
     shard.flush().await;
     st.delay
+}
+
+/// A hub's side of the opening: INFO (with a nonce) in the clear, then,
+/// with `leafnodes { tls }`, the TLS handshake the leaf starts. Returns
+/// the socket and the nonce.
+async fn open_hub(
+    shard: &Rc<Shard>,
+    mut tcp: TcpStream,
+    cid: ConnId,
+) -> Result<(Socket, Option<Vec<u8>>, String), String> {
+    use futures_lite::AsyncWriteExt;
+    let nonce = crate::shard::host::new_nonce();
+    let tls = shard.shared.leaf.get().and_then(|l| l.tls());
+    let mut info = hub_info(shard, cid, Some(&nonce), None);
+    info.tls_required = tls.is_some();
+    info.tls_verify = tls.as_ref().is_some_and(|t| t.verify);
+    let mut out = Vec::new();
+    encode::info(&mut out, &info.to_json());
+    tcp.write_all(&out)
+        .await
+        .map_err(|e| format!("Error sending INFO: {e}"))?;
+    let Some(tls) = tls else {
+        return Ok((Socket::Plain(tcp), None, nonce));
+    };
+    let accept = async { Ok(futures_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await) };
+    let t = match glommio::timer::timeout(tls.timeout, accept).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(format!("TLS leafnode handshake error: {e}")),
+        Err(_) => return Err("TLS leafnode handshake error: timeout".into()),
+    };
+    tls.admit(t.get_ref().1).map_err(|k| {
+        format!(
+            "TLS leafnode handshake error: certificate not pinned: {}",
+            k.unwrap_or_default()
+        )
+    })?;
+    Ok((Socket::Tls(Box::new(t)), None, nonce))
+}
+
+/// A spoke's side of the opening: the hub's INFO in the clear (within
+/// `first_info_timeout`), then the TLS handshake when the remote's URL
+/// is `tls://`, it has a `tls` block, or the hub requires TLS. Returns
+/// the socket and the INFO to answer.
+async fn open_spoke(mut tcp: TcpStream, spoke: &Spoke) -> Result<(Socket, Option<Vec<u8>>, String), String> {
+    use futures_lite::AsyncReadExt;
+    let limit = spoke.remote.first_info_timeout.unwrap_or(FIRST_INFO);
+    let mut line = Vec::new();
+    let read_info = async {
+        let mut byte = [0u8; 1];
+        // Byte by byte: nothing past the INFO line may be taken from the
+        // socket before TLS (the hub sends nothing more until CONNECT).
+        while !line.ends_with(b"\r\n") {
+            if line.len() > 64 * 1024 || tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                return Ok(false);
+            }
+            line.push(byte[0]);
+        }
+        Ok(true)
+    };
+    match glommio::timer::timeout(limit, read_info).await {
+        Ok(true) => {}
+        _ => return Err("Leafnode connection closed: no INFO from the remote in time".into()),
+    }
+    let text = line
+        .strip_prefix(b"INFO ")
+        .ok_or("attempted to connect to wrong port")?;
+    let json = text.trim_ascii().to_vec();
+    let info: LeafInfo = serde_json::from_slice(&json).map_err(|e| format!("invalid INFO: {e}"))?;
+    if !(spoke.tls_required || info.tls_required) {
+        return Ok((Socket::Plain(tcp), Some(json), String::new()));
+    }
+    let name = RouteTls::server_name(&spoke.url.host, None)?;
+    let timeout = spoke
+        .remote
+        .tls
+        .as_ref()
+        .and_then(|t| t.timeout)
+        .unwrap_or(crate::options::TLS_DEFAULT_TIMEOUT);
+    let connect = async {
+        Ok(futures_rustls::TlsConnector::from(spoke.tls.clone())
+            .connect(name, tcp)
+            .await)
+    };
+    match glommio::timer::timeout(timeout, connect).await {
+        Ok(Ok(t)) => Ok((Socket::TlsDialed(Box::new(t)), Some(json), String::new())),
+        Ok(Err(e)) => Err(format!("TLS leafnode handshake error: {e}")),
+        Err(_) => Err("TLS leafnode handshake error: timeout".into()),
+    }
 }
 
 /// What events say about a leaf connection: kind `Leafnode`; on the hub
@@ -253,6 +361,8 @@ fn hub_info(shard: &Shard, cid: ConnId, nonce: Option<&str>, account: Option<&st
         connect_info: account.is_some(),
         remote_account: account.unwrap_or_default().to_string(),
         info_on_connect: true,
+        tls_required: false,
+        tls_verify: false,
         leafnode_urls: if lo.no_advertise { Vec::new() } else { vec![advertised] },
         ldm: false,
         import: None,

@@ -46,6 +46,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 /// failed dial, `reconnect` plus up to as much again. URLs are tried in
 /// turn, shuffled unless `no_randomize`.
 pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
+    // The hub's verification, loaded once (the system's roots without a
+    // `ca_file`).
+    let tls = match crate::route_tls::dial_config(&remote.tls.clone().unwrap_or_default()) {
+        Ok(t) => t,
+        Err(e) => {
+            crate::error!("Leafnode remote {:?}: {e}", remote.urls);
+            return;
+        }
+    };
     let mut urls = remote.urls.clone();
     if !remote.no_randomize {
         fastrand::shuffle(&mut urls);
@@ -62,9 +71,12 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
             Ok(stream) => {
                 attempt = 0;
                 let cid = shard.shared.next_cid();
+                let tls_required = remote.tls.is_some() || text.to_ascii_lowercase().starts_with("tls://");
                 let spoke = link::Spoke {
                     remote: remote.clone(),
                     url,
+                    tls_required,
+                    tls: tls.clone(),
                 };
                 let delay = link::serve(shard.clone(), stream, cid, Some(spoke)).await;
                 glommio::timer::sleep(delay.unwrap_or(lo.reconnect)).await;
