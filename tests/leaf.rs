@@ -695,3 +695,53 @@ async fn tls_leaf_connections() {
         assert_eq!(leafz(&h)["leafnodes"], 1, "{what}: only the trusting leaf");
     }
 }
+
+/// An account JWT's `leaf` limit holds on a hub in operator mode: a
+/// second leaf of an account limited to one is refused with nats-server's
+/// error (petrel and nats-server hubs, petrel leaves).
+#[test]
+fn the_account_leaf_limit_holds() {
+    use common::jwt;
+    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+        "ONELEAF",
+        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": -1, "leaf": 1, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true}}),
+    );
+    let mut accounts = jwt::fixture_accounts();
+    accounts.push((acc_pub, acc_jwt));
+    let base = std::fs::read_to_string(jwt::memory_conf(&accounts)).unwrap();
+    let (user_jwt, user_seed) = jwt::user(&acc_seed, "leafuser", jwt::user_nats(), serde_json::json!({}));
+    let creds = jwt::temp_dir().join("leaf.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{user_seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .unwrap();
+    for hub_kind in [Kind::Petrel, Kind::Nats] {
+        let hub_conf = jwt::write_conf(&format!("{base}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n"));
+        let h = start(hub_kind, &hub_conf);
+        let leaf_conf = jwt::write_conf(&format!(
+            "leafnodes {{ remotes [ {{ url: \"nats://127.0.0.1:{}\", credentials: \"{}\" }} ] }}\n",
+            h.leaf_port(),
+            creds.display()
+        ));
+        let first = start(Kind::Petrel, &leaf_conf);
+        await_leafs(&h, 1);
+        let second = start(Kind::Petrel, &leaf_conf);
+        let deadline = Instant::now() + WAIT;
+        while second
+            .log_lines("Leafnode Error 'maximum account active connections exceeded'")
+            .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "hub {hub_kind:?}: the second leaf was not refused"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(leafz(&h)["leafnodes"], 1, "hub {hub_kind:?}");
+        drop(first);
+    }
+}

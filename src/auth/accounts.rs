@@ -29,6 +29,10 @@ pub struct Account {
     max_conns: AtomicI64,
     /// Connections to close after the limit was lowered below the count.
     excess: AtomicI64,
+    /// Leaf node connections bound to the account on this server.
+    leafs: AtomicI64,
+    /// The most leaf node connections (JWT `leaf`; −1: unlimited).
+    max_leafs: AtomicI64,
 }
 
 impl Account {
@@ -45,6 +49,12 @@ impl Account {
     /// Sets the most connections the account may have (−1: unlimited).
     pub fn set_max_connections(&self, max: i64) {
         self.max_conns.store(max, Relaxed);
+    }
+
+    /// Sets the most leaf node connections the account may have (−1:
+    /// unlimited).
+    pub fn set_max_leafnodes(&self, max: i64) {
+        self.max_leafs.store(max, Relaxed);
     }
 
     /// After a lowered limit: how many connections are beyond it, to be
@@ -96,6 +106,30 @@ impl Drop for ConnSlot {
     }
 }
 
+/// A leaf node connection counted against its account (JWT `leaf`);
+/// uncounted when dropped.
+#[derive(Debug)]
+pub struct LeafSlot(Arc<Account>);
+
+impl LeafSlot {
+    /// Takes a slot in `acc`, or `None` when its leaf limit is reached.
+    pub fn take(acc: &Arc<Account>) -> Option<LeafSlot> {
+        let max = acc.max_leafs.load(Relaxed);
+        let n = acc.leafs.fetch_add(1, Relaxed);
+        if max >= 0 && n >= max {
+            acc.leafs.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(LeafSlot(acc.clone()))
+    }
+}
+
+impl Drop for LeafSlot {
+    fn drop(&mut self) {
+        self.0.leafs.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Every account the server knows.
 #[derive(Debug)]
 pub struct AccountTable {
@@ -142,6 +176,8 @@ impl AccountTable {
             remote_conns: AtomicI64::new(0),
             max_conns: AtomicI64::new(-1),
             excess: AtomicI64::new(0),
+            leafs: AtomicI64::new(0),
+            max_leafs: AtomicI64::new(-1),
         });
         inner.list.push(acc.clone());
         inner.by_name.insert(name.to_string(), id);

@@ -763,6 +763,7 @@ impl Verifier {
 
         let account = self.accounts.get_or_create(&acc_key);
         account.set_max_connections(acc.nats.limits.conn);
+        account.set_max_leafnodes(acc.nats.limits.leaf);
         let slot = ConnSlot::take(&account).ok_or(AuthError::MaxAccountConnections)?;
         let perms = jwt_permissions(&limits).or_else(|| default_permissions(&acc.nats.default_permissions));
         let user_exp = user
@@ -886,6 +887,7 @@ impl Verifier {
         }
         if let Some(acc) = self.accounts.get(&key) {
             acc.set_max_connections(c.nats.limits.conn);
+            acc.set_max_leafnodes(c.nats.limits.leaf);
             acc.mark_excess();
         }
         (key, Ok(message))
@@ -1039,6 +1041,7 @@ impl Verifier {
             _ => WireError::AuthorizationViolation,
         })?;
         id.account().set_max_connections(acc.nats.limits.conn);
+        id.account().set_max_leafnodes(acc.nats.limits.leaf);
         Ok(Recheck {
             permissions: jwt_permissions(&limits)
                 .or_else(|| default_permissions(&acc.nats.default_permissions))

@@ -296,6 +296,8 @@ pub enum LeafWireError {
     StaleConnection,
     /// An operation the leaf protocol does not have.
     UnknownProtocolOperation,
+    /// The account's leaf limit (JWT `leaf`) is reached.
+    MaxAccountConnections,
     /// A hub's leaf user subscribed or published outside its permissions
     /// (the text names the subject, see [`permissions_violation`]).
     Permissions(String),
@@ -317,6 +319,7 @@ impl LeafWireError {
             LeafWireError::StaleConnection => "Stale Connection".into(),
             LeafWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
             LeafWireError::Permissions(text) => text.clone(),
+            LeafWireError::MaxAccountConnections => "maximum account active connections exceeded".into(),
         }
     }
 
@@ -327,6 +330,7 @@ impl LeafWireError {
             LeafWireError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
             LeafWireError::ClientOnLeafPort => CloseReason::IncorrectPort,
             LeafWireError::StaleLeafConnection | LeafWireError::StaleConnection => CloseReason::StaleConnection,
+            LeafWireError::MaxAccountConnections => CloseReason::MaxAccountConnectionsExceeded,
             LeafWireError::SameClusterName
             | LeafWireError::ClusterNameSpaces
             | LeafWireError::LoopDetected(_)

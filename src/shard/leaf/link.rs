@@ -88,6 +88,8 @@ struct State {
     version: String,
     /// When the connection registered.
     start: String,
+    /// Hub: the leaf counted against its account's JWT `leaf` limit.
+    slot: Option<crate::auth::accounts::LeafSlot>,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -591,6 +593,19 @@ impl Link<'_> {
         if connect.lang.is_some() {
             crate::error!("{} - attempted to connect to leaf node port", self.who);
             return Err((Some(LeafWireError::ClientOnLeafPort), CloseReason::IncorrectPort));
+        }
+        // The account's JWT `leaf` limit.
+        let acc = self.shard.verifier.borrow().accounts().get(&name);
+        match acc.as_ref().map(crate::auth::accounts::LeafSlot::take) {
+            Some(None) => {
+                crate::error!("{} - maximum account active connections exceeded", self.who);
+                return Err((
+                    Some(LeafWireError::MaxAccountConnections),
+                    CloseReason::MaxAccountConnectionsExceeded,
+                ));
+            }
+            Some(slot) => self.state.borrow_mut().slot = slot,
+            None => {}
         }
         if connect.cluster.contains(' ') {
             return Err((Some(LeafWireError::ClusterNameSpaces), CloseReason::ProtocolViolation));
