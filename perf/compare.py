@@ -25,6 +25,10 @@ publisher on one and the subscribers (or the responder) on the other, so
 every message crosses a route; CPU and RSS are both nodes'. --mixed also
 runs them on a mixed cluster (petrel publishing, nats-server delivering)
 and reports it against the all-nats-server cluster.
+Leaf shapes (l-*; `--shapes leaf`) run a hub and a leaf of each server,
+the leaf bound to the hub's global account: `down` publishes on the hub
+and subscribes on the leaf, `up` the other way; CPU and RSS are both
+servers'.
 --external runs any command once per server and round with {url} and
 {port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
 records its wall time, the server's CPU and RSS, and msgs/s from the last
@@ -37,6 +41,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -56,9 +61,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0,
-          tls=False, ws=False, cluster=False):
+          tls=False, ws=False, cluster=False, leaf=None):
     return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
-                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws, cluster=cluster)
+                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws, cluster=cluster, leaf=leaf)
 
 
 SHAPES = {
@@ -88,9 +93,14 @@ SHAPES = {
     "c-reqrep": shape(1, 1, 20_000, request=True, cluster=True),
     "c-1:1-8k": shape(1, 1, 200_000, size=8192, cluster=True),
     "c-1:8-8k": shape(1, 8, 100_000, size=8192, cluster=True),
+    "l-down": shape(1, 1, 2_000_000, leaf="down"),
+    "l-up": shape(1, 1, 2_000_000, leaf="up"),
+    "l-down-1:8": shape(1, 8, 500_000, leaf="down"),
+    "l-up-8k": shape(1, 1, 200_000, size=8192, leaf="up"),
 }
-DEFAULT_SHAPES = [s for s in SHAPES if not SHAPES[s]["cluster"]]
+DEFAULT_SHAPES = [s for s in SHAPES if not SHAPES[s]["cluster"] and not SHAPES[s]["leaf"]]
 CLUSTER_SHAPES = [s for s in SHAPES if SHAPES[s]["cluster"]]
+LEAF_SHAPES = [s for s in SHAPES if SHAPES[s]["leaf"]]
 
 # Goals of issue 9, as ratios petrel / nats-server measured in one run.
 GOALS = [
@@ -110,6 +120,10 @@ GOALS = [
     ("routed 1:8 8 KiB msgs/s", "c-1:8-8k", "rate", ">=", 2.0),
     ("CPU per routed message (1:1, both nodes)", "c-1:1", "cpu_per_msg_ns", "<=", 0.5),
     ("routed request/reply p99", "c-reqrep", "p99_us", "<=", 0.8),
+    # Issue 19, leaf nodes: every message crosses a leaf connection.
+    ("hub to leaf 1:1 msgs/s", "l-down", "rate", ">=", 1.5),
+    ("leaf to hub 1:1 msgs/s", "l-up", "rate", ">=", 1.5),
+    ("CPU per message across a leaf connection (both servers)", "l-down", "cpu_per_msg_ns", "<=", 0.5),
 ]
 
 
@@ -134,6 +148,8 @@ class Server:
         self.ws_port = None
         self.route_port = None
         self.route_seen = threading.Event()
+        self.leaf_port = None
+        self.leaf_seen = threading.Event()
         ready = threading.Event()
 
         def pump():
@@ -148,6 +164,10 @@ class Server:
                 if m:
                     self.route_port = int(m.group(1))
                     self.route_seen.set()
+                m = re.search(r"Listening for leafnode connections on .*:(\d+)", line)
+                if m:
+                    self.leaf_port = int(m.group(1))
+                    self.leaf_seen.set()
                 if "Server is ready" in line:
                     ready.set()
 
@@ -357,11 +377,52 @@ def measure_cluster(argvs, name, sh, args):
             second.stop()
 
 
+def measure_leaf(argv, name, sh, args):
+    """A hub and a leaf of the same server, the leaf bound to the hub's
+    global account; the publisher on one, subscribers on the other."""
+    d = tempfile.mkdtemp(prefix="petrel-leafbench-")
+    hub_conf = os.path.join(d, "hub.conf")
+    with open(hub_conf, "w") as f:
+        f.write("leafnodes { listen: 127.0.0.1:-1 }\n")
+    hub = Server(argv + ["-c", hub_conf])
+    leaf = None
+    try:
+        if not hub.leaf_seen.wait(10):
+            raise RuntimeError("no leaf listener")
+        leaf_conf = os.path.join(d, "leaf.conf")
+        with open(leaf_conf, "w") as f:
+            f.write(f'leafnodes {{ remotes [ {{ url: "nats://127.0.0.1:{hub.leaf_port}" }} ] }}\n')
+        leaf = Server(argv + ["-c", leaf_conf])
+        pub, sub = (hub, leaf) if sh["leaf"] == "down" else (leaf, hub)
+        wait_route(pub.port, sub.port)
+        cmd = loadgen_cmd(sh, pub.port) + ["--sub-server", f"127.0.0.1:{sub.port}", "--settle-ms", "200"]
+        cpu0 = hub.cpu_seconds() + leaf.cpu_seconds()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        cpu = hub.cpu_seconds() + leaf.cpu_seconds() - cpu0
+        if out.returncode != 0:
+            raise RuntimeError(f"{name}: loadgen failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+        delivered = r["received"] if sh["subs"] else r["published"]
+        res = {"rate": delivered / r["seconds"], "cpu_per_msg_ns": cpu / delivered * 1e9,
+               "rss_kib": hub.status_kib("VmHWM") + leaf.status_kib("VmHWM")}
+        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+            if r.get(k) is not None:
+                res[k] = r[k]
+        return res
+    finally:
+        hub.stop()
+        if leaf:
+            leaf.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def measure(argv, name, sh, args):
     sh = dict(sh)
     sh["msgs"] = max(1, int(sh["msgs"] * args.scale))
     if sh.get("cluster"):
         return measure_cluster(argv, name, sh, args)
+    if sh.get("leaf"):
+        return measure_leaf(argv, name, sh, args)
     extra = tls_server_args() if sh.get("tls") else ws_server_args() if sh.get("ws") else []
     server = Server(argv + extra)
     try:
@@ -520,6 +581,8 @@ def main():
              "mixed": [petrel_argv, [nats]]}
     if args.shapes == "cluster":
         args.shapes = ",".join(CLUSTER_SHAPES)
+    elif args.shapes == "leaf":
+        args.shapes = ",".join(LEAF_SHAPES)
     shapes = [s for s in args.shapes.split(",") if s]
     for s in shapes:
         if s not in SHAPES:
