@@ -219,6 +219,11 @@ pub struct ClusterOptions {
     /// pooling; nats-server's default 3 when absent). petrel always runs
     /// one connection per pair and says so when a size is set.
     pub pool_size: Option<i32>,
+    /// `accounts`: accounts nats-server gives a route connection of their
+    /// own. petrel keeps one connection per server pair (as a peer with
+    /// `pool_size: -1`, for which nats-server pins nothing either) and
+    /// says so at start-up.
+    pub pinned_accounts: Vec<String>,
     /// PING interval on routes (capped at 30 s as in nats-server).
     pub ping_interval: Option<Duration>,
     /// Unanswered PINGs before a route is stale.
@@ -285,6 +290,7 @@ impl Default for ClusterOptions {
             password: None,
             auth_timeout: None,
             pool_size: None,
+            pinned_accounts: Vec::new(),
             ping_interval: None,
             ping_max: None,
             tls: None,

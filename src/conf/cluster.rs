@@ -1,6 +1,7 @@
 //! The `cluster` block onto [`ClusterOptions`], with nats-server's key
-//! names, aliases and errors. Keys of the block that petrel does not act on
-//! yet are refused by name, never ignored.
+//! names, aliases and errors. Settings petrel cannot honour as given
+//! (`pool_size`, `accounts`, s2 `compression`) are refused or logged as not
+//! applied, never ignored.
 
 use super::parse::ConfError;
 use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
@@ -8,9 +9,6 @@ use super::tls::tls_block;
 use super::units::seconds;
 use super::value::{Item, Value};
 use crate::options::ClusterOptions;
-
-/// Keys of the block whose features land later, with the feature's name.
-const NOT_YET: &[(&str, &str)] = &[("accounts", "pinned route accounts")];
 
 fn at(v: &Item, msg: String) -> ConfError {
     ConfError {
@@ -29,12 +27,6 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
     let mut auth_perms = None;
     for (k, key_pos, v) in &m.entries {
         let lower = k.to_ascii_lowercase();
-        if let Some((_, feature)) = NOT_YET.iter().find(|(n, _)| *n == lower) {
-            return Err(ConfError {
-                pos: key_pos.clone(),
-                msg: format!("cluster: \"{k}\" is not supported by petrel yet ({feature})"),
-            });
-        }
         match lower.as_str() {
             "name" => {
                 let name = string(k, v)?;
@@ -91,6 +83,14 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                         }
                         other => return Err(at(av, format!("Unknown field \"{other}\" parsing authorization"))),
                     }
+                }
+            }
+            "accounts" => {
+                let Value::Array(a) = &v.value else {
+                    return Err(type_err(k, v, "a list of account names"));
+                };
+                for acc in a {
+                    c.pinned_accounts.push(string(k, acc)?);
                 }
             }
             "pool_size" => {
@@ -300,6 +300,20 @@ mod tests {
             e.contains("Cluster permissions do not support dynamic responses"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pinned_accounts_are_read() {
+        let parsed = crate::conf::parse::parse_str(
+            "cluster { accounts: [A, B], pool_size: 3 }",
+            std::path::Path::new("t.conf"),
+        )
+        .unwrap();
+        let mut o = crate::options::Options::default();
+        crate::conf::options::apply(&mut o, &parsed).unwrap();
+        assert_eq!(o.cluster.unwrap().pinned_accounts, ["A", "B"]);
+        let e = refusal("cluster { accounts: A }");
+        assert!(e.contains("a list of account names"), "{e}");
     }
 
     #[test]
