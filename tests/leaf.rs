@@ -745,3 +745,55 @@ fn the_account_leaf_limit_holds() {
         drop(first);
     }
 }
+
+/// A leaf cluster (two nodes of one cluster, each a leaf of the same hub):
+/// a message published on one leaf node reaches a subscriber on the other
+/// once (over their route), not a second time through the hub, and the
+/// hub's own subscribers get it once too (nats-server's same-cluster rule).
+#[tokio::test]
+async fn a_leaf_cluster_gets_each_message_once() {
+    for (hub_kind, leaf_kind) in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel),
+        (Kind::Nats, Kind::Petrel),
+    ] {
+        let what = format!("hub {hub_kind:?}, leaf cluster of {leaf_kind:?}");
+        let h = hub(hub_kind, -1);
+        let conf = |name: &str, routes: &str| {
+            common::jwt::write_conf(&format!(
+                "server_name: {name}\ncluster {{ name: edge, listen: 127.0.0.1:-1{routes} }}\n\
+                 leafnodes {{ remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{}\", account: L }} ] }}\n\
+                 accounts {{ L {{ users [{{user: l, password: l}}] }} }}\n",
+                h.leaf_port()
+            ))
+        };
+        let l1 = start(leaf_kind, &conf("E1", ""));
+        let l2 = start(
+            leaf_kind,
+            &conf("E2", &format!(", routes: [\"nats://127.0.0.1:{}\"]", l1.route_port())),
+        );
+        await_leafs(&h, 2);
+        let (c1, c2, ha) = (client(&l1, "l").await, client(&l2, "l").await, client(&h, "a").await);
+        let mut at_l2 = c2.subscribe("edge.x").await.unwrap();
+        let mut at_hub = ha.subscribe("edge.x").await.unwrap();
+        await_interest(&c1, &mut at_l2, "edge.x").await;
+        await_interest(&c1, &mut at_hub, "edge.x").await;
+        // Let every path settle, then count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while let Ok(Some(_)) = timeout(Duration::from_millis(200), at_l2.next()).await {}
+        while let Ok(Some(_)) = timeout(Duration::from_millis(200), at_hub.next()).await {}
+        for k in 0..50 {
+            c1.publish("edge.x", k.to_string().into()).await.unwrap();
+        }
+        c1.flush().await.unwrap();
+        for (sub, name) in [(&mut at_l2, "the other leaf node"), (&mut at_hub, "the hub")] {
+            for k in 0..50 {
+                assert_eq!(next(sub).await.payload, k.to_string(), "{what}: {name}");
+            }
+            assert!(
+                timeout(Duration::from_millis(300), sub.next()).await.is_err(),
+                "{what}: {name} got a message twice"
+            );
+        }
+    }
+}

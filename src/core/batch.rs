@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::ids::{AccountId, ShardId, SubKey};
+use crate::ids::{AccountId, ConnId, ShardId, SubKey};
 use crate::index::SubRef;
 
 /// A change to one shard's subscriptions, replayed on every other replica.
@@ -30,6 +30,25 @@ pub enum InterestChange {
         queue: Option<Box<[u8]>>,
         /// Its key.
         key: SubKey,
+        /// The connection that held it.
+        conn: ConnId,
+    },
+    /// A leaf connection registered on the sending shard: the other side's
+    /// cluster (a message from one leaf connection never goes to another
+    /// of the same cluster, nor its interest) and whether this server
+    /// dialed it (interest held through it is not told to other hubs).
+    LeafConn {
+        /// The leaf connection.
+        conn: ConnId,
+        /// The remote cluster's name.
+        cluster: Option<Box<str>>,
+        /// This server is the leaf on it (its peer is a hub).
+        spoke: bool,
+    },
+    /// That leaf connection is gone.
+    LeafGone {
+        /// The leaf connection.
+        conn: ConnId,
     },
 }
 

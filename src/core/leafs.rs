@@ -1,14 +1,23 @@
 //! What the routing core does for leaf node links, beside what every link
 //! gets. A leaf connection is bound to one account and is told, as
-//! `LS+`/`LS-`, all of that account's interest on this server (clients,
-//! routes, other leaf nodes) except its own; counts are kept on every
-//! shard from every replica change, so a leaf connection registering on
-//! any shard gets the whole of it. Messages to a leaf go as one `LMSG` per
-//! connection per message, with the queue groups picked for it (through the
-//! same per-message batching as routes).
+//! `LS+`/`LS-`, that account's interest on this server as nats-server
+//! tells it: a leaf connection this server is the hub of hears all of it
+//! (clients, routes, other leaf nodes) but its own and that of leaf
+//! connections of its own remote cluster; a hub this server is a leaf of
+//! hears only this server's own interest (clients, the internal client,
+//! leaf nodes it is the hub of), never what came over routes or from
+//! another hub, except loop-detection subjects. Counts are kept on every
+//! shard from every replica change (leaf connections' clusters and roles
+//! are broadcast like interest), so a leaf connection registering on any
+//! shard gets the whole of it. Messages to a leaf go as one `LMSG` per
+//! connection per message, with the queue groups picked for it (through
+//! the same per-message batching as routes); a message from a leaf
+//! connection never goes to one of the same remote cluster, nor from a
+//! hub to another hub.
 
 use rustc_hash::FxHashMap;
 
+use super::batch::InterestChange;
 use super::{Msg, Origin, Routed, ShardCore};
 use std::sync::Arc;
 
@@ -18,18 +27,32 @@ use crate::proto::encode;
 
 type Key = (Box<[u8]>, Option<Box<[u8]>>);
 
+/// The prefix of loop-detection subjects, which pass between hubs.
+const LDS: &[u8] = b"$LDS.";
+
 /// One leaf connection on this shard: its account, what it holds itself,
 /// and what it has been told.
 #[derive(Debug)]
 struct LeafLink {
     cid: ConnId,
     account: AccountId,
+    /// The other side's cluster (interned).
+    cluster: Option<u32>,
+    /// This server is the leaf on it (the peer is a hub).
+    spoke: bool,
     own: FxHashMap<Key, u32>,
     told: FxHashMap<Key, u32>,
     /// The interest it may be told (a spoke's `deny_imports`: it does not
     /// ask for those; a hub's leaf user's publish permissions: it could
     /// not send those).
     tellable: Option<SubjectRule>,
+}
+
+/// A leaf connection on any shard, as the others know it.
+#[derive(Debug, Clone, Copy)]
+struct LeafConn {
+    cluster: Option<u32>,
+    spoke: bool,
 }
 
 /// The core's leaf node state (empty while leaf nodes are off).
@@ -39,7 +62,42 @@ pub(super) struct LeafState {
     enabled: bool,
     /// Every account's interest on this server, whoever holds it.
     total: FxHashMap<(AccountId, Key), u32>,
+    /// The part of it held by routes.
+    routed: FxHashMap<(AccountId, Key), u32>,
+    /// The part held by this server's own side: clients, the internal
+    /// client, leaf connections it is the hub of (what its hubs hear).
+    local: FxHashMap<(AccountId, Key), u32>,
+    /// The part held by leaf connections of each remote cluster.
+    by_cluster: FxHashMap<(AccountId, Key, u32), u32>,
+    /// Every leaf connection, on any shard.
+    conns: FxHashMap<ConnId, LeafConn>,
+    cluster_ids: FxHashMap<Box<str>, u32>,
     links: Vec<LeafLink>,
+}
+
+impl LeafState {
+    fn get(map: &FxHashMap<(AccountId, Key), u32>, account: AccountId, key: &Key) -> u32 {
+        map.get(&(account, key.clone())).copied().unwrap_or(0)
+    }
+
+    /// The weight `link` must hear for `key` now.
+    fn weight_for(&self, link: &LeafLink, key: &Key) -> u32 {
+        let a = link.account;
+        let total = Self::get(&self.total, a, key);
+        if link.spoke {
+            if key.0.starts_with(LDS) {
+                // Loop detection passes between hubs (not over routes).
+                let held = Self::get(&self.routed, a, key) + link.own.get(key).copied().unwrap_or(0);
+                return total.saturating_sub(held);
+            }
+            return Self::get(&self.local, a, key);
+        }
+        let held = match link.cluster {
+            Some(c) => self.by_cluster.get(&(a, key.clone(), c)).copied().unwrap_or(0),
+            None => link.own.get(key).copied().unwrap_or(0),
+        };
+        total.saturating_sub(held)
+    }
 }
 
 impl ShardCore {
@@ -57,6 +115,8 @@ impl ShardCore {
         &mut self,
         cid: ConnId,
         account: AccountId,
+        cluster: Option<&str>,
+        spoke: bool,
         tellable: Option<SubjectRule>,
         perms: Option<Arc<Permissions>>,
     ) {
@@ -65,18 +125,33 @@ impl ShardCore {
             c.account = account;
             c.perms = perms.map(ConnPermissions::new);
         }
+        let cluster: Option<Box<str>> = cluster.filter(|c| !c.is_empty()).map(Into::into);
+        self.note_leaf_conn(cid, cluster.as_deref(), spoke);
+        self.broadcast(|| InterestChange::LeafConn {
+            conn: cid,
+            cluster: cluster.clone(),
+            spoke,
+        });
         let mut link = LeafLink {
             cid,
             account,
+            cluster: self.leafs.conns.get(&cid).and_then(|c| c.cluster),
+            spoke,
             own: FxHashMap::default(),
             told: FxHashMap::default(),
             tellable,
         };
         let mut out = Vec::new();
-        for ((acc, key), &n) in &self.leafs.total {
-            if *acc == account && n > 0 && !hidden(&link.tellable, &key.0) {
-                tell(&mut out, &mut link.told, key, n);
-            }
+        let keys: Vec<Key> = self
+            .leafs
+            .total
+            .keys()
+            .filter(|(acc, key)| *acc == account && !hidden(&link.tellable, &key.0))
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in keys {
+            let w = self.leafs.weight_for(&link, &key);
+            tell(&mut out, &mut link.told, &key, w);
         }
         self.leafs.links.push(link);
         self.send_raw(cid, &out);
@@ -97,7 +172,46 @@ impl ShardCore {
     /// Forgets a leaf connection's interest bookkeeping (its subscriptions
     /// go with the connection).
     pub(super) fn remove_leaf(&mut self, cid: ConnId) {
+        let had = self.leafs.links.iter().any(|l| l.cid == cid);
         self.leafs.links.retain(|l| l.cid != cid);
+        if had {
+            self.forget_leaf_conn(cid);
+            self.broadcast(|| InterestChange::LeafGone { conn: cid });
+        }
+    }
+
+    /// Notes a leaf connection (on any shard): its remote cluster and role.
+    pub(super) fn note_leaf_conn(&mut self, conn: ConnId, cluster: Option<&str>, spoke: bool) {
+        let st = &mut self.leafs;
+        let cluster = cluster.map(|name| {
+            let next = st.cluster_ids.len() as u32;
+            *st.cluster_ids.entry(name.into()).or_insert(next)
+        });
+        st.conns.insert(conn, LeafConn { cluster, spoke });
+    }
+
+    /// Forgets a leaf connection that is gone.
+    pub(super) fn forget_leaf_conn(&mut self, conn: ConnId) {
+        self.leafs.conns.remove(&conn);
+    }
+
+    /// Whether `conn` is a leaf connection to a hub of this server.
+    #[inline]
+    pub(super) fn is_hub_link(&self, conn: ConnId) -> bool {
+        self.leafs.conns.get(&conn).is_some_and(|c| c.spoke)
+    }
+
+    /// Whether a message from leaf connection `from` must not go to leaf
+    /// connection `to`: both of the same remote cluster (its nodes are
+    /// connected to each other, it gets the message there), or both hubs
+    /// of this server (a hub's traffic is not passed to another hub).
+    #[inline]
+    pub(super) fn leaf_to_leaf_blocked(&self, from: ConnId, to: ConnId) -> bool {
+        let c = &self.leafs.conns;
+        match (c.get(&from), c.get(&to)) {
+            (Some(a), Some(b)) => (a.spoke && b.spoke) || (a.cluster.is_some() && a.cluster == b.cluster),
+            _ => false,
+        }
     }
 
     /// Adds a subscription a leaf connection announced (`LS+`), under the
@@ -144,14 +258,15 @@ impl ShardCore {
         )
     }
 
-    /// Counts an interest change in `account` held by `origin` (a
-    /// connection on this shard; `None` for another shard's) and tells each
-    /// leaf connection of the account what changed for it.
+    /// Counts an interest change in `account` held by `origin` (the
+    /// connection, on any shard) of kind `link`, and tells each leaf
+    /// connection of the account what changed for it.
     pub(super) fn note_leaf_interest(
         &mut self,
         account: AccountId,
         subject: &[u8],
         queue: Option<&[u8]>,
+        link: LinkKind,
         origin: Option<ConnId>,
         add: bool,
     ) {
@@ -160,39 +275,52 @@ impl ShardCore {
             return;
         }
         let key: Key = (subject.into(), queue.map(Into::into));
-        let total = {
-            let n = st.total.entry((account, key.clone())).or_insert(0);
-            *n = if add { *n + 1 } else { n.saturating_sub(1) };
-            let v = *n;
-            if v == 0 {
-                st.total.remove(&(account, key.clone()));
+        let holder = origin.and_then(|o| st.conns.get(&o)).copied();
+        bump(&mut st.total, (account, key.clone()), add);
+        match link {
+            LinkKind::Route => {
+                bump(&mut st.routed, (account, key.clone()), add);
             }
-            v
-        };
+            LinkKind::Leaf if holder.is_some_and(|h| h.spoke) => {}
+            _ => {
+                bump(&mut st.local, (account, key.clone()), add);
+            }
+        }
+        if let Some(c) = holder.and_then(|h| h.cluster) {
+            bump(&mut st.by_cluster, (account, key.clone(), c), add);
+        }
         let mut sends: Vec<(ConnId, Vec<u8>)> = Vec::new();
-        for link in st
-            .links
+        let mut links = std::mem::take(&mut st.links);
+        for l in links
             .iter_mut()
             .filter(|l| l.account == account && !hidden(&l.tellable, subject))
         {
-            if Some(link.cid) == origin {
-                let n = link.own.entry(key.clone()).or_insert(0);
-                *n = if add { *n + 1 } else { n.saturating_sub(1) };
-                if *n == 0 {
-                    link.own.remove(&key);
-                }
+            if Some(l.cid) == origin {
+                bump(&mut l.own, key.clone(), add);
             }
-            let weight = total - link.own.get(&key).copied().unwrap_or(0).min(total);
+            let weight = st.weight_for(l, &key);
             let mut out = Vec::new();
-            tell(&mut out, &mut link.told, &key, weight);
+            tell(&mut out, &mut l.told, &key, weight);
             if !out.is_empty() {
-                sends.push((link.cid, out));
+                sends.push((l.cid, out));
             }
         }
+        st.links = links;
         for (cid, out) in sends {
             self.send_raw(cid, &out);
         }
     }
+}
+
+/// Counts one more or one less under `key`; returns the count now.
+fn bump<K: std::hash::Hash + Eq + Clone>(map: &mut FxHashMap<K, u32>, key: K, add: bool) -> u32 {
+    let n = map.entry(key.clone()).or_insert(0);
+    *n = if add { *n + 1 } else { n.saturating_sub(1) };
+    let v = *n;
+    if v == 0 {
+        map.remove(&key);
+    }
+    v
 }
 
 /// Whether a leaf connection may not be told of interest in `subject`.

@@ -881,13 +881,14 @@ impl ShardCore {
                 self.server_link_subs -= 1;
             }
         }
-        let (subject, queue, account) = (s.subject, s.queue, s.account);
-        self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(s.conn), false);
+        let (subject, queue, account, conn) = (s.subject, s.queue, s.account, s.conn);
+        self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
         self.broadcast(|| InterestChange::Remove {
             account,
             subject: subject.clone(),
             queue: queue.clone(),
             key,
+            conn,
         });
     }
 
@@ -956,9 +957,23 @@ impl ShardCore {
         }
         self.publishes += 1;
         let admits = |s: &SubRef| origin.as_ref().is_none_or(|o| o.admits(s));
+        // A leaf connection's message never goes to another leaf
+        // connection of the same remote cluster (nats-server's rule).
+        let from_leaf = origin.as_ref().filter(|o| o.link == LinkKind::Leaf).map(|o| o.conn);
+        // What a route brought in never goes to this server's hubs: in a
+        // leaf cluster each node sends its own side's messages to the hub.
+        let from_route = origin.as_ref().is_some_and(|o| o.link == LinkKind::Route);
+        let blocked = |core: &ShardCore, s: &SubRef| {
+            s.key.link() == LinkKind::Leaf
+                && (from_leaf.is_some_and(|f| core.leaf_to_leaf_blocked(f, s.conn))
+                    || (from_route && core.is_hub_link(s.conn)))
+        };
         let mut shared: Option<Bytes> = None;
         let mut any = false;
         for s in &m.plain {
+            if blocked(self, s) {
+                continue;
+            }
             if admits(s) {
                 if s.key.link() == LinkKind::System && Some(s.conn) == self.self_service {
                     any |= self.self_request(account, msg, origin);
@@ -974,7 +989,11 @@ impl ShardCore {
             let n = g.members.len();
             let start = self.rng.usize(..n);
             let in_turn = || (0..n).map(|i| g.members[(start + i) % n]).filter(|s| admits(s));
-            let pick = in_turn().find(|s| s.key.link().is_local()).or_else(|| in_turn().next());
+            let same = |s: &SubRef| blocked(self, s);
+            let pick = in_turn()
+                .filter(|s| !same(s))
+                .find(|s| s.key.link().is_local())
+                .or_else(|| in_turn().find(|s| !same(s)));
             if let Some(s) = pick {
                 any |= self.route_to(s, msg, &mut shared);
             }
@@ -1256,7 +1275,14 @@ impl ShardCore {
                     queue,
                     sub,
                 } => {
-                    self.note_interest(account, &subject, queue.as_deref(), sub.key.link(), None, true);
+                    self.note_interest(
+                        account,
+                        &subject,
+                        queue.as_deref(),
+                        sub.key.link(),
+                        Some(sub.conn),
+                        true,
+                    );
                     self.index_mut(account).insert(&subject, queue.as_deref(), sub);
                 }
                 InterestChange::Remove {
@@ -1264,11 +1290,16 @@ impl ShardCore {
                     subject,
                     queue,
                     key,
+                    conn,
                 } => {
                     if self.index_mut(account).remove(&subject, queue.as_deref(), key) {
-                        self.note_interest(account, &subject, queue.as_deref(), key.link(), None, false);
+                        self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
                     }
                 }
+                InterestChange::LeafConn { conn, cluster, spoke } => {
+                    self.note_leaf_conn(conn, cluster.as_deref(), spoke)
+                }
+                InterestChange::LeafGone { conn } => self.forget_leaf_conn(conn),
             }
         }
         if b.interest_seq > 0 {

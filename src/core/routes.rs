@@ -106,7 +106,7 @@ impl ShardCore {
         origin: Option<ConnId>,
         add: bool,
     ) {
-        self.note_leaf_interest(account, subject, queue, origin, add);
+        self.note_leaf_interest(account, subject, queue, link, origin, add);
         if !self.routes.clustered || link == LinkKind::Route {
             return;
         }

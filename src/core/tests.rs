@@ -653,7 +653,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     c.pump();
     // Registering: the whole of the account's interest, from any shard.
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, None);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, false, None, None);
     let told = String::from_utf8(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes()).unwrap();
     let mut lines: Vec<&str> = told.lines().collect();
     lines.sort();
@@ -669,7 +669,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     // The leaf's own subscriptions are not told back to it; a second leaf
     // hears of them.
     let leaf2 = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL, None, None);
+    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL, None, false, None, None);
     c.cores[1].conn_mut(leaf2).unwrap().out.take_bytes();
     c.cores[0].subscribe_leaf(leaf, b"from.leaf", None, b"from.leaf");
     c.pump();
@@ -697,9 +697,9 @@ fn a_message_from_a_leaf_goes_everywhere_but_back_once_per_link() {
         core.set_leafing();
     }
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, None);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, false, None, None);
     let other_leaf = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL, None, None);
+    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL, None, false, None, None);
     let route = c.link(1, LinkKind::Route);
     let client = c.connect(1);
     c.feed(client, b"SUB a.b 1\r\n");
@@ -730,4 +730,49 @@ fn a_message_from_a_leaf_goes_everywhere_but_back_once_per_link() {
         c.cores[1].conn_mut(route).unwrap().out.take_bytes(),
         b"RMSG $G a.b rep 2\r\nhi\r\n"
     );
+}
+
+#[test]
+fn hubs_hear_only_this_servers_side_and_leaf_clusters_are_kept_apart() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    for core in &mut c.cores {
+        core.set_leafing();
+    }
+    // A hub of this server (spoke link) and two leaves of one cluster.
+    let hub = c.link(0, LinkKind::Leaf);
+    c.cores[0].add_leaf(hub, AccountId::GLOBAL, Some("HUBC"), true, None, None);
+    let e1 = c.link(1, LinkKind::Leaf);
+    c.cores[1].add_leaf(e1, AccountId::GLOBAL, Some("edge"), false, None, None);
+    let e2 = c.link(0, LinkKind::Leaf);
+    c.cores[0].add_leaf(e2, AccountId::GLOBAL, Some("edge"), false, None, None);
+    let route = c.link(1, LinkKind::Route);
+    c.pump();
+    for (shard, l) in [(0, hub), (1, e1), (0, e2)] {
+        c.cores[shard].conn_mut(l).unwrap().out.take_bytes();
+    }
+    // Route-held interest: the leaves hear it, the hub does not.
+    c.link_sub(1, route, b"routed", None, b"r");
+    // e1's interest: the hub hears it (e1 is behind this server), e2 does not.
+    c.cores[1].subscribe_leaf(e1, b"from.e1", None, b"from.e1");
+    c.pump();
+    let told = |c: &mut Cluster, shard: usize, l: ConnId| {
+        String::from_utf8(c.cores[shard].conn_mut(l).unwrap().out.take_bytes()).unwrap()
+    };
+    assert_eq!(told(&mut c, 0, hub), "LS+ from.e1\r\n");
+    assert_eq!(told(&mut c, 0, e2), "LS+ routed\r\n");
+    // A message from e1 does not go to e2 (same cluster); a routed one
+    // does not go to the hub.
+    c.cores[0].subscribe_leaf(e2, b"x", None, b"x");
+    c.cores[0].subscribe_leaf(hub, b"x", None, b"x");
+    c.pump();
+    assert_eq!(told(&mut c, 0, hub), "LS+ x\r\n", "e2 is behind this server");
+    told(&mut c, 0, e2);
+    c.cores[1].publish_leaf(e1, b"x", None, &[], None, b"hi");
+    c.pump();
+    assert_eq!(told(&mut c, 0, hub), "LMSG x 2\r\nhi\r\n");
+    assert!(told(&mut c, 0, e2).is_empty(), "same cluster");
+    c.link_pub(1, route, b"x", b"ro");
+    c.pump();
+    assert!(told(&mut c, 0, hub).is_empty(), "routed, not to a hub");
+    assert_eq!(told(&mut c, 0, e2), "LMSG x 2\r\nro\r\n");
 }

@@ -90,6 +90,8 @@ struct State {
     start: String,
     /// Hub: the leaf counted against its account's JWT `leaf` limit.
     slot: Option<crate::auth::accounts::LeafSlot>,
+    /// The other side's cluster name (a leaf's CONNECT, a hub's INFO).
+    remote_cluster: String,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -626,6 +628,7 @@ impl Link<'_> {
             st.perms = perms;
             st.user = connect.user.clone().unwrap_or_default();
             st.version = connect.version.clone();
+            st.remote_cluster = connect.cluster.clone();
         }
         let mut out = Vec::new();
         encode::info(&mut out, &info.to_json());
@@ -808,6 +811,7 @@ impl Link<'_> {
             st.first_deadline = None;
             st.account = Some(acc);
             st.peer_name = info.server_name.clone();
+            st.remote_cluster = info.cluster.clone();
         }
         if info.info_on_connect {
             self.state.borrow_mut().confirm_deadline = Some(Instant::now() + CONNECT_CONFIRM);
@@ -847,7 +851,8 @@ impl Link<'_> {
             let mut core = self.shard.core.borrow_mut();
             core.name_account(account, &name);
             let (tellable, perms) = self.filters(deny_pub);
-            core.add_leaf(self.cid, account, tellable, perms);
+            let cluster = self.state.borrow().remote_cluster.clone();
+            core.add_leaf(self.cid, account, Some(&cluster), self.spoke.is_some(), tellable, perms);
             let mut lds = Vec::new();
             encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
             core.send_raw(self.cid, &lds);
