@@ -4,7 +4,7 @@
 //! applied, never ignored.
 
 use super::parse::ConfError;
-use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
+use super::read::{boolean, duration, int, listen_value, string, type_err, uncompressed, Notices};
 use super::tls::tls_block;
 use super::units::seconds;
 use super::value::{Item, Value};
@@ -102,7 +102,7 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                     _ => return Err(at(v, format!("{k}: invalid value {n}"))),
                 })
             }
-            "compression" => compression(k, v)?,
+            "compression" => uncompressed(k, v, "s2 route compression")?,
             "tls" => c.tls = Some(route_tls(v)?),
             "permissions" => c.permissions = Some(route_permissions(v)?),
             "write_deadline" => c.write_deadline = Some(duration(k, v, notices)?),
@@ -160,30 +160,6 @@ fn route_tls(v: &Item) -> Result<crate::options::TlsOptions, ConfError> {
     }
     crate::route_tls::RouteTls::new(&t).map_err(|msg| at(v, msg))?;
     Ok(t)
-}
-
-/// `compression`: petrel sends routes uncompressed. Modes that ask for
-/// nothing (`off`, `accept`, the default) are taken; s2 modes are refused
-/// (no well-kept Rust crate speaks nats-server's s2 stream framing).
-fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
-    let mode = match &v.value {
-        Value::Bool(false) => return Ok(()),
-        Value::Str(s) => s.to_ascii_lowercase(),
-        Value::Map(m) => match m.get("mode") {
-            Some(i) => string("mode", i)?.to_ascii_lowercase(),
-            None => return Ok(()),
-        },
-        _ => "on".into(),
-    };
-    match mode.as_str() {
-        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
-        _ => Err(at(
-            v,
-            format!(
-                "{k}: mode {mode:?} is not supported by petrel yet (s2 route compression); use \"off\" or \"accept\""
-            ),
-        )),
-    }
 }
 
 /// A route URL as nats-server takes it: `nats://[user:pass@]host:port`.

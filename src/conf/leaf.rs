@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::parse::ConfError;
-use super::read::{boolean, duration, int, listen_value, string, type_err, Notices};
+use super::read::{boolean, duration, int, listen_value, string, type_err, uncompressed, Notices};
 use super::units::seconds;
 use super::value::{Item, Value};
 use crate::options::{LeafOptions, LeafRemote, LeafUser};
@@ -91,7 +91,7 @@ pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, Con
             }
             "reconnect" | "reconnect_delay" | "reconnect_interval" => l.reconnect = duration(k, v, notices)?,
             "dial_timeout" => l.dial_timeout = Some(duration(k, v, notices)?),
-            "compression" => compression(k, v)?,
+            "compression" => uncompressed(k, v, "s2 leaf compression")?,
             "tls" => {
                 let t = super::tls::loaded_tls(v)?;
                 if t.handshake_first {
@@ -212,7 +212,7 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             "dial_timeout" => {
                 duration(k, v, notices)?;
             }
-            "compression" => compression(k, v)?,
+            "compression" => uncompressed(k, v, "s2 leaf compression")?,
             "disabled" => r.disabled = boolean(k, v)?,
             "tls" => {
                 let t = super::tls::dial_tls_block(v)?;
@@ -253,29 +253,6 @@ fn subjects(k: &str, v: &Item) -> Result<Vec<String>, ConfError> {
         }
     }
     Ok(list)
-}
-
-/// `compression`: petrel's leaf connections are uncompressed; `off` and
-/// `accept` (the default) ask for nothing and are taken, s2 modes refused.
-fn compression(k: &str, v: &Item) -> Result<(), ConfError> {
-    let mode = match &v.value {
-        Value::Bool(false) => return Ok(()),
-        Value::Str(s) => s.to_ascii_lowercase(),
-        Value::Map(m) => match m.get("mode") {
-            Some(i) => string("mode", i)?.to_ascii_lowercase(),
-            None => return Ok(()),
-        },
-        _ => "on".into(),
-    };
-    match mode.as_str() {
-        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
-        _ => Err(at(
-            v,
-            format!(
-                "{k}: mode {mode:?} is not supported by petrel yet (s2 leaf compression); use \"off\" or \"accept\""
-            ),
-        )),
-    }
 }
 
 /// A remote's URL: `nats-leaf://`, `nats://`, `leafnode://` or `tls://`

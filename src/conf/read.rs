@@ -92,3 +92,25 @@ pub(super) fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i3
         _ => Err(type_err(key, item, "\"host:port\" or a port")),
     }
 }
+
+/// A `compression` setting of a server link (route, leaf): petrel sends
+/// them uncompressed. Modes that ask for nothing (`off`, `accept`, the
+/// default) are taken; s2 modes are refused by name (`feature`).
+pub(super) fn uncompressed(k: &str, v: &Item, feature: &str) -> Result<(), ConfError> {
+    let mode = match &v.value {
+        Value::Bool(false) => return Ok(()),
+        Value::Str(s) => s.to_ascii_lowercase(),
+        Value::Map(m) => match m.get("mode") {
+            Some(i) => string("mode", i)?.to_ascii_lowercase(),
+            None => return Ok(()),
+        },
+        _ => "on".into(),
+    };
+    match mode.as_str() {
+        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
+        _ => Err(ConfError {
+            pos: v.pos.clone(),
+            msg: format!("{k}: mode {mode:?} is not supported by petrel yet ({feature}); use \"off\" or \"accept\""),
+        }),
+    }
+}

@@ -233,8 +233,6 @@ pub enum RouteWireError {
     ClientOnRoutePort,
     /// Pings went unanswered.
     StaleConnection,
-    /// An operation the route protocol does not have.
-    UnknownProtocolOperation,
     /// A pooling peer asked for a connection dedicated to one account.
     NoDedicatedRoute(String),
 }
@@ -250,7 +248,6 @@ impl RouteWireError {
             RouteWireError::AuthenticationTimeout => "Authentication Timeout".into(),
             RouteWireError::ClientOnRoutePort => "attempted to connect to route port".into(),
             RouteWireError::StaleConnection => "Stale Connection".into(),
-            RouteWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
             RouteWireError::NoDedicatedRoute(a) => {
                 format!("Not possible to have a dedicated route for account \"{a}\" between those servers")
             }
@@ -265,9 +262,7 @@ impl RouteWireError {
             RouteWireError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
             RouteWireError::ClientOnRoutePort => CloseReason::IncorrectPort,
             RouteWireError::StaleConnection => CloseReason::StaleConnection,
-            RouteWireError::UnknownProtocolOperation | RouteWireError::NoDedicatedRoute(_) => {
-                CloseReason::ProtocolViolation
-            }
+            RouteWireError::NoDedicatedRoute(_) => CloseReason::ProtocolViolation,
         }
     }
 }
@@ -294,8 +289,6 @@ pub enum LeafWireError {
     StaleLeafConnection,
     /// Pings went unanswered.
     StaleConnection,
-    /// An operation the leaf protocol does not have.
-    UnknownProtocolOperation,
     /// The account's leaf limit (JWT `leaf`) is reached.
     MaxAccountConnections,
     /// A hub's leaf user subscribed or published outside its permissions
@@ -317,7 +310,6 @@ impl LeafWireError {
             }
             LeafWireError::StaleLeafConnection => "Stale Leaf Node Connection - Closing".into(),
             LeafWireError::StaleConnection => "Stale Connection".into(),
-            LeafWireError::UnknownProtocolOperation => "Unknown Protocol Operation".into(),
             LeafWireError::Permissions(text) => text.clone(),
             LeafWireError::MaxAccountConnections => "maximum account active connections exceeded".into(),
         }
@@ -334,8 +326,7 @@ impl LeafWireError {
             LeafWireError::SameClusterName
             | LeafWireError::ClusterNameSpaces
             | LeafWireError::LoopDetected(_)
-            | LeafWireError::Permissions(_)
-            | LeafWireError::UnknownProtocolOperation => CloseReason::ProtocolViolation,
+            | LeafWireError::Permissions(_) => CloseReason::ProtocolViolation,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod host;
 pub mod leaf;
 pub mod leaf_table;
+pub mod link_reader;
 pub mod mesh;
 pub mod route;
 pub mod route_table;

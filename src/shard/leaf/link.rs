@@ -30,7 +30,7 @@ use crate::route_tls::RouteTls;
 use crate::shard::leaf_table::LeafEntry;
 use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
-use crate::shard::transport::{read, Stream, Transport};
+use crate::shard::transport::{Stream, Transport};
 
 /// The leaf protocol level petrel speaks.
 const LEAF_PROTO: u32 = 1;
@@ -376,78 +376,13 @@ fn hub_info(shard: &Shard, cid: ConnId, nonce: Option<&str>, account: Option<&st
 
 impl Link<'_> {
     async fn read_loop(&self, stream: &Stream) -> CloseReason {
-        let max_line = self.shard.opts.borrow().max_control_line.saturating_mul(16);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut filled = 0;
-        loop {
-            if filled == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let n = match read(stream, &mut buf[filled..]).await {
-                Ok(0) => return CloseReason::ClientClosed,
-                Ok(n) => n,
-                Err(_) => {
-                    if let Some(r) = self.shard.core.borrow().conn(self.cid).and_then(|c| c.closing()) {
-                        return r;
-                    }
-                    return CloseReason::ReadError;
-                }
-            };
-            crate::trace!(
-                "{} - <<- {:?}",
-                self.who,
-                String::from_utf8_lossy(&buf[filled..filled + n])
-            );
-            filled += n;
-            self.shard.core.borrow_mut().set_now(Instant::now());
-            let mut used = 0;
-            let outcome = loop {
-                match parse_leaf(&buf[used..filled], max_line, MAX_LEAF_MSG) {
-                    Ok(RouteParsed::Incomplete) => break Ok(()),
-                    Ok(RouteParsed::Op(op, len)) => {
-                        used += len;
-                        if let Err(e) = self.handle(op).await {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => {
-                        let shown = String::from_utf8_lossy(&buf[used..filled.min(used + 32)]).into_owned();
-                        crate::error!("{} - Leafnode parser ERROR: proto='{shown:?}...': {e}", self.who);
-                        break Err(match e {
-                            ParseError::UnknownOp => (
-                                Some(LeafWireError::UnknownProtocolOperation),
-                                CloseReason::ProtocolViolation,
-                            ),
-                            _ => (None, CloseReason::ProtocolViolation),
-                        });
-                    }
-                }
-            };
-            self.shard.publish_stats();
-            self.shard.flush().await;
-            if let Err((err, reason)) = outcome {
-                self.fail(err, reason);
-                return reason;
-            }
-            buf.copy_within(used..filled, 0);
-            filled -= used;
-            if buf.len() > 64 * 1024 && filled <= 64 * 1024 {
-                buf.truncate(64 * 1024);
-                buf.shrink_to(64 * 1024);
-            }
-            futures_lite::future::yield_now().await;
-        }
+        crate::shard::link_reader::read_loop(self.shard, self.cid, stream, self).await
     }
 
     /// Sends `-ERR` (when given) and closes.
     fn fail(&self, err: Option<LeafWireError>, reason: CloseReason) {
-        let mut core = self.shard.core.borrow_mut();
-        if let Some(e) = err {
-            let mut out = Vec::new();
-            encode::err_text(&mut out, &e.text());
-            core.send_raw(self.cid, &out);
-        }
-        core.close_conn(self.cid, reason);
+        let text = err.map(|e| e.text());
+        crate::shard::link_reader::fail(self.shard, self.cid, text.as_deref(), reason);
     }
 
     async fn handle(&self, op: RouteOp<'_>) -> Step {
@@ -986,6 +921,22 @@ fn wire(rule: &SubjectRule) -> Option<crate::proto::route_info::SubjectPermissio
         allow: rule.allow.as_ref().map(PatternList::entries).unwrap_or_default(),
         deny: rule.deny.as_ref().map(PatternList::entries).unwrap_or_default(),
     })
+}
+
+impl crate::shard::link_reader::LinkProtocol for Link<'_> {
+    const PARSER: &'static str = "Leafnode";
+
+    fn who(&self) -> &str {
+        self.who
+    }
+
+    fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError> {
+        parse_leaf(buf, max_line, MAX_LEAF_MSG)
+    }
+
+    async fn on_op(&self, op: RouteOp<'_>) -> crate::shard::link_reader::Step {
+        self.handle(op).await.map_err(|(e, r)| (e.map(|e| e.text()), r))
+    }
 }
 
 /// The sid a leaf's interest is kept under (its key for `LS-`).

@@ -17,7 +17,23 @@ use crate::proto::parser::ParseError;
 use crate::proto::route::{parse, RouteOp, RouteParsed};
 use crate::proto::route_info::{RouteConnect, RouteInfo};
 use crate::shard::state::Shard;
-use crate::shard::transport::{read, Stream};
+use crate::shard::transport::Stream;
+
+impl crate::shard::link_reader::LinkProtocol for Link<'_> {
+    const PARSER: &'static str = "Router";
+
+    fn who(&self) -> &str {
+        self.who
+    }
+
+    fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError> {
+        parse(buf, true, max_line, MAX_ROUTED)
+    }
+
+    async fn on_op(&self, op: RouteOp<'_>) -> crate::shard::link_reader::Step {
+        self.handle(op).await.map_err(|(e, r)| (e.map(|e| e.text()), r))
+    }
+}
 
 /// The first PING after a route registers (plus up to 20 %), then at most
 /// this often, as nats-server paces routes.
@@ -26,12 +42,6 @@ pub(super) const FIRST_PING: Duration = Duration::from_secs(1);
 /// Largest routed message taken from a peer (nats-server's own ceiling
 /// for `max_payload`), so garbage cannot make the buffer grow for good.
 pub(super) const MAX_ROUTED: usize = 64 * 1024 * 1024;
-
-/// A route reader that made a client fall behind waits, 2 ms at a time and
-/// at most this many times, until clients being read hold less than DRAINED.
-pub(super) const STALL_WAITS: u32 = 25;
-
-pub(super) const DRAINED: usize = 2 << 20;
 
 /// One route's protocol state, shared by its reader and timer.
 pub(super) struct State {
@@ -68,92 +78,7 @@ pub(super) type Step = Result<(), (Option<RouteWireError>, CloseReason)>;
 
 impl Link<'_> {
     pub(super) async fn read_loop(&self, stream: &Stream) -> CloseReason {
-        let max_line = self.shard.opts.borrow().max_control_line.saturating_mul(16);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut filled = 0;
-        loop {
-            if filled == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let n = match read(stream, &mut buf[filled..]).await {
-                Ok(0) => return CloseReason::ClientClosed,
-                Ok(n) => n,
-                Err(_) => {
-                    if let Some(r) = self.shard.core.borrow().conn(self.cid).and_then(|c| c.closing()) {
-                        return r;
-                    }
-                    return CloseReason::ReadError;
-                }
-            };
-            crate::trace!(
-                "{} - <<- {:?}",
-                self.who,
-                String::from_utf8_lossy(&buf[filled..filled + n])
-            );
-            filled += n;
-            // One clock reading per read, as for a client's read: the
-            // pacing of subscribers the messages land with reads it.
-            self.shard.core.borrow_mut().set_now(Instant::now());
-            let mut used = 0;
-            let outcome = loop {
-                match parse(&buf[used..filled], true, max_line, MAX_ROUTED) {
-                    Ok(RouteParsed::Incomplete) => break Ok(()),
-                    Ok(RouteParsed::Op(op, len)) => {
-                        used += len;
-                        if let Err(e) = self.handle(op).await {
-                            break Err(e);
-                        }
-                    }
-                    Err(e) => {
-                        let shown = String::from_utf8_lossy(&buf[used..filled.min(used + 32)]).into_owned();
-                        crate::error!("{} - Router parser ERROR: proto='{shown:?}...': {e}", self.who);
-                        break Err(match e {
-                            ParseError::UnknownOp => (
-                                Some(RouteWireError::UnknownProtocolOperation),
-                                CloseReason::ProtocolViolation,
-                            ),
-                            _ => (None, CloseReason::ProtocolViolation),
-                        });
-                    }
-                }
-            };
-            self.shard.publish_stats();
-            self.shard.flush().await;
-            if let Err((err, reason)) = outcome {
-                let mut core = self.shard.core.borrow_mut();
-                if let Some(e) = err {
-                    let mut out = Vec::new();
-                    encode::err_text(&mut out, &e.text());
-                    core.send_raw(self.cid, &out);
-                }
-                core.close_conn(self.cid, reason);
-                return reason;
-            }
-            buf.copy_within(used..filled, 0);
-            filled -= used;
-            if buf.len() > 64 * 1024 && filled <= 64 * 1024 {
-                buf.truncate(64 * 1024);
-                buf.shrink_to(64 * 1024);
-            }
-            let stall = self.shard.core.borrow_mut().take_stall();
-            // Let the writers this read woke run before the next read: a
-            // peer's stream is always ready, and a reader that never
-            // yields keeps its subscribers' writers (and their pacing) idle.
-            futures_lite::future::yield_now().await;
-            if stall {
-                // Everything the peer sends lands in this server's clients'
-                // queues: wait (a while at most) for those being read to
-                // drain, so the peer's writes back up rather than memory here.
-                for _ in 0..STALL_WAITS {
-                    glommio::timer::sleep(crate::shard::conn::STALL).await;
-                    let mut core = self.shard.core.borrow_mut();
-                    core.set_now(Instant::now());
-                    if !core.draining_backlog_over(DRAINED) {
-                        break;
-                    }
-                }
-            }
-        }
+        crate::shard::link_reader::read_loop(self.shard, self.cid, stream, self).await
     }
 
     async fn handle(&self, op: RouteOp<'_>) -> Step {

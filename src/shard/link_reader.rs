@@ -1,0 +1,141 @@
+//! The read loop of a server-to-server link (a route or a leaf node
+//! connection): bytes in, operations parsed and handed to the link's
+//! protocol, one clock reading and one flush per read, and the pacing that
+//! keeps a fast peer from filling this server's slow clients' queues.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::ids::ConnId;
+use crate::proto::encode;
+use crate::proto::errors::{CloseReason, WireError};
+use crate::proto::parser::ParseError;
+use crate::proto::route::{RouteOp, RouteParsed};
+use crate::shard::state::Shard;
+use crate::shard::transport::{read, Stream};
+
+/// A reader that made a client fall behind waits, 2 ms at a time and at
+/// most this many times, until clients being read hold less than DRAINED.
+const STALL_WAITS: u32 = 25;
+
+const DRAINED: usize = 2 << 20;
+
+/// What to do after an operation: go on, or close after an optional
+/// `-ERR` text.
+pub(crate) type Step = Result<(), (Option<String>, CloseReason)>;
+
+/// A link's protocol as its reader drives it.
+pub(crate) trait LinkProtocol {
+    /// How the link's log lines start (`ip:port - rid:N`).
+    fn who(&self) -> &str;
+    /// What log lines call its parser (`Router`, `Leafnode`).
+    const PARSER: &'static str;
+    /// Parses one operation from the front of `buf`.
+    fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError>;
+    /// Handles one operation.
+    async fn on_op(&self, op: RouteOp<'_>) -> Step;
+}
+
+/// Reads `stream` until the link closes; returns why.
+pub(crate) async fn read_loop<P: LinkProtocol>(
+    shard: &Rc<Shard>,
+    cid: ConnId,
+    stream: &Stream,
+    proto: &P,
+) -> CloseReason {
+    let max_line = shard.opts.borrow().max_control_line.saturating_mul(16);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match read(stream, &mut buf[filled..]).await {
+            Ok(0) => return CloseReason::ClientClosed,
+            Ok(n) => n,
+            Err(_) => {
+                if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
+                    return r;
+                }
+                return CloseReason::ReadError;
+            }
+        };
+        crate::trace!(
+            "{} - <<- {:?}",
+            proto.who(),
+            String::from_utf8_lossy(&buf[filled..filled + n])
+        );
+        filled += n;
+        // One clock reading per read, as for a client's read: the pacing
+        // of subscribers the messages land with reads it.
+        shard.core.borrow_mut().set_now(Instant::now());
+        let mut used = 0;
+        let outcome = loop {
+            match proto.parse(&buf[used..filled], max_line) {
+                Ok(RouteParsed::Incomplete) => break Ok(()),
+                Ok(RouteParsed::Op(op, len)) => {
+                    used += len;
+                    if let Err(e) = proto.on_op(op).await {
+                        break Err(e);
+                    }
+                }
+                Err(e) => {
+                    let shown = String::from_utf8_lossy(&buf[used..filled.min(used + 32)]).into_owned();
+                    crate::error!(
+                        "{} - {} parser ERROR: proto='{shown:?}...': {e}",
+                        proto.who(),
+                        P::PARSER
+                    );
+                    break Err(match e {
+                        ParseError::UnknownOp => (
+                            Some(WireError::UnknownProtocolOperation.text().to_string()),
+                            CloseReason::ProtocolViolation,
+                        ),
+                        _ => (None, CloseReason::ProtocolViolation),
+                    });
+                }
+            }
+        };
+        shard.publish_stats();
+        shard.flush().await;
+        if let Err((err, reason)) = outcome {
+            fail(shard, cid, err.as_deref(), reason);
+            return reason;
+        }
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+        if buf.len() > 64 * 1024 && filled <= 64 * 1024 {
+            buf.truncate(64 * 1024);
+            buf.shrink_to(64 * 1024);
+        }
+        let stall = shard.core.borrow_mut().take_stall();
+        // Let the writers this read woke run before the next read: a
+        // peer's stream is always ready, and a reader that never yields
+        // keeps its subscribers' writers (and their pacing) idle.
+        futures_lite::future::yield_now().await;
+        if stall {
+            // Everything the peer sends lands in this server's clients'
+            // queues: wait (a while at most) for those being read to drain,
+            // so the peer's writes back up rather than memory here.
+            for _ in 0..STALL_WAITS {
+                glommio::timer::sleep(crate::shard::conn::STALL).await;
+                let mut core = shard.core.borrow_mut();
+                core.set_now(Instant::now());
+                if !core.draining_backlog_over(DRAINED) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `-ERR '<text>'` (when given) and closes the link.
+pub(crate) fn fail(shard: &Shard, cid: ConnId, err: Option<&str>, reason: CloseReason) {
+    let mut core = shard.core.borrow_mut();
+    if let Some(text) = err {
+        let mut out = Vec::new();
+        encode::err_text(&mut out, text);
+        core.send_raw(cid, &out);
+    }
+    core.close_conn(cid, reason);
+}
