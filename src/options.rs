@@ -124,6 +124,9 @@ pub struct LeafOptions {
     /// `tls`: leaf connections to this hub are TLS (after the plain INFO,
     /// as nats-server runs them).
     pub tls: Option<TlsOptions>,
+    /// `isolate_leafnode_interest`: leaf connections are not told other
+    /// leaf connections' interest.
+    pub isolate: bool,
 }
 
 impl Default for LeafOptions {
@@ -142,6 +145,7 @@ impl Default for LeafOptions {
             reconnect: Duration::from_secs(1),
             dial_timeout: None,
             tls: None,
+            isolate: false,
         }
     }
 }
@@ -184,6 +188,12 @@ pub struct LeafRemote {
     /// `tls://` URL or a hub that requires TLS uses TLS without one, with
     /// the system's roots.
     pub tls: Option<TlsOptions>,
+    /// `isolate_leafnode_interest`: the hub is not told the interest of
+    /// leaf connections behind this server.
+    pub isolate: bool,
+    /// `request_isolation`: asks the hub not to tell this leaf other leaf
+    /// connections' interest.
+    pub request_isolation: bool,
 }
 
 /// nats-server's default route pool size (connections per server pair).

@@ -710,15 +710,7 @@ fn the_account_leaf_limit_holds() {
     accounts.push((acc_pub, acc_jwt));
     let base = std::fs::read_to_string(jwt::memory_conf(&accounts)).unwrap();
     let (user_jwt, user_seed) = jwt::user(&acc_seed, "leafuser", jwt::user_nats(), serde_json::json!({}));
-    let creds = jwt::temp_dir().join("leaf.creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{user_seed}\n------END USER NKEY SEED------\n"
-        ),
-    )
-    .unwrap();
+    let creds = write_creds(&user_jwt, &user_seed);
     for hub_kind in [Kind::Petrel, Kind::Nats] {
         let hub_conf = jwt::write_conf(&format!("{base}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n"));
         let h = start(hub_kind, &hub_conf);
@@ -795,5 +787,123 @@ async fn a_leaf_cluster_gets_each_message_once() {
                 "{what}: {name} got a message twice"
             );
         }
+    }
+}
+
+/// Interest isolation, as nats-server has it: with the hub's
+/// `isolate_leafnode_interest` no leaf is told another leaf's interest;
+/// with a leaf's `request_isolation` only that leaf is spared it.
+#[tokio::test]
+async fn leaf_interest_isolation() {
+    for (hub_kind, leaf_kind) in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        for (hub_isolates, f2_requests) in [(true, false), (false, true)] {
+            let what = format!(
+                "hub {hub_kind:?}, leaves {leaf_kind:?}, hub isolates {hub_isolates}, F2 requests {f2_requests}"
+            );
+            let hub_conf = common::jwt::write_conf(&format!(
+                "leafnodes {{ listen: 127.0.0.1:-1, isolate_leafnode_interest: {hub_isolates} }}\n"
+            ));
+            let h = start(hub_kind, &hub_conf);
+            let leaf_conf = |name: &str, request: bool| {
+                common::jwt::write_conf(&format!(
+                    "server_name: {name}\nleafnodes {{ remotes [ {{ url: \"nats://127.0.0.1:{}\", request_isolation: {request} }} ] }}\n",
+                    h.leaf_port()
+                ))
+            };
+            let f1 = start(leaf_kind, &leaf_conf("F1", false));
+            let f2 = start(leaf_kind, &leaf_conf("F2", f2_requests));
+            await_leafs(&h, 2);
+            let hc = async_nats::connect(h.url()).await.unwrap();
+            let c1 = async_nats::connect(f1.url()).await.unwrap();
+            let c2 = async_nats::connect(f2.url()).await.unwrap();
+            // The hub's own interest reaches both leaves either way.
+            let mut at_hub = hc.subscribe("hub.x").await.unwrap();
+            await_interest(&c1, &mut at_hub, "hub.x").await;
+            await_interest(&c2, &mut at_hub, "hub.x").await;
+            let mut at_f1 = c1.subscribe("from.f1").await.unwrap();
+            let mut at_f2 = c2.subscribe("from.f2").await.unwrap();
+            c1.flush().await.unwrap();
+            c2.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            c2.publish("from.f1", "f2 to f1".into()).await.unwrap();
+            c2.flush().await.unwrap();
+            c1.publish("from.f2", "f1 to f2".into()).await.unwrap();
+            c1.flush().await.unwrap();
+            let f1_got = timeout(Duration::from_millis(500), at_f1.next()).await.is_ok();
+            let f2_got = timeout(Duration::from_millis(500), at_f2.next()).await.is_ok();
+            // F2 hears F1's interest only when nothing isolates F2; F1
+            // hears F2's unless the hub isolates everyone.
+            assert_eq!(
+                f1_got,
+                !hub_isolates && !f2_requests,
+                "{what}: F2 knew of F1's interest"
+            );
+            assert_eq!(f2_got, !hub_isolates, "{what}: F1 knew of F2's interest");
+        }
+    }
+}
+
+/// A creds file for a user JWT and its seed.
+fn write_creds(user_jwt: &str, user_seed: &str) -> std::path::PathBuf {
+    let creds = common::jwt::temp_dir().join("leaf.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{user_seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .unwrap();
+    creds
+}
+
+/// A user JWT's `allowed_connection_types` on a hub in operator mode: a
+/// user limited to STANDARD cannot connect a leaf, one allowed LEAFNODE
+/// can (petrel and nats-server hubs).
+#[test]
+fn leaf_connections_honour_allowed_connection_types() {
+    use common::jwt;
+    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+        "TYPES",
+        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": -1, "leaf": -1, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true}}),
+    );
+    let mut accounts = jwt::fixture_accounts();
+    accounts.push((acc_pub, acc_jwt));
+    let base = std::fs::read_to_string(jwt::memory_conf(&accounts)).unwrap();
+    let user_of = |types: &[&str]| {
+        let mut nats = jwt::user_nats();
+        nats["allowed_connection_types"] = serde_json::json!(types);
+        let (j, seed) = jwt::user(&acc_seed, "typed", nats, serde_json::json!({}));
+        write_creds(&j, &seed)
+    };
+    let standard_only = user_of(&["STANDARD"]);
+    let leafnode = user_of(&["LEAFNODE"]);
+    for hub_kind in [Kind::Petrel, Kind::Nats] {
+        let h = start(
+            hub_kind,
+            &jwt::write_conf(&format!("{base}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n")),
+        );
+        let leaf_with = |creds: &std::path::Path| {
+            jwt::write_conf(&format!(
+                "leafnodes {{ remotes [ {{ url: \"nats://127.0.0.1:{}\", credentials: \"{}\" }} ] }}\n",
+                h.leaf_port(),
+                creds.display()
+            ))
+        };
+        let refused = start(Kind::Petrel, &leaf_with(&standard_only));
+        let deadline = Instant::now() + WAIT;
+        while refused.log_lines("Leafnode Error 'Authorization Violation'").is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "hub {hub_kind:?}: a STANDARD-only user connected a leaf"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _allowed = start(Kind::Petrel, &leaf_with(&leafnode));
+        await_leafs(&h, 1);
     }
 }

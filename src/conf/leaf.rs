@@ -14,8 +14,6 @@ use crate::options::{LeafOptions, LeafRemote, LeafUser};
 const NOT_YET: &[(&str, &str)] = &[
     ("min_version", "leaf minimum version"),
     ("minimum_version", "leaf minimum version"),
-    ("isolate_leafnode_interest", "leaf interest isolation"),
-    ("isolate", "leaf interest isolation"),
     ("write_deadline", "leaf write deadlines"),
     ("write_timeout", "leaf write deadlines"),
 ];
@@ -33,9 +31,6 @@ const REMOTE_NOT_YET: &[(&str, &str)] = &[
     ("websocket_no_masking", "WebSocket leaf remotes"),
     ("jetstream_cluster_migrate", "JetStream"),
     ("js_cluster_migrate", "JetStream"),
-    ("isolate_leafnode_interest", "leaf interest isolation"),
-    ("isolate", "leaf interest isolation"),
-    ("request_isolation", "leaf interest isolation"),
     ("proxy", "leaf connections through a proxy"),
     ("ignore_discovered_servers", "leaf URL discovery"),
 ];
@@ -91,6 +86,7 @@ pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, Con
             }
             "reconnect" | "reconnect_delay" | "reconnect_interval" => l.reconnect = duration(k, v, notices)?,
             "dial_timeout" => l.dial_timeout = Some(duration(k, v, notices)?),
+            "isolate_leafnode_interest" | "isolate" => l.isolate = boolean(k, v)?,
             "compression" => uncompressed(k, v, "s2 leaf compression")?,
             "tls" => {
                 let t = super::tls::loaded_tls(v)?;
@@ -214,6 +210,8 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             }
             "compression" => uncompressed(k, v, "s2 leaf compression")?,
             "disabled" => r.disabled = boolean(k, v)?,
+            "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
+            "request_isolation" => r.request_isolation = boolean(k, v)?,
             "tls" => {
                 let t = super::tls::dial_tls_block(v)?;
                 if t.handshake_first {

@@ -40,12 +40,31 @@ struct LeafLink {
     cluster: Option<u32>,
     /// This server is the leaf on it (the peer is a hub).
     spoke: bool,
+    /// Not told interest held by other leaf connections.
+    isolated: bool,
     own: FxHashMap<Key, u32>,
     told: FxHashMap<Key, u32>,
     /// The interest it may be told (a spoke's `deny_imports`: it does not
     /// ask for those; a hub's leaf user's publish permissions: it could
     /// not send those).
     tellable: Option<SubjectRule>,
+}
+
+/// How a leaf connection is set up when it registers.
+#[derive(Debug, Default)]
+pub struct LeafSetup<'a> {
+    /// The other side's cluster name.
+    pub cluster: Option<&'a str>,
+    /// This server is the leaf on it (the peer is a hub).
+    pub spoke: bool,
+    /// Not told interest held by other leaf connections
+    /// (`isolate_leafnode_interest`, a leaf's `request_isolation`).
+    pub isolated: bool,
+    /// The interest it may be told (deny_imports, a leaf user's publish
+    /// permissions).
+    pub tellable: Option<SubjectRule>,
+    /// What it is sent and may subscribe to.
+    pub perms: Option<Arc<Permissions>>,
 }
 
 /// A leaf connection on any shard, as the others know it.
@@ -67,6 +86,10 @@ pub(super) struct LeafState {
     /// The part held by this server's own side: clients, the internal
     /// client, leaf connections it is the hub of (what its hubs hear).
     local: FxHashMap<(AccountId, Key), u32>,
+    /// The part held by leaf connections this server is the hub of.
+    hub_side: FxHashMap<(AccountId, Key), u32>,
+    /// The part held by leaf connections to this server's hubs.
+    spoke_side: FxHashMap<(AccountId, Key), u32>,
     /// The part held by leaf connections of each remote cluster.
     by_cluster: FxHashMap<(AccountId, Key, u32), u32>,
     /// Every leaf connection, on any shard.
@@ -90,7 +113,15 @@ impl LeafState {
                 let held = Self::get(&self.routed, a, key) + link.own.get(key).copied().unwrap_or(0);
                 return total.saturating_sub(held);
             }
-            return Self::get(&self.local, a, key);
+            let local = Self::get(&self.local, a, key);
+            if link.isolated {
+                return local.saturating_sub(Self::get(&self.hub_side, a, key));
+            }
+            return local;
+        }
+        if link.isolated {
+            let leaves = Self::get(&self.hub_side, a, key) + Self::get(&self.spoke_side, a, key);
+            return total.saturating_sub(leaves);
         }
         let held = match link.cluster {
             Some(c) => self.by_cluster.get(&(a, key.clone(), c)).copied().unwrap_or(0),
@@ -108,18 +139,16 @@ impl ShardCore {
     }
 
     /// Registers leaf connection `cid` (already added as a `Leaf` link)
-    /// bound to `account`, and tells it all of the account's interest that
-    /// `tellable` admits. `perms` filter what it is sent (subscribe
-    /// rules, deny lists included) and what it may subscribe to.
-    pub fn add_leaf(
-        &mut self,
-        cid: ConnId,
-        account: AccountId,
-        cluster: Option<&str>,
-        spoke: bool,
-        tellable: Option<SubjectRule>,
-        perms: Option<Arc<Permissions>>,
-    ) {
+    /// bound to `account`, and tells it the account's interest as its
+    /// role and `setup` say.
+    pub fn add_leaf(&mut self, cid: ConnId, account: AccountId, setup: LeafSetup<'_>) {
+        let LeafSetup {
+            cluster,
+            spoke,
+            isolated,
+            tellable,
+            perms,
+        } = setup;
         self.index_mut(account);
         if let Some(c) = self.conns.get_mut(&cid) {
             c.account = account;
@@ -137,6 +166,7 @@ impl ShardCore {
             account,
             cluster: self.leafs.conns.get(&cid).and_then(|c| c.cluster),
             spoke,
+            isolated,
             own: FxHashMap::default(),
             told: FxHashMap::default(),
             tellable,
@@ -281,7 +311,13 @@ impl ShardCore {
             LinkKind::Route => {
                 bump(&mut st.routed, (account, key.clone()), add);
             }
-            LinkKind::Leaf if holder.is_some_and(|h| h.spoke) => {}
+            LinkKind::Leaf if holder.is_some_and(|h| h.spoke) => {
+                bump(&mut st.spoke_side, (account, key.clone()), add);
+            }
+            LinkKind::Leaf => {
+                bump(&mut st.hub_side, (account, key.clone()), add);
+                bump(&mut st.local, (account, key.clone()), add);
+            }
             _ => {
                 bump(&mut st.local, (account, key.clone()), add);
             }

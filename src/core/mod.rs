@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod imports;
 mod leafs;
+pub use leafs::LeafSetup;
 pub mod outq;
 pub mod pool;
 mod routes;

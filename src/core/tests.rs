@@ -653,7 +653,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     c.pump();
     // Registering: the whole of the account's interest, from any shard.
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, false, None, None);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, LeafSetup::default());
     let told = String::from_utf8(c.cores[0].conn_mut(leaf).unwrap().out.take_bytes()).unwrap();
     let mut lines: Vec<&str> = told.lines().collect();
     lines.sort();
@@ -669,7 +669,7 @@ fn a_leaf_is_told_the_accounts_interest_but_never_its_own() {
     // The leaf's own subscriptions are not told back to it; a second leaf
     // hears of them.
     let leaf2 = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL, None, false, None, None);
+    c.cores[1].add_leaf(leaf2, AccountId::GLOBAL, LeafSetup::default());
     c.cores[1].conn_mut(leaf2).unwrap().out.take_bytes();
     c.cores[0].subscribe_leaf(leaf, b"from.leaf", None, b"from.leaf");
     c.pump();
@@ -697,9 +697,9 @@ fn a_message_from_a_leaf_goes_everywhere_but_back_once_per_link() {
         core.set_leafing();
     }
     let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, None, false, None, None);
+    c.cores[0].add_leaf(leaf, AccountId::GLOBAL, LeafSetup::default());
     let other_leaf = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL, None, false, None, None);
+    c.cores[1].add_leaf(other_leaf, AccountId::GLOBAL, LeafSetup::default());
     let route = c.link(1, LinkKind::Route);
     let client = c.connect(1);
     c.feed(client, b"SUB a.b 1\r\n");
@@ -740,11 +740,33 @@ fn hubs_hear_only_this_servers_side_and_leaf_clusters_are_kept_apart() {
     }
     // A hub of this server (spoke link) and two leaves of one cluster.
     let hub = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(hub, AccountId::GLOBAL, Some("HUBC"), true, None, None);
+    c.cores[0].add_leaf(
+        hub,
+        AccountId::GLOBAL,
+        LeafSetup {
+            cluster: Some("HUBC"),
+            spoke: true,
+            ..Default::default()
+        },
+    );
     let e1 = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(e1, AccountId::GLOBAL, Some("edge"), false, None, None);
+    c.cores[1].add_leaf(
+        e1,
+        AccountId::GLOBAL,
+        LeafSetup {
+            cluster: Some("edge"),
+            ..Default::default()
+        },
+    );
     let e2 = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(e2, AccountId::GLOBAL, Some("edge"), false, None, None);
+    c.cores[0].add_leaf(
+        e2,
+        AccountId::GLOBAL,
+        LeafSetup {
+            cluster: Some("edge"),
+            ..Default::default()
+        },
+    );
     let route = c.link(1, LinkKind::Route);
     c.pump();
     for (shard, l) in [(0, hub), (1, e1), (0, e2)] {

@@ -108,6 +108,10 @@ pub struct LeafConnect {
     /// Subjects the hub must not send this leaf (its `deny_imports`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deny_pub: Vec<String>,
+    /// The leaf asks not to be told other leaf connections' interest
+    /// (its remote's `request_isolation`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub isolate: bool,
     /// Compression mode the leaf asks for.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub compress_mode: String,

@@ -92,6 +92,10 @@ struct State {
     slot: Option<crate::auth::accounts::LeafSlot>,
     /// The other side's cluster name (a leaf's CONNECT, a hub's INFO).
     remote_cluster: String,
+    /// Not told interest held by other leaf connections (hub:
+    /// `isolate_leafnode_interest` or the leaf's request; leaf: the
+    /// remote's `isolate_leafnode_interest`).
+    isolated: bool,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -564,6 +568,7 @@ impl Link<'_> {
             st.user = connect.user.clone().unwrap_or_default();
             st.version = connect.version.clone();
             st.remote_cluster = connect.cluster.clone();
+            st.isolated = connect.isolate || self.shard.shared.leaf.get().is_some_and(|l| l.opts().isolate);
         }
         let mut out = Vec::new();
         encode::info(&mut out, &info.to_json());
@@ -731,6 +736,7 @@ impl Link<'_> {
             },
             headers: server.headers,
             deny_pub: spoke.remote.deny_imports.clone(),
+            isolate: spoke.remote.request_isolation,
             compress_mode: "off".into(),
             remote_account: acc.1.clone(),
             protocol: LEAF_PROTO,
@@ -747,6 +753,7 @@ impl Link<'_> {
             st.account = Some(acc);
             st.peer_name = info.server_name.clone();
             st.remote_cluster = info.cluster.clone();
+            st.isolated = spoke.remote.isolate;
         }
         if info.info_on_connect {
             self.state.borrow_mut().confirm_deadline = Some(Instant::now() + CONNECT_CONFIRM);
@@ -786,8 +793,21 @@ impl Link<'_> {
             let mut core = self.shard.core.borrow_mut();
             core.name_account(account, &name);
             let (tellable, perms) = self.filters(deny_pub);
-            let cluster = self.state.borrow().remote_cluster.clone();
-            core.add_leaf(self.cid, account, Some(&cluster), self.spoke.is_some(), tellable, perms);
+            let (cluster, isolated) = {
+                let st = self.state.borrow();
+                (st.remote_cluster.clone(), st.isolated)
+            };
+            core.add_leaf(
+                self.cid,
+                account,
+                crate::core::LeafSetup {
+                    cluster: Some(&cluster),
+                    spoke: self.spoke.is_some(),
+                    isolated,
+                    tellable,
+                    perms,
+                },
+            );
             let mut lds = Vec::new();
             encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
             core.send_raw(self.cid, &lds);
