@@ -36,6 +36,8 @@ pub struct LeafSnapshot {
     pub out_bytes: u64,
     /// The subjects of the peer's subscriptions here.
     pub subjects: Vec<String>,
+    /// The last PING's round trip.
+    pub rtt: Option<std::time::Duration>,
 }
 
 /// The leaf node registry.

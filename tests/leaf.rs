@@ -217,7 +217,9 @@ async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
     loop {
         let hz = leafz(&h);
         let subs = hz["leafs"][0]["subscriptions_list"].to_string();
-        if subs.contains("\"work\"") && subs.contains("$LDS.") && subs.contains("_INBOX.") {
+        // Both sides measure the round trip of their PINGs (leafz `rtt`).
+        let rtts = hz["leafs"][0]["rtt"].is_string() && leafz(&l)["leafs"][0]["rtt"].is_string();
+        if subs.contains("\"work\"") && subs.contains("$LDS.") && subs.contains("_INBOX.") && rtts {
             assert!(hz["leafs"][0]["in_msgs"].as_u64().unwrap() >= 1000, "{what}: {hz}");
             break;
         }

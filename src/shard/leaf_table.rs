@@ -20,6 +20,8 @@ pub struct LeafEntry {
     pub(super) port: u16,
     /// Its socket (shut when the server stops).
     pub(super) stream: Stream,
+    /// The last PING's round trip.
+    pub(super) rtt: Option<std::time::Duration>,
 }
 
 /// A shard's leaf connections.

@@ -772,6 +772,9 @@ pub fn leafz(shared: &Shared, subs: bool, acc: Option<&str>) -> Value {
                 "subscriptions": c.subjects.len(),
                 "compression": "off",
             });
+            if let Some(rtt) = c.rtt {
+                v["rtt"] = json!(format!("{rtt:?}"));
+            }
             if subs && !c.subjects.is_empty() {
                 v["subscriptions_list"] = json!(c.subjects);
             }

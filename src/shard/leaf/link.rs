@@ -74,6 +74,8 @@ struct State {
     nonce: String,
     pings_out: u32,
     next_ping: Option<Instant>,
+    /// When the PING now outstanding went out (for leafz `rtt`).
+    ping_at: Option<Instant>,
     /// Hub: CONNECT due; spoke: the hub's first INFO due.
     first_deadline: Option<Instant>,
     /// Spoke: the hub's confirming INFO due.
@@ -152,6 +154,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             ip: ip.clone(),
             port,
             stream: stream.clone(),
+            rtt: None,
         },
     );
     let deny_imports = spoke
@@ -401,7 +404,16 @@ impl Link<'_> {
         }
         match op {
             RouteOp::Ping => self.shard.core.borrow_mut().send_raw(self.cid, encode::PONG),
-            RouteOp::Pong => self.state.borrow_mut().pings_out = 0,
+            RouteOp::Pong => {
+                let sent = {
+                    let mut st = self.state.borrow_mut();
+                    st.pings_out = 0;
+                    st.ping_at.take()
+                };
+                if let (Some(at), Some(e)) = (sent, self.shard.leafs.conns.borrow_mut().get_mut(&self.cid)) {
+                    e.rtt = Some(at.elapsed());
+                }
+            }
             RouteOp::Ok => {}
             RouteOp::Err(text) => {
                 let text = String::from_utf8_lossy(text);
@@ -929,6 +941,7 @@ impl Link<'_> {
                 let mut st = self.state.borrow_mut();
                 st.pings_out += 1;
                 st.next_ping = Some(now + interval);
+                st.ping_at = Some(now);
                 self.shard.core.borrow_mut().send_raw(self.cid, encode::PING);
             }
         }

@@ -128,6 +128,7 @@ pub fn poll_leafs(shard: &Shard) {
                 out_msgs: c.out_msgs,
                 out_bytes: c.out_bytes,
                 subjects: core.subjects_of(*cid),
+                rtt: e.rtt,
             })
         })
         .collect();
