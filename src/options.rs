@@ -127,6 +127,8 @@ pub struct LeafOptions {
     /// `isolate_leafnode_interest`: leaf connections are not told other
     /// leaf connections' interest.
     pub isolate: bool,
+    /// `min_version`: leaf nodes of older versions are refused.
+    pub min_version: Option<String>,
 }
 
 impl Default for LeafOptions {
@@ -146,6 +148,7 @@ impl Default for LeafOptions {
             dial_timeout: None,
             tls: None,
             isolate: false,
+            min_version: None,
         }
     }
 }

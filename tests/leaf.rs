@@ -909,3 +909,38 @@ fn leaf_connections_honour_allowed_connection_types() {
         await_leafs(&h, 1);
     }
 }
+
+/// `min_version` on a hub, the same bytes to petrel and nats-server: an
+/// older leaf gets the confirming INFO and then nats-server's refusal; a
+/// new enough one is taken.
+#[test]
+fn a_hubs_minimum_leaf_version() {
+    let conf = common::jwt::write_conf("leafnodes { listen: 127.0.0.1:-1, min_version: \"2.12.0\" }\n");
+    let connect = |version: &str| {
+        format!(
+            "CONNECT {{\"version\":\"{version}\",\"server_id\":\"NFAKE\",\"name\":\"FAKE\",\"cluster\":\"FAKE\",\"headers\":true,\"compress_mode\":\"off\",\"remote_account\":\"L\",\"protocol\":3}}\r\nPING\r\n"
+        )
+    };
+    let mut results = Vec::new();
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let s = start(kind, &conf);
+        let addr = format!("127.0.0.1:{}", s.leaf_port());
+        let mut old = common::raw::Raw::open(&addr);
+        let r = old.exchange(connect("2.10.0").as_bytes());
+        let err: Vec<String> = r
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("-ERR"))
+            .map(str::to_string)
+            .collect();
+        let mut new = common::raw::Raw::open(&addr);
+        let ok = new.exchange(connect("2.12.0").as_bytes());
+        results.push((err, r.closed, ok.text().contains("PONG"), ok.closed));
+    }
+    assert_eq!(results[0], results[1], "petrel then nats-server");
+    assert_eq!(
+        results[0].0,
+        ["-ERR 'connection rejected since minimum version required is \"2.12.0\"'"]
+    );
+    assert!(results[0].1 && results[0].2 && !results[0].3, "{results:?}");
+}

@@ -12,8 +12,6 @@ use crate::options::{LeafOptions, LeafRemote, LeafUser};
 
 /// Keys of the block whose features land later, with the feature's name.
 const NOT_YET: &[(&str, &str)] = &[
-    ("min_version", "leaf minimum version"),
-    ("minimum_version", "leaf minimum version"),
     ("write_deadline", "leaf write deadlines"),
     ("write_timeout", "leaf write deadlines"),
 ];
@@ -87,6 +85,15 @@ pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, Con
             "reconnect" | "reconnect_delay" | "reconnect_interval" => l.reconnect = duration(k, v, notices)?,
             "dial_timeout" => l.dial_timeout = Some(duration(k, v, notices)?),
             "isolate_leafnode_interest" | "isolate" => l.isolate = boolean(k, v)?,
+            "min_version" | "minimum_version" => {
+                let text = string(k, v)?;
+                let version =
+                    semver(&text).ok_or_else(|| at(v, "invalid leafnode's minimum version: invalid semver".into()))?;
+                if version < (2, 8, 0) {
+                    return Err(at(v, "the minimum version should be at least 2.8.0".into()));
+                }
+                l.min_version = Some(text);
+            }
             "compression" => uncompressed(k, v, "s2 leaf compression")?,
             "tls" => {
                 let t = super::tls::loaded_tls(v)?;
@@ -239,6 +246,16 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
     Ok(r)
 }
 
+/// A `major.minor.patch` version (a leading `v` and a `-pre` tail are
+/// allowed, as nats-server's semver reading allows them).
+pub fn semver(text: &str) -> Option<(u64, u64, u64)> {
+    let t = text.trim().trim_start_matches('v');
+    let t = t.split(['-', '+']).next()?;
+    let mut parts = t.split('.').map(|p| p.parse::<u64>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(v)
+}
+
 /// A subject or a list of them.
 fn subjects(k: &str, v: &Item) -> Result<Vec<String>, ConfError> {
     let list = match &v.value {
@@ -273,4 +290,27 @@ pub fn leaf_url(s: &str) -> Result<crate::conf::cluster::RouteUrl, String> {
         format!("{rest}:7422")
     };
     crate::conf::cluster::route_url(&format!("nats://{with_port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
+        let mut o = crate::options::Options::default();
+        crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn minimum_versions_as_nats_server_checks_them() {
+        assert_eq!(semver("v2.10.3-beta"), Some((2, 10, 3)));
+        assert_eq!(semver("2.10"), None);
+        let e = refusal("leafnodes { min_version: \"2.7.9\" }");
+        assert!(e.contains("the minimum version should be at least 2.8.0"), "{e}");
+        let e = refusal("leafnodes { min_version: \"two\" }");
+        assert!(e.contains("invalid leafnode's minimum version: invalid semver"), "{e}");
+        let e = refusal("leafnodes {\n remotes [ { urls: [] } ] }");
+        assert!(e.contains("t.conf:2") && e.contains("\"url\" or \"urls\""), "{e}");
+    }
 }

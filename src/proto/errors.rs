@@ -291,6 +291,8 @@ pub enum LeafWireError {
     StaleConnection,
     /// The account's leaf limit (JWT `leaf`) is reached.
     MaxAccountConnections,
+    /// The leaf's version is below the hub's `min_version`.
+    MinVersion(String),
     /// A hub's leaf user subscribed or published outside its permissions
     /// (the text names the subject, see [`permissions_violation`]).
     Permissions(String),
@@ -312,6 +314,7 @@ impl LeafWireError {
             LeafWireError::StaleConnection => "Stale Connection".into(),
             LeafWireError::Permissions(text) => text.clone(),
             LeafWireError::MaxAccountConnections => "maximum account active connections exceeded".into(),
+            LeafWireError::MinVersion(v) => format!("connection rejected since minimum version required is {v:?}"),
         }
     }
 
@@ -323,6 +326,7 @@ impl LeafWireError {
             LeafWireError::ClientOnLeafPort => CloseReason::IncorrectPort,
             LeafWireError::StaleLeafConnection | LeafWireError::StaleConnection => CloseReason::StaleConnection,
             LeafWireError::MaxAccountConnections => CloseReason::MaxAccountConnectionsExceeded,
+            LeafWireError::MinVersion(_) => CloseReason::ProtocolViolation,
             LeafWireError::SameClusterName
             | LeafWireError::ClusterNameSpaces
             | LeafWireError::LoopDetected(_)

@@ -585,6 +585,21 @@ impl Link<'_> {
         let mut out = Vec::new();
         encode::info(&mut out, &info.to_json());
         self.shard.core.borrow_mut().send_raw(self.cid, &out);
+        // nats-server confirms the CONNECT, then refuses an old leaf.
+        if let Some(min) = self.shard.shared.leaf.get().and_then(|l| l.opts().min_version) {
+            let (have, want) = (
+                crate::conf::leaf::semver(&connect.version),
+                crate::conf::leaf::semver(&min),
+            );
+            if have.zip(want).is_none_or(|(h, w)| h < w) {
+                crate::error!(
+                    "{} - leafnode version {:?} below the minimum {min:?}",
+                    self.who,
+                    connect.version
+                );
+                return Err((Some(LeafWireError::MinVersion(min)), CloseReason::ProtocolViolation));
+            }
+        }
         self.register(account, name, connect.name, &connect.deny_pub);
         Ok(())
     }
