@@ -159,3 +159,20 @@ fn signal_by_pid_glob_reaches_the_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal \"bogus\""));
 }
+
+/// A locked-memory limit too low for the io_uring runtime is said plainly,
+/// as one `[FTL]` line with the fix, and the process exits 1 (no panic).
+#[test]
+fn a_low_memlock_limit_is_a_clear_fatal_error() {
+    let out = Command::new("bash")
+        .args(["-c", "ulimit -l 64 && exec \"$0\" -p -1 -a 127.0.0.1", bin()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[FTL] the locked memory limit is 64 KiB; each shard needs 512 KiB"),
+        "{err}"
+    );
+    assert!(err.contains("ulimit -l") && !err.contains("panicked"), "{err}");
+}

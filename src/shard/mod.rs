@@ -9,6 +9,7 @@ pub mod leaf;
 pub mod leaf_table;
 pub mod link_reader;
 pub mod mesh;
+pub mod preflight;
 pub mod route;
 pub mod route_table;
 pub mod self_service;
@@ -67,6 +68,9 @@ pub enum StartError {
     /// Executors did not report in time.
     #[error("shards did not start within {0:?}")]
     Timeout(Duration),
+    /// The host cannot run the io_uring runtime.
+    #[error(transparent)]
+    Unfit(#[from] preflight::Unfit),
 }
 
 /// Starts one executor per shard, each serving its listener. Returns once
@@ -78,6 +82,7 @@ pub fn start(
     route_listeners: Vec<StdListener>,
     leaf_listeners: Vec<StdListener>,
 ) -> Result<Running, StartError> {
+    preflight::check()?;
     let n = shared.nshards;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
@@ -146,7 +151,7 @@ pub fn start(
             Err(e) => {
                 return Err(StartError::Executor {
                     shard: i,
-                    why: e.to_string(),
+                    why: preflight::explain(&e.to_string()),
                 })
             }
         }
@@ -159,7 +164,7 @@ pub fn start(
         if let Ok((shard, r)) = exit_rx.try_recv() {
             return Err(StartError::Executor {
                 shard,
-                why: r.err().unwrap_or_else(|| "exited".into()),
+                why: preflight::explain(&r.err().unwrap_or_else(|| "exited".into())),
             });
         }
         match ready_rx.recv_timeout(Duration::from_millis(20)) {
@@ -172,7 +177,7 @@ pub fn start(
                     .unwrap_or((0, Err("exited".into())));
                 return Err(StartError::Executor {
                     shard,
-                    why: r.err().unwrap_or_else(|| "exited".into()),
+                    why: preflight::explain(&r.err().unwrap_or_else(|| "exited".into())),
                 });
             }
         }
