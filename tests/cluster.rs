@@ -14,7 +14,7 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(10);
+use common::links::{next, WAIT};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -56,31 +56,6 @@ async fn user_client(p: &common::Proc, user: &str) -> async_nats::Client {
         .connect(p.url())
         .await
         .expect("connect")
-}
-
-async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    timeout(WAIT, sub.next())
-        .await
-        .expect("message in time")
-        .expect("subscription open")
-}
-
-/// Waits until a message published at `from` on `subject` reaches `sub`
-/// (interest has crossed the routes), then drains the probes.
-async fn await_route(from: &async_nats::Client, sub: &mut async_nats::Subscriber, subject: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        from.publish(subject.to_string(), "probe".into()).await.unwrap();
-        from.flush().await.unwrap();
-        if let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "interest on {subject} never crossed the routes"
-        );
-    }
-    while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
 }
 
 /// Waits until every node's `/routez` names both others (the mesh is
@@ -163,7 +138,7 @@ async fn mesh_behaves(kinds: [Kind; 3]) {
             }
             let subject = format!("pair.{i}.{j}");
             let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
-            await_route(&clients[i], &mut sub, &subject).await;
+            common::links::await_crossing(&clients[i], &mut sub, &subject).await;
             for k in 0..1000 {
                 clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
             }
@@ -176,7 +151,7 @@ async fn mesh_behaves(kinds: [Kind; 3]) {
     }
     // Wildcards and headers cross routes.
     let mut wild = clients[2].subscribe("wild.*.>").await.unwrap();
-    await_route(&clients[0], &mut wild, "wild.probe.x").await;
+    common::links::await_crossing(&clients[0], &mut wild, "wild.probe.x").await;
     let mut headers = HeaderMap::new();
     headers.insert("X-Petrel", "yes");
     clients[0]
@@ -193,8 +168,8 @@ async fn mesh_behaves(kinds: [Kind; 3]) {
     let mut m2 = clients[2].queue_subscribe("work", "q".into()).await.unwrap();
     let mut watch1 = clients[1].subscribe("work").await.unwrap();
     let mut watch2 = clients[2].subscribe("work").await.unwrap();
-    await_route(&clients[0], &mut watch1, "work").await;
-    await_route(&clients[0], &mut watch2, "work").await;
+    common::links::await_crossing(&clients[0], &mut watch1, "work").await;
+    common::links::await_crossing(&clients[0], &mut watch2, "work").await;
     // The probes above went to the group too: drain them.
     while let Ok(Some(_)) = timeout(Duration::from_millis(300), m1.next()).await {}
     while let Ok(Some(_)) = timeout(Duration::from_millis(300), m2.next()).await {}
@@ -225,7 +200,7 @@ async fn mesh_behaves(kinds: [Kind; 3]) {
 
     // Request/reply across servers, and no responders.
     let mut svc = clients[2].subscribe("svc").await.unwrap();
-    await_route(&clients[0], &mut svc, "svc").await;
+    common::links::await_crossing(&clients[0], &mut svc, "svc").await;
     let responder = clients[2].clone();
     tokio::spawn(async move {
         while let Some(m) = svc.next().await {
@@ -270,7 +245,7 @@ async fn a_killed_node_rejoins_and_interest_is_resynced() {
     let c0 = client(&nodes[0]).await;
     let c2 = client(&nodes[2]).await;
     let mut sub = c2.subscribe("after").await.unwrap();
-    await_route(&c0, &mut sub, "after").await;
+    common::links::await_crossing(&c0, &mut sub, "after").await;
     drop(nodes.remove(1)); // SIGKILL
     for k in 0..100 {
         c0.publish("after", k.to_string().into()).await.unwrap();
@@ -284,9 +259,9 @@ async fn a_killed_node_rejoins_and_interest_is_resynced() {
     let back = node(Kind::Petrel, Some(&nodes[0]), &[]);
     let cb = client(&back).await;
     let mut at_back = cb.subscribe("resync").await.unwrap();
-    await_route(&c0, &mut at_back, "resync").await;
+    common::links::await_crossing(&c0, &mut at_back, "resync").await;
     let mut at_first = c0.subscribe("resync2").await.unwrap();
-    await_route(&cb, &mut at_first, "resync2").await;
+    common::links::await_crossing(&cb, &mut at_first, "resync2").await;
 }
 
 const SYS_CONF: &str = "accounts {\n  SYS { users [{user: sys, password: sys}] }\n  APP { users [{user: app, password: app}] }\n}\nsystem_account: SYS\n";
@@ -302,7 +277,7 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
     let a1 = user_client(&nodes[1], "app").await;
     let a2 = user_client(&nodes[2], "app").await;
     let mut sub = a2.subscribe("acc.test").await.unwrap();
-    await_route(&a0, &mut sub, "acc.test").await;
+    common::links::await_crossing(&a0, &mut sub, "acc.test").await;
     // The same subject in another account on the same server: not seen.
     let s1 = user_client(&nodes[1], "sys").await;
     s1.publish("acc.test", "other account".into()).await.unwrap();
@@ -556,7 +531,7 @@ async fn clients_discover_servers_and_fail_over() {
         .unwrap();
     let mut sub = client.subscribe("failover").await.unwrap();
     let other = user_client(&third, "app").await;
-    await_route(&other, &mut sub, "failover").await;
+    common::links::await_crossing(&other, &mut sub, "failover").await;
     drop(watcher);
     let _ = first.wait_exit(Duration::from_millis(1));
     drop(first); // SIGKILL: the client must move to a server it learned of
@@ -638,10 +613,10 @@ async fn operator_mode_mixed_cluster() {
     let a2 = creds_client(&nodes[2], "a.creds").await;
     let mut at1 = a1.subscribe("op.test").await.unwrap();
     let mut at2 = a2.subscribe("op.test").await.unwrap();
-    await_route(&a0, &mut at1, "op.test").await;
-    await_route(&a0, &mut at2, "op.test").await;
+    common::links::await_crossing(&a0, &mut at1, "op.test").await;
+    common::links::await_crossing(&a0, &mut at2, "op.test").await;
     let mut at0 = a0.subscribe("op.back").await.unwrap();
-    await_route(&a2, &mut at0, "op.back").await;
+    common::links::await_crossing(&a2, &mut at0, "op.back").await;
     for k in 0..100 {
         a2.publish("op.back", k.to_string().into()).await.unwrap();
     }
@@ -867,7 +842,7 @@ async fn route_tls_mixed_cluster() {
             }
             let subject = format!("tls.{i}.{j}");
             let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
-            await_route(&clients[i], &mut sub, &subject).await;
+            common::links::await_crossing(&clients[i], &mut sub, &subject).await;
             for k in 0..100 {
                 clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
             }
@@ -965,7 +940,7 @@ async fn route_permissions_filter_interest_both_ways() {
     // import: petrel sends its interest in in.x, not in blocked.x.
     let mut p_in = p.subscribe("in.x").await.unwrap();
     let mut p_blocked = p.subscribe("blocked.x").await.unwrap();
-    await_route(&n, &mut p_in, "in.x").await;
+    common::links::await_crossing(&n, &mut p_in, "in.x").await;
     blocked_then_marker(&n, "blocked.x", &mut p_blocked, "in.x", &mut p_in).await;
 
     // export: petrel takes nats-server's interest in out.a, not in nope.a,
@@ -973,8 +948,8 @@ async fn route_permissions_filter_interest_both_ways() {
     let mut n_out = n.subscribe("out.a").await.unwrap();
     let mut n_nope = n.subscribe("nope.a").await.unwrap();
     let mut n_wild = n.subscribe("wild.>").await.unwrap();
-    await_route(&p, &mut n_out, "out.a").await;
-    await_route(&p, &mut n_wild, "wild.probe").await;
+    common::links::await_crossing(&p, &mut n_out, "out.a").await;
+    common::links::await_crossing(&p, &mut n_wild, "wild.probe").await;
     blocked_then_marker(&p, "nope.a", &mut n_nope, "out.a", &mut n_out).await;
     blocked_then_marker(&p, "wild.secret", &mut n_wild, "out.a", &mut n_out).await;
 
@@ -1002,9 +977,9 @@ async fn route_permissions_filter_interest_both_ways() {
     )
     .unwrap();
     hup(petrel.pid());
-    await_route(&n, &mut p_blocked, "blocked.x").await;
+    common::links::await_crossing(&n, &mut p_blocked, "blocked.x").await;
     let mut n_probe = n.subscribe("probe.n").await.unwrap();
-    await_route(&p, &mut n_probe, "probe.n").await;
+    common::links::await_crossing(&p, &mut n_probe, "probe.n").await;
     blocked_then_marker(&p, "out.a", &mut n_out, "probe.n", &mut n_probe).await;
 
     // nats-server with route permissions of its own, widened by a reload
@@ -1027,11 +1002,11 @@ async fn route_permissions_filter_interest_both_ways() {
     let (n2, p2) = (client(&nats2).await, client(&petrel2).await);
     let mut p2_a = p2.subscribe("a.x").await.unwrap();
     let mut p2_b = p2.subscribe("b.x").await.unwrap();
-    await_route(&n2, &mut p2_a, "a.x").await;
+    common::links::await_crossing(&n2, &mut p2_a, "a.x").await;
     blocked_then_marker(&n2, "b.x", &mut p2_b, "a.x", &mut p2_a).await;
     std::fs::write(&npath, nperms(r#"["a.>", "b.>", "probe.>"]"#)).unwrap();
     hup(nats2.pid());
-    await_route(&n2, &mut p2_b, "b.x").await;
+    common::links::await_crossing(&n2, &mut p2_b, "b.x").await;
 }
 
 const IMPORTS_CONF: &str = "accounts {\n  \

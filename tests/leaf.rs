@@ -15,13 +15,20 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(10);
+use common::links::{next, WAIT};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Petrel,
     Nats,
 }
+
+/// (hub, leaf) pairs: petrel on either side and on both.
+const MIXES: [(Kind, Kind); 3] = [
+    (Kind::Nats, Kind::Petrel),
+    (Kind::Petrel, Kind::Nats),
+    (Kind::Petrel, Kind::Petrel),
+];
 
 fn start(kind: Kind, conf: &std::path::Path) -> common::Proc {
     let args = ["-c", conf.to_str().unwrap(), "-m", "-1"];
@@ -57,31 +64,6 @@ async fn client(p: &common::Proc, user: &str) -> async_nats::Client {
         .expect("connect")
 }
 
-async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    timeout(WAIT, sub.next())
-        .await
-        .expect("message in time")
-        .expect("subscription open")
-}
-
-/// Waits until a message published at `from` on `subject` reaches `sub`
-/// (interest has crossed the leaf connection), then drains the probes.
-async fn await_interest(from: &async_nats::Client, sub: &mut async_nats::Subscriber, subject: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        from.publish(subject.to_string(), "probe".into()).await.unwrap();
-        from.flush().await.unwrap();
-        if let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "interest on {subject} never crossed the leaf connection"
-        );
-    }
-    while let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {}
-}
-
 fn leafz(p: &common::Proc) -> serde_json::Value {
     let (_, body) = common::http_get(p.monitor_port(), "/leafz?subs=1");
     serde_json::from_str(&body).unwrap()
@@ -115,7 +97,7 @@ async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
     // 1000 messages each way, in order.
     for (from, to, dir) in [(&lc, &ha, "to.hub"), (&ha, &lc, "to.leaf")] {
         let mut sub = to.subscribe(dir).await.unwrap();
-        await_interest(from, &mut sub, dir).await;
+        common::links::await_crossing(from, &mut sub, dir).await;
         for k in 0..1000 {
             from.publish(dir, k.to_string().into()).await.unwrap();
         }
@@ -126,7 +108,7 @@ async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
     }
     // Wildcards and headers cross.
     let mut wild = ha.subscribe("wild.*.>").await.unwrap();
-    await_interest(&lc, &mut wild, "wild.probe.x").await;
+    common::links::await_crossing(&lc, &mut wild, "wild.probe.x").await;
     let mut headers = HeaderMap::new();
     headers.insert("X-Leaf", "yes");
     lc.publish_with_headers("wild.a.b", headers, "h".into()).await.unwrap();
@@ -149,7 +131,7 @@ async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
     let mut qh = ha.queue_subscribe("work", "q".into()).await.unwrap();
     let mut ql = lc.queue_subscribe("work", "q".into()).await.unwrap();
     let mut watch = lc.subscribe("work").await.unwrap();
-    await_interest(&ha, &mut watch, "work").await;
+    common::links::await_crossing(&ha, &mut watch, "work").await;
     while let Ok(Some(_)) = timeout(Duration::from_millis(200), qh.next()).await {}
     while let Ok(Some(_)) = timeout(Duration::from_millis(200), ql.next()).await {}
     for k in 0..100 {
@@ -189,7 +171,7 @@ async fn hub_and_leaf_behave(hub_kind: Kind, leaf_kind: Kind) {
     for (svc_side, req_side, subject) in [(&lc, &ha, "svc.leaf"), (&ha, &lc, "svc.hub")] {
         let mut svc = svc_side.subscribe(subject).await.unwrap();
         let mut probe = svc_side.subscribe(format!("{subject}.probe")).await.unwrap();
-        await_interest(req_side, &mut probe, &format!("{subject}.probe")).await;
+        common::links::await_crossing(req_side, &mut probe, &format!("{subject}.probe")).await;
         let responder = svc_side.clone();
         let task = tokio::spawn(async move {
             while let Some(m) = svc.next().await {
@@ -272,13 +254,13 @@ async fn a_killed_hub_comes_back_and_interest_is_resynced() {
         let h = hub(hub_kind, port);
         await_leafs(&h, 1);
         let ha = client(&h, "a").await;
-        await_interest(&ha, &mut sub, "after.restart").await;
+        common::links::await_crossing(&ha, &mut sub, "after.restart").await;
         ha.publish("after.restart", "back".into()).await.unwrap();
         ha.flush().await.unwrap();
         assert_eq!(next(&mut sub).await.payload, "back", "{what}");
         // And the hub's interest reaches the leaf's clients.
         let mut at_hub = ha.subscribe("to.new.hub").await.unwrap();
-        await_interest(&lc, &mut at_hub, "to.new.hub").await;
+        common::links::await_crossing(&lc, &mut at_hub, "to.new.hub").await;
     }
 }
 
@@ -286,11 +268,7 @@ async fn a_killed_hub_comes_back_and_interest_is_resynced() {
 /// the leaf logs it and tries again, as nats-server's leaf does.
 #[test]
 fn wrong_credentials_are_refused_and_retried() {
-    for (hub_kind, leaf_kind) in [
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
+    for (hub_kind, leaf_kind) in MIXES {
         let h = hub(hub_kind, -1);
         let l = leaf(leaf_kind, h.leaf_port(), "lu", "wrong");
         let deadline = Instant::now() + WAIT;
@@ -378,7 +356,7 @@ async fn deny_imports_and_exports() {
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
         let mut ok_at_leaf = lc.subscribe("ok.x").await.unwrap();
         let mut secret_at_leaf = lc.subscribe("secret.x").await.unwrap();
-        await_interest(&ha, &mut ok_at_leaf, "ok.x").await;
+        common::links::await_crossing(&ha, &mut ok_at_leaf, "ok.x").await;
         ha.publish("secret.x", "not for the leaf".into()).await.unwrap();
         ha.publish("ok.x", "marker".into()).await.unwrap();
         ha.flush().await.unwrap();
@@ -391,7 +369,7 @@ async fn deny_imports_and_exports() {
         );
         let mut private_at_hub = ha.subscribe("private.x").await.unwrap();
         let mut ok_at_hub = ha.subscribe("ok.y").await.unwrap();
-        await_interest(&lc, &mut ok_at_hub, "ok.y").await;
+        common::links::await_crossing(&lc, &mut ok_at_hub, "ok.y").await;
         lc.publish("private.x", "not for the hub".into()).await.unwrap();
         lc.publish("ok.y", "marker".into()).await.unwrap();
         lc.flush().await.unwrap();
@@ -410,11 +388,7 @@ async fn deny_imports_and_exports() {
 /// creds' account, messages both ways.
 #[tokio::test]
 async fn operator_mode_hub_and_a_creds_leaf() {
-    for (hub_kind, leaf_kind) in [
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
+    for (hub_kind, leaf_kind) in MIXES {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
         let base = std::fs::read_to_string(common::jwt::memory_conf(&common::jwt::fixture_accounts())).unwrap();
         let hub_conf = common::jwt::write_conf(&format!("{base}\nleafnodes {{ listen: 127.0.0.1:-1 }}\n"));
@@ -434,9 +408,9 @@ async fn operator_mode_hub_and_a_creds_leaf() {
             .unwrap();
         let lc = async_nats::connect(l.url()).await.unwrap();
         let mut at_hub = hc.subscribe("op.up").await.unwrap();
-        await_interest(&lc, &mut at_hub, "op.up").await;
+        common::links::await_crossing(&lc, &mut at_hub, "op.up").await;
         let mut at_leaf = lc.subscribe("op.down").await.unwrap();
-        await_interest(&hc, &mut at_leaf, "op.down").await;
+        common::links::await_crossing(&hc, &mut at_leaf, "op.down").await;
         let acc = leafz(&h)["leafs"][0]["account"].as_str().unwrap().to_string();
         assert!(
             acc.starts_with('A') && acc.len() == 56,
@@ -473,9 +447,9 @@ async fn a_leaf_reaches_the_whole_cluster() {
         await_leafs(&first, 1);
         let (far, lc) = (client(&second, "a").await, client(&l, "l").await);
         let mut at_far = far.subscribe("leaf.to.far").await.unwrap();
-        await_interest(&lc, &mut at_far, "leaf.to.far").await;
+        common::links::await_crossing(&lc, &mut at_far, "leaf.to.far").await;
         let mut at_leaf = lc.subscribe("far.to.leaf").await.unwrap();
-        await_interest(&far, &mut at_leaf, "far.to.leaf").await;
+        common::links::await_crossing(&far, &mut at_leaf, "far.to.leaf").await;
         for k in 0..100 {
             lc.publish("leaf.to.far", k.to_string().into()).await.unwrap();
         }
@@ -556,11 +530,7 @@ async fn a_leaf_users_permissions_apply() {
 /// and DISCONNECT for its own account.
 #[tokio::test]
 async fn leaf_connections_in_system_events() {
-    for (hub_kind, leaf_kind) in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
+    for (hub_kind, leaf_kind) in MIXES {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
         let port = free_port();
         let hub_conf = common::jwt::write_conf(&format!(
@@ -655,11 +625,7 @@ async fn tls_leaf_connections() {
     let pki = common::pki::Pki::new();
     pki.issue(&["127.0.0.1", "localhost"], "hub", "hub");
     let other = common::pki::Pki::new();
-    for (hub_kind, leaf_kind) in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
+    for (hub_kind, leaf_kind) in MIXES {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
         let hub_conf = common::jwt::write_conf(&format!(
             "leafnodes {{\n  listen: 127.0.0.1:-1\n  tls {{ cert_file: \"{}\", key_file: \"{}\", timeout: 2 }}\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
@@ -680,9 +646,9 @@ async fn tls_leaf_connections() {
         await_leafs(&h, 1);
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
         let mut at_hub = ha.subscribe("over.tls").await.unwrap();
-        await_interest(&lc, &mut at_hub, "over.tls").await;
+        common::links::await_crossing(&lc, &mut at_hub, "over.tls").await;
         let mut at_leaf = lc.subscribe("back.over.tls").await.unwrap();
-        await_interest(&ha, &mut at_leaf, "back.over.tls").await;
+        common::links::await_crossing(&ha, &mut at_leaf, "back.over.tls").await;
         // A leaf that trusts another CA gets nowhere.
         let bad = start(leaf_kind, &remote(&other.path("ca.pem")));
         let deadline = Instant::now() + WAIT;
@@ -770,8 +736,8 @@ async fn a_leaf_cluster_gets_each_message_once() {
         let (c1, c2, ha) = (client(&l1, "l").await, client(&l2, "l").await, client(&h, "a").await);
         let mut at_l2 = c2.subscribe("edge.x").await.unwrap();
         let mut at_hub = ha.subscribe("edge.x").await.unwrap();
-        await_interest(&c1, &mut at_l2, "edge.x").await;
-        await_interest(&c1, &mut at_hub, "edge.x").await;
+        common::links::await_crossing(&c1, &mut at_l2, "edge.x").await;
+        common::links::await_crossing(&c1, &mut at_hub, "edge.x").await;
         // Let every path settle, then count.
         tokio::time::sleep(Duration::from_millis(500)).await;
         while let Ok(Some(_)) = timeout(Duration::from_millis(200), at_l2.next()).await {}
@@ -797,11 +763,7 @@ async fn a_leaf_cluster_gets_each_message_once() {
 /// with a leaf's `request_isolation` only that leaf is spared it.
 #[tokio::test]
 async fn leaf_interest_isolation() {
-    for (hub_kind, leaf_kind) in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
+    for (hub_kind, leaf_kind) in MIXES {
         for (hub_isolates, f2_requests) in [(true, false), (false, true)] {
             let what = format!(
                 "hub {hub_kind:?}, leaves {leaf_kind:?}, hub isolates {hub_isolates}, F2 requests {f2_requests}"
@@ -824,8 +786,8 @@ async fn leaf_interest_isolation() {
             let c2 = async_nats::connect(f2.url()).await.unwrap();
             // The hub's own interest reaches both leaves either way.
             let mut at_hub = hc.subscribe("hub.x").await.unwrap();
-            await_interest(&c1, &mut at_hub, "hub.x").await;
-            await_interest(&c2, &mut at_hub, "hub.x").await;
+            common::links::await_crossing(&c1, &mut at_hub, "hub.x").await;
+            common::links::await_crossing(&c2, &mut at_hub, "hub.x").await;
             let mut at_f1 = c1.subscribe("from.f1").await.unwrap();
             let mut at_f2 = c2.subscribe("from.f2").await.unwrap();
             c1.flush().await.unwrap();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod links;
 pub mod pki;
 pub mod raw;
 pub mod ws;

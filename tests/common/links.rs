@@ -1,0 +1,33 @@
+//! Helpers for tests of server-to-server links (routes, leaf nodes) with
+//! async-nats clients on either side.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::time::timeout;
+
+/// How long a message or a piece of interest may take to cross.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The next message on `sub`, within [`WAIT`].
+pub async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    timeout(WAIT, sub.next())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
+}
+
+/// Waits until a message published at `from` on `subject` reaches `sub`
+/// (the interest has crossed the link), then drains the probes.
+pub async fn await_crossing(from: &async_nats::Client, sub: &mut async_nats::Subscriber, subject: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        from.publish(subject.to_string(), "probe".into()).await.unwrap();
+        from.flush().await.unwrap();
+        if let Ok(Some(_)) = timeout(Duration::from_millis(100), sub.next()).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "interest on {subject} never crossed");
+    }
+    while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
+}
