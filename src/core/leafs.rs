@@ -18,7 +18,7 @@
 use rustc_hash::FxHashMap;
 
 use super::batch::InterestChange;
-use super::{Msg, Origin, Routed, ShardCore};
+use super::{Msg, Routed, ShardCore};
 use std::sync::Arc;
 
 use crate::auth::perms::{ConnPermissions, Permissions, SubjectRule};
@@ -264,12 +264,9 @@ impl ShardCore {
         header_len: Option<usize>,
         message: &[u8],
     ) -> Routed {
-        let Some(c) = self.conns.get_mut(&from) else {
+        let Some(account) = self.conns.get(&from).map(|c| c.account) else {
             return Routed::NoInterest;
         };
-        c.in_msgs += 1;
-        c.in_bytes += message.len() as u64;
-        let account = c.account;
         let msg = Msg {
             subject,
             reply,
@@ -277,15 +274,7 @@ impl ShardCore {
             message,
             queues: Some(queues),
         };
-        self.route_from(
-            account,
-            &msg,
-            Origin {
-                conn: from,
-                echo: false,
-                link: LinkKind::Leaf,
-            },
-        )
+        self.publish_from_server(from, LinkKind::Leaf, account, &msg)
     }
 
     /// Counts an interest change in `account` held by `origin` (the

@@ -262,10 +262,6 @@ impl ShardCore {
         header_len: Option<usize>,
         message: &[u8],
     ) -> Routed {
-        if let Some(c) = self.conns.get_mut(&from) {
-            c.in_msgs += 1;
-            c.in_bytes += message.len() as u64;
-        }
         let msg = Msg {
             subject,
             reply,
@@ -273,12 +269,28 @@ impl ShardCore {
             message,
             queues: Some(queues),
         };
+        self.publish_from_server(from, LinkKind::Route, account, &msg)
+    }
+
+    /// Counts and routes a message a route or leaf connection brought in:
+    /// never echoed to it, delivered to the queue groups it names only.
+    pub(super) fn publish_from_server(
+        &mut self,
+        from: ConnId,
+        link: LinkKind,
+        account: AccountId,
+        msg: &Msg<'_>,
+    ) -> Routed {
+        if let Some(c) = self.conns.get_mut(&from) {
+            c.in_msgs += 1;
+            c.in_bytes += msg.message.len() as u64;
+        }
         let origin = Origin {
             conn: from,
             echo: false,
-            link: LinkKind::Route,
+            link,
         };
-        self.route_from(account, &msg, origin)
+        self.route_from(account, msg, origin)
     }
 
     /// Sends the message just routed once to each route (and leaf
