@@ -347,6 +347,26 @@ def wait_route(pub_port, sub_port, limit=10.0):
         pub.close()
 
 
+def measure_across(pub, sub, name, sh):
+    """The load generator publishing on `pub` and subscribing (or
+    responding) on `sub`; CPU and peak RSS are both servers'."""
+    cmd = loadgen_cmd(sh, pub.port) + ["--sub-server", f"127.0.0.1:{sub.port}", "--settle-ms", "200"]
+    cpu0 = pub.cpu_seconds() + sub.cpu_seconds()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cpu = pub.cpu_seconds() + sub.cpu_seconds() - cpu0
+    if out.returncode != 0:
+        raise RuntimeError(f"{name}: loadgen failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    delivered = r["received"] if sh["subs"] else r["published"]
+    rate = r["delivered_rate"] if sh["request"] else delivered / r["seconds"]
+    res = {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9,
+           "rss_kib": pub.status_kib("VmHWM") + sub.status_kib("VmHWM")}
+    for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+        if r.get(k) is not None:
+            res[k] = r[k]
+    return res
+
+
 def measure_cluster(argvs, name, sh, args):
     """Two nodes, the publisher on the first, subscribers on the second."""
     first = Server(argvs[0] + CLUSTER_ARGS)
@@ -356,21 +376,7 @@ def measure_cluster(argvs, name, sh, args):
             raise RuntimeError("no route listener")
         second = Server(argvs[1] + CLUSTER_ARGS + ["--routes", f"nats://127.0.0.1:{first.route_port}"])
         wait_route(first.port, second.port)
-        cmd = loadgen_cmd(sh, first.port) + ["--sub-server", f"127.0.0.1:{second.port}", "--settle-ms", "200"]
-        cpu0 = first.cpu_seconds() + second.cpu_seconds()
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        cpu = first.cpu_seconds() + second.cpu_seconds() - cpu0
-        if out.returncode != 0:
-            raise RuntimeError(f"{name}: loadgen failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
-        r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
-        delivered = r["received"] if sh["subs"] else r["published"]
-        rate = r["delivered_rate"] if sh["request"] else delivered / r["seconds"]
-        res = {"rate": rate, "cpu_per_msg_ns": cpu / delivered * 1e9,
-               "rss_kib": first.status_kib("VmHWM") + second.status_kib("VmHWM")}
-        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
-            if r.get(k) is not None:
-                res[k] = r[k]
-        return res
+        return measure_across(first, second, name, sh)
     finally:
         first.stop()
         if second:
@@ -395,20 +401,7 @@ def measure_leaf(argv, name, sh, args):
         leaf = Server(argv + ["-c", leaf_conf])
         pub, sub = (hub, leaf) if sh["leaf"] == "down" else (leaf, hub)
         wait_route(pub.port, sub.port)
-        cmd = loadgen_cmd(sh, pub.port) + ["--sub-server", f"127.0.0.1:{sub.port}", "--settle-ms", "200"]
-        cpu0 = hub.cpu_seconds() + leaf.cpu_seconds()
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        cpu = hub.cpu_seconds() + leaf.cpu_seconds() - cpu0
-        if out.returncode != 0:
-            raise RuntimeError(f"{name}: loadgen failed ({out.returncode}): {out.stdout[-2000:]} {out.stderr[-2000:]}")
-        r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
-        delivered = r["received"] if sh["subs"] else r["published"]
-        res = {"rate": delivered / r["seconds"], "cpu_per_msg_ns": cpu / delivered * 1e9,
-               "rss_kib": hub.status_kib("VmHWM") + leaf.status_kib("VmHWM")}
-        for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
-            if r.get(k) is not None:
-                res[k] = r[k]
-        return res
+        return measure_across(pub, sub, name, sh)
     finally:
         hub.stop()
         if leaf:

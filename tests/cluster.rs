@@ -123,6 +123,28 @@ fn full_mesh(nodes: &[common::Proc]) {
     }
 }
 
+/// `n` messages from every client to every other, each run in order,
+/// once its subscription's interest has crossed.
+async fn every_pair_in_order(clients: &[async_nats::Client], prefix: &str, n: usize, what: &str) {
+    for (i, from) in clients.iter().enumerate() {
+        for (j, to) in clients.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let subject = format!("{prefix}.{i}.{j}");
+            let mut sub = to.subscribe(subject.clone()).await.unwrap();
+            common::links::await_crossing(from, &mut sub, &subject).await;
+            for k in 0..n {
+                from.publish(subject.clone(), k.to_string().into()).await.unwrap();
+            }
+            from.flush().await.unwrap();
+            for k in 0..n {
+                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {i}->{j} in order");
+            }
+        }
+    }
+}
+
 async fn mesh_behaves(kinds: [Kind; 3]) {
     let nodes = cluster(kinds, &["-m", "-1"]);
     full_mesh(&nodes);
@@ -131,24 +153,7 @@ async fn mesh_behaves(kinds: [Kind; 3]) {
         clients.push(client(n).await);
     }
     // Every ordered pair carries 1000 messages in order.
-    for i in 0..3 {
-        for j in 0..3 {
-            if i == j {
-                continue;
-            }
-            let subject = format!("pair.{i}.{j}");
-            let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
-            common::links::await_crossing(&clients[i], &mut sub, &subject).await;
-            for k in 0..1000 {
-                clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
-            }
-            clients[i].flush().await.unwrap();
-            for k in 0..1000 {
-                let m = next(&mut sub).await;
-                assert_eq!(m.payload, k.to_string(), "{kinds:?}: {i}->{j} in order");
-            }
-        }
-    }
+    every_pair_in_order(&clients, "pair", 1000, &format!("{kinds:?}")).await;
     // Wildcards and headers cross routes.
     let mut wild = clients[2].subscribe("wild.*.>").await.unwrap();
     common::links::await_crossing(&clients[0], &mut wild, "wild.probe.x").await;
@@ -835,23 +840,7 @@ async fn route_tls_mixed_cluster() {
     for n in &nodes {
         clients.push(client(n).await);
     }
-    for i in 0..3 {
-        for j in 0..3 {
-            if i == j {
-                continue;
-            }
-            let subject = format!("tls.{i}.{j}");
-            let mut sub = clients[j].subscribe(subject.clone()).await.unwrap();
-            common::links::await_crossing(&clients[i], &mut sub, &subject).await;
-            for k in 0..100 {
-                clients[i].publish(subject.clone(), k.to_string().into()).await.unwrap();
-            }
-            clients[i].flush().await.unwrap();
-            for k in 0..100 {
-                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{i}->{j} over TLS");
-            }
-        }
-    }
+    every_pair_in_order(&clients, "tls", 100, "over TLS").await;
 
     let other_ca = common::pki::Pki::new();
     other_ca.issue(&["127.0.0.1", "localhost"], "route", "route");
@@ -887,31 +876,6 @@ fn hup(pid: u32) {
         .unwrap();
 }
 
-/// Publishes `blocked` then `marker` from `from`, and checks that the
-/// marker reaches `marker_sub` while `blocked_sub` gets nothing: messages
-/// keep their order on one route, so had `blocked` crossed it would have
-/// come first.
-async fn blocked_then_marker(
-    from: &async_nats::Client,
-    blocked: &str,
-    blocked_sub: &mut async_nats::Subscriber,
-    marker: &str,
-    marker_sub: &mut async_nats::Subscriber,
-) {
-    from.publish(blocked.to_string(), "blocked".into()).await.unwrap();
-    from.publish(marker.to_string(), "marker".into()).await.unwrap();
-    from.flush().await.unwrap();
-    loop {
-        if next(marker_sub).await.payload == "marker" {
-            break;
-        }
-    }
-    assert!(
-        timeout(Duration::from_millis(200), blocked_sub.next()).await.is_err(),
-        "{blocked} crossed the route"
-    );
-}
-
 /// Route permissions on a petrel node routed to nats-server: `import`
 /// keeps petrel's other interest to itself, `export` ignores nats-server's
 /// interest outside it and its deny list filters a wildcard's deliveries;
@@ -941,7 +905,7 @@ async fn route_permissions_filter_interest_both_ways() {
     let mut p_in = p.subscribe("in.x").await.unwrap();
     let mut p_blocked = p.subscribe("blocked.x").await.unwrap();
     common::links::await_crossing(&n, &mut p_in, "in.x").await;
-    blocked_then_marker(&n, "blocked.x", &mut p_blocked, "in.x", &mut p_in).await;
+    common::links::blocked_then_marker(&n, "blocked.x", &mut p_blocked, "in.x", &mut p_in, "route").await;
 
     // export: petrel takes nats-server's interest in out.a, not in nope.a,
     // and keeps wild.secret from a wild.> subscriber.
@@ -950,8 +914,8 @@ async fn route_permissions_filter_interest_both_ways() {
     let mut n_wild = n.subscribe("wild.>").await.unwrap();
     common::links::await_crossing(&p, &mut n_out, "out.a").await;
     common::links::await_crossing(&p, &mut n_wild, "wild.probe").await;
-    blocked_then_marker(&p, "nope.a", &mut n_nope, "out.a", &mut n_out).await;
-    blocked_then_marker(&p, "wild.secret", &mut n_wild, "out.a", &mut n_out).await;
+    common::links::blocked_then_marker(&p, "nope.a", &mut n_nope, "out.a", &mut n_out, "route").await;
+    common::links::blocked_then_marker(&p, "wild.secret", &mut n_wild, "out.a", &mut n_out, "route").await;
 
     // The INFO petrel sent carries the lists as nats-server reads them.
     let (_, routez) = common::http_get(nats.monitor_port(), "/routez?subs=1");
@@ -980,7 +944,7 @@ async fn route_permissions_filter_interest_both_ways() {
     common::links::await_crossing(&n, &mut p_blocked, "blocked.x").await;
     let mut n_probe = n.subscribe("probe.n").await.unwrap();
     common::links::await_crossing(&p, &mut n_probe, "probe.n").await;
-    blocked_then_marker(&p, "out.a", &mut n_out, "probe.n", &mut n_probe).await;
+    common::links::blocked_then_marker(&p, "out.a", &mut n_out, "probe.n", &mut n_probe, "route").await;
 
     // nats-server with route permissions of its own, widened by a reload
     // (its cluster port in the file: nats-server refuses to reload a
@@ -1003,7 +967,7 @@ async fn route_permissions_filter_interest_both_ways() {
     let mut p2_a = p2.subscribe("a.x").await.unwrap();
     let mut p2_b = p2.subscribe("b.x").await.unwrap();
     common::links::await_crossing(&n2, &mut p2_a, "a.x").await;
-    blocked_then_marker(&n2, "b.x", &mut p2_b, "a.x", &mut p2_a).await;
+    common::links::blocked_then_marker(&n2, "b.x", &mut p2_b, "a.x", &mut p2_a, "route").await;
     std::fs::write(&npath, nperms(r#"["a.>", "b.>", "probe.>"]"#)).unwrap();
     hup(nats2.pid());
     common::links::await_crossing(&n2, &mut p2_b, "b.x").await;

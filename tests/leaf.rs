@@ -357,29 +357,29 @@ async fn deny_imports_and_exports() {
         let mut ok_at_leaf = lc.subscribe("ok.x").await.unwrap();
         let mut secret_at_leaf = lc.subscribe("secret.x").await.unwrap();
         common::links::await_crossing(&ha, &mut ok_at_leaf, "ok.x").await;
-        ha.publish("secret.x", "not for the leaf".into()).await.unwrap();
-        ha.publish("ok.x", "marker".into()).await.unwrap();
-        ha.flush().await.unwrap();
-        assert_eq!(next(&mut ok_at_leaf).await.payload, "marker", "{what}");
-        assert!(
-            timeout(Duration::from_millis(300), secret_at_leaf.next())
-                .await
-                .is_err(),
-            "{what}: a denied import reached the leaf"
-        );
+        let denied_import = format!("{what}: a denied import");
+        common::links::blocked_then_marker(
+            &ha,
+            "secret.x",
+            &mut secret_at_leaf,
+            "ok.x",
+            &mut ok_at_leaf,
+            &denied_import,
+        )
+        .await;
         let mut private_at_hub = ha.subscribe("private.x").await.unwrap();
         let mut ok_at_hub = ha.subscribe("ok.y").await.unwrap();
         common::links::await_crossing(&lc, &mut ok_at_hub, "ok.y").await;
-        lc.publish("private.x", "not for the hub".into()).await.unwrap();
-        lc.publish("ok.y", "marker".into()).await.unwrap();
-        lc.flush().await.unwrap();
-        assert_eq!(next(&mut ok_at_hub).await.payload, "marker", "{what}");
-        assert!(
-            timeout(Duration::from_millis(300), private_at_hub.next())
-                .await
-                .is_err(),
-            "{what}: a denied export reached the hub"
-        );
+        let denied_export = format!("{what}: a denied export");
+        common::links::blocked_then_marker(
+            &lc,
+            "private.x",
+            &mut private_at_hub,
+            "ok.y",
+            &mut ok_at_hub,
+            &denied_export,
+        )
+        .await;
     }
 }
 

@@ -31,3 +31,29 @@ pub async fn await_crossing(from: &async_nats::Client, sub: &mut async_nats::Sub
     }
     while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
 }
+
+/// Publishes `blocked` then `marker` from `from`, and checks that the
+/// marker reaches `marker_sub` while `blocked_sub` gets nothing: messages
+/// keep their order on one link, so had `blocked` crossed it would have
+/// come first. `what` names the case in failures.
+pub async fn blocked_then_marker(
+    from: &async_nats::Client,
+    blocked: &str,
+    blocked_sub: &mut async_nats::Subscriber,
+    marker: &str,
+    marker_sub: &mut async_nats::Subscriber,
+    what: &str,
+) {
+    from.publish(blocked.to_string(), "blocked".into()).await.unwrap();
+    from.publish(marker.to_string(), "marker".into()).await.unwrap();
+    from.flush().await.unwrap();
+    loop {
+        if next(marker_sub).await.payload == "marker" {
+            break;
+        }
+    }
+    assert!(
+        timeout(Duration::from_millis(300), blocked_sub.next()).await.is_err(),
+        "{what}: {blocked} crossed"
+    );
+}

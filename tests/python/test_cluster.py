@@ -20,6 +20,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from test_tls import make_pki
+
 PETREL = os.environ.get("PETREL_BIN", "target/debug/petrel")
 NATS_SERVER = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
 
@@ -114,6 +116,29 @@ async def crossing(pub, sub, subject):
     await s.unsubscribe()
 
 
+async def fails_over(nodes, nc, other, subject):
+    """`nc`, connected to nodes[0], learns the other servers from INFO;
+    after nodes[0] is killed it reconnects to one of them and resubscribes,
+    so a message `other` publishes on `subject` reaches it again."""
+    # Discovered from INFO (the first and after it).
+    await wait_for(lambda: {f"{u.hostname}:{u.port}" for u in nc.discovered_servers}
+                   >= {nodes[1].addr, nodes[2].addr})
+    got = []
+    await nc.subscribe(subject, cb=collector(got))
+    await nc.flush()
+    await crossing(other, nc, subject + ".probe")
+    nodes[0].stop()  # SIGKILL
+
+    async def until_received():
+        while b"after" not in got:
+            await other.publish(subject, b"after")
+            await other.flush()
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(until_received(), 20)
+    assert nc.connected_url.port in (nodes[1].port, nodes[2].port)
+
+
 def test_servers_are_discovered_and_clients_fail_over():
     nodes = cluster()
 
@@ -124,25 +149,9 @@ def test_servers_are_discovered_and_clients_fail_over():
                                 reconnect_time_wait=0.2)
         other = await nats.connect(nodes[2].url(), user="app", password="app")
         try:
-            # Discovered from INFO (the first and after it).
-            await wait_for(lambda: {f"{u.hostname}:{u.port}" for u in nc.discovered_servers}
-                           >= {nodes[1].addr, nodes[2].addr})
-            got = []
-            await nc.subscribe("failover", cb=collector(got))
-            await nc.flush()
-            await crossing(other, nc, "failover.probe")
-            nodes[0].stop()  # SIGKILL
             # nats-py reconnects to a discovered server, with the user and
             # password of the URL it was given, and resubscribes.
-
-            async def until_received():
-                while b"after" not in got:
-                    await other.publish("failover", b"after")
-                    await other.flush()
-                    await asyncio.sleep(0.1)
-
-            await asyncio.wait_for(until_received(), 20)
-            assert nc.connected_url.port in (nodes[1].port, nodes[2].port)
+            await fails_over(nodes, nc, other, "failover")
         finally:
             await nc.close()
             await other.close()
@@ -183,27 +192,13 @@ def test_the_server_pool_as_nodes_shut_down_one_by_one():
             n.stop()
 
 
-def make_localhost_cert(d):
-    """A throwaway CA and a server certificate for the name localhost only
-    (no IP address), so a client reaching a server by address must verify
-    it by the name it first used."""
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=petrel test CA",
-        "-keyout", f"{d}/ca-key.pem", "-out", f"{d}/ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", f"{d}/server-key.pem",
-        "-out", f"{d}/server.csr")
-    with open(f"{d}/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:localhost\n")
-    run("x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca-key.pem",
-        "-CAcreateserial", "-days", "2", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/server.pem")
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
 def test_tls_clients_reconnect_by_address_to_a_discovered_server():
     d = tempfile.mkdtemp()
-    make_localhost_cert(d)
+    # A server certificate for the name localhost only (no IP address), so
+    # a client reaching a server by address must verify it by the name it
+    # first used.
+    make_pki(d, san="DNS:localhost")
     tls = ["--tls", "--tlscert", f"{d}/server.pem", "--tlskey", f"{d}/server-key.pem"]
     first = Node(PETREL, extra=tls)
     nodes = [first, Node(NATS_SERVER, seed=first, extra=tls), Node(PETREL, seed=first, extra=tls)]
@@ -215,25 +210,9 @@ def test_tls_clients_reconnect_by_address_to_a_discovered_server():
                                 user="app", password="app", max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         other = await nats.connect(f"tls://localhost:{nodes[2].port}", tls=ctx, user="app", password="app")
         try:
-            await wait_for(lambda: {f"{u.hostname}:{u.port}" for u in nc.discovered_servers}
-                           >= {nodes[1].addr, nodes[2].addr})
-            got = []
-            await nc.subscribe("tls.failover", cb=collector(got))
-            await nc.flush()
-            await crossing(other, nc, "tls.failover")
-            got.clear()
-            nodes[0].stop()
-
-            async def until_received():
-                while b"after" not in got:
-                    await other.publish("tls.failover", b"after")
-                    await other.flush()
-                    await asyncio.sleep(0.1)
-
-            await asyncio.wait_for(until_received(), 20)
+            await fails_over(nodes, nc, other, "tls.failover")
             # Reconnected by address, verified as localhost.
             assert nc.connected_url.hostname == "127.0.0.1", nc.connected_url
-            assert nc.connected_url.port in (nodes[1].port, nodes[2].port)
         finally:
             await nc.close()
             await other.close()

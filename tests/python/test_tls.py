@@ -16,7 +16,8 @@ import nats
 from test_nats_py import Server, ready
 
 
-def make_pki(d):
+def make_pki(d, san="IP:127.0.0.1,DNS:localhost"):
+    """A throwaway CA and a server certificate for `san` in `d`."""
     def run(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
@@ -25,7 +26,7 @@ def make_pki(d):
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=petrel", "-keyout", f"{d}/server-key.pem",
         "-out", f"{d}/server.csr")
     with open(f"{d}/ext.cnf", "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        f.write(f"subjectAltName={san}\n")
     run("x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca-key.pem",
         "-CAcreateserial", "-days", "2", "-extfile", f"{d}/ext.cnf", "-out", f"{d}/server.pem")
 
