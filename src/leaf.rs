@@ -34,8 +34,9 @@ pub struct LeafSnapshot {
     pub out_msgs: u64,
     /// Bytes to the peer.
     pub out_bytes: u64,
-    /// The subjects of the peer's subscriptions here.
-    pub subjects: Vec<String>,
+    /// The subjects of the peer's subscriptions here (shared with the
+    /// shard's table: publishing a snapshot copies no strings).
+    pub subjects: Arc<Vec<String>>,
     /// The last PING's round trip.
     pub rtt: Option<std::time::Duration>,
 }

@@ -22,6 +22,10 @@ pub struct LeafEntry {
     pub(super) stream: Stream,
     /// The last PING's round trip.
     pub(super) rtt: Option<std::time::Duration>,
+    /// The subjects of its subscriptions as monitoring last took them,
+    /// and whether `LS+`/`LS-` changed them since (taken again only then).
+    pub(super) subjects: std::sync::Arc<Vec<String>>,
+    pub(super) subjects_stale: bool,
 }
 
 /// A shard's leaf connections.

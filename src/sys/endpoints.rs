@@ -776,7 +776,7 @@ pub fn leafz(shared: &Shared, subs: bool, acc: Option<&str>) -> Value {
                 v["rtt"] = json!(format!("{rtt:?}"));
             }
             if subs && !c.subjects.is_empty() {
-                v["subscriptions_list"] = json!(c.subjects);
+                v["subscriptions_list"] = json!(c.subjects.as_slice());
             }
             v
         })

@@ -155,6 +155,8 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             port,
             stream: stream.clone(),
             rtt: None,
+            subjects: Default::default(),
+            subjects_stale: false,
         },
     );
     let deny_imports = spoke
@@ -473,10 +475,12 @@ impl Link<'_> {
                     .core
                     .borrow_mut()
                     .subscribe_leaf(self.cid, subject, queue.map(|q| q.0), &sid);
+                self.subjects_changed();
             }
             RouteOp::Unsub { subject, queue, .. } => {
                 let sid = leaf_sid(subject, queue);
                 self.shard.core.borrow_mut().unsubscribe(self.cid, &sid, None);
+                self.subjects_changed();
             }
             RouteOp::Msg(m) => {
                 if self.denied_import(m.subject) {
@@ -510,6 +514,13 @@ impl Link<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Monitoring takes the subscriptions' subjects again at its next poll.
+    fn subjects_changed(&self) {
+        if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
+            e.subjects_stale = true;
+        }
     }
 
     fn lds(&self) -> String {

@@ -105,17 +105,21 @@ async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpSt
 }
 
 /// The shard's periodic leaf work: hands its leaf connections to the
-/// registry for monitoring.
+/// registry for monitoring (their subjects taken again only after
+/// `LS+`/`LS-` changed them).
 pub fn poll_leafs(shard: &Shard) {
     let Some(l) = shard.shared.leaf.get() else { return };
     let core = shard.core.borrow();
     let snaps = shard
         .leafs
         .conns
-        .borrow()
-        .iter()
+        .borrow_mut()
+        .iter_mut()
         .filter_map(|(cid, e)| {
             let c = core.conn(*cid)?;
+            if std::mem::take(&mut e.subjects_stale) {
+                e.subjects = std::sync::Arc::new(core.subjects_of(*cid));
+            }
             Some(crate::leaf::LeafSnapshot {
                 cid: cid.0,
                 name: e.name.clone(),
@@ -127,7 +131,7 @@ pub fn poll_leafs(shard: &Shard) {
                 in_bytes: c.in_bytes,
                 out_msgs: c.out_msgs,
                 out_bytes: c.out_bytes,
-                subjects: core.subjects_of(*cid),
+                subjects: e.subjects.clone(),
                 rtt: e.rtt,
             })
         })
