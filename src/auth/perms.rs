@@ -90,6 +90,14 @@ impl SubjectRule {
         self.allow.is_none() && self.deny.is_none()
     }
 
+    /// A rule that admits everything but `deny`.
+    pub fn all_but(deny: PatternList) -> SubjectRule {
+        SubjectRule {
+            allow: None,
+            deny: Some(deny),
+        }
+    }
+
     /// Whether `subj` passes the allow list and then the deny list
     /// (queue-specific entries aside).
     pub fn admits(&self, subj: &[u8]) -> bool {
@@ -133,6 +141,16 @@ pub struct Permissions {
 }
 
 impl Permissions {
+    /// Permissions that only keep `deny` from what a link is sent (its
+    /// wildcard interest covers more): a route's export deny list, a
+    /// leaf's deny_exports.
+    pub fn sent_all_but(deny: PatternList) -> Permissions {
+        Permissions {
+            subscribe: SubjectRule::all_but(deny),
+            ..Default::default()
+        }
+    }
+
     /// Normalises as nats-server does when it installs permissions.
     pub fn normalized(mut self) -> Permissions {
         if self.response.is_some() && self.publish.allow.is_none() {

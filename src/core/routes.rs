@@ -220,13 +220,9 @@ impl ShardCore {
     pub fn set_route_deny(&mut self, cid: ConnId, deny: Option<crate::auth::perms::PatternList>) {
         if let Some(c) = self.conns.get_mut(&cid) {
             c.perms = deny.map(|d| {
-                crate::auth::perms::ConnPermissions::new(std::sync::Arc::new(crate::auth::perms::Permissions {
-                    subscribe: crate::auth::perms::SubjectRule {
-                        allow: None,
-                        deny: Some(d),
-                    },
-                    ..Default::default()
-                }))
+                crate::auth::perms::ConnPermissions::new(std::sync::Arc::new(
+                    crate::auth::perms::Permissions::sent_all_but(d),
+                ))
             });
         }
     }

@@ -109,7 +109,7 @@ struct Link<'a> {
     who: &'a str,
     spoke: Option<&'a Spoke>,
     /// Spoke: subjects not taken from the hub (`deny_imports`).
-    deny_imports: Option<PatternList>,
+    deny_imports: Option<SubjectRule>,
     state: &'a RefCell<State>,
 }
 
@@ -162,7 +162,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
     let deny_imports = spoke
         .as_ref()
         .filter(|s| !s.remote.deny_imports.is_empty())
-        .map(|s| PatternList::new(&s.remote.deny_imports));
+        .map(|s| SubjectRule::all_but(PatternList::new(&s.remote.deny_imports)));
     let link = Link {
         shard: &shard,
         cid,
@@ -529,12 +529,7 @@ impl Link<'_> {
 
     /// Spoke: whether `deny_imports` keeps `subject` from this server.
     fn denied_import(&self, subject: &[u8]) -> bool {
-        let Some(deny) = &self.deny_imports else { return false };
-        let rule = crate::auth::perms::SubjectRule {
-            allow: None,
-            deny: Some(deny.clone()),
-        };
-        !rule.admits(subject)
+        self.deny_imports.as_ref().is_some_and(|r| !r.admits(subject))
     }
 
     /// Hub: a leaf's CONNECT: checks, authentication, then the confirming
@@ -882,22 +877,10 @@ impl Link<'_> {
     fn filters(&self, deny_pub: &[String]) -> (Option<SubjectRule>, Option<Arc<Permissions>>) {
         let list = |l: &[String]| (!l.is_empty()).then(|| PatternList::new(l));
         match self.spoke {
-            Some(s) => {
-                let tellable = list(&s.remote.deny_imports).map(|d| SubjectRule {
-                    allow: None,
-                    deny: Some(d),
-                });
-                let perms = list(&s.remote.deny_exports).map(|d| {
-                    Arc::new(Permissions {
-                        subscribe: SubjectRule {
-                            allow: None,
-                            deny: Some(d),
-                        },
-                        ..Default::default()
-                    })
-                });
-                (tellable, perms)
-            }
+            Some(s) => (
+                self.deny_imports.clone(),
+                list(&s.remote.deny_exports).map(|d| Arc::new(Permissions::sent_all_but(d))),
+            ),
             None => {
                 let user = self.state.borrow().perms.clone();
                 let tellable = user.as_ref().map(|p| p.publish.clone()).filter(|r| !r.is_open());
