@@ -1,7 +1,9 @@
 //! The cluster registry (control plane): which peer servers this one knows,
-//! their route connections by pool index, the client URLs they advertise
-//! (for client INFO `connect_urls`) and the routes shards should dial.
-//! Touched when routes come and go, never on the publish path.
+//! their route connections (pooled ones by pool index, pinned ones by
+//! account), the client URLs they advertise (for client INFO
+//! `connect_urls`) and the routes shards should dial. Touched when routes
+//! come and go, never on the publish path. How accounts are spread over a
+//! peer's connections is the [`RoutePool`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,8 +15,73 @@ use crate::ids::{ConnId, ShardId};
 use crate::options::ClusterOptions;
 use crate::route_tls::RouteTls;
 
-/// Bytes for every route but the one to the named peer.
-pub type Announcement = (Option<String>, Vec<u8>);
+/// Bytes for one route connection of the shard it is queued for.
+pub type Announcement = (ConnId, Vec<u8>);
+
+/// How this server spreads accounts over the connections to one peer, as
+/// nats-server pools routes: `size` pooled connections, an account on the
+/// one its name hashes to, and pinned accounts (configured `accounts`, and
+/// the system account) on a connection of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutePool {
+    /// Pooled connections per peer; `None` with `pool_size: -1` (one
+    /// connection per peer, every account on it, nothing pinned).
+    pub size: Option<usize>,
+    /// Accounts with a route of their own.
+    pub pinned: Vec<String>,
+}
+
+/// Where an account's interest and messages go among one peer's routes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteScope {
+    /// The one connection to a peer that does not pool (or when this
+    /// server does not): every account, named on the wire.
+    NoPool,
+    /// The pooled connection at this index: the accounts whose name
+    /// hashes to it, named on the wire.
+    Pooled(usize),
+    /// A connection dedicated to one account, never named on the wire.
+    Pinned(String),
+}
+
+impl RoutePool {
+    /// The pool `opts` configure, pinning `system` (the system account's
+    /// name) as nats-server does whenever routes are pooled.
+    pub fn new(opts: &ClusterOptions, system: &str) -> RoutePool {
+        let size = match opts.pool_size {
+            Some(n) if n < 0 => return RoutePool::default(),
+            Some(n) if n > 0 => n as usize,
+            _ => crate::options::DEFAULT_ROUTE_POOL_SIZE as usize,
+        };
+        let mut pinned = opts.pinned_accounts.clone();
+        if !pinned.iter().any(|a| a == system) {
+            pinned.push(system.to_string());
+        }
+        RoutePool {
+            size: Some(size),
+            pinned,
+        }
+    }
+
+    /// The INFO's `route_pool_size` (0: not sent).
+    pub fn advertised(&self) -> i32 {
+        self.size.map_or(0, |n| n as i32)
+    }
+
+    /// Whether `account` has a route of its own.
+    pub fn is_pinned(&self, account: &str) -> bool {
+        self.pinned.iter().any(|a| a == account)
+    }
+
+    /// Whether a connection of `scope` carries `account`'s interest.
+    pub fn carries(&self, scope: &RouteScope, account: &str) -> bool {
+        match scope {
+            RouteScope::NoPool => true,
+            RouteScope::Pinned(a) => a == account,
+            RouteScope::Pooled(i) => !self.is_pinned(account) && pool_index(account, self.size.unwrap_or(1)) == *i,
+        }
+    }
+}
 
 /// A route connection to dial.
 #[derive(Debug, Clone)]
@@ -29,6 +96,25 @@ pub struct Dial {
     /// The `gossip_mode` the INFO that taught us this route carried,
     /// echoed in our INFO on it.
     pub gossip_mode: u8,
+    /// The pinned account this connection is for (`route_account`).
+    pub account: Option<String>,
+    /// The first connection to the URL (dialed for good if configured);
+    /// the others fill a peer's pool and end once it is full.
+    pub primary: bool,
+}
+
+impl Dial {
+    /// A first connection to `url` (`text` as configured or learned).
+    pub fn new(url: RouteUrl, text: String, configured: bool, gossip_mode: u8) -> Dial {
+        Dial {
+            url,
+            text,
+            configured,
+            gossip_mode,
+            account: None,
+            primary: true,
+        }
+    }
 }
 
 /// One route connection's counters, published by its shard from its
@@ -68,8 +154,8 @@ pub struct RouteConn {
     pub port: u16,
     /// When it registered.
     pub start: SystemTime,
-    /// Pool index.
-    pub pool_idx: usize,
+    /// Which accounts it carries.
+    pub scope: RouteScope,
 }
 
 /// A peer server of the cluster.
@@ -81,19 +167,63 @@ pub struct Peer {
     pub route_url: String,
     /// Its client URLs.
     pub client_urls: Vec<String>,
-    /// Its route connections, by pool index.
+    /// Its pooled route connections by pool index (index 0 only for a
+    /// peer that does not pool).
     pub conns: BTreeMap<usize, RouteConn>,
-    /// Its pool size.
+    /// Its connections dedicated to one account.
+    pub pinned: BTreeMap<String, RouteConn>,
+    /// The pool size it advertised (0: it does not pool).
     pub pool_size: usize,
+}
+
+impl Peer {
+    /// Every route connection to it, pooled then pinned.
+    pub fn all_conns(&self) -> impl Iterator<Item = &RouteConn> {
+        self.conns.values().chain(self.pinned.values())
+    }
+
+    /// The connection gossip about other servers goes on: the pooled one
+    /// with the lowest index.
+    fn carrier(&self) -> Option<&RouteConn> {
+        self.conns.values().next()
+    }
+}
+
+/// What a dialer should do about one of its routes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Dial: the connection it is for is missing.
+    Dial,
+    /// Wait and look again: the connection is there (made by either side).
+    Wait,
+    /// Stop: nothing is left for this dialer to fill.
+    Done,
 }
 
 /// Why a route could not register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// This pool index of that peer is already connected.
+    /// This pool index (or pinned account) of that peer is already
+    /// connected.
     Duplicate,
     /// The route leads back to this server.
     ToSelf,
+    /// Every pool index of that peer is connected already.
+    PoolFull,
+}
+
+/// Where a route asks to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// A peer without pooling (or this server has none): its one route.
+    NoPool,
+    /// The pool index the dialing peer chose.
+    Index(usize),
+    /// This server dialed: the first free index of a pool of this size
+    /// (0 when the peer has no route yet).
+    FirstFree(usize),
+    /// The account's dedicated route.
+    Pinned(String),
 }
 
 /// The registry.
@@ -115,13 +245,16 @@ pub struct Cluster {
     pub generation: AtomicU64,
     /// Where this server's routes listen (`host:port`), once bound.
     pub listen: Mutex<Option<String>>,
-    dialing: Mutex<HashSet<String>>,
+    dialing: Mutex<HashSet<(String, Option<String>)>>,
     /// Configured routes a reload added, for a shard to start dialing.
     added_routes: Mutex<Vec<String>>,
     /// Route TLS in force (`cluster { tls }`), for new route connections.
     tls: Mutex<Option<Arc<RouteTls>>>,
     /// Each shard's route counters, as it last published them.
     counters: Vec<Mutex<Vec<RouteCounters>>>,
+    /// Dials each shard is asked to make (a pool's further connections).
+    dial_requests: Vec<Mutex<Vec<Dial>>>,
+    next_dialer: AtomicU64,
 }
 
 impl Cluster {
@@ -141,6 +274,8 @@ impl Cluster {
             added_routes: Mutex::new(Vec::new()),
             tls: Mutex::new(None),
             counters: (0..nshards).map(|_| Mutex::new(Vec::new())).collect(),
+            dial_requests: (0..nshards).map(|_| Mutex::new(Vec::new())).collect(),
+            next_dialer: AtomicU64::new(0),
         }
     }
 
@@ -229,28 +364,71 @@ impl Cluster {
         self.opts.lock().expect("cluster lock").name.is_none()
     }
 
-    /// Registers a route connection to `peer` at `conn.pool_idx`.
-    pub fn register(&self, peer_id: &str, peer: Peer, conn: RouteConn) -> Result<(), Refused> {
+    /// Registers a route connection to `peer` in `slot`: the scope it
+    /// carries, and whether it is the peer's first pooled (or only)
+    /// connection (gossip and client URLs go with that one).
+    pub fn register(
+        &self,
+        peer_id: &str,
+        peer: Peer,
+        mut conn: RouteConn,
+        slot: Slot,
+    ) -> Result<(RouteScope, bool), Refused> {
         if peer_id == self.server_id {
             return Err(Refused::ToSelf);
         }
         let mut peers = self.peers.lock().expect("cluster lock");
         let p = peers.entry(peer_id.to_string()).or_default();
-        if p.conns.contains_key(&conn.pool_idx) {
-            return Err(Refused::Duplicate);
+        let first = p.conns.is_empty();
+        let scope = match slot {
+            Slot::Pinned(acc) => {
+                if p.pinned.contains_key(&acc) {
+                    return Err(Refused::Duplicate);
+                }
+                RouteScope::Pinned(acc)
+            }
+            Slot::NoPool if !first => return Err(Refused::Duplicate),
+            Slot::NoPool => RouteScope::NoPool,
+            Slot::Index(i) if p.conns.contains_key(&i) => return Err(Refused::Duplicate),
+            Slot::Index(i) => RouteScope::Pooled(i),
+            Slot::FirstFree(n) => {
+                let n = n.max(p.pool_size).max(1);
+                match (0..n).find(|i| !p.conns.contains_key(i)) {
+                    Some(i) => RouteScope::Pooled(i),
+                    None => return Err(Refused::PoolFull),
+                }
+            }
+        };
+        let urls_changed = first && p.client_urls != peer.client_urls;
+        if first {
+            p.client_urls = peer.client_urls;
         }
-        let urls_changed = p.client_urls != peer.client_urls;
         p.name = peer.name;
-        p.route_url = peer.route_url;
-        p.client_urls = peer.client_urls;
+        if !peer.route_url.is_empty() {
+            p.route_url = peer.route_url;
+        }
         p.pool_size = peer.pool_size;
-        p.conns.insert(conn.pool_idx, conn);
+        conn.scope = scope.clone();
+        let gossip = match &scope {
+            RouteScope::Pinned(acc) => {
+                p.pinned.insert(acc.clone(), conn);
+                false
+            }
+            RouteScope::NoPool => {
+                p.conns.insert(0, conn);
+                true
+            }
+            RouteScope::Pooled(i) => {
+                p.conns.insert(*i, conn);
+                first
+            }
+        };
         drop(peers);
         if urls_changed {
             self.urls_generation.fetch_add(1, Relaxed);
         }
         self.generation.fetch_add(1, Relaxed);
-        Ok(())
+        Ok((scope, gossip))
     }
 
     /// Forgets a route connection; the peer goes when its last one does.
@@ -259,7 +437,8 @@ impl Cluster {
         let mut peers = self.peers.lock().expect("cluster lock");
         let Some(p) = peers.get_mut(peer_id) else { return false };
         p.conns.retain(|_, c| c.cid != cid);
-        let gone = p.conns.is_empty();
+        p.pinned.retain(|_, c| c.cid != cid);
+        let gone = p.conns.is_empty() && p.pinned.is_empty();
         if gone {
             let had_urls = !p.client_urls.is_empty();
             peers.remove(peer_id);
@@ -269,6 +448,40 @@ impl Cluster {
         }
         self.generation.fetch_add(1, Relaxed);
         gone
+    }
+
+    /// What the dialer of `d` should do now, `pool` being this server's.
+    pub fn need(&self, d: &Dial, pool: &RoutePool) -> Need {
+        let peer_id = self.url_peers.lock().expect("cluster lock").get(&d.text).cloned();
+        let peers = self.peers.lock().expect("cluster lock");
+        let peer = peer_id.as_ref().and_then(|id| peers.get(id));
+        // A configured route's own dialer stays to redial it; a pool's
+        // further dialers and implicit ones end once nothing is missing.
+        let keep = if d.configured && d.primary {
+            Need::Wait
+        } else {
+            Need::Done
+        };
+        if let Some(acc) = &d.account {
+            if pool.size.is_none() || !pool.is_pinned(acc) {
+                return Need::Done;
+            }
+            return match peer {
+                Some(p) if p.pinned.contains_key(acc) => keep,
+                Some(p) if !p.conns.is_empty() && p.pool_size == 0 => Need::Done,
+                _ => Need::Dial,
+            };
+        }
+        let full = |p: &Peer| {
+            let n = pool.size.unwrap_or(1).max(p.pool_size);
+            p.pool_size == 0 || pool.size.is_none() || p.conns.len() >= n
+        };
+        match peer {
+            Some(p) if !p.conns.is_empty() && full(p) => keep,
+            Some(p) if !p.conns.is_empty() => Need::Dial,
+            _ if d.primary => Need::Dial,
+            _ => Need::Done,
+        }
     }
 
     /// Updates a peer's client URLs (an INFO it sent later).
@@ -293,13 +506,15 @@ impl Cluster {
         self.peers.lock().expect("cluster lock").clone()
     }
 
-    /// Whether a route to `peer_id` at `pool_idx` is registered.
-    pub fn is_connected(&self, peer_id: &str, pool_idx: usize) -> bool {
-        self.peers
-            .lock()
-            .expect("cluster lock")
-            .get(peer_id)
-            .is_some_and(|p| p.conns.contains_key(&pool_idx))
+    /// Whether `peer_id` has a pooled (or its only) route, and for
+    /// `account`, that account's route too.
+    pub fn is_connected(&self, peer_id: &str, account: Option<&str>) -> bool {
+        let peers = self.peers.lock().expect("cluster lock");
+        let Some(p) = peers.get(peer_id) else { return false };
+        match account {
+            None => !p.conns.is_empty(),
+            Some(a) => p.pinned.contains_key(a) || p.pool_size == 0 && !p.conns.is_empty(),
+        }
     }
 
     /// Route URLs of every known peer (gossip to a new peer).
@@ -323,15 +538,19 @@ impl Cluster {
     }
 
     /// Claims `d` for dialing: false when the same URL is being dialed
-    /// already.
+    /// already for the same account (or for the pool).
     pub fn start_dial(&self, d: &Dial) -> bool {
-        self.dialing.lock().expect("cluster lock").insert(d.text.clone())
+        self.dialing.lock().expect("cluster lock").insert(Self::dial_key(d))
     }
 
     /// A dial ended (its route closed, or it gave up): the URL may be
     /// dialed again.
     pub fn dial_done(&self, d: &Dial) {
-        self.dialing.lock().expect("cluster lock").remove(&d.text);
+        self.dialing.lock().expect("cluster lock").remove(&Self::dial_key(d));
+    }
+
+    fn dial_key(d: &Dial) -> (String, Option<String>) {
+        (d.text.clone(), d.account.clone())
     }
 
     /// Remembers which server a configured URL leads to.
@@ -348,12 +567,6 @@ impl Cluster {
         self.url_peers.lock().expect("cluster lock").get(url) == Some(&self.server_id)
     }
 
-    /// The server a configured URL led to last, when it is connected now.
-    pub fn url_connected(&self, url: &str) -> bool {
-        let id = self.url_peers.lock().expect("cluster lock").get(url).cloned();
-        id.is_some_and(|id| self.peers.lock().expect("cluster lock").contains_key(&id))
-    }
-
     /// Whether `host:port` is one of the configured routes.
     pub fn is_configured(&self, host: &str, port: u16) -> bool {
         self.opts
@@ -365,12 +578,40 @@ impl Cluster {
             .any(|u| u.port == port && u.host == host)
     }
 
-    /// Queues `bytes` for every registered route but the one to `skip`.
+    /// Queues `bytes` for one route of every peer but `skip` (its first
+    /// pooled, or only, connection), on the shard that owns it.
     pub fn announce(&self, skip: Option<&str>, bytes: Vec<u8>) {
-        for a in &self.announcements {
-            a.lock()
-                .expect("cluster lock")
-                .push((skip.map(str::to_string), bytes.clone()));
+        let targets: Vec<(ShardId, ConnId)> = self
+            .peers
+            .lock()
+            .expect("cluster lock")
+            .iter()
+            .filter(|(id, _)| Some(id.as_str()) != skip)
+            .filter_map(|(_, p)| p.carrier().map(|c| (c.shard, c.cid)))
+            .collect();
+        self.queue_for(targets, bytes);
+    }
+
+    /// Queues a pinned route's gossip (`bytes`, an INFO naming `account`)
+    /// for the other peers that pool: on their route for that account, or
+    /// their first pooled one; never to peers that do not pool.
+    pub fn announce_pinned(&self, skip: &str, account: &str, bytes: Vec<u8>) {
+        let targets: Vec<(ShardId, ConnId)> = self
+            .peers
+            .lock()
+            .expect("cluster lock")
+            .iter()
+            .filter(|(id, p)| id.as_str() != skip && p.pool_size > 0)
+            .filter_map(|(_, p)| p.pinned.get(account).or_else(|| p.carrier()).map(|c| (c.shard, c.cid)))
+            .collect();
+        self.queue_for(targets, bytes);
+    }
+
+    fn queue_for(&self, targets: Vec<(ShardId, ConnId)>, bytes: Vec<u8>) {
+        for (shard, cid) in targets {
+            if let Some(a) = self.announcements.get(shard.index()) {
+                a.lock().expect("cluster lock").push((cid, bytes.clone()));
+            }
         }
     }
 
@@ -383,13 +624,29 @@ impl Cluster {
         )
     }
 
+    /// Asks a shard (in turn) to dial `d`: a pool's further connections
+    /// spread over the shards.
+    pub fn request_dial(&self, d: Dial) {
+        let n = self.dial_requests.len();
+        let i = self.next_dialer.fetch_add(1, Relaxed) as usize % n;
+        self.dial_requests[i].lock().expect("cluster lock").push(d);
+    }
+
+    /// Dials asked of shard `shard`.
+    pub fn take_dial_requests(&self, shard: ShardId) -> Vec<Dial> {
+        self.dial_requests
+            .get(shard.index())
+            .map(|q| std::mem::take(&mut *q.lock().expect("cluster lock")))
+            .unwrap_or_default()
+    }
+
     /// Number of route connections.
     pub fn route_count(&self) -> usize {
         self.peers
             .lock()
             .expect("cluster lock")
             .values()
-            .map(|p| p.conns.len())
+            .map(|p| p.conns.len() + p.pinned.len())
             .sum()
     }
 }
@@ -427,7 +684,7 @@ pub fn pool_index(account: &str, pool_size: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn conn(cid: u64, idx: usize) -> RouteConn {
+    fn conn(cid: u64) -> RouteConn {
         RouteConn {
             cid: ConnId(cid),
             shard: ShardId(0),
@@ -436,7 +693,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             port: 1,
             start: SystemTime::now(),
-            pool_idx: idx,
+            scope: RouteScope::NoPool,
         }
     }
 
@@ -446,16 +703,115 @@ mod tests {
         let peer = || Peer {
             name: "b".into(),
             client_urls: vec!["127.0.0.1:4223".into()],
+            pool_size: 3,
             ..Default::default()
         };
-        assert_eq!(c.register("ME", peer(), conn(1, 0)), Err(Refused::ToSelf));
-        assert_eq!(c.register("B", peer(), conn(1, 0)), Ok(()));
-        assert_eq!(c.register("B", peer(), conn(2, 0)), Err(Refused::Duplicate));
-        assert_eq!(c.register("B", peer(), conn(3, 1)), Ok(()));
+        assert_eq!(c.register("ME", peer(), conn(1), Slot::Index(0)), Err(Refused::ToSelf));
+        assert_eq!(
+            c.register("B", peer(), conn(1), Slot::Index(1)),
+            Ok((RouteScope::Pooled(1), true))
+        );
+        assert_eq!(
+            c.register("B", peer(), conn(2), Slot::Index(1)),
+            Err(Refused::Duplicate)
+        );
+        // A dialer takes the first free index; the pool is max(ours, theirs).
+        assert_eq!(
+            c.register("B", peer(), conn(3), Slot::FirstFree(2)),
+            Ok((RouteScope::Pooled(0), false))
+        );
+        assert_eq!(
+            c.register("B", peer(), conn(4), Slot::FirstFree(2)),
+            Ok((RouteScope::Pooled(2), false))
+        );
+        assert_eq!(
+            c.register("B", peer(), conn(5), Slot::FirstFree(2)),
+            Err(Refused::PoolFull)
+        );
+        let sys = Slot::Pinned("$SYS".into());
+        assert_eq!(
+            c.register("B", peer(), conn(6), sys.clone()),
+            Ok((RouteScope::Pinned("$SYS".into()), false))
+        );
+        assert_eq!(c.register("B", peer(), conn(7), sys), Err(Refused::Duplicate));
+        assert_eq!(c.route_count(), 4);
         assert_eq!(c.client_urls(), vec!["127.0.0.1:4223".to_string()]);
-        assert!(!c.unregister("B", ConnId(1)));
-        assert!(c.unregister("B", ConnId(3)));
+        for cid in [1, 3, 4] {
+            assert!(!c.unregister("B", ConnId(cid)));
+        }
+        assert!(c.unregister("B", ConnId(6)));
         assert!(c.client_urls().is_empty());
+        // A peer without a pool has one route.
+        assert_eq!(
+            c.register("C", peer(), conn(8), Slot::NoPool),
+            Ok((RouteScope::NoPool, true))
+        );
+        assert_eq!(c.register("C", peer(), conn(9), Slot::NoPool), Err(Refused::Duplicate));
+    }
+
+    #[test]
+    fn accounts_spread_over_the_pool_as_nats_server_spreads_them() {
+        let opts = ClusterOptions {
+            pinned_accounts: vec!["P".into()],
+            ..Default::default()
+        };
+        let pool = RoutePool::new(&opts, "$SYS");
+        assert_eq!(pool.size, Some(3));
+        assert!(pool.is_pinned("$SYS") && pool.is_pinned("P"));
+        // nats-server's indexes with pool_size 3: $G on 2, A and B on 0.
+        assert!(pool.carries(&RouteScope::Pooled(2), "$G"));
+        assert!(pool.carries(&RouteScope::Pooled(0), "A") && pool.carries(&RouteScope::Pooled(0), "B"));
+        assert!(
+            !pool.carries(&RouteScope::Pooled(0), "$SYS"),
+            "pinned: its own route only"
+        );
+        assert!(pool.carries(&RouteScope::Pinned("$SYS".into()), "$SYS"));
+        assert!(pool.carries(&RouteScope::NoPool, "$SYS"));
+        let none = RoutePool::new(
+            &ClusterOptions {
+                pool_size: Some(-1),
+                ..Default::default()
+            },
+            "$SYS",
+        );
+        assert_eq!((none.size, none.pinned.len(), none.advertised()), (None, 0, 0));
+    }
+
+    #[test]
+    fn dialers_fill_the_pool_then_stop() {
+        let c = Cluster::new("ME".into(), ClusterOptions::default(), 2);
+        let pool = RoutePool::new(&ClusterOptions::default(), "$SYS");
+        let url = crate::conf::cluster::route_url("nats://127.0.0.1:1").unwrap();
+        let primary = Dial::new(url, "nats://127.0.0.1:1".into(), true, 0);
+        let extra = Dial {
+            primary: false,
+            ..primary.clone()
+        };
+        let sys = Dial {
+            account: Some("$SYS".into()),
+            ..primary.clone()
+        };
+        assert_eq!(c.need(&primary, &pool), Need::Dial);
+        assert_eq!(c.need(&extra, &pool), Need::Done, "extras wait for the first");
+        let peer = || Peer {
+            pool_size: 3,
+            ..Default::default()
+        };
+        c.register("B", peer(), conn(1), Slot::FirstFree(3)).unwrap();
+        c.set_url_peer("nats://127.0.0.1:1", "B");
+        assert_eq!(c.need(&extra, &pool), Need::Dial);
+        assert_eq!(c.need(&sys, &pool), Need::Dial);
+        c.register("B", peer(), conn(2), Slot::FirstFree(3)).unwrap();
+        c.register("B", peer(), conn(3), Slot::FirstFree(3)).unwrap();
+        assert_eq!(c.need(&extra, &pool), Need::Done, "a full pool ends its extra dialers");
+        assert_eq!(c.need(&primary, &pool), Need::Wait);
+        c.register("B", peer(), conn(4), Slot::Pinned("$SYS".into())).unwrap();
+        assert_eq!(c.need(&sys, &pool), Need::Wait);
+        // A peer that does not pool: nothing more to dial.
+        c.register("C", Peer::default(), conn(5), Slot::NoPool).unwrap();
+        c.set_url_peer("nats://127.0.0.1:1", "C");
+        assert_eq!(c.need(&sys, &pool), Need::Done);
+        assert_eq!(c.need(&primary, &pool), Need::Wait);
     }
 
     #[test]

@@ -228,14 +228,11 @@ pub struct ClusterOptions {
     pub password: Option<String>,
     /// How long a peer has to send CONNECT.
     pub auth_timeout: Option<Duration>,
-    /// Route connections per server pair as configured (`-1`: one, no
-    /// pooling; nats-server's default 3 when absent). petrel always runs
-    /// one connection per pair and says so when a size is set.
+    /// Pooled route connections per server pair (`-1`: one connection,
+    /// no pooling, nothing pinned; nats-server's default 3 when absent).
     pub pool_size: Option<i32>,
-    /// `accounts`: accounts nats-server gives a route connection of their
-    /// own. petrel keeps one connection per server pair (as a peer with
-    /// `pool_size: -1`, for which nats-server pins nothing either) and
-    /// says so at start-up.
+    /// `accounts`: accounts given a route connection of their own (the
+    /// system account is too whenever routes are pooled).
     pub pinned_accounts: Vec<String>,
     /// PING interval on routes (capped at 30 s as in nats-server).
     pub ping_interval: Option<Duration>,

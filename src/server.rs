@@ -254,15 +254,6 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     shared.set_tls(tls);
     shared.set_websocket(ws.clone());
     if let Some(c) = &opts.cluster {
-        if let Some(n) = c.pool_size.filter(|n| *n != -1) {
-            warn!("cluster: pool_size {n} not applied: petrel runs one route per server pair (as pool_size -1)");
-        }
-        if !c.pinned_accounts.is_empty() {
-            warn!(
-                "cluster: accounts {:?} not given routes of their own: petrel runs one route per server pair (as pool_size -1), which carries every account",
-                c.pinned_accounts
-            );
-        }
         let cluster = crate::cluster::Cluster::new(server_id.clone(), c.clone(), nshards);
         cluster.set_tls(route_tls(c).map_err(ServerError::Auth)?);
         if let Some(b) = route_bound {

@@ -917,19 +917,19 @@ async fn route_permissions_filter_interest_both_ways() {
     common::links::blocked_then_marker(&p, "nope.a", &mut n_nope, "out.a", &mut n_out, "route").await;
     common::links::blocked_then_marker(&p, "wild.secret", &mut n_wild, "out.a", &mut n_out, "route").await;
 
-    // The INFO petrel sent carries the lists as nats-server reads them.
+    // The INFO petrel sent carries the lists as nats-server reads them, on
+    // every connection of the pool; the interest is on the one the global
+    // account hashes to.
     let (_, routez) = common::http_get(nats.monitor_port(), "/routez?subs=1");
     let routez: serde_json::Value = serde_json::from_str(&routez).unwrap();
-    let subs = routez["routes"][0]["subscriptions_list"].to_string();
+    let routes = routez["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 4, "3 pooled and the system account's: {routez}");
+    let subs: String = routes.iter().map(|r| r["subscriptions_list"].to_string()).collect();
     assert!(subs.contains("in.x") && !subs.contains("blocked.x"), "{subs}");
-    assert_eq!(
-        routez["routes"][0]["import"]["allow"],
-        serde_json::json!(["in.>", "probe.>"])
-    );
-    assert_eq!(
-        routez["routes"][0]["export"]["deny"],
-        serde_json::json!(["wild.secret"])
-    );
+    for r in routes {
+        assert_eq!(r["import"]["allow"], serde_json::json!(["in.>", "probe.>"]), "{r}");
+        assert_eq!(r["export"]["deny"], serde_json::json!(["wild.secret"]), "{r}");
+    }
 
     // Reload: import widens to blocked.>, export loses out.>.
     std::fs::write(

@@ -1,7 +1,6 @@
 //! The `cluster` block onto [`ClusterOptions`], with nats-server's key
 //! names, aliases and errors. Settings petrel cannot honour as given
-//! (`pool_size`, `accounts`, s2 `compression`) are refused or logged as not
-//! applied, never ignored.
+//! (s2 `compression`) are refused, never ignored.
 
 use super::parse::ConfError;
 use super::read::{boolean, duration, int, listen_value, string, type_err, uncompressed, Notices};
@@ -128,6 +127,25 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
     }
     if c.permissions.is_none() {
         c.permissions = auth_perms;
+    }
+    // nats-server's cross-checks of the pool (at the block, as it has no
+    // position of its own).
+    if !c.pinned_accounts.is_empty() && c.pool_size.is_some_and(|n| n < 0) {
+        return Err(at(
+            item,
+            "pool_size cannot be negative if pinned accounts are specified".into(),
+        ));
+    }
+    for (i, a) in c.pinned_accounts.iter().enumerate() {
+        if c.pinned_accounts[..i].contains(a) {
+            return Err(at(
+                item,
+                format!(
+                    "found duplicate account name {a:?} in pinned accounts list [{}]",
+                    c.pinned_accounts.join(" ")
+                ),
+            ));
+        }
     }
     Ok(c)
 }
@@ -290,6 +308,16 @@ mod tests {
         assert_eq!(o.cluster.unwrap().pinned_accounts, ["A", "B"]);
         let e = refusal("cluster { accounts: A }");
         assert!(e.contains("a list of account names"), "{e}");
+        let e = refusal("cluster { accounts: [A], pool_size: -1 }");
+        assert!(
+            e.contains("pool_size cannot be negative if pinned accounts are specified"),
+            "{e}"
+        );
+        let e = refusal("cluster { accounts: [A, B, A] }");
+        assert!(
+            e.contains("found duplicate account name \"A\" in pinned accounts list [A B A]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -767,6 +767,7 @@ impl ShardCore {
         }
         if self.conns.remove(&cid).is_some_and(|c| c.link != LinkKind::Client) {
             self.server_links -= 1;
+            self.forget_route(cid);
         }
         self.remove_leaf(cid);
         self.waiting_pongs.retain(|w| *w != cid);

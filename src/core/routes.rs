@@ -49,7 +49,7 @@ pub(super) struct RouteState {
     /// message per route once it is routed.
     pending: Vec<SubKey>,
     /// Routes dedicated to one account (no account on the wire).
-    pinned: Vec<ConnId>,
+    pinned: rustc_hash::FxHashSet<ConnId>,
 }
 
 impl ShardCore {
@@ -91,7 +91,12 @@ impl ShardCore {
     /// Marks a route link as dedicated to one account: its messages and
     /// interest do not name the account.
     pub fn set_route_pinned(&mut self, cid: ConnId) {
-        self.routes.pinned.push(cid);
+        self.routes.pinned.insert(cid);
+    }
+
+    /// Forgets a closed route's dedication.
+    pub(super) fn forget_route(&mut self, cid: ConnId) {
+        self.routes.pinned.remove(&cid);
     }
 
     /// Counts an interest change of a subscription held by a link of kind

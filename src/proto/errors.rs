@@ -233,8 +233,21 @@ pub enum RouteWireError {
     ClientOnRoutePort,
     /// Pings went unanswered.
     StaleConnection,
-    /// A pooling peer asked for a connection dedicated to one account.
+    /// A dedicated route for an account between servers of which one
+    /// does not pool.
     NoDedicatedRoute(String),
+    /// A dedicated route for an account this server does not pin.
+    NoRouteForAccount(String),
+    /// The dialer's pool index is outside the pool (`size`: the dialer's
+    /// pool size, as nats-server words it).
+    InvalidPoolIndex {
+        /// The index asked for.
+        idx: i32,
+        /// The peer's pool size.
+        size: i32,
+    },
+    /// The accepting side named a pool index (only dialers choose one).
+    PoolIndexSet(i32),
 }
 
 impl RouteWireError {
@@ -251,6 +264,11 @@ impl RouteWireError {
             RouteWireError::NoDedicatedRoute(a) => {
                 format!("Not possible to have a dedicated route for account \"{a}\" between those servers")
             }
+            RouteWireError::NoRouteForAccount(a) => format!("No route for account \"{a}\""),
+            RouteWireError::InvalidPoolIndex { idx, size } => {
+                format!("Invalid route pool index: {idx} - pool size is {size}")
+            }
+            RouteWireError::PoolIndexSet(i) => format!("Route pool index should not be set but is set to {i}"),
         }
     }
 
@@ -262,7 +280,10 @@ impl RouteWireError {
             RouteWireError::AuthenticationTimeout => CloseReason::AuthenticationTimeout,
             RouteWireError::ClientOnRoutePort => CloseReason::IncorrectPort,
             RouteWireError::StaleConnection => CloseReason::StaleConnection,
-            RouteWireError::NoDedicatedRoute(_) => CloseReason::ProtocolViolation,
+            RouteWireError::NoDedicatedRoute(_)
+            | RouteWireError::NoRouteForAccount(_)
+            | RouteWireError::InvalidPoolIndex { .. }
+            | RouteWireError::PoolIndexSet(_) => CloseReason::ProtocolViolation,
         }
     }
 }

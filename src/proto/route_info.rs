@@ -1,7 +1,7 @@
 //! The INFO and CONNECT documents of a route, as nats-server 2.15 reads
-//! and writes them. petrel advertises no route pool (`route_pool_size`
-//! absent), which nats-server treats as a peer with `pool_size: -1`: one
-//! connection per server pair, carrying every account with its name.
+//! and writes them, pool fields included: `route_pool_size` (absent when
+//! the server does not pool), the dialer's `route_pool_idx`, and
+//! `route_account` on a connection dedicated to one account.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,14 +70,14 @@ pub struct RouteInfo {
     /// Gossip forwarding rule (0 default, 1 do not forward, 2 forward).
     #[serde(skip_serializing_if = "is_zero")]
     pub gossip_mode: u8,
-    /// A pooling peer's pool size (petrel sends none).
-    #[serde(skip_serializing)]
+    /// The sender's pool size (absent: it does not pool).
+    #[serde(skip_serializing_if = "is_zero_i32")]
     pub route_pool_size: i32,
-    /// A pooling peer's index of this connection.
-    #[serde(skip_serializing)]
+    /// The pool index the dialer chose for this connection.
+    #[serde(skip_serializing_if = "is_zero_i32")]
     pub route_pool_idx: i32,
-    /// Set on a connection a pooling peer dedicates to one account.
-    #[serde(skip_serializing)]
+    /// Set on a connection the dialer dedicates to one account.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub route_account: String,
 }
 
@@ -136,6 +136,10 @@ fn is_zero(n: &u8) -> bool {
     *n == 0
 }
 
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
 impl RouteInfo {
     /// The JSON text.
     pub fn to_json(&self) -> Vec<u8> {
@@ -156,13 +160,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_nats_server_info_and_writes_no_pool() {
+    fn reads_nats_server_info_and_writes_pool_fields_when_set() {
         let theirs = br#"{"server_id":"NCZ","server_name":"A","version":"2.15.1","proto":3,"go":"go1.27.2","host":"127.0.0.1","port":16002,"headers":true,"max_payload":1048576,"nonce":"LRh","cluster":"c1","connect_urls":["127.0.0.1:16001"],"compression":"accept","lnoc":true,"lnocu":true,"ln":true,"route_pool_size":3}"#;
         let i: RouteInfo = serde_json::from_slice(theirs).unwrap();
         assert_eq!((i.port, i.route_pool_size, &i.cluster[..]), (16002, 3, "c1"));
         assert_eq!(i.dial_url(), "nats-route://127.0.0.1:16002/");
         let ours = String::from_utf8(i.to_json()).unwrap();
-        assert!(!ours.contains("route_pool_size") && !ours.contains("lnoc"), "{ours}");
+        assert!(
+            ours.contains(r#""route_pool_size":3"#) && !ours.contains("lnoc"),
+            "{ours}"
+        );
+        assert!(
+            !ours.contains("route_pool_idx") && !ours.contains("route_account"),
+            "{ours}"
+        );
+        let none = RouteInfo::default();
+        assert!(!String::from_utf8(none.to_json()).unwrap().contains("route_pool"));
         let c: RouteConnect =
             serde_json::from_slice(br#"{"echo":true,"name":"N","cluster":"c1","lang":"go"}"#).unwrap();
         assert_eq!(c.lang.as_deref(), Some("go"));

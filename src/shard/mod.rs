@@ -213,6 +213,9 @@ async fn shard_main(
         core.set_leafing();
     }
     let route_perms = shared.cluster.get().and_then(|c| c.opts().permissions);
+    let route_pool = shared.cluster.get().map_or_else(Default::default, |c| {
+        crate::cluster::RoutePool::new(&c.opts(), &verifier.accounts().system().name)
+    });
     let shard = Rc::new(Shard {
         id,
         core: RefCell::new(core),
@@ -228,7 +231,7 @@ async fn shard_main(
         imports_seen: Cell::new(verifier.imports_generation()),
         verifier: RefCell::new(verifier),
         actions_seen: Cell::new(0),
-        routes: route_table::Routes::new(route_perms),
+        routes: route_table::Routes::new(route_perms, route_pool),
         leafs: Default::default(),
         routes_generation: Cell::new(0),
         urls_seen: Cell::new(0),
@@ -294,7 +297,7 @@ async fn shard_main(
         // Configured routes are spread over the shards.
         for (i, url) in c.opts().routes.into_iter().enumerate() {
             if i % shard.shared.nshards == id.index() {
-                glommio::spawn_local(route::keep_configured(shard.clone(), url)).detach();
+                route::keep_configured(&shard, url);
             }
         }
     }

@@ -137,7 +137,7 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String) {
         // connection counts soon (once its route has exchanged interest),
         // not at the next heartbeat: limits hold cluster-wide from the start.
         if let Some(c) = shard.shared.cluster.get() {
-            let peers = c.connected_peers();
+            let peers = c.route_count();
             if peers > peers_seen {
                 next_conns = next_conns.min(now + CONNS_AFTER_JOIN);
             }

@@ -630,7 +630,7 @@ fn route_stats(shared: &Shared) -> Option<Vec<Value>> {
     let counters = cluster.route_counters();
     let mut out = Vec::new();
     for (_, peer) in cluster.peers() {
-        for conn in peer.conns.values() {
+        for conn in peer.all_conns() {
             let c = counters.get(&conn.cid.0).cloned().unwrap_or_default();
             out.push(json!({
                 "rid": conn.cid.0,
@@ -672,10 +672,10 @@ pub fn routez(shared: &Shared) -> Value {
     let counters = cluster.route_counters();
     let mut routes = Vec::new();
     for (id, peer) in cluster.peers() {
-        for conn in peer.conns.values() {
+        for conn in peer.all_conns() {
             let c = counters.get(&conn.cid.0).cloned().unwrap_or_default();
             let up = now.duration_since(conn.start).unwrap_or_default();
-            routes.push(json!({
+            let mut r = json!({
                 "rid": conn.cid.0,
                 "remote_id": id,
                 "remote_name": peer.name,
@@ -695,7 +695,12 @@ pub fn routez(shared: &Shared) -> Value {
                 "out_bytes": c.out_bytes,
                 "subscriptions": c.subscriptions,
                 "compression": "off",
-            }));
+            });
+            // nats-server names the account of a dedicated route only.
+            if let crate::cluster::RouteScope::Pinned(acc) = &conn.scope {
+                r["account"] = json!(acc);
+            }
+            routes.push(r);
         }
     }
     json!({
@@ -741,8 +746,7 @@ fn cluster_varz(shared: &Shared) -> Value {
         }
         None => v["tls_timeout"] = json!(2.0),
     }
-    // One route per server pair: nats-server's "no pool".
-    v["pool_size"] = json!(-1);
+    v["pool_size"] = json!(opts.pool_size.unwrap_or(crate::options::DEFAULT_ROUTE_POOL_SIZE));
     v
 }
 

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, RouteScope};
 use crate::core::RouteInterest;
 use crate::core::ShardCore;
 use crate::proto::encode;
@@ -63,6 +63,7 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         },
         compression: "off".into(),
         gossip_mode,
+        route_pool_size: shard.routes.pool().advertised(),
         ..Default::default()
     }
 }
@@ -76,10 +77,10 @@ pub(super) fn announce_permissions(shard: &Shard, c: &Cluster, new: Option<crate
     };
     let mut info = our_info(shard, c, 0);
     info.nonce.clear();
-    let mut out = Vec::new();
-    encode::info(&mut out, &info.to_json());
-    out.extend_from_slice(&encode_interest(shard, &changes, |_| true));
-    send_to_routes(shard, &out, None);
+    let mut line = Vec::new();
+    encode::info(&mut line, &info.to_json());
+    send_to_routes(shard, &line);
+    send_interest(shard, &changes, |_| true);
 }
 
 /// A peer's INFO changed its route permissions' `export`: sends it the
@@ -90,21 +91,30 @@ pub(super) fn peer_export_changed(
     old: Option<&crate::proto::route_info::SubjectPermission>,
     new: Option<&crate::proto::route_info::SubjectPermission>,
 ) {
-    let out = interest_lines(shard, &super::perms::newly_exported(shard, old, new));
+    let Some(scope) = shard.routes.scope(cid) else { return };
+    let out = interest_lines(shard, &super::perms::newly_exported(shard, old, new), &scope);
     if !out.is_empty() {
         shard.core.borrow_mut().send_raw(cid, &out);
     }
 }
 
-/// `RS+`/`RS-` lines for interest changes, naming each account; interest
-/// the route permissions do not import is not sent.
-pub(super) fn interest_lines(shard: &Shard, changes: &[RouteInterest]) -> Vec<u8> {
-    encode_interest(shard, changes, |s| super::perms::may_import(shard, s))
+/// `RS+`/`RS-` lines for the interest changes a route of `scope` carries;
+/// interest the route permissions do not import is not sent.
+pub(super) fn interest_lines(shard: &Shard, changes: &[RouteInterest], scope: &RouteScope) -> Vec<u8> {
+    encode_interest(shard, changes, scope, |s| super::perms::may_import(shard, s))
 }
 
-/// `RS+`/`RS-` lines for the changes whose subject `keep` takes.
-fn encode_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+/// `RS+`/`RS-` lines for the changes of the accounts a route of `scope`
+/// carries whose subject `keep` takes: each account named, but on a route
+/// dedicated to it.
+fn encode_interest(
+    shard: &Shard,
+    changes: &[RouteInterest],
+    scope: &RouteScope,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     let accounts = shard.verifier.borrow().accounts().clone();
+    let pool = shard.routes.pool();
     let mut out = Vec::new();
     for ch in changes {
         if !keep(&ch.subject) {
@@ -113,7 +123,10 @@ fn encode_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]
         let Some(acc) = accounts.by_id(ch.account) else {
             continue;
         };
-        let name = Some(acc.name.as_bytes());
+        if !pool.carries(scope, &acc.name) {
+            continue;
+        }
+        let name = (!matches!(scope, RouteScope::Pinned(_))).then_some(acc.name.as_bytes());
         if ch.weight == 0 {
             encode::route_unsub(&mut out, name, &ch.subject, ch.queue.as_deref());
         } else {
@@ -123,25 +136,40 @@ fn encode_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]
     out
 }
 
+/// Sends interest changes to every registered route of the shard, each
+/// the part its scope carries (encoded once per scope).
+fn send_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]) -> bool) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut by_scope: rustc_hash::FxHashMap<RouteScope, Vec<u8>> = Default::default();
+    let routes = shard.routes.registered();
+    let mut core = shard.core.borrow_mut();
+    for (cid, _, scope) in routes {
+        let lines = by_scope
+            .entry(scope.clone())
+            .or_insert_with(|| encode_interest(shard, changes, &scope, &keep));
+        if !lines.is_empty() {
+            core.send_raw(cid, lines);
+        }
+    }
+}
+
 /// Sends the interest changes counted so far to this shard's registered
 /// routes.
 pub(super) fn announce_pending(shard: &Rc<Shard>) {
     let changes = shard.core.borrow_mut().take_route_interest();
-    if changes.is_empty() {
-        return;
-    }
-    send_to_routes(shard, &interest_lines(shard, &changes), None);
+    send_interest(shard, &changes, |s| super::perms::may_import(shard, s));
 }
 
-pub(super) fn send_to_routes(shard: &Shard, bytes: &[u8], skip: Option<&str>) {
+/// Sends `bytes` to every registered route of the shard.
+pub(super) fn send_to_routes(shard: &Shard, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
     let mut core = shard.core.borrow_mut();
-    for (cid, peer) in shard.routes.registered() {
-        if skip != Some(peer.as_str()) {
-            core.send_raw(cid, bytes);
-        }
+    for (cid, _, _) in shard.routes.registered() {
+        core.send_raw(cid, bytes);
     }
 }
 
@@ -151,9 +179,8 @@ pub async fn announce_interest(shard: Rc<Shard>) {
     let mut changes = Vec::new();
     loop {
         shard.next_batch(&mut changes, ShardCore::poll_route_interest).await;
-        let lines = interest_lines(&shard, &changes);
+        send_interest(&shard, &changes, |s| super::perms::may_import(&shard, s));
         changes.clear();
-        send_to_routes(&shard, &lines, None);
     }
 }
 
@@ -207,5 +234,5 @@ pub fn announce_lame_duck(shard: &Shard) {
     info.ldm = true;
     let mut line = Vec::new();
     encode::info(&mut line, &info.to_json());
-    send_to_routes(shard, &line, None);
+    send_to_routes(shard, &line);
 }

@@ -28,6 +28,16 @@ pub(super) const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a route's timer looks at its deadlines.
 pub(super) const TICK: Duration = Duration::from_millis(100);
 
+/// Whether a dialer tries its route again after it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Redial {
+    /// As its dialer's rules say.
+    Again,
+    /// Never: the route cannot be had (to itself, a pool already full, a
+    /// dedicated route to a peer that does not pool).
+    Never,
+}
+
 /// Serves one route connection until it closes: `dialed` is the dial
 /// that made it (this server solicited it), `None` for an accepted one;
 /// `learned` dials servers its peer tells of.
@@ -37,7 +47,7 @@ pub(super) async fn serve(
     cid: ConnId,
     dialed: Option<Dial>,
     learned: fn(Rc<Shard>, Dial),
-) {
+) -> Redial {
     let _ = stream.set_nodelay(true);
     // A peer that stops reading is cut off after the write deadline, as a
     // client is (and dialed again if the route is configured).
@@ -58,7 +68,7 @@ pub(super) async fn serve(
             Err(e) => {
                 // Always an error: route ports are not probed by load balancers.
                 crate::error!("{who} - TLS route handshake error: {e}");
-                return;
+                return Redial::Again;
             }
         },
     };
@@ -84,21 +94,29 @@ pub(super) async fn serve(
         first.extend_from_slice(&serde_json::to_vec(&connect).unwrap_or_default());
         first.extend_from_slice(b"\r\n");
     }
-    encode::info(
-        &mut first,
-        &our_info(&shard, &c, dialed.as_ref().map_or(0, |d| d.gossip_mode)).to_json(),
-    );
+    // A dialer that pools holds its INFO back for the pool index the
+    // peer's INFO lets it choose (a connection for one account names it).
+    let pooled = shard.routes.pool().size.is_some();
+    let info_delayed = dialed.as_ref().is_some_and(|d| pooled && d.account.is_none());
+    if !info_delayed {
+        let mut info = our_info(&shard, &c, dialed.as_ref().map_or(0, |d| d.gossip_mode));
+        info.route_account = dialed.as_ref().and_then(|d| d.account.clone()).unwrap_or_default();
+        encode::info(&mut first, &info.to_json());
+    }
     {
         let mut core = shard.core.borrow_mut();
         core.add_link(cid, LinkKind::Route, AccountId::GLOBAL);
         core.send_raw(cid, &first);
     }
     let configured = dialed.as_ref().filter(|d| d.configured).map(|d| d.text.clone());
-    shard
-        .routes
-        .peers
-        .borrow_mut()
-        .insert(cid, (None, configured, stream.clone()));
+    shard.routes.peers.borrow_mut().insert(
+        cid,
+        crate::shard::route_table::RouteEntry {
+            peer: None,
+            configured,
+            stream: stream.clone(),
+        },
+    );
     if dialed.is_some() {
         crate::debug!("{who} - Route connect msg sent");
     }
@@ -112,6 +130,10 @@ pub(super) async fn serve(
             .then(|| Instant::now() + opts.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
         accounts: Default::default(),
         peer_export: None,
+        pinned: None,
+        info_delayed,
+        open_next: false,
+        redial: Redial::Again,
     }));
     let retry = opts.write_timeout != Some(crate::options::WriteTimeoutPolicy::Close);
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(
@@ -147,6 +169,8 @@ pub(super) async fn serve(
     shard.routes.peers.borrow_mut().remove(&cid);
     shard.core.borrow_mut().remove_conn(cid);
     shard.flush().await;
+    let redial = state.borrow().redial;
+    redial
 }
 
 /// Route TLS before anything else is said: this server is the TLS client

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
 
-use super::announce::{cluster, send_to_routes, update_connect_urls};
-use super::conn::serve;
-use crate::cluster::Dial;
+use std::sync::Arc;
+
+use super::announce::{cluster, update_connect_urls};
+use super::conn::{serve, Redial};
+use crate::cluster::{Dial, Need, RoutePool};
 use crate::conf::cluster::route_url;
 use crate::ids::ConnId;
 use crate::proto::errors::CloseReason;
@@ -79,83 +81,96 @@ pub(super) fn jitter() -> Duration {
     Duration::from_millis(fastrand::u64(..100))
 }
 
-/// Keeps a configured route up for good: dials until it connects (every
-/// second, or backing off to 30 s with `connect_backoff`), serves it, and
-/// dials again after it closes; while the peer is connected through a
-/// route it dialed itself, waits.
-pub async fn keep_configured(shard: Rc<Shard>, text: String) {
-    let c = cluster(&shard);
+/// Starts keeping the configured route `text` up: its first connection
+/// dialed from this shard, the connections dedicated to pinned accounts
+/// from the shards in turn (the rest of the pool follows the first).
+pub fn keep_configured(shard: &Rc<Shard>, text: String) {
     let Ok(url) = route_url(&text) else { return };
-    let d = Dial {
-        url,
-        text: text.clone(),
-        configured: true,
-        gossip_mode: 0,
-    };
+    let d = Dial::new(url, text, true, 0);
+    for acc in shard.routes.pool().pinned.iter() {
+        cluster(shard).request_dial(Dial {
+            account: Some(acc.clone()),
+            ..d.clone()
+        });
+    }
+    glommio::spawn_local(keep_route(shard.clone(), d)).detach();
+}
+
+/// Keeps one route connection up as long as it is needed: dials (every
+/// second, or backing off to 30 s with `connect_backoff`; an implicit
+/// route `connect_retries` more times only), serves it, and looks again
+/// after it closes ([`crate::cluster::Cluster::need`]: a configured
+/// route's first connection is kept for good, a pool's further ones and
+/// implicit ones end once nothing is missing).
+pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
+    let c = cluster(&shard);
+    // One implicit dialer per URL and account; a pool's further ones are
+    // started one at a time by the connection before them.
+    let claimed = !d.configured && d.primary;
+    if claimed && !c.start_dial(&d) {
+        return;
+    }
+    glommio::timer::sleep(jitter()).await;
     let mut attempt: u64 = 0;
     let mut delay = RETRY;
     loop {
-        if !c.opts().routes.contains(&text) {
-            return; // removed by a reload
+        if d.configured && !c.opts().routes.contains(&d.text) {
+            break; // removed by a reload
         }
-        if c.url_is_self(&text) {
-            return;
+        if c.url_is_self(&d.text) {
+            break;
         }
-        if c.url_connected(&text) {
-            glommio::timer::sleep(RETRY).await;
-            continue;
+        match c.need(&d, &shard.routes.pool()) {
+            Need::Done => break,
+            Need::Wait => {
+                glommio::timer::sleep(RETRY).await;
+                continue;
+            }
+            Need::Dial => {}
         }
-        crate::debug!("Trying to connect to route on {}:{}", d.url.host, d.url.port);
+        match &d.account {
+            Some(a) => crate::debug!(
+                "Trying to connect to route on {}:{} for account {a:?}",
+                d.url.host,
+                d.url.port
+            ),
+            None => crate::debug!("Trying to connect to route on {}:{}", d.url.host, d.url.port),
+        }
         match dial(&d).await {
             Ok(stream) => {
                 attempt = 0;
                 delay = RETRY;
                 let cid = shard.shared.next_cid();
-                serve(shard.clone(), stream, cid, Some(d.clone()), spawn_learned).await;
-                glommio::timer::sleep(RETRY + jitter()).await;
+                if serve(shard.clone(), stream, cid, Some(d.clone()), spawn_learned).await == Redial::Never {
+                    break;
+                }
+                glommio::timer::sleep(if d.configured { RETRY } else { Duration::ZERO } + jitter()).await;
             }
             Err(e) => {
                 attempt += 1;
-                if attempt == 1 || attempt.is_multiple_of(3600) {
+                if !d.configured {
+                    crate::debug!("Error trying to connect to route (attempt {attempt}): {e}");
+                    if attempt > u64::from(c.opts().connect_retries) {
+                        break;
+                    }
+                } else if attempt == 1 || attempt.is_multiple_of(3600) {
                     crate::error!("Error trying to connect to route (attempt {attempt}): {e}");
                 }
                 glommio::timer::sleep(delay).await;
-                if c.opts().connect_backoff {
+                if d.configured && c.opts().connect_backoff {
                     delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
+    if claimed {
+        c.dial_done(&d);
+    }
 }
 
 /// Dials, in a task of its own, a server a peer told of.
 fn spawn_learned(shard: Rc<Shard>, d: Dial) {
-    glommio::spawn_local(dial_implicit(shard, d)).detach();
-}
-
-/// Dials a route learned by gossip: once, plus `connect_retries` more.
-pub(super) async fn dial_implicit(shard: Rc<Shard>, d: Dial) {
-    let c = cluster(&shard);
-    if !c.start_dial(&d) {
-        return;
-    }
-    glommio::timer::sleep(jitter()).await;
-    let retries = c.opts().connect_retries;
-    for attempt in 0..=retries {
-        crate::debug!("Trying to connect to route on {}:{}", d.url.host, d.url.port);
-        match dial(&d).await {
-            Ok(stream) => {
-                let cid = shard.shared.next_cid();
-                serve(shard.clone(), stream, cid, Some(d.clone()), spawn_learned).await;
-                break;
-            }
-            Err(e) => {
-                crate::debug!("Error trying to connect to route (attempt {}): {e}", attempt + 1);
-                glommio::timer::sleep(RETRY).await;
-            }
-        }
-    }
-    c.dial_done(&d);
+    glommio::spawn_local(keep_route(shard, d)).detach();
 }
 
 /// Run from the shard's poll loop: passes on what the cluster asked every
@@ -164,8 +179,14 @@ pub(super) async fn dial_implicit(shard: Rc<Shard>, d: Dial) {
 pub fn poll_cluster(shard: &Rc<Shard>) {
     let Some(c) = shard.shared.cluster.get() else { return };
     publish_counters(shard, c);
-    for (skip, bytes) in c.take_announcements(shard.id) {
-        send_to_routes(shard, &bytes, skip.as_deref());
+    {
+        let mut core = shard.core.borrow_mut();
+        for (cid, bytes) in c.take_announcements(shard.id) {
+            core.send_raw(cid, &bytes);
+        }
+    }
+    for d in c.take_dial_requests(shard.id) {
+        glommio::spawn_local(keep_route(shard.clone(), d)).detach();
     }
     let reloaded = shard.generation_changed_routes();
     let urls = c.urls_generation.load(std::sync::atomic::Ordering::Relaxed);
@@ -174,14 +195,35 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
     }
     if reloaded {
         let opts = c.opts();
-        super::announce::announce_permissions(shard, c, opts.permissions);
+        super::announce::announce_permissions(shard, c, opts.permissions.clone());
+        let pool = RoutePool::new(&opts, &shard.verifier.borrow().accounts().system().name);
+        // A new pool (size or pinned accounts) takes new connections: every
+        // route is closed, and dialed again by whichever side dialed it.
+        let repool = *shard.routes.pool() != pool;
+        if repool {
+            let old = std::mem::replace(&mut *shard.routes.pool.borrow_mut(), Arc::new(pool.clone()));
+            if shard.id.index() == 0 {
+                // Accounts pinned now get their routes (the first connections
+                // of configured routes are dialed again by their keepers).
+                for acc in pool.pinned.iter().filter(|a| !old.is_pinned(a)) {
+                    for text in &opts.routes {
+                        if let Ok(url) = route_url(text) {
+                            c.request_dial(Dial {
+                                account: Some(acc.clone()),
+                                ..Dial::new(url, text.clone(), true, 0)
+                            });
+                        }
+                    }
+                }
+            }
+        }
         let routes = opts.routes;
         let removed: Vec<ConnId> = shard
             .routes
             .peers
             .borrow()
             .iter()
-            .filter(|(_, (_, url, _))| url.as_ref().is_some_and(|u| !routes.contains(u)))
+            .filter(|(_, e)| repool || e.configured.as_ref().is_some_and(|u| !routes.contains(u)))
             .map(|(cid, _)| *cid)
             .collect();
         let mut core = shard.core.borrow_mut();
@@ -191,7 +233,7 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
     }
     if shard.id.index() == 0 {
         for url in c.take_added_routes() {
-            glommio::spawn_local(keep_configured(shard.clone(), url)).detach();
+            keep_configured(shard, url);
         }
     }
 }

@@ -7,8 +7,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::announce::{announce_pending, interest_lines};
-use crate::cluster::{Cluster, Dial, Peer, Refused, RouteConn};
+use super::announce::{announce_pending, interest_lines, our_info};
+use super::conn::Redial;
+use crate::cluster::{Cluster, Dial, Peer, Refused, RouteConn, RouteScope, Slot};
 use crate::conf::cluster::route_url;
 use crate::ids::{AccountId, ConnId};
 use crate::proto::encode;
@@ -27,7 +28,9 @@ impl crate::shard::link_reader::LinkProtocol for Link<'_> {
     }
 
     fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError> {
-        parse(buf, true, max_line, MAX_ROUTED)
+        // A route dedicated to one account names none.
+        let with_account = self.state.borrow().pinned.is_none();
+        parse(buf, with_account, max_line, MAX_ROUTED)
     }
 
     async fn on_op(&self, op: RouteOp<'_>) -> crate::shard::link_reader::Step {
@@ -56,6 +59,17 @@ pub(super) struct State {
     pub(super) accounts: rustc_hash::FxHashMap<Vec<u8>, Option<AccountId>>,
     /// The `export` of the peer's route permissions, from its INFO.
     pub(super) peer_export: Option<crate::proto::route_info::SubjectPermission>,
+    /// The account this route is dedicated to, once registered.
+    pub(super) pinned: Option<String>,
+    /// This server dialed and holds its INFO back until the peer's INFO
+    /// says which pool index the connection takes.
+    pub(super) info_delayed: bool,
+    /// The next connection of the pool is dialed when the PONG to the
+    /// PING sent at registration comes (the route works, credentials
+    /// included).
+    pub(super) open_next: bool,
+    /// Whether the dialer tries again after the connection closes.
+    pub(super) redial: Redial,
 }
 
 /// One route connection as its reader sees it.
@@ -85,17 +99,26 @@ impl Link<'_> {
         let registered = self.state.borrow().peer.is_some();
         match op {
             RouteOp::Ping => self.shard.core.borrow_mut().send_raw(self.cid, encode::PONG),
-            RouteOp::Pong => self.state.borrow_mut().pings_out = 0,
+            RouteOp::Pong => {
+                let mut st = self.state.borrow_mut();
+                st.pings_out = 0;
+                if std::mem::take(&mut st.open_next) {
+                    if let Some(d) = self.dialed {
+                        self.cluster.request_dial(Dial {
+                            primary: false,
+                            ..d.clone()
+                        });
+                    }
+                }
+            }
             RouteOp::Ok => {}
             RouteOp::Err(text) => {
                 let text = String::from_utf8_lossy(text);
-                if !registered && text.contains("Not possible to have a dedicated route") {
-                    // A pooling nats-server's connection for one account:
-                    // petrel does not pool, the peer says so and closes.
-                    crate::debug!("{} - Route Error {text}", self.who);
-                } else {
-                    crate::error!("{} - Route Error {text}", self.who);
+                if text.contains("Not possible to have a dedicated route") {
+                    // The peer does not pool: its one route carries the account.
+                    self.state.borrow_mut().redial = Redial::Never;
                 }
+                crate::error!("{} - Route Error {text}", self.who);
                 return Err((None, CloseReason::ParseError));
             }
             RouteOp::Connect(json) => return self.connect(json).await,
@@ -165,7 +188,8 @@ impl Link<'_> {
     /// accounts only in config mode; in operator mode any account key
     /// (its JWT is fetched when a client of it connects).
     fn account(&self, name: Option<&[u8]>) -> Option<AccountId> {
-        let name = name.unwrap_or(b"$G");
+        let pinned = self.state.borrow().pinned.clone();
+        let name = name.unwrap_or(pinned.as_deref().map_or(b"$G", str::as_bytes));
         if let Some(id) = self.state.borrow().accounts.get(name) {
             return *id;
         }
@@ -268,14 +292,57 @@ impl Link<'_> {
         }
     }
 
+    /// Sends `e` and closes (`never`: the dialer does not try again).
+    fn refuse(&self, e: RouteWireError, never: bool) -> Step {
+        crate::error!("{} - {}", self.who, e.text());
+        if never {
+            self.state.borrow_mut().redial = Redial::Never;
+        }
+        let reason = e.close_reason();
+        Err((Some(e), reason))
+    }
+
+    /// Where the connection asks to register among the peer's routes: its
+    /// pinned account (the dialer's `route_account`), the peer's only
+    /// route when either side does not pool, else a pool index (the
+    /// dialer takes the first free one, the accepting side the one the
+    /// dialer chose).
+    fn slot(&self, info: &RouteInfo) -> Result<Slot, Step> {
+        let pool = self.shard.routes.pool();
+        let peer_pools = info.route_pool_size > 0 && pool.size.is_some();
+        let account = match self.dialed {
+            Some(d) => d.account.clone(),
+            None => (!info.route_account.is_empty()).then(|| info.route_account.clone()),
+        };
+        if self.dialed.is_some() && info.route_pool_idx != 0 {
+            return Err(self.refuse(RouteWireError::PoolIndexSet(info.route_pool_idx), false));
+        }
+        let ours = pool.size.unwrap_or(1);
+        let size = ours.max(info.route_pool_size.max(0) as usize);
+        Ok(match account {
+            Some(acc) if !peer_pools => return Err(self.refuse(RouteWireError::NoDedicatedRoute(acc), true)),
+            Some(acc) if !pool.is_pinned(&acc) => {
+                return Err(self.refuse(RouteWireError::NoRouteForAccount(acc), false))
+            }
+            Some(acc) => Slot::Pinned(acc),
+            None if !peer_pools => Slot::NoPool,
+            None if self.dialed.is_some() => Slot::FirstFree(size),
+            None => {
+                let idx = info.route_pool_idx;
+                if idx < 0 || idx as usize >= size {
+                    let e = RouteWireError::InvalidPoolIndex {
+                        idx,
+                        size: info.route_pool_size,
+                    };
+                    return Err(self.refuse(e, false));
+                }
+                Slot::Index(idx as usize)
+            }
+        })
+    }
+
     /// The peer's first INFO: checks, registration, our interest, gossip.
     fn register(&self, info: RouteInfo) -> Step {
-        if !info.route_account.is_empty() {
-            let e = RouteWireError::NoDedicatedRoute(info.route_account.clone());
-            crate::debug!("{} - {}", self.who, e.text());
-            let reason = e.close_reason();
-            return Err((Some(e), reason));
-        }
         if !info.cluster.is_empty() && !self.cluster.accept_name(&info.cluster) {
             crate::error!(
                 "{} - Rejecting connection, cluster name {:?} does not match {:?}",
@@ -290,6 +357,7 @@ impl Link<'_> {
             if let Some(d) = self.dialed.filter(|d| d.configured) {
                 self.cluster.set_url_peer(&d.text, &info.server_id);
             }
+            self.state.borrow_mut().redial = Redial::Never;
             return Err((None, CloseReason::DuplicateRoute));
         }
         if info.server_name == self.shard.info.borrow().server_name {
@@ -300,6 +368,10 @@ impl Link<'_> {
             );
             return Err((None, CloseReason::DuplicateServerName));
         }
+        let slot = match self.slot(&info) {
+            Ok(s) => s,
+            Err(step) => return step,
+        };
         let ip = if info.ip.is_empty() {
             format!("nats-route://{}:{}/", self.ip, info.port)
         } else {
@@ -316,8 +388,8 @@ impl Link<'_> {
             } else {
                 info.connect_urls.clone()
             },
-            conns: Default::default(),
-            pool_size: 1,
+            pool_size: info.route_pool_size.max(0) as usize,
+            ..Default::default()
         };
         let conn = RouteConn {
             cid: self.cid,
@@ -327,69 +399,139 @@ impl Link<'_> {
             ip: self.ip.to_string(),
             port: self.port,
             start: SystemTime::now(),
-            pool_idx: 0,
+            scope: RouteScope::NoPool,
         };
-        match self.cluster.register(&info.server_id, peer, conn) {
-            Ok(()) => {}
+        let (scope, first) = match self.cluster.register(&info.server_id, peer, conn, slot.clone()) {
+            Ok(r) => r,
+            Err(Refused::PoolFull) => {
+                crate::debug!(
+                    "{} - Route pool size reached, closing extra connection to {:?}",
+                    self.who,
+                    info.server_id
+                );
+                self.state.borrow_mut().redial = Redial::Never;
+                return Err((None, CloseReason::DuplicateRoute));
+            }
             Err(Refused::Duplicate) => {
                 crate::debug!("{} - Detected duplicate remote route {:?}", self.who, info.server_id);
+                if !matches!(slot, Slot::Index(_)) {
+                    self.state.borrow_mut().redial = Redial::Never;
+                }
                 return Err((None, CloseReason::DuplicateRoute));
             }
             Err(Refused::ToSelf) => return Err((None, CloseReason::DuplicateRoute)),
-        }
-        if let Some(d) = self.dialed.filter(|d| d.configured) {
+        };
+        if let Some(d) = self.dialed {
             self.cluster.set_url_peer(&d.text, &info.server_id);
         }
-        crate::debug!("{} - Registering remote route {:?}", self.who, info.server_id);
+        let pinned = match &scope {
+            RouteScope::Pinned(acc) => {
+                crate::debug!(
+                    "{} - Registering remote route {:?} for account {acc:?}",
+                    self.who,
+                    info.server_id
+                );
+                Some(acc.clone())
+            }
+            _ => {
+                crate::debug!("{} - Registering remote route {:?}", self.who, info.server_id);
+                None
+            }
+        };
         crate::info!("{} - Route connection created", self.who);
-        {
+        let delayed = {
             let mut st = self.state.borrow_mut();
             st.peer = Some((info.server_id.clone(), info.server_name.clone()));
             st.peer_export = info.export.clone();
+            st.pinned = pinned.clone();
             st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));
+            std::mem::take(&mut st.info_delayed)
+        };
+        if delayed {
+            // The INFO held back, with the pool index this connection took.
+            let mut ours = our_info(self.shard, self.cluster, self.dialed.map_or(0, |d| d.gossip_mode));
+            if let RouteScope::Pooled(i) = scope {
+                ours.route_pool_idx = i as i32;
+            }
+            let mut line = Vec::new();
+            encode::info(&mut line, &ours.to_json());
+            self.shard.core.borrow_mut().send_raw(self.cid, &line);
         }
         // Changes already counted go to the routes registered before this
         // one; this one gets the whole of it.
         announce_pending(self.shard);
-        self.shard.routes.set_peer(self.cid, info.server_id.clone());
+        self.shard
+            .routes
+            .set_peer(self.cid, info.server_id.clone(), scope.clone());
+        if pinned.is_some() {
+            self.shard.core.borrow_mut().set_route_pinned(self.cid);
+        }
         super::perms::guard_route(self.shard, self.cid);
         let all = self.shard.core.borrow().route_interest();
-        let out = interest_lines(self.shard, &all);
+        let out = interest_lines(self.shard, &all, &scope);
         if !out.is_empty() {
             self.shard.core.borrow_mut().send_raw(self.cid, &out);
             crate::debug!("{} - Sent local subscriptions to route", self.who);
         }
-        // Tell the other peers about this one, so they dial it (nats-server's
-        // gossip rules: not what a gossip-learned dial found, not what the
-        // peer asked to keep to itself).
-        let learned = self.dialed.is_some_and(|d| !d.configured && d.gossip_mode != 2);
-        if info.gossip_mode != 1 && !learned {
-            let mode = match self.dialed {
-                Some(d) if d.configured => 2,
-                None => 1,
-                Some(_) => 0,
-            };
-            let forwarded = RouteInfo {
-                nonce: String::new(),
-                ip,
-                gossip_mode: mode,
-                ..info
-            };
-            let mut line = b"INFO ".to_vec();
-            line.extend_from_slice(&forwarded.to_json());
-            line.extend_from_slice(b"\r\n");
-            self.cluster.announce(Some(&forwarded.server_id), line);
+        if let (Some(d), RouteScope::Pooled(_)) = (self.dialed, &scope) {
+            if self.cluster.need(d, &self.shard.routes.pool()) == crate::cluster::Need::Dial {
+                // Not full yet: the next connection once this one answers.
+                self.state.borrow_mut().open_next = true;
+                self.shard.core.borrow_mut().send_raw(self.cid, encode::PING);
+            }
+        }
+        if first || pinned.is_some() {
+            self.forward_gossip(info, ip, pinned);
         }
         Ok(())
     }
 
+    /// Tells the other peers about this one, so they dial it (nats-server's
+    /// gossip rules: not what a gossip-learned dial found, not what the
+    /// peer asked to keep to itself); a pinned route's INFO goes to the
+    /// peers' routes for that account.
+    fn forward_gossip(&self, info: RouteInfo, ip: String, pinned: Option<String>) {
+        let learned = self.dialed.is_some_and(|d| !d.configured && d.gossip_mode != 2);
+        if info.gossip_mode == 1 || learned {
+            return;
+        }
+        let mode = match self.dialed {
+            Some(d) if d.configured => 2,
+            None => 1,
+            Some(_) => 0,
+        };
+        let forwarded = RouteInfo {
+            nonce: String::new(),
+            ip,
+            gossip_mode: mode,
+            route_pool_idx: 0,
+            route_account: pinned.clone().unwrap_or_default(),
+            ..info
+        };
+        let mut line = b"INFO ".to_vec();
+        line.extend_from_slice(&forwarded.to_json());
+        line.extend_from_slice(b"\r\n");
+        match pinned {
+            Some(acc) => self.cluster.announce_pinned(&forwarded.server_id, &acc, line),
+            None => self.cluster.announce(Some(&forwarded.server_id), line),
+        }
+    }
+
     /// An INFO about another server: dial it unless it is this one, known
-    /// already, or a configured route (dialed anyway).
+    /// already, or a configured route (dialed anyway). One naming an
+    /// account asks for that account's route; a peer that does not pool
+    /// never sends those, so what it tells of gets every pinned route too.
     fn gossip(&self, info: RouteInfo) {
-        if info.server_id == self.cluster.server_id
-            || !info.route_account.is_empty()
-            || self.cluster.peers().contains_key(&info.server_id)
-        {
+        if info.server_id == self.cluster.server_id {
+            return;
+        }
+        let pool = self.shard.routes.pool();
+        let account = (!info.route_account.is_empty()).then(|| info.route_account.clone());
+        if let Some(acc) = &account {
+            if pool.size.is_none() || self.cluster.is_connected(&info.server_id, Some(acc)) {
+                return;
+            }
+        } else if self.cluster.is_connected(&info.server_id, None) {
             return;
         }
         let text = info.dial_url();
@@ -398,11 +540,18 @@ impl Link<'_> {
             return;
         }
         let d = Dial {
-            url,
-            text,
-            configured: false,
-            gossip_mode: info.gossip_mode,
+            account: account.clone(),
+            ..Dial::new(url, text, false, info.gossip_mode)
         };
+        let from_no_pool = self.shard.routes.scope(self.cid) == Some(RouteScope::NoPool);
+        if account.is_none() && from_no_pool {
+            for acc in &pool.pinned {
+                self.cluster.request_dial(Dial {
+                    account: Some(acc.clone()),
+                    ..d.clone()
+                });
+            }
+        }
         (self.learned)(self.shard.clone(), d);
     }
 }

@@ -72,7 +72,7 @@ pub(super) fn install(shard: &Shard, new: Option<RoutePermissions>) -> Option<Ve
     let new = new.map(Arc::new);
     *shard.routes.perms.borrow_mut() = new.clone();
     let mut core = shard.core.borrow_mut();
-    for (cid, _) in shard.routes.registered() {
+    for (cid, _, _) in shard.routes.registered() {
         core.set_route_deny(cid, new.as_ref().and_then(|p| p.export.deny.clone()));
         let dropped = core.drop_routed_subs(cid, |s| new.as_ref().is_none_or(|p| p.may_export(s)));
         if dropped > 0 {
