@@ -371,6 +371,11 @@ struct Peer {
 
 impl Peer {
     fn dial(port: u16, cluster: &str, id: &str, extra: &str) -> Peer {
+        Peer::dial_pooled(port, cluster, id, extra, "")
+    }
+
+    /// A raw peer whose INFO adds `info_extra` (pool fields).
+    fn dial_pooled(port: u16, cluster: &str, id: &str, extra: &str, info_extra: &str) -> Peer {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut p = Peer { s, got: Vec::new() };
@@ -378,7 +383,7 @@ impl Peer {
             "CONNECT {{\"echo\":true,\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"headers\":true,\"name\":\"{id}\",\"cluster\":\"{cluster}\"{extra}}}\r\n"
         );
         let info = format!(
-            "INFO {{\"server_id\":\"{id}\",\"server_name\":\"{id}\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\"cluster\":\"{cluster}\"}}\r\n"
+            "INFO {{\"server_id\":\"{id}\",\"server_name\":\"{id}\",\"host\":\"127.0.0.1\",\"port\":1,\"headers\":true,\"cluster\":\"{cluster}\"{info_extra}}}\r\n"
         );
         p.send(connect.as_bytes());
         p.send(info.as_bytes());
@@ -503,6 +508,171 @@ fn bad_peers_are_refused_as_nats_server_refuses_them() {
         let mut c = common::raw::Raw::open(&server.addr());
         assert!(c.exchange(b"CONNECT {}\r\nPING\r\n").text().contains("PONG"));
     }
+}
+
+const POOL_CONF: &str = "accounts {\n  A { users [{user: a, password: a}] }\n  B { users [{user: b, password: b}] }\n  G { users [{user: g, password: g}] }\n  SYS { users [{user: sys, password: sys}] }\n}\nsystem_account: SYS\ncluster {\n  name: c1\n  listen: 127.0.0.1:-1\n  accounts: [A]\n}\n";
+
+/// Route pooling as the accepting side, byte for byte against nats-server:
+/// pool index and dedicated-route refusals, which connection of a pool
+/// hears which account's interest (names omitted on a dedicated route),
+/// and a message in over a dedicated route.
+#[test]
+fn pooled_and_pinned_routes_match_nats_server() {
+    let conf = common::jwt::write_conf(POOL_CONF);
+    let mut seen = Vec::new();
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let server = match kind {
+            Kind::Petrel => common::petrel(&["-c", conf.to_str().unwrap()]),
+            Kind::Nats => common::nats_server(&["-c", conf.to_str().unwrap()]),
+        };
+        let port = server.route_port();
+        let refused = |info: &str, want: &str| {
+            let mut p = Peer::dial_pooled(port, "c1", "NREFUSED", "", info);
+            let got = p.read_for(Duration::from_millis(500));
+            assert!(got.contains(want), "{kind:?}: wanted {want:?} in {got:?}");
+        };
+        refused(
+            ",\"route_pool_size\":3,\"route_pool_idx\":7",
+            "-ERR 'Invalid route pool index: 7 - pool size is 3'",
+        );
+        refused(
+            ",\"route_pool_size\":3,\"route_account\":\"B\"",
+            "-ERR 'No route for account \"B\"'",
+        );
+        refused(
+            ",\"route_account\":\"A\"",
+            "-ERR 'Not possible to have a dedicated route for account \"A\" between those servers'",
+        );
+        // One peer, three connections: pool indexes 0 and 2, and A's own.
+        let pool = ",\"route_pool_size\":3";
+        let mut slot0 = Peer::dial_pooled(port, "c1", "NPOOL", "", &format!("{pool},\"route_pool_idx\":0"));
+        let mut slot2 = Peer::dial_pooled(port, "c1", "NPOOL", "", &format!("{pool},\"route_pool_idx\":2"));
+        let mut pinned = Peer::dial_pooled(port, "c1", "NPOOL", "", &format!("{pool},\"route_account\":\"A\""));
+        for p in [&mut slot0, &mut slot2, &mut pinned] {
+            p.read_for(Duration::from_millis(200));
+        }
+        let mut clients = Vec::new();
+        for (user, subject) in [("a", "pin.x"), ("b", "b.x"), ("g", "g.x")] {
+            let mut c = common::raw::Raw::open(&server.addr());
+            let sub = format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{user}\"}}\r\nSUB {subject} 1\r\nSUB {subject} q 2\r\nPING\r\n");
+            assert!(c.exchange(sub.as_bytes()).text().contains("PONG"), "{kind:?}");
+            clients.push(c);
+        }
+        let ours = |p: &mut Peer| -> Vec<String> {
+            p.read_for(Duration::from_millis(300));
+            p.lines("RS+").into_iter().filter(|l| l.contains(".x")).collect()
+        };
+        let lines = (ours(&mut slot0), ours(&mut slot2), ours(&mut pinned));
+        // A message in over the dedicated route names no account.
+        pinned.send(b"RMSG pin.x 5\r\nhello\r\n");
+        let got = clients[0]
+            .read_until_quiet(Duration::from_millis(300), Duration::from_secs(2))
+            .text();
+        assert!(got.contains("MSG pin.x 1 5"), "{kind:?}: {got}");
+        seen.push(lines);
+    }
+    assert_eq!(seen[0], seen[1], "petrel, then nats-server");
+    // B hashes to index 0 and G to 2 (of 3), A has its own route.
+    assert_eq!(seen[0].0, ["RS+ B b.x", "RS+ B b.x q 1"]);
+    assert_eq!(seen[0].1, ["RS+ G g.x", "RS+ G g.x q 1"]);
+    assert_eq!(seen[0].2, ["RS+ pin.x", "RS+ pin.x q 1"]);
+}
+
+/// The number of route connections `p` lists to each other server, and
+/// which of them are dedicated to an account.
+fn route_shape(p: &common::Proc) -> (usize, Vec<String>) {
+    let (_, body) = common::http_get(p.monitor_port(), "/routez");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let routes = v["routes"].as_array().unwrap();
+    let mut pinned: Vec<String> = routes
+        .iter()
+        .filter_map(|r| r["account"].as_str().map(str::to_string))
+        .collect();
+    pinned.sort();
+    (routes.len(), pinned)
+}
+
+/// Waits until `p` lists `n` route connections.
+fn await_routes(p: &common::Proc, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while route_shape(p).0 != n {
+        assert!(Instant::now() < deadline, "{:?}, not {n} routes", route_shape(p));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// petrel and nats-server with pools of different sizes (each side opens
+/// the larger), and petrel without a pool (`pool_size: -1`) beside a
+/// pooling nats-server: one connection then carries every account, the
+/// system account's included.
+#[tokio::test]
+async fn pools_of_any_size_interoperate() {
+    let nats_conf = common::jwt::write_conf(POOL_CONF);
+    for (pool, routes, pinned) in [("5", 7, vec!["A", "SYS"]), ("-1", 1, vec![])] {
+        let text = POOL_CONF.replace("accounts: [A]", &format!("pool_size: {pool}"));
+        let text = if pool == "-1" {
+            text
+        } else {
+            POOL_CONF.replace("accounts: [A]", &format!("accounts: [A]\n  pool_size: {pool}"))
+        };
+        let conf = common::jwt::write_conf(&text);
+        let nats = common::nats_server(&["-c", nats_conf.to_str().unwrap(), "-m", "-1"]);
+        let seed = format!("nats://127.0.0.1:{}", nats.route_port());
+        let petrel = common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1", "--routes", &seed]);
+        await_routes(&petrel, routes);
+        await_routes(&nats, routes);
+        let shape = route_shape(&petrel);
+        assert_eq!(shape.1, pinned, "pool_size {pool}");
+        assert_eq!(route_shape(&nats).1, pinned, "nats-server's view, pool_size {pool}");
+        for user in ["a", "b", "g"] {
+            let n = user_client(&nats, user).await;
+            let p = user_client(&petrel, user).await;
+            every_pair_in_order(&[n, p], user, 100, &format!("pool_size {pool}, account of {user}")).await;
+        }
+        // The system account crosses: one PING reply per server.
+        let sys = user_client(&petrel, "sys").await;
+        let inbox = sys.new_inbox();
+        let mut replies = sys.subscribe(inbox.clone()).await.unwrap();
+        sys.publish_with_reply("$SYS.REQ.SERVER.PING", inbox, "".into())
+            .await
+            .unwrap();
+        sys.flush().await.unwrap();
+        for _ in 0..2 {
+            next(&mut replies).await;
+        }
+        let (_, varz) = common::http_get(petrel.monitor_port(), "/varz");
+        let varz: serde_json::Value = serde_json::from_str(&varz).unwrap();
+        assert_eq!(
+            varz["cluster"]["pool_size"],
+            serde_json::json!(pool.parse::<i32>().unwrap())
+        );
+        assert_eq!(
+            (varz["routes"].as_u64(), varz["remotes"].as_u64()),
+            (Some(routes as u64), Some(1))
+        );
+    }
+}
+
+/// A reload that changes the pool closes the routes, which come back with
+/// the new size (nats-server does the same).
+#[tokio::test]
+async fn reload_changes_the_pool() {
+    let nats = node(Kind::Nats, None, &["-m", "-1"]);
+    let text = |pool: i32| {
+        format!(
+            "cluster {{\n  name: c1\n  listen: 127.0.0.1:-1\n  pool_size: {pool}\n  routes: [\"nats://127.0.0.1:{}\"]\n}}\n",
+            nats.route_port()
+        )
+    };
+    let conf = common::jwt::write_conf(&text(3));
+    let petrel = common::petrel(&["-c", conf.to_str().unwrap(), "-m", "-1"]);
+    await_routes(&petrel, 4);
+    std::fs::write(&conf, text(4)).unwrap();
+    hup(petrel.pid());
+    await_routes(&petrel, 5);
+    await_routes(&nats, 5);
+    let (n, p) = (client(&nats).await, client(&petrel).await);
+    every_pair_in_order(&[n, p], "repooled", 100, "after a pool reload").await;
 }
 
 /// A client that knows one server finds the others through INFO: async
