@@ -6,8 +6,9 @@
 //! what this server's subscriptions change is announced to every route by
 //! the shard's interest task.
 //!
-//! petrel advertises no route pool: one connection per server pair, as a
-//! nats-server with `pool_size: -1` (see `proto/route_info.rs`).
+//! Routes are pooled as nats-server pools them (`cluster::RoutePool`):
+//! several connections per server pair, each account's interest on one of
+//! them, pinned accounts on their own.
 
 mod announce;
 mod conn;
