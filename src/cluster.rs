@@ -156,6 +156,8 @@ pub struct RouteConn {
     pub start: SystemTime,
     /// Which accounts it carries.
     pub scope: RouteScope,
+    /// The compression agreed (`/routez`).
+    pub compression: String,
 }
 
 /// A peer server of the cluster.
@@ -694,6 +696,7 @@ mod tests {
             port: 1,
             start: SystemTime::now(),
             scope: RouteScope::NoPool,
+            compression: String::new(),
         }
     }
 

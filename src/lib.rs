@@ -6,6 +6,7 @@ pub mod account_server;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
+pub mod compress;
 pub mod conf;
 pub mod control;
 pub mod core;

@@ -248,6 +248,8 @@ pub struct ClusterOptions {
     /// `write_timeout`: what a passed write deadline does to a route
     /// (`retry` when absent or `default`, as nats-server).
     pub write_timeout: Option<WriteTimeoutPolicy>,
+    /// `compression`: S2 on routes (`accept` when absent, as nats-server).
+    pub compression: crate::compress::CompressionMode,
 }
 
 /// What a passed write deadline does to a link (nats-server's
@@ -307,6 +309,7 @@ impl Default for ClusterOptions {
             permissions: None,
             write_deadline: None,
             write_timeout: None,
+            compression: crate::compress::CompressionMode::Accept,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The three timestamp forms petrel writes, from one calendar conversion:
 //! log lines (local, `2006/01/02 15:04:05.000000`), rotated log file names
 //! (local, `2006.01.02.15.04.05.000000000`) and monitoring JSON (UTC
-//! RFC 3339 with nanoseconds).
+//! RFC 3339 with nanoseconds); and durations as Go writes them.
 
 use std::time::SystemTime;
 
@@ -84,5 +84,64 @@ mod tests {
         assert_eq!(rfc3339(t), "1970-01-02T01:01:01.123456789Z");
         assert_eq!(log_stamp(t).len(), "2006/01/02 15:04:05.000000".len());
         assert_eq!(rotation_stamp(t).len(), "2006.01.02.15.04.05.000000000".len());
+    }
+}
+
+/// A duration as Go's `time.Duration.String` writes it (`5ms`, `1.5s`,
+/// `1m30s`), for error texts that quote configured values.
+pub fn go_duration(d: std::time::Duration) -> String {
+    fn frac(whole: u128, part: u128, digits: u32) -> String {
+        let mut s = whole.to_string();
+        if part > 0 {
+            let p = format!("{part:0width$}", width = digits as usize);
+            s.push('.');
+            s.push_str(p.trim_end_matches('0'));
+        }
+        s
+    }
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns / 1_000, ns % 1_000, 3));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns / 1_000_000, ns % 1_000_000, 6));
+    }
+    let secs = ns / 1_000_000_000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", frac(s, ns % 1_000_000_000, 9)));
+    out
+}
+
+#[cfg(test)]
+mod go_duration_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn written_as_go_writes_them() {
+        let cases = [
+            (0, "0s"),
+            (5_000_000, "5ms"),
+            (1_500_000_000, "1.5s"),
+            (90_000_000_000, "1m30s"),
+            (2_500, "2.5µs"),
+        ];
+        for (ns, text) in cases {
+            assert_eq!(go_duration(Duration::from_nanos(ns)), text);
+        }
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
     }
 }

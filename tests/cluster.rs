@@ -675,6 +675,89 @@ async fn reload_changes_the_pool() {
     every_pair_in_order(&[n, p], "repooled", 100, "after a pool reload").await;
 }
 
+/// S2 on routes between petrel and nats-server, each mode against each
+/// (nats-server's matrix: `off` wins, `accept` follows, a level writes its
+/// own), either side dialing: what `/routez` shows on both, and messages
+/// (small, and a large compressible one) both ways.
+#[tokio::test]
+async fn route_compression_with_nats_server() {
+    // (petrel's mode, nats-server's, who dials, what each side writes)
+    let cases = [
+        ("s2_fast", "accept", Kind::Petrel, "s2_fast", "s2_fast"),
+        ("accept", "s2_best", Kind::Nats, "s2_best", "s2_best"),
+        ("s2_better", "s2_fast", Kind::Nats, "s2_better", "s2_fast"),
+        ("s2_auto", "s2_auto", Kind::Petrel, "s2_uncompressed", "s2_uncompressed"),
+        ("accept", "accept", Kind::Petrel, "off", "off"),
+        ("off", "s2_fast", Kind::Nats, "off", "off"),
+    ];
+    for (pmode, nmode, dialer, pwrites, nwrites) in cases {
+        let conf = |mode: &str, routes: Option<u16>| {
+            let routes = routes.map_or(String::new(), |p| format!("  routes: [\"nats://127.0.0.1:{p}\"]\n"));
+            common::jwt::write_conf(&format!(
+                "cluster {{\n  name: c1\n  listen: 127.0.0.1:-1\n  compression: {mode}\n{routes}}}\n"
+            ))
+        };
+        let (nats, petrel) = if dialer == Kind::Petrel {
+            let nats = common::nats_server(&["-c", conf(nmode, None).to_str().unwrap(), "-m", "-1"]);
+            let pc = conf(pmode, Some(nats.route_port()));
+            (nats, common::petrel(&["-c", pc.to_str().unwrap(), "-m", "-1"]))
+        } else {
+            let petrel = common::petrel(&["-c", conf(pmode, None).to_str().unwrap(), "-m", "-1"]);
+            let nc = conf(nmode, Some(petrel.route_port()));
+            (common::nats_server(&["-c", nc.to_str().unwrap(), "-m", "-1"]), petrel)
+        };
+        let what = format!("petrel {pmode}, nats-server {nmode}, {dialer:?} dials");
+        await_routes(&petrel, 4);
+        await_routes(&nats, 4);
+        for (p, want) in [(&petrel, pwrites), (&nats, nwrites)] {
+            let (_, body) = common::http_get(p.monitor_port(), "/routez");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            for r in v["routes"].as_array().unwrap() {
+                assert_eq!(r["compression"], want, "{what}: {r}");
+            }
+        }
+        let (n, p) = (client(&nats).await, client(&petrel).await);
+        every_pair_in_order(&[n.clone(), p.clone()], "s2", 200, &what).await;
+        let big: bytes::Bytes = "compressible ".repeat(80_000).into();
+        for (from, to) in [(&n, &p), (&p, &n)] {
+            let mut sub = to.subscribe("s2.big").await.unwrap();
+            common::links::await_crossing(from, &mut sub, "s2.big").await;
+            from.publish("s2.big", big.clone()).await.unwrap();
+            from.flush().await.unwrap();
+            assert_eq!(next(&mut sub).await.payload, big, "{what}");
+        }
+    }
+}
+
+/// S2 between two petrels, each writing at its own level; a three-node
+/// mesh of them behaves as without compression.
+#[tokio::test]
+async fn route_compression_between_petrels() {
+    let conf = |mode: &str| {
+        common::jwt::write_conf(&format!("cluster {{\n  compression: {mode}\n}}\n"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (best, fast) = (conf("s2_best"), conf("s2_fast"));
+    let first = node(Kind::Petrel, None, &["-c", &best, "-m", "-1"]);
+    let second = node(Kind::Petrel, Some(&first), &["-c", &fast, "-m", "-1"]);
+    let third = node(Kind::Petrel, Some(&first), &["-c", &best, "-m", "-1"]);
+    let nodes = vec![first, second, third];
+    full_mesh(&nodes);
+    await_routes(&nodes[1], 8);
+    let (_, body) = common::http_get(nodes[1].monitor_port(), "/routez");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for r in v["routes"].as_array().unwrap() {
+        assert_eq!(r["compression"], "s2_fast", "{r}");
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(client(n).await);
+    }
+    every_pair_in_order(&clients, "s2mesh", 500, "compressed petrels").await;
+}
+
 /// A client that knows one server finds the others through INFO: async
 /// INFO as peers join, and after its server dies it reconnects (with its
 /// user and password) to one it learned of.

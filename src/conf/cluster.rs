@@ -1,12 +1,12 @@
 //! The `cluster` block onto [`ClusterOptions`], with nats-server's key
-//! names, aliases and errors. Settings petrel cannot honour as given
-//! (s2 `compression`) are refused, never ignored.
+//! names, aliases and errors.
 
 use super::parse::ConfError;
-use super::read::{boolean, duration, int, listen_value, string, type_err, uncompressed, Notices};
+use super::read::{boolean, compression, duration, int, listen_value, string, type_err, Notices};
 use super::tls::tls_block;
 use super::units::seconds;
 use super::value::{Item, Value};
+use crate::compress::CompressionMode;
 use crate::options::ClusterOptions;
 
 fn at(v: &Item, msg: String) -> ConfError {
@@ -101,7 +101,7 @@ pub fn cluster_block(item: &Item, notices: &mut Notices) -> Result<ClusterOption
                     _ => return Err(at(v, format!("{k}: invalid value {n}"))),
                 })
             }
-            "compression" => uncompressed(k, v, "s2 route compression")?,
+            "compression" => c.compression = compression(k, v, CompressionMode::Fixed(crate::compress::Level::Fast))?,
             "tls" => c.tls = Some(route_tls(v)?),
             "permissions" => c.permissions = Some(route_permissions(v)?),
             "write_deadline" => c.write_deadline = Some(duration(k, v, notices)?),

@@ -96,6 +96,69 @@ pub(super) fn listen_value(key: &str, item: &Item) -> Result<(Option<String>, i3
 /// A `compression` setting of a server link (route, leaf): petrel sends
 /// them uncompressed. Modes that ask for nothing (`off`, `accept`, the
 /// default) are taken; s2 modes are refused by name (`feature`).
+/// A `compression` setting as nats-server reads it: a boolean (`true`:
+/// `on`, the place's own "on" mode), a mode name, or `{ mode,
+/// rtt_thresholds }`.
+pub(super) fn compression(
+    k: &str,
+    v: &Item,
+    on: crate::compress::CompressionMode,
+) -> Result<crate::compress::CompressionMode, ConfError> {
+    use crate::compress::CompressionMode;
+    let err = |item: &Item, msg: String| ConfError {
+        pos: item.pos.clone(),
+        msg,
+    };
+    let (mode, thresholds) = match &v.value {
+        Value::Bool(true) => return Ok(on),
+        Value::Bool(false) => return Ok(CompressionMode::Off),
+        Value::Str(s) => (s.clone(), Vec::new()),
+        Value::Map(m) => {
+            let mut mode = String::new();
+            let mut thresholds = Vec::new();
+            for (key, pos, item) in &m.entries {
+                match key.to_ascii_lowercase().as_str() {
+                    "mode" => mode = string(key, item)?,
+                    "rtt_thresholds" | "thresholds" | "rtts" | "rtt" => {
+                        let Value::Array(a) = &item.value else {
+                            return Err(type_err(key, item, "a list of durations"));
+                        };
+                        for t in a {
+                            let text = string(key, t)?;
+                            let d = parse_go_duration(&text)
+                                .ok_or_else(|| err(t, format!("time: invalid duration {text:?}")))?;
+                            thresholds.push(d);
+                        }
+                    }
+                    _ => {
+                        return Err(ConfError {
+                            pos: pos.clone(),
+                            msg: format!("unknown field {key:?}"),
+                        })
+                    }
+                }
+            }
+            (mode, thresholds)
+        }
+        other => {
+            let go = match other {
+                Value::Int(_) => "int64",
+                Value::Float(_) => "float64",
+                _ => "[]interface {}",
+            };
+            return Err(err(
+                v,
+                format!("field {k:?} should be a boolean or a structure, got {go}"),
+            ));
+        }
+    };
+    match mode.to_ascii_lowercase().as_str() {
+        "on" | "enabled" | "true" => Ok(on),
+        "" => Ok(CompressionMode::Accept),
+        _ => CompressionMode::parse(&mode, thresholds).map_err(|e| err(v, e)),
+    }
+}
+
 pub(super) fn uncompressed(k: &str, v: &Item, feature: &str) -> Result<(), ConfError> {
     let mode = match &v.value {
         Value::Bool(false) => return Ok(()),

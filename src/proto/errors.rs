@@ -248,6 +248,8 @@ pub enum RouteWireError {
     },
     /// The accepting side named a pool index (only dialers choose one).
     PoolIndexSet(i32),
+    /// A compression mode this server does not know (the text says which).
+    Compression(String),
 }
 
 impl RouteWireError {
@@ -269,6 +271,7 @@ impl RouteWireError {
                 format!("Invalid route pool index: {idx} - pool size is {size}")
             }
             RouteWireError::PoolIndexSet(i) => format!("Route pool index should not be set but is set to {i}"),
+            RouteWireError::Compression(text) => text.clone(),
         }
     }
 
@@ -283,7 +286,8 @@ impl RouteWireError {
             RouteWireError::NoDedicatedRoute(_)
             | RouteWireError::NoRouteForAccount(_)
             | RouteWireError::InvalidPoolIndex { .. }
-            | RouteWireError::PoolIndexSet(_) => CloseReason::ProtocolViolation,
+            | RouteWireError::PoolIndexSet(_)
+            | RouteWireError::Compression(_) => CloseReason::ProtocolViolation,
         }
     }
 }

@@ -331,7 +331,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         },
     );
 
-    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid, false));
+    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), cid, false, None));
     let timer = glommio::spawn_local(timer_loop(
         shard.clone(),
         session.clone(),
@@ -643,7 +643,13 @@ async fn read_loop(
 /// deadline that passes closes the link, unless `retry` (nats-server's
 /// `retry` write policy, the routes' default) and some bytes went out:
 /// then the link is a slow consumer and writing goes on.
-pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId, retry: bool) -> CloseReason {
+pub(super) async fn write_loop(
+    shard: Rc<Shard>,
+    stream: Stream,
+    cid: ConnId,
+    retry: bool,
+    s2: Option<crate::shard::link_s2::SharedS2>,
+) -> CloseReason {
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     let mut slow = false;
     loop {
@@ -656,48 +662,10 @@ pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId, re
         .await;
         match next {
             Ok(()) => {
-                for chunk in &chunks {
-                    crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(chunk));
-                    let mut at = 0;
-                    let result = loop {
-                        let (n, r) = write_all_counted(&stream, &chunk[at..]).await;
-                        at += n;
-                        match r {
-                            Err(e) if retry && n > 0 && e.kind() == std::io::ErrorKind::TimedOut => {
-                                if !slow {
-                                    shard.core.borrow_mut().count_slow_consumer();
-                                    crate::info!(
-                                        "rid:{} - Slow Consumer Detected: WriteDeadline exceeded with {} of {} bytes written",
-                                        cid.0,
-                                        at,
-                                        chunk.len()
-                                    );
-                                    slow = true;
-                                }
-                            }
-                            Ok(()) if slow => {
-                                crate::info!("rid:{} - Slow Consumer Recovered", cid.0);
-                                slow = false;
-                                break Ok(());
-                            }
-                            r => break r,
-                        }
-                    };
-                    if let Err(e) = result {
-                        // Closed by the core meanwhile (a slow consumer's
-                        // socket is shut under a blocked write): keep its reason.
-                        if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
-                            shutdown(&stream);
-                            return r;
-                        }
-                        let reason = if e.kind() == std::io::ErrorKind::TimedOut {
-                            shard.core.borrow_mut().count_slow_consumer();
-                            CloseReason::SlowConsumerWriteDeadline
-                        } else {
-                            CloseReason::WriteError
-                        };
-                        shard.core.borrow_mut().close_conn(cid, reason);
-                        shutdown(&stream);
+                // A link that switched to S2 sends its framing instead.
+                let framed = s2.as_ref().and_then(|s| s.borrow_mut().wire(&chunks));
+                for chunk in framed.as_ref().unwrap_or(&chunks) {
+                    if let Err(reason) = write_chunk(&shard, &stream, cid, chunk, retry, &mut slow).await {
                         return reason;
                     }
                 }
@@ -709,6 +677,61 @@ pub(super) async fn write_loop(shard: Rc<Shard>, stream: Stream, cid: ConnId, re
             }
         }
     }
+}
+
+/// Writes one chunk; a write deadline that passes with some bytes out is
+/// waited out on a link that retries (logged once as a slow consumer).
+/// Returns why the connection closed if it did.
+async fn write_chunk(
+    shard: &Shard,
+    stream: &Stream,
+    cid: ConnId,
+    chunk: &[u8],
+    retry: bool,
+    slow: &mut bool,
+) -> Result<(), CloseReason> {
+    crate::trace!("cid:{} - ->> {:?}", cid.0, String::from_utf8_lossy(chunk));
+    let mut at = 0;
+    let result = loop {
+        let (n, r) = write_all_counted(stream, &chunk[at..]).await;
+        at += n;
+        match r {
+            Err(e) if retry && n > 0 && e.kind() == std::io::ErrorKind::TimedOut => {
+                if !*slow {
+                    shard.core.borrow_mut().count_slow_consumer();
+                    crate::info!(
+                        "rid:{} - Slow Consumer Detected: WriteDeadline exceeded with {} of {} bytes written",
+                        cid.0,
+                        at,
+                        chunk.len()
+                    );
+                    *slow = true;
+                }
+            }
+            Ok(()) if *slow => {
+                crate::info!("rid:{} - Slow Consumer Recovered", cid.0);
+                *slow = false;
+                break Ok(());
+            }
+            r => break r,
+        }
+    };
+    let Err(e) = result else { return Ok(()) };
+    // Closed by the core meanwhile (a slow consumer's socket is shut under
+    // a blocked write): keep its reason.
+    if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
+        shutdown(stream);
+        return Err(r);
+    }
+    let reason = if e.kind() == std::io::ErrorKind::TimedOut {
+        shard.core.borrow_mut().count_slow_consumer();
+        CloseReason::SlowConsumerWriteDeadline
+    } else {
+        CloseReason::WriteError
+    };
+    shard.core.borrow_mut().close_conn(cid, reason);
+    shutdown(stream);
+    Err(reason)
 }
 
 async fn timer_loop(

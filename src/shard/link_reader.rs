@@ -11,6 +11,7 @@ use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
 use crate::proto::parser::ParseError;
 use crate::proto::route::{RouteOp, RouteParsed};
+use crate::shard::link_s2::{Inflate, SharedS2};
 use crate::shard::state::Shard;
 use crate::shard::transport::{read, Stream};
 
@@ -34,6 +35,10 @@ pub(crate) trait LinkProtocol {
     fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError>;
     /// Handles one operation.
     async fn on_op(&self, op: RouteOp<'_>) -> Step;
+    /// The link's S2 state, if it may compress.
+    fn link_s2(&self) -> Option<&SharedS2> {
+        None
+    }
 }
 
 /// Reads `stream` until the link closes; returns why.
@@ -46,16 +51,26 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
     let max_line = shard.opts.borrow().max_control_line.saturating_mul(16);
     let mut buf = vec![0u8; 64 * 1024];
     let mut filled = 0;
+    // Once the peer switched to S2: its raw bytes, and whether whole
+    // chunks wait to be inflated before the next read.
+    let mut inflate: Option<(Inflate, Vec<u8>, bool)> = None;
     loop {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
-        let n = match read(stream, &mut buf[filled..]).await {
+        let got = match &mut inflate {
+            None => read(stream, &mut buf[filled..]).await,
+            Some((inf, raw, more)) => inflated(stream, inf, raw, more, &mut buf, filled).await,
+        };
+        let n = match got {
             Ok(0) => return CloseReason::ClientClosed,
             Ok(n) => n,
-            Err(_) => {
+            Err(e) => {
                 if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
                     return r;
+                }
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    crate::error!("{} - Error reading from compressed stream: {e}", proto.who());
                 }
                 return CloseReason::ReadError;
             }
@@ -77,6 +92,24 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
                     used += len;
                     if let Err(e) = proto.on_op(op).await {
                         break Err(e);
+                    }
+                    if proto.link_s2().is_some_and(|s| s.borrow_mut().take_switch_in()) {
+                        // The peer's bytes after this operation are S2: what
+                        // was read past it is inflated in place.
+                        let rest = buf[used..filled].to_vec();
+                        let mut inf = Inflate::default();
+                        inf.push(&rest);
+                        buf.truncate(used);
+                        let more = match inf.step(&mut buf) {
+                            Ok(more) => more,
+                            Err(e) => {
+                                crate::error!("{} - Error reading from compressed stream: {e}", proto.who());
+                                break Err((None, CloseReason::ReadError));
+                            }
+                        };
+                        filled = buf.len();
+                        buf.resize(filled + 64 * 1024, 0);
+                        inflate = Some((inf, vec![0u8; 64 * 1024], more));
                     }
                 }
                 Err(e) => {
@@ -125,6 +158,38 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The next plain bytes of an S2 link, appended at `buf[filled..]`: whole
+/// chunks left from the last step first, else read and inflated; 0 only
+/// when the peer closed.
+async fn inflated(
+    stream: &Stream,
+    inf: &mut Inflate,
+    raw: &mut [u8],
+    more: &mut bool,
+    buf: &mut Vec<u8>,
+    filled: usize,
+) -> std::io::Result<usize> {
+    loop {
+        if !*more {
+            let n = read(stream, raw).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            inf.push(&raw[..n]);
+        }
+        buf.truncate(filled);
+        *more = inf
+            .step(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let n = buf.len() - filled;
+        // Room for the next read past what was inflated.
+        buf.resize(buf.len().max(filled + 64 * 1024), 0);
+        if n > 0 {
+            return Ok(n);
         }
     }
 }

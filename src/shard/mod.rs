@@ -8,6 +8,7 @@ pub mod host;
 pub mod leaf;
 pub mod leaf_table;
 pub mod link_reader;
+pub mod link_s2;
 pub mod mesh;
 pub mod preflight;
 pub mod route;

@@ -694,8 +694,10 @@ pub fn routez(shared: &Shared) -> Value {
                 "in_bytes": c.in_bytes,
                 "out_bytes": c.out_bytes,
                 "subscriptions": c.subscriptions,
-                "compression": "off",
             });
+            if !conn.compression.is_empty() {
+                r["compression"] = json!(conn.compression);
+            }
             // nats-server names the account of a dedicated route only.
             if let crate::cluster::RouteScope::Pinned(acc) = &conn.scope {
                 r["account"] = json!(acc);

@@ -172,7 +172,13 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         deny_imports,
         state: &state,
     };
-    let writer = glommio::spawn_local(crate::shard::conn::write_loop(shard.clone(), stream.clone(), cid, true));
+    let writer = glommio::spawn_local(crate::shard::conn::write_loop(
+        shard.clone(),
+        stream.clone(),
+        cid,
+        true,
+        None,
+    ));
     // The spoke answers the hub's INFO, read before TLS.
     let answered = match &first_info {
         Some(json) => link.hub_said(json),

@@ -61,7 +61,7 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         } else {
             crate::cluster::own_client_urls(&info, shard.opts.borrow().client_advertise.as_deref())
         },
-        compression: "off".into(),
+        compression: opts.compression.info_value().into(),
         gossip_mode,
         route_pool_size: shard.routes.pool().advertised(),
         ..Default::default()

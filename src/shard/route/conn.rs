@@ -96,8 +96,11 @@ pub(super) async fn serve(
     }
     // A dialer that pools holds its INFO back for the pool index the
     // peer's INFO lets it choose (a connection for one account names it).
+    // So does one that may compress: its INFO says the outcome.
     let pooled = shard.routes.pool().size.is_some();
-    let info_delayed = dialed.as_ref().is_some_and(|d| pooled && d.account.is_none());
+    let info_delayed = dialed
+        .as_ref()
+        .is_some_and(|d| pooled && d.account.is_none() || opts.compression.negotiates());
     if !info_delayed {
         let mut info = our_info(&shard, &c, dialed.as_ref().map_or(0, |d| d.gossip_mode));
         info.route_account = dialed.as_ref().and_then(|d| d.account.clone()).unwrap_or_default();
@@ -134,13 +137,18 @@ pub(super) async fn serve(
         info_delayed,
         open_next: false,
         redial: Redial::Again,
+        compression: None,
+        started: Instant::now(),
+        ping_sent: None,
     }));
+    let s2 = crate::shard::link_s2::SharedS2::default();
     let retry = opts.write_timeout != Some(crate::options::WriteTimeoutPolicy::Close);
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(
         shard.clone(),
         stream.clone(),
         cid,
         retry,
+        Some(s2.clone()),
     ));
     let timer = glommio::spawn_local(timer_loop(shard.clone(), state.clone(), cid));
     let link = Link {
@@ -152,6 +160,7 @@ pub(super) async fn serve(
         who: &who,
         dialed: dialed.as_ref(),
         state: &state,
+        s2: &s2,
         learned,
     };
     let reason = link.read_loop(&stream).await;
@@ -246,6 +255,7 @@ pub(super) async fn timer_loop(shard: Rc<Shard>, state: Rc<RefCell<State>>, cid:
                 return fail(&mut core, RouteWireError::StaleConnection);
             }
             st.pings_out += 1;
+            st.ping_sent = Some(now);
             st.next_ping = Some(now + interval);
             core.send_raw(cid, encode::PING);
         }

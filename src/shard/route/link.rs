@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::announce::{announce_pending, interest_lines, our_info};
 use super::conn::Redial;
 use crate::cluster::{Cluster, Dial, Peer, Refused, RouteConn, RouteScope, Slot};
+use crate::compress::Negotiated;
 use crate::conf::cluster::route_url;
 use crate::ids::{AccountId, ConnId};
 use crate::proto::encode;
@@ -17,6 +18,7 @@ use crate::proto::errors::{CloseReason, RouteWireError};
 use crate::proto::parser::ParseError;
 use crate::proto::route::{parse, RouteOp, RouteParsed};
 use crate::proto::route_info::{RouteConnect, RouteInfo};
+use crate::shard::link_s2::SharedS2;
 use crate::shard::state::Shard;
 use crate::shard::transport::Stream;
 
@@ -35,6 +37,10 @@ impl crate::shard::link_reader::LinkProtocol for Link<'_> {
 
     async fn on_op(&self, op: RouteOp<'_>) -> crate::shard::link_reader::Step {
         self.handle(op).await.map_err(|(e, r)| (e.map(|e| e.text()), r))
+    }
+
+    fn link_s2(&self) -> Option<&SharedS2> {
+        Some(self.s2)
     }
 }
 
@@ -70,6 +76,12 @@ pub(super) struct State {
     pub(super) open_next: bool,
     /// Whether the dialer tries again after the connection closes.
     pub(super) redial: Redial,
+    /// What compression the two sides agreed (from the peer's first INFO).
+    pub(super) compression: Option<Negotiated>,
+    /// When the connection was made (the first RTT for `s2_auto`).
+    pub(super) started: Instant,
+    /// When the last PING went out (RTT on its PONG).
+    pub(super) ping_sent: Option<Instant>,
 }
 
 /// One route connection as its reader sees it.
@@ -82,6 +94,8 @@ pub(super) struct Link<'a> {
     pub(super) who: &'a str,
     pub(super) dialed: Option<&'a Dial>,
     pub(super) state: &'a Rc<RefCell<State>>,
+    /// Its S2, shared with its writer.
+    pub(super) s2: &'a SharedS2,
     /// Dials a server learned of by gossip.
     pub(super) learned: fn(Rc<Shard>, Dial),
 }
@@ -102,6 +116,14 @@ impl Link<'_> {
             RouteOp::Pong => {
                 let mut st = self.state.borrow_mut();
                 st.pings_out = 0;
+                if let Some(sent) = st.ping_sent.take() {
+                    // s2_auto follows the RTT, from the next write on.
+                    if self.s2.borrow().is_out() {
+                        if let Some(level) = self.cluster.opts().compression.relevel(sent.elapsed()) {
+                            self.s2.borrow_mut().relevel(level);
+                        }
+                    }
+                }
                 if std::mem::take(&mut st.open_next) {
                     if let Some(d) = self.dialed {
                         self.cluster.request_dial(Dial {
@@ -273,6 +295,12 @@ impl Link<'_> {
         };
         let peer = self.state.borrow().peer.clone();
         match peer {
+            None if self.state.borrow().compression.is_none() => match self.negotiate(&info) {
+                // Compressing: the INFO that registers comes next, in S2.
+                Ok(true) => Ok(()),
+                Ok(false) => self.register(info),
+                Err(step) => step,
+            },
             None => self.register(info),
             Some((id, _)) if id == info.server_id => {
                 // An update from the peer: lame duck mode takes its
@@ -290,6 +318,41 @@ impl Link<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// The peer's first INFO settles compression (nats-server's order):
+    /// when both sides compress, the dialer answers with an INFO sent
+    /// plain and the acceptor with one sent in S2, each side's bytes are
+    /// S2 from its INFO on, and the route registers on the INFO after.
+    /// Returns whether compression started.
+    fn negotiate(&self, info: &RouteInfo) -> Result<bool, Step> {
+        let mode = self.cluster.opts().compression;
+        let rtt = self.state.borrow().started.elapsed();
+        let negotiated = match mode.select(&info.compression, rtt) {
+            Ok(n) => n,
+            Err(text) => return Err(self.refuse(RouteWireError::Compression(text), false)),
+        };
+        self.state.borrow_mut().compression = Some(negotiated);
+        let Negotiated::S2(level) = negotiated else {
+            return Ok(false);
+        };
+        let mut ours = our_info(self.shard, self.cluster, self.dialed.map_or(0, |d| d.gossip_mode));
+        ours.compression = mode.negotiated_info_value(negotiated).into();
+        ours.route_account = self.dialed.and_then(|d| d.account.clone()).unwrap_or_default();
+        let mut line = Vec::new();
+        encode::info(&mut line, &ours.to_json());
+        let mut core = self.shard.core.borrow_mut();
+        let queued = |core: &crate::core::ShardCore| core.conn(self.cid).map_or(0, |c| c.out.len());
+        let mut s2 = self.s2.borrow_mut();
+        if self.dialed.is_some() {
+            core.send_raw(self.cid, &line);
+            s2.start_out(level, queued(&core));
+        } else {
+            s2.start_out(level, queued(&core));
+            core.send_raw(self.cid, &line);
+        }
+        s2.start_in();
+        Ok(true)
     }
 
     /// Sends `e` and closes (`never`: the dialer does not try again).
@@ -372,6 +435,7 @@ impl Link<'_> {
             Ok(s) => s,
             Err(step) => return step,
         };
+        let compression = self.state.borrow().compression;
         let ip = if info.ip.is_empty() {
             format!("nats-route://{}:{}/", self.ip, info.port)
         } else {
@@ -400,6 +464,7 @@ impl Link<'_> {
             port: self.port,
             start: SystemTime::now(),
             scope: RouteScope::NoPool,
+            compression: compression.map_or("", Negotiated::name).to_string(),
         };
         let (scope, first) = match self.cluster.register(&info.server_id, peer, conn, slot.clone()) {
             Ok(r) => r,
@@ -452,6 +517,10 @@ impl Link<'_> {
             let mut ours = our_info(self.shard, self.cluster, self.dialed.map_or(0, |d| d.gossip_mode));
             if let RouteScope::Pooled(i) = scope {
                 ours.route_pool_idx = i as i32;
+            }
+            ours.route_account = pinned.clone().unwrap_or_default();
+            if let Some(n) = compression {
+                ours.compression = self.cluster.opts().compression.negotiated_info_value(n).into();
             }
             let mut line = Vec::new();
             encode::info(&mut line, &ours.to_json());
