@@ -39,6 +39,8 @@ pub struct LeafSnapshot {
     pub subjects: Arc<Vec<String>>,
     /// The last PING's round trip.
     pub rtt: Option<std::time::Duration>,
+    /// The compression agreed (empty until known).
+    pub compression: &'static str,
 }
 
 /// The leaf node registry.

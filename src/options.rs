@@ -129,6 +129,9 @@ pub struct LeafOptions {
     pub isolate: bool,
     /// `min_version`: leaf nodes of older versions are refused.
     pub min_version: Option<String>,
+    /// `compression`: S2 with leaf nodes (`s2_auto` when absent, as
+    /// nats-server).
+    pub compression: crate::compress::CompressionMode,
 }
 
 impl Default for LeafOptions {
@@ -149,6 +152,7 @@ impl Default for LeafOptions {
             tls: None,
             isolate: false,
             min_version: None,
+            compression: crate::compress::CompressionMode::default_leaf(),
         }
     }
 }
@@ -165,7 +169,7 @@ pub struct LeafUser {
 }
 
 /// A `remotes` entry: a hub this server connects to as a leaf.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeafRemote {
     /// The hub's URLs (`nats-leaf://`, `nats://` or `tls://`... with
     /// optional `user:pass@`), tried in order (shuffled unless
@@ -197,6 +201,28 @@ pub struct LeafRemote {
     /// `request_isolation`: asks the hub not to tell this leaf other leaf
     /// connections' interest.
     pub request_isolation: bool,
+    /// `compression`: S2 with the hub (`s2_auto` when absent, as
+    /// nats-server).
+    pub compression: crate::compress::CompressionMode,
+}
+
+impl Default for LeafRemote {
+    fn default() -> Self {
+        LeafRemote {
+            urls: Vec::new(),
+            account: None,
+            credentials: None,
+            no_randomize: false,
+            deny_imports: Vec::new(),
+            deny_exports: Vec::new(),
+            first_info_timeout: None,
+            disabled: false,
+            tls: None,
+            isolate: false,
+            request_isolation: false,
+            compression: crate::compress::CompressionMode::default_leaf(),
+        }
+    }
 }
 
 /// nats-server's default route pool size (connections per server pair).

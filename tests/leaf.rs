@@ -906,3 +906,85 @@ fn a_hubs_minimum_leaf_version() {
     );
     assert!(results[0].1 && results[0].2 && !results[0].3, "{results:?}");
 }
+
+/// S2 with leaf nodes, petrel and nats-server on either side, in each
+/// mode pair (nats-server's matrix: `off` wins, `accept` follows, a level
+/// or `s2_auto` writes its own; on loopback `s2_auto` is uncompressed):
+/// what `/leafz` shows on both sides, and messages (small, and a large
+/// compressible one) both ways.
+#[tokio::test]
+async fn leaf_compression_with_nats_server() {
+    // (hub, its mode, leaf, its mode, what the hub writes, what the leaf writes)
+    let cases = [
+        (
+            Kind::Nats,
+            "s2_best",
+            Kind::Petrel,
+            "s2_auto",
+            "s2_best",
+            "s2_uncompressed",
+        ),
+        (Kind::Petrel, "s2_fast", Kind::Nats, "accept", "s2_fast", "s2_fast"),
+        (Kind::Petrel, "off", Kind::Nats, "s2_auto", "off", "off"),
+        (Kind::Nats, "s2_auto", Kind::Petrel, "off", "off", "off"),
+        (
+            Kind::Petrel,
+            "s2_auto",
+            Kind::Nats,
+            "s2_auto",
+            "s2_uncompressed",
+            "s2_uncompressed",
+        ),
+        (
+            Kind::Petrel,
+            "s2_better",
+            Kind::Petrel,
+            "s2_best",
+            "s2_better",
+            "s2_best",
+        ),
+    ];
+    for (hub_kind, hub_mode, leaf_kind, leaf_mode, hub_writes, leaf_writes) in cases {
+        let what = format!("hub {hub_kind:?} {hub_mode}, leaf {leaf_kind:?} {leaf_mode}");
+        let hconf = common::jwt::write_conf(&format!(
+            "server_name: HUB\nleafnodes {{\n  listen: 127.0.0.1:-1\n  compression: {hub_mode}\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+             accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n}}\n"
+        ));
+        let h = start(hub_kind, &hconf);
+        let lconf = common::jwt::write_conf(&format!(
+            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{}\", account: L, compression: {leaf_mode} }} ]\n}}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
+            h.leaf_port()
+        ));
+        let l = start(leaf_kind, &lconf);
+        await_leafs(&h, 1);
+        await_leafs(&l, 1);
+        assert_eq!(
+            leafz(&h)["leafs"][0]["compression"],
+            hub_writes,
+            "{what}: {}",
+            leafz(&h)
+        );
+        assert_eq!(
+            leafz(&l)["leafs"][0]["compression"],
+            leaf_writes,
+            "{what}: {}",
+            leafz(&l)
+        );
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        let big: bytes::Bytes = "compressible ".repeat(80_000).into();
+        for (from, to, dir) in [(&lc, &ha, "s2.up"), (&ha, &lc, "s2.down")] {
+            let mut sub = to.subscribe(dir).await.unwrap();
+            common::links::await_crossing(from, &mut sub, dir).await;
+            for k in 0..200 {
+                from.publish(dir, k.to_string().into()).await.unwrap();
+            }
+            from.publish(dir, big.clone()).await.unwrap();
+            from.flush().await.unwrap();
+            for k in 0..200 {
+                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
+            }
+            assert_eq!(next(&mut sub).await.payload, big, "{what}: {dir}");
+        }
+    }
+}

@@ -75,6 +75,11 @@ impl Negotiated {
 }
 
 impl CompressionMode {
+    /// nats-server's default for leaf nodes (both sides): `s2_auto`.
+    pub fn default_leaf() -> CompressionMode {
+        CompressionMode::Auto(DEFAULT_RTT_THRESHOLDS.to_vec())
+    }
+
     /// Reads a mode the way nats-server normalizes it (any case); the
     /// error is nats-server's text.
     pub fn parse(mode: &str, thresholds: Vec<Duration>) -> Result<CompressionMode, String> {

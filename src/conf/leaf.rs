@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use super::parse::ConfError;
-use super::read::{boolean, duration, int, listen_value, string, type_err, uncompressed, Notices};
+use super::read::{boolean, compression, duration, int, listen_value, string, type_err, Notices};
 use super::units::seconds;
 use super::value::{Item, Value};
+use crate::compress::CompressionMode;
 use crate::options::{LeafOptions, LeafRemote, LeafUser};
 
 /// Keys of the block whose features land later, with the feature's name.
@@ -94,7 +95,7 @@ pub fn leaf_block(item: &Item, notices: &mut Notices) -> Result<LeafOptions, Con
                 }
                 l.min_version = Some(text);
             }
-            "compression" => uncompressed(k, v, "s2 leaf compression")?,
+            "compression" => l.compression = compression(k, v, CompressionMode::default_leaf())?,
             "tls" => {
                 let t = super::tls::loaded_tls(v)?;
                 if t.handshake_first {
@@ -215,7 +216,7 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             "dial_timeout" => {
                 duration(k, v, notices)?;
             }
-            "compression" => uncompressed(k, v, "s2 leaf compression")?,
+            "compression" => r.compression = compression(k, v, CompressionMode::default_leaf())?,
             "disabled" => r.disabled = boolean(k, v)?,
             "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
             "request_isolation" => r.request_isolation = boolean(k, v)?,

@@ -158,22 +158,3 @@ pub(super) fn compression(
         _ => CompressionMode::parse(&mode, thresholds).map_err(|e| err(v, e)),
     }
 }
-
-pub(super) fn uncompressed(k: &str, v: &Item, feature: &str) -> Result<(), ConfError> {
-    let mode = match &v.value {
-        Value::Bool(false) => return Ok(()),
-        Value::Str(s) => s.to_ascii_lowercase(),
-        Value::Map(m) => match m.get("mode") {
-            Some(i) => string("mode", i)?.to_ascii_lowercase(),
-            None => return Ok(()),
-        },
-        _ => "on".into(),
-    };
-    match mode.as_str() {
-        "off" | "disabled" | "false" | "accept" | "" => Ok(()),
-        _ => Err(ConfError {
-            pos: v.pos.clone(),
-            msg: format!("{k}: mode {mode:?} is not supported by petrel yet ({feature}); use \"off\" or \"accept\""),
-        }),
-    }
-}

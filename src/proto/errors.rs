@@ -318,6 +318,8 @@ pub enum LeafWireError {
     MaxAccountConnections,
     /// The leaf's version is below the hub's `min_version`.
     MinVersion(String),
+    /// A compression mode this server does not know (the text says which).
+    Compression(String),
     /// A hub's leaf user subscribed or published outside its permissions
     /// (the text names the subject, see [`permissions_violation`]).
     Permissions(String),
@@ -340,6 +342,7 @@ impl LeafWireError {
             LeafWireError::Permissions(text) => text.clone(),
             LeafWireError::MaxAccountConnections => "maximum account active connections exceeded".into(),
             LeafWireError::MinVersion(v) => format!("connection rejected since minimum version required is {v:?}"),
+            LeafWireError::Compression(text) => text.clone(),
         }
     }
 
@@ -351,7 +354,7 @@ impl LeafWireError {
             LeafWireError::ClientOnLeafPort => CloseReason::IncorrectPort,
             LeafWireError::StaleLeafConnection | LeafWireError::StaleConnection => CloseReason::StaleConnection,
             LeafWireError::MaxAccountConnections => CloseReason::MaxAccountConnectionsExceeded,
-            LeafWireError::MinVersion(_) => CloseReason::ProtocolViolation,
+            LeafWireError::MinVersion(_) | LeafWireError::Compression(_) => CloseReason::ProtocolViolation,
             LeafWireError::SameClusterName
             | LeafWireError::ClusterNameSpaces
             | LeafWireError::LoopDetected(_)

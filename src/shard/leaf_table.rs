@@ -22,6 +22,8 @@ pub struct LeafEntry {
     pub(super) stream: Stream,
     /// The last PING's round trip.
     pub(super) rtt: Option<std::time::Duration>,
+    /// The compression agreed (`/leafz`), once known.
+    pub(super) compression: &'static str,
     /// The subjects of its subscriptions as monitoring last took them,
     /// and whether `LS+`/`LS-` changed them since (taken again only then).
     pub(super) subjects: std::sync::Arc<Vec<String>>,

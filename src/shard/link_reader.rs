@@ -54,6 +54,10 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
     // Once the peer switched to S2: its raw bytes, and whether whole
     // chunks wait to be inflated before the next read.
     let mut inflate: Option<(Inflate, Vec<u8>, bool)> = None;
+    // A leaf that answered the hub's INFO before its reader ran.
+    if proto.link_s2().is_some_and(|s| s.borrow_mut().take_switch_in()) {
+        inflate = Some((Inflate::default(), vec![0u8; 64 * 1024], false));
+    }
     loop {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);

@@ -765,19 +765,21 @@ pub fn leafz(shared: &Shared, subs: bool, acc: Option<&str>) -> Value {
         .filter(|c| acc.is_none_or(|a| a == c.account))
         .map(|c| {
             let mut v = json!({
-                "id": c.cid,
-                "name": c.name,
-                "is_spoke": c.is_spoke,
-                "account": c.account,
-                "ip": c.ip,
-                "port": c.port,
-                "in_msgs": c.in_msgs,
-                "out_msgs": c.out_msgs,
-                "in_bytes": c.in_bytes,
-                "out_bytes": c.out_bytes,
-                "subscriptions": c.subjects.len(),
-                "compression": "off",
-            });
+            "id": c.cid,
+            "name": c.name,
+            "is_spoke": c.is_spoke,
+            "account": c.account,
+            "ip": c.ip,
+            "port": c.port,
+            "in_msgs": c.in_msgs,
+            "out_msgs": c.out_msgs,
+            "in_bytes": c.in_bytes,
+            "out_bytes": c.out_bytes,
+            "subscriptions": c.subjects.len(),
+                        });
+            if !c.compression.is_empty() {
+                v["compression"] = json!(c.compression);
+            }
             if let Some(rtt) = c.rtt {
                 v["rtt"] = json!(format!("{rtt:?}"));
             }

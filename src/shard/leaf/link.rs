@@ -18,6 +18,7 @@ use glommio::net::TcpStream;
 
 use super::LOOP_DELAY;
 use crate::auth::perms::{PatternList, Permissions, SubjectRule};
+use crate::compress::Negotiated;
 use crate::conf::cluster::RouteUrl;
 use crate::ids::{AccountId, ConnId, ConnKind, LinkKind};
 use crate::options::LeafRemote;
@@ -28,6 +29,7 @@ use crate::proto::parser::ParseError;
 use crate::proto::route::{parse_leaf, RouteOp, RouteParsed};
 use crate::route_tls::RouteTls;
 use crate::shard::leaf_table::LeafEntry;
+use crate::shard::link_s2::SharedS2;
 use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
 use crate::shard::transport::{Stream, Transport};
@@ -98,6 +100,10 @@ struct State {
     /// `isolate_leafnode_interest` or the leaf's request; leaf: the
     /// remote's `isolate_leafnode_interest`).
     isolated: bool,
+    /// The compression agreed, once the first INFO (or CONNECT) said.
+    compression: Option<Negotiated>,
+    /// When the connection was made (the first RTT for `s2_auto`).
+    started: Option<Instant>,
 }
 
 type Step = Result<(), (Option<LeafWireError>, CloseReason)>;
@@ -111,6 +117,8 @@ struct Link<'a> {
     /// Spoke: subjects not taken from the hub (`deny_imports`).
     deny_imports: Option<SubjectRule>,
     state: &'a RefCell<State>,
+    /// Its S2, shared with its writer.
+    s2: &'a SharedS2,
 }
 
 /// Serves one leaf connection until it closes; returns how long a spoke's
@@ -142,8 +150,10 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             .is_none()
             .then(|| Instant::now() + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
         nonce,
+        started: Some(Instant::now()),
         ..Default::default()
     });
+    let s2 = SharedS2::default();
     shard.core.borrow_mut().add_link(cid, LinkKind::Leaf, AccountId::GLOBAL);
     shard.leafs.conns.borrow_mut().insert(
         cid,
@@ -155,6 +165,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             port,
             stream: stream.clone(),
             rtt: None,
+            compression: "",
             subjects: Default::default(),
             subjects_stale: false,
         },
@@ -171,13 +182,14 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         spoke: spoke.as_ref(),
         deny_imports,
         state: &state,
+        s2: &s2,
     };
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(
         shard.clone(),
         stream.clone(),
         cid,
         true,
-        None,
+        Some(s2.clone()),
     ));
     // The spoke answers the hub's INFO, read before TLS.
     let answered = match &first_info {
@@ -376,7 +388,12 @@ fn hub_info(shard: &Shard, cid: ConnId, nonce: Option<&str>, account: Option<&st
         client_id: cid.0,
         nonce: nonce.unwrap_or_default().to_string(),
         cluster: info.cluster.clone(),
-        compression: if nonce.is_some() { "off".into() } else { String::new() },
+        // The first INFO opens the compression negotiation.
+        compression: if nonce.is_some() {
+            lo.compression.info_value().into()
+        } else {
+            String::new()
+        },
         connect_info: account.is_some(),
         remote_account: account.unwrap_or_default().to_string(),
         info_on_connect: true,
@@ -420,6 +437,13 @@ impl Link<'_> {
                 };
                 if let (Some(at), Some(e)) = (sent, self.shard.leafs.conns.borrow_mut().get_mut(&self.cid)) {
                     e.rtt = Some(at.elapsed());
+                    // s2_auto follows the RTT, from the next write on.
+                    if self.s2.borrow().is_out() {
+                        if let Some(level) = self.mode().relevel(at.elapsed()) {
+                            self.s2.borrow_mut().relevel(level);
+                            e.compression = level.name();
+                        }
+                    }
                 }
             }
             RouteOp::Ok => {}
@@ -441,6 +465,9 @@ impl Link<'_> {
             RouteOp::Info(json) => {
                 if self.spoke.is_some() {
                     return self.hub_said(json);
+                }
+                if !registered {
+                    return self.leaf_negotiates(json);
                 }
             }
             // A spoke takes nothing else before the hub confirmed it.
@@ -545,6 +572,18 @@ impl Link<'_> {
             crate::error!("{} - invalid CONNECT", self.who);
             return Err((None, CloseReason::ProtocolViolation));
         };
+        if self.state.borrow().compression.is_none() {
+            // No INFO came first: the leaf does not compress (or cannot).
+            let n = if connect.compress_mode.is_empty() {
+                Negotiated::NotSupported
+            } else {
+                Negotiated::Off
+            };
+            self.state.borrow_mut().compression = Some(n);
+            if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
+                e.compression = n.name();
+            }
+        }
         let Some((account, name, perms)) = self.authenticate(&connect).await else {
             match &connect.user {
                 Some(u) => crate::error!("{} - authentication error - User {u:?}", self.who),
@@ -724,6 +763,29 @@ impl Link<'_> {
             return Err((None, CloseReason::IncorrectPort));
         }
         let spoke = self.spoke.expect("spoke side");
+        let current = self.state.borrow().compression;
+        let negotiated = match current {
+            Some(n) => n,
+            None => {
+                let n = self.negotiate(&info.compression)?;
+                if let Negotiated::S2(level) = n {
+                    // Our INFO in the clear, then S2 both ways; CONNECT
+                    // follows the hub's answer.
+                    let mut ours = hub_info(self.shard, self.cid, None, None);
+                    ours.compression = self.mode().negotiated_info_value(n).into();
+                    let mut line = Vec::new();
+                    encode::info(&mut line, &ours.to_json());
+                    let mut core = self.shard.core.borrow_mut();
+                    core.send_raw(self.cid, &line);
+                    let queued = core.conn(self.cid).map_or(0, |c| c.out.len());
+                    let mut s2 = self.s2.borrow_mut();
+                    s2.start_out(level, queued);
+                    s2.start_in();
+                    return Ok(());
+                }
+                n
+            }
+        };
         let Some(acc) = self.local_account() else {
             crate::error!(
                 "{} - No local account {:?} for leafnode",
@@ -776,7 +838,7 @@ impl Link<'_> {
             headers: server.headers,
             deny_pub: spoke.remote.deny_imports.clone(),
             isolate: spoke.remote.request_isolation,
-            compress_mode: "off".into(),
+            compress_mode: negotiated.name().into(),
             remote_account: acc.1.clone(),
             protocol: LEAF_PROTO,
             ..Default::default()
@@ -799,6 +861,70 @@ impl Link<'_> {
         } else {
             // An older hub confirms nothing: the CONNECT is taken as is.
             self.confirmed(info.server_name);
+        }
+        Ok(())
+    }
+
+    /// This side's compression mode: the remote's (spoke) or the
+    /// `leafnodes` block's (hub).
+    fn mode(&self) -> crate::compress::CompressionMode {
+        match self.spoke {
+            Some(s) => s.remote.compression.clone(),
+            None => {
+                self.shard
+                    .shared
+                    .leaf
+                    .get()
+                    .map(|l| l.opts())
+                    .unwrap_or_default()
+                    .compression
+            }
+        }
+    }
+
+    /// Settles compression from the peer's INFO `compression` (nats-server's
+    /// matrix) and records it.
+    fn negotiate(&self, theirs: &str) -> Result<Negotiated, (Option<LeafWireError>, CloseReason)> {
+        let rtt = self.state.borrow().started.map_or(Duration::ZERO, |t| t.elapsed());
+        let n = self.mode().select(theirs, rtt).map_err(|text| {
+            crate::error!("{} - {text}", self.who);
+            (Some(LeafWireError::Compression(text)), CloseReason::ProtocolViolation)
+        })?;
+        self.state.borrow_mut().compression = Some(n);
+        if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
+            e.compression = n.name();
+        }
+        Ok(n)
+    }
+
+    /// Hub: a leaf's INFO before its CONNECT asks for compression (taken
+    /// only when this hub's mode is not `off`, as nats-server has it): the
+    /// answer is an INFO with the same nonce, already in S2.
+    fn leaf_negotiates(&self, json: &[u8]) -> Step {
+        let mode = self.mode();
+        if !mode.negotiates() || self.state.borrow().compression.is_some() {
+            crate::error!("{} - authentication error", self.who);
+            return Err((
+                Some(LeafWireError::AuthorizationViolation),
+                CloseReason::AuthenticationViolation,
+            ));
+        }
+        let Ok(info) = serde_json::from_slice::<LeafInfo>(json) else {
+            return Err((None, CloseReason::ProtocolViolation));
+        };
+        let n = self.negotiate(&info.compression)?;
+        if let Negotiated::S2(level) = n {
+            let nonce = self.state.borrow().nonce.clone();
+            let mut ours = hub_info(self.shard, self.cid, Some(&nonce), None);
+            ours.compression = mode.negotiated_info_value(n).into();
+            let mut line = Vec::new();
+            encode::info(&mut line, &ours.to_json());
+            let mut core = self.shard.core.borrow_mut();
+            let queued = core.conn(self.cid).map_or(0, |c| c.out.len());
+            let mut s2 = self.s2.borrow_mut();
+            s2.start_out(level, queued);
+            s2.start_in();
+            core.send_raw(self.cid, &line);
         }
         Ok(())
     }
@@ -980,6 +1106,10 @@ impl crate::shard::link_reader::LinkProtocol for Link<'_> {
 
     fn parse<'b>(&self, buf: &'b [u8], max_line: usize) -> Result<RouteParsed<'b>, ParseError> {
         parse_leaf(buf, max_line, MAX_LEAF_MSG)
+    }
+
+    fn link_s2(&self) -> Option<&SharedS2> {
+        Some(self.s2)
     }
 
     async fn on_op(&self, op: RouteOp<'_>) -> crate::shard::link_reader::Step {

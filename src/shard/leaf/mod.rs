@@ -133,6 +133,7 @@ pub fn poll_leafs(shard: &Shard) {
                 out_bytes: c.out_bytes,
                 subjects: e.subjects.clone(),
                 rtt: e.rtt,
+                compression: e.compression,
             })
         })
         .collect();
