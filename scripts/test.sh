@@ -43,7 +43,7 @@ python3 -m pytest tests/python -q
 if [ "${FUZZ_SECONDS:-0}" -gt 0 ]; then
     step "fuzzing for ${FUZZ_SECONDS}s per target"
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    for t in parser session config jwt_connect; do
+    for t in parser session config jwt_connect route websocket s2; do
         (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="$FUZZ_SECONDS")
     done
 fi

@@ -165,3 +165,14 @@ fn websocket_corpus_never_panics_and_cuts_agree() {
         websocket_check(&data, &[1, 3]);
     }
 }
+
+include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets/s2_check.rs"));
+
+/// The s2 target's check (the same code as the fuzz target) over its kept
+/// corpus.
+#[test]
+fn s2_corpus_never_panics_and_cuts_agree() {
+    for data in corpus("s2") {
+        s2_check(&data);
+    }
+}
