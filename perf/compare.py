@@ -28,7 +28,10 @@ and reports it against the all-nats-server cluster.
 Leaf shapes (l-*; `--shapes leaf`) run a hub and a leaf of each server,
 the leaf bound to the hub's global account: `down` publishes on the hub
 and subscribes on the leaf, `up` the other way; CPU and RSS are both
-servers'.
+servers'. --compression MODE gives both servers' routes and leaf
+connections that S2 mode (by default each runs its own default: routes
+`accept`, so uncompressed; leaf nodes `s2_auto`, on loopback S2 framing
+without compression).
 --external runs any command once per server and round with {url} and
 {port} replaced (e.g. `nats bench pub foo --msgs 1000000 -s {url}`) and
 records its wall time, the server's CPU and RSS, and msgs/s from the last
@@ -367,14 +370,27 @@ def measure_across(pub, sub, name, sh):
     return res
 
 
+def compression_args(args, block):
+    """`-c` with a file setting `compression` in `block` (cluster or
+    leafnodes), when --compression asks; the block's other settings come
+    from the flags or the shape's own file."""
+    if not args.compression:
+        return []
+    fd, path = tempfile.mkstemp(prefix="petrel-compression-", suffix=".conf")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{block} {{ compression: {args.compression} }}\n")
+    return ["-c", path]
+
+
 def measure_cluster(argvs, name, sh, args):
     """Two nodes, the publisher on the first, subscribers on the second."""
-    first = Server(argvs[0] + CLUSTER_ARGS)
+    extra = compression_args(args, "cluster")
+    first = Server(argvs[0] + extra + CLUSTER_ARGS)
     second = None
     try:
         if not first.route_seen.wait(10):
             raise RuntimeError("no route listener")
-        second = Server(argvs[1] + CLUSTER_ARGS + ["--routes", f"nats://127.0.0.1:{first.route_port}"])
+        second = Server(argvs[1] + extra + CLUSTER_ARGS + ["--routes", f"nats://127.0.0.1:{first.route_port}"])
         wait_route(first.port, second.port)
         return measure_across(first, second, name, sh)
     finally:
@@ -388,8 +404,9 @@ def measure_leaf(argv, name, sh, args):
     global account; the publisher on one, subscribers on the other."""
     d = tempfile.mkdtemp(prefix="petrel-leafbench-")
     hub_conf = os.path.join(d, "hub.conf")
+    mode = f", compression: {args.compression}" if args.compression else ""
     with open(hub_conf, "w") as f:
-        f.write("leafnodes { listen: 127.0.0.1:-1 }\n")
+        f.write(f"leafnodes {{ listen: 127.0.0.1:-1{mode} }}\n")
     hub = Server(argv + ["-c", hub_conf])
     leaf = None
     try:
@@ -397,7 +414,7 @@ def measure_leaf(argv, name, sh, args):
             raise RuntimeError("no leaf listener")
         leaf_conf = os.path.join(d, "leaf.conf")
         with open(leaf_conf, "w") as f:
-            f.write(f'leafnodes {{ remotes [ {{ url: "nats://127.0.0.1:{hub.leaf_port}" }} ] }}\n')
+            f.write(f'leafnodes {{ remotes [ {{ url: "nats://127.0.0.1:{hub.leaf_port}"{mode} }} ] }}\n')
         leaf = Server(argv + ["-c", leaf_conf])
         pub, sub = (hub, leaf) if sh["leaf"] == "down" else (leaf, hub)
         wait_route(pub.port, sub.port)
@@ -561,6 +578,8 @@ def main():
     ap.add_argument("--json", help="also write raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     ap.add_argument("--mixed", action="store_true", help="cluster shapes also on a petrel + nats-server cluster")
+    ap.add_argument("--compression", help="route and leaf S2 mode for both servers (off, accept, s2_fast, ...; "
+                    "default: each server's own default)")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "petrel", "--bin", "petrel-loadgen", "--bin",

@@ -23,10 +23,51 @@ const MAX_CHUNK: usize = (1 << 24) - 1;
 
 static CRC32C: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
-/// The S2 stream's checksum of plain bytes: CRC-32C, rotated and offset
-/// as the Snappy framing format masks it.
+/// The S2 stream's checksum of plain bytes (`parts` one after the
+/// other): CRC-32C, rotated and offset as the Snappy framing format masks
+/// it.
+fn masked_crc_parts(parts: &[&[u8]]) -> u32 {
+    crc32c(parts).rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
 fn masked_crc(data: &[u8]) -> u32 {
-    CRC32C.checksum(data).rotate_right(15).wrapping_add(0xa282_ead8)
+    masked_crc_parts(&[data])
+}
+
+/// CRC-32C: with the CPU's instruction where it has one (every x86-64
+/// with SSE 4.2; several times the table's speed, and every byte a link
+/// carries is summed), else the crc crate's slice-by-16 table.
+fn crc32c(parts: &[&[u8]]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("sse4.2") {
+        let mut c = !0u32;
+        for p in parts {
+            // SAFETY: the CPU has SSE 4.2 (checked just above).
+            c = unsafe { crc32c_sse42(c, p) };
+        }
+        return !c;
+    }
+    let mut d = CRC32C.digest();
+    for p in parts {
+        d.update(p);
+    }
+    d.finalize()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(mut c: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let mut words = data.chunks_exact(8);
+    let mut c64 = u64::from(c);
+    for w in &mut words {
+        c64 = _mm_crc32_u64(c64, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    c = c64 as u32;
+    for b in words.remainder() {
+        c = _mm_crc32_u8(c, *b);
+    }
+    c
 }
 
 /// What an S2 stream from a peer can get wrong.
@@ -61,20 +102,68 @@ impl std::fmt::Debug for Framer {
 impl Framer {
     /// Appends `plain` to `out` as one whole S2 stream at `level`.
     pub fn frame(&mut self, level: Level, plain: &[u8], out: &mut Vec<u8>) {
+        self.frame_parts(level, &[plain], out);
+    }
+
+    /// Appends the bytes of `parts`, one after the other, to `out` as one
+    /// whole S2 stream at `level` (uncompressed: copied once, straight
+    /// from the parts).
+    pub fn frame_parts(&mut self, level: Level, parts: &[&[u8]], out: &mut Vec<u8>) {
         out.extend_from_slice(STREAM_ID);
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if level == Level::Uncompressed {
+            // Blocks of BLOCK bytes across the parts.
+            let mut block: Vec<&[u8]> = Vec::new();
+            let mut len = 0;
+            let mut flush = |block: &mut Vec<&[u8]>, len: &mut usize, out: &mut Vec<u8>| {
+                if *len == 0 {
+                    return;
+                }
+                let n = *len + 4;
+                out.extend_from_slice(&[CHUNK_PLAIN, n as u8, (n >> 8) as u8, (n >> 16) as u8]);
+                out.extend_from_slice(&masked_crc_parts(block).to_le_bytes());
+                for p in block.iter() {
+                    out.extend_from_slice(p);
+                }
+                block.clear();
+                *len = 0;
+            };
+            out.reserve(total + 8 * (total / BLOCK + 1));
+            for p in parts {
+                let mut p: &[u8] = p;
+                while !p.is_empty() {
+                    let take = (BLOCK - len).min(p.len());
+                    block.push(&p[..take]);
+                    len += take;
+                    p = &p[take..];
+                    if len == BLOCK {
+                        flush(&mut block, &mut len, out);
+                    }
+                }
+            }
+            flush(&mut block, &mut len, out);
+            return;
+        }
+        let joined;
+        let plain: &[u8] = if parts.len() == 1 {
+            parts[0]
+        } else {
+            joined = parts.concat();
+            &joined
+        };
         for block in plain.chunks(BLOCK) {
             let encoded = match level {
-                Level::Uncompressed => None,
-                Level::Fast => Some(self.encoder.encode(block)),
-                Level::Better => Some(self.encoder.encode_better(block)),
-                Level::Best => Some(self.encoder.encode_best(block)),
+                Level::Better => self.encoder.encode_better(block),
+                Level::Best => self.encoder.encode_best(block),
+                _ => self.encoder.encode(block),
             };
             // As the Go writer: stored plain unless compression saves
             // enough to be worth the reader's work.
-            let worth = |e: &Vec<u8>| block.len() >= 32 && e.len() < block.len() - block.len() / 32 - 5;
-            let (kind, body) = match &encoded {
-                Some(e) if worth(e) => (CHUNK_COMPRESSED, &e[..]),
-                _ => (CHUNK_PLAIN, block),
+            let worth = block.len() >= 32 && encoded.len() < block.len() - block.len() / 32 - 5;
+            let (kind, body) = if worth {
+                (CHUNK_COMPRESSED, &encoded[..])
+            } else {
+                (CHUNK_PLAIN, block)
             };
             let len = body.len() + 4;
             out.extend_from_slice(&[kind, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
@@ -218,6 +307,30 @@ mod tests {
                 twice.extend_from_slice(&text);
                 assert_eq!(roundtrip(level, &text, cut), twice, "{level:?} cut {cut}");
             }
+        }
+    }
+
+    #[test]
+    fn the_cpu_crc_is_the_tables() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cut in [0, 1, 7, 8, 9, 4096, 9999] {
+            let (a, b) = data.split_at(cut);
+            assert_eq!(crc32c(&[a, b]), CRC32C.checksum(&data), "cut {cut}");
+        }
+        // The Snappy framing format's example: CRC-32C of "123456789".
+        assert_eq!(crc32c(&[b"123456789"]), 0xe306_9283);
+    }
+
+    #[test]
+    fn parts_frame_as_their_concatenation() {
+        let parts: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 70_000 + i * 11]).collect();
+        let slices: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        let joined = parts.concat();
+        for level in [Level::Uncompressed, Level::Fast] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            Framer::default().frame_parts(level, &slices, &mut a);
+            Framer::default().frame(level, &joined, &mut b);
+            assert_eq!(a, b, "{level:?}");
         }
     }
 

@@ -60,18 +60,21 @@ impl LinkS2 {
     pub(crate) fn wire(&mut self, chunks: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
         let (level, plain_left) = self.out.as_mut()?;
         let mut wire = Vec::new();
-        let mut rest = Vec::new();
+        let mut rest: Vec<&[u8]> = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let plain = (*plain_left).min(chunk.len());
             if plain > 0 {
                 wire.push(chunk[..plain].to_vec());
                 *plain_left -= plain;
             }
-            rest.extend_from_slice(&chunk[plain..]);
+            if plain < chunk.len() {
+                rest.push(&chunk[plain..]);
+            }
         }
         if !rest.is_empty() {
-            let mut framed = Vec::with_capacity(rest.len() / 2 + 64);
-            self.framer.frame(*level, &rest, &mut framed);
+            let total: usize = rest.iter().map(|r| r.len()).sum();
+            let mut framed = Vec::with_capacity(total + 64);
+            self.framer.frame_parts(*level, &rest, &mut framed);
             wire.push(framed);
         }
         Some(wire)
