@@ -204,6 +204,9 @@ pub struct LeafRemote {
     /// `compression`: S2 with the hub (`s2_auto` when absent, as
     /// nats-server).
     pub compression: crate::compress::CompressionMode,
+    /// `hub`: this server takes the hub's role on the connection (tells
+    /// the other side all of its interest), the other side the leaf's.
+    pub hub: bool,
 }
 
 impl Default for LeafRemote {
@@ -221,6 +224,7 @@ impl Default for LeafRemote {
             isolate: false,
             request_isolation: false,
             compression: crate::compress::CompressionMode::default_leaf(),
+            hub: false,
         }
     }
 }

@@ -988,3 +988,37 @@ async fn leaf_compression_with_nats_server() {
         }
     }
 }
+
+/// A remote with `hub: true`: the dialing server takes the hub's role
+/// and the accepting one the leaf's (`is_spoke` in `/leafz` both sides,
+/// petrel dialing nats-server and the other way round); messages cross
+/// both ways.
+#[tokio::test]
+async fn a_remote_can_take_the_hub_role() {
+    for (acceptor, dialer) in [(Kind::Nats, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
+        let what = format!("{dialer:?} dials {acceptor:?} with hub: true");
+        let h = hub(acceptor, -1);
+        let lconf = common::jwt::write_conf(&format!(
+            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{}\", account: L, hub: true }} ]\n}}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
+            h.leaf_port()
+        ));
+        let l = start(dialer, &lconf);
+        await_leafs(&h, 1);
+        await_leafs(&l, 1);
+        assert_eq!(leafz(&h)["leafs"][0]["is_spoke"], true, "{what}: {}", leafz(&h));
+        assert_eq!(leafz(&l)["leafs"][0]["is_spoke"], false, "{what}: {}", leafz(&l));
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        for (from, to, dir) in [(&lc, &ha, "role.up"), (&ha, &lc, "role.down")] {
+            let mut sub = to.subscribe(dir).await.unwrap();
+            common::links::await_crossing(from, &mut sub, dir).await;
+            for k in 0..100 {
+                from.publish(dir, k.to_string().into()).await.unwrap();
+            }
+            from.flush().await.unwrap();
+            for k in 0..100 {
+                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir}");
+            }
+        }
+    }
+}

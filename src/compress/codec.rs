@@ -115,7 +115,7 @@ impl Framer {
             // Blocks of BLOCK bytes across the parts.
             let mut block: Vec<&[u8]> = Vec::new();
             let mut len = 0;
-            let mut flush = |block: &mut Vec<&[u8]>, len: &mut usize, out: &mut Vec<u8>| {
+            let flush = |block: &mut Vec<&[u8]>, len: &mut usize, out: &mut Vec<u8>| {
                 if *len == 0 {
                     return;
                 }

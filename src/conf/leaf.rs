@@ -21,7 +21,6 @@ const NOT_YET: &[(&str, &str)] = &[
 const REMOTE_NOT_YET: &[(&str, &str)] = &[
     ("nkey", "nkey leaf authentication"),
     ("seed", "nkey leaf authentication"),
-    ("hub", "leaf remotes as hubs"),
     ("ws_compress", "WebSocket leaf remotes"),
     ("ws_compression", "WebSocket leaf remotes"),
     ("websocket_compress", "WebSocket leaf remotes"),
@@ -218,6 +217,7 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             }
             "compression" => r.compression = compression(k, v, CompressionMode::default_leaf())?,
             "disabled" => r.disabled = boolean(k, v)?,
+            "hub" => r.hub = boolean(k, v)?,
             "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
             "request_isolation" => r.request_isolation = boolean(k, v)?,
             "tls" => {

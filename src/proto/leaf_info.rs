@@ -112,6 +112,9 @@ pub struct LeafConnect {
     /// (its remote's `request_isolation`).
     #[serde(skip_serializing_if = "is_false")]
     pub isolate: bool,
+    /// The dialing server takes the hub's role (its remote's `hub`).
+    #[serde(rename = "is_hub", skip_serializing_if = "is_false")]
+    pub hub: bool,
     /// Compression mode the leaf asks for.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub compress_mode: String,

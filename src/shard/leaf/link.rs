@@ -102,6 +102,12 @@ struct State {
     isolated: bool,
     /// The compression agreed, once the first INFO (or CONNECT) said.
     compression: Option<Negotiated>,
+    /// This server dialed the connection.
+    dialed: bool,
+    /// This server takes the leaf's role (the other side is the hub):
+    /// when it dialed, unless its remote says `hub`; when it accepted,
+    /// only if the CONNECT says `is_hub`.
+    role_spoke: bool,
     /// When the connection was made (the first RTT for `s2_auto`).
     started: Option<Instant>,
 }
@@ -151,6 +157,8 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
             .then(|| Instant::now() + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
         nonce,
         started: Some(Instant::now()),
+        dialed: spoke.is_some(),
+        role_spoke: spoke.as_ref().is_some_and(|s| !s.remote.hub),
         ..Default::default()
     });
     let s2 = SharedS2::default();
@@ -335,8 +343,7 @@ fn event_client(st: &State, cid: ConnId, ip: &str, spoke: bool) -> crate::sys::C
 /// (kind `Leafnode`).
 fn disconnect_event(shard: &Rc<Shard>, st: &State, cid: ConnId, ip: &str, reason: CloseReason) {
     let Some((_, acc)) = &st.account else { return };
-    let spoke = shard.leafs.conns.borrow().get(&cid).is_some_and(|e| e.is_spoke);
-    let mut info = event_client(st, cid, ip, spoke);
+    let mut info = event_client(st, cid, ip, st.dialed);
     info.stop = crate::timefmt::rfc3339(std::time::SystemTime::now());
     let (sent, received) = shard
         .core
@@ -631,6 +638,7 @@ impl Link<'_> {
             st.user = connect.user.clone().unwrap_or_default();
             st.version = connect.version.clone();
             st.remote_cluster = connect.cluster.clone();
+            st.role_spoke = connect.hub;
             st.isolated = connect.isolate || self.shard.shared.leaf.get().is_some_and(|l| l.opts().isolate);
         }
         let mut out = Vec::new();
@@ -838,6 +846,7 @@ impl Link<'_> {
             headers: server.headers,
             deny_pub: spoke.remote.deny_imports.clone(),
             isolate: spoke.remote.request_isolation,
+            hub: spoke.remote.hub,
             compress_mode: negotiated.name().into(),
             remote_account: acc.1.clone(),
             protocol: LEAF_PROTO,
@@ -958,16 +967,16 @@ impl Link<'_> {
             let mut core = self.shard.core.borrow_mut();
             core.name_account(account, &name);
             let (tellable, perms) = self.filters(deny_pub);
-            let (cluster, isolated) = {
+            let (cluster, isolated, role_spoke) = {
                 let st = self.state.borrow();
-                (st.remote_cluster.clone(), st.isolated)
+                (st.remote_cluster.clone(), st.isolated, st.role_spoke)
             };
             core.add_leaf(
                 self.cid,
                 account,
                 crate::core::LeafSetup {
                     cluster: Some(&cluster),
-                    spoke: self.spoke.is_some(),
+                    spoke: role_spoke,
                     isolated,
                     tellable,
                     perms,
@@ -980,6 +989,7 @@ impl Link<'_> {
         if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
             e.name = peer.clone();
             e.account = name.clone();
+            e.is_spoke = self.state.borrow().role_spoke;
         }
         {
             let mut st = self.state.borrow_mut();
