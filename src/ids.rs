@@ -23,6 +23,8 @@ pub enum ConnKind {
     WebSocket,
     /// The leaf node port (a leaf authenticating as a user).
     Leaf,
+    /// A leaf node on the WebSocket port.
+    LeafWs,
 }
 
 impl ConnKind {
@@ -32,6 +34,7 @@ impl ConnKind {
             ConnKind::Standard => "STANDARD",
             ConnKind::WebSocket => "WEBSOCKET",
             ConnKind::Leaf => "LEAFNODE",
+            ConnKind::LeafWs => "LEAFNODE_WS",
         }
     }
 
@@ -46,7 +49,7 @@ impl ConnKind {
         match self {
             ConnKind::Standard => "nats",
             ConnKind::WebSocket => "websocket",
-            ConnKind::Leaf => "leafnode",
+            ConnKind::Leaf | ConnKind::LeafWs => "leafnode",
         }
     }
 }

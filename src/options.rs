@@ -207,6 +207,9 @@ pub struct LeafRemote {
     /// `hub`: this server takes the hub's role on the connection (tells
     /// the other side all of its interest), the other side the leaf's.
     pub hub: bool,
+    /// `ws_no_masking`: over WebSocket, ask the hub to take unmasked
+    /// frames.
+    pub ws_no_masking: bool,
 }
 
 impl Default for LeafRemote {
@@ -225,6 +228,7 @@ impl Default for LeafRemote {
             request_isolation: false,
             compression: crate::compress::CompressionMode::default_leaf(),
             hub: false,
+            ws_no_masking: false,
         }
     }
 }

@@ -1022,3 +1022,92 @@ async fn a_remote_can_take_the_hub_role() {
         }
     }
 }
+
+/// Leaf nodes over WebSocket: a leaf dialing the hub's WebSocket port
+/// (`ws://`, with and without `ws_no_masking`), petrel and nats-server on
+/// either side; the leaf is bound as over the leaf port, messages (and a
+/// large one) cross both ways; `/leafz` lists it.
+#[tokio::test]
+async fn leaf_nodes_over_websocket() {
+    for (hub_kind, leaf_kind, no_masking) in [
+        (Kind::Nats, Kind::Petrel, false),
+        (Kind::Petrel, Kind::Nats, false),
+        (Kind::Petrel, Kind::Petrel, true),
+        (Kind::Nats, Kind::Petrel, true),
+    ] {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?} over ws, no_masking {no_masking}");
+        let hconf = common::jwt::write_conf(
+            "server_name: HUB\nwebsocket { listen: 127.0.0.1:-1, no_tls: true }\n\
+             leafnodes {\n  listen: 127.0.0.1:-1\n  authorization { user: lu, password: lp, account: A }\n}\n\
+             accounts {\n  A { users [{user: a, password: a}] }\n}\n",
+        );
+        let h = start(hub_kind, &hconf);
+        let lconf = common::jwt::write_conf(&format!(
+            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"ws://lu:lp@127.0.0.1:{}\", account: L, ws_no_masking: {no_masking} }} ]\n}}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
+            h.ws_port()
+        ));
+        let l = start(leaf_kind, &lconf);
+        await_leafs(&h, 1);
+        await_leafs(&l, 1);
+        assert_eq!(leafz(&h)["leafs"][0]["account"], "A", "{what}: {}", leafz(&h));
+        assert_eq!(leafz(&l)["leafs"][0]["account"], "L", "{what}: {}", leafz(&l));
+        // Both log it as a WebSocket leaf connection.
+        for p in [&h, &l] {
+            assert!(
+                !p.log_lines("lid_ws:").is_empty() && !p.log_lines("Leafnode connection created").is_empty(),
+                "{what}"
+            );
+        }
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        let big: bytes::Bytes = "websocket ".repeat(50_000).into();
+        for (from, to, dir) in [(&lc, &ha, "ws.up"), (&ha, &lc, "ws.down")] {
+            let mut sub = to.subscribe(dir).await.unwrap();
+            common::links::await_crossing(from, &mut sub, dir).await;
+            for k in 0..200 {
+                from.publish(dir, k.to_string().into()).await.unwrap();
+            }
+            from.publish(dir, big.clone()).await.unwrap();
+            from.flush().await.unwrap();
+            for k in 0..200 {
+                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
+            }
+            assert_eq!(next(&mut sub).await.payload, big, "{what}: {dir}");
+        }
+    }
+}
+
+/// Leaf nodes over wss: TLS to the hub's WebSocket port (its `websocket
+/// { tls }` certificate), verified by the remote's `ca_file`; petrel on
+/// either side of nats-server.
+#[tokio::test]
+async fn leaf_nodes_over_secure_websocket() {
+    let pki = common::pki::Pki::new();
+    pki.issue(&["127.0.0.1", "localhost"], "hub", "hub");
+    for (hub_kind, leaf_kind) in MIXES {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?} over wss");
+        let hconf = common::jwt::write_conf(&format!(
+            "websocket {{ listen: 127.0.0.1:-1, tls {{ cert_file: \"{}\", key_file: \"{}\" }} }}\n\
+             leafnodes {{\n  listen: 127.0.0.1:-1\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+             accounts {{ A {{ users [{{user: a, password: a}}] }} }}\n",
+            pki.path("hub.pem").display(),
+            pki.path("hub-key.pem").display()
+        ));
+        let h = start(hub_kind, &hconf);
+        let lconf = common::jwt::write_conf(&format!(
+            "leafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"wss://lu:lp@127.0.0.1:{}\", account: L, tls {{ ca_file: \"{}\" }} }} ]\n}}\n\
+             accounts {{ L {{ users [{{user: l, password: l}}] }} }}\n",
+            h.ws_port(),
+            pki.path("ca.pem").display()
+        ));
+        let l = start(leaf_kind, &lconf);
+        await_leafs(&h, 1);
+        await_leafs(&l, 1);
+        let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
+        let mut at_hub = ha.subscribe("over.wss").await.unwrap();
+        common::links::await_crossing(&lc, &mut at_hub, "over.wss").await;
+        let mut at_leaf = lc.subscribe("back.over.wss").await.unwrap();
+        common::links::await_crossing(&ha, &mut at_leaf, "back.over.wss").await;
+        assert!(!h.log_lines("lid_ws:").is_empty(), "{what}");
+    }
+}

@@ -21,12 +21,10 @@ const NOT_YET: &[(&str, &str)] = &[
 const REMOTE_NOT_YET: &[(&str, &str)] = &[
     ("nkey", "nkey leaf authentication"),
     ("seed", "nkey leaf authentication"),
-    ("ws_compress", "WebSocket leaf remotes"),
-    ("ws_compression", "WebSocket leaf remotes"),
-    ("websocket_compress", "WebSocket leaf remotes"),
-    ("websocket_compression", "WebSocket leaf remotes"),
-    ("ws_no_masking", "WebSocket leaf remotes"),
-    ("websocket_no_masking", "WebSocket leaf remotes"),
+    ("ws_compress", "permessage-deflate on WebSocket leaf remotes"),
+    ("ws_compression", "permessage-deflate on WebSocket leaf remotes"),
+    ("websocket_compress", "permessage-deflate on WebSocket leaf remotes"),
+    ("websocket_compression", "permessage-deflate on WebSocket leaf remotes"),
     ("jetstream_cluster_migrate", "JetStream"),
     ("js_cluster_migrate", "JetStream"),
     ("proxy", "leaf connections through a proxy"),
@@ -218,6 +216,7 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             "compression" => r.compression = compression(k, v, CompressionMode::default_leaf())?,
             "disabled" => r.disabled = boolean(k, v)?,
             "hub" => r.hub = boolean(k, v)?,
+            "ws_no_masking" | "websocket_no_masking" => r.ws_no_masking = boolean(k, v)?,
             "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
             "request_isolation" => r.request_isolation = boolean(k, v)?,
             "tls" => {
@@ -242,6 +241,20 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
         return Err(at(
             item,
             "leafnodes: remotes: an entry needs \"url\" or \"urls\"".into(),
+        ));
+    }
+    // nats-server's rule: a remote's URLs are all WebSocket or none.
+    if r.urls
+        .iter()
+        .any(|u| leaf_ws(u).is_some() != leaf_ws(&r.urls[0]).is_some())
+    {
+        let shown: Vec<String> = r.urls.iter().map(|u| format!("{:?}", redact(u))).collect();
+        return Err(at(
+            item,
+            format!(
+                "remote leaf node configuration cannot have a mix of websocket and non-websocket urls: [{}]",
+                shown.join(" ")
+            ),
         ));
     }
     Ok(r)
@@ -277,20 +290,63 @@ fn subjects(k: &str, v: &Item) -> Result<Vec<String>, ConfError> {
 pub fn leaf_url(s: &str) -> Result<crate::conf::cluster::RouteUrl, String> {
     if let Some((scheme, _)) = s.split_once("://") {
         match scheme.to_ascii_lowercase().as_str() {
-            "nats" | "nats-leaf" | "leafnode" | "tls" => {}
-            "ws" | "wss" => return Err("WebSocket remotes are not supported by petrel yet".into()),
+            "nats" | "nats-leaf" | "leafnode" | "tls" | "ws" | "wss" => {}
             other => return Err(format!("unsupported scheme {other:?}")),
         }
     }
-    let rest = s.split_once("://").map_or(s, |(_, r)| r).trim_end_matches('/');
+    let rest = s.split_once("://").map_or(s, |(_, r)| r);
+    // The authority: a path (WebSocket remotes) goes to the upgrade.
+    let rest = rest.split_once('/').map_or(rest, |(a, _)| a);
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
     let with_port = if has_port {
         rest.to_string()
     } else {
+        // nats-server's default for every scheme, wss included.
         format!("{rest}:7422")
     };
     crate::conf::cluster::route_url(&format!("nats://{with_port}"))
+}
+
+/// Where a WebSocket remote upgrades: `ws://` or `wss://` (TLS), and the
+/// URL's path; `None` for other remotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsTarget {
+    /// `wss://`.
+    pub tls: bool,
+    /// The URL's path (`/leafnode` is added to it).
+    pub path: String,
+}
+
+/// A remote URL's WebSocket target, if it is one (nats-server: a scheme
+/// starting with `ws`).
+pub fn leaf_ws(s: &str) -> Option<WsTarget> {
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !scheme.starts_with("ws") {
+        return None;
+    }
+    let path = rest.split_once('/').map_or(String::new(), |(_, p)| {
+        format!("/{}", p.split(['?', '#']).next().unwrap_or_default())
+    });
+    Some(WsTarget {
+        tls: scheme.starts_with("wss"),
+        path,
+    })
+}
+
+/// A URL with its password shown as `xxxxx`, as nats-server shows it.
+fn redact(u: &str) -> String {
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return u.to_string();
+    };
+    match rest.split_once('@') {
+        Some((cred, host)) => match cred.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:xxxxx@{host}"),
+            None => u.to_string(),
+        },
+        None => u.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +357,32 @@ mod tests {
         let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
         let mut o = crate::options::Options::default();
         crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn websocket_remotes_as_nats_server_reads_them() {
+        assert_eq!(
+            leaf_ws("wss://u:p@hub.example/some/path"),
+            Some(WsTarget {
+                tls: true,
+                path: "/some/path".into()
+            })
+        );
+        assert_eq!(leaf_ws("ws://127.0.0.1:8080").map(|t| t.tls), Some(false));
+        assert_eq!(leaf_ws("nats://127.0.0.1:8080"), None);
+        let u = leaf_url("wss://u:p@hub.example/some/path").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.user.as_deref()),
+            ("hub.example", 7422, Some("u"))
+        );
+        assert_eq!(leaf_url("ws://h:8080/x").unwrap().port, 8080);
+        let e = refusal("leafnodes { remotes [ { urls: [\"nats://a:p@h:1\", \"ws://h:2\"] } ] }");
+        assert!(
+            e.contains(
+                "remote leaf node configuration cannot have a mix of websocket and non-websocket urls: [\"nats://a:xxxxx@h:1\" \"ws://h:2\"]"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

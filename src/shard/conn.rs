@@ -229,7 +229,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
             None => return forget(&shard),
         },
         // Leaf connections are served by `shard::leaf`, never here.
-        ConnKind::Standard | ConnKind::Leaf => None,
+        ConnKind::Standard | ConnKind::Leaf | ConnKind::LeafWs => None,
     };
     // (transport, whether INFO already went out in the clear, whether TLS came first)
     let (transport, info_sent, tls_first) = match (&ws, shard.shared.tls()) {
@@ -245,10 +245,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         .await
         {
             Ok(accepted) if accepted.upgrade.leafnode => {
+                // A leaf node: served as one when this server is a hub.
+                forget(&shard);
+                if shard.shared.leaf.get().is_some_and(|l| l.opts().port != 0) {
+                    super::leaf::serve_ws_hub(shard.clone(), accepted.stream, cid).await;
+                    return;
+                }
                 crate::error!("{who} - Not configured to accept leaf node connections");
                 let stream = Rc::new(RefCell::new(Transport::Ws(Box::new(accepted.stream))));
                 shutdown(&stream);
-                return forget(&shard);
+                return;
             }
             Ok(accepted) => {
                 if let Some(f) = accepted.upgrade.forwarded_for {

@@ -383,7 +383,7 @@ async fn lame_duck(shard: Rc<Shard>) {
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
     let shared = shard.shared.clone();
     let name = match kind {
-        ConnKind::Standard | ConnKind::Leaf => "Client",
+        ConnKind::Standard | ConnKind::Leaf | ConnKind::LeafWs => "Client",
         ConnKind::WebSocket => "Websocket",
     };
     // As nats-server: an accept error (out of file descriptors, say) is

@@ -38,6 +38,9 @@ pub struct WsStream {
     /// The writer task waiting for `out` to drain: the reader may drain it
     /// (writing a pong) and must wake it then.
     writer: Option<std::task::Waker>,
+    /// This server is the WebSocket client (a leaf that dialed a hub): its
+    /// frames are masked, unless the hub took `Nats-No-Masking`.
+    masked: bool,
 }
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
@@ -58,8 +61,17 @@ impl WsStream {
 
     fn queue_close(&mut self, payload: &[u8]) {
         if !self.closed {
-            frame::put_frame(&mut self.out, frame::OP_CLOSE, payload);
+            self.put(frame::OP_CLOSE, payload);
             self.closed = true;
+        }
+    }
+
+    /// Queues one frame, masked when this side is the client.
+    fn put(&mut self, opcode: u8, payload: &[u8]) {
+        if self.masked {
+            frame::put_masked_frame(&mut self.out, opcode, payload);
+        } else {
+            frame::put_frame(&mut self.out, opcode, payload);
         }
     }
 
@@ -146,7 +158,7 @@ impl AsyncRead for WsStream {
                 match c {
                     Control::Ping(p) => {
                         if !me.closed {
-                            frame::put_frame(&mut me.out, frame::OP_PONG, &p);
+                            me.put(frame::OP_PONG, &p);
                         }
                     }
                     Control::Close(p) => me.queue_close(&p),
@@ -171,7 +183,11 @@ impl AsyncWrite for WsStream {
         if me.closed {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
-        me.encoder.frame(buf, &mut me.out);
+        if me.masked {
+            frame::put_masked_frame(&mut me.out, frame::OP_BINARY, buf);
+        } else {
+            me.encoder.frame(buf, &mut me.out);
+        }
         let _ = me.drive_out(cx);
         Poll::Ready(Ok(buf.len()))
     }
@@ -255,6 +271,7 @@ pub async fn accept(
                 out_pos: 0,
                 closed: false,
                 writer: None,
+                masked: false,
             };
             Ok(Accepted {
                 stream,
@@ -306,4 +323,61 @@ pub async fn open(
         },
         None => work.await,
     }
+}
+
+/// Upgrades a connection this server dialed (a leaf to a hub's WebSocket
+/// port, TLS already done for wss): nats-server's request, its checks of
+/// the answer; what came after the answer is the first frames.
+pub async fn dial_upgrade(
+    mut inner: Socket,
+    host_port: &str,
+    path: &str,
+    no_masking: bool,
+    max_payload: usize,
+) -> Result<WsStream, String> {
+    use base64::Engine;
+    let key_bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+    inner
+        .write_all(&handshake::leaf_request(host_port, path, &key, no_masking))
+        .await
+        .map_err(|e| e.to_string())?;
+    inner.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let (granted, header) = loop {
+        if let Some(r) = handshake::leaf_response(&buf, &key)? {
+            break r;
+        }
+        let n = inner.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("EOF".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut rest = buf[header..].to_vec();
+    // The hub's first frames may have come with its answer: decoded now,
+    // as the reader reads the socket before it decodes again.
+    let mut decoder = Decoder::new(false, max_payload).without_masking();
+    let mut data = Vec::new();
+    let mut controls = Vec::new();
+    let used = decoder
+        .decode(&mut rest, &mut data, &mut controls)
+        .map_err(|e| e.text)?;
+    rest.drain(..used);
+    Ok(WsStream {
+        inner,
+        // The hub's frames are not masked.
+        decoder,
+        encoder: Encoder::new(false, false),
+        raw_len: rest.len(),
+        raw: rest,
+        data,
+        data_pos: 0,
+        out: Vec::new(),
+        out_pos: 0,
+        closed: false,
+        writer: None,
+        masked: !(no_masking && granted),
+    })
 }

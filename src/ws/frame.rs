@@ -428,6 +428,17 @@ pub const COMPRESS_THRESHOLD: usize = 64;
 /// Browsers get frames of at most this many payload bytes.
 pub const BROWSER_FRAME: usize = 4096;
 
+/// Appends one whole masked frame, as a WebSocket client writes it (a
+/// leaf dialing a hub's WebSocket port), with a fresh random key.
+pub fn put_masked_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    let start = out.len();
+    put_header(out, opcode, true, true, false, payload.len());
+    out[start + 1] |= MASK;
+    let key = fastrand::u32(..).to_ne_bytes();
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
+}
+
 /// Frames what the server writes to one client: each write becomes binary
 /// frames, compressed when permessage-deflate was negotiated.
 #[derive(Default)]
@@ -495,6 +506,18 @@ mod tests {
         let used = d.decode(&mut input, &mut data, &mut ctl)?;
         assert_eq!(used, input.len(), "whole input used");
         Ok((data, ctl))
+    }
+
+    #[test]
+    fn masked_frames_decode_as_a_servers_do() {
+        let mut out = Vec::new();
+        put_masked_frame(&mut out, OP_BINARY, b"CONNECT {}\r\n");
+        put_masked_frame(&mut out, OP_PONG, b"p");
+        assert_eq!(out[1] & MASK, MASK);
+        let mut d = Decoder::new(false, 1 << 20);
+        let (data, ctl) = decode_all(&mut d, &out).unwrap();
+        assert_eq!(data, b"CONNECT {}\r\n");
+        assert!(ctl.is_empty(), "a pong asks for nothing");
     }
 
     #[test]

@@ -117,9 +117,9 @@ pub struct Upgrade {
     pub forwarded_for: Option<String>,
     /// Credentials from the configured cookies.
     pub cookies: CookieCredentials,
-    /// The request asked for nats-server's leaf node endpoint (`.../leafnode`),
-    /// which petrel does not serve: the connection is closed after the upgrade,
-    /// as nats-server closes it without leaf nodes configured.
+    /// The request asked for nats-server's leaf node endpoint
+    /// (`.../leafnode`): a leaf node, served as one when leaf nodes are
+    /// configured, else closed after the upgrade, as nats-server does.
     pub leafnode: bool,
 }
 
@@ -142,6 +142,60 @@ impl CookieCredentials {
     pub fn is_empty(&self) -> bool {
         self.jwt.is_none() && self.user.is_none() && self.pass.is_none() && self.token.is_none()
     }
+}
+
+/// The upgrade request a leaf sends a hub's WebSocket port, as nats-server
+/// writes it (Go's request writer: headers sorted, its user agent);
+/// `path` is the URL's path, `/leafnode` is added to it.
+pub fn leaf_request(host_port: &str, path: &str, key: &str, no_masking: bool) -> Vec<u8> {
+    let path = match path.trim_start_matches('/') {
+        "" => "/leafnode".to_string(),
+        p => format!("/{}/leafnode", p.trim_end_matches('/')),
+    };
+    let mut r = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nUser-Agent: Go-http-client/1.1\r\nConnection: Upgrade\r\n"
+    );
+    if no_masking {
+        r.push_str("Nats-No-Masking: true\r\n");
+    }
+    r.push_str(&format!(
+        "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n"
+    ));
+    r.into_bytes()
+}
+
+/// Reads a hub's answer to [`leaf_request`]: `Ok(None)` until its header
+/// is whole, then whether the hub took `Nats-No-Masking` and the header's
+/// length; `Err` with nats-server's text when it is no upgrade.
+pub fn leaf_response(buf: &[u8], key: &str) -> Result<Option<(bool, usize)>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > 8192 {
+            return Err("invalid websocket connection".into());
+        }
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&buf[..end]);
+    let mut lines = text.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let mut parts = status.split_whitespace();
+    let ok_status = parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) && parts.next() == Some("101");
+    let mut first = std::collections::HashMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            first
+                .entry(name.trim().to_ascii_lowercase())
+                .or_insert_with(|| value.trim().to_string());
+        }
+    }
+    let is = |name: &str, want: &str| first.get(name).is_some_and(|v| v.eq_ignore_ascii_case(want));
+    let accepted = first.get("sec-websocket-accept").map(String::as_str) == Some(accept_key(key).as_str());
+    if !ok_status || !is("upgrade", "websocket") || !is("connection", "upgrade") || !accepted {
+        return Err("invalid websocket connection".into());
+    }
+    Ok(Some((
+        first.get("nats-no-masking").map(String::as_str) == Some("true"),
+        end + 4,
+    )))
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
@@ -320,6 +374,35 @@ pub fn error_response(status: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leafs_upgrade_is_nats_servers() {
+        let r = String::from_utf8(leaf_request("h:443", "/some/path/", "KEY==", true)).unwrap();
+        assert_eq!(
+            r,
+            "GET /some/path/leafnode HTTP/1.1\r\nHost: h:443\r\nUser-Agent: Go-http-client/1.1\r\nConnection: Upgrade\r\n\
+             Nats-No-Masking: true\r\nSec-WebSocket-Key: KEY==\r\nSec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n"
+        );
+        assert!(String::from_utf8(leaf_request("h:1", "", "K", false))
+            .unwrap()
+            .starts_with("GET /leafnode "));
+        let good = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nNats-No-Masking: true\r\n\r\n\x02\x05INFO ",
+            accept_key("K")
+        );
+        let header = good.find("\r\n\r\n").unwrap() + 4;
+        assert_eq!(leaf_response(good.as_bytes(), "K"), Ok(Some((true, header))));
+        assert_eq!(leaf_response(&good.as_bytes()[..20], "K"), Ok(None));
+        assert_eq!(
+            leaf_response(good.as_bytes(), "OTHER"),
+            Err("invalid websocket connection".into())
+        );
+        let keep_alive = good.replace("Connection: Upgrade", "Connection: Upgrade, keep-alive");
+        assert!(
+            leaf_response(keep_alive.as_bytes(), "K").is_err(),
+            "the whole value, as Go checks it"
+        );
+    }
 
     fn request(extra: &str) -> Request {
         let text = format!(

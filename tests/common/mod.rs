@@ -88,6 +88,18 @@ impl Proc {
         }
     }
 
+    /// The WebSocket port it logged listening on (`websocket { listen }`).
+    pub fn ws_port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.log_lines("Listening for websocket clients on ").pop() {
+                return line.rsplit(':').next().unwrap().trim().parse().expect("websocket port");
+            }
+            assert!(std::time::Instant::now() < deadline, "no websocket listener log line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log

@@ -42,7 +42,7 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a spoke waits for the hub's first INFO (nats-server's
 /// `first_info_timeout` default) and then for its confirming INFO.
-const FIRST_INFO: Duration = Duration::from_secs(1);
+pub(super) const FIRST_INFO: Duration = Duration::from_secs(1);
 const CONNECT_CONFIRM: Duration = Duration::from_secs(2);
 
 /// The first PING (plus up to 20 %) after the handshake.
@@ -125,6 +125,8 @@ struct Link<'a> {
     state: &'a RefCell<State>,
     /// Its S2, shared with its writer.
     s2: &'a SharedS2,
+    /// Over WebSocket.
+    ws: bool,
 }
 
 /// Serves one leaf connection until it closes; returns how long a spoke's
@@ -136,7 +138,6 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
     let ip = peer.map(|a| a.ip().to_string()).unwrap_or_default();
     let port = peer.map(|a| a.port()).unwrap_or(0);
     let who = format!("{ip}:{port} - lid:{}", cid.0);
-    let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
     // INFO in the clear, then TLS when either side asks for it.
     let opened = match &spoke {
         None => open_hub(&shard, stream, cid).await,
@@ -151,10 +152,88 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         }
     };
     let stream: Stream = Rc::new(RefCell::new(Transport::Socket(socket)));
+    let opened = Opened {
+        ip,
+        port,
+        who,
+        first_info,
+        nonce,
+        hello: None,
+        ws: false,
+    };
+    run(shard, stream, cid, spoke, opened).await
+}
+
+/// A leaf connection over WebSocket: accepted on the WebSocket port
+/// (`spoke` None: this server the hub, its INFO the first frame) or
+/// dialed to a hub's (the hub's INFO comes as the first frame).
+pub(super) async fn serve_ws(
+    shard: Rc<Shard>,
+    ws: crate::shard::websocket::WsStream,
+    cid: ConnId,
+    spoke: Option<Spoke>,
+) -> Option<Duration> {
+    let peer = ws.inner().tcp().peer_addr().ok();
+    let ip = peer.map(|a| a.ip().to_string()).unwrap_or_default();
+    let port = peer.map(|a| a.port()).unwrap_or(0);
+    let who = format!("{ip}:{port} - lid_ws:{}", cid.0);
+    let (nonce, hello) = if spoke.is_none() {
+        let nonce = crate::shard::host::new_nonce();
+        let mut info = hub_info(&shard, cid, Some(&nonce), None);
+        // No S2 over WebSocket (see `Link::mode`).
+        info.compression = crate::compress::CompressionMode::Off.info_value().into();
+        let mut line = Vec::new();
+        encode::info(&mut line, &info.to_json());
+        (nonce, Some(line))
+    } else {
+        (String::new(), None)
+    };
+    let stream: Stream = Rc::new(RefCell::new(Transport::Ws(Box::new(ws))));
+    let opened = Opened {
+        ip,
+        port,
+        who,
+        first_info: None,
+        nonce,
+        hello,
+        ws: true,
+    };
+    run(shard, stream, cid, spoke, opened).await
+}
+
+/// A leaf connection past its opening: where it comes from, the hub's
+/// INFO a spoke read before TLS, the nonce a hub sent, the INFO a hub
+/// still has to send (WebSocket).
+struct Opened {
+    ip: String,
+    port: u16,
+    who: String,
+    first_info: Option<Vec<u8>>,
+    nonce: String,
+    hello: Option<Vec<u8>>,
+    ws: bool,
+}
+
+/// Serves an opened leaf connection until it closes.
+async fn run(shard: Rc<Shard>, stream: Stream, cid: ConnId, spoke: Option<Spoke>, opened: Opened) -> Option<Duration> {
+    let Opened {
+        ip,
+        port,
+        who,
+        first_info,
+        nonce,
+        hello,
+        ws,
+    } = opened;
+    let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
+    // Hub: CONNECT due; a spoke over WebSocket: the hub's first INFO due.
+    let first_deadline = match &spoke {
+        None => Some(Instant::now() + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
+        Some(s) if ws => Some(Instant::now() + s.remote.first_info_timeout.unwrap_or(FIRST_INFO)),
+        Some(_) => None,
+    };
     let state = RefCell::new(State {
-        first_deadline: spoke
-            .is_none()
-            .then(|| Instant::now() + lo.auth_timeout.unwrap_or(AUTH_TIMEOUT)),
+        first_deadline,
         nonce,
         started: Some(Instant::now()),
         dialed: spoke.is_some(),
@@ -162,7 +241,13 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         ..Default::default()
     });
     let s2 = SharedS2::default();
-    shard.core.borrow_mut().add_link(cid, LinkKind::Leaf, AccountId::GLOBAL);
+    {
+        let mut core = shard.core.borrow_mut();
+        core.add_link(cid, LinkKind::Leaf, AccountId::GLOBAL);
+        if let Some(line) = &hello {
+            core.send_raw(cid, line);
+        }
+    }
     shard.leafs.conns.borrow_mut().insert(
         cid,
         LeafEntry {
@@ -191,6 +276,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, spok
         deny_imports,
         state: &state,
         s2: &s2,
+        ws,
     };
     let writer = glommio::spawn_local(crate::shard::conn::write_loop(
         shard.clone(),
@@ -717,12 +803,14 @@ impl Link<'_> {
         };
         let nonce = self.state.borrow().nonce.clone();
         let ip = self.ip.parse().ok();
+        // The JWT connection type: LEAFNODE, or LEAFNODE_WS over WebSocket.
+        let kind = if self.ws { ConnKind::LeafWs } else { ConnKind::Leaf };
         let req = crate::auth::verify::ConnectRequest {
             opts: &opts,
             nonce: &nonce,
             ip,
             cert_names: &[],
-            kind: ConnKind::Leaf,
+            kind,
         };
         let identity = match verifier.slow_work(&req) {
             Some(work) => {
@@ -733,7 +821,7 @@ impl Link<'_> {
                         nonce: &nonce,
                         ip,
                         cert_names: &[],
-                        kind: ConnKind::Leaf,
+                        kind,
                     };
                     v.verify(&req, std::time::SystemTime::now())
                 })
@@ -877,6 +965,11 @@ impl Link<'_> {
     /// This side's compression mode: the remote's (spoke) or the
     /// `leafnodes` block's (hub).
     fn mode(&self) -> crate::compress::CompressionMode {
+        // Over WebSocket, where nats-server puts S2 under the frames,
+        // petrel does not compress (it says `off`; either side agrees).
+        if self.ws {
+            return crate::compress::CompressionMode::Off;
+        }
         match self.spoke {
             Some(s) => s.remote.compression.clone(),
             None => {

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::conf::leaf::leaf_url;
+use crate::conf::leaf::{leaf_url, leaf_ws, WsTarget};
 use crate::options::LeafRemote;
+use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
 
 /// How long a connect to a remote may take when `dial_timeout` is unset.
@@ -71,14 +72,29 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
             Ok(stream) => {
                 attempt = 0;
                 let cid = shard.shared.next_cid();
-                let tls_required = remote.tls.is_some() || text.to_ascii_lowercase().starts_with("tls://");
+                let ws = leaf_ws(&text);
+                let tls_required = remote.tls.is_some()
+                    || text.to_ascii_lowercase().starts_with("tls://")
+                    || ws.as_ref().is_some_and(|w| w.tls);
                 let spoke = link::Spoke {
                     remote: remote.clone(),
                     url,
                     tls_required,
                     tls: tls.clone(),
                 };
-                let delay = link::serve(shard.clone(), stream, cid, Some(spoke)).await;
+                let delay = match ws {
+                    None => link::serve(shard.clone(), stream, cid, Some(spoke)).await,
+                    Some(target) => match upgrade(&shard, stream, &spoke, &target, &hostport).await {
+                        Ok(ws) => link::serve_ws(shard.clone(), ws, cid, Some(spoke)).await,
+                        Err(e) => {
+                            crate::error!(
+                                "{hostport} - lid_ws:{} - Error soliciting websocket connection: {e}",
+                                cid.0
+                            );
+                            None
+                        }
+                    },
+                };
                 glommio::timer::sleep(delay.unwrap_or(lo.reconnect)).await;
             }
             Err(e) => {
@@ -91,6 +107,44 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
             }
         }
     }
+}
+
+/// A leaf's WebSocket opening to a hub: TLS first for `wss://` (or a
+/// remote `tls` block), then the upgrade, within `first_info_timeout`.
+async fn upgrade(
+    shard: &Shard,
+    tcp: TcpStream,
+    spoke: &link::Spoke,
+    target: &WsTarget,
+    hostport: &str,
+) -> Result<crate::shard::websocket::WsStream, String> {
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_write_timeout(Some(shard.opts.borrow().write_deadline));
+    let limit = spoke.remote.first_info_timeout.unwrap_or(link::FIRST_INFO);
+    let max_payload = shard.opts.borrow().max_payload;
+    let work = async {
+        let socket = if spoke.tls_required {
+            let name = crate::route_tls::RouteTls::server_name(&spoke.url.host, None)?;
+            let t = futures_rustls::TlsConnector::from(spoke.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake error: {e}"))?;
+            Socket::TlsDialed(Box::new(t))
+        } else {
+            Socket::Plain(tcp)
+        };
+        crate::shard::websocket::dial_upgrade(socket, hostport, &target.path, spoke.remote.ws_no_masking, max_payload)
+            .await
+    };
+    match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+        Ok(r) => r,
+        Err(_) => Err("i/o timeout".into()),
+    }
+}
+
+/// Serves a leaf node that came to the WebSocket port (`.../leafnode`).
+pub async fn serve_ws_hub(shard: Rc<Shard>, ws: crate::shard::websocket::WsStream, cid: crate::ids::ConnId) {
+    link::serve_ws(shard, ws, cid, None).await;
 }
 
 async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
