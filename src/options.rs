@@ -210,6 +210,8 @@ pub struct LeafRemote {
     /// `ws_no_masking`: over WebSocket, ask the hub to take unmasked
     /// frames.
     pub ws_no_masking: bool,
+    /// `ws_compression`: over WebSocket, ask for permessage-deflate.
+    pub ws_compression: bool,
 }
 
 impl Default for LeafRemote {
@@ -229,6 +231,7 @@ impl Default for LeafRemote {
             compression: crate::compress::CompressionMode::default_leaf(),
             hub: false,
             ws_no_masking: false,
+            ws_compression: false,
         }
     }
 }

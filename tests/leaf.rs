@@ -1024,26 +1024,31 @@ async fn a_remote_can_take_the_hub_role() {
 }
 
 /// Leaf nodes over WebSocket: a leaf dialing the hub's WebSocket port
-/// (`ws://`, with and without `ws_no_masking`), petrel and nats-server on
-/// either side; the leaf is bound as over the leaf port, messages (and a
-/// large one) cross both ways; `/leafz` lists it.
+/// (`ws://`, with and without `ws_no_masking`, with and without
+/// permessage-deflate), petrel and nats-server on either side; the leaf
+/// is bound as over the leaf port, messages (and a large one) cross both
+/// ways; `/leafz` lists it.
 #[tokio::test]
 async fn leaf_nodes_over_websocket() {
-    for (hub_kind, leaf_kind, no_masking) in [
-        (Kind::Nats, Kind::Petrel, false),
-        (Kind::Petrel, Kind::Nats, false),
-        (Kind::Petrel, Kind::Petrel, true),
-        (Kind::Nats, Kind::Petrel, true),
+    for (hub_kind, leaf_kind, no_masking, deflate) in [
+        (Kind::Nats, Kind::Petrel, false, false),
+        (Kind::Petrel, Kind::Nats, false, false),
+        (Kind::Petrel, Kind::Petrel, true, false),
+        (Kind::Nats, Kind::Petrel, true, false),
+        (Kind::Nats, Kind::Petrel, false, true),
+        (Kind::Petrel, Kind::Nats, false, true),
+        (Kind::Petrel, Kind::Petrel, false, true),
     ] {
-        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?} over ws, no_masking {no_masking}");
-        let hconf = common::jwt::write_conf(
-            "server_name: HUB\nwebsocket { listen: 127.0.0.1:-1, no_tls: true }\n\
-             leafnodes {\n  listen: 127.0.0.1:-1\n  authorization { user: lu, password: lp, account: A }\n}\n\
-             accounts {\n  A { users [{user: a, password: a}] }\n}\n",
-        );
+        let what =
+            format!("hub {hub_kind:?}, leaf {leaf_kind:?} over ws, no_masking {no_masking}, compression {deflate}");
+        let hconf = common::jwt::write_conf(&format!(
+            "server_name: HUB\nwebsocket {{ listen: 127.0.0.1:-1, no_tls: true, compression: {deflate} }}\n\
+             leafnodes {{\n  listen: 127.0.0.1:-1\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+             accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n}}\n",
+        ));
         let h = start(hub_kind, &hconf);
         let lconf = common::jwt::write_conf(&format!(
-            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"ws://lu:lp@127.0.0.1:{}\", account: L, ws_no_masking: {no_masking} }} ]\n}}\n\
+            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"ws://lu:lp@127.0.0.1:{}\", account: L, ws_no_masking: {no_masking}, ws_compression: {deflate} }} ]\n}}\n\
              accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
             h.ws_port()
         ));

@@ -21,10 +21,6 @@ const NOT_YET: &[(&str, &str)] = &[
 const REMOTE_NOT_YET: &[(&str, &str)] = &[
     ("nkey", "nkey leaf authentication"),
     ("seed", "nkey leaf authentication"),
-    ("ws_compress", "permessage-deflate on WebSocket leaf remotes"),
-    ("ws_compression", "permessage-deflate on WebSocket leaf remotes"),
-    ("websocket_compress", "permessage-deflate on WebSocket leaf remotes"),
-    ("websocket_compression", "permessage-deflate on WebSocket leaf remotes"),
     ("jetstream_cluster_migrate", "JetStream"),
     ("js_cluster_migrate", "JetStream"),
     ("proxy", "leaf connections through a proxy"),
@@ -217,6 +213,9 @@ fn remote(item: &Item, notices: &mut Notices) -> Result<LeafRemote, ConfError> {
             "disabled" => r.disabled = boolean(k, v)?,
             "hub" => r.hub = boolean(k, v)?,
             "ws_no_masking" | "websocket_no_masking" => r.ws_no_masking = boolean(k, v)?,
+            "ws_compress" | "ws_compression" | "websocket_compress" | "websocket_compression" => {
+                r.ws_compression = boolean(k, v)?
+            }
             "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
             "request_isolation" => r.request_isolation = boolean(k, v)?,
             "tls" => {

@@ -184,7 +184,7 @@ impl AsyncWrite for WsStream {
             return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
         }
         if me.masked {
-            frame::put_masked_frame(&mut me.out, frame::OP_BINARY, buf);
+            me.encoder.frame_masked(buf, &mut me.out);
         } else {
             me.encoder.frame(buf, &mut me.out);
         }
@@ -333,19 +333,20 @@ pub async fn dial_upgrade(
     host_port: &str,
     path: &str,
     no_masking: bool,
+    compress: bool,
     max_payload: usize,
 ) -> Result<WsStream, String> {
     use base64::Engine;
     let key_bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
     let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
     inner
-        .write_all(&handshake::leaf_request(host_port, path, &key, no_masking))
+        .write_all(&handshake::leaf_request(host_port, path, &key, no_masking, compress))
         .await
         .map_err(|e| e.to_string())?;
     inner.flush().await.map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
-    let (granted, header) = loop {
+    let answer = loop {
         if let Some(r) = handshake::leaf_response(&buf, &key)? {
             break r;
         }
@@ -355,10 +356,15 @@ pub async fn dial_upgrade(
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let mut rest = buf[header..].to_vec();
+    crate::debug!(
+        "Leafnode compression={} masking={}",
+        answer.compress,
+        !(no_masking && answer.no_masking)
+    );
+    let mut rest = buf[answer.len..].to_vec();
     // The hub's first frames may have come with its answer: decoded now,
     // as the reader reads the socket before it decodes again.
-    let mut decoder = Decoder::new(false, max_payload).without_masking();
+    let mut decoder = Decoder::new(answer.compress, max_payload).without_masking();
     let mut data = Vec::new();
     let mut controls = Vec::new();
     let used = decoder
@@ -369,7 +375,7 @@ pub async fn dial_upgrade(
         inner,
         // The hub's frames are not masked.
         decoder,
-        encoder: Encoder::new(false, false),
+        encoder: Encoder::new(answer.compress, false),
         raw_len: rest.len(),
         raw: rest,
         data,
@@ -378,6 +384,6 @@ pub async fn dial_upgrade(
         out_pos: 0,
         closed: false,
         writer: None,
-        masked: !(no_masking && granted),
+        masked: !(no_masking && answer.no_masking),
     })
 }

@@ -431,8 +431,12 @@ pub const BROWSER_FRAME: usize = 4096;
 /// Appends one whole masked frame, as a WebSocket client writes it (a
 /// leaf dialing a hub's WebSocket port), with a fresh random key.
 pub fn put_masked_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    put_masked(out, opcode, false, payload);
+}
+
+fn put_masked(out: &mut Vec<u8>, opcode: u8, compressed: bool, payload: &[u8]) {
     let start = out.len();
-    put_header(out, opcode, true, true, false, payload.len());
+    put_header(out, opcode, true, true, compressed, payload.len());
     out[start + 1] |= MASK;
     let key = fastrand::u32(..).to_ne_bytes();
     out.extend_from_slice(&key);
@@ -457,6 +461,19 @@ impl Encoder {
             browser,
             scratch: Vec::new(),
         }
+    }
+
+    /// Appends `data` to `out` as one masked binary frame, as a client
+    /// writes it, compressed past the threshold when negotiated (as
+    /// nats-server's leaf does).
+    pub fn frame_masked(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if let Some(d) = self.deflater.as_mut().filter(|_| data.len() > COMPRESS_THRESHOLD) {
+            self.scratch.clear();
+            d.compress(data, &mut self.scratch);
+            put_masked(out, OP_BINARY, true, &self.scratch);
+            return;
+        }
+        put_masked(out, OP_BINARY, false, data);
     }
 
     /// Appends `data` to `out` as one or more frames.
@@ -506,6 +523,17 @@ mod tests {
         let used = d.decode(&mut input, &mut data, &mut ctl)?;
         assert_eq!(used, input.len(), "whole input used");
         Ok((data, ctl))
+    }
+
+    #[test]
+    fn compressed_masked_frames_inflate() {
+        let data = "compress me ".repeat(100);
+        let mut out = Vec::new();
+        Encoder::new(true, false).frame_masked(data.as_bytes(), &mut out);
+        assert_eq!(out[0] & RSV1, RSV1);
+        let mut d = Decoder::new(true, 1 << 20);
+        let (got, _) = decode_all(&mut d, &out).unwrap();
+        assert_eq!(got, data.as_bytes());
     }
 
     #[test]

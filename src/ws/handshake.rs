@@ -147,7 +147,7 @@ impl CookieCredentials {
 /// The upgrade request a leaf sends a hub's WebSocket port, as nats-server
 /// writes it (Go's request writer: headers sorted, its user agent);
 /// `path` is the URL's path, `/leafnode` is added to it.
-pub fn leaf_request(host_port: &str, path: &str, key: &str, no_masking: bool) -> Vec<u8> {
+pub fn leaf_request(host_port: &str, path: &str, key: &str, no_masking: bool, compress: bool) -> Vec<u8> {
     let path = match path.trim_start_matches('/') {
         "" => "/leafnode".to_string(),
         p => format!("/{}/leafnode", p.trim_end_matches('/')),
@@ -158,16 +158,31 @@ pub fn leaf_request(host_port: &str, path: &str, key: &str, no_masking: bool) ->
     if no_masking {
         r.push_str("Nats-No-Masking: true\r\n");
     }
-    r.push_str(&format!(
-        "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n"
-    ));
+    r.push_str(&format!("Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"));
+    if compress {
+        r.push_str(
+            "Sec-Websocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n",
+        );
+    }
+    r.push_str("Upgrade: websocket\r\n\r\n");
     r.into_bytes()
 }
 
+/// What a hub's answer to [`leaf_request`] settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafUpgrade {
+    /// The hub takes unmasked frames (`Nats-No-Masking: true`).
+    pub no_masking: bool,
+    /// permessage-deflate is in force.
+    pub compress: bool,
+    /// The answer's length (frames follow).
+    pub len: usize,
+}
+
 /// Reads a hub's answer to [`leaf_request`]: `Ok(None)` until its header
-/// is whole, then whether the hub took `Nats-No-Masking` and the header's
-/// length; `Err` with nats-server's text when it is no upgrade.
-pub fn leaf_response(buf: &[u8], key: &str) -> Result<Option<(bool, usize)>, String> {
+/// is whole; `Err` with nats-server's text when it is no upgrade, or it
+/// takes permessage-deflate without both no-context-takeover parameters.
+pub fn leaf_response(buf: &[u8], key: &str) -> Result<Option<LeafUpgrade>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > 8192 {
             return Err("invalid websocket connection".into());
@@ -192,10 +207,26 @@ pub fn leaf_response(buf: &[u8], key: &str) -> Result<Option<(bool, usize)>, Str
     if !ok_status || !is("upgrade", "websocket") || !is("connection", "upgrade") || !accepted {
         return Err("invalid websocket connection".into());
     }
-    Ok(Some((
-        first.get("nats-no-masking").map(String::as_str) == Some("true"),
-        end + 4,
-    )))
+    let mut compress = false;
+    if let Some(ext) = first.get("sec-websocket-extensions") {
+        for e in ext.split(',') {
+            let mut params = e.split(';').map(|p| p.trim().to_ascii_lowercase());
+            if params.next().as_deref() == Some("permessage-deflate") {
+                let rest: Vec<String> = params.collect();
+                if !rest.iter().any(|p| p == "server_no_context_takeover")
+                    || !rest.iter().any(|p| p == "client_no_context_takeover")
+                {
+                    return Err("compression negotiation error".into());
+                }
+                compress = true;
+            }
+        }
+    }
+    Ok(Some(LeafUpgrade {
+        no_masking: first.get("nats-no-masking").map(String::as_str) == Some("true"),
+        compress,
+        len: end + 4,
+    }))
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
@@ -377,21 +408,41 @@ mod tests {
 
     #[test]
     fn a_leafs_upgrade_is_nats_servers() {
-        let r = String::from_utf8(leaf_request("h:443", "/some/path/", "KEY==", true)).unwrap();
+        let r = String::from_utf8(leaf_request("h:443", "/some/path/", "KEY==", true, false)).unwrap();
         assert_eq!(
             r,
             "GET /some/path/leafnode HTTP/1.1\r\nHost: h:443\r\nUser-Agent: Go-http-client/1.1\r\nConnection: Upgrade\r\n\
              Nats-No-Masking: true\r\nSec-WebSocket-Key: KEY==\r\nSec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n"
         );
-        assert!(String::from_utf8(leaf_request("h:1", "", "K", false))
+        assert!(String::from_utf8(leaf_request("h:1", "", "K", false, false))
             .unwrap()
             .starts_with("GET /leafnode "));
+        assert!(String::from_utf8(leaf_request("h:1", "", "K", false, true))
+            .unwrap()
+            .contains(
+            "Sec-Websocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        ));
         let good = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nNats-No-Masking: true\r\n\r\n\x02\x05INFO ",
             accept_key("K")
         );
         let header = good.find("\r\n\r\n").unwrap() + 4;
-        assert_eq!(leaf_response(good.as_bytes(), "K"), Ok(Some((true, header))));
+        assert_eq!(
+            leaf_response(good.as_bytes(), "K"),
+            Ok(Some(LeafUpgrade {
+                no_masking: true,
+                compress: false,
+                len: header
+            }))
+        );
+        let half = good.replace(
+            "Nats-No-Masking",
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\nX",
+        );
+        assert_eq!(
+            leaf_response(half.as_bytes(), "K"),
+            Err("compression negotiation error".into())
+        );
         assert_eq!(leaf_response(&good.as_bytes()[..20], "K"), Ok(None));
         assert_eq!(
             leaf_response(good.as_bytes(), "OTHER"),

@@ -133,8 +133,15 @@ async fn upgrade(
         } else {
             Socket::Plain(tcp)
         };
-        crate::shard::websocket::dial_upgrade(socket, hostport, &target.path, spoke.remote.ws_no_masking, max_payload)
-            .await
+        crate::shard::websocket::dial_upgrade(
+            socket,
+            hostport,
+            &target.path,
+            spoke.remote.ws_no_masking,
+            spoke.remote.ws_compression,
+            max_payload,
+        )
+        .await
     };
     match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
         Ok(r) => r,
