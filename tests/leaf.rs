@@ -1116,3 +1116,81 @@ async fn leaf_nodes_over_secure_websocket() {
         assert!(!h.log_lines("lid_ws:").is_empty(), "{what}");
     }
 }
+
+/// A leaf cluster whose two nodes are leaves of two different servers of
+/// a hub cluster: a message published on one leaf node reaches a
+/// subscriber on the other once (over their own route), not a second time
+/// through the hubs' route (nats-server's origin cluster on routed leaf
+/// interest and messages), and each hub's subscriber gets it once.
+#[tokio::test]
+async fn a_leaf_cluster_across_a_hub_cluster_gets_each_message_once() {
+    for (h1_kind, h2_kind, leaf_kind) in [
+        (Kind::Nats, Kind::Nats, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel, Kind::Nats),
+        (Kind::Petrel, Kind::Nats, Kind::Nats),
+        (Kind::Nats, Kind::Petrel, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel, Kind::Petrel),
+    ] {
+        let what = format!("hubs {h1_kind:?} + {h2_kind:?}, leaf cluster of {leaf_kind:?}");
+        let hub_conf = |name: &str, routes: &str| {
+            common::jwt::write_conf(&format!(
+                "server_name: {name}\ncluster {{ name: core, listen: 127.0.0.1:-1{routes} }}\n\
+                 leafnodes {{\n  listen: 127.0.0.1:-1\n  authorization {{ user: lu, password: lp, account: A }}\n}}\n\
+                 accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n}}\n"
+            ))
+        };
+        let h1 = start(h1_kind, &hub_conf("H1", ""));
+        let h2 = start(
+            h2_kind,
+            &hub_conf("H2", &format!(", routes: [\"nats://127.0.0.1:{}\"]", h1.route_port())),
+        );
+        let conf = |name: &str, hub_port: u16, routes: &str| {
+            common::jwt::write_conf(&format!(
+                "server_name: {name}\ncluster {{ name: edge, listen: 127.0.0.1:-1{routes} }}\n\
+                 leafnodes {{ remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{hub_port}\", account: L }} ] }}\n\
+                 accounts {{ L {{ users [{{user: l, password: l}}] }} }}\n"
+            ))
+        };
+        let l1 = start(leaf_kind, &conf("E1", h1.leaf_port(), ""));
+        let l2 = start(
+            leaf_kind,
+            &conf(
+                "E2",
+                h2.leaf_port(),
+                &format!(", routes: [\"nats://127.0.0.1:{}\"]", l1.route_port()),
+            ),
+        );
+        await_leafs(&h1, 1);
+        await_leafs(&h2, 1);
+        let (c1, c2) = (client(&l1, "l").await, client(&l2, "l").await);
+        let (a1, a2) = (client(&h1, "a").await, client(&h2, "a").await);
+        let mut at_l2 = c2.subscribe("edge.x").await.unwrap();
+        let mut at_h1 = a1.subscribe("edge.x").await.unwrap();
+        let mut at_h2 = a2.subscribe("edge.x").await.unwrap();
+        for sub in [&mut at_l2, &mut at_h1, &mut at_h2] {
+            common::links::await_crossing(&c1, sub, "edge.x").await;
+        }
+        // Let every path settle, then count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for sub in [&mut at_l2, &mut at_h1, &mut at_h2] {
+            while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
+        }
+        for k in 0..50 {
+            c1.publish("edge.x", k.to_string().into()).await.unwrap();
+        }
+        c1.flush().await.unwrap();
+        for (sub, name) in [
+            (&mut at_l2, "the other leaf node"),
+            (&mut at_h1, "H1"),
+            (&mut at_h2, "H2"),
+        ] {
+            for k in 0..50 {
+                assert_eq!(next(sub).await.payload, k.to_string(), "{what}: {name}");
+            }
+            assert!(
+                timeout(Duration::from_millis(300), sub.next()).await.is_err(),
+                "{what}: {name} got a message twice"
+            );
+        }
+    }
+}

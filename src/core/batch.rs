@@ -89,6 +89,8 @@ pub struct RemoteMsg {
     pub subject: Span,
     /// Reply subject, in `data`; `None` when absent.
     pub reply: Option<Span>,
+    /// The remote cluster of the leaf connection it came from, in `data`.
+    pub origin: Option<Span>,
     /// Header length for HPUB messages.
     pub header_len: Option<u32>,
     /// Headers and payload.

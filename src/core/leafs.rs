@@ -95,6 +95,8 @@ pub(super) struct LeafState {
     /// Every leaf connection, on any shard.
     conns: FxHashMap<ConnId, LeafConn>,
     cluster_ids: FxHashMap<Box<str>, u32>,
+    /// The names behind `cluster_ids`, by id.
+    cluster_names: Vec<Box<str>>,
     links: Vec<LeafLink>,
 }
 
@@ -215,7 +217,10 @@ impl ShardCore {
         let st = &mut self.leafs;
         let cluster = cluster.map(|name| {
             let next = st.cluster_ids.len() as u32;
-            *st.cluster_ids.entry(name.into()).or_insert(next)
+            *st.cluster_ids.entry(name.into()).or_insert_with(|| {
+                st.cluster_names.push(name.into());
+                next
+            })
         });
         st.conns.insert(conn, LeafConn { cluster, spoke });
     }
@@ -223,6 +228,19 @@ impl ShardCore {
     /// Forgets a leaf connection that is gone.
     pub(super) fn forget_leaf_conn(&mut self, conn: ConnId) {
         self.leafs.conns.remove(&conn);
+    }
+
+    /// The id of a leaf remote cluster name, if a leaf connection of it
+    /// was ever seen here.
+    pub(super) fn leaf_cluster_id(&self, name: &[u8]) -> Option<u32> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.leafs.cluster_ids.get(name).copied()
+    }
+
+    /// Whether `conn` is a leaf connection of remote cluster `cluster`.
+    #[inline]
+    pub(super) fn leaf_of_cluster(&self, conn: ConnId, cluster: u32) -> bool {
+        self.leafs.conns.get(&conn).is_some_and(|c| c.cluster == Some(cluster))
     }
 
     /// Whether `conn` is a leaf connection to a hub of this server.
@@ -267,12 +285,21 @@ impl ShardCore {
         let Some(account) = self.conns.get(&from).map(|c| c.account) else {
             return Routed::NoInterest;
         };
+        // Its remote cluster goes with it (routes are told as `LMSG`).
+        let cluster = self
+            .leafs
+            .conns
+            .get(&from)
+            .and_then(|c| c.cluster)
+            .and_then(|id| self.leafs.cluster_names.get(id as usize))
+            .cloned();
         let msg = Msg {
             subject,
             reply,
             header_len,
             message,
             queues: Some(queues),
+            origin_cluster: cluster.as_deref().map(str::as_bytes),
         };
         self.publish_from_server(from, LinkKind::Leaf, account, &msg)
     }

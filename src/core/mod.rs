@@ -233,6 +233,10 @@ struct Msg<'a> {
     /// For a message that came over a route: the queue groups the sending
     /// server picked this one for (no others get it). `None`: every group.
     queues: Option<&'a [&'a [u8]]>,
+    /// The remote cluster of the leaf connection it came from, on this
+    /// server or (`LMSG` over a route) another: it never goes to a leaf
+    /// connection of that cluster, and routes are told it.
+    origin_cluster: Option<&'a [u8]>,
 }
 
 /// A shard's routing state.
@@ -723,6 +727,7 @@ impl ShardCore {
             header_len: None,
             message,
             queues: None,
+            origin_cluster: None,
         };
         self.route_in(account, &msg, None)
     }
@@ -929,6 +934,7 @@ impl ShardCore {
             header_len,
             message,
             queues: None,
+            origin_cluster: None,
         };
         self.route_from(account, &msg, Origin { conn: from, echo, link })
     }
@@ -965,10 +971,18 @@ impl ShardCore {
         // What a route brought in never goes to this server's hubs: in a
         // leaf cluster each node sends its own side's messages to the hub.
         let from_route = origin.as_ref().is_some_and(|o| o.link == LinkKind::Route);
+        // Nor, when a leaf connection of another server sent it (`LMSG`
+        // with its cluster), to a leaf connection of that same cluster.
+        let routed_from = if from_route {
+            msg.origin_cluster.and_then(|c| self.leaf_cluster_id(c))
+        } else {
+            None
+        };
         let blocked = |core: &ShardCore, s: &SubRef| {
             s.key.link() == LinkKind::Leaf
                 && (from_leaf.is_some_and(|f| core.leaf_to_leaf_blocked(f, s.conn))
-                    || (from_route && core.is_hub_link(s.conn)))
+                    || (from_route && core.is_hub_link(s.conn))
+                    || routed_from.is_some_and(|c| core.leaf_of_cluster(s.conn, c)))
         };
         let mut shared: Option<Bytes> = None;
         let mut any = false;
@@ -1074,6 +1088,7 @@ impl ShardCore {
             self.outbox_msg_of[dest.index()] = publishes;
             let subject = ob.push_bytes(msg.subject);
             let reply = msg.reply.map(|r| ob.push_bytes(r));
+            let origin = msg.origin_cluster.map(|o| ob.push_bytes(o));
             let body = if msg.message.len() >= SHARE_THRESHOLD {
                 Body::Shared(
                     shared
@@ -1087,6 +1102,7 @@ impl ShardCore {
             ob.msgs.push(RemoteMsg {
                 subject,
                 reply,
+                origin,
                 header_len: msg.header_len.map(|h| h as u32),
                 body,
                 targets: Span { start, len: 0 },
@@ -1201,6 +1217,7 @@ impl ShardCore {
                 header_len: Some(hdr.len()),
                 message: &hdr,
                 queues: None,
+                origin_cluster: None,
             };
             self.deliver_local(key, &msg);
         }
@@ -1318,6 +1335,7 @@ impl ShardCore {
                 header_len: m.header_len.map(|h| h as usize),
                 message: body,
                 queues: None,
+                origin_cluster: m.origin.map(|o| o.of(&b.data)),
             };
             for key in m.targets.of_keys(&b.targets) {
                 self.deliver_local(*key, &msg);

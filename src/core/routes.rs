@@ -50,6 +50,8 @@ pub(super) struct RouteState {
     pending: Vec<SubKey>,
     /// Routes dedicated to one account (no account on the wire).
     pinned: rustc_hash::FxHashSet<ConnId>,
+    /// Routes whose peer takes leaf messages with their origin (`lnoc`).
+    lnoc: rustc_hash::FxHashSet<ConnId>,
 }
 
 impl ShardCore {
@@ -94,9 +96,15 @@ impl ShardCore {
         self.routes.pinned.insert(cid);
     }
 
-    /// Forgets a closed route's dedication.
+    /// Marks a route whose peer takes `LMSG` with the leaf's cluster.
+    pub fn set_route_lnoc(&mut self, cid: ConnId) {
+        self.routes.lnoc.insert(cid);
+    }
+
+    /// Forgets a closed route's dedication and abilities.
     pub(super) fn forget_route(&mut self, cid: ConnId) {
         self.routes.pinned.remove(&cid);
+        self.routes.lnoc.remove(&cid);
     }
 
     /// Counts an interest change of a subscription held by a link of kind
@@ -257,18 +265,15 @@ impl ShardCore {
         &mut self,
         from: ConnId,
         account: AccountId,
-        subject: &[u8],
-        reply: Option<&[u8]>,
-        queues: &[&[u8]],
-        header_len: Option<usize>,
-        message: &[u8],
+        m: &crate::proto::route::RoutedMsg<'_>,
     ) -> Routed {
         let msg = Msg {
-            subject,
-            reply,
-            header_len,
-            message,
-            queues: Some(queues),
+            subject: m.subject,
+            reply: m.reply,
+            header_len: m.header_len,
+            message: m.message,
+            queues: Some(&m.queues),
+            origin_cluster: m.origin,
         };
         self.publish_from_server(from, LinkKind::Route, account, &msg)
     }
@@ -324,9 +329,14 @@ impl ShardCore {
                 Some(n) if !n.is_empty() => &n[..],
                 _ => &b"$G"[..],
             };
-            let form = match self.conns.get(&conn).map(|c| c.link) {
-                Some(LinkKind::Leaf) => ServerMsgForm::Leaf,
-                _ => ServerMsgForm::Route((!self.routes.pinned.contains(&conn)).then_some(name)),
+            let account = (!self.routes.pinned.contains(&conn)).then_some(name);
+            let form = match (self.conns.get(&conn).map(|c| c.link), msg.origin_cluster) {
+                (Some(LinkKind::Leaf), _) => ServerMsgForm::Leaf,
+                // A leaf connection's message, to a peer that takes its origin.
+                (_, Some(origin)) if self.routes.lnoc.contains(&conn) => {
+                    ServerMsgForm::RouteFromLeaf { origin, account }
+                }
+                _ => ServerMsgForm::Route(account),
             };
             if let Some(c) = self.conns.get_mut(&conn) {
                 if c.closing.is_none() {

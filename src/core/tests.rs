@@ -616,6 +616,24 @@ fn a_route_gets_one_message_however_many_of_its_subscriptions_match() {
     }
 }
 
+/// A message as a route brings it in.
+fn routed<'a>(
+    subject: &'a [u8],
+    queues: Vec<&'a [u8]>,
+    message: &'a [u8],
+    origin: Option<&'a [u8]>,
+) -> crate::proto::route::RoutedMsg<'a> {
+    crate::proto::route::RoutedMsg {
+        origin,
+        account: None,
+        subject,
+        reply: None,
+        queues,
+        header_len: None,
+        message,
+    }
+}
+
 #[test]
 fn a_routed_message_reaches_only_the_queue_groups_it_names() {
     let mut c = clustered(2);
@@ -630,9 +648,9 @@ fn a_routed_message_reaches_only_the_queue_groups_it_names() {
     c.pump();
     let route = c.link(0, LinkKind::Route);
     for _ in 0..10 {
-        let r = c.cores[0].publish_routed(route, AccountId::GLOBAL, b"work", None, &[], None, b"p");
+        let r = c.cores[0].publish_routed(route, AccountId::GLOBAL, &routed(b"work", vec![], b"p", None));
         assert_eq!(r, Routed::Delivered);
-        c.cores[0].publish_routed(route, AccountId::GLOBAL, b"work", None, &[b"q"], None, b"q");
+        c.cores[0].publish_routed(route, AccountId::GLOBAL, &routed(b"work", vec![b"q"], b"q", None));
     }
     c.pump();
     let got = payloads(&c.take_out(plain));
@@ -797,4 +815,43 @@ fn hubs_hear_only_this_servers_side_and_leaf_clusters_are_kept_apart() {
     c.pump();
     assert!(told(&mut c, 0, hub).is_empty(), "routed, not to a hub");
     assert_eq!(told(&mut c, 0, e2), "LMSG x 2\r\nro\r\n");
+    // A routed LMSG from a leaf of cluster edge (on another server) does
+    // not come back to this server's leaves of that cluster.
+    c.cores[1].publish_routed(route, AccountId::GLOBAL, &routed(b"x", vec![], b"lo", Some(b"edge")));
+    c.pump();
+    assert!(told(&mut c, 0, e2).is_empty(), "origin cluster edge");
+    c.cores[1].publish_routed(route, AccountId::GLOBAL, &routed(b"x", vec![], b"lo", Some(b"other")));
+    c.pump();
+    assert_eq!(told(&mut c, 0, e2), "LMSG x 2\r\nlo\r\n");
+}
+
+#[test]
+fn a_leafs_message_goes_to_routes_with_its_cluster() {
+    let mut c = clustered(2);
+    for core in &mut c.cores {
+        core.set_leafing();
+    }
+    let leaf = c.link(0, LinkKind::Leaf);
+    c.cores[0].add_leaf(
+        leaf,
+        AccountId::GLOBAL,
+        LeafSetup {
+            cluster: Some("edge"),
+            ..Default::default()
+        },
+    );
+    let (old, new) = (c.link(1, LinkKind::Route), c.link(1, LinkKind::Route));
+    c.cores[1].set_route_lnoc(new);
+    c.link_sub(1, old, b"x", None, b"o");
+    c.link_sub(1, new, b"x", None, b"n");
+    c.pump();
+    c.cores[0].publish_leaf(leaf, b"x", None, &[], None, b"hi");
+    c.pump();
+    let out = |c: &mut Cluster, r: ConnId| String::from_utf8(c.cores[1].conn_mut(r).unwrap().out.take_bytes()).unwrap();
+    assert_eq!(
+        out(&mut c, new),
+        "LMSG edge $G x 0 2\r\nhi\r\n",
+        "a peer that said lnoc"
+    );
+    assert_eq!(out(&mut c, old), "RMSG $G x 2\r\nhi\r\n");
 }

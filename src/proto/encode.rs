@@ -64,6 +64,15 @@ pub enum ServerMsgForm<'a> {
     Route(Option<&'a [u8]>),
     /// Over a leaf node connection: `LMSG ...`.
     Leaf,
+    /// Over a route, a message a leaf connection of remote cluster
+    /// `origin` sent: `LMSG <origin> [account] ...`, always with the
+    /// header size (0 without headers), to peers that said `lnoc`.
+    RouteFromLeaf {
+        /// The leaf connection's remote cluster.
+        origin: &'a [u8],
+        /// The account (`None` on a dedicated route).
+        account: Option<&'a [u8]>,
+    },
 }
 
 /// Appends a message for another server: `RMSG [account] <subject>` over a
@@ -81,15 +90,25 @@ pub fn server_msg(
     message: &[u8],
 ) {
     let account = match form {
-        ServerMsgForm::Route(a) => a,
+        ServerMsgForm::Route(a) | ServerMsgForm::RouteFromLeaf { account: a, .. } => a,
         ServerMsgForm::Leaf => None,
     };
     out.reserve(subject.len() + message.len() + account.map_or(0, <[u8]>::len) + 48);
+    // A routed leaf message always says its header size.
+    let header_len = match form {
+        ServerMsgForm::RouteFromLeaf { .. } => Some(header_len.unwrap_or(0)),
+        _ => header_len,
+    };
     out.extend_from_slice(match (header_len, form) {
+        (_, ServerMsgForm::RouteFromLeaf { .. }) => b"LMSG ",
         (Some(_), _) => b"HMSG ",
         (None, ServerMsgForm::Route(_)) => b"RMSG ",
         (None, ServerMsgForm::Leaf) => b"LMSG ",
     });
+    if let ServerMsgForm::RouteFromLeaf { origin, .. } = form {
+        out.extend_from_slice(origin);
+        out.push(b' ');
+    }
     if let Some(a) = account {
         out.extend_from_slice(a);
         out.push(b' ');

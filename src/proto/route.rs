@@ -50,6 +50,9 @@ pub enum RouteOp<'a> {
 /// A message that came over a route.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RoutedMsg<'a> {
+    /// The remote cluster of the leaf connection it came from (`LMSG`
+    /// over a route).
+    pub origin: Option<&'a [u8]>,
     /// The account, unless the route is dedicated to one.
     pub account: Option<&'a [u8]>,
     /// Subject.
@@ -183,9 +186,11 @@ fn parse_with(
         }
         b"RMSG" | b"HMSG" | b"LMSG" => {
             let mut a: Vec<&[u8]> = split(rest).collect();
-            if upper[0] == b'L' && !leaf && !a.is_empty() {
-                a.remove(0); // the origin cluster (over a route)
-            }
+            let origin = if upper[0] == b'L' && !leaf && !a.is_empty() {
+                Some(a.remove(0)) // the origin cluster (over a route)
+            } else {
+                None
+            };
             // Over a route LMSG always carries the header size (0 when
             // none); over a leaf connection only HMSG does.
             let headers = match upper[0] {
@@ -225,6 +230,7 @@ fn parse_with(
             let header_len = header_len.filter(|h| !(upper[0] == b'L' && *h == 0));
             return Ok(RouteParsed::Op(
                 RouteOp::Msg(RoutedMsg {
+                    origin,
                     account,
                     subject,
                     reply,

@@ -67,6 +67,10 @@ pub struct RouteInfo {
     /// Lame duck mode.
     #[serde(skip_serializing_if = "is_false")]
     pub ldm: bool,
+    /// Takes leaf connections' messages and interest with their origin
+    /// cluster (`LMSG`, `LS+`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub lnoc: bool,
     /// Gossip forwarding rule (0 default, 1 do not forward, 2 forward).
     #[serde(skip_serializing_if = "is_zero")]
     pub gossip_mode: u8,
@@ -120,6 +124,9 @@ pub struct RouteConnect {
     /// Its cluster name was generated.
     #[serde(skip_serializing_if = "is_false")]
     pub cluster_dynamic: bool,
+    /// Takes leaf messages with their origin (`LMSG`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub lnoc: bool,
     /// Set by NATS clients only: a client dialed the route port.
     #[serde(skip_serializing)]
     pub lang: Option<String>,
@@ -167,9 +174,10 @@ mod tests {
         assert_eq!(i.dial_url(), "nats-route://127.0.0.1:16002/");
         let ours = String::from_utf8(i.to_json()).unwrap();
         assert!(
-            ours.contains(r#""route_pool_size":3"#) && !ours.contains("lnoc"),
+            ours.contains(r#""route_pool_size":3"#) && ours.contains(r#""lnoc":true"#),
             "{ours}"
         );
+        assert!(!ours.contains("lnocu"), "LS- never names its origin to us: {ours}");
         assert!(
             !ours.contains("route_pool_idx") && !ours.contains("route_account"),
             "{ours}"

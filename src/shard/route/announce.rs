@@ -64,6 +64,7 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         compression: opts.compression.info_value().into(),
         gossip_mode,
         route_pool_size: shard.routes.pool().advertised(),
+        lnoc: true,
         ..Default::default()
     }
 }

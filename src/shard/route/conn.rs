@@ -88,6 +88,7 @@ pub(super) async fn serve(
             tls_required: opts.tls.is_some(),
             name: c.server_id.clone(),
             cluster: c.name().unwrap_or_default(),
+            lnoc: true,
             ..Default::default()
         };
         first.extend_from_slice(b"CONNECT ");

@@ -192,15 +192,7 @@ impl Link<'_> {
                     );
                     return Ok(());
                 };
-                self.shard.core.borrow_mut().publish_routed(
-                    self.cid,
-                    acc,
-                    m.subject,
-                    m.reply,
-                    &m.queues,
-                    m.header_len,
-                    m.message,
-                );
+                self.shard.core.borrow_mut().publish_routed(self.cid, acc, &m);
             }
         }
         Ok(())
@@ -534,6 +526,9 @@ impl Link<'_> {
             .set_peer(self.cid, info.server_id.clone(), scope.clone());
         if pinned.is_some() {
             self.shard.core.borrow_mut().set_route_pinned(self.cid);
+        }
+        if info.lnoc {
+            self.shard.core.borrow_mut().set_route_lnoc(self.cid);
         }
         super::perms::guard_route(self.shard, self.cid);
         let all = self.shard.core.borrow().route_interest();
