@@ -907,6 +907,36 @@ fn a_hubs_minimum_leaf_version() {
     assert!(results[0].1 && results[0].2 && !results[0].3, "{results:?}");
 }
 
+/// `n` numbered messages each way between a hub's client `ha` and a
+/// leaf's `lc` (on `<prefix>.up` and `<prefix>.down`), each run in order,
+/// then `big` each way when given.
+async fn both_ways(
+    ha: &async_nats::Client,
+    lc: &async_nats::Client,
+    prefix: &str,
+    n: usize,
+    big: Option<&bytes::Bytes>,
+    what: &str,
+) {
+    for (from, to, dir) in [(lc, ha, format!("{prefix}.up")), (ha, lc, format!("{prefix}.down"))] {
+        let mut sub = to.subscribe(dir.clone()).await.unwrap();
+        common::links::await_crossing(from, &mut sub, &dir).await;
+        for k in 0..n {
+            from.publish(dir.clone(), k.to_string().into()).await.unwrap();
+        }
+        if let Some(b) = big {
+            from.publish(dir.clone(), b.clone()).await.unwrap();
+        }
+        from.flush().await.unwrap();
+        for k in 0..n {
+            assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
+        }
+        if let Some(b) = big {
+            assert_eq!(&next(&mut sub).await.payload, b, "{what}: {dir}");
+        }
+    }
+}
+
 /// S2 with leaf nodes, petrel and nats-server on either side, in each
 /// mode pair (nats-server's matrix: `off` wins, `accept` follows, a level
 /// or `s2_auto` writes its own; on loopback `s2_auto` is uncompressed):
@@ -973,19 +1003,7 @@ async fn leaf_compression_with_nats_server() {
         );
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
         let big: bytes::Bytes = "compressible ".repeat(80_000).into();
-        for (from, to, dir) in [(&lc, &ha, "s2.up"), (&ha, &lc, "s2.down")] {
-            let mut sub = to.subscribe(dir).await.unwrap();
-            common::links::await_crossing(from, &mut sub, dir).await;
-            for k in 0..200 {
-                from.publish(dir, k.to_string().into()).await.unwrap();
-            }
-            from.publish(dir, big.clone()).await.unwrap();
-            from.flush().await.unwrap();
-            for k in 0..200 {
-                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
-            }
-            assert_eq!(next(&mut sub).await.payload, big, "{what}: {dir}");
-        }
+        both_ways(&ha, &lc, "s2", 200, Some(&big), &what).await;
     }
 }
 
@@ -1009,17 +1027,7 @@ async fn a_remote_can_take_the_hub_role() {
         assert_eq!(leafz(&h)["leafs"][0]["is_spoke"], true, "{what}: {}", leafz(&h));
         assert_eq!(leafz(&l)["leafs"][0]["is_spoke"], false, "{what}: {}", leafz(&l));
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
-        for (from, to, dir) in [(&lc, &ha, "role.up"), (&ha, &lc, "role.down")] {
-            let mut sub = to.subscribe(dir).await.unwrap();
-            common::links::await_crossing(from, &mut sub, dir).await;
-            for k in 0..100 {
-                from.publish(dir, k.to_string().into()).await.unwrap();
-            }
-            from.flush().await.unwrap();
-            for k in 0..100 {
-                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir}");
-            }
-        }
+        both_ways(&ha, &lc, "role", 100, None, &what).await;
     }
 }
 
@@ -1066,19 +1074,7 @@ async fn leaf_nodes_over_websocket() {
         }
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
         let big: bytes::Bytes = "websocket ".repeat(50_000).into();
-        for (from, to, dir) in [(&lc, &ha, "ws.up"), (&ha, &lc, "ws.down")] {
-            let mut sub = to.subscribe(dir).await.unwrap();
-            common::links::await_crossing(from, &mut sub, dir).await;
-            for k in 0..200 {
-                from.publish(dir, k.to_string().into()).await.unwrap();
-            }
-            from.publish(dir, big.clone()).await.unwrap();
-            from.flush().await.unwrap();
-            for k in 0..200 {
-                assert_eq!(next(&mut sub).await.payload, k.to_string(), "{what}: {dir} in order");
-            }
-            assert_eq!(next(&mut sub).await.payload, big, "{what}: {dir}");
-        }
+        both_ways(&ha, &lc, "ws", 200, Some(&big), &what).await;
     }
 }
 
