@@ -155,7 +155,7 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
             // queues: wait (a while at most) for those being read to drain,
             // so the peer's writes back up rather than memory here.
             for _ in 0..STALL_WAITS {
-                glommio::timer::sleep(crate::shard::conn::STALL).await;
+                glommio::timer::sleep(crate::shard::writer::STALL).await;
                 let mut core = shard.core.borrow_mut();
                 core.set_now(Instant::now());
                 if !core.draining_backlog_over(DRAINED) {

@@ -19,6 +19,7 @@ pub mod state;
 pub mod system;
 pub mod transport;
 pub mod websocket;
+pub mod writer;
 
 use state::{core_config, Shard};
 
@@ -277,7 +278,7 @@ async fn shard_main(
                         // full; the queue filling up then stalls its publishers.
                         let stall = shard.core.borrow_mut().take_stall();
                         if stall {
-                            glommio::timer::sleep(conn::STALL).await;
+                            glommio::timer::sleep(writer::STALL).await;
                         }
                     }
                     ShardMsg::Conn(stream, cid, kind) => {

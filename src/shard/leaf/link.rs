@@ -278,7 +278,7 @@ async fn run(shard: Rc<Shard>, stream: Stream, cid: ConnId, spoke: Option<Spoke>
         s2: &s2,
         ws,
     };
-    let writer = glommio::spawn_local(crate::shard::conn::write_loop(
+    let writer = glommio::spawn_local(crate::shard::writer::write_loop(
         shard.clone(),
         stream.clone(),
         cid,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpStream;
 
 use super::announce::{cluster, our_info};
-use super::link::{Link, State};
+use super::link::{Link, Redial, State};
 use crate::cluster::Dial;
 use crate::ids::{AccountId, ConnId, LinkKind};
 use crate::proto::encode;
@@ -27,16 +27,6 @@ pub(super) const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a route's timer looks at its deadlines.
 pub(super) const TICK: Duration = Duration::from_millis(100);
-
-/// Whether a dialer tries its route again after it closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Redial {
-    /// As its dialer's rules say.
-    Again,
-    /// Never: the route cannot be had (to itself, a pool already full, a
-    /// dedicated route to a peer that does not pool).
-    Never,
-}
 
 /// Serves one route connection until it closes: `dialed` is the dial
 /// that made it (this server solicited it), `None` for an accepted one;
@@ -144,7 +134,7 @@ pub(super) async fn serve(
     }));
     let s2 = crate::shard::link_s2::SharedS2::default();
     let retry = opts.write_timeout != Some(crate::options::WriteTimeoutPolicy::Close);
-    let writer = glommio::spawn_local(crate::shard::conn::write_loop(
+    let writer = glommio::spawn_local(crate::shard::writer::write_loop(
         shard.clone(),
         stream.clone(),
         cid,

@@ -12,7 +12,8 @@ use glommio::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
 use super::announce::{cluster, update_connect_urls};
-use super::conn::{serve, Redial};
+use super::conn::serve;
+use super::link::Redial;
 use crate::cluster::{Dial, Need, RoutePool};
 use crate::conf::cluster::route_url;
 use crate::ids::ConnId;

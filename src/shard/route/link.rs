@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::announce::{announce_pending, interest_lines, our_info};
-use super::conn::Redial;
 use crate::cluster::{Cluster, Dial, Peer, Refused, RouteConn, RouteScope, Slot};
 use crate::compress::Negotiated;
 use crate::conf::cluster::route_url;
@@ -51,6 +50,16 @@ pub(super) const FIRST_PING: Duration = Duration::from_secs(1);
 /// Largest routed message taken from a peer (nats-server's own ceiling
 /// for `max_payload`), so garbage cannot make the buffer grow for good.
 pub(super) const MAX_ROUTED: usize = 64 * 1024 * 1024;
+
+/// Whether a dialer tries its route again after it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Redial {
+    /// As its dialer's rules say.
+    Again,
+    /// Never: the route cannot be had (to itself, a pool already full, a
+    /// dedicated route to a peer that does not pool).
+    Never,
+}
 
 /// One route's protocol state, shared by its reader and timer.
 pub(super) struct State {
