@@ -49,7 +49,8 @@ pub struct LeafInfo {
     /// The hub's cluster name.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub cluster: String,
-    /// Compression (petrel: "off").
+    /// Compression: the hub's configured mode in its first INFO, the
+    /// agreed one (or `s2_auto`) in the INFOs that negotiate it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub compression: String,
     /// Second INFO: the CONNECT was accepted.

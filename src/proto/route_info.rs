@@ -61,7 +61,8 @@ pub struct RouteInfo {
     /// The server's client URLs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
-    /// Compression mode (petrel: always "off").
+    /// Compression: the configured mode in the first INFO, the agreed one
+    /// (or `s2_auto`) in the INFOs that negotiate it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub compression: String,
     /// Lame duck mode.
