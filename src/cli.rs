@@ -443,36 +443,75 @@ fn apply_user_flags(o: &mut Options, user: Option<String>, pass: Option<String>)
 /// The usage text printed by `-h`.
 pub const USAGE: &str = "\
 Usage: petrel [options]
+       petrel bench|profile|account-server [options]   (see `petrel <command> --help`)
 
 Server Options:
     -a, --addr, --net <host>         Bind to host address (default: 0.0.0.0)
     -p, --port <port>                Use port for clients (default: 4222, -1 for random)
-    -n, --name, --server_name <name> Server name (default: auto)
+    -n, --name
+        --server_name <server_name>  Server name (default: auto)
     -P, --pid <file>                 File to store PID
-    --ports_file_dir <dir>           Write <exe>_<pid>.ports into this directory
-    --max_payload <bytes>            Maximum message payload (default: 1MB)
-    --shards <n>                     Number of shards, one per core (default: all cores)
-
-Cluster Options:
-    --routes <rurl-1, rurl-2>        Routes to solicit and connect
-    --cluster <cluster-url>          Cluster URL for solicited routes
-    --cluster_name <string>          Cluster Name, if not set one will be dynamically generated
-    --no_advertise <bool>            Do not advertise known cluster information to clients
-    --cluster_advertise <string>     Cluster URL to advertise to other servers
-    --connect_retries <number>       For implicit routes, number of connect retries
-
-petrel extensions (nats-server sets these in its config file):
-    --max_connections <n>            Maximum client connections (default: 65536)
-    --max_pending <bytes>            Slow-consumer limit per client (default: 64MB)
-    --ping_interval <duration>       Server PING interval (default: 2m)
-    --ping_max <n>                   Unanswered PINGs before closing (default: 2)
+    -m, --http_port <port>           Use port for http monitoring
+    -c, --config <file>              Configuration file
+    -t                               Test configuration and exit
+    -sl,--signal <signal>[=<pid>]    Send signal to petrel process (ldm, stop, quit, term, reopen, reload)
+                                     pid can be either a PID (e.g. 1) or the path to a PID file (e.g. /var/run/petrel.pid)
+        --client_advertise <string>  Client URL to advertise to other servers
+        --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports)
+        --max_payload <bytes>        Maximum message payload (default: 1MB)
+        --shards <n>                 Number of shards, one per core (default: all cores)
 
 Logging Options:
     -l, --log <file>                 File to redirect log output
     -T, --logtime                    Timestamp log entries (default: true)
+        --logtime_utc                Timestamps in UTC
+    -s, --syslog                     Log to syslog
+    -r, --remote_syslog <addr>       Syslog server addr (udp://localhost:514)
     -D, --debug                      Enable debugging output
     -V, --trace                      Trace the raw protocol
+    -VV                              Verbose trace (traces system account as well)
     -DV                              Debug and trace
+    -DVV                             Debug and verbose trace (traces system account as well)
+        --log_size_limit <limit>     Logfile size limit (default: auto)
+
+JetStream Options (accepted and logged as not supported: petrel has no JetStream):
+    -js, --jetstream                 Enable JetStream functionality
+    -sd, --store_dir <dir>           Set the storage directory
+
+Authorization Options:
+        --user <user>                User required for connections
+        --pass <password>            Password required for connections
+        --auth <token>               Authorization token required for connections
+
+TLS Options:
+        --tls                        Enable TLS, do not verify clients (default: false)
+        --tlscert <file>             Server certificate file
+        --tlskey <file>              Private key for server certificate
+        --tlsverify                  Enable TLS, verify client certificates
+        --tlscacert <file>           Client certificate CA for verification
+
+Cluster Options:
+        --routes <rurl-1, rurl-2>    Routes to solicit and connect
+        --cluster <cluster-url>      Cluster URL for solicited routes
+        --cluster_name <string>      Cluster Name, if not set one will be dynamically generated
+        --no_advertise <bool>        Do not advertise known cluster information to clients
+        --cluster_advertise <string> Cluster URL to advertise to other servers
+        --connect_retries <number>   For implicit routes, number of connect retries
+        --cluster_listen <url>       Cluster url from which members can solicit routes
+
+Profiling Options:
+        --profile <port>             Profiling HTTP port
+
+petrel extensions (nats-server sets these in its config file):
+        --max_connections <n>        Maximum client connections (default: 65536)
+        --max_pending <bytes>        Slow-consumer limit per client (default: 64MB)
+        --ping_interval <duration>   Server PING interval (default: 2m)
+        --ping_max <n>               Unanswered PINGs before closing (default: 2)
+
+Subcommands:
+    bench                            Benchmark a NATS server (publishers, subscribers, request/reply)
+    profile                          Fetch pprof profiles from a server and draw flame graphs
+    account-server                   Serve account JWTs over HTTP (the nats-account-server API)
 
 Common Options:
     -h, --help                       Show this message
@@ -488,6 +527,33 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn the_usage_names_only_flags_petrel_takes() {
+        for line in USAGE.lines() {
+            let t = line.trim_start();
+            if !t.starts_with('-') {
+                continue;
+            }
+            // The flag names before the argument and the description.
+            let names = t.split("  ").next().unwrap_or_default();
+            for f in names.split([',', ' ']).filter(|f| f.starts_with('-')) {
+                let name = f.trim_start_matches('-');
+                assert!(kind_of(name).is_some(), "{f} in the usage is not a flag");
+            }
+        }
+        for word in [
+            "--config",
+            "--signal",
+            "--http_port",
+            "--tlscert",
+            "--user",
+            "--profile",
+            "account-server",
+        ] {
+            assert!(USAGE.contains(word), "{word}");
+        }
     }
 
     fn serve(s: &str) -> Options {
