@@ -58,8 +58,9 @@ async fn user_client(p: &common::Proc, user: &str) -> async_nats::Client {
         .expect("connect")
 }
 
-/// Waits until every node's `/routez` names both others (the mesh is
-/// full), then checks that a new client's INFO lists the other servers.
+/// Waits until every node's `/routez` names both others, with their
+/// system account routes (the mesh is full), then checks that a new
+/// client's INFO lists the other servers.
 fn full_mesh(nodes: &[common::Proc]) {
     let ids: Vec<String> = nodes
         .iter()
@@ -76,10 +77,14 @@ fn full_mesh(nodes: &[common::Proc]) {
         loop {
             let (_, body) = common::http_get(n.monitor_port(), "/routez");
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            // Whole means every peer's dedicated system account route too
+            // (pools come up one connection at a time): what the system
+            // account says, such as connection counts, reaches every peer.
             let remotes: std::collections::BTreeSet<String> = v["routes"]
                 .as_array()
                 .unwrap()
                 .iter()
+                .filter(|r| r["account"].is_string())
                 .map(|r| r["remote_id"].as_str().unwrap().to_string())
                 .collect();
             let others: std::collections::BTreeSet<String> = ids
