@@ -7,6 +7,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::compress::{Deframer, Framer, Level, S2Error};
+use crate::core::ShardCore;
+use crate::ids::ConnId;
 
 /// Plain bytes one inflate step hands the parser at most (an S2 block of
 /// a few bytes can stand for megabytes).
@@ -26,10 +28,35 @@ pub(crate) struct LinkS2 {
 /// Shared by a link's protocol and its writer.
 pub(crate) type SharedS2 = Rc<RefCell<LinkS2>>;
 
+/// Which side of the negotiation sends the INFO that switches a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InfoGoes {
+    /// As the last plain bytes (a route's dialer, a leaf).
+    Plain,
+    /// As the first S2 bytes (a route's acceptor, a hub).
+    Compressed,
+}
+
+/// Switches connection `cid` to S2 at `level` around its negotiating
+/// INFO `line` (queued plain or compressed, as `goes` says); what the
+/// peer sends after the operation being read is inflated.
+pub(crate) fn switch_on(core: &mut ShardCore, cid: ConnId, s2: &SharedS2, level: Level, line: &[u8], goes: InfoGoes) {
+    if goes == InfoGoes::Plain {
+        core.send_raw(cid, line);
+    }
+    let queued = core.conn(cid).map_or(0, |c| c.out.len());
+    let mut s2 = s2.borrow_mut();
+    s2.start_out(level, queued);
+    s2.start_in();
+    if goes == InfoGoes::Compressed {
+        core.send_raw(cid, line);
+    }
+}
+
 impl LinkS2 {
     /// From now on, bytes queued after the first `plain_left` (queued
     /// already) go out as S2 at `level`.
-    pub(crate) fn start_out(&mut self, level: Level, plain_left: usize) {
+    fn start_out(&mut self, level: Level, plain_left: usize) {
         self.out = Some((level, plain_left));
     }
 
@@ -46,7 +73,7 @@ impl LinkS2 {
     }
 
     /// Asks the reader to inflate what follows the current operation.
-    pub(crate) fn start_in(&mut self) {
+    fn start_in(&mut self) {
         self.switch_in = true;
     }
 

@@ -29,7 +29,7 @@ use crate::proto::parser::ParseError;
 use crate::proto::route::{parse_leaf, RouteOp, RouteParsed};
 use crate::route_tls::RouteTls;
 use crate::shard::leaf_table::LeafEntry;
-use crate::shard::link_s2::SharedS2;
+use crate::shard::link_s2::{switch_on, InfoGoes, SharedS2};
 use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
 use crate::shard::transport::{Stream, Transport};
@@ -872,11 +872,7 @@ impl Link<'_> {
                     let mut line = Vec::new();
                     encode::info(&mut line, &ours.to_json());
                     let mut core = self.shard.core.borrow_mut();
-                    core.send_raw(self.cid, &line);
-                    let queued = core.conn(self.cid).map_or(0, |c| c.out.len());
-                    let mut s2 = self.s2.borrow_mut();
-                    s2.start_out(level, queued);
-                    s2.start_in();
+                    switch_on(&mut core, self.cid, self.s2, level, &line, InfoGoes::Plain);
                     return Ok(());
                 }
                 n
@@ -1022,11 +1018,7 @@ impl Link<'_> {
             let mut line = Vec::new();
             encode::info(&mut line, &ours.to_json());
             let mut core = self.shard.core.borrow_mut();
-            let queued = core.conn(self.cid).map_or(0, |c| c.out.len());
-            let mut s2 = self.s2.borrow_mut();
-            s2.start_out(level, queued);
-            s2.start_in();
-            core.send_raw(self.cid, &line);
+            switch_on(&mut core, self.cid, self.s2, level, &line, InfoGoes::Compressed);
         }
         Ok(())
     }

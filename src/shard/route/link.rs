@@ -17,7 +17,7 @@ use crate::proto::errors::{CloseReason, RouteWireError};
 use crate::proto::parser::ParseError;
 use crate::proto::route::{parse, RouteOp, RouteParsed};
 use crate::proto::route_info::{RouteConnect, RouteInfo};
-use crate::shard::link_s2::SharedS2;
+use crate::shard::link_s2::{switch_on, InfoGoes, SharedS2};
 use crate::shard::state::Shard;
 use crate::shard::transport::Stream;
 
@@ -342,17 +342,12 @@ impl Link<'_> {
         ours.route_account = self.dialed.and_then(|d| d.account.clone()).unwrap_or_default();
         let mut line = Vec::new();
         encode::info(&mut line, &ours.to_json());
-        let mut core = self.shard.core.borrow_mut();
-        let queued = |core: &crate::core::ShardCore| core.conn(self.cid).map_or(0, |c| c.out.len());
-        let mut s2 = self.s2.borrow_mut();
-        if self.dialed.is_some() {
-            core.send_raw(self.cid, &line);
-            s2.start_out(level, queued(&core));
+        let goes = if self.dialed.is_some() {
+            InfoGoes::Plain
         } else {
-            s2.start_out(level, queued(&core));
-            core.send_raw(self.cid, &line);
-        }
-        s2.start_in();
+            InfoGoes::Compressed
+        };
+        switch_on(&mut self.shard.core.borrow_mut(), self.cid, self.s2, level, &line, goes);
         Ok(true)
     }
 
