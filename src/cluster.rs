@@ -634,6 +634,18 @@ impl Cluster {
         self.dial_requests[i].lock().expect("cluster lock").push(d);
     }
 
+    /// Asks the shards (in turn) to dial `d`'s server once for each of
+    /// `accounts`, on routes dedicated to them.
+    pub fn request_pinned<'a>(&self, d: &Dial, accounts: impl IntoIterator<Item = &'a String>) {
+        for acc in accounts {
+            self.request_dial(Dial {
+                account: Some(acc.clone()),
+                primary: true,
+                ..d.clone()
+            });
+        }
+    }
+
     /// Dials asked of shard `shard`.
     pub fn take_dial_requests(&self, shard: ShardId) -> Vec<Dial> {
         self.dial_requests

@@ -88,12 +88,7 @@ pub(super) fn jitter() -> Duration {
 pub fn keep_configured(shard: &Rc<Shard>, text: String) {
     let Ok(url) = route_url(&text) else { return };
     let d = Dial::new(url, text, true, 0);
-    for acc in shard.routes.pool().pinned.iter() {
-        cluster(shard).request_dial(Dial {
-            account: Some(acc.clone()),
-            ..d.clone()
-        });
-    }
+    cluster(shard).request_pinned(&d, &shard.routes.pool().pinned);
     glommio::spawn_local(keep_route(shard.clone(), d)).detach();
 }
 
@@ -206,14 +201,10 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
             if shard.id.index() == 0 {
                 // Accounts pinned now get their routes (the first connections
                 // of configured routes are dialed again by their keepers).
-                for acc in pool.pinned.iter().filter(|a| !old.is_pinned(a)) {
-                    for text in &opts.routes {
-                        if let Ok(url) = route_url(text) {
-                            c.request_dial(Dial {
-                                account: Some(acc.clone()),
-                                ..Dial::new(url, text.clone(), true, 0)
-                            });
-                        }
+                let added: Vec<&String> = pool.pinned.iter().filter(|a| !old.is_pinned(a)).collect();
+                for text in &opts.routes {
+                    if let Ok(url) = route_url(text) {
+                        c.request_pinned(&Dial::new(url, text.clone(), true, 0), added.iter().copied());
                     }
                 }
             }

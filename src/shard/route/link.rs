@@ -613,12 +613,7 @@ impl Link<'_> {
         };
         let from_no_pool = self.shard.routes.scope(self.cid) == Some(RouteScope::NoPool);
         if account.is_none() && from_no_pool {
-            for acc in &pool.pinned {
-                self.cluster.request_dial(Dial {
-                    account: Some(acc.clone()),
-                    ..d.clone()
-                });
-            }
+            self.cluster.request_pinned(&d, &pool.pinned);
         }
         (self.learned)(self.shard.clone(), d);
     }
