@@ -248,6 +248,7 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conf::tests::refusal;
 
     #[test]
     fn route_urls() {
@@ -264,12 +265,6 @@ mod tests {
         assert_eq!(route_url("nats-route://[::1]:7").unwrap().host, "::1");
         assert!(route_url("nats://host").is_err());
         assert!(route_url("http://h:1").is_err());
-    }
-
-    fn refusal(text: &str) -> String {
-        let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
-        let mut o = crate::options::Options::default();
-        crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
     }
 
     #[test]

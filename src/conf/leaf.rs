@@ -351,12 +351,7 @@ fn redact(u: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn refusal(text: &str) -> String {
-        let parsed = crate::conf::parse::parse_str(text, std::path::Path::new("t.conf")).unwrap();
-        let mut o = crate::options::Options::default();
-        crate::conf::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
-    }
+    use crate::conf::tests::refusal;
 
     #[test]
     fn websocket_remotes_as_nats_server_reads_them() {

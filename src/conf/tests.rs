@@ -2,6 +2,13 @@ use std::path::Path;
 
 use super::*;
 
+/// The first error applying `text` as a configuration file gives.
+pub(super) fn refusal(text: &str) -> String {
+    let parsed = super::parse::parse_str(text, Path::new("t.conf")).unwrap();
+    let mut o = crate::options::Options::default();
+    super::options::apply(&mut o, &parsed).unwrap_err()[0].to_string()
+}
+
 fn parse(text: &str) -> Map {
     parse_str(text, Path::new("test.conf"))
         .unwrap_or_else(|e| panic!("{e}"))
