@@ -358,6 +358,19 @@ impl Cluster {
         cid
     }
 
+    /// A leaf connection on `shard`, bound to the global account, of
+    /// remote cluster `cluster`; `spoke`: this server is the leaf on it.
+    fn leaf_of(&mut self, shard: usize, cluster: &str, spoke: bool) -> ConnId {
+        let cid = self.link(shard, LinkKind::Leaf);
+        let setup = LeafSetup {
+            cluster: Some(cluster),
+            spoke,
+            ..Default::default()
+        };
+        self.cores[shard].add_leaf(cid, AccountId::GLOBAL, setup);
+        cid
+    }
+
     /// Subscribes a link (as the route and leaf protocols' RS+/LS+ will).
     fn link_sub(&mut self, shard: usize, cid: ConnId, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
         self.cores[shard].subscribe(cid, subject, queue, sid).unwrap();
@@ -757,34 +770,9 @@ fn hubs_hear_only_this_servers_side_and_leaf_clusters_are_kept_apart() {
         core.set_leafing();
     }
     // A hub of this server (spoke link) and two leaves of one cluster.
-    let hub = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(
-        hub,
-        AccountId::GLOBAL,
-        LeafSetup {
-            cluster: Some("HUBC"),
-            spoke: true,
-            ..Default::default()
-        },
-    );
-    let e1 = c.link(1, LinkKind::Leaf);
-    c.cores[1].add_leaf(
-        e1,
-        AccountId::GLOBAL,
-        LeafSetup {
-            cluster: Some("edge"),
-            ..Default::default()
-        },
-    );
-    let e2 = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(
-        e2,
-        AccountId::GLOBAL,
-        LeafSetup {
-            cluster: Some("edge"),
-            ..Default::default()
-        },
-    );
+    let hub = c.leaf_of(0, "HUBC", true);
+    let e1 = c.leaf_of(1, "edge", false);
+    let e2 = c.leaf_of(0, "edge", false);
     let route = c.link(1, LinkKind::Route);
     c.pump();
     for (shard, l) in [(0, hub), (1, e1), (0, e2)] {
@@ -831,15 +819,7 @@ fn a_leafs_message_goes_to_routes_with_its_cluster() {
     for core in &mut c.cores {
         core.set_leafing();
     }
-    let leaf = c.link(0, LinkKind::Leaf);
-    c.cores[0].add_leaf(
-        leaf,
-        AccountId::GLOBAL,
-        LeafSetup {
-            cluster: Some("edge"),
-            ..Default::default()
-        },
-    );
+    let leaf = c.leaf_of(0, "edge", false);
     let (old, new) = (c.link(1, LinkKind::Route), c.link(1, LinkKind::Route));
     c.cores[1].set_route_lnoc(new);
     c.link_sub(1, old, b"x", None, b"o");
