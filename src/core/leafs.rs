@@ -95,8 +95,9 @@ pub(super) struct LeafState {
     /// Every leaf connection, on any shard.
     conns: FxHashMap<ConnId, LeafConn>,
     cluster_ids: FxHashMap<Box<str>, u32>,
-    /// The names behind `cluster_ids`, by id.
-    cluster_names: Vec<Box<str>>,
+    /// The names behind `cluster_ids`, by id (shared: a leaf's message
+    /// takes its cluster's name along without copying it).
+    cluster_names: Vec<std::rc::Rc<str>>,
     links: Vec<LeafLink>,
 }
 
@@ -285,7 +286,8 @@ impl ShardCore {
         let Some(account) = self.conns.get(&from).map(|c| c.account) else {
             return Routed::NoInterest;
         };
-        // Its remote cluster goes with it (routes are told as `LMSG`).
+        // Its remote cluster goes with it (routes are told as `LMSG`); a
+        // shared name, so no allocation per message.
         let cluster = self
             .leafs
             .conns
