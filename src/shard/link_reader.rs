@@ -99,21 +99,13 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
                     }
                     if proto.link_s2().is_some_and(|s| s.borrow_mut().take_switch_in()) {
                         // The peer's bytes after this operation are S2: what
-                        // was read past it is inflated in place.
-                        let rest = buf[used..filled].to_vec();
+                        // was read past it goes to the inflater, which the
+                        // next turn steps before it reads again.
                         let mut inf = Inflate::default();
-                        inf.push(&rest);
-                        buf.truncate(used);
-                        let more = match inf.step(&mut buf) {
-                            Ok(more) => more,
-                            Err(e) => {
-                                crate::error!("{} - Error reading from compressed stream: {e}", proto.who());
-                                break Err((None, CloseReason::ReadError));
-                            }
-                        };
-                        filled = buf.len();
-                        buf.resize(filled + 64 * 1024, 0);
-                        inflate = Some((inf, vec![0u8; 64 * 1024], more));
+                        inf.push(&buf[used..filled]);
+                        filled = used;
+                        inflate = Some((inf, vec![0u8; 64 * 1024], true));
+                        break Ok(());
                     }
                 }
                 Err(e) => {
