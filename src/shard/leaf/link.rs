@@ -390,6 +390,13 @@ async fn open_spoke(mut tcp: TcpStream, spoke: &Spoke) -> Result<(Socket, Option
     if !(spoke.tls_required || info.tls_required) {
         return Ok((Socket::Plain(tcp), Some(json), String::new()));
     }
+    let socket = spoke_tls(tcp, spoke).await?;
+    Ok((socket, Some(json), String::new()))
+}
+
+/// The TLS handshake a leaf starts with its hub (verified as the remote's
+/// `tls` says, by the URL's host name), within the remote's TLS timeout.
+pub(super) async fn spoke_tls(tcp: TcpStream, spoke: &Spoke) -> Result<Socket, String> {
     let name = RouteTls::server_name(&spoke.url.host, None)?;
     let timeout = spoke
         .remote
@@ -403,7 +410,7 @@ async fn open_spoke(mut tcp: TcpStream, spoke: &Spoke) -> Result<(Socket, Option
             .await)
     };
     match glommio::timer::timeout(timeout, connect).await {
-        Ok(Ok(t)) => Ok((Socket::TlsDialed(Box::new(t)), Some(json), String::new())),
+        Ok(Ok(t)) => Ok(Socket::TlsDialed(Box::new(t))),
         Ok(Err(e)) => Err(format!("TLS leafnode handshake error: {e}")),
         Err(_) => Err("TLS leafnode handshake error: timeout".into()),
     }

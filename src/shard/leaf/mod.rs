@@ -124,12 +124,7 @@ async fn upgrade(
     let max_payload = shard.opts.borrow().max_payload;
     let work = async {
         let socket = if spoke.tls_required {
-            let name = crate::route_tls::RouteTls::server_name(&spoke.url.host, None)?;
-            let t = futures_rustls::TlsConnector::from(spoke.tls.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake error: {e}"))?;
-            Socket::TlsDialed(Box::new(t))
+            link::spoke_tls(tcp, spoke).await?
         } else {
             Socket::Plain(tcp)
         };
