@@ -130,6 +130,23 @@ impl SubKey {
         SubKey(((shard.0 as u64) << 48) | (link.bits() << Self::COUNTER_BITS) | (n & ((1 << Self::COUNTER_BITS) - 1)))
     }
 
+    /// Builds the key a subscription gets when its connection moves to
+    /// `to`: allocated by the shard it leaves (`by`, its `n`th key) with a
+    /// mark no key made on `to` itself carries, so it is unique there.
+    pub fn moved(to: ShardId, by: ShardId, n: u64) -> SubKey {
+        let counter =
+            Self::MOVED | ((by.0 as u64 & Self::MOVED_BY_MASK) << Self::MOVED_BY_SHIFT) | (n & Self::MOVED_N_MASK);
+        Self::of_link(to, LinkKind::Client, counter)
+    }
+
+    /// Marks a moved key (a shard's own counter never reaches it).
+    const MOVED: u64 = 1 << 45;
+    const MOVED_BY_SHIFT: u32 = 36;
+    const MOVED_BY_MASK: u64 = (1 << 9) - 1;
+    const MOVED_N_MASK: u64 = (1 << 36) - 1;
+    /// Shards a moved key can name as the one that made it.
+    pub const MOVED_MAX_SHARDS: usize = 1 << 9;
+
     /// The shard that owns the subscription.
     pub fn shard(self) -> ShardId {
         ShardId((self.0 >> 48) as u16)
@@ -191,6 +208,10 @@ mod tests {
             assert_eq!((k.shard(), k.link()), (ShardId(513), link));
         }
         assert_eq!(SubKey::new(ShardId(3), 9).link(), LinkKind::Client);
+        let m = SubKey::moved(ShardId(3), ShardId(5), 9);
+        assert_eq!((m.shard(), m.link()), (ShardId(3), LinkKind::Client));
+        assert_ne!(m, SubKey::new(ShardId(3), 9));
+        assert_ne!(m, SubKey::moved(ShardId(3), ShardId(4), 9));
     }
 
     #[test]

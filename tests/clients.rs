@@ -238,3 +238,53 @@ async fn many_connections_spread_over_shards() {
     assert_eq!(a + b, 2 * n);
     assert!(a.abs_diff(b) <= 2, "connections balanced across shards: {a} vs {b}");
 }
+
+/// Requesters and responders that talk only to each other end up on one
+/// shard (connection affinity), moved while requests are in flight: every
+/// request is answered once, and a subscriber watching all of them sees
+/// each requester's in order.
+#[tokio::test]
+async fn request_reply_pairs_move_to_one_shard_and_lose_nothing() {
+    let p = common::petrel(&["--shards", "2", "-D"]);
+    let watcher = client(&p).await;
+    let mut seen = watcher.subscribe("svc.>").await.unwrap();
+    ready(&watcher).await;
+    let mut pairs = Vec::new();
+    for pair in 0..3 {
+        let service = client(&p).await;
+        let mut requests = service.subscribe(format!("svc.{pair}")).await.unwrap();
+        ready(&service).await;
+        tokio::spawn(async move {
+            while let Some(m) = requests.next().await {
+                if let Some(reply) = m.reply {
+                    service.publish(reply, m.payload).await.unwrap();
+                }
+            }
+        });
+        let requester = client(&p).await;
+        pairs.push(tokio::spawn(async move {
+            for i in 0..400 {
+                let body = Bytes::from(format!("{pair}:{i}"));
+                let r = timeout(WAIT, requester.request(format!("svc.{pair}"), body.clone()))
+                    .await
+                    .expect("reply in time")
+                    .expect("reply");
+                assert_eq!(r.payload, body);
+            }
+        }));
+    }
+    for t in pairs {
+        t.await.unwrap();
+    }
+    let mut last = [-1i64; 3];
+    for _ in 0..1200 {
+        let m = next(&mut seen).await;
+        let t = String::from_utf8(m.payload.to_vec()).unwrap();
+        let (pair, n) = t.split_once(':').unwrap();
+        let (pair, n): (usize, i64) = (pair.parse().unwrap(), n.parse().unwrap());
+        assert_eq!(n, last[pair] + 1, "requester {pair} out of order");
+        last[pair] = n;
+    }
+    let moved = p.log_lines("Client connection moved to shard");
+    assert!(!moved.is_empty(), "no connection moved");
+}

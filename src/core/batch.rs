@@ -52,6 +52,35 @@ pub enum InterestChange {
     },
 }
 
+/// One subscription of a connection that moves between shards: every
+/// replica swaps its old key for the new one (same subject and queue).
+#[derive(Debug, Clone)]
+pub struct Rekey {
+    /// The account whose subject space holds it.
+    pub account: AccountId,
+    /// Subscription subject.
+    pub subject: Box<[u8]>,
+    /// Queue group, if any.
+    pub queue: Option<Box<[u8]>>,
+    /// Its key on the shard the connection leaves.
+    pub old: SubKey,
+    /// Its key on the shard it goes to.
+    pub new: SubKey,
+}
+
+/// A connection moved from the sending shard to `to`: the receiver rekeys
+/// its replica and acknowledges in its next batch to the sender, behind
+/// every delivery it had already addressed to the old keys.
+#[derive(Debug, Clone)]
+pub struct MoveNote {
+    /// The connection.
+    pub conn: ConnId,
+    /// Where it went.
+    pub to: ShardId,
+    /// Its subscriptions' keys, old and new.
+    pub rekeys: Vec<Rekey>,
+}
+
 /// A byte range inside a batch's `data`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -118,6 +147,15 @@ pub struct Batch {
     pub msgs: Vec<RemoteMsg>,
     /// Target subscriptions on the receiver.
     pub targets: Vec<SubKey>,
+    /// Connections moved away from the sender, applied after `msgs`.
+    pub moves: Vec<MoveNote>,
+    /// Moves of the receiver's the sender has applied: nothing more for
+    /// the old keys follows from it.
+    pub move_acks: Vec<ConnId>,
+    /// (connection, shard): a connection moved to the receiver has been
+    /// sent, ahead of this, every delivery that shard addressed to its old
+    /// keys; what that shard sends it directly may now be written.
+    pub clears: Vec<(ConnId, ShardId)>,
 }
 
 impl Batch {
@@ -135,12 +173,20 @@ pub struct Outbox {
     pub(crate) data: Vec<u8>,
     pub(crate) msgs: Vec<RemoteMsg>,
     pub(crate) targets: Vec<SubKey>,
+    pub(crate) moves: Vec<MoveNote>,
+    pub(crate) move_acks: Vec<ConnId>,
+    pub(crate) clears: Vec<(ConnId, ShardId)>,
 }
 
 impl Outbox {
     /// True when there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.interest.is_empty() && self.ack.is_none() && self.msgs.is_empty()
+        self.interest.is_empty()
+            && self.ack.is_none()
+            && self.msgs.is_empty()
+            && self.moves.is_empty()
+            && self.move_acks.is_empty()
+            && self.clears.is_empty()
     }
 
     pub(crate) fn push_bytes(&mut self, b: &[u8]) -> Span {
@@ -162,6 +208,9 @@ impl Outbox {
             data: std::mem::replace(&mut self.data, fresh),
             msgs: std::mem::take(&mut self.msgs),
             targets: std::mem::take(&mut self.targets),
+            moves: std::mem::take(&mut self.moves),
+            move_acks: std::mem::take(&mut self.move_acks),
+            clears: std::mem::take(&mut self.clears),
         }
     }
 }

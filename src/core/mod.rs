@@ -9,6 +9,8 @@ pub mod batch;
 pub mod imports;
 mod leafs;
 pub use leafs::LeafSetup;
+mod moves;
+pub use moves::ConnParcel;
 pub mod outq;
 pub mod pool;
 mod routes;
@@ -95,6 +97,16 @@ pub struct ConnEntry {
     pub in_msgs: u64,
     /// Bytes this connection published.
     pub in_bytes: u64,
+    /// Where its deliveries came from lately (`moves.rs`).
+    affinity: moves::Affinity,
+    /// Set while it arrives from another shard (`moves.rs`).
+    moving_in: Option<Box<moves::MovingIn>>,
+    /// When it last moved between shards.
+    moved_at: Option<Instant>,
+    /// Its transport can be handed to another shard (plain TCP).
+    may_move: bool,
+    /// Where it should move, once its reader is between reads.
+    move_to: Option<ShardId>,
 }
 
 impl ConnEntry {
@@ -118,6 +130,11 @@ impl ConnEntry {
             last_drain: None,
             in_msgs: 0,
             in_bytes: 0,
+            affinity: moves::Affinity::default(),
+            moving_in: None,
+            moved_at: None,
+            may_move: false,
+            move_to: None,
         }
     }
 
@@ -288,6 +305,14 @@ pub struct ShardCore {
     stall: bool,
     pools: Arc<BufferPools>,
     chunks: ChunkPool,
+    /// The shard whose batch is being applied (this one's own otherwise).
+    delivering_from: ShardId,
+    /// Connections moved away whose old keys other shards may still use.
+    tombstones: FxHashMap<ConnId, moves::Tombstone>,
+    /// Old key of a moved connection's subscription to its new one.
+    forwards: FxHashMap<SubKey, SubRef>,
+    /// Connections moved here that became live (`take_arrived`).
+    arrived: Vec<ConnId>,
 }
 
 impl ShardCore {
@@ -343,6 +368,10 @@ impl ShardCore {
             waiting_pongs: Vec::new(),
             counters: Counters::default(),
             stall: false,
+            delivering_from: id,
+            tombstones: FxHashMap::default(),
+            forwards: FxHashMap::default(),
+            arrived: Vec::new(),
         }
     }
 
@@ -1117,6 +1146,9 @@ impl ShardCore {
     /// the slow-consumer limit.
     fn deliver_local(&mut self, key: SubKey, msg: &Msg<'_>) {
         let Some(sub) = self.subs.get_mut(&key) else {
+            if !self.forwards.is_empty() {
+                self.forward(key, msg);
+            }
             return;
         };
         let Some(c) = self.conns.get_mut(&sub.conn) else {
@@ -1130,7 +1162,19 @@ impl ShardCore {
         if c.perms.as_mut().is_some_and(|p| p.delivery_denied(msg.subject)) {
             return;
         }
-        let out = c.out.tail();
+        if c.link == LinkKind::Client {
+            c.affinity.note(self.delivering_from, self.now);
+        }
+        // A connection arriving from another shard holds what a shard not
+        // yet clear sends it directly (`moves.rs`).
+        let held = match c.moving_in.as_mut() {
+            Some(m) => m.hold_for(self.delivering_from),
+            None => None,
+        };
+        let out = match held {
+            Some(h) => h,
+            None => c.out.tail(),
+        };
         match c.link {
             LinkKind::Client => match (msg.header_len, c.headers) {
                 (Some(h), true) => encode::hmsg(out, msg.subject, sub.sid.as_bytes(), msg.reply, h, msg.message),
@@ -1324,6 +1368,7 @@ impl ShardCore {
         if b.interest_seq > 0 {
             self.outbox[from].ack = Some(b.interest_seq);
         }
+        self.delivering_from = ShardId(b.from);
         for m in &b.msgs {
             let body = match &m.body {
                 Body::Inline(s) => s.of(&b.data),
@@ -1343,6 +1388,10 @@ impl ShardCore {
             if self.routes_pending() {
                 self.flush_routes(&msg);
             }
+        }
+        self.delivering_from = self.id;
+        if !(b.moves.is_empty() && b.move_acks.is_empty() && b.clears.is_empty()) {
+            self.apply_moves(ShardId(b.from), b.moves, b.move_acks, b.clears);
         }
         self.pools.give_back(from, self.id.index(), b.data);
     }

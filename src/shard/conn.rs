@@ -13,7 +13,7 @@ use super::host::{client_info, ConnAuth, CoreHost};
 use super::socket::Socket;
 use super::state::Shard;
 use super::transport::{read, shutdown, write_all, Stream, Transport};
-use crate::ids::{ConnId, ConnKind};
+use crate::ids::{ConnId, ConnKind, ShardId};
 use crate::proto::connect::ClientOpts;
 use crate::proto::encode;
 use crate::proto::errors::{CloseReason, WireError};
@@ -307,6 +307,106 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
     let base = Session::first_ping_base(cfg.ping_interval);
     let jitter = base.mul_f64(fastrand::f64() * 0.2);
     let session = Rc::new(RefCell::new(Session::new(cfg, now, base + jitter)));
+    if matches!(&*stream.borrow(), Transport::Socket(Socket::Plain(_))) && affinity_on() {
+        shard.core.borrow_mut().set_movable(cid);
+    }
+    let conn = Conn {
+        cid,
+        stream,
+        session,
+        auth,
+        ip,
+        port,
+        start: accepted_at,
+        kind,
+    };
+    run(shard, conn, Vec::new()).await;
+}
+
+/// Whether connections may move between shards by affinity
+/// (`PETREL_AFFINITY=0` turns it off, for comparisons).
+fn affinity_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("PETREL_AFFINITY").map_or(true, |v| v != "0"))
+}
+
+/// A client connection past its TLS or WebSocket opening, as its tasks share it.
+struct Conn {
+    cid: ConnId,
+    stream: Stream,
+    session: Rc<RefCell<Session>>,
+    auth: Rc<RefCell<ConnAuth>>,
+    ip: String,
+    port: u16,
+    start: std::time::SystemTime,
+    kind: ConnKind,
+}
+
+/// A plain TCP client on its way from one shard to another: what its
+/// tasks held, beside the core's [`crate::core::ConnParcel`].
+pub struct Arrival {
+    fd: std::os::fd::OwnedFd,
+    session: Session,
+    auth: ConnAuth,
+    ip: String,
+    port: u16,
+    start: std::time::SystemTime,
+    kind: ConnKind,
+    /// Bytes read and not yet parsed (the front of an operation).
+    unread: Vec<u8>,
+}
+
+/// Resumes a client another shard moved here, once the core says every
+/// shard has caught up with the move (`ShardCore::take_arrived`).
+pub async fn resume(shard: Rc<Shard>, cid: ConnId, a: Box<Arrival>) {
+    let Arrival {
+        fd,
+        session,
+        auth,
+        ip,
+        port,
+        start,
+        kind,
+        unread,
+    } = *a;
+    // SAFETY: `fd` is an open TCP socket this process owns (dup'ed by the
+    // shard the client left, whose tasks are gone).
+    let tcp = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+    let _ = tcp.set_write_timeout(Some(shard.opts.borrow().write_deadline));
+    crate::debug!(
+        "{ip}:{port} - cid:{} - Client connection moved to shard {}",
+        cid.0,
+        shard.id.0
+    );
+    let conn = Conn {
+        cid,
+        stream: Rc::new(RefCell::new(Transport::Socket(Socket::Plain(tcp)))),
+        session: Rc::new(RefCell::new(session)),
+        auth: Rc::new(RefCell::new(auth)),
+        ip,
+        port,
+        start,
+        kind,
+    };
+    run(shard, conn, unread).await;
+}
+
+/// A client's life from its first read (or its arrival from another
+/// shard) to its close, or until it moves to another shard.
+async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
+    let Conn {
+        cid,
+        stream,
+        session,
+        auth,
+        ip,
+        port,
+        start: accepted_at,
+        kind,
+    } = conn;
+    let opts = shard.opts.borrow().clone();
+    let who = format!("{ip}:{port} - cid:{}", cid.0);
+    let verifier = auth.borrow().verifier.clone();
     shard.conns.borrow_mut().insert(
         cid,
         super::state::ConnHandles {
@@ -334,7 +434,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
         cid,
         ip.clone(),
     ));
-    let reason = read_loop(&shard, &stream, &session, &auth, cid, &ip).await;
+    let reason = match read_loop(&shard, &stream, &session, &auth, cid, &ip, unread).await {
+        ReadEnd::Closed(reason) => reason,
+        ReadEnd::Move { to, unread } => {
+            // The writer waits for output with nothing queued and the
+            // timer sleeps: both stop here, cutting no write.
+            drop((writer, timer));
+            let conn = Conn {
+                cid,
+                stream,
+                session,
+                auth,
+                ip,
+                port,
+                start: accepted_at,
+                kind,
+            };
+            hand_over(&shard, conn, to, unread);
+            return;
+        }
+    };
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
     drop(timer); // cancels it
@@ -549,9 +668,11 @@ async fn read_loop(
     auth: &RefCell<ConnAuth>,
     cid: ConnId,
     ip: &str,
-) -> CloseReason {
-    let mut buf = vec![0u8; READ_MIN];
-    let mut filled = 0;
+    unread: Vec<u8>,
+) -> ReadEnd {
+    let mut filled = unread.len();
+    let mut buf = unread;
+    buf.resize(filled.max(READ_MIN), 0);
     loop {
         if filled == buf.len() {
             let need = session.borrow().bytes_needed(&buf[..filled]).unwrap_or(0);
@@ -559,13 +680,13 @@ async fn read_loop(
             buf.resize(grow, 0);
         }
         let n = match read(stream, &mut buf[filled..]).await {
-            Ok(0) => return CloseReason::ClientClosed,
+            Ok(0) => return ReadEnd::Closed(CloseReason::ClientClosed),
             Ok(n) => n,
             Err(_) => {
                 if let Some(r) = shard.core.borrow().conn(cid).and_then(|c| c.closing()) {
-                    return r;
+                    return ReadEnd::Closed(r);
                 }
-                return CloseReason::ReadError;
+                return ReadEnd::Closed(CloseReason::ReadError);
             }
         };
         crate::trace!(
@@ -581,7 +702,7 @@ async fn read_loop(
         let result = {
             let mut core = shard.core.borrow_mut();
             if let Some(r) = core.conn(cid).and_then(|c| c.closing()) {
-                return r;
+                return ReadEnd::Closed(r);
             }
             // Subscriptions other shards made up to now must match this read.
             core.poll_control();
@@ -629,9 +750,91 @@ async fn read_loop(
                     buf.shrink_to(READ_MIN);
                 }
             }
-            Err(reason) => return reason,
+            Err(reason) => return ReadEnd::Closed(reason),
+        }
+        let to = shard.core.borrow_mut().take_move(cid);
+        if let Some(to) = to {
+            if writer_settles(shard, cid).await {
+                buf.truncate(filled);
+                return ReadEnd::Move { to, unread: buf };
+            }
         }
     }
+}
+
+/// How a client's read loop ended.
+enum ReadEnd {
+    /// The connection closes.
+    Closed(CloseReason),
+    /// It moves to shard `to`, between two operations (`unread` holds the
+    /// front of the next).
+    Move { to: ShardId, unread: Vec<u8> },
+}
+
+/// Waits, briefly, until `cid`'s writer has written everything and waits
+/// for more, and it can still move: true then (the caller acts before
+/// yielding again), false when it did not settle (the move is dropped).
+async fn writer_settles(shard: &Shard, cid: ConnId) -> bool {
+    for _ in 0..20 {
+        {
+            let core = shard.core.borrow();
+            if core.writer_idle(cid) && core.movable(cid) {
+                return true;
+            }
+        }
+        glommio::timer::sleep(Duration::from_micros(100)).await;
+    }
+    false
+}
+
+/// Sends a client whose tasks have stopped to shard `to`: the core's
+/// state, the socket (a duplicate of its descriptor; this shard's copy
+/// closes with its stream), the session and what was read but not parsed.
+fn hand_over(shard: &Rc<Shard>, conn: Conn, to: ShardId, unread: Vec<u8>) {
+    use std::os::fd::AsRawFd;
+    let cid = conn.cid;
+    shard.conns.borrow_mut().remove(&cid);
+    let parcel = shard.core.borrow_mut().move_out(cid, to);
+    let raw = conn.stream.borrow().tcp().as_raw_fd();
+    // SAFETY: `raw` is the open socket of `conn.stream`, alive for this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }.try_clone_to_owned();
+    let (Some(parcel), Ok(fd)) = (parcel, fd) else {
+        // Cannot happen after `writer_settles`; if it does the client
+        // is closed rather than left without tasks.
+        crate::error!(
+            "{}:{} - cid:{} - could not move to shard {}",
+            conn.ip,
+            conn.port,
+            cid.0,
+            to.0
+        );
+        shard.core.borrow_mut().remove_conn(cid);
+        shutdown(&conn.stream);
+        forget(shard);
+        return;
+    };
+    let session = std::mem::replace(
+        &mut *conn.session.borrow_mut(),
+        Session::new(Default::default(), Instant::now(), Duration::ZERO),
+    );
+    let verifier = conn.auth.borrow().verifier.clone();
+    let auth = std::mem::replace(&mut *conn.auth.borrow_mut(), ConnAuth::new(verifier, None));
+    shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
+    shard.shared.conn_counts[to.index()].fetch_add(1, Relaxed);
+    let arrival = Arrival {
+        fd,
+        session,
+        auth,
+        ip: conn.ip,
+        port: conn.port,
+        start: conn.start,
+        kind: conn.kind,
+        unread,
+    };
+    // Behind this shard's batches, which hold the client's last publishes.
+    shard.send_batches();
+    shard.send_move(to.index(), Box::new(parcel), Box::new(arrival));
+    shard.publish_stats();
 }
 
 async fn timer_loop(

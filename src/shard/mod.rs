@@ -237,6 +237,7 @@ async fn shard_main(
         leafs: Default::default(),
         routes_generation: Cell::new(0),
         urls_seen: Cell::new(0),
+        arriving: RefCell::new(FxHashMap::default()),
     });
     {
         let shard = shard.clone();
@@ -250,6 +251,7 @@ async fn shard_main(
                     shard.flush().await;
                 }
                 shard.answer_snapshot();
+                shard.mark_affinity_moves();
                 route::poll_cluster(&shard);
                 leaf::poll_leafs(&shard);
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
@@ -271,6 +273,7 @@ async fn shard_main(
                             core.set_now(std::time::Instant::now());
                             core.apply_batch(b);
                         }
+                        shard.resume_arrived();
                         shard.cut_off_slow_consumers();
                         shard.publish_stats();
                         shard.send_batches();
@@ -280,6 +283,12 @@ async fn shard_main(
                         if stall {
                             glommio::timer::sleep(writer::STALL).await;
                         }
+                    }
+                    ShardMsg::Move(parcel, arrival) => {
+                        let cid = parcel.conn();
+                        shard.core.borrow_mut().move_in(*parcel);
+                        shard.arriving.borrow_mut().insert(cid, arrival);
+                        shard.send_batches();
                     }
                     ShardMsg::Conn(stream, cid, kind) => {
                         let s = shard.clone();

@@ -77,6 +77,8 @@ pub struct Shard {
     pub(super) routes_generation: Cell<u64>,
     /// The cluster's client URLs generation this shard's INFO reflects.
     pub(super) urls_seen: Cell<u64>,
+    /// Clients moved here, until every shard has caught up with the move.
+    pub(super) arriving: RefCell<FxHashMap<ConnId, Box<super::conn::Arrival>>>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -394,6 +396,37 @@ impl Shard {
     /// Publishes the core's counters for readers on other threads.
     pub fn publish_stats(&self) {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
+    }
+
+    pub(super) fn send_move(
+        self: &Rc<Self>,
+        dest: usize,
+        parcel: Box<crate::core::ConnParcel>,
+        a: Box<super::conn::Arrival>,
+    ) {
+        let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
+        if outlet.push(ShardMsg::Move(parcel, a)) {
+            glommio::spawn_local(outlet.clone().drain()).detach();
+        }
+    }
+
+    /// Marks the clients that should move to another shard by affinity
+    /// (their readers move them between two reads).
+    pub(super) fn mark_affinity_moves(&self) {
+        let loads: Vec<usize> = self.shared.conn_counts.iter().map(|c| c.load(Relaxed)).collect();
+        let mut core = self.core.borrow_mut();
+        core.set_now(std::time::Instant::now());
+        core.affinity_moves(&loads);
+    }
+
+    /// Starts the clients moved here that every shard has caught up with.
+    pub(super) fn resume_arrived(self: &Rc<Self>) {
+        let arrived = self.core.borrow_mut().take_arrived();
+        for cid in arrived {
+            if let Some(a) = self.arriving.borrow_mut().remove(&cid) {
+                glommio::spawn_local(super::conn::resume(self.clone(), cid, a)).detach();
+            }
+        }
     }
 
     pub(super) fn send_conn(

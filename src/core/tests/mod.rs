@@ -59,6 +59,7 @@ impl Cluster {
         let cid = ConnId(self.next);
         self.next += 1;
         self.cores[shard].add_conn(cid);
+        self.cores[shard].set_movable(cid);
         let cfg = SessionConfig {
             auth_required: self.verifier.auth_required(),
             ..Default::default()
@@ -835,3 +836,5 @@ fn a_leafs_message_goes_to_routes_with_its_cluster() {
     );
     assert_eq!(out(&mut c, old), "RMSG $G x 2\r\nhi\r\n");
 }
+
+mod moves;
