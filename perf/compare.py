@@ -64,9 +64,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def shape(pubs, subs, msgs, size=16, queue=False, request=False, subjects=0, churn=False, stalled=0, idle=0,
-          tls=False, ws=False, cluster=False, leaf=None):
+          tls=False, ws=False, cluster=False, leaf=None, rate=0):
     return dict(pubs=pubs, subs=subs, msgs=msgs, size=size, queue=queue, request=request, subjects=subjects,
-                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws, cluster=cluster, leaf=leaf)
+                churn=churn, stalled=stalled, idle=idle, tls=tls, ws=ws, cluster=cluster, leaf=leaf, rate=rate)
 
 
 SHAPES = {
@@ -77,6 +77,10 @@ SHAPES = {
     "4x4": shape(4, 4, 1_000_000),
     "queue": shape(1, 4, 2_000_000, queue=True),
     "reqrep": shape(1, 1, 20_000, request=True),
+    # Paced request/reply: a fixed request rate, as most servers run.
+    "rr-100": shape(1, 1, 600, request=True, rate=100),
+    "rr-1k": shape(1, 1, 6_000, request=True, rate=1_000),
+    "rr-10k": shape(1, 1, 60_000, request=True, rate=10_000),
     "pub-256": shape(1, 0, 2_000_000, size=256),
     "pub-8k": shape(1, 0, 200_000, size=8192),
     "pub-64k": shape(1, 0, 30_000, size=65536),
@@ -123,6 +127,16 @@ GOALS = [
     ("routed 1:8 8 KiB msgs/s", "c-1:8-8k", "rate", ">=", 2.0),
     ("CPU per routed message (1:1, both nodes)", "c-1:1", "cpu_per_msg_ns", "<=", 0.5),
     ("routed request/reply p99", "c-reqrep", "p99_us", "<=", 0.8),
+    # Issue 17, request/reply and light load (judged with the nats.go client).
+    ("request/reply req/s", "reqrep", "rate", ">=", 1.3),
+    ("request/reply p50", "reqrep", "p50_us", "<=", 0.7),
+    ("request/reply CPU per request", "reqrep", "cpu_per_msg_ns", "<=", 0.8),
+    ("paced 100 req/s: CPU per request", "rr-100", "cpu_per_msg_ns", "<=", 0.5),
+    ("paced 100 req/s: p99", "rr-100", "p99_us", "<=", 0.8),
+    ("paced 1k req/s: CPU per request", "rr-1k", "cpu_per_msg_ns", "<=", 0.5),
+    ("paced 1k req/s: p99", "rr-1k", "p99_us", "<=", 0.8),
+    ("paced 10k req/s: CPU per request", "rr-10k", "cpu_per_msg_ns", "<=", 0.5),
+    ("paced 10k req/s: p99", "rr-10k", "p99_us", "<=", 0.8),
     # Issue 19, leaf nodes: every message crosses a leaf connection.
     ("hub to leaf 1:1 msgs/s", "l-down", "rate", ">=", 1.5),
     ("leaf to hub 1:1 msgs/s", "l-up", "rate", ">=", 1.5),
@@ -247,7 +261,68 @@ def loadgen_cmd(sh, port):
         cmd += ["--churn"]
     if sh["stalled"]:
         cmd += ["--stalled", str(sh["stalled"])]
+    if sh.get("rate"):
+        cmd += ["--rate", str(sh["rate"])]
     return cmd
+
+
+NATS = os.path.join(TARGET, "tools/nats")
+
+
+def natsbench_stat(text, label):
+    """A number from `nats bench` output: `label: 1,234.5` (units after it)."""
+    m = re.search(re.escape(label) + r":? ([\d,.]+)", text)
+    return float(m.group(1).replace(",", "")) if m else None
+
+
+def natsbench_run(sh, port):
+    """One measurement with natscli's `nats bench` (nats.go): the shape's
+    subscribers (or responder) in the background, then the publishers (or
+    requester). Returns loadgen's field names, or None for a shape it
+    cannot express (queue groups, many subjects, churn, stalls)."""
+    if sh["queue"] or sh["subjects"] or sh["churn"] or sh["stalled"] or sh.get("tls") or sh.get("ws"):
+        return None
+    url = f"nats://127.0.0.1:{port}"
+    base = [NATS, "-s", url, "bench"]
+    common = ["--size", str(sh["size"]), "--no-progress"]
+    msgs = str(sh["msgs"])
+    if sh["request"]:
+        bg = subprocess.Popen(base + ["service", "serve", "bench.rr", "--clients", "1", "--no-progress"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fg = base + ["service", "request", "bench.rr", "--msgs", msgs, "--clients", "1"] + common
+        if sh.get("rate"):
+            fg += ["--throughput", str(sh["rate"])]
+    elif sh["subs"]:
+        bg = subprocess.Popen(base + ["sub", "bench.ps", "--msgs", msgs, "--clients", str(sh["subs"])] + common,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fg = base + ["pub", "bench.ps", "--msgs", msgs, "--clients", str(sh["pubs"])] + common
+    else:
+        bg = None
+        fg = base + ["pub", "bench.ps", "--msgs", msgs, "--clients", str(sh["pubs"])] + common
+    try:
+        if bg is not None:
+            time.sleep(0.7)  # the subscribers (responder) connect and subscribe
+        out = subprocess.run(fg, capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"nats bench failed ({out.returncode}): {out.stdout[-1000:]} {out.stderr[-1000:]}")
+        text = out.stdout + out.stderr
+        if sh["subs"] and not sh["request"]:
+            text, _ = bg.communicate(timeout=300)
+        rate = natsbench_stat(text, "stats")
+        if rate is None:
+            raise RuntimeError(f"no rate in nats bench output: {text[-1000:]}")
+        if sh["request"]:
+            r = {"published": sh["msgs"], "received": sh["msgs"], "rate": rate}
+            for key, label in [("p50_us", "P50"), ("p90_us", "P90"), ("p99_us", "P99"), ("p999_us", "P99.9"),
+                               ("max_us", "max")]:
+                r[key] = natsbench_stat(text, label)
+            return r
+        delivered = sh["msgs"] * sh["subs"] if sh["subs"] else sh["msgs"]
+        return {"published": sh["msgs"], "received": delivered, "rate": rate}
+    finally:
+        if bg is not None and bg.poll() is None:
+            bg.kill()
+            bg.wait()
 
 
 def bench_cmd(sh, port):
@@ -441,6 +516,15 @@ def measure(argv, name, sh, args):
         if sh.get("external"):
             cmd = shlex.split(sh["external"].replace("{url}", f"nats://127.0.0.1:{server.port}")
                               .replace("{port}", str(server.port)))
+        elif args.client == "natsbench":
+            cpu0 = server.cpu_seconds()
+            r = natsbench_run(sh, server.port)
+            if r is None:
+                return {"skipped": "nats bench has no such shape"}
+            cpu = server.cpu_seconds() - cpu0
+            res = {"rate": r["rate"], "cpu_per_msg_ns": cpu / r["received"] * 1e9, "rss_kib": server.status_kib("VmHWM")}
+            res.update({k: v for k, v in r.items() if k.endswith("_us") and v is not None})
+            return res
         else:
             port = server.ws_port if sh.get("ws") else server.port
             cmd = bench_cmd(sh, port) if args.client == "bench" or sh.get("tls") or sh.get("ws") else None
@@ -505,7 +589,7 @@ def report(results, shapes, meta):
         cpu = (f"{pc:,.0f} ns", f"{nc:,.0f} ns") if pc is not None else ("-", "-")
         lines.append(f"| {s} | {fmt_rate(pr)} | {fmt_rate(nr)} | {ratio(pr, nr)} | {cpu[0]} | {cpu[1]} "
                      f"| {ratio(pc, nc)} | {fmt_mib(pm)} | {fmt_mib(nm)} | {ratio(pm, nm)} |")
-    for rr in ("reqrep", "c-reqrep"):
+    for rr in ("reqrep", "rr-100", "rr-1k", "rr-10k", "c-reqrep"):
         if rr not in shapes:
             continue
         lines += ["", f"| {rr} latency | petrel | nats-server | ratio |", "|---|---:|---:|---:|"]
@@ -572,7 +656,9 @@ def main():
     ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     ap.add_argument("--shards", type=int, default=0, help="petrel --shards (0: all cores)")
-    ap.add_argument("--client", choices=["loadgen", "bench"], default="loadgen")
+    ap.add_argument("--client", choices=["loadgen", "bench", "natsbench"], default="loadgen",
+                    help="loadgen: raw protocol; bench: petrel bench (async-nats); natsbench: natscli's nats bench "
+                         "(nats.go, what `nats bench` users see; scripts/tools.sh installs it)")
     ap.add_argument("--external", help="also run this command against each server ({url}, {port} replaced)")
     ap.add_argument("--out", default=os.path.join(ROOT, "perf/results"), help="table, JSON and plots go here")
     ap.add_argument("--json", help="also write raw results here")
@@ -581,6 +667,8 @@ def main():
     ap.add_argument("--compression", help="route and leaf S2 mode for both servers (off, accept, s2_fast, ...; "
                     "default: each server's own default)")
     args = ap.parse_args()
+    if args.client == "natsbench" and not os.path.exists(NATS):
+        sys.exit(f"{NATS} is missing: run scripts/tools.sh (installs natscli, pinned, into target/tools)")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "petrel", "--bin", "petrel-loadgen", "--bin",
                         "petrel-plot"], cwd=ROOT, check=True)
@@ -621,6 +709,8 @@ def main():
                 except Exception as e:  # noqa: BLE001 - one failed measurement must not lose the run
                     print(f"round {rnd + 1} {s:9} {name:12} FAILED: {e}", flush=True)
                     failures.append(f"round {rnd + 1} {s} {name}: {str(e)[:300]}")
+                    continue
+                if r.get("skipped"):
                     continue
                 if r.get("no_pong"):
                     failures.append(f"round {rnd + 1} {s} {name}: {r['no_pong']} idle clients had no PONG after 60 s")

@@ -43,6 +43,8 @@ struct Args {
     queue: Option<String>,
     timeout: Duration,
     request: bool,
+    /// Requests per second (request/reply only; 0: as fast as replies come).
+    rate: f64,
     /// Each subscriber holds this many subscriptions (`SUBJECT.0` ...);
     /// publishers cycle through them (0: one subject).
     subjects: u64,
@@ -65,6 +67,7 @@ fn parse_args() -> Args {
         queue: None,
         timeout: Duration::from_secs(120),
         request: false,
+        rate: 0.0,
         subjects: 0,
         churn: false,
         stalled: 0,
@@ -92,6 +95,7 @@ fn parse_args() -> Args {
                 continue;
             }
             "--subjects" => a.subjects = v.parse().expect("--subjects"),
+            "--rate" => a.rate = v.parse().expect("--rate"),
             "--stalled" => a.stalled = v.parse().expect("--stalled"),
             "--sub-server" => a.sub_server = Some(v.trim_start_matches("nats://").to_string()),
             "--settle-ms" => a.settle = Duration::from_millis(v.parse().expect("--settle-ms")),
@@ -240,7 +244,9 @@ fn line(w: &mut TcpStream, r: &mut BufReader<TcpStream>, buf: &mut String) {
 }
 
 /// Request/reply: one responder connection answers `msgs` requests sent one
-/// at a time by one requester connection; prints latency percentiles.
+/// at a time by one requester connection (paced at `--rate` per second when
+/// given: each request starts at its slot, or at once when late); prints
+/// latency percentiles.
 fn request_reply(a: &Args) {
     let (mut rw, mut rr) = connect(a.sub_server.as_ref().unwrap_or(&a.server));
     rw.write_all(format!("SUB {} 1\r\n", a.subject).as_bytes()).unwrap();
@@ -278,6 +284,12 @@ fn request_reply(a: &Args) {
     let mut payload = vec![0u8; a.size + 2];
     let start = Instant::now();
     for i in 0..a.msgs {
+        if a.rate > 0.0 {
+            let slot = start + Duration::from_secs_f64(i as f64 / a.rate);
+            if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let t = Instant::now();
         let mut req = format!("PUB {} _INBOX.bench.{i} {}\r\n", a.subject, a.size).into_bytes();
         req.extend_from_slice(&body);
