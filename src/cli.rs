@@ -132,6 +132,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "pid",
         "ports_file_dir",
         "shards",
+        "idle_spin",
         "max_payload",
         "max_connections",
         "max_pending",
@@ -295,6 +296,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
                 }
                 o.shards = Some(n)
             }
+            "idle_spin" => o.idle_spin_us = parse_num(name, &value)?,
             "max_payload" => o.max_payload = parse_num(name, &value)?,
             "max_connections" => o.max_connections = parse_num(name, &value)?,
             "max_pending" => o.max_pending = parse_num(name, &value)?,
@@ -460,6 +462,7 @@ Server Options:
         --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports)
         --max_payload <bytes>        Maximum message payload (default: 1MB)
         --shards <n>                 Number of shards, one per core (default: all cores)
+        --idle_spin <us>             Microseconds an idle shard spins before it sleeps (default: 0)
 
 Logging Options:
     -l, --log <file>                 File to redirect log output
@@ -573,6 +576,8 @@ mod tests {
         assert_eq!(o.pid_file, Some(PathBuf::from("/tmp/x.pid")));
         assert_eq!(serve("--port=5000").port, 5000);
         assert_eq!(serve("-port 5000").port, 5000);
+        assert_eq!(serve("--idle_spin 40").idle_spin_us, 40);
+        assert_eq!(serve("-p 1").idle_spin_us, 0, "parks at once by default");
         assert_eq!(parse(&args("-v")).unwrap(), Command::Version);
         assert_eq!(parse(&args("--help")).unwrap(), Command::Help);
         assert_eq!(

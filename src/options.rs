@@ -55,6 +55,9 @@ pub struct Options {
     pub ports_file_dir: Option<PathBuf>,
     /// Number of shards (executors); every available core when absent.
     pub shards: Option<usize>,
+    /// Microseconds an idle shard spins before it parks (`--idle_spin`,
+    /// petrel's own; 0, the default, parks at once).
+    pub idle_spin_us: u64,
     /// Client URL advertised to the cluster (`client_advertise`).
     pub client_advertise: Option<String>,
     /// How long lame-duck mode takes to close every client.
@@ -531,6 +534,7 @@ impl Default for Options {
             pid_file: None,
             ports_file_dir: None,
             shards: None,
+            idle_spin_us: 0,
             client_advertise: None,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),

@@ -64,6 +64,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("port", false, |o| o.port.to_string()),
     ("server_name", false, |o| o.server_name.clone().unwrap_or_default()),
     ("shards", false, |o| o.shards.map(|s| s.to_string()).unwrap_or_default()),
+    ("idle_spin", false, |o| o.idle_spin_us.to_string()),
     ("no_header_support", false, |o| o.no_header_support.to_string()),
     ("disable_sublist_cache", false, |o| o.disable_sublist_cache.to_string()),
     ("http_port", false, |o| {

@@ -40,9 +40,6 @@ use crate::ids::{ConnId, ConnKind, ShardId};
 use mesh::{Connected, MeshEnds, ShardEnds, ShardMsg};
 use rustc_hash::FxHashMap;
 
-/// Microseconds an idle executor spins before it parks (see `start`).
-const SPIN_US: u64 = 50;
-
 /// First and longest wait after a failed accept.
 const ACCEPT_MIN_SLEEP: Duration = Duration::from_millis(10);
 const ACCEPT_MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -86,6 +83,7 @@ pub fn start(
 ) -> Result<Running, StartError> {
     preflight::check()?;
     let n = shared.nshards;
+    let spin_us = shared.current().0.idle_spin_us;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
@@ -110,14 +108,13 @@ pub fn start(
             .name(&format!("petrel-shard-{i}"))
             .io_memory(1 << 20)
             .ring_depth(1024);
-        // Spinning briefly before parking beats parking: a request/reply round
-        // trip that crosses shards went from p50 221 us to 67 us and the
-        // server's CPU per request fell by half (parking and waking through
-        // io_uring cost more than 50 us of spinning). PETREL_SPIN_US overrides.
-        let spin = std::env::var("PETREL_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(SPIN_US);
+        // Parking at once is the default: with request/reply on one shard
+        // (connection affinity) a 50 us spin before each park cost a
+        // nats.go client's round trip 25-35 % more server CPU and no
+        // latency, and throughput shapes no rate (README, Performance).
+        // Only a client that answers within the spin (a raw-protocol load
+        // generator on idle cores) gains from it: `--idle_spin`.
+        let spin = spin_us;
         if spin > 0 {
             builder = builder.spin_before_park(Duration::from_micros(spin));
         }
