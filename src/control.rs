@@ -83,6 +83,11 @@ pub struct Shared {
     tls: Mutex<Option<crate::tls::ClientTls>>,
     /// The WebSocket listener's settings, when it is on.
     websocket: Mutex<Option<Arc<WsRuntime>>>,
+    /// Each shard's doorbell, the end written to (non-blocking): a byte
+    /// wakes that shard's poll loop at once (see [`Shared::ring`]).
+    doorbells: Vec<std::os::unix::net::UnixStream>,
+    /// The ends each shard's poll loop reads, until it takes its own.
+    doorbell_ends: Mutex<Vec<Option<std::os::fd::OwnedFd>>>,
 }
 
 /// What WebSocket connections need at accept time.
@@ -178,6 +183,13 @@ pub enum ClientAction {
 impl Shared {
     /// Builds the shared state.
     pub fn new(opts: Options, info: ServerInfo, nshards: usize, verifier: Arc<Verifier>) -> Shared {
+        let (doorbells, ends): (Vec<_>, Vec<_>) = (0..nshards)
+            .map(|_| {
+                let (w, r) = std::os::unix::net::UnixStream::pair().expect("socketpair for a shard's doorbell");
+                w.set_nonblocking(true).expect("non-blocking doorbell");
+                (w, Some(std::os::fd::OwnedFd::from(r)))
+            })
+            .unzip();
         Shared {
             verifier: Mutex::new(verifier),
             account_updates: Announcements::default(),
@@ -207,6 +219,8 @@ impl Shared {
             pools: Arc::new(BufferPools::new(nshards)),
             cluster: std::sync::OnceLock::new(),
             leaf: std::sync::OnceLock::new(),
+            doorbells,
+            doorbell_ends: Mutex::new(ends),
         }
     }
 
@@ -246,6 +260,7 @@ impl Shared {
     /// the shards' own threads; waits up to `limit` for them.
     pub fn snapshot(&self, limit: Duration) -> Vec<ShardSnapshot> {
         let request = self.snapshot_request.fetch_add(1, Relaxed) + 1;
+        self.ring();
         let deadline = std::time::Instant::now() + limit;
         loop {
             let done = self
@@ -276,6 +291,7 @@ impl Shared {
             c.0 = Arc::new(opts);
             self.generation.fetch_add(1, Relaxed) + 1
         };
+        self.ring();
         let deadline = std::time::Instant::now() + limit;
         while self.applied.iter().any(|a| a.load(Relaxed) < generation) {
             if std::time::Instant::now() > deadline {
@@ -300,6 +316,7 @@ impl Shared {
             return false;
         }
         self.client_actions.push(action);
+        self.ring();
         true
     }
 
@@ -333,6 +350,35 @@ impl Shared {
     /// clients of it within one poll period.
     pub fn account_updated(&self, account: crate::ids::AccountId) {
         self.account_updates.push(account);
+        self.ring();
+    }
+
+    /// Wakes every shard's poll loop now: something it acts on (a
+    /// snapshot request, options, an announcement, lame duck) was posted
+    /// just before. An idle shard otherwise polls once a second.
+    pub fn ring(&self) {
+        use std::io::Write;
+        for d in &self.doorbells {
+            // A full doorbell has rung already.
+            let _ = (&*d).write(&[1]);
+        }
+    }
+
+    /// Wakes shard `i`'s poll loop now.
+    pub fn ring_shard(&self, i: usize) {
+        use std::io::Write;
+        if let Some(d) = self.doorbells.get(i) {
+            let _ = (&*d).write(&[1]);
+        }
+    }
+
+    /// Shard `i`'s end of its doorbell (once).
+    pub fn take_doorbell(&self, i: usize) -> Option<std::os::fd::OwnedFd> {
+        self.doorbell_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(i)
+            .and_then(Option::take)
     }
 
     /// Installs what `$SYS` RELOAD and SIGHUP run.

@@ -564,6 +564,7 @@ fn wait_for_exit(running: &shard::Running, shared: &Shared) -> i32 {
                         opts.lame_duck_duration, opts.lame_duck_grace_period
                     );
                     shared.lame_duck.store(true, std::sync::atomic::Ordering::Relaxed);
+                    shared.ring();
                     lame_duck_since = Some(std::time::Instant::now());
                 }
                 _ => {}

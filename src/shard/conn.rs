@@ -727,6 +727,7 @@ async fn read_loop(
             r
         };
         shard.publish_stats();
+        shard.note_traffic();
         shard.flush().await;
         let stall = shard.core.borrow_mut().take_stall();
         if stall {

@@ -46,6 +46,10 @@ const ACCEPT_MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// How often a shard looks for reloaded options.
 const RELOAD_POLL: Duration = Duration::from_millis(20);
+/// How often an idle shard polls: what it must act on at once rings its
+/// doorbell (`Shared::ring`), so waking 50 times a second without traffic
+/// would only cost CPU (1.6 % of a core idle, against nats-server's 0.1 %).
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// A started runtime: what the caller waits on.
 pub struct Running {
@@ -235,12 +239,40 @@ async fn shard_main(
         routes_generation: Cell::new(0),
         urls_seen: Cell::new(0),
         arriving: RefCell::new(FxHashMap::default()),
+        polling_idle: Cell::new(false),
     });
     {
         let shard = shard.clone();
+        // SAFETY: the doorbell's read end, an open socket handed over once.
+        let mut bell = shard
+            .shared
+            .take_doorbell(id.index())
+            .map(|fd| unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) });
         glommio::spawn_local(async move {
+            let mut rung = [0u8; 64];
+            let mut traffic = 0;
             loop {
-                glommio::timer::sleep(RELOAD_POLL).await;
+                let wait = if shard.busy(&mut traffic) {
+                    RELOAD_POLL
+                } else {
+                    IDLE_POLL
+                };
+                shard.polling_idle.set(wait == IDLE_POLL);
+                let sleep = async {
+                    glommio::timer::sleep(wait).await;
+                    true
+                };
+                let heard = match bell.as_mut() {
+                    Some(b) => {
+                        let read =
+                            async { matches!(futures_lite::AsyncReadExt::read(b, &mut rung).await, Ok(n) if n > 0) };
+                        futures_lite::future::or(sleep, read).await
+                    }
+                    None => sleep.await,
+                };
+                if !heard {
+                    bell = None; // closed: poll on the timer alone
+                }
                 shard.apply_reload();
                 shard.apply_client_actions();
                 if shard.apply_account_updates() {
@@ -271,6 +303,7 @@ async fn shard_main(
                             core.apply_batch(b);
                         }
                         shard.resume_arrived();
+                        shard.note_traffic();
                         shard.cut_off_slow_consumers();
                         shard.publish_stats();
                         shard.send_batches();

@@ -79,6 +79,8 @@ pub struct Shard {
     pub(super) urls_seen: Cell<u64>,
     /// Clients moved here, until every shard has caught up with the move.
     pub(super) arriving: RefCell<FxHashMap<ConnId, Box<super::conn::Arrival>>>,
+    /// The poll loop sleeps its idle period: the first traffic rings it.
+    pub(super) polling_idle: Cell<bool>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -407,6 +409,25 @@ impl Shard {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Move(parcel, a)) {
             glommio::spawn_local(outlet.clone().drain()).detach();
+        }
+    }
+
+    /// Whether the shard's poll loop should come round every 20 ms: routes
+    /// or leaf nodes configured (their dialing and gossip run from it), or
+    /// messages moved since the last look (`traffic` keeps the count).
+    pub(super) fn busy(&self, traffic: &mut u64) -> bool {
+        let c = self.core.borrow().counters();
+        let now = c.in_msgs + c.out_msgs;
+        let moved = std::mem::replace(traffic, now) != now;
+        moved || self.shared.cluster.get().is_some() || self.shared.leaf.get().is_some()
+    }
+
+    /// Called as messages move: wakes a poll loop that sleeps its idle
+    /// period, so traffic gets its 20 ms polls (affinity) at once.
+    #[inline]
+    pub(super) fn note_traffic(&self) {
+        if self.polling_idle.replace(false) {
+            self.shared.ring_shard(self.id.index());
         }
     }
 
