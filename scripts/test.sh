@@ -29,6 +29,14 @@ if command -v go >/dev/null; then
     export PETREL_REQUIRE_GO=1
 fi
 
+step "installing the NATS tools the tool tests drive (natscli, pinned, into target/tools)"
+if command -v go >/dev/null; then
+    scripts/tools.sh
+    export PETREL_REQUIRE_TOOLS=1
+else
+    echo "no Go: the natscli tests (tests/tools.rs) are skipped"
+fi
+
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -144,6 +144,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     let key = nkeys::KeyPair::new_server();
     let server_id = key.public_key();
     let server_name = opts.server_name.clone().unwrap_or_else(|| server_id.clone());
+    crate::sys::endpoints::prime_cores();
     let nshards = opts
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1));

@@ -62,8 +62,18 @@ fn cpu_percent(shared: &Shared) -> f64 {
     }
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+/// The cores this process may run on, as nats-server's `runtime.NumCPU()`
+/// counts them at start: read once ([`prime_cores`] does it on the main
+/// thread), because the threads that answer `$SYS` requests are pinned to
+/// one core and would count one.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Counts the cores now, from a thread that is not pinned (start-up).
+pub fn prime_cores() {
+    cores();
 }
 
 /// Accounts with at least one client connected.

@@ -1,0 +1,296 @@
+//! The NATS tools users already run, against petrel and nats-server side by
+//! side: natscli's `nats` (v0.5.0, nats.go), installed pinned into
+//! `target/tools` by `scripts/tools.sh` (which `scripts/test.sh` runs; it
+//! sets `PETREL_REQUIRE_TOOLS=1` so a missing tool fails there instead of
+//! skipping). Every command must succeed on both servers and say the same
+//! things of each.
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The accounts both servers run with: a system account and an
+/// application account, one password user each.
+const CONF: &str = r#"
+accounts {
+  SYS: { users: [{user: sys, password: sys}] }
+  APP: { users: [{user: app, password: app}] }
+}
+system_account: SYS
+"#;
+
+/// `target/tools/nats`, or `None` (test skipped) when it is not installed
+/// and the run does not require it.
+fn nats_cli() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/nats");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("PETREL_REQUIRE_TOOLS").is_err(),
+        "target/tools/nats missing: run scripts/tools.sh"
+    );
+    eprintln!("natscli not installed (scripts/tools.sh): skipping");
+    None
+}
+
+/// One server under test and how to reach it.
+struct Target {
+    name: &'static str,
+    proc_: common::Proc,
+}
+
+/// petrel (two shards) and nats-server with the same configuration.
+fn both(extra_petrel: &[&str], extra_nats: &[&str]) -> Vec<Target> {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("tools.conf");
+    std::fs::write(&conf, CONF).unwrap();
+    let c = conf.to_str().unwrap();
+    let mut p = vec!["-c", c, "--shards", "2", "-n", "P1"];
+    p.extend_from_slice(extra_petrel);
+    let mut n = vec!["-c", c, "-n", "N1"];
+    n.extend_from_slice(extra_nats);
+    vec![
+        Target {
+            name: "P1",
+            proc_: common::petrel(&p),
+        },
+        Target {
+            name: "N1",
+            proc_: common::nats_server(&n),
+        },
+    ]
+}
+
+/// A `nats` command as `user` (password = user name) against `t`.
+fn cmd(cli: &PathBuf, t: &Target, user: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(cli);
+    c.args([
+        "-s",
+        &t.proc_.url(),
+        "--user",
+        user,
+        "--password",
+        user,
+        "--timeout",
+        "5s",
+    ])
+    .args(args)
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null());
+    c
+}
+
+/// Runs to completion (at most 30 s): exit success and stdout + stderr.
+fn run(mut c: Command) -> (bool, String) {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().expect("nats runs");
+    finish(Bg(child), Duration::from_secs(30))
+}
+
+/// A `nats` process of this test; killed (by its PID) if still running
+/// when dropped.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (at most `limit`) for `bg` to exit: success and stdout + stderr.
+fn finish(mut bg: Bg, limit: Duration) -> (bool, String) {
+    let child = &mut bg.0;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    (status.is_some_and(|s| s.success()), out)
+}
+
+/// Starts a command that runs in the background (a subscriber, a replier).
+fn start(mut c: Command) -> Bg {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = Bg(c.spawn().expect("nats runs"));
+    // Connected and subscribed by then (a PING round trip takes < 1 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    child
+}
+
+/// The JSON document among a command's output lines.
+fn json_line(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {out}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn nats_pub_sub_request_reply() {
+    let Some(cli) = nats_cli() else { return };
+    for t in both(&[], &[]) {
+        let sub = start(cmd(&cli, &t, "app", &["sub", "greet", "--count", "1"]));
+        let (ok, out) = run(cmd(&cli, &t, "app", &["pub", "greet", "hello from the cli"]));
+        assert!(ok, "{}: pub: {out}", t.name);
+        let (ok, out) = finish(sub, Duration::from_secs(10));
+        assert!(ok && out.contains("hello from the cli"), "{}: sub: {out}", t.name);
+
+        let replier = start(cmd(&cli, &t, "app", &["reply", "svc.time", "it is now"]));
+        let (ok, out) = run(cmd(&cli, &t, "app", &["req", "svc.time", "what time"]));
+        assert!(ok && out.contains("it is now"), "{}: req: {out}", t.name);
+        // Accounts are apart: SYS has no responder on that subject.
+        let (_, out) = run(cmd(&cli, &t, "sys", &["req", "svc.time", "x"]));
+        assert!(out.contains("No responders"), "{}: {out}", t.name);
+        let (_, out) = finish(replier, Duration::from_millis(100));
+        assert!(out.contains("what time"), "{}: reply: {out}", t.name);
+    }
+}
+
+#[test]
+fn nats_server_commands_with_the_system_user() {
+    let Some(cli) = nats_cli() else { return };
+    let targets = both(&[], &[]);
+    let mut cores = Vec::new();
+    for t in &targets {
+        let n = t.name;
+        let check = |args: &[&str], user: &str, needles: &[&str]| {
+            let (ok, out) = run(cmd(&cli, t, user, args));
+            assert!(ok, "{n}: nats {}: {out}", args.join(" "));
+            for needle in needles {
+                assert!(
+                    out.contains(needle),
+                    "{n}: nats {}: no {needle:?} in {out}",
+                    args.join(" ")
+                );
+            }
+            out
+        };
+        check(&["server", "ping", "1"], "sys", &[n, "1 replies"]);
+        check(
+            &["server", "info"],
+            "sys",
+            &[&format!("Server information for {n}"), "Connection Details"],
+        );
+        check(&["server", "list"], "sys", &["Server Overview", n]);
+        check(
+            &["server", "report", "connections"],
+            "sys",
+            &["NATS CLI Version", "SYS"],
+        );
+        check(&["server", "report", "accounts"], "sys", &["Accounts Overview", "SYS"]);
+        let subs = check(&["server", "request", "subscriptions"], "sys", &["num_subscriptions"]);
+        let v = json_line(&subs);
+        assert_eq!(v["server"]["name"], n);
+        let conns = check(&["server", "request", "connections"], "sys", &["connections"]);
+        let v = json_line(&conns);
+        let c = &v["data"]["connections"][0];
+        assert_eq!(
+            (c["account"].as_str(), c["authorized_user"].as_str()),
+            (Some("SYS"), Some("sys")),
+            "{n}"
+        );
+        assert_eq!(c["name"], "NATS CLI Version v0.5.0", "{n}");
+        check(&["server", "check", "connection"], "app", &["OK Connection OK"]);
+        check(
+            &["account", "info"],
+            "app",
+            &["Account: APP", &format!("Connected Server Name: {n}")],
+        );
+        let ping = check(&["req", "$SYS.REQ.SERVER.PING", "", "--raw"], "sys", &["statsz"]);
+        let v = json_line(&ping);
+        cores.push(v["statsz"]["cores"].as_u64());
+    }
+    // Both count the machine's cores (petrel's $SYS threads are pinned to
+    // one core each; it counts the process's, as nats-server does).
+    assert_eq!(cores[0], cores[1], "STATSZ cores");
+}
+
+#[test]
+fn nats_sub_to_system_events() {
+    let Some(cli) = nats_cli() else { return };
+    for t in both(&[], &[]) {
+        // CONNECT, DISCONNECT and two SERVER.CONNS (the account's count
+        // going to 1 and back), in an order that differs between servers.
+        let events = start(cmd(&cli, &t, "sys", &["sub", "$SYS.ACCOUNT.APP.>", "--count", "4"]));
+        let (ok, out) = run(cmd(&cli, &t, "app", &["pub", "x", "y"]));
+        assert!(ok, "{}: {out}", t.name);
+        let (ok, out) = finish(events, Duration::from_secs(10));
+        assert!(ok, "{}: {out}", t.name);
+        assert!(out.contains("$SYS.ACCOUNT.APP.CONNECT"), "{}: {out}", t.name);
+        assert!(out.contains("$SYS.ACCOUNT.APP.DISCONNECT"), "{}: {out}", t.name);
+        assert_eq!(
+            out.matches("$SYS.ACCOUNT.APP.SERVER.CONNS").count(),
+            2,
+            "{}: {out}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn nats_server_request_profile_writes_a_pprof_file() {
+    let Some(cli) = nats_cli() else { return };
+    let dir = common::jwt::temp_dir();
+    for t in both(&["--profile", "0"], &["--profile", "0"]) {
+        let out_dir = dir.join(t.name);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let (ok, out) = run(cmd(
+            &cli,
+            &t,
+            "sys",
+            &["server", "request", "profile", "heap", out_dir.to_str().unwrap()],
+        ));
+        assert!(ok && out.contains("profile written"), "{}: {out}", t.name);
+        let file = std::fs::read_dir(&out_dir).unwrap().next().unwrap().unwrap().path();
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() > 20, "{}: empty profile", t.name);
+        // pprof files are gzipped protobuf.
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b], "{}: not gzip", t.name);
+    }
+}
+
+#[test]
+fn nats_bench_core_modes() {
+    let Some(cli) = nats_cli() else { return };
+    for t in both(&[], &[]) {
+        let n = t.name;
+        let bench = |args: &[&str]| {
+            let mut a = vec!["bench"];
+            a.extend_from_slice(args);
+            a.extend_from_slice(&["--msgs", "2000", "--size", "16", "--no-progress"]);
+            cmd(&cli, &t, "app", &a)
+        };
+        let (ok, out) = run(bench(&["pub", "b.pub", "--clients", "2"]));
+        assert!(ok && out.contains("stats:"), "{n}: bench pub: {out}");
+
+        let subs = start(bench(&["sub", "b.ps", "--clients", "2"]));
+        let (ok, out) = run(bench(&["pub", "b.ps"]));
+        assert!(ok, "{n}: bench pub: {out}");
+        let (ok, out) = finish(subs, Duration::from_secs(30));
+        assert!(ok && out.contains("aggregated stats"), "{n}: bench sub: {out}");
+
+        let service = start(bench(&["service", "serve", "b.svc"]));
+        let (ok, out) = run(bench(&["service", "request", "b.svc", "--clients", "2"]));
+        assert!(
+            ok && out.contains("stats:") && out.contains("P99"),
+            "{n}: bench service request: {out}"
+        );
+        drop(service); // killed
+    }
+}
