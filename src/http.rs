@@ -26,18 +26,20 @@ pub struct Request {
 
 impl Request {
     /// The value of query parameter `key`, if present.
-    pub fn param(&self, key: &str) -> Option<&str> {
+    pub fn param(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
         query_param(&self.query, key)
     }
 }
 
-/// The value of `key` in a query string `a=1&b=2`.
-pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
+/// The first value of `key` in a query string `a=1&b=2`, percent-decoded
+/// (`+` is a space) as Go's `url.Values.Get` reads it for nats-server:
+/// `acc=%24G` is `$G`. An empty value counts as absent, as nats-server's
+/// handlers treat `Get`'s `""`.
+pub fn query_param<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
         .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
 }
 
 /// Reads one request; `None` when the peer sent no complete head.
@@ -163,9 +165,16 @@ mod tests {
 
     #[test]
     fn params() {
-        assert_eq!(query_param("a=1&b=two", "b"), Some("two"));
+        assert_eq!(query_param("a=1&b=two", "b").as_deref(), Some("two"));
         assert_eq!(query_param("a=1&b", "b"), None);
         assert_eq!(query_param("", "a"), None);
+        assert_eq!(query_param("acc=%24G&x=a+b", "acc").as_deref(), Some("$G"));
+        assert_eq!(query_param("acc=%24G&x=a+b", "x").as_deref(), Some("a b"));
+        assert_eq!(
+            query_param("b=1&b=2", "b").as_deref(),
+            Some("1"),
+            "the first, as Go's Get"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl Monitor {
             Ok(v) => ("200 OK", "application/json", pretty(&v)),
             Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),
         };
-        let param = |k: &str| req.param(k).map(str::to_string);
+        let param = |k: &str| req.param(k).map(std::borrow::Cow::into_owned);
         let sh = &*self.shared;
         let (status, ctype, body) = match (method, path) {
             ("GET" | "HEAD", "/connz") => json(ConnzOpts::from_query(query).and_then(|o| endpoints::connz(sh, &o))),

@@ -138,3 +138,37 @@ fn unreadable_requests_match_nats_server() {
         );
     }
 }
+
+/// Query strings are percent-decoded as nats-server's Go handlers read
+/// them: `acc=%24G` names the global account `$G`, `+` is a space.
+#[test]
+fn query_strings_are_percent_decoded_as_nats_server_decodes_them() {
+    let petrel = common::petrel(&["--shards", "2", "-m", "-1"]);
+    let nats = common::nats_server(&["-m", "-1"]);
+    let mut clients = Vec::new();
+    for p in [&petrel, &nats] {
+        let mut c = Raw::open(&p.addr());
+        c.send(b"CONNECT {\"verbose\":false,\"name\":\"a b\"}\r\nSUB x 1\r\n");
+        assert_eq!(c.ping(), "");
+        clients.push(c);
+    }
+    for (path, key, want) in [
+        ("/connz?acc=%24G", "num_connections", 1),
+        ("/connz?acc=$G", "num_connections", 1),
+        ("/connz?acc=%24X", "num_connections", 0),
+        ("/subsz?subs=1&test=x", "num_matches", 1),
+        ("/subsz?subs=1&test=%78", "num_matches", 1),
+    ] {
+        for p in [&petrel, &nats] {
+            let (status, body) = common::http_get(p.monitor_port(), path);
+            assert_eq!(status, 200, "{path}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let got = if key == "num_matches" {
+                v["subscriptions_list"].as_array().map_or(0, Vec::len) as u64
+            } else {
+                v[key].as_u64().unwrap()
+            };
+            assert_eq!(got, want, "{path} on port {}: {body}", p.port);
+        }
+    }
+}

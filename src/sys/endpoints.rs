@@ -226,12 +226,12 @@ impl ConnzOpts {
         let mut o = ConnzOpts {
             offset: num("offset", 0)?,
             limit: num("limit", 1024)?,
-            sort: get("sort").unwrap_or("cid").to_string(),
-            account: get("acc").map(str::to_string),
-            user: get("user").map(str::to_string),
+            sort: get("sort").as_deref().unwrap_or("cid").to_string(),
+            account: get("acc").map(std::borrow::Cow::into_owned),
+            user: get("user").map(std::borrow::Cow::into_owned),
             ..Default::default()
         };
-        match get("subs") {
+        match get("subs").as_deref() {
             None => {}
             Some("detail") => {
                 o.subs = true;
@@ -240,10 +240,10 @@ impl ConnzOpts {
             Some(v) => o.subs = bool_param("subs", v)?,
         }
         if let Some(v) = get("auth") {
-            o.auth = bool_param("auth", v)?;
+            o.auth = bool_param("auth", &v)?;
         }
         if let Some(v) = get("state") {
-            o.state = ConnState::parse(v)?;
+            o.state = ConnState::parse(&v)?;
         }
         if let Some(cid) = get("cid") {
             o.cid = Some(
@@ -489,7 +489,7 @@ impl SubszOpts {
                 v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
             })
         };
-        let test = get("test").map(str::to_string);
+        let test = get("test").map(std::borrow::Cow::into_owned);
         if let Some(t) = &test {
             if !crate::subject::is_valid_literal_subject(t.as_bytes()) {
                 return Err(format!("invalid test subject, must be valid publish subject: {t}"));
@@ -498,8 +498,11 @@ impl SubszOpts {
         Ok(SubszOpts {
             offset: num("offset", 0)?,
             limit: num("limit", 1024)?,
-            subs: get("subs").map(|v| bool_param("subs", v)).transpose()?.unwrap_or(false),
-            account: get("acc").map(str::to_string),
+            subs: get("subs")
+                .map(|v| bool_param("subs", &v))
+                .transpose()?
+                .unwrap_or(false),
+            account: get("acc").map(std::borrow::Cow::into_owned),
             test,
         })
     }
