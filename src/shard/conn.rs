@@ -354,6 +354,9 @@ pub struct Arrival {
     kind: ConnKind,
     /// Bytes read and not yet parsed (the front of an operation).
     unread: Vec<u8>,
+    /// The reload generation and account updates its old shard had applied.
+    generation: u64,
+    accounts_seen: u64,
 }
 
 /// Resumes a client another shard moved here, once the core says every
@@ -368,6 +371,8 @@ pub async fn resume(shard: Rc<Shard>, cid: ConnId, a: Box<Arrival>) {
         start,
         kind,
         unread,
+        generation,
+        accounts_seen,
     } = *a;
     // SAFETY: `fd` is an open TCP socket this process owns (dup'ed by the
     // shard the client left, whose tasks are gone).
@@ -378,11 +383,13 @@ pub async fn resume(shard: Rc<Shard>, cid: ConnId, a: Box<Arrival>) {
         cid.0,
         shard.id.0
     );
+    let (session, auth) = (RefCell::new(session), RefCell::new(auth));
+    shard.refresh_arrived(cid, &session, &auth, generation, accounts_seen);
     let conn = Conn {
         cid,
         stream: Rc::new(RefCell::new(Transport::Socket(Socket::Plain(tcp)))),
-        session: Rc::new(RefCell::new(session)),
-        auth: Rc::new(RefCell::new(auth)),
+        session: Rc::new(session),
+        auth: Rc::new(auth),
         ip,
         port,
         start,
@@ -831,6 +838,8 @@ fn hand_over(shard: &Rc<Shard>, conn: Conn, to: ShardId, unread: Vec<u8>) {
         start: conn.start,
         kind: conn.kind,
         unread,
+        generation: shard.generation.get(),
+        accounts_seen: shard.account_seen.get(),
     };
     // Behind this shard's batches, which hold the client's last publishes.
     shard.send_batches();

@@ -105,6 +105,31 @@ pub struct ConnHandles {
 /// Backlog length past which a reader waits for its shard's queues to drain.
 const BACKLOG_HIGH: usize = 256;
 
+/// Checks one connection again with the credentials of its CONNECT
+/// against a reloaded verifier `v` (see [`Shard::reverify`]).
+fn reverify_conn(core: &mut ShardCore, cid: ConnId, auth: &mut host::ConnAuth, session: &Session, v: &Arc<Verifier>) {
+    auth.verifier = v.for_kind(auth.kind);
+    let Some(old) = auth.identity.take() else { return };
+    let opts = if session.is_connected() {
+        session.opts().clone()
+    } else {
+        // Not connected yet, acting as no_auth_user.
+        crate::proto::connect::ClientOpts::default()
+    };
+    match auth.verify(&opts) {
+        Ok(id) if id.account().id == old.account().id => {
+            core.set_conn_identity(cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
+            core.enforce_subscriptions(cid);
+            auth.identity = Some(id);
+        }
+        Ok(_) | Err(_) => {
+            // nats-server closes these without an -ERR.
+            crate::debug!("cid:{} - no longer authorized after a reload", cid.0);
+            core.close_conn(cid, CloseReason::AuthenticationViolation);
+        }
+    }
+}
+
 impl Shard {
     /// Sends the batches the core has gathered, in order, to their shards.
     pub async fn flush(self: &Rc<Self>) {
@@ -290,27 +315,37 @@ impl Shard {
         core.set_imports(v.imports());
         self.imports_seen.set(v.imports_generation());
         for (cid, h) in self.conns.borrow().iter() {
-            let mut auth = h.auth.borrow_mut();
-            auth.verifier = v.for_kind(auth.kind);
-            let Some(old) = auth.identity.take() else { continue };
-            let session = h.session.borrow();
-            let opts = if session.is_connected() {
-                session.opts().clone()
-            } else {
-                // Not connected yet, acting as no_auth_user.
-                crate::proto::connect::ClientOpts::default()
-            };
-            match auth.verify(&opts) {
-                Ok(id) if id.account().id == old.account().id => {
-                    core.set_conn_identity(*cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
-                    core.enforce_subscriptions(*cid);
-                    auth.identity = Some(id);
+            reverify_conn(&mut core, *cid, &mut h.auth.borrow_mut(), &h.session.borrow(), &v);
+        }
+    }
+
+    /// Brings a client that arrived from another shard up to what this
+    /// shard applied while it was on its way (it was in neither shard's
+    /// connection table then): a reload (`generation`) and account
+    /// updates (`accounts_seen`) newer than those its old shard had seen.
+    pub(super) fn refresh_arrived(
+        &self,
+        cid: ConnId,
+        session: &RefCell<Session>,
+        auth: &RefCell<host::ConnAuth>,
+        generation: u64,
+        accounts_seen: u64,
+    ) {
+        let mut core = self.core.borrow_mut();
+        if self.generation.get() > generation {
+            session.borrow_mut().update_config(session_config(&self.opts.borrow()));
+            let v = self.verifier.borrow().clone();
+            reverify_conn(&mut core, cid, &mut auth.borrow_mut(), &session.borrow(), &v);
+        }
+        if self.account_seen.get() > accounts_seen {
+            let auth = auth.borrow();
+            let Some(id) = auth.identity.as_ref() else { return };
+            match self.verifier.borrow().recheck(id) {
+                Ok(r) => {
+                    core.set_conn_identity(cid, id.account().id, r.permissions, r.max_subs);
+                    core.enforce_subscriptions(cid);
                 }
-                Ok(_) | Err(_) => {
-                    // nats-server closes these without an -ERR.
-                    crate::debug!("cid:{} - no longer authorized after a reload", cid.0);
-                    core.close_conn(*cid, CloseReason::AuthenticationViolation);
-                }
+                Err(e) => core.fail_conn(cid, e),
             }
         }
     }
