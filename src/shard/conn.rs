@@ -401,16 +401,13 @@ pub async fn resume(shard: Rc<Shard>, cid: ConnId, a: Box<Arrival>) {
 /// A client's life from its first read (or its arrival from another
 /// shard) to its close, or until it moves to another shard.
 async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
-    let Conn {
-        cid,
-        stream,
-        session,
-        auth,
-        ip,
-        port,
-        start: accepted_at,
-        kind,
-    } = conn;
+    let (cid, port, accepted_at, kind) = (conn.cid, conn.port, conn.start, conn.kind);
+    let (stream, session, auth, ip) = (
+        conn.stream.clone(),
+        conn.session.clone(),
+        conn.auth.clone(),
+        conn.ip.clone(),
+    );
     let opts = shard.opts.borrow().clone();
     let who = format!("{ip}:{port} - cid:{}", cid.0);
     let verifier = auth.borrow().verifier.clone();
@@ -446,17 +443,7 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
         ReadEnd::Move { to, unread } => {
             // The writer waits for output with nothing queued and the
             // timer sleeps: both stop here, cutting no write.
-            drop((writer, timer));
-            let conn = Conn {
-                cid,
-                stream,
-                session,
-                auth,
-                ip,
-                port,
-                start: accepted_at,
-                kind,
-            };
+            drop((writer, timer, stream, session, auth));
             hand_over(&shard, conn, to, unread);
             return;
         }
