@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
+use super::arrival::Arrival;
 use super::host::{client_info, ConnAuth, CoreHost};
 use super::socket::Socket;
 use super::state::Shard;
@@ -340,23 +341,6 @@ struct Conn {
     port: u16,
     start: std::time::SystemTime,
     kind: ConnKind,
-}
-
-/// A plain TCP client on its way from one shard to another: what its
-/// tasks held, beside the core's [`crate::core::ConnParcel`].
-pub struct Arrival {
-    fd: std::os::fd::OwnedFd,
-    session: Session,
-    auth: ConnAuth,
-    ip: String,
-    port: u16,
-    start: std::time::SystemTime,
-    kind: ConnKind,
-    /// Bytes read and not yet parsed (the front of an operation).
-    unread: Vec<u8>,
-    /// The reload generation and account updates its old shard had applied.
-    generation: u64,
-    accounts_seen: u64,
 }
 
 /// Resumes a client another shard moved here, once the core says every

@@ -25,7 +25,7 @@ pub enum ShardMsg {
     /// A connection handed over to balance the shards' loads.
     Conn(AcceptedTcpStream, ConnId, crate::ids::ConnKind),
     /// A client moving here by affinity: the core's state and the rest.
-    Move(Box<crate::core::ConnParcel>, Box<super::conn::Arrival>),
+    Move(Box<crate::core::ConnParcel>, Box<super::arrival::Arrival>),
 }
 
 /// The unconnected ends of every queue, built before the executors start.

@@ -2,6 +2,7 @@
 //! with its own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
 //! inter-shard queues. This folder is the only code that names glommio.
 
+pub mod arrival;
 pub mod auth_work;
 pub mod conn;
 pub mod host;
@@ -302,7 +303,7 @@ async fn shard_main(
                             core.set_now(std::time::Instant::now());
                             core.apply_batch(b);
                         }
-                        shard.resume_arrived();
+                        resume_arrived(&shard);
                         shard.note_traffic();
                         shard.cut_off_slow_consumers();
                         shard.publish_stats();
@@ -372,6 +373,16 @@ async fn shard_main(
     *shard.accept_tasks.borrow_mut() = tasks;
     // The executor lives as long as the process; its tasks do the work.
     futures_lite::future::pending::<()>().await;
+}
+
+/// Starts the clients moved here that every shard has caught up with.
+fn resume_arrived(shard: &Rc<Shard>) {
+    let arrived = shard.core.borrow_mut().take_arrived();
+    for cid in arrived {
+        if let Some(a) = shard.arriving.borrow_mut().remove(&cid) {
+            glommio::spawn_local(conn::resume(shard.clone(), cid, a)).detach();
+        }
+    }
 }
 
 /// Lame-duck mode on one shard: stop accepting (dropping the accept task

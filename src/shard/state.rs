@@ -78,7 +78,7 @@ pub struct Shard {
     /// The cluster's client URLs generation this shard's INFO reflects.
     pub(super) urls_seen: Cell<u64>,
     /// Clients moved here, until every shard has caught up with the move.
-    pub(super) arriving: RefCell<FxHashMap<ConnId, Box<super::conn::Arrival>>>,
+    pub(super) arriving: RefCell<FxHashMap<ConnId, Box<super::arrival::Arrival>>>,
     /// The poll loop sleeps its idle period: the first traffic rings it.
     pub(super) polling_idle: Cell<bool>,
 }
@@ -439,7 +439,7 @@ impl Shard {
         self: &Rc<Self>,
         dest: usize,
         parcel: Box<crate::core::ConnParcel>,
-        a: Box<super::conn::Arrival>,
+        a: Box<super::arrival::Arrival>,
     ) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Move(parcel, a)) {
@@ -473,16 +473,6 @@ impl Shard {
         let mut core = self.core.borrow_mut();
         core.set_now(std::time::Instant::now());
         core.affinity_moves(&loads);
-    }
-
-    /// Starts the clients moved here that every shard has caught up with.
-    pub(super) fn resume_arrived(self: &Rc<Self>) {
-        let arrived = self.core.borrow_mut().take_arrived();
-        for cid in arrived {
-            if let Some(a) = self.arriving.borrow_mut().remove(&cid) {
-                glommio::spawn_local(super::conn::resume(self.clone(), cid, a)).detach();
-            }
-        }
     }
 
     pub(super) fn send_conn(
