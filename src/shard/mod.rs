@@ -45,8 +45,6 @@ use rustc_hash::FxHashMap;
 const ACCEPT_MIN_SLEEP: Duration = Duration::from_millis(10);
 const ACCEPT_MAX_SLEEP: Duration = Duration::from_secs(1);
 
-/// How often a shard looks for reloaded options.
-const RELOAD_POLL: Duration = Duration::from_millis(20);
 /// How often an idle shard polls: what it must act on at once rings its
 /// doorbell (`Shared::ring`), so waking 50 times a second without traffic
 /// would only cost CPU (1.6 % of a core idle, against nats-server's 0.1 %).
@@ -253,11 +251,7 @@ async fn shard_main(
             let mut rung = [0u8; 64];
             let mut traffic = 0;
             loop {
-                let wait = if shard.busy(&mut traffic) {
-                    RELOAD_POLL
-                } else {
-                    IDLE_POLL
-                };
+                let wait = shard.next_poll(&mut traffic, IDLE_POLL);
                 shard.polling_idle.set(wait == IDLE_POLL);
                 let sleep = async {
                     glommio::timer::sleep(wait).await;

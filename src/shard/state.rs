@@ -447,14 +447,22 @@ impl Shard {
         }
     }
 
-    /// Whether the shard's poll loop should come round every 20 ms: routes
-    /// or leaf nodes configured (their dialing and gossip run from it), or
-    /// messages moved since the last look (`traffic` keeps the count).
-    pub(super) fn busy(&self, traffic: &mut u64) -> bool {
+    /// How soon the shard's poll loop should come round again: every
+    /// 20 ms with routes or leaf nodes configured (their dialing and gossip
+    /// run from it), every 100 ms while messages move (affinity needs no
+    /// more: each wake-up costs about what a request does), else `idle`.
+    /// `traffic` keeps the message count of the last look.
+    pub(super) fn next_poll(&self, traffic: &mut u64, idle: Duration) -> Duration {
+        if self.shared.cluster.get().is_some() || self.shared.leaf.get().is_some() {
+            return Duration::from_millis(20);
+        }
         let c = self.core.borrow().counters();
         let now = c.in_msgs + c.out_msgs;
-        let moved = std::mem::replace(traffic, now) != now;
-        moved || self.shared.cluster.get().is_some() || self.shared.leaf.get().is_some()
+        if std::mem::replace(traffic, now) != now {
+            Duration::from_millis(100)
+        } else {
+            idle
+        }
     }
 
     /// Called as messages move: wakes a poll loop that sleeps its idle
