@@ -1,5 +1,5 @@
 //! The NATS tools users already run, against petrel and nats-server side by
-//! side: natscli's `nats` (v0.5.0, nats.go), installed pinned into
+//! side: natscli's `nats` (v0.5.0, nats.go) and nats-top (v0.6.3), installed pinned into
 //! `target/tools` by `scripts/tools.sh` (which `scripts/test.sh` runs; it
 //! sets `PETREL_REQUIRE_TOOLS=1` so a missing tool fails there instead of
 //! skipping). Every command must succeed on both servers and say the same
@@ -22,19 +22,25 @@ accounts {
 system_account: SYS
 "#;
 
-/// `target/tools/nats`, or `None` (test skipped) when it is not installed
-/// and the run does not require it.
-fn nats_cli() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/nats");
+/// `target/tools/<name>`, or `None` (test skipped) when it is not
+/// installed and the run does not require it.
+fn tool(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools")
+        .join(name);
     if p.is_file() {
         return Some(p);
     }
     assert!(
         std::env::var("PETREL_REQUIRE_TOOLS").is_err(),
-        "target/tools/nats missing: run scripts/tools.sh"
+        "target/tools/{name} missing: run scripts/tools.sh"
     );
-    eprintln!("natscli not installed (scripts/tools.sh): skipping");
+    eprintln!("{name} not installed (scripts/tools.sh): skipping");
     None
+}
+
+fn nats_cli() -> Option<PathBuf> {
+    tool("nats")
 }
 
 /// One server under test and how to reach it.
@@ -292,5 +298,38 @@ fn nats_bench_core_modes() {
             "{n}: bench service request: {out}"
         );
         drop(service); // killed
+    }
+}
+
+#[test]
+fn nats_top_reads_the_monitoring_port() {
+    let (Some(top), Some(cli)) = (tool("nats-top"), nats_cli()) else {
+        return;
+    };
+    for t in both(&["-m", "-1"], &["-m", "-1"]) {
+        let sub = start(cmd(&cli, &t, "app", &["sub", "watched"]));
+        let mut c = Command::new(&top);
+        c.args([
+            "-s",
+            "127.0.0.1",
+            "-m",
+            &t.proc_.monitor_port().to_string(),
+            "-o",
+            "-",
+            "-r",
+            "1",
+        ])
+        .stdin(Stdio::null());
+        let (ok, out) = run(c);
+        assert!(ok, "{}: nats-top: {out}", t.name);
+        for needle in [
+            "NATS server version",
+            "Connections Polled: 1",
+            "NATS CLI Version v0.5.0",
+            "Memory:",
+        ] {
+            assert!(out.contains(needle), "{}: no {needle:?} in {out}", t.name);
+        }
+        drop(sub);
     }
 }
