@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the NATS tools the tests and perf/compare.py drive (natscli's
-# `nats`, nats-top), pinned, into target/tools; idempotent: a tool already there at
+# `nats`, nats-top, nsc), pinned, into target/tools; idempotent: a tool already there at
 # its pinned version is kept. Needs Go and the Go module proxy.
 #
 #   scripts/tools.sh        prints the folder it filled
@@ -37,4 +37,5 @@ pin_source() {
 
 pin nats github.com/nats-io/natscli/nats v0.5.0
 pin_source nats-top github.com/nats-io/nats-top v0.6.3
+pin_source nsc github.com/nats-io/nsc/v2 v2.15.0
 echo "$dir"

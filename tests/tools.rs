@@ -1,5 +1,6 @@
 //! The NATS tools users already run, against petrel and nats-server side by
-//! side: natscli's `nats` (v0.5.0, nats.go) and nats-top (v0.6.3), installed pinned into
+//! side: natscli's `nats` (v0.5.0, nats.go), nats-top (v0.6.3) and nsc (v2.15.0),
+//! installed pinned into
 //! `target/tools` by `scripts/tools.sh` (which `scripts/test.sh` runs; it
 //! sets `PETREL_REQUIRE_TOOLS=1` so a missing tool fails there instead of
 //! skipping). Every command must succeed on both servers and say the same
@@ -331,5 +332,77 @@ fn nats_top_reads_the_monitoring_port() {
             assert!(out.contains(needle), "{}: no {needle:?} in {out}", t.name);
         }
         drop(sub);
+    }
+}
+
+/// nsc's managed-operator flow with the NATS resolver, as its docs walk
+/// it: an operator with a system account, `nsc generate config
+/// --nats-resolver`, accounts pushed over NATS, a user's creds
+/// connecting, a revocation pushed and enforced.
+#[test]
+fn nsc_operator_flow_with_the_nats_resolver() {
+    let (Some(nsc), Some(cli)) = (tool("nsc"), nats_cli()) else {
+        return;
+    };
+    let dir = common::jwt::temp_dir();
+    let (home, keys, store) = (dir.join("nsc-home"), dir.join("nkeys"), dir.join("store"));
+    let nsc_run = |args: &[&str]| {
+        let mut c = Command::new(&nsc);
+        c.args(args)
+            .env("NSC_HOME", &home)
+            .env("NKEYS_PATH", &keys)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        let (ok, out) = run(c);
+        assert!(ok, "nsc {}: {out}", args.join(" "));
+        out
+    };
+    nsc_run(&["env", "-s", store.to_str().unwrap()]);
+    nsc_run(&["add", "operator", "--sys", "--name", "OP"]);
+    nsc_run(&["add", "account", "A"]);
+    nsc_run(&["add", "user", "-a", "A", "u"]);
+    let generated = nsc_run(&["generate", "config", "--nats-resolver", "--sys-account", "SYS"]);
+    let creds = keys.join("creds/OP/A/u.creds");
+    let user_pub = |url: &str| {
+        let mut c = Command::new(&cli);
+        c.args([
+            "-s",
+            url,
+            "--creds",
+            creds.to_str().unwrap(),
+            "--timeout",
+            "5s",
+            "pub",
+            "x",
+            "y",
+        ])
+        .stdin(Stdio::null());
+        run(c)
+    };
+    for (name, petrel) in [("petrel", true), ("nats-server", false)] {
+        // The resolver's directory, the generated './jwt', made absolute.
+        let jwt_dir = dir.join(format!("jwt-{name}"));
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, generated.replace("'./jwt'", &format!("'{}'", jwt_dir.display()))).unwrap();
+        let args = ["-c", conf.to_str().unwrap()];
+        let server = if petrel {
+            common::petrel(&args)
+        } else {
+            common::nats_server(&args)
+        };
+        let url = server.url();
+        let out = nsc_run(&["push", "-A", "-u", &url]);
+        assert!(out.contains("pushed to a total of 1 nats-server"), "{name}: {out}");
+        let (ok, out) = user_pub(&url);
+        assert!(ok, "{name}: the user's creds connect: {out}");
+        nsc_run(&["revocations", "add-user", "-a", "A", "-n", "u"]);
+        nsc_run(&["push", "-a", "A", "-u", &url]);
+        let (ok, out) = user_pub(&url);
+        assert!(!ok && out.contains("Authorization Violation"), "{name}: revoked: {out}");
+        nsc_run(&["revocations", "delete-user", "-a", "A", "-n", "u"]);
+        assert!(
+            jwt_dir.read_dir().unwrap().count() >= 2,
+            "{name}: the resolver stored SYS and A"
+        );
     }
 }
