@@ -241,8 +241,9 @@ async fn many_connections_spread_over_shards() {
 
 /// Requesters and responders that talk only to each other end up on one
 /// shard (connection affinity), moved while requests are in flight: every
-/// request is answered once, and a subscriber watching all of them sees
-/// each requester's in order.
+/// request is answered once, a subscriber watching all of them sees each
+/// requester's in order, and every pair that the accept placement split
+/// is together at the end (shards read from the debug log).
 #[tokio::test]
 async fn request_reply_pairs_move_to_one_shard_and_lose_nothing() {
     let p = common::petrel(&["--shards", "2", "-D"]);
@@ -250,10 +251,13 @@ async fn request_reply_pairs_move_to_one_shard_and_lose_nothing() {
     let mut seen = watcher.subscribe("svc.>").await.unwrap();
     ready(&watcher).await;
     let mut pairs = Vec::new();
+    let mut cids = Vec::new();
     for pair in 0..3 {
         let service = client(&p).await;
         let mut requests = service.subscribe(format!("svc.{pair}")).await.unwrap();
         ready(&service).await;
+        let requester = client(&p).await;
+        cids.push((requester.server_info().client_id, service.server_info().client_id));
         tokio::spawn(async move {
             while let Some(m) = requests.next().await {
                 if let Some(reply) = m.reply {
@@ -261,23 +265,28 @@ async fn request_reply_pairs_move_to_one_shard_and_lose_nothing() {
                 }
             }
         });
-        let requester = client(&p).await;
         pairs.push(tokio::spawn(async move {
-            for i in 0..400 {
+            // At least 400 requests and a second: time for the moves.
+            let started = std::time::Instant::now();
+            let mut i: i64 = 0;
+            while i < 400 || started.elapsed() < Duration::from_secs(1) {
                 let body = Bytes::from(format!("{pair}:{i}"));
                 let r = timeout(WAIT, requester.request(format!("svc.{pair}"), body.clone()))
                     .await
                     .expect("reply in time")
                     .expect("reply");
                 assert_eq!(r.payload, body);
+                i += 1;
             }
+            i
         }));
     }
+    let mut sent = Vec::new();
     for t in pairs {
-        t.await.unwrap();
+        sent.push(t.await.unwrap());
     }
     let mut last = [-1i64; 3];
-    for _ in 0..1200 {
+    for _ in 0..sent.iter().sum::<i64>() {
         let m = next(&mut seen).await;
         let t = String::from_utf8(m.payload.to_vec()).unwrap();
         let (pair, n) = t.split_once(':').unwrap();
@@ -285,6 +294,20 @@ async fn request_reply_pairs_move_to_one_shard_and_lose_nothing() {
         assert_eq!(n, last[pair] + 1, "requester {pair} out of order");
         last[pair] = n;
     }
-    let moved = p.log_lines("Client connection moved to shard");
-    assert!(!moved.is_empty(), "no connection moved");
+    assert_eq!(last.map(|n| n + 1).to_vec(), sent, "every request seen once");
+    // Where each connection is now: its shard at accept, or the last move.
+    let shard_of = |cid: u64| -> String {
+        let tag = format!("cid:{cid} - Client connection ");
+        let lines: Vec<String> = p
+            .log_lines(&tag)
+            .into_iter()
+            .filter(|l| l.contains("created (shard") || l.contains("moved to shard"))
+            .collect();
+        let last = lines.last().unwrap_or_else(|| panic!("no log of cid {cid}"));
+        let tail = last.rsplit("shard ").next().unwrap();
+        tail.trim_end_matches(')').to_string()
+    };
+    for (pair, (requester, service)) in cids.iter().enumerate() {
+        assert_eq!(shard_of(*requester), shard_of(*service), "pair {pair} on one shard");
+    }
 }
