@@ -172,3 +172,41 @@ fn query_strings_are_percent_decoded_as_nats_server_decodes_them() {
         }
     }
 }
+
+/// `/metrics` offers prometheus-nats-exporter's names (`gnatsd_varz_*`,
+/// `gnatsd_subsz_*`, `gnatsd_routez_*`: every top-level number of the
+/// document, labelled with the server id), so dashboards built on the
+/// exporter read petrel directly: each number nats-server's `/varz` has
+/// and petrel's has too is there, with petrel's value.
+#[test]
+fn metrics_offer_the_exporters_gnatsd_names() {
+    let petrel = common::petrel(&["--shards", "2", "-m", "-1", "-n", "P1"]);
+    let nats = common::nats_server(&["-m", "-1"]);
+    let mut c = Raw::open(&petrel.addr());
+    c.send(b"CONNECT {\"verbose\":false}\r\nSUB a 1\r\n");
+    assert_eq!(c.ping(), "");
+    let (_, theirs) = common::http_get(nats.monitor_port(), "/varz");
+    let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+    let (_, ours) = common::http_get(petrel.monitor_port(), "/varz");
+    let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    let (status, metrics) = common::http_get(petrel.monitor_port(), "/metrics");
+    assert_eq!(status, 200);
+    let id = ours["server_id"].as_str().unwrap();
+    let mut checked = 0;
+    for (k, v) in theirs.as_object().unwrap() {
+        if !v.is_number() || !ours[k].is_number() {
+            continue;
+        }
+        let line = format!("gnatsd_varz_{k}{{server_id=\"{id}\"}} ");
+        assert!(metrics.contains(&format!("# TYPE gnatsd_varz_{k} gauge\n")), "{k}");
+        assert!(metrics.contains(&line), "no {line} in /metrics");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} numbers in common");
+    assert!(metrics.contains(&format!("gnatsd_varz_connections{{server_id=\"{id}\"}} 1\n")));
+    assert!(metrics.contains(&format!(
+        "gnatsd_varz_server_name{{server_id=\"{id}\",value=\"P1\"}} 1\n"
+    )));
+    assert!(metrics.contains(&format!("gnatsd_subsz_num_subscriptions{{server_id=\"{id}\"}} 1\n")));
+    assert!(metrics.contains(&format!("gnatsd_routez_num_routes{{server_id=\"{id}\"}} 0\n")));
+}

@@ -1085,6 +1085,42 @@ pub fn metrics(shared: &Shared) -> String {
             s.read().connections
         ));
     }
+    // prometheus-nats-exporter's names (`-varz -subz -routez`), so its
+    // users' dashboards read petrel's /metrics unchanged.
+    let subsz_opts = SubszOpts {
+        limit: 1024,
+        ..Default::default()
+    };
+    out.push_str(&exporter_metrics("varz", &varz(shared)));
+    out.push_str(&exporter_metrics("subsz", &subsz(shared, &subsz_opts)));
+    out.push_str(&exporter_metrics("routez", &routez(shared)));
+    out
+}
+
+/// One monitoring document the way prometheus-nats-exporter's generic
+/// collector maps it: each top-level number `k` of `/<endpoint>` as the
+/// gauge `gnatsd_<endpoint>_<k>{server_id="..."}`, and `server_id`,
+/// `server_name` and `version` as gauges of value 1 labelled
+/// `{server_id="...",value="..."}`; nested documents are left out, as it
+/// leaves them.
+fn exporter_metrics(endpoint: &str, doc: &Value) -> String {
+    let Some(map) = doc.as_object() else {
+        return String::new();
+    };
+    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let id = label(doc["server_id"].as_str().unwrap_or_default());
+    let mut out = String::new();
+    for (k, v) in map {
+        let name = format!("gnatsd_{endpoint}_{k}");
+        let sample = match (v.as_f64(), v.as_str()) {
+            (Some(n), _) => format!("{name}{{server_id=\"{id}\"}} {n}"),
+            (None, Some(text)) if matches!(k.as_str(), "server_id" | "server_name" | "version") => {
+                format!("{name}{{server_id=\"{id}\",value=\"{}\"}} 1", label(text))
+            }
+            _ => continue,
+        };
+        out.push_str(&format!("# HELP {name} {k}\n# TYPE {name} gauge\n{sample}\n"));
+    }
     out
 }
 
