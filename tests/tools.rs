@@ -405,4 +405,57 @@ fn nsc_operator_flow_with_the_nats_resolver() {
             "{name}: the resolver stored SYS and A"
         );
     }
+
+    // The same accounts pushed over HTTP to `petrel account-server`, which
+    // both servers' URL resolvers read.
+    let as_dir = dir.join("account-server");
+    std::fs::create_dir_all(&as_dir).unwrap();
+    let operator_jwt = store.join("OP/OP.jwt");
+    let mut account_server = Command::new(env!("CARGO_BIN_EXE_petrel"));
+    account_server
+        .args(["account-server", "--operator", operator_jwt.to_str().unwrap()])
+        .args(["--dir", as_dir.to_str().unwrap(), "--hp", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut account_server = Bg(account_server.spawn().unwrap());
+    // Its log is read to the end (a closed pipe would fail its writes).
+    let err = std::io::BufReader::new(account_server.0.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(err).map_while(Result::ok) {
+            if let Some(addr) = line.split("Listening on ").nth(1) {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the account server's address");
+    let out = nsc_run(&["push", "-A", "-u", &base]);
+    assert!(out.contains("pushed account jwt to the account server"), "{out}");
+    let system_account = generated
+        .lines()
+        .find_map(|l| l.strip_prefix("system_account: "))
+        .expect("system_account in the generated config");
+    let conf = dir.join("url-resolver.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {}\nsystem_account: {system_account}\nresolver: URL({base}/accounts/)\n",
+            operator_jwt.display()
+        ),
+    )
+    .unwrap();
+    for (name, petrel) in [("petrel", true), ("nats-server", false)] {
+        let args = ["-c", conf.to_str().unwrap()];
+        let server = if petrel {
+            common::petrel(&args)
+        } else {
+            common::nats_server(&args)
+        };
+        let (ok, out) = user_pub(&server.url());
+        assert!(ok, "{name} with the URL resolver: {out}");
+    }
+    drop(account_server);
 }
