@@ -216,6 +216,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         let p = conf::parse_file(path).map_err(|e| CliError::Config(vec![e]))?;
         notices = conf::options::apply(&mut o, &p).map_err(CliError::Config)?;
         o.config_file = Some(path.clone());
+        o.config_digest = conf::digest::config_digest(&p.map);
         parsed = Some(p);
     } else if test {
         return Err(CliError::TestWithoutConfig);

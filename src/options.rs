@@ -55,6 +55,9 @@ pub struct Options {
     pub ports_file_dir: Option<PathBuf>,
     /// Number of shards (executors); every available core when absent.
     pub shards: Option<usize>,
+    /// `sha256:...` of the configuration file as parsed (`conf::digest`);
+    /// empty without one.
+    pub config_digest: String,
     /// Microseconds an idle shard spins before it parks (`--idle_spin`,
     /// petrel's own; 0, the default, parks at once).
     pub idle_spin_us: u64,
@@ -534,6 +537,7 @@ impl Default for Options {
             pid_file: None,
             ports_file_dir: None,
             shards: None,
+            config_digest: String::new(),
             idle_spin_us: 0,
             client_advertise: None,
             lame_duck_duration: Duration::from_secs(120),

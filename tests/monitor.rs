@@ -210,3 +210,40 @@ fn metrics_offer_the_exporters_gnatsd_names() {
     assert!(metrics.contains(&format!("gnatsd_subsz_num_subscriptions{{server_id=\"{id}\"}} 1\n")));
     assert!(metrics.contains(&format!("gnatsd_routez_num_routes{{server_id=\"{id}\"}} 0\n")));
 }
+
+/// `config_digest` in `/varz`: SHA-256 of the parsed file as nats-server
+/// computes it (Go's JSON of the parsed map), the same on both servers
+/// for the same file, with includes, variables, sizes and escaped text.
+#[test]
+fn config_digest_is_nats_servers() {
+    let dir = common::jwt::temp_dir();
+    std::fs::write(
+        dir.join("inc.conf"),
+        "max_pending: 10MB\nlame_duck_grace_period: \"5s\"\n",
+    )
+    .unwrap();
+    let files = [
+        "server_name: \"srv<1>&x\"\n",
+        "# a comment\nLIMIT = 42\nmax_connections: $LIMIT\nmax_payload: 2MB\nping_interval: \"2m\"\ndebug: false\n\
+         authorization {\n  users = [\n    {user: a, password: \"p w\"}\n    {user: b, password: \"x&y<z>\"}\n  ]\n}\n\
+         include 'inc.conf'\nlame_duck_duration: \"30s\"\n",
+    ];
+    for (i, text) in files.iter().enumerate() {
+        let conf = dir.join(format!("digest{i}.conf"));
+        std::fs::write(&conf, text).unwrap();
+        let c = conf.to_str().unwrap();
+        let digests: Vec<String> = [
+            common::petrel(&["-c", c, "-m", "-1"]),
+            common::nats_server(&["-c", c, "-m", "-1"]),
+        ]
+        .iter()
+        .map(|p| {
+            let (_, body) = common::http_get(p.monitor_port(), "/varz");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["config_digest"].as_str().unwrap().to_string()
+        })
+        .collect();
+        assert!(digests[1].starts_with("sha256:"), "{digests:?}");
+        assert_eq!(digests[0], digests[1], "file {i}");
+    }
+}

@@ -3,6 +3,7 @@
 //! ([`options`]).
 
 pub mod cluster;
+pub mod digest;
 pub mod leaf;
 pub mod options;
 pub mod parse;

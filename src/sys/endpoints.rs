@@ -153,7 +153,7 @@ pub fn varz(shared: &Shared) -> Value {
         "stalled_clients": 0,
         "http_req_stats": {},
         "config_load_time": rfc3339(shared.started),
-        "config_digest": "",
+        "config_digest": o.config_digest,
         "system_account": shared.verifier().accounts().system().name,
     })
 }
