@@ -168,6 +168,12 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     }
 
     let verifier = Arc::new(crate::auth::verify::Verifier::new(&opts.auth).map_err(ServerError::Auth)?);
+    if opts
+        .auth
+        .has_plaintext_password(opts.tls.as_ref().is_some_and(|t| t.map))
+    {
+        warn!("Plaintext passwords detected, use nkeys or bcrypt");
+    }
     for w in verifier.warnings() {
         warn!("{w}");
     }

@@ -950,3 +950,53 @@ fn v1_user_jwt_limits_match_nats_server() {
     assert_eq!(ours, theirs);
     assert_eq!(ours, "MSG foo 1 5\r\nhello\r\nPONG\r\n");
 }
+
+/// The log lines nats-server writes about credentials, side by side: the
+/// start-up warning for plaintext passwords (none for bcrypt hashes), and
+/// a refused login named by what it claimed (`ip:port - cid:N -
+/// authentication error - User "app"`).
+#[test]
+fn credential_log_lines_match_nats_server() {
+    let dir = temp_dir();
+    let plain = dir.join("plain.conf");
+    std::fs::write(&plain, "authorization { users = [ {user: app, password: secret} ] }\n").unwrap();
+    let hashed = dir.join("hashed.conf");
+    std::fs::write(
+        &hashed,
+        "authorization { users = [ {user: app, password: \"$2a$11$CmC1RNHtZpzT0NzKJ.JJyO3Vlo0FPyxXKENPC2.lEGnnc1eb2YHaa\"} ] }\n",
+    )
+    .unwrap();
+    for (conf, warns) in [(&plain, true), (&hashed, false)] {
+        let c = conf.to_str().unwrap();
+        for server in [common::petrel(&["-c", c]), common::nats_server(&["-c", c])] {
+            let said = !server
+                .log_lines("Plaintext passwords detected, use nkeys or bcrypt")
+                .is_empty();
+            assert_eq!(said, warns, "{c} on port {}", server.port);
+            if !warns {
+                continue;
+            }
+            let mut raw = Raw::open(&server.addr());
+            raw.send(b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"wrong\"}\r\nPING\r\n");
+            assert!(raw
+                .read_line(Duration::from_secs(5))
+                .unwrap()
+                .contains("Authorization Violation"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let line = loop {
+                if let Some(l) = server.log_lines("authentication error").pop() {
+                    break l;
+                }
+                assert!(Instant::now() < deadline, "no authentication error line");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let tail = line.split("[ERR] ").nth(1).unwrap();
+            let (addr, rest) = tail.split_once(" - cid:").unwrap();
+            assert!(
+                addr.starts_with("127.0.0.1:") && addr[10..].parse::<u16>().is_ok(),
+                "{line}"
+            );
+            assert!(rest.ends_with(" - authentication error - User \"app\""), "{line}");
+        }
+    }
+}

@@ -190,6 +190,18 @@ impl AuthConfig {
     pub fn is_enabled(&self) -> bool {
         self.token.is_some() || !self.users.is_empty() || self.operator.is_some() || !self.trusted_keys.is_empty()
     }
+
+    /// Whether a configured user's password is not a bcrypt hash, as
+    /// nats-server warns at start-up ("Plaintext passwords detected");
+    /// users without a password are left out when client certificates
+    /// name users (`tls_map`).
+    pub fn has_plaintext_password(&self, tls_map: bool) -> bool {
+        self.users.iter().any(|u| match &u.credential {
+            Credential::Password { password, .. } if password.is_empty() && tls_map => false,
+            Credential::Password { password, .. } => !crate::auth::password::is_bcrypt(password),
+            Credential::Nkey(_) => false,
+        })
+    }
 }
 
 fn err(item: &Item, msg: impl Into<String>) -> ConfError {

@@ -868,6 +868,20 @@ pub fn peek_user_account(token: &str) -> Option<String> {
     (!key.is_empty()).then_some(key)
 }
 
+/// The subject (`sub`) a JWT names, read without checking anything: for
+/// log lines only.
+pub fn peek_subject(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        sub: String,
+    }
+    let p64 = token.split('.').nth(1)?;
+    let payload = URL_RAW.decode(p64).ok()?;
+    let p: Peek = serde_json::from_slice(&payload).ok()?;
+    Some(p.sub)
+}
+
 /// Decodes a JWT of any claim type, signature verified by its issuer (any
 /// valid public nkey), `nats` left as raw JSON.
 pub fn decode_generic(token: &str) -> Result<GenericClaims, JwtError> {

@@ -206,6 +206,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnK
     let verifier = shard.verifier.borrow().for_kind(kind);
     let mut conn_auth = ConnAuth::new(verifier.clone(), ip.parse().ok());
     conn_auth.kind = kind;
+    conn_auth.port = port;
     let who = format!("{ip}:{port} - cid:{}", cid.0);
     let ws = match kind {
         ConnKind::WebSocket => match shard.shared.websocket() {

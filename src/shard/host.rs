@@ -23,6 +23,8 @@ pub struct ConnAuth {
     pub nonce: String,
     /// The client's address.
     pub ip: Option<IpAddr>,
+    /// The client's port (for log lines, `ip:port` as nats-server writes).
+    pub port: u16,
     /// A verdict for the CONNECT at the front of the input, computed before
     /// the session reads it.
     pub pending: Option<Result<Identity, AuthError>>,
@@ -50,6 +52,7 @@ impl ConnAuth {
             verifier,
             nonce,
             ip,
+            port: 0,
             pending: None,
             identity: None,
             cert_names: Vec::new(),
@@ -148,6 +151,30 @@ pub fn client_info(template: &ServerInfo, cid: ConnId, client_ip: &str) -> Serve
     }
 }
 
+/// Who a refused client claimed to be, as nats-server's authentication
+/// error line names it: ` - Nkey "U..."`, ` - User "name"`, ` - JWT User
+/// "U..."` (the JWT's subject, read unchecked), ` - Token "[REDACTED]"`, or
+/// nothing without credentials.
+fn auth_user(opts: &ClientOpts) -> String {
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    if let Some(n) = set(&opts.nkey) {
+        format!(" - Nkey {n:?}")
+    } else if let Some(u) = set(&opts.user) {
+        format!(" - User {u:?}")
+    } else if let Some(j) = set(&opts.jwt) {
+        format!(
+            " - JWT User {:?}",
+            crate::auth::jwt::peek_subject(j).unwrap_or_default()
+        )
+    } else if set(&opts.auth_token).is_some() {
+        " - Token \"[REDACTED]\"".to_string()
+    } else {
+        String::new()
+    }
+}
+
 impl SessionHost for CoreHost<'_> {
     fn out(&mut self) -> &mut Vec<u8> {
         self.core
@@ -165,7 +192,14 @@ impl SessionHost for CoreHost<'_> {
         let id = match verdict {
             Ok(id) => id,
             Err(e) => {
-                crate::error!("{} - cid:{} - authentication error: {e}", self.client_ip, self.cid.0);
+                crate::debug!("{}:{} - cid:{} - {e}", self.client_ip, self.auth.port, self.cid.0);
+                crate::error!(
+                    "{}:{} - cid:{} - authentication error{}",
+                    self.client_ip,
+                    self.auth.port,
+                    self.cid.0,
+                    auth_user(opts)
+                );
                 return Err(e.wire());
             }
         };
