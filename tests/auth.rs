@@ -1000,3 +1000,55 @@ fn credential_log_lines_match_nats_server() {
         }
     }
 }
+
+/// Permission violations are logged as nats-server logs them, with its
+/// client tag (` - "v<version>:<lang>:<name>" - "<account>/user:<name>"`):
+/// the text after `cid:N` is the same on both servers.
+#[test]
+fn permission_violation_log_lines_match_nats_server() {
+    let dir = temp_dir();
+    let conf = dir.join("perms.conf");
+    std::fs::write(
+        &conf,
+        "authorization { users = [ {user: app, password: app, permissions: {publish: \"ok.>\", subscribe: \"ok.>\"}} ] }\n",
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let mut lines = Vec::new();
+    for server in [common::petrel(&["-c", c]), common::nats_server(&["-c", c])] {
+        for connect in [
+            r#"{"verbose":false,"user":"app","pass":"app"}"#,
+            r#"{"verbose":false,"user":"app","pass":"app","name":"svc","lang":"rust","version":"1.2.3"}"#,
+        ] {
+            let mut raw = Raw::open(&server.addr());
+            raw.send(format!("CONNECT {connect}\r\nPUB nope 1\r\nx\r\nSUB bad 7\r\nSUB bad q 8\r\n").as_bytes());
+            assert_eq!(raw.ping().matches("Permissions Violation").count(), 3);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            let found = server.log_lines("Violation - ");
+            if found.len() >= 6 || Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let tails: Vec<String> = found
+            .iter()
+            .map(|l| {
+                l.split(" - cid:")
+                    .nth(1)
+                    .unwrap()
+                    .split_once(' ')
+                    .unwrap()
+                    .1
+                    .to_string()
+            })
+            .collect();
+        lines.push(tails);
+    }
+    assert_eq!(lines[0].len(), 6, "{:?}", lines[0]);
+    assert_eq!(lines[0], lines[1]);
+    assert!(
+        lines[0].contains(&r#"- "v1.2.3:rust:svc" - "$G/user:app" - Publish Violation - Subject "nope""#.to_string())
+    );
+}

@@ -106,6 +106,12 @@ pub trait SessionHost {
     fn pong(&mut self, then: Option<Vec<u8>>);
     /// The INFO JSON sent after the first PONG (2.12 `connect_info`).
     fn connect_info_json(&mut self) -> Vec<u8>;
+    /// Tells the client of a permissions violation (the connection stays
+    /// open); a server host also logs it. `sid` names a refused
+    /// subscription.
+    fn violation(&mut self, _opts: &ClientOpts, v: Violation<'_>, _sid: Option<&[u8]>) {
+        encode::violation(self.out(), v);
+    }
 }
 
 /// Protocol state of one client connection.
@@ -288,7 +294,7 @@ impl Session {
                 match host.subscribe(subject, queue, sid) {
                     Ok(()) => self.ok(host),
                     Err(WireError::PermissionsViolation) => {
-                        encode::violation(host.out(), Violation::Subscribe(subject, queue));
+                        host.violation(&self.opts, Violation::Subscribe(subject, queue), Some(sid));
                     }
                     Err(e) => Self::fail(host, e)?,
                 }
@@ -359,7 +365,7 @@ impl Session {
             encode::err(host.out(), WireError::InvalidPublishSubject);
         }
         if !host.may_publish(msg.subject) {
-            encode::violation(host.out(), Violation::Publish(msg.subject));
+            host.violation(&self.opts, Violation::Publish(msg.subject), None);
             return;
         }
         self.ok(host);

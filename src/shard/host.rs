@@ -9,6 +9,7 @@ use crate::auth::verify::{AuthError, ConnectRequest, Identity, Verifier};
 use crate::core::ShardCore;
 use crate::ids::ConnId;
 use crate::proto::connect::ClientOpts;
+use crate::proto::errors::Violation;
 use crate::proto::errors::WireError;
 use crate::proto::info::ServerInfo;
 use crate::proto::session::{ConnectGrant, Publish, Routed, SessionHost};
@@ -259,4 +260,67 @@ impl SessionHost for CoreHost<'_> {
         }
         info.to_json()
     }
+
+    fn violation(&mut self, opts: &ClientOpts, v: Violation<'_>, sid: Option<&[u8]>) {
+        crate::proto::encode::violation(self.out(), v);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let what = match (v, sid) {
+            (Violation::Publish(s), _) => format!("Publish Violation - Subject {:?}", text(s)),
+            (Violation::Subscribe(s, None), Some(sid)) => {
+                format!("Subscription Violation - Subject {:?}, SID {}", text(s), text(sid))
+            }
+            (Violation::Subscribe(s, Some(q)), Some(sid)) => format!(
+                "Subscription Violation - Subject {:?}, Queue: {:?}, SID {}",
+                text(s),
+                text(q),
+                text(sid)
+            ),
+            _ => return,
+        };
+        crate::error!(
+            "{}:{} - cid:{}{} - {what}",
+            self.client_ip,
+            self.auth.port,
+            self.cid.0,
+            client_tag(opts, self.auth)
+        );
+    }
+}
+
+/// The part of a client's log lines nats-server adds once it connected:
+/// ` - "v<version>:<lang>:<name>"` (the parts it sent) and ` -
+/// "<account>/<user label>"` when it authenticated with credentials.
+fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
+    let ncs = [
+        (!opts.version.is_empty()).then(|| format!("v{}", opts.version)),
+        (!opts.lang.is_empty()).then(|| opts.lang.clone()),
+        (!opts.name.is_empty()).then(|| opts.name.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(":");
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    let user = if let Some(n) = set(&opts.nkey) {
+        Some(format!("nkey:{n}"))
+    } else if let Some(u) = set(&opts.user) {
+        Some(format!("user:{u}"))
+    } else if let Some(j) = set(&opts.jwt) {
+        Some(format!("jwt:{}", crate::auth::jwt::peek_subject(j).unwrap_or_default()))
+    } else {
+        set(&opts.auth_token).map(|_| "token".to_string())
+    };
+    let acs = match (auth.identity.as_ref(), user) {
+        (Some(id), Some(u)) => format!("{}/{u}", id.account().name),
+        _ => String::new(),
+    };
+    let mut out = String::new();
+    for part in [ncs, acs] {
+        if !part.is_empty() {
+            out.push_str(&format!(" - {part:?}"));
+        }
+    }
+    out
 }
