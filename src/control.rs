@@ -125,7 +125,8 @@ impl<T> Default for Announcements<T> {
 }
 
 impl<T: Clone> Announcements<T> {
-    /// Most kept; older ones are dropped (shards poll every 20 ms).
+    /// Most kept; older ones are dropped (each push rings the shards, which
+    /// take them at once).
     const KEEP: usize = 1024;
 
     /// Announces `item`.

@@ -466,7 +466,7 @@ impl Shard {
     }
 
     /// Called as messages move: wakes a poll loop that sleeps its idle
-    /// period, so traffic gets its 20 ms polls (affinity) at once.
+    /// period, so traffic gets its busy polls (affinity) at once.
     #[inline]
     pub(super) fn note_traffic(&self) {
         if self.polling_idle.replace(false) {
