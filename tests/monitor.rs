@@ -247,3 +247,32 @@ fn config_digest_is_nats_servers() {
         assert_eq!(digests[0], digests[1], "file {i}");
     }
 }
+
+/// Monitoring documents list their fields in nats-server's order (the
+/// fields both have), as a tool reading the raw text sees them.
+#[test]
+fn documents_keep_nats_servers_field_order() {
+    let petrel = common::petrel(&["--shards", "2", "-m", "-1"]);
+    let nats = common::nats_server(&["-m", "-1"]);
+    for path in [
+        "/varz",
+        "/connz",
+        "/subsz",
+        "/routez",
+        "/leafz",
+        "/accountz",
+        "/gatewayz",
+        "/jsz",
+    ] {
+        let keys = |port: u16| -> Vec<String> {
+            let (_, body) = common::http_get(port, path);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let (ours, theirs) = (keys(petrel.monitor_port()), keys(nats.monitor_port()));
+        let common_theirs: Vec<&String> = theirs.iter().filter(|k| ours.contains(k)).collect();
+        let common_ours: Vec<&String> = ours.iter().filter(|k| theirs.contains(k)).collect();
+        assert!(common_ours.len() >= 4, "{path}");
+        assert_eq!(common_ours, common_theirs, "{path}");
+    }
+}

@@ -138,23 +138,23 @@ pub fn varz(shared: &Shared) -> Value {
         "remotes": shared.cluster.get().map_or(0, |c| c.peers().len()),
         "leafnodes": shared.leaf.get().map_or(0, |l| l.connections().len()),
         "in_msgs": c.in_msgs,
-        "out_msgs": c.out_msgs,
         "in_bytes": c.in_bytes,
-        "out_bytes": c.out_bytes,
         "in_client_msgs": c.in_msgs,
         "in_client_bytes": c.in_bytes,
+        "out_msgs": c.out_msgs,
+        "out_bytes": c.out_bytes,
         "out_client_msgs": c.out_msgs,
         "out_client_bytes": c.out_bytes,
         "slow_consumers": c.slow_consumers,
         "stale_connections": c.stale_connections,
-        "subscriptions": c.subscriptions,
-        "slow_consumer_stats": { "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 },
-        "stale_connection_stats": { "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 },
         "stalled_clients": 0,
+        "subscriptions": c.subscriptions,
         "http_req_stats": {},
         "config_load_time": rfc3339(shared.started),
         "config_digest": o.config_digest,
         "system_account": shared.verifier().accounts().system().name,
+        "slow_consumer_stats": { "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 },
+        "stale_connection_stats": { "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 },
     })
 }
 
@@ -535,7 +535,11 @@ impl SubszOpts {
 pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
     let (_, info) = shared.current();
     let snaps = shared.snapshot(SNAPSHOT_WAIT);
-    let mut v = sublist_stats(&snaps);
+    // nats-server's field order: the server and time first.
+    let mut v = json!({"server_id": info.server_id, "now": rfc3339(SystemTime::now())});
+    if let (Some(doc), Value::Object(stats)) = (v.as_object_mut(), sublist_stats(&snaps)) {
+        doc.extend(stats);
+    }
     let mut list: Vec<Value> = Vec::new();
     for s in &snaps {
         for c in &s.conns {
@@ -558,8 +562,6 @@ pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
         }
     }
     let total = list.len();
-    v["server_id"] = json!(info.server_id);
-    v["now"] = json!(rfc3339(SystemTime::now()));
     // nats-server lists an account's subscriptions whenever one is named.
     let listed = o.subs || o.test.is_some() || o.account.is_some();
     v["total"] = json!(if listed { total } else { 0 });
@@ -856,10 +858,6 @@ pub fn gatewayz(shared: &Shared) -> Value {
 pub fn jsz(shared: &Shared) -> Value {
     let (_, info) = shared.current();
     json!({
-        "server_id": info.server_id,
-        "now": rfc3339(SystemTime::now()),
-        "disabled": true,
-        "config": {"max_memory": 0, "max_storage": 0},
         "memory": 0,
         "storage": 0,
         "reserved_memory": 0,
@@ -867,6 +865,10 @@ pub fn jsz(shared: &Shared) -> Value {
         "accounts": 0,
         "ha_assets": 0,
         "api": {"level": 0, "total": 0, "errors": 0},
+        "server_id": info.server_id,
+        "now": rfc3339(SystemTime::now()),
+        "disabled": true,
+        "config": {"max_memory": 0, "max_storage": 0},
         "streams": 0,
         "consumers": 0,
         "messages": 0,
