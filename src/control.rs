@@ -358,10 +358,8 @@ impl Shared {
     /// snapshot request, options, an announcement, lame duck) was posted
     /// just before. An idle shard otherwise polls once a second.
     pub fn ring(&self) {
-        use std::io::Write;
-        for d in &self.doorbells {
-            // A full doorbell has rung already.
-            let _ = (&*d).write(&[1]);
+        for i in 0..self.doorbells.len() {
+            self.ring_shard(i);
         }
     }
 
@@ -369,6 +367,7 @@ impl Shared {
     pub fn ring_shard(&self, i: usize) {
         use std::io::Write;
         if let Some(d) = self.doorbells.get(i) {
+            // A full doorbell has rung already.
             let _ = (&*d).write(&[1]);
         }
     }

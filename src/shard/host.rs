@@ -152,27 +152,44 @@ pub fn client_info(template: &ServerInfo, cid: ConnId, client_ip: &str) -> Serve
     }
 }
 
-/// Who a refused client claimed to be, as nats-server's authentication
-/// error line names it: ` - Nkey "U..."`, ` - User "name"`, ` - JWT User
-/// "U..."` (the JWT's subject, read unchecked), ` - Token "[REDACTED]"`, or
-/// nothing without credentials.
-fn auth_user(opts: &ClientOpts) -> String {
+/// The credential a CONNECT presented, the first of these that is set,
+/// as nats-server picks it for its log lines.
+enum Claimed<'a> {
+    Nkey(&'a str),
+    User(&'a str),
+    /// A JWT's subject, read unchecked.
+    Jwt(String),
+    Token,
+    Nothing,
+}
+
+fn claimed(opts: &ClientOpts) -> Claimed<'_> {
     fn set(v: &Option<String>) -> Option<&str> {
         v.as_deref().filter(|s| !s.is_empty())
     }
     if let Some(n) = set(&opts.nkey) {
-        format!(" - Nkey {n:?}")
+        Claimed::Nkey(n)
     } else if let Some(u) = set(&opts.user) {
-        format!(" - User {u:?}")
+        Claimed::User(u)
     } else if let Some(j) = set(&opts.jwt) {
-        format!(
-            " - JWT User {:?}",
-            crate::auth::jwt::peek_subject(j).unwrap_or_default()
-        )
+        Claimed::Jwt(crate::auth::jwt::peek_subject(j).unwrap_or_default())
     } else if set(&opts.auth_token).is_some() {
-        " - Token \"[REDACTED]\"".to_string()
+        Claimed::Token
     } else {
-        String::new()
+        Claimed::Nothing
+    }
+}
+
+/// Who a refused client claimed to be, as nats-server's authentication
+/// error line names it: ` - Nkey "U..."`, ` - User "name"`, ` - JWT User
+/// "U..."`, ` - Token "[REDACTED]"`, or nothing without credentials.
+fn auth_user(opts: &ClientOpts) -> String {
+    match claimed(opts) {
+        Claimed::Nkey(n) => format!(" - Nkey {n:?}"),
+        Claimed::User(u) => format!(" - User {u:?}"),
+        Claimed::Jwt(sub) => format!(" - JWT User {sub:?}"),
+        Claimed::Token => " - Token \"[REDACTED]\"".to_string(),
+        Claimed::Nothing => String::new(),
     }
 }
 
@@ -300,17 +317,12 @@ fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join(":");
-    fn set(v: &Option<String>) -> Option<&str> {
-        v.as_deref().filter(|s| !s.is_empty())
-    }
-    let user = if let Some(n) = set(&opts.nkey) {
-        Some(format!("nkey:{n}"))
-    } else if let Some(u) = set(&opts.user) {
-        Some(format!("user:{u}"))
-    } else if let Some(j) = set(&opts.jwt) {
-        Some(format!("jwt:{}", crate::auth::jwt::peek_subject(j).unwrap_or_default()))
-    } else {
-        set(&opts.auth_token).map(|_| "token".to_string())
+    let user = match claimed(opts) {
+        Claimed::Nkey(n) => Some(format!("nkey:{n}")),
+        Claimed::User(u) => Some(format!("user:{u}")),
+        Claimed::Jwt(sub) => Some(format!("jwt:{sub}")),
+        Claimed::Token => Some("token".to_string()),
+        Claimed::Nothing => None,
     };
     let acs = match (auth.identity.as_ref(), user) {
         (Some(id), Some(u)) => format!("{}/{u}", id.account().name),

@@ -117,9 +117,8 @@ pub fn start(
         // latency, and throughput shapes no rate (README, Performance).
         // Only a client that answers within the spin (a raw-protocol load
         // generator on idle cores) gains from it: `--idle_spin`.
-        let spin = spin_us;
-        if spin > 0 {
-            builder = builder.spin_before_park(Duration::from_micros(spin));
+        if spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(spin_us));
         }
         let spawned = builder.spawn(move || async move {
             // SAFETY: the fd comes from a listening socket we own and moved here.

@@ -275,16 +275,7 @@ impl Shard {
                 let Some(h) = conns.get(&cid) else { continue };
                 let auth = h.auth.borrow();
                 let Some(id) = auth.identity.as_ref() else { continue };
-                match self.verifier.borrow().recheck(id) {
-                    Ok(r) => {
-                        core.set_conn_identity(cid, account, r.permissions, r.max_subs);
-                        core.enforce_subscriptions(cid);
-                    }
-                    Err(e) => {
-                        crate::debug!("cid:{} - {} after an account update", cid.0, e.text());
-                        core.fail_conn(cid, e);
-                    }
-                }
+                self.recheck_identity(&mut core, cid, id);
             }
             // A lowered connection limit closes the newest clients beyond it.
             if let Some(acc) = self.verifier.borrow().accounts().by_id(account) {
@@ -338,14 +329,23 @@ impl Shard {
             reverify_conn(&mut core, cid, &mut auth.borrow_mut(), &session.borrow(), &v);
         }
         if self.account_seen.get() > accounts_seen {
-            let auth = auth.borrow();
-            let Some(id) = auth.identity.as_ref() else { return };
-            match self.verifier.borrow().recheck(id) {
-                Ok(r) => {
-                    core.set_conn_identity(cid, id.account().id, r.permissions, r.max_subs);
-                    core.enforce_subscriptions(cid);
-                }
-                Err(e) => core.fail_conn(cid, e),
+            if let Some(id) = auth.borrow().identity.as_ref() {
+                self.recheck_identity(&mut core, cid, id);
+            }
+        }
+    }
+
+    /// Checks a connected client's identity again after its account's JWT
+    /// changed: new permissions and limits, or the connection fails.
+    fn recheck_identity(&self, core: &mut ShardCore, cid: ConnId, id: &crate::auth::verify::Identity) {
+        match self.verifier.borrow().recheck(id) {
+            Ok(r) => {
+                core.set_conn_identity(cid, id.account().id, r.permissions, r.max_subs);
+                core.enforce_subscriptions(cid);
+            }
+            Err(e) => {
+                crate::debug!("cid:{} - {} after an account update", cid.0, e.text());
+                core.fail_conn(cid, e);
             }
         }
     }
