@@ -56,6 +56,19 @@ fn config_corpus_never_panics() {
     }
 }
 
+include!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fuzz/fuzz_targets/transform_check.rs"
+));
+
+/// The transform target's check: compile, apply, map, identity.
+#[test]
+fn transform_corpus_never_panics_and_identity_holds() {
+    for data in corpus("transform") {
+        transform_check(&data);
+    }
+}
+
 include!(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets/route_check.rs"));
 
 /// The route target's check: parse in both forms, re-encode, re-parse.

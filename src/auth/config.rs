@@ -10,6 +10,8 @@ use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
 use crate::conf::parse::ConfError;
 use crate::conf::units::seconds;
 use crate::conf::value::{Item, Map, Value};
+use crate::mapping::Mapping;
+pub use crate::mapping::{MapDest, MappingConfig};
 
 pub use super::accounts::{DEFAULT_SYSTEM_ACCOUNT, GLOBAL_ACCOUNT};
 
@@ -106,6 +108,8 @@ pub struct AccountConfig {
     pub exports: Vec<ExportConfig>,
     /// What it takes from others.
     pub imports: Vec<ImportConfig>,
+    /// Subject mappings, in the order given.
+    pub mappings: Vec<MappingConfig>,
 }
 
 /// Where account JWTs come from in operator mode.
@@ -525,6 +529,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     name: string("accounts", i)?,
                     exports: Vec::new(),
                     imports: Vec::new(),
+                    mappings: Vec::new(),
                 });
             }
             return Ok(());
@@ -536,6 +541,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             name: name.clone(),
             exports: Vec::new(),
             imports: Vec::new(),
+            mappings: Vec::new(),
         };
         let mut defaults = None;
         if let Value::Map(am) = &v.value {
@@ -551,8 +557,9 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                         _ => return Err(err(av, "imports: expected an array")),
                     },
                     "default_permissions" | "default_permission" => defaults = Some(permissions(av)?),
+                    "mappings" | "maps" => acc.mappings.extend(mappings(av)?),
                     // JetStream and tracing settings have nothing to act on here.
-                    "jetstream" | "js" | "limits" | "mappings" | "msg_trace" | "trace_dest" | "nkey" => {}
+                    "jetstream" | "js" | "limits" | "msg_trace" | "trace_dest" | "nkey" => {}
                     other => return Err(err(av, format!("Unknown field \"{other}\" parsing account"))),
                 }
             }
@@ -563,6 +570,111 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
         a.accounts.push(acc);
     }
     Ok(())
+}
+
+/// The top-level `mappings` block: mappings of the global account `$G`.
+pub fn global_mappings(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
+    let list = mappings(item)?;
+    match a.accounts.iter_mut().find(|x| x.name == GLOBAL_ACCOUNT) {
+        Some(g) => g.mappings.extend(list),
+        None => a.accounts.push(AccountConfig {
+            name: GLOBAL_ACCOUNT.to_string(),
+            exports: Vec::new(),
+            imports: Vec::new(),
+            mappings: list,
+        }),
+    }
+    Ok(())
+}
+
+/// A `mappings` block: source subject to a destination string, one
+/// weighted destination, or a list of them; each checked as nats-server
+/// checks it when the account takes it, with its texts.
+pub fn mappings(item: &Item) -> Result<Vec<MappingConfig>, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(err(
+            item,
+            format!("mappings: expected a map, got {}", item.value.kind()),
+        ));
+    };
+    let mut out = Vec::new();
+    for (source, key_pos, v) in &m.entries {
+        let at = |msg: String| ConfError {
+            pos: key_pos.clone(),
+            msg,
+        };
+        if !crate::subject::is_valid_subject(source.as_bytes()) {
+            return Err(err(item, format!("Subject {source:?} is not a valid subject")));
+        }
+        let dests = match &v.value {
+            Value::Str(d) => {
+                let dests = vec![MapDest::all(d)];
+                Mapping::new(source, &dests)
+                    .map_err(|e| at(format!("Error adding mapping for {source:?} to {d:?} : {e}")))?;
+                dests
+            }
+            Value::Array(l) => {
+                let dests = l.iter().map(map_dest).collect::<Result<Vec<_>, _>>()?;
+                Mapping::new(source, &dests).map_err(|e| at(format!("Error adding mapping for {source:?} : {e}")))?;
+                dests
+            }
+            Value::Map(_) => {
+                let dests = vec![map_dest(v)?];
+                Mapping::new(source, &dests).map_err(|e| at(format!("Error adding mapping for {source:?} : {e}")))?;
+                dests
+            }
+            _ => return Err(at("Expected an entry for the mapping destination".into())),
+        };
+        out.push(MappingConfig {
+            source: source.clone(),
+            dests,
+        });
+    }
+    Ok(out)
+}
+
+/// One weighted destination: `{ dest, weight, cluster }`.
+fn map_dest(item: &Item) -> Result<MapDest, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(err(item, "Expected an entry for the mapping destination"));
+    };
+    let mut d = MapDest {
+        subject: String::new(),
+        weight: 0,
+        cluster: String::new(),
+    };
+    let mut weighted = false;
+    for (k, kpos, v) in &m.entries {
+        let at = |msg: String| ConfError { pos: kpos.clone(), msg };
+        match k.to_ascii_lowercase().as_str() {
+            "dest" | "destination" => d.subject = string(k, v)?,
+            "cluster" => d.cluster = string(k, v)?,
+            "weight" => {
+                let w = match &v.value {
+                    Value::Str(s) => {
+                        let s = s.strip_suffix('%').unwrap_or(s);
+                        s.parse::<i64>()
+                            .map_err(|_| at(format!("Invalid weight {s:?} for mapping destination")))?
+                    }
+                    Value::Int(n) => *n,
+                    other => return Err(at(format!("Unknown entry type for weight of {}", other.kind()))),
+                };
+                if !(0..=100).contains(&w) {
+                    return Err(at(format!("Invalid weight {w} for mapping destination")));
+                }
+                d.weight = w as u8;
+                weighted = true;
+            }
+            _ => return Err(at(format!("Unknown field {k:?} for mapping destination"))),
+        }
+    }
+    if !weighted {
+        return Err(err(
+            item,
+            format!("Missing weight for mapping destination {:?}", d.subject),
+        ));
+    }
+    Ok(d)
 }
 
 /// Gives an account's users without permissions the account's defaults.

@@ -468,7 +468,13 @@ impl Verifier {
                 loaded.insert(e.sub.clone(), (*e).clone());
             }
         }
-        if !loaded.values().any(|a| !a.nats.imports.is_empty()) {
+        // Imports need every account loaded to resolve; mappings only
+        // their own. A table with neither stays empty.
+        if !loaded
+            .values()
+            .any(|a| !a.nats.imports.is_empty() || !a.nats.mappings.is_empty())
+            && !self.imports.lock().expect("imports lock").has_mappings()
+        {
             return;
         }
         let configs = jwt_account_configs(&loaded, now_s);
@@ -1120,6 +1126,32 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                         subject: i.subject.clone(),
                         local,
                     }
+                })
+                .collect(),
+            mappings: jwt_mappings(&a.nats.mappings),
+        })
+        .collect()
+}
+
+/// An account JWT's mappings, sources in sorted order (nats-server takes
+/// them in a Go map's order). A weight left out (0) means 100, as the JWT
+/// library reads it.
+fn jwt_mappings(m: &HashMap<String, Vec<jwt::WeightedMapping>>) -> Vec<crate::mapping::MappingConfig> {
+    let mut sources: Vec<&String> = m.keys().collect();
+    sources.sort();
+    sources
+        .into_iter()
+        .map(|source| crate::mapping::MappingConfig {
+            source: source.clone(),
+            dests: m[source]
+                .iter()
+                .map(|w| crate::mapping::MapDest {
+                    subject: w.subject.clone(),
+                    weight: match w.weight {
+                        0 => 100,
+                        n => u8::try_from(n).unwrap_or(u8::MAX),
+                    },
+                    cluster: w.cluster.clone(),
                 })
                 .collect(),
         })

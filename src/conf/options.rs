@@ -21,7 +21,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("default_sentinel", "decentralized JWT auth"),
     ("gateway", "gateways"),
     ("mqtt", "MQTT"),
-    ("mappings", "subject mappings"),
     ("https", "HTTP monitoring"),
     ("https_port", "HTTP monitoring"),
     ("max_sub_tokens", "max_sub_tokens"),
@@ -197,6 +196,8 @@ const KNOWN: &[&str] = &[
     "jetstream",
     "authorization",
     "accounts",
+    "mappings",
+    "maps",
     "no_auth_user",
     "system_account",
     "system",
@@ -349,6 +350,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "authorization" => auth::authorization(&mut o.auth, item)?,
         "accounts" => auth::accounts(&mut o.auth, item)?,
+        "mappings" | "maps" => auth::global_mappings(&mut o.auth, item)?,
         "no_auth_user" => o.auth.no_auth_user = Some(string(k, item)?),
         "system_account" | "system" => o.auth.system_account = Some(string(k, item)?),
         "operator" | "operators" | "root" | "roots" | "root_operator" | "root_operators" => {

@@ -21,6 +21,7 @@ use std::hash::BuildHasher;
 use crate::auth::accounts::AccountTable;
 use crate::auth::config::{AccountConfig, ExchangeKind};
 use crate::ids::AccountId;
+use crate::mapping::{Mapping, Mappings};
 use crate::subject;
 
 /// Prefix of rewritten service reply subjects.
@@ -48,9 +49,12 @@ pub struct ServiceImport {
     pub remote: Box<[u8]>,
 }
 
-/// One account's imports.
+/// One account's imports and subject mappings.
 #[derive(Debug, Clone, Default)]
 pub struct AccountImports {
+    /// Subject mappings applied to what this account's clients and leaf
+    /// connections publish (and to service requests it receives).
+    pub mappings: Mappings,
     /// Stream imports fed by this account's publishes.
     pub streams_out: Vec<StreamImport>,
     /// Service imports this account's publishes may hit.
@@ -76,6 +80,8 @@ pub struct Imports {
     key: RandomState,
     /// Whether any account has service imports (reply subjects need decoding).
     has_services: bool,
+    /// Whether any account has subject mappings.
+    has_mappings: bool,
     /// This server's token in wrapped reply subjects (from `key`).
     token: String,
 }
@@ -126,6 +132,17 @@ impl Imports {
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
+            for m in &acc.mappings {
+                // Config files were checked when read; a JWT's mapping
+                // nats-server cannot add is left out, as there.
+                match Mapping::new(&m.source, &m.dests) {
+                    Ok(mapping) => {
+                        r.slot(importer).mappings.add(mapping);
+                        r.has_mappings = true;
+                    }
+                    Err(e) => warnings.push(format!("account {}: mapping of {:?} left out: {e}", acc.name, m.source)),
+                }
+            }
             for imp in &acc.imports {
                 let Some(exp_cfg) = accounts.iter().find(|a| a.name == imp.account) else {
                     warnings.push(format!(
@@ -195,6 +212,30 @@ impl Imports {
         self.accounts
             .iter()
             .any(|r| !r.streams_out.is_empty() || !r.services_in.is_empty())
+    }
+
+    /// Whether any account has subject mappings.
+    #[inline]
+    pub fn has_mappings(&self) -> bool {
+        self.has_mappings
+    }
+
+    /// The subject mappings of account `id`, when it has any.
+    #[inline]
+    pub fn mappings_of(&self, id: AccountId) -> Option<&Mappings> {
+        self.accounts
+            .get(id.index())
+            .map(|r| &r.mappings)
+            .filter(|m| !m.is_empty())
+    }
+
+    /// Every account's mapping sources.
+    pub fn mapping_sources(&self) -> Vec<(AccountId, Box<[u8]>)> {
+        self.accounts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.mappings.sources().map(move |s| (AccountId(i as u32), s.into())))
+            .collect()
     }
 
     /// Whether service replies may need routing back.
@@ -301,6 +342,7 @@ mod tests {
         let accounts = vec![
             AccountConfig {
                 name: "A".into(),
+                mappings: vec![],
                 exports: vec![ExportConfig {
                     kind: ExchangeKind::Service,
                     subject: "svc.>".into(),
@@ -310,6 +352,7 @@ mod tests {
             },
             AccountConfig {
                 name: "B".into(),
+                mappings: vec![],
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Service,
@@ -343,6 +386,7 @@ mod tests {
         let accounts = vec![
             AccountConfig {
                 name: "A".into(),
+                mappings: vec![],
                 exports: vec![ExportConfig {
                     kind: ExchangeKind::Stream,
                     subject: "pub.>".into(),
@@ -352,6 +396,7 @@ mod tests {
             },
             AccountConfig {
                 name: "B".into(),
+                mappings: vec![],
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,
@@ -362,6 +407,7 @@ mod tests {
             },
             AccountConfig {
                 name: "C".into(),
+                mappings: vec![],
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,

@@ -18,6 +18,7 @@
 use rustc_hash::FxHashMap;
 
 use super::batch::InterestChange;
+use super::imports::Imports;
 use super::{Msg, Routed, ShardCore};
 use std::sync::Arc;
 
@@ -286,6 +287,13 @@ impl ShardCore {
         let Some(account) = self.conns.get(&from).map(|c| c.account) else {
             return Routed::NoInterest;
         };
+        // A leaf connection's messages are mapped here, as a client's.
+        let mapped = if self.has_mappings {
+            self.map_in(account, subject)
+        } else {
+            None
+        };
+        let subject = mapped.as_deref().unwrap_or(subject);
         // Its remote cluster goes with it (routes are told as `LMSG`); a
         // shared name, so no allocation per message.
         let cluster = self
@@ -304,6 +312,23 @@ impl ShardCore {
             origin_cluster: cluster.as_deref().map(str::as_bytes),
         };
         self.publish_from_server(from, LinkKind::Leaf, account, &msg)
+    }
+
+    /// Counts the sources of the accounts' subject mappings as this
+    /// server's interest, so that leaf connections send what a mapping
+    /// here would take even when only its destination has subscribers
+    /// (as nats-server tells its leaf connections).
+    pub(super) fn note_mapping_sources(&mut self, old: &Imports, new: &Imports) {
+        if !self.leafs.enabled {
+            return;
+        }
+        let (before, after) = (old.mapping_sources(), new.mapping_sources());
+        for (account, source) in before.iter().filter(|x| !after.contains(x)) {
+            self.note_leaf_interest(*account, source, None, LinkKind::System, None, false);
+        }
+        for (account, source) in after.iter().filter(|x| !before.contains(x)) {
+            self.note_leaf_interest(*account, source, None, LinkKind::System, None, true);
+        }
     }
 
     /// Counts an interest change in `account` held by `origin` (the

@@ -47,6 +47,8 @@ pub struct CoreConfig {
     pub sublist_cache: bool,
     /// Most subscriptions per connection (0 = unlimited).
     pub max_subscriptions: usize,
+    /// The configured cluster name (picks cluster-scoped mappings).
+    pub cluster_name: Option<Arc<str>>,
 }
 
 impl Default for CoreConfig {
@@ -55,6 +57,7 @@ impl Default for CoreConfig {
             max_pending: 64 * 1024 * 1024,
             sublist_cache: true,
             max_subscriptions: 0,
+            cluster_name: None,
         }
     }
 }
@@ -265,6 +268,7 @@ pub struct ShardCore {
     indexes: Vec<SubIndex>,
     imports: Arc<Imports>,
     has_imports: bool,
+    has_mappings: bool,
     internal_inbox: Vec<InternalMsg>,
     /// Route interest and per-message route deliveries (`routes.rs`).
     routes: routes::RouteState,
@@ -341,6 +345,7 @@ impl ShardCore {
             indexes: vec![SubIndex::new(cfg.sublist_cache)],
             imports: Arc::new(Imports::default()),
             has_imports: false,
+            has_mappings: false,
             internal_inbox: Vec::new(),
             routes: routes::RouteState::default(),
             leafs: leafs::LeafState::default(),
@@ -422,7 +427,9 @@ impl ShardCore {
     pub fn set_imports(&mut self, imports: Arc<Imports>) {
         let old = std::mem::replace(&mut self.imports, imports.clone());
         self.has_imports = imports.has_services() || imports.any();
+        self.has_mappings = imports.has_mappings();
         self.reroute_imports(&old, &imports);
+        self.note_mapping_sources(&old, &imports);
     }
 
     /// Sets the time permission bookkeeping uses (response windows); the
@@ -928,6 +935,23 @@ impl ShardCore {
         });
     }
 
+    /// The subject a message `from` publishes to `subject` goes to under
+    /// its account's mappings (`None`: unchanged; empty: dropped by a
+    /// weighted pick). One branch when no account has mappings.
+    #[inline]
+    pub fn map_subject(&mut self, from: ConnId, subject: &[u8]) -> Option<Vec<u8>> {
+        if !self.has_mappings {
+            return None;
+        }
+        let account = self.conns.get(&from)?.account;
+        self.map_in(account, subject)
+    }
+
+    fn map_in(&mut self, account: AccountId, subject: &[u8]) -> Option<Vec<u8>> {
+        let cluster = self.cfg.cluster_name.as_deref();
+        self.imports.mappings_of(account)?.map(subject, cluster, &mut self.rng)
+    }
+
     /// Whether a local client's permissions let it publish to `subject`
     /// now (a response under `allow_responses` is counted here).
     pub fn may_publish(&mut self, cid: ConnId, subject: &[u8]) -> bool {
@@ -1091,7 +1115,13 @@ impl ShardCore {
             if !subject::matches(&sv.local, msg.subject) {
                 continue;
             }
-            let remote = map_subject(msg.subject, &sv.local, &sv.remote);
+            let mut remote = map_subject(msg.subject, &sv.local, &sv.remote);
+            // The exporter's mappings apply to the requests it receives.
+            if self.has_mappings {
+                if let Some(m) = self.map_in(sv.exporter, &remote) {
+                    remote = m;
+                }
+            }
             let reply = msg.reply.map(|rp| imports.wrap_reply(account, sv.exporter, rp));
             let m = Msg {
                 subject: &remote,

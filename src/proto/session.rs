@@ -89,6 +89,12 @@ pub trait SessionHost {
     /// Checks the credentials in CONNECT and records the options the router
     /// needs (echo, headers). `Err` is sent and closes the connection.
     fn connect(&mut self, opts: &ClientOpts) -> Result<ConnectGrant, WireError>;
+    /// The subject a message to `subject` goes to under the account's
+    /// subject mappings, when one applies (empty: dropped by a weighted
+    /// pick). Applied before the permission check, as nats-server does.
+    fn map_subject(&mut self, _subject: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
     /// Whether the client's permissions let it publish to `subject` now
     /// (checked before `+OK`, as nats-server does).
     fn may_publish(&mut self, subject: &[u8]) -> bool;
@@ -364,6 +370,11 @@ impl Session {
         if self.opts.pedantic && !subject::is_valid_literal_subject(msg.subject) {
             encode::err(host.out(), WireError::InvalidPublishSubject);
         }
+        let mapped = host.map_subject(msg.subject);
+        let msg = match &mapped {
+            Some(subject) => Publish { subject, ..msg },
+            None => msg,
+        };
         if !host.may_publish(msg.subject) {
             host.violation(&self.opts, Violation::Publish(msg.subject), None);
             return;

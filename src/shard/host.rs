@@ -240,6 +240,10 @@ impl SessionHost for CoreHost<'_> {
         Ok(grant)
     }
 
+    fn map_subject(&mut self, subject: &[u8]) -> Option<Vec<u8>> {
+        self.core.map_subject(self.cid, subject)
+    }
+
     fn may_publish(&mut self, subject: &[u8]) -> bool {
         self.core.may_publish(self.cid, subject)
     }

@@ -205,13 +205,14 @@ async fn shard_main(
     );
     core.seed(fastrand::u64(..));
     let verifier = shared.verifier();
+    if shared.leaf.get().is_some() {
+        // Before the imports: mapping sources count as interest for leafs.
+        core.set_leafing();
+    }
     core.set_imports(verifier.imports());
     core.set_system_account(verifier.accounts().system().id);
     if shared.cluster.get().is_some() {
         core.set_clustered();
-    }
-    if shared.leaf.get().is_some() {
-        core.set_leafing();
     }
     let route_perms = shared.cluster.get().and_then(|c| c.opts().permissions);
     let route_pool = shared.cluster.get().map_or_else(Default::default, |c| {
