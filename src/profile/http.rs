@@ -42,23 +42,10 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         "/debug/pprof/profile" => {
             let secs = param("seconds").unwrap_or(30).max(1) as u64;
             let d = Duration::from_secs(secs).min(MAX_HTTP_CPU);
-            let guard = pprof::ProfilerGuardBuilder::default()
-                .frequency(super::CPU_HZ)
-                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-                .build();
-            match guard {
-                Ok(g) => {
-                    std::thread::sleep(d);
-                    match g
-                        .report()
-                        .build()
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.pprof().map_err(|e| e.to_string()))
-                    {
-                        Ok(p) => ("200 OK", "application/octet-stream", super::encode_gz(&p)),
-                        Err(e) => ("500 Internal Server Error", "text/plain; charset=utf-8", e.into_bytes()),
-                    }
-                }
+            let profile = super::record_cpu(d).map(|p| super::encode_gz(&p));
+            super::release_memory();
+            match profile {
+                Ok(b) => ("200 OK", "application/octet-stream", b),
                 Err(e) => (
                     "500 Internal Server Error",
                     "text/plain; charset=utf-8",

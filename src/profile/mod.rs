@@ -278,6 +278,11 @@ pub fn cpu_profile(duration: Duration) -> Result<Profile, ProfileError> {
     if duration.is_zero() || duration > MAX_CPU {
         return Err(ProfileError::Duration(duration));
     }
+    record_cpu(duration)
+}
+
+/// Samples every thread's CPU for `duration` (bounds checked by callers).
+pub(super) fn record_cpu(duration: Duration) -> Result<Profile, ProfileError> {
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(CPU_HZ)
         .blocklist(&["libc", "libgcc", "pthread", "vdso"])
@@ -346,6 +351,29 @@ pub fn threads_text(kind: &str) -> String {
 /// One profile as PROFILEZ and `/debug/pprof` give it: gzip'd protobuf at
 /// `debug` 0, text where Go gives text.
 pub fn profile(name: &str, debug: i64, duration: Duration) -> Result<Vec<u8>, ProfileError> {
+    let out = build(name, debug, duration);
+    release_memory();
+    out
+}
+
+/// Gives back what building a profile took. Symbolizing parsed the
+/// binary's debug information (up to 150 MiB for a release build with
+/// line tables); it is not kept between profiles, so a server that was
+/// profiled returns to its size. (pprof-rs keeps its sample table, about
+/// 75 MiB, from the first CPU profile on.)
+pub(super) fn release_memory() {
+    backtrace::clear_symbol_cache();
+    // mimalloc keeps freed pages for reuse and purges them only once a
+    // short delay has passed since they were freed; this thread just
+    // freed that much at once and may then sit idle, so hand it back
+    // after the delay.
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: mi_collect only walks this thread's heap and the allocator's
+    // own free lists; it may be called at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+fn build(name: &str, debug: i64, duration: Duration) -> Result<Vec<u8>, ProfileError> {
     match name {
         "" => Err(ProfileError::NoName),
         "cpu" | "profile" => Ok(encode_gz(&cpu_profile(duration)?)),
