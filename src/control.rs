@@ -79,6 +79,8 @@ pub struct Shared {
     pub shutdown_sent: AtomicBool,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
+    /// How many of them are kept (`max_closed_clients`, fixed at start).
+    max_closed: usize,
     /// Client TLS, when configured; a reload may replace the certificates.
     tls: Mutex<Option<crate::tls::ClientTls>>,
     /// The WebSocket listener's settings, when it is on.
@@ -156,10 +158,6 @@ impl<T: Clone> Announcements<T> {
     }
 }
 
-/// How many closed connections `connz` remembers (nats-server's
-/// `max_closed_clients` default).
-pub const MAX_CLOSED: usize = 10_000;
-
 /// A connection that has closed, as `connz?state=closed` shows it.
 #[derive(Debug, Clone)]
 pub struct ClosedConn {
@@ -202,6 +200,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
             closed: Mutex::new(std::collections::VecDeque::new()),
+            max_closed: opts.max_closed_clients,
             tls: Mutex::new(None),
             websocket: Mutex::new(None),
             config: Mutex::new((Arc::new(opts), info)),
@@ -240,8 +239,11 @@ impl Shared {
 
     /// Remembers a closed connection for `connz?state=closed`.
     pub fn record_closed(&self, c: ClosedConn) {
+        if self.max_closed == 0 {
+            return;
+        }
         let mut q = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= MAX_CLOSED {
+        if q.len() >= self.max_closed {
             q.pop_front();
         }
         q.push_back(c);

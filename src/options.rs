@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How many closed connections `connz` remembers unless
+/// `max_closed_clients` says otherwise (nats-server's default).
+pub const DEFAULT_MAX_CLOSED_CLIENTS: usize = 10_000;
+
 /// Default client port.
 pub const DEFAULT_PORT: u16 = 4222;
 /// Default listen host.
@@ -29,6 +33,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Most subscriptions per connection (0 = unlimited).
     pub max_subscriptions: usize,
+    /// Closed connections `connz?state=closed` remembers.
+    pub max_closed_clients: usize,
     /// Interval between server PINGs.
     pub ping_interval: Duration,
     /// Unanswered PINGs before a connection is stale.
@@ -524,6 +530,7 @@ impl Default for Options {
             max_pending: 64 * 1024 * 1024,
             max_connections: 64 * 1024,
             max_subscriptions: 0,
+            max_closed_clients: DEFAULT_MAX_CLOSED_CLIENTS,
             ping_interval: Duration::from_secs(120),
             ping_max: 2,
             write_deadline: Duration::from_secs(10),

@@ -103,6 +103,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("max_control_line", true, |o| o.max_control_line.to_string()),
     ("max_connections", true, |o| o.max_connections.to_string()),
     ("max_subscriptions", true, |o| o.max_subscriptions.to_string()),
+    ("max_closed_clients", false, |o| o.max_closed_clients.to_string()),
     ("ping_interval", true, |o| format!("{:?}", o.ping_interval)),
     ("ping_max", true, |o| o.ping_max.to_string()),
     ("write_deadline", true, |o| format!("{:?}", o.write_deadline)),

@@ -276,3 +276,43 @@ fn documents_keep_nats_servers_field_order() {
         assert_eq!(common_ours, common_theirs, "{path}");
     }
 }
+
+/// `max_closed_clients` bounds what `connz?state=closed` remembers, on
+/// both servers.
+#[test]
+fn max_closed_clients_bounds_the_closed_list() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("closed.conf");
+    std::fs::write(&conf, "max_closed_clients: 2\n").unwrap();
+    let c = conf.to_str().unwrap();
+    for (name, p) in [
+        ("petrel", common::petrel(&["-c", c, "-m", "-1"])),
+        ("nats-server", common::nats_server(&["-c", c, "-m", "-1"])),
+    ] {
+        for _ in 0..4 {
+            let mut r = common::raw::Raw::open(&p.addr());
+            r.send(b"CONNECT {\"verbose\":false}\r\n");
+            assert_eq!(r.ping(), "");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let closed = loop {
+            let (_, body) = common::http_get(p.monitor_port(), "/connz?state=closed");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let n = v["connections"].as_array().map_or(0, Vec::len);
+            if n >= 2 || std::time::Instant::now() > deadline {
+                break v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        // Let the other two closes land, then count again.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (_, body) = common::http_get(p.monitor_port(), "/connz?state=closed");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["connections"].as_array().map_or(0, Vec::len),
+            2,
+            "{name}: {v} (first look {closed})"
+        );
+        assert_eq!(v["total"], 2, "{name}: {v}");
+    }
+}

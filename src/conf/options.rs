@@ -35,7 +35,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "trace_headers",
     "connect_error_reports",
     "reconnect_error_reports",
-    "max_closed_clients",
     "no_fast_producer_stall",
     "server_tags",
     "server_metadata",
@@ -171,6 +170,7 @@ const KNOWN: &[&str] = &[
     "max_connections",
     "max_conn",
     "max_subscriptions",
+    "max_closed_clients",
     "max_subs",
     "ping_interval",
     "ping_max",
@@ -294,6 +294,13 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "max_connections" | "max_conn" => o.max_connections = size(k, item)?,
         "max_subscriptions" | "max_subs" => o.max_subscriptions = size(k, item)?,
+        // 0 is nats-server's default (it would not start with a negative).
+        "max_closed_clients" => {
+            o.max_closed_clients = match size(k, item)? {
+                0 => crate::options::DEFAULT_MAX_CLOSED_CLIENTS,
+                n => n,
+            }
+        }
         "ping_interval" => o.ping_interval = duration(k, item, notices)?,
         "ping_max" => o.ping_max = int(k, item)?.clamp(0, u32::MAX as i64) as u32,
         "write_deadline" => o.write_deadline = duration(k, item, notices)?,
