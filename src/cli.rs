@@ -312,9 +312,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             }
             "VV" => o.trace = parse_bool(name, &value)?,
             "T" | "logtime" => o.logtime = parse_bool(name, &value)?,
-            "logtime_utc" => {
-                parse_bool(name, &value)?;
-            }
+            "logtime_utc" => o.logtime_utc = parse_bool(name, &value)?,
             "v" | "version" => {
                 if parse_bool(name, &value)? {
                     return Ok(Some(Command::Version));

@@ -47,6 +47,8 @@ pub struct LogConfig {
     pub size_limit: u64,
     /// Timestamps on each line.
     pub logtime: bool,
+    /// Timestamps in UTC rather than local time.
+    pub logtime_utc: bool,
     /// `[DBG]` lines.
     pub debug: bool,
     /// `[TRC]` lines.
@@ -80,6 +82,7 @@ static SINK: Mutex<Sink> = Mutex::new(Sink {
 });
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static TRACE: AtomicBool = AtomicBool::new(false);
+static UTC: AtomicBool = AtomicBool::new(false);
 
 fn open_append(p: &PathBuf) -> std::io::Result<(File, u64)> {
     let f = OpenOptions::new().create(true).append(true).open(p)?;
@@ -114,6 +117,7 @@ pub fn init_with(cfg: &LogConfig) -> std::io::Result<()> {
     s.logtime = cfg.logtime;
     DEBUG.store(cfg.debug, Relaxed);
     TRACE.store(cfg.trace, Relaxed);
+    UTC.store(cfg.logtime_utc, Relaxed);
     Ok(())
 }
 
@@ -160,9 +164,9 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Relaxed)
 }
 
-/// Local time as `2006/01/02 15:04:05.000000`.
+/// Local time (UTC with `logtime_utc`) as `2006/01/02 15:04:05.000000`.
 fn timestamp() -> String {
-    crate::timefmt::log_stamp(std::time::SystemTime::now())
+    crate::timefmt::log_stamp(std::time::SystemTime::now(), UTC.load(Relaxed))
 }
 
 /// Formats one log line (without the newline).

@@ -3,6 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `connect_error_reports` unless set (nats-server's default).
+pub const DEFAULT_CONNECT_ERROR_REPORTS: i64 = 3600;
+/// `reconnect_error_reports` unless set (nats-server's default).
+pub const DEFAULT_RECONNECT_ERROR_REPORTS: i64 = 1;
+
 /// How many closed connections `connz` remembers unless
 /// `max_closed_clients` says otherwise (nats-server's default).
 pub const DEFAULT_MAX_CLOSED_CLIENTS: usize = 10_000;
@@ -53,6 +58,15 @@ pub struct Options {
     pub trace: bool,
     /// Timestamps in log lines.
     pub logtime: bool,
+    /// Log timestamps in UTC (`logtime_utc`, `--logtime_utc`).
+    pub logtime_utc: bool,
+    /// A route or leaf connection never connected yet logs every this
+    /// many failed attempts as an error (and the first), the others at
+    /// debug level (`connect_error_reports`, default 3600).
+    pub connect_error_reports: i64,
+    /// The same once it has been connected (`reconnect_error_reports`,
+    /// default 1).
+    pub reconnect_error_reports: i64,
     /// Log to this file instead of stderr.
     pub log_file: Option<PathBuf>,
     /// Write the process id here.
@@ -64,6 +78,10 @@ pub struct Options {
     /// `sha256:...` of the configuration file as parsed (`conf::digest`);
     /// empty without one.
     pub config_digest: String,
+    /// `server_tags`: labels in varz, system events and request filters.
+    pub server_tags: Vec<String>,
+    /// `server_metadata`: name/value pairs in varz and system events.
+    pub server_metadata: std::collections::BTreeMap<String, String>,
     /// Microseconds an idle shard spins before it parks (`--idle_spin`,
     /// petrel's own; 0, the default, parks at once).
     pub idle_spin_us: u64,
@@ -478,6 +496,7 @@ impl Options {
             file: self.log_file.clone(),
             size_limit: self.log_size_limit,
             logtime: self.logtime,
+            logtime_utc: self.logtime_utc,
             debug: self.debug,
             trace: self.trace,
             syslog: self.syslog,
@@ -487,6 +506,19 @@ impl Options {
 }
 
 impl Options {
+    /// Whether failed dial number `attempt` (from 1) of a route or leaf
+    /// connection is logged as an error (else at debug level), as
+    /// nats-server decides: the first, then every `connect_error_reports`
+    /// while it never connected, every `reconnect_error_reports` after.
+    pub fn report_connect_error(&self, connected_before: bool, attempt: u64) -> bool {
+        let every = if connected_before {
+            self.reconnect_error_reports
+        } else {
+            self.connect_error_reports
+        };
+        attempt == 1 || (every != 0 && (attempt as i64) % every == 0)
+    }
+
     /// Limits given as 0 mean the default, as in nats-server (its
     /// baseline options): `max_payload` is refused at 0 when read, the
     /// rest fall back here.
@@ -540,11 +572,16 @@ impl Default for Options {
             debug: false,
             trace: false,
             logtime: true,
+            logtime_utc: false,
+            connect_error_reports: DEFAULT_CONNECT_ERROR_REPORTS,
+            reconnect_error_reports: DEFAULT_RECONNECT_ERROR_REPORTS,
             log_file: None,
             pid_file: None,
             ports_file_dir: None,
             shards: None,
             config_digest: String::new(),
+            server_tags: Vec::new(),
+            server_metadata: Default::default(),
             idle_spin_us: 0,
             client_advertise: None,
             lame_duck_duration: Duration::from_secs(120),

@@ -104,12 +104,19 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("max_connections", true, |o| o.max_connections.to_string()),
     ("max_subscriptions", true, |o| o.max_subscriptions.to_string()),
     ("max_closed_clients", false, |o| o.max_closed_clients.to_string()),
+    ("server_tags", true, |o| o.server_tags.join(",")),
+    ("server_metadata", true, |o| format!("{:?}", o.server_metadata)),
     ("ping_interval", true, |o| format!("{:?}", o.ping_interval)),
     ("ping_max", true, |o| o.ping_max.to_string()),
     ("write_deadline", true, |o| format!("{:?}", o.write_deadline)),
     ("debug", true, |o| o.debug.to_string()),
     ("trace", true, |o| o.trace.to_string()),
     ("logtime", true, |o| o.logtime.to_string()),
+    ("logtime_utc", true, |o| o.logtime_utc.to_string()),
+    ("connect_error_reports", true, |o| o.connect_error_reports.to_string()),
+    ("reconnect_error_reports", true, |o| {
+        o.reconnect_error_reports.to_string()
+    }),
     ("log_file", true, |o| {
         o.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }),

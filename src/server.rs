@@ -157,7 +157,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     if let Some(c) = &opts.config_file {
         info!("Using configuration file: {}", c.display());
     }
-    for w in &notices.warnings {
+    for w in notices.warnings.iter().chain(&notices.without_effect) {
         warn!("{w}");
     }
     for line in &notices.info {
@@ -415,7 +415,7 @@ pub fn reload(shared: &Shared, source: &OptionsSource) -> Result<ReloadOutcome, 
     if !outcome.accepted() {
         return Ok(outcome);
     }
-    for w in &notices.warnings {
+    for w in notices.warnings.iter().chain(&notices.without_effect) {
         warn!("{w}");
     }
     if new.log_config() != current.log_config() {

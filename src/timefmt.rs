@@ -40,9 +40,10 @@ fn civil(t: SystemTime, utc: bool) -> Civil {
     }
 }
 
-/// `2006/01/02 15:04:05.000000` in local time (nats-server's log lines).
-pub fn log_stamp(t: SystemTime) -> String {
-    let c = civil(t, false);
+/// `2006/01/02 15:04:05.000000` in local time, or UTC with `utc`
+/// (nats-server's log lines, `logtime_utc`).
+pub fn log_stamp(t: SystemTime, utc: bool) -> String {
+    let c = civil(t, utc);
     format!(
         "{:04}/{:02}/{:02} {:02}:{:02}:{:02}.{:06}",
         c.year,
@@ -82,7 +83,7 @@ mod tests {
     fn forms() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(86400 + 3661, 123_456_789);
         assert_eq!(rfc3339(t), "1970-01-02T01:01:01.123456789Z");
-        assert_eq!(log_stamp(t).len(), "2006/01/02 15:04:05.000000".len());
+        assert_eq!(log_stamp(t, false).len(), "2006/01/02 15:04:05.000000".len());
         assert_eq!(rotation_stamp(t).len(), "2006.01.02.15.04.05.000000000".len());
     }
 }

@@ -176,3 +176,40 @@ fn a_low_memlock_limit_is_a_clear_fatal_error() {
     );
     assert!(err.contains("ulimit -l") && !err.contains("panicked"), "{err}");
 }
+
+/// `logtime_utc` (file or flag) writes log times in UTC; without it they
+/// are local (a POSIX `TZ` nine hours east of UTC, which needs no tzdata).
+#[test]
+fn logtime_utc_writes_utc_times() {
+    let hour_of = |p: &common::Proc| -> i64 {
+        let line = p.log_lines("Server is ready").pop().expect("ready line");
+        // `[pid] 2006/01/02 15:04:05.000000 [INF] ...`
+        let time = line.split(' ').nth(2).expect("a time");
+        time[..2].parse().expect("an hour")
+    };
+    let utc_hour = || {
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 3600
+            % 24) as i64
+    };
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("utc.conf");
+    std::fs::write(&conf, "logtime_utc: true\n").unwrap();
+    for (args, offset) in [
+        (vec![], 9),
+        (vec!["--logtime_utc"], 0),
+        (vec!["-c", conf.to_str().unwrap()], 0),
+    ] {
+        let before = utc_hour();
+        let p = common::petrel_env(&args, &[("TZ", "XST-9")]);
+        let after = utc_hour();
+        let got = hour_of(&p);
+        assert!(
+            [before, after].iter().any(|h| (h + offset) % 24 == got),
+            "{args:?}: log hour {got}, UTC hour {before}"
+        );
+    }
+}

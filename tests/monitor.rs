@@ -316,3 +316,66 @@ fn max_closed_clients_bounds_the_closed_list() {
         assert_eq!(v["total"], 2, "{name}: {v}");
     }
 }
+
+/// Replies to a `$SYS` request sent by a system user, parsed.
+fn sys_replies(addr: &str, subject: &str, body: &str) -> Vec<serde_json::Value> {
+    let mut r = common::raw::Raw::open(addr);
+    r.send(b"CONNECT {\"verbose\":false,\"user\":\"sys\",\"pass\":\"sys\"}\r\nSUB _INBOX.t 1\r\n");
+    assert_eq!(r.ping(), "");
+    let text = r
+        .exchange(format!("PUB {subject} _INBOX.t {}\r\n{body}\r\n", body.len()).as_bytes())
+        .text();
+    let mut out = Vec::new();
+    let mut lines = text.split("\r\n");
+    while let Some(l) = lines.next() {
+        if l.starts_with("MSG _INBOX.t") {
+            out.push(serde_json::from_str(lines.next().unwrap_or_default()).unwrap());
+        }
+    }
+    out
+}
+
+/// `server_tags` and `server_metadata` show in varz and in the `server`
+/// block of system replies, and request filters select by tag, as on
+/// nats-server.
+#[test]
+fn server_tags_and_metadata_match_nats_server() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("tags.conf");
+    std::fs::write(
+        &conf,
+        "server_tags: [\"Region:EU\", \" x \", \"x\", \"\"]\nserver_metadata: { b: \"two\", a: \"1\" }\n\
+         accounts { SYS { users [{user: sys, password: sys}] } }\nsystem_account: SYS\n",
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let mut seen = Vec::new();
+    for (name, p) in [
+        ("petrel", common::petrel(&["-c", c, "-m", "-1"])),
+        ("nats-server", common::nats_server(&["-c", c, "-m", "-1"])),
+    ] {
+        let (_, body) = common::http_get(p.monitor_port(), "/varz");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ping = sys_replies(&p.addr(), "$SYS.REQ.SERVER.PING.VARZ", "{}");
+        assert_eq!(ping.len(), 1, "{name}: {ping:?}");
+        let block = &ping[0]["server"];
+        let hits: Vec<usize> = [
+            r#"{"tags":["x"]}"#,
+            r#"{"tags":["x","Region:EU"]}"#,
+            r#"{"tags":["nope"]}"#,
+        ]
+        .iter()
+        .map(|f| sys_replies(&p.addr(), "$SYS.REQ.SERVER.PING.VARZ", f).len())
+        .collect();
+        seen.push((
+            v["tags"].clone(),
+            v["metadata"].clone(),
+            block["tags"].clone(),
+            block["metadata"].clone(),
+            hits,
+        ));
+    }
+    eprintln!("petrel, nats-server: {seen:?}");
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0].4, [1, 1, 0]);
+}

@@ -26,24 +26,27 @@ const NOT_YET: &[(&str, &str)] = &[
     ("max_sub_tokens", "max_sub_tokens"),
 ];
 
-/// Keys accepted without effect: logging detail or features whose absence
-/// changes nothing for a client (each named in the README).
-const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
-    "logtime_utc",
-    "max_traced_msg_len",
-    "trace_verbose",
-    "trace_headers",
-    "connect_error_reports",
-    "reconnect_error_reports",
-    "no_fast_producer_stall",
-    "server_tags",
-    "server_metadata",
-    "http_base_path",
-    "store_dir",
-    "log_max_num",
-    "prof_block_rate",
-    "write_timeout",
-    "feature_flags",
+/// Keys accepted without effect, each with why: logging detail or
+/// features whose absence changes nothing for a client (each named in the
+/// README). A file that sets one gets a warning naming it at start-up and
+/// on reload (not an error under `-t`, where nats-server passes them).
+const ACCEPTED_WITHOUT_EFFECT: &[(&str, &str)] = &[
+    ("max_traced_msg_len", "petrel's trace lines do not show message bodies"),
+    ("trace_verbose", "petrel's trace lines do not show message bodies"),
+    ("trace_headers", "petrel's trace lines do not show message headers"),
+    (
+        "no_fast_producer_stall",
+        "petrel paces fast producers by how much their subscribers have queued",
+    ),
+    ("http_base_path", "monitoring is served at the root path"),
+    ("store_dir", "JetStream is not supported"),
+    ("log_max_num", "rotated log files are all kept"),
+    ("prof_block_rate", "petrel has no block profile"),
+    (
+        "write_timeout",
+        "a write past write_deadline always closes the connection",
+    ),
+    ("feature_flags", "no nats-server feature flag applies to petrel"),
 ];
 
 /// Applies the top-level keys of `parsed` to `opts`. Every problem is
@@ -69,9 +72,14 @@ pub fn apply(opts: &mut Options, parsed: &Parsed) -> Result<Notices, Vec<ConfErr
         if k == "unknown" {
             continue;
         }
-        let known = KNOWN.contains(&k.as_str())
-            || ACCEPTED_WITHOUT_EFFECT.contains(&k.as_str())
-            || NOT_YET.iter().any(|(n, _)| *n == k);
+        if let Some((_, why)) = ACCEPTED_WITHOUT_EFFECT.iter().find(|(n, _)| *n == k) {
+            notices.without_effect.push(ConfError {
+                pos: key_pos.clone(),
+                msg: format!("\"{key}\" has no effect in petrel: {why}"),
+            });
+            continue;
+        }
+        let known = KNOWN.contains(&k.as_str()) || NOT_YET.iter().any(|(n, _)| *n == k);
         if !known && !parsed.used_vars.contains(key) {
             errors.push(ConfError {
                 pos: key_pos.clone(),
@@ -163,6 +171,8 @@ const KNOWN: &[&str] = &[
     "net",
     "listen",
     "server_name",
+    "server_tags",
+    "server_metadata",
     "client_advertise",
     "max_payload",
     "max_pending",
@@ -180,6 +190,9 @@ const KNOWN: &[&str] = &[
     "debug",
     "trace",
     "logtime",
+    "logtime_utc",
+    "connect_error_reports",
+    "reconnect_error_reports",
     "log_file",
     "logfile",
     "log_size_limit",
@@ -248,6 +261,37 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
             }
             _ => return Err(type_err(k, item, "\"host:port\" or a port")),
         },
+        // nats-server's tag list: a string or a list of strings, trimmed
+        // and lower-cased, empty ones and repeats left out.
+        "server_tags" => {
+            let list = match &item.value {
+                Value::Array(a) => a.iter().map(|i| string(k, i)).collect::<Result<Vec<_>, _>>()?,
+                Value::Str(s) => vec![s.clone()],
+                other => {
+                    return Err(ConfError {
+                        pos: item.pos.clone(),
+                        msg: format!("error parsing tags: unsupported type {}", other.kind()),
+                    })
+                }
+            };
+            for t in list {
+                let t = t.trim().to_lowercase();
+                if !t.is_empty() && !o.server_tags.contains(&t) {
+                    o.server_tags.push(t);
+                }
+            }
+        }
+        "server_metadata" => {
+            let Value::Map(m) = &item.value else {
+                return Err(ConfError {
+                    pos: item.pos.clone(),
+                    msg: format!("error parsing metadata: unsupported type {}", item.value.kind()),
+                });
+            };
+            for (mk, _, mv) in &m.entries {
+                o.server_metadata.insert(mk.clone(), string(mk, mv)?);
+            }
+        }
         "server_name" => {
             let n = string(k, item)?;
             if n.contains(' ') {
@@ -309,6 +353,20 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "debug" => o.debug = boolean(k, item)?,
         "trace" => o.trace = boolean(k, item)?,
         "logtime" => o.logtime = boolean(k, item)?,
+        "logtime_utc" => o.logtime_utc = boolean(k, item)?,
+        // 0 is nats-server's default.
+        "connect_error_reports" => {
+            o.connect_error_reports = match int(k, item)? {
+                0 => crate::options::DEFAULT_CONNECT_ERROR_REPORTS,
+                n => n,
+            }
+        }
+        "reconnect_error_reports" => {
+            o.reconnect_error_reports = match int(k, item)? {
+                0 => crate::options::DEFAULT_RECONNECT_ERROR_REPORTS,
+                n => n,
+            }
+        }
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
         "log_size_limit" => o.log_size_limit = size(k, item)? as u64,
         "syslog" => o.syslog = boolean(k, item)?,

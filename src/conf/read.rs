@@ -17,6 +17,9 @@ pub struct Notices {
     pub warnings: Vec<ConfError>,
     /// Informational lines (not errors under `-t`).
     pub info: Vec<String>,
+    /// Keys petrel accepts without acting on them, with why (logged as
+    /// warnings, not errors under `-t`).
+    pub without_effect: Vec<ConfError>,
 }
 
 pub(super) fn type_err(key: &str, item: &Item, want: &str) -> ConfError {

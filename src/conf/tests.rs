@@ -221,3 +221,38 @@ fn variables_and_includes_cannot_stack_nesting_past_the_limit() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Applies `text`: the options and the notices.
+fn applied(text: &str) -> (crate::options::Options, super::read::Notices) {
+    let parsed = super::parse::parse_str(text, Path::new("t.conf")).unwrap();
+    let mut o = crate::options::Options::default();
+    let notices = super::options::apply(&mut o, &parsed).unwrap();
+    (o, notices)
+}
+
+#[test]
+fn connect_error_reports_decide_which_dial_errors_are_errors() {
+    let (o, _) = applied("");
+    assert!(o.report_connect_error(false, 1));
+    assert!(!o.report_connect_error(false, 2));
+    assert!(o.report_connect_error(false, 3600));
+    assert!(o.report_connect_error(true, 2), "every reconnect error by default");
+    let (o, _) = applied("connect_error_reports: 5\nreconnect_error_reports: 3\n");
+    assert!(o.report_connect_error(false, 10) && !o.report_connect_error(false, 11));
+    assert!(o.report_connect_error(true, 6) && !o.report_connect_error(true, 7));
+    let (o, _) = applied("connect_error_reports: 0\n");
+    assert_eq!(o.connect_error_reports, 3600, "0 is the default");
+}
+
+#[test]
+fn keys_without_effect_are_named_in_a_warning() {
+    let (o, n) = applied("store_dir: \"/tmp/x\"\nlogtime_utc: true\nmax_closed_clients: 7\n");
+    assert!(o.logtime_utc);
+    assert_eq!(o.max_closed_clients, 7);
+    assert_eq!(n.without_effect.len(), 1, "{:?}", n.without_effect);
+    assert_eq!(
+        n.without_effect[0].to_string(),
+        "t.conf:1:1: \"store_dir\" has no effect in petrel: JetStream is not supported"
+    );
+    assert!(n.warnings.is_empty(), "not an error under -t");
+}

@@ -94,7 +94,7 @@ pub fn varz(shared: &Shared) -> Value {
     let now = SystemTime::now();
     let up = now.duration_since(shared.started).unwrap_or_default();
     let http = *shared.http_addr.lock().unwrap_or_else(|e| e.into_inner());
-    json!({
+    let mut v = json!({
         "server_id": info.server_id,
         "server_name": info.server_name,
         "version": COMPAT_VERSION,
@@ -152,10 +152,29 @@ pub fn varz(shared: &Shared) -> Value {
         "http_req_stats": {},
         "config_load_time": rfc3339(shared.started),
         "config_digest": o.config_digest,
-        "system_account": shared.verifier().accounts().system().name,
-        "slow_consumer_stats": { "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 },
-        "stale_connection_stats": { "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 },
-    })
+    });
+    // Left out when empty, where nats-server puts them.
+    if let Some(m) = v.as_object_mut() {
+        if !o.server_tags.is_empty() {
+            m.insert("tags".into(), json!(o.server_tags));
+        }
+        if !o.server_metadata.is_empty() {
+            m.insert("metadata".into(), json!(o.server_metadata));
+        }
+        m.insert(
+            "system_account".into(),
+            json!(shared.verifier().accounts().system().name),
+        );
+        m.insert(
+            "slow_consumer_stats".into(),
+            json!({ "clients": c.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0 }),
+        );
+        m.insert(
+            "stale_connection_stats".into(),
+            json!({ "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 }),
+        );
+    }
+    v
 }
 
 /// `connz` options, from an HTTP query or a `$SYS` request body.

@@ -25,8 +25,17 @@ pub struct ServerBlock {
     pub host: String,
     /// Server id.
     pub id: String,
+    /// Cluster name, in a cluster.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     /// Version.
     pub ver: String,
+    /// `server_tags`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `server_metadata`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
     /// JetStream enabled (never, in petrel).
     pub jetstream: bool,
     /// Capability bits.
@@ -39,12 +48,15 @@ pub struct ServerBlock {
 
 /// The `server` block for the next system message.
 pub fn server_block(shared: &Shared) -> ServerBlock {
-    let (_, info) = shared.current();
+    let (opts, info) = shared.current();
     ServerBlock {
         name: info.server_name,
         host: info.host,
         id: info.server_id,
+        cluster: cluster_name(shared),
         ver: COMPAT_VERSION.to_string(),
+        tags: opts.server_tags.clone(),
+        metadata: opts.server_metadata.clone(),
         jetstream: false,
         flags: 0,
         seq: shared.sys_seq.fetch_add(1, Relaxed) + 1,
@@ -77,10 +89,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether this server is selected. petrel has no cluster, tags or
-    /// domain, so a filter naming one selects nothing.
+    /// Whether this server is selected: name, host and cluster match
+    /// (or contain the filter's, without `exact_match`), and it has every
+    /// tag asked for (tags compare lower-cased, as nats-server's). petrel has no JetStream domain, so a filter naming
+    /// one selects nothing.
     pub fn selects(&self, shared: &Shared) -> bool {
-        let (_, info) = shared.current();
+        let (opts, info) = shared.current();
         let hit = |want: &str, have: &str| {
             want.is_empty()
                 || if self.exact_match {
@@ -91,10 +105,18 @@ impl Filter {
         };
         hit(&self.server_name, &info.server_name)
             && hit(&self.host, &info.host)
-            && self.cluster.is_empty()
-            && self.tags.is_empty()
+            && hit(&self.cluster, &cluster_name(shared))
+            && self
+                .tags
+                .iter()
+                .all(|t| opts.server_tags.contains(&t.trim().to_lowercase()))
             && self.domain.is_empty()
     }
+}
+
+/// The cluster's name (configured or learned), empty outside a cluster.
+pub fn cluster_name(shared: &Shared) -> String {
+    shared.cluster.get().and_then(|c| c.name()).unwrap_or_default()
 }
 
 /// A `ServerAPIResponse`: `{"server":..,"data":..}`.

@@ -61,6 +61,7 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
         fastrand::shuffle(&mut urls);
     }
     let mut attempt = 0u64;
+    let mut connected_before = false;
     loop {
         let lo = shard.shared.leaf.get().map(|l| l.opts()).unwrap_or_default();
         let text = urls[0].clone();
@@ -71,6 +72,7 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
         match dial(&url.host, url.port, lo.dial_timeout.unwrap_or(DIAL_TIMEOUT)).await {
             Ok(stream) => {
                 attempt = 0;
+                connected_before = true;
                 let cid = shard.shared.next_cid();
                 let ws = leaf_ws(&text);
                 let tls_required = remote.tls.is_some()
@@ -99,9 +101,14 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
             }
             Err(e) => {
                 attempt += 1;
-                crate::error!(
+                let text = format!(
                     "Error trying to connect as leafnode to remote server {hostport:?} (attempt {attempt}): {e}"
                 );
+                if shard.opts.borrow().report_connect_error(connected_before, attempt) {
+                    crate::error!("{text}");
+                } else {
+                    crate::debug!("{text}");
+                }
                 let jitter = lo.reconnect.mul_f64(fastrand::f64());
                 glommio::timer::sleep(lo.reconnect + jitter).await;
             }

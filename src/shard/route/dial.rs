@@ -108,6 +108,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
     }
     glommio::timer::sleep(jitter()).await;
     let mut attempt: u64 = 0;
+    let mut connected_before = false;
     let mut delay = RETRY;
     loop {
         if d.configured && !c.opts().routes.contains(&d.text) {
@@ -135,6 +136,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
         match dial(&d).await {
             Ok(stream) => {
                 attempt = 0;
+                connected_before = true;
                 delay = RETRY;
                 let cid = shard.shared.next_cid();
                 if serve(shard.clone(), stream, cid, Some(d.clone()), spawn_learned).await == Redial::Never {
@@ -149,8 +151,10 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
                     if attempt > u64::from(c.opts().connect_retries) {
                         break;
                     }
-                } else if attempt == 1 || attempt.is_multiple_of(3600) {
+                } else if shard.opts.borrow().report_connect_error(connected_before, attempt) {
                     crate::error!("Error trying to connect to route (attempt {attempt}): {e}");
+                } else {
+                    crate::debug!("Error trying to connect to route (attempt {attempt}): {e}");
                 }
                 glommio::timer::sleep(delay).await;
                 if d.configured && c.opts().connect_backoff {
