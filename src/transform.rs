@@ -510,6 +510,51 @@ impl Transform {
     }
 }
 
+/// A token of an import's `to` that names a source wildcard: `$1`..`$9...`
+/// or `{{wildcard(n)}}` (nats-server's placeholders in reversible
+/// transforms).
+fn is_placeholder(token: &str) -> bool {
+    let b = token.as_bytes();
+    (b.len() > 1 && b[0] == b'$' && (b'1'..=b'9').contains(&b[1]))
+        || call_args(token, "Wildcard").is_some_and(|a| split_args(a).len() == 1 && !a.is_empty())
+}
+
+/// An import whose `to` names wildcards (`bar.$2.$1`): the pattern of its
+/// subjects in the importer's space (`bar.*.*`), the transform from the
+/// exporter's subjects and its reverse (for interest), both strict, as
+/// nats-server builds them. `None` when `to` names none (wildcards then
+/// map in order).
+pub fn import_pair(from: &str, to: &str) -> Option<Result<(String, Transform, Transform), TransformError>> {
+    if !to.split('.').any(is_placeholder) {
+        return None;
+    }
+    let mut placeholders = Vec::new();
+    let here: Vec<&str> = to
+        .split('.')
+        .map(|t| {
+            if is_placeholder(t) {
+                placeholders.push(t);
+                "*"
+            } else {
+                t
+            }
+        })
+        .collect();
+    let mut next = placeholders.iter();
+    let back: Vec<&str> = from
+        .split('.')
+        .map(|t| if t == "*" { next.next().copied().unwrap_or(t) } else { t })
+        .collect();
+    let pair = Transform::new(from, to, true).and_then(|fwd| {
+        Ok((
+            here.join("."),
+            fwd,
+            Transform::new(&here.join("."), &back.join("."), true)?,
+        ))
+    });
+    Some(pair)
+}
+
 /// Split, slice, left and right of one token; a size that does not fit
 /// leaves the token whole.
 fn indexed(f: Function, t: &[u8], n: i32, out: &mut Vec<u8>) {
@@ -775,6 +820,25 @@ mod tests {
             "invalid mapping destination: not using all of the token wildcard(s) in b.$2"
         );
         assert!(Transform::new("a.*", "b.{{partition(2,1)}}", true).is_err());
+    }
+
+    #[test]
+    fn import_transforms_reverse() {
+        let (here, fwd, rev) = import_pair("foo.*.*", "bar.$2.$1").unwrap().unwrap();
+        assert_eq!(here, "bar.*.*");
+        let run = |t: &Transform, s: &str| {
+            let mut out = Vec::new();
+            t.apply(&tokenize(s.as_bytes()), &mut fastrand::Rng::with_seed(0), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(run(&fwd, "foo.x.y"), "bar.y.x");
+        assert_eq!(run(&rev, "bar.y.x"), "foo.x.y");
+        assert_eq!(run(&rev, "bar.y.*"), "foo.*.y", "a subscription's interest");
+        assert!(import_pair("foo.*", "bar.*").is_none());
+        assert!(
+            import_pair("foo.*.*", "bar.$1").unwrap().is_err(),
+            "every wildcard used"
+        );
     }
 
     #[test]

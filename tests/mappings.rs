@@ -586,3 +586,39 @@ fn a_leaf_nodes_messages_are_mapped_at_the_hub() {
         assert!(got.starts_with("MSG bar 1 1"), "{what}: {got:?}");
     }
 }
+
+/// A stream import whose `to` names the exporter's wildcards (`$2.$1`)
+/// maps each message as nats-server does, and wildcard subscriptions in
+/// the importer match the mapped subject.
+#[test]
+fn stream_imports_with_numbered_wildcards_reorder_tokens() {
+    let conf = r#"
+accounts {
+  A { users [{user: a, password: a}], exports [{stream: "foo.*.*"}] }
+  B {
+    users [{user: b, password: b}]
+    imports [{stream: {account: A, subject: "foo.*.*"}, to: "bar.$2.$1"}]
+  }
+}
+"#;
+    for (name, p) in both(conf, &[]) {
+        let mut subs: Vec<Raw> = ["bar.>", "bar.y.*"]
+            .iter()
+            .map(|s| {
+                let mut c = login(&p.addr(), json!({"user": "b", "pass": "b"}));
+                c.send(format!("SUB {s} 1\r\n").as_bytes());
+                assert_eq!(c.ping(), "");
+                c
+            })
+            .collect();
+        let mut publisher = login(&p.addr(), json!({"user": "a", "pass": "a"}));
+        publisher.send(b"PUB foo.x.y 1\r\nx\r\n");
+        assert_eq!(publisher.ping(), "");
+        // The end marker is published in B itself, after the import.
+        let mut b = login(&p.addr(), json!({"user": "b", "pass": "b"}));
+        b.send(b"PUB bar.end.end 3\r\nend\r\nPUB bar.y.end 3\r\nend\r\n");
+        assert_eq!(b.ping(), "");
+        assert_eq!(subjects_until(&mut subs[0], "end"), ["bar.y.x"], "{name}");
+        assert_eq!(subjects_until(&mut subs[1], "end"), ["bar.y.x"], "{name}");
+    }
+}

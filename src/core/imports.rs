@@ -23,6 +23,8 @@ use crate::auth::config::{AccountConfig, ExchangeKind};
 use crate::ids::AccountId;
 use crate::mapping::{Mapping, Mappings};
 use crate::subject;
+use crate::transform::{import_pair, tokenize, Transform};
+use std::sync::Arc;
 
 /// Prefix of rewritten service reply subjects.
 pub const REPLY_PREFIX: &[u8] = b"_R_.";
@@ -36,6 +38,22 @@ pub struct StreamImport {
     pub to: AccountId,
     /// The subject in the importer's space, when mapped.
     pub local: Option<Box<[u8]>>,
+    /// The mapping when `to` names wildcards (`bar.$2.$1`); otherwise
+    /// wildcards map in order.
+    pub transform: Option<Arc<Transform>>,
+}
+
+impl StreamImport {
+    /// The subject a message published to `subject` (which matched the
+    /// import) has in the importer's space, when mapped.
+    pub fn map(&self, subject: &[u8]) -> Option<Vec<u8>> {
+        if let Some(t) = &self.transform {
+            let mut out = Vec::with_capacity(subject.len() + 16);
+            t.apply(&tokenize(subject), &mut fastrand::Rng::with_seed(0), &mut out);
+            return Some(out);
+        }
+        self.local.as_ref().map(|l| map_subject(subject, &self.subject, l))
+    }
 }
 
 /// Requests published in the importer that go to an exporter's service.
@@ -71,6 +89,9 @@ struct ImportedStream {
     subject: Box<[u8]>,
     /// The subject in the importer's space, when mapped.
     local: Option<Box<[u8]>>,
+    /// Importer's subjects back to the exporter's, when `to` names
+    /// wildcards.
+    reverse: Option<Arc<Transform>>,
 }
 
 /// Every account's imports, by account id.
@@ -166,16 +187,36 @@ impl Imports {
                 let exporter = table.get_or_create(&imp.account).id;
                 match imp.kind {
                     ExchangeKind::Stream => {
-                        let local: Option<Box<[u8]>> = imp.local.as_ref().map(|l| l.as_bytes().into());
+                        let mut local: Option<Box<[u8]>> = imp.local.as_ref().map(|l| l.as_bytes().into());
+                        let (mut transform, mut reverse) = (None, None);
+                        match imp.local.as_deref().and_then(|l| import_pair(&imp.subject, l)) {
+                            Some(Ok((here, fwd, rev))) => {
+                                local = Some(here.as_bytes().into());
+                                transform = Some(Arc::new(fwd));
+                                reverse = Some(Arc::new(rev));
+                            }
+                            Some(Err(e)) => {
+                                warnings.push(format!(
+                                    "account {}: failed to create mapping transform for stream import subject from {:?} to {:?}: {e}",
+                                    acc.name,
+                                    imp.subject,
+                                    imp.local.as_deref().unwrap_or_default()
+                                ));
+                                continue;
+                            }
+                            None => {}
+                        }
                         r.slot(exporter).streams_out.push(StreamImport {
                             subject: imp.subject.as_bytes().into(),
                             to: importer,
                             local: local.clone(),
+                            transform,
                         });
                         r.slot(importer).streams_in.push(ImportedStream {
                             exporter,
                             subject: imp.subject.as_bytes().into(),
                             local,
+                            reverse,
                         });
                     }
                     ExchangeKind::Service => {
@@ -258,7 +299,15 @@ impl Imports {
             .filter_map(|s| {
                 let (from, here) = (&s.subject, s.local.as_deref().unwrap_or(&s.subject));
                 if subject::is_subset(subject, here) {
-                    Some((s.exporter, map_subject(subject, here, from)))
+                    let back = match &s.reverse {
+                        Some(t) => {
+                            let mut out = Vec::new();
+                            t.apply(&tokenize(subject), &mut fastrand::Rng::with_seed(0), &mut out);
+                            out
+                        }
+                        None => map_subject(subject, here, from),
+                    };
+                    Some((s.exporter, back))
                 } else if subject::intersects(subject, here) {
                     Some((s.exporter, from.to_vec()))
                 } else {

@@ -1104,7 +1104,7 @@ impl ShardCore {
             if !subject::matches(&si.subject, msg.subject) {
                 continue;
             }
-            let mapped = si.local.as_ref().map(|l| map_subject(msg.subject, &si.subject, l));
+            let mapped = si.map(msg.subject);
             let m = Msg {
                 subject: mapped.as_deref().unwrap_or(msg.subject),
                 ..*msg
