@@ -52,6 +52,26 @@ fn cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         one("connect duplicate keys", b"CONNECT {\"verbose\":true,\"verbose\":false}\r\nPING\r\n"),
         one("connect non-utf8 name", b"CONNECT {\"verbose\":false,\"name\":\"a\xff\xfeb\"}\r\nPING\r\n"),
         one("protocol 1 first ping info", b"CONNECT {\"protocol\":1}\r\nPING\r\nPING\r\n"),
+        // Odd but valid (or not) CONNECTs, as Go's decoder reads them.
+        one(
+            "connect unknown fields",
+            b"CONNECT {\"verbose\":false,\"foo\":1,\"bar\":{\"x\":[1,{\"y\":null}]}}\r\nPING\r\n",
+        ),
+        one("connect nulls keep defaults", b"CONNECT {\"verbose\":null,\"pedantic\":null,\"name\":null}\r\nPING\r\n"),
+        one("connect key case", b"CONNECT {\"Verbose\":false,\"PEDANTIC\":false}\r\nPING\r\n"),
+        one("connect float protocol", b"CONNECT {\"verbose\":false,\"protocol\":1.0}\r\nPING\r\n"),
+        one("connect exponent protocol", b"CONNECT {\"verbose\":false,\"protocol\":1e0}\r\nPING\r\n"),
+        one("connect huge protocol", b"CONNECT {\"verbose\":false,\"protocol\":99999999999999999999}\r\nPING\r\n"),
+        one("connect spaces around json", b"CONNECT    {\"verbose\":false}   \r\nPING\r\n"),
+        one("connect tab before json", b"CONNECT\t{\"verbose\":false}\r\nPING\r\n"),
+        one("connect text after json", b"CONNECT {\"verbose\":false} x\r\nPING\r\n"),
+        one("connect array", b"CONNECT []\r\nPING\r\n"),
+        one("connect string headers", b"CONNECT {\"verbose\":false,\"headers\":\"true\"}\r\nPING\r\n"),
+        one(
+            "connect unicode escapes",
+            b"CONNECT {\"verbose\":false,\"name\":\"\\u00e9\\u0000\\ud83d\\ude00\",\"lang\":\"\\\"q\"}\r\nPING\r\n",
+        ),
+        one("connect empty user and pass", b"CONNECT {\"verbose\":false,\"user\":\"\",\"pass\":\"\"}\r\nPING\r\n"),
         one(
             "no responders",
             b"CONNECT {\"verbose\":false,\"protocol\":1,\"headers\":true,\"no_responders\":true}\r\nSUB r 1\r\nPUB foo r 2\r\nhi\r\nPING\r\n",

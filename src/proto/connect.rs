@@ -102,12 +102,19 @@ impl ClientOpts {
     /// `Value`, whose maps keep the last insert, where the derived decoder
     /// would refuse a duplicate field).
     pub fn from_json(json: &[u8]) -> Option<ClientOpts> {
-        let r: RawOpts = match serde_json::from_slice(json) {
-            Ok(r) => r,
-            Err(_) => {
+        // Go also matches keys without regard to case (`"Verbose"`); a
+        // CONNECT with an upper-case letter anywhere takes the slow path.
+        let fast = if json.iter().any(u8::is_ascii_uppercase) {
+            None
+        } else {
+            serde_json::from_slice(json).ok()
+        };
+        let r: RawOpts = match fast {
+            Some(r) => r,
+            None => {
                 let text = String::from_utf8_lossy(json);
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-                serde_json::from_value(v).ok()?
+                serde_json::from_value(fold_keys(v)).ok()?
             }
         };
         let d = ClientOpts::default();
@@ -134,9 +141,57 @@ impl ClientOpts {
     }
 }
 
+/// CONNECT's field names, as `RawOpts` reads them.
+const FIELDS: [&str; 18] = [
+    "verbose",
+    "pedantic",
+    "echo",
+    "tls_required",
+    "nkey",
+    "jwt",
+    "sig",
+    "auth_token",
+    "user",
+    "pass",
+    "name",
+    "lang",
+    "version",
+    "protocol",
+    "account",
+    "new_account",
+    "headers",
+    "no_responders",
+];
+
+/// Renames keys that name a field in another case to the field's name,
+/// in order, so that the last of them wins (Go's decoder assigns each in
+/// turn).
+fn fold_keys(v: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(m) = v else { return v };
+    let mut out = serde_json::Map::new();
+    for (k, val) in m {
+        let key = FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&k))
+            .map_or(k, |f| f.to_string());
+        out.remove(&key);
+        out.insert(key, val);
+    }
+    serde_json::Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_match_fields_in_any_case_as_in_go() {
+        let o = ClientOpts::from_json(br#"{"Verbose":false,"PEDANTIC":false,"Name":"App"}"#).unwrap();
+        assert!(!o.verbose && !o.pedantic);
+        assert_eq!(o.name, "App");
+        let o = ClientOpts::from_json(br#"{"verbose":true,"VERBOSE":false}"#).unwrap();
+        assert!(!o.verbose, "the last wins");
+    }
 
     #[test]
     fn duplicate_keys_and_invalid_utf8_read_as_go_reads_them() {
