@@ -157,7 +157,7 @@ impl Mapping {
 }
 
 /// `foo.*.*` as `foo.$1.$2`: the source as its own destination.
-fn numbered_wildcards(source: &str) -> String {
+pub fn numbered_wildcards(source: &str) -> String {
     let mut n = 0;
     source
         .split('.')

@@ -6,7 +6,7 @@
 // source mapped to itself (`*` as `$1`, `$2`, ...) gives every subject it
 // takes back unchanged (unless a source token reads as a placeholder).
 
-use petrel::mapping::{MapDest, Mapping, Mappings};
+use petrel::mapping::{numbered_wildcards, MapDest, Mapping, Mappings};
 use petrel::transform::{subset_match, tokenize, Transform};
 
 fn transform_check(data: &[u8]) {
@@ -49,19 +49,7 @@ fn transform_check(data: &[u8]) {
     if source.split('.').any(|t| t.starts_with('$') || (t.starts_with("{{") && t.ends_with("}}"))) {
         return;
     }
-    let mut n = 0;
-    let identity: Vec<String> = source
-        .split('.')
-        .map(|t| {
-            if t == "*" {
-                n += 1;
-                format!("${n}")
-            } else {
-                t.to_string()
-            }
-        })
-        .collect();
-    if let Ok(t) = Transform::for_mapping(source, &identity.join(".")) {
+    if let Ok(t) = Transform::for_mapping(source, &numbered_wildcards(source)) {
         for s in &subjects {
             let tokens = tokenize(s.as_bytes());
             if !subset_match(&tokens, source.as_bytes()) {
