@@ -40,7 +40,16 @@ impl Monitor {
         let Some(req) = crate::http::read_request(&mut s, Duration::from_secs(5))? else {
             return Ok(());
         };
-        let (method, path, query) = (req.method.as_str(), req.path.as_str(), req.query.as_str());
+        let (method, query) = (req.method.as_str(), req.query.as_str());
+        // Outside `http_base_path` nothing is served (an unknown path).
+        let path = self
+            .shared
+            .current()
+            .0
+            .monitor_path(&req.path)
+            .unwrap_or("\0")
+            .to_string();
+        let path = path.as_str();
         let json = |r: Result<serde_json::Value, String>| match r {
             Ok(v) => ("200 OK", "application/json", pretty(&v)),
             Err(e) => ("400 Bad Request", "text/plain; charset=utf-8", e),

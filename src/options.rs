@@ -78,6 +78,9 @@ pub struct Options {
     /// `sha256:...` of the configuration file as parsed (`conf::digest`);
     /// empty without one.
     pub config_digest: String,
+    /// `http_base_path`: where the monitoring endpoints are served, as
+    /// nats-server cleans it (`/` when unset).
+    pub http_base_path: String,
     /// `server_tags`: labels in varz, system events and request filters.
     pub server_tags: Vec<String>,
     /// `server_metadata`: name/value pairs in varz and system events.
@@ -505,7 +508,38 @@ impl Options {
     }
 }
 
+/// nats-server's `normalizeBasePath`: a leading `/`, then Go's
+/// `path.Clean` (no empty or `.` segments, `..` taken back, no trailing
+/// `/`); empty is `/`.
+pub fn clean_base_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 impl Options {
+    /// The monitoring path under `http_base_path` a request path names:
+    /// the path itself without a base, `None` outside the base.
+    pub fn monitor_path<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let base = clean_base_path(&self.http_base_path);
+        if base == "/" {
+            return Some(path);
+        }
+        match path.strip_prefix(base.as_str()) {
+            Some("") => Some("/"),
+            Some(rest) if rest.starts_with('/') && rest != "/" => Some(rest),
+            _ => None,
+        }
+    }
+
     /// Whether failed dial number `attempt` (from 1) of a route or leaf
     /// connection is logged as an error (else at debug level), as
     /// nats-server decides: the first, then every `connect_error_reports`
@@ -580,6 +614,7 @@ impl Default for Options {
             ports_file_dir: None,
             shards: None,
             config_digest: String::new(),
+            http_base_path: String::new(),
             server_tags: Vec::new(),
             server_metadata: Default::default(),
             idle_spin_us: 0,

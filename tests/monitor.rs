@@ -379,3 +379,39 @@ fn server_tags_and_metadata_match_nats_server() {
     assert_eq!(seen[0], seen[1]);
     assert_eq!(seen[0].4, [1, 1, 0]);
 }
+
+/// `http_base_path` moves every endpoint under it; the status of each
+/// path, and varz's `http_base_path`, as nats-server gives them.
+#[test]
+fn http_base_path_matches_nats_server() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("base.conf");
+    std::fs::write(&conf, "http_base_path: \"nats//x/../\"\n").unwrap();
+    let c = conf.to_str().unwrap();
+    let paths = [
+        "/nats/varz",
+        "/varz",
+        "/nats",
+        "/nats/",
+        "/nats/connz?limit=1",
+        "/natsvarz",
+        "/nats/nope",
+        "/",
+    ];
+    let mut seen = Vec::new();
+    for p in [
+        common::petrel(&["-c", c, "-m", "-1"]),
+        common::nats_server(&["-c", c, "-m", "-1"]),
+    ] {
+        let codes: Vec<u16> = paths
+            .iter()
+            .map(|path| common::http_get(p.monitor_port(), path).0)
+            .collect();
+        let (_, body) = common::http_get(p.monitor_port(), "/nats/varz");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.push((codes, v["http_base_path"].clone()));
+    }
+    eprintln!("{seen:?}");
+    assert_eq!(seen[0], seen[1], "petrel, then nats-server, for {paths:?}");
+    assert_eq!(seen[0].0[0], 200);
+}

@@ -38,7 +38,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[(&str, &str)] = &[
         "no_fast_producer_stall",
         "petrel paces fast producers by how much their subscribers have queued",
     ),
-    ("http_base_path", "monitoring is served at the root path"),
     ("store_dir", "JetStream is not supported"),
     ("log_max_num", "rotated log files are all kept"),
     ("prof_block_rate", "petrel has no block profile"),
@@ -171,6 +170,7 @@ const KNOWN: &[&str] = &[
     "net",
     "listen",
     "server_name",
+    "http_base_path",
     "server_tags",
     "server_metadata",
     "client_advertise",
@@ -292,6 +292,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
                 o.server_metadata.insert(mk.clone(), string(mk, mv)?);
             }
         }
+        "http_base_path" => o.http_base_path = string(k, item)?,
         "server_name" => {
             let n = string(k, item)?;
             if n.contains(' ') {

@@ -111,7 +111,7 @@ pub fn varz(shared: &Shared) -> Value {
         "ping_max": o.ping_max,
         "http_host": http.map(|a| a.ip().to_string()).unwrap_or_default(),
         "http_port": http.map(|a| a.port()).unwrap_or(0),
-        "http_base_path": "",
+        "http_base_path": o.http_base_path,
         "https_port": 0,
         "auth_timeout": o.client_auth_timeout().as_secs_f64(),
         "max_control_line": o.max_control_line,
