@@ -45,6 +45,9 @@ pub struct LogConfig {
     pub file: Option<PathBuf>,
     /// Rotate the file when it grows past this many bytes (0: never).
     pub size_limit: u64,
+    /// Log files kept after a rotation, the current one among them
+    /// (`log_max_num`; 0: all).
+    pub max_files: usize,
     /// Timestamps on each line.
     pub logtime: bool,
     /// Timestamps in UTC rather than local time.
@@ -66,6 +69,8 @@ enum Target {
         file: File,
         written: u64,
         limit: u64,
+        /// Files kept, the current one among them (0: every one).
+        max_files: usize,
     },
     LocalSyslog(std::os::unix::net::UnixDatagram),
     RemoteSyslog(std::net::UdpSocket),
@@ -108,6 +113,7 @@ pub fn init_with(cfg: &LogConfig) -> std::io::Result<()> {
             file,
             written,
             limit: cfg.size_limit,
+            max_files: cfg.max_files,
         }
     } else {
         Target::Stderr
@@ -154,6 +160,47 @@ fn rotated_name(path: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Removes the oldest rotated copies of `path` (`<name>.<stamp>`) beyond
+/// `keep`, as nats-server's `log_max_num` does; the names it removed.
+fn purge_rotated(path: &std::path::Path, keep: usize) -> Vec<String> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name().and_then(|b| b.to_str())) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{base}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut rotated: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.strip_prefix(&prefix).is_some_and(is_rotation_stamp))
+        .collect();
+    // The stamp sorts oldest first.
+    rotated.sort();
+    let excess = rotated.len().saturating_sub(keep);
+    rotated
+        .into_iter()
+        .take(excess)
+        .filter(|n| std::fs::remove_file(dir.join(n)).is_ok())
+        .collect()
+}
+
+/// `2006.01.02.15.04.05.000000000`: digits in nats-server's groups.
+fn is_rotation_stamp(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('.').collect();
+    let widths = [4, 2, 2, 2, 2, 2, 9];
+    groups.len() == widths.len()
+        && groups
+            .iter()
+            .zip(widths)
+            .all(|(g, w)| g.len() == w && g.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Whether trace lines are wanted (checked before building them).
 pub fn trace_enabled() -> bool {
     TRACE.load(Relaxed)
@@ -195,6 +242,7 @@ pub fn log(level: Level, msg: &str) {
             file,
             written,
             limit,
+            max_files,
         } => {
             let line = format_line(level, msg, logtime);
             if writeln!(file, "{line}").is_ok() {
@@ -206,6 +254,16 @@ pub fn log(level: Level, msg: &str) {
                     if let Ok((f, len)) = open_append(path) {
                         *file = f;
                         *written = len;
+                    }
+                    if *max_files > 0 {
+                        for purged in purge_rotated(path, *max_files - 1) {
+                            // Written here: the logger is ours for the line.
+                            let _ = writeln!(
+                                file,
+                                "{}",
+                                format_line(Level::Info, &format!("Purged log file {purged:?}"), logtime)
+                            );
+                        }
                     }
                 }
             }
@@ -284,6 +342,33 @@ mod tests {
             "the live file stays small"
         );
         init(None, true, false, false).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_max_num_keeps_the_newest_rotated_files() {
+        let dir = std::env::temp_dir().join(format!("petrel-purge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("srv.log");
+        for stamp in [
+            "2026.01.01.00.00.00.000000001",
+            "2026.01.01.00.00.00.000000003",
+            "2026.01.01.00.00.00.000000002",
+        ] {
+            std::fs::write(dir.join(format!("srv.log.{stamp}")), "x").unwrap();
+        }
+        std::fs::write(dir.join("srv.log.notes"), "not a rotation").unwrap();
+        std::fs::write(&path, "live").unwrap();
+        let purged = purge_rotated(&path, 1);
+        assert_eq!(
+            purged,
+            [
+                "srv.log.2026.01.01.00.00.00.000000001",
+                "srv.log.2026.01.01.00.00.00.000000002"
+            ]
+        );
+        assert!(dir.join("srv.log.2026.01.01.00.00.00.000000003").exists());
+        assert!(dir.join("srv.log.notes").exists() && path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

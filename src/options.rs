@@ -58,6 +58,8 @@ pub struct Options {
     pub trace: bool,
     /// Timestamps in log lines.
     pub logtime: bool,
+    /// Log files kept when rotating (`log_max_num`; 0: all).
+    pub log_max_num: usize,
     /// Log timestamps in UTC (`logtime_utc`, `--logtime_utc`).
     pub logtime_utc: bool,
     /// A route or leaf connection never connected yet logs every this
@@ -498,6 +500,7 @@ impl Options {
         crate::logging::LogConfig {
             file: self.log_file.clone(),
             size_limit: self.log_size_limit,
+            max_files: self.log_max_num,
             logtime: self.logtime,
             logtime_utc: self.logtime_utc,
             debug: self.debug,
@@ -607,6 +610,7 @@ impl Default for Options {
             trace: false,
             logtime: true,
             logtime_utc: false,
+            log_max_num: 0,
             connect_error_reports: DEFAULT_CONNECT_ERROR_REPORTS,
             reconnect_error_reports: DEFAULT_RECONNECT_ERROR_REPORTS,
             log_file: None,

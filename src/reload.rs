@@ -122,6 +122,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
         o.log_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }),
     ("log_size_limit", true, |o| o.log_size_limit.to_string()),
+    ("log_max_num", true, |o| o.log_max_num.to_string()),
     ("syslog", true, |o| o.syslog.to_string()),
     ("remote_syslog", true, |o| o.remote_syslog.clone().unwrap_or_default()),
     ("pid_file", true, |o| {

@@ -39,7 +39,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[(&str, &str)] = &[
         "petrel paces fast producers by how much their subscribers have queued",
     ),
     ("store_dir", "JetStream is not supported"),
-    ("log_max_num", "rotated log files are all kept"),
     ("prof_block_rate", "petrel has no block profile"),
     (
         "write_timeout",
@@ -191,6 +190,8 @@ const KNOWN: &[&str] = &[
     "trace",
     "logtime",
     "logtime_utc",
+    "log_max_num",
+    "logfile_max_num",
     "connect_error_reports",
     "reconnect_error_reports",
     "log_file",
@@ -370,6 +371,8 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
         "log_size_limit" => o.log_size_limit = size(k, item)? as u64,
+        // nats-server keeps every file for 0 or less.
+        "log_max_num" | "logfile_max_num" => o.log_max_num = int(k, item)?.max(0) as usize,
         "syslog" => o.syslog = boolean(k, item)?,
         "http_port" | "monitor_port" => o.http_port = Some(int(k, item)? as i32),
         "http" => match &item.value {
