@@ -58,6 +58,8 @@ pub struct Options {
     pub trace: bool,
     /// Timestamps in log lines.
     pub logtime: bool,
+    /// Never pace fast publishers (`no_fast_producer_stall`).
+    pub no_fast_producer_stall: bool,
     /// Log files kept when rotating (`log_max_num`; 0: all).
     pub log_max_num: usize,
     /// Log timestamps in UTC (`logtime_utc`, `--logtime_utc`).
@@ -611,6 +613,7 @@ impl Default for Options {
             logtime: true,
             logtime_utc: false,
             log_max_num: 0,
+            no_fast_producer_stall: false,
             connect_error_reports: DEFAULT_CONNECT_ERROR_REPORTS,
             reconnect_error_reports: DEFAULT_RECONNECT_ERROR_REPORTS,
             log_file: None,

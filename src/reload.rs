@@ -104,6 +104,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("max_connections", true, |o| o.max_connections.to_string()),
     ("max_subscriptions", true, |o| o.max_subscriptions.to_string()),
     ("max_closed_clients", false, |o| o.max_closed_clients.to_string()),
+    ("no_fast_producer_stall", true, |o| o.no_fast_producer_stall.to_string()),
     ("http_base_path", false, |o| o.http_base_path.clone()),
     ("server_tags", true, |o| o.server_tags.join(",")),
     ("server_metadata", true, |o| format!("{:?}", o.server_metadata)),

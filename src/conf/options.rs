@@ -34,10 +34,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[(&str, &str)] = &[
     ("max_traced_msg_len", "petrel's trace lines do not show message bodies"),
     ("trace_verbose", "petrel's trace lines do not show message bodies"),
     ("trace_headers", "petrel's trace lines do not show message headers"),
-    (
-        "no_fast_producer_stall",
-        "petrel paces fast producers by how much their subscribers have queued",
-    ),
     ("store_dir", "JetStream is not supported"),
     ("prof_block_rate", "petrel has no block profile"),
     (
@@ -190,6 +186,7 @@ const KNOWN: &[&str] = &[
     "trace",
     "logtime",
     "logtime_utc",
+    "no_fast_producer_stall",
     "log_max_num",
     "logfile_max_num",
     "connect_error_reports",
@@ -356,6 +353,7 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "trace" => o.trace = boolean(k, item)?,
         "logtime" => o.logtime = boolean(k, item)?,
         "logtime_utc" => o.logtime_utc = boolean(k, item)?,
+        "no_fast_producer_stall" => o.no_fast_producer_stall = boolean(k, item)?,
         // 0 is nats-server's default.
         "connect_error_reports" => {
             o.connect_error_reports = match int(k, item)? {

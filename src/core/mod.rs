@@ -49,6 +49,9 @@ pub struct CoreConfig {
     pub max_subscriptions: usize,
     /// The configured cluster name (picks cluster-scoped mappings).
     pub cluster_name: Option<Arc<str>>,
+    /// Never pace publishers (`no_fast_producer_stall`): a subscriber
+    /// that falls behind is cut off at `max_pending` instead.
+    pub no_stall: bool,
 }
 
 impl Default for CoreConfig {
@@ -58,6 +61,7 @@ impl Default for CoreConfig {
             sublist_cache: true,
             max_subscriptions: 0,
             cluster_name: None,
+            no_stall: false,
         }
     }
 }
@@ -1242,7 +1246,9 @@ impl ShardCore {
         self.counters.out_msgs += 1;
         self.counters.out_bytes += msg.message.len() as u64;
         let queued = c.out.len();
-        if queued > self.cfg.max_pending / 4 * 3 {
+        if self.cfg.no_stall {
+            // nats-server's `no_fast_producer_stall`: nobody is paced.
+        } else if queued > self.cfg.max_pending / 4 * 3 {
             self.stall = true;
         } else if queued > SOFT_STALL
             && c.last_drain

@@ -44,6 +44,7 @@ pub fn core_config(o: &Options) -> CoreConfig {
         sublist_cache: !o.disable_sublist_cache,
         max_subscriptions: o.max_subscriptions,
         cluster_name: o.cluster.as_ref().and_then(|c| c.name.as_deref()).map(Into::into),
+        no_stall: o.no_fast_producer_stall,
     }
 }
 

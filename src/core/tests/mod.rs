@@ -349,6 +349,34 @@ fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
     }
 }
 
+/// `no_fast_producer_stall`: nobody is paced, a subscriber that stopped
+/// reading is cut off at `max_pending` as before.
+#[test]
+fn without_the_fast_producer_stall_nobody_is_paced() {
+    let cfg = CoreConfig {
+        max_pending: 4 << 20,
+        no_stall: true,
+        ..Default::default()
+    };
+    let mut c = Cluster::new(2, cfg);
+    let sub = c.connect(1);
+    c.feed(sub, b"SUB feed 1\r\n");
+    c.pump();
+    let p = c.connect(0);
+    let mut pub_line = b"PUB feed 65536\r\n".to_vec();
+    pub_line.extend_from_slice(&vec![b'x'; 64 * 1024]);
+    pub_line.extend_from_slice(b"\r\n");
+    for _ in 0..80 {
+        c.feed(p, &pub_line);
+        c.pump();
+        assert!(!c.cores[1].take_stall() && !c.cores[0].take_stall(), "never paced");
+    }
+    assert!(
+        c.cores[1].conn(sub).is_none_or(|s| s.closing().is_some()),
+        "cut off past max_pending"
+    );
+}
+
 impl Cluster {
     /// Registers a link of `kind` on `shard` (a fake route or leaf node,
     /// or an internal client), bound to the global account.
