@@ -5,8 +5,9 @@ must not lose anything, against petrel and nats-server in turn. Counts the
 trials that failed on each; petrel should fail no more often.
 
 Workloads, each one trial:
-  drain     a subscriber has 1,000 messages in flight when its connection
-            drains: every one reaches its callback before the close
+  drain     a subscriber with a slow handler has 1,000 messages received
+            and queued when its connection drains: every one reaches the
+            handler before the close
   connect   50 clients connect at once: all complete (2 s timeout each)
   close     a publisher publishes 1,000 messages and closes at once: the
             close flushes them, a subscriber gets every one
@@ -45,15 +46,20 @@ async def drain(url):
     got = []
 
     async def cb(msg):
+        # A slow handler: messages wait in the client's queue.
+        await asyncio.sleep(0.001)
         got.append(msg.data)
 
     sub_nc = await nats.connect(url)
-    await sub_nc.subscribe("c.drain", cb=cb)
+    sub = await sub_nc.subscribe("c.drain", cb=cb)
     await sub_nc.flush()
     pub = await nats.connect(url)
     for i in range(N):
         await pub.publish("c.drain", str(i).encode())
     await pub.flush()
+    # Every message has reached the client (handled or queued): the drain
+    # must hand each queued one to the handler before it closes.
+    await wait_for(lambda: len(got) + sub.pending_msgs >= N)
     await sub_nc.drain()
     await pub.close()
     return len(got) == N, f"{len(got)}/{N} delivered before the drain closed"
