@@ -137,9 +137,10 @@ impl ConnParcel {
 impl ShardCore {
     /// Connections that should move, and where to: a client whose recent
     /// deliveries came nearly all from one other shard, at a light rate,
-    /// goes there when that shard holds fewer connections than this one
-    /// (`loads`, by shard), or as many and has the lower id, so the two
-    /// ends of a pair never swap. Starts a new window for each connection
+    /// goes there when that shard holds at least two fewer connections
+    /// than this one (`loads`, by shard), or about as many (one more or
+    /// fewer) and has the lower id, so the two ends of a pair do not swap
+    /// even when they read the loads a connection apart. Starts a new window for each connection
     /// judged. Each connection named is marked ([`Self::take_move`]).
     pub fn affinity_moves(&mut self, loads: &[usize]) -> Vec<(ConnId, ShardId)> {
         if self.nshards < 2 || self.nshards > SubKey::MOVED_MAX_SHARDS {
@@ -154,7 +155,12 @@ impl ShardCore {
             let Some(to) = c.affinity.verdict(now) else { continue };
             let settled = c.moved_at.is_none_or(|t| now.saturating_duration_since(t) >= SETTLE);
             let load = |s: ShardId| loads.get(s.index()).copied().unwrap_or(usize::MAX);
-            let lighter = load(to) < load(me) || (load(to) == load(me) && to < me);
+            // Each shard reads the loads at its own moment, so the two ends
+            // of a pair may see them differ by a connection that just
+            // arrived: within one of each other the lower shard id decides
+            // (both ends agree on that), beyond it the lighter shard.
+            let (there, here) = (load(to), load(me));
+            let lighter = there.saturating_add(1) < here || (there <= here.saturating_add(1) && to < me);
             if to != me && to.index() < self.nshards && settled && lighter {
                 out.push((cid, to));
             }

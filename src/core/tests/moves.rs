@@ -242,6 +242,23 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
         "to the lighter shard"
     );
     assert!(c.cores[1].affinity_moves(&[3, 1]).is_empty());
+    // The two ends read the loads a connection apart (one arrived on
+    // shard 0 between their looks): only the higher shard's end moves,
+    // where comparing loads alone would have swapped them.
+    for n in 0..20 {
+        c.feed(requester, format!("PUB svc _INBOX.{n} 1\r\nx\r\n").as_bytes());
+        c.pump();
+        c.feed(responder, format!("PUB _INBOX.{n} 1\r\ny\r\n").as_bytes());
+        c.pump();
+    }
+    for core in &mut c.cores {
+        core.set_now(later + Duration::from_millis(10));
+    }
+    assert!(
+        c.cores[0].affinity_moves(&[3, 2]).is_empty(),
+        "shard 0 saw itself one heavier"
+    );
+    assert_eq!(c.cores[1].affinity_moves(&[2, 2]), vec![(responder, ShardId(0))]);
 }
 
 #[test]
