@@ -202,6 +202,16 @@ fn a_moving_publisher_keeps_its_order_and_queue_groups_stay_exactly_once() {
     }
 }
 
+/// Twenty requests from `requester` and their replies from `responder`.
+fn exchange(c: &mut Cluster, requester: ConnId, responder: ConnId) {
+    for n in 0..20 {
+        c.feed(requester, format!("PUB svc _INBOX.{n} 1\r\nx\r\n").as_bytes());
+        c.pump();
+        c.feed(responder, format!("PUB _INBOX.{n} 1\r\ny\r\n").as_bytes());
+        c.pump();
+    }
+}
+
 #[test]
 fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
     let mut c = Cluster::new(2, CoreConfig::default());
@@ -210,12 +220,7 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
     c.feed(responder, b"SUB svc 1\r\n");
     c.feed(requester, b"SUB _INBOX.> 1\r\n");
     c.pump();
-    for n in 0..20 {
-        c.feed(requester, format!("PUB svc _INBOX.{n} 1\r\nx\r\n").as_bytes());
-        c.pump();
-        c.feed(responder, format!("PUB _INBOX.{n} 1\r\ny\r\n").as_bytes());
-        c.pump();
-    }
+    exchange(&mut c, requester, responder);
     let later = Instant::now() + Duration::from_millis(5);
     for core in &mut c.cores {
         core.set_now(later);
@@ -227,12 +232,7 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
     assert_eq!(c.cores[1].affinity_moves(&[1, 1]), vec![(responder, ShardId(0))]);
     // A window is judged once; the next one starts empty.
     assert!(c.cores[1].affinity_moves(&[1, 1]).is_empty());
-    for n in 0..20 {
-        c.feed(requester, format!("PUB svc _INBOX.{n} 1\r\nx\r\n").as_bytes());
-        c.pump();
-        c.feed(responder, format!("PUB _INBOX.{n} 1\r\ny\r\n").as_bytes());
-        c.pump();
-    }
+    exchange(&mut c, requester, responder);
     for core in &mut c.cores {
         core.set_now(later + Duration::from_millis(5));
     }
@@ -245,12 +245,7 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
     // The two ends read the loads a connection apart (one arrived on
     // shard 0 between their looks): only the higher shard's end moves,
     // where comparing loads alone would have swapped them.
-    for n in 0..20 {
-        c.feed(requester, format!("PUB svc _INBOX.{n} 1\r\nx\r\n").as_bytes());
-        c.pump();
-        c.feed(responder, format!("PUB _INBOX.{n} 1\r\ny\r\n").as_bytes());
-        c.pump();
-    }
+    exchange(&mut c, requester, responder);
     for core in &mut c.cores {
         core.set_now(later + Duration::from_millis(10));
     }
