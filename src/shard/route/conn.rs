@@ -157,7 +157,9 @@ pub(super) async fn serve(
     let reason = link.read_loop(&stream).await;
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
-    drop(timer);
+    // Not cancelled: a glommio task cancelled while it sleeps on a timer
+    // is never freed. It sees the connection gone within a tick and ends.
+    timer.detach();
     let peer = state.borrow_mut().peer.take();
     match &peer {
         Some((id, name)) => {
