@@ -572,6 +572,15 @@ impl Options {
         if self.write_deadline.is_zero() {
             self.write_deadline = d.write_deadline;
         }
+        if self.max_closed_clients == 0 {
+            self.max_closed_clients = d.max_closed_clients;
+        }
+        if self.connect_error_reports == 0 {
+            self.connect_error_reports = d.connect_error_reports;
+        }
+        if self.reconnect_error_reports == 0 {
+            self.reconnect_error_reports = d.reconnect_error_reports;
+        }
     }
 
     /// Rules between options nats-server checks before it starts (and

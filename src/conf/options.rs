@@ -337,13 +337,9 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         }
         "max_connections" | "max_conn" => o.max_connections = size(k, item)?,
         "max_subscriptions" | "max_subs" => o.max_subscriptions = size(k, item)?,
-        // 0 is nats-server's default (it would not start with a negative).
-        "max_closed_clients" => {
-            o.max_closed_clients = match size(k, item)? {
-                0 => crate::options::DEFAULT_MAX_CLOSED_CLIENTS,
-                n => n,
-            }
-        }
+        // 0 is the default (`Options::apply_baseline`); nats-server would
+        // not start with a negative.
+        "max_closed_clients" => o.max_closed_clients = size(k, item)?,
         "ping_interval" => o.ping_interval = duration(k, item, notices)?,
         "ping_max" => o.ping_max = int(k, item)?.clamp(0, u32::MAX as i64) as u32,
         "write_deadline" => o.write_deadline = duration(k, item, notices)?,
@@ -354,19 +350,9 @@ fn apply_one(o: &mut Options, k: &str, item: &Item, notices: &mut Notices) -> Re
         "logtime" => o.logtime = boolean(k, item)?,
         "logtime_utc" => o.logtime_utc = boolean(k, item)?,
         "no_fast_producer_stall" => o.no_fast_producer_stall = boolean(k, item)?,
-        // 0 is nats-server's default.
-        "connect_error_reports" => {
-            o.connect_error_reports = match int(k, item)? {
-                0 => crate::options::DEFAULT_CONNECT_ERROR_REPORTS,
-                n => n,
-            }
-        }
-        "reconnect_error_reports" => {
-            o.reconnect_error_reports = match int(k, item)? {
-                0 => crate::options::DEFAULT_RECONNECT_ERROR_REPORTS,
-                n => n,
-            }
-        }
+        // 0 is the default (`Options::apply_baseline`).
+        "connect_error_reports" => o.connect_error_reports = int(k, item)?,
+        "reconnect_error_reports" => o.reconnect_error_reports = int(k, item)?,
         "log_file" | "logfile" => o.log_file = Some(PathBuf::from(string(k, item)?)),
         "log_size_limit" => o.log_size_limit = size(k, item)? as u64,
         // nats-server keeps every file for 0 or less.

@@ -240,8 +240,12 @@ fn connect_error_reports_decide_which_dial_errors_are_errors() {
     let (o, _) = applied("connect_error_reports: 5\nreconnect_error_reports: 3\n");
     assert!(o.report_connect_error(false, 10) && !o.report_connect_error(false, 11));
     assert!(o.report_connect_error(true, 6) && !o.report_connect_error(true, 7));
-    let (o, _) = applied("connect_error_reports: 0\n");
+    // 0 is the default once the baseline applies, as at start-up.
+    let (mut o, _) = applied("connect_error_reports: 0\nreconnect_error_reports: 0\nmax_closed_clients: 0\n");
+    o.apply_baseline();
     assert_eq!(o.connect_error_reports, 3600, "0 is the default");
+    assert_eq!(o.reconnect_error_reports, 1, "0 is the default");
+    assert_eq!(o.max_closed_clients, 10_000, "0 is the default");
 }
 
 #[test]

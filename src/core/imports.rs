@@ -43,14 +43,19 @@ pub struct StreamImport {
     pub transform: Option<Arc<Transform>>,
 }
 
+/// Applies an import's transform, strict and so without randomness.
+fn apply_strict(t: &Transform, subject: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(subject.len() + 16);
+    t.apply(&tokenize(subject), &mut fastrand::Rng::with_seed(0), &mut out);
+    out
+}
+
 impl StreamImport {
     /// The subject a message published to `subject` (which matched the
     /// import) has in the importer's space, when mapped.
     pub fn map(&self, subject: &[u8]) -> Option<Vec<u8>> {
         if let Some(t) = &self.transform {
-            let mut out = Vec::with_capacity(subject.len() + 16);
-            t.apply(&tokenize(subject), &mut fastrand::Rng::with_seed(0), &mut out);
-            return Some(out);
+            return Some(apply_strict(t, subject));
         }
         self.local.as_ref().map(|l| map_subject(subject, &self.subject, l))
     }
@@ -300,11 +305,7 @@ impl Imports {
                 let (from, here) = (&s.subject, s.local.as_deref().unwrap_or(&s.subject));
                 if subject::is_subset(subject, here) {
                     let back = match &s.reverse {
-                        Some(t) => {
-                            let mut out = Vec::new();
-                            t.apply(&tokenize(subject), &mut fastrand::Rng::with_seed(0), &mut out);
-                            out
-                        }
+                        Some(t) => apply_strict(t, subject),
                         None => map_subject(subject, here, from),
                     };
                     Some((s.exporter, back))

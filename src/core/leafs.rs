@@ -288,11 +288,7 @@ impl ShardCore {
             return Routed::NoInterest;
         };
         // A leaf connection's messages are mapped here, as a client's.
-        let mapped = if self.has_mappings {
-            self.map_in(account, subject)
-        } else {
-            None
-        };
+        let mapped = self.map_in(account, subject);
         let subject = mapped.as_deref().unwrap_or(subject);
         // Its remote cluster goes with it (routes are told as `LMSG`); a
         // shared name, so no allocation per message.

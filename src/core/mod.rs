@@ -952,6 +952,9 @@ impl ShardCore {
     }
 
     fn map_in(&mut self, account: AccountId, subject: &[u8]) -> Option<Vec<u8>> {
+        if !self.has_mappings {
+            return None;
+        }
         let cluster = self.cfg.cluster_name.as_deref();
         self.imports.mappings_of(account)?.map(subject, cluster, &mut self.rng)
     }
@@ -1121,10 +1124,8 @@ impl ShardCore {
             }
             let mut remote = map_subject(msg.subject, &sv.local, &sv.remote);
             // The exporter's mappings apply to the requests it receives.
-            if self.has_mappings {
-                if let Some(m) = self.map_in(sv.exporter, &remote) {
-                    remote = m;
-                }
+            if let Some(m) = self.map_in(sv.exporter, &remote) {
+                remote = m;
             }
             let reply = msg.reply.map(|rp| imports.wrap_reply(account, sv.exporter, rp));
             let m = Msg {

@@ -228,6 +228,16 @@ fn forget(ptr: usize) {
     })
 }
 
+/// Hands the pages the calling thread freed back to the system. mimalloc
+/// keeps freed pages for reuse and purges them only when the thread next
+/// allocates or frees, so a thread that freed much and then sits idle
+/// would hold them indefinitely.
+pub fn give_back_freed() {
+    // SAFETY: mi_collect walks this thread's heap and the allocator's own
+    // lists; it may be called at any time from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 /// Runs `f` with this thread's sampling suspended (the sampler and the
 /// profile builders allocate while holding the table).
 pub fn without_sampling<R>(f: impl FnOnce() -> R) -> R {

@@ -368,9 +368,7 @@ pub(super) fn release_memory() {
     // freed that much at once and may then sit idle, so hand it back
     // after the delay.
     std::thread::sleep(Duration::from_millis(50));
-    // SAFETY: mi_collect only walks this thread's heap and the allocator's
-    // own free lists; it may be called at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    heap::give_back_freed();
 }
 
 fn build(name: &str, debug: i64, duration: Duration) -> Result<Vec<u8>, ProfileError> {

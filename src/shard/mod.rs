@@ -75,16 +75,6 @@ impl Quiet {
     }
 }
 
-/// Hands the pages this thread freed back to the system. mimalloc keeps
-/// freed pages for reuse and purges them only when this thread next
-/// allocates or frees, so a shard that went quiet after a burst (a slow
-/// consumer's 64 MiB queue, a benchmark) would hold them indefinitely.
-fn give_back_memory() {
-    // SAFETY: mi_collect walks this thread's heap and the allocator's own
-    // lists; it may be called at any time from any thread.
-    unsafe { libmimalloc_sys::mi_collect(true) };
-}
-
 /// How often an idle shard polls: what it must act on at once rings its
 /// doorbell (`Shared::ring`), so waking 50 times a second without traffic
 /// would only cost CPU (1.6 % of a core idle, against nats-server's 0.1 %).
@@ -294,12 +284,10 @@ async fn shard_main(
             loop {
                 let wait = shard.next_poll(&mut traffic, IDLE_POLL);
                 shard.polling_idle.set(wait == IDLE_POLL);
-                let moved = {
-                    let c = shard.core.borrow().counters();
-                    c.in_msgs + c.out_msgs
-                };
-                if quiet.settled(moved, Instant::now()) {
-                    give_back_memory();
+                // A shard that went quiet after a burst (a slow consumer's
+                // 64 MiB queue, a benchmark) hands back what it freed.
+                if quiet.settled(traffic, Instant::now()) {
+                    crate::profile::heap::give_back_freed();
                 }
                 let sleep = async {
                     glommio::timer::sleep(wait).await;

@@ -455,12 +455,13 @@ impl Shard {
     /// more: each wake-up costs about what a request does), else `idle`.
     /// `traffic` keeps the message count of the last look.
     pub(super) fn next_poll(&self, traffic: &mut u64, idle: Duration) -> Duration {
+        let c = self.core.borrow().counters();
+        let now = c.in_msgs + c.out_msgs;
+        let moved = std::mem::replace(traffic, now) != now;
         if self.shared.cluster.get().is_some() || self.shared.leaf.get().is_some() {
             return Duration::from_millis(20);
         }
-        let c = self.core.borrow().counters();
-        let now = c.in_msgs + c.out_msgs;
-        if std::mem::replace(traffic, now) != now {
+        if moved {
             Duration::from_millis(100)
         } else {
             idle
