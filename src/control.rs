@@ -437,6 +437,8 @@ pub struct ConnSnapshot {
     pub rtt: Option<Duration>,
     /// Bytes queued for the client.
     pub pending_bytes: usize,
+    /// Memory its buffers hold: read buffer and outbound queue, by capacity.
+    pub buffer_bytes: usize,
     /// Messages and bytes the client published.
     pub in_msgs: u64,
     /// Bytes the client published.
@@ -482,6 +484,7 @@ impl ConnSnapshot {
             start,
             rtt: None,
             pending_bytes: 0,
+            buffer_bytes: 0,
             in_msgs: 0,
             in_bytes: 0,
             out_msgs: 0,

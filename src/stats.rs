@@ -32,6 +32,17 @@ pub struct Counters {
 #[derive(Debug, Default)]
 pub struct ShardStats {
     slots: [AtomicU64; 9],
+    memory: [AtomicU64; 2],
+}
+
+/// Memory a shard holds for its connections, as its poll loop last saw it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMemory {
+    /// Read buffers and outbound queues of its connections (clients,
+    /// routes, leaf nodes), by capacity.
+    pub buffers: u64,
+    /// Written chunks its pool keeps for reuse.
+    pub pool: u64,
 }
 
 impl ShardStats {
@@ -50,6 +61,20 @@ impl ShardStats {
         ];
         for (slot, v) in self.slots.iter().zip(v) {
             slot.store(v, Relaxed);
+        }
+    }
+
+    /// Publishes a shard's memory (called by the owning shard only).
+    pub fn publish_memory(&self, m: ShardMemory) {
+        self.memory[0].store(m.buffers, Relaxed);
+        self.memory[1].store(m.pool, Relaxed);
+    }
+
+    /// Reads the last published memory.
+    pub fn read_memory(&self) -> ShardMemory {
+        ShardMemory {
+            buffers: self.memory[0].load(Relaxed),
+            pool: self.memory[1].load(Relaxed),
         }
     }
 
@@ -107,5 +132,13 @@ mod tests {
         });
         let s = sum(&shards);
         assert_eq!((s.in_msgs, s.out_bytes, s.slow_consumers), (7, 5, 1));
+        let m = ShardMemory {
+            buffers: 66_048,
+            pool: 81_920,
+        };
+        shards[1].publish_memory(m);
+        assert_eq!(shards[1].read_memory(), m);
+        assert_eq!(shards[0].read_memory(), ShardMemory::default());
+        assert_eq!(shards[1].read().in_msgs, 4, "memory has its own slots");
     }
 }

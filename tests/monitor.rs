@@ -415,3 +415,99 @@ fn http_base_path_matches_nats_server() {
     assert_eq!(seen[0], seen[1], "petrel, then nats-server, for {paths:?}");
     assert_eq!(seen[0].0[0], 200);
 }
+
+/// Polls `path` until `ok` holds for its JSON (or 10 s pass); returns the last.
+fn poll_json(port: u16, path: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = common::http_get(port, path);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if ok(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The buffer memory of the connection named `name` in a connz document.
+fn conn_buffers(connz: &serde_json::Value, name: &str) -> u64 {
+    connz["connections"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["petrel_buffer_bytes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Beyond nats-server: connz shows what each connection's buffers hold,
+/// varz (and STATSZ, and /metrics) each shard's, and both follow the load:
+/// a half-sent 600 KB PUB holds its read buffer until it is finished; a
+/// subscriber that stopped reading holds its queue until it goes.
+#[test]
+fn buffer_memory_is_visible_and_follows_the_load() {
+    let p = common::petrel(&["--shards", "1", "-m", "-1"]);
+    let port = p.monitor_port();
+    let shard_buffers = |v: &serde_json::Value| v["petrel_shards"][0]["buffer_bytes"].as_u64().unwrap_or(0);
+    let idle = poll_json(port, "/varz", |v| v["petrel_shards"][0]["buffer_bytes"].is_u64());
+    let baseline = shard_buffers(&idle);
+    assert!(baseline < 256 * 1024, "{idle}");
+
+    // A PUB whose payload is still arriving.
+    let mut half = Raw::open(&p.addr());
+    half.send(b"CONNECT {\"verbose\":false,\"name\":\"half\"}\r\n");
+    assert_eq!(half.ping(), "");
+    half.send(b"PUB big 1000000\r\n");
+    half.send(&vec![b'x'; 600_000]);
+    let connz = poll_json(port, "/connz", |v| conn_buffers(v, "half") >= 600_000);
+    assert!(conn_buffers(&connz, "half") >= 600_000, "{connz}");
+    half.send(&vec![b'x'; 400_000]);
+    half.send(b"\r\n");
+    assert_eq!(half.ping(), "");
+    let connz = poll_json(port, "/connz", |v| conn_buffers(v, "half") < 100_000);
+    assert!(
+        conn_buffers(&connz, "half") < 100_000,
+        "given back once consumed: {connz}"
+    );
+
+    // A subscriber that does not read: its queue is what it holds.
+    let mut stuck = Raw::open(&p.addr());
+    stuck.send(b"CONNECT {\"verbose\":false,\"name\":\"stuck\"}\r\nSUB q 1\r\n");
+    assert_eq!(stuck.ping(), "");
+    let mut publisher = Raw::open(&p.addr());
+    publisher.send(b"CONNECT {\"verbose\":false}\r\n");
+    let msg = [b"PUB q 65536\r\n".as_slice(), &[b'y'; 65536], b"\r\n"].concat();
+    for _ in 0..400 {
+        publisher.send(&msg);
+    }
+    assert_eq!(publisher.ping(), "");
+    let connz = poll_json(port, "/connz", |v| conn_buffers(v, "stuck") > 8 << 20);
+    let held = conn_buffers(&connz, "stuck");
+    let stuck_conn = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "stuck")
+        .unwrap();
+    assert!(held > 8 << 20, "{connz}");
+    assert!(held >= stuck_conn["pending_bytes"].as_u64().unwrap(), "{stuck_conn}");
+    let varz = poll_json(port, "/varz", |v| shard_buffers(v) >= held);
+    assert!(shard_buffers(&varz) >= held, "{varz}");
+    let (_, metrics) = common::http_get(port, "/metrics");
+    let gauge: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("petrel_buffer_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(gauge > 8 << 20, "{metrics}");
+
+    drop(stuck);
+    let varz = poll_json(port, "/varz", |v| shard_buffers(v) < baseline + (1 << 20));
+    assert!(
+        shard_buffers(&varz) < baseline + (1 << 20),
+        "given back when it closed: {varz}"
+    );
+    // The pool keeps at most 64 chunks of up to 256 KiB.
+    assert!(
+        varz["petrel_shards"][0]["pool_bytes"].as_u64().unwrap() <= 64 * 256 * 1024,
+        "{varz}"
+    );
+}

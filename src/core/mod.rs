@@ -100,6 +100,8 @@ pub struct ConnEntry {
     /// When its writer last took output (the core's clock): a subscriber
     /// that is reading, however slowly, is paced early (see `deliver`).
     last_drain: Option<Instant>,
+    /// Capacity of the chunks its writer holds (taken, not yet sent).
+    writing: usize,
     /// Messages this connection published.
     pub in_msgs: u64,
     /// Bytes this connection published.
@@ -135,6 +137,7 @@ impl ConnEntry {
             out_msgs: 0,
             out_bytes: 0,
             last_drain: None,
+            writing: 0,
             in_msgs: 0,
             in_bytes: 0,
             affinity: moves::Affinity::default(),
@@ -687,6 +690,7 @@ impl ShardCore {
         let c = self.conns.get_mut(&cid)?;
         if !c.out.is_empty() {
             c.out.drain_into(into, &mut self.chunks);
+            c.writing = into.iter().map(Vec::capacity).sum();
             c.last_drain = Some(self.now);
             return Some(Ok(()));
         }
@@ -715,11 +719,27 @@ impl ShardCore {
         std::mem::take(&mut self.cut_off)
     }
 
-    /// Takes back chunks a writer has sent.
-    pub fn recycle_chunks(&mut self, chunks: impl Iterator<Item = Vec<u8>>) {
+    /// Takes back chunks `cid`'s writer has sent.
+    pub fn recycle_chunks(&mut self, cid: ConnId, chunks: impl Iterator<Item = Vec<u8>>) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.writing = 0;
+        }
         for c in chunks {
             self.chunks.give_back(c);
         }
+    }
+
+    /// Outbound memory `cid` holds: its queue's chunks and those its
+    /// writer is sending (monitoring's per-connection memory).
+    pub fn out_held(&self, cid: ConnId) -> usize {
+        self.conns.get(&cid).map_or(0, |c| c.out.held() + c.writing)
+    }
+
+    /// Outbound memory of every connection of the shard (clients, routes,
+    /// leaf nodes), and what its chunk pool keeps for reuse.
+    pub fn out_memory(&self) -> (usize, usize) {
+        let conns = self.conns.values().map(|c| c.out.held() + c.writing).sum();
+        (conns, self.chunks.held())
     }
 
     /// A local connection's subscriptions as (subject, queue, sid), for

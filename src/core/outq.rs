@@ -33,6 +33,11 @@ impl OutQueue {
         self.full_bytes + self.tail.len()
     }
 
+    /// Memory its chunks hold (capacity, not just what is queued).
+    pub fn held(&self) -> usize {
+        self.tail.capacity() + self.full.iter().map(Vec::capacity).sum::<usize>()
+    }
+
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -97,6 +102,11 @@ impl ChunkPool {
     /// A cleared chunk.
     pub fn take(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK + CHUNK / 4))
+    }
+
+    /// Memory the pooled chunks hold.
+    pub fn held(&self) -> usize {
+        self.free.iter().map(Vec::capacity).sum()
     }
 
     /// Takes back a written chunk.

@@ -396,6 +396,7 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
     let opts = shard.opts.borrow().clone();
     let who = format!("{ip}:{port} - cid:{}", cid.0);
     let verifier = auth.borrow().verifier.clone();
+    let read_buffer = Rc::new(Cell::new(0));
     shard.conns.borrow_mut().insert(
         cid,
         super::state::ConnHandles {
@@ -406,6 +407,7 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
             start: accepted_at,
             auth: auth.clone(),
             kind,
+            read_buffer: read_buffer.clone(),
         },
     );
 
@@ -425,7 +427,13 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
         ip.clone(),
         closed.clone(),
     ));
-    let reason = match read_loop(&shard, &stream, &session, &auth, cid, &ip, unread).await {
+    let reads = Reads {
+        stream: &stream,
+        session: &session,
+        auth: &auth,
+        read_buffer: &read_buffer,
+    };
+    let reason = match read_loop(&shard, reads, cid, &ip, unread).await {
         ReadEnd::Closed(reason) => reason,
         ReadEnd::Move { to, unread } => {
             // The writer waits for output with nothing queued and the
@@ -648,15 +656,23 @@ async fn verify_ahead(session: &RefCell<Session>, auth: &RefCell<ConnAuth>, buf:
     auth.borrow_mut().pending = Some(verdict);
 }
 
-async fn read_loop(
-    shard: &Rc<Shard>,
-    stream: &Stream,
-    session: &RefCell<Session>,
-    auth: &RefCell<ConnAuth>,
-    cid: ConnId,
-    ip: &str,
-    unread: Vec<u8>,
-) -> ReadEnd {
+/// What a client's read loop reads from and into.
+struct Reads<'a> {
+    stream: &'a Stream,
+    session: &'a RefCell<Session>,
+    auth: &'a RefCell<ConnAuth>,
+    /// The connection's read-buffer gauge (monitoring).
+    read_buffer: &'a Cell<usize>,
+}
+
+async fn read_loop(shard: &Rc<Shard>, reads: Reads<'_>, cid: ConnId, ip: &str, unread: Vec<u8>) -> ReadEnd {
+    let Reads {
+        stream,
+        session,
+        auth,
+        read_buffer,
+    } = reads;
+    let mut gauge = super::buffer_gauge::BufferGauge::new(read_buffer);
     let mut filled = unread.len();
     let mut buf = unread;
     buf.resize(filled.max(READ_MIN), 0);
@@ -666,6 +682,7 @@ async fn read_loop(
             let grow = (buf.len() * 2).max(need).max(READ_MIN);
             buf.resize(grow, 0);
         }
+        gauge.note(buf.capacity());
         let n = match read(stream, &mut buf[filled..]).await {
             Ok(0) => return ReadEnd::Closed(CloseReason::ClientClosed),
             Ok(n) => n,

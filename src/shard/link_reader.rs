@@ -58,10 +58,12 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
     if proto.link_s2().is_some_and(|s| s.borrow_mut().take_switch_in()) {
         inflate = Some((Inflate::default(), vec![0u8; 64 * 1024], false));
     }
+    let mut gauge = super::buffer_gauge::BufferGauge::new(&shard.link_read_buffers);
     loop {
         if filled == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
+        gauge.note(buf.capacity() + inflate.as_ref().map_or(0, |(_, raw, _)| raw.capacity()));
         let got = match &mut inflate {
             None => read(stream, &mut buf[filled..]).await,
             Some((inf, raw, more)) => inflated(stream, inf, raw, more, &mut buf, filled).await,

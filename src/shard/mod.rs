@@ -4,6 +4,7 @@
 
 pub mod arrival;
 pub mod auth_work;
+pub mod buffer_gauge;
 pub mod conn;
 pub mod host;
 pub mod leaf;
@@ -269,6 +270,7 @@ async fn shard_main(
         urls_seen: Cell::new(0),
         arriving: RefCell::new(FxHashMap::default()),
         polling_idle: Cell::new(false),
+        link_read_buffers: Cell::new(0),
     });
     {
         let shard = shard.clone();
@@ -310,6 +312,7 @@ async fn shard_main(
                     // Subscriptions removed by new permissions reach the other shards now.
                     shard.flush().await;
                 }
+                shard.publish_memory();
                 shard.answer_snapshot();
                 shard.mark_affinity_moves();
                 route::poll_cluster(&shard);

@@ -83,6 +83,8 @@ pub struct Shard {
     pub(super) arriving: RefCell<FxHashMap<ConnId, Box<super::arrival::Arrival>>>,
     /// The poll loop sleeps its idle period: the first traffic rings it.
     pub(super) polling_idle: Cell<bool>,
+    /// Capacity of the route and leaf links' read buffers.
+    pub(super) link_read_buffers: Cell<usize>,
 }
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
@@ -102,6 +104,8 @@ pub struct ConnHandles {
     pub auth: Rc<RefCell<host::ConnAuth>>,
     /// The listener it came through.
     pub kind: crate::ids::ConnKind,
+    /// Capacity of its read buffer (kept by its reader).
+    pub read_buffer: Rc<Cell<usize>>,
 }
 
 /// Backlog length past which a reader waits for its shard's queues to drain.
@@ -396,6 +400,7 @@ impl Shard {
             start: h.start,
             rtt: session.rtt(),
             pending_bytes: c.out.len(),
+            buffer_bytes: h.read_buffer.get() + core.out_held(cid),
             in_msgs: c.in_msgs,
             in_bytes: c.in_bytes,
             out_msgs: c.out_msgs,
@@ -435,6 +440,19 @@ impl Shard {
     /// Publishes the core's counters for readers on other threads.
     pub fn publish_stats(&self) {
         self.shared.stats[self.id.index()].publish(&self.core.borrow().counters());
+    }
+
+    /// Publishes the memory this shard's connections hold (read buffers,
+    /// outbound queues) and its chunk pool: O(connections), so from the
+    /// poll loop, not per read.
+    pub(super) fn publish_memory(&self) {
+        let (out, pool) = self.core.borrow().out_memory();
+        let reads: usize = self.conns.borrow().values().map(|h| h.read_buffer.get()).sum();
+        let buffers = out + reads + self.link_read_buffers.get();
+        self.shared.stats[self.id.index()].publish_memory(crate::stats::ShardMemory {
+            buffers: buffers as u64,
+            pool: pool as u64,
+        });
     }
 
     pub(super) fn send_move(

@@ -60,7 +60,7 @@ pub(super) async fn write_loop(
                         return reason;
                     }
                 }
-                shard.core.borrow_mut().recycle_chunks(chunks.drain(..));
+                shard.core.borrow_mut().recycle_chunks(cid, chunks.drain(..));
             }
             Err(reason) => {
                 close_transport(&stream, reason).await;

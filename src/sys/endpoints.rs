@@ -173,8 +173,31 @@ pub fn varz(shared: &Shared) -> Value {
             "stale_connection_stats".into(),
             json!({ "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 }),
         );
+        m.insert("petrel_shards".into(), shard_memory(shared));
     }
     v
+}
+
+/// Beyond nats-server: each shard's connections and the memory their
+/// buffers hold (read buffers and outbound queues by capacity, and the
+/// shard's pool of written chunks), as its poll loop last published them
+/// (at least once a second).
+fn shard_memory(shared: &Shared) -> Value {
+    let shards: Vec<Value> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let m = s.read_memory();
+            json!({
+                "shard": i,
+                "connections": s.read().connections,
+                "buffer_bytes": m.buffers,
+                "pool_bytes": m.pool,
+            })
+        })
+        .collect();
+    json!(shards)
 }
 
 /// `connz` options, from an HTTP query or a `$SYS` request body.
@@ -418,6 +441,7 @@ fn conn_json(c: &ConnSnapshot, o: &ConnzOpts, now: SystemTime) -> Value {
         "uptime": uptime_text(now.duration_since(c.start).unwrap_or_default()),
         "idle": "0s",
         "pending_bytes": c.pending_bytes,
+        "petrel_buffer_bytes": c.buffer_bytes,
         "in_msgs": c.in_msgs,
         "out_msgs": c.out_msgs,
         "in_bytes": c.in_bytes,
@@ -603,6 +627,7 @@ pub fn statsz(shared: &Shared) -> Value {
         .enumerate()
         .map(|(i, s)| {
             let c = s.read();
+            let m = s.read_memory();
             json!({
                 "shard": i,
                 "connections": c.connections,
@@ -612,6 +637,8 @@ pub fn statsz(shared: &Shared) -> Value {
                 "out_msgs": c.out_msgs,
                 "out_bytes": c.out_bytes,
                 "slow_consumers": c.slow_consumers,
+                "buffer_bytes": m.buffers,
+                "pool_bytes": m.pool,
             })
         })
         .collect();
@@ -1070,6 +1097,20 @@ pub fn metrics(shared: &Shared) -> String {
         "counter",
         "Connections closed as stale.",
         c.stale_connections.to_string(),
+    );
+    let memory = shared.stats.iter().map(stats::ShardStats::read_memory);
+    let (buffers, pool) = memory.fold((0, 0), |(b, p), m| (b + m.buffers, p + m.pool));
+    metric(
+        "petrel_buffer_bytes",
+        "gauge",
+        "Memory of connections' read buffers and outbound queues (capacity).",
+        buffers.to_string(),
+    );
+    metric(
+        "petrel_pool_bytes",
+        "gauge",
+        "Written outbound chunks kept for reuse.",
+        pool.to_string(),
     );
     metric(
         "petrel_mem_bytes",
