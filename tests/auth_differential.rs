@@ -866,3 +866,348 @@ fn first_byte_before_connect_is_an_authorization_violation() {
         ],
     );
 }
+
+// ------------------------------------------------ odd but valid user JWTs
+
+/// A user JWT with exactly `claims_json` as its claims (duplicate keys,
+/// key order and all), signed by `issuer_seed` under `header`.
+fn raw_user_jwt(header: &str, claims_json: &str, issuer_seed: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut token = b64.encode(header);
+    token.push('.');
+    let payload = b64.encode(claims_json);
+    token.push_str(&payload);
+    let kp = nkeys::KeyPair::from_seed(issuer_seed).unwrap();
+    // v2 signs `header.payload`; v1 (alg `ed25519`) signed the payload alone.
+    let signed: &str = if header == HEADER_V1 { &payload } else { &token };
+    let sig = kp.sign(signed.as_bytes()).unwrap();
+    token.push('.');
+    token.push_str(&b64.encode(sig));
+    token
+}
+
+const HEADER_V2: &str = r#"{"typ":"JWT","alg":"ed25519-nkey"}"#;
+const HEADER_V1: &str = r#"{"typ":"jwt","alg":"ed25519"}"#;
+
+/// A case connecting as a new user whose claims `claims(user_pub, iss)`
+/// writes, signed by `signer` (a fixture key), then sending `rest`.
+fn odd_user(
+    name: &'static str,
+    header: &'static str,
+    signer: &str,
+    claims: impl Fn(&str, &str) -> String,
+    sign_nonce: bool,
+    rest: &'static str,
+) -> Case {
+    let user = nkeys::KeyPair::new_user();
+    let signer_seed = common::jwt::seed(signer);
+    let iss = nkeys::KeyPair::from_seed(&signer_seed).unwrap().public_key();
+    let jwt = raw_user_jwt(header, &claims(&user.public_key(), &iss), &signer_seed);
+    let seed = user.seed().unwrap();
+    static CASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let rest = rest.replace("{n}", &n.to_string());
+    signed(name, move |nonce| {
+        let mut c = serde_json::json!({ "jwt": jwt });
+        if sign_nonce {
+            c["sig"] = sign_b64(&seed, nonce.as_bytes()).into();
+        }
+        quiet_connect(c, &rest)
+    })
+}
+
+/// What each case sends once connected: a subscription, a publish it
+/// receives, a larger one, a request-style publish, and a PING.
+/// `{n}` becomes a number of the case's own: a queue member of the case
+/// before, whose close is still under way, must not take its message.
+const USE_IT: &str =
+    "SUB foo 1\r\nSUB bar.{n} q 2\r\nPUB foo 2\r\nhi\r\nPUB bar.{n} 10\r\n0123456789\r\nPUB foo.x 0\r\n\r\nPING\r\n";
+
+/// User JWTs as other tools and older libraries write them, judged by both
+/// servers from the same bytes: JWT v1 (2019) claims without limits,
+/// missing or extra fields, duplicate keys (the last wins in Go), time
+/// bounds, bearer tokens, connection types and source networks in every
+/// accepted spelling, time-of-day windows, queue permissions.
+#[test]
+fn odd_user_jwts_match() {
+    let now = common::jwt::now();
+    let a_pub = nkeys::KeyPair::from_seed(&common::jwt::seed("A")).unwrap().public_key();
+    let hour = |h: i64| (chrono_like_utc_hour(now) + h).rem_euclid(24);
+    // A window that is closed for the next hour or so, in UTC.
+    let (closed_start, closed_end) = (format!("{:02}:00:00", hour(2)), format!("{:02}:00:00", hour(3)));
+    let v2 = move |extra_top: &str, nats: &str| {
+        let extra_top = extra_top.to_string();
+        let nats = nats.to_string();
+        move |sub: &str, iss: &str| {
+            format!(
+                r#"{{"jti":"J{now}","iat":{now},"iss":"{iss}","name":"odd","sub":"{sub}"{extra_top},"nats":{{{nats}"type":"user","version":2}}}}"#
+            )
+        }
+    };
+    let limits = r#""pub":{},"sub":{},"subs":-1,"data":-1,"payload":-1,"#;
+    let a_pub2 = a_pub.clone();
+    let window =
+        format!(r#"{limits}"times":[{{"start":"{closed_start}","end":"{closed_end}"}}],"times_location":"UTC","#);
+    let cases = vec![
+        odd_user("v2 as nsc writes it", HEADER_V2, "A", v2("", limits), true, USE_IT),
+        // No limits in a v2 JWT read as 0: nats-server tells the client
+        // its subscription limit is reached and closes it (after what it
+        // sent with its CONNECT, on its own goroutine: hence CONNECT alone).
+        odd_user(
+            "v2 without limits",
+            HEADER_V2,
+            "A",
+            v2("", r#""pub":{},"sub":{},"#),
+            true,
+            "",
+        ),
+        odd_user("v2 with no nats fields but type", HEADER_V2, "A", v2("", ""), true, ""),
+        odd_user(
+            "subs 0, payload unlimited",
+            HEADER_V2,
+            "A",
+            v2("", r#""subs":0,"payload":-1,"#),
+            true,
+            "",
+        ),
+        odd_user(
+            "v1 (2019): type at the top, no version, no limits",
+            HEADER_V1,
+            "A",
+            move |sub, iss| {
+                format!(
+                    r#"{{"jti":"J{now}","iat":{now},"iss":"{iss}","name":"old","sub":"{sub}","type":"user","nats":{{"pub":{{}},"sub":{{}}}}}}"#
+                )
+            },
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "unknown claims at both levels",
+            HEADER_V2,
+            "A",
+            v2(
+                r#","x_custom":{"a":[1,2]},"aud":"someone""#,
+                &format!(r#"{limits}"x_unknown":true,"tags":["t1"],"#),
+            ),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "duplicate nats: merged as Go merges",
+            HEADER_V2,
+            "A",
+            move |sub, iss| {
+                format!(
+                    r#"{{"jti":"J{now}","iat":{now},"iss":"{iss}","name":"dup","sub":"{sub}","nats":{{"pub":{{"deny":["foo"]}},"sub":{{}},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}},"nats":{{"pub":{{}},"sub":{{}},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}}}}"#
+                )
+            },
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "nbf in the past",
+            HEADER_V2,
+            "A",
+            v2(&format!(r#","nbf":{}"#, now - 60), limits),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "nbf in the future",
+            HEADER_V2,
+            "A",
+            v2(&format!(r#","nbf":{}"#, now + 3600), limits),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "exp far ahead",
+            HEADER_V2,
+            "A",
+            v2(&format!(r#","exp":{}"#, now + 86400 * 365), limits),
+            true,
+            USE_IT,
+        ),
+        odd_user("exp zero", HEADER_V2, "A", v2(r#","exp":0"#, limits), true, USE_IT),
+        odd_user(
+            "iat in the future",
+            HEADER_V2,
+            "A",
+            move |sub, iss| {
+                let later = now + 3600;
+                format!(
+                    r#"{{"jti":"J{later}","iat":{later},"iss":"{iss}","name":"later","sub":"{sub}","nats":{{"pub":{{}},"sub":{{}},"subs":-1,"data":-1,"payload":-1,"type":"user","version":2}}}}"#
+                )
+            },
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "bearer token, nonce unsigned",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"bearer_token":true,"#)),
+            false,
+            USE_IT,
+        ),
+        odd_user(
+            "not bearer, nonce unsigned",
+            HEADER_V2,
+            "A",
+            v2("", limits),
+            false,
+            USE_IT,
+        ),
+        odd_user(
+            "connection types: STANDARD",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"allowed_connection_types":["STANDARD"],"#)),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "connection types: WEBSOCKET only",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"allowed_connection_types":["WEBSOCKET"],"#)),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "connection types: unknown only",
+            HEADER_V2,
+            "A",
+            v2(
+                "",
+                &format!(r#"{limits}"allowed_connection_types":["CARRIER_PIGEON"],"#),
+            ),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "connection types: STANDARD and unknown",
+            HEADER_V2,
+            "A",
+            v2(
+                "",
+                &format!(r#"{limits}"allowed_connection_types":["STANDARD","CARRIER_PIGEON"],"#),
+            ),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "src: loopback",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"src":["127.0.0.1/32"],"#)),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "src: elsewhere",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"src":["10.0.0.0/8"],"#)),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "src: one comma-separated string",
+            HEADER_V2,
+            "A",
+            v2("", &format!(r#"{limits}"src":"10.0.0.0/8, 127.0.0.1/32","#)),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "times: the whole day",
+            HEADER_V2,
+            "A",
+            v2(
+                "",
+                &format!(r#"{limits}"times":[{{"start":"00:00:00","end":"23:59:59"}}],"#),
+            ),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "times: a window not open now",
+            HEADER_V2,
+            "A",
+            v2("", &window),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "queue permission only",
+            HEADER_V2,
+            "A",
+            v2(
+                "",
+                r#""pub":{},"sub":{"allow":["bar q","foo"]},"subs":-1,"data":-1,"payload":-1,"#,
+            ),
+            true,
+            "SUB bar 1\r\nSUB bar q 2\r\nSUB bar other 3\r\nSUB foo 4\r\nPING\r\n",
+        ),
+        odd_user(
+            "allow and empty deny, response permission",
+            HEADER_V2,
+            "A",
+            v2(
+                "",
+                r#""pub":{"allow":["foo"],"deny":[]},"sub":{"allow":["foo"],"deny":[]},"resp":{"max":1,"ttl":0},"subs":-1,"data":-1,"payload":-1,"#,
+            ),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "subs 1",
+            HEADER_V2,
+            "A",
+            v2("", r#""pub":{},"sub":{},"subs":1,"data":-1,"payload":-1,"#),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "payload 4",
+            HEADER_V2,
+            "A",
+            v2("", r#""pub":{},"sub":{},"subs":-1,"data":-1,"payload":4,"#),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "issuer_account naming the signer itself",
+            HEADER_V2,
+            "A",
+            v2(&format!(r#","issuer_account":"{a_pub2}""#), limits),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "signing key without issuer_account",
+            HEADER_V2,
+            "A_sk",
+            v2("", limits),
+            true,
+            USE_IT,
+        ),
+        odd_user(
+            "signing key with issuer_account",
+            HEADER_V2,
+            "A_sk",
+            v2(&format!(r#","issuer_account":"{a_pub}""#), limits),
+            true,
+            USE_IT,
+        ),
+        odd_user("empty name", HEADER_V2, "A", v2("", limits), true, USE_IT),
+    ];
+    check(&operator_conf(), true, cases);
+}
+
+/// The hour of the day (UTC) at `unix` seconds.
+fn chrono_like_utc_hour(unix: i64) -> i64 {
+    unix.rem_euclid(86400) / 3600
+}

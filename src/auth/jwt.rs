@@ -789,7 +789,7 @@ fn decode_as<N: ClaimKind>(token: &str) -> Result<Claims<N>, JwtError> {
     let payload = URL_RAW.decode(p64).map_err(|_| JwtError::Base64("payload"))?;
     let sig = URL_RAW.decode(s64).map_err(|_| JwtError::Base64("signature"))?;
 
-    let id: Identity = serde_json::from_slice(&payload).map_err(|e| JwtError::Claims(e.to_string()))?;
+    let id: Identity = read_claims(&payload)?;
     if id.nats.version > LIB_VERSION {
         return Err(JwtError::NewerVersion(id.nats.version));
     }
@@ -818,12 +818,25 @@ fn decode_as<N: ClaimKind>(token: &str) -> Result<Claims<N>, JwtError> {
     let key = KeyPair::from_public_key(&iss).map_err(|_| JwtError::BadKey(iss))?;
     key.verify(signed, &sig).map_err(|_| JwtError::BadSignature)?;
 
-    let mut claims: Claims<N> = serde_json::from_slice(&payload).map_err(|e| JwtError::Claims(e.to_string()))?;
+    let mut claims: Claims<N> = read_claims(&payload)?;
     // 0 is how Go's omitempty spells "never"; keep one spelling.
     claims.exp = claims.exp.filter(|&t| t != 0);
     claims.nbf = claims.nbf.filter(|&t| t != 0);
     claims.nats.set_identity(&claim_type, version);
     Ok(claims)
+}
+
+/// Reads claims as Go's jwt library does: straight into the struct, or,
+/// when keys repeat (which serde refuses and Go merges), through
+/// [`super::go_json`].
+fn read_claims<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, JwtError> {
+    match serde_json::from_slice(payload) {
+        Ok(c) => Ok(c),
+        Err(e) if e.to_string().starts_with("duplicate field") => super::go_json::from_slice(payload)
+            .and_then(serde_json::from_value)
+            .map_err(|e| JwtError::Claims(e.to_string())),
+        Err(e) => Err(JwtError::Claims(e.to_string())),
+    }
 }
 
 /// Decodes an operator JWT: signature verified, issuer an `O…` key.

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod go_json;
 pub mod jwt;
 pub mod password;
 pub mod perms;

@@ -84,6 +84,9 @@ pub struct ConnEntry {
     account: AccountId,
     perms: Option<ConnPermissions>,
     max_subs: Option<usize>,
+    /// Its subscription limit was applied while it already held that many
+    /// (see [`ShardCore::enforce_subs_limit`]).
+    subs_limit_reached: bool,
     /// What is at the other end: decides the encoder of deliveries and
     /// which messages may be forwarded to it.
     link: LinkKind,
@@ -119,6 +122,17 @@ pub struct ConnEntry {
 }
 
 impl ConnEntry {
+    /// Its subscription limit: the lower of the server's
+    /// `max_subscriptions` (0: none) and its user's or account's.
+    fn sub_limit(&self, server_max: usize) -> usize {
+        match (server_max, self.max_subs) {
+            (0, None) => usize::MAX,
+            (0, Some(m)) => m,
+            (s, None) => s,
+            (s, Some(m)) => s.min(m),
+        }
+    }
+
     fn new() -> ConnEntry {
         ConnEntry {
             out: OutQueue::default(),
@@ -129,6 +143,7 @@ impl ConnEntry {
             account: AccountId::GLOBAL,
             perms: None,
             max_subs: None,
+            subs_limit_reached: false,
             link: LinkKind::Client,
             pending_at_close: 0,
             interest_seq: 0,
@@ -639,11 +654,28 @@ impl ShardCore {
         max_subs: Option<usize>,
     ) {
         self.index_mut(account);
+        let server_max = self.cfg.max_subscriptions;
         if let Some(c) = self.conns.get_mut(&cid) {
             c.account = account;
             c.perms = perms.map(ConnPermissions::new);
             c.max_subs = max_subs;
+            c.subs_limit_reached = c.link == LinkKind::Client && c.sids.len() >= c.sub_limit(server_max);
         }
+    }
+
+    /// As nats-server: a client that already holds as many subscriptions
+    /// as the limit just applied allows (a user JWT with `subs: 0`, an
+    /// account update lowering the limit) is told `maximum subscriptions
+    /// exceeded` and closed. Called once what it sent with its CONNECT is
+    /// handled, so earlier replies come first (nats-server's close runs
+    /// on its own goroutine, after the read in progress).
+    pub fn enforce_subs_limit(&mut self, cid: ConnId) {
+        let Some(c) = self.conns.get_mut(&cid) else { return };
+        if !std::mem::take(&mut c.subs_limit_reached) || c.closing.is_some() {
+            return;
+        }
+        encode::err(c.out.tail(), WireError::MaxSubscriptionsExceeded);
+        self.close_conn(cid, CloseReason::MaxSubscriptionsExceeded);
     }
 
     /// Removes a connection's subscriptions its (changed) permissions no
@@ -861,13 +893,7 @@ impl ShardCore {
         if c.perms.as_ref().is_some_and(|p| !p.may_subscribe(subj, queue)) {
             return Err(WireError::PermissionsViolation);
         }
-        let max_subs = match (server_max, c.max_subs) {
-            (0, None) => usize::MAX,
-            (0, Some(m)) => m,
-            (s, None) => s,
-            (s, Some(m)) => s.min(m),
-        };
-        if c.link == LinkKind::Client && c.sids.len() >= max_subs {
+        if c.link == LinkKind::Client && c.sids.len() >= c.sub_limit(server_max) {
             return Err(WireError::MaxSubscriptionsExceeded);
         }
         let account = account.unwrap_or(c.account);

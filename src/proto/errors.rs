@@ -180,6 +180,9 @@ pub enum CloseReason {
     IncorrectPort,
     /// The route was removed from the configuration.
     RouteRemoved,
+    /// The client held as many subscriptions as its limit allows when the
+    /// limit was applied (a user JWT with `subs: 0`, a lowered limit).
+    MaxSubscriptionsExceeded,
 }
 
 impl CloseReason {
@@ -209,6 +212,7 @@ impl CloseReason {
             CloseReason::DuplicateServerName => "Duplicate Server Name",
             CloseReason::IncorrectPort => "Incorrect Port",
             CloseReason::RouteRemoved => "Route Removed",
+            CloseReason::MaxSubscriptionsExceeded => "Maximum Subscriptions Exceeded",
         }
     }
 }

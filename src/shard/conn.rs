@@ -724,6 +724,7 @@ async fn read_loop(shard: &Rc<Shard>, reads: Reads<'_>, cid: ConnId, ip: &str, u
             };
             let was_connected = session.borrow().is_connected();
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
+            core.enforce_subs_limit(cid);
             core.wake(cid);
             drop((core, auth_state, info));
             system_work(shard, session, auth, cid, ip, was_connected);

@@ -126,6 +126,7 @@ fn reverify_conn(core: &mut ShardCore, cid: ConnId, auth: &mut host::ConnAuth, s
         Ok(id) if id.account().id == old.account().id => {
             core.set_conn_identity(cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
             core.enforce_subscriptions(cid);
+            core.enforce_subs_limit(cid);
             auth.identity = Some(id);
         }
         Ok(_) | Err(_) => {
@@ -348,6 +349,7 @@ impl Shard {
             Ok(r) => {
                 core.set_conn_identity(cid, id.account().id, r.permissions, r.max_subs);
                 core.enforce_subscriptions(cid);
+                core.enforce_subs_limit(cid);
             }
             Err(e) => {
                 crate::debug!("cid:{} - {} after an account update", cid.0, e.text());

@@ -384,6 +384,7 @@ pub fn close_status(reason: CloseReason) -> u16 {
         | SlowConsumerWriteDeadline
         | MaxAccountConnectionsExceeded
         | MaxConnectionsExceeded
+        | MaxSubscriptionsExceeded
         | AuthenticationExpired
         | CredentialsRevoked => CLOSE_POLICY,
         ParseError | ProtocolViolation | BadClientProtocolVersion => CLOSE_PROTOCOL_ERROR,

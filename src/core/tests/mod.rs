@@ -866,3 +866,42 @@ fn a_leafs_message_goes_to_routes_with_its_cluster() {
 }
 
 mod moves;
+
+#[test]
+fn a_limit_already_met_when_applied_closes_the_client() {
+    let mut c = Cluster::new(1, CoreConfig::default());
+    let a = c.connect(0);
+    let b = c.connect(0);
+    c.feed(a, b"SUB foo 1\r\n");
+    c.feed(b, b"SUB foo 1\r\n");
+    // A limit above what `a` holds changes nothing; one at it closes `b`.
+    c.cores[0].set_conn_identity(a, AccountId::GLOBAL, None, Some(2));
+    c.cores[0].set_conn_identity(b, AccountId::GLOBAL, None, Some(1));
+    c.cores[0].enforce_subs_limit(a);
+    c.cores[0].enforce_subs_limit(b);
+    assert_eq!(c.cores[0].conn(a).unwrap().closing(), None);
+    assert_eq!(
+        c.cores[0].conn(b).unwrap().closing(),
+        Some(CloseReason::MaxSubscriptionsExceeded)
+    );
+    assert_eq!(c.take_out(b), b"-ERR 'maximum subscriptions exceeded'\r\n");
+    // Told once: the flag is spent.
+    c.cores[0].enforce_subs_limit(b);
+    assert!(c.take_out(b).is_empty());
+    // The server's max_subscriptions counts too (0 means none).
+    let mut c = Cluster::new(
+        1,
+        CoreConfig {
+            max_subscriptions: 1,
+            ..CoreConfig::default()
+        },
+    );
+    let d = c.connect(0);
+    c.feed(d, b"SUB foo 1\r\n");
+    c.cores[0].set_conn_identity(d, AccountId::GLOBAL, None, None);
+    c.cores[0].enforce_subs_limit(d);
+    assert_eq!(
+        c.cores[0].conn(d).unwrap().closing(),
+        Some(CloseReason::MaxSubscriptionsExceeded)
+    );
+}
