@@ -65,6 +65,9 @@ pub struct Shared {
     pub started: std::time::SystemTime,
     /// The HTTP monitoring address, once listening.
     pub http_addr: Mutex<Option<std::net::SocketAddr>>,
+    /// Requests served per monitoring endpoint (varz `http_req_stats`),
+    /// keyed by nats-server's path names, in Go's sorted key order.
+    pub http_req_stats: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Counter of system messages (`seq` in the `server` block).
     pub sys_seq: AtomicU64,
     /// Re-reads and applies the configuration (`$SYS` RELOAD, SIGHUP).
@@ -194,6 +197,7 @@ impl Shared {
             account_updates: Announcements::default(),
             started: std::time::SystemTime::now(),
             http_addr: Mutex::new(None),
+            http_req_stats: Mutex::new(std::collections::BTreeMap::new()),
             sys_seq: AtomicU64::new(0),
             reloader: Mutex::new(None),
             client_actions: Announcements::default(),

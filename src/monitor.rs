@@ -56,30 +56,66 @@ impl Monitor {
         };
         let param = |k: &str| req.param(k).map(std::borrow::Cow::into_owned);
         let sh = &*self.shared;
+        // Counted as nats-server counts them: once the query is understood,
+        // before the document is built (so /varz sees its own request).
+        let count = |endpoint: &'static str| {
+            *sh.http_req_stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(endpoint)
+                .or_insert(0) += 1;
+        };
         let (status, ctype, body) = match (method, path) {
-            ("GET" | "HEAD", "/connz") => json(ConnzOpts::from_query(query).and_then(|o| endpoints::connz(sh, &o))),
-            ("GET" | "HEAD", "/varz") => json(Ok(endpoints::varz(sh))),
-            ("GET" | "HEAD", "/subsz" | "/subscriptionsz") => {
-                json(SubszOpts::from_query(query).map(|o| endpoints::subsz(sh, &o)))
+            ("GET" | "HEAD", "/connz") => json(ConnzOpts::from_query(query).and_then(|o| {
+                count("/connz");
+                endpoints::connz(sh, &o)
+            })),
+            ("GET" | "HEAD", "/varz") => {
+                count("/varz");
+                json(Ok(endpoints::varz(sh)))
             }
-            ("GET" | "HEAD", "/routez") => json(Ok(endpoints::routez(sh))),
+            ("GET" | "HEAD", "/subsz" | "/subscriptionsz") => json(SubszOpts::from_query(query).map(|o| {
+                count("/subsz");
+                endpoints::subsz(sh, &o)
+            })),
+            ("GET" | "HEAD", "/routez") => {
+                count("/routez");
+                json(Ok(endpoints::routez(sh)))
+            }
             ("GET" | "HEAD", "/leafz") => {
                 let subs = matches!(param("subs").as_deref(), Some("1" | "true" | "t" | "detail"));
+                count("/leafz");
                 json(Ok(endpoints::leafz(sh, subs, param("acc").as_deref())))
             }
-            ("GET" | "HEAD", "/gatewayz") => json(Ok(endpoints::gatewayz(sh))),
-            ("GET" | "HEAD", "/jsz") => json(Ok(endpoints::jsz(sh))),
-            ("GET" | "HEAD", "/accountz") => json(endpoints::accountz(sh, param("acc").as_deref())),
+            ("GET" | "HEAD", "/gatewayz") => {
+                count("/gatewayz");
+                json(Ok(endpoints::gatewayz(sh)))
+            }
+            ("GET" | "HEAD", "/jsz") => {
+                count("/jsz");
+                json(Ok(endpoints::jsz(sh)))
+            }
+            ("GET" | "HEAD", "/accountz") => {
+                count("/accountz");
+                json(endpoints::accountz(sh, param("acc").as_deref()))
+            }
             ("GET" | "HEAD", "/accstatz") => {
                 let unused = matches!(param("unused").as_deref(), Some("1" | "true" | "t"));
                 let accs: Vec<String> = param("accounts")
                     .map(|a| a.split(',').map(str::to_string).collect())
                     .unwrap_or_default();
+                count("/accstatz");
                 json(Ok(endpoints::accstatz(sh, &accs, unused)))
             }
-            ("GET" | "HEAD", "/healthz") => json(Ok(serde_json::json!({"status": "ok"}))),
+            ("GET" | "HEAD", "/healthz") => {
+                count("/healthz");
+                json(Ok(serde_json::json!({"status": "ok"})))
+            }
             ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", endpoints::metrics(sh)),
-            ("GET" | "HEAD", "/") => ("200 OK", "text/html; charset=utf-8", INDEX.to_string()),
+            ("GET" | "HEAD", "/") => {
+                count("/");
+                ("200 OK", "text/html; charset=utf-8", INDEX.to_string())
+            }
             ("GET" | "HEAD", _) => (
                 "404 Not Found",
                 "text/plain; charset=utf-8",

@@ -511,3 +511,34 @@ fn buffer_memory_is_visible_and_follows_the_load() {
         "{varz}"
     );
 }
+
+/// varz `http_req_stats` counts what nats-server counts: each endpoint
+/// served (an unknown path is not), `/varz` its own request included.
+#[test]
+fn http_req_stats_match_nats_server() {
+    let mut seen = Vec::new();
+    for p in [common::petrel(&["-m", "-1"]), common::nats_server(&["-m", "-1"])] {
+        for path in [
+            "/",
+            "/connz",
+            "/routez",
+            "/subsz",
+            "/subscriptionsz",
+            "/accountz",
+            "/connz?subs=1",
+            "/healthz",
+            "/leafz",
+            "/gatewayz",
+            "/accstatz",
+            "/nonexistent",
+            "/varz",
+        ] {
+            common::http_get(p.monitor_port(), path);
+        }
+        let (_, body) = common::http_get(p.monitor_port(), "/varz");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.push(v["http_req_stats"].clone());
+    }
+    assert_eq!(seen[0], seen[1], "petrel, then nats-server");
+    assert_eq!(seen[0]["/varz"], 2, "{}", seen[0]);
+}

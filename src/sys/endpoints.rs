@@ -149,7 +149,7 @@ pub fn varz(shared: &Shared) -> Value {
         "stale_connections": c.stale_connections,
         "stalled_clients": 0,
         "subscriptions": c.subscriptions,
-        "http_req_stats": {},
+        "http_req_stats": *shared.http_req_stats.lock().unwrap_or_else(|e| e.into_inner()),
         "config_load_time": rfc3339(shared.started),
         "config_digest": o.config_digest,
     });
