@@ -80,3 +80,50 @@ fn systemd_unit_verifies() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("petrel.service:"), "warnings about the unit: {text}");
 }
+
+/// The image of `scripts/deploy/Dockerfile` runs the binary on
+/// distroless/cc, which holds glibc and libgcc and nothing else: the
+/// binary must need no other shared library. (No container engine runs
+/// on the project's machine, so the image itself is not built here.)
+#[test]
+fn dockerfile_runtime_has_what_the_binary_needs() {
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12"), "{dockerfile}");
+    assert!(dockerfile.contains("cargo build --release --bin petrel"), "{dockerfile}");
+    assert!(deploy_dir().join("examples").is_dir(), "the image copies the examples");
+    let ignored = std::fs::read_to_string(deploy_dir().join("Dockerfile.dockerignore")).unwrap();
+    for needed in ["src", "Cargo.toml", "Cargo.lock", "benches", "perf", "tests", "scripts"] {
+        assert!(
+            !ignored.lines().any(|l| l.trim() == needed),
+            "the build needs {needed}"
+        );
+    }
+    let Ok(out) = Command::new("readelf")
+        .arg("-d")
+        .arg(env!("CARGO_BIN_EXE_petrel"))
+        .output()
+    else {
+        eprintln!("readelf not installed: skipping the library check");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(!needed.is_empty(), "{text}");
+    let distroless_cc = [
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "libutil.so.1",
+        "ld-linux-x86-64.so.2",
+    ];
+    for lib in needed {
+        assert!(distroless_cc.contains(&lib), "{lib} is not in distroless/cc");
+    }
+}
