@@ -65,10 +65,12 @@ pub enum MappingError {
 struct Dest {
     transform: Transform,
     upto: u8,
+    /// The destination as written (the source for the remainder).
+    subject: Box<str>,
 }
 
-/// Destinations with their own weights, before they are completed.
-type Weighted = Vec<(Transform, u8)>;
+/// Destinations with their own weights and texts, before they are completed.
+type Weighted = Vec<(Transform, u8, Box<str>)>;
 
 /// One source subject and its destinations.
 #[derive(Debug, Clone)]
@@ -110,30 +112,36 @@ impl Mapping {
                 return Err(MappingError::TotalWeight);
             }
             let t = Transform::for_mapping(source, &d.subject)?;
+            let entry = (t, d.weight, d.subject.as_str().into());
             if d.cluster.is_empty() {
-                plain.push((t, d.weight));
+                plain.push(entry);
             } else {
                 match scoped.iter_mut().find(|(c, _)| **c == *d.cluster) {
-                    Some((_, l)) => l.push((t, d.weight)),
-                    None => scoped.push((d.cluster.as_str().into(), vec![(t, d.weight)])),
+                    Some((_, l)) => l.push(entry),
+                    None => scoped.push((d.cluster.as_str().into(), vec![entry])),
                 }
             }
         }
         let source_listed = seen.contains(&source);
         let wildcard = crate::subject::has_wildcard(source.as_bytes());
         let complete = |mut l: Weighted| -> Result<Vec<Dest>, MappingError> {
-            let sum: u32 = l.iter().map(|(_, w)| *w as u32).sum();
+            let sum: u32 = l.iter().map(|(_, w, _)| *w as u32).sum();
             if sum != 100 && !source_listed {
                 let rest = if l.is_empty() { 100 } else { 100 - sum as u8 };
-                l.push((Transform::new(source, &numbered_wildcards(source), false)?, rest));
+                let identity = Transform::new(source, &numbered_wildcards(source), false)?;
+                l.push((identity, rest, source.into()));
             }
             // Lightest first, as nats-server orders them (stable).
-            l.sort_by_key(|(_, w)| *w);
+            l.sort_by_key(|(_, w, _)| *w);
             let mut upto = 0u8;
             Ok(l.into_iter()
-                .map(|(transform, w)| {
+                .map(|(transform, w, subject)| {
                     upto += w;
-                    Dest { transform, upto }
+                    Dest {
+                        transform,
+                        upto,
+                        subject,
+                    }
                 })
                 .collect())
         };
@@ -153,6 +161,27 @@ impl Mapping {
     /// The source subject.
     pub fn source(&self) -> &[u8] {
         &self.source
+    }
+
+    /// Its destinations as nats-server's account detail lists them:
+    /// lightest first with cumulative weights (the last reaches 100), the
+    /// cluster-scoped ones after, each with its cluster.
+    pub fn describe(&self) -> Vec<MapDest> {
+        let list = |dests: &[Dest], cluster: &str| -> Vec<MapDest> {
+            dests
+                .iter()
+                .map(|d| MapDest {
+                    subject: d.subject.to_string(),
+                    weight: d.upto,
+                    cluster: cluster.to_string(),
+                })
+                .collect()
+        };
+        let mut out = list(&self.dests, "");
+        for (c, dests) in &self.by_cluster {
+            out.extend(list(dests, c));
+        }
+        out
     }
 }
 
@@ -190,7 +219,12 @@ impl Mappings {
         }
     }
 
-    /// The source subjects.
+    /// The mappings, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Mapping> {
+        self.list.iter()
+    }
+
+    /// Every mapping's source subject.
     pub fn sources(&self) -> impl Iterator<Item = &[u8]> {
         self.list.iter().map(|m| &*m.source)
     }

@@ -88,15 +88,18 @@ fn systemd_unit_verifies() {
 #[test]
 fn dockerfile_runtime_has_what_the_binary_needs() {
     let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
-    assert!(dockerfile.contains("FROM gcr.io/distroless/cc-debian12"), "{dockerfile}");
-    assert!(dockerfile.contains("cargo build --release --bin petrel"), "{dockerfile}");
+    assert!(
+        dockerfile.contains("FROM gcr.io/distroless/cc-debian12"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("cargo build --release --bin petrel"),
+        "{dockerfile}"
+    );
     assert!(deploy_dir().join("examples").is_dir(), "the image copies the examples");
     let ignored = std::fs::read_to_string(deploy_dir().join("Dockerfile.dockerignore")).unwrap();
     for needed in ["src", "Cargo.toml", "Cargo.lock", "benches", "perf", "tests", "scripts"] {
-        assert!(
-            !ignored.lines().any(|l| l.trim() == needed),
-            "the build needs {needed}"
-        );
+        assert!(!ignored.lines().any(|l| l.trim() == needed), "the build needs {needed}");
     }
     let Ok(out) = Command::new("readelf")
         .arg("-d")

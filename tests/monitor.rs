@@ -542,3 +542,81 @@ fn http_req_stats_match_nats_server() {
     assert_eq!(seen[0], seen[1], "petrel, then nats-server");
     assert_eq!(seen[0]["/varz"], 2, "{}", seen[0]);
 }
+
+/// `/accountz?acc=` lists mappings, exports and imports as nats-server
+/// does (as sets: nats-server's come from Go maps, in no fixed order;
+/// petrel leaves `response_type` out, having no per-export response state).
+#[test]
+fn accountz_lists_exchanges_as_nats_server_does() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("exchanges.conf");
+    std::fs::write(
+        &conf,
+        r#"
+accounts {
+  A: {
+    users: [{user: a, password: a}]
+    exports: [{stream: "s.>"}, {service: "svc.*"}, {stream: "priv.>", accounts: [B]}]
+    mappings: { "m.in": "m.out", "w.*": [{dest: "w.a.$1", weight: 40%}, {dest: "w.b.$1", weight: 60%}], "half": {dest: "other", weight: 50%} }
+  }
+  B: {
+    users: [{user: b, password: b}]
+    imports: [
+      {stream: {account: A, subject: "s.>"}, prefix: "fromA"}
+      {stream: {account: A, subject: "priv.>"}}
+      {service: {account: A, subject: "svc.x"}, to: "local.x"}
+      {service: {account: A, subject: "svc.y"}}
+    ]
+  }
+}
+mappings { "g.in": "g.out" }
+"#,
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    let detail = |port: u16, acc: &str| -> serde_json::Value {
+        let (_, body) = common::http_get(port, &format!("/accountz?acc={acc}"));
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let d = v["account_detail"].take();
+        let set = |k: &str| {
+            let mut items: Vec<String> = d[k]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|e| {
+                            let mut e = e.clone();
+                            e.as_object_mut().unwrap().remove("response_type");
+                            e.to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            items.sort();
+            items
+        };
+        serde_json::json!({
+            "mappings": d["mappings"].clone(),
+            "exports": set("exports"),
+            "imports": set("imports"),
+            "is_system": d["is_system"].clone(),
+        })
+    };
+    let p = common::petrel(&["-c", c, "-m", "-1"]);
+    let n = common::nats_server(&["-c", c, "-m", "-1"]);
+    for acc in ["A", "B", "%24G", "%24SYS"] {
+        let (ours, theirs) = (detail(p.monitor_port(), acc), detail(n.monitor_port(), acc));
+        assert!(ours["imports"].as_array().is_some_and(|l| !l.is_empty()), "{ours}");
+        if acc == "%24SYS" {
+            // nats-server also exports $SYS.DEBUG.SUBSCRIBERS, which petrel
+            // does not serve.
+            let mut theirs = theirs.clone();
+            theirs["exports"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|e| !e.as_str().unwrap().contains("DEBUG.SUBSCRIBERS"));
+            assert_eq!(ours, theirs, "{acc}");
+        } else {
+            assert_eq!(ours, theirs, "{acc}");
+        }
+    }
+}

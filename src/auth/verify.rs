@@ -492,6 +492,15 @@ impl Verifier {
         &self.warnings
     }
 
+    /// In operator mode, the exports and imports of the account JWTs in
+    /// use, as the imports table reads them (monitoring's account detail);
+    /// `None` in the other modes.
+    pub fn jwt_account_configs(&self) -> Option<Vec<AccountConfig>> {
+        let Mode::Operator(op) = &self.mode else { return None };
+        let loaded = op.loaded.lock().expect("loaded accounts lock");
+        Some(jwt_account_configs(&loaded, unix_now(SystemTime::now())))
+    }
+
     /// Whether the server runs in operator (JWT) mode.
     pub fn is_operator_mode(&self) -> bool {
         matches!(self.mode, Mode::Operator(_))

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::account_detail;
 use super::DataStats;
 use crate::control::{ConnSnapshot, ShardSnapshot, Shared};
 use crate::proto::info::COMPAT_VERSION;
@@ -959,22 +960,39 @@ pub fn account_info(shared: &Shared, a: &crate::auth::accounts::Account) -> Valu
         .filter(|c| c.account == a.name)
         .map(|c| c.subs.len())
         .sum();
-    let mut v = json!({
-        "account_name": a.name,
-        "update_time": rfc3339(shared.started),
-        "expired": false,
-        "complete": true,
-        "jetstream_enabled": false,
-        "leafnode_connections": 0,
-        "client_connections": a.connections(),
-        "subscriptions": subs,
-        "name_tag": a.name,
-        "sublist_stats": sublist_stats(&snaps),
-    });
+    let (o, _) = shared.current();
+    let v = shared.verifier();
+    let jwt_configs = v.jwt_account_configs();
+    let configs = jwt_configs.as_deref().unwrap_or(&o.auth.accounts);
+    let cfg = configs.iter().find(|c| c.name == a.name);
+    let system = v.accounts().system().name.clone();
+    let imports = v.imports();
+    let mut m = serde_json::Map::new();
+    m.insert("account_name".into(), json!(a.name));
+    m.insert("update_time".into(), json!(rfc3339(shared.started)));
     if a.is_system {
-        v["is_system"] = json!(true);
+        m.insert("is_system".into(), json!(true));
     }
-    v
+    m.insert("expired".into(), json!(false));
+    m.insert("complete".into(), json!(true));
+    m.insert("jetstream_enabled".into(), json!(false));
+    m.insert("leafnode_connections".into(), json!(0));
+    m.insert("client_connections".into(), json!(a.connections()));
+    m.insert("subscriptions".into(), json!(subs));
+    if let Some(maps) = imports.mappings_of(a.id) {
+        m.insert("mappings".into(), account_detail::mappings(maps));
+    }
+    let exports = account_detail::exports(cfg, a.is_system, jwt_configs.is_some());
+    if !exports.is_empty() {
+        m.insert("exports".into(), json!(exports));
+    }
+    m.insert(
+        "imports".into(),
+        json!(account_detail::imports(cfg, &a.name, a.is_system, &system)),
+    );
+    m.insert("name_tag".into(), json!(a.name));
+    m.insert("sublist_stats".into(), sublist_stats(&snaps));
+    Value::Object(m)
 }
 
 /// An account's `{msgs, bytes}` with nats-server 2.12's per-link-kind

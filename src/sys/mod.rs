@@ -3,6 +3,7 @@
 //! shared by `$SYS` services and HTTP monitoring (`endpoints`), so the two
 //! cannot drift. Executor-free: the shards and the monitor thread call in.
 
+pub mod account_detail;
 pub mod endpoints;
 pub mod services;
 
