@@ -1330,3 +1330,66 @@ async fn imports_cross_servers_petrel_petrel() {
 async fn imports_cross_servers_petrel_nats() {
     imports_cross([Kind::Petrel, Kind::Nats]).await;
 }
+
+/// A peer that stops reading while the route's write deadline passes: with
+/// the routes' default `write_timeout: retry` the route is a slow
+/// consumer (logged once) but stays, and everything queued reaches the
+/// peer once it reads again; with `write_timeout: close` it is closed.
+#[test]
+fn a_route_past_its_write_deadline_retries_or_closes_as_configured() {
+    for policy in ["retry", "close"] {
+        let dir = common::jwt::temp_dir();
+        let conf = dir.join("deadline.conf");
+        std::fs::write(
+            &conf,
+            format!("cluster {{ write_deadline: \"300ms\", write_timeout: {policy} }}\nmax_pending: 64MB\n"),
+        )
+        .unwrap();
+        let server = node(Kind::Petrel, None, &["-c", conf.to_str().unwrap()]);
+        let mut peer = Peer::dial(server.route_port(), "c1", "NDEADLINE", "");
+        peer.read_for(Duration::from_millis(200));
+        peer.send(b"RS+ $G flood\r\nPING\r\n");
+        peer.read_for(Duration::from_millis(200));
+        let mut publisher = common::raw::Raw::open(&server.addr());
+        publisher.send(b"CONNECT {\"verbose\":false}\r\n");
+        let mut frame = b"PUB flood 60000\r\n".to_vec();
+        frame.extend_from_slice(&[b'x'; 60_000]);
+        frame.extend_from_slice(b"\r\n");
+        let mut sent = 0;
+        let deadline = Instant::now() + WAIT;
+        while server.log_lines("Slow Consumer Detected: WriteDeadline").is_empty()
+            && server.log_lines("Router connection closed").is_empty()
+        {
+            assert!(Instant::now() < deadline, "{policy}: the write deadline never passed");
+            for _ in 0..10 {
+                publisher.send(&frame);
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(publisher.ping(), "", "{policy}: the publisher is served");
+        if policy == "retry" {
+            assert!(server.log_lines("Router connection closed").is_empty(), "{policy}");
+            // Reading again, the peer gets every message queued for it.
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let text = peer.read_for(Duration::from_millis(200));
+                if text.matches("RMSG $G flood 60000").count() == sent {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{policy}: {} of {sent} arrived",
+                    text.matches("RMSG $G flood").count()
+                );
+            }
+            assert!(!server.log_lines("Slow Consumer Recovered").is_empty(), "{policy}");
+        } else {
+            let deadline = Instant::now() + WAIT;
+            while server.log_lines("Router connection closed").is_empty() {
+                assert!(Instant::now() < deadline, "{policy}: the route stayed");
+                peer.read_for(Duration::from_millis(100));
+            }
+        }
+    }
+}
