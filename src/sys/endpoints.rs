@@ -174,25 +174,32 @@ pub fn varz(shared: &Shared) -> Value {
             "stale_connection_stats".into(),
             json!({ "clients": c.stale_connections, "routes": 0, "gateways": 0, "leafs": 0 }),
         );
-        m.insert("petrel_shards".into(), shard_memory(shared));
+        m.insert("petrel_shards".into(), petrel_shards(shared));
     }
     v
 }
 
-/// Beyond nats-server: each shard's connections and the memory their
-/// buffers hold (read buffers and outbound queues by capacity, and the
-/// shard's pool of written chunks), as its poll loop last published them
-/// (at least once a second).
-fn shard_memory(shared: &Shared) -> Value {
+/// Beyond nats-server (`petrel_shards` in varz and STATSZ): each shard's
+/// counters and the memory its connections' buffers hold (read buffers
+/// and outbound queues by capacity, and its pool of written chunks), as
+/// it last published them (memory at least once a second).
+fn petrel_shards(shared: &Shared) -> Value {
     let shards: Vec<Value> = shared
         .stats
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let c = s.read();
             let m = s.read_memory();
             json!({
                 "shard": i,
-                "connections": s.read().connections,
+                "connections": c.connections,
+                "subscriptions": c.subscriptions,
+                "in_msgs": c.in_msgs,
+                "in_bytes": c.in_bytes,
+                "out_msgs": c.out_msgs,
+                "out_bytes": c.out_bytes,
+                "slow_consumers": c.slow_consumers,
                 "buffer_bytes": m.buffers,
                 "pool_bytes": m.pool,
             })
@@ -622,27 +629,7 @@ pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
 /// nats-server) `petrel_shards` with each shard's counters.
 pub fn statsz(shared: &Shared) -> Value {
     let c = stats::sum(&shared.stats);
-    let shards: Vec<Value> = shared
-        .stats
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let c = s.read();
-            let m = s.read_memory();
-            json!({
-                "shard": i,
-                "connections": c.connections,
-                "subscriptions": c.subscriptions,
-                "in_msgs": c.in_msgs,
-                "in_bytes": c.in_bytes,
-                "out_msgs": c.out_msgs,
-                "out_bytes": c.out_bytes,
-                "slow_consumers": c.slow_consumers,
-                "buffer_bytes": m.buffers,
-                "pool_bytes": m.pool,
-            })
-        })
-        .collect();
+    let shards = petrel_shards(shared);
     let sent = DataStats {
         msgs: c.out_msgs,
         bytes: c.out_bytes,
