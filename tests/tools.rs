@@ -337,8 +337,9 @@ fn nats_top_reads_the_monitoring_port() {
 
 /// nsc's managed-operator flow with the NATS resolver, as its docs walk
 /// it: an operator with a system account, `nsc generate config
-/// --nats-resolver`, accounts pushed over NATS, a user's creds
-/// connecting, a revocation pushed and enforced.
+/// --nats-resolver`, accounts pushed over NATS and pulled back (`nsc
+/// pull -A` replacing a local edit), a user's creds connecting, a
+/// revocation pushed and enforced.
 #[test]
 fn nsc_operator_flow_with_the_nats_resolver() {
     let (Some(nsc), Some(cli)) = (tool("nsc"), nats_cli()) else {
@@ -393,6 +394,20 @@ fn nsc_operator_flow_with_the_nats_resolver() {
         let url = server.url();
         let out = nsc_run(&["push", "-A", "-u", &url]);
         assert!(out.contains("pushed to a total of 1 nats-server"), "{name}: {out}");
+        // Pulled back (the operator names this server for nsc pull): a
+        // local edit not pushed is replaced by the server's JWT.
+        nsc_run(&["edit", "operator", "--account-jwt-server-url", &url]);
+        nsc_run(&["edit", "account", "A", "--tag", "local-only"]);
+        let out = nsc_run(&["pull", "-A", "-F"]);
+        assert!(
+            out.contains("stored account \"A\"") && out.contains("stored account \"SYS\""),
+            "{name}: {out}"
+        );
+        let described = nsc_run(&["describe", "account", "A", "--json"]);
+        assert!(
+            !described.contains("local-only"),
+            "{name}: the server's JWT replaced the local one: {described}"
+        );
         let (ok, out) = user_pub(&url);
         assert!(ok, "{name}: the user's creds connect: {out}");
         nsc_run(&["revocations", "add-user", "-a", "A", "-n", "u"]);
