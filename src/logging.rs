@@ -201,6 +201,28 @@ fn is_rotation_stamp(s: &str) -> bool {
             .all(|(g, w)| g.len() == w && g.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// How long a rate-limited statement stays quiet after it was logged
+/// (nats-server's default expiration of its rate-limited log lines).
+const RATE_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Statements logged lately through [`rate_limited`], with when.
+static RECENT: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> = Mutex::new(None);
+
+/// As nats-server's `RateLimitErrorf`: true when `statement` (the line
+/// without what differs per client, e.g. `maximum connections exceeded`)
+/// may be logged now, false when the same statement was logged within the
+/// last second. A flood of refusals writes a line a second, not one each.
+pub fn rate_limited(statement: &str, now: std::time::Instant) -> bool {
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    let recent = recent.get_or_insert_with(Default::default);
+    recent.retain(|_, at| now.saturating_duration_since(*at) < RATE_LIMIT_WINDOW);
+    if recent.contains_key(statement) {
+        return false;
+    }
+    recent.insert(statement.to_string(), now);
+    true
+}
+
 /// Whether trace lines are wanted (checked before building them).
 pub fn trace_enabled() -> bool {
     TRACE.load(Relaxed)
@@ -315,6 +337,20 @@ macro_rules! trace { ($($t:tt)*) => { if $crate::logging::trace_enabled() { $cra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_is_logged_once_a_second() {
+        let t0 = std::time::Instant::now();
+        let later = |ms| t0 + std::time::Duration::from_millis(ms);
+        assert!(rate_limited("test: flood one", t0));
+        assert!(!rate_limited("test: flood one", later(500)));
+        assert!(
+            rate_limited("test: flood two", later(500)),
+            "another statement is not held back"
+        );
+        assert!(!rate_limited("test: flood one", later(999)));
+        assert!(rate_limited("test: flood one", later(1000)));
+    }
 
     #[test]
     fn rotates_past_the_size_limit() {

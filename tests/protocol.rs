@@ -101,6 +101,43 @@ fn max_connections_exceeded() {
     assert_eq!(d.ping(), "", "a slot frees when a client leaves");
 }
 
+/// A flood of connections past `max_connections` is logged as
+/// nats-server logs it: the same statement at most once a second, with the
+/// client's address and port.
+#[test]
+fn refusals_past_max_connections_are_logged_once_a_second() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("max_connections.conf");
+    std::fs::write(&conf, "max_connections: 1\n").unwrap();
+    let c = conf.to_str().unwrap();
+    for (name, p) in [
+        ("petrel", common::petrel(&["-c", c])),
+        ("nats-server", common::nats_server(&["-c", c])),
+    ] {
+        let mut first = Raw::open(&p.addr());
+        assert_eq!(first.ping(), "");
+        let start = Instant::now();
+        let mut refused = Vec::new();
+        for _ in 0..150 {
+            refused.push(std::net::TcpStream::connect(p.addr()).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let seconds = start.elapsed().as_secs_f64();
+        let lines = p.log_lines("maximum connections exceeded");
+        assert!(!lines.is_empty(), "{name}: logged");
+        assert!(
+            (lines.len() as f64) <= seconds + 1.0,
+            "{name}: {} lines in {seconds:.1} s: {lines:?}",
+            lines.len()
+        );
+        assert!(
+            !lines[0].contains("127.0.0.1:0 "),
+            "{name}: the client's port: {}",
+            lines[0]
+        );
+    }
+}
+
 #[test]
 fn stale_connection_after_unanswered_pings() {
     let p = common::petrel(&["--ping_interval", "100ms", "--ping_max", "2"]);

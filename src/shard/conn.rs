@@ -34,10 +34,14 @@ fn peer_ip(stream: &TcpStream) -> String {
 /// close (for a WebSocket client, after its upgrade and in frames).
 pub async fn refuse(shard: Rc<Shard>, stream: TcpStream, cid: ConnId, kind: ConnKind) {
     let ip = peer_ip(&stream);
+    let port = stream.peer_addr().map_or(0, |a| a.port());
     let mut out = Vec::new();
     encode::info(&mut out, &client_info(&shard.info.borrow(), cid, &ip).to_json());
     encode::err(&mut out, WireError::MaxConnectionsExceeded);
-    crate::error!("{ip}:0 - cid:{} - maximum connections exceeded", cid.0);
+    // Rate-limited as nats-server's: a flood writes a line a second.
+    if crate::logging::rate_limited("maximum connections exceeded", Instant::now()) {
+        crate::error!("{ip}:{port} - cid:{} - maximum connections exceeded", cid.0);
+    }
     let transport = match (kind, shard.shared.websocket()) {
         (ConnKind::WebSocket, Some(ws)) => {
             let max_payload = shard.opts.borrow().max_payload;

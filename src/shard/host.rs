@@ -210,14 +210,17 @@ impl SessionHost for CoreHost<'_> {
         let id = match verdict {
             Ok(id) => id,
             Err(e) => {
-                crate::debug!("{}:{} - cid:{} - {e}", self.client_ip, self.auth.port, self.cid.0);
-                crate::error!(
-                    "{}:{} - cid:{} - authentication error{}",
-                    self.client_ip,
-                    self.auth.port,
-                    self.cid.0,
-                    auth_user(opts)
-                );
+                let (ip, port, cid) = (self.client_ip, self.auth.port, self.cid.0);
+                crate::debug!("{ip}:{port} - cid:{cid} - {e}");
+                if matches!(e, AuthError::MaxAccountConnections) {
+                    // nats-server's words for it, rate-limited as there.
+                    let text = "maximum account active connections exceeded";
+                    if crate::logging::rate_limited(text, std::time::Instant::now()) {
+                        crate::error!("{ip}:{port} - cid:{cid} - {text}");
+                    }
+                } else {
+                    crate::error!("{ip}:{port} - cid:{cid} - authentication error{}", auth_user(opts));
+                }
                 return Err(e.wire());
             }
         };
