@@ -1052,3 +1052,93 @@ fn permission_violation_log_lines_match_nats_server() {
         lines[0].contains(&r#"- "v1.2.3:rust:svc" - "$G/user:app" - Publish Violation - Subject "nope""#.to_string())
     );
 }
+
+/// In operator mode `/accountz?acc=` lists an account JWT's mappings,
+/// exports (a token-required one with `token_req`) and imports as
+/// nats-server does (compared as sets: nats-server's order comes from Go
+/// maps; `response_type` left out, see the README).
+#[test]
+fn jwt_accountz_lists_exchanges_as_nats_server_does() {
+    let x = nkeys::KeyPair::new_account();
+    let y = nkeys::KeyPair::new_account();
+    let limits =
+        json!({"conn": -1, "subs": -1, "payload": -1, "data": -1, "imports": -1, "exports": -1, "wildcards": true});
+    let sign = |kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value| {
+        let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
+        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
+    };
+    let x_jwt = sign(
+        &x,
+        "X",
+        json!({"type": "account", "version": 2, "limits": limits,
+        "mappings": {"m.in": [{"subject": "m.out", "weight": 100}]},
+        "exports": [
+            {"subject": "x.events.>", "type": "stream"},
+            {"subject": "x.svc", "type": "service"},
+            {"subject": "x.private.>", "type": "stream", "token_req": true}
+        ]}),
+    );
+    let activation = jwt::encode_signed(
+        &json!({"sub": y.public_key(), "iat": now() - 5,
+                "nats": {"type": "activation", "version": 2, "subject": "x.private.>", "kind": "stream"}}),
+        &x.seed().unwrap(),
+    )
+    .unwrap();
+    let y_jwt = sign(
+        &y,
+        "Y",
+        json!({"type": "account", "version": 2, "limits": limits, "imports": [
+            {"account": x.public_key(), "subject": "x.events.>", "type": "stream", "local_subject": "from_x.>"},
+            {"account": x.public_key(), "subject": "x.svc", "type": "service", "local_subject": "svc"},
+            {"account": x.public_key(), "subject": "x.private.>", "type": "stream", "token": activation}
+        ]}),
+    );
+    let mut accounts = fixture_accounts();
+    accounts.push((x.public_key(), x_jwt));
+    accounts.push((y.public_key(), y_jwt));
+    let conf = memory_conf(&accounts);
+    let c = conf.to_str().unwrap();
+    let detail = |port: u16, acc: &str| -> serde_json::Value {
+        let (_, body) = common::http_get(port, &format!("/accountz?acc={acc}"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let d = &v["account_detail"];
+        let set = |k: &str| {
+            let mut items: Vec<String> = d[k]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|e| {
+                            let mut e = e.clone();
+                            e.as_object_mut().unwrap().remove("response_type");
+                            e.to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            items.sort();
+            items
+        };
+        json!({"mappings": d["mappings"].clone(), "exports": set("exports"), "imports": set("imports")})
+    };
+    let mut seen = Vec::new();
+    for p in [
+        common::petrel(&["-c", c, "-m", "-1"]),
+        common::nats_server(&["-c", c, "-m", "-1"]),
+    ] {
+        // Accounts load as their users connect.
+        let mut conns = Vec::new();
+        for kp in [&x, &y] {
+            let (j, k) = user(&kp.seed().unwrap(), "u", user_nats(), json!({}));
+            let (r, t, closed) = raw_jwt_connect(&p.addr(), &j, &k);
+            assert!(accepted(&t, closed), "{t}");
+            conns.push(r);
+        }
+        seen.push([
+            detail(p.monitor_port(), &x.public_key()),
+            detail(p.monitor_port(), &y.public_key()),
+        ]);
+    }
+    assert!(!seen[0][1]["imports"].as_array().unwrap().is_empty(), "{}", seen[0][1]);
+    assert_eq!(seen[0][0], seen[1][0], "X: petrel, then nats-server");
+    assert_eq!(seen[0][1], seen[1][1], "Y: petrel, then nats-server");
+}

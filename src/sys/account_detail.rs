@@ -40,7 +40,7 @@ pub fn mappings(m: &Mappings) -> Value {
 /// `exports`: the account's own, plus the system services the system
 /// account exports to every account. In operator mode (`jwt`) an export
 /// limited to some accounts is one that requires activation tokens
-/// (`token_req`), approved for the importers whose token holds.
+/// (`token_req`; nats-server lists no approved accounts for it).
 pub fn exports(cfg: Option<&AccountConfig>, is_system: bool, jwt: bool) -> Vec<Value> {
     let mut out: Vec<Value> = cfg
         .map(|c| &c.exports[..])
@@ -48,11 +48,12 @@ pub fn exports(cfg: Option<&AccountConfig>, is_system: bool, jwt: bool) -> Vec<V
         .iter()
         .map(|e| {
             let mut v = json!({"subject": e.subject, "type": kind(e.kind)});
-            if jwt && e.accounts.is_some() {
-                v["token_req"] = json!(true);
-            }
-            if let Some(accounts) = e.accounts.as_ref().filter(|a| !a.is_empty()) {
-                v["approved_accounts"] = json!(accounts);
+            match e.accounts.as_ref() {
+                // Importers holding a valid token are not listed as
+                // approved: nats-server lists none for a JWT export.
+                Some(_) if jwt => v["token_req"] = json!(true),
+                Some(accounts) if !accounts.is_empty() => v["approved_accounts"] = json!(accounts),
+                _ => {}
             }
             v
         })
@@ -175,7 +176,9 @@ mod tests {
         assert_eq!(im[2]["share"], true);
         assert_eq!(imports(None, "$SYS", true, "$SYS").len(), 1);
         assert_eq!(exports(None, true, false).len(), 3);
-        assert_eq!(exports(Some(&cfg), false, true)[0]["token_req"], true);
+        let jwt = exports(Some(&cfg), false, true);
+        assert_eq!(jwt[0]["token_req"], true);
+        assert!(jwt[0].get("approved_accounts").is_none(), "{}", jwt[0]);
     }
 
     #[test]
