@@ -622,3 +622,33 @@ accounts {
         assert_eq!(subjects_until(&mut subs[1], "end"), ["bar.y.x"], "{name}");
     }
 }
+
+/// A service import whose `to` names the exporter's wildcards
+/// (`local.$2.$1`): requests on `local.x.y` reach `svc.y.x` (petrel took
+/// `to` literally, and published to `svc.*.*`).
+#[test]
+fn service_imports_with_numbered_wildcards_reorder_tokens() {
+    let conf = r#"
+accounts {
+  A { users [{user: a, password: a}], exports [{service: "svc.*.*"}] }
+  B {
+    users [{user: b, password: b}]
+    imports [{service: {account: A, subject: "svc.*.*"}, to: "local.$2.$1"}]
+  }
+}
+"#;
+    for (name, p) in both(conf, &[]) {
+        let mut responder = login(&p.addr(), json!({"user": "a", "pass": "a"}));
+        responder.send(b"SUB svc.> 1\r\n");
+        assert_eq!(responder.ping(), "");
+        let mut requester = login(&p.addr(), json!({"user": "b", "pass": "b"}));
+        requester.send(b"SUB _INBOX.r 9\r\nPUB local.x.y _INBOX.r 1\r\nq\r\nPUB local.1.2 _INBOX.r 1\r\nq\r\n");
+        requester.send(b"PUB local.end.end _INBOX.r 3\r\nend\r\n");
+        assert_eq!(requester.ping(), "");
+        assert_eq!(
+            subjects_until(&mut responder, "end"),
+            ["svc.y.x", "svc.2.1"],
+            "{name}: requests reach the exporter reordered"
+        );
+    }
+}

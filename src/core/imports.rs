@@ -70,6 +70,20 @@ pub struct ServiceImport {
     pub exporter: AccountId,
     /// The subject in the exporter's space.
     pub remote: Box<[u8]>,
+    /// Importer's subjects to the exporter's, when `to` names wildcards
+    /// (`local.$2.$1`); otherwise wildcards map in order.
+    pub transform: Option<Arc<Transform>>,
+}
+
+impl ServiceImport {
+    /// The exporter's subject for a request published to `subject` (which
+    /// matched `local`).
+    pub fn map(&self, subject: &[u8]) -> Vec<u8> {
+        match &self.transform {
+            Some(t) => apply_strict(t, subject),
+            None => map_subject(subject, &self.local, &self.remote),
+        }
+    }
 }
 
 /// One account's imports and subject mappings.
@@ -225,11 +239,32 @@ impl Imports {
                         });
                     }
                     ExchangeKind::Service => {
+                        let mut local: Box<[u8]> = imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into();
+                        let mut transform = None;
+                        // `to: "local.$2.$1"`: requests on `local.*.*` reach
+                        // the exporter's subject with the tokens reordered.
+                        match imp.local.as_deref().and_then(|l| import_pair(&imp.subject, l)) {
+                            Some(Ok((here, _, back))) => {
+                                local = here.as_bytes().into();
+                                transform = Some(Arc::new(back));
+                            }
+                            Some(Err(e)) => {
+                                warnings.push(format!(
+                                    "account {}: failed to create mapping transform for service import subject from {:?} to {:?}: {e}",
+                                    acc.name,
+                                    imp.subject,
+                                    imp.local.as_deref().unwrap_or_default()
+                                ));
+                                continue;
+                            }
+                            None => {}
+                        }
                         r.has_services = true;
                         r.slot(importer).services_in.push(ServiceImport {
-                            local: imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into(),
+                            local,
                             exporter,
                             remote: imp.subject.as_bytes().into(),
+                            transform,
                         })
                     }
                 }

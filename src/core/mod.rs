@@ -32,7 +32,7 @@ use crate::proto::session::Routed;
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
-use imports::{map_subject, Imports, REPLY_PREFIX};
+use imports::{Imports, REPLY_PREFIX};
 pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
 pub use routes::RouteInterest;
@@ -1168,7 +1168,7 @@ impl ShardCore {
             if !subject::matches(&sv.local, msg.subject) {
                 continue;
             }
-            let mut remote = map_subject(msg.subject, &sv.local, &sv.remote);
+            let mut remote = sv.map(msg.subject);
             // The exporter's mappings apply to the requests it receives.
             if let Some(m) = self.map_in(sv.exporter, &remote) {
                 remote = m;
