@@ -109,7 +109,7 @@ impl Monitor {
             }
             ("GET" | "HEAD", "/healthz") => {
                 count("/healthz");
-                json(Ok(serde_json::json!({"status": "ok"})))
+                healthz(&req)
             }
             ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", endpoints::metrics(sh)),
             ("GET" | "HEAD", "/") => {
@@ -136,6 +136,57 @@ impl Monitor {
             body.as_bytes(),
         )
     }
+}
+
+/// `/healthz`: nats-server's checks of its query (booleans as Go's
+/// `strconv.ParseBool` reads them, the error as its text), the document in
+/// one line as nats-server writes it, `status_code` as the HTTP status,
+/// and a warning for a failed check.
+fn healthz(req: &crate::http::Request) -> (&'static str, &'static str, String) {
+    let mut details = false;
+    for key in [
+        "js-enabled",
+        "js-enabled-only",
+        "js-server-only",
+        "js-meta-only",
+        "details",
+    ] {
+        let Some(v) = req.param(key) else { continue };
+        let b = match &*v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            other => {
+                let text =
+                    format!("Error decoding boolean for '{key}': strconv.ParseBool: parsing {other:?}: invalid syntax");
+                return ("400 Bad Request", "text/plain; charset=utf-8", text);
+            }
+        };
+        if key == "js-enabled" && b {
+            crate::warn!("Healthcheck: js-enabled deprecated, use js-enabled-only instead");
+        }
+        if key == "details" {
+            details = b;
+        }
+    }
+    let text = |k: &str| req.param(k).map(|v| v.into_owned()).unwrap_or_default();
+    let opts = endpoints::HealthzOpts {
+        details,
+        account: text("account"),
+        stream: text("stream"),
+        consumer: text("consumer"),
+    };
+    let mut v = endpoints::healthz(&opts);
+    let code = v
+        .as_object_mut()
+        .and_then(|m| m.remove("status_code"))
+        .and_then(|c| c.as_u64());
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        crate::warn!("Healthcheck failed: {e:?}");
+    } else if let Some(n) = v.get("errors").and_then(|e| e.as_array()).map(Vec::len) {
+        crate::warn!("Healthcheck failed: {n} errors");
+    }
+    let status = if code == Some(400) { "400 Bad Request" } else { "200 OK" };
+    (status, "application/json", v.to_string())
 }
 
 fn pretty(v: &serde_json::Value) -> String {

@@ -620,3 +620,42 @@ mappings { "g.in": "g.out" }
         }
     }
 }
+
+/// `/healthz` answers as nats-server without JetStream does: ok for the
+/// JetStream options, a bad request for a stream without its account or
+/// a consumer without its stream (with `details`, as a typed list), Go's
+/// text for a boolean it cannot read; the status code and body byte for
+/// byte, and warnings for failed checks.
+#[test]
+fn healthz_options_match_nats_server() {
+    let queries = [
+        "",
+        "?js-enabled-only=true",
+        "?js-server-only=T",
+        "?js-meta-only=1",
+        "?js-enabled=true",
+        "?details=true",
+        "?stream=x",
+        "?stream=x&details=true",
+        "?consumer=c",
+        "?consumer=c&details=1",
+        "?stream=x&account=a",
+        "?account=a&stream=s&consumer=c",
+        "?details=abc",
+        "?js-enabled-only=yes",
+    ];
+    let mut seen = Vec::new();
+    for p in [common::petrel(&["-m", "-1"]), common::nats_server(&["-m", "-1"])] {
+        let answers: Vec<(u16, String)> = queries
+            .iter()
+            .map(|q| common::http_get(p.monitor_port(), &format!("/healthz{q}")))
+            .collect();
+        let warned = p.log_lines("Healthcheck failed").len();
+        seen.push((answers, warned));
+    }
+    for (i, q) in queries.iter().enumerate() {
+        assert_eq!(seen[0].0[i], seen[1].0[i], "/healthz{q}: petrel, then nats-server");
+    }
+    assert_eq!(seen[0].1, seen[1].1, "Healthcheck failed warnings");
+    assert_eq!(seen[0].1, 4, "one per failed check");
+}

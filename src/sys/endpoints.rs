@@ -700,8 +700,54 @@ pub fn idz(shared: &Shared) -> Value {
 }
 
 /// `/healthz`: petrel has no JetStream, so a running server is healthy.
-pub fn healthz() -> Value {
-    json!({"status": "ok", "status_code": 200})
+/// `healthz` options (nats-server's `HealthzOptions`; the JetStream ones
+/// change nothing on a server without JetStream).
+#[derive(Debug, Clone, Default)]
+pub struct HealthzOpts {
+    /// Errors as a list of typed entries.
+    pub details: bool,
+    /// The account whose stream to check.
+    pub account: String,
+    /// The stream to check (needs `account`).
+    pub stream: String,
+    /// The consumer to check (needs `stream`).
+    pub consumer: String,
+}
+
+impl HealthzOpts {
+    /// From a `$SYS` request body.
+    pub fn from_json(body: &Value) -> HealthzOpts {
+        let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        HealthzOpts {
+            details: body.get("details").and_then(Value::as_bool).unwrap_or(false),
+            account: text("account"),
+            stream: text("stream"),
+            consumer: text("consumer"),
+        }
+    }
+}
+
+/// The health status as nats-server without JetStream gives it: ok, or a
+/// bad request when a stream is named without its account or a consumer
+/// without its stream. `status_code` is in the document (the `$SYS`
+/// form); HTTP takes it out and answers with it.
+pub fn healthz(o: &HealthzOpts) -> Value {
+    let missing = if !o.stream.is_empty() && o.account.is_empty() {
+        Some("\"account\" must not be empty when checking stream health")
+    } else if !o.consumer.is_empty() && o.stream.is_empty() {
+        Some("\"stream\" must not be empty when checking consumer health")
+    } else {
+        None
+    };
+    match (missing, o.details) {
+        (None, _) => json!({"status": "ok", "status_code": 200}),
+        (Some(e), false) => json!({"status": "error", "status_code": 400, "error": e}),
+        (Some(e), true) => json!({
+            "status": "error",
+            "status_code": 400,
+            "errors": [{"type": "BAD_REQUEST", "error": e}],
+        }),
+    }
 }
 
 /// `/routez`: every route connection, with nats-server's fields; counters

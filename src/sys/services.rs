@@ -115,7 +115,7 @@ fn server_service(
             Err(e) => envelope_error(shared, 400, &e),
         },
         "JSZ" => envelope(shared, endpoints::jsz(shared)),
-        "HEALTHZ" => envelope(shared, endpoints::healthz()),
+        "HEALTHZ" => envelope(shared, endpoints::healthz(&endpoints::HealthzOpts::from_json(body))),
         "PROFILEZ" => {
             let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
             let debug = body.get("debug").and_then(Value::as_i64).unwrap_or(0);
