@@ -90,6 +90,19 @@ impl fmt::Display for TlsValueError {
 
 impl std::error::Error for TlsValueError {}
 
+/// A failed handshake as the log tells it: rustls's own words, except for
+/// a peer certificate in X.509 version 1, which nats-server (Go) accepts
+/// and rustls refuses with an internal error name.
+pub fn handshake_failure(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnsupportedCertVersion") {
+        return "the peer's certificate is X.509 version 1, which petrel does not accept \
+                (nats-server does): reissue it as version 3"
+            .to_string();
+    }
+    text
+}
+
 /// The rustls suite for a nats-server (Go `crypto/tls`) cipher suite name.
 pub fn cipher_suite(name: &str) -> Result<SupportedCipherSuite, TlsValueError> {
     Ok(match name {

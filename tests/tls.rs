@@ -659,3 +659,83 @@ fn failed_handshakes_are_listed_as_closed() {
         assert_eq!(varz["auth_timeout"].as_f64(), Some(4.0), "{}", varz["auth_timeout"]);
     }
 }
+
+/// An X.509 version 1 client certificate (`tests/fixtures/tls-v1`):
+/// nats-server (Go) accepts it; rustls cannot, and petrel says why in
+/// words, not with rustls's internal error name.
+#[test]
+fn a_version_1_client_certificate_is_refused_in_words() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls-v1");
+    let f = |n: &str| dir.join(n).display().to_string();
+    let conf = common::jwt::write_conf(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}\n",
+        f("server.pem"),
+        f("server-key.pem"),
+        f("ca.pem")
+    ));
+    let handshake = |addr: &str| -> Result<(), String> {
+        let pem = |n: &str| std::fs::read(dir.join(n)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut &pem("ca.pem")[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let certs: Vec<_> = rustls_pemfile::certs(&mut &pem("client-v1.pem")[..])
+            .map(Result::unwrap)
+            .collect();
+        let key = rustls_pemfile::private_key(&mut &pem("client-key.pem")[..])
+            .unwrap()
+            .unwrap();
+        // rustls will not load a v1 certificate for itself: hand it over
+        // as an already-certified key, which it sends without parsing.
+        #[derive(Debug)]
+        struct Fixed(std::sync::Arc<rustls::sign::CertifiedKey>);
+        impl rustls::client::ResolvesClientCert for Fixed {
+            fn resolve(
+                &self,
+                _: &[&[u8]],
+                _: &[rustls::SignatureScheme],
+            ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+                Some(self.0.clone())
+            }
+            fn has_certs(&self) -> bool {
+                true
+            }
+        }
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        let certified = std::sync::Arc::new(rustls::sign::CertifiedKey::new(certs, signer));
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(ring()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(std::sync::Arc::new(Fixed(certified)));
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(read_info(&mut tcp).starts_with("INFO "));
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+        let mut c = TlsClient { conn, tcp };
+        while c.conn.is_handshaking() {
+            c.conn.complete_io(&mut c.tcp).map_err(|e| e.to_string())?;
+        }
+        if c.pong() {
+            Ok(())
+        } else {
+            Err("no PONG".into())
+        }
+    };
+    let c = conf.to_str().unwrap();
+    let nats = common::nats_server(&["-c", c]);
+    assert_eq!(handshake(&nats.addr()), Ok(()), "nats-server accepts it");
+    let petrel = common::petrel(&["-c", c]);
+    assert!(handshake(&petrel.addr()).is_err(), "petrel refuses it");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while petrel.log_lines("X.509 version 1").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = petrel.log_lines("TLS handshake error");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("certificate is X.509 version 1") && !l.contains("UnsupportedCertVersion")),
+        "{lines:?}"
+    );
+}

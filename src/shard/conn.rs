@@ -179,7 +179,12 @@ async fn tls_accept(
     let left = deadline.saturating_duration_since(Instant::now());
     let t = match glommio::timer::timeout(left, accept).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return closed(&format!("TLS handshake error: {e}"), true),
+        Ok(Err(e)) => {
+            return closed(
+                &format!("TLS handshake error: {}", crate::tls::handshake_failure(&e)),
+                true,
+            )
+        }
         Err(_) => return closed("TLS handshake timeout", false),
     };
     let cert_names = match tls.admit(t.get_ref().1) {

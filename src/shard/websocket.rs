@@ -304,7 +304,7 @@ pub async fn open(
                 let s = glommio::timer::timeout(t.timeout, async { Ok(acceptor.accept(tcp).await) })
                     .await
                     .map_err(|_| "TLS handshake timeout".to_string())?
-                    .map_err(|e| format!("TLS handshake error: {e}"))?;
+                    .map_err(|e| format!("TLS handshake error: {}", crate::tls::handshake_failure(&e)))?;
                 cert_names = t
                     .admit(s.get_ref().1)
                     .map_err(|_| "TLS handshake error: certificate not pinned".to_string())?;

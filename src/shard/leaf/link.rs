@@ -346,7 +346,12 @@ async fn open_hub(
     let accept = async { Ok(futures_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await) };
     let t = match glommio::timer::timeout(tls.timeout, accept).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(format!("TLS leafnode handshake error: {e}")),
+        Ok(Err(e)) => {
+            return Err(format!(
+                "TLS leafnode handshake error: {}",
+                crate::tls::handshake_failure(&e)
+            ))
+        }
         Err(_) => return Err("TLS leafnode handshake error: timeout".into()),
     };
     tls.admit(t.get_ref().1).map_err(|k| {
@@ -411,7 +416,10 @@ pub(super) async fn spoke_tls(tcp: TcpStream, spoke: &Spoke) -> Result<Socket, S
     };
     match glommio::timer::timeout(timeout, connect).await {
         Ok(Ok(t)) => Ok(Socket::TlsDialed(Box::new(t))),
-        Ok(Err(e)) => Err(format!("TLS leafnode handshake error: {e}")),
+        Ok(Err(e)) => Err(format!(
+            "TLS leafnode handshake error: {}",
+            crate::tls::handshake_failure(&e)
+        )),
         Err(_) => Err("TLS leafnode handshake error: timeout".into()),
     }
 }

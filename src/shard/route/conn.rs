@@ -197,7 +197,7 @@ async fn tls_handshake(
                         Ok(t) => tls
                             .check_pinned(t.get_ref().1.peer_certificates().and_then(|c| c.first()))
                             .map(|_| Socket::TlsDialed(Box::new(t))),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(crate::tls::handshake_failure(&e)),
                     },
                 }
             }
@@ -205,7 +205,7 @@ async fn tls_handshake(
                 Ok(t) => tls
                     .check_pinned(t.get_ref().1.peer_certificates().and_then(|c| c.first()))
                     .map(|_| Socket::Tls(Box::new(t))),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(crate::tls::handshake_failure(&e)),
             },
         })
     };
