@@ -652,6 +652,17 @@ fn claims_update_matches_nats_server() {
 
 // ------------------------------------------- imports from account JWTs
 
+/// No account limits (the account JWT's `limits`).
+fn unlimited() -> serde_json::Value {
+    json!({"conn": -1, "subs": -1, "payload": -1, "data": -1, "imports": -1, "exports": -1, "wildcards": true})
+}
+
+/// An account JWT for `kp` named `name`, signed by the operator's signing key.
+fn operator_signed(kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value) -> String {
+    let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
+    jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
+}
+
 /// Account X exports a public stream, a public service and a private
 /// stream; Y imports all three (the private one with an activation token),
 /// Z imports the private stream without a token. Returns what Y and Z saw.
@@ -659,12 +670,8 @@ fn jwt_imports_scenario(start: impl Fn(&str) -> common::Proc) -> (String, String
     let x = nkeys::KeyPair::new_account();
     let y = nkeys::KeyPair::new_account();
     let z = nkeys::KeyPair::new_account();
-    let limits =
-        json!({"conn": -1, "subs": -1, "payload": -1, "data": -1, "imports": -1, "exports": -1, "wildcards": true});
-    let sign = |kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value| {
-        let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
-        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
-    };
+    let limits = unlimited();
+    let sign = operator_signed;
     let x_jwt = sign(
         &x,
         "X",
@@ -1061,12 +1068,8 @@ fn permission_violation_log_lines_match_nats_server() {
 fn jwt_accountz_lists_exchanges_as_nats_server_does() {
     let x = nkeys::KeyPair::new_account();
     let y = nkeys::KeyPair::new_account();
-    let limits =
-        json!({"conn": -1, "subs": -1, "payload": -1, "data": -1, "imports": -1, "exports": -1, "wildcards": true});
-    let sign = |kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value| {
-        let claims = json!({"sub": kp.public_key(), "name": name, "iat": now() - 10, "nats": nats});
-        jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
-    };
+    let limits = unlimited();
+    let sign = operator_signed;
     let x_jwt = sign(
         &x,
         "X",
@@ -1098,28 +1101,7 @@ fn jwt_accountz_lists_exchanges_as_nats_server_does() {
     accounts.push((y.public_key(), y_jwt));
     let conf = memory_conf(&accounts);
     let c = conf.to_str().unwrap();
-    let detail = |port: u16, acc: &str| -> serde_json::Value {
-        let (_, body) = common::http_get(port, &format!("/accountz?acc={acc}"));
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let d = &v["account_detail"];
-        let set = |k: &str| {
-            let mut items: Vec<String> = d[k]
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .map(|e| {
-                            let mut e = e.clone();
-                            e.as_object_mut().unwrap().remove("response_type");
-                            e.to_string()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            items.sort();
-            items
-        };
-        json!({"mappings": d["mappings"].clone(), "exports": set("exports"), "imports": set("imports")})
-    };
+    let detail = common::account_exchanges;
     let mut seen = Vec::new();
     for p in [
         common::petrel(&["-c", c, "-m", "-1"]),

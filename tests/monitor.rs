@@ -574,33 +574,7 @@ mappings { "g.in": "g.out" }
     )
     .unwrap();
     let c = conf.to_str().unwrap();
-    let detail = |port: u16, acc: &str| -> serde_json::Value {
-        let (_, body) = common::http_get(port, &format!("/accountz?acc={acc}"));
-        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let d = v["account_detail"].take();
-        let set = |k: &str| {
-            let mut items: Vec<String> = d[k]
-                .as_array()
-                .map(|l| {
-                    l.iter()
-                        .map(|e| {
-                            let mut e = e.clone();
-                            e.as_object_mut().unwrap().remove("response_type");
-                            e.to_string()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            items.sort();
-            items
-        };
-        serde_json::json!({
-            "mappings": d["mappings"].clone(),
-            "exports": set("exports"),
-            "imports": set("imports"),
-            "is_system": d["is_system"].clone(),
-        })
-    };
+    let detail = common::account_exchanges;
     let p = common::petrel(&["-c", c, "-m", "-1"]);
     let n = common::nats_server(&["-c", c, "-m", "-1"]);
     for acc in ["A", "B", "%24G", "%24SYS"] {

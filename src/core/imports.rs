@@ -204,27 +204,31 @@ impl Imports {
                     continue;
                 }
                 let exporter = table.get_or_create(&imp.account).id;
+                // `to` naming the exporter's wildcards (`bar.$2.$1`): the
+                // importer's pattern, and transforms both ways.
+                let pair = match imp.local.as_deref().and_then(|l| import_pair(&imp.subject, l)) {
+                    Some(Ok((here, fwd, back))) => Some((here, Arc::new(fwd), Arc::new(back))),
+                    Some(Err(e)) => {
+                        let kind = match imp.kind {
+                            ExchangeKind::Stream => "stream",
+                            ExchangeKind::Service => "service",
+                        };
+                        warnings.push(format!(
+                            "account {}: failed to create mapping transform for {kind} import subject from {:?} to {:?}: {e}",
+                            acc.name,
+                            imp.subject,
+                            imp.local.as_deref().unwrap_or_default()
+                        ));
+                        continue;
+                    }
+                    None => None,
+                };
                 match imp.kind {
                     ExchangeKind::Stream => {
-                        let mut local: Option<Box<[u8]>> = imp.local.as_ref().map(|l| l.as_bytes().into());
-                        let (mut transform, mut reverse) = (None, None);
-                        match imp.local.as_deref().and_then(|l| import_pair(&imp.subject, l)) {
-                            Some(Ok((here, fwd, rev))) => {
-                                local = Some(here.as_bytes().into());
-                                transform = Some(Arc::new(fwd));
-                                reverse = Some(Arc::new(rev));
-                            }
-                            Some(Err(e)) => {
-                                warnings.push(format!(
-                                    "account {}: failed to create mapping transform for stream import subject from {:?} to {:?}: {e}",
-                                    acc.name,
-                                    imp.subject,
-                                    imp.local.as_deref().unwrap_or_default()
-                                ));
-                                continue;
-                            }
-                            None => {}
-                        }
+                        let (local, transform, reverse) = match pair {
+                            Some((here, fwd, back)) => (Some(here.as_bytes().into()), Some(fwd), Some(back)),
+                            None => (imp.local.as_ref().map(|l| l.as_bytes().into()), None, None),
+                        };
                         r.slot(exporter).streams_out.push(StreamImport {
                             subject: imp.subject.as_bytes().into(),
                             to: importer,
@@ -239,26 +243,12 @@ impl Imports {
                         });
                     }
                     ExchangeKind::Service => {
-                        let mut local: Box<[u8]> = imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into();
-                        let mut transform = None;
-                        // `to: "local.$2.$1"`: requests on `local.*.*` reach
-                        // the exporter's subject with the tokens reordered.
-                        match imp.local.as_deref().and_then(|l| import_pair(&imp.subject, l)) {
-                            Some(Ok((here, _, back))) => {
-                                local = here.as_bytes().into();
-                                transform = Some(Arc::new(back));
-                            }
-                            Some(Err(e)) => {
-                                warnings.push(format!(
-                                    "account {}: failed to create mapping transform for service import subject from {:?} to {:?}: {e}",
-                                    acc.name,
-                                    imp.subject,
-                                    imp.local.as_deref().unwrap_or_default()
-                                ));
-                                continue;
-                            }
-                            None => {}
-                        }
+                        // Requests on `local.*.*` reach the exporter's
+                        // subject with the tokens reordered.
+                        let (local, transform): (Box<[u8]>, _) = match pair {
+                            Some((here, _, back)) => (here.as_bytes().into(), Some(back)),
+                            None => (imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into(), None),
+                        };
                         r.has_services = true;
                         r.slot(importer).services_in.push(ServiceImport {
                             local,

@@ -230,6 +230,38 @@ pub fn normalize_info(line: &str) -> String {
     format!("INFO {} \r\n", serde_json::to_string(&sorted).unwrap())
 }
 
+/// An account's detail from `/accountz?acc=<acc>` reduced to what two
+/// servers can be compared on: `mappings`, and `exports` and `imports` as
+/// sorted sets (nats-server's order comes from Go maps) without
+/// `response_type` (petrel keeps no per-export response state).
+pub fn account_exchanges(port: u16, acc: &str) -> serde_json::Value {
+    let (_, body) = http_get(port, &format!("/accountz?acc={acc}"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let d = &v["account_detail"];
+    let set = |k: &str| {
+        let mut items: Vec<String> = d[k]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|e| {
+                        let mut e = e.clone();
+                        e.as_object_mut().unwrap().remove("response_type");
+                        e.to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        items.sort();
+        items
+    };
+    serde_json::json!({
+        "mappings": d["mappings"].clone(),
+        "exports": set("exports"),
+        "imports": set("imports"),
+        "is_system": d["is_system"].clone(),
+    })
+}
+
 /// GETs `path` from the HTTP server on loopback `port`: status and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     match ureq::get(&format!("http://127.0.0.1:{port}{path}")).call() {
