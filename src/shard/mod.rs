@@ -271,6 +271,7 @@ async fn shard_main(
         arriving: RefCell::new(FxHashMap::default()),
         polling_idle: Cell::new(false),
         link_read_buffers: Cell::new(0),
+        memory_published: Cell::new(None),
     });
     {
         let shard = shard.clone();
@@ -312,7 +313,7 @@ async fn shard_main(
                     // Subscriptions removed by new permissions reach the other shards now.
                     shard.flush().await;
                 }
-                shard.publish_memory();
+                shard.publish_memory(Instant::now());
                 shard.answer_snapshot();
                 shard.mark_affinity_moves();
                 route::poll_cluster(&shard);

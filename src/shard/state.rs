@@ -85,7 +85,12 @@ pub struct Shard {
     pub(super) polling_idle: Cell<bool>,
     /// Capacity of the route and leaf links' read buffers.
     pub(super) link_read_buffers: Cell<usize>,
+    /// When the buffer memory was last published.
+    pub(super) memory_published: Cell<Option<std::time::Instant>>,
 }
+
+/// How often a shard publishes its buffer memory.
+const MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 /// What a reload, lame-duck mode or a monitoring snapshot needs of an open
 /// connection.
@@ -446,8 +451,17 @@ impl Shard {
 
     /// Publishes the memory this shard's connections hold (read buffers,
     /// outbound queues) and its chunk pool: O(connections), so from the
-    /// poll loop, not per read.
-    pub(super) fn publish_memory(&self) {
+    /// poll loop and at most once a second (it may poll every 20 ms), not
+    /// per read.
+    pub(super) fn publish_memory(&self, now: std::time::Instant) {
+        if self
+            .memory_published
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) < MEMORY_EVERY)
+        {
+            return;
+        }
+        self.memory_published.set(Some(now));
         let (out, pool) = self.core.borrow().out_memory();
         let reads: usize = self.conns.borrow().values().map(|h| h.read_buffer.get()).sum();
         let buffers = out + reads + self.link_read_buffers.get();

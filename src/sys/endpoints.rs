@@ -182,7 +182,7 @@ pub fn varz(shared: &Shared) -> Value {
 /// Beyond nats-server (`petrel_shards` in varz and STATSZ): each shard's
 /// counters and the memory its connections' buffers hold (read buffers
 /// and outbound queues by capacity, and its pool of written chunks), as
-/// it last published them (memory at least once a second).
+/// it last published them (memory about once a second).
 fn petrel_shards(shared: &Shared) -> Value {
     let shards: Vec<Value> = shared
         .stats
