@@ -206,20 +206,29 @@ fn is_rotation_stamp(s: &str) -> bool {
 const RATE_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Statements logged lately through [`rate_limited`], with when.
-static RECENT: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> = Mutex::new(None);
+static RECENT: Mutex<Option<std::collections::HashMap<String, (std::time::Instant, std::time::Duration)>>> =
+    Mutex::new(None);
 
 /// As nats-server's `RateLimitErrorf`: true when `statement` (the line
 /// without what differs per client, e.g. `maximum connections exceeded`)
 /// may be logged now, false when the same statement was logged within the
 /// last second. A flood of refusals writes a line a second, not one each.
 pub fn rate_limited(statement: &str, now: std::time::Instant) -> bool {
+    rate_limited_for(statement, RATE_LIMIT_WINDOW, now)
+}
+
+/// As [`rate_limited`] with its own quiet period (nats-server reports an
+/// account's subscription limit at most every 2 s).
+pub fn rate_limited_for(statement: &str, window: std::time::Duration, now: std::time::Instant) -> bool {
     let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
     let recent = recent.get_or_insert_with(Default::default);
-    recent.retain(|_, at| now.saturating_duration_since(*at) < RATE_LIMIT_WINDOW);
+    // Entries keep their own window: one that outlives RATE_LIMIT_WINDOW
+    // is dropped only once its window is over.
+    recent.retain(|_, (at, w)| now.saturating_duration_since(*at) < *w);
     if recent.contains_key(statement) {
         return false;
     }
-    recent.insert(statement.to_string(), now);
+    recent.insert(statement.to_string(), (now, window));
     true
 }
 

@@ -312,3 +312,55 @@ fn connect_lines_are_bounded_while_they_arrive() {
     c.send(ok.as_bytes());
     assert_eq!(c.ping(), "");
 }
+
+/// What a limit refuses is logged as nats-server logs it: a payload over
+/// the limit with both sizes, a subscription past the limit (at most every
+/// 2 s per account), each with the client's `"v<version>:<lang>:<name>"`.
+#[test]
+fn limit_refusals_are_logged_as_nats_server_logs_them() {
+    let dir = common::jwt::temp_dir();
+    let conf = dir.join("limits.conf");
+    std::fs::write(&conf, "max_payload: 1024\nmax_subscriptions: 1\n").unwrap();
+    let c = conf.to_str().unwrap();
+    let tail = |line: &str| -> String {
+        // From the client's tag on: ports and connection ids differ.
+        line.split_once(" - cid:")
+            .and_then(|(_, rest)| rest.split_once(" - "))
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_else(|| line.to_string())
+    };
+    let mut seen = Vec::new();
+    for p in [common::petrel(&["-c", c]), common::nats_server(&["-c", c])] {
+        let connect = b"CONNECT {\"verbose\":false,\"name\":\"app\",\"lang\":\"rust\",\"version\":\"1.2\"}\r\n";
+        let mut subs = Raw::open(&p.addr());
+        subs.send(connect);
+        subs.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\n");
+        assert_eq!(subs.ping(), "-ERR 'maximum subscriptions exceeded'\r\n".repeat(2));
+        let mut big = Raw::open(&p.addr());
+        big.send(connect);
+        big.send(b"PUB x 2000\r\n");
+        let r = big.read_until_quiet(Duration::from_millis(300), Duration::from_secs(5));
+        assert!(r.text().contains("Maximum Payload Violation"), "{}", r.text());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.log_lines("maximum payload exceeded").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let subs_lines: Vec<String> = p
+            .log_lines("maximum subscriptions exceeded")
+            .iter()
+            .map(|l| tail(l))
+            .collect();
+        let payload_lines: Vec<String> = p
+            .log_lines("maximum payload exceeded")
+            .iter()
+            .map(|l| tail(l))
+            .collect();
+        seen.push((subs_lines, payload_lines));
+    }
+    assert_eq!(seen[0], seen[1], "petrel, then nats-server");
+    assert_eq!(seen[0].0.len(), 1, "two refusals, one line: {:?}", seen[0].0);
+    assert_eq!(
+        seen[0].1,
+        ["\"v1.2:rust:app\" - maximum payload exceeded: 2000 vs 1024"]
+    );
+}

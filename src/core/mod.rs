@@ -669,13 +669,17 @@ impl ShardCore {
     /// exceeded` and closed. Called once what it sent with its CONNECT is
     /// handled, so earlier replies come first (nats-server's close runs
     /// on its own goroutine, after the read in progress).
-    pub fn enforce_subs_limit(&mut self, cid: ConnId) {
-        let Some(c) = self.conns.get_mut(&cid) else { return };
+    /// Returns whether it closed the client (the host logs it).
+    pub fn enforce_subs_limit(&mut self, cid: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return false;
+        };
         if !std::mem::take(&mut c.subs_limit_reached) || c.closing.is_some() {
-            return;
+            return false;
         }
         encode::err(c.out.tail(), WireError::MaxSubscriptionsExceeded);
         self.close_conn(cid, CloseReason::MaxSubscriptionsExceeded);
+        true
     }
 
     /// Removes a connection's subscriptions its (changed) permissions no

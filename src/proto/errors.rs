@@ -373,7 +373,7 @@ pub fn parse_error_outcome(e: ParseError) -> (Option<WireError>, CloseReason) {
     match e {
         ParseError::UnknownOp => (Some(WireError::UnknownProtocolOperation), CloseReason::ParseError),
         ParseError::MaxControlLine => (Some(WireError::MaxControlLineExceeded), CloseReason::ParseError),
-        ParseError::MaxPayload => (Some(WireError::MaxPayloadViolation), CloseReason::MaxPayloadExceeded),
+        ParseError::MaxPayload(_) => (Some(WireError::MaxPayloadViolation), CloseReason::MaxPayloadExceeded),
         ParseError::BadArgs(_) | ParseError::HeadersNotSupported => (None, CloseReason::ProtocolViolation),
     }
 }

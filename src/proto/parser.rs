@@ -118,9 +118,9 @@ pub enum ParseError {
     /// Control-line arguments longer than `max_control_line`.
     #[error("maximum control line exceeded")]
     MaxControlLine,
-    /// PUB/HPUB size larger than the connection's max payload.
+    /// PUB/HPUB size (given) larger than the connection's max payload.
     #[error("maximum payload violation")]
-    MaxPayload,
+    MaxPayload(usize),
     /// Malformed argument list for the named operation (closed without -ERR).
     #[error("protocol violation: bad {0} arguments")]
     BadArgs(&'static str),
@@ -329,7 +329,7 @@ fn parse_with_args<'a>(
             };
             let size = parse_size(size).ok_or(ParseError::BadArgs("PUB"))?;
             if size > limits.max_payload {
-                return Err(ParseError::MaxPayload);
+                return Err(ParseError::MaxPayload(size));
             }
             Ok(match payload(buf, after, size)? {
                 Some((payload, used)) => Parsed::Op(
@@ -360,7 +360,7 @@ fn parse_with_args<'a>(
                 return Err(ParseError::BadArgs("HPUB"));
             }
             if total > limits.max_payload {
-                return Err(ParseError::MaxPayload);
+                return Err(ParseError::MaxPayload(total));
             }
             Ok(match payload(buf, after, total)? {
                 Some((message, used)) => Parsed::Op(
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(one(b"PUB foo 2\r\nhi\rX"), Err(ParseError::UnknownOp));
         assert_eq!(one(b"HPUB foo 5 2\r\n"), Err(ParseError::BadArgs("HPUB")));
         let big = format!("PUB foo {}\r\n", 1024 * 1024 + 1);
-        assert_eq!(one(big.as_bytes()), Err(ParseError::MaxPayload));
+        assert!(matches!(one(big.as_bytes()), Err(ParseError::MaxPayload(_))));
         let long = format!("PUB {} 1\r\n", "a".repeat(5000));
         assert_eq!(one(long.as_bytes()), Err(ParseError::MaxControlLine));
         let partial = format!("SUB {}", "a".repeat(5000));

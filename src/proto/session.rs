@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::connect::ClientOpts;
 use super::encode;
 use super::errors::{parse_error_outcome, CloseReason, Violation, WireError};
-use super::parser::{parse, Op, ParseLimits, Parsed};
+use super::parser::{parse, Op, ParseError, ParseLimits, Parsed};
 use crate::subject;
 
 /// Settings a session needs from the server options.
@@ -118,6 +118,23 @@ pub trait SessionHost {
     fn violation(&mut self, _opts: &ClientOpts, v: Violation<'_>, _sid: Option<&[u8]>) {
         encode::violation(self.out(), v);
     }
+    /// A limit refused an operation; a server host logs it as nats-server
+    /// does (the `-ERR` is the session's to send).
+    fn limit_refused(&mut self, _opts: &ClientOpts, _what: LimitRefusal) {}
+}
+
+/// What a limit refused (see [`SessionHost::limit_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    /// A payload of `size` bytes over the connection's `max`.
+    Payload {
+        /// The size the client announced.
+        size: usize,
+        /// The connection's limit.
+        max: usize,
+    },
+    /// A subscription past the connection's limit.
+    Subscriptions,
 }
 
 /// Protocol state of one client connection.
@@ -218,6 +235,10 @@ impl Session {
                 }
                 Ok(Parsed::Incomplete { .. }) => return Ok(used),
                 Err(e) => {
+                    if let ParseError::MaxPayload(size) = e {
+                        let max = limits.max_payload;
+                        host.limit_refused(&self.opts, LimitRefusal::Payload { size, max });
+                    }
                     let (wire, reason) = parse_error_outcome(e);
                     if let Some(w) = wire {
                         encode::err(host.out(), w);
@@ -302,7 +323,12 @@ impl Session {
                     Err(WireError::PermissionsViolation) => {
                         host.violation(&self.opts, Violation::Subscribe(subject, queue), Some(sid));
                     }
-                    Err(e) => Self::fail(host, e)?,
+                    Err(e) => {
+                        if e == WireError::MaxSubscriptionsExceeded {
+                            host.limit_refused(&self.opts, LimitRefusal::Subscriptions);
+                        }
+                        Self::fail(host, e)?
+                    }
                 }
                 Ok(())
             }

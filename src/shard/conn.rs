@@ -733,7 +733,11 @@ async fn read_loop(shard: &Rc<Shard>, reads: Reads<'_>, cid: ConnId, ip: &str, u
             };
             let was_connected = session.borrow().is_connected();
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
-            core.enforce_subs_limit(cid);
+            if core.enforce_subs_limit(cid) {
+                let tag = super::host::client_tag(session.borrow().opts(), &auth_state);
+                let who = format!("{ip}:{} - cid:{}{tag}", auth_state.port, cid.0);
+                super::host::log_subs_limit(&who, &auth_state);
+            }
             core.wake(cid);
             drop((core, auth_state, info));
             system_work(shard, session, auth, cid, ip, was_connected);

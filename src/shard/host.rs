@@ -12,7 +12,7 @@ use crate::proto::connect::ClientOpts;
 use crate::proto::errors::Violation;
 use crate::proto::errors::WireError;
 use crate::proto::info::ServerInfo;
-use crate::proto::session::{ConnectGrant, Publish, Routed, SessionHost};
+use crate::proto::session::{ConnectGrant, LimitRefusal, Publish, Routed, SessionHost};
 
 /// A connection's authentication state: the verifier, what the client was
 /// told (nonce) and is (address), a verdict computed ahead of the CONNECT
@@ -285,6 +285,22 @@ impl SessionHost for CoreHost<'_> {
         info.to_json()
     }
 
+    fn limit_refused(&mut self, opts: &ClientOpts, what: LimitRefusal) {
+        let who = format!(
+            "{}:{} - cid:{}{}",
+            self.client_ip,
+            self.auth.port,
+            self.cid.0,
+            client_tag(opts, self.auth)
+        );
+        match what {
+            LimitRefusal::Payload { size, max } => {
+                crate::error!("{who} - maximum payload exceeded: {size} vs {max}")
+            }
+            LimitRefusal::Subscriptions => log_subs_limit(&who, self.auth),
+        }
+    }
+
     fn violation(&mut self, opts: &ClientOpts, v: Violation<'_>, sid: Option<&[u8]>) {
         crate::proto::encode::violation(self.out(), v);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -311,10 +327,24 @@ impl SessionHost for CoreHost<'_> {
     }
 }
 
+/// `maximum subscriptions exceeded`, logged as nats-server logs it: at
+/// most every 2 s per account, however many clients hit the limit.
+pub fn log_subs_limit(who: &str, auth: &ConnAuth) {
+    let account = auth
+        .identity
+        .as_ref()
+        .map(|id| id.account().name.clone())
+        .unwrap_or_default();
+    let key = format!("maximum subscriptions exceeded in {account}");
+    if crate::logging::rate_limited_for(&key, std::time::Duration::from_secs(2), std::time::Instant::now()) {
+        crate::error!("{who} - maximum subscriptions exceeded");
+    }
+}
+
 /// The part of a client's log lines nats-server adds once it connected:
 /// ` - "v<version>:<lang>:<name>"` (the parts it sent) and ` -
 /// "<account>/<user label>"` when it authenticated with credentials.
-fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
+pub(super) fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
     let ncs = [
         (!opts.version.is_empty()).then(|| format!("v{}", opts.version)),
         (!opts.lang.is_empty()).then(|| opts.lang.clone()),
