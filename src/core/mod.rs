@@ -654,11 +654,20 @@ impl ShardCore {
         max_subs: Option<usize>,
     ) {
         self.index_mut(account);
-        let server_max = self.cfg.max_subscriptions;
         if let Some(c) = self.conns.get_mut(&cid) {
             c.account = account;
             c.perms = perms.map(ConnPermissions::new);
             c.max_subs = max_subs;
+        }
+    }
+
+    /// Applies the client's subscription limit as nats-server does when a
+    /// client registers (CONNECT) or its account's claims change (not on
+    /// a reload): one already met is acted on by
+    /// [`ShardCore::enforce_subs_limit`].
+    pub fn check_subs_limit(&mut self, cid: ConnId) {
+        let server_max = self.cfg.max_subscriptions;
+        if let Some(c) = self.conns.get_mut(&cid) {
             c.subs_limit_reached = c.link == LinkKind::Client && c.sids.len() >= c.sub_limit(server_max);
         }
     }

@@ -232,6 +232,7 @@ impl SessionHost for CoreHost<'_> {
             id.permissions().cloned(),
             id.max_subscriptions(),
         );
+        self.core.check_subs_limit(self.cid);
         let (wall, mono) = self.auth.clock;
         let at = |e: SystemTime| mono + e.duration_since(wall).unwrap_or_default();
         let grant = ConnectGrant {

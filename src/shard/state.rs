@@ -131,7 +131,6 @@ fn reverify_conn(core: &mut ShardCore, cid: ConnId, auth: &mut host::ConnAuth, s
         Ok(id) if id.account().id == old.account().id => {
             core.set_conn_identity(cid, id.account().id, id.permissions().cloned(), id.max_subscriptions());
             core.enforce_subscriptions(cid);
-            core.enforce_subs_limit(cid);
             auth.identity = Some(id);
         }
         Ok(_) | Err(_) => {
@@ -354,6 +353,7 @@ impl Shard {
             Ok(r) => {
                 core.set_conn_identity(cid, id.account().id, r.permissions, r.max_subs);
                 core.enforce_subscriptions(cid);
+                core.check_subs_limit(cid);
                 core.enforce_subs_limit(cid);
             }
             Err(e) => {

@@ -877,8 +877,14 @@ fn a_limit_already_met_when_applied_closes_the_client() {
     // A limit above what `a` holds changes nothing; one at it closes `b`.
     c.cores[0].set_conn_identity(a, AccountId::GLOBAL, None, Some(2));
     c.cores[0].set_conn_identity(b, AccountId::GLOBAL, None, Some(1));
-    c.cores[0].enforce_subs_limit(a);
-    c.cores[0].enforce_subs_limit(b);
+    assert!(
+        !c.cores[0].enforce_subs_limit(b),
+        "a new identity alone (a reload) applies nothing"
+    );
+    c.cores[0].check_subs_limit(a);
+    c.cores[0].check_subs_limit(b);
+    assert!(!c.cores[0].enforce_subs_limit(a));
+    assert!(c.cores[0].enforce_subs_limit(b));
     assert_eq!(c.cores[0].conn(a).unwrap().closing(), None);
     assert_eq!(
         c.cores[0].conn(b).unwrap().closing(),
@@ -899,6 +905,7 @@ fn a_limit_already_met_when_applied_closes_the_client() {
     let d = c.connect(0);
     c.feed(d, b"SUB foo 1\r\n");
     c.cores[0].set_conn_identity(d, AccountId::GLOBAL, None, None);
+    c.cores[0].check_subs_limit(d);
     c.cores[0].enforce_subs_limit(d);
     assert_eq!(
         c.cores[0].conn(d).unwrap().closing(),
