@@ -663,6 +663,40 @@ fn operator_signed(kp: &nkeys::KeyPair, name: &str, nats: serde_json::Value) -> 
     jwt::encode_signed(&claims, &seed("operator_sk")).unwrap()
 }
 
+/// Account JWTs for X, exporting a public stream, a public service and a
+/// private stream (with `mappings` when given), and Y, importing all three
+/// (the private one with an activation token X signed).
+fn exporter_and_importer(
+    x: &nkeys::KeyPair,
+    y: &nkeys::KeyPair,
+    mappings: Option<serde_json::Value>,
+) -> (String, String) {
+    let mut x_nats = json!({"type": "account", "version": 2, "limits": unlimited(), "exports": [
+        {"subject": "x.events.>", "type": "stream"},
+        {"subject": "x.svc", "type": "service"},
+        {"subject": "x.private.>", "type": "stream", "token_req": true}
+    ]});
+    if let Some(m) = mappings {
+        x_nats["mappings"] = m;
+    }
+    let activation = jwt::encode_signed(
+        &json!({"sub": y.public_key(), "iat": now() - 5,
+                "nats": {"type": "activation", "version": 2, "subject": "x.private.>", "kind": "stream"}}),
+        &x.seed().unwrap(),
+    )
+    .unwrap();
+    let y_jwt = operator_signed(
+        y,
+        "Y",
+        json!({"type": "account", "version": 2, "limits": unlimited(), "imports": [
+            {"account": x.public_key(), "subject": "x.events.>", "type": "stream", "local_subject": "from_x.>"},
+            {"account": x.public_key(), "subject": "x.svc", "type": "service", "local_subject": "svc"},
+            {"account": x.public_key(), "subject": "x.private.>", "type": "stream", "token": activation}
+        ]}),
+    );
+    (operator_signed(x, "X", x_nats), y_jwt)
+}
+
 /// Account X exports a public stream, a public service and a private
 /// stream; Y imports all three (the private one with an activation token),
 /// Z imports the private stream without a token. Returns what Y and Z saw.
@@ -672,30 +706,7 @@ fn jwt_imports_scenario(start: impl Fn(&str) -> common::Proc) -> (String, String
     let z = nkeys::KeyPair::new_account();
     let limits = unlimited();
     let sign = operator_signed;
-    let x_jwt = sign(
-        &x,
-        "X",
-        json!({"type": "account", "version": 2, "limits": limits, "exports": [
-            {"subject": "x.events.>", "type": "stream"},
-            {"subject": "x.svc", "type": "service"},
-            {"subject": "x.private.>", "type": "stream", "token_req": true}
-        ]}),
-    );
-    let activation = jwt::encode_signed(
-        &json!({"sub": y.public_key(), "iat": now() - 5,
-                "nats": {"type": "activation", "version": 2, "subject": "x.private.>", "kind": "stream"}}),
-        &x.seed().unwrap(),
-    )
-    .unwrap();
-    let y_jwt = sign(
-        &y,
-        "Y",
-        json!({"type": "account", "version": 2, "limits": limits, "imports": [
-            {"account": x.public_key(), "subject": "x.events.>", "type": "stream", "local_subject": "from_x.>"},
-            {"account": x.public_key(), "subject": "x.svc", "type": "service", "local_subject": "svc"},
-            {"account": x.public_key(), "subject": "x.private.>", "type": "stream", "token": activation}
-        ]}),
-    );
+    let (x_jwt, y_jwt) = exporter_and_importer(&x, &y, None);
     let z_jwt = sign(
         &z,
         "Z",
@@ -1068,34 +1079,8 @@ fn permission_violation_log_lines_match_nats_server() {
 fn jwt_accountz_lists_exchanges_as_nats_server_does() {
     let x = nkeys::KeyPair::new_account();
     let y = nkeys::KeyPair::new_account();
-    let limits = unlimited();
-    let sign = operator_signed;
-    let x_jwt = sign(
-        &x,
-        "X",
-        json!({"type": "account", "version": 2, "limits": limits,
-        "mappings": {"m.in": [{"subject": "m.out", "weight": 100}]},
-        "exports": [
-            {"subject": "x.events.>", "type": "stream"},
-            {"subject": "x.svc", "type": "service"},
-            {"subject": "x.private.>", "type": "stream", "token_req": true}
-        ]}),
-    );
-    let activation = jwt::encode_signed(
-        &json!({"sub": y.public_key(), "iat": now() - 5,
-                "nats": {"type": "activation", "version": 2, "subject": "x.private.>", "kind": "stream"}}),
-        &x.seed().unwrap(),
-    )
-    .unwrap();
-    let y_jwt = sign(
-        &y,
-        "Y",
-        json!({"type": "account", "version": 2, "limits": limits, "imports": [
-            {"account": x.public_key(), "subject": "x.events.>", "type": "stream", "local_subject": "from_x.>"},
-            {"account": x.public_key(), "subject": "x.svc", "type": "service", "local_subject": "svc"},
-            {"account": x.public_key(), "subject": "x.private.>", "type": "stream", "token": activation}
-        ]}),
-    );
+    let mappings = json!({"m.in": [{"subject": "m.out", "weight": 100}]});
+    let (x_jwt, y_jwt) = exporter_and_importer(&x, &y, Some(mappings));
     let mut accounts = fixture_accounts();
     accounts.push((x.public_key(), x_jwt));
     accounts.push((y.public_key(), y_jwt));

@@ -133,6 +133,12 @@ impl ConnEntry {
         }
     }
 
+    /// Outbound memory it holds: its queue's chunks and those its writer
+    /// is sending.
+    fn out_held(&self) -> usize {
+        self.out.held() + self.writing
+    }
+
     fn new() -> ConnEntry {
         ConnEntry {
             out: OutQueue::default(),
@@ -777,13 +783,13 @@ impl ShardCore {
     /// Outbound memory `cid` holds: its queue's chunks and those its
     /// writer is sending (monitoring's per-connection memory).
     pub fn out_held(&self, cid: ConnId) -> usize {
-        self.conns.get(&cid).map_or(0, |c| c.out.held() + c.writing)
+        self.conns.get(&cid).map_or(0, ConnEntry::out_held)
     }
 
     /// Outbound memory of every connection of the shard (clients, routes,
     /// leaf nodes), and what its chunk pool keeps for reuse.
     pub fn out_memory(&self) -> (usize, usize) {
-        let conns = self.conns.values().map(|c| c.out.held() + c.writing).sum();
+        let conns = self.conns.values().map(ConnEntry::out_held).sum();
         (conns, self.chunks.held())
     }
 

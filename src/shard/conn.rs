@@ -427,14 +427,15 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
         false,
         None,
     ));
-    let closed = Rc::new(Closed::default());
+    // Dropping `done` tells the timer task the connection is over.
+    let (done, closed) = futures::channel::oneshot::channel::<()>();
     let timer = glommio::spawn_local(timer_loop(
         shard.clone(),
         session.clone(),
         auth.clone(),
         cid,
         ip.clone(),
-        closed.clone(),
+        closed,
     ));
     let reads = Reads {
         stream: &stream,
@@ -447,7 +448,7 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
         ReadEnd::Move { to, unread } => {
             // The writer waits for output with nothing queued and the
             // timer sleeps: both stop here, cutting no write.
-            closed.close();
+            drop(done);
             timer.detach();
             drop((writer, stream, session, auth));
             hand_over(&shard, conn, to, unread);
@@ -459,7 +460,7 @@ async fn run(shard: Rc<Shard>, conn: Conn, unread: Vec<u8>) {
     // The timer task returns at once; it is not cancelled: a glommio task
     // cancelled while it slept on a timer was never freed (about 200
     // bytes per connection, which the soak's RSS showed).
-    closed.close();
+    drop(done);
     timer.await;
     // nats-server's notices for the two slow-consumer closes.
     match reason {
@@ -734,8 +735,7 @@ async fn read_loop(shard: &Rc<Shard>, reads: Reads<'_>, cid: ConnId, ip: &str, u
             let was_connected = session.borrow().is_connected();
             let r = session.borrow_mut().receive(&buf[..filled], Instant::now(), &mut host);
             if core.enforce_subs_limit(cid) {
-                let tag = super::host::client_tag(session.borrow().opts(), &auth_state);
-                let who = format!("{ip}:{} - cid:{}{tag}", auth_state.port, cid.0);
+                let who = super::host::client_who(ip, cid, session.borrow().opts(), &auth_state);
                 super::host::log_subs_limit(&who, &auth_state);
             }
             core.wake(cid);
@@ -858,41 +858,13 @@ fn hand_over(shard: &Rc<Shard>, conn: Conn, to: ShardId, unread: Vec<u8>) {
     shard.publish_stats();
 }
 
-/// Tells a connection's timer task that the connection is done with it.
-#[derive(Default)]
-struct Closed {
-    done: Cell<bool>,
-    waker: RefCell<Option<std::task::Waker>>,
-}
-
-impl Closed {
-    fn close(&self) {
-        self.done.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    async fn wait(&self) {
-        futures_lite::future::poll_fn(|cx| {
-            if self.done.get() {
-                std::task::Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
 async fn timer_loop(
     shard: Rc<Shard>,
     session: Rc<RefCell<Session>>,
     auth: Rc<RefCell<ConnAuth>>,
     cid: ConnId,
     ip: String,
-    closed: Rc<Closed>,
+    mut closed: futures::channel::oneshot::Receiver<()>,
 ) {
     loop {
         let deadline = session.borrow().poll_timeout();
@@ -903,7 +875,7 @@ async fn timer_loop(
                 true
             },
             async {
-                closed.wait().await;
+                let _ = (&mut closed).await; // the sender dropped
                 false
             },
         )

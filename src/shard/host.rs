@@ -287,13 +287,7 @@ impl SessionHost for CoreHost<'_> {
     }
 
     fn limit_refused(&mut self, opts: &ClientOpts, what: LimitRefusal) {
-        let who = format!(
-            "{}:{} - cid:{}{}",
-            self.client_ip,
-            self.auth.port,
-            self.cid.0,
-            client_tag(opts, self.auth)
-        );
+        let who = client_who(self.client_ip, self.cid, opts, self.auth);
         match what {
             LimitRefusal::Payload { size, max } => {
                 crate::error!("{who} - maximum payload exceeded: {size} vs {max}")
@@ -318,13 +312,7 @@ impl SessionHost for CoreHost<'_> {
             ),
             _ => return,
         };
-        crate::error!(
-            "{}:{} - cid:{}{} - {what}",
-            self.client_ip,
-            self.auth.port,
-            self.cid.0,
-            client_tag(opts, self.auth)
-        );
+        crate::error!("{} - {what}", client_who(self.client_ip, self.cid, opts, self.auth));
     }
 }
 
@@ -342,10 +330,16 @@ pub fn log_subs_limit(who: &str, auth: &ConnAuth) {
     }
 }
 
+/// How a connected client's log lines start, as nats-server's:
+/// `<ip>:<port> - cid:N` and its [`client_tag`].
+pub(super) fn client_who(ip: &str, cid: ConnId, opts: &ClientOpts, auth: &ConnAuth) -> String {
+    format!("{ip}:{} - cid:{}{}", auth.port, cid.0, client_tag(opts, auth))
+}
+
 /// The part of a client's log lines nats-server adds once it connected:
 /// ` - "v<version>:<lang>:<name>"` (the parts it sent) and ` -
 /// "<account>/<user label>"` when it authenticated with credentials.
-pub(super) fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
+fn client_tag(opts: &ClientOpts, auth: &ConnAuth) -> String {
     let ncs = [
         (!opts.version.is_empty()).then(|| format!("v{}", opts.version)),
         (!opts.lang.is_empty()).then(|| opts.lang.clone()),
