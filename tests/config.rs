@@ -149,3 +149,54 @@ fn zero_limits_mean_the_defaults_and_payload_must_fit_pending() {
         assert!(verdict(&bin, &bad).0, "{bin} -t");
     }
 }
+
+/// Errors in accounts' exports and imports, text and position, as
+/// nats-server gives them under `-t` (a duplicate key is left out:
+/// nats-server reads a block as a Go map, so which of the two it blames
+/// changes from run to run).
+#[test]
+fn export_and_import_errors_match_nats_server() {
+    let nats = common::nats_server_bin();
+    let dir = common::jwt::temp_dir();
+    let cases = [
+        "{service: s, response: forever}",
+        "{stream: s, response: stream}",
+        "{response: stream, stream: s}",
+        "{service: s, threshold: \"soon\"}",
+        "{service: s, threshold: 5}",
+        "{service: s, response: 1}",
+        "{stream: s, threshold: \"1s\"}",
+        "{service: s, foo: 1}",
+        "{service: s, response: single, threshold: \"1m30s\"}",
+        "{service: s, response: Chunk, response_time: \"5s\"}",
+        "{service: s}",
+    ];
+    let mut wrong = Vec::new();
+    for (i, export) in cases.iter().enumerate() {
+        let file = dir.join(format!("export{i}.conf"));
+        // The last case's error is in the import (nats-server reports
+        // import errors before export errors).
+        let extra = if i == cases.len() - 1 { ", bar: 2" } else { "" };
+        std::fs::write(
+            &file,
+            format!(
+                "accounts {{\n  A: {{\n    users: [{{user: a, password: a}}]\n    exports: [\n      {export}\n    ]\n  }}\n  B: {{\n    imports: [\n      {{service: {{account: A, subject: s}}{extra}}}\n    ]\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let (theirs_ok, theirs) = verdict(nats.to_str().unwrap(), &file);
+        let (ours_ok, ours) = verdict(env!("CARGO_BIN_EXE_petrel"), &file);
+        let first = |t: &str| {
+            t.lines()
+                .next()
+                .unwrap_or_default()
+                .split_once(": ")
+                .map(|(_, rest)| rest.split(" (sha256:").next().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        };
+        if theirs_ok != ours_ok || first(&theirs) != first(&ours) {
+            wrong.push(format!("{export}\n  nats-server: {theirs}  petrel: {ours}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

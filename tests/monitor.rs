@@ -545,7 +545,7 @@ fn http_req_stats_match_nats_server() {
 
 /// `/accountz?acc=` lists mappings, exports and imports as nats-server
 /// does (as sets: nats-server's come from Go maps, in no fixed order;
-/// petrel leaves `response_type` out, having no per-export response state).
+/// services with their response types).
 #[test]
 fn accountz_lists_exchanges_as_nats_server_does() {
     let dir = common::jwt::temp_dir();
@@ -556,7 +556,7 @@ fn accountz_lists_exchanges_as_nats_server_does() {
 accounts {
   A: {
     users: [{user: a, password: a}]
-    exports: [{stream: "s.>"}, {service: "svc.*"}, {stream: "priv.>", accounts: [B]}]
+    exports: [{stream: "s.>"}, {service: "svc.*"}, {service: "chunks.*", response: chunked}, {stream: "priv.>", accounts: [B]}]
     mappings: { "m.in": "m.out", "w.*": [{dest: "w.a.$1", weight: 40%}, {dest: "w.b.$1", weight: 60%}], "half": {dest: "other", weight: 50%} }
   }
   B: {

@@ -9,7 +9,7 @@ use super::jwt;
 use super::perms::{PatternList, Permissions, ResponsePermission, SubjectRule};
 use crate::conf::parse::ConfError;
 use crate::conf::units::seconds;
-use crate::conf::value::{Item, Map, Value};
+use crate::conf::value::{Item, Map, Pos, Value};
 use crate::mapping::Mapping;
 pub use crate::mapping::{MapDest, MappingConfig};
 
@@ -74,6 +74,52 @@ pub enum ExchangeKind {
     Service,
 }
 
+/// How many responses a service request may get (nats-server's response
+/// types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseType {
+    /// One: the first response ends the request.
+    #[default]
+    Singleton,
+    /// Any number, until none has come for the threshold.
+    Stream,
+    /// Any number, until an empty message or the threshold.
+    Chunked,
+}
+
+impl ResponseType {
+    /// The name nats-server's monitoring gives it (a JWT says `Stream`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ResponseType::Singleton => "Singleton",
+            ResponseType::Stream => "Streamed",
+            ResponseType::Chunked => "Chunked",
+        }
+    }
+}
+
+/// nats-server's default time a request waits for its (next) response.
+pub const DEFAULT_RESPONSE_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The response rules of a service export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRule {
+    /// How many responses a request may get.
+    pub kind: ResponseType,
+    /// How long after the request (or, for streams and chunks, after the
+    /// latest response) a response still gets through.
+    pub threshold: std::time::Duration,
+}
+
+impl Default for ResponseRule {
+    fn default() -> Self {
+        ResponseRule {
+            kind: ResponseType::Singleton,
+            threshold: DEFAULT_RESPONSE_THRESHOLD,
+        }
+    }
+}
+
 /// An account's export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportConfig {
@@ -83,6 +129,8 @@ pub struct ExportConfig {
     pub subject: String,
     /// Accounts allowed to import it; `None` is public.
     pub accounts: Option<Vec<String>>,
+    /// A service's response rules (the default for streams).
+    pub response: ResponseRule,
 }
 
 /// An account's import.
@@ -263,11 +311,16 @@ fn subject_rule(key: &str, item: &Item) -> Result<SubjectRule, ConfError> {
     match &item.value {
         Value::Map(m) => {
             let mut r = SubjectRule::default();
-            for (k, _, v) in &m.entries {
+            for (k, key_at, v) in &m.entries {
                 match k.to_ascii_lowercase().as_str() {
                     "allow" => r.allow = Some(PatternList::new(&subjects(k, v)?)),
                     "deny" => r.deny = Some(PatternList::new(&subjects(k, v)?)),
-                    other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
+                    other => {
+                        return Err(ConfError {
+                            pos: key_at.clone(),
+                            msg: format!("Unknown field \"{other}\" parsing permissions"),
+                        })
+                    }
                 }
             }
             Ok(r)
@@ -285,14 +338,19 @@ fn response_permission(item: &Item) -> Result<Option<ResponsePermission>, ConfEr
         Value::Bool(true) => Ok(Some(ResponsePermission::default())),
         Value::Map(m) => {
             let mut rp = ResponsePermission::default();
-            for (k, _, v) in &m.entries {
+            for (k, key_at, v) in &m.entries {
                 match k.to_ascii_lowercase().as_str() {
                     "max" | "max_msgs" | "max_messages" | "max_responses" => match v.value {
                         Value::Int(n) if n >= 0 => rp.max = n as u64,
                         _ => return Err(err(v, "allow_responses: max must be a non-negative integer")),
                     },
                     "expires" | "expiration" | "ttl" => rp.expires = seconds(k, v)?,
-                    other => return Err(err(v, format!("Unknown field \"{other}\" parsing allow_responses"))),
+                    other => {
+                        return Err(ConfError {
+                            pos: key_at.clone(),
+                            msg: format!("Unknown field \"{other}\" parsing permissions"),
+                        })
+                    }
                 }
             }
             Ok(Some(rp))
@@ -305,13 +363,18 @@ fn response_permission(item: &Item) -> Result<Option<ResponsePermission>, ConfEr
 pub fn permissions(item: &Item) -> Result<Permissions, ConfError> {
     let m = map("permissions", item)?;
     let mut p = Permissions::default();
-    for (k, _, v) in &m.entries {
+    for (k, key_at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             // `import` and `export` are the route forms (cluster permissions).
             "publish" | "pub" | "import" => p.publish = subject_rule(k, v)?,
             "subscribe" | "sub" | "export" => p.subscribe = subject_rule(k, v)?,
             "allow_responses" | "allow_response" | "publish_allow_responses" => p.response = response_permission(v)?,
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing permissions"))),
+            other => {
+                return Err(ConfError {
+                    pos: key_at.clone(),
+                    msg: format!("Unknown field \"{other}\" parsing permissions"),
+                })
+            }
         }
     }
     Ok(p.normalized())
@@ -325,7 +388,7 @@ fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
     let mut nkey = None;
     let mut perms = None;
     let mut connection_types = Vec::new();
-    for (k, _, v) in &m.entries {
+    for (k, key_at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(string(k, v)?),
             "pass" | "password" => password = Some(string(k, v)?),
@@ -351,7 +414,7 @@ fn user(item: &Item, account: &str) -> Result<UserConfig, ConfError> {
             }
             // Accepted as nats-server does; proxies are not distinguished by petrel.
             "proxy_required" | "account" => {}
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing users"))),
+            other => return Err(unknown_field(key_at, other)),
         }
     }
     let credential = match (nkey, name) {
@@ -393,7 +456,7 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     let mut single_pass = None;
     let mut single_perms = None;
     let mut list = None;
-    for (k, _, v) in &m.entries {
+    for (k, key_at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             "user" | "username" => single_user = Some(string(k, v)?),
             "pass" | "password" => single_pass = Some(string(k, v)?),
@@ -405,7 +468,7 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             "auth_callout" | "callout" => {
                 return Err(err(v, "authorization: auth callout is not supported by petrel"));
             }
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing authorization"))),
+            other => return Err(unknown_field(key_at, other)),
         }
     }
     if let Some((list, at)) = list {
@@ -431,33 +494,101 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// nats-server's error for a key it does not know, at the key.
+fn unknown_field(at: &Pos, key: &str) -> ConfError {
+    ConfError {
+        pos: at.clone(),
+        msg: format!("unknown field \"{key}\""),
+    }
+}
+
+/// The Go type nats-server's `%T` names for a value of the file.
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Str(_) => "string",
+        Value::Int(_) => "int64",
+        Value::Float(_) => "float64",
+        Value::Bool(_) => "bool",
+        Value::Map(_) => "map[string]interface {}",
+        Value::Array(_) => "[]interface {}",
+    }
+}
+
 fn export(item: &Item) -> Result<ExportConfig, ConfError> {
     let m = map("exports", item)?;
     let mut kind_subject = None;
     let mut accounts = None;
-    for (k, _, v) in &m.entries {
+    let mut response = ResponseRule::default();
+    // nats-server refuses response rules on a stream whichever comes first.
+    let mut response_at: Option<&Pos> = None;
+    let mut type_seen = false;
+    let mut threshold_seen = false;
+    for (k, at, v) in &m.entries {
+        // nats-server points response errors at the key.
+        let key_err = |msg: String| ConfError { pos: at.clone(), msg };
         match k.to_ascii_lowercase().as_str() {
-            "stream" => kind_subject = Some((ExchangeKind::Stream, string(k, v)?)),
+            "stream" => {
+                if let Some(at) = response_at {
+                    return Err(ConfError {
+                        pos: at.clone(),
+                        msg: "Detected response directive on non-service".into(),
+                    });
+                }
+                kind_subject = Some((ExchangeKind::Stream, string(k, v)?))
+            }
             "service" => kind_subject = Some((ExchangeKind::Service, string(k, v)?)),
             "accounts" => accounts = Some(strings(k, v)?),
-            // Response types, latency tracking and thresholds shape
-            // nats-server's response bookkeeping; petrel's response routing
-            // has no per-export state (see README, accounts).
-            "response"
-            | "response_type"
-            | "threshold"
-            | "response_threshold"
-            | "latency"
-            | "account_token_position"
-            | "advertise"
-            | "allow_trace"
-            | "name"
-            | "description"
-            | "info_url" => {}
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing export"))),
+            "response" | "response_type" => {
+                if type_seen {
+                    return Err(key_err("Duplicate response type definition".into()));
+                }
+                type_seen = true;
+                let Value::Str(name) = &v.value else {
+                    return Err(key_err(format!(
+                        "Expected response type to be string, got {}",
+                        go_type(&v.value)
+                    )));
+                };
+                response.kind = match name.to_ascii_lowercase().as_str() {
+                    "single" | "singleton" => ResponseType::Singleton,
+                    "stream" => ResponseType::Stream,
+                    "chunk" | "chunked" => ResponseType::Chunked,
+                    _ => return Err(key_err(format!("Unknown response type: {name:?}"))),
+                };
+                response_at = Some(at);
+            }
+            "threshold" | "response_threshold" | "response_max_time" | "response_time" => {
+                if threshold_seen {
+                    return Err(key_err("Duplicate response threshold detected".into()));
+                }
+                threshold_seen = true;
+                let Value::Str(text) = &v.value else {
+                    return Err(key_err(format!(
+                        "Expected response threshold to be a parseable time duration, got {}",
+                        go_type(&v.value)
+                    )));
+                };
+                response.threshold = crate::conf::units::parse_go_duration(text).ok_or_else(|| {
+                    key_err(format!(
+                        "Expected response threshold to be a parseable time duration, got {text:?}"
+                    ))
+                })?;
+                response_at = Some(at);
+            }
+            // Accepted as nats-server does; what petrel does with each is
+            // logged at start-up (`unbuilt_export_options`).
+            "latency" | "allow_trace" => {}
+            "account_token_position" | "advertise" | "name" | "description" | "info_url" => {}
+            other => return Err(key_err(format!("unknown field \"{other}\""))),
         }
     }
     let (kind, subject) = kind_subject.ok_or_else(|| err(item, "export requires a stream or service subject"))?;
+    if let (ExchangeKind::Stream, Some(at)) = (kind, response_at) {
+        return Err(ConfError {
+            pos: at.clone(),
+            msg: "Detected response directive on non-service".into(),
+        });
+    }
     if !crate::subject::is_valid_subject(subject.as_bytes()) {
         return Err(err(item, format!("export: invalid subject {subject:?}")));
     }
@@ -465,6 +596,7 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
         kind,
         subject,
         accounts,
+        response,
     })
 }
 
@@ -473,7 +605,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
     let mut src = None;
     let mut to = None;
     let mut prefix = None;
-    for (k, _, v) in &m.entries {
+    for (k, at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             kind @ ("stream" | "service") => {
                 let sm = map(k, v)?;
@@ -497,7 +629,12 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
             "to" | "local_subject" => to = Some(string(k, v)?),
             "prefix" => prefix = Some(string(k, v)?),
             "share" | "allow_trace" | "name" => {}
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing import"))),
+            other => {
+                return Err(ConfError {
+                    pos: at.clone(),
+                    msg: format!("unknown field \"{other}\""),
+                })
+            }
         }
     }
     let (kind, account, subject) = src.ok_or_else(|| err(item, "import requires a stream or service"))?;
@@ -545,7 +682,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
         };
         let mut defaults = None;
         if let Value::Map(am) = &v.value {
-            for (k, _, av) in &am.entries {
+            for (k, key_at, av) in &am.entries {
                 match k.to_ascii_lowercase().as_str() {
                     "users" => a.users.extend(users(av, name)?),
                     "exports" => match &av.value {
@@ -560,7 +697,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     "mappings" | "maps" => acc.mappings.extend(mappings(av)?),
                     // JetStream and tracing settings have nothing to act on here.
                     "jetstream" | "js" | "limits" | "msg_trace" | "trace_dest" | "nkey" => {}
-                    other => return Err(err(av, format!("Unknown field \"{other}\" parsing account"))),
+                    other => return Err(unknown_field(key_at, other)),
                 }
             }
         }
@@ -714,7 +851,7 @@ fn nats_resolver(m: &Map, item: &Item) -> Result<ResolverConfig, ConfError> {
     let mut allow_delete = false;
     let mut hard_delete = false;
     let mut limit = None;
-    for (k, _, v) in &m.entries {
+    for (k, key_at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             "type" => {
                 full = match string(k, v)?.to_ascii_lowercase().as_str() {
@@ -733,7 +870,7 @@ fn nats_resolver(m: &Map, item: &Item) -> Result<ResolverConfig, ConfError> {
             // Sync and fetch timing matter between clustered servers; a
             // standalone petrel has no peers to sync with.
             "interval" | "ttl" | "timeout" => {}
-            other => return Err(err(v, format!("Unknown field \"{other}\" parsing resolver"))),
+            other => return Err(unknown_field(key_at, other)),
         }
     }
     let dir = dir.ok_or_else(|| err(item, "resolver: dir is required"))?;

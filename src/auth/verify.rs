@@ -20,7 +20,7 @@ use thiserror::Error;
 use super::accounts::{Account, AccountTable, ConnSlot};
 use super::config::{
     implicit_resolver, AccountConfig, AuthConfig, Credential, ExchangeKind, ExportConfig, ImportConfig, ResolverConfig,
-    GLOBAL_ACCOUNT,
+    ResponseRule, ResponseType, DEFAULT_RESPONSE_THRESHOLD, GLOBAL_ACCOUNT,
 };
 use super::jwt;
 use super::password;
@@ -1066,6 +1066,22 @@ impl Verifier {
     }
 }
 
+/// A JWT service export's response rules: `response_type` as the Go
+/// library names them (anything else is a singleton, as in nats-server),
+/// `response_threshold` in nanoseconds (0: the default).
+fn response_rule(e: &jwt::Export) -> ResponseRule {
+    let kind = match e.response_type.as_str() {
+        "Stream" => ResponseType::Stream,
+        "Chunked" => ResponseType::Chunked,
+        _ => ResponseType::Singleton,
+    };
+    let threshold = match u64::try_from(e.response_threshold) {
+        Ok(ns) if ns > 0 => Duration::from_nanos(ns),
+        _ => DEFAULT_RESPONSE_THRESHOLD,
+    };
+    ResponseRule { kind, threshold }
+}
+
 /// The loaded account JWTs' exports and imports in the form the imports are
 /// built from. A `token_req` export admits the importers whose activation
 /// token is signed by the exporter (or one of its signing keys), names the
@@ -1111,6 +1127,7 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                             .map(|imp_acc| imp_acc.sub.clone())
                             .collect()
                     }),
+                    response: response_rule(e),
                 })
                 .collect(),
             imports: a

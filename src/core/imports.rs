@@ -2,24 +2,17 @@
 //! once at start-up and shared read-only by every shard (no lock on the
 //! publish path).
 //!
-//! A service request's reply subject is rewritten to
-//! `_R_.<server>.<importer>.<tag>.<original reply>`; the tag is a keyed
-//! hash of the importer, exporter and original reply, so a response can be
-//! routed back by any shard without shared state, and a client of the
-//! exporter cannot forge replies into other accounts. `<server>` (from the
-//! same key) names this server's replies: in a cluster it announces
-//! interest in `_R_.<server>.>` in each exporting account, so a response
-//! given on another server comes back here.
+//! A service request's reply subject is replaced by one in the shard's
+//! reply space (`responses.rs`), where the response is matched, checked
+//! against the export's response rules and sent on to the original reply
+//! subject in the importer.
 //!
 //! In a cluster, an importer's subscription also stands for interest in
 //! the exporter's account (nats-server's shadow subscriptions): see
 //! [`Imports::shadows`].
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-
 use crate::auth::accounts::AccountTable;
-use crate::auth::config::{AccountConfig, ExchangeKind};
+use crate::auth::config::{AccountConfig, ExchangeKind, ExportConfig, ResponseRule};
 use crate::ids::AccountId;
 use crate::mapping::{Mapping, Mappings};
 use crate::subject;
@@ -73,6 +66,8 @@ pub struct ServiceImport {
     /// Importer's subjects to the exporter's, when `to` names wildcards
     /// (`local.$2.$1`); otherwise wildcards map in order.
     pub transform: Option<Arc<Transform>>,
+    /// The export's response rules.
+    pub response: ResponseRule,
 }
 
 impl ServiceImport {
@@ -117,13 +112,34 @@ struct ImportedStream {
 #[derive(Debug, Default)]
 pub struct Imports {
     accounts: Vec<AccountImports>,
-    key: RandomState,
-    /// Whether any account has service imports (reply subjects need decoding).
+    /// Whether any account has service imports (replies need tracking).
     has_services: bool,
     /// Whether any account has subject mappings.
     has_mappings: bool,
-    /// This server's token in wrapped reply subjects (from `key`).
-    token: String,
+}
+
+/// The export that admits an import of `subject` by `importer`: one
+/// exported under that very subject first, else the first whose wildcards
+/// cover it (nats-server looks the exact subject up before wildcards).
+fn admitting_export<'a>(
+    exports: &'a [ExportConfig],
+    kind: ExchangeKind,
+    subject: &str,
+    importer: &str,
+) -> Option<&'a ExportConfig> {
+    let admits = |e: &&ExportConfig| {
+        e.kind == kind
+            && subject::matches(e.subject.as_bytes(), subject.as_bytes())
+            && e.accounts.as_ref().is_none_or(|l| l.iter().any(|a| a == importer))
+    };
+    let mut candidates = exports.iter().filter(admits);
+    let first = candidates.next()?;
+    Some(
+        std::iter::once(first)
+            .chain(candidates)
+            .find(|e| e.subject == subject)
+            .unwrap_or(first),
+    )
 }
 
 /// Maps `subj`, which matches `from`, onto `to`: wildcard tokens of `from`
@@ -168,7 +184,6 @@ impl Imports {
     /// returned as warnings and left out, as nats-server does.
     pub fn build(table: &AccountTable, accounts: &[AccountConfig]) -> (Imports, Vec<String>) {
         let mut r = Imports::default();
-        r.token = format!("{:08x}", r.key.hash_one("reply-token") as u32);
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
@@ -191,18 +206,13 @@ impl Imports {
                     ));
                     continue;
                 };
-                let allowed = exp_cfg.exports.iter().any(|e| {
-                    e.kind == imp.kind
-                        && subject::matches(e.subject.as_bytes(), imp.subject.as_bytes())
-                        && e.accounts.as_ref().is_none_or(|l| l.contains(&acc.name))
-                });
-                if !allowed {
+                let Some(export) = admitting_export(&exp_cfg.exports, imp.kind, &imp.subject, &acc.name) else {
                     warnings.push(format!(
                         "account {}: import of {:?} from account {:?} is not authorized by an export",
                         acc.name, imp.subject, imp.account
                     ));
                     continue;
-                }
+                };
                 let exporter = table.get_or_create(&imp.account).id;
                 // `to` naming the exporter's wildcards (`bar.$2.$1`): the
                 // importer's pattern, and transforms both ways.
@@ -255,6 +265,7 @@ impl Imports {
                             exporter,
                             remote: imp.subject.as_bytes().into(),
                             transform,
+                            response: export.response,
                         })
                     }
                 }
@@ -343,10 +354,9 @@ impl Imports {
             .collect()
     }
 
-    /// The interest that brings responses given on other servers back to
-    /// this one: `_R_.<server>.>` in every account whose services are
-    /// imported.
-    pub fn reply_interest(&self) -> Vec<(AccountId, Vec<u8>)> {
+    /// The accounts whose services are imported, where responses must be
+    /// caught on their way back (by id, each once).
+    pub fn reply_exporters(&self) -> Vec<AccountId> {
         let mut exporters: Vec<AccountId> = self
             .accounts
             .iter()
@@ -354,47 +364,7 @@ impl Imports {
             .collect();
         exporters.sort_by_key(|a| a.0);
         exporters.dedup();
-        let mut subject = REPLY_PREFIX.to_vec();
-        subject.extend_from_slice(self.server_token().as_bytes());
-        subject.extend_from_slice(b".>");
-        exporters.into_iter().map(|e| (e, subject.clone())).collect()
-    }
-
-    /// This server's token in wrapped reply subjects.
-    fn server_token(&self) -> &str {
-        &self.token
-    }
-
-    fn tag(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> u64 {
-        self.key.hash_one((importer.0, exporter.0, reply))
-    }
-
-    /// The reply subject the exporter sees for a request from `importer`.
-    pub fn wrap_reply(&self, importer: AccountId, exporter: AccountId, reply: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(reply.len() + 40);
-        out.extend_from_slice(REPLY_PREFIX);
-        out.extend_from_slice(self.server_token().as_bytes());
-        out.push(b'.');
-        out.extend_from_slice(itoa::Buffer::new().format(importer.0).as_bytes());
-        out.push(b'.');
-        out.extend_from_slice(format!("{:016x}", self.tag(importer, exporter, reply)).as_bytes());
-        out.push(b'.');
-        out.extend_from_slice(reply);
-        out
-    }
-
-    /// For a response published in `exporter` to a wrapped reply subject:
-    /// the importer and the original reply subject, if the tag is genuine.
-    pub fn unwrap_reply<'a>(&self, exporter: AccountId, subj: &'a [u8]) -> Option<(AccountId, &'a [u8])> {
-        let rest = subj.strip_prefix(REPLY_PREFIX)?;
-        let rest = rest.strip_prefix(self.server_token().as_bytes())?.strip_prefix(b".")?;
-        let dot = memchr::memchr(b'.', rest)?;
-        let importer = AccountId(std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?);
-        let rest = &rest[dot + 1..];
-        let dot = memchr::memchr(b'.', rest)?;
-        let tag = u64::from_str_radix(std::str::from_utf8(&rest[..dot]).ok()?, 16).ok()?;
-        let reply = &rest[dot + 1..];
-        (self.tag(importer, exporter, reply) == tag).then_some((importer, reply))
+        exporters
     }
 }
 
@@ -412,47 +382,54 @@ mod tests {
     }
 
     #[test]
-    fn reply_wrapping_is_tamper_evident() {
+    fn a_service_import_takes_the_rules_of_the_export_named_for_it() {
+        use crate::auth::config::ResponseType;
         let t = AccountTable::new(None);
+        let rule = |kind| ResponseRule {
+            kind,
+            threshold: std::time::Duration::from_secs(1),
+        };
         let accounts = vec![
             AccountConfig {
                 name: "A".into(),
                 mappings: vec![],
-                exports: vec![ExportConfig {
-                    kind: ExchangeKind::Service,
-                    subject: "svc.>".into(),
-                    accounts: None,
-                }],
+                exports: vec![
+                    ExportConfig {
+                        kind: ExchangeKind::Service,
+                        subject: "svc.>".into(),
+                        accounts: None,
+                        response: rule(ResponseType::Stream),
+                    },
+                    ExportConfig {
+                        kind: ExchangeKind::Service,
+                        subject: "svc.x".into(),
+                        accounts: None,
+                        response: rule(ResponseType::Chunked),
+                    },
+                ],
                 imports: vec![],
             },
             AccountConfig {
                 name: "B".into(),
                 mappings: vec![],
                 exports: vec![],
-                imports: vec![ImportConfig {
-                    kind: ExchangeKind::Service,
-                    account: "A".into(),
-                    subject: "svc.x".into(),
-                    local: None,
-                }],
+                imports: ["svc.x", "svc.y"]
+                    .into_iter()
+                    .map(|s| ImportConfig {
+                        kind: ExchangeKind::Service,
+                        account: "A".into(),
+                        subject: s.into(),
+                        local: None,
+                    })
+                    .collect(),
             },
         ];
         let (r, w) = Imports::build(&t, &accounts);
         assert!(w.is_empty());
         let (a, b) = (t.get("A").unwrap().id, t.get("B").unwrap().id);
-        assert_eq!(r.of(b).unwrap().services_in.len(), 1);
-        let wrapped = r.wrap_reply(b, a, b"_INBOX.abc.1");
-        assert_eq!(r.unwrap_reply(a, &wrapped), Some((b, &b"_INBOX.abc.1"[..])));
-        let mut forged = wrapped.clone();
-        forged.extend_from_slice(b"x");
-        assert_eq!(r.unwrap_reply(a, &forged), None);
-        assert_eq!(r.unwrap_reply(b, &wrapped), None, "only the exporter may answer");
-        // Responses come back to this server on its own reply space.
-        let interest = r.reply_interest();
-        assert_eq!(interest.len(), 1);
-        assert_eq!(interest[0].0, a);
-        let space = &interest[0].1[..interest[0].1.len() - 1];
-        assert!(wrapped.starts_with(space), "{:?}", String::from_utf8_lossy(&wrapped));
+        let kinds: Vec<ResponseType> = r.of(b).unwrap().services_in.iter().map(|s| s.response.kind).collect();
+        assert_eq!(kinds, [ResponseType::Chunked, ResponseType::Stream], "exact first");
+        assert_eq!(r.reply_exporters(), vec![a]);
     }
 
     #[test]
@@ -466,6 +443,7 @@ mod tests {
                     kind: ExchangeKind::Stream,
                     subject: "pub.>".into(),
                     accounts: Some(vec!["B".into()]),
+                    response: Default::default(),
                 }],
                 imports: vec![],
             },
@@ -506,6 +484,6 @@ mod tests {
         );
         assert!(r.shadows(b, b"other").is_empty());
         assert!(r.shadows(a, b"pub.x").is_empty(), "A imports nothing");
-        assert!(r.reply_interest().is_empty(), "no services imported");
+        assert!(r.reply_exporters().is_empty(), "no services imported");
     }
 }

@@ -13,6 +13,7 @@ mod moves;
 pub use moves::ConnParcel;
 pub mod outq;
 pub mod pool;
+mod responses;
 mod routes;
 
 use std::collections::hash_map::Entry;
@@ -32,9 +33,10 @@ use crate::proto::session::Routed;
 use crate::stats::Counters;
 use crate::subject;
 pub use batch::{Batch, Body, InterestChange, Outbox, RemoteMsg, Span, SHARE_THRESHOLD};
-use imports::{Imports, REPLY_PREFIX};
+use imports::Imports;
 pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
+pub use responses::REPLY_PREFIX;
 pub use routes::RouteInterest;
 
 /// Settings the core needs.
@@ -308,6 +310,8 @@ pub struct ShardCore {
     self_service: Option<ConnId>,
     self_requests: Vec<SelfRequest>,
     self_waker: Option<Waker>,
+    /// This shard's reply space for service requests (`responses.rs`).
+    responses: responses::Responses,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
     server_links: usize,
@@ -380,6 +384,7 @@ impl ShardCore {
             self_service: None,
             self_requests: Vec::new(),
             self_waker: None,
+            responses: Default::default(),
             server_links: 0,
             server_link_subs: 0,
             account_names: Vec::new(),
@@ -458,12 +463,14 @@ impl ShardCore {
         self.has_mappings = imports.has_mappings();
         self.reroute_imports(&old, &imports);
         self.note_mapping_sources(&old, &imports);
+        self.sync_reply_subs();
     }
 
     /// Sets the time permission bookkeeping uses (response windows); the
     /// runtime calls it before each read and batch.
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
+        self.sweep_requests();
     }
 
     fn index_mut(&mut self, account: AccountId) -> &mut SubIndex {
@@ -840,7 +847,9 @@ impl ShardCore {
             queues: None,
             origin_cluster: None,
         };
-        self.route_in(account, &msg, None)
+        let any = self.route_in(account, &msg, None);
+        self.serve_responses();
+        any
     }
 
     /// Whether anyone but the server's internal clients subscribes to
@@ -1072,6 +1081,7 @@ impl ShardCore {
         let mut any = self.route_in(account, msg, Some(origin));
         if self.has_imports {
             any |= self.route_imports(account, msg, origin);
+            self.serve_responses();
         }
         if any {
             Routed::Delivered
@@ -1153,16 +1163,6 @@ impl ShardCore {
         let imports = self.imports.clone();
         let origin = Some(Origin { echo: true, ..origin });
         let mut any = false;
-        if imports.has_services() && msg.subject.starts_with(REPLY_PREFIX) {
-            if let Some((importer, original)) = imports.unwrap_reply(account, msg.subject) {
-                let back = Msg {
-                    subject: original,
-                    reply: None,
-                    ..*msg
-                };
-                any |= self.route_in(importer, &back, origin);
-            }
-        }
         let Some(r) = imports.of(account) else {
             return any;
         };
@@ -1192,13 +1192,19 @@ impl ShardCore {
             if let Some(m) = self.map_in(sv.exporter, &remote) {
                 remote = m;
             }
-            let reply = msg.reply.map(|rp| imports.wrap_reply(account, sv.exporter, rp));
+            let held = msg
+                .reply
+                .and_then(|rp| self.hold_request(account, sv.exporter, rp, sv.response));
             let m = Msg {
                 subject: &remote,
-                reply: reply.as_deref(),
+                reply: held.as_ref().map(|(r, _)| &r[..]),
                 ..*msg
             };
-            any |= self.route_in(sv.exporter, &m, origin);
+            let delivered = self.route_in(sv.exporter, &m, origin);
+            if let (false, Some((_, token))) = (delivered, held) {
+                self.drop_request(token);
+            }
+            any |= delivered;
         }
         any
     }
@@ -1281,6 +1287,11 @@ impl ShardCore {
                 (Some(h), false) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, &msg.message[h..]),
                 (None, _) => encode::msg(out, msg.subject, sub.sid.as_bytes(), msg.reply, msg.message),
             },
+            LinkKind::System if self.responses.is_link(sub.conn) => {
+                let exporter = sub.account;
+                self.responses.catch(exporter, msg);
+                return;
+            }
             LinkKind::System => {
                 self.internal_inbox.push(InternalMsg {
                     conn: sub.conn,
@@ -1492,6 +1503,7 @@ impl ShardCore {
             }
         }
         self.delivering_from = self.id;
+        self.serve_responses();
         if !(b.moves.is_empty() && b.move_acks.is_empty() && b.clears.is_empty()) {
             self.apply_moves(ShardId(b.from), b.moves, b.move_acks, b.clears);
         }

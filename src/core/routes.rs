@@ -40,8 +40,8 @@ pub(super) struct RouteState {
     /// This server's subscriptions, counted as routes see them.
     interest: FxHashMap<InterestKey, u32>,
     /// Interest that stands for something else: importers' subscriptions
-    /// in exporters' accounts (shadows), and the reply space service
-    /// responses come back on. Routes hear the sum with `interest`.
+    /// in exporters' accounts (shadows). Routes hear the sum with
+    /// `interest`.
     shadow: FxHashMap<InterestKey, u32>,
     events: Vec<RouteInterest>,
     waker: Option<Waker>,
@@ -59,15 +59,11 @@ impl ShardCore {
     /// exists: the runtime calls it at start when a cluster is configured).
     pub fn set_clustered(&mut self) {
         self.routes.clustered = true;
-        let imports = self.imports.clone();
-        for (account, subject) in imports.reply_interest() {
-            self.bump_interest((account, subject.into(), None), true, true);
-        }
     }
 
     /// The imports change (start-up or reload): shadows of every
-    /// subscription and the reply space follow, so routes hear only the
-    /// difference.
+    /// subscription follow, so routes hear only the difference (the reply
+    /// space is the response links' subscriptions, `responses.rs`).
     pub(super) fn reroute_imports(&mut self, old: &super::imports::Imports, new: &super::imports::Imports) {
         if !self.routes.clustered {
             return;
@@ -79,9 +75,6 @@ impl ShardCore {
             .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
             .collect();
         for (imports, add) in [(old, false), (new, true)] {
-            for (account, subject) in imports.reply_interest() {
-                self.bump_interest((account, subject.into(), None), true, add);
-            }
             for (account, subject, queue) in &keys {
                 for (exporter, shadow) in imports.shadows(*account, subject) {
                     self.bump_interest((exporter, shadow.into(), queue.clone()), true, add);

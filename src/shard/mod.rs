@@ -245,6 +245,8 @@ async fn shard_main(
     if shared.cluster.get().is_some() {
         core.set_clustered();
     }
+    // After the interest counting is set: routes hear its reply space.
+    core.add_response_link(shared.next_cid());
     let route_perms = shared.cluster.get().and_then(|c| c.opts().permissions);
     let route_pool = shared.cluster.get().map_or_else(Default::default, |c| {
         crate::cluster::RoutePool::new(&c.opts(), &verifier.accounts().system().name)

@@ -5,9 +5,7 @@
 //! Imports include the service imports every account gets from the system
 //! account (`$SYS.REQ.USER.INFO` and the account's CONNZ and STATZ), which
 //! petrel answers as nats-server does; the system account lists the
-//! services it exports for them. Beyond what nats-server shows:
-//! `response_type` is left out, as petrel keeps no per-export response
-//! state (see the README's differences).
+//! services it exports for them.
 
 use serde_json::{json, Map, Value};
 
@@ -48,6 +46,9 @@ pub fn exports(cfg: Option<&AccountConfig>, is_system: bool, jwt: bool) -> Vec<V
         .iter()
         .map(|e| {
             let mut v = json!({"subject": e.subject, "type": kind(e.kind)});
+            if e.kind == ExchangeKind::Service {
+                v["response_type"] = json!(e.response.kind.name());
+            }
             match e.accounts.as_ref() {
                 // Importers holding a valid token are not listed as
                 // approved: nats-server lists none for a JWT export.
@@ -59,12 +60,13 @@ pub fn exports(cfg: Option<&AccountConfig>, is_system: bool, jwt: bool) -> Vec<V
         })
         .collect();
     if is_system {
-        for subject in [
-            "$SYS.REQ.ACCOUNT.*.CONNZ",
-            "$SYS.REQ.ACCOUNT.*.STATZ",
-            "$SYS.REQ.USER.*.INFO",
+        // CONNZ and STATZ answer once per server: streamed responses.
+        for (subject, responses) in [
+            ("$SYS.REQ.ACCOUNT.*.CONNZ", "Streamed"),
+            ("$SYS.REQ.ACCOUNT.*.STATZ", "Streamed"),
+            ("$SYS.REQ.USER.*.INFO", "Singleton"),
         ] {
-            out.push(json!({"subject": subject, "type": "service"}));
+            out.push(json!({"subject": subject, "type": "service", "response_type": responses}));
         }
     }
     out
@@ -143,6 +145,7 @@ mod tests {
                 kind: ExchangeKind::Stream,
                 subject: "priv.>".into(),
                 accounts: Some(vec!["C".into()]),
+                response: Default::default(),
             }],
             imports: vec![
                 ImportConfig {

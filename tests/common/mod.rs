@@ -241,15 +241,7 @@ pub fn account_exchanges(port: u16, acc: &str) -> serde_json::Value {
     let set = |k: &str| {
         let mut items: Vec<String> = d[k]
             .as_array()
-            .map(|l| {
-                l.iter()
-                    .map(|e| {
-                        let mut e = e.clone();
-                        e.as_object_mut().unwrap().remove("response_type");
-                        e.to_string()
-                    })
-                    .collect()
-            })
+            .map(|l| l.iter().map(|e| e.to_string()).collect())
             .unwrap_or_default();
         items.sort();
         items

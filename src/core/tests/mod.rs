@@ -912,3 +912,120 @@ fn a_limit_already_met_when_applied_closes_the_client() {
         Some(CloseReason::MaxSubscriptionsExceeded)
     );
 }
+
+/// Two accounts, `A` exporting `svc` with `rule` (`response: ...,
+/// threshold: ...` entries) and `B` importing it, over `n` shards with
+/// their response links; `B`'s requester on shard 0 subscribed to
+/// `_INBOX.r`, `A`'s responder on the last shard subscribed to `svc`.
+fn service_pair(n: usize, rule: &str) -> (Cluster, ConnId, ConnId) {
+    let text = format!(
+        "accounts {{\n A {{ users [{{user: a, password: a}}], exports [{{service: svc{rule}}}] }}\n \
+         B {{ users [{{user: b, password: b}}], imports [{{service: {{account: A, subject: svc}}}}] }}\n}}\n"
+    );
+    let parsed = crate::conf::parse_str(&text, std::path::Path::new("t.conf")).unwrap();
+    let mut o = crate::options::Options::default();
+    crate::conf::options::apply(&mut o, &parsed).unwrap();
+    let mut c = Cluster::with_auth(n, CoreConfig::default(), &o.auth);
+    for (i, core) in c.cores.iter_mut().enumerate() {
+        core.set_imports(c.verifier.imports());
+        core.add_response_link(ConnId(1000 + i as u64));
+    }
+    c.next = 1;
+    let requester = c.connect_with(0, r#","user":"b","pass":"b""#);
+    let responder = c.connect_with(n - 1, r#","user":"a","pass":"a""#);
+    c.feed(requester, b"SUB _INBOX.r 1\r\n");
+    c.feed(responder, b"SUB svc 1\r\n");
+    c.pump();
+    (c, requester, responder)
+}
+
+/// Sends a request and returns the reply subject the responder saw.
+fn request(c: &mut Cluster, requester: ConnId, responder: ConnId) -> String {
+    c.feed(requester, b"PUB svc _INBOX.r 3\r\nreq\r\n");
+    c.pump();
+    let out = String::from_utf8(c.take_out(responder)).unwrap();
+    let line = out.lines().next().unwrap_or_default();
+    let reply = line.split(' ').nth(3).unwrap_or_else(|| panic!("{out:?}"));
+    assert!(reply.starts_with("_R_."), "{out:?}");
+    assert!(
+        !reply.contains("_INBOX"),
+        "the exporter does not see the importer's inbox"
+    );
+    reply.to_string()
+}
+
+fn respond(c: &mut Cluster, responder: ConnId, reply: &str, payloads: &[&str]) {
+    for p in payloads {
+        c.feed(responder, format!("PUB {reply} {}\r\n{p}\r\n", p.len()).as_bytes());
+    }
+    c.pump();
+}
+
+#[test]
+fn a_singleton_request_takes_its_first_response_only() {
+    for n in [1, 2] {
+        let (mut c, req, resp) = service_pair(n, "");
+        let reply = request(&mut c, req, resp);
+        respond(&mut c, resp, &reply, &["one", "two"]);
+        assert_eq!(payloads(&c.take_out(req)), vec![b"one".to_vec()], "{n} shards");
+        respond(&mut c, resp, &reply, &["three"]);
+        assert!(c.take_out(req).is_empty());
+        // Another request gets its own reply subject.
+        let again = request(&mut c, req, resp);
+        assert_ne!(again, reply);
+        respond(&mut c, resp, &again, &["four"]);
+        assert_eq!(payloads(&c.take_out(req)), vec![b"four".to_vec()]);
+        assert_eq!(c.cores.iter().map(|k| k.waiting_requests()).sum::<usize>(), 0);
+        // A reply subject nobody was given goes nowhere.
+        let forged = format!("{}x", &reply[..reply.len() - 1]);
+        respond(&mut c, resp, &forged, &["forged"]);
+        assert!(c.take_out(req).is_empty());
+    }
+}
+
+#[test]
+fn streamed_and_chunked_responses_flow_until_the_threshold_or_an_empty_one() {
+    let (mut c, req, resp) = service_pair(2, ", response: stream, threshold: \"10s\"");
+    let reply = request(&mut c, req, resp);
+    respond(&mut c, resp, &reply, &["a", "b", "c"]);
+    assert_eq!(payloads(&c.take_out(req)).len(), 3);
+    // Each response restarts the threshold; past it, the request is over.
+    let later = Instant::now() + Duration::from_secs(8);
+    c.cores.iter_mut().for_each(|k| k.set_now(later));
+    respond(&mut c, resp, &reply, &["d"]);
+    assert_eq!(payloads(&c.take_out(req)), vec![b"d".to_vec()]);
+    let too_late = later + Duration::from_secs(11);
+    c.cores.iter_mut().for_each(|k| k.set_now(too_late));
+    respond(&mut c, resp, &reply, &["e"]);
+    assert!(c.take_out(req).is_empty());
+    assert_eq!(c.cores.iter().map(|k| k.waiting_requests()).sum::<usize>(), 0);
+
+    let (mut c, req, resp) = service_pair(2, ", response: chunked");
+    let reply = request(&mut c, req, resp);
+    respond(&mut c, resp, &reply, &["a", "b", "", "after the end"]);
+    assert_eq!(
+        payloads(&c.take_out(req)),
+        vec![b"a".to_vec(), b"b".to_vec(), Vec::new()]
+    );
+}
+
+#[test]
+fn a_request_nobody_receives_or_answers_is_let_go() {
+    let (mut c, req, resp) = service_pair(2, "");
+    c.feed(resp, b"UNSUB 1\r\n");
+    c.pump();
+    c.feed(req, b"PUB svc _INBOX.r 3\r\nreq\r\n");
+    c.pump();
+    assert_eq!(
+        c.cores.iter().map(|k| k.waiting_requests()).sum::<usize>(),
+        0,
+        "no responder"
+    );
+    c.feed(resp, b"SUB svc 2\r\n");
+    c.pump();
+    request(&mut c, req, resp);
+    assert_eq!(c.cores[0].waiting_requests(), 1);
+    // Two minutes (the default threshold) later the sweep lets it go.
+    c.cores[0].set_now(Instant::now() + Duration::from_secs(121));
+    assert_eq!(c.cores[0].waiting_requests(), 0);
+}

@@ -1,0 +1,285 @@
+//! Responses to service requests that crossed accounts, held to the
+//! export's response rules as nats-server holds them.
+//!
+//! A request through a service import gets a new reply subject in this
+//! shard's reply space, `_R_.<shard token>.<request token>`, and the
+//! shard keeps what the token stands for: the importer, the original reply
+//! subject and the rules. The shard's response link subscribes to
+//! `_R_.<shard token>.*` in every exporting account; the subscriptions are
+//! broadcast like any other (and announced to routes and leaf nodes), so a
+//! response published on any shard, or on another server, is delivered
+//! here. A `singleton` request takes its first response only; `stream`
+//! and `chunked` take any number while they keep coming within the
+//! threshold; an empty message ends a request of any type; a response
+//! later than the threshold (after the request, or after the latest
+//! response) is dropped, as is one whose token is unknown, so a client of
+//! the exporter cannot answer into the importer unasked.
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use super::{Msg, ShardCore};
+use crate::auth::config::{ResponseRule, ResponseType};
+use crate::ids::{AccountId, ConnId, LinkKind};
+
+/// Prefix of the reply subjects service requests get.
+pub const REPLY_PREFIX: &[u8] = b"_R_.";
+
+/// Digits of the tokens in reply subjects.
+const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// How often expired requests are let go of.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A shard's reply space and the requests waiting in it.
+#[derive(Default)]
+pub(super) struct Responses {
+    /// The response link: its subscriptions catch responses.
+    link: Option<ConnId>,
+    /// `_R_.<shard token>.`
+    space: Vec<u8>,
+    /// The exporting accounts the link subscribes in.
+    subscribed: Vec<AccountId>,
+    /// Requests by token.
+    pending: FxHashMap<u64, Pending>,
+    /// Responses delivered to the link, served once the message that
+    /// brought them is routed (routing does not nest).
+    pub(super) arrived: Vec<Arrived>,
+    next_sweep: Option<Instant>,
+}
+
+/// A request waiting for its response(s).
+struct Pending {
+    importer: AccountId,
+    exporter: AccountId,
+    reply: Box<[u8]>,
+    rule: ResponseRule,
+    /// When the request, or its latest response, went through.
+    last: Instant,
+}
+
+/// A response caught in the reply space.
+pub(super) struct Arrived {
+    exporter: AccountId,
+    token: Option<u64>,
+    header_len: Option<usize>,
+    message: Vec<u8>,
+}
+
+impl Responses {
+    /// Whether `conn` is the response link.
+    #[inline]
+    pub(super) fn is_link(&self, conn: ConnId) -> bool {
+        self.link == Some(conn)
+    }
+
+    /// Keeps a response the link's subscription in `exporter` received.
+    pub(super) fn catch(&mut self, exporter: AccountId, msg: &Msg<'_>) {
+        let token = msg.subject.strip_prefix(&self.space[..]).and_then(decode);
+        self.arrived.push(Arrived {
+            exporter,
+            token,
+            header_len: msg.header_len,
+            message: msg.message.to_vec(),
+        });
+    }
+
+    /// Requests waiting for a response.
+    pub(super) fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn encode(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        out.push(DIGITS[(n % 62) as usize]);
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn decode(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 11 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in token.iter().rev() {
+        let d = DIGITS.iter().position(|&x| x == c)? as u64;
+        n = n.checked_mul(62)?.checked_add(d)?;
+    }
+    Some(n)
+}
+
+impl ShardCore {
+    /// Registers this shard's response link `cid` (a [`LinkKind::System`]
+    /// link) with a reply space of its own, and subscribes it in every
+    /// exporting account; [`Self::set_imports`] keeps the subscriptions
+    /// in step with the imports.
+    pub fn add_response_link(&mut self, cid: ConnId) {
+        let account = self.system_account.unwrap_or(AccountId::GLOBAL);
+        self.add_link(cid, LinkKind::System, account);
+        let mut space = REPLY_PREFIX.to_vec();
+        encode(self.rng.u64(..), &mut space);
+        space.push(b'.');
+        self.responses.space = space;
+        self.responses.link = Some(cid);
+        self.sync_reply_subs();
+    }
+
+    /// Subscribes the response link in the accounts whose services are
+    /// now imported, and out of those no longer.
+    pub(super) fn sync_reply_subs(&mut self) {
+        let Some(cid) = self.responses.link else {
+            return;
+        };
+        let wanted = self.imports.reply_exporters();
+        let mut subject = self.responses.space.clone();
+        subject.push(b'*');
+        let sid = |a: AccountId| itoa::Buffer::new().format(a.0).as_bytes().to_vec();
+        let had = std::mem::take(&mut self.responses.subscribed);
+        for &gone in had.iter().filter(|a| !wanted.contains(a)) {
+            self.unsubscribe(cid, &sid(gone), None);
+        }
+        for &new in wanted.iter().filter(|a| !had.contains(a)) {
+            // A server link has neither permissions nor a limit.
+            let _ = self.subscribe_in(cid, Some(new), &subject, None, &sid(new));
+        }
+        self.responses.subscribed = wanted;
+    }
+
+    /// The reply subject the exporter sees for a request `importer` sent
+    /// to `reply` under `rule`, and the token that stands for it (`None`
+    /// without a response link: the request goes without a reply).
+    pub(super) fn hold_request(
+        &mut self,
+        importer: AccountId,
+        exporter: AccountId,
+        reply: &[u8],
+        rule: ResponseRule,
+    ) -> Option<(Vec<u8>, u64)> {
+        self.responses.link?;
+        let token = loop {
+            let t = self.rng.u64(..);
+            if !self.responses.pending.contains_key(&t) {
+                break t;
+            }
+        };
+        let mut subject = Vec::with_capacity(self.responses.space.len() + 11);
+        subject.extend_from_slice(&self.responses.space);
+        encode(token, &mut subject);
+        self.responses.pending.insert(
+            token,
+            Pending {
+                importer,
+                exporter,
+                reply: reply.into(),
+                rule,
+                last: self.now,
+            },
+        );
+        Some((subject, token))
+    }
+
+    /// Lets go of a request nobody received.
+    pub(super) fn drop_request(&mut self, token: u64) {
+        self.responses.pending.remove(&token);
+    }
+
+    /// Sends the responses the link caught on to their requesters, under
+    /// their requests' rules. Called where a routing entry point ends.
+    #[inline]
+    pub(super) fn serve_responses(&mut self) {
+        if !self.responses.arrived.is_empty() {
+            self.serve_arrived();
+        }
+    }
+
+    #[cold]
+    fn serve_arrived(&mut self) {
+        // A response may answer a request that itself came through an
+        // import: serving it can catch more.
+        while !self.responses.arrived.is_empty() {
+            let batch = std::mem::take(&mut self.responses.arrived);
+            for a in batch {
+                self.serve_one(a);
+            }
+        }
+    }
+
+    fn serve_one(&mut self, a: Arrived) {
+        let now = self.now;
+        let Some(token) = a.token else { return };
+        let Some(p) = self.responses.pending.get(&token) else {
+            return;
+        };
+        if p.exporter != a.exporter {
+            return;
+        }
+        if now.saturating_duration_since(p.last) > p.rule.threshold {
+            self.responses.pending.remove(&token);
+            return;
+        }
+        let (importer, reply, kind) = (p.importer, p.reply.clone(), p.rule.kind);
+        let msg = Msg {
+            subject: &reply,
+            reply: None,
+            header_len: a.header_len,
+            message: &a.message,
+            queues: None,
+            origin_cluster: None,
+        };
+        let delivered = self.route_in(importer, &msg, None);
+        // nats-server ends a request on its first response when it is a
+        // singleton, on an empty message whatever its type, and when a
+        // response reached nobody.
+        if !delivered || kind == ResponseType::Singleton || a.message.is_empty() {
+            self.responses.pending.remove(&token);
+        } else if let Some(p) = self.responses.pending.get_mut(&token) {
+            p.last = now;
+        }
+    }
+
+    /// Lets go of requests whose threshold has passed, at most once a
+    /// second (the runtime's clock moves before each read and batch).
+    #[inline]
+    pub(super) fn sweep_requests(&mut self) {
+        if self.responses.pending.is_empty() {
+            return;
+        }
+        let now = self.now;
+        if self.responses.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.responses.next_sweep = Some(now + SWEEP_EVERY);
+        self.responses
+            .pending
+            .retain(|_, p| now.saturating_duration_since(p.last) <= p.rule.threshold);
+    }
+
+    /// Requests through service imports waiting for a response on this
+    /// shard.
+    pub fn waiting_requests(&self) -> usize {
+        self.responses.waiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_read_back() {
+        for n in [0, 1, 61, 62, 12345, u64::MAX] {
+            let mut b = Vec::new();
+            encode(n, &mut b);
+            assert_eq!(decode(&b), Some(n));
+        }
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"a.b"), None);
+        assert_eq!(decode(b"zzzzzzzzzzzz"), None, "too long");
+        assert_eq!(decode(b"zzzzzzzzzzz"), None, "past u64");
+    }
+}
