@@ -200,3 +200,57 @@ fn export_and_import_errors_match_nats_server() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// An account's `msg_trace` / `trace_dest` and `allow_trace` on exports
+/// and imports: accepted and refused as nats-server does, with its texts.
+#[test]
+fn trace_options_match_nats_server() {
+    let nats = common::nats_server_bin();
+    let dir = common::jwt::temp_dir();
+    let cases = [
+        "msg_trace: \"trace.dest\"",
+        "trace_dest: \"trace.dest\"",
+        "msg_trace: {dest: \"trace.dest\", sampling: 50}",
+        "msg_trace: {dest: \"trace.dest\", sampling: \"25%\"}",
+        "msg_trace: {dest: \"trace.*\"}",
+        "msg_trace: {dest: 5}",
+        "msg_trace: {dest: \"t\", sampling: 0}",
+        "msg_trace: {dest: \"t\", sampling: 101}",
+        "msg_trace: {dest: \"t\", sampling: \"lots\"}",
+        "msg_trace: {dest: \"t\", sampling: true}",
+        "msg_trace: {dest: \"t\", sample: 5}",
+        "msg_trace: 5",
+        "exports: [{stream: s, allow_trace: true}]",
+        "exports: [{allow_trace: true, stream: s}]",
+        "exports: [{service: s, allow_trace: true}]",
+        "imports: [{service: {account: B, subject: s}, allow_trace: true}]",
+        "imports: [{allow_trace: true, service: {account: B, subject: s}}]",
+        "imports: [{stream: {account: B, subject: s}, allow_trace: true}]",
+        "exports: [{stream: s, latency: {sampling: 100%, subject: lat}}]",
+    ];
+    let mut wrong = Vec::new();
+    for (i, line) in cases.iter().enumerate() {
+        let file = dir.join(format!("trace{i}.conf"));
+        std::fs::write(
+            &file,
+            format!(
+                "accounts {{\n  A: {{\n    users: [{{user: a, password: a}}]\n    {line}\n  }}\n  B: {{\n    exports: [{{stream: s}}, {{service: s}}]\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let (theirs_ok, theirs) = verdict(nats.to_str().unwrap(), &file);
+        let (ours_ok, ours) = verdict(env!("CARGO_BIN_EXE_petrel"), &file);
+        let first = |t: &str| {
+            t.lines()
+                .next()
+                .unwrap_or_default()
+                .split_once(": ")
+                .map(|(_, rest)| rest.split(" (sha256:").next().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        };
+        if theirs_ok != ours_ok || first(&theirs) != first(&ours) {
+            wrong.push(format!("{line}\n  nats-server: {theirs}  petrel: {ours}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

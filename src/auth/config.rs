@@ -131,6 +131,10 @@ pub struct ExportConfig {
     pub accounts: Option<Vec<String>>,
     /// A service's response rules (the default for streams).
     pub response: ResponseRule,
+    /// A service lets traced requests stay traced beyond it.
+    pub allow_trace: bool,
+    /// A service asks for latency tracking (not built: logged).
+    pub latency: bool,
 }
 
 /// An account's import.
@@ -145,6 +149,8 @@ pub struct ImportConfig {
     /// The subject in the importer's space (`to`, or `prefix.subject`);
     /// the exporter's subject when absent.
     pub local: Option<String>,
+    /// A stream's importer lets traced messages stay traced.
+    pub allow_trace: bool,
 }
 
 /// An account from the `accounts` block.
@@ -158,6 +164,18 @@ pub struct AccountConfig {
     pub imports: Vec<ImportConfig>,
     /// Subject mappings, in the order given.
     pub mappings: Vec<MappingConfig>,
+    /// Where messages asking for a trace with only a sampled
+    /// `traceparent` are traced to (`msg_trace` / `trace_dest`).
+    pub trace_dest: Option<TraceDest>,
+}
+
+/// An account's own message trace destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceDest {
+    /// The subject events go to.
+    pub dest: String,
+    /// Percent of a client's messages traced (1-100; 0: all).
+    pub sampling: u8,
 }
 
 /// Where account JWTs come from in operator mode.
@@ -270,6 +288,16 @@ fn string(key: &str, item: &Item) -> Result<String, ConfError> {
         _ => Err(err(
             item,
             format!("{key}: expected a string, got {}", item.value.kind()),
+        )),
+    }
+}
+
+fn boolean(key: &str, item: &Item) -> Result<bool, ConfError> {
+    match &item.value {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(err(
+            item,
+            format!("{key}: expected a boolean, got {}", item.value.kind()),
         )),
     }
 }
@@ -519,8 +547,11 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
     let mut kind_subject = None;
     let mut accounts = None;
     let mut response = ResponseRule::default();
-    // nats-server refuses response rules on a stream whichever comes first.
+    // nats-server refuses response rules and `allow_trace` on a stream
+    // whichever comes first.
     let mut response_at: Option<&Pos> = None;
+    let mut allow_trace: Option<(bool, &Pos)> = None;
+    let mut latency: Option<&Pos> = None;
     let mut type_seen = false;
     let mut threshold_seen = false;
     for (k, at, v) in &m.entries {
@@ -532,6 +563,12 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
                     return Err(ConfError {
                         pos: at.clone(),
                         msg: "Detected response directive on non-service".into(),
+                    });
+                }
+                if let Some((_, at)) = allow_trace {
+                    return Err(ConfError {
+                        pos: at.clone(),
+                        msg: "Detected allow_trace directive on non-service".into(),
                     });
                 }
                 kind_subject = Some((ExchangeKind::Stream, string(k, v)?))
@@ -575,9 +612,15 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
                 })?;
                 response_at = Some(at);
             }
-            // Accepted as nats-server does; what petrel does with each is
-            // logged at start-up (`unbuilt_export_options`).
-            "latency" | "allow_trace" => {}
+            "allow_trace" => {
+                if matches!(kind_subject, Some((ExchangeKind::Stream, _))) {
+                    return Err(key_err("Detected allow_trace directive on non-service".into()));
+                }
+                allow_trace = Some((boolean(k, v)?, at));
+            }
+            // Accepted as nats-server does; logged at start-up as not
+            // built (`Imports::build`).
+            "latency" => latency = Some(at),
             "account_token_position" | "advertise" | "name" | "description" | "info_url" => {}
             other => return Err(key_err(format!("unknown field \"{other}\""))),
         }
@@ -589,6 +632,12 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
             msg: "Detected response directive on non-service".into(),
         });
     }
+    if let (ExchangeKind::Stream, Some(at)) = (kind, latency) {
+        return Err(ConfError {
+            pos: at.clone(),
+            msg: "Detected latency directive on non-service".into(),
+        });
+    }
     if !crate::subject::is_valid_subject(subject.as_bytes()) {
         return Err(err(item, format!("export: invalid subject {subject:?}")));
     }
@@ -597,6 +646,8 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
         subject,
         accounts,
         response,
+        allow_trace: allow_trace.is_some_and(|(b, _)| b),
+        latency: latency.is_some(),
     })
 }
 
@@ -605,6 +656,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
     let mut src = None;
     let mut to = None;
     let mut prefix = None;
+    let mut allow_trace: Option<(bool, &Pos)> = None;
     for (k, at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             kind @ ("stream" | "service") => {
@@ -624,11 +676,26 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
                 } else {
                     ExchangeKind::Service
                 };
+                if let (ExchangeKind::Service, Some((_, at))) = (kind, allow_trace) {
+                    return Err(ConfError {
+                        pos: at.clone(),
+                        msg: "Detected allow_trace directive on a non-stream".into(),
+                    });
+                }
                 src = Some((kind, account, subject));
             }
             "to" | "local_subject" => to = Some(string(k, v)?),
             "prefix" => prefix = Some(string(k, v)?),
-            "share" | "allow_trace" | "name" => {}
+            "allow_trace" => {
+                if matches!(src, Some((ExchangeKind::Service, _, _))) {
+                    return Err(ConfError {
+                        pos: at.clone(),
+                        msg: "Detected allow_trace directive on a non-stream".into(),
+                    });
+                }
+                allow_trace = Some((boolean(k, v)?, at));
+            }
+            "share" | "name" => {}
             other => {
                 return Err(ConfError {
                     pos: at.clone(),
@@ -653,6 +720,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
         account,
         subject,
         local,
+        allow_trace: allow_trace.is_some_and(|(b, _)| b),
     })
 }
 
@@ -667,6 +735,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     exports: Vec::new(),
                     imports: Vec::new(),
                     mappings: Vec::new(),
+                    trace_dest: None,
                 });
             }
             return Ok(());
@@ -679,6 +748,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             exports: Vec::new(),
             imports: Vec::new(),
             mappings: Vec::new(),
+            trace_dest: None,
         };
         let mut defaults = None;
         if let Value::Map(am) = &v.value {
@@ -695,8 +765,9 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     },
                     "default_permissions" | "default_permission" => defaults = Some(permissions(av)?),
                     "mappings" | "maps" => acc.mappings.extend(mappings(av)?),
-                    // JetStream and tracing settings have nothing to act on here.
-                    "jetstream" | "js" | "limits" | "msg_trace" | "trace_dest" | "nkey" => {}
+                    "msg_trace" | "trace_dest" => acc.trace_dest = Some(trace_dest(k, key_at, av)?),
+                    // JetStream settings have nothing to act on here.
+                    "jetstream" | "js" | "limits" | "nkey" => {}
                     other => return Err(unknown_field(key_at, other)),
                 }
             }
@@ -709,6 +780,84 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// An account's `msg_trace` (or `trace_dest`): a subject, or `{dest,
+/// sampling}` with sampling a percentage (`50` or `"50%"`), checked with
+/// nats-server's texts.
+fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfError> {
+    // Errors point at the value of a plain subject, at the key in a map.
+    let at = |pos: &Pos, msg: String| ConfError { pos: pos.clone(), msg };
+    let dest_of = |k: &str, pos: &Pos, v: &Item| -> Result<String, ConfError> {
+        let Value::Str(d) = &v.value else {
+            return Err(at(
+                pos,
+                format!("Field {k:?} should be a string, got {}", go_type(&v.value)),
+            ));
+        };
+        if !crate::subject::is_valid_literal_subject(d.as_bytes()) {
+            return Err(at(pos, format!("Trace destination {d:?} is not valid")));
+        }
+        Ok(d.clone())
+    };
+    let sampling_of = |pos: &Pos, n: i64| -> Result<u8, ConfError> {
+        if n <= 0 || n > 100 {
+            // (sic) nats-server's text.
+            return Err(at(
+                pos,
+                format!("Ttrace destination sampling value {n} is invalid, needs to be [1..100]"),
+            ));
+        }
+        Ok(n as u8)
+    };
+    match &item.value {
+        Value::Str(_) => Ok(TraceDest {
+            dest: dest_of(key, &item.pos, item)?,
+            sampling: 0,
+        }),
+        Value::Map(m) => {
+            let mut t = TraceDest {
+                dest: String::new(),
+                sampling: 0,
+            };
+            for (k, pos, v) in &m.entries {
+                match k.to_ascii_lowercase().as_str() {
+                    "dest" => t.dest = dest_of(k, pos, v)?,
+                    "sampling" => t.sampling = match &v.value {
+                        Value::Int(n) => sampling_of(pos, *n)?,
+                        Value::Str(text) => {
+                            let n = text
+                                .trim_end_matches('%')
+                                .parse::<i64>()
+                                .map_err(|_| at(pos, format!("Invalid trace destination sampling value {text:?}")))?;
+                            sampling_of(pos, n)?
+                        }
+                        other => return Err(at(
+                            pos,
+                            format!(
+                                "Trace destination sampling field {k:?} should be an integer or a percentage, got {}",
+                                go_type(other)
+                            ),
+                        )),
+                    },
+                    other => {
+                        return Err(at(
+                            pos,
+                            format!("Unknown field {other:?} parsing account message trace map/struct {key:?}"),
+                        ))
+                    }
+                }
+            }
+            Ok(t)
+        }
+        other => Err(ConfError {
+            pos: key_at.clone(),
+            msg: format!(
+                "Expected account message trace {key:?} to be a string or a map/struct, got {}",
+                go_type(other)
+            ),
+        }),
+    }
+}
+
 /// The top-level `mappings` block: mappings of the global account `$G`.
 pub fn global_mappings(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     let list = mappings(item)?;
@@ -719,6 +868,7 @@ pub fn global_mappings(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError>
             exports: Vec::new(),
             imports: Vec::new(),
             mappings: list,
+            trace_dest: None,
         }),
     }
     Ok(())

@@ -565,6 +565,9 @@ pub struct Export {
     /// Message tracing allowed across the export.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_false")]
     pub allow_trace: bool,
+    /// Service latency tracking (`{sampling, results}`; not built).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<serde_json::Value>,
     /// Description.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -603,6 +606,17 @@ pub struct Import {
     /// Message tracing allowed across the import.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_false")]
     pub allow_trace: bool,
+}
+
+/// An account's message trace destination (`trace` in its claims).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsgTrace {
+    /// Where events go.
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
+    pub dest: String,
+    /// Percent of messages traced (0: all).
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "is_zero")]
+    pub sampling: i64,
 }
 
 /// One destination of a subject mapping.
@@ -647,6 +661,9 @@ pub struct Account {
     /// Tags.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The account's message trace destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<MsgTrace>,
     /// Description.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "String::is_empty")]
     pub description: String,

@@ -1128,6 +1128,8 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                             .collect()
                     }),
                     response: response_rule(e),
+                    allow_trace: e.allow_trace,
+                    latency: e.latency.as_ref().is_some_and(|l| !l.is_null()),
                 })
                 .collect(),
             imports: a
@@ -1151,10 +1153,20 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                         account: i.account.clone(),
                         subject: i.subject.clone(),
                         local,
+                        allow_trace: i.allow_trace,
                     }
                 })
                 .collect(),
             mappings: jwt_mappings(&a.nats.mappings),
+            trace_dest: a
+                .nats
+                .trace
+                .as_ref()
+                .filter(|t| !t.dest.is_empty())
+                .map(|t| crate::auth::config::TraceDest {
+                    dest: t.dest.clone(),
+                    sampling: t.sampling.clamp(0, 100) as u8,
+                }),
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::trace::{TracePart, TraceTag};
 use crate::ids::{AccountId, ConnId, ShardId, SubKey};
 use crate::index::SubRef;
 
@@ -126,6 +127,8 @@ pub struct RemoteMsg {
     pub body: Body,
     /// Range of `targets` this message goes to.
     pub targets: Span,
+    /// A traced message: its tag's index in the batch's `traces`.
+    pub trace: Option<u32>,
 }
 
 /// Everything one shard sends another after processing one read (or one
@@ -156,6 +159,17 @@ pub struct Batch {
     /// sent, ahead of this, every delivery that shard addressed to its old
     /// keys; what that shard sends it directly may now be written.
     pub clears: Vec<(ConnId, ShardId)>,
+    /// Message tracing, when a traced message is on board (boxed: rare).
+    pub trace: Option<Box<BatchTraces>>,
+}
+
+/// What a batch carries for message tracing (`core/trace.rs`).
+#[derive(Debug, Default)]
+pub struct BatchTraces {
+    /// Tags of the traced messages in `msgs` ([`RemoteMsg::trace`]).
+    pub tags: Vec<TraceTag>,
+    /// What the receiver's traced messages met on the sender.
+    pub parts: Vec<TracePart>,
 }
 
 impl Batch {
@@ -176,6 +190,8 @@ pub struct Outbox {
     pub(crate) moves: Vec<MoveNote>,
     pub(crate) move_acks: Vec<ConnId>,
     pub(crate) clears: Vec<(ConnId, ShardId)>,
+    pub(crate) traces: Vec<TraceTag>,
+    pub(crate) trace_parts: Vec<TracePart>,
 }
 
 impl Outbox {
@@ -187,6 +203,7 @@ impl Outbox {
             && self.moves.is_empty()
             && self.move_acks.is_empty()
             && self.clears.is_empty()
+            && self.trace_parts.is_empty()
     }
 
     pub(crate) fn push_bytes(&mut self, b: &[u8]) -> Span {
@@ -211,6 +228,12 @@ impl Outbox {
             moves: std::mem::take(&mut self.moves),
             move_acks: std::mem::take(&mut self.move_acks),
             clears: std::mem::take(&mut self.clears),
+            trace: (!self.traces.is_empty() || !self.trace_parts.is_empty()).then(|| {
+                Box::new(BatchTraces {
+                    tags: std::mem::take(&mut self.traces),
+                    parts: std::mem::take(&mut self.trace_parts),
+                })
+            }),
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct StreamImport {
     /// The mapping when `to` names wildcards (`bar.$2.$1`); otherwise
     /// wildcards map in order.
     pub transform: Option<Arc<Transform>>,
+    /// The importer lets traced messages stay traced (`allow_trace`).
+    pub allow_trace: bool,
 }
 
 /// Applies an import's transform, strict and so without randomness.
@@ -68,6 +70,8 @@ pub struct ServiceImport {
     pub transform: Option<Arc<Transform>>,
     /// The export's response rules.
     pub response: ResponseRule,
+    /// The export lets traced requests stay traced (`allow_trace`).
+    pub allow_trace: bool,
 }
 
 impl ServiceImport {
@@ -93,6 +97,9 @@ pub struct AccountImports {
     pub services_in: Vec<ServiceImport>,
     /// Streams this account imports.
     streams_in: Vec<ImportedStream>,
+    /// Where a sampled `traceparent` alone asks traces to go, and the
+    /// percent of client messages sampled (0: all).
+    trace_dest: Option<(Box<[u8]>, u8)>,
 }
 
 /// A stream an account imports, seen from the importer.
@@ -187,6 +194,15 @@ impl Imports {
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
+            for e in acc.exports.iter().filter(|e| e.latency) {
+                warnings.push(format!(
+                    "account {}: latency tracking of service export {:?} is not supported by petrel; its requests are not sampled",
+                    acc.name, e.subject
+                ));
+            }
+            if let Some(t) = &acc.trace_dest {
+                r.slot(importer).trace_dest = Some((t.dest.as_bytes().into(), t.sampling));
+            }
             for m in &acc.mappings {
                 // Config files were checked when read; a JWT's mapping
                 // nats-server cannot add is left out, as there.
@@ -244,6 +260,7 @@ impl Imports {
                             to: importer,
                             local: local.clone(),
                             transform,
+                            allow_trace: imp.allow_trace,
                         });
                         r.slot(importer).streams_in.push(ImportedStream {
                             exporter,
@@ -266,6 +283,7 @@ impl Imports {
                             remote: imp.subject.as_bytes().into(),
                             transform,
                             response: export.response,
+                            allow_trace: export.allow_trace,
                         })
                     }
                 }
@@ -294,6 +312,14 @@ impl Imports {
         self.accounts
             .iter()
             .any(|r| !r.streams_out.is_empty() || !r.services_in.is_empty())
+    }
+
+    /// Account `id`'s own trace destination and sampling percent.
+    pub fn trace_dest_of(&self, id: AccountId) -> Option<(&[u8], u8)> {
+        self.accounts
+            .get(id.index())
+            .and_then(|r| r.trace_dest.as_ref())
+            .map(|(d, s)| (&d[..], *s))
     }
 
     /// Whether any account has subject mappings.
@@ -393,18 +419,23 @@ mod tests {
             AccountConfig {
                 name: "A".into(),
                 mappings: vec![],
+                trace_dest: None,
                 exports: vec![
                     ExportConfig {
                         kind: ExchangeKind::Service,
                         subject: "svc.>".into(),
                         accounts: None,
                         response: rule(ResponseType::Stream),
+                        allow_trace: false,
+                        latency: false,
                     },
                     ExportConfig {
                         kind: ExchangeKind::Service,
                         subject: "svc.x".into(),
                         accounts: None,
                         response: rule(ResponseType::Chunked),
+                        allow_trace: false,
+                        latency: false,
                     },
                 ],
                 imports: vec![],
@@ -412,6 +443,7 @@ mod tests {
             AccountConfig {
                 name: "B".into(),
                 mappings: vec![],
+                trace_dest: None,
                 exports: vec![],
                 imports: ["svc.x", "svc.y"]
                     .into_iter()
@@ -420,6 +452,7 @@ mod tests {
                         account: "A".into(),
                         subject: s.into(),
                         local: None,
+                        allow_trace: false,
                     })
                     .collect(),
             },
@@ -439,34 +472,41 @@ mod tests {
             AccountConfig {
                 name: "A".into(),
                 mappings: vec![],
+                trace_dest: None,
                 exports: vec![ExportConfig {
                     kind: ExchangeKind::Stream,
                     subject: "pub.>".into(),
                     accounts: Some(vec!["B".into()]),
                     response: Default::default(),
+                    allow_trace: false,
+                    latency: false,
                 }],
                 imports: vec![],
             },
             AccountConfig {
                 name: "B".into(),
                 mappings: vec![],
+                trace_dest: None,
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,
                     account: "A".into(),
                     subject: "pub.x".into(),
                     local: Some("from_a.pub.x".into()),
+                    allow_trace: false,
                 }],
             },
             AccountConfig {
                 name: "C".into(),
                 mappings: vec![],
+                trace_dest: None,
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,
                     account: "A".into(),
                     subject: "pub.x".into(),
                     local: None,
+                    allow_trace: false,
                 }],
             },
         ];

@@ -288,6 +288,7 @@ impl ShardCore {
             return Routed::NoInterest;
         };
         // A leaf connection's messages are mapped here, as a client's.
+        let original = subject;
         let mapped = self.map_in(account, subject);
         let subject = mapped.as_deref().unwrap_or(subject);
         // Its remote cluster goes with it (routes are told as `LMSG`); a
@@ -307,6 +308,22 @@ impl ShardCore {
             queues: Some(queues),
             origin_cluster: cluster.as_deref().map(str::as_bytes),
         };
+        if header_len.is_some() {
+            // Traced from the subject it came with, then its mapping.
+            if !self.trace_from_server(
+                from,
+                account,
+                &Msg {
+                    subject: original,
+                    ..msg
+                },
+            ) {
+                return Routed::NoInterest;
+            }
+            if let (Some(to), true) = (&mapped, self.is_tracing()) {
+                self.trace_mapped(to);
+            }
+        }
         self.publish_from_server(from, LinkKind::Leaf, account, &msg)
     }
 

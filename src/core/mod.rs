@@ -15,6 +15,7 @@ pub mod outq;
 pub mod pool;
 mod responses;
 mod routes;
+pub mod trace;
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
@@ -121,6 +122,9 @@ pub struct ConnEntry {
     may_move: bool,
     /// Where it should move, once its reader is between reads.
     move_to: Option<ShardId>,
+    /// Its name in trace events (a client's CONNECT name, a route's or
+    /// leaf connection's remote server).
+    name: Option<Arc<str>>,
 }
 
 impl ConnEntry {
@@ -166,6 +170,7 @@ impl ConnEntry {
             affinity: moves::Affinity::default(),
             moving_in: None,
             moved_at: None,
+            name: None,
             may_move: false,
             move_to: None,
         }
@@ -198,7 +203,7 @@ impl ConnEntry {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct LocalSub {
     conn: ConnId,
     account: AccountId,
@@ -312,6 +317,9 @@ pub struct ShardCore {
     self_waker: Option<Waker>,
     /// This shard's reply space for service requests (`responses.rs`).
     responses: responses::Responses,
+    /// The trace of the message being routed (`trace.rs`).
+    tracing: Option<Box<trace::ActiveTrace>>,
+    traces: trace::Traces,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
     server_links: usize,
@@ -385,6 +393,8 @@ impl ShardCore {
             self_requests: Vec::new(),
             self_waker: None,
             responses: Default::default(),
+            tracing: None,
+            traces: Default::default(),
             server_links: 0,
             server_link_subs: 0,
             account_names: Vec::new(),
@@ -1022,7 +1032,11 @@ impl ShardCore {
             return None;
         }
         let account = self.conns.get(&from)?.account;
-        self.map_in(account, subject)
+        let mapped = self.map_in(account, subject);
+        if let (Some(to), true) = (&mapped, self.is_tracing()) {
+            self.trace_mapped(&to.clone());
+        }
+        mapped
     }
 
     fn map_in(&mut self, account: AccountId, subject: &[u8]) -> Option<Vec<u8>> {
@@ -1131,6 +1145,10 @@ impl ShardCore {
                     continue;
                 }
                 any |= self.route_to(*s, msg, &mut shared);
+            } else if self.tracing.is_some() && origin.is_some_and(|o| !o.echo && o.conn == s.conn) {
+                if let Some(sub) = self.subs.get(&s.key).cloned() {
+                    self.trace_egress(&sub, Some(trace::EgressError::NoEcho));
+                }
             }
         }
         for g in &m.queues {
@@ -1181,6 +1199,30 @@ impl ShardCore {
                 subject: mapped.as_deref().unwrap_or(msg.subject),
                 ..*msg
             };
+            if self.tracing.is_some() {
+                let (to, importer) = (m.subject.into(), si.to);
+                self.trace_event(|at| trace::TraceEvent::StreamExport {
+                    account: importer,
+                    to,
+                    at,
+                });
+                if !si.allow_trace {
+                    // The importer did not allow tracing: only traced, it
+                    // stops here; delivered, it goes on untraced.
+                    if self.trace_only() {
+                        any = true;
+                        continue;
+                    }
+                    let saved = self.tracing.take();
+                    any |= self.route_in(si.to, &m, stream_origin);
+                    self.tracing = saved;
+                    continue;
+                }
+                self.trace_stream_from(Some(account));
+                any |= self.route_in(si.to, &m, stream_origin);
+                self.trace_stream_from(None);
+                continue;
+            }
             any |= self.route_in(si.to, &m, stream_origin);
         }
         for sv in &r.services_in {
@@ -1192,16 +1234,53 @@ impl ShardCore {
             if let Some(m) = self.map_in(sv.exporter, &remote) {
                 remote = m;
             }
+            let mut rewritten: Option<(Vec<u8>, usize)> = None;
+            let mut untraced = None;
+            if self.tracing.is_some() {
+                let (from, to) = (msg.subject.into(), remote.as_slice().into());
+                self.trace_event(|at| trace::TraceEvent::ServiceImport {
+                    account: sv.exporter,
+                    from,
+                    to,
+                    at,
+                });
+                if !sv.allow_trace {
+                    // The exporter did not allow tracing: only traced, the
+                    // request stops here; delivered, it goes on untraced
+                    // and tells other servers so.
+                    if self.trace_only() {
+                        continue;
+                    }
+                    untraced = self.tracing.take();
+                    rewritten = msg.header_len.map(|h| {
+                        trace::with_header(
+                            msg.message,
+                            h,
+                            crate::proto::trace::TRACE_DEST,
+                            crate::proto::trace::TRACE_DISABLED,
+                        )
+                    });
+                } else {
+                    // Events from servers beyond come back through the
+                    // reply space, as responses do.
+                    rewritten = self.trace_dest_through(account, sv.exporter, msg);
+                }
+            }
             let held = msg
                 .reply
                 .and_then(|rp| self.hold_request(account, sv.exporter, rp, sv.response));
             let m = Msg {
                 subject: &remote,
                 reply: held.as_ref().map(|(r, _)| &r[..]),
+                header_len: rewritten.as_ref().map_or(msg.header_len, |(_, h)| Some(*h)),
+                message: rewritten.as_ref().map_or(msg.message, |(b, _)| &b[..]),
                 ..*msg
             };
             let delivered = self.route_in(sv.exporter, &m, origin);
-            if let (false, Some((_, token))) = (delivered, held) {
+            if untraced.is_some() {
+                self.tracing = untraced;
+            }
+            if let (false, Some((_, token))) = (delivered && !self.trace_only(), held) {
                 self.drop_request(token);
             }
             any |= delivered;
@@ -1213,14 +1292,22 @@ impl ShardCore {
     #[inline]
     fn route_to(&mut self, s: SubRef, msg: &Msg<'_>, shared: &mut Option<Bytes>) -> bool {
         let dest = s.key.shard();
+        if self.tracing.is_some() && matches!(s.key.link(), LinkKind::Route | LinkKind::Leaf) {
+            self.trace_hop(s.conn);
+        }
         if dest == self.id {
             self.deliver_local(s.key, msg);
             return true;
         }
         let publishes = self.publishes;
-        let ob = &mut self.outbox[dest.index()];
         if self.outbox_msg_of[dest.index()] != publishes {
             self.outbox_msg_of[dest.index()] = publishes;
+            let trace = if self.tracing.is_some() {
+                self.trace_tag_for(dest)
+            } else {
+                None
+            };
+            let ob = &mut self.outbox[dest.index()];
             let subject = ob.push_bytes(msg.subject);
             let reply = msg.reply.map(|r| ob.push_bytes(r));
             let origin = msg.origin_cluster.map(|o| ob.push_bytes(o));
@@ -1241,8 +1328,10 @@ impl ShardCore {
                 header_len: msg.header_len.map(|h| h as u32),
                 body,
                 targets: Span { start, len: 0 },
+                trace,
             });
         }
+        let ob = &mut self.outbox[dest.index()];
         ob.targets.push(s.key);
         ob.msgs.last_mut().expect("message pushed above").targets.len += 1;
         true
@@ -1251,6 +1340,9 @@ impl ShardCore {
     /// Writes a message to a local subscriber; applies auto-unsubscribe and
     /// the slow-consumer limit.
     fn deliver_local(&mut self, key: SubKey, msg: &Msg<'_>) {
+        if self.tracing.is_some() && !self.trace_delivery(key, msg) {
+            return;
+        }
         let Some(sub) = self.subs.get_mut(&key) else {
             if !self.forwards.is_empty() {
                 self.forward(key, msg);
@@ -1481,6 +1573,13 @@ impl ShardCore {
         if b.interest_seq > 0 {
             self.outbox[from].ack = Some(b.interest_seq);
         }
+        let (tags, parts) = match b.trace {
+            Some(t) => (t.tags, t.parts),
+            None => Default::default(),
+        };
+        for part in parts {
+            self.trace_part_in(part);
+        }
         self.delivering_from = ShardId(b.from);
         for m in &b.msgs {
             let body = match &m.body {
@@ -1495,11 +1594,17 @@ impl ShardCore {
                 queues: None,
                 origin_cluster: m.origin.map(|o| o.of(&b.data)),
             };
+            if let Some(tag) = m.trace.and_then(|i| tags.get(i as usize)) {
+                self.trace_part_begin(tag.clone());
+            }
             for key in m.targets.of_keys(&b.targets) {
                 self.deliver_local(*key, &msg);
             }
             if self.routes_pending() {
                 self.flush_routes(&msg);
+            }
+            if m.trace.is_some() {
+                self.trace_part_end();
             }
         }
         self.delivering_from = self.id;

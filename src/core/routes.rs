@@ -284,12 +284,18 @@ impl ShardCore {
             c.in_msgs += 1;
             c.in_bytes += msg.message.len() as u64;
         }
+        // A leaf connection's trace starts before its mapping (`publish_leaf`).
+        if !self.is_tracing() && !self.trace_from_server(from, account, msg) {
+            return Routed::NoInterest;
+        }
         let origin = Origin {
             conn: from,
             echo: false,
             link,
         };
-        self.route_from(account, msg, origin)
+        let routed = self.route_from(account, msg, origin);
+        self.trace_end();
+        routed
     }
 
     /// Sends the message just routed once to each route (and leaf
@@ -299,10 +305,23 @@ impl ShardCore {
         pending.sort_unstable_by_key(|k| self.subs.get(k).map(|s| s.conn));
         let mut i = 0;
         while i < pending.len() {
-            let Some(conn) = self.subs.get(&pending[i]).map(|s| s.conn) else {
+            let Some((conn, first_account)) = self.subs.get(&pending[i]).map(|s| (s.conn, s.account)) else {
                 i += 1;
                 continue;
             };
+            // A traced message's copy carries its hop id.
+            let traced = if self.is_tracing() {
+                let hop = self.trace_forward(conn, first_account);
+                hop.zip(msg.header_len)
+                    .map(|(hop, h)| super::trace::with_header(msg.message, h, crate::proto::trace::TRACE_HOP, &hop))
+            } else {
+                None
+            };
+            let (header_len, message) = match &traced {
+                Some((m, h)) => (Some(*h), &m[..]),
+                None => (msg.header_len, msg.message),
+            };
+
             let mut queues: Vec<&[u8]> = Vec::new();
             let mut account = AccountId::GLOBAL;
             let mut j = i;
@@ -334,12 +353,12 @@ impl ShardCore {
             if let Some(c) = self.conns.get_mut(&conn) {
                 if c.closing.is_none() {
                     let out = c.out.tail();
-                    encode::server_msg(out, form, msg.subject, msg.reply, &queues, msg.header_len, msg.message);
+                    encode::server_msg(out, form, msg.subject, msg.reply, &queues, header_len, message);
                     c.out.rotate(&mut self.chunks);
                     c.out_msgs += 1;
-                    c.out_bytes += msg.message.len() as u64;
+                    c.out_bytes += message.len() as u64;
                     self.counters.out_msgs += 1;
-                    self.counters.out_bytes += msg.message.len() as u64;
+                    self.counters.out_bytes += message.len() as u64;
                     // Pace publishers while the route is behind: a peer reads
                     // at its own subscribers' pace, and a deep queue here only
                     // costs memory (and page faults) on both sides.

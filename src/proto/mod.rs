@@ -11,3 +11,4 @@ pub mod parser;
 pub mod route;
 pub mod route_info;
 pub mod session;
+pub mod trace;

@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The route protocol level petrel speaks: accounts on the wire (2);
-/// not 3, which promises message tracing.
-pub const ROUTE_PROTO: u32 = 2;
+/// The route protocol level petrel speaks: accounts on the wire (2) and
+/// message tracing (3), as nats-server 2.11+.
+pub const ROUTE_PROTO: u32 = 3;
 
 /// The INFO a server sends on a route (and forwards as gossip).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

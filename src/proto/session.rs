@@ -121,6 +121,29 @@ pub trait SessionHost {
     /// A limit refused an operation; a server host logs it as nats-server
     /// does (the `-ERR` is the session's to send).
     fn limit_refused(&mut self, _opts: &ClientOpts, _what: LimitRefusal) {}
+    /// A message with headers `hdr` is about to be published to `subject`
+    /// (`size` bytes in all): starts its trace when the headers ask for
+    /// one (before its mapping), and says what to do with it.
+    fn trace_begin(&mut self, _opts: &ClientOpts, _hdr: &[u8], _subject: &[u8], _size: usize) -> TraceStart {
+        TraceStart::Untraced
+    }
+    /// The traced message has been routed (or refused): its trace is done.
+    fn trace_end(&mut self) {}
+}
+
+/// What [`SessionHost::trace_begin`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceStart {
+    /// Not traced: publish as usual.
+    Untraced,
+    /// Traced: publish, then [`SessionHost::trace_end`].
+    Traced,
+    /// Neither traced nor published (only traced, and the trace cannot
+    /// be made; or the destination is not the client's to publish to).
+    Skip,
+    /// Tracing is off for it: publish with `Nats-Trace-Dest` set to
+    /// `trace disabled`, so no server traces it.
+    Disabled,
 }
 
 /// What a limit refused (see [`SessionHost::limit_refused`]).
@@ -396,6 +419,40 @@ impl Session {
         if self.opts.pedantic && !subject::is_valid_literal_subject(msg.subject) {
             encode::err(host.out(), WireError::InvalidPublishSubject);
         }
+        let mut traced = false;
+        let disabled;
+        let msg = match msg.header_len {
+            Some(h) => match host.trace_begin(&self.opts, &msg.message[..h], msg.subject, msg.message.len()) {
+                TraceStart::Untraced => msg,
+                TraceStart::Traced => {
+                    traced = true;
+                    msg
+                }
+                TraceStart::Skip => return,
+                TraceStart::Disabled => {
+                    disabled = super::trace::with_header(
+                        msg.message,
+                        h,
+                        super::trace::TRACE_DEST,
+                        super::trace::TRACE_DISABLED,
+                    );
+                    Publish {
+                        header_len: Some(disabled.1),
+                        message: &disabled.0,
+                        ..msg
+                    }
+                }
+            },
+            None => msg,
+        };
+        self.publish_checked(msg, host);
+        if traced {
+            host.trace_end();
+        }
+    }
+
+    /// Maps, checks and routes a message.
+    fn publish_checked<H: SessionHost>(&mut self, msg: Publish<'_>, host: &mut H) {
         let mapped = host.map_subject(msg.subject);
         let msg = match &mapped {
             Some(subject) => Publish { subject, ..msg },

@@ -12,7 +12,8 @@ use crate::proto::connect::ClientOpts;
 use crate::proto::errors::Violation;
 use crate::proto::errors::WireError;
 use crate::proto::info::ServerInfo;
-use crate::proto::session::{ConnectGrant, LimitRefusal, Publish, Routed, SessionHost};
+use crate::proto::session::{ConnectGrant, LimitRefusal, Publish, Routed, SessionHost, TraceStart};
+use crate::proto::trace::{self, TraceAsk};
 
 /// A connection's authentication state: the verifier, what the client was
 /// told (nonce) and is (address), a verdict computed ahead of the CONNECT
@@ -226,6 +227,7 @@ impl SessionHost for CoreHost<'_> {
         };
         self.core
             .set_conn_opts(self.cid, opts.echo, opts.headers && self.headers_supported);
+        self.core.set_conn_name(self.cid, &opts.name);
         self.core.set_conn_identity(
             self.cid,
             id.account().id,
@@ -296,7 +298,71 @@ impl SessionHost for CoreHost<'_> {
         }
     }
 
+    fn trace_begin(&mut self, opts: &ClientOpts, hdr: &[u8], subject: &[u8], size: usize) -> TraceStart {
+        let TraceAsk::Trace(mut req) = trace::read(hdr) else {
+            return TraceStart::Untraced;
+        };
+        let account = self
+            .core
+            .conn(self.cid)
+            .map_or(crate::ids::AccountId::GLOBAL, |c| c.account());
+        if req.external {
+            // A sampled `traceparent` alone: the account's own destination,
+            // for the sampled share of messages; the others are marked so
+            // that no server further on traces them.
+            let Some((dest, sampling)) = self.core.account_trace_dest(account) else {
+                return TraceStart::Untraced;
+            };
+            if sampling > 0 && sampling < 100 && fastrand::u8(..100) > sampling {
+                return TraceStart::Disabled;
+            }
+            req.dest = dest;
+        }
+        let who = || client_who(self.client_ip, self.cid, opts, self.auth);
+        if let Some(v) = &req.origin_account {
+            crate::error!(
+                "{} - Message tracing disabled because of header {:?} with value={v:?}",
+                who(),
+                trace::TRACE_ORIGIN_ACCOUNT
+            );
+            return if req.only {
+                TraceStart::Skip
+            } else {
+                TraceStart::Disabled
+            };
+        }
+        if !crate::subject::is_valid_literal_subject(req.dest.as_bytes()) {
+            crate::error!(
+                "{} - Destination {:?} is not valid, won't be able to trace events",
+                who(),
+                req.dest
+            );
+            return if req.only {
+                TraceStart::Skip
+            } else {
+                TraceStart::Untraced
+            };
+        }
+        if !self.core.may_publish(self.cid, req.dest.as_bytes()) {
+            let dest = req.dest.clone();
+            self.violation(opts, Violation::Publish(dest.as_bytes()), None);
+            return TraceStart::Skip;
+        }
+        self.core.trace_begin(self.cid, account, req, subject, size);
+        TraceStart::Traced
+    }
+
+    fn trace_end(&mut self) {
+        self.core.trace_end();
+    }
+
     fn violation(&mut self, opts: &ClientOpts, v: Violation<'_>, sid: Option<&[u8]>) {
+        if let Violation::Publish(subject) = v {
+            self.core.trace_ingress_error(format!(
+                "Permissions Violation for Publish to {:?}",
+                String::from_utf8_lossy(subject)
+            ));
+        }
         crate::proto::encode::violation(self.out(), v);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let what = match (v, sid) {

@@ -19,6 +19,7 @@ pub mod self_service;
 pub mod socket;
 pub mod state;
 pub mod system;
+pub mod trace;
 pub mod transport;
 pub mod websocket;
 pub mod writer;
@@ -367,6 +368,7 @@ async fn shard_main(
         .detach();
     }
     self_service::start(&shard);
+    trace::start(&shard);
     if let Some(c) = shard.shared.cluster.get() {
         glommio::spawn_local(route::announce_interest(shard.clone())).detach();
         if let Some(l) = route_listener {

@@ -146,6 +146,8 @@ mod tests {
                 subject: "priv.>".into(),
                 accounts: Some(vec!["C".into()]),
                 response: Default::default(),
+                allow_trace: false,
+                latency: false,
             }],
             imports: vec![
                 ImportConfig {
@@ -153,15 +155,18 @@ mod tests {
                     account: "A".into(),
                     subject: "s.>".into(),
                     local: Some("fromA.s.>".into()),
+                    allow_trace: false,
                 },
                 ImportConfig {
                     kind: ExchangeKind::Service,
                     account: "A".into(),
                     subject: "svc.x".into(),
                     local: Some("local.x".into()),
+                    allow_trace: false,
                 },
             ],
             mappings: vec![],
+            trace_dest: None,
         };
         let ex = exports(Some(&cfg), false, false);
         assert_eq!(

@@ -34,8 +34,9 @@ use crate::shard::socket::Socket;
 use crate::shard::state::Shard;
 use crate::shard::transport::{Stream, Transport};
 
-/// The leaf protocol level petrel speaks.
-const LEAF_PROTO: u32 = 1;
+/// The leaf protocol level petrel speaks (3: message tracing, as
+/// nats-server 2.11+; a peer reads it from INFO and CONNECT).
+const LEAF_PROTO: u32 = 3;
 
 /// Authorization timeout on the hub side when the block sets none.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -1086,6 +1087,8 @@ impl Link<'_> {
             encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
             core.send_raw(self.cid, &lds);
         }
+        // Trace events name a leaf connection by its remote server.
+        self.shard.core.borrow_mut().set_conn_name(self.cid, &peer);
         if let Some(e) = self.shard.leafs.conns.borrow_mut().get_mut(&self.cid) {
             e.name = peer.clone();
             e.account = name.clone();

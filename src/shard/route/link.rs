@@ -503,6 +503,8 @@ impl Link<'_> {
         let delayed = {
             let mut st = self.state.borrow_mut();
             st.peer = Some((info.server_id.clone(), info.server_name.clone()));
+            // Trace events name a route by its remote server.
+            self.shard.core.borrow_mut().set_conn_name(self.cid, &info.server_name);
             st.peer_export = info.export.clone();
             st.pinned = pinned.clone();
             st.next_ping = Some(Instant::now() + FIRST_PING + FIRST_PING.mul_f64(fastrand::f64() * 0.2));

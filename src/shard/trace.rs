@@ -1,0 +1,151 @@
+//! Sends each finished message trace (`core/trace.rs`) as nats-server's
+//! `MsgTraceEvent` JSON to its destination, in the account the traced
+//! message came in on, from the shard that holds it.
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use super::state::Shard;
+use crate::control::Shared;
+use crate::core::trace::{FinishedTrace, TraceEvent};
+use crate::core::ShardCore;
+use crate::ids::AccountId;
+use crate::timefmt::rfc3339;
+
+/// Spawns the task that sends this shard's finished traces.
+pub fn start(shard: &Rc<Shard>) {
+    glommio::spawn_local(run(shard.clone())).detach();
+}
+
+async fn run(shard: Rc<Shard>) {
+    let mut finished: Vec<FinishedTrace> = Vec::new();
+    loop {
+        shard.next_batch(&mut finished, ShardCore::poll_traces).await;
+        for t in finished.drain(..) {
+            let body = serde_json::to_vec(&event_json(&shard.shared, &t)).unwrap_or_default();
+            shard.core.borrow_mut().inject(t.account, &t.dest, None, &body);
+        }
+        shard.flush().await;
+    }
+}
+
+/// The `MsgTraceEvent` document for a finished trace.
+pub fn event_json(shared: &Shared, t: &FinishedTrace) -> Value {
+    let accounts = shared.verifier().accounts().clone();
+    let name = |a: AccountId| accounts.by_id(a).map(|acc| acc.name.clone()).unwrap_or_default();
+    // The core's clock to wall-clock time.
+    let (wall, mono) = (SystemTime::now(), Instant::now());
+    let ts = |at: Instant| rfc3339(wall - mono.saturating_duration_since(at));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // Go writes a map's keys in order.
+    let mut headers: Vec<&(String, Vec<String>)> = t.headers.iter().collect();
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let header: Map<String, Value> = headers.into_iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut request = Map::new();
+    if !header.is_empty() {
+        request.insert("header".into(), Value::Object(header));
+    }
+    if t.msg_size > 0 {
+        request.insert("msgsize".into(), json!(t.msg_size));
+    }
+    let events: Vec<Value> = t
+        .events
+        .iter()
+        .map(|e| {
+            let mut v = Map::new();
+            let mut put = |k: &str, val: Value| {
+                v.insert(k.into(), val);
+            };
+            match e {
+                TraceEvent::Ingress {
+                    kind,
+                    cid,
+                    name: conn_name,
+                    account,
+                    subject,
+                    error,
+                    at,
+                } => {
+                    put("type", json!("in"));
+                    put("ts", json!(ts(*at)));
+                    put("kind", json!(kind));
+                    put("cid", json!(cid));
+                    if let Some(n) = conn_name {
+                        put("name", json!(n.as_ref()));
+                    }
+                    put("acc", json!(name(*account)));
+                    put("subj", json!(text(subject)));
+                    if let Some(err) = error {
+                        put("error", json!(err));
+                    }
+                }
+                TraceEvent::SubjectMapping { to, at } => {
+                    put("type", json!("sm"));
+                    put("ts", json!(ts(*at)));
+                    put("to", json!(text(to)));
+                }
+                TraceEvent::StreamExport { account, to, at } => {
+                    put("type", json!("se"));
+                    put("ts", json!(ts(*at)));
+                    put("acc", json!(name(*account)));
+                    put("to", json!(text(to)));
+                }
+                TraceEvent::ServiceImport { account, from, to, at } => {
+                    put("type", json!("si"));
+                    put("ts", json!(ts(*at)));
+                    put("acc", json!(name(*account)));
+                    put("from", json!(text(from)));
+                    put("to", json!(text(to)));
+                }
+                TraceEvent::Egress {
+                    kind,
+                    cid,
+                    name: conn_name,
+                    hop,
+                    account,
+                    sub,
+                    queue,
+                    error,
+                    at,
+                } => {
+                    put("type", json!("eg"));
+                    put("ts", json!(ts(*at)));
+                    put("kind", json!(kind));
+                    put("cid", json!(cid));
+                    if let Some(n) = conn_name {
+                        put("name", json!(n.as_ref()));
+                    }
+                    if let Some(h) = hop {
+                        put("hop", json!(h.as_ref()));
+                    }
+                    if let Some(a) = account {
+                        put("acc", json!(name(*a)));
+                    }
+                    if let Some(s) = sub {
+                        put("sub", json!(text(s)));
+                    }
+                    if let Some(q) = queue {
+                        put("queue", json!(text(q)));
+                    }
+                    if let Some(err) = error {
+                        put("error", json!(err.text()));
+                    }
+                }
+            }
+            Value::Object(v)
+        })
+        .collect();
+    let mut doc = Map::new();
+    doc.insert(
+        "server".into(),
+        serde_json::to_value(crate::sys::server_block(shared)).unwrap_or_default(),
+    );
+    doc.insert("request".into(), Value::Object(request));
+    if t.hops > 0 {
+        doc.insert("hops".into(), json!(t.hops));
+    }
+    doc.insert("events".into(), Value::Array(events));
+    Value::Object(doc)
+}

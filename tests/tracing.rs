@@ -1,0 +1,431 @@
+//! Message tracing (`Nats-Trace-Dest`), differentially: the same
+//! configuration, connections and traced messages to petrel and
+//! nats-server, the trace events compared field by field (times,
+//! connection ids and the `server` block aside) along with what the
+//! subscribers received.
+
+mod common;
+
+use std::time::Duration;
+
+use common::jwt::write_conf;
+use common::raw::Raw;
+use common::Proc;
+use serde_json::{json, Value};
+
+/// A connection that sent CONNECT (with `connect` fields) and got PONG.
+fn login(addr: &str, connect: Value) -> Raw {
+    let mut r = Raw::open(addr);
+    let mut c = json!({"verbose": false, "pedantic": false, "protocol": 1, "headers": true});
+    if let (Value::Object(m), Value::Object(extra)) = (&mut c, connect) {
+        m.extend(extra);
+    }
+    r.send(format!("CONNECT {c}\r\n").as_bytes());
+    let before = r.ping() + &r.ping();
+    assert!(before.lines().all(|l| l.starts_with("INFO ")), "{c}: {before}");
+    r
+}
+
+/// `HPUB` of `payload` to `subject` with `headers` (name, value pairs).
+fn hpub(subject: &str, headers: &[(&str, &str)], payload: &str) -> Vec<u8> {
+    let mut h = String::from("NATS/1.0\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    format!(
+        "HPUB {subject} {} {}\r\n{h}{payload}\r\n",
+        h.len(),
+        h.len() + payload.len()
+    )
+    .into_bytes()
+}
+
+/// The JSON bodies of the messages `r` received, in order.
+fn bodies(r: &mut Raw) -> Vec<Value> {
+    let text = r
+        .read_until_quiet(Duration::from_millis(400), Duration::from_secs(5))
+        .text();
+    let mut out = Vec::new();
+    let mut lines = text.split("\r\n");
+    while let Some(line) = lines.next() {
+        if line.starts_with("MSG ") {
+            if let Some(body) = lines.next() {
+                out.push(serde_json::from_str(body).unwrap_or(Value::String(body.into())));
+            }
+        }
+    }
+    out
+}
+
+/// A trace event with what differs between servers taken out (times,
+/// connection ids, the `server` block), its events sorted within runs of
+/// egresses (servers record them in their own delivery order).
+fn comparable(mut e: Value) -> Value {
+    let obj = e.as_object_mut().expect("an object");
+    obj.remove("server");
+    if let Some(Value::Array(events)) = obj.get_mut("events") {
+        for ev in events.iter_mut() {
+            if let Some(m) = ev.as_object_mut() {
+                m.remove("ts");
+                m.remove("cid");
+            }
+        }
+        events.sort_by_key(|ev| {
+            let order = match ev["type"].as_str() {
+                Some("in") => 0,
+                Some("sm") => 1,
+                _ => 2,
+            };
+            (order, ev.to_string())
+        });
+    }
+    e
+}
+
+/// A subscriber's messages with what differs between servers taken out:
+/// header and total sizes, the `Nats-Request-Info` header nats-server adds
+/// to service requests (petrel does not), and reply-space tokens.
+fn comparable_text(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive("\r\n") {
+        if line.starts_with("Nats-Request-Info: ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("HMSG ") {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            out.push_str(&format!("HMSG {}\r\n", parts[..parts.len() - 2].join(" ")));
+            continue;
+        }
+        match line.find("_R_.") {
+            Some(i) => out.push_str(&format!("{}_R_\r\n", &line[..i])),
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// What one scenario saw: the trace events and each subscriber's messages.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    events: Vec<Value>,
+    deliveries: Vec<String>,
+    publisher: String,
+}
+
+/// Runs `scenario` on a server: the tracer subscribes to `trace.dest`
+/// (as user `tracer_user`, when given), subscribers are made by `setup`,
+/// then `publish` is sent by the publisher (logged in with `pub_connect`).
+fn run(
+    server: &Proc,
+    tracer_connect: Value,
+    pub_connect: Value,
+    subscribers: &[(Value, &str)],
+    publish: &[u8],
+) -> Seen {
+    let addr = server.addr();
+    let mut tracer = login(&addr, tracer_connect);
+    tracer.send(b"SUB trace.dest 1\r\n");
+    assert_eq!(tracer.ping(), "");
+    let mut subs: Vec<Raw> = subscribers
+        .iter()
+        .map(|(connect, protos)| {
+            let mut s = login(&addr, connect.clone());
+            s.send(protos.as_bytes());
+            assert_eq!(s.ping(), "", "{protos}");
+            s
+        })
+        .collect();
+    let mut publisher = login(&addr, pub_connect);
+    // Its own subscriptions, when the scenario has any.
+    publisher.send(publish);
+    let publisher_text = publisher.ping();
+    let mut events: Vec<Value> = bodies(&mut tracer).into_iter().map(comparable).collect();
+    // Traces of different messages may come in either order.
+    events.sort_by_key(|e| (e["events"][0]["subj"].to_string(), e["request"].to_string()));
+    let deliveries = subs
+        .iter_mut()
+        .map(|s| {
+            comparable_text(
+                &s.read_until_quiet(Duration::from_millis(200), Duration::from_secs(3))
+                    .text(),
+            )
+        })
+        .collect();
+    Seen {
+        events,
+        deliveries,
+        publisher: publisher_text,
+    }
+}
+
+fn both(conf: &str, petrel_args: &[&str]) -> (Proc, Proc) {
+    let path = write_conf(conf);
+    let c = path.to_str().unwrap();
+    let mut args = vec!["-c", c];
+    args.extend_from_slice(petrel_args);
+    (common::petrel(&args), common::nats_server(&["-c", c]))
+}
+
+const ACCOUNTS: &str = r#"
+accounts {
+  A: {
+    users: [
+      {user: a, password: a}
+      {user: nofoo, password: x, permissions: {publish: {deny: "foo"}}}
+      {user: nodest, password: x, permissions: {publish: {deny: "trace.>"}}}
+      {user: subdeny, password: x, permissions: {subscribe: {allow: ">", deny: "foo.bar"}}}
+    ]
+    exports: [
+      {stream: "feed.>"}
+      {stream: "quiet.>"}
+      {service: "svc.traced", allow_trace: true}
+      {service: "svc.plain"}
+    ]
+    mappings: { "old.*": "new.$1" }
+  }
+  C: {
+    users: [{user: c, password: c}]
+    msg_trace: {dest: "trace.dest", sampling: "100%"}
+  }
+  B: {
+    users: [{user: b, password: b}]
+    imports: [
+      {stream: {account: A, subject: "feed.>"}, prefix: "in", allow_trace: true}
+      {stream: {account: A, subject: "quiet.>"}, prefix: "in"}
+      {service: {account: A, subject: "svc.traced"}}
+      {service: {account: A, subject: "svc.plain"}}
+    ]
+  }
+}
+"#;
+
+fn user(u: &str, p: &str, name: &str) -> Value {
+    json!({"user": u, "pass": p, "name": name})
+}
+
+/// Each scenario to both servers (petrel on two shards, so copies cross
+/// between shards): the events and deliveries must agree.
+#[test]
+fn trace_events_match_nats_server() {
+    let dest = ("Nats-Trace-Dest", "trace.dest");
+    let only = ("Nats-Trace-Only", "true");
+    type Scenario<'a> = (&'a str, Value, Value, Vec<(Value, &'a str)>, Vec<u8>);
+    let scenarios: Vec<Scenario> = vec![
+        (
+            "two subscribers and a queue group",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![
+                (user("a", "a", "s1"), "SUB foo 1\r\n"),
+                (user("a", "a", "s2"), "SUB foo q 1\r\nSUB * 2\r\n"),
+            ],
+            hpub("foo", &[dest, ("X-Other", "1")], "hello"),
+        ),
+        (
+            "trace only: nobody gets it",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            hpub("foo", &[dest, only], "hello"),
+        ),
+        (
+            "no echo",
+            user("a", "a", "tracer"),
+            json!({"user": "a", "pass": "a", "name": "pub", "echo": false}),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            [b"SUB foo 9\r\nPING\r\n".to_vec(), hpub("foo", &[dest], "x")].concat(),
+        ),
+        (
+            "subject mapping",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("a", "a", "s1"), "SUB new.* 1\r\n")],
+            hpub("old.x", &[dest], "m"),
+        ),
+        (
+            "publish violation",
+            user("a", "a", "tracer"),
+            user("nofoo", "x", "pub"),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            hpub("foo", &[dest], "v"),
+        ),
+        (
+            "destination not allowed",
+            user("a", "a", "tracer"),
+            user("nodest", "x", "pub"),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            hpub("foo", &[dest], "d"),
+        ),
+        (
+            "destination not a subject, trace only",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            hpub("foo", &[("Nats-Trace-Dest", "bad.*"), only], "i"),
+        ),
+        (
+            "subscription deny list",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("subdeny", "x", "s1"), "SUB foo.* 1\r\n")],
+            hpub("foo.bar", &[dest], "s"),
+        ),
+        (
+            "stream exports, traced and not",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("b", "b", "importer"), "SUB in.> 1\r\n")],
+            [hpub("feed.x", &[dest], "f"), hpub("quiet.x", &[dest], "q")].concat(),
+        ),
+        (
+            "a sampled traceparent to the account's destination",
+            user("c", "c", "tracer"),
+            user("c", "c", "pub"),
+            vec![(user("c", "c", "s1"), "SUB foo 1\r\n")],
+            [
+                hpub(
+                    "foo",
+                    &[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+                    "w3c",
+                ),
+                hpub(
+                    "foo",
+                    &[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")],
+                    "unsampled",
+                ),
+                hpub(
+                    "foo",
+                    &[("TraceParent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+                    "any case",
+                ),
+            ]
+            .concat(),
+        ),
+        (
+            "traceparent without an account destination",
+            user("a", "a", "tracer"),
+            user("a", "a", "pub"),
+            vec![(user("a", "a", "s1"), "SUB foo 1\r\n")],
+            hpub(
+                "foo",
+                &[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+                "w3c",
+            ),
+        ),
+        (
+            "service imports, traced and not",
+            user("b", "b", "tracer"),
+            user("b", "b", "requester"),
+            vec![(user("a", "a", "service"), "SUB svc.* 1\r\n")],
+            [hpub("svc.traced", &[dest], "t"), hpub("svc.plain", &[dest], "p")].concat(),
+        ),
+    ];
+    // Traces each scenario makes (so that agreeing on none cannot pass
+    // for agreeing on events).
+    let traces = [1, 1, 1, 1, 1, 0, 0, 1, 2, 2, 0, 2];
+    assert_eq!(traces.len(), scenarios.len());
+    let (petrel, nats) = both(ACCOUNTS, &["--shards", "2"]);
+    let mut wrong = Vec::new();
+    for ((what, tracer, publisher, subs, publish), n) in scenarios.into_iter().zip(traces) {
+        let ours = run(&petrel, tracer.clone(), publisher.clone(), &subs, &publish);
+        let theirs = run(&nats, tracer, publisher, &subs, &publish);
+        if ours.events.len() != n {
+            wrong.push(format!(
+                "{what}: {} traces, not {n}: {:?}",
+                ours.events.len(),
+                ours.events
+            ));
+        }
+        if ours != theirs {
+            wrong.push(format!("{what}:\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Petrel,
+    Nats,
+}
+
+/// Node `name` of cluster `c1` (seeded with `seed`'s route port).
+fn node(kind: Kind, name: &str, seed: Option<&Proc>) -> Proc {
+    let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
+    let mut args = vec!["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "c1", "-n", name];
+    if let Some(r) = &routes {
+        args.extend(["--routes", r.as_str()]);
+    }
+    match kind {
+        Kind::Petrel => common::petrel(&args),
+        Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// A traced message (and a traced-only one) published on `A` to a
+/// subscriber on `B`: the events both servers send back to the tracer on
+/// `A`, and what the subscriber got.
+/// PING and PONG with nothing between but INFO updates (a cluster's
+/// servers tell clients of each other).
+fn quiet_ping(r: &mut Raw) {
+    let before = r.ping();
+    assert!(before.lines().all(|l| l.starts_with("INFO ")), "{before}");
+}
+
+fn cluster_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
+    let a = node(kinds.0, "A", None);
+    let b = node(kinds.1, "B", Some(&a));
+    let mut tracer = login(&a.addr(), json!({"name": "tracer"}));
+    tracer.send(b"SUB trace.dest 1\r\n");
+    quiet_ping(&mut tracer);
+    let mut sub = login(&b.addr(), json!({"name": "sub"}));
+    sub.send(b"SUB foo 1\r\n");
+    quiet_ping(&mut sub);
+    let mut publisher = login(&a.addr(), json!({"name": "pub"}));
+    // Until the route carries the subscriber's interest.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.send(b"PUB foo 5\r\nprobe\r\n");
+        quiet_ping(&mut publisher);
+        if sub
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text()
+            .contains("probe")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
+    }
+    // Its own trace events would go back over the route too: the tracer's
+    // interest must have reached B (it was made before the subscriber).
+    let dest = ("Nats-Trace-Dest", "trace.dest");
+    publisher.send(&hpub("foo", &[dest], "one"));
+    publisher.send(&hpub("foo", &[dest, ("Nats-Trace-Only", "true")], "two"));
+    quiet_ping(&mut publisher);
+    let mut events: Vec<Value> = bodies(&mut tracer).into_iter().map(comparable).collect();
+    events.sort_by_key(|e| e.to_string());
+    let got = comparable_text(
+        &sub.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+            .text(),
+    );
+    (events, got)
+}
+
+/// Across a route: each server sends its own event, the route's copy
+/// carries its hop id (`Nats-Trace-Hop`), a traced-only message is
+/// forwarded but not delivered; petrel on either side of a nats-server,
+/// and two petrels, send what two nats-servers send.
+#[test]
+fn traces_cross_routes_as_between_nats_servers() {
+    let reference = cluster_trace((Kind::Nats, Kind::Nats));
+    assert_eq!(reference.0.len(), 4, "{:?}", reference.0);
+    for kinds in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let ours = cluster_trace(kinds);
+        assert_eq!(ours, reference, "{kinds:?}");
+    }
+}
