@@ -69,6 +69,7 @@ fn core_with(mappings: Vec<MappingConfig>) -> ShardCore {
                 exports: Vec::new(),
                 imports: Vec::new(),
                 mappings,
+                trace_dest: None,
             }],
         );
         core.set_imports(Arc::new(imports));

@@ -601,6 +601,59 @@ fn service_response_types_and_thresholds_match_nats_server() {
     assert!(!ours[4].contains("s2"), "{}", ours[4]);
 }
 
+/// The `Nats-Request-Info` a responder reads on a request through an
+/// import (`share` or not), as JSON.
+fn request_info_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_json::Value> {
+    let conf = write_conf(
+        r#"
+server_name: "srv"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "plain"}, {service: "shared"}] }
+  B: { users: [{user: b, password: b}], imports: [
+        {service: {account: A, subject: plain}}
+        {service: {account: A, subject: shared}, share: true}
+     ] }
+}
+"#,
+    );
+    let server = start(conf.to_str().unwrap());
+    let mut a = Raw::open(&server.addr());
+    a.send(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false,\"headers\":true}\r\nSUB plain 1\r\nSUB shared 2\r\n");
+    a.ping();
+    let mut b = Raw::open(&server.addr());
+    b.send(b"CONNECT {\"user\":\"b\",\"pass\":\"b\",\"verbose\":false,\"headers\":true,\"name\":\"req\",\"lang\":\"rust\",\"version\":\"9.9\"}\r\n");
+    b.ping();
+    b.send(b"PUB plain _INBOX.1 2\r\nhi\r\nHPUB shared _INBOX.2 12 14\r\nNATS/1.0\r\n\r\nhi\r\n");
+    b.ping();
+    let text = a
+        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+        .text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Nats-Request-Info: "))
+        .map(|j| {
+            let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
+            // What differs between two servers and two runs.
+            for k in ["rtt", "start", "host", "id"] {
+                if let Some(x) = v.as_object_mut().unwrap().get_mut(k) {
+                    *x = json!("*");
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// A request through a service import carries `Nats-Request-Info`: the
+/// requester's account (and RTT), everything with `share`, as nats-server
+/// stamps it.
+#[test]
+fn service_requests_say_who_asked_as_nats_server() {
+    let ours = request_info_scenario(|c| common::petrel(&["-c", c]));
+    let theirs = request_info_scenario(|c| common::nats_server(&["-c", c]));
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert_eq!(ours, theirs);
+}
+
 #[test]
 fn auth_timeout_from_authorization_block() {
     let conf = write_conf("authorization { user: u, password: p, timeout: 0.5 }\n");

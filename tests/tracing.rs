@@ -84,12 +84,15 @@ fn comparable(mut e: Value) -> Value {
 }
 
 /// A subscriber's messages with what differs between servers taken out:
-/// header and total sizes, the `Nats-Request-Info` header nats-server adds
-/// to service requests (petrel does not), and reply-space tokens.
+/// header and total sizes, round trip times in `Nats-Request-Info`, and
+/// reply-space tokens.
 fn comparable_text(text: &str) -> String {
     let mut out = String::new();
     for line in text.split_inclusive("\r\n") {
-        if line.starts_with("Nats-Request-Info: ") {
+        if let Some(info) = line.strip_prefix("Nats-Request-Info: ") {
+            let mut v: Value = serde_json::from_str(info.trim_end()).expect("JSON request info");
+            v.as_object_mut().expect("an object").remove("rtt");
+            out.push_str(&format!("Nats-Request-Info: {v}\r\n"));
             continue;
         }
         if let Some(rest) = line.strip_prefix("HMSG ") {

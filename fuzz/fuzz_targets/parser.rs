@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes to the parser, whole and split at every tenth byte,
-//! and checks that it never panics and that splitting changes nothing.
+//! and checks that it never panics and that splitting changes nothing; reads
+//! the bytes as a header block for a trace request too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +25,11 @@ fn ops(buf: &[u8], limits: &ParseLimits) -> (Vec<String>, Option<String>) {
 fuzz_target!(|data: &[u8]| {
     let limits = ParseLimits { max_control_line: 256, max_payload: 1024, headers: data.first().is_some_and(|b| b & 1 == 1) };
     let whole = ops(data, &limits);
+    // Header blocks: reading a trace request and setting a header never
+    // panic, and a set header reads back.
+    let _ = petrel::proto::trace::read(data);
+    let set = petrel::proto::trace::set_header(data, "Nats-Trace-Hop", "1.2");
+    assert!(set.ends_with(b"Nats-Trace-Hop: 1.2\r\n\r\n"));
     // Parsing a prefix must give a prefix of the same operations.
     let cut = data.len() / 2;
     let (first, err) = ops(&data[..cut], &limits);

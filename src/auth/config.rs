@@ -151,6 +151,9 @@ pub struct ImportConfig {
     pub local: Option<String>,
     /// A stream's importer lets traced messages stay traced.
     pub allow_trace: bool,
+    /// A service's requests say more of the requester (`share`): all of
+    /// `Nats-Request-Info`, and the requester in latency reports.
+    pub share: bool,
 }
 
 /// An account from the `accounts` block.
@@ -657,6 +660,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
     let mut to = None;
     let mut prefix = None;
     let mut allow_trace: Option<(bool, &Pos)> = None;
+    let mut share = false;
     for (k, at, v) in &m.entries {
         match k.to_ascii_lowercase().as_str() {
             kind @ ("stream" | "service") => {
@@ -695,7 +699,8 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
                 }
                 allow_trace = Some((boolean(k, v)?, at));
             }
-            "share" | "name" => {}
+            "share" => share = boolean(k, v)?,
+            "name" => {}
             other => {
                 return Err(ConfError {
                     pos: at.clone(),
@@ -721,6 +726,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
         subject,
         local,
         allow_trace: allow_trace.is_some_and(|(b, _)| b),
+        share,
     })
 }
 
@@ -821,23 +827,26 @@ fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfErr
             for (k, pos, v) in &m.entries {
                 match k.to_ascii_lowercase().as_str() {
                     "dest" => t.dest = dest_of(k, pos, v)?,
-                    "sampling" => t.sampling = match &v.value {
-                        Value::Int(n) => sampling_of(pos, *n)?,
-                        Value::Str(text) => {
-                            let n = text
-                                .trim_end_matches('%')
-                                .parse::<i64>()
-                                .map_err(|_| at(pos, format!("Invalid trace destination sampling value {text:?}")))?;
-                            sampling_of(pos, n)?
-                        }
-                        other => return Err(at(
-                            pos,
-                            format!(
+                    "sampling" => {
+                        t.sampling = match &v.value {
+                            Value::Int(n) => sampling_of(pos, *n)?,
+                            Value::Str(text) => {
+                                let n = text.trim_end_matches('%').parse::<i64>().map_err(|_| {
+                                    at(pos, format!("Invalid trace destination sampling value {text:?}"))
+                                })?;
+                                sampling_of(pos, n)?
+                            }
+                            other => {
+                                return Err(at(
+                                    pos,
+                                    format!(
                                 "Trace destination sampling field {k:?} should be an integer or a percentage, got {}",
                                 go_type(other)
                             ),
-                        )),
-                    },
+                                ))
+                            }
+                        }
+                    }
                     other => {
                         return Err(at(
                             pos,

@@ -1154,6 +1154,7 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                         subject: i.subject.clone(),
                         local,
                         allow_trace: i.allow_trace,
+                        share: i.share,
                     }
                 })
                 .collect(),

@@ -72,6 +72,8 @@ pub struct ServiceImport {
     pub response: ResponseRule,
     /// The export lets traced requests stay traced (`allow_trace`).
     pub allow_trace: bool,
+    /// The importer shares all it knows of the requester (`share`).
+    pub share: bool,
 }
 
 impl ServiceImport {
@@ -284,6 +286,7 @@ impl Imports {
                             transform,
                             response: export.response,
                             allow_trace: export.allow_trace,
+                            share: imp.share,
                         })
                     }
                 }
@@ -453,6 +456,7 @@ mod tests {
                         subject: s.into(),
                         local: None,
                         allow_trace: false,
+                        share: false,
                     })
                     .collect(),
             },
@@ -494,6 +498,7 @@ mod tests {
                     subject: "pub.x".into(),
                     local: Some("from_a.pub.x".into()),
                     allow_trace: false,
+                    share: false,
                 }],
             },
             AccountConfig {
@@ -507,6 +512,7 @@ mod tests {
                     subject: "pub.x".into(),
                     local: None,
                     allow_trace: false,
+                    share: false,
                 }],
             },
         ];

@@ -13,6 +13,7 @@ mod moves;
 pub use moves::ConnParcel;
 pub mod outq;
 pub mod pool;
+pub mod request_info;
 mod responses;
 mod routes;
 pub mod trace;
@@ -125,6 +126,10 @@ pub struct ConnEntry {
     /// Its name in trace events (a client's CONNECT name, a route's or
     /// leaf connection's remote server).
     name: Option<Arc<str>>,
+    /// What its CONNECT said (`request_info.rs`).
+    detail: Option<Arc<request_info::ClientDetail>>,
+    /// Its latest round trip time.
+    rtt: Duration,
 }
 
 impl ConnEntry {
@@ -171,6 +176,8 @@ impl ConnEntry {
             moving_in: None,
             moved_at: None,
             name: None,
+            detail: None,
+            rtt: Duration::ZERO,
             may_move: false,
             move_to: None,
         }
@@ -320,6 +327,8 @@ pub struct ShardCore {
     /// The trace of the message being routed (`trace.rs`).
     tracing: Option<Box<trace::ActiveTrace>>,
     traces: trace::Traces,
+    /// This server's name, for detailed client information.
+    server_name: Box<str>,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
     server_links: usize,
@@ -395,6 +404,7 @@ impl ShardCore {
             responses: Default::default(),
             tracing: None,
             traces: Default::default(),
+            server_name: Box::from(""),
             server_links: 0,
             server_link_subs: 0,
             account_names: Vec::new(),
@@ -1234,6 +1244,24 @@ impl ShardCore {
             if let Some(m) = self.map_in(sv.exporter, &remote) {
                 remote = m;
             }
+            // The request says who asked (`Nats-Request-Info`: account and
+            // round trip time, all of it with `share`), as nats-server's do.
+            let stamped = origin
+                .filter(|o| matches!(o.link, LinkKind::Client | LinkKind::Leaf))
+                .and_then(|o| self.client_info_json(o.conn, sv.share))
+                .map(|info| {
+                    trace::with_header(
+                        msg.message,
+                        msg.header_len.unwrap_or(0),
+                        request_info::REQUEST_INFO,
+                        std::str::from_utf8(&info).unwrap_or_default(),
+                    )
+                });
+            let msg = &Msg {
+                header_len: stamped.as_ref().map_or(msg.header_len, |(_, h)| Some(*h)),
+                message: stamped.as_ref().map_or(msg.message, |(b, _)| &b[..]),
+                ..*msg
+            };
             let mut rewritten: Option<(Vec<u8>, usize)> = None;
             let mut untraced = None;
             if self.tracing.is_some() {

@@ -129,6 +129,8 @@ pub trait SessionHost {
     }
     /// The traced message has been routed (or refused): its trace is done.
     fn trace_end(&mut self) {}
+    /// The client answered the server's PING after `rtt`.
+    fn rtt_measured(&mut self, _rtt: Duration) {}
 }
 
 /// What [`SessionHost::trace_begin`] decided.
@@ -173,6 +175,9 @@ pub struct Session {
     last_activity: Option<Instant>,
     ping_sent_at: Option<Instant>,
     rtt: Option<(Duration, Instant)>,
+    /// nats-server's estimate until a PONG measures it: accept to CONNECT.
+    rtt_estimate: Option<Duration>,
+    accepted: Instant,
     grant: ConnectGrant,
 }
 
@@ -193,6 +198,8 @@ impl Session {
             last_activity: None,
             ping_sent_at: None,
             rtt: None,
+            rtt_estimate: None,
+            accepted: now,
             grant: ConnectGrant::default(),
         }
     }
@@ -214,7 +221,7 @@ impl Session {
 
     /// The last measured round-trip time.
     pub fn rtt(&self) -> Option<Duration> {
-        self.rtt.map(|r| r.0)
+        self.rtt.map(|r| r.0).or(self.rtt_estimate)
     }
 
     /// The parse limits in force for this client now.
@@ -300,7 +307,7 @@ impl Session {
             return Self::fail(host, WireError::AuthorizationViolation);
         }
         match op {
-            Op::Connect(json) => self.connect(json, host),
+            Op::Connect(json) => self.connect(json, now, host),
             Op::Pub {
                 subject,
                 reply,
@@ -375,7 +382,9 @@ impl Session {
             Op::Pong => {
                 self.pings_out = 0;
                 if let Some(sent) = self.ping_sent_at.take() {
-                    self.rtt = Some((now.saturating_duration_since(sent), now));
+                    let rtt = now.saturating_duration_since(sent);
+                    self.rtt = Some((rtt, now));
+                    host.rtt_measured(rtt);
                 }
                 Ok(())
             }
@@ -388,7 +397,7 @@ impl Session {
         }
     }
 
-    fn connect<H: SessionHost>(&mut self, json: &[u8], host: &mut H) -> Result<(), CloseReason> {
+    fn connect<H: SessionHost>(&mut self, json: &[u8], now: Instant, host: &mut H) -> Result<(), CloseReason> {
         let Some(opts) = ClientOpts::from_json(json) else {
             return Err(CloseReason::ProtocolViolation);
         };
@@ -410,6 +419,15 @@ impl Session {
         self.grant = grant;
         self.connected = true;
         self.auth_deadline = None;
+        if self.rtt.is_none() {
+            // As nats-server: the time from accept to CONNECT stands for
+            // the round trip until a PONG measures it.
+            let estimate = now
+                .saturating_duration_since(self.accepted)
+                .max(Duration::from_nanos(1));
+            self.rtt_estimate = Some(estimate);
+            host.rtt_measured(estimate);
+        }
         self.ok(host);
         Ok(())
     }

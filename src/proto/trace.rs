@@ -66,7 +66,7 @@ impl TraceRequest {
 /// destination of `trace disabled` turns tracing off.
 pub fn read(hdr: &[u8]) -> TraceAsk {
     const LINE: &[u8] = b"NATS/1.0\r\n";
-    if !hdr.starts_with(LINE) {
+    if !hdr.starts_with(LINE) || !may_ask(hdr) {
         return TraceAsk::None;
     }
     let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
@@ -131,6 +131,20 @@ pub fn read(hdr: &[u8]) -> TraceAsk {
     req.hop = req.header(TRACE_HOP).map(str::to_string);
     req.origin_account = req.header(TRACE_ORIGIN_ACCOUNT).map(str::to_string);
     TraceAsk::Trace(req)
+}
+
+/// Whether the header block may hold a trace request: `Nats-Trace-Dest`,
+/// or `parent` in any case after `trace` (one pass, no allocation: most
+/// messages with headers ask for nothing).
+fn may_ask(hdr: &[u8]) -> bool {
+    if memchr::memmem::find(hdr, TRACE_DEST.as_bytes()).is_some() {
+        return true;
+    }
+    memchr::memchr2_iter(b'p', b'P', hdr).any(|i| {
+        i >= 5
+            && hdr[i - 5..i].eq_ignore_ascii_case(b"trace")
+            && hdr.get(i..i + 6).is_some_and(|p| p.eq_ignore_ascii_case(b"parent"))
+    })
 }
 
 /// Whether a `traceparent` value (`version-traceid-parentid-flags`) has
@@ -201,6 +215,15 @@ mod tests {
         assert!(!req("NATS/1.0\r\nNats-Trace-Dest: d\r\nNats-Trace-Only: yes\r\n\r\n").only);
         let hop = req("NATS/1.0\r\nNats-Trace-Dest: d\r\nNats-Trace-Hop: 1.2\r\n\r\n");
         assert_eq!(hop.hop.as_deref(), Some("1.2"));
+    }
+
+    #[test]
+    fn the_quick_look_misses_no_request() {
+        assert!(may_ask(b"NATS/1.0\r\nNats-Trace-Dest: d\r\n\r\n"));
+        assert!(may_ask(b"NATS/1.0\r\nTRACEPARENT: x\r\n\r\n"));
+        assert!(may_ask(b"NATS/1.0\r\ntraceParent: x\r\n\r\n"));
+        assert!(!may_ask(b"NATS/1.0\r\nX-Parent: trace\r\n\r\n"));
+        assert!(!may_ask(b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n"));
     }
 
     #[test]

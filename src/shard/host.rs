@@ -228,6 +228,21 @@ impl SessionHost for CoreHost<'_> {
         self.core
             .set_conn_opts(self.cid, opts.echo, opts.headers && self.headers_supported);
         self.core.set_conn_name(self.cid, &opts.name);
+        self.core.set_conn_detail(
+            self.cid,
+            Arc::new(crate::core::request_info::ClientDetail {
+                start: crate::timefmt::rfc3339(self.auth.clock.0),
+                host: self.client_ip.to_string(),
+                account: id.account().name.clone(),
+                user: id.user().to_string(),
+                name: opts.name.clone(),
+                lang: opts.lang.clone(),
+                version: opts.version.clone(),
+                jwt: opts.jwt.clone().unwrap_or_default(),
+                kind: "Client",
+                client_type: self.auth.kind.client_type(),
+            }),
+        );
         self.core.set_conn_identity(
             self.cid,
             id.account().id,
@@ -354,6 +369,10 @@ impl SessionHost for CoreHost<'_> {
 
     fn trace_end(&mut self) {
         self.core.trace_end();
+    }
+
+    fn rtt_measured(&mut self, rtt: std::time::Duration) {
+        self.core.set_conn_rtt(self.cid, rtt);
     }
 
     fn violation(&mut self, opts: &ClientOpts, v: Violation<'_>, sid: Option<&[u8]>) {

@@ -236,6 +236,7 @@ async fn shard_main(
         Instant::now(),
     );
     core.seed(fastrand::u64(..));
+    core.set_server_name(&info.server_name);
     let verifier = shared.verifier();
     if shared.leaf.get().is_some() {
         // Before the imports: mapping sources count as interest for leafs.

@@ -156,6 +156,7 @@ mod tests {
                     subject: "s.>".into(),
                     local: Some("fromA.s.>".into()),
                     allow_trace: false,
+                    share: false,
                 },
                 ImportConfig {
                     kind: ExchangeKind::Service,
@@ -163,6 +164,7 @@ mod tests {
                     subject: "svc.x".into(),
                     local: Some("local.x".into()),
                     allow_trace: false,
+                    share: false,
                 },
             ],
             mappings: vec![],

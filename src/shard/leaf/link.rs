@@ -1067,6 +1067,16 @@ impl Link<'_> {
         {
             let mut core = self.shard.core.borrow_mut();
             core.name_account(account, &name);
+            // What a request through an import says of a leaf connection.
+            core.set_conn_detail(
+                self.cid,
+                std::sync::Arc::new(crate::core::request_info::ClientDetail {
+                    account: name.clone(),
+                    name: peer.clone(),
+                    kind: "Leafnode",
+                    ..Default::default()
+                }),
+            );
             let (tellable, perms) = self.filters(deny_pub);
             let (cluster, isolated, role_spoke) = {
                 let st = self.state.borrow();
