@@ -654,6 +654,118 @@ fn service_requests_say_who_asked_as_nats_server() {
     assert_eq!(ours, theirs);
 }
 
+/// The latency reports a listener in `A` gets for requests from `B`
+/// through imports of measured services, one step at a time.
+fn latency_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<serde_json::Value> {
+    let conf = write_conf(
+        r#"
+server_name: "srv"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [
+        {service: "svc.timed", latency: {sampling: "100%", subject: "lat.timed"}}
+        {service: "svc.shared", latency: "lat.shared"}
+        {service: "svc.headers", latency: {sampling: headers, subject: "lat.headers"}}
+        {service: "svc.none", latency: "lat.none"}
+        {service: "svc.slow", latency: "lat.slow", threshold: "300ms"}
+     ] }
+  B: { users: [{user: b, password: b}], imports: [
+        {service: {account: A, subject: "svc.timed"}}
+        {service: {account: A, subject: "svc.shared"}, share: true}
+        {service: {account: A, subject: "svc.headers"}}
+        {service: {account: A, subject: "svc.none"}}
+        {service: {account: A, subject: "svc.slow"}}
+     ] }
+}
+"#,
+    );
+    let server = start(conf.to_str().unwrap());
+    let connect = |user: &str, name: &str| {
+        let mut r = Raw::open(&server.addr());
+        r.send(
+            format!("CONNECT {{\"user\":\"{user}\",\"pass\":\"{user}\",\"verbose\":false,\"headers\":true,\"name\":\"{name}\",\"lang\":\"rust\",\"version\":\"1.0\"}}\r\n")
+                .as_bytes(),
+        );
+        r.ping();
+        r
+    };
+    let mut listener = connect("a", "listener");
+    listener.send(b"SUB lat.> 1\r\n");
+    listener.ping();
+    let mut responder = connect("a", "responder");
+    responder.send(b"SUB svc.timed 1\r\nSUB svc.shared 2\r\nSUB svc.headers 3\r\nSUB svc.slow 4\r\n");
+    responder.ping();
+    let mut requester = connect("b", "requester");
+    let mut reports = Vec::new();
+    let steps: [(&[u8], bool, u64); 7] = [
+        (b"PUB svc.timed _INBOX.1 1\r\na\r\n", true, 0),
+        (b"PUB svc.shared _INBOX.2 1\r\nb\r\n", true, 0),
+        (b"PUB svc.timed 1\r\nc\r\n", false, 0),
+        (
+            b"HPUB svc.headers _INBOX.3 82 83\r\nNATS/1.0\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\nd\r\n",
+            true,
+            0,
+        ),
+        (b"PUB svc.headers _INBOX.4 1\r\ne\r\n", true, 0),
+        (b"PUB svc.none _INBOX.5 1\r\nf\r\n", false, 0),
+        (b"PUB svc.slow _INBOX.6 1\r\ng\r\n", false, 1200),
+    ];
+    for (request, answer, wait_ms) in steps {
+        requester.send(request);
+        requester.ping();
+        if answer {
+            let text = responder
+                .read_until_quiet(Duration::from_millis(200), Duration::from_secs(3))
+                .text();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("MSG ") || l.starts_with("HMSG "))
+                .expect("a request");
+            let reply = line.split_whitespace().nth(3).expect("a reply subject").to_string();
+            responder.send(format!("PUB {reply} 2\r\nok\r\n").as_bytes());
+            responder.ping();
+        } else {
+            responder.read_until_quiet(Duration::from_millis(100), Duration::from_secs(1));
+        }
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let text = listener
+            .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+            .text();
+        for body in text.lines().filter(|l| l.starts_with('{')) {
+            let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let m = v.as_object_mut().unwrap();
+            for k in ["service", "system", "total"] {
+                assert!(m.remove(k).is_some_and(|n| n.is_u64()), "{k} in {body}");
+            }
+            for k in ["id", "timestamp", "start"] {
+                assert!(m.remove(k).is_some_and(|s| s.is_string()), "{k} in {body}");
+            }
+            for who in ["requestor", "responder"] {
+                if let Some(serde_json::Value::Object(ci)) = m.get_mut(who) {
+                    for k in ["rtt", "start", "host", "id"] {
+                        if let Some(x) = ci.get_mut(k) {
+                            *x = json!("*");
+                        }
+                    }
+                }
+            }
+            reports.push(v);
+        }
+    }
+    reports
+}
+
+/// Service latency tracking as nats-server reports it: 200 with both
+/// ends described (the requester in full with `share`), 400 for a request
+/// without a reply, sampling by trace headers, 503 without a responder and
+/// 504 past the threshold.
+#[test]
+fn service_latency_reports_match_nats_server() {
+    let ours = latency_scenario(|c| common::petrel(&["-c", c]));
+    let theirs = latency_scenario(|c| common::nats_server(&["-c", c]));
+    assert_eq!(ours.len(), 6, "{ours:#?}");
+    assert_eq!(ours, theirs);
+}
+
 #[test]
 fn auth_timeout_from_authorization_block() {
     let conf = write_conf("authorization { user: u, password: p, timeout: 0.5 }\n");

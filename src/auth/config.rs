@@ -98,6 +98,24 @@ impl ResponseType {
     }
 }
 
+/// Which requests through a service export are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencySampling {
+    /// This percent of them (1-100).
+    Percent(u8),
+    /// Those whose headers ask for tracing (B3, Uber, W3C trace context).
+    Headers,
+}
+
+/// A service export's latency tracking (`latency`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyConfig {
+    /// Which requests are measured.
+    pub sampling: LatencySampling,
+    /// Where reports go, in the exporting account.
+    pub subject: String,
+}
+
 /// nats-server's default time a request waits for its (next) response.
 pub const DEFAULT_RESPONSE_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -133,8 +151,9 @@ pub struct ExportConfig {
     pub response: ResponseRule,
     /// A service lets traced requests stay traced beyond it.
     pub allow_trace: bool,
-    /// A service asks for latency tracking (not built: logged).
-    pub latency: bool,
+    /// A service's latency tracking: which requests are sampled and the
+    /// subject reports go to (in the exporting account).
+    pub latency: Option<LatencyConfig>,
 }
 
 /// An account's import.
@@ -525,6 +544,72 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// A service export's `latency`: a subject (every request measured) or
+/// `{sampling, subject}`, sampling a percentage (`50`, `"50%"`) or
+/// `headers`; nats-server's texts.
+fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError> {
+    let at = |pos: &Pos, msg: String| ConfError { pos: pos.clone(), msg };
+    let m = match &item.value {
+        Value::Str(subject) => {
+            return Ok(LatencyConfig {
+                sampling: LatencySampling::Percent(100),
+                subject: subject.clone(),
+            })
+        }
+        Value::Map(m) => m,
+        other => {
+            return Err(at(
+                key_at,
+                format!(
+                    "Expected latency entry to be a map/struct or string, got {}",
+                    go_type(other)
+                ),
+            ))
+        }
+    };
+    let mut sampling = LatencySampling::Percent(100);
+    if let Some((_, pos, v)) = m.entries.iter().rev().find(|(k, _, _)| k == "sampling") {
+        let n = match &v.value {
+            Value::Int(n) => *n,
+            Value::Str(text) if text.trim().eq_ignore_ascii_case("headers") => -1,
+            Value::Str(text) => {
+                let digits = text.strip_suffix('%').unwrap_or(text);
+                digits.parse::<i64>().map_err(|_| {
+                    at(
+                        pos,
+                        format!("Failed to parse latency sample: strconv.Atoi: parsing {digits:?}: invalid syntax"),
+                    )
+                })?
+            }
+            other => {
+                return Err(at(
+                    pos,
+                    format!(
+                        "Expected latency sample to be a string or map/struct, got {}",
+                        go_type(other)
+                    ),
+                ))
+            }
+        };
+        sampling = match n {
+            -1 => LatencySampling::Headers,
+            1..=100 => LatencySampling::Percent(n as u8),
+            _ => return Err(at(pos, "bad sampling percentage, should be 1-100".into())),
+        };
+    }
+    let Some((_, pos, v)) = m.entries.iter().rev().find(|(k, _, _)| k == "subject") else {
+        return Err(at(key_at, "Latency subject required, but missing".into()));
+    };
+    let Value::Str(subject) = &v.value else {
+        // (sic) nats-server names the type of the string it meant to fill.
+        return Err(at(pos, "Expected latency subject to be a string, got string".into()));
+    };
+    Ok(LatencyConfig {
+        sampling,
+        subject: subject.clone(),
+    })
+}
+
 /// nats-server's error for a key it does not know, at the key.
 fn unknown_field(at: &Pos, key: &str) -> ConfError {
     ConfError {
@@ -554,7 +639,7 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
     // whichever comes first.
     let mut response_at: Option<&Pos> = None;
     let mut allow_trace: Option<(bool, &Pos)> = None;
-    let mut latency: Option<&Pos> = None;
+    let mut latency: Option<(LatencyConfig, &Pos)> = None;
     let mut type_seen = false;
     let mut threshold_seen = false;
     for (k, at, v) in &m.entries {
@@ -621,9 +706,7 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
                 }
                 allow_trace = Some((boolean(k, v)?, at));
             }
-            // Accepted as nats-server does; logged at start-up as not
-            // built (`Imports::build`).
-            "latency" => latency = Some(at),
+            "latency" => latency = Some((latency_config(at, v)?, at)),
             "account_token_position" | "advertise" | "name" | "description" | "info_url" => {}
             other => return Err(key_err(format!("unknown field \"{other}\""))),
         }
@@ -635,11 +718,30 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
             msg: "Detected response directive on non-service".into(),
         });
     }
-    if let (ExchangeKind::Stream, Some(at)) = (kind, latency) {
+    if let (ExchangeKind::Stream, Some((_, at))) = (kind, &latency) {
         return Err(ConfError {
-            pos: at.clone(),
+            pos: (*at).clone(),
             msg: "Detected latency directive on non-service".into(),
         });
+    }
+    if let Some((l, _)) = &latency {
+        // What nats-server's account refuses when it takes the export.
+        let why = if response.kind != ResponseType::Singleton {
+            Some("bad service response type")
+        } else if !crate::subject::is_valid_literal_subject(l.subject.as_bytes()) {
+            Some("invalid publish subject")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(err(
+                item,
+                format!(
+                    "Error adding service latency sampling for {subject:?} on subject {:?}: {why}",
+                    l.subject
+                ),
+            ));
+        }
     }
     if !crate::subject::is_valid_subject(subject.as_bytes()) {
         return Err(err(item, format!("export: invalid subject {subject:?}")));
@@ -650,7 +752,7 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
         accounts,
         response,
         allow_trace: allow_trace.is_some_and(|(b, _)| b),
-        latency: latency.is_some(),
+        latency: latency.map(|(l, _)| l),
     })
 }
 

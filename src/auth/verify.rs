@@ -1066,6 +1066,22 @@ impl Verifier {
     }
 }
 
+/// A JWT service export's latency tracking (`latency: {sampling,
+/// results}`; sampling 0 is "headers", as the Go library has it).
+fn jwt_latency(e: &jwt::Export) -> Option<crate::auth::config::LatencyConfig> {
+    use crate::auth::config::{LatencyConfig, LatencySampling};
+    let l = e.latency.as_ref()?;
+    let results = l.get("results")?.as_str()?;
+    let sampling = match l.get("sampling").and_then(|s| s.as_i64()).unwrap_or(0) {
+        0 => LatencySampling::Headers,
+        n => LatencySampling::Percent(n.clamp(1, 100) as u8),
+    };
+    Some(LatencyConfig {
+        sampling,
+        subject: results.to_string(),
+    })
+}
+
 /// A JWT service export's response rules: `response_type` as the Go
 /// library names them (anything else is a singleton, as in nats-server),
 /// `response_threshold` in nanoseconds (0: the default).
@@ -1129,7 +1145,7 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                     }),
                     response: response_rule(e),
                     allow_trace: e.allow_trace,
-                    latency: e.latency.as_ref().is_some_and(|l| !l.is_null()),
+                    latency: jwt_latency(e),
                 })
                 .collect(),
             imports: a

@@ -129,6 +129,9 @@ pub struct RemoteMsg {
     pub targets: Span,
     /// A traced message: its tag's index in the batch's `traces`.
     pub trace: Option<u32>,
+    /// A response to a measured request: the responder's `ClientInfo`
+    /// JSON, in `data`.
+    pub responder: Option<Span>,
 }
 
 /// Everything one shard sends another after processing one read (or one

@@ -12,7 +12,7 @@
 //! [`Imports::shadows`].
 
 use crate::auth::accounts::AccountTable;
-use crate::auth::config::{AccountConfig, ExchangeKind, ExportConfig, ResponseRule};
+use crate::auth::config::{AccountConfig, ExchangeKind, ExportConfig, LatencyConfig, ResponseRule, ResponseType};
 use crate::ids::AccountId;
 use crate::mapping::{Mapping, Mappings};
 use crate::subject;
@@ -74,6 +74,8 @@ pub struct ServiceImport {
     pub allow_trace: bool,
     /// The importer shares all it knows of the requester (`share`).
     pub share: bool,
+    /// The export's latency tracking (a singleton's only, as nats-server).
+    pub latency: Option<Arc<LatencyConfig>>,
 }
 
 impl ServiceImport {
@@ -196,12 +198,6 @@ impl Imports {
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
-            for e in acc.exports.iter().filter(|e| e.latency) {
-                warnings.push(format!(
-                    "account {}: latency tracking of service export {:?} is not supported by petrel; its requests are not sampled",
-                    acc.name, e.subject
-                ));
-            }
             if let Some(t) = &acc.trace_dest {
                 r.slot(importer).trace_dest = Some((t.dest.as_bytes().into(), t.sampling));
             }
@@ -287,6 +283,14 @@ impl Imports {
                             response: export.response,
                             allow_trace: export.allow_trace,
                             share: imp.share,
+                            latency: export
+                                .latency
+                                .as_ref()
+                                .filter(|l| {
+                                    export.response.kind == ResponseType::Singleton
+                                        && subject::is_valid_literal_subject(l.subject.as_bytes())
+                                })
+                                .map(|l| Arc::new(l.clone())),
                         })
                     }
                 }
@@ -430,7 +434,7 @@ mod tests {
                         accounts: None,
                         response: rule(ResponseType::Stream),
                         allow_trace: false,
-                        latency: false,
+                        latency: None,
                     },
                     ExportConfig {
                         kind: ExchangeKind::Service,
@@ -438,7 +442,7 @@ mod tests {
                         accounts: None,
                         response: rule(ResponseType::Chunked),
                         allow_trace: false,
-                        latency: false,
+                        latency: None,
                     },
                 ],
                 imports: vec![],
@@ -483,7 +487,7 @@ mod tests {
                     accounts: Some(vec!["B".into()]),
                     response: Default::default(),
                     allow_trace: false,
-                    latency: false,
+                    latency: None,
                 }],
                 imports: vec![],
             },

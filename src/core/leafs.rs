@@ -307,6 +307,7 @@ impl ShardCore {
             message,
             queues: Some(queues),
             origin_cluster: cluster.as_deref().map(str::as_bytes),
+            responder: None,
         };
         if header_len.is_some() {
             // Traced from the subject it came with, then its mapping.

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod imports;
+pub mod latency;
 mod leafs;
 pub use leafs::LeafSetup;
 mod moves;
@@ -299,6 +300,9 @@ struct Msg<'a> {
     /// server or (`LMSG` over a route) another: it never goes to a leaf
     /// connection of that cluster, and routes are told it.
     origin_cluster: Option<&'a [u8]>,
+    /// For a response to a measured request (`latency.rs`): the
+    /// responder's `ClientInfo` JSON, added where it was published.
+    responder: Option<&'a [u8]>,
 }
 
 /// A shard's routing state.
@@ -866,6 +870,7 @@ impl ShardCore {
             message,
             queues: None,
             origin_cluster: None,
+            responder: None,
         };
         let any = self.route_in(account, &msg, None);
         self.serve_responses();
@@ -1093,6 +1098,7 @@ impl ShardCore {
             message,
             queues: None,
             origin_cluster: None,
+            responder: None,
         };
         self.route_from(account, &msg, Origin { conn: from, echo, link })
     }
@@ -1102,6 +1108,22 @@ impl ShardCore {
     fn route_from(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> Routed {
         self.counters.in_msgs += 1;
         self.counters.in_bytes += msg.message.len() as u64;
+        // A response to a measured request says who responded.
+        let responder;
+        let with_responder;
+        let msg = if self.has_imports
+            && msg.subject.starts_with(REPLY_PREFIX)
+            && msg.subject.ends_with(latency::TRACKED_SUFFIX)
+        {
+            responder = self.client_info_json(origin.conn, true);
+            with_responder = Msg {
+                responder: responder.as_deref(),
+                ..*msg
+            };
+            &with_responder
+        } else {
+            msg
+        };
         let mut any = self.route_in(account, msg, Some(origin));
         if self.has_imports {
             any |= self.route_imports(account, msg, origin);
@@ -1294,9 +1316,22 @@ impl ShardCore {
                     rewritten = self.trace_dest_through(account, sv.exporter, msg);
                 }
             }
+            // A measured request (`latency.rs`) is held with its requester.
+            let tracking = match &sv.latency {
+                Some(l) => self.sample_request(l, msg).map(|header| latency::Tracking {
+                    requestor: origin.and_then(|o| self.client_info_json(o.conn, sv.share)),
+                    requestor_rtt: origin.map_or(Duration::ZERO, |o| self.conn_rtt(o.conn)),
+                    header,
+                    subject: l.subject.as_bytes().into(),
+                }),
+                None => None,
+            };
+            if let (Some(t), None) = (&tracking, msg.reply) {
+                self.report_bad_request(sv.exporter, t.clone());
+            }
             let held = msg
                 .reply
-                .and_then(|rp| self.hold_request(account, sv.exporter, rp, sv.response));
+                .and_then(|rp| self.hold_request(account, sv.exporter, rp, sv.response, tracking));
             let m = Msg {
                 subject: &remote,
                 reply: held.as_ref().map(|(r, _)| &r[..]),
@@ -1339,6 +1374,7 @@ impl ShardCore {
             let subject = ob.push_bytes(msg.subject);
             let reply = msg.reply.map(|r| ob.push_bytes(r));
             let origin = msg.origin_cluster.map(|o| ob.push_bytes(o));
+            let responder = msg.responder.map(|r| ob.push_bytes(r));
             let body = if msg.message.len() >= SHARE_THRESHOLD {
                 Body::Shared(
                     shared
@@ -1357,6 +1393,7 @@ impl ShardCore {
                 body,
                 targets: Span { start, len: 0 },
                 trace,
+                responder,
             });
         }
         let ob = &mut self.outbox[dest.index()];
@@ -1495,6 +1532,7 @@ impl ShardCore {
                 message: &hdr,
                 queues: None,
                 origin_cluster: None,
+                responder: None,
             };
             self.deliver_local(key, &msg);
         }
@@ -1621,6 +1659,7 @@ impl ShardCore {
                 message: body,
                 queues: None,
                 origin_cluster: m.origin.map(|o| o.of(&b.data)),
+                responder: m.responder.map(|r| r.of(&b.data)),
             };
             if let Some(tag) = m.trace.and_then(|i| tags.get(i as usize)) {
                 self.trace_part_begin(tag.clone());

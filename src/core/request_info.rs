@@ -91,6 +91,11 @@ impl ShardCore {
         }
     }
 
+    /// A client's round trip time (zero before it is known).
+    pub(super) fn conn_rtt(&self, cid: ConnId) -> Duration {
+        self.conns.get(&cid).map_or(Duration::ZERO, |c| c.rtt)
+    }
+
     /// Names this server in detailed client information.
     pub fn set_server_name(&mut self, name: &str) {
         self.server_name = name.into();

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::latency::{Tracking, TRACKED_SUFFIX};
 use super::{Msg, ShardCore};
 use crate::auth::config::{ResponseRule, ResponseType};
 use crate::ids::{AccountId, ConnId, LinkKind};
@@ -57,6 +58,10 @@ struct Pending {
     rule: ResponseRule,
     /// When the request, or its latest response, went through.
     last: Instant,
+    /// When the request went through.
+    requested: Instant,
+    /// A measured request (`latency.rs`).
+    tracking: Option<Tracking>,
 }
 
 /// A response caught in the reply space.
@@ -65,6 +70,8 @@ pub(super) struct Arrived {
     token: Option<u64>,
     header_len: Option<usize>,
     message: Vec<u8>,
+    /// The responder's `ClientInfo` JSON (a measured request's response).
+    responder: Option<Vec<u8>>,
 }
 
 impl Responses {
@@ -76,12 +83,18 @@ impl Responses {
 
     /// Keeps a response the link's subscription in `exporter` received.
     pub(super) fn catch(&mut self, exporter: AccountId, msg: &Msg<'_>) {
-        let token = msg.subject.strip_prefix(&self.space[..]).and_then(decode);
+        // `<token>`, or `<token>.T` for a measured request.
+        let token = msg
+            .subject
+            .strip_prefix(&self.space[..])
+            .map(|t| t.strip_suffix(TRACKED_SUFFIX).unwrap_or(t))
+            .and_then(decode);
         self.arrived.push(Arrived {
             exporter,
             token,
             header_len: msg.header_len,
             message: msg.message.to_vec(),
+            responder: msg.responder.map(<[u8]>::to_vec),
         });
     }
 
@@ -137,7 +150,8 @@ impl ShardCore {
         };
         let wanted = self.imports.reply_exporters();
         let mut subject = self.responses.space.clone();
-        subject.push(b'*');
+        // `>`: a measured request's reply subject ends in `.T`.
+        subject.push(b'>');
         let sid = |a: AccountId| itoa::Buffer::new().format(a.0).as_bytes().to_vec();
         let had = std::mem::take(&mut self.responses.subscribed);
         for &gone in had.iter().filter(|a| !wanted.contains(a)) {
@@ -151,14 +165,16 @@ impl ShardCore {
     }
 
     /// The reply subject the exporter sees for a request `importer` sent
-    /// to `reply` under `rule`, and the token that stands for it (`None`
-    /// without a response link: the request goes without a reply).
+    /// to `reply` under `rule` (measured when `tracking`), and the token
+    /// that stands for it (`None` without a response link: the request
+    /// goes without a reply).
     pub(super) fn hold_request(
         &mut self,
         importer: AccountId,
         exporter: AccountId,
         reply: &[u8],
         rule: ResponseRule,
+        tracking: Option<Tracking>,
     ) -> Option<(Vec<u8>, u64)> {
         self.responses.link?;
         let token = loop {
@@ -170,6 +186,9 @@ impl ShardCore {
         let mut subject = Vec::with_capacity(self.responses.space.len() + 11);
         subject.extend_from_slice(&self.responses.space);
         encode(token, &mut subject);
+        if tracking.is_some() {
+            subject.extend_from_slice(TRACKED_SUFFIX);
+        }
         self.responses.pending.insert(
             token,
             Pending {
@@ -178,14 +197,21 @@ impl ShardCore {
                 reply: reply.into(),
                 rule,
                 last: self.now,
+                requested: self.now,
+                tracking,
             },
         );
         Some((subject, token))
     }
 
-    /// Lets go of a request nobody received.
+    /// Lets go of a request nobody received (a measured one is reported
+    /// as 503).
     pub(super) fn drop_request(&mut self, token: u64) {
-        self.responses.pending.remove(&token);
+        if let Some(p) = self.responses.pending.remove(&token) {
+            if let Some(t) = p.tracking {
+                self.report_unanswered(p.exporter, t, p.requested, 503);
+            }
+        }
     }
 
     /// Sends the responses the link caught on to their requesters, under
@@ -219,10 +245,17 @@ impl ShardCore {
             return;
         }
         if now.saturating_duration_since(p.last) > p.rule.threshold {
-            self.responses.pending.remove(&token);
+            self.expire_request(token);
             return;
         }
         let (importer, reply, kind) = (p.importer, p.reply.clone(), p.rule.kind);
+        // A measured request is reported as its response comes back.
+        if let Some(p) = self.responses.pending.get_mut(&token) {
+            if let Some(t) = p.tracking.take() {
+                let (exporter, requested) = (p.exporter, p.requested);
+                self.report_answered(exporter, t, requested, a.responder.clone());
+            }
+        }
         let msg = Msg {
             subject: &reply,
             reply: None,
@@ -230,6 +263,7 @@ impl ShardCore {
             message: &a.message,
             queues: None,
             origin_cluster: None,
+            responder: None,
         };
         let delivered = self.route_in(importer, &msg, None);
         // nats-server ends a request on its first response when it is a
@@ -254,9 +288,26 @@ impl ShardCore {
             return;
         }
         self.responses.next_sweep = Some(now + SWEEP_EVERY);
-        self.responses
+        let expired: Vec<u64> = self
+            .responses
             .pending
-            .retain(|_, p| now.saturating_duration_since(p.last) <= p.rule.threshold);
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last) > p.rule.threshold)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            self.expire_request(token);
+        }
+    }
+
+    /// Lets go of a request whose threshold passed (a measured one is
+    /// reported as 504).
+    fn expire_request(&mut self, token: u64) {
+        if let Some(p) = self.responses.pending.remove(&token) {
+            if let Some(t) = p.tracking {
+                self.report_unanswered(p.exporter, t, p.requested, 504);
+            }
+        }
     }
 
     /// Requests through service imports waiting for a response on this

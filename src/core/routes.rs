@@ -267,6 +267,7 @@ impl ShardCore {
             message: m.message,
             queues: Some(&m.queues),
             origin_cluster: m.origin,
+            responder: None,
         };
         self.publish_from_server(from, LinkKind::Route, account, &msg)
     }

@@ -123,6 +123,15 @@ pub enum TraceEvent {
     },
 }
 
+/// What the core has for the runtime to publish as the server.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A finished message trace.
+    Trace(FinishedTrace),
+    /// A service latency measurement.
+    Latency(super::latency::LatencyReport),
+}
+
 /// A trace with every event in: what goes to `dest` in `account`.
 #[derive(Debug, Clone)]
 pub struct FinishedTrace {
@@ -196,7 +205,7 @@ struct Head {
 pub(super) struct Traces {
     next_id: u64,
     waiting: FxHashMap<u64, (FinishedTrace, usize)>,
-    finished: Vec<FinishedTrace>,
+    finished: Vec<Report>,
     waker: Option<std::task::Waker>,
 }
 
@@ -387,7 +396,7 @@ impl ShardCore {
             kind: crate::auth::config::ResponseType::Stream,
             ..Default::default()
         };
-        let (through, _) = self.hold_request(importer, exporter, &dest, rule)?;
+        let (through, _) = self.hold_request(importer, exporter, &dest, rule, None)?;
         Some(with_header(
             msg.message,
             h,
@@ -543,15 +552,20 @@ impl ShardCore {
             .iter()
             .filter(|e| matches!(e, TraceEvent::Egress { hop: Some(_), .. }))
             .count() as u32;
-        self.traces.finished.push(trace);
+        self.push_report(Report::Trace(trace));
+    }
+
+    /// Queues a report for the runtime and wakes it.
+    pub(super) fn push_report(&mut self, r: Report) {
+        self.traces.finished.push(r);
         if let Some(w) = self.traces.waker.take() {
             w.wake();
         }
     }
 
-    /// Moves the finished traces into `into`, or registers `waker` for
-    /// the next one.
-    pub fn poll_traces(&mut self, into: &mut Vec<FinishedTrace>, waker: &std::task::Waker) -> bool {
+    /// Moves the reports (finished traces, latency measurements) into
+    /// `into`, or registers `waker` for the next one.
+    pub fn poll_reports(&mut self, into: &mut Vec<Report>, waker: &std::task::Waker) -> bool {
         if self.traces.finished.is_empty() {
             self.traces.waker = Some(waker.clone());
             return false;

@@ -13,13 +13,13 @@ pub mod link_reader;
 pub mod link_s2;
 pub mod mesh;
 pub mod preflight;
+pub mod reports;
 pub mod route;
 pub mod route_table;
 pub mod self_service;
 pub mod socket;
 pub mod state;
 pub mod system;
-pub mod trace;
 pub mod transport;
 pub mod websocket;
 pub mod writer;
@@ -369,7 +369,7 @@ async fn shard_main(
         .detach();
     }
     self_service::start(&shard);
-    trace::start(&shard);
+    reports::start(&shard);
     if let Some(c) = shard.shared.cluster.get() {
         glommio::spawn_local(route::announce_interest(shard.clone())).detach();
         if let Some(l) = route_listener {

@@ -147,7 +147,7 @@ mod tests {
                 accounts: Some(vec!["C".into()]),
                 response: Default::default(),
                 allow_trace: false,
-                latency: false,
+                latency: None,
             }],
             imports: vec![
                 ImportConfig {

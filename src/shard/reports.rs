@@ -1,6 +1,9 @@
-//! Sends each finished message trace (`core/trace.rs`) as nats-server's
+//! Publishes what the core reports, from the shard that holds it: each
+//! finished message trace (`core/trace.rs`) as nats-server's
 //! `MsgTraceEvent` JSON to its destination, in the account the traced
-//! message came in on, from the shard that holds it.
+//! message came in on; each service latency measurement
+//! (`core/latency.rs`) as its `ServiceLatency` JSON to the export's
+//! subject in the exporting account.
 
 use std::rc::Rc;
 use std::time::{Instant, SystemTime};
@@ -9,26 +12,63 @@ use serde_json::{json, Map, Value};
 
 use super::state::Shard;
 use crate::control::Shared;
-use crate::core::trace::{FinishedTrace, TraceEvent};
+use crate::core::latency::LatencyReport;
+use crate::core::trace::{FinishedTrace, Report, TraceEvent};
 use crate::core::ShardCore;
 use crate::ids::AccountId;
 use crate::timefmt::rfc3339;
 
-/// Spawns the task that sends this shard's finished traces.
+/// Spawns the task that publishes this shard's reports.
 pub fn start(shard: &Rc<Shard>) {
     glommio::spawn_local(run(shard.clone())).detach();
 }
 
 async fn run(shard: Rc<Shard>) {
-    let mut finished: Vec<FinishedTrace> = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
     loop {
-        shard.next_batch(&mut finished, ShardCore::poll_traces).await;
-        for t in finished.drain(..) {
-            let body = serde_json::to_vec(&event_json(&shard.shared, &t)).unwrap_or_default();
-            shard.core.borrow_mut().inject(t.account, &t.dest, None, &body);
+        shard.next_batch(&mut reports, ShardCore::poll_reports).await;
+        for r in reports.drain(..) {
+            let (account, subject, body) = match r {
+                Report::Trace(t) => (t.account, t.dest.clone(), event_json(&shard.shared, &t)),
+                Report::Latency(l) => (l.account, l.subject.clone(), latency_json(&l)),
+            };
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            shard.core.borrow_mut().inject(account, &subject, None, &body);
         }
         shard.flush().await;
     }
+}
+
+/// nats-server's `ServiceLatency` document for a measurement.
+pub fn latency_json(l: &LatencyReport) -> Value {
+    let (wall, mono) = (SystemTime::now(), Instant::now());
+    let raw = |b: &Option<Vec<u8>>| b.as_deref().and_then(|j| serde_json::from_slice::<Value>(j).ok());
+    let mut doc = Map::new();
+    doc.insert("type".into(), json!("io.nats.server.metric.v1.service_latency"));
+    doc.insert("id".into(), json!(crate::sys::event_id()));
+    doc.insert("timestamp".into(), json!(rfc3339(wall)));
+    doc.insert("status".into(), json!(l.status));
+    if let Some(e) = l.error {
+        doc.insert("description".into(), json!(e));
+    }
+    if let Some(r) = raw(&l.requestor) {
+        doc.insert("requestor".into(), r);
+    }
+    if let Some(r) = raw(&l.responder) {
+        doc.insert("responder".into(), r);
+    }
+    if !l.header.is_empty() {
+        let header: Map<String, Value> = l.header.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        doc.insert("header".into(), Value::Object(header));
+    }
+    doc.insert(
+        "start".into(),
+        json!(rfc3339(wall - mono.saturating_duration_since(l.start))),
+    );
+    doc.insert("service".into(), json!(l.service.as_nanos() as u64));
+    doc.insert("system".into(), json!(l.system.as_nanos() as u64));
+    doc.insert("total".into(), json!(l.total.as_nanos() as u64));
+    Value::Object(doc)
 }
 
 /// The `MsgTraceEvent` document for a finished trace.
