@@ -470,6 +470,36 @@ fn route_bytes_match_nats_server() {
     );
 }
 
+/// A client that subscribes to its inbox and sends a request over a route
+/// in one write: the peer hears the inbox's `RS+` before the request's
+/// `RMSG` (its answer depends on it), whichever shard holds the route and
+/// the client; as nats-server orders them.
+#[test]
+fn interest_goes_out_before_the_message_that_needs_it() {
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let server = node(kind, None, &[]);
+        let mut peer = Peer::dial(server.route_port(), "c1", "NPEER", "");
+        peer.read_for(Duration::from_millis(300));
+        peer.send(b"RS+ $G svc\r\nPING\r\n");
+        assert!(peer.read_for(Duration::from_millis(300)).contains("PONG"));
+        // Clients land on either shard: several, each in one write.
+        for i in 0..6 {
+            let mut c = common::raw::Raw::open(&server.addr());
+            c.send(
+                format!("CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.{i} 1\r\nPUB svc _INBOX.{i} 2\r\nhi\r\n")
+                    .as_bytes(),
+            );
+            let got = peer.read_for(Duration::from_millis(300));
+            let sub = got.find(&format!("RS+ $G _INBOX.{i}\r\n"));
+            let msg = got.find(&format!("RMSG $G svc _INBOX.{i} 2\r\n"));
+            assert!(
+                matches!((sub, msg), (Some(s), Some(m)) if s < m),
+                "{kind:?}, client {i}: {got:?}"
+            );
+        }
+    }
+}
+
 /// Wrong peers get nats-server's answers and clients keep being served.
 #[test]
 fn bad_peers_are_refused_as_nats_server_refuses_them() {

@@ -32,9 +32,29 @@ pub struct RouteInterest {
 
 type InterestKey = (AccountId, Box<[u8]>, Option<Box<[u8]>>);
 
+/// Writes interest changes to the routes (the runtime's encoder), given
+/// the core to queue the lines in.
+pub type InterestFlush = Box<dyn Fn(&mut ShardCore, &[RouteInterest])>;
+
+/// The runtime's interest writer, when it gave one.
+#[derive(Default)]
+struct Flusher(Option<InterestFlush>);
+
+impl std::fmt::Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Flusher(set)"
+        } else {
+            "Flusher(none)"
+        })
+    }
+}
+
 /// The core's route state (empty while the server is not clustered).
 #[derive(Debug, Default)]
 pub(super) struct RouteState {
+    /// Writes pending interest before a message goes to a route.
+    flush: Flusher,
     /// Whether interest is counted for routes.
     clustered: bool,
     /// This server's subscriptions, counted as routes see them.
@@ -179,6 +199,28 @@ impl ShardCore {
         std::mem::take(&mut self.routes.events)
     }
 
+    /// Gives the core the runtime's interest writer: before a message is
+    /// queued for a route, the interest changes counted so far are
+    /// written, so a peer hears of a subscription before a message (a
+    /// request, say) that its answer depends on, as nats-server orders
+    /// them.
+    pub fn set_interest_flush(&mut self, f: InterestFlush) {
+        self.routes.flush = Flusher(Some(f));
+    }
+
+    /// Writes the pending interest changes now, when the runtime gave a
+    /// writer.
+    fn write_pending_interest(&mut self) {
+        if self.routes.events.is_empty() {
+            return;
+        }
+        if let Some(f) = self.routes.flush.0.take() {
+            let changes = std::mem::take(&mut self.routes.events);
+            f(self, &changes);
+            self.routes.flush = Flusher(Some(f));
+        }
+    }
+
     /// All of this server's interest, as a route that just connected must
     /// hear it.
     pub fn route_interest(&self) -> Vec<RouteInterest> {
@@ -302,6 +344,7 @@ impl ShardCore {
     /// Sends the message just routed once to each route (and leaf
     /// connection) it matched, with the queue groups it was picked for.
     pub(super) fn flush_routes(&mut self, msg: &Msg<'_>) {
+        self.write_pending_interest();
         let mut pending = std::mem::take(&mut self.routes.pending);
         pending.sort_unstable_by_key(|k| self.subs.get(k).map(|s| s.conn));
         let mut i = 0;

@@ -1029,3 +1029,55 @@ fn a_request_nobody_receives_or_answers_is_let_go() {
     c.cores[0].set_now(Instant::now() + Duration::from_secs(121));
     assert_eq!(c.cores[0].waiting_requests(), 0);
 }
+
+/// A traced message published on shard 0 with subscribers on both shards:
+/// shard 1 records its egress and sends it back, and shard 0 finishes one
+/// trace with every egress; trace-only delivers nothing.
+#[test]
+fn a_trace_gathers_the_egresses_of_every_shard() {
+    use crate::proto::trace::{read, TraceAsk};
+    for only in [false, true] {
+        let mut c = Cluster::new(2, CoreConfig::default());
+        let publisher = c.connect(0);
+        let near = c.connect(0);
+        let far = c.connect(1);
+        c.feed(near, b"SUB foo 1\r\n");
+        c.feed(far, b"SUB foo 2\r\n");
+        c.pump();
+        let hdr: &[u8] = if only {
+            b"NATS/1.0\r\nNats-Trace-Dest: t\r\nNats-Trace-Only: true\r\n\r\n"
+        } else {
+            b"NATS/1.0\r\nNats-Trace-Dest: t\r\n\r\n"
+        };
+        let TraceAsk::Trace(req) = read(hdr) else {
+            panic!("a trace request")
+        };
+        let mut message = hdr.to_vec();
+        message.extend_from_slice(b"hi");
+        let core = &mut c.cores[0];
+        core.trace_begin(publisher, AccountId::GLOBAL, req, b"foo", message.len());
+        core.publish(publisher, b"foo", None, Some(hdr.len()), &message);
+        core.trace_end();
+        let waker = std::task::Waker::noop();
+        let mut reports = Vec::new();
+        assert!(!c.cores[0].poll_reports(&mut reports, waker), "waits for shard 1");
+        c.pump();
+        assert!(c.cores[0].poll_reports(&mut reports, waker));
+        let [trace::Report::Trace(t)] = &reports[..] else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(&*t.dest, b"t");
+        let egresses: Vec<u64> = t
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                trace::TraceEvent::Egress { cid, error: None, .. } => Some(*cid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(egresses, vec![near.0, far.0]);
+        assert!(matches!(t.events[0], trace::TraceEvent::Ingress { .. }));
+        let delivered = !c.take_out(near).is_empty() || !c.take_out(far).is_empty();
+        assert_eq!(delivered, !only, "trace only: {only}");
+    }
+}

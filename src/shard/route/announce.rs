@@ -143,9 +143,14 @@ fn send_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]) 
     if changes.is_empty() {
         return;
     }
+    send_interest_with(shard, &mut shard.core.borrow_mut(), changes, keep);
+}
+
+/// [`send_interest`] with the core already in hand (the core calls it
+/// before a message goes to a route: `ShardCore::set_interest_flush`).
+fn send_interest_with(shard: &Shard, core: &mut ShardCore, changes: &[RouteInterest], keep: impl Fn(&[u8]) -> bool) {
     let mut by_scope: rustc_hash::FxHashMap<RouteScope, Vec<u8>> = Default::default();
     let routes = shard.routes.registered();
-    let mut core = shard.core.borrow_mut();
     for (cid, _, scope) in routes {
         let lines = by_scope
             .entry(scope.clone())
@@ -177,6 +182,17 @@ pub(super) fn send_to_routes(shard: &Shard, bytes: &[u8]) {
 /// Announces this server's interest changes to the shard's routes as they
 /// happen, and passes on what the cluster asks every route to hear.
 pub async fn announce_interest(shard: Rc<Shard>) {
+    // Interest pending when a message is about to go to a route is written
+    // first, by the core (the shard lives as long as the process).
+    let weak = Rc::downgrade(&shard);
+    shard
+        .core
+        .borrow_mut()
+        .set_interest_flush(Box::new(move |core, changes| {
+            if let Some(shard) = weak.upgrade() {
+                send_interest_with(&shard, core, changes, |s| super::perms::may_import(&shard, s));
+            }
+        }));
     let mut changes = Vec::new();
     loop {
         shard.next_batch(&mut changes, ShardCore::poll_route_interest).await;
