@@ -150,15 +150,50 @@ fn zero_limits_mean_the_defaults_and_payload_must_fit_pending() {
     }
 }
 
+/// The first line of a `-t` verdict without the program's name and the
+/// configuration's digest.
+fn first_line(verdict: &str) -> String {
+    verdict
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_once(": ")
+        .map(|(_, rest)| rest.split(" (sha256:").next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Each `(case, file text)` under `-t` on both servers: the cases whose
+/// verdict or first line differ. `text_only` cases compare the message
+/// without its position.
+fn verdict_mismatches(cases: &[(String, String)], text_only: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let nats = common::nats_server_bin();
+    let dir = common::jwt::temp_dir();
+    let mut wrong = Vec::new();
+    for (i, (case, text)) in cases.iter().enumerate() {
+        let file = dir.join(format!("case{i}.conf"));
+        std::fs::write(&file, text).unwrap();
+        let (theirs_ok, theirs) = verdict(nats.to_str().unwrap(), &file);
+        let (ours_ok, ours) = verdict(env!("CARGO_BIN_EXE_petrel"), &file);
+        let message = |t: &str| first_line(t).rsplit(": ").next().unwrap_or_default().to_string();
+        let same = if text_only(case, &theirs) {
+            message(&theirs) == message(&ours)
+        } else {
+            first_line(&theirs) == first_line(&ours)
+        };
+        if theirs_ok != ours_ok || !same {
+            wrong.push(format!("{case}\n  nats-server: {theirs}  petrel: {ours}"));
+        }
+    }
+    wrong
+}
+
 /// Errors in accounts' exports and imports, text and position, as
 /// nats-server gives them under `-t` (a duplicate key is left out:
 /// nats-server reads a block as a Go map, so which of the two it blames
 /// changes from run to run).
 #[test]
 fn export_and_import_errors_match_nats_server() {
-    let nats = common::nats_server_bin();
-    let dir = common::jwt::temp_dir();
-    let cases = [
+    let exports = [
         "{service: s, response: forever}",
         "{stream: s, response: stream}",
         "{response: stream, stream: s}",
@@ -180,41 +215,22 @@ fn export_and_import_errors_match_nats_server() {
         "{service: s, latency: \"l.*\"}",
         "{service: s}",
     ];
-    let mut wrong = Vec::new();
-    for (i, export) in cases.iter().enumerate() {
-        let file = dir.join(format!("export{i}.conf"));
-        // The last case's error is in the import (nats-server reports
-        // import errors before export errors).
-        let extra = if i == cases.len() - 1 { ", bar: 2" } else { "" };
-        std::fs::write(
-            &file,
-            format!(
+    let cases: Vec<(String, String)> = exports
+        .iter()
+        .enumerate()
+        .map(|(i, export)| {
+            // The last case's error is in the import (nats-server reports
+            // import errors before export errors).
+            let extra = if i == exports.len() - 1 { ", bar: 2" } else { "" };
+            let text = format!(
                 "accounts {{\n  A: {{\n    users: [{{user: a, password: a}}]\n    exports: [\n      {export}\n    ]\n  }}\n  B: {{\n    imports: [\n      {{service: {{account: A, subject: s}}{extra}}}\n    ]\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let (theirs_ok, theirs) = verdict(nats.to_str().unwrap(), &file);
-        let (ours_ok, ours) = verdict(env!("CARGO_BIN_EXE_petrel"), &file);
-        let first = |t: &str| {
-            t.lines()
-                .next()
-                .unwrap_or_default()
-                .split_once(": ")
-                .map(|(_, rest)| rest.split(" (sha256:").next().unwrap_or_default().to_string())
-                .unwrap_or_default()
-        };
-        // nats-server blames line 1, column 0 for an export its account
-        // refuses; petrel the export: compare the text.
-        let text = |t: &str| first(t).rsplit(": ").next().unwrap_or_default().to_string();
-        let same = if export.contains("latency") && theirs.contains(":1:0: ") {
-            text(&theirs) == text(&ours)
-        } else {
-            first(&theirs) == first(&ours)
-        };
-        if theirs_ok != ours_ok || !same {
-            wrong.push(format!("{export}\n  nats-server: {theirs}  petrel: {ours}"));
-        }
-    }
+            );
+            (export.to_string(), text)
+        })
+        .collect();
+    // nats-server blames line 1, column 0 for an export its account
+    // refuses; petrel the export: compare the text.
+    let wrong = verdict_mismatches(&cases, |case, theirs| case.contains("latency") && theirs.contains(":1:0: "));
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
@@ -222,9 +238,7 @@ fn export_and_import_errors_match_nats_server() {
 /// and imports: accepted and refused as nats-server does, with its texts.
 #[test]
 fn trace_options_match_nats_server() {
-    let nats = common::nats_server_bin();
-    let dir = common::jwt::temp_dir();
-    let cases = [
+    let lines = [
         "msg_trace: \"trace.dest\"",
         "trace_dest: \"trace.dest\"",
         "msg_trace: {dest: \"trace.dest\", sampling: 50}",
@@ -245,29 +259,15 @@ fn trace_options_match_nats_server() {
         "imports: [{stream: {account: B, subject: s}, allow_trace: true}]",
         "exports: [{stream: s, latency: {sampling: 100%, subject: lat}}]",
     ];
-    let mut wrong = Vec::new();
-    for (i, line) in cases.iter().enumerate() {
-        let file = dir.join(format!("trace{i}.conf"));
-        std::fs::write(
-            &file,
-            format!(
+    let cases: Vec<(String, String)> = lines
+        .iter()
+        .map(|line| {
+            let text = format!(
                 "accounts {{\n  A: {{\n    users: [{{user: a, password: a}}]\n    {line}\n  }}\n  B: {{\n    exports: [{{stream: s}}, {{service: s}}]\n  }}\n}}\n"
-            ),
-        )
-        .unwrap();
-        let (theirs_ok, theirs) = verdict(nats.to_str().unwrap(), &file);
-        let (ours_ok, ours) = verdict(env!("CARGO_BIN_EXE_petrel"), &file);
-        let first = |t: &str| {
-            t.lines()
-                .next()
-                .unwrap_or_default()
-                .split_once(": ")
-                .map(|(_, rest)| rest.split(" (sha256:").next().unwrap_or_default().to_string())
-                .unwrap_or_default()
-        };
-        if theirs_ok != ours_ok || first(&theirs) != first(&ours) {
-            wrong.push(format!("{line}\n  nats-server: {theirs}  petrel: {ours}"));
-        }
-    }
+            );
+            (line.to_string(), text)
+        })
+        .collect();
+    let wrong = verdict_mismatches(&cases, |_, _| false);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
