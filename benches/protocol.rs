@@ -68,5 +68,20 @@ fn encoder(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parser, encoder);
+/// What reading a header block for a trace request costs a message with
+/// headers that asks for none (every HPUB pays it), and one that asks.
+fn trace_headers(c: &mut Criterion) {
+    let plain: &[u8] = b"NATS/1.0\r\nNats-Msg-Id: 5b7e0c2a-1c1f\r\nContent-Type: application/json\r\n\r\n";
+    let traced: &[u8] = b"NATS/1.0\r\nNats-Trace-Dest: trace.x\r\nContent-Type: application/json\r\n\r\n";
+    let mut g = c.benchmark_group("trace_read");
+    g.bench_function("no_request", |b| {
+        b.iter(|| black_box(petrel::proto::trace::read(black_box(plain))))
+    });
+    g.bench_function("request", |b| {
+        b.iter(|| black_box(petrel::proto::trace::read(black_box(traced))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parser, encoder, trace_headers);
 criterion_main!(benches);

@@ -230,7 +230,9 @@ fn export_and_import_errors_match_nats_server() {
         .collect();
     // nats-server blames line 1, column 0 for an export its account
     // refuses; petrel the export: compare the text.
-    let wrong = verdict_mismatches(&cases, |case, theirs| case.contains("latency") && theirs.contains(":1:0: "));
+    let wrong = verdict_mismatches(&cases, |case, theirs| {
+        case.contains("latency") && theirs.contains(":1:0: ")
+    });
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
