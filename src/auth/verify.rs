@@ -1434,6 +1434,49 @@ pub fn fetch(url: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// Account claims as the Go library writes them: response rules,
+    /// latency, `allow_trace`, `share` and the account's trace
+    /// destination reach the account configuration the imports are built
+    /// from.
+    #[test]
+    fn jwt_exchange_options_are_read() {
+        use crate::auth::config::{LatencySampling, ResponseType};
+        let exporter: jwt::AccountClaims = serde_json::from_value(serde_json::json!({
+            "iss": "O", "sub": "AEXP", "iat": 1,
+            "nats": {
+                "exports": [
+                    {"subject": "svc.a", "type": "service", "response_type": "Stream", "response_threshold": 5000000000_i64,
+                     "allow_trace": true},
+                    {"subject": "svc.b", "type": "service", "latency": {"sampling": 25, "results": "lat.b"}},
+                    {"subject": "svc.c", "type": "service", "latency": {"sampling": 0, "results": "lat.c"}}
+                ],
+                "trace": {"dest": "trace.here", "sampling": 40}
+            }
+        }))
+        .unwrap();
+        let importer: jwt::AccountClaims = serde_json::from_value(serde_json::json!({
+            "iss": "O", "sub": "AIMP", "iat": 1,
+            "nats": {"imports": [{"subject": "svc.a", "account": "AEXP", "type": "service", "share": true},
+                                 {"subject": "feed", "account": "AEXP", "type": "stream", "allow_trace": true}]}
+        }))
+        .unwrap();
+        let loaded: HashMap<String, jwt::AccountClaims> =
+            [("AEXP".to_string(), exporter), ("AIMP".to_string(), importer)].into();
+        let configs = jwt_account_configs(&loaded, 10);
+        let exp = configs.iter().find(|a| a.name == "AEXP").unwrap();
+        assert_eq!(exp.exports[0].response.kind, ResponseType::Stream);
+        assert_eq!(exp.exports[0].response.threshold, Duration::from_secs(5));
+        assert!(exp.exports[0].allow_trace);
+        let lat = |i: usize| exp.exports[i].latency.clone().map(|l| (l.sampling, l.subject));
+        assert_eq!(lat(1), Some((LatencySampling::Percent(25), "lat.b".to_string())));
+        assert_eq!(lat(2), Some((LatencySampling::Headers, "lat.c".to_string())));
+        let t = exp.trace_dest.clone().unwrap();
+        assert_eq!((t.dest.as_str(), t.sampling), ("trace.here", 40));
+        let imp = configs.iter().find(|a| a.name == "AIMP").unwrap();
+        assert!(imp.imports[0].share && !imp.imports[0].allow_trace);
+        assert!(imp.imports[1].allow_trace);
+    }
+
     #[test]
     fn cidrs() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
