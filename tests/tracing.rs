@@ -432,3 +432,83 @@ fn traces_cross_routes_as_between_nats_servers() {
         assert_eq!(ours, reference, "{kinds:?}");
     }
 }
+
+/// Hub `HUB` (account A, leaf user `lu` bound to A) or leaf `LEAF`
+/// (account L, dialing the hub as `lu`).
+fn leaf_node(kind: Kind, hub: Option<&Proc>) -> Proc {
+    let text = match hub {
+        None => "server_name: HUB\nleafnodes {\n  listen: 127.0.0.1:-1\n  authorization { user: lu, password: lp, account: A }\n}\n\
+                 accounts {\n  A { users [{user: a, password: a}] }\n}\n"
+            .to_string(),
+        Some(h) => format!(
+            "server_name: LEAF\nleafnodes {{\n  reconnect: \"200ms\"\n  remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{}\", account: L }} ]\n}}\n\
+             accounts {{\n  L {{ users [{{user: l, password: l}}] }}\n}}\n",
+            h.leaf_port()
+        ),
+    };
+    let conf = write_conf(&text);
+    let args = ["-c", conf.to_str().unwrap()];
+    match kind {
+        Kind::Petrel => common::petrel(&args),
+        Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// A traced message (and a traced-only one) published on the hub to a
+/// subscriber on the leaf: the events both servers send to the tracer on
+/// the hub, and what the subscriber got.
+fn leaf_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
+    let hub = leaf_node(kinds.0, None);
+    let leaf = leaf_node(kinds.1, Some(&hub));
+    let mut tracer = login(&hub.addr(), user("a", "a", "tracer"));
+    tracer.send(b"SUB trace.dest 1\r\n");
+    quiet_ping(&mut tracer);
+    let mut sub = login(&leaf.addr(), user("l", "l", "sub"));
+    sub.send(b"SUB foo 1\r\n");
+    quiet_ping(&mut sub);
+    let mut publisher = login(&hub.addr(), user("a", "a", "pub"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.send(b"PUB foo 5\r\nprobe\r\n");
+        quiet_ping(&mut publisher);
+        if sub
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text()
+            .contains("probe")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leaf connection between {kinds:?}"
+        );
+    }
+    let dest = ("Nats-Trace-Dest", "trace.dest");
+    publisher.send(&hpub("foo", &[dest], "one"));
+    publisher.send(&hpub("foo", &[dest, ("Nats-Trace-Only", "true")], "two"));
+    quiet_ping(&mut publisher);
+    let mut events: Vec<Value> = bodies(&mut tracer).into_iter().map(comparable).collect();
+    events.sort_by_key(|e| e.to_string());
+    let got = comparable_text(
+        &sub.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+            .text(),
+    );
+    (events, got)
+}
+
+/// Across a leaf connection as across a route: each server's event, the
+/// leaf copy's hop id, trace-only forwarded but not delivered; petrel as
+/// hub, as leaf and as both, against two nats-servers.
+#[test]
+fn traces_cross_leaf_connections_as_between_nats_servers() {
+    let reference = leaf_trace((Kind::Nats, Kind::Nats));
+    assert_eq!(reference.0.len(), 4, "{:?}", reference.0);
+    for kinds in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let ours = leaf_trace(kinds);
+        assert_eq!(ours, reference, "{kinds:?}");
+    }
+}
