@@ -366,9 +366,6 @@ fn node(kind: Kind, name: &str, seed: Option<&Proc>) -> Proc {
     }
 }
 
-/// A traced message (and a traced-only one) published on `A` to a
-/// subscriber on `B`: the events both servers send back to the tracer on
-/// `A`, and what the subscriber got.
 /// PING and PONG with nothing between but INFO updates (a cluster's
 /// servers tell clients of each other).
 fn quiet_ping(r: &mut Raw) {
@@ -376,6 +373,9 @@ fn quiet_ping(r: &mut Raw) {
     assert!(before.lines().all(|l| l.starts_with("INFO ")), "{before}");
 }
 
+/// A traced message (and a traced-only one) published on `A` to a
+/// subscriber on `B`: the events both servers send back to the tracer on
+/// `A`, and what the subscriber got.
 fn cluster_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
     let a = node(kinds.0, "A", None);
     let b = node(kinds.1, "B", Some(&a));
@@ -509,6 +509,107 @@ fn traces_cross_leaf_connections_as_between_nats_servers() {
         (Kind::Petrel, Kind::Petrel),
     ] {
         let ours = leaf_trace(kinds);
+        assert_eq!(ours, reference, "{kinds:?}");
+    }
+}
+
+/// Accounts for a traced request through a service import whose
+/// responder is on the other server of a cluster.
+const SERVICE_CLUSTER: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}], exports: [{service: "svc", allow_trace: true}] }
+  B: { users: [{user: b, password: b}], imports: [{service: {account: A, subject: "svc"}}] }
+}
+"#;
+
+/// Node `name` of cluster `c1` with [`SERVICE_CLUSTER`]'s accounts.
+fn service_node(kind: Kind, name: &str, seed: Option<&Proc>) -> Proc {
+    let conf = write_conf(SERVICE_CLUSTER);
+    let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
+    let mut args = vec![
+        "-c",
+        conf.to_str().unwrap(),
+        "--cluster",
+        "nats://127.0.0.1:-1",
+        "--cluster_name",
+        "c1",
+        "-n",
+        name,
+    ];
+    if let Some(r) = &routes {
+        args.extend(["--routes", r.as_str()]);
+    }
+    match kind {
+        Kind::Petrel => common::petrel(&args),
+        Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// A traced request from B on server A to the service of A answered on
+/// server B: the events the tracer (in B, on A) gets from both servers
+/// (B's come back through the reply space, as nats-server routes them).
+fn service_trace(kinds: (Kind, Kind)) -> Vec<Value> {
+    let a = service_node(kinds.0, "A", None);
+    let b = service_node(kinds.1, "B", Some(&a));
+    let mut tracer = login(&a.addr(), user("b", "b", "tracer"));
+    tracer.send(b"SUB trace.dest 1\r\nSUB _INBOX.> 2\r\n");
+    quiet_ping(&mut tracer);
+    let mut responder = login(&b.addr(), user("a", "a", "responder"));
+    responder.send(b"SUB svc 1\r\n");
+    quiet_ping(&mut responder);
+    // Until the service's interest has crossed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        tracer.send(b"PUB svc 5\r\nprobe\r\n");
+        quiet_ping(&mut tracer);
+        if responder
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text()
+            .contains("probe")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
+    }
+    // The events come in as they are sent: read them without a PING.
+    tracer.send(&hpub("svc", &[("Nats-Trace-Dest", "trace.dest")], "req"));
+    let mut events: Vec<Value> = bodies(&mut tracer)
+        .into_iter()
+        .filter(|v| v.get("events").is_some())
+        .map(comparable)
+        .collect();
+    for e in events.iter_mut() {
+        // The reply-space subject differs between servers and runs.
+        if let Some(Value::Array(d)) = e["request"]["header"].get_mut("Nats-Trace-Dest") {
+            for v in d.iter_mut() {
+                if v.as_str().is_some_and(|s| s.starts_with("_R_.")) {
+                    *v = json!("_R_");
+                }
+            }
+        }
+        if let Some(Value::Array(d)) = e["request"]["header"].get_mut("Nats-Request-Info") {
+            d.clear();
+            // Its size follows the reply subject and the round trip time.
+            e["request"]["msgsize"] = json!("*");
+        }
+    }
+    events.sort_by_key(|e| e.to_string());
+    events
+}
+
+/// A request traced through a service import that allows it, answered on
+/// another server: that server's events reach the tracer through the
+/// importer's reply space, in every mix as between two nats-servers.
+#[test]
+fn a_traced_request_through_an_import_crosses_routes_as_between_nats_servers() {
+    let reference = service_trace((Kind::Nats, Kind::Nats));
+    assert_eq!(reference.len(), 2, "{reference:?}");
+    for kinds in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let ours = service_trace(kinds);
         assert_eq!(ours, reference, "{kinds:?}");
     }
 }
