@@ -362,9 +362,19 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
         }
         None => None,
     };
+    // Signals are caught from before the server says it is ready: a
+    // reload (SIGHUP) sent right after must not be lost.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal!("Could not install signal handlers: {e}");
+            return Ok(1);
+        }
+    };
     info!("Server is ready");
 
-    let code = wait_for_exit(&running, &shared);
+    let code = wait_for_exit(signals, &running, &shared);
     send_shutdown_event(&shared);
     if let Some(p) = ports_file {
         let _ = std::fs::remove_file(p);
@@ -531,16 +541,9 @@ fn log_reload(shared: &Shared) {
     }
 }
 
-/// Waits for a stopping signal or a shard failure.
-fn wait_for_exit(running: &shard::Running, shared: &Shared) -> i32 {
+/// Waits for a stopping signal (caught by `signals`) or a shard failure.
+fn wait_for_exit(mut signals: signal_hook::iterator::Signals, running: &shard::Running, shared: &Shared) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]) {
-        Ok(s) => s,
-        Err(e) => {
-            fatal!("Could not install signal handlers: {e}");
-            return 1;
-        }
-    };
     let mut lame_duck_since: Option<std::time::Instant> = None;
     loop {
         for sig in signals.pending() {

@@ -500,6 +500,32 @@ fn interest_goes_out_before_the_message_that_needs_it() {
     }
 }
 
+/// A peer's interest for a leaf node (`LS+ <origin>`) is counted apart
+/// from its own (`RS+`) on the same subject: its `LS-` leaves the `RS+`
+/// standing, as nats-server keys them.
+#[test]
+fn leaf_interest_from_a_peer_is_kept_apart_from_its_own() {
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let server = node(kind, None, &[]);
+        // A peer as nats-server 2.10+ is: `LS-` names its origin.
+        let mut peer = Peer::dial_pooled(server.route_port(), "c1", "NPEER", "", ",\"lnoc\":true,\"lnocu\":true");
+        peer.read_for(Duration::from_millis(300));
+        peer.send(b"RS+ $G foo\r\nLS+ spokes $G foo\r\nLS- spokes $G foo\r\nRS+ $G bar\r\nLS+ spokes $G bar\r\nRS- $G bar\r\nPING\r\n");
+        assert!(peer.read_for(Duration::from_millis(300)).contains("PONG"));
+        let mut c = common::raw::Raw::open(&server.addr());
+        c.send(b"CONNECT {\"verbose\":false}\r\nPUB foo 2\r\nhi\r\nPUB bar 2\r\nho\r\nPING\r\n");
+        let got = peer.read_for(Duration::from_millis(500));
+        assert!(
+            got.contains("RMSG $G foo 2\r\nhi\r\n"),
+            "{kind:?}: the RS+ stands: {got:?}"
+        );
+        assert!(
+            got.contains("RMSG $G bar 2\r\nho\r\n"),
+            "{kind:?}: the LS+ stands: {got:?}"
+        );
+    }
+}
+
 /// Wrong peers get nats-server's answers and clients keep being served.
 #[test]
 fn bad_peers_are_refused_as_nats_server_refuses_them() {

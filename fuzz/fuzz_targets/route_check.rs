@@ -17,10 +17,10 @@ fn route_check(data: &[u8]) {
             used += n;
             let mut out = Vec::new();
             match &op {
-                RouteOp::Sub { account, subject, queue } => {
+                RouteOp::Sub { account, subject, queue, .. } => {
                     encode::route_sub(&mut out, *account, subject, *queue);
                 }
-                RouteOp::Unsub { account, subject, queue } => {
+                RouteOp::Unsub { account, subject, queue, .. } => {
                     encode::route_unsub(&mut out, *account, subject, *queue);
                 }
                 RouteOp::Msg(m) => {
@@ -32,10 +32,10 @@ fn route_check(data: &[u8]) {
             // A leaf form re-encodes as a route form: compare what routes carry.
             let again = route_proto::parse(&out, with_account, usize::MAX, usize::MAX);
             match (&op, again) {
-                (RouteOp::Sub { account, subject, queue }, Ok(RouteParsed::Op(RouteOp::Sub { account: a, subject: s, queue: q }, _))) => {
+                (RouteOp::Sub { account, subject, queue, .. }, Ok(RouteParsed::Op(RouteOp::Sub { account: a, subject: s, queue: q, .. }, _))) => {
                     assert_eq!((account, subject, queue), (&a, &s, &q));
                 }
-                (RouteOp::Unsub { account, subject, queue }, Ok(RouteParsed::Op(RouteOp::Unsub { account: a, subject: s, queue: q }, _))) => {
+                (RouteOp::Unsub { account, subject, queue, .. }, Ok(RouteParsed::Op(RouteOp::Unsub { account: a, subject: s, queue: q, .. }, _))) => {
                     assert_eq!((account, subject, queue), (&a, &s, &q));
                 }
                 (RouteOp::Msg(m), Ok(RouteParsed::Op(RouteOp::Msg(m2), _))) => {

@@ -33,6 +33,10 @@ pub enum RouteOp<'a> {
         subject: &'a [u8],
         /// Queue group and weight.
         queue: Option<(&'a [u8], u32)>,
+        /// `LS+` over a route: the leaf cluster the peer holds this
+        /// interest for (counted apart from its own, as nats-server keys
+        /// it).
+        origin: Option<&'a [u8]>,
     },
     /// `RS-`/`LS-`: the peer's interest is gone.
     Unsub {
@@ -42,6 +46,9 @@ pub enum RouteOp<'a> {
         subject: &'a [u8],
         /// Queue group.
         queue: Option<&'a [u8]>,
+        /// `LS-` over a route: its leaf cluster (peers name it, as this
+        /// server advertises `lnocu`).
+        origin: Option<&'a [u8]>,
     },
     /// `RMSG`/`HMSG`/`LMSG` and the message.
     Msg(RoutedMsg<'a>),
@@ -141,45 +148,57 @@ fn parse_with(
         b"RS+" | b"RS-" | b"RMSG" if leaf => return Err(ParseError::UnknownOp),
         b"RS+" | b"LS+" => {
             let mut a: Vec<&[u8]> = split(rest).collect();
-            if upper[0] == b'L' && !leaf && !a.is_empty() {
-                a.remove(0); // the origin cluster (over a route)
-            }
+            let origin = if upper[0] == b'L' && !leaf && !a.is_empty() {
+                Some(a.remove(0)) // the origin cluster (over a route)
+            } else {
+                None
+            };
             let (account, a) = take_account(&a, with_account)?;
             match a {
                 [s] => RouteOp::Sub {
                     account,
                     subject: s,
                     queue: None,
+                    origin,
                 },
                 [s, q, w] => RouteOp::Sub {
                     account,
                     subject: s,
                     queue: Some((q, u32::try_from(number(w)?).map_err(|_| ParseError::BadArgs("route"))?)),
+                    origin,
                 },
                 // nats-server reads a queue without a weight as weight 1.
                 [s, q] => RouteOp::Sub {
                     account,
                     subject: s,
                     queue: Some((q, 1)),
+                    origin,
                 },
                 _ => return Err(ParseError::BadArgs("route")),
             }
         }
         b"RS-" | b"LS-" => {
-            let a: Vec<&[u8]> = split(rest).collect();
-            // LS- names its origin only when the peer was told lnocu;
-            // petrel never says so, so only the route forms remain.
+            let mut a: Vec<&[u8]> = split(rest).collect();
+            // LS- over a route names its origin: this server advertises
+            // `lnocu`.
+            let origin = if upper[0] == b'L' && !leaf && !a.is_empty() {
+                Some(a.remove(0))
+            } else {
+                None
+            };
             let (account, a) = take_account(&a, with_account)?;
             match a {
                 [s] => RouteOp::Unsub {
                     account,
                     subject: s,
                     queue: None,
+                    origin,
                 },
                 [s, q] => RouteOp::Unsub {
                     account,
                     subject: s,
                     queue: Some(q),
+                    origin,
                 },
                 _ => return Err(ParseError::BadArgs("route")),
             }
@@ -279,7 +298,8 @@ mod tests {
             RouteOp::Sub {
                 account: Some(b"$G"),
                 subject: b"foo.*",
-                queue: Some((b"q", 3))
+                queue: Some((b"q", 3)),
+                origin: None,
             }
         );
         assert_eq!(
@@ -287,7 +307,8 @@ mod tests {
             RouteOp::Sub {
                 account: None,
                 subject: b"foo",
-                queue: None
+                queue: None,
+                origin: None,
             }
         );
         assert_eq!(
@@ -295,7 +316,8 @@ mod tests {
             RouteOp::Sub {
                 account: Some(b"$G"),
                 subject: b"foo",
-                queue: None
+                queue: None,
+                origin: Some(b"hub"),
             }
         );
         assert_eq!(
@@ -303,7 +325,8 @@ mod tests {
             RouteOp::Unsub {
                 account: Some(b"A"),
                 subject: b"bar",
-                queue: Some(b"q")
+                queue: Some(b"q"),
+                origin: None,
             }
         );
         assert_eq!(parse(b"RS+ $G\r\n", true, 4096, 10), Err(ParseError::BadArgs("route")));
@@ -385,7 +408,8 @@ mod tests {
             RouteOp::Sub {
                 account: None,
                 subject: b"hub.plain",
-                queue: None
+                queue: None,
+                origin: None,
             }
         );
         assert_eq!(
@@ -393,7 +417,8 @@ mod tests {
             RouteOp::Sub {
                 account: None,
                 subject: b"hub.q",
-                queue: Some((b"hq", 2))
+                queue: Some((b"hq", 2)),
+                origin: None,
             }
         );
         assert_eq!(
@@ -401,7 +426,8 @@ mod tests {
             RouteOp::Unsub {
                 account: None,
                 subject: b"hub.q",
-                queue: Some(b"hq")
+                queue: Some(b"hq"),
+                origin: None,
             }
         );
         let msg = |i: usize| match &ops[i] {

@@ -72,6 +72,10 @@ pub struct RouteInfo {
     /// cluster (`LMSG`, `LS+`).
     #[serde(skip_serializing_if = "is_false")]
     pub lnoc: bool,
+    /// Takes `LS-` with its origin cluster too (so a peer's interest for
+    /// leaf clusters is keyed by origin on both sides).
+    #[serde(skip_serializing_if = "is_false")]
+    pub lnocu: bool,
     /// Gossip forwarding rule (0 default, 1 do not forward, 2 forward).
     #[serde(skip_serializing_if = "is_zero")]
     pub gossip_mode: u8,
@@ -178,7 +182,7 @@ mod tests {
             ours.contains(r#""route_pool_size":3"#) && ours.contains(r#""lnoc":true"#),
             "{ours}"
         );
-        assert!(!ours.contains("lnocu"), "LS- never names its origin to us: {ours}");
+        assert!(ours.contains(r#""lnocu":true"#), "LS- names its origin: {ours}");
         assert!(
             !ours.contains("route_pool_idx") && !ours.contains("route_account"),
             "{ours}"

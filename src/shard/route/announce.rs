@@ -65,6 +65,7 @@ pub(super) fn our_info(shard: &Shard, c: &Cluster, gossip_mode: u8) -> RouteInfo
         gossip_mode,
         route_pool_size: shard.routes.pool().advertised(),
         lnoc: true,
+        lnocu: true,
         ..Default::default()
     }
 }

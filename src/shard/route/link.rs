@@ -159,6 +159,7 @@ impl Link<'_> {
                 account,
                 subject,
                 queue,
+                origin,
             } => {
                 let Some(acc) = self.account(account) else {
                     crate::error!(
@@ -177,7 +178,7 @@ impl Link<'_> {
                     );
                     return Ok(());
                 }
-                let sid = route_sid(account, subject, queue.map(|q| q.0));
+                let sid = route_sid(origin, account, subject, queue.map(|q| q.0));
                 self.shard
                     .core
                     .borrow_mut()
@@ -187,8 +188,9 @@ impl Link<'_> {
                 account,
                 subject,
                 queue,
+                origin,
             } => {
-                let sid = route_sid(account, subject, queue);
+                let sid = route_sid(origin, account, subject, queue);
                 self.shard.core.borrow_mut().unsubscribe(self.cid, &sid, None);
             }
             RouteOp::Msg(m) => {
@@ -624,8 +626,20 @@ impl Link<'_> {
 /// The sid a route subscription is kept under: account, subject and
 /// queue, so `RS-` finds what `RS+` made (and a repeated `RS+` with a new
 /// queue weight changes nothing).
-pub(super) fn route_sid(account: Option<&[u8]>, subject: &[u8], queue: Option<&[u8]>) -> Vec<u8> {
-    let mut sid = account.unwrap_or(b"$G").to_vec();
+pub(super) fn route_sid(
+    origin: Option<&[u8]>,
+    account: Option<&[u8]>,
+    subject: &[u8],
+    queue: Option<&[u8]>,
+) -> Vec<u8> {
+    // Interest a peer holds for a leaf cluster (`LS+ <origin>`) is keyed
+    // apart from its own (`RS+`) and by origin, as nats-server keys it
+    // (`L <origin> ...`, `R ...`): one `LS-` must not take the rest away.
+    let mut sid = match origin {
+        Some(o) => [b"L ", o, b" "].concat(),
+        None => b"R ".to_vec(),
+    };
+    sid.extend_from_slice(account.unwrap_or(b"$G"));
     sid.push(b' ');
     sid.extend_from_slice(subject);
     if let Some(q) = queue {
