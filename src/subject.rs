@@ -96,9 +96,51 @@ pub fn intersects(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// The narrowest pattern both patterns cover (`in.*.x` and `in.feed.>`
+/// give `in.feed.x`), when they intersect.
+pub fn intersection(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
+    let (mut x, mut y) = (tokens(a), tokens(b));
+    let mut out: Vec<u8> = Vec::with_capacity(a.len().max(b.len()));
+    let mut push = |out: &mut Vec<u8>, t: &[u8]| {
+        if !out.is_empty() {
+            out.push(b'.');
+        }
+        out.extend_from_slice(t);
+    };
+    loop {
+        match (x.next(), y.next()) {
+            (Some(b">"), Some(t)) => {
+                push(&mut out, t);
+                y.clone().for_each(|t| push(&mut out, t));
+                return Some(out);
+            }
+            (Some(t), Some(b">")) => {
+                push(&mut out, t);
+                x.clone().for_each(|t| push(&mut out, t));
+                return Some(out);
+            }
+            (Some(b"*"), Some(t)) | (Some(t), Some(b"*")) => push(&mut out, t),
+            (Some(t), Some(u)) if t == u => push(&mut out, t),
+            (None, None) => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersections_are_the_narrowest_common_pattern() {
+        let i = |a: &[u8], b: &[u8]| intersection(a, b).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(i(b"in.*.x", b"in.feed.>").as_deref(), Some("in.feed.x"));
+        assert_eq!(i(b"a.>", b"a.*.c").as_deref(), Some("a.*.c"));
+        assert_eq!(i(b"a.*", b"*.b").as_deref(), Some("a.b"));
+        assert_eq!(i(b">", b"x.y").as_deref(), Some("x.y"));
+        assert_eq!(i(b"a.b", b"a.c"), None);
+        assert_eq!(i(b"a", b"a.b"), None);
+    }
 
     #[test]
     fn subsets_and_intersections() {

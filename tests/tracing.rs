@@ -278,7 +278,7 @@ fn trace_events_match_nats_server() {
             "stream exports, traced and not",
             user("a", "a", "tracer"),
             user("a", "a", "pub"),
-            vec![(user("b", "b", "importer"), "SUB in.> 1\r\n")],
+            vec![(user("b", "b", "importer"), "SUB in.> 1\r\nSUB in.*.x 2\r\n")],
             [hpub("feed.x", &[dest], "f"), hpub("quiet.x", &[dest], "q")].concat(),
         ),
         (

@@ -387,6 +387,21 @@ impl Imports {
             .collect()
     }
 
+    /// How nats-server names the shadow of `importer`'s subscription to
+    /// `subject` in `exporter`'s space (trace events): the part of the
+    /// subscription the import covers, mapped back.
+    pub fn shadow_name(&self, importer: AccountId, exporter: AccountId, subject: &[u8]) -> Option<Vec<u8>> {
+        let r = self.accounts.get(importer.index())?;
+        r.streams_in.iter().filter(|s| s.exporter == exporter).find_map(|s| {
+            let (from, here) = (&s.subject, s.local.as_deref().unwrap_or(&s.subject));
+            let covered = subject::intersection(subject, here)?;
+            Some(match &s.reverse {
+                Some(t) => apply_strict(t, &covered),
+                None => map_subject(&covered, here, from),
+            })
+        })
+    }
+
     /// The accounts whose services are imported, where responses must be
     /// caught on their way back (by id, each once).
     pub fn reply_exporters(&self) -> Vec<AccountId> {

@@ -1232,17 +1232,23 @@ impl ShardCore {
                 ..*msg
             };
             if self.tracing.is_some() {
-                let (to, importer) = (m.subject.into(), si.to);
-                self.trace_event(|at| trace::TraceEvent::StreamExport {
-                    account: importer,
-                    to,
-                    at,
-                });
                 if !si.allow_trace {
-                    // The importer did not allow tracing: only traced, it
-                    // stops here; delivered, it goes on untraced.
+                    // The importer did not allow tracing: a stream export
+                    // event for each of its subscribers, then, only
+                    // traced, it stops here; delivered, it goes on
+                    // untraced.
+                    let matched = self.index_mut(si.to).matches(m.subject);
+                    let n = matched.plain.len() + matched.queues.len();
+                    for _ in 0..n {
+                        let (to, importer) = (m.subject.into(), si.to);
+                        self.trace_event(|at| trace::TraceEvent::StreamExport {
+                            account: importer,
+                            to,
+                            at,
+                        });
+                    }
                     if self.trace_only() {
-                        any = true;
+                        any |= n > 0;
                         continue;
                     }
                     let saved = self.tracing.take();
@@ -1250,7 +1256,9 @@ impl ShardCore {
                     self.tracing = saved;
                     continue;
                 }
-                self.trace_stream_from(Some(account));
+                // Each importer subscriber's egress follows its own
+                // stream export event (`trace_egress`).
+                self.trace_stream_from(Some((account, si.to, m.subject.into())));
                 any |= self.route_in(si.to, &m, stream_origin);
                 self.trace_stream_from(None);
                 continue;

@@ -163,10 +163,11 @@ pub struct TraceTag {
     pub ingress_account: AccountId,
     /// Hop ids given to route and leaf connections.
     pub hops: Vec<(ConnId, Box<str>)>,
-    /// Set while the copy goes through a stream export from this account:
-    /// an importer's subscription is named in the exporter's space, as
-    /// nats-server names its shadow subscription.
-    pub stream_from: Option<AccountId>,
+    /// Set while the copy goes through a stream export: (exporter,
+    /// importer, subject in the importer). Each importer subscription's
+    /// egress follows its own stream export event and is named in the
+    /// exporter's space, as nats-server records its shadow subscriptions.
+    pub stream_from: Option<(AccountId, AccountId, Box<[u8]>)>,
 }
 
 /// The events another shard recorded for a traced copy.
@@ -317,10 +318,10 @@ impl ShardCore {
     }
 
     /// Marks (or, with `None`, unmarks) the copy being routed as going
-    /// through a stream export from `exporter`.
-    pub(super) fn trace_stream_from(&mut self, exporter: Option<AccountId>) {
+    /// through a stream export: (exporter, importer, subject there).
+    pub(super) fn trace_stream_from(&mut self, export: Option<(AccountId, AccountId, Box<[u8]>)>) {
         if let Some(t) = self.tracing.as_mut() {
-            t.tag.stream_from = exporter;
+            t.tag.stream_from = export;
         }
     }
 
@@ -357,14 +358,23 @@ impl ShardCore {
         let client = c.link == LinkKind::Client;
         let account = (matches!(c.link, LinkKind::Client | LinkKind::Leaf) && sub.account != t.tag.ingress_account)
             .then_some(sub.account);
-        let subject = match t.tag.stream_from {
-            Some(exporter) if client && sub.account != exporter => self
-                .imports
-                .shadows(sub.account, &sub.subject)
-                .into_iter()
-                .find(|(e, _)| *e == exporter)
-                .map_or_else(|| sub.subject.clone(), |(_, s)| s.into()),
-            _ => sub.subject.clone(),
+        let subject = match &t.tag.stream_from {
+            Some((exporter, importer, to)) => {
+                t.events.push(TraceEvent::StreamExport {
+                    account: *importer,
+                    to: to.clone(),
+                    at,
+                });
+                let exporter = *exporter;
+                if client && sub.account != exporter {
+                    self.imports
+                        .shadow_name(sub.account, exporter, &sub.subject)
+                        .map_or_else(|| sub.subject.clone(), Into::into)
+                } else {
+                    sub.subject.clone()
+                }
+            }
+            None => sub.subject.clone(),
         };
         t.events.push(TraceEvent::Egress {
             kind: kind_number(c.link),
