@@ -101,7 +101,7 @@ pub fn intersects(a: &[u8], b: &[u8]) -> bool {
 pub fn intersection(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
     let (mut x, mut y) = (tokens(a), tokens(b));
     let mut out: Vec<u8> = Vec::with_capacity(a.len().max(b.len()));
-    let mut push = |out: &mut Vec<u8>, t: &[u8]| {
+    let push = |out: &mut Vec<u8>, t: &[u8]| {
         if !out.is_empty() {
             out.push(b'.');
         }
