@@ -70,6 +70,7 @@ fn core_with(mappings: Vec<MappingConfig>) -> ShardCore {
                 imports: Vec::new(),
                 mappings,
                 trace_dest: None,
+                unapplied_limits: Vec::new(),
             }],
         );
         core.set_imports(Arc::new(imports));

@@ -189,6 +189,9 @@ pub struct AccountConfig {
     /// Where messages asking for a trace with only a sampled
     /// `traceparent` are traced to (`msg_trace` / `trace_dest`).
     pub trace_dest: Option<TraceDest>,
+    /// The `limits` block's keys, read and checked but not applied
+    /// (logged at start-up).
+    pub unapplied_limits: Vec<String>,
 }
 
 /// An account's own message trace destination.
@@ -544,6 +547,39 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// An account's `limits` block, checked as nats-server checks it: the keys
+/// given (petrel does not apply them yet; `Imports::build` warns).
+fn account_limits(item: &Item) -> Result<Vec<String>, ConfError> {
+    let Value::Map(m) = &item.value else {
+        return Err(err(
+            item,
+            format!(
+                "Expected account limits to be a map/struct, got {}",
+                go_type(&item.value)
+            ),
+        ));
+    };
+    let mut keys = Vec::new();
+    for (k, at, v) in &m.entries {
+        match k.to_ascii_lowercase().as_str() {
+            "max_connections" | "max_conn" | "max_subscriptions" | "max_subs" | "max_payload" | "max_pay"
+            | "max_leafnodes" | "max_leafs" => {
+                if !matches!(v.value, Value::Int(_)) {
+                    return Err(err(v, format!("{k}: expected an integer, got {}", v.value.kind())));
+                }
+                keys.push(k.clone());
+            }
+            other => {
+                return Err(ConfError {
+                    pos: at.clone(),
+                    msg: format!("Unknown field {other:?} parsing account limits"),
+                })
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// A service export's `latency`: a subject (every request measured) or
 /// `{sampling, subject}`, sampling a percentage (`50`, `"50%"`) or
 /// `headers`; nats-server's texts.
@@ -844,6 +880,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     imports: Vec::new(),
                     mappings: Vec::new(),
                     trace_dest: None,
+                    unapplied_limits: Vec::new(),
                 });
             }
             return Ok(());
@@ -857,6 +894,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             imports: Vec::new(),
             mappings: Vec::new(),
             trace_dest: None,
+            unapplied_limits: Vec::new(),
         };
         let mut defaults = None;
         if let Value::Map(am) = &v.value {
@@ -874,8 +912,9 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     "default_permissions" | "default_permission" => defaults = Some(permissions(av)?),
                     "mappings" | "maps" => acc.mappings.extend(mappings(av)?),
                     "msg_trace" | "trace_dest" => acc.trace_dest = Some(trace_dest(k, key_at, av)?),
+                    "limits" => acc.unapplied_limits = account_limits(av)?,
                     // JetStream settings have nothing to act on here.
-                    "jetstream" | "js" | "limits" | "nkey" => {}
+                    "jetstream" | "js" | "nkey" => {}
                     other => return Err(unknown_field(key_at, other)),
                 }
             }
@@ -980,6 +1019,7 @@ pub fn global_mappings(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError>
             imports: Vec::new(),
             mappings: list,
             trace_dest: None,
+            unapplied_limits: Vec::new(),
         }),
     }
     Ok(())

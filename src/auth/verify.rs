@@ -1184,6 +1184,8 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                     dest: t.dest.clone(),
                     sampling: t.sampling.clamp(0, 100) as u8,
                 }),
+            // A JWT account's limits are applied where it is loaded.
+            unapplied_limits: Vec::new(),
         })
         .collect()
 }

@@ -169,6 +169,7 @@ mod tests {
             ],
             mappings: vec![],
             trace_dest: None,
+            unapplied_limits: Vec::new(),
         };
         let ex = exports(Some(&cfg), false, false);
         assert_eq!(
