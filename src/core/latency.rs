@@ -158,11 +158,6 @@ impl ShardCore {
         }
     }
 
-    /// Queues a report for the runtime to publish.
-    pub(super) fn report_latency(&mut self, r: LatencyReport) {
-        self.push_report(super::trace::Report::Latency(r));
-    }
-
     /// The report for a measured request without a reply subject (400).
     pub(super) fn report_bad_request(&mut self, exporter: AccountId, t: Tracking) {
         let now = self.now;

@@ -14,6 +14,7 @@ mod moves;
 pub use moves::ConnParcel;
 pub mod outq;
 pub mod pool;
+pub mod reports;
 pub mod request_info;
 mod responses;
 mod routes;
@@ -331,6 +332,8 @@ pub struct ShardCore {
     /// The trace of the message being routed (`trace.rs`).
     tracing: Option<Box<trace::ActiveTrace>>,
     traces: trace::Traces,
+    /// Traces and latency measurements for the runtime (`reports.rs`).
+    reports: reports::Reports,
     /// This server's name, for detailed client information.
     server_name: Box<str>,
     /// Connections and subscriptions of links that are not clients (not
@@ -408,6 +411,7 @@ impl ShardCore {
             responses: Default::default(),
             tracing: None,
             traces: Default::default(),
+            reports: Default::default(),
             server_name: Box::from(""),
             server_links: 0,
             server_link_subs: 0,

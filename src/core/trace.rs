@@ -123,15 +123,6 @@ pub enum TraceEvent {
     },
 }
 
-/// What the core has for the runtime to publish as the server.
-#[derive(Debug, Clone)]
-pub enum Report {
-    /// A finished message trace.
-    Trace(FinishedTrace),
-    /// A service latency measurement.
-    Latency(super::latency::LatencyReport),
-}
-
 /// A trace with every event in: what goes to `dest` in `account`.
 #[derive(Debug, Clone)]
 pub struct FinishedTrace {
@@ -201,13 +192,11 @@ struct Head {
     msg_size: usize,
 }
 
-/// Traces waiting for other shards' parts, and finished ones.
+/// Traces waiting for other shards' parts.
 #[derive(Default)]
 pub(super) struct Traces {
     next_id: u64,
     waiting: FxHashMap<u64, (FinishedTrace, usize)>,
-    finished: Vec<Report>,
-    waker: Option<std::task::Waker>,
 }
 
 pub use crate::proto::trace::with_header;
@@ -562,26 +551,7 @@ impl ShardCore {
             .iter()
             .filter(|e| matches!(e, TraceEvent::Egress { hop: Some(_), .. }))
             .count() as u32;
-        self.push_report(Report::Trace(trace));
-    }
-
-    /// Queues a report for the runtime and wakes it.
-    pub(super) fn push_report(&mut self, r: Report) {
-        self.traces.finished.push(r);
-        if let Some(w) = self.traces.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Moves the reports (finished traces, latency measurements) into
-    /// `into`, or registers `waker` for the next one.
-    pub fn poll_reports(&mut self, into: &mut Vec<Report>, waker: &std::task::Waker) -> bool {
-        if self.traces.finished.is_empty() {
-            self.traces.waker = Some(waker.clone());
-            return false;
-        }
-        into.append(&mut self.traces.finished);
-        true
+        self.report_trace(trace);
     }
 
     /// Names connection `cid` for trace events (a client's CONNECT name,

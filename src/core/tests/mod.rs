@@ -1063,7 +1063,7 @@ fn a_trace_gathers_the_egresses_of_every_shard() {
         assert!(!c.cores[0].poll_reports(&mut reports, waker), "waits for shard 1");
         c.pump();
         assert!(c.cores[0].poll_reports(&mut reports, waker));
-        let [trace::Report::Trace(t)] = &reports[..] else {
+        let [reports::Report::Trace(t)] = &reports[..] else {
             panic!("{reports:?}")
         };
         assert_eq!(&*t.dest, b"t");
