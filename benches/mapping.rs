@@ -70,7 +70,7 @@ fn core_with(mappings: Vec<MappingConfig>) -> ShardCore {
                 imports: Vec::new(),
                 mappings,
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
             }],
         );
         core.set_imports(Arc::new(imports));

@@ -766,6 +766,59 @@ fn service_latency_reports_match_nats_server() {
     assert_eq!(ours, theirs);
 }
 
+/// An account's configured `limits`: what a client at each limit gets.
+fn account_limits_scenario(start: impl Fn(&str) -> common::Proc) -> Vec<String> {
+    let conf = write_conf(
+        r#"
+accounts {
+  A: {
+    users: [{user: a, password: a}]
+    limits: {max_connections: 1, max_subscriptions: 1, max_payload: 10}
+  }
+  B: {
+    users: [{user: b, password: b}]
+    limits: {max_conn: 2}
+  }
+}
+"#,
+    );
+    let server = start(conf.to_str().unwrap());
+    let login = "CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false}\r\n";
+    let mut first = Raw::open(&server.addr());
+    let mut seen = vec![first
+        .exchange(format!("{login}SUB x 1\r\nSUB y 2\r\nPING\r\n").as_bytes())
+        .text()];
+    let mut second = Raw::open(&server.addr());
+    let r = second.exchange(format!("{login}PING\r\n").as_bytes());
+    seen.push(format!("{}{}", r.text(), if r.closed { "<closed>" } else { "" }));
+    let r = first.exchange(b"PUB x 11\r\n01234567890\r\nPING\r\n");
+    seen.push(format!("{}{}", r.text(), if r.closed { "<closed>" } else { "" }));
+    // B allows two.
+    let b = "CONNECT {\"user\":\"b\",\"pass\":\"b\",\"verbose\":false}\r\nPING\r\n";
+    let mut keep = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::open(&server.addr());
+        let r = c.exchange(b.as_bytes());
+        seen.push(format!("{}{}", r.text(), if r.closed { "<closed>" } else { "" }));
+        keep.push(c);
+    }
+    seen
+}
+
+/// Configured account limits apply as nats-server applies them: the
+/// connection, subscription and payload limits, texts and closes alike.
+#[test]
+fn configured_account_limits_match_nats_server() {
+    let ours = account_limits_scenario(|c| common::petrel(&["-c", c]));
+    let theirs = account_limits_scenario(|c| common::nats_server(&["-c", c]));
+    assert_eq!(ours, theirs);
+    assert!(
+        ours[1].contains("maximum account active connections exceeded"),
+        "{ours:?}"
+    );
+    assert!(ours[0].contains("maximum subscriptions exceeded"), "{ours:?}");
+}
+
 #[test]
 fn auth_timeout_from_authorization_block() {
     let conf = write_conf("authorization { user: u, password: p, timeout: 0.5 }\n");

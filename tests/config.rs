@@ -236,8 +236,9 @@ fn export_and_import_errors_match_nats_server() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// An account's `msg_trace` / `trace_dest` and `allow_trace` on exports
-/// and imports: accepted and refused as nats-server does, with its texts.
+/// An account's `msg_trace` / `trace_dest`, `allow_trace` on exports and
+/// imports, and an account's `limits`: accepted and refused as
+/// nats-server does, with its texts.
 #[test]
 fn trace_options_match_nats_server() {
     let lines = [
@@ -260,6 +261,9 @@ fn trace_options_match_nats_server() {
         "imports: [{allow_trace: true, service: {account: B, subject: s}}]",
         "imports: [{stream: {account: B, subject: s}, allow_trace: true}]",
         "exports: [{stream: s, latency: {sampling: 100%, subject: lat}}]",
+        "limits: {max_connections: 5, max_subs: 2, max_pay: 100, max_leafs: 1}",
+        "limits: {max_conns: 5}",
+        "limits: 5",
     ];
     let cases: Vec<(String, String)> = lines
         .iter()

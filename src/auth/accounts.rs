@@ -33,6 +33,10 @@ pub struct Account {
     leafs: AtomicI64,
     /// The most leaf node connections (JWT `leaf`; −1: unlimited).
     max_leafs: AtomicI64,
+    /// A configured account's payload limit (`limits`; −1: none).
+    max_payload: AtomicI64,
+    /// A configured account's subscription limit per client (−1: none).
+    max_subs: AtomicI64,
 }
 
 impl Account {
@@ -55,6 +59,23 @@ impl Account {
     /// unlimited).
     pub fn set_max_leafnodes(&self, max: i64) {
         self.max_leafs.store(max, Relaxed);
+    }
+
+    /// Sets a configured account's payload and per-client subscription
+    /// limits (−1: none; JWT accounts carry theirs in their claims).
+    pub fn set_client_limits(&self, max_payload: i64, max_subs: i64) {
+        self.max_payload.store(max_payload, Relaxed);
+        self.max_subs.store(max_subs, Relaxed);
+    }
+
+    /// A configured account's payload limit.
+    pub fn max_payload(&self) -> Option<usize> {
+        usize::try_from(self.max_payload.load(Relaxed)).ok()
+    }
+
+    /// A configured account's subscription limit per client.
+    pub fn max_subscriptions(&self) -> Option<usize> {
+        usize::try_from(self.max_subs.load(Relaxed)).ok()
     }
 
     /// After a lowered limit: how many connections are beyond it, to be
@@ -178,6 +199,8 @@ impl AccountTable {
             excess: AtomicI64::new(0),
             leafs: AtomicI64::new(0),
             max_leafs: AtomicI64::new(-1),
+            max_payload: AtomicI64::new(-1),
+            max_subs: AtomicI64::new(-1),
         });
         inner.list.push(acc.clone());
         inner.by_name.insert(name.to_string(), id);

@@ -189,9 +189,21 @@ pub struct AccountConfig {
     /// Where messages asking for a trace with only a sampled
     /// `traceparent` are traced to (`msg_trace` / `trace_dest`).
     pub trace_dest: Option<TraceDest>,
-    /// The `limits` block's keys, read and checked but not applied
-    /// (logged at start-up).
-    pub unapplied_limits: Vec<String>,
+    /// The `limits` block.
+    pub limits: AccountLimits,
+}
+
+/// A configured account's `limits` (absent: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// Client connections in the account, cluster-wide.
+    pub max_connections: Option<i64>,
+    /// Subscriptions per client.
+    pub max_subscriptions: Option<i64>,
+    /// Payload size.
+    pub max_payload: Option<i64>,
+    /// Leaf node connections bound to the account.
+    pub max_leafnodes: Option<i64>,
 }
 
 /// An account's own message trace destination.
@@ -547,37 +559,42 @@ pub fn authorization(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
     Ok(())
 }
 
-/// An account's `limits` block, checked as nats-server checks it: the keys
-/// given (petrel does not apply them yet; `Imports::build` warns).
-fn account_limits(item: &Item) -> Result<Vec<String>, ConfError> {
+/// An account's `limits` block, checked as nats-server checks it.
+fn account_limits(key_at: &Pos, item: &Item) -> Result<AccountLimits, ConfError> {
     let Value::Map(m) = &item.value else {
-        return Err(err(
-            item,
-            format!(
-                "Expected account limits to be a map/struct, got {}",
-                go_type(&item.value)
-            ),
-        ));
+        // Go's `%+v` of the value, at the key.
+        let shown = match &item.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => other.kind().to_string(),
+        };
+        return Err(ConfError {
+            pos: key_at.clone(),
+            msg: format!("Expected account limits to be a map/struct, got {shown}"),
+        });
     };
-    let mut keys = Vec::new();
+    let mut l = AccountLimits::default();
     for (k, at, v) in &m.entries {
-        match k.to_ascii_lowercase().as_str() {
-            "max_connections" | "max_conn" | "max_subscriptions" | "max_subs" | "max_payload" | "max_pay"
-            | "max_leafnodes" | "max_leafs" => {
-                if !matches!(v.value, Value::Int(_)) {
-                    return Err(err(v, format!("{k}: expected an integer, got {}", v.value.kind())));
-                }
-                keys.push(k.clone());
-            }
+        let slot = match k.to_ascii_lowercase().as_str() {
+            "max_connections" | "max_conn" => &mut l.max_connections,
+            "max_subscriptions" | "max_subs" => &mut l.max_subscriptions,
+            "max_payload" | "max_pay" => &mut l.max_payload,
+            "max_leafnodes" | "max_leafs" => &mut l.max_leafnodes,
             other => {
                 return Err(ConfError {
                     pos: at.clone(),
                     msg: format!("Unknown field {other:?} parsing account limits"),
                 })
             }
-        }
+        };
+        let Value::Int(n) = v.value else {
+            return Err(err(v, format!("{k}: expected an integer, got {}", v.value.kind())));
+        };
+        *slot = Some(n);
     }
-    Ok(keys)
+    Ok(l)
 }
 
 /// A service export's `latency`: a subject (every request measured) or
@@ -880,7 +897,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     imports: Vec::new(),
                     mappings: Vec::new(),
                     trace_dest: None,
-                    unapplied_limits: Vec::new(),
+                    limits: AccountLimits::default(),
                 });
             }
             return Ok(());
@@ -894,7 +911,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
             imports: Vec::new(),
             mappings: Vec::new(),
             trace_dest: None,
-            unapplied_limits: Vec::new(),
+            limits: AccountLimits::default(),
         };
         let mut defaults = None;
         if let Value::Map(am) = &v.value {
@@ -912,7 +929,7 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
                     "default_permissions" | "default_permission" => defaults = Some(permissions(av)?),
                     "mappings" | "maps" => acc.mappings.extend(mappings(av)?),
                     "msg_trace" | "trace_dest" => acc.trace_dest = Some(trace_dest(k, key_at, av)?),
-                    "limits" => acc.unapplied_limits = account_limits(av)?,
+                    "limits" => acc.limits = account_limits(key_at, av)?,
                     // JetStream settings have nothing to act on here.
                     "jetstream" | "js" | "nkey" => {}
                     other => return Err(unknown_field(key_at, other)),
@@ -1019,7 +1036,7 @@ pub fn global_mappings(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError>
             imports: Vec::new(),
             mappings: list,
             trace_dest: None,
-            unapplied_limits: Vec::new(),
+            limits: AccountLimits::default(),
         }),
     }
     Ok(())

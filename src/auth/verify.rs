@@ -120,8 +120,8 @@ impl Identity {
             user,
             permissions,
             expires: None,
-            max_payload: None,
-            max_subs: None,
+            max_payload: account.max_payload(),
+            max_subs: account.max_subscriptions(),
             jwt: None,
             account_expires: None,
         })
@@ -356,7 +356,13 @@ impl Verifier {
         let accounts = table.unwrap_or_else(|| Arc::new(AccountTable::new(cfg.system_account.as_deref())));
         let global = accounts.get_or_create(GLOBAL_ACCOUNT);
         for a in &cfg.accounts {
-            accounts.get_or_create(&a.name);
+            // An account's `limits`, as nats-server applies them (a reload
+            // sets them again; absent is none).
+            let acc = accounts.get_or_create(&a.name);
+            let l = a.limits;
+            acc.set_max_connections(l.max_connections.unwrap_or(-1));
+            acc.set_max_leafnodes(l.max_leafnodes.unwrap_or(-1));
+            acc.set_client_limits(l.max_payload.unwrap_or(-1), l.max_subscriptions.unwrap_or(-1));
         }
         let (imports, warnings) = Imports::build(&accounts, &cfg.accounts);
         let imports = Mutex::new(Arc::new(imports));
@@ -1185,7 +1191,7 @@ fn jwt_account_configs(loaded: &HashMap<String, jwt::AccountClaims>, now_s: i64)
                     sampling: t.sampling.clamp(0, 100) as u8,
                 }),
             // A JWT account's limits are applied where it is loaded.
-            unapplied_limits: Vec::new(),
+            limits: Default::default(),
         })
         .collect()
 }

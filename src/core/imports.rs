@@ -198,13 +198,6 @@ impl Imports {
         let mut warnings = Vec::new();
         for acc in accounts {
             let importer = table.get_or_create(&acc.name).id;
-            if !acc.unapplied_limits.is_empty() {
-                warnings.push(format!(
-                    "account {}: limits {} are not applied by petrel",
-                    acc.name,
-                    acc.unapplied_limits.join(", ")
-                ));
-            }
             if let Some(t) = &acc.trace_dest {
                 r.slot(importer).trace_dest = Some((t.dest.as_bytes().into(), t.sampling));
             }
@@ -449,7 +442,7 @@ mod tests {
                 name: "A".into(),
                 mappings: vec![],
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
                 exports: vec![
                     ExportConfig {
                         kind: ExchangeKind::Service,
@@ -474,7 +467,7 @@ mod tests {
                 name: "B".into(),
                 mappings: vec![],
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
                 exports: vec![],
                 imports: ["svc.x", "svc.y"]
                     .into_iter()
@@ -505,7 +498,7 @@ mod tests {
                 name: "A".into(),
                 mappings: vec![],
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
                 exports: vec![ExportConfig {
                     kind: ExchangeKind::Stream,
                     subject: "pub.>".into(),
@@ -520,7 +513,7 @@ mod tests {
                 name: "B".into(),
                 mappings: vec![],
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,
@@ -535,7 +528,7 @@ mod tests {
                 name: "C".into(),
                 mappings: vec![],
                 trace_dest: None,
-                unapplied_limits: Vec::new(),
+                limits: Default::default(),
                 exports: vec![],
                 imports: vec![ImportConfig {
                     kind: ExchangeKind::Stream,

@@ -169,7 +169,7 @@ mod tests {
             ],
             mappings: vec![],
             trace_dest: None,
-            unapplied_limits: Vec::new(),
+            limits: Default::default(),
         };
         let ex = exports(Some(&cfg), false, false);
         assert_eq!(
