@@ -379,14 +379,29 @@ fn quiet_ping(r: &mut Raw) {
 fn cluster_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
     let a = node(kinds.0, "A", None);
     let b = node(kinds.1, "B", Some(&a));
-    let mut tracer = login(&a.addr(), json!({"name": "tracer"}));
+    trace_across(
+        &a,
+        &b,
+        json!({"name": "tracer"}),
+        json!({"name": "sub"}),
+        json!({"name": "pub"}),
+    )
+}
+
+/// On two connected servers: a tracer and a publisher on `a`, a
+/// subscriber to `foo` on `b` (each logged in with its CONNECT fields);
+/// once the link carries the interest, a traced message and a traced-only
+/// one to `foo`: the events both servers send the tracer, and what the
+/// subscriber got.
+fn trace_across(a: &Proc, b: &Proc, tracer_login: Value, sub_login: Value, pub_login: Value) -> (Vec<Value>, String) {
+    let mut tracer = login(&a.addr(), tracer_login);
     tracer.send(b"SUB trace.dest 1\r\n");
     quiet_ping(&mut tracer);
-    let mut sub = login(&b.addr(), json!({"name": "sub"}));
+    let mut sub = login(&b.addr(), sub_login);
     sub.send(b"SUB foo 1\r\n");
     quiet_ping(&mut sub);
-    let mut publisher = login(&a.addr(), json!({"name": "pub"}));
-    // Until the route carries the subscriber's interest.
+    let mut publisher = login(&a.addr(), pub_login);
+    // Until the link carries the subscriber's interest.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         publisher.send(b"PUB foo 5\r\nprobe\r\n");
@@ -398,10 +413,10 @@ fn cluster_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
         {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
+        assert!(std::time::Instant::now() < deadline, "no link between the servers");
     }
-    // Its own trace events would go back over the route too: the tracer's
-    // interest must have reached B (it was made before the subscriber).
+    // Its own trace events would go back over the link too: the tracer's
+    // interest must have reached `b` (it was made before the subscriber).
     let dest = ("Nats-Trace-Dest", "trace.dest");
     publisher.send(&hpub("foo", &[dest], "one"));
     publisher.send(&hpub("foo", &[dest, ("Nats-Trace-Only", "true")], "two"));
@@ -460,40 +475,13 @@ fn leaf_node(kind: Kind, hub: Option<&Proc>) -> Proc {
 fn leaf_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
     let hub = leaf_node(kinds.0, None);
     let leaf = leaf_node(kinds.1, Some(&hub));
-    let mut tracer = login(&hub.addr(), user("a", "a", "tracer"));
-    tracer.send(b"SUB trace.dest 1\r\n");
-    quiet_ping(&mut tracer);
-    let mut sub = login(&leaf.addr(), user("l", "l", "sub"));
-    sub.send(b"SUB foo 1\r\n");
-    quiet_ping(&mut sub);
-    let mut publisher = login(&hub.addr(), user("a", "a", "pub"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        publisher.send(b"PUB foo 5\r\nprobe\r\n");
-        quiet_ping(&mut publisher);
-        if sub
-            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
-            .text()
-            .contains("probe")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no leaf connection between {kinds:?}"
-        );
-    }
-    let dest = ("Nats-Trace-Dest", "trace.dest");
-    publisher.send(&hpub("foo", &[dest], "one"));
-    publisher.send(&hpub("foo", &[dest, ("Nats-Trace-Only", "true")], "two"));
-    quiet_ping(&mut publisher);
-    let mut events: Vec<Value> = bodies(&mut tracer).into_iter().map(comparable).collect();
-    events.sort_by_key(|e| e.to_string());
-    let got = comparable_text(
-        &sub.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
-            .text(),
-    );
-    (events, got)
+    trace_across(
+        &hub,
+        &leaf,
+        user("a", "a", "tracer"),
+        user("l", "l", "sub"),
+        user("a", "a", "pub"),
+    )
 }
 
 /// Across a leaf connection as across a route: each server's event, the
