@@ -311,6 +311,14 @@ impl AuthConfig {
     }
 }
 
+/// An error at `pos` (a key's position: nats-server points there).
+fn err_at(pos: &Pos, msg: impl Into<String>) -> ConfError {
+    ConfError {
+        pos: pos.clone(),
+        msg: msg.into(),
+    }
+}
+
 fn err(item: &Item, msg: impl Into<String>) -> ConfError {
     ConfError {
         pos: item.pos.clone(),
@@ -380,12 +388,7 @@ fn subject_rule(key: &str, item: &Item) -> Result<SubjectRule, ConfError> {
                 match k.to_ascii_lowercase().as_str() {
                     "allow" => r.allow = Some(PatternList::new(&subjects(k, v)?)),
                     "deny" => r.deny = Some(PatternList::new(&subjects(k, v)?)),
-                    other => {
-                        return Err(ConfError {
-                            pos: key_at.clone(),
-                            msg: format!("Unknown field \"{other}\" parsing permissions"),
-                        })
-                    }
+                    other => return Err(err_at(key_at, format!("Unknown field \"{other}\" parsing permissions"))),
                 }
             }
             Ok(r)
@@ -410,12 +413,7 @@ fn response_permission(item: &Item) -> Result<Option<ResponsePermission>, ConfEr
                         _ => return Err(err(v, "allow_responses: max must be a non-negative integer")),
                     },
                     "expires" | "expiration" | "ttl" => rp.expires = seconds(k, v)?,
-                    other => {
-                        return Err(ConfError {
-                            pos: key_at.clone(),
-                            msg: format!("Unknown field \"{other}\" parsing permissions"),
-                        })
-                    }
+                    other => return Err(err_at(key_at, format!("Unknown field \"{other}\" parsing permissions"))),
                 }
             }
             Ok(Some(rp))
@@ -434,12 +432,7 @@ pub fn permissions(item: &Item) -> Result<Permissions, ConfError> {
             "publish" | "pub" | "import" => p.publish = subject_rule(k, v)?,
             "subscribe" | "sub" | "export" => p.subscribe = subject_rule(k, v)?,
             "allow_responses" | "allow_response" | "publish_allow_responses" => p.response = response_permission(v)?,
-            other => {
-                return Err(ConfError {
-                    pos: key_at.clone(),
-                    msg: format!("Unknown field \"{other}\" parsing permissions"),
-                })
-            }
+            other => return Err(err_at(key_at, format!("Unknown field \"{other}\" parsing permissions"))),
         }
     }
     Ok(p.normalized())
@@ -570,10 +563,10 @@ fn account_limits(key_at: &Pos, item: &Item) -> Result<AccountLimits, ConfError>
             Value::Bool(b) => b.to_string(),
             other => other.kind().to_string(),
         };
-        return Err(ConfError {
-            pos: key_at.clone(),
-            msg: format!("Expected account limits to be a map/struct, got {shown}"),
-        });
+        return Err(err_at(
+            key_at,
+            format!("Expected account limits to be a map/struct, got {shown}"),
+        ));
     };
     let mut l = AccountLimits::default();
     for (k, at, v) in &m.entries {
@@ -582,12 +575,7 @@ fn account_limits(key_at: &Pos, item: &Item) -> Result<AccountLimits, ConfError>
             "max_subscriptions" | "max_subs" => &mut l.max_subscriptions,
             "max_payload" | "max_pay" => &mut l.max_payload,
             "max_leafnodes" | "max_leafs" => &mut l.max_leafnodes,
-            other => {
-                return Err(ConfError {
-                    pos: at.clone(),
-                    msg: format!("Unknown field {other:?} parsing account limits"),
-                })
-            }
+            other => return Err(err_at(at, format!("Unknown field {other:?} parsing account limits"))),
         };
         let Value::Int(n) = v.value else {
             return Err(err(v, format!("{k}: expected an integer, got {}", v.value.kind())));
@@ -601,7 +589,6 @@ fn account_limits(key_at: &Pos, item: &Item) -> Result<AccountLimits, ConfError>
 /// `{sampling, subject}`, sampling a percentage (`50`, `"50%"`) or
 /// `headers`; nats-server's texts.
 fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError> {
-    let at = |pos: &Pos, msg: String| ConfError { pos: pos.clone(), msg };
     let m = match &item.value {
         Value::Str(subject) => {
             return Ok(LatencyConfig {
@@ -611,7 +598,7 @@ fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError>
         }
         Value::Map(m) => m,
         other => {
-            return Err(at(
+            return Err(err_at(
                 key_at,
                 format!(
                     "Expected latency entry to be a map/struct or string, got {}",
@@ -628,14 +615,14 @@ fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError>
             Value::Str(text) => {
                 let digits = text.strip_suffix('%').unwrap_or(text);
                 digits.parse::<i64>().map_err(|_| {
-                    at(
+                    err_at(
                         pos,
                         format!("Failed to parse latency sample: strconv.Atoi: parsing {digits:?}: invalid syntax"),
                     )
                 })?
             }
             other => {
-                return Err(at(
+                return Err(err_at(
                     pos,
                     format!(
                         "Expected latency sample to be a string or map/struct, got {}",
@@ -647,15 +634,15 @@ fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError>
         sampling = match n {
             -1 => LatencySampling::Headers,
             1..=100 => LatencySampling::Percent(n as u8),
-            _ => return Err(at(pos, "bad sampling percentage, should be 1-100".into())),
+            _ => return Err(err_at(pos, "bad sampling percentage, should be 1-100")),
         };
     }
     let Some((_, pos, v)) = m.entries.iter().rev().find(|(k, _, _)| k == "subject") else {
-        return Err(at(key_at, "Latency subject required, but missing".into()));
+        return Err(err_at(key_at, "Latency subject required, but missing"));
     };
     let Value::Str(subject) = &v.value else {
         // (sic) nats-server names the type of the string it meant to fill.
-        return Err(at(pos, "Expected latency subject to be a string, got string".into()));
+        return Err(err_at(pos, "Expected latency subject to be a string, got string"));
     };
     Ok(LatencyConfig {
         sampling,
@@ -665,10 +652,7 @@ fn latency_config(key_at: &Pos, item: &Item) -> Result<LatencyConfig, ConfError>
 
 /// nats-server's error for a key it does not know, at the key.
 fn unknown_field(at: &Pos, key: &str) -> ConfError {
-    ConfError {
-        pos: at.clone(),
-        msg: format!("unknown field \"{key}\""),
-    }
+    err_at(at, format!("unknown field \"{key}\""))
 }
 
 /// The Go type nats-server's `%T` names for a value of the file.
@@ -697,20 +681,13 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
     let mut threshold_seen = false;
     for (k, at, v) in &m.entries {
         // nats-server points response errors at the key.
-        let key_err = |msg: String| ConfError { pos: at.clone(), msg };
         match k.to_ascii_lowercase().as_str() {
             "stream" => {
                 if let Some(at) = response_at {
-                    return Err(ConfError {
-                        pos: at.clone(),
-                        msg: "Detected response directive on non-service".into(),
-                    });
+                    return Err(err_at(at, "Detected response directive on non-service"));
                 }
                 if let Some((_, at)) = allow_trace {
-                    return Err(ConfError {
-                        pos: at.clone(),
-                        msg: "Detected allow_trace directive on non-service".into(),
-                    });
+                    return Err(err_at(at, "Detected allow_trace directive on non-service"));
                 }
                 kind_subject = Some((ExchangeKind::Stream, string(k, v)?))
             }
@@ -718,64 +695,62 @@ fn export(item: &Item) -> Result<ExportConfig, ConfError> {
             "accounts" => accounts = Some(strings(k, v)?),
             "response" | "response_type" => {
                 if type_seen {
-                    return Err(key_err("Duplicate response type definition".into()));
+                    return Err(err_at(at, "Duplicate response type definition"));
                 }
                 type_seen = true;
                 let Value::Str(name) = &v.value else {
-                    return Err(key_err(format!(
-                        "Expected response type to be string, got {}",
-                        go_type(&v.value)
-                    )));
+                    return Err(err_at(
+                        at,
+                        format!("Expected response type to be string, got {}", go_type(&v.value)),
+                    ));
                 };
                 response.kind = match name.to_ascii_lowercase().as_str() {
                     "single" | "singleton" => ResponseType::Singleton,
                     "stream" => ResponseType::Stream,
                     "chunk" | "chunked" => ResponseType::Chunked,
-                    _ => return Err(key_err(format!("Unknown response type: {name:?}"))),
+                    _ => return Err(err_at(at, format!("Unknown response type: {name:?}"))),
                 };
                 response_at = Some(at);
             }
             "threshold" | "response_threshold" | "response_max_time" | "response_time" => {
                 if threshold_seen {
-                    return Err(key_err("Duplicate response threshold detected".into()));
+                    return Err(err_at(at, "Duplicate response threshold detected"));
                 }
                 threshold_seen = true;
                 let Value::Str(text) = &v.value else {
-                    return Err(key_err(format!(
-                        "Expected response threshold to be a parseable time duration, got {}",
-                        go_type(&v.value)
-                    )));
+                    return Err(err_at(
+                        at,
+                        format!(
+                            "Expected response threshold to be a parseable time duration, got {}",
+                            go_type(&v.value)
+                        ),
+                    ));
                 };
                 response.threshold = crate::conf::units::parse_go_duration(text).ok_or_else(|| {
-                    key_err(format!(
-                        "Expected response threshold to be a parseable time duration, got {text:?}"
-                    ))
+                    err_at(
+                        at,
+                        format!("Expected response threshold to be a parseable time duration, got {text:?}"),
+                    )
                 })?;
                 response_at = Some(at);
             }
             "allow_trace" => {
                 if matches!(kind_subject, Some((ExchangeKind::Stream, _))) {
-                    return Err(key_err("Detected allow_trace directive on non-service".into()));
+                    return Err(err_at(at, "Detected allow_trace directive on non-service"));
                 }
                 allow_trace = Some((boolean(k, v)?, at));
             }
             "latency" => latency = Some((latency_config(at, v)?, at)),
             "account_token_position" | "advertise" | "name" | "description" | "info_url" => {}
-            other => return Err(key_err(format!("unknown field \"{other}\""))),
+            other => return Err(err_at(at, format!("unknown field \"{other}\""))),
         }
     }
     let (kind, subject) = kind_subject.ok_or_else(|| err(item, "export requires a stream or service subject"))?;
     if let (ExchangeKind::Stream, Some(at)) = (kind, response_at) {
-        return Err(ConfError {
-            pos: at.clone(),
-            msg: "Detected response directive on non-service".into(),
-        });
+        return Err(err_at(at, "Detected response directive on non-service"));
     }
     if let (ExchangeKind::Stream, Some((_, at))) = (kind, &latency) {
-        return Err(ConfError {
-            pos: (*at).clone(),
-            msg: "Detected latency directive on non-service".into(),
-        });
+        return Err(err_at(at, "Detected latency directive on non-service"));
     }
     if let Some((l, _)) = &latency {
         // What nats-server's account refuses when it takes the export.
@@ -836,10 +811,7 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
                     ExchangeKind::Service
                 };
                 if let (ExchangeKind::Service, Some((_, at))) = (kind, allow_trace) {
-                    return Err(ConfError {
-                        pos: at.clone(),
-                        msg: "Detected allow_trace directive on a non-stream".into(),
-                    });
+                    return Err(err_at(at, "Detected allow_trace directive on a non-stream"));
                 }
                 src = Some((kind, account, subject));
             }
@@ -847,21 +819,13 @@ fn import(item: &Item) -> Result<ImportConfig, ConfError> {
             "prefix" => prefix = Some(string(k, v)?),
             "allow_trace" => {
                 if matches!(src, Some((ExchangeKind::Service, _, _))) {
-                    return Err(ConfError {
-                        pos: at.clone(),
-                        msg: "Detected allow_trace directive on a non-stream".into(),
-                    });
+                    return Err(err_at(at, "Detected allow_trace directive on a non-stream"));
                 }
                 allow_trace = Some((boolean(k, v)?, at));
             }
             "share" => share = boolean(k, v)?,
             "name" => {}
-            other => {
-                return Err(ConfError {
-                    pos: at.clone(),
-                    msg: format!("unknown field \"{other}\""),
-                })
-            }
+            other => return Err(err_at(at, format!("unknown field \"{other}\""))),
         }
     }
     let (kind, account, subject) = src.ok_or_else(|| err(item, "import requires a stream or service"))?;
@@ -949,23 +913,22 @@ pub fn accounts(a: &mut AuthConfig, item: &Item) -> Result<(), ConfError> {
 /// nats-server's texts.
 fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfError> {
     // Errors point at the value of a plain subject, at the key in a map.
-    let at = |pos: &Pos, msg: String| ConfError { pos: pos.clone(), msg };
     let dest_of = |k: &str, pos: &Pos, v: &Item| -> Result<String, ConfError> {
         let Value::Str(d) = &v.value else {
-            return Err(at(
+            return Err(err_at(
                 pos,
                 format!("Field {k:?} should be a string, got {}", go_type(&v.value)),
             ));
         };
         if !crate::subject::is_valid_literal_subject(d.as_bytes()) {
-            return Err(at(pos, format!("Trace destination {d:?} is not valid")));
+            return Err(err_at(pos, format!("Trace destination {d:?} is not valid")));
         }
         Ok(d.clone())
     };
     let sampling_of = |pos: &Pos, n: i64| -> Result<u8, ConfError> {
         if n <= 0 || n > 100 {
             // (sic) nats-server's text.
-            return Err(at(
+            return Err(err_at(
                 pos,
                 format!("Ttrace destination sampling value {n} is invalid, needs to be [1..100]"),
             ));
@@ -990,12 +953,12 @@ fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfErr
                             Value::Int(n) => sampling_of(pos, *n)?,
                             Value::Str(text) => {
                                 let n = text.trim_end_matches('%').parse::<i64>().map_err(|_| {
-                                    at(pos, format!("Invalid trace destination sampling value {text:?}"))
+                                    err_at(pos, format!("Invalid trace destination sampling value {text:?}"))
                                 })?;
                                 sampling_of(pos, n)?
                             }
                             other => {
-                                return Err(at(
+                                return Err(err_at(
                                     pos,
                                     format!(
                                 "Trace destination sampling field {k:?} should be an integer or a percentage, got {}",
@@ -1006,7 +969,7 @@ fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfErr
                         }
                     }
                     other => {
-                        return Err(at(
+                        return Err(err_at(
                             pos,
                             format!("Unknown field {other:?} parsing account message trace map/struct {key:?}"),
                         ))
@@ -1015,13 +978,13 @@ fn trace_dest(key: &str, key_at: &Pos, item: &Item) -> Result<TraceDest, ConfErr
             }
             Ok(t)
         }
-        other => Err(ConfError {
-            pos: key_at.clone(),
-            msg: format!(
+        other => Err(err_at(
+            key_at,
+            format!(
                 "Expected account message trace {key:?} to be a string or a map/struct, got {}",
                 go_type(other)
             ),
-        }),
+        )),
     }
 }
 
@@ -1054,10 +1017,7 @@ pub fn mappings(item: &Item) -> Result<Vec<MappingConfig>, ConfError> {
     };
     let mut out = Vec::new();
     for (source, key_pos, v) in &m.entries {
-        let at = |msg: String| ConfError {
-            pos: key_pos.clone(),
-            msg,
-        };
+        let at = |msg: String| err_at(key_pos, msg);
         if !crate::subject::is_valid_subject(source.as_bytes()) {
             return Err(err(item, format!("Subject {source:?} is not a valid subject")));
         }
@@ -1100,7 +1060,7 @@ fn map_dest(item: &Item) -> Result<MapDest, ConfError> {
     };
     let mut weighted = false;
     for (k, kpos, v) in &m.entries {
-        let at = |msg: String| ConfError { pos: kpos.clone(), msg };
+        let at = |msg: String| err_at(kpos, msg);
         match k.to_ascii_lowercase().as_str() {
             "dest" | "destination" => d.subject = string(k, v)?,
             "cluster" => d.cluster = string(k, v)?,
