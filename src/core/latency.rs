@@ -30,6 +30,36 @@ pub(super) struct Tracking {
     pub(super) subject: Box<[u8]>,
 }
 
+impl Tracking {
+    /// When a request that came in at `at` started: less the requester's
+    /// round trip, as nats-server counts it.
+    fn start(&self, at: Instant) -> Instant {
+        at.checked_sub(self.requestor_rtt).unwrap_or(at)
+    }
+}
+
+/// Why a measured request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// It had no reply subject.
+    BadRequest,
+    /// No responder received it.
+    Unavailable,
+    /// Its threshold passed.
+    Timeout,
+}
+
+impl Failure {
+    /// nats-server's status and description.
+    fn status(self) -> (u16, &'static str) {
+        match self {
+            Failure::BadRequest => (400, "Bad Request"),
+            Failure::Unavailable => (503, "Service Unavailable"),
+            Failure::Timeout => (504, "Service Timeout"),
+        }
+    }
+}
+
 /// A latency report: nats-server's `ServiceLatency`, without its id and
 /// timestamp (the runtime adds them).
 #[derive(Debug, Clone)]
@@ -158,42 +188,19 @@ impl ShardCore {
         }
     }
 
-    /// The report for a measured request without a reply subject (400).
-    pub(super) fn report_bad_request(&mut self, exporter: AccountId, t: Tracking) {
-        let now = self.now;
+    /// The report for a measured request that got no response (`at`:
+    /// when it came in).
+    pub(super) fn report_failed(&mut self, exporter: AccountId, t: Tracking, at: Instant, why: Failure) {
+        let (status, error) = why.status();
         self.report_latency(LatencyReport {
             account: exporter,
-            subject: t.subject,
-            status: 400,
-            error: Some("Bad Request"),
-            requestor: t.requestor,
-            responder: None,
-            header: t.header,
-            start: now.checked_sub(t.requestor_rtt).unwrap_or(now),
-            service: Duration::ZERO,
-            system: Duration::ZERO,
-            total: Duration::ZERO,
-        });
-    }
-
-    /// The report for a request that ended without a response: `status`
-    /// 503 (no responder received it) or 504 (its threshold passed).
-    pub(super) fn report_unanswered(&mut self, exporter: AccountId, t: Tracking, requested: Instant, status: u16) {
-        let error = if status == 503 {
-            "Service Unavailable"
-        } else {
-            "Service Timeout"
-        };
-        let start = requested.checked_sub(t.requestor_rtt).unwrap_or(requested);
-        self.report_latency(LatencyReport {
-            account: exporter,
+            start: t.start(at),
             subject: t.subject,
             status,
             error: Some(error),
             requestor: t.requestor,
             responder: None,
             header: t.header,
-            start,
             service: Duration::ZERO,
             system: Duration::ZERO,
             total: Duration::ZERO,
@@ -218,16 +225,16 @@ impl ShardCore {
         let service_rtt = now.saturating_duration_since(requested);
         self.report_latency(LatencyReport {
             account: exporter,
+            start: t.start(requested),
+            total: t.requestor_rtt + service_rtt,
             subject: t.subject,
             status: 200,
             error: None,
             requestor: t.requestor,
             responder,
             header: t.header,
-            start: requested.checked_sub(t.requestor_rtt).unwrap_or(requested),
             service: service_rtt.saturating_sub(responder_rtt),
             system: Duration::ZERO,
-            total: t.requestor_rtt + service_rtt,
         });
     }
 }

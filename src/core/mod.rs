@@ -9,6 +9,7 @@ pub mod batch;
 pub mod imports;
 pub mod latency;
 mod leafs;
+mod mailbox;
 pub use leafs::LeafSetup;
 mod moves;
 pub use moves::ConnParcel;
@@ -325,8 +326,7 @@ pub struct ShardCore {
     /// requests a client makes about itself ([`USER_INFO`],
     /// [`ACCOUNT_REQUESTS`]), so they are matched like any subject.
     self_service: Option<ConnId>,
-    self_requests: Vec<SelfRequest>,
-    self_waker: Option<Waker>,
+    self_requests: mailbox::Mailbox<SelfRequest>,
     /// This shard's reply space for service requests (`responses.rs`).
     responses: responses::Responses,
     /// The trace of the message being routed (`trace.rs`).
@@ -406,8 +406,7 @@ impl ShardCore {
             routes: routes::RouteState::default(),
             leafs: leafs::LeafState::default(),
             self_service: None,
-            self_requests: Vec::new(),
-            self_waker: None,
+            self_requests: Default::default(),
             responses: Default::default(),
             tracing: None,
             traces: Default::default(),
@@ -571,12 +570,7 @@ impl ShardCore {
     /// Moves the requests the self-service link received into `into`, or
     /// registers `waker` for the next one.
     pub fn poll_self_requests(&mut self, into: &mut Vec<SelfRequest>, waker: &Waker) -> bool {
-        if self.self_requests.is_empty() {
-            self.self_waker = Some(waker.clone());
-            return false;
-        }
-        into.append(&mut self.self_requests);
-        true
+        self.self_requests.poll(into, waker)
     }
 
     /// A request matched by the self-service link: kept for the shard when
@@ -597,9 +591,6 @@ impl ShardCore {
             reply: reply.into(),
             body: body.into(),
         });
-        if let Some(w) = self.self_waker.take() {
-            w.wake();
-        }
         true
     }
 
@@ -1053,7 +1044,7 @@ impl ShardCore {
         let account = self.conns.get(&from)?.account;
         let mapped = self.map_in(account, subject);
         if let (Some(to), true) = (&mapped, self.is_tracing()) {
-            self.trace_mapped(&to.clone());
+            self.trace_mapped(to);
         }
         mapped
     }
@@ -1279,18 +1270,17 @@ impl ShardCore {
                 remote = m;
             }
             // The request says who asked (`Nats-Request-Info`: account and
-            // round trip time, all of it with `share`), as nats-server's do.
-            let stamped = origin
-                .filter(|o| matches!(o.link, LinkKind::Client | LinkKind::Leaf))
-                .and_then(|o| self.client_info_json(o.conn, sv.share))
-                .map(|info| {
-                    trace::with_header(
-                        msg.message,
-                        msg.header_len.unwrap_or(0),
-                        request_info::REQUEST_INFO,
-                        std::str::from_utf8(&info).unwrap_or_default(),
-                    )
-                });
+            // round trip time, all of it with `share`), as nats-server's do;
+            // a client's or leaf connection's only.
+            let requestor = origin.and_then(|o| self.client_info_json(o.conn, sv.share));
+            let stamped = requestor.as_ref().map(|info| {
+                crate::proto::trace::with_header(
+                    msg.message,
+                    msg.header_len.unwrap_or(0),
+                    request_info::REQUEST_INFO,
+                    std::str::from_utf8(info).unwrap_or_default(),
+                )
+            });
             let msg = &Msg {
                 header_len: stamped.as_ref().map_or(msg.header_len, |(_, h)| Some(*h)),
                 message: stamped.as_ref().map_or(msg.message, |(b, _)| &b[..]),
@@ -1315,7 +1305,7 @@ impl ShardCore {
                     }
                     untraced = self.tracing.take();
                     rewritten = msg.header_len.map(|h| {
-                        trace::with_header(
+                        crate::proto::trace::with_header(
                             msg.message,
                             h,
                             crate::proto::trace::TRACE_DEST,
@@ -1331,16 +1321,22 @@ impl ShardCore {
             // A measured request (`latency.rs`) is held with its requester.
             let tracking = match &sv.latency {
                 Some(l) => self.sample_request(l, msg).map(|header| latency::Tracking {
-                    requestor: origin.and_then(|o| self.client_info_json(o.conn, sv.share)),
+                    requestor,
                     requestor_rtt: origin.map_or(Duration::ZERO, |o| self.conn_rtt(o.conn)),
                     header,
                     subject: l.subject.as_bytes().into(),
                 }),
                 None => None,
             };
-            if let (Some(t), None) = (&tracking, msg.reply) {
-                self.report_bad_request(sv.exporter, t.clone());
-            }
+            // Without a reply subject there is nothing to wait for.
+            let tracking = match (tracking, msg.reply) {
+                (Some(t), None) => {
+                    let now = self.now;
+                    self.report_failed(sv.exporter, t, now, latency::Failure::BadRequest);
+                    None
+                }
+                (t, _) => t,
+            };
             let held = msg
                 .reply
                 .and_then(|rp| self.hold_request(account, sv.exporter, rp, sv.response, tracking));

@@ -6,6 +6,7 @@
 use std::task::Waker;
 
 use super::latency::LatencyReport;
+use super::mailbox::Mailbox;
 use super::trace::FinishedTrace;
 use super::ShardCore;
 
@@ -18,39 +19,23 @@ pub enum Report {
     Latency(LatencyReport),
 }
 
-/// A shard's reports not yet taken, and who to wake for the next.
-#[derive(Default)]
-pub(super) struct Reports {
-    queued: Vec<Report>,
-    waker: Option<Waker>,
-}
+/// A shard's reports not yet taken.
+pub(super) type Reports = Mailbox<Report>;
 
 impl ShardCore {
     /// Queues a finished trace.
     pub(super) fn report_trace(&mut self, t: FinishedTrace) {
-        self.push_report(Report::Trace(t));
+        self.reports.push(Report::Trace(t));
     }
 
     /// Queues a latency measurement.
     pub(super) fn report_latency(&mut self, r: LatencyReport) {
-        self.push_report(Report::Latency(r));
-    }
-
-    fn push_report(&mut self, r: Report) {
-        self.reports.queued.push(r);
-        if let Some(w) = self.reports.waker.take() {
-            w.wake();
-        }
+        self.reports.push(Report::Latency(r));
     }
 
     /// Moves the queued reports into `into`, or registers `waker` for the
     /// next one.
     pub fn poll_reports(&mut self, into: &mut Vec<Report>, waker: &Waker) -> bool {
-        if self.reports.queued.is_empty() {
-            self.reports.waker = Some(waker.clone());
-            return false;
-        }
-        into.append(&mut self.reports.queued);
-        true
+        self.reports.poll(into, waker)
     }
 }

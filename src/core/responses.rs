@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::latency::{Tracking, TRACKED_SUFFIX};
+use super::latency::{Failure, Tracking, TRACKED_SUFFIX};
 use super::{Msg, ShardCore};
 use crate::auth::config::{ResponseRule, ResponseType};
 use crate::ids::{AccountId, ConnId, LinkKind};
@@ -209,7 +209,7 @@ impl ShardCore {
     pub(super) fn drop_request(&mut self, token: u64) {
         if let Some(p) = self.responses.pending.remove(&token) {
             if let Some(t) = p.tracking {
-                self.report_unanswered(p.exporter, t, p.requested, 503);
+                self.report_failed(p.exporter, t, p.requested, Failure::Unavailable);
             }
         }
     }
@@ -305,7 +305,7 @@ impl ShardCore {
     fn expire_request(&mut self, token: u64) {
         if let Some(p) = self.responses.pending.remove(&token) {
             if let Some(t) = p.tracking {
-                self.report_unanswered(p.exporter, t, p.requested, 504);
+                self.report_failed(p.exporter, t, p.requested, Failure::Timeout);
             }
         }
     }

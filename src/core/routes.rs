@@ -10,6 +10,7 @@ use std::task::Waker;
 
 use rustc_hash::FxHashMap;
 
+use super::mailbox::Mailbox;
 use super::{Msg, Origin, Routed, ShardCore};
 use crate::ids::{AccountId, ConnId, LinkKind, SubKey};
 use crate::proto::encode::{self, ServerMsgForm};
@@ -63,8 +64,8 @@ pub(super) struct RouteState {
     /// in exporters' accounts (shadows). Routes hear the sum with
     /// `interest`.
     shadow: FxHashMap<InterestKey, u32>,
-    events: Vec<RouteInterest>,
-    waker: Option<Waker>,
+    /// Interest changes for the announcing task.
+    events: Mailbox<RouteInterest>,
     /// Route subscriptions the message being routed matched, sent as one
     /// message per route once it is routed.
     pending: Vec<SubKey>,
@@ -178,25 +179,17 @@ impl ShardCore {
             queue: key.2,
             weight,
         });
-        if let Some(w) = r.waker.take() {
-            w.wake();
-        }
     }
 
     /// Moves the interest changes routes must hear into `into`, or
     /// registers `waker` for the next.
     pub fn poll_route_interest(&mut self, into: &mut Vec<RouteInterest>, waker: &Waker) -> bool {
-        if self.routes.events.is_empty() {
-            self.routes.waker = Some(waker.clone());
-            return false;
-        }
-        into.append(&mut self.routes.events);
-        true
+        self.routes.events.poll(into, waker)
     }
 
     /// Takes the interest changes counted so far (leaves the waker alone).
     pub fn take_route_interest(&mut self) -> Vec<RouteInterest> {
-        std::mem::take(&mut self.routes.events)
+        self.routes.events.take()
     }
 
     /// Gives the core the runtime's interest writer: before a message is
@@ -215,7 +208,7 @@ impl ShardCore {
             return;
         }
         if let Some(f) = self.routes.flush.0.take() {
-            let changes = std::mem::take(&mut self.routes.events);
+            let changes = self.routes.events.take();
             f(self, &changes);
             self.routes.flush = Flusher(Some(f));
         }
@@ -356,8 +349,9 @@ impl ShardCore {
             // A traced message's copy carries its hop id.
             let traced = if self.is_tracing() {
                 let hop = self.trace_forward(conn, first_account);
-                hop.zip(msg.header_len)
-                    .map(|(hop, h)| super::trace::with_header(msg.message, h, crate::proto::trace::TRACE_HOP, &hop))
+                hop.zip(msg.header_len).map(|(hop, h)| {
+                    crate::proto::trace::with_header(msg.message, h, crate::proto::trace::TRACE_HOP, &hop)
+                })
             } else {
                 None
             };

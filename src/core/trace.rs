@@ -123,6 +123,20 @@ pub enum TraceEvent {
     },
 }
 
+impl TraceEvent {
+    /// nats-server's type code for the event (`in`, `sm`, `se`, `si`,
+    /// `eg`) and when it happened.
+    pub fn code_and_time(&self) -> (&'static str, Instant) {
+        match self {
+            TraceEvent::Ingress { at, .. } => ("in", *at),
+            TraceEvent::SubjectMapping { at, .. } => ("sm", *at),
+            TraceEvent::StreamExport { at, .. } => ("se", *at),
+            TraceEvent::ServiceImport { at, .. } => ("si", *at),
+            TraceEvent::Egress { at, .. } => ("eg", *at),
+        }
+    }
+}
+
 /// A trace with every event in: what goes to `dest` in `account`.
 #[derive(Debug, Clone)]
 pub struct FinishedTrace {
@@ -198,8 +212,6 @@ pub(super) struct Traces {
     next_id: u64,
     waiting: FxHashMap<u64, (FinishedTrace, usize)>,
 }
-
-pub use crate::proto::trace::with_header;
 
 impl ActiveTrace {
     /// The hop id for a copy to route or leaf connection `conn`, given
@@ -396,7 +408,7 @@ impl ShardCore {
             ..Default::default()
         };
         let (through, _) = self.hold_request(importer, exporter, &dest, rule, None)?;
-        Some(with_header(
+        Some(wire::with_header(
             msg.message,
             h,
             wire::TRACE_DEST,

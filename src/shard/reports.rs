@@ -40,14 +40,27 @@ async fn run(shard: Rc<Shard>) {
     }
 }
 
+/// Converts the core's clock to wall-clock time (RFC 3339).
+struct WallClock(SystemTime, Instant);
+
+impl WallClock {
+    fn now() -> WallClock {
+        WallClock(SystemTime::now(), Instant::now())
+    }
+
+    fn at(&self, at: Instant) -> String {
+        rfc3339(self.0 - self.1.saturating_duration_since(at))
+    }
+}
+
 /// nats-server's `ServiceLatency` document for a measurement.
 pub fn latency_json(l: &LatencyReport) -> Value {
-    let (wall, mono) = (SystemTime::now(), Instant::now());
+    let clock = WallClock::now();
     let raw = |b: &Option<Vec<u8>>| b.as_deref().and_then(|j| serde_json::from_slice::<Value>(j).ok());
     let mut doc = Map::new();
     doc.insert("type".into(), json!("io.nats.server.metric.v1.service_latency"));
     doc.insert("id".into(), json!(crate::sys::event_id()));
-    doc.insert("timestamp".into(), json!(rfc3339(wall)));
+    doc.insert("timestamp".into(), json!(rfc3339(clock.0)));
     doc.insert("status".into(), json!(l.status));
     if let Some(e) = l.error {
         doc.insert("description".into(), json!(e));
@@ -62,10 +75,7 @@ pub fn latency_json(l: &LatencyReport) -> Value {
         let header: Map<String, Value> = l.header.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         doc.insert("header".into(), Value::Object(header));
     }
-    doc.insert(
-        "start".into(),
-        json!(rfc3339(wall - mono.saturating_duration_since(l.start))),
-    );
+    doc.insert("start".into(), json!(clock.at(l.start)));
     doc.insert("service".into(), json!(l.service.as_nanos() as u64));
     doc.insert("system".into(), json!(l.system.as_nanos() as u64));
     doc.insert("total".into(), json!(l.total.as_nanos() as u64));
@@ -76,9 +86,7 @@ pub fn latency_json(l: &LatencyReport) -> Value {
 pub fn event_json(shared: &Shared, t: &FinishedTrace) -> Value {
     let accounts = shared.verifier().accounts().clone();
     let name = |a: AccountId| accounts.by_id(a).map(|acc| acc.name.clone()).unwrap_or_default();
-    // The core's clock to wall-clock time.
-    let (wall, mono) = (SystemTime::now(), Instant::now());
-    let ts = |at: Instant| rfc3339(wall - mono.saturating_duration_since(at));
+    let clock = WallClock::now();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     // Go writes a map's keys in order.
     let mut headers: Vec<&(String, Vec<String>)> = t.headers.iter().collect();
@@ -96,68 +104,53 @@ pub fn event_json(shared: &Shared, t: &FinishedTrace) -> Value {
         .iter()
         .map(|e| {
             let mut v = Map::new();
+            let (code, at) = e.code_and_time();
+            v.insert("type".into(), json!(code));
+            v.insert("ts".into(), json!(clock.at(at)));
+            // The connection an ingress or egress names: kind, id, name.
+            if let TraceEvent::Ingress { kind, cid, name, .. } | TraceEvent::Egress { kind, cid, name, .. } = e {
+                v.insert("kind".into(), json!(kind));
+                v.insert("cid".into(), json!(cid));
+                if let Some(n) = name {
+                    v.insert("name".into(), json!(n.as_ref()));
+                }
+            }
             let mut put = |k: &str, val: Value| {
                 v.insert(k.into(), val);
             };
             match e {
                 TraceEvent::Ingress {
-                    kind,
-                    cid,
-                    name: conn_name,
                     account,
                     subject,
                     error,
-                    at,
+                    ..
                 } => {
-                    put("type", json!("in"));
-                    put("ts", json!(ts(*at)));
-                    put("kind", json!(kind));
-                    put("cid", json!(cid));
-                    if let Some(n) = conn_name {
-                        put("name", json!(n.as_ref()));
-                    }
                     put("acc", json!(name(*account)));
                     put("subj", json!(text(subject)));
                     if let Some(err) = error {
                         put("error", json!(err));
                     }
                 }
-                TraceEvent::SubjectMapping { to, at } => {
-                    put("type", json!("sm"));
-                    put("ts", json!(ts(*at)));
+                TraceEvent::SubjectMapping { to, .. } => {
                     put("to", json!(text(to)));
                 }
-                TraceEvent::StreamExport { account, to, at } => {
-                    put("type", json!("se"));
-                    put("ts", json!(ts(*at)));
+                TraceEvent::StreamExport { account, to, .. } => {
                     put("acc", json!(name(*account)));
                     put("to", json!(text(to)));
                 }
-                TraceEvent::ServiceImport { account, from, to, at } => {
-                    put("type", json!("si"));
-                    put("ts", json!(ts(*at)));
+                TraceEvent::ServiceImport { account, from, to, .. } => {
                     put("acc", json!(name(*account)));
                     put("from", json!(text(from)));
                     put("to", json!(text(to)));
                 }
                 TraceEvent::Egress {
-                    kind,
-                    cid,
-                    name: conn_name,
                     hop,
                     account,
                     sub,
                     queue,
                     error,
-                    at,
+                    ..
                 } => {
-                    put("type", json!("eg"));
-                    put("ts", json!(ts(*at)));
-                    put("kind", json!(kind));
-                    put("cid", json!(cid));
-                    if let Some(n) = conn_name {
-                        put("name", json!(n.as_ref()));
-                    }
                     if let Some(h) = hop {
                         put("hop", json!(h.as_ref()));
                     }
