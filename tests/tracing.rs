@@ -601,3 +601,122 @@ fn a_traced_request_through_an_import_crosses_routes_as_between_nats_servers() {
         assert_eq!(ours, reference, "{kinds:?}");
     }
 }
+
+/// A measured service (`latency`) whose responder is on another server.
+const LATENCY_CLUSTER: &str = r#"
+accounts {
+  A: { users: [{user: a, password: a}],
+       exports: [{service: "svc", latency: {sampling: "100%", subject: "lat.svc"}}] }
+  B: { users: [{user: b, password: b}], imports: [{service: {account: A, subject: "svc"}}] }
+}
+"#;
+
+/// A request from B on server A to the measured service of A answered
+/// on server B: the reply subject's last two tokens (the hash of the
+/// requester's server name and `T`) and the latency report a listener on
+/// A gets, times, ids and round trips taken out.
+fn latency_across(kinds: (Kind, Kind)) -> (String, Value) {
+    let conf = write_conf(LATENCY_CLUSTER);
+    let start = |kind: Kind, name: &str, seed: Option<&Proc>| {
+        let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
+        let mut args = vec!["-c", conf.to_str().unwrap(), "--cluster", "nats://127.0.0.1:-1"];
+        args.extend(["--cluster_name", "c1", "-n", name]);
+        if let Some(r) = &routes {
+            args.extend(["--routes", r.as_str()]);
+        }
+        match kind {
+            Kind::Petrel => common::petrel(&args),
+            Kind::Nats => common::nats_server(&args),
+        }
+    };
+    let a = start(kinds.0, "A", None);
+    let b = start(kinds.1, "B", Some(&a));
+    let mut listener = login(&a.addr(), user("a", "a", "listener"));
+    listener.send(b"SUB lat.svc 1\r\n");
+    quiet_ping(&mut listener);
+    let mut responder = login(&b.addr(), user("a", "a", "responder"));
+    responder.send(b"SUB svc 1\r\n");
+    quiet_ping(&mut responder);
+    // Until the service's interest has crossed (published in A, so no
+    // request is measured).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        listener.send(b"PUB svc 5\r\nprobe\r\n");
+        quiet_ping(&mut listener);
+        if responder
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text()
+            .contains("probe")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
+    }
+    let mut requester = login(&a.addr(), user("b", "b", "requester"));
+    requester.send(b"SUB _INBOX.1 1\r\nPUB svc _INBOX.1 3\r\nreq\r\n");
+    quiet_ping(&mut requester);
+    let text = responder
+        .read_until_quiet(Duration::from_millis(200), Duration::from_secs(3))
+        .text();
+    let reply = text
+        .lines()
+        .find(|l| l.starts_with("MSG svc") || l.starts_with("HMSG svc"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("{kinds:?}: a request with a reply: {text:?}"))
+        .to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    responder.send(format!("PUB {reply} 2\r\nok\r\n").as_bytes());
+    quiet_ping(&mut responder);
+    let answered = requester
+        .read_until_quiet(Duration::from_millis(200), Duration::from_secs(3))
+        .text();
+    assert!(answered.contains("\r\nok\r\n"), "{kinds:?}: {answered:?}");
+    let mut reports = bodies(&mut listener);
+    assert_eq!(reports.len(), 1, "{kinds:?}: {reports:?}");
+    let mut report = reports.remove(0);
+    let m = report.as_object_mut().expect("an object");
+    let service = m.remove("service").and_then(|v| v.as_u64()).expect("service");
+    let total = m.remove("total").and_then(|v| v.as_u64()).expect("total");
+    assert!(m.remove("system").is_some_and(|v| v.is_u64()), "{kinds:?}: system");
+    // The responder took at least the 20 ms slept above; the requester's
+    // server saw all of it.
+    assert!(
+        service >= 20_000_000 && total >= service,
+        "{kinds:?}: {service} {total}"
+    );
+    for k in ["id", "timestamp", "start"] {
+        assert!(m.remove(k).is_some_and(|s| s.is_string()), "{kinds:?}: {k}");
+    }
+    for who in ["requestor", "responder"] {
+        if let Some(Value::Object(ci)) = m.get_mut(who) {
+            for k in ["rtt", "start", "host", "id"] {
+                if let Some(x) = ci.get_mut(k) {
+                    *x = json!("*");
+                }
+            }
+        }
+    }
+    let tail: Vec<&str> = reply.rsplitn(3, '.').take(2).collect();
+    (format!("{}.{}", tail[1], tail[0]), report)
+}
+
+/// Service latency with the responder on another server: the
+/// requester's server merges the responder's server's measurement
+/// (`$SYS.LATENCY.M2.<hash>`) into its report, so the responder is
+/// described and its service time measured where it ran; in every mix as
+/// between two nats-servers (a petrel responder's server must send the
+/// measurement, a petrel requester's server must wait for it).
+#[test]
+fn service_latency_across_routes_as_between_nats_servers() {
+    let reference = latency_across((Kind::Nats, Kind::Nats));
+    assert_eq!(reference.1["status"], json!(200), "{reference:?}");
+    assert_eq!(reference.1["responder"]["server"], json!("B"), "{reference:?}");
+    for kinds in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let ours = latency_across(kinds);
+        assert_eq!(ours, reference, "{kinds:?}");
+    }
+}

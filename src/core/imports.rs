@@ -18,6 +18,7 @@ use crate::mapping::{Mapping, Mappings};
 use crate::subject;
 use crate::transform::{import_pair, tokenize, Transform};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Prefix of rewritten service reply subjects.
 pub const REPLY_PREFIX: &[u8] = b"_R_.";
@@ -104,6 +105,10 @@ pub struct AccountImports {
     /// Where a sampled `traceparent` alone asks traces to go, and the
     /// percent of client messages sampled (0: all).
     trace_dest: Option<(Box<[u8]>, u8)>,
+    /// The services this account exports, with their response
+    /// thresholds: a measured request from another server delivered to
+    /// one of its clients is timed here (`latency.rs`).
+    service_exports: Vec<(Box<[u8]>, Duration)>,
 }
 
 /// A stream an account imports, seen from the importer.
@@ -127,6 +132,10 @@ pub struct Imports {
     has_services: bool,
     /// Whether any account has subject mappings.
     has_mappings: bool,
+    /// Whether any account exports a service.
+    has_service_exports: bool,
+    /// Whether any service import is measured (`latency` on its export).
+    measures_latency: bool,
 }
 
 /// The export that admits an import of `subject` by `importer`: one
@@ -212,6 +221,11 @@ impl Imports {
                     Err(e) => warnings.push(format!("account {}: mapping of {:?} left out: {e}", acc.name, m.source)),
                 }
             }
+            for e in acc.exports.iter().filter(|e| e.kind == ExchangeKind::Service) {
+                let exports = &mut r.slot(importer).service_exports;
+                exports.push((e.subject.as_bytes().into(), e.response.threshold));
+                r.has_service_exports = true;
+            }
             for imp in &acc.imports {
                 let Some(exp_cfg) = accounts.iter().find(|a| a.name == imp.account) else {
                     warnings.push(format!(
@@ -275,6 +289,7 @@ impl Imports {
                             None => (imp.local.as_deref().unwrap_or(&imp.subject).as_bytes().into(), None),
                         };
                         r.has_services = true;
+                        r.measures_latency |= export.latency.is_some();
                         r.slot(importer).services_in.push(ServiceImport {
                             local,
                             exporter,
@@ -357,6 +372,30 @@ impl Imports {
     #[inline]
     pub fn has_services(&self) -> bool {
         self.has_services
+    }
+
+    /// Whether any account exports a service.
+    #[inline]
+    pub fn has_service_exports(&self) -> bool {
+        self.has_service_exports
+    }
+
+    /// Whether any service import is measured: responses may come with
+    /// another server's measurement.
+    pub fn measures_latency(&self) -> bool {
+        self.measures_latency
+    }
+
+    /// The response threshold of `account`'s service export that covers
+    /// `subject`: one exported under that very subject first, else the
+    /// first whose wildcards match (as nats-server looks exports up).
+    pub fn service_export(&self, account: AccountId, subject: &[u8]) -> Option<Duration> {
+        let exports = &self.accounts.get(account.index())?.service_exports;
+        exports
+            .iter()
+            .find(|(s, _)| &s[..] == subject)
+            .or_else(|| exports.iter().find(|(s, _)| subject::matches(s, subject)))
+            .map(|(_, t)| *t)
     }
 
     /// The exporter-side interest a subscription to `subject` in

@@ -8,15 +8,117 @@
 //! request without a reply subject, 503 when no responder received it and
 //! 504 when its threshold passed without a response. Reports go to the
 //! export's subject in the exporting account (`shard/reports.rs`).
+//!
+//! Across servers, as nats-server: a measured request's reply subject
+//! ends in `.<server hash>.T`, the hash of the requester's server name.
+//! The server whose client receives such a request from another server
+//! times it, and when that client responds publishes its measurement
+//! (nats-server's `M2`: the responder and the service latency) to
+//! `$SYS.LATENCY.M2.<hash>` in the system account. The requester's server
+//! waits for it when the response came from another server, and merges
+//! the two: the responder's service latency and description, the rest of
+//! the time counted as the system's.
 
 use std::time::{Duration, Instant};
 
 use super::{Msg, ShardCore};
 use crate::auth::config::{LatencyConfig, LatencySampling};
-use crate::ids::AccountId;
+use crate::ids::{AccountId, ConnId};
 
 /// The suffix of a measured request's reply subject.
 pub const TRACKED_SUFFIX: &[u8] = b".T";
+
+/// Where a responder's server publishes its measurement, before the hash
+/// of the requester's server name.
+pub const MEASURED_PREFIX: &[u8] = b"$SYS.LATENCY.M2.";
+
+/// Length of a server hash.
+pub const SERVER_HASH_LEN: usize = 8;
+
+/// nats-server's hash of a server name in tracked reply subjects: the
+/// first bytes of its SHA-256, each as a base-62 digit.
+pub fn server_hash(name: &str) -> [u8; SERVER_HASH_LEN] {
+    use sha2::{Digest, Sha256};
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let sum = Sha256::digest(name.as_bytes());
+    std::array::from_fn(|i| DIGITS[(sum[i] % 62) as usize])
+}
+
+/// The server hash in a measured request's reply subject
+/// (`<reply>.<hash>.T`), as nats-server reads it: the token before `T`.
+pub fn tracked_hash(reply: &[u8]) -> Option<&[u8]> {
+    // nats-server's `isTrackedReply`: longer than 4, ending in `.T`.
+    let rest = reply.strip_suffix(TRACKED_SUFFIX).filter(|_| reply.len() > 4)?;
+    let start = rest.iter().rposition(|&b| b == b'.').map_or(0, |i| i + 1);
+    Some(&rest[start..])
+}
+
+/// A measured request from another server delivered to a client here,
+/// waiting for that client's response (nats-server's remote tracking).
+#[derive(Debug, Clone)]
+pub(super) struct RemoteRequest {
+    /// When it was delivered.
+    pub(super) at: Instant,
+    /// The export's response threshold: forgotten after it.
+    pub(super) threshold: Duration,
+}
+
+/// What the responder's server measured (nats-server's `M2`).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Measured {
+    /// Time in the service, less the responder's RTT.
+    pub(super) service: Duration,
+    /// The responder's `ClientInfo` JSON.
+    pub(super) responder: Option<Vec<u8>>,
+}
+
+impl Measured {
+    /// Reads nats-server's `remoteLatency` document: the request's reply
+    /// subject and the measurement.
+    pub(super) fn parse(body: &[u8]) -> Option<(Vec<u8>, Measured)> {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let req_id = v.get("req_id")?.as_str()?.as_bytes().to_vec();
+        let m2 = v.get("m2")?;
+        let measured = Measured {
+            service: Duration::from_nanos(m2.get("service").and_then(|s| s.as_u64()).unwrap_or(0)),
+            responder: m2
+                .get("responder")
+                .filter(|r| r.is_object())
+                .and_then(|r| serde_json::to_vec(r).ok()),
+        };
+        Some((req_id, measured))
+    }
+
+    /// Folds this into `m1`, the requester's server's own report, as
+    /// nats-server merges: the responder's service latency and
+    /// description; what the requester's server saw beyond them and the
+    /// responder's round trip is the system's.
+    pub(super) fn merge_into(self, m1: &mut LatencyReport) {
+        let rtt = rtt_of(self.responder.as_deref());
+        m1.system = m1.service.saturating_sub(self.service + rtt);
+        m1.service = self.service;
+        m1.responder = self.responder;
+    }
+}
+
+/// The round trip time in a `ClientInfo` JSON.
+fn rtt_of(info: Option<&[u8]>) -> Duration {
+    info.and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
+        .and_then(|v| v["rtt"].as_u64())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// A responder's server's measurement to publish: nats-server's
+/// `remoteLatency`, to `$SYS.LATENCY.M2.<hash>` in the system account.
+#[derive(Debug, Clone)]
+pub struct MeasuredReport {
+    /// The exporting account's name (where the responder is).
+    pub exporter: String,
+    /// The request's reply subject.
+    pub req_id: Box<[u8]>,
+    /// The measurement; its `account` and `subject` say where it goes.
+    pub report: LatencyReport,
+}
 
 /// A measured request, waiting for its response.
 #[derive(Debug, Clone)]
@@ -28,6 +130,9 @@ pub(super) struct Tracking {
     pub(super) header: Vec<(String, Vec<String>)>,
     /// Where the report goes, in the exporter.
     pub(super) subject: Box<[u8]>,
+    /// The responder's server's measurement, when it came before the
+    /// response.
+    pub(super) measured: Option<Measured>,
 }
 
 impl Tracking {
@@ -207,23 +312,19 @@ impl ShardCore {
         });
     }
 
-    /// The report for a measured request answered by `responder` (its
-    /// `ClientInfo` JSON), which came in at `requested`.
-    pub(super) fn report_answered(
-        &mut self,
+    /// The report for a measured request, which came in at `requested`,
+    /// answered by `responder` (its `ClientInfo` JSON; `None` when the
+    /// response came from another server, or from the server itself).
+    pub(super) fn answered(
+        &self,
         exporter: AccountId,
         t: Tracking,
         requested: Instant,
         responder: Option<Vec<u8>>,
-    ) {
-        let now = self.now;
-        let responder_rtt = responder
-            .as_deref()
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(r).ok())
-            .and_then(|v| v["rtt"].as_u64())
-            .map_or(Duration::ZERO, Duration::from_nanos);
-        let service_rtt = now.saturating_duration_since(requested);
-        self.report_latency(LatencyReport {
+    ) -> LatencyReport {
+        let service_rtt = self.now.saturating_duration_since(requested);
+        let responder_rtt = rtt_of(responder.as_deref());
+        LatencyReport {
             account: exporter,
             start: t.start(requested),
             total: t.requestor_rtt + service_rtt,
@@ -235,7 +336,71 @@ impl ShardCore {
             header: t.header,
             service: service_rtt.saturating_sub(responder_rtt),
             system: Duration::ZERO,
+        }
+    }
+
+    /// Notes a request another server measures, delivered to local client
+    /// `conn` of `account` in `msg`: timed until the client responds, when
+    /// `account` exports the service (nats-server's remote tracking).
+    pub(super) fn note_remote_request(&mut self, conn: ConnId, account: AccountId, msg: &Msg<'_>) {
+        let Some(reply) = msg.reply else { return };
+        if tracked_hash(reply).is_none_or(|h| h == self.server_hash) {
+            return;
+        }
+        if let Some(threshold) = self.imports.service_export(account, msg.subject) {
+            let at = self.now;
+            let r = RemoteRequest { at, threshold };
+            self.remote_requests.insert((conn, reply.into()), r);
+        }
+    }
+
+    /// When local client `conn` answers a request another server measures
+    /// (`subject` its reply subject), queues this server's measurement for
+    /// the requester's server.
+    pub(super) fn answer_remote_request(&mut self, conn: ConnId, subject: &[u8]) {
+        let key = (conn, Box::<[u8]>::from(subject));
+        let Some(r) = self.remote_requests.remove(&key) else {
+            return;
+        };
+        let (Some(sys), Some(hash)) = (self.system_account, tracked_hash(subject)) else {
+            return;
+        };
+        let responder = self.client_info_json(conn, true);
+        let rtt = rtt_of(responder.as_deref());
+        let service = self.now.saturating_duration_since(r.at).saturating_sub(rtt);
+        let mut to = MEASURED_PREFIX.to_vec();
+        to.extend_from_slice(hash);
+        // The responder's account: the exporter.
+        let exporter = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.detail.as_ref())
+            .map(|d| d.account.clone());
+        self.report_measured(MeasuredReport {
+            exporter: exporter.unwrap_or_default(),
+            req_id: key.1,
+            report: LatencyReport {
+                account: sys,
+                subject: to.into(),
+                status: 200,
+                error: None,
+                requestor: None,
+                responder,
+                header: Vec::new(),
+                start: r.at,
+                service,
+                system: Duration::ZERO,
+                total: service + rtt,
+            },
         });
+    }
+
+    /// Forgets measured requests from other servers past their thresholds
+    /// (as nats-server prunes them) or whose client is gone (`gone`).
+    pub(super) fn prune_remote_requests(&mut self, gone: Option<ConnId>) {
+        let now = self.now;
+        self.remote_requests
+            .retain(|(c, _), r| Some(*c) != gone && now.saturating_duration_since(r.at) <= r.threshold);
     }
 }
 
@@ -251,6 +416,47 @@ mod tests {
         }
         h.push_str("\r\n");
         h.into_bytes()
+    }
+
+    #[test]
+    fn server_hashes_and_tracked_replies_read_as_nats_server_writes_them() {
+        // nats-server 2.15.1 named "A" ends measured replies in this.
+        assert_eq!(&server_hash("A"), b"NUmM6cRx");
+        assert_eq!(tracked_hash(b"_R_.1B7xXC.73fzCb.NUmM6cRx.T"), Some(&b"NUmM6cRx"[..]));
+        assert_eq!(tracked_hash(b"_R_.a.b"), None);
+        assert_eq!(tracked_hash(b"a.T"), None, "too short for nats-server");
+        assert_eq!(tracked_hash(b"ab.T"), None, "too short for nats-server");
+        assert_eq!(tracked_hash(b"abc.T"), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_remote_measurement_merges_as_nats_server_merges() {
+        let doc = br#"{"account":"A","req_id":"_R_.x.y.h.T","m2":{"type":"","id":"",
+            "timestamp":"0001-01-01T00:00:00Z","status":200,"responder":{"acc":"A","rtt":1000000},
+            "start":"2026-12-07T00:00:00Z","service":5000000,"system":0,"total":6000000}}"#;
+        let (req_id, m) = Measured::parse(doc).unwrap();
+        assert_eq!(req_id, b"_R_.x.y.h.T");
+        let mut m1 = LatencyReport {
+            account: AccountId::GLOBAL,
+            subject: Box::from(&b"lat"[..]),
+            status: 200,
+            error: None,
+            requestor: None,
+            responder: None,
+            header: Vec::new(),
+            start: Instant::now(),
+            service: Duration::from_millis(9),
+            system: Duration::ZERO,
+            total: Duration::from_millis(10),
+        };
+        m.merge_into(&mut m1);
+        // 9 ms seen here, 5 in the service and 1 to the responder: 3 in the
+        // system; the total stays.
+        assert_eq!(m1.service, Duration::from_millis(5));
+        assert_eq!(m1.system, Duration::from_millis(3));
+        assert_eq!(m1.total, Duration::from_millis(10));
+        assert!(m1.responder.is_some_and(|r| r.starts_with(b"{\"acc\":\"A\"")));
+        assert!(Measured::parse(b"not json").is_none());
     }
 
     #[test]

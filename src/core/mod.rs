@@ -336,6 +336,11 @@ pub struct ShardCore {
     reports: reports::Reports,
     /// This server's name, for detailed client information.
     server_name: Box<str>,
+    /// Its hash, in measured requests' reply subjects (`latency.rs`).
+    server_hash: [u8; latency::SERVER_HASH_LEN],
+    /// Measured requests from other servers delivered to clients here,
+    /// by client and reply subject (`latency.rs`).
+    remote_requests: FxHashMap<(ConnId, Box<[u8]>), latency::RemoteRequest>,
     /// Connections and subscriptions of links that are not clients (not
     /// counted as the server's connections and subscriptions).
     server_links: usize,
@@ -412,6 +417,8 @@ impl ShardCore {
             traces: Default::default(),
             reports: Default::default(),
             server_name: Box::from(""),
+            server_hash: latency::server_hash(""),
+            remote_requests: FxHashMap::default(),
             server_links: 0,
             server_link_subs: 0,
             account_names: Vec::new(),
@@ -916,6 +923,9 @@ impl ShardCore {
         }
         self.remove_leaf(cid);
         self.waiting_pongs.retain(|w| *w != cid);
+        if !self.remote_requests.is_empty() {
+            self.prune_remote_requests(Some(cid));
+        }
     }
 
     /// Adds a subscription for a local connection.
@@ -1103,13 +1113,15 @@ impl ShardCore {
     fn route_from(&mut self, account: AccountId, msg: &Msg<'_>, origin: Origin) -> Routed {
         self.counters.in_msgs += 1;
         self.counters.in_bytes += msg.message.len() as u64;
-        // A response to a measured request says who responded.
+        // A response to a measured request says who responded; one to
+        // another server's measured request is measured here for it.
         let responder;
         let with_responder;
-        let msg = if self.has_imports
-            && msg.subject.starts_with(REPLY_PREFIX)
-            && msg.subject.ends_with(latency::TRACKED_SUFFIX)
-        {
+        let tracked = msg.subject.ends_with(latency::TRACKED_SUFFIX);
+        if tracked && !self.remote_requests.is_empty() && origin.link == LinkKind::Client {
+            self.answer_remote_request(origin.conn, msg.subject);
+        }
+        let msg = if self.has_imports && tracked && msg.subject.starts_with(REPLY_PREFIX) {
             responder = self.client_info_json(origin.conn, true);
             with_responder = Msg {
                 responder: responder.as_deref(),
@@ -1325,6 +1337,7 @@ impl ShardCore {
                     requestor_rtt: origin.map_or(Duration::ZERO, |o| self.conn_rtt(o.conn)),
                     header,
                     subject: l.subject.as_bytes().into(),
+                    measured: None,
                 }),
                 None => None,
             };
@@ -1516,8 +1529,14 @@ impl ShardCore {
         }
         c.wake();
         sub.delivered += 1;
+        let (conn, account) = (sub.conn, sub.account);
         if sub.max.is_some_and(|m| sub.delivered >= m) {
             self.remove_sub(key);
+        }
+        // A request another server measures is timed here until the client
+        // responds (`latency.rs`).
+        if msg.reply.is_some_and(|r| r.ends_with(latency::TRACKED_SUFFIX)) && self.imports.has_service_exports() {
+            self.note_remote_request(conn, account, msg);
         }
     }
 

@@ -125,6 +125,8 @@ pub struct ConnParcel {
     entry: ConnEntry,
     subs: Vec<(SubKey, LocalSub)>,
     rekeys: Vec<Rekey>,
+    /// Requests other servers measure that it has yet to answer.
+    remote_requests: Vec<(Box<[u8]>, super::latency::RemoteRequest)>,
 }
 
 impl ConnParcel {
@@ -254,12 +256,27 @@ impl ShardCore {
                 rekeys: Some(rekeys.clone()),
             },
         );
+        let mut remote_requests = Vec::new();
+        if !self.remote_requests.is_empty() {
+            let mine: Vec<_> = self
+                .remote_requests
+                .keys()
+                .filter(|(c, _)| *c == cid)
+                .cloned()
+                .collect();
+            for k in mine {
+                if let Some(r) = self.remote_requests.remove(&k) {
+                    remote_requests.push((k.1, r));
+                }
+            }
+        }
         Some(ConnParcel {
             conn: cid,
             from: self.id,
             entry,
             subs,
             rekeys,
+            remote_requests,
         })
     }
 
@@ -273,7 +290,11 @@ impl ShardCore {
             mut entry,
             subs,
             rekeys,
+            remote_requests,
         } = p;
+        for (reply, r) in remote_requests {
+            self.remote_requests.insert((conn, reply), r);
+        }
         self.rekey(conn, &rekeys);
         self.index_mut(entry.account);
         for (key, s) in subs {

@@ -5,7 +5,7 @@
 
 use std::task::Waker;
 
-use super::latency::LatencyReport;
+use super::latency::{LatencyReport, MeasuredReport};
 use super::mailbox::Mailbox;
 use super::trace::FinishedTrace;
 use super::ShardCore;
@@ -17,6 +17,8 @@ pub enum Report {
     Trace(FinishedTrace),
     /// A service latency measurement.
     Latency(LatencyReport),
+    /// A responder's server's measurement for the requester's server.
+    Measured(MeasuredReport),
 }
 
 /// A shard's reports not yet taken.
@@ -31,6 +33,11 @@ impl ShardCore {
     /// Queues a latency measurement.
     pub(super) fn report_latency(&mut self, r: LatencyReport) {
         self.reports.push(Report::Latency(r));
+    }
+
+    /// Queues a measurement for another server.
+    pub(super) fn report_measured(&mut self, r: MeasuredReport) {
+        self.reports.push(Report::Measured(r));
     }
 
     /// Moves the queued reports into `into`, or registers `waker` for the

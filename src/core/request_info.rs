@@ -99,6 +99,7 @@ impl ShardCore {
     /// Names this server in detailed client information.
     pub fn set_server_name(&mut self, name: &str) {
         self.server_name = name.into();
+        self.server_hash = super::latency::server_hash(name);
     }
 
     /// nats-server's `ClientInfo` of local client (or leaf connection)

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::latency::{Failure, Tracking, TRACKED_SUFFIX};
+use super::latency::{Failure, LatencyReport, Measured, Tracking, MEASURED_PREFIX, TRACKED_SUFFIX};
 use super::{Msg, ShardCore};
 use crate::auth::config::{ResponseRule, ResponseType};
 use crate::ids::{AccountId, ConnId, LinkKind};
@@ -29,6 +29,10 @@ pub const REPLY_PREFIX: &[u8] = b"_R_.";
 
 /// Digits of the tokens in reply subjects.
 const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The link's subscription to other servers' measurements (the others
+/// are named by account id).
+const MEASURED_SID: &[u8] = b"m2";
 
 /// How often expired requests are let go of.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -47,6 +51,11 @@ pub(super) struct Responses {
     /// Responses delivered to the link, served once the message that
     /// brought them is routed (routing does not nest).
     pub(super) arrived: Vec<Arrived>,
+    /// Reports of measured requests answered from another server, waiting
+    /// for that server's measurement until their deadline (`latency.rs`).
+    awaiting: FxHashMap<u64, (LatencyReport, Instant)>,
+    /// Whether the link subscribes to other servers' measurements.
+    measured_sub: bool,
     next_sweep: Option<Instant>,
 }
 
@@ -64,8 +73,15 @@ struct Pending {
     tracking: Option<Tracking>,
 }
 
+/// What the link caught: a response in the reply space, or another
+/// server's measurement of one.
+pub(super) enum Arrived {
+    Response(Response),
+    Measured(u64, Measured),
+}
+
 /// A response caught in the reply space.
-pub(super) struct Arrived {
+pub(super) struct Response {
     exporter: AccountId,
     token: Option<u64>,
     header_len: Option<usize>,
@@ -81,21 +97,34 @@ impl Responses {
         self.link == Some(conn)
     }
 
-    /// Keeps a response the link's subscription in `exporter` received.
+    /// Keeps a response the link's subscription in `exporter` received,
+    /// or another server's measurement of one in this shard's space.
     pub(super) fn catch(&mut self, exporter: AccountId, msg: &Msg<'_>) {
-        // `<token>`, or `<token>.T` for a measured request.
-        let token = msg
-            .subject
-            .strip_prefix(&self.space[..])
-            .map(|t| t.strip_suffix(TRACKED_SUFFIX).unwrap_or(t))
-            .and_then(decode);
-        self.arrived.push(Arrived {
+        if msg.subject.starts_with(MEASURED_PREFIX) {
+            let body = &msg.message[msg.header_len.unwrap_or(0).min(msg.message.len())..];
+            if let Some((req_id, m)) = Measured::parse(body) {
+                if let Some(token) = self.token_of(&req_id) {
+                    self.arrived.push(Arrived::Measured(token, m));
+                }
+            }
+            return;
+        }
+        let token = self.token_of(msg.subject);
+        self.arrived.push(Arrived::Response(Response {
             exporter,
             token,
             header_len: msg.header_len,
             message: msg.message.to_vec(),
             responder: msg.responder.map(<[u8]>::to_vec),
-        });
+        }));
+    }
+
+    /// The token of a reply subject in this shard's space: `<token>`, or
+    /// `<token>.<server hash>.T` for a measured request.
+    fn token_of(&self, reply: &[u8]) -> Option<u64> {
+        let rest = reply.strip_prefix(&self.space[..])?;
+        let end = rest.iter().position(|&b| b == b'.').unwrap_or(rest.len());
+        decode(&rest[..end])
     }
 
     /// Requests waiting for a response.
@@ -148,6 +177,19 @@ impl ShardCore {
         let Some(cid) = self.responses.link else {
             return;
         };
+        // Other servers' measurements come in the system account.
+        let measured = self.imports.measures_latency() && self.system_account.is_some();
+        if measured != self.responses.measured_sub {
+            let sys = self.system_account.unwrap_or(AccountId::GLOBAL);
+            if measured {
+                let mut subject = MEASURED_PREFIX.to_vec();
+                subject.extend_from_slice(&self.server_hash);
+                let _ = self.subscribe_in(cid, Some(sys), &subject, None, MEASURED_SID);
+            } else {
+                self.unsubscribe(cid, MEASURED_SID, None);
+            }
+            self.responses.measured_sub = measured;
+        }
         let wanted = self.imports.reply_exporters();
         let mut subject = self.responses.space.clone();
         // `>`: a measured request's reply subject ends in `.T`.
@@ -187,6 +229,8 @@ impl ShardCore {
         subject.extend_from_slice(&self.responses.space);
         encode(token, &mut subject);
         if tracking.is_some() {
+            subject.push(b'.');
+            subject.extend_from_slice(&self.server_hash);
             subject.extend_from_slice(TRACKED_SUFFIX);
         }
         self.responses.pending.insert(
@@ -230,12 +274,27 @@ impl ShardCore {
         while !self.responses.arrived.is_empty() {
             let batch = std::mem::take(&mut self.responses.arrived);
             for a in batch {
-                self.serve_one(a);
+                match a {
+                    Arrived::Response(r) => self.serve_one(r),
+                    Arrived::Measured(token, m) => self.take_measured(token, m),
+                }
             }
         }
     }
 
-    fn serve_one(&mut self, a: Arrived) {
+    /// Another server's measurement of the response to request `token`:
+    /// merged into the report waiting for it, or kept until the response
+    /// comes.
+    fn take_measured(&mut self, token: u64, m: Measured) {
+        if let Some((mut report, _)) = self.responses.awaiting.remove(&token) {
+            m.merge_into(&mut report);
+            self.report_latency(report);
+        } else if let Some(t) = self.responses.pending.get_mut(&token).and_then(|p| p.tracking.as_mut()) {
+            t.measured = Some(m);
+        }
+    }
+
+    fn serve_one(&mut self, a: Response) {
         let now = self.now;
         let Some(token) = a.token else { return };
         let Some(p) = self.responses.pending.get(&token) else {
@@ -249,11 +308,25 @@ impl ShardCore {
             return;
         }
         let (importer, reply, kind) = (p.importer, p.reply.clone(), p.rule.kind);
-        // A measured request is reported as its response comes back.
+        // A measured request is reported as its response comes back; one
+        // answered from another server (no local responder) with that
+        // server's measurement, which may come before or after it.
         if let Some(p) = self.responses.pending.get_mut(&token) {
-            if let Some(t) = p.tracking.take() {
-                let (exporter, requested) = (p.exporter, p.requested);
-                self.report_answered(exporter, t, requested, a.responder.clone());
+            if let Some(mut t) = p.tracking.take() {
+                let (exporter, requested, threshold) = (p.exporter, p.requested, p.rule.threshold);
+                let measured = t.measured.take();
+                let remote = a.responder.is_none();
+                let mut report = self.answered(exporter, t, requested, a.responder.clone());
+                match (remote, measured) {
+                    (false, _) => self.report_latency(report),
+                    (true, Some(m)) => {
+                        m.merge_into(&mut report);
+                        self.report_latency(report);
+                    }
+                    (true, None) => {
+                        self.responses.awaiting.insert(token, (report, now + threshold));
+                    }
+                }
             }
         }
         let msg = Msg {
@@ -280,7 +353,7 @@ impl ShardCore {
     /// second (the runtime's clock moves before each read and batch).
     #[inline]
     pub(super) fn sweep_requests(&mut self) {
-        if self.responses.pending.is_empty() {
+        if self.responses.pending.is_empty() && self.responses.awaiting.is_empty() && self.remote_requests.is_empty() {
             return;
         }
         let now = self.now;
@@ -297,6 +370,12 @@ impl ShardCore {
             .collect();
         for token in expired {
             self.expire_request(token);
+        }
+        // A measurement that never came: nothing is reported, as with
+        // nats-server.
+        self.responses.awaiting.retain(|_, (_, deadline)| now <= *deadline);
+        if !self.remote_requests.is_empty() {
+            self.prune_remote_requests(None);
         }
     }
 

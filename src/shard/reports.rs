@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::state::Shard;
 use crate::control::Shared;
-use crate::core::latency::LatencyReport;
+use crate::core::latency::{LatencyReport, MeasuredReport};
 use crate::core::reports::Report;
 use crate::core::trace::{FinishedTrace, TraceEvent};
 use crate::core::ShardCore;
@@ -31,7 +31,8 @@ async fn run(shard: Rc<Shard>) {
         for r in reports.drain(..) {
             let (account, subject, body) = match r {
                 Report::Trace(t) => (t.account, t.dest.clone(), event_json(&shard.shared, &t)),
-                Report::Latency(l) => (l.account, l.subject.clone(), latency_json(&l)),
+                Report::Latency(l) => (l.account, l.subject.clone(), latency_json(&l, true)),
+                Report::Measured(m) => (m.report.account, m.report.subject.clone(), measured_json(&m)),
             };
             let body = serde_json::to_vec(&body).unwrap_or_default();
             shard.core.borrow_mut().inject(account, &subject, None, &body);
@@ -53,14 +54,22 @@ impl WallClock {
     }
 }
 
-/// nats-server's `ServiceLatency` document for a measurement.
-pub fn latency_json(l: &LatencyReport) -> Value {
+/// nats-server's `ServiceLatency` document for a measurement; without
+/// `typed`, its type, id and timestamp are Go's zero values (as in a
+/// measurement sent to another server).
+pub fn latency_json(l: &LatencyReport, typed: bool) -> Value {
     let clock = WallClock::now();
     let raw = |b: &Option<Vec<u8>>| b.as_deref().and_then(|j| serde_json::from_slice::<Value>(j).ok());
     let mut doc = Map::new();
-    doc.insert("type".into(), json!("io.nats.server.metric.v1.service_latency"));
-    doc.insert("id".into(), json!(crate::sys::event_id()));
-    doc.insert("timestamp".into(), json!(rfc3339(clock.0)));
+    if typed {
+        doc.insert("type".into(), json!("io.nats.server.metric.v1.service_latency"));
+        doc.insert("id".into(), json!(crate::sys::event_id()));
+        doc.insert("timestamp".into(), json!(rfc3339(clock.0)));
+    } else {
+        doc.insert("type".into(), json!(""));
+        doc.insert("id".into(), json!(""));
+        doc.insert("timestamp".into(), json!("0001-01-01T00:00:00Z"));
+    }
     doc.insert("status".into(), json!(l.status));
     if let Some(e) = l.error {
         doc.insert("description".into(), json!(e));
@@ -80,6 +89,16 @@ pub fn latency_json(l: &LatencyReport) -> Value {
     doc.insert("system".into(), json!(l.system.as_nanos() as u64));
     doc.insert("total".into(), json!(l.total.as_nanos() as u64));
     Value::Object(doc)
+}
+
+/// nats-server's `remoteLatency` document: a responder's server's
+/// measurement for the requester's server.
+pub fn measured_json(m: &MeasuredReport) -> Value {
+    json!({
+        "account": m.exporter,
+        "req_id": String::from_utf8_lossy(&m.req_id),
+        "m2": latency_json(&m.report, false),
+    })
 }
 
 /// The `MsgTraceEvent` document for a finished trace.
