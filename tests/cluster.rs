@@ -470,6 +470,80 @@ fn route_bytes_match_nats_server() {
     );
 }
 
+/// A traced message and a traced-only one to `foo`, which a raw peer
+/// announcing protocol `proto` in its INFO (`None`: no level, an old
+/// server) is interested in: the route egress events the tracer gets
+/// (error and hop) and the messages the peer receives.
+fn trace_to_peer(kind: Kind, proto: Option<u32>) -> (Vec<String>, Vec<String>) {
+    let server = node(kind, None, &[]);
+    let info_extra = proto.map(|p| format!(",\"proto\":{p}")).unwrap_or_default();
+    let mut peer = Peer::dial_pooled(server.route_port(), "c1", "NPEER", "", &info_extra);
+    peer.read_for(Duration::from_millis(300));
+    peer.send(b"RS+ $G foo\r\nPING\r\n");
+    assert!(peer.read_for(Duration::from_millis(300)).contains("PONG"), "{kind:?}");
+    let mut tracer = common::raw::Raw::open(&server.addr());
+    tracer.exchange(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB trace.dest 1\r\nPING\r\n");
+    let mut publisher = common::raw::Raw::open(&server.addr());
+    let hdr = |extra: &str| format!("NATS/1.0\r\nNats-Trace-Dest: trace.dest\r\n{extra}\r\n");
+    let (one, two) = (hdr(""), hdr("Nats-Trace-Only: true\r\n"));
+    publisher.exchange(
+        format!(
+            "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB foo {} {}\r\n{one}m1\r\nHPUB foo {} {}\r\n{two}m2\r\nPING\r\n",
+            one.len(),
+            one.len() + 2,
+            two.len(),
+            two.len() + 2
+        )
+        .as_bytes(),
+    );
+    let text = tracer
+        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
+        .text();
+    let mut egresses: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| l.starts_with('{'))
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            events
+                .into_iter()
+                .filter(|e| e["type"] == "eg" && e["kind"] == 1)
+                .map(|e| format!("hop={} error={}", e["hop"], e["error"]))
+        })
+        .collect();
+    egresses.sort();
+    peer.read_for(Duration::from_millis(300));
+    let got: Vec<String> = peer
+        .lines("")
+        .into_iter()
+        .filter(|l| {
+            l.starts_with("HMSG") || l.starts_with("RMSG") || l.starts_with("Nats-Trace-Hop") || l == "m1" || l == "m2"
+        })
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    (egresses, got)
+}
+
+/// A route peer that does not announce protocol 3 does not understand
+/// message tracing: as nats-server, a traced message still goes to it
+/// with its egress saying no event will come from there, a traced-only
+/// one does not (it would be delivered); a peer at protocol 3 gets both.
+#[test]
+fn traces_to_a_peer_without_tracing_match_nats_server() {
+    for proto in [None, Some(3)] {
+        let ours = trace_to_peer(Kind::Petrel, proto);
+        let theirs = trace_to_peer(Kind::Nats, proto);
+        assert_eq!(ours, theirs, "proto {proto:?}: petrel (left) and nats-server (right)");
+        assert_eq!(ours.0.len(), 2, "{ours:?}");
+        if proto.is_none() {
+            assert!(ours.0.iter().any(|e| e.contains("remote does not support")), "{ours:?}");
+            assert!(!ours.1.iter().any(|l| l == "m2"), "{ours:?}");
+        } else {
+            assert!(ours.1.iter().any(|l| l == "m2"), "{ours:?}");
+        }
+    }
+}
+
 /// A client that subscribes to its inbox and sends a request over a route
 /// in one write: the peer hears the inbox's `RS+` before the request's
 /// `RMSG` (its answer depends on it), whichever shard holds the route and

@@ -145,6 +145,109 @@ async fn service_shapes_match_nats_server() {
     assert_eq!(a[10].1["error"]["description"], json!("no such client or leafnode id"));
 }
 
+/// A body as its `Content-Encoding` says it was encoded.
+fn decoded(encoding: Option<&str>, payload: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    match encoding {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(payload)
+                .read_to_end(&mut out)
+                .expect("gzip");
+            out
+        }
+        Some("snappy") => {
+            assert!(payload.starts_with(b"\xff\x06\x00\x00sNaPpY"), "a Snappy stream");
+            let mut d = petrel::compress::Deframer::default();
+            d.push(payload);
+            let mut out = Vec::new();
+            while d.decode(&mut out, usize::MAX).expect("snappy") {}
+            out
+        }
+        _ => payload.to_vec(),
+    }
+}
+
+/// Requests that accept an encoding, from one server: for each, the
+/// reply's `Content-Encoding` and its decoded document's outline.
+async fn encoded_replies(url: &str) -> Vec<(String, Option<String>, BTreeSet<String>)> {
+    let sys = login(url, "sys").await;
+    let a = login(url, "a").await;
+    let mut out = Vec::new();
+    for (who, subject, body, accept) in [
+        (&sys, "$SYS.REQ.SERVER.PING.VARZ", "", "gzip"),
+        (&sys, "$SYS.REQ.SERVER.PING.VARZ", "", "snappy"),
+        (&sys, "$SYS.REQ.SERVER.PING.HEALTHZ", "", "gzip, deflate"),
+        (&sys, "$SYS.REQ.SERVER.PING.SUBSZ", "", "br"),
+        (&sys, "$SYS.REQ.SERVER.PING.CONNZ", "{bad", "gzip"),
+        (&sys, "$SYS.REQ.SERVER.PING", "", "gzip"),
+        (&sys, "$SYS.REQ.SERVER.PING.IDZ", "", "s2"),
+        (&sys, "$SYS.REQ.ACCOUNT.A.CONNZ", "", "gzip"),
+        (&a, "$SYS.REQ.ACCOUNT.PING.CONNZ", "", "snappy"),
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Accept-Encoding", accept);
+        let m = tokio::time::timeout(
+            Duration::from_secs(5),
+            who.request_with_headers(subject.to_string(), headers, body.to_string().into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{subject}: timed out"))
+        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+        let encoding = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Content-Encoding"))
+            .map(|v| v.as_str().to_string());
+        let plain = decoded(encoding.as_deref(), &m.payload);
+        let doc: Value = serde_json::from_slice(&plain).unwrap_or_else(|e| panic!("{subject} {accept}: {e}"));
+        // The document's outline (VARZ's fields differ by version).
+        let outline = shape(&doc).into_iter().filter(|p| p.matches('.').count() < 2).collect();
+        out.push((format!("{subject} ({accept})"), encoding, outline));
+    }
+    out
+}
+
+/// Replies compressed as nats-server compresses them: the monitoring
+/// replies when the request accepts `snappy`/`s2` (a Snappy-compatible
+/// stream), `gzip`, or anything else (`identity`, as is); PING, IDZ and
+/// error replies never; account requests too.
+#[tokio::test]
+async fn replies_are_compressed_as_the_request_accepts() {
+    let conf = temp_conf(CONFIG);
+    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let a = encoded_replies(&ours.url()).await;
+    let b = encoded_replies(&theirs.url()).await;
+    let encodings: Vec<Option<&str>> = b.iter().map(|r| r.1.as_deref()).collect();
+    assert_eq!(
+        encodings,
+        [
+            Some("gzip"),
+            Some("snappy"),
+            Some("gzip"),
+            Some("identity"),
+            None,
+            None,
+            None,
+            Some("gzip"),
+            Some("snappy")
+        ],
+        "nats-server"
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.1, y.1, "{}", x.0);
+        assert_eq!(
+            x.2,
+            y.2,
+            "{}: only petrel {:?}, only nats-server {:?}",
+            x.0,
+            x.2.difference(&y.2).collect::<Vec<_>>(),
+            y.2.difference(&x.2).collect::<Vec<_>>()
+        );
+    }
+}
+
 #[tokio::test]
 async fn non_system_users_cannot_reach_server_services() {
     let conf = temp_conf(CONFIG);

@@ -720,3 +720,77 @@ fn service_latency_across_routes_as_between_nats_servers() {
         assert_eq!(ours, reference, "{kinds:?}");
     }
 }
+
+/// The trace events for messages to `foo` that accept `encodings`, one
+/// message each: per message the `Content-Encoding` its event came with
+/// and the event decoded (comparable).
+fn encoded_events(server: &Proc, encodings: &[&str]) -> Vec<(Option<String>, Value)> {
+    use std::io::Read;
+    let addr = server.addr();
+    let mut tracer = login(&addr, json!({}));
+    tracer.send(b"SUB trace.dest 1\r\n");
+    quiet_ping(&mut tracer);
+    let mut sub = login(&addr, json!({}));
+    sub.send(b"SUB foo 1\r\n");
+    quiet_ping(&mut sub);
+    let mut publisher = login(&addr, json!({}));
+    let mut out = Vec::new();
+    for enc in encodings {
+        publisher.send(&hpub(
+            "foo",
+            &[("Nats-Trace-Dest", "trace.dest"), ("Accept-Encoding", enc)],
+            "x",
+        ));
+        quiet_ping(&mut publisher);
+        let raw = tracer.read_until_quiet(Duration::from_millis(300), Duration::from_secs(3));
+        let bytes = &raw.bytes;
+        // `HMSG trace.dest 1 <hdr> <total>` or `MSG trace.dest 1 <total>`.
+        let line_end = bytes.windows(2).position(|w| w == b"\r\n").expect("a message");
+        let line = String::from_utf8_lossy(&bytes[..line_end]).into_owned();
+        let sizes: Vec<usize> = line.split_whitespace().skip(3).map(|n| n.parse().unwrap()).collect();
+        let (hdr_len, total) = match sizes[..] {
+            [h, t] => (h, t),
+            [t] => (0, t),
+            _ => panic!("{line}"),
+        };
+        let msg = &bytes[line_end + 2..line_end + 2 + total];
+        let (hdr, body) = msg.split_at(hdr_len);
+        let hdr = String::from_utf8_lossy(hdr);
+        let encoding = hdr
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Encoding: "))
+            .map(str::to_string);
+        let plain = match encoding.as_deref() {
+            Some("gzip") => {
+                let mut v = Vec::new();
+                flate2::read::GzDecoder::new(body).read_to_end(&mut v).expect("gzip");
+                v
+            }
+            Some("snappy") => {
+                let mut d = petrel::compress::Deframer::default();
+                d.push(body);
+                let mut v = Vec::new();
+                while d.decode(&mut v, usize::MAX).expect("snappy") {}
+                v
+            }
+            _ => body.to_vec(),
+        };
+        let event: Value = serde_json::from_slice(&plain).unwrap_or_else(|e| panic!("{enc}: {e}"));
+        out.push((encoding, comparable(event)));
+    }
+    out
+}
+
+/// Trace events are compressed as the traced message's `Accept-Encoding`
+/// asks, as nats-server compresses them: `snappy`/`s2`, `gzip`, else
+/// `identity`.
+#[test]
+fn trace_events_are_compressed_as_the_message_accepts() {
+    let (ours, theirs) = both("server_name: srv\n", &["--shards", "2"]);
+    let encodings = ["gzip", "snappy", "S2", "br"];
+    let a = encoded_events(&ours, &encodings);
+    let b = encoded_events(&theirs, &encodings);
+    let names: Vec<Option<&str>> = b.iter().map(|(e, _)| e.as_deref()).collect();
+    assert_eq!(names, [Some("gzip"), Some("snappy"), Some("snappy"), Some("identity")]);
+    assert_eq!(a, b);
+}

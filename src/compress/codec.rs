@@ -173,6 +173,34 @@ impl Framer {
     }
 }
 
+/// Plain bytes per block of a Snappy-compatible stream (the Go writer's
+/// limit in that mode).
+const SNAPPY_BLOCK: usize = 64 << 10;
+
+/// `plain` as one Snappy-compatible framed stream, as klauspost's writer
+/// with `WriterSnappyCompat` writes it (what nats-server sends a request
+/// that accepts `snappy`): Snappy's stream identifier and blocks any
+/// Snappy or S2 reader decodes.
+pub fn snappy_stream(plain: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plain.len() / 2 + 16);
+    out.extend_from_slice(&[CHUNK_STREAM_ID, 0x06, 0x00, 0x00]);
+    out.extend_from_slice(SNAPPY_ID);
+    for block in plain.chunks(SNAPPY_BLOCK) {
+        let encoded = minlz::encode_snappy(block);
+        let worth = block.len() >= 32 && encoded.len() < block.len() - block.len() / 32 - 5;
+        let (kind, body) = if worth {
+            (CHUNK_COMPRESSED, &encoded[..])
+        } else {
+            (CHUNK_PLAIN, block)
+        };
+        let len = body.len() + 4;
+        out.extend_from_slice(&[kind, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
+        out.extend_from_slice(&masked_crc(block).to_le_bytes());
+        out.extend_from_slice(body);
+    }
+    out
+}
+
 /// Reads a peer's S2 streams as their bytes arrive, in any cut.
 #[derive(Debug, Default)]
 pub struct Deframer {

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use crate::auth::perms::{ConnPermissions, Permissions};
+use crate::compress::encoding::ContentEncoding;
 use crate::ids::{AccountId, ConnId, LinkKind, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
@@ -133,6 +134,9 @@ pub struct ConnEntry {
     detail: Option<Arc<request_info::ClientDetail>>,
     /// Its latest round trip time.
     rtt: Duration,
+    /// A route or leaf peer below protocol 3: it does not understand
+    /// message tracing (`trace.rs`).
+    untraced_peer: bool,
 }
 
 impl ConnEntry {
@@ -179,6 +183,7 @@ impl ConnEntry {
             moving_in: None,
             moved_at: None,
             name: None,
+            untraced_peer: false,
             detail: None,
             rtt: Duration::ZERO,
             may_move: false,
@@ -250,6 +255,8 @@ pub struct SelfRequest {
     pub reply: Box<[u8]>,
     /// The request body.
     pub body: Box<[u8]>,
+    /// The encoding its headers accept for the answer.
+    pub accept: Option<ContentEncoding>,
 }
 
 /// A message delivered to a server-internal subscription.
@@ -590,13 +597,15 @@ impl ShardCore {
             return false;
         };
         let Some(reply) = msg.reply else { return true };
-        let body = &msg.message[msg.header_len.unwrap_or(0).min(msg.message.len())..];
+        let header_len = msg.header_len.unwrap_or(0).min(msg.message.len());
+        let (hdr, body) = msg.message.split_at(header_len);
         self.self_requests.push(SelfRequest {
             from: o.conn,
             account,
             subject: msg.subject.into(),
             reply: reply.into(),
             body: body.into(),
+            accept: ContentEncoding::accepted_by(hdr),
         });
         true
     }
@@ -865,10 +874,23 @@ impl ShardCore {
     /// events and replies): routed to that account's subscribers like a
     /// client's publish, with no publisher to skip.
     pub fn inject(&mut self, account: AccountId, subject: &[u8], reply: Option<&[u8]>, message: &[u8]) -> bool {
+        self.inject_msg(account, subject, reply, None, message)
+    }
+
+    /// [`Self::inject`] of a message with a header block of `header_len`
+    /// bytes at its start.
+    pub fn inject_msg(
+        &mut self,
+        account: AccountId,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        message: &[u8],
+    ) -> bool {
         let msg = Msg {
             subject,
             reply,
-            header_len: None,
+            header_len,
             message,
             queues: None,
             origin_cluster: None,

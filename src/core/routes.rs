@@ -348,9 +348,16 @@ impl ShardCore {
             };
             // A traced message's copy carries its hop id.
             let traced = if self.is_tracing() {
-                let hop = self.trace_forward(conn, first_account);
-                hop.zip(msg.header_len).map(|(hop, h)| {
-                    crate::proto::trace::with_header(msg.message, h, crate::proto::trace::TRACE_HOP, &hop)
+                let forward = self.trace_forward(conn, first_account);
+                if forward.as_ref().is_some_and(|f| !f.send) {
+                    i = pending[i..]
+                        .iter()
+                        .position(|k| self.subs.get(k).is_none_or(|s| s.conn != conn))
+                        .map_or(pending.len(), |n| i + n);
+                    continue;
+                }
+                forward.zip(msg.header_len).map(|(f, h)| {
+                    crate::proto::trace::with_header(msg.message, h, crate::proto::trace::TRACE_HOP, &f.hop)
                 })
             } else {
                 None

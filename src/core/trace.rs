@@ -30,6 +30,12 @@ pub enum EgressError {
     SubDeny,
     /// The subscriber is closing.
     ClientClosed,
+    /// Traced only, to a route or leaf peer that does not understand
+    /// tracing: not sent.
+    OnlyNoSupport,
+    /// Sent to a route or leaf peer that does not understand tracing: it
+    /// sends no event.
+    NoSupport,
 }
 
 impl EgressError {
@@ -39,8 +45,21 @@ impl EgressError {
             EgressError::NoEcho => "Not delivered because of no echo",
             EgressError::SubDeny => "Not delivered because subscription denies this subject",
             EgressError::ClientClosed => "Not delivered because client is closed",
+            EgressError::OnlyNoSupport => "Not delivered because remote does not support message tracing",
+            EgressError::NoSupport => {
+                "Message delivered but remote does not support message tracing so no trace event generated from there"
+            }
         }
     }
+}
+
+/// What a traced message's copy to a route or leaf connection gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Forward {
+    /// Its hop id (`Nats-Trace-Hop`).
+    pub(super) hop: Box<str>,
+    /// Whether it is sent at all.
+    pub(super) send: bool,
 }
 
 /// nats-server's connection kinds, as trace events number them.
@@ -443,12 +462,19 @@ impl ShardCore {
 
     /// Records the copy sent to route or leaf connection `conn` and gives
     /// its hop id.
-    pub(super) fn trace_forward(&mut self, conn: ConnId, account: AccountId) -> Option<Box<str>> {
+    pub(super) fn trace_forward(&mut self, conn: ConnId, account: AccountId) -> Option<Forward> {
         let at = self.now;
         let t = self.tracing.as_mut()?;
         let c = self.conns.get(&conn)?;
         let hop = t.hop_for(conn);
         let acc = (c.link == LinkKind::Leaf && account != t.tag.ingress_account).then_some(account);
+        // A peer that does not understand tracing would deliver a
+        // traced-only message: it is not sent there (nats-server's rule).
+        let error = match (c.untraced_peer, t.tag.only) {
+            (false, _) => None,
+            (true, true) => Some(EgressError::OnlyNoSupport),
+            (true, false) => Some(EgressError::NoSupport),
+        };
         t.events.push(TraceEvent::Egress {
             kind: kind_number(c.link),
             cid: conn.0,
@@ -457,10 +483,21 @@ impl ShardCore {
             account: acc,
             sub: None,
             queue: None,
-            error: None,
+            error,
             at,
         });
-        Some(hop)
+        Some(Forward {
+            hop,
+            send: error != Some(EgressError::OnlyNoSupport),
+        })
+    }
+
+    /// Notes the protocol level route or leaf peer `cid` announced: below
+    /// 3 it does not understand message tracing.
+    pub fn set_peer_protocol(&mut self, cid: ConnId, proto: u32) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.untraced_peer = proto < crate::proto::route_info::TRACE_PROTO;
+        }
     }
 
     /// Gives route or leaf connection `conn` its hop id now (on the

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// message tracing (3), as nats-server 2.11+.
 pub const ROUTE_PROTO: u32 = 3;
 
+/// The lowest protocol level (of a route or leaf peer) that understands
+/// message tracing.
+pub const TRACE_PROTO: u32 = 3;
+
 /// The INFO a server sends on a route (and forwards as gossip).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::{json, Map, Value};
 
 use super::state::Shard;
+use crate::compress::encoding::{self, ContentEncoding};
 use crate::control::Shared;
 use crate::core::latency::{LatencyReport, MeasuredReport};
 use crate::core::reports::Report;
@@ -29,16 +30,32 @@ async fn run(shard: Rc<Shard>) {
     loop {
         shard.next_batch(&mut reports, ShardCore::poll_reports).await;
         for r in reports.drain(..) {
-            let (account, subject, body) = match r {
-                Report::Trace(t) => (t.account, t.dest.clone(), event_json(&shard.shared, &t)),
-                Report::Latency(l) => (l.account, l.subject.clone(), latency_json(&l, true)),
-                Report::Measured(m) => (m.report.account, m.report.subject.clone(), measured_json(&m)),
+            let (account, subject, body, accept) = match r {
+                Report::Trace(t) => (
+                    t.account,
+                    t.dest.clone(),
+                    event_json(&shard.shared, &t),
+                    trace_accepts(&t),
+                ),
+                Report::Latency(l) => (l.account, l.subject.clone(), latency_json(&l, true), None),
+                Report::Measured(m) => (m.report.account, m.report.subject.clone(), measured_json(&m), None),
             };
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            shard.core.borrow_mut().inject(account, &subject, None, &body);
+            let (header_len, message) = encoding::message(accept, &body);
+            shard
+                .core
+                .borrow_mut()
+                .inject_msg(account, &subject, None, header_len, &message);
         }
         shard.flush().await;
     }
+}
+
+/// How a trace's events are encoded: as its message's `Accept-Encoding`
+/// asks (nats-server compresses them so).
+fn trace_accepts(t: &FinishedTrace) -> Option<ContentEncoding> {
+    let (_, values) = t.headers.iter().find(|(k, _)| k == encoding::ACCEPT_ENCODING)?;
+    ContentEncoding::from_accept(values.first()?)
 }
 
 /// Converts the core's clock to wall-clock time (RFC 3339).

@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use super::state::Shard;
+use crate::compress::encoding;
 use crate::core::ShardCore;
 use crate::core::{SelfRequest, USER_INFO};
 
@@ -50,12 +51,19 @@ fn answer(shard: &Rc<Shard>, req: SelfRequest) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let shared = shard.shared.clone();
+        let subject = req.subject.clone();
         let answer = glommio::executor()
-            .spawn_blocking(move || crate::sys::services::account_request(&shared, &name, &req.subject, &req.body))
+            .spawn_blocking(move || crate::sys::services::account_request(&shared, &name, &subject, &req.body))
             .await;
         if let Some(v) = answer {
-            let bytes = serde_json::to_vec(&v).unwrap_or_default();
-            shard.core.borrow_mut().inject(req.account, &req.reply, None, &bytes);
+            // Account CONNZ and STATZ are compressed as nats-server's
+            // monitoring replies are.
+            let encoding = req.accept.filter(|_| v.get("error").is_none());
+            let (header_len, bytes) = encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default());
+            shard
+                .core
+                .borrow_mut()
+                .inject_msg(req.account, &req.reply, None, header_len, &bytes);
             shard.flush().await;
         }
     })

@@ -223,10 +223,16 @@ impl Shard {
     /// Publishes `bytes` on `subject` in the system account (events and the
     /// internal client's replies).
     pub fn emit_bytes(&self, subject: &[u8], bytes: &[u8]) {
+        self.emit_message(subject, None, bytes);
+    }
+
+    /// [`Self::emit_bytes`] of a message with a header block of
+    /// `header_len` bytes at its start.
+    pub fn emit_message(&self, subject: &[u8], header_len: Option<usize>, bytes: &[u8]) {
         let sys = self.verifier.borrow().accounts().system().id;
         let mut core = self.core.borrow_mut();
         core.set_now(std::time::Instant::now());
-        core.inject(sys, subject, None, bytes);
+        core.inject_msg(sys, subject, None, header_len, bytes);
     }
 
     /// Kicks, and sends lame-duck notices to, this shard's clients named by

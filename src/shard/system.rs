@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::state::Shard;
+use crate::compress::encoding::{self, ContentEncoding};
 use crate::core::InternalMsg;
 use crate::core::ShardCore;
 use crate::ids::ConnId;
@@ -98,22 +99,30 @@ fn body_of(m: &InternalMsg) -> &[u8] {
     }
 }
 
+fn header_of(m: &InternalMsg) -> &[u8] {
+    &m.message[..m.header_len.unwrap_or(0).min(m.message.len())]
+}
+
 /// Answers one `$SYS.REQ` request on a blocking thread and routes the reply.
 async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
     let shared = shard.shared.clone();
     let req = Request {
         subject: String::from_utf8_lossy(&m.subject).into_owned(),
         body: body_of(&m).to_vec(),
+        accept: ContentEncoding::accepted_by(header_of(&m)),
     };
     let answer = glommio::executor()
         .spawn_blocking(move || {
             let reload = || shared.reload();
             let act = |a| shared.client_action(a);
-            services::answer(&shared, &req, &reload, &act).map(|v| serde_json::to_vec(&v).unwrap_or_default())
+            services::answer(&shared, &req, &reload, &act).map(|v| {
+                let encoding = services::reply_encoding(&req.subject, &v, req.accept);
+                encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default())
+            })
         })
         .await;
-    if let Some(bytes) = answer {
-        shard.emit_bytes(&reply, &bytes);
+    if let Some((header_len, bytes)) = answer {
+        shard.emit_message(&reply, header_len, &bytes);
         shard.flush().await;
     }
 }

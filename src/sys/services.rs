@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::endpoints::{self, ConnzOpts, SubszOpts};
 use super::{envelope, envelope_error, server_block, Filter};
+use crate::compress::encoding::ContentEncoding;
 use crate::control::{ClientAction, Shared};
 use crate::timefmt::rfc3339;
 
@@ -46,6 +47,21 @@ pub struct Request {
     pub subject: String,
     /// Its body (headers removed).
     pub body: Vec<u8>,
+    /// The encoding its headers accept for the reply.
+    pub accept: Option<ContentEncoding>,
+}
+
+/// How the reply to a request on `subject` is encoded, given what the
+/// request accepts: as nats-server, the monitoring replies (`*Z`, account
+/// INFO, RELOAD, KICK, LDM) are compressed unless they carry an error;
+/// PING, STATSZ, IDZ and account CONNS never are.
+pub fn reply_encoding(subject: &str, reply: &Value, accept: Option<ContentEncoding>) -> Option<ContentEncoding> {
+    let accept = accept?;
+    let last = subject.rsplit('.').next().unwrap_or_default();
+    let plain = subject == "$SYS.REQ.SERVER.PING"
+        || (subject.starts_with("$SYS.REQ.SERVER.") && matches!(last, "STATSZ" | "IDZ"))
+        || (subject.starts_with("$SYS.REQ.ACCOUNT.") && last == "CONNS");
+    (!plain && reply.get("error").is_none()).then_some(accept)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ()> {

@@ -97,6 +97,9 @@ struct State {
     slot: Option<crate::auth::accounts::LeafSlot>,
     /// The other side's cluster name (a leaf's CONNECT, a hub's INFO).
     remote_cluster: String,
+    /// The other side's protocol level (a leaf's CONNECT `protocol`, a
+    /// hub's INFO `proto`): below 3 it does not understand tracing.
+    peer_proto: u32,
     /// Not told interest held by other leaf connections (hub:
     /// `isolate_leafnode_interest` or the leaf's request; leaf: the
     /// remote's `isolate_leafnode_interest`).
@@ -740,6 +743,7 @@ impl Link<'_> {
             st.user = connect.user.clone().unwrap_or_default();
             st.version = connect.version.clone();
             st.remote_cluster = connect.cluster.clone();
+            st.peer_proto = connect.protocol;
             st.role_spoke = connect.hub;
             st.isolated = connect.isolate || self.shard.shared.leaf.get().is_some_and(|l| l.opts().isolate);
         }
@@ -963,6 +967,7 @@ impl Link<'_> {
             st.account = Some(acc);
             st.peer_name = info.server_name.clone();
             st.remote_cluster = info.cluster.clone();
+            st.peer_proto = info.proto;
             st.isolated = spoke.remote.isolate;
         }
         if info.info_on_connect {
@@ -1078,9 +1083,9 @@ impl Link<'_> {
                 }),
             );
             let (tellable, perms) = self.filters(deny_pub);
-            let (cluster, isolated, role_spoke) = {
+            let (cluster, isolated, role_spoke, peer_proto) = {
                 let st = self.state.borrow();
-                (st.remote_cluster.clone(), st.isolated, st.role_spoke)
+                (st.remote_cluster.clone(), st.isolated, st.role_spoke, st.peer_proto)
             };
             core.add_leaf(
                 self.cid,
@@ -1093,6 +1098,7 @@ impl Link<'_> {
                     perms,
                 },
             );
+            core.set_peer_protocol(self.cid, peer_proto);
             let mut lds = Vec::new();
             encode::leaf_sub(&mut lds, self.lds().as_bytes(), None);
             core.send_raw(self.cid, &lds);

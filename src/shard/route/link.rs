@@ -538,6 +538,7 @@ impl Link<'_> {
         if info.lnoc {
             self.shard.core.borrow_mut().set_route_lnoc(self.cid);
         }
+        self.shard.core.borrow_mut().set_peer_protocol(self.cid, info.proto);
         super::perms::guard_route(self.shard, self.cid);
         let all = self.shard.core.borrow().route_interest();
         let out = interest_lines(self.shard, &all, &scope);
