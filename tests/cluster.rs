@@ -470,6 +470,70 @@ fn route_bytes_match_nats_server() {
     );
 }
 
+/// On two servers `kinds` (the second seeded with the first): one member
+/// of queue group `q` on the first, two on the second, 1,000 messages
+/// published on the first: how many each server's members got.
+fn queue_split(kinds: (Kind, Kind)) -> (usize, usize) {
+    let a = node(kinds.0, None, &[]);
+    let b = node(kinds.1, Some(&a), &[]);
+    let login = |addr: &str| {
+        let mut r = common::raw::Raw::open(addr);
+        r.exchange(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+        r
+    };
+    let mut here = login(&a.addr());
+    here.exchange(b"SUB work q 1\r\nPING\r\n");
+    let mut there = login(&b.addr());
+    there.exchange(b"SUB work q 1\r\nSUB work q 2\r\nPING\r\n");
+    let mut publisher = login(&a.addr());
+    // Until the second server's members are known on the first: a probe
+    // subject only they hear.
+    there.exchange(b"SUB probe 3\r\nPING\r\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.exchange(b"PUB probe 1\r\nx\r\nPING\r\n");
+        if there.exchange(b"PING\r\n").text().contains("MSG probe") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{kinds:?}: no route");
+    }
+    let mut batch = Vec::new();
+    for _ in 0..1000 {
+        batch.extend_from_slice(b"PUB work 1\r\nx\r\n");
+    }
+    batch.extend_from_slice(b"PING\r\n");
+    publisher.exchange(&batch);
+    let count = |r: &mut common::raw::Raw| {
+        r.read_until_quiet(Duration::from_millis(300), Duration::from_secs(5))
+            .text()
+            .matches("MSG work")
+            .count()
+    };
+    (count(&mut here), count(&mut there))
+}
+
+/// A queue group with members on two servers shares a client's messages
+/// as nats-server shares them: at random across the cluster, each server
+/// by its members (the other server's count is its `RS+` weight), so the
+/// server with two of the three members gets about two thirds; in every
+/// mix of petrel and nats-server.
+#[test]
+fn queue_members_across_servers_share_as_nats_server_shares() {
+    for kinds in [
+        (Kind::Nats, Kind::Nats),
+        (Kind::Petrel, Kind::Petrel),
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+    ] {
+        let (here, there) = queue_split(kinds);
+        assert_eq!(here + there, 1000, "{kinds:?}: each message once");
+        assert!(
+            (550..=780).contains(&there),
+            "{kinds:?}: about two thirds to the second server: {here} / {there}"
+        );
+    }
+}
+
 /// A traced message and a traced-only one to `foo`, which a raw peer
 /// announcing protocol `proto` in its INFO (`None`: no level, an old
 /// server) is interested in: the route egress events the tracer gets
@@ -598,6 +662,59 @@ fn leaf_interest_from_a_peer_is_kept_apart_from_its_own() {
             "{kind:?}: the LS+ stands: {got:?}"
         );
     }
+}
+
+/// What a raw route peer taking leaf origins (`lnoc`, `lnocu`) hears
+/// from a hub of `kind` when a client of a nats-server leaf node (of
+/// cluster `LC`) subscribes to `foo`, joins queue group `q` on `bar`, and
+/// unsubscribes both; and when a client of the hub itself subscribes to
+/// `foo` too.
+fn leaf_interest_told_to_a_peer(kind: Kind) -> Vec<String> {
+    let conf =
+        common::jwt::write_conf("cluster { name: c1, listen: 127.0.0.1:-1 }\nleafnodes { listen: 127.0.0.1:-1 }\n");
+    let hub = match kind {
+        Kind::Petrel => common::petrel(&["-c", conf.to_str().unwrap()]),
+        Kind::Nats => common::nats_server(&["-c", conf.to_str().unwrap()]),
+    };
+    let mut peer = Peer::dial_pooled(hub.route_port(), "c1", "NPEER", "", ",\"lnoc\":true,\"lnocu\":true");
+    peer.read_for(Duration::from_millis(300));
+    let leaf_conf = common::jwt::write_conf(&format!(
+        "server_name: L1\ncluster {{ name: LC, listen: 127.0.0.1:-1 }}\nleafnodes {{ remotes: [{{url: \"nats-leaf://127.0.0.1:{}\"}}] }}\n",
+        hub.leaf_port()
+    ));
+    let leaf = common::nats_server(&["-c", leaf_conf.to_str().unwrap()]);
+    let mut c = common::raw::Raw::open(&leaf.addr());
+    // Until the leaf connection is up: the hub tells the peer of it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    c.exchange(b"CONNECT {\"verbose\":false}\r\nSUB foo 1\r\nSUB bar q 2\r\nPING\r\n");
+    while !peer.read_for(Duration::from_millis(200)).contains(" bar q ") {
+        assert!(Instant::now() < deadline, "{kind:?}: no leaf interest reached the peer");
+    }
+    let mut h = common::raw::Raw::open(&hub.addr());
+    h.exchange(b"CONNECT {\"verbose\":false}\r\nSUB foo 1\r\nPING\r\n");
+    peer.read_for(Duration::from_millis(300));
+    c.exchange(b"UNSUB 1\r\nUNSUB 2\r\nPING\r\n");
+    peer.read_for(Duration::from_millis(500));
+    let mut lines: Vec<String> = peer
+        .lines("")
+        .into_iter()
+        .filter(|l| (l.starts_with("LS") || l.starts_with("RS")) && (l.contains(" foo") || l.contains(" bar")))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Interest a hub's leaf connections hold goes to route peers as
+/// nats-server sends it: `LS+ <leaf cluster> ...` (counted apart from the
+/// hub's own `RS+` on the same subject) and `LS- <leaf cluster> ...`.
+#[test]
+fn leaf_interest_is_told_to_routes_with_its_origin_as_nats_server_tells_it() {
+    let theirs = leaf_interest_told_to_a_peer(Kind::Nats);
+    let ours = leaf_interest_told_to_a_peer(Kind::Petrel);
+    assert_eq!(ours, theirs, "petrel (left) and nats-server (right)");
+    assert!(theirs.iter().any(|l| l.starts_with("LS+ LC $G foo")), "{theirs:?}");
+    assert!(theirs.iter().any(|l| l == "RS+ $G foo"), "{theirs:?}");
+    assert!(theirs.iter().any(|l| l == "LS- LC $G bar q"), "{theirs:?}");
 }
 
 /// Wrong peers get nats-server's answers and clients keep being served.

@@ -46,6 +46,14 @@ pub enum InterestChange {
         /// This server is the leaf on it (its peer is a hub).
         spoke: bool,
     },
+    /// A route queue subscription's weight (and leaf origin), as its
+    /// peer announced it: how many members it stands for.
+    QueueWeight {
+        /// The route subscription.
+        key: SubKey,
+        /// Its weight and origin.
+        weight: crate::core::QueueWeight,
+    },
     /// That leaf connection is gone.
     LeafGone {
         /// The leaf connection.

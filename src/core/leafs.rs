@@ -227,6 +227,13 @@ impl ShardCore {
         st.conns.insert(conn, LeafConn { cluster, spoke });
     }
 
+    /// The remote cluster of leaf connection `conn` (on any shard), as
+    /// routes are told it: nats-server's subscription origin.
+    pub(super) fn leaf_origin(&self, conn: ConnId) -> Option<Box<[u8]>> {
+        let id = self.leafs.conns.get(&conn)?.cluster?;
+        self.leafs.cluster_names.get(id as usize).map(|n| n.as_bytes().into())
+    }
+
     /// Forgets a leaf connection that is gone.
     pub(super) fn forget_leaf_conn(&mut self, conn: ConnId) {
         self.leafs.conns.remove(&conn);

@@ -43,7 +43,7 @@ use imports::Imports;
 pub use outq::{ChunkPool, OutQueue};
 pub use pool::BufferPools;
 pub use responses::REPLY_PREFIX;
-pub use routes::RouteInterest;
+pub use routes::{LeafOrigins, QueueWeight, RouteInterest};
 
 /// Settings the core needs.
 #[derive(Debug, Clone)]
@@ -1055,6 +1055,9 @@ impl ShardCore {
             }
         }
         let (subject, queue, account, conn) = (s.subject, s.queue, s.account, s.conn);
+        if queue.is_some() && key.link() == LinkKind::Route {
+            self.routes.weights.remove(&key);
+        }
         self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
         self.broadcast(|| InterestChange::Remove {
             account,
@@ -1218,12 +1221,60 @@ impl ShardCore {
             }
             let n = g.members.len();
             let start = self.rng.usize(..n);
+            let weighted = !from_route && !self.routes.weights.is_empty();
+            let dice = if weighted { self.rng.u32(..) } else { 0 };
             let in_turn = || (0..n).map(|i| g.members[(start + i) % n]).filter(|s| admits(s));
             let same = |s: &SubRef| blocked(self, s);
-            let pick = in_turn()
-                .filter(|s| !same(s))
-                .find(|s| s.key.link().is_local())
-                .or_else(|| in_turn().find(|s| !same(s)));
+            let pick = if !weighted {
+                // What a route brought goes to this server's members (a
+                // leaf connection's if none); with no members behind
+                // routes, a local one first too.
+                in_turn()
+                    .filter(|s| !same(s))
+                    .find(|s| s.key.link().is_local())
+                    .or_else(|| in_turn().find(|s| !same(s)))
+            } else {
+                // As nats-server picks for a client's or a leaf
+                // connection's message: at random among this server's
+                // members and the other servers' own (a route's
+                // subscription counts as many as its weight says); failing
+                // those, a leaf connection's member or one a route holds
+                // for a leaf cluster (not the message's own).
+                let weight = |s: &SubRef| -> u32 {
+                    match s.key.link() {
+                        LinkKind::Client | LinkKind::System => 1,
+                        LinkKind::Route => match self.routes.weights.get(&s.key) {
+                            Some(w) if w.origin.is_some() => 0,
+                            Some(w) => w.weight,
+                            None => 1,
+                        },
+                        LinkKind::Leaf => 0,
+                    }
+                };
+                let total: u32 = in_turn().filter(|s| !same(s)).map(|s| weight(&s)).sum();
+                if total > 0 {
+                    let mut r = dice % total;
+                    in_turn().filter(|s| !same(s)).find(|s| {
+                        let w = weight(s);
+                        if r < w {
+                            return true;
+                        }
+                        r -= w;
+                        false
+                    })
+                } else {
+                    let msg_origin = self.message_leaf_origin(msg, origin);
+                    in_turn().filter(|s| !same(s)).find(|s| match s.key.link() {
+                        LinkKind::Route => self
+                            .routes
+                            .weights
+                            .get(&s.key)
+                            .and_then(|w| w.origin.as_deref())
+                            .is_none_or(|o| msg_origin.as_deref() != Some(o)),
+                        _ => true,
+                    })
+                }
+            };
             if let Some(s) = pick {
                 any |= self.route_to(s, msg, &mut shared);
             }
@@ -1678,6 +1729,12 @@ impl ShardCore {
                     if self.index_mut(account).remove(&subject, queue.as_deref(), key) {
                         self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
                     }
+                    if queue.is_some() && key.link() == LinkKind::Route {
+                        self.routes.weights.remove(&key);
+                    }
+                }
+                InterestChange::QueueWeight { key, weight } => {
+                    self.routes.weights.insert(key, weight);
                 }
                 InterestChange::LeafConn { conn, cluster, spoke } => {
                     self.note_leaf_conn(conn, cluster.as_deref(), spoke)

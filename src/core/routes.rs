@@ -10,15 +10,17 @@ use std::task::Waker;
 
 use rustc_hash::FxHashMap;
 
+use super::batch::InterestChange;
 use super::mailbox::Mailbox;
 use super::{Msg, Origin, Routed, ShardCore};
 use crate::ids::{AccountId, ConnId, LinkKind, SubKey};
 use crate::proto::encode::{self, ServerMsgForm};
 
 /// A change to what this server announces to its routes: `weight` is how
-/// many of this server's subscriptions share the account, subject and
-/// queue group now (0: none left, send `RS-`). Queue groups announce their
-/// weight on every change, plain subjects only on the first and the last.
+/// many of this server's subscriptions share the account, subject, queue
+/// group and origin now (0: none left, send `RS-`). Queue groups announce
+/// their weight on every change, plain subjects only on the first and the
+/// last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInterest {
     /// The account.
@@ -27,11 +29,16 @@ pub struct RouteInterest {
     pub subject: Box<[u8]>,
     /// The queue group, if any.
     pub queue: Option<Box<[u8]>>,
+    /// The remote cluster of the leaf connections that hold it (announced
+    /// as `LS+`, as nats-server does, to peers that take it), if any.
+    pub origin: Option<Box<[u8]>>,
     /// Subscriptions behind it now.
     pub weight: u32,
 }
 
-type InterestKey = (AccountId, Box<[u8]>, Option<Box<[u8]>>);
+/// Account, subject, queue group, leaf origin: nats-server counts leaf
+/// connections' interest apart from the rest (`keyFromSubWithOrigin`).
+type InterestKey = (AccountId, Box<[u8]>, Option<Box<[u8]>>, Option<Box<[u8]>>);
 
 /// Writes interest changes to the routes (the runtime's encoder), given
 /// the core to queue the lines in.
@@ -73,6 +80,33 @@ pub(super) struct RouteState {
     pinned: rustc_hash::FxHashSet<ConnId>,
     /// Routes whose peer takes leaf messages with their origin (`lnoc`).
     lnoc: rustc_hash::FxHashSet<ConnId>,
+    /// Routes whose peer takes `LS-` with the origin (`lnocu`).
+    lnocu: rustc_hash::FxHashSet<ConnId>,
+    /// Route queue subscriptions' weights, on every shard.
+    pub(super) weights: FxHashMap<SubKey, QueueWeight>,
+}
+
+/// What a route queue subscription stands for: `weight` members on the
+/// peer (its `RS+` queue weight), held for leaf cluster `origin` when it
+/// came as `LS+ <origin>`. Every shard keeps them for its replica: queue
+/// members are picked as nats-server picks them (`ShardCore::route_in`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueWeight {
+    /// Members behind it (at least 1).
+    pub weight: u32,
+    /// The leaf cluster it is held for.
+    pub origin: Option<Box<[u8]>>,
+}
+
+/// What a route's peer takes of leaf origins (its INFO's `lnoc` and
+/// `lnocu`): interest held by leaf connections is announced to it as
+/// `LS+ <origin> ...`, and withdrawn with the origin named too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LeafOrigins {
+    /// `LMSG` and `LS+` with the origin cluster.
+    pub lnoc: bool,
+    /// `LS-` with the origin cluster.
+    pub lnocu: bool,
 }
 
 impl ShardCore {
@@ -96,9 +130,9 @@ impl ShardCore {
             .flat_map(|(k, &n)| std::iter::repeat_n(k.clone(), n as usize))
             .collect();
         for (imports, add) in [(old, false), (new, true)] {
-            for (account, subject, queue) in &keys {
+            for (account, subject, queue, origin) in &keys {
                 for (exporter, shadow) in imports.shadows(*account, subject) {
-                    self.bump_interest((exporter, shadow.into(), queue.clone()), true, add);
+                    self.bump_interest((exporter, shadow.into(), queue.clone(), origin.clone()), true, add);
                 }
             }
         }
@@ -110,15 +144,29 @@ impl ShardCore {
         self.routes.pinned.insert(cid);
     }
 
-    /// Marks a route whose peer takes `LMSG` with the leaf's cluster.
-    pub fn set_route_lnoc(&mut self, cid: ConnId) {
-        self.routes.lnoc.insert(cid);
+    /// Notes what route `cid`'s peer takes of leaf origins (its INFO).
+    pub fn set_route_origins(&mut self, cid: ConnId, o: LeafOrigins) {
+        if o.lnoc {
+            self.routes.lnoc.insert(cid);
+        }
+        if o.lnocu {
+            self.routes.lnocu.insert(cid);
+        }
+    }
+
+    /// What route `cid`'s peer takes of leaf origins.
+    pub fn route_origins(&self, cid: ConnId) -> LeafOrigins {
+        LeafOrigins {
+            lnoc: self.routes.lnoc.contains(&cid),
+            lnocu: self.routes.lnocu.contains(&cid),
+        }
     }
 
     /// Forgets a closed route's dedication and abilities.
     pub(super) fn forget_route(&mut self, cid: ConnId) {
         self.routes.pinned.remove(&cid);
         self.routes.lnoc.remove(&cid);
+        self.routes.lnocu.remove(&cid);
     }
 
     /// Counts an interest change of a subscription held by a link of kind
@@ -137,12 +185,17 @@ impl ShardCore {
         if !self.routes.clustered || link == LinkKind::Route {
             return;
         }
-        let key: InterestKey = (account, subject.into(), queue.map(Into::into));
+        let leaf_origin = match (link, origin) {
+            (LinkKind::Leaf, Some(conn)) => self.leaf_origin(conn),
+            _ => None,
+        };
+        let key: InterestKey = (account, subject.into(), queue.map(Into::into), leaf_origin.clone());
         self.bump_interest(key, false, add);
         if self.has_imports {
             let imports = self.imports.clone();
             for (exporter, shadow) in imports.shadows(account, subject) {
-                self.bump_interest((exporter, shadow.into(), queue.map(Into::into)), true, add);
+                let key = (exporter, shadow.into(), queue.map(Into::into), leaf_origin.clone());
+                self.bump_interest(key, true, add);
             }
         }
     }
@@ -177,6 +230,7 @@ impl ShardCore {
             account: key.0,
             subject: key.1,
             queue: key.2,
+            origin: key.3,
             weight,
         });
     }
@@ -222,10 +276,11 @@ impl ShardCore {
             *all.entry(k).or_insert(0) += n;
         }
         all.into_iter()
-            .map(|((account, subject, queue), weight)| RouteInterest {
+            .map(|((account, subject, queue, origin), weight)| RouteInterest {
                 account: *account,
                 subject: subject.clone(),
                 queue: queue.clone(),
+                origin: origin.clone(),
                 weight,
             })
             .collect()
@@ -241,18 +296,33 @@ impl ShardCore {
         }
     }
 
-    /// Adds a subscription a route announced (`RS+`) in `account`, under
-    /// the sid `sid` (the route's key for it, used by `RS-`).
+    /// Adds a subscription a route announced (`RS+`, or `LS+` with the
+    /// leaf cluster `origin`) in `account`, under the sid `sid` (the
+    /// route's key for it, used by `RS-`); a queue subscription with its
+    /// weight, which a repeated `RS+` updates.
     pub fn subscribe_routed(
         &mut self,
         cid: ConnId,
         account: AccountId,
         subject: &[u8],
-        queue: Option<&[u8]>,
+        queue: Option<(&[u8], u32)>,
+        origin: Option<&[u8]>,
         sid: &[u8],
     ) {
         // Routes have no permissions or subscription limit here.
-        let _ = self.subscribe_in(cid, Some(account), subject, queue, sid);
+        let _ = self.subscribe_in(cid, Some(account), subject, queue.map(|q| q.0), sid);
+        let Some((_, weight)) = queue else { return };
+        let Some(&key) = self.conns.get(&cid).and_then(|c| c.sids.get(sid)) else {
+            return;
+        };
+        let w = QueueWeight {
+            weight: weight.max(1),
+            origin: origin.map(Into::into),
+        };
+        if self.routes.weights.get(&key) != Some(&w) {
+            self.routes.weights.insert(key, w.clone());
+            self.broadcast(|| InterestChange::QueueWeight { key, weight: w.clone() });
+        }
     }
 
     /// Sets what route `cid` must not be sent even where its peer's
@@ -450,5 +520,14 @@ impl ShardCore {
     #[inline]
     pub(super) fn routes_pending(&self) -> bool {
         !self.routes.pending.is_empty()
+    }
+
+    /// The leaf cluster a message comes from: its leaf connection's, or
+    /// the one a route named (`LMSG`).
+    pub(super) fn message_leaf_origin(&self, msg: &Msg<'_>, origin: Option<Origin>) -> Option<Box<[u8]>> {
+        match origin {
+            Some(o) if o.link == LinkKind::Leaf => self.leaf_origin(o.conn),
+            _ => msg.origin_cluster.map(Into::into),
+        }
     }
 }

@@ -152,6 +152,38 @@ pub fn route_unsub(out: &mut Vec<u8>, account: Option<&[u8]>, subject: &[u8], qu
     interest_removed(out, b"RS- ", account, subject, queue);
 }
 
+/// Appends `LS+ <origin> [account] <subject>[ <queue> <weight>]`: route
+/// interest held by leaf connections of remote cluster `origin`, to a
+/// peer that takes it (`lnoc`).
+pub fn route_leaf_sub(
+    out: &mut Vec<u8>,
+    origin: &[u8],
+    account: Option<&[u8]>,
+    subject: &[u8],
+    queue: Option<(&[u8], u32)>,
+) {
+    out.extend_from_slice(b"LS+ ");
+    out.extend_from_slice(origin);
+    interest_added(out, b" ", account, subject, queue);
+}
+
+/// Appends `LS- [origin] [account] <subject>[ <queue>]`: that interest
+/// gone (the origin named to a peer that takes it, `lnocu`).
+pub fn route_leaf_unsub(
+    out: &mut Vec<u8>,
+    origin: Option<&[u8]>,
+    account: Option<&[u8]>,
+    subject: &[u8],
+    queue: Option<&[u8]>,
+) {
+    out.extend_from_slice(b"LS- ");
+    if let Some(o) = origin {
+        out.extend_from_slice(o);
+        out.push(b' ');
+    }
+    interest_removed(out, b"", account, subject, queue);
+}
+
 /// Appends `LS+ <subject>[ <queue> <weight>]` (interest told to a leaf
 /// node connection: no account, the connection is bound to one).
 pub fn leaf_sub(out: &mut Vec<u8>, subject: &[u8], queue: Option<(&[u8], u32)>) {

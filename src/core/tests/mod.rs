@@ -601,7 +601,7 @@ fn every_shard_counts_the_interest_routes_must_hear() {
     }
     // A route's own interest is never announced to routes (one hop).
     let route = c.link(0, LinkKind::Route);
-    c.cores[0].subscribe_routed(route, AccountId::GLOBAL, b"bar", None, b"$G bar");
+    c.cores[0].subscribe_routed(route, AccountId::GLOBAL, b"bar", None, None, b"$G bar");
     c.pump();
     assert!(route_events(&mut c, 1).is_empty());
     let mut all = c.cores[1].route_interest();
@@ -627,10 +627,10 @@ fn a_route_gets_one_message_however_many_of_its_subscriptions_match() {
     for route_shard in [0, 1] {
         let mut c = clustered(2);
         let route = c.link(route_shard, LinkKind::Route);
-        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", None, b"1");
-        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b">", None, b"2");
-        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", Some(b"q"), b"3");
-        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"*", Some(b"r"), b"4");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", None, None, b"1");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b">", None, None, b"2");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", Some((b"q", 1)), None, b"3");
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"*", Some((b"r", 1)), None, b"4");
         c.pump();
         let publisher = c.connect(0);
         c.feed(publisher, b"PUB foo reply 2\r\nhi\r\nPUB bar 1\r\nx\r\n");
@@ -646,15 +646,38 @@ fn a_route_gets_one_message_however_many_of_its_subscriptions_match() {
             "{text}"
         );
         assert_eq!(lines[0], "RMSG $G bar | r 1", "{text}");
-        // A client member of a group on this server is preferred.
+        // As nats-server picks: a member on this server and the route's
+        // share a client's messages, the route's counting its weight.
         let member = c.connect(1 - route_shard);
         c.feed(member, b"SUB foo q 9\r\n");
         c.pump();
-        c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
+        let split = |c: &mut Cluster| {
+            for _ in 0..200 {
+                c.feed(publisher, b"PUB foo 2\r\nhi\r\n");
+            }
+            c.pump();
+            let out = String::from_utf8(c.cores[route_shard].conn_mut(route).unwrap().out.take_bytes()).unwrap();
+            let routed = out.matches("RMSG $G foo | q r 2").count() + out.matches("RMSG $G foo | r q 2").count();
+            let local = String::from_utf8(c.take_out(member))
+                .unwrap()
+                .matches("MSG foo 9 2")
+                .count();
+            assert_eq!(local + routed, 200, "each once");
+            (local, routed)
+        };
+        let (local, routed) = split(&mut c);
+        assert!(local > 40 && routed > 40, "about even: {local} {routed}");
+        // Weight 4 (a repeated RS+): about four routed for one local.
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", Some((b"q", 4)), None, b"3");
         c.pump();
-        let out = c.cores[route_shard].conn_mut(route).unwrap().out.take_bytes();
-        assert_eq!(String::from_utf8(out).unwrap(), "RMSG $G foo | r 2\r\nhi\r\n");
-        assert_eq!(c.take_out(member), b"MSG foo 9 2\r\nhi\r\n");
+        let (local, routed) = split(&mut c);
+        assert!(routed > 2 * local, "weighted: {local} {routed}");
+        // A member the route holds for a leaf cluster is picked only when
+        // there is no other.
+        c.cores[route_shard].subscribe_routed(route, AccountId::GLOBAL, b"foo", Some((b"q", 4)), Some(b"lc"), b"3");
+        c.pump();
+        let (local, routed) = split(&mut c);
+        assert_eq!((local, routed), (200, 0));
     }
 }
 
@@ -850,7 +873,13 @@ fn a_leafs_message_goes_to_routes_with_its_cluster() {
     }
     let leaf = c.leaf_of(0, "edge", false);
     let (old, new) = (c.link(1, LinkKind::Route), c.link(1, LinkKind::Route));
-    c.cores[1].set_route_lnoc(new);
+    c.cores[1].set_route_origins(
+        new,
+        LeafOrigins {
+            lnoc: true,
+            lnocu: true,
+        },
+    );
     c.link_sub(1, old, b"x", None, b"o");
     c.link_sub(1, new, b"x", None, b"n");
     c.pump();

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::cluster::{Cluster, RouteScope};
-use crate::core::RouteInterest;
 use crate::core::ShardCore;
+use crate::core::{LeafOrigins, RouteInterest};
 use crate::proto::encode;
 use crate::proto::route_info::{RouteInfo, ROUTE_PROTO};
 use crate::shard::state::Shard;
@@ -94,25 +94,35 @@ pub(super) fn peer_export_changed(
     new: Option<&crate::proto::route_info::SubjectPermission>,
 ) {
     let Some(scope) = shard.routes.scope(cid) else { return };
-    let out = interest_lines(shard, &super::perms::newly_exported(shard, old, new), &scope);
+    let origins = shard.core.borrow().route_origins(cid);
+    let out = interest_lines(shard, &super::perms::newly_exported(shard, old, new), &scope, origins);
     if !out.is_empty() {
         shard.core.borrow_mut().send_raw(cid, &out);
     }
 }
 
-/// `RS+`/`RS-` lines for the interest changes a route of `scope` carries;
-/// interest the route permissions do not import is not sent.
-pub(super) fn interest_lines(shard: &Shard, changes: &[RouteInterest], scope: &RouteScope) -> Vec<u8> {
-    encode_interest(shard, changes, scope, |s| super::perms::may_import(shard, s))
+/// `RS+`/`RS-` (and `LS+`/`LS-`) lines for the interest changes a route
+/// of `scope` whose peer takes `origins` carries; interest the route
+/// permissions do not import is not sent.
+pub(super) fn interest_lines(
+    shard: &Shard,
+    changes: &[RouteInterest],
+    scope: &RouteScope,
+    origins: LeafOrigins,
+) -> Vec<u8> {
+    encode_interest(shard, changes, scope, origins, |s| super::perms::may_import(shard, s))
 }
 
-/// `RS+`/`RS-` lines for the changes of the accounts a route of `scope`
-/// carries whose subject `keep` takes: each account named, but on a route
-/// dedicated to it.
+/// The lines for the changes of the accounts a route of `scope` carries
+/// whose subject `keep` takes: each account named, but on a route
+/// dedicated to it; interest held by leaf connections as `LS+ <origin>`
+/// to a peer that takes it (as nats-server announces it), `RS+` to one
+/// that does not.
 fn encode_interest(
     shard: &Shard,
     changes: &[RouteInterest],
     scope: &RouteScope,
+    origins: LeafOrigins,
     keep: impl Fn(&[u8]) -> bool,
 ) -> Vec<u8> {
     let accounts = shard.verifier.borrow().accounts().clone();
@@ -129,10 +139,15 @@ fn encode_interest(
             continue;
         }
         let name = (!matches!(scope, RouteScope::Pinned(_))).then_some(acc.name.as_bytes());
-        if ch.weight == 0 {
-            encode::route_unsub(&mut out, name, &ch.subject, ch.queue.as_deref());
-        } else {
-            encode::route_sub(&mut out, name, &ch.subject, ch.queue.as_deref().map(|q| (q, ch.weight)));
+        let queue = ch.queue.as_deref();
+        match (ch.origin.as_deref().filter(|_| origins.lnoc), ch.weight) {
+            (Some(o), 0) => {
+                let named = origins.lnocu.then_some(o);
+                encode::route_leaf_unsub(&mut out, named, name, &ch.subject, queue);
+            }
+            (Some(o), w) => encode::route_leaf_sub(&mut out, o, name, &ch.subject, queue.map(|q| (q, w))),
+            (None, 0) => encode::route_unsub(&mut out, name, &ch.subject, queue),
+            (None, w) => encode::route_sub(&mut out, name, &ch.subject, queue.map(|q| (q, w))),
         }
     }
     out
@@ -150,12 +165,13 @@ fn send_interest(shard: &Shard, changes: &[RouteInterest], keep: impl Fn(&[u8]) 
 /// [`send_interest`] with the core already in hand (the core calls it
 /// before a message goes to a route: `ShardCore::set_interest_flush`).
 fn send_interest_with(shard: &Shard, core: &mut ShardCore, changes: &[RouteInterest], keep: impl Fn(&[u8]) -> bool) {
-    let mut by_scope: rustc_hash::FxHashMap<RouteScope, Vec<u8>> = Default::default();
+    let mut by_scope: rustc_hash::FxHashMap<(RouteScope, LeafOrigins), Vec<u8>> = Default::default();
     let routes = shard.routes.registered();
     for (cid, _, scope) in routes {
+        let origins = core.route_origins(cid);
         let lines = by_scope
-            .entry(scope.clone())
-            .or_insert_with(|| encode_interest(shard, changes, &scope, &keep));
+            .entry((scope.clone(), origins))
+            .or_insert_with(|| encode_interest(shard, changes, &scope, origins, &keep));
         if !lines.is_empty() {
             core.send_raw(cid, lines);
         }

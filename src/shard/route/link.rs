@@ -182,7 +182,7 @@ impl Link<'_> {
                 self.shard
                     .core
                     .borrow_mut()
-                    .subscribe_routed(self.cid, acc, subject, queue.map(|q| q.0), &sid);
+                    .subscribe_routed(self.cid, acc, subject, queue, origin, &sid);
             }
             RouteOp::Unsub {
                 account,
@@ -535,13 +535,15 @@ impl Link<'_> {
         if pinned.is_some() {
             self.shard.core.borrow_mut().set_route_pinned(self.cid);
         }
-        if info.lnoc {
-            self.shard.core.borrow_mut().set_route_lnoc(self.cid);
-        }
+        let origins = crate::core::LeafOrigins {
+            lnoc: info.lnoc,
+            lnocu: info.lnocu,
+        };
+        self.shard.core.borrow_mut().set_route_origins(self.cid, origins);
         self.shard.core.borrow_mut().set_peer_protocol(self.cid, info.proto);
         super::perms::guard_route(self.shard, self.cid);
         let all = self.shard.core.borrow().route_interest();
-        let out = interest_lines(self.shard, &all, &scope);
+        let out = interest_lines(self.shard, &all, &scope, origins);
         if !out.is_empty() {
             self.shard.core.borrow_mut().send_raw(self.cid, &out);
             crate::debug!("{} - Sent local subscriptions to route", self.who);
