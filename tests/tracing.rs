@@ -355,14 +355,41 @@ enum Kind {
 
 /// Node `name` of cluster `c1` (seeded with `seed`'s route port).
 fn node(kind: Kind, name: &str, seed: Option<&Proc>) -> Proc {
+    node_with(kind, name, seed, None)
+}
+
+/// [`node`] with configuration `conf`, when given.
+fn node_with(kind: Kind, name: &str, seed: Option<&Proc>, conf: Option<&str>) -> Proc {
+    let conf = conf.map(write_conf);
     let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
     let mut args = vec!["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "c1", "-n", name];
+    if let Some(c) = &conf {
+        args.extend(["-c", c.to_str().unwrap()]);
+    }
     if let Some(r) = &routes {
         args.extend(["--routes", r.as_str()]);
     }
     match kind {
         Kind::Petrel => common::petrel(&args),
         Kind::Nats => common::nats_server(&args),
+    }
+}
+
+/// Publishes `pub_line` from `publisher` until `listener` gets it: the
+/// link between their servers carries the listener's interest.
+fn until_heard(publisher: &mut Raw, listener: &mut Raw, pub_line: &[u8]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.send(pub_line);
+        quiet_ping(publisher);
+        if listener
+            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
+            .text()
+            .contains("probe")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no link between the servers");
     }
 }
 
@@ -401,20 +428,7 @@ fn trace_across(a: &Proc, b: &Proc, tracer_login: Value, sub_login: Value, pub_l
     sub.send(b"SUB foo 1\r\n");
     quiet_ping(&mut sub);
     let mut publisher = login(&a.addr(), pub_login);
-    // Until the link carries the subscriber's interest.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        publisher.send(b"PUB foo 5\r\nprobe\r\n");
-        quiet_ping(&mut publisher);
-        if sub
-            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
-            .text()
-            .contains("probe")
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no link between the servers");
-    }
+    until_heard(&mut publisher, &mut sub, b"PUB foo 5\r\nprobe\r\n");
     // Its own trace events would go back over the link too: the tracer's
     // interest must have reached `b` (it was made before the subscriber).
     let dest = ("Nats-Trace-Dest", "trace.dest");
@@ -510,35 +524,12 @@ accounts {
 }
 "#;
 
-/// Node `name` of cluster `c1` with [`SERVICE_CLUSTER`]'s accounts.
-fn service_node(kind: Kind, name: &str, seed: Option<&Proc>) -> Proc {
-    let conf = write_conf(SERVICE_CLUSTER);
-    let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
-    let mut args = vec![
-        "-c",
-        conf.to_str().unwrap(),
-        "--cluster",
-        "nats://127.0.0.1:-1",
-        "--cluster_name",
-        "c1",
-        "-n",
-        name,
-    ];
-    if let Some(r) = &routes {
-        args.extend(["--routes", r.as_str()]);
-    }
-    match kind {
-        Kind::Petrel => common::petrel(&args),
-        Kind::Nats => common::nats_server(&args),
-    }
-}
-
 /// A traced request from B on server A to the service of A answered on
 /// server B: the events the tracer (in B, on A) gets from both servers
 /// (B's come back through the reply space, as nats-server routes them).
 fn service_trace(kinds: (Kind, Kind)) -> Vec<Value> {
-    let a = service_node(kinds.0, "A", None);
-    let b = service_node(kinds.1, "B", Some(&a));
+    let a = node_with(kinds.0, "A", None, Some(SERVICE_CLUSTER));
+    let b = node_with(kinds.1, "B", Some(&a), Some(SERVICE_CLUSTER));
     let mut tracer = login(&a.addr(), user("b", "b", "tracer"));
     tracer.send(b"SUB trace.dest 1\r\nSUB _INBOX.> 2\r\n");
     quiet_ping(&mut tracer);
@@ -546,19 +537,7 @@ fn service_trace(kinds: (Kind, Kind)) -> Vec<Value> {
     responder.send(b"SUB svc 1\r\n");
     quiet_ping(&mut responder);
     // Until the service's interest has crossed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        tracer.send(b"PUB svc 5\r\nprobe\r\n");
-        quiet_ping(&mut tracer);
-        if responder
-            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
-            .text()
-            .contains("probe")
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
-    }
+    until_heard(&mut tracer, &mut responder, b"PUB svc 5\r\nprobe\r\n");
     // The events come in as they are sent: read them without a PING.
     tracer.send(&hpub("svc", &[("Nats-Trace-Dest", "trace.dest")], "req"));
     let mut events: Vec<Value> = bodies(&mut tracer)
@@ -616,21 +595,8 @@ accounts {
 /// requester's server name and `T`) and the latency report a listener on
 /// A gets, times, ids and round trips taken out.
 fn latency_across(kinds: (Kind, Kind)) -> (String, Value) {
-    let conf = write_conf(LATENCY_CLUSTER);
-    let start = |kind: Kind, name: &str, seed: Option<&Proc>| {
-        let routes = seed.map(|s| format!("nats://127.0.0.1:{}", s.route_port()));
-        let mut args = vec!["-c", conf.to_str().unwrap(), "--cluster", "nats://127.0.0.1:-1"];
-        args.extend(["--cluster_name", "c1", "-n", name]);
-        if let Some(r) = &routes {
-            args.extend(["--routes", r.as_str()]);
-        }
-        match kind {
-            Kind::Petrel => common::petrel(&args),
-            Kind::Nats => common::nats_server(&args),
-        }
-    };
-    let a = start(kinds.0, "A", None);
-    let b = start(kinds.1, "B", Some(&a));
+    let a = node_with(kinds.0, "A", None, Some(LATENCY_CLUSTER));
+    let b = node_with(kinds.1, "B", Some(&a), Some(LATENCY_CLUSTER));
     let mut listener = login(&a.addr(), user("a", "a", "listener"));
     listener.send(b"SUB lat.svc 1\r\n");
     quiet_ping(&mut listener);
@@ -639,19 +605,7 @@ fn latency_across(kinds: (Kind, Kind)) -> (String, Value) {
     quiet_ping(&mut responder);
     // Until the service's interest has crossed (published in A, so no
     // request is measured).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        listener.send(b"PUB svc 5\r\nprobe\r\n");
-        quiet_ping(&mut listener);
-        if responder
-            .read_until_quiet(Duration::from_millis(100), Duration::from_millis(300))
-            .text()
-            .contains("probe")
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no route between {kinds:?}");
-    }
+    until_heard(&mut listener, &mut responder, b"PUB svc 5\r\nprobe\r\n");
     let mut requester = login(&a.addr(), user("b", "b", "requester"));
     requester.send(b"SUB _INBOX.1 1\r\nPUB svc _INBOX.1 3\r\nreq\r\n");
     quiet_ping(&mut requester);

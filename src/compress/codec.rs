@@ -157,20 +157,25 @@ impl Framer {
                 Level::Best => self.encoder.encode_best(block),
                 _ => self.encoder.encode(block),
             };
-            // As the Go writer: stored plain unless compression saves
-            // enough to be worth the reader's work.
-            let worth = block.len() >= 32 && encoded.len() < block.len() - block.len() / 32 - 5;
-            let (kind, body) = if worth {
-                (CHUNK_COMPRESSED, &encoded[..])
-            } else {
-                (CHUNK_PLAIN, block)
-            };
-            let len = body.len() + 4;
-            out.extend_from_slice(&[kind, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
-            out.extend_from_slice(&masked_crc(block).to_le_bytes());
-            out.extend_from_slice(body);
+            data_chunk(block, &encoded, out);
         }
     }
+}
+
+/// Appends the data chunk of `block`, given its `encoded` form: as the Go
+/// writer, stored plain unless compression saves enough to be worth the
+/// reader's work.
+fn data_chunk(block: &[u8], encoded: &[u8], out: &mut Vec<u8>) {
+    let worth = block.len() >= 32 && encoded.len() < block.len() - block.len() / 32 - 5;
+    let (kind, body) = if worth {
+        (CHUNK_COMPRESSED, encoded)
+    } else {
+        (CHUNK_PLAIN, block)
+    };
+    let len = body.len() + 4;
+    out.extend_from_slice(&[kind, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
+    out.extend_from_slice(&masked_crc(block).to_le_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Plain bytes per block of a Snappy-compatible stream (the Go writer's
@@ -186,17 +191,7 @@ pub fn snappy_stream(plain: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&[CHUNK_STREAM_ID, 0x06, 0x00, 0x00]);
     out.extend_from_slice(SNAPPY_ID);
     for block in plain.chunks(SNAPPY_BLOCK) {
-        let encoded = minlz::encode_snappy(block);
-        let worth = block.len() >= 32 && encoded.len() < block.len() - block.len() / 32 - 5;
-        let (kind, body) = if worth {
-            (CHUNK_COMPRESSED, &encoded[..])
-        } else {
-            (CHUNK_PLAIN, block)
-        };
-        let len = body.len() + 4;
-        out.extend_from_slice(&[kind, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
-        out.extend_from_slice(&masked_crc(block).to_le_bytes());
-        out.extend_from_slice(body);
+        data_chunk(block, &minlz::encode_snappy(block), &mut out);
     }
     out
 }
