@@ -534,6 +534,76 @@ fn queue_members_across_servers_share_as_nats_server_shares() {
     }
 }
 
+/// A client of account APP on the first of two servers `kinds` (with a
+/// client of APP on the second too) asks about its account: for each
+/// request, the servers that answered (by name).
+fn account_request_answers(kinds: (Kind, Kind)) -> Vec<(String, Vec<String>)> {
+    let conf = common::jwt::write_conf(
+        "accounts { SYS: { users: [{user: sys, password: sys}] }, APP: { users: [{user: app, password: app}] } }\nsystem_account: SYS\n",
+    );
+    let c = conf.to_str().unwrap();
+    let a = node(kinds.0, None, &["-c", c, "-n", "A"]);
+    let b = node(kinds.1, Some(&a), &["-c", c, "-n", "B"]);
+    let login = |addr: &str| {
+        let mut r = common::raw::Raw::open(addr);
+        r.exchange(b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"app\"}\r\nPING\r\n");
+        r
+    };
+    let mut there = login(&b.addr());
+    there.exchange(b"SUB probe 1\r\nPING\r\n");
+    let mut here = login(&a.addr());
+    here.exchange(b"SUB r.> 1\r\nPING\r\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !there.exchange(b"PING\r\n").text().contains("MSG probe") {
+        here.exchange(b"PUB probe 1\r\nx\r\nPING\r\n");
+        assert!(Instant::now() < deadline, "{kinds:?}: no route");
+    }
+    let mut out = Vec::new();
+    for (i, subject) in [
+        "$SYS.REQ.ACCOUNT.PING.CONNZ",
+        "$SYS.REQ.SERVER.PING.CONNZ",
+        "$SYS.REQ.ACCOUNT.PING.STATZ",
+        "$SYS.REQ.USER.INFO",
+    ]
+    .iter()
+    .enumerate()
+    {
+        here.send(format!("PUB {subject} r.{i} 0\r\n\r\n").as_bytes());
+        let text = here
+            .read_until_quiet(Duration::from_millis(700), Duration::from_secs(5))
+            .text();
+        let mut servers: Vec<String> = text
+            .split("\r\n")
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["server"]["name"].as_str().unwrap_or_default().to_string()
+            })
+            .collect();
+        servers.sort();
+        out.push((subject.to_string(), servers));
+    }
+    out
+}
+
+/// A client's requests about its own account reach every server of the
+/// cluster, as nats-server's system imports send them: one CONNZ and one
+/// STATZ answer per server, USER.INFO from its own; in every mix.
+#[test]
+fn account_requests_are_answered_by_every_server_as_nats_server_answers() {
+    let reference = account_request_answers((Kind::Nats, Kind::Nats));
+    let both = vec!["A".to_string(), "B".to_string()];
+    assert_eq!(reference[0].1, both, "{reference:?}");
+    assert_eq!(reference[3].1, vec!["A".to_string()], "{reference:?}");
+    for kinds in [
+        (Kind::Petrel, Kind::Petrel),
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+    ] {
+        assert_eq!(account_request_answers(kinds), reference, "{kinds:?}");
+    }
+}
+
 /// A traced message and a traced-only one to `foo`, which a raw peer
 /// announcing protocol `proto` in its INFO (`None`: no level, an old
 /// server) is interested in: the route egress events the tracer gets

@@ -5,6 +5,7 @@
 //! buffers and sockets; everything else happens here, so the multi-shard
 //! behaviour is testable in one thread.
 
+mod account_requests;
 pub mod batch;
 pub mod imports;
 pub mod latency;
@@ -255,6 +256,8 @@ pub struct SelfRequest {
     pub reply: Box<[u8]>,
     /// The request body.
     pub body: Box<[u8]>,
+    /// Its header block (empty without one).
+    pub header: Box<[u8]>,
     /// The encoding its headers accept for the answer.
     pub accept: Option<ContentEncoding>,
 }
@@ -605,6 +608,7 @@ impl ShardCore {
             subject: msg.subject.into(),
             reply: reply.into(),
             body: body.into(),
+            header: hdr.into(),
             accept: ContentEncoding::accepted_by(hdr),
         });
         true
@@ -1159,8 +1163,10 @@ impl ShardCore {
         let mut any = self.route_in(account, msg, Some(origin));
         if self.has_imports {
             any |= self.route_imports(account, msg, origin);
-            self.serve_responses();
         }
+        // Responses come without imports too: clients' account requests in
+        // a cluster (`account_requests.rs`).
+        self.serve_responses();
         if any {
             Routed::Delivered
         } else {

@@ -41,7 +41,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(super) struct Responses {
     /// The response link: its subscriptions catch responses.
-    link: Option<ConnId>,
+    pub(super) link: Option<ConnId>,
     /// `_R_.<shard token>.`
     space: Vec<u8>,
     /// The exporting accounts the link subscribes in.
@@ -190,7 +190,14 @@ impl ShardCore {
             }
             self.responses.measured_sub = measured;
         }
-        let wanted = self.imports.reply_exporters();
+        let mut wanted = self.imports.reply_exporters();
+        // In a cluster, clients' account requests are answered through the
+        // system account by every server (`account_requests.rs`).
+        if let Some(sys) = self.system_account.filter(|_| self.routes.clustered) {
+            if !wanted.contains(&sys) {
+                wanted.push(sys);
+            }
+        }
         let mut subject = self.responses.space.clone();
         // `>`: a measured request's reply subject ends in `.T`.
         subject.push(b'>');

@@ -64,7 +64,7 @@ pub(super) struct RouteState {
     /// Writes pending interest before a message goes to a route.
     flush: Flusher,
     /// Whether interest is counted for routes.
-    clustered: bool,
+    pub(super) clustered: bool,
     /// This server's subscriptions, counted as routes see them.
     interest: FxHashMap<InterestKey, u32>,
     /// Interest that stands for something else: importers' subscriptions

@@ -4,7 +4,9 @@
 //! into every account allow. The core holds the link's subscriptions in
 //! this shard's index replicas only (`ShardCore::add_self_service`), so a
 //! request is matched like any publish and answered here, by the
-//! requester's own shard, from the requester's identity.
+//! requester's own shard, from the requester's identity; in a cluster the
+//! account requests go to every server instead
+//! (`core/account_requests.rs`).
 
 use std::rc::Rc;
 
@@ -46,8 +48,16 @@ fn answer(shard: &Rc<Shard>, req: SelfRequest) {
         core.wake(req.from);
         return;
     }
-    // Account-scoped CONNZ/STATZ may wait for shard snapshots: off the shard.
     let name = id.account().name.clone();
+    // In a cluster every server answers, as with nats-server's system
+    // imports (this one through its system client).
+    if shard.core.borrow_mut().forward_account_request(&req, &name) {
+        drop(auth);
+        let shard = shard.clone();
+        glommio::spawn_local(async move { shard.flush().await }).detach();
+        return;
+    }
+    // Account-scoped CONNZ/STATZ may wait for shard snapshots: off the shard.
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let shared = shard.shared.clone();
