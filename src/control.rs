@@ -47,6 +47,11 @@ pub struct Shared {
     pub conn_counts: Vec<AtomicUsize>,
     /// Open connections in all.
     pub total_conns: AtomicUsize,
+    /// When a client last moved between two shards by affinity, in
+    /// milliseconds since `epoch` (0: never), by `to * nshards + from`.
+    moves: Vec<AtomicU64>,
+    /// The clock `moves` counts from.
+    epoch: std::time::Instant,
     /// Each shard's published counters.
     pub stats: Vec<ShardStats>,
     /// Batch buffers on their way back to the shard that filled them.
@@ -183,6 +188,27 @@ pub enum ClientAction {
 }
 
 impl Shared {
+    /// Notes a client moving from shard `from` to shard `to` now.
+    pub fn note_move(&self, from: usize, to: usize) {
+        let ms = self.epoch.elapsed().as_millis().max(1) as u64;
+        if let Some(m) = self.moves.get(to * self.nshards + from) {
+            m.store(ms, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// For each shard, whether a client moved from it to shard `to`
+    /// within `within`: `to` then sends none of its own clients back that
+    /// way (the two ends of a pair would swap places).
+    pub fn moved_in_lately(&self, to: usize, within: Duration) -> Vec<bool> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (0..self.nshards)
+            .map(|from| {
+                let at = self.moves[to * self.nshards + from].load(std::sync::atomic::Ordering::SeqCst);
+                at != 0 && now.saturating_sub(at) < within.as_millis() as u64
+            })
+            .collect()
+    }
+
     /// Builds the shared state.
     pub fn new(opts: Options, info: ServerInfo, nshards: usize, verifier: Arc<Verifier>) -> Shared {
         let (doorbells, ends): (Vec<_>, Vec<_>) = (0..nshards)
@@ -219,6 +245,8 @@ impl Shared {
             last_cid: AtomicU64::new(0),
             conn_counts: (0..nshards).map(|_| AtomicUsize::new(0)).collect(),
             total_conns: AtomicUsize::new(0),
+            moves: (0..nshards * nshards).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
             stats: (0..nshards).map(|_| ShardStats::default()).collect(),
             pools: Arc::new(BufferPools::new(nshards)),
             cluster: std::sync::OnceLock::new(),

@@ -12,7 +12,7 @@ pub mod latency;
 mod leafs;
 mod mailbox;
 pub use leafs::LeafSetup;
-mod moves;
+pub mod moves;
 pub use moves::ConnParcel;
 pub mod outq;
 pub mod pool;

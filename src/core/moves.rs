@@ -37,8 +37,9 @@ const DOMINANT_TENTHS: u32 = 9;
 /// busy subscriber gains from its publisher's core and its own working
 /// in parallel; affinity is for request/reply and light load.
 const LIGHT_RATE: f64 = 20_000.0;
-/// A connection that moved stays at least this long.
-const SETTLE: Duration = Duration::from_secs(1);
+/// A connection that moved stays at least this long, and no connection
+/// goes back the way one came for as long.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// Where a client's deliveries came from in the current window.
 #[derive(Debug, Default, Clone, Copy)]
@@ -142,9 +143,12 @@ impl ShardCore {
     /// goes there when that shard holds at least two fewer connections
     /// than this one (`loads`, by shard), or about as many (one more or
     /// fewer) and has the lower id, so the two ends of a pair do not swap
-    /// even when they read the loads a connection apart. Starts a new window for each connection
-    /// judged. Each connection named is marked ([`Self::take_move`]).
-    pub fn affinity_moves(&mut self, loads: &[usize]) -> Vec<(ConnId, ShardId)> {
+    /// even when they read the loads a connection apart; never to a shard
+    /// that `back` marks (one moved a client here lately: its partner, most
+    /// likely, whose arrival made this shard look the busier). Starts a
+    /// new window for each connection judged. Each connection named is
+    /// marked ([`Self::take_move`]).
+    pub fn affinity_moves(&mut self, loads: &[usize], back: &[bool]) -> Vec<(ConnId, ShardId)> {
         if self.nshards < 2 || self.nshards > SubKey::MOVED_MAX_SHARDS {
             return Vec::new();
         }
@@ -163,7 +167,8 @@ impl ShardCore {
             // (both ends agree on that), beyond it the lighter shard.
             let (there, here) = (load(to), load(me));
             let lighter = there.saturating_add(1) < here || (there <= here.saturating_add(1) && to < me);
-            if to != me && to.index() < self.nshards && settled && lighter {
+            let came_from = back.get(to.index()).copied().unwrap_or(false);
+            if to != me && to.index() < self.nshards && settled && lighter && !came_from {
                 out.push((cid, to));
             }
         }

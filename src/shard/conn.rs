@@ -838,6 +838,7 @@ fn hand_over(shard: &Rc<Shard>, conn: Conn, to: ShardId, unread: Vec<u8>) {
     );
     let verifier = conn.auth.borrow().verifier.clone();
     let auth = std::mem::replace(&mut *conn.auth.borrow_mut(), ConnAuth::new(verifier, None));
+    shard.shared.note_move(shard.id.index(), to.index());
     shard.shared.conn_counts[shard.id.index()].fetch_sub(1, Relaxed);
     shard.shared.conn_counts[to.index()].fetch_add(1, Relaxed);
     let arrival = Arrival {

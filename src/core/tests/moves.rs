@@ -226,22 +226,22 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
         core.set_now(later);
     }
     assert!(
-        c.cores[0].affinity_moves(&[1, 1]).is_empty(),
+        c.cores[0].affinity_moves(&[1, 1], &[]).is_empty(),
         "lower id stays on even loads"
     );
-    assert_eq!(c.cores[1].affinity_moves(&[1, 1]), vec![(responder, ShardId(0))]);
+    assert_eq!(c.cores[1].affinity_moves(&[1, 1], &[]), vec![(responder, ShardId(0))]);
     // A window is judged once; the next one starts empty.
-    assert!(c.cores[1].affinity_moves(&[1, 1]).is_empty());
+    assert!(c.cores[1].affinity_moves(&[1, 1], &[]).is_empty());
     exchange(&mut c, requester, responder);
     for core in &mut c.cores {
         core.set_now(later + Duration::from_millis(5));
     }
     assert_eq!(
-        c.cores[0].affinity_moves(&[3, 1]),
+        c.cores[0].affinity_moves(&[3, 1], &[]),
         vec![(requester, ShardId(1))],
         "to the lighter shard"
     );
-    assert!(c.cores[1].affinity_moves(&[3, 1]).is_empty());
+    assert!(c.cores[1].affinity_moves(&[3, 1], &[]).is_empty());
     // The two ends read the loads a connection apart (one arrived on
     // shard 0 between their looks): only the higher shard's end moves,
     // where comparing loads alone would have swapped them.
@@ -250,10 +250,29 @@ fn affinity_picks_the_connection_on_the_busier_or_higher_shard_only() {
         core.set_now(later + Duration::from_millis(10));
     }
     assert!(
-        c.cores[0].affinity_moves(&[3, 2]).is_empty(),
+        c.cores[0].affinity_moves(&[3, 2], &[]).is_empty(),
         "shard 0 saw itself one heavier"
     );
-    assert_eq!(c.cores[1].affinity_moves(&[2, 2]), vec![(responder, ShardId(0))]);
+    assert_eq!(c.cores[1].affinity_moves(&[2, 2], &[]), vec![(responder, ShardId(0))]);
+    // The responder's move was taken (shard 0 now counts two, shard 1
+    // none): the requester, judged after it, must not go the other way.
+    exchange(&mut c, requester, responder);
+    for core in &mut c.cores {
+        core.set_now(later + Duration::from_millis(15));
+    }
+    assert!(
+        c.cores[0].affinity_moves(&[2, 0], &[false, true]).is_empty(),
+        "no swap: a client just came from shard 1"
+    );
+    exchange(&mut c, requester, responder);
+    for core in &mut c.cores {
+        core.set_now(later + Duration::from_millis(20));
+    }
+    assert_eq!(
+        c.cores[0].affinity_moves(&[2, 0], &[false, false]),
+        vec![(requester, ShardId(1))],
+        "loads alone would have swapped them"
+    );
 }
 
 #[test]
@@ -271,7 +290,7 @@ fn a_busy_or_mixed_subscriber_stays_and_a_waiting_pong_blocks_a_move() {
     }
     let t0 = Instant::now() + Duration::from_millis(50);
     c.cores[2].set_now(t0);
-    assert!(c.cores[2].affinity_moves(&[1, 1, 1]).is_empty(), "mixed sources");
+    assert!(c.cores[2].affinity_moves(&[1, 1, 1], &[]).is_empty(), "mixed sources");
     // Thousands a second from one shard: busy, stays.
     c.cores[2].set_now(t0);
     for _ in 0..100 {
@@ -279,7 +298,7 @@ fn a_busy_or_mixed_subscriber_stays_and_a_waiting_pong_blocks_a_move() {
         c.pump();
     }
     c.cores[2].set_now(t0 + Duration::from_millis(1));
-    assert!(c.cores[2].affinity_moves(&[1, 1, 1]).is_empty(), "busy");
+    assert!(c.cores[2].affinity_moves(&[1, 1, 1], &[]).is_empty(), "busy");
     // A PONG waiting on other shards' acks pins it for now.
     c.feed(sub, b"SUB b 2\r\nPING\r\n");
     assert!(!c.cores[2].movable(sub));
