@@ -74,7 +74,7 @@ impl Monitor {
                 count("/varz");
                 json(Ok(endpoints::varz(sh)))
             }
-            ("GET" | "HEAD", "/subsz" | "/subscriptionsz") => json(SubszOpts::from_query(query).map(|o| {
+            ("GET" | "HEAD", "/subsz" | "/subscriptionsz") => json(SubszOpts::from_query(query).and_then(|o| {
                 count("/subsz");
                 endpoints::subsz(sh, &o)
             })),
@@ -111,6 +111,14 @@ impl Monitor {
                 count("/healthz");
                 healthz(&req)
             }
+            // nats-server's internal queues (petrel has none of Go's) and
+            // JetStream's Raft groups (petrel has no JetStream).
+            ("GET" | "HEAD", "/ipqueuesz") => ("200 OK", "application/json", "{}".to_string()),
+            ("GET" | "HEAD", "/raftz") => (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "No Raft nodes registered".to_string(),
+            ),
             ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", endpoints::metrics(sh)),
             ("GET" | "HEAD", "/") => {
                 count("/");

@@ -248,6 +248,55 @@ async fn replies_are_compressed_as_the_request_accepts() {
     }
 }
 
+/// Requests nats-server cannot answer with its document, from one
+/// server: each reply without its `server` block and times.
+async fn failed_replies(url: &str) -> Vec<(String, Value)> {
+    let sys = login(url, "sys").await;
+    let mut out = Vec::new();
+    for (subject, body) in [
+        ("$SYS.REQ.SERVER.PING.CONNZ", r#"{"sort":"stop"}"#),
+        ("$SYS.REQ.SERVER.PING.CONNZ", r#"{"sort":"nope"}"#),
+        ("$SYS.REQ.SERVER.PING.ACCOUNTZ", r#"{"account":"NOPE"}"#),
+        ("$SYS.REQ.SERVER.PING.SUBSZ", r#"{"test":"a.*"}"#),
+        ("$SYS.REQ.ACCOUNT.NOPE.INFO", ""),
+        ("$SYS.REQ.ACCOUNT.PING.INFO", ""),
+        ("$SYS.REQ.ACCOUNT.APP.JSZ", ""),
+        ("$SYS.REQ.ACCOUNT.NOPE.CONNZ", ""),
+        ("$SYS.REQ.ACCOUNT.PING.CONNZ", ""),
+        ("$SYS.REQ.SERVER.PING.RAFTZ", ""),
+    ] {
+        let mut v = request(&sys, subject, body).await;
+        let m = v.as_object_mut().unwrap();
+        m.remove("server");
+        if let Some(Value::Object(d)) = m.get_mut("data") {
+            d.remove("now");
+        }
+        out.push((format!("{subject} {body}"), v));
+    }
+    out
+}
+
+/// Requests nats-server fails get its replies: 500 with `data` null for
+/// a monitoring document it could not build (bad sort, unknown account,
+/// a test subject with wildcards, an account's JetStream), an unknown
+/// account's CONNZ as an empty document without a server id, `PING`
+/// taken for an account's name, RAFTZ with no Raft groups.
+#[tokio::test]
+async fn failed_requests_get_nats_server_replies() {
+    let conf = temp_conf(CONFIG);
+    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
+    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let a = failed_replies(&ours.url()).await;
+    let b = failed_replies(&theirs.url()).await;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "petrel (left), nats-server (right)");
+    }
+    assert_eq!(
+        b[0].1,
+        json!({"data": null, "error": {"code": 500, "description": "sort by stop only valid on closed connections"}})
+    );
+}
+
 #[tokio::test]
 async fn non_system_users_cannot_reach_server_services() {
     let conf = temp_conf(CONFIG);

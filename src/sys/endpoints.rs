@@ -377,8 +377,24 @@ pub fn connz(shared: &Shared, o: &ConnzOpts) -> Result<Value, String> {
         "reason" => conns.sort_by_key(|c| c.1.map(|s| s.1)),
         other => return Err(format!("invalid sorting option: {other}")),
     }
-    let total = conns.len();
     let now = SystemTime::now();
+    if o.account
+        .as_deref()
+        .is_some_and(|a| shared.verifier().accounts().get(a).is_none())
+    {
+        // nats-server answers an unknown account with an empty document
+        // (no server id, no list).
+        return Ok(json!({
+            "server_id": "",
+            "now": rfc3339(now),
+            "num_connections": 0,
+            "total": 0,
+            "offset": o.offset,
+            "limit": limit,
+            "connections": null,
+        }));
+    }
+    let total = conns.len();
     let list: Vec<Value> = conns
         .into_iter()
         .skip(o.offset)
@@ -583,7 +599,14 @@ impl SubszOpts {
 }
 
 /// `/subsz`, `$SYS.REQ.SERVER.*.SUBSZ`, `$SYS.REQ.ACCOUNT.<acc>.SUBSZ`.
-pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
+pub fn subsz(shared: &Shared, o: &SubszOpts) -> Result<Value, String> {
+    if let Some(t) = o
+        .test
+        .as_deref()
+        .filter(|t| !crate::subject::is_valid_literal_subject(t.as_bytes()))
+    {
+        return Err(format!("invalid test subject, must be valid publish subject: {t}"));
+    }
     let (_, info) = shared.current();
     let snaps = shared.snapshot(SNAPSHOT_WAIT);
     // nats-server's field order: the server and time first.
@@ -620,9 +643,12 @@ pub fn subsz(shared: &Shared, o: &SubszOpts) -> Value {
     v["limit"] = json!(o.limit);
     if listed {
         let page: Vec<Value> = list.into_iter().skip(o.offset).take(o.limit).collect();
-        v["subscriptions_list"] = json!(page);
+        // Go's omitempty: an empty page is left out.
+        if !page.is_empty() {
+            v["subscriptions_list"] = json!(page);
+        }
     }
-    v
+    Ok(v)
 }
 
 /// The STATSZ body: `{"server":..,"statsz":{..}}`, plus (beyond
@@ -1205,7 +1231,10 @@ pub fn metrics(shared: &Shared) -> String {
         ..Default::default()
     };
     out.push_str(&exporter_metrics("varz", &varz(shared)));
-    out.push_str(&exporter_metrics("subsz", &subsz(shared, &subsz_opts)));
+    out.push_str(&exporter_metrics(
+        "subsz",
+        &subsz(shared, &subsz_opts).unwrap_or_default(),
+    ));
     out.push_str(&exporter_metrics("routez", &routez(shared)));
     out
 }

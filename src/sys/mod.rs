@@ -130,6 +130,12 @@ pub fn envelope_error(shared: &Shared, code: u16, description: &str) -> Value {
     json!({"server": server_block(shared), "error": {"code": code, "description": description}})
 }
 
+/// A monitoring service that could not build its document: nats-server's
+/// 500 with `data` null (its handler returned a typed nil with the error).
+pub fn envelope_failed(shared: &Shared, description: &str) -> Value {
+    json!({"server": server_block(shared), "data": null, "error": {"code": 500, "description": description}})
+}
+
 /// What events say about a client (`ClientInfo`, all fields omitempty).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClientInfo {

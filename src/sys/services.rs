@@ -8,14 +8,27 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::endpoints::{self, ConnzOpts, SubszOpts};
-use super::{envelope, envelope_error, server_block, Filter};
+use super::{envelope, envelope_error, envelope_failed, server_block, Filter};
 use crate::compress::encoding::ContentEncoding;
 use crate::control::{ClientAction, Shared};
 use crate::timefmt::rfc3339;
 
 /// Server-level service names (`$SYS.REQ.SERVER.PING.<X>`, `<id>.<X>`).
 pub const SERVER_SERVICES: &[&str] = &[
-    "IDZ", "STATSZ", "VARZ", "CONNZ", "SUBSZ", "ROUTEZ", "GATEWAYZ", "LEAFZ", "ACCOUNTZ", "JSZ", "HEALTHZ", "PROFILEZ",
+    "IDZ",
+    "STATSZ",
+    "VARZ",
+    "CONNZ",
+    "SUBSZ",
+    "ROUTEZ",
+    "GATEWAYZ",
+    "LEAFZ",
+    "ACCOUNTZ",
+    "JSZ",
+    "HEALTHZ",
+    "PROFILEZ",
+    "IPQUEUESZ",
+    "RAFTZ",
 ];
 
 /// Services only a server's own subject has.
@@ -113,9 +126,12 @@ fn server_service(
         "VARZ" => envelope(shared, endpoints::varz(shared)),
         "CONNZ" => match endpoints::connz(shared, &ConnzOpts::from_json(body)) {
             Ok(v) => envelope(shared, v),
-            Err(e) => envelope_error(shared, 400, &e),
+            Err(e) => envelope_failed(shared, &e),
         },
-        "SUBSZ" => envelope(shared, endpoints::subsz(shared, &SubszOpts::from_json(body))),
+        "SUBSZ" => match endpoints::subsz(shared, &SubszOpts::from_json(body)) {
+            Ok(v) => envelope(shared, v),
+            Err(e) => envelope_failed(shared, &e),
+        },
         "ROUTEZ" => envelope(shared, endpoints::routez(shared)),
         "GATEWAYZ" => envelope(shared, endpoints::gatewayz(shared)),
         "LEAFZ" => envelope(
@@ -128,9 +144,12 @@ fn server_service(
         ),
         "ACCOUNTZ" => match endpoints::accountz(shared, body.get("account").and_then(Value::as_str)) {
             Ok(v) => envelope(shared, v),
-            Err(e) => envelope_error(shared, 400, &e),
+            Err(e) => envelope_failed(shared, &e),
         },
         "JSZ" => envelope(shared, endpoints::jsz(shared)),
+        // nats-server's internal queues (petrel has none of Go's) and
+        // JetStream's Raft groups (petrel has no JetStream): none.
+        "IPQUEUESZ" | "RAFTZ" => envelope(shared, json!({})),
         "HEALTHZ" => envelope(shared, endpoints::healthz(&endpoints::HealthzOpts::from_json(body))),
         "PROFILEZ" => {
             let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -194,11 +213,9 @@ fn changes_json(c: &[crate::reload::Change]) -> Value {
 fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Option<Value> {
     let v = shared.verifier();
     let table = v.accounts();
-    if acc == "PING" {
-        // `$SYS.REQ.ACCOUNT.PING.STATZ`: every account asked about.
-        if name != "STATZ" {
-            return None;
-        }
+    // `$SYS.REQ.ACCOUNT.PING.STATZ`: every account asked about (the other
+    // services take `PING` for an account's name, as nats-server's do).
+    if acc == "PING" && name == "STATZ" {
         let filter: Filter = serde_json::from_value(body.clone()).unwrap_or_default();
         if !filter.selects(shared) {
             return None;
@@ -220,17 +237,20 @@ fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Opti
             o.account = Some(acc.to_string());
             Some(match endpoints::connz(shared, &o) {
                 Ok(v) => envelope(shared, v),
-                Err(e) => envelope_error(shared, 400, &e),
+                Err(e) => envelope_failed(shared, &e),
             })
         }
         "SUBSZ" => {
             let mut o = SubszOpts::from_json(body);
             o.account = Some(acc.to_string());
-            Some(envelope(shared, endpoints::subsz(shared, &o)))
+            Some(match endpoints::subsz(shared, &o) {
+                Ok(v) => envelope(shared, v),
+                Err(e) => envelope_failed(shared, &e),
+            })
         }
         "INFO" => Some(match account {
             Some(a) => envelope(shared, endpoints::account_info(shared, &a)),
-            None => envelope_error(shared, 400, &format!("Account {acc} does not exist")),
+            None => envelope_failed(shared, &format!("Account {acc} does not exist")),
         }),
         "STATZ" => {
             let unused = body.get("include_unused").and_then(Value::as_bool).unwrap_or(false);
@@ -245,7 +265,8 @@ fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Opti
             shared,
             endpoints::leafz(shared, false, account.as_ref().map(|a| a.name.as_str())),
         )),
-        "JSZ" => Some(envelope(shared, endpoints::jsz(shared))),
+        // An account's JetStream: nats-server answers so without it.
+        "JSZ" => Some(envelope_failed(shared, "jetstream not enabled")),
         _ => None,
     }
 }
