@@ -160,14 +160,9 @@ fn healthz(req: &crate::http::Request) -> (&'static str, &'static str, String) {
         "details",
     ] {
         let Some(v) = req.param(key) else { continue };
-        let b = match &*v {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
-            other => {
-                let text =
-                    format!("Error decoding boolean for '{key}': strconv.ParseBool: parsing {other:?}: invalid syntax");
-                return ("400 Bad Request", "text/plain; charset=utf-8", text);
-            }
+        let b = match crate::sys::go_query::boolean(key, &v) {
+            Ok(b) => b,
+            Err(text) => return ("400 Bad Request", "text/plain; charset=utf-8", text),
         };
         if key == "js-enabled" && b {
             crate::warn!("Healthcheck: js-enabled deprecated, use js-enabled-only instead");

@@ -173,6 +173,54 @@ fn query_strings_are_percent_decoded_as_nats_server_decodes_them() {
     }
 }
 
+/// Bad and edge query values get nats-server's answers: Go's `strconv`
+/// errors word for word (first bad parameter in nats-server's order),
+/// negative offsets and non-positive limits as their defaults, an unknown
+/// account's empty CONNZ, `/ipqueuesz` and `/raftz` as nats-server answers
+/// them without JetStream.
+#[test]
+fn bad_query_values_get_nats_server_answers() {
+    let petrel = common::petrel(&["-m", "-1"]);
+    let nats = common::nats_server(&["-m", "-1"]);
+    let mut wrong = Vec::new();
+    for path in [
+        "/connz?limit=abc",
+        "/connz?limit=99999999999999999999",
+        "/connz?offset=-3&limit=0",
+        "/connz?cid=abc",
+        "/connz?cid=+1",
+        "/connz?state=bogus",
+        "/connz?state=CLOSED",
+        "/connz?subs=x",
+        "/connz?auth=2&subs=x",
+        "/connz?acc=NOPE",
+        "/subsz?limit=x",
+        "/subsz?subs=yes",
+        "/subsz?test=a.*",
+        "/ipqueuesz",
+        "/raftz",
+    ] {
+        let comparable = |p: &common::Proc| {
+            let (status, body) = common::http_get(p.monitor_port(), path);
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(serde_json::Value::Object(mut m)) => {
+                    m.remove("now");
+                    if m.get("server_id").is_some_and(|v| v != "") {
+                        m.insert("server_id".into(), "ID".into());
+                    }
+                    (status, serde_json::Value::Object(m).to_string())
+                }
+                _ => (status, body),
+            }
+        };
+        let (ours, theirs) = (comparable(&petrel), comparable(&nats));
+        if ours != theirs {
+            wrong.push(format!("{path}\n  petrel:      {ours:?}\n  nats-server: {theirs:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// `/metrics` offers prometheus-nats-exporter's names (`gnatsd_varz_*`,
 /// `gnatsd_subsz_*`, `gnatsd_routez_*`: every top-level number of the
 /// document, labelled with the server id), so dashboards built on the

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 
 use super::account_detail;
+use super::go_query;
 use super::DataStats;
 use crate::control::{ConnSnapshot, ShardSnapshot, Shared};
 use crate::proto::info::COMPAT_VERSION;
@@ -251,55 +252,49 @@ impl ConnState {
             "open" | "" => Ok(ConnState::Open),
             "closed" => Ok(ConnState::Closed),
             "any" | "all" => Ok(ConnState::Any),
-            _ => Err(format!("Error decoding state for 'state': {v}")),
+            _ => Err(format!("Error decoding state for {v}")),
         }
     }
 }
 
-fn bool_param(name: &str, v: &str) -> Result<bool, String> {
+/// An integer query parameter `k` as nats-server's `decodeInt` reads it
+/// (absent or empty: 0).
+fn int_param(k: &str, v: Option<std::borrow::Cow<'_, str>>) -> Result<i64, String> {
     match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("Error decoding boolean for '{name}': {v}")),
+        Some(v) if !v.is_empty() => go_query::int(k, &v),
+        _ => Ok(0),
     }
 }
 
 impl ConnzOpts {
-    /// From `/connz?...` query parameters.
+    /// From `/connz?...` query parameters, decoded in nats-server's order
+    /// (the first bad one is the one reported).
     pub fn from_query(query: &str) -> Result<ConnzOpts, String> {
-        let get = |k: &str| crate::http::query_param(query, k);
-        let num = |k: &str, d: usize| -> Result<usize, String> {
-            get(k).map_or(Ok(d), |v| {
-                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
-            })
-        };
+        let get = |k: &str| crate::http::query_param(query, k).filter(|v| !v.is_empty());
         let mut o = ConnzOpts {
-            offset: num("offset", 0)?,
-            limit: num("limit", 1024)?,
             sort: get("sort").as_deref().unwrap_or("cid").to_string(),
             account: get("acc").map(std::borrow::Cow::into_owned),
             user: get("user").map(std::borrow::Cow::into_owned),
             ..Default::default()
         };
+        if let Some(v) = get("auth") {
+            o.auth = go_query::boolean("auth", &v)?;
+        }
         match get("subs").as_deref() {
             None => {}
-            Some("detail") => {
+            Some(v) if v.eq_ignore_ascii_case("detail") => {
                 o.subs = true;
                 o.subs_detail = true;
             }
-            Some(v) => o.subs = bool_param("subs", v)?,
+            Some(v) => o.subs = go_query::boolean("subs", v)?,
         }
-        if let Some(v) = get("auth") {
-            o.auth = bool_param("auth", &v)?;
+        o.offset = go_query::offset(int_param("offset", get("offset"))?);
+        o.limit = go_query::limit(int_param("limit", get("limit"))?, 1024);
+        if let Some(cid) = get("cid") {
+            o.cid = Some(go_query::uint64("cid", &cid)?).filter(|c| *c > 0);
         }
         if let Some(v) = get("state") {
             o.state = ConnState::parse(&v)?;
-        }
-        if let Some(cid) = get("cid") {
-            o.cid = Some(
-                cid.parse()
-                    .map_err(|_| format!("Error decoding integer for 'cid': {cid}"))?,
-            );
         }
         Ok(o)
     }
@@ -550,12 +545,14 @@ pub struct SubszOpts {
 impl SubszOpts {
     /// From `/subsz?...`.
     pub fn from_query(query: &str) -> Result<SubszOpts, String> {
-        let get = |k: &str| crate::http::query_param(query, k);
-        let num = |k: &str, d: usize| -> Result<usize, String> {
-            get(k).map_or(Ok(d), |v| {
-                v.parse().map_err(|_| format!("Error decoding integer for '{k}': {v}"))
-            })
-        };
+        let get = |k: &str| crate::http::query_param(query, k).filter(|v| !v.is_empty());
+        // nats-server's order: subs, offset, limit, then the test subject.
+        let subs = get("subs")
+            .map(|v| go_query::boolean("subs", &v))
+            .transpose()?
+            .unwrap_or(false);
+        let offset = go_query::offset(int_param("offset", get("offset"))?);
+        let limit = go_query::limit(int_param("limit", get("limit"))?, 1024);
         let test = get("test").map(std::borrow::Cow::into_owned);
         if let Some(t) = &test {
             if !crate::subject::is_valid_literal_subject(t.as_bytes()) {
@@ -563,12 +560,9 @@ impl SubszOpts {
             }
         }
         Ok(SubszOpts {
-            offset: num("offset", 0)?,
-            limit: num("limit", 1024)?,
-            subs: get("subs")
-                .map(|v| bool_param("subs", &v))
-                .transpose()?
-                .unwrap_or(false),
+            offset,
+            limit,
+            subs,
             account: get("acc").map(std::borrow::Cow::into_owned),
             test,
         })

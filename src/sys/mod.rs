@@ -5,6 +5,7 @@
 
 pub mod account_detail;
 pub mod endpoints;
+pub mod go_query;
 pub mod services;
 
 use std::sync::atomic::Ordering::Relaxed;
