@@ -470,33 +470,42 @@ fn route_bytes_match_nats_server() {
     );
 }
 
+/// A raw client of `addr` logged in with `connect`'s fields, past its
+/// first PONG.
+fn raw_login(addr: &str, connect: &str) -> common::raw::Raw {
+    let mut r = common::raw::Raw::open(addr);
+    r.exchange(format!("CONNECT {{\"verbose\":false{connect}}}\r\nPING\r\n").as_bytes());
+    r
+}
+
+/// Publishes to `probe` from `publisher` until `listener` (subscribed to
+/// it on another server) gets it: the route carries its interest.
+fn until_probe_heard(publisher: &mut common::raw::Raw, listener: &mut common::raw::Raw, kinds: (Kind, Kind)) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        publisher.exchange(b"PUB probe 1\r\nx\r\nPING\r\n");
+        if listener.exchange(b"PING\r\n").text().contains("MSG probe") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{kinds:?}: no route");
+    }
+}
+
 /// On two servers `kinds` (the second seeded with the first): one member
 /// of queue group `q` on the first, two on the second, 1,000 messages
 /// published on the first: how many each server's members got.
 fn queue_split(kinds: (Kind, Kind)) -> (usize, usize) {
     let a = node(kinds.0, None, &[]);
     let b = node(kinds.1, Some(&a), &[]);
-    let login = |addr: &str| {
-        let mut r = common::raw::Raw::open(addr);
-        r.exchange(b"CONNECT {\"verbose\":false}\r\nPING\r\n");
-        r
-    };
-    let mut here = login(&a.addr());
+    let mut here = raw_login(&a.addr(), "");
     here.exchange(b"SUB work q 1\r\nPING\r\n");
-    let mut there = login(&b.addr());
+    let mut there = raw_login(&b.addr(), "");
     there.exchange(b"SUB work q 1\r\nSUB work q 2\r\nPING\r\n");
-    let mut publisher = login(&a.addr());
+    let mut publisher = raw_login(&a.addr(), "");
     // Until the second server's members are known on the first: a probe
     // subject only they hear.
     there.exchange(b"SUB probe 3\r\nPING\r\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        publisher.exchange(b"PUB probe 1\r\nx\r\nPING\r\n");
-        if there.exchange(b"PING\r\n").text().contains("MSG probe") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{kinds:?}: no route");
-    }
+    until_probe_heard(&mut publisher, &mut there, kinds);
     let mut batch = Vec::new();
     for _ in 0..1000 {
         batch.extend_from_slice(b"PUB work 1\r\nx\r\n");
@@ -544,20 +553,12 @@ fn account_request_answers(kinds: (Kind, Kind)) -> Vec<(String, Vec<String>)> {
     let c = conf.to_str().unwrap();
     let a = node(kinds.0, None, &["-c", c, "-n", "A"]);
     let b = node(kinds.1, Some(&a), &["-c", c, "-n", "B"]);
-    let login = |addr: &str| {
-        let mut r = common::raw::Raw::open(addr);
-        r.exchange(b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"app\"}\r\nPING\r\n");
-        r
-    };
-    let mut there = login(&b.addr());
+    let app = ",\"user\":\"app\",\"pass\":\"app\"";
+    let mut there = raw_login(&b.addr(), app);
     there.exchange(b"SUB probe 1\r\nPING\r\n");
-    let mut here = login(&a.addr());
+    let mut here = raw_login(&a.addr(), app);
     here.exchange(b"SUB r.> 1\r\nPING\r\n");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !there.exchange(b"PING\r\n").text().contains("MSG probe") {
-        here.exchange(b"PUB probe 1\r\nx\r\nPING\r\n");
-        assert!(Instant::now() < deadline, "{kinds:?}: no route");
-    }
+    until_probe_heard(&mut here, &mut there, kinds);
     let mut out = Vec::new();
     for (i, subject) in [
         "$SYS.REQ.ACCOUNT.PING.CONNZ",
