@@ -1,6 +1,7 @@
 //! Feeds arbitrary bytes to the parser, whole and split at every tenth byte,
 //! and checks that it never panics and that splitting changes nothing; reads
-//! the bytes as a header block for a trace request too.
+//! the bytes as a header block for a trace request and an
+//! `Accept-Encoding` too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
     // Header blocks: reading a trace request and setting a header never
     // panic, and a set header reads back.
     let _ = petrel::proto::trace::read(data);
+    // What a header block accepts for a compressed reply, and the reply
+    // encoded that way, never panic.
+    if let Some(e) = petrel::compress::encoding::ContentEncoding::accepted_by(data) {
+        let _ = petrel::compress::encoding::message(Some(e), data);
+    }
     let set = petrel::proto::trace::set_header(data, "Nats-Trace-Hop", "1.2");
     assert!(set.ends_with(b"Nats-Trace-Hop: 1.2\r\n\r\n"));
     // Parsing a prefix must give a prefix of the same operations.
