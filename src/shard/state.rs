@@ -521,7 +521,9 @@ impl Shard {
     /// (their readers move them between two reads).
     pub(super) fn mark_affinity_moves(&self) {
         let loads: Vec<usize> = self.shared.conn_counts.iter().map(|c| c.load(Relaxed)).collect();
-        let back = self.shared.moved_in_lately(self.id.index(), crate::core::AFFINITY_SETTLE);
+        let back = self
+            .shared
+            .moved_in_lately(self.id.index(), crate::core::AFFINITY_SETTLE);
         let mut core = self.core.borrow_mut();
         core.set_now(std::time::Instant::now());
         core.affinity_moves(&loads, &back);
