@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+/// The base-62 digits nats-server writes its tokens and hashes in (reply
+/// subject tokens, server hashes, event ids).
+pub const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
 /// Index of a shard (one executor pinned to one core).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);

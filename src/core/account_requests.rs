@@ -21,7 +21,7 @@ impl ShardCore {
         let Some(sys) = self.system_account.filter(|_| self.routes.clustered) else {
             return false;
         };
-        if !self.conns.contains_key(&req.from) || self.responses.link.is_none() {
+        if !self.conns.contains_key(&req.from) {
             return false;
         }
         let service = if req.subject.ends_with(b".STATZ") {

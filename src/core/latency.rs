@@ -39,9 +39,8 @@ pub const SERVER_HASH_LEN: usize = 8;
 /// first bytes of its SHA-256, each as a base-62 digit.
 pub fn server_hash(name: &str) -> [u8; SERVER_HASH_LEN] {
     use sha2::{Digest, Sha256};
-    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let sum = Sha256::digest(name.as_bytes());
-    std::array::from_fn(|i| DIGITS[(sum[i] % 62) as usize])
+    std::array::from_fn(|i| crate::ids::BASE62[(sum[i] % 62) as usize])
 }
 
 /// The server hash in a measured request's reply subject

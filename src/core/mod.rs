@@ -31,7 +31,6 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use crate::auth::perms::{ConnPermissions, Permissions};
-use crate::compress::encoding::ContentEncoding;
 use crate::ids::{AccountId, ConnId, LinkKind, ShardId, Sid, SubKey};
 use crate::index::{SubIndex, SubRef};
 use crate::proto::encode;
@@ -258,8 +257,6 @@ pub struct SelfRequest {
     pub body: Box<[u8]>,
     /// Its header block (empty without one).
     pub header: Box<[u8]>,
-    /// The encoding its headers accept for the answer.
-    pub accept: Option<ContentEncoding>,
 }
 
 /// A message delivered to a server-internal subscription.
@@ -609,7 +606,6 @@ impl ShardCore {
             reply: reply.into(),
             body: body.into(),
             header: hdr.into(),
-            accept: ContentEncoding::accepted_by(hdr),
         });
         true
     }
@@ -1059,9 +1055,7 @@ impl ShardCore {
             }
         }
         let (subject, queue, account, conn) = (s.subject, s.queue, s.account, s.conn);
-        if queue.is_some() && key.link() == LinkKind::Route {
-            self.routes.weights.remove(&key);
-        }
+        self.forget_queue_weight(key, queue.is_some());
         self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
         self.broadcast(|| InterestChange::Remove {
             account,
@@ -1735,9 +1729,7 @@ impl ShardCore {
                     if self.index_mut(account).remove(&subject, queue.as_deref(), key) {
                         self.note_interest(account, &subject, queue.as_deref(), key.link(), Some(conn), false);
                     }
-                    if queue.is_some() && key.link() == LinkKind::Route {
-                        self.routes.weights.remove(&key);
-                    }
+                    self.forget_queue_weight(key, queue.is_some());
                 }
                 InterestChange::QueueWeight { key, weight } => {
                     self.routes.weights.insert(key, weight);

@@ -261,20 +261,11 @@ impl ShardCore {
                 rekeys: Some(rekeys.clone()),
             },
         );
-        let mut remote_requests = Vec::new();
-        if !self.remote_requests.is_empty() {
-            let mine: Vec<_> = self
-                .remote_requests
-                .keys()
-                .filter(|(c, _)| *c == cid)
-                .cloned()
-                .collect();
-            for k in mine {
-                if let Some(r) = self.remote_requests.remove(&k) {
-                    remote_requests.push((k.1, r));
-                }
-            }
-        }
+        let remote_requests = self
+            .remote_requests
+            .extract_if(|(c, _), _| *c == cid)
+            .map(|((_, reply), r)| (reply, r))
+            .collect();
         Some(ConnParcel {
             conn: cid,
             from: self.id,

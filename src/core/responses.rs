@@ -22,13 +22,10 @@ use rustc_hash::FxHashMap;
 use super::latency::{Failure, LatencyReport, Measured, Tracking, MEASURED_PREFIX, TRACKED_SUFFIX};
 use super::{Msg, ShardCore};
 use crate::auth::config::{ResponseRule, ResponseType};
-use crate::ids::{AccountId, ConnId, LinkKind};
+use crate::ids::{AccountId, ConnId, LinkKind, BASE62};
 
 /// Prefix of the reply subjects service requests get.
 pub const REPLY_PREFIX: &[u8] = b"_R_.";
-
-/// Digits of the tokens in reply subjects.
-const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// The link's subscription to other servers' measurements (the others
 /// are named by account id).
@@ -41,7 +38,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(super) struct Responses {
     /// The response link: its subscriptions catch responses.
-    pub(super) link: Option<ConnId>,
+    link: Option<ConnId>,
     /// `_R_.<shard token>.`
     space: Vec<u8>,
     /// The exporting accounts the link subscribes in.
@@ -135,7 +132,7 @@ impl Responses {
 
 fn encode(mut n: u64, out: &mut Vec<u8>) {
     loop {
-        out.push(DIGITS[(n % 62) as usize]);
+        out.push(BASE62[(n % 62) as usize]);
         n /= 62;
         if n == 0 {
             break;
@@ -149,7 +146,7 @@ fn decode(token: &[u8]) -> Option<u64> {
     }
     let mut n: u64 = 0;
     for &c in token.iter().rev() {
-        let d = DIGITS.iter().position(|&x| x == c)? as u64;
+        let d = BASE62.iter().position(|&x| x == c)? as u64;
         n = n.checked_mul(62)?.checked_add(d)?;
     }
     Some(n)

@@ -522,6 +522,14 @@ impl ShardCore {
         !self.routes.pending.is_empty()
     }
 
+    /// Forgets the weight of route subscription `key` when it is gone (a
+    /// queue subscription's: only those have one).
+    pub(super) fn forget_queue_weight(&mut self, key: SubKey, queue: bool) {
+        if queue && key.link() == LinkKind::Route {
+            self.routes.weights.remove(&key);
+        }
+    }
+
     /// The leaf cluster a message comes from: its leaf connection's, or
     /// the one a route named (`LMSG`).
     pub(super) fn message_leaf_origin(&self, msg: &Msg<'_>, origin: Option<Origin>) -> Option<Box<[u8]>> {

@@ -11,9 +11,10 @@
 use std::rc::Rc;
 
 use super::state::Shard;
-use crate::compress::encoding;
+use crate::compress::encoding::{self, ContentEncoding};
 use crate::core::ShardCore;
 use crate::core::{SelfRequest, USER_INFO};
+use crate::sys::services;
 
 /// Registers the link now (before the shard accepts anyone) and spawns
 /// the task that answers what it receives until the process ends.
@@ -63,12 +64,12 @@ fn answer(shard: &Rc<Shard>, req: SelfRequest) {
         let shared = shard.shared.clone();
         let subject = req.subject.clone();
         let answer = glommio::executor()
-            .spawn_blocking(move || crate::sys::services::account_request(&shared, &name, &subject, &req.body))
+            .spawn_blocking(move || services::account_request(&shared, &name, &subject, &req.body))
             .await;
         if let Some(v) = answer {
-            // Account CONNZ and STATZ are compressed as nats-server's
-            // monitoring replies are.
-            let encoding = req.accept.filter(|_| v.get("error").is_none());
+            // Compressed as the system client's replies are.
+            let accept = ContentEncoding::accepted_by(&req.header);
+            let encoding = services::reply_encoding(&String::from_utf8_lossy(&req.subject), &v, accept);
             let (header_len, bytes) = encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default());
             shard
                 .core

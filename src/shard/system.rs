@@ -92,15 +92,14 @@ pub async fn run(shard: Rc<Shard>) {
     }
 }
 
-fn body_of(m: &InternalMsg) -> &[u8] {
-    match m.header_len {
-        Some(h) if h <= m.message.len() => &m.message[h..],
-        _ => &m.message[..],
-    }
+/// A message's header block (empty without one) and body.
+fn parts(m: &InternalMsg) -> (&[u8], &[u8]) {
+    m.message
+        .split_at(m.header_len.filter(|&h| h <= m.message.len()).unwrap_or(0))
 }
 
-fn header_of(m: &InternalMsg) -> &[u8] {
-    &m.message[..m.header_len.unwrap_or(0).min(m.message.len())]
+fn body_of(m: &InternalMsg) -> &[u8] {
+    parts(m).1
 }
 
 /// Answers one `$SYS.REQ` request on a blocking thread and routes the reply.
@@ -109,7 +108,7 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
     let req = Request {
         subject: String::from_utf8_lossy(&m.subject).into_owned(),
         body: body_of(&m).to_vec(),
-        accept: ContentEncoding::accepted_by(header_of(&m)),
+        accept: ContentEncoding::accepted_by(parts(&m).0),
     };
     let answer = glommio::executor()
         .spawn_blocking(move || {

@@ -197,8 +197,9 @@ pub struct DataStats {
 
 /// A unique-enough event id (nats-server uses a NUID: 22 base62 characters).
 pub fn event_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..22).map(|_| ALPHABET[fastrand::usize(..62)] as char).collect()
+    (0..22)
+        .map(|_| crate::ids::BASE62[fastrand::usize(..62)] as char)
+        .collect()
 }
 
 /// `$SYS.ACCOUNT.<acc>.CONNECT` body.

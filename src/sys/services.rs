@@ -124,14 +124,8 @@ fn server_service(
         "IDZ" => endpoints::idz(shared),
         "STATSZ" => endpoints::statsz(shared),
         "VARZ" => envelope(shared, endpoints::varz(shared)),
-        "CONNZ" => match endpoints::connz(shared, &ConnzOpts::from_json(body)) {
-            Ok(v) => envelope(shared, v),
-            Err(e) => envelope_failed(shared, &e),
-        },
-        "SUBSZ" => match endpoints::subsz(shared, &SubszOpts::from_json(body)) {
-            Ok(v) => envelope(shared, v),
-            Err(e) => envelope_failed(shared, &e),
-        },
+        "CONNZ" => built(shared, endpoints::connz(shared, &ConnzOpts::from_json(body))),
+        "SUBSZ" => built(shared, endpoints::subsz(shared, &SubszOpts::from_json(body))),
         "ROUTEZ" => envelope(shared, endpoints::routez(shared)),
         "GATEWAYZ" => envelope(shared, endpoints::gatewayz(shared)),
         "LEAFZ" => envelope(
@@ -142,10 +136,10 @@ fn server_service(
                 body.get("account").and_then(Value::as_str),
             ),
         ),
-        "ACCOUNTZ" => match endpoints::accountz(shared, body.get("account").and_then(Value::as_str)) {
-            Ok(v) => envelope(shared, v),
-            Err(e) => envelope_failed(shared, &e),
-        },
+        "ACCOUNTZ" => built(
+            shared,
+            endpoints::accountz(shared, body.get("account").and_then(Value::as_str)),
+        ),
         "JSZ" => envelope(shared, endpoints::jsz(shared)),
         // nats-server's internal queues (petrel has none of Go's) and
         // JetStream's Raft groups (petrel has no JetStream): none.
@@ -203,6 +197,15 @@ fn server_service(
     }
 }
 
+/// A monitoring document in its envelope, or nats-server's failure reply
+/// when it could not be built.
+fn built(shared: &Shared, doc: Result<Value, String>) -> Value {
+    match doc {
+        Ok(v) => envelope(shared, v),
+        Err(e) => envelope_failed(shared, &e),
+    }
+}
+
 fn changes_json(c: &[crate::reload::Change]) -> Value {
     json!(c
         .iter()
@@ -235,18 +238,12 @@ fn account_service(shared: &Shared, acc: &str, name: &str, body: &Value) -> Opti
         "CONNZ" => {
             let mut o = ConnzOpts::from_json(body);
             o.account = Some(acc.to_string());
-            Some(match endpoints::connz(shared, &o) {
-                Ok(v) => envelope(shared, v),
-                Err(e) => envelope_failed(shared, &e),
-            })
+            Some(built(shared, endpoints::connz(shared, &o)))
         }
         "SUBSZ" => {
             let mut o = SubszOpts::from_json(body);
             o.account = Some(acc.to_string());
-            Some(match endpoints::subsz(shared, &o) {
-                Ok(v) => envelope(shared, v),
-                Err(e) => envelope_failed(shared, &e),
-            })
+            Some(built(shared, endpoints::subsz(shared, &o)))
         }
         "INFO" => Some(match account {
             Some(a) => envelope(shared, endpoints::account_info(shared, &a)),
