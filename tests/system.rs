@@ -22,6 +22,13 @@ accounts {
 system_account: SYS
 "#;
 
+/// Petrel and nats-server, each with [`CONFIG`].
+fn both_servers() -> (common::Proc, common::Proc) {
+    let conf = temp_conf(CONFIG);
+    let c = conf.to_str().unwrap();
+    (common::petrel(&["-c", c]), common::nats_server(&["-c", c]))
+}
+
 async fn login(url: &str, user: &str) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
         .connect(url)
@@ -120,9 +127,7 @@ async fn service_replies(url: &str) -> Vec<(&'static str, Value)> {
 
 #[tokio::test]
 async fn service_shapes_match_nats_server() {
-    let conf = temp_conf(CONFIG);
-    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
-    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let (ours, theirs) = both_servers();
     let a = service_replies(&ours.url()).await;
     let b = service_replies(&theirs.url()).await;
     for ((name, x), (_, y)) in a.iter().zip(&b) {
@@ -214,9 +219,7 @@ async fn encoded_replies(url: &str) -> Vec<(String, Option<String>, BTreeSet<Str
 /// error replies never; account requests too.
 #[tokio::test]
 async fn replies_are_compressed_as_the_request_accepts() {
-    let conf = temp_conf(CONFIG);
-    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
-    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let (ours, theirs) = both_servers();
     let a = encoded_replies(&ours.url()).await;
     let b = encoded_replies(&theirs.url()).await;
     let encodings: Vec<Option<&str>> = b.iter().map(|r| r.1.as_deref()).collect();
@@ -283,9 +286,7 @@ async fn failed_replies(url: &str) -> Vec<(String, Value)> {
 /// taken for an account's name, RAFTZ with no Raft groups.
 #[tokio::test]
 async fn failed_requests_get_nats_server_replies() {
-    let conf = temp_conf(CONFIG);
-    let ours = common::petrel(&["-c", conf.to_str().unwrap()]);
-    let theirs = common::nats_server(&["-c", conf.to_str().unwrap()]);
+    let (ours, theirs) = both_servers();
     let a = failed_replies(&ours.url()).await;
     let b = failed_replies(&theirs.url()).await;
     for (x, y) in a.iter().zip(&b) {

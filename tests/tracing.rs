@@ -393,6 +393,19 @@ fn until_heard(publisher: &mut Raw, listener: &mut Raw, pub_line: &[u8]) {
     }
 }
 
+/// `run` for petrel beside nats-server, nats-server beside petrel and two
+/// petrels: each must give what two nats-servers gave (`reference`).
+fn every_mix_as<T: PartialEq + std::fmt::Debug>(reference: &T, run: impl Fn((Kind, Kind)) -> T) {
+    for kinds in [
+        (Kind::Petrel, Kind::Nats),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Petrel),
+    ] {
+        let ours = run(kinds);
+        assert_eq!(&ours, reference, "{kinds:?}");
+    }
+}
+
 /// PING and PONG with nothing between but INFO updates (a cluster's
 /// servers tell clients of each other).
 fn quiet_ping(r: &mut Raw) {
@@ -452,14 +465,7 @@ fn trace_across(a: &Proc, b: &Proc, tracer_login: Value, sub_login: Value, pub_l
 fn traces_cross_routes_as_between_nats_servers() {
     let reference = cluster_trace((Kind::Nats, Kind::Nats));
     assert_eq!(reference.0.len(), 4, "{:?}", reference.0);
-    for kinds in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
-        let ours = cluster_trace(kinds);
-        assert_eq!(ours, reference, "{kinds:?}");
-    }
+    every_mix_as(&reference, cluster_trace);
 }
 
 /// Hub `HUB` (account A, leaf user `lu` bound to A) or leaf `LEAF`
@@ -505,14 +511,7 @@ fn leaf_trace(kinds: (Kind, Kind)) -> (Vec<Value>, String) {
 fn traces_cross_leaf_connections_as_between_nats_servers() {
     let reference = leaf_trace((Kind::Nats, Kind::Nats));
     assert_eq!(reference.0.len(), 4, "{:?}", reference.0);
-    for kinds in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
-        let ours = leaf_trace(kinds);
-        assert_eq!(ours, reference, "{kinds:?}");
-    }
+    every_mix_as(&reference, leaf_trace);
 }
 
 /// Accounts for a traced request through a service import whose
@@ -571,14 +570,7 @@ fn service_trace(kinds: (Kind, Kind)) -> Vec<Value> {
 fn a_traced_request_through_an_import_crosses_routes_as_between_nats_servers() {
     let reference = service_trace((Kind::Nats, Kind::Nats));
     assert_eq!(reference.len(), 2, "{reference:?}");
-    for kinds in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
-        let ours = service_trace(kinds);
-        assert_eq!(ours, reference, "{kinds:?}");
-    }
+    every_mix_as(&reference, service_trace);
 }
 
 /// A measured service (`latency`) whose responder is on another server.
@@ -628,28 +620,13 @@ fn latency_across(kinds: (Kind, Kind)) -> (String, Value) {
     let mut reports = bodies(&mut listener);
     assert_eq!(reports.len(), 1, "{kinds:?}: {reports:?}");
     let mut report = reports.remove(0);
-    let m = report.as_object_mut().expect("an object");
-    let service = m.remove("service").and_then(|v| v.as_u64()).expect("service");
-    let total = m.remove("total").and_then(|v| v.as_u64()).expect("total");
-    assert!(m.remove("system").is_some_and(|v| v.is_u64()), "{kinds:?}: system");
+    let (service, _, total) = common::latency_comparable(&mut report);
     // The responder took at least the 20 ms slept above; the requester's
     // server saw all of it.
     assert!(
         service >= 20_000_000 && total >= service,
         "{kinds:?}: {service} {total}"
     );
-    for k in ["id", "timestamp", "start"] {
-        assert!(m.remove(k).is_some_and(|s| s.is_string()), "{kinds:?}: {k}");
-    }
-    for who in ["requestor", "responder"] {
-        if let Some(Value::Object(ci)) = m.get_mut(who) {
-            for k in ["rtt", "start", "host", "id"] {
-                if let Some(x) = ci.get_mut(k) {
-                    *x = json!("*");
-                }
-            }
-        }
-    }
     let tail: Vec<&str> = reply.rsplitn(3, '.').take(2).collect();
     (format!("{}.{}", tail[1], tail[0]), report)
 }
@@ -665,14 +642,7 @@ fn service_latency_across_routes_as_between_nats_servers() {
     let reference = latency_across((Kind::Nats, Kind::Nats));
     assert_eq!(reference.1["status"], json!(200), "{reference:?}");
     assert_eq!(reference.1["responder"]["server"], json!("B"), "{reference:?}");
-    for kinds in [
-        (Kind::Petrel, Kind::Nats),
-        (Kind::Nats, Kind::Petrel),
-        (Kind::Petrel, Kind::Petrel),
-    ] {
-        let ours = latency_across(kinds);
-        assert_eq!(ours, reference, "{kinds:?}");
-    }
+    every_mix_as(&reference, latency_across);
 }
 
 /// The trace events for messages to `foo` that accept `encodings`, one

@@ -262,3 +262,31 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         Err(e) => panic!("{path}: {e}"),
     }
 }
+
+/// A service latency report with what differs between servers and runs
+/// taken out, for comparing: its id and times (which must be strings) and
+/// each `ClientInfo`'s round trip, start, host and id; returns its
+/// service, system and total nanoseconds (which must be numbers).
+pub fn latency_comparable(report: &mut serde_json::Value) -> (u64, u64, u64) {
+    let text = report.to_string();
+    let m = report.as_object_mut().expect("a report object");
+    let mut nanos = |k: &str| {
+        m.remove(k)
+            .and_then(|n| n.as_u64())
+            .unwrap_or_else(|| panic!("{k} in {text}"))
+    };
+    let times = (nanos("service"), nanos("system"), nanos("total"));
+    for k in ["id", "timestamp", "start"] {
+        assert!(m.remove(k).is_some_and(|s| s.is_string()), "{k} in {text}");
+    }
+    for who in ["requestor", "responder"] {
+        if let Some(serde_json::Value::Object(ci)) = m.get_mut(who) {
+            for k in ["rtt", "start", "host", "id"] {
+                if let Some(x) = ci.get_mut(k) {
+                    *x = serde_json::json!("*");
+                }
+            }
+        }
+    }
+    times
+}

@@ -28,6 +28,12 @@ impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
+
+    /// The bytes as text, then `<closed>` when the server closed.
+    pub fn text_and_close(&self) -> String {
+        let closed = if self.closed { "<closed>" } else { "" };
+        format!("{}{closed}", self.text())
+    }
 }
 
 impl Raw {
