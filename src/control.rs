@@ -85,6 +85,9 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// See `shutting_down`.
     pub shutdown_sent: AtomicBool,
+    /// How many other servers the system client hears (STATSZ
+    /// `active_servers` less one); see `sys::remote_servers`.
+    pub remote_servers: std::sync::atomic::AtomicUsize,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
     /// How many of them are kept (`max_closed_clients`, fixed at start).
@@ -229,6 +232,7 @@ impl Shared {
             client_actions: Announcements::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
+            remote_servers: std::sync::atomic::AtomicUsize::new(0),
             closed: Mutex::new(std::collections::VecDeque::new()),
             max_closed: opts.max_closed_clients,
             tls: Mutex::new(None),

@@ -1373,6 +1373,62 @@ fn a_joining_server_learns_account_connection_counts() {
     }
 }
 
+/// A server that shuts down takes its clients out of the cluster's account
+/// connection counts: the others forget its counts at its SHUTDOWN event,
+/// as nats-server does, so clients past the limit before are let in.
+#[test]
+fn a_server_shutting_down_leaves_the_account_connection_counts() {
+    use common::jwt;
+    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+        "LIMITED",
+        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
+    );
+    let mut accounts = jwt::fixture_accounts();
+    accounts.push((acc_pub, acc_jwt));
+    let conf = jwt::memory_conf(&accounts);
+    let conf = conf.to_str().unwrap();
+    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
+    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    // (the server that shuts down, the one that stays)
+    for (going, staying) in [
+        (Kind::Petrel, Kind::Petrel),
+        (Kind::Nats, Kind::Petrel),
+        (Kind::Petrel, Kind::Nats),
+    ] {
+        let what = format!("{going:?} shuts down, {staying:?} stays");
+        let first = node(staying, None, &["-c", conf, "-m", "-1"]);
+        let second = node(going, Some(&first), &["-c", conf, "-m", "-1"]);
+        let nodes = [first, second];
+        full_mesh(&nodes);
+        let [stays, goes] = &nodes;
+        let (_c0, t0, _) = connect(goes);
+        let (_c1, t1, _) = connect(goes);
+        assert!(t0.contains("PONG") && t1.contains("PONG"), "{what}: {t0} {t1}");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_c, text, _) = connect(stays);
+            if text.contains("maximum account active connections exceeded") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: a third client let in: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        unsafe { libc::kill(goes.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_c, text, _) = connect(stays);
+            if text.contains("PONG") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still refused after the shutdown: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// `cluster { tls }` naming `p`'s CA and its `route` certificate.
 fn route_tls_conf(p: &common::pki::Pki) -> std::path::PathBuf {
     common::jwt::write_conf(&format!(

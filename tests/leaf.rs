@@ -1190,3 +1190,68 @@ async fn a_leaf_cluster_across_a_hub_cluster_gets_each_message_once() {
         }
     }
 }
+
+/// STATSZ `active_servers` counts the servers heard through the system
+/// account, as nats-server counts them: a hub and a leaf that share `$SYS`
+/// over their leaf connection count each other (no route tells them), and
+/// a server that shuts down (its SHUTDOWN event) is counted no longer.
+#[tokio::test]
+async fn servers_sharing_the_system_account_over_a_leaf_count_each_other() {
+    const SYS: &str = "accounts {\n  SYS { users [{user: sys, password: sys}] }\n}\nsystem_account: SYS\n";
+    for (hub_kind, leaf_kind) in MIXES {
+        let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
+        let port = free_port();
+        let hub_conf = common::jwt::write_conf(&format!(
+            "server_name: HUB\nleafnodes {{ listen: 127.0.0.1:{port}, authorization {{ user: lu, password: lp, account: SYS }} }}\n{SYS}"
+        ));
+        let leaf_conf = common::jwt::write_conf(&format!(
+            "server_name: LEAF\nleafnodes {{ reconnect: \"200ms\", remotes [ {{ url: \"nats://lu:lp@127.0.0.1:{port}\", account: SYS }} ] }}\n{SYS}"
+        ));
+        let h = start(hub_kind, &hub_conf);
+        let l = start(leaf_kind, &leaf_conf);
+        await_leafs(&h, 1);
+        let hs = client(&h, "sys").await;
+        // Both servers answer the PING, each counting two active servers.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let active = active_servers(&hs).await;
+            if active.len() == 2 && active.values().all(|&n| n == 2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{what}: active servers {active:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The leaf shuts down: the hub counts itself alone.
+        unsafe { libc::kill(l.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let active = active_servers(&hs).await;
+            if active.len() == 1 && active.get("HUB") == Some(&1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: after the leaf's shutdown {active:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Each server's `active_servers` from one `$SYS.REQ.SERVER.PING.STATSZ`
+/// round, by server name.
+async fn active_servers(sys: &async_nats::Client) -> std::collections::BTreeMap<String, u64> {
+    let inbox = sys.new_inbox();
+    let mut answers = sys.subscribe(inbox.clone()).await.unwrap();
+    sys.publish_with_reply("$SYS.REQ.SERVER.PING.STATSZ", inbox, "".into())
+        .await
+        .unwrap();
+    sys.flush().await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    while let Ok(Some(m)) = timeout(Duration::from_millis(500), answers.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let name = v["server"]["name"].as_str().unwrap_or_default().to_string();
+        out.insert(name, v["statsz"]["active_servers"].as_u64().unwrap_or(0));
+    }
+    out
+}

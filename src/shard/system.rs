@@ -5,9 +5,12 @@
 //! It answers the `$SYS.REQ` services (`sys::services`, computed on a
 //! blocking thread because they may wait for shard snapshots or a reload),
 //! serves account claims updates in operator mode, sends the STATSZ
-//! heartbeat while someone listens, the accounts' SERVER.CONNS every 30 s,
-//! and the SHUTDOWN event when the server exits.
+//! heartbeat (always when other servers can hear it, as nats-server;
+//! alone, while someone listens), the accounts' SERVER.CONNS every 30 s,
+//! and the SHUTDOWN event when the server exits. It keeps the other
+//! servers it hears (`sys::remote_servers`) for STATSZ `active_servers`.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ use crate::compress::encoding::{self, ContentEncoding};
 use crate::core::InternalMsg;
 use crate::core::ShardCore;
 use crate::ids::ConnId;
+use crate::sys::remote_servers::{self, Heard, RemoteServers};
 use crate::sys::server_block;
 use crate::sys::services::{self, Request};
 
@@ -26,13 +30,80 @@ const SID_SERVICE: &[u8] = b"service";
 /// Other servers' account connection counts, and their shutdowns.
 const SID_REMOTE_CONNS: &[u8] = b"remote-conns";
 const SID_REMOTE_SHUTDOWN: &[u8] = b"remote-shutdown";
+/// Other servers' STATSZ heartbeats.
+const SID_REMOTE_STATSZ: &[u8] = b"remote-statsz";
 const SID_CLAIMS: &[u8] = b"claims-";
 
 /// The STATSZ heartbeat: first after 250 ms, doubling up to 10 s.
 const STATSZ_FIRST: Duration = Duration::from_millis(250);
 const STATSZ_MAX: Duration = Duration::from_secs(10);
+/// The least time between two STATSZ heartbeats (nats-server's
+/// `statszRateLimit`; less while the interval itself is less).
+const STATSZ_RATE_LIMIT: Duration = Duration::from_secs(1);
 /// Accounts with clients announce their connection counts this often.
 const CONNS_EVERY: Duration = Duration::from_secs(30);
+
+/// What this server knows of the others through the system account.
+#[derive(Default)]
+struct Remote {
+    servers: RemoteServers,
+    conns: RemoteConns,
+    /// A server was heard for the first time: it is told this server's
+    /// STATSZ at once (rate limits permitting), as nats-server does.
+    announce: bool,
+}
+
+impl Remote {
+    /// Forgets a server that shut down or went silent, with its counts.
+    fn forget(&mut self, shard: &Shard, id: &str) {
+        self.servers.gone(id);
+        self.conns.forget_server(shard, id);
+        publish_count(shard, &self.servers);
+    }
+
+    /// Takes an event from another server (its `server` block).
+    fn heard(&mut self, shard: &Shard, body: &serde_json::Value) {
+        let id = body["server"]["id"].as_str().unwrap_or_default();
+        let seq = body["server"]["seq"].as_u64().unwrap_or(0);
+        match self.servers.heard(id, seq, Instant::now()) {
+            Heard::New => {
+                self.announce = true;
+                publish_count(shard, &self.servers);
+            }
+            Heard::Again => {}
+            Heard::OutOfOrder => crate::debug!("out of order remote server update from {id:?}"),
+        }
+    }
+}
+
+fn publish_count(shard: &Shard, servers: &RemoteServers) {
+    shard.shared.remote_servers.store(servers.len(), Relaxed);
+}
+
+/// Whether other servers can hear this one's heartbeat whatever the
+/// interest (nats-server's test: a cluster, gateway or leaf node port, or
+/// a leaf remote bound to the system account); alone, it is sent only
+/// while someone listens.
+fn heard_by_others(shard: &Shard) -> bool {
+    if shard.shared.cluster.get().is_some() {
+        return true;
+    }
+    let (opts, _) = shard.shared.current();
+    let Some(leaf) = &opts.leaf else { return false };
+    let system = shard.verifier.borrow().accounts().system().name.clone();
+    leaf.port != 0
+        || leaf
+            .remotes
+            .iter()
+            .any(|r| r.account.as_deref() == Some(system.as_str()))
+}
+
+/// Where other servers' events can reach this one: in a cluster or over
+/// leaf connections.
+fn may_hear_others(shard: &Shard) -> bool {
+    let (opts, _) = shard.shared.current();
+    shard.shared.cluster.get().is_some() || opts.leaf.is_some()
+}
 
 /// Runs the internal client until the process ends.
 pub async fn run(shard: Rc<Shard>) {
@@ -58,11 +129,12 @@ pub async fn run(shard: Rc<Shard>) {
                 let _ = core.subscribe(cid, subject.as_bytes(), None, sid.as_bytes());
             }
         }
-        if shard.shared.cluster.get().is_some() {
+        if may_hear_others(&shard) {
             // nats-server's subject for these counts (it also sends the
             // newer `$SYS.ACCOUNT.<acc>.SERVER.CONNS`).
             let _ = core.subscribe(cid, b"$SYS.SERVER.ACCOUNT.*.CONNS", None, SID_REMOTE_CONNS);
             let _ = core.subscribe(cid, b"$SYS.SERVER.*.SHUTDOWN", None, SID_REMOTE_SHUTDOWN);
+            let _ = core.subscribe(cid, b"$SYS.SERVER.*.STATSZ", None, SID_REMOTE_STATSZ);
         }
         for (i, subject) in services::subjects(&server_id).iter().enumerate() {
             let sid = format!("{}{i}", String::from_utf8_lossy(SID_SERVICE));
@@ -70,14 +142,14 @@ pub async fn run(shard: Rc<Shard>) {
         }
     }
     shard.flush().await;
-    glommio::spawn_local(heartbeats(shard.clone(), server_id.clone())).detach();
+    let remote = Rc::new(RefCell::new(Remote::default()));
+    glommio::spawn_local(heartbeats(shard.clone(), server_id.clone(), remote.clone())).detach();
     let mut inbox: Vec<InternalMsg> = Vec::new();
-    let mut remote = RemoteConns::default();
     loop {
         shard.next_batch(&mut inbox, ShardCore::poll_internal).await;
         for m in inbox.drain(..) {
-            if m.sid == SID_REMOTE_CONNS || m.sid == SID_REMOTE_SHUTDOWN {
-                remote.update(&shard, &server_id, &m);
+            if m.sid == SID_REMOTE_CONNS || m.sid == SID_REMOTE_SHUTDOWN || m.sid == SID_REMOTE_STATSZ {
+                remote_event(&shard, &server_id, &mut remote.borrow_mut(), &m);
             } else if m.sid == SID_NOTIFY || m.sid == SID_REQUEST || m.sid == b"claims-update" {
                 claims_update(&shard, cid, &m);
             } else if m.sid.starts_with(SID_CLAIMS) {
@@ -126,17 +198,45 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
     }
 }
 
-/// STATSZ while someone other than the server listens, SERVER.CONNS for
-/// accounts with clients, and the SHUTDOWN event at exit.
+/// An event from another server: a STATSZ heartbeat, an account's
+/// connection count, or its SHUTDOWN.
+fn remote_event(shard: &Shard, own_id: &str, remote: &mut Remote, m: &InternalMsg) {
+    if m.sid == SID_REMOTE_SHUTDOWN {
+        // `$SYS.SERVER.<id>.SHUTDOWN`, its body the server block itself:
+        // the id is taken from the subject, as nats-server takes it.
+        let id = crate::subject::tokens(&m.subject).nth(2).unwrap_or_default();
+        let id = String::from_utf8_lossy(id).into_owned();
+        if !id.is_empty() && id != own_id {
+            remote.forget(shard, &id);
+        }
+        return;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body_of(m)) else {
+        return;
+    };
+    let server = v["server"]["id"].as_str().unwrap_or_default();
+    if server.is_empty() || server == own_id {
+        return;
+    }
+    remote.heard(shard, &v);
+    if m.sid == SID_REMOTE_CONNS {
+        remote.conns.update(shard, server, &v);
+    }
+}
+
 /// How soon after a server joins the cluster it is told this server's
 /// account connection counts.
 const CONNS_AFTER_JOIN: Duration = Duration::from_millis(250);
 
-async fn heartbeats(shard: Rc<Shard>, server_id: String) {
+/// STATSZ heartbeats, SERVER.CONNS for accounts with clients, the
+/// SHUTDOWN event at exit, and the sweep for servers gone silent.
+async fn heartbeats(shard: Rc<Shard>, server_id: String, remote: Rc<RefCell<Remote>>) {
     let statsz_subject = format!("$SYS.SERVER.{server_id}.STATSZ");
     let mut statsz_every = STATSZ_FIRST;
     let mut next_statsz = Instant::now() + statsz_every;
+    let mut last_statsz: Option<Instant> = None;
     let mut next_conns = Instant::now() + CONNS_EVERY;
+    let mut next_orphan_check = Instant::now() + remote_servers::ORPHAN_CHECK_EVERY;
     let mut peers_seen = 0;
     loop {
         // Clustered, a joining server is noticed within 20 ms; alone, the
@@ -165,15 +265,37 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String) {
             shard.flush().await;
             shard.shared.shutdown_sent.store(true, Relaxed);
         }
-        if now >= next_statsz {
-            statsz_every = (statsz_every * 2).min(STATSZ_MAX);
-            next_statsz = now + statsz_every;
+        if now >= next_orphan_check {
+            next_orphan_check = now + remote_servers::ORPHAN_CHECK_EVERY;
+            let mut remote = remote.borrow_mut();
+            for id in remote.servers.orphans(now) {
+                crate::debug!("detected orphan remote server: {id:?}");
+                remote.forget(&shard, &id);
+            }
+        }
+        let announce = std::mem::take(&mut remote.borrow_mut().announce);
+        if now >= next_statsz || announce {
+            if now >= next_statsz {
+                statsz_every = (statsz_every * 2).min(STATSZ_MAX);
+                next_statsz = now + statsz_every;
+            }
+            let limit = STATSZ_RATE_LIMIT.min(statsz_every);
             let sys = shard.verifier.borrow().accounts().system().id;
-            let listening = shard
-                .core
-                .borrow_mut()
-                .has_external_interest(sys, statsz_subject.as_bytes());
-            if listening {
+            let listening = || {
+                shard
+                    .core
+                    .borrow_mut()
+                    .has_external_interest(sys, statsz_subject.as_bytes())
+            };
+            if let Some(allowed) = last_statsz.map(|t| t + limit).filter(|&t| t > now) {
+                // Too soon after the last one: sent when the limit allows.
+                if announce {
+                    remote.borrow_mut().announce = true;
+                } else {
+                    next_statsz = allowed;
+                }
+            } else if heard_by_others(&shard) || listening() {
+                last_statsz = Some(now);
                 let doc = crate::sys::endpoints::statsz(&shard.shared);
                 shard.emit(&statsz_subject, &doc);
                 shard.flush().await;
@@ -206,31 +328,29 @@ struct RemoteConns {
 }
 
 impl RemoteConns {
-    /// Takes a SERVER.CONNS event (or a server's SHUTDOWN, which drops its
-    /// counts) and sets the accounts' remote totals.
-    fn update(&mut self, shard: &Shard, own_id: &str, m: &InternalMsg) {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body_of(m)) else {
-            return;
-        };
-        let server = v["server"]["id"].as_str().unwrap_or_default().to_string();
-        if server.is_empty() || server == own_id {
-            return;
-        }
-        let touched: Vec<String> = if m.subject.ends_with(b".SHUTDOWN") {
-            let gone: Vec<String> = self
-                .counts
-                .keys()
-                .filter(|(s, _)| *s == server)
-                .map(|(_, a)| a.clone())
-                .collect();
-            self.counts.retain(|(s, _), _| *s != server);
-            gone
-        } else {
-            let Some(acc) = v["acc"].as_str() else { return };
-            let conns = v["conns"].as_i64().unwrap_or(0);
-            self.counts.insert((server, acc.to_string()), conns);
-            vec![acc.to_string()]
-        };
+    /// Takes server `server`'s SERVER.CONNS event and sets the account's
+    /// remote total.
+    fn update(&mut self, shard: &Shard, server: &str, v: &serde_json::Value) {
+        let Some(acc) = v["acc"].as_str() else { return };
+        let conns = v["conns"].as_i64().unwrap_or(0);
+        self.counts.insert((server.to_string(), acc.to_string()), conns);
+        self.set_totals(shard, vec![acc.to_string()]);
+    }
+
+    /// Drops the counts of a server that is gone.
+    fn forget_server(&mut self, shard: &Shard, server: &str) {
+        let gone: Vec<String> = self
+            .counts
+            .keys()
+            .filter(|(s, _)| s == server)
+            .map(|(_, a)| a.clone())
+            .collect();
+        self.counts.retain(|(s, _), _| s != server);
+        self.set_totals(shard, gone);
+    }
+
+    /// Sets the remote totals of the `touched` accounts.
+    fn set_totals(&self, shard: &Shard, touched: Vec<String>) {
         let verifier = shard.verifier.borrow().clone();
         for acc in touched {
             let total: i64 = self

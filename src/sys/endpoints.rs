@@ -672,9 +672,8 @@ pub fn statsz(shared: &Shared) -> Value {
         "received": received,
         "received_from_clients": received,
         "slow_consumers": c.slow_consumers,
-        // This server and the peers its routes reach (nats-server counts
-        // the servers whose STATSZ it hears; in a full mesh the same).
-        "active_servers": 1 + shared.cluster.get().map_or(0, |c| c.peers().len()),
+        // This server and the others it hears through the system account.
+        "active_servers": 1 + shared.remote_servers.load(std::sync::atomic::Ordering::Relaxed),
         "gomaxprocs": shared.nshards,
         "petrel_shards": shards,
     });

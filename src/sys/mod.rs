@@ -6,6 +6,7 @@
 pub mod account_detail;
 pub mod endpoints;
 pub mod go_query;
+pub mod remote_servers;
 pub mod services;
 
 use std::sync::atomic::Ordering::Relaxed;
