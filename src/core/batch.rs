@@ -172,6 +172,9 @@ pub struct Batch {
     pub clears: Vec<(ConnId, ShardId)>,
     /// Message tracing, when a traced message is on board (boxed: rare).
     pub trace: Option<Box<BatchTraces>>,
+    /// About how many bytes the batch holds (its data, messages, targets
+    /// and shared bodies): what the mesh counts as in flight.
+    pub weight: usize,
 }
 
 /// What a batch carries for message tracing (`core/trace.rs`).
@@ -203,6 +206,8 @@ pub struct Outbox {
     pub(crate) clears: Vec<(ConnId, ShardId)>,
     pub(crate) traces: Vec<TraceTag>,
     pub(crate) trace_parts: Vec<TracePart>,
+    /// Bytes of the shared bodies in `msgs` (kept alive by the batch).
+    pub(crate) shared_bytes: usize,
 }
 
 impl Outbox {
@@ -228,7 +233,12 @@ impl Outbox {
 
     /// Takes the contents as a batch, leaving the outbox empty.
     pub(crate) fn take(&mut self, from: ShardId, interest_seq: u64, fresh: Vec<u8>) -> Batch {
+        let weight = self.data.len()
+            + self.msgs.len() * std::mem::size_of::<RemoteMsg>()
+            + self.targets.len() * std::mem::size_of::<SubKey>()
+            + std::mem::take(&mut self.shared_bytes);
         Batch {
+            weight,
             from: from.0,
             interest_seq: if self.interest.is_empty() { 0 } else { interest_seq },
             interest: std::mem::take(&mut self.interest),

@@ -76,9 +76,15 @@ impl Default for CoreConfig {
 
 /// Bytes queued for a subscriber that is still reading above which its
 /// publishers are paced (the hard stall is at 75 % of `max_pending`).
-const SOFT_STALL: usize = 8 << 20;
+pub const SOFT_STALL: usize = 1 << 20;
+/// A reader paced by a lagging client waits until the client holds less
+/// than this (see [`ShardCore::lagging_over`]).
+pub const SOFT_RESUME: usize = SOFT_STALL / 2;
+/// Bytes queued for a route above which publishers are paced: a peer
+/// reads at its own subscribers' pace.
+const ROUTE_STALL: usize = 8 << 20;
 /// A writer that took output this recently is reading.
-const DRAINING: Duration = Duration::from_millis(50);
+const DRAINING: Duration = Duration::from_millis(100);
 
 /// One local connection (a link of some [`LinkKind`]) as the core sees it.
 #[derive(Debug)]
@@ -375,6 +381,9 @@ pub struct ShardCore {
     waiting_pongs: Vec<ConnId>,
     counters: Counters,
     stall: bool,
+    /// Clients that paced their publishers while reading: the reader that
+    /// fed them waits for these to drain (see [`Self::lagging_over`]).
+    lagging: Vec<ConnId>,
     pools: Arc<BufferPools>,
     chunks: ChunkPool,
     /// The shard whose batch is being applied (this one's own otherwise).
@@ -447,6 +456,7 @@ impl ShardCore {
             waiting_pongs: Vec::new(),
             counters: Counters::default(),
             stall: false,
+            lagging: Vec::new(),
             delivering_from: id,
             tombstones: FxHashMap::default(),
             forwards: FxHashMap::default(),
@@ -812,6 +822,14 @@ impl ShardCore {
         std::mem::take(&mut self.cut_off)
     }
 
+    /// `cid`'s writer has written a chunk at `now`: the connection is
+    /// being read, however long its whole write takes.
+    pub fn note_written(&mut self, cid: ConnId, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.last_drain = Some(now);
+        }
+    }
+
     /// Takes back chunks `cid`'s writer has sent.
     pub fn recycle_chunks(&mut self, cid: ConnId, chunks: impl Iterator<Item = Vec<u8>>) {
         if let Some(c) = self.conns.get_mut(&cid) {
@@ -923,6 +941,22 @@ impl ShardCore {
     /// fast-producer stall does, so bursts do not cut off healthy readers.
     pub fn take_stall(&mut self) -> bool {
         std::mem::take(&mut self.stall)
+    }
+
+    /// Whether a client that paced its publishers still holds more than
+    /// `limit` queued bytes and is still reading (one that stopped is
+    /// left to the slow-consumer limit): the reader that fed it waits
+    /// while this holds. Forgets the clients that no longer do.
+    pub fn lagging_over(&mut self, limit: usize) -> bool {
+        let (conns, now) = (&self.conns, self.now);
+        self.lagging.retain(|cid| {
+            conns.get(cid).is_some_and(|c| {
+                c.out.len() > limit
+                    && c.last_drain
+                        .is_some_and(|t| now.saturating_duration_since(t) < DRAINING)
+            })
+        });
+        !self.lagging.is_empty()
     }
 
     /// Counts a client closed because a write passed the write deadline.
@@ -1470,6 +1504,7 @@ impl ShardCore {
             let origin = msg.origin_cluster.map(|o| ob.push_bytes(o));
             let responder = msg.responder.map(|r| ob.push_bytes(r));
             let body = if msg.message.len() >= SHARE_THRESHOLD {
+                ob.shared_bytes += msg.message.len();
                 Body::Shared(
                     shared
                         .get_or_insert_with(|| Bytes::copy_from_slice(msg.message))
@@ -1588,6 +1623,9 @@ impl ShardCore {
             // that stopped reading is not paced by this: healthy
             // subscribers keep their rate until it is cut off.
             self.stall = true;
+            if !self.lagging.contains(&sub.conn) {
+                self.lagging.push(sub.conn);
+            }
         }
         if c.out.len() > self.cfg.max_pending {
             // nats-server drops what was queued and closes, without -ERR.

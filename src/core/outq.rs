@@ -5,10 +5,11 @@
 
 /// A chunk is closed once it holds this much; the writer sends chunk by chunk.
 pub const CHUNK: usize = 64 * 1024;
-/// Full chunks a writer takes at once (1 MiB).
-const WRITE_BATCH: usize = 16;
-/// Chunks kept in a shard's pool.
-const POOL_MAX: usize = 64;
+/// Full chunks a writer takes at once (256 KiB): what a writer holds
+/// counts towards peak memory, with each slow subscriber's.
+const WRITE_BATCH: usize = 4;
+/// Chunks kept in a shard's pool (1 MiB).
+const POOL_MAX: usize = 16;
 /// Chunks bigger than this (a large message grew one) are not pooled.
 const POOLED_CAPACITY_MAX: usize = 4 * CHUNK;
 

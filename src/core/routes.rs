@@ -477,7 +477,7 @@ impl ShardCore {
                     // Pace publishers while the route is behind: a peer reads
                     // at its own subscribers' pace, and a deep queue here only
                     // costs memory (and page faults) on both sides.
-                    if c.out.len() > super::SOFT_STALL {
+                    if c.out.len() > super::ROUTE_STALL {
                         self.stall = true;
                     }
                     // A peer that stopped reading: the route is closed (and
@@ -497,17 +497,6 @@ impl ShardCore {
         }
         pending.clear();
         self.routes.pending = pending;
-    }
-
-    /// Whether a client that is reading holds more than `limit` queued
-    /// bytes (a route reader waits for them before it reads on).
-    pub fn draining_backlog_over(&self, limit: usize) -> bool {
-        self.conns.values().any(|c| {
-            c.link == LinkKind::Client
-                && c.out.len() > limit
-                && c.last_drain
-                    .is_some_and(|t| self.now.saturating_duration_since(t) < super::DRAINING)
-        })
     }
 
     /// Queues a delivery to a route subscription for [`Self::flush_routes`].

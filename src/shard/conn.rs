@@ -744,12 +744,14 @@ async fn read_loop(shard: &Rc<Shard>, reads: Reads<'_>, cid: ConnId, ip: &str, u
             shard.cut_off_slow_consumers();
             r
         };
+        // Taken before the flush can wait: another task of the shard would
+        // take this read's stall meanwhile.
+        let stall = shard.core.borrow_mut().take_stall();
         shard.publish_stats();
         shard.note_traffic();
         shard.flush().await;
-        let stall = shard.core.borrow_mut().take_stall();
         if stall {
-            glommio::timer::sleep(super::writer::STALL).await;
+            super::writer::pace(shard).await;
         }
         match result {
             Ok(used) => {

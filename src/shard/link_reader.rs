@@ -15,12 +15,6 @@ use crate::shard::link_s2::{Inflate, SharedS2};
 use crate::shard::state::Shard;
 use crate::shard::transport::{read, Stream};
 
-/// A reader that made a client fall behind waits, 2 ms at a time and at
-/// most this many times, until clients being read hold less than DRAINED.
-const STALL_WAITS: u32 = 25;
-
-const DRAINED: usize = 2 << 20;
-
 /// What to do after an operation: go on, or close after an optional
 /// `-ERR` text.
 pub(crate) type Step = Result<(), (Option<String>, CloseReason)>;
@@ -127,6 +121,9 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
                 }
             }
         };
+        // Taken before the flush can wait: another task of the shard would
+        // take this read's stall meanwhile.
+        let stall = shard.core.borrow_mut().take_stall();
         shard.publish_stats();
         shard.flush().await;
         if let Err((err, reason)) = outcome {
@@ -139,7 +136,6 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
             buf.truncate(64 * 1024);
             buf.shrink_to(64 * 1024);
         }
-        let stall = shard.core.borrow_mut().take_stall();
         // Let the writers this read woke run before the next read: a
         // peer's stream is always ready, and a reader that never yields
         // keeps its subscribers' writers (and their pacing) idle.
@@ -148,14 +144,7 @@ pub(crate) async fn read_loop<P: LinkProtocol>(
             // Everything the peer sends lands in this server's clients'
             // queues: wait (a while at most) for those being read to drain,
             // so the peer's writes back up rather than memory here.
-            for _ in 0..STALL_WAITS {
-                glommio::timer::sleep(crate::shard::writer::STALL).await;
-                let mut core = shard.core.borrow_mut();
-                core.set_now(Instant::now());
-                if !core.draining_backlog_over(DRAINED) {
-                    break;
-                }
-            }
+            crate::shard::writer::pace(shard).await;
         }
     }
 }

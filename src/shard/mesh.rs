@@ -1,11 +1,15 @@
 //! The channels between shards: one bounded single-producer queue per
 //! (source, destination) pair, so everything one shard sends another
 //! arrives in the order it was sent. A per-destination local backlog keeps
-//! that order when a queue is full.
+//! that order when a queue is full. Each pair counts the bytes of the
+//! batches sent and not yet applied (see [`InFlight`]), so a publisher can
+//! wait for a destination that is behind.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::AcceptedTcpStream;
@@ -17,6 +21,27 @@ use crate::ids::ConnId;
 /// Batches in flight per (source, destination) queue. Batches are per read,
 /// so a full queue means the destination is far behind.
 pub const QUEUE_SLOTS: usize = 256;
+
+/// The bytes of batches one shard has sent another and that shard has
+/// not applied yet: added by the sender, taken off by the receiver.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Bytes sent and not yet applied.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Relaxed)
+    }
+
+    fn sent(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Relaxed);
+    }
+
+    /// The receiver has applied a batch of `bytes`.
+    pub fn landed(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Relaxed);
+    }
+}
 
 /// What one shard sends another.
 pub enum ShardMsg {
@@ -34,6 +59,8 @@ pub struct MeshEnds {
     pub senders: Vec<Vec<Option<SharedSender<ShardMsg>>>>,
     /// `receivers[dst][src]`.
     pub receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>>,
+    /// `in_flight[src][dst]`, shared by both ends.
+    pub in_flight: Vec<Vec<InFlight>>,
 }
 
 impl MeshEnds {
@@ -52,7 +79,12 @@ impl MeshEnds {
                 }
             }
         }
-        MeshEnds { senders, receivers }
+        let in_flight = (0..n).map(|_| (0..n).map(|_| InFlight::default()).collect()).collect();
+        MeshEnds {
+            senders,
+            receivers,
+            in_flight,
+        }
     }
 
     /// Takes shard `i`'s ends: its senders to each peer, its receivers from each.
@@ -60,6 +92,8 @@ impl MeshEnds {
         ShardEnds {
             senders: std::mem::take(&mut self.senders[i]),
             receivers: std::mem::take(&mut self.receivers[i]),
+            sent: self.in_flight[i].clone(),
+            received: self.in_flight.iter().map(|row| row[i].clone()).collect(),
         }
     }
 }
@@ -68,6 +102,10 @@ impl MeshEnds {
 pub struct ShardEnds {
     senders: Vec<Option<SharedSender<ShardMsg>>>,
     receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
+    /// By destination.
+    sent: Vec<InFlight>,
+    /// By source.
+    received: Vec<InFlight>,
 }
 
 /// A connected sender with its local backlog.
@@ -75,12 +113,16 @@ pub struct Outlet {
     tx: ConnectedSender<ShardMsg>,
     backlog: RefCell<VecDeque<ShardMsg>>,
     draining: Cell<bool>,
+    in_flight: InFlight,
 }
 
 impl Outlet {
     /// Sends in order: directly when nothing is waiting, else behind the backlog.
     /// Returns true when the backlog needs a drainer.
     pub fn push(&self, msg: ShardMsg) -> bool {
+        if let ShardMsg::Batch(b) = &msg {
+            self.in_flight.sent(b.weight);
+        }
         if self.backlog.borrow().is_empty() && !self.draining.get() {
             match self.tx.try_send(msg) {
                 Ok(()) => return false,
@@ -112,14 +154,20 @@ impl Outlet {
     pub fn backlog_len(&self) -> usize {
         self.backlog.borrow().len()
     }
+
+    /// Bytes of batches sent through here and not yet applied.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.bytes()
+    }
 }
 
 /// One shard's connected ends.
 pub struct Connected {
     /// Outlets by destination shard (`None` for itself).
     pub outlets: Vec<Option<Rc<Outlet>>>,
-    /// Receivers by source shard (`None` for itself).
-    pub receivers: Vec<Option<ConnectedReceiver<ShardMsg>>>,
+    /// Receivers by source shard (`None` for itself), each with the
+    /// count its applied batches are taken off.
+    pub receivers: Vec<Option<(ConnectedReceiver<ShardMsg>, InFlight)>>,
 }
 
 impl ShardEnds {
@@ -137,20 +185,21 @@ impl ShardEnds {
             .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
             .collect();
         let mut outlets = Vec::new();
-        for s in senders {
+        for (s, in_flight) in senders.into_iter().zip(self.sent) {
             outlets.push(match s {
                 Some(t) => Some(Rc::new(Outlet {
                     tx: t.await,
                     backlog: RefCell::new(VecDeque::new()),
                     draining: Cell::new(false),
+                    in_flight,
                 })),
                 None => None,
             });
         }
         let mut connected = Vec::new();
-        for r in receivers {
+        for (r, in_flight) in receivers.into_iter().zip(self.received) {
             connected.push(match r {
-                Some(t) => Some(t.await),
+                Some(t) => Some((t.await, in_flight)),
                 None => None,
             });
         }

@@ -329,17 +329,19 @@ async fn shard_main(
         })
         .detach();
     }
-    for rx in receivers.into_iter().flatten() {
+    for (rx, in_flight) in receivers.into_iter().flatten() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
                     ShardMsg::Batch(b) => {
                         {
+                            let weight = b.weight;
                             let mut core = shard.core.borrow_mut();
                             // The pacing of slow subscribers reads the clock.
                             core.set_now(std::time::Instant::now());
                             core.apply_batch(b);
+                            in_flight.landed(weight);
                         }
                         resume_arrived(&shard);
                         shard.note_traffic();
@@ -350,7 +352,13 @@ async fn shard_main(
                         // full; the queue filling up then stalls its publishers.
                         let stall = shard.core.borrow_mut().take_stall();
                         if stall {
-                            glommio::timer::sleep(writer::STALL).await;
+                            writer::pace(&shard).await;
+                        } else {
+                            // Let the writers this batch woke run before the
+                            // next: a queue that is never empty would starve
+                            // them, and their subscribers (never seen
+                            // reading) would never pace anyone.
+                            futures_lite::future::yield_now().await;
                         }
                     }
                     ShardMsg::Move(parcel, arrival) => {

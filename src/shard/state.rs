@@ -115,6 +115,10 @@ pub struct ConnHandles {
 
 /// Backlog length past which a reader waits for its shard's queues to drain.
 const BACKLOG_HIGH: usize = 256;
+/// Bytes of batches in flight to one shard above which its publishers
+/// wait: the batches of a fast publisher for a slower subscriber on
+/// another shard would otherwise pile up in the queue and backlog.
+const IN_FLIGHT_HIGH: usize = 4 << 20;
 
 /// Checks one connection again with the credentials of its CONNECT
 /// against a reloaded verifier `v` (see [`Shard::reverify`]).
@@ -146,7 +150,12 @@ impl Shard {
     pub async fn flush(self: &Rc<Self>) {
         self.send_batches();
         // Back-pressure: a publisher waits while a destination is far behind.
-        while self.outlets.iter().flatten().any(|o| o.backlog_len() > BACKLOG_HIGH) {
+        while self
+            .outlets
+            .iter()
+            .flatten()
+            .any(|o| o.backlog_len() > BACKLOG_HIGH || o.in_flight() > IN_FLIGHT_HIGH)
+        {
             glommio::timer::sleep(Duration::from_micros(200)).await;
         }
     }

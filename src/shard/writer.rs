@@ -19,6 +19,26 @@ use crate::proto::errors::CloseReason;
 
 /// How long a publisher pauses when a subscriber it fed is nearly full.
 pub const STALL: Duration = Duration::from_millis(2);
+/// A reader that made a client fall behind waits, STALL at a time and at
+/// most this many times (50 ms), for the client to drain.
+const STALL_WAITS: u32 = 25;
+
+/// Paces the reader (of a client, a link, or another shard's batches)
+/// whose work just made a subscriber fall behind: STALL, then on while a
+/// client it fed is still reading and holds more than half the mark that
+/// paced it. The publisher goes at its subscribers' pace rather than
+/// queue what they cannot take yet; a subscriber that stopped reading is
+/// not waited for (the slow-consumer limit deals with it).
+pub(super) async fn pace(shard: &Shard) {
+    for _ in 0..STALL_WAITS {
+        glommio::timer::sleep(STALL).await;
+        let mut core = shard.core.borrow_mut();
+        core.set_now(std::time::Instant::now());
+        if !core.lagging_over(crate::core::SOFT_RESUME) {
+            break;
+        }
+    }
+}
 
 /// Ends a connection the server closes: a WebSocket client gets a close
 /// frame first; then the socket is shut.
@@ -59,6 +79,7 @@ pub(super) async fn write_loop(
                     if let Err(reason) = write_chunk(&shard, &stream, cid, chunk, retry, &mut slow).await {
                         return reason;
                     }
+                    shard.core.borrow_mut().note_written(cid, std::time::Instant::now());
                 }
                 shard.core.borrow_mut().recycle_chunks(cid, chunks.drain(..));
             }

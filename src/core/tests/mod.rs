@@ -296,10 +296,11 @@ fn large_bodies_are_shared_and_headers_stripped_for_old_clients() {
     assert!(got.starts_with(format!("HMSG big 1 {} {}\r\nNATS/1.0", hdr.len(), hdr.len() + body.len()).as_bytes()));
 }
 
-/// A subscriber that reads but lags more than 8 MiB behind paces its
-/// publisher (through the receiving shard's stall); one that never read
-/// does not, until the hard 75 % threshold, so healthy subscribers keep
-/// their rate while it is being cut off.
+/// A subscriber that reads but lags more than SOFT_STALL behind paces its
+/// publisher (through the receiving shard's stall), which then waits until
+/// it holds less than SOFT_RESUME; one that never read does not, until the
+/// hard 75 % threshold, so healthy subscribers keep their rate while it is
+/// being cut off.
 #[test]
 fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
     let cfg = CoreConfig {
@@ -341,11 +342,60 @@ fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
         let queued = c.cores[1].conn(sub).unwrap().out.len();
         if reading {
             assert!(stalled_at.is_some(), "a lagging reader is paced");
-            assert!(queued > 8 << 20 && queued < 10 << 20, "paced just past 8 MiB: {queued}");
+            assert!(
+                queued > SOFT_STALL && queued < SOFT_STALL + (256 << 10),
+                "paced just past {SOFT_STALL}: {queued}"
+            );
+            // The paced reader waits while the subscriber holds more than
+            // SOFT_RESUME, and goes on once its writer has taken the rest.
+            assert!(c.cores[1].lagging_over(SOFT_RESUME));
+            let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+                std::task::Poll::Ready(cx.waker().clone())
+            }));
+            let mut taken = Vec::new();
+            while c.cores[1].conn(sub).unwrap().out.len() > SOFT_RESUME {
+                assert!(c.cores[1].lagging_over(SOFT_RESUME));
+                assert!(c.cores[1].poll_output(sub, &mut taken, &waker).is_some());
+            }
+            assert!(!c.cores[1].lagging_over(SOFT_RESUME));
         } else {
             assert!(stalled_at.is_some(), "the hard stall still applies");
             assert!(queued > 48 << 20, "a stopped reader is paced only at 75 %: {queued}");
+            assert!(
+                !c.cores[1].lagging_over(SOFT_RESUME),
+                "nobody waits for a stopped reader"
+            );
         }
+    }
+}
+
+/// A batch weighs what it holds, a shared body included: what the mesh
+/// counts as in flight to a shard, and what its publishers wait on.
+#[test]
+fn a_batch_weighs_what_it_holds() {
+    let mut c = Cluster::new(2, CoreConfig::default());
+    let sub = c.connect(1);
+    c.feed(sub, b"SUB feed 1\r\n");
+    c.pump();
+    let p = c.connect(0);
+    c.pump();
+    for size in [16, 8192] {
+        let mut line = format!("PUB feed {size}\r\n").into_bytes();
+        line.extend(std::iter::repeat_n(b'x', size));
+        line.extend_from_slice(b"\r\n");
+        c.feed(p, &line);
+        let batches = c.cores[0].take_batches();
+        let (dest, b) = batches
+            .into_iter()
+            .find(|(_, b)| !b.msgs.is_empty())
+            .expect("a delivery batch");
+        assert_eq!(dest, ShardId(1));
+        assert!(
+            b.weight >= size + "feed".len() && b.weight < size + 512,
+            "{size} B weighs {}",
+            b.weight
+        );
+        c.cores[1].apply_batch(b);
     }
 }
 

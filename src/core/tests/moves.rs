@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use super::*;
 
 /// What travels on one (source, destination) queue.
+#[allow(clippy::large_enum_variant)] // a test's queue of deliveries
 enum Item {
     Batch(Batch),
     Parcel(Box<ConnParcel>),
