@@ -1297,27 +1297,67 @@ fn lame_duck_is_told_to_peers() {
     );
 }
 
+/// What a client past an account's connection limit is told.
+const LIMIT_REACHED: &str = "maximum account active connections exceeded";
+
+/// An operator-mode configuration with an account limited to two
+/// connections, and a user of it.
+struct LimitedAccount {
+    conf: std::path::PathBuf,
+    user_jwt: String,
+    user_seed: String,
+}
+
+impl LimitedAccount {
+    fn new() -> LimitedAccount {
+        use common::jwt;
+        let (acc_pub, acc_jwt, acc_seed) = jwt::account(
+            "LIMITED",
+            serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
+        );
+        let mut accounts = jwt::fixture_accounts();
+        accounts.push((acc_pub, acc_jwt));
+        let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
+        LimitedAccount {
+            conf: jwt::memory_conf(&accounts),
+            user_jwt,
+            user_seed,
+        }
+    }
+
+    /// A raw client of the account on `n`: the connection and what it was told.
+    fn connect(&self, n: &common::Proc) -> (common::raw::Raw, String, bool) {
+        common::jwt::raw_jwt_connect(&n.addr(), &self.user_jwt, &self.user_seed)
+    }
+
+    /// Connects to `n` until the answer holds `wanted` (the cluster's
+    /// counts travel by events), or fails with `what`.
+    fn until_answered(&self, n: &common::Proc, wanted: &str, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_c, text, _) = self.connect(n);
+            if text.contains(wanted) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// An account JWT's connection limit holds across a mixed cluster: each
 /// server counts the others' clients from their SERVER.CONNS events (petrel
 /// sends nats-server's subject too), so a client past the limit is refused
 /// on any server, petrel or nats-server.
 #[test]
 fn account_connection_limits_are_cluster_wide() {
-    use common::jwt;
-    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
-        "LIMITED",
-        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
-    );
-    let mut accounts = jwt::fixture_accounts();
-    accounts.push((acc_pub, acc_jwt));
-    let conf = jwt::memory_conf(&accounts);
-    let conf = conf.to_str().unwrap();
+    let limited = LimitedAccount::new();
+    let conf = limited.conf.to_str().unwrap();
     let nodes = cluster([Kind::Nats, Kind::Petrel, Kind::Petrel], &["-c", conf, "-m", "-1"]);
     // Counts are sent when they change (and every 30 s): the mesh must be
     // whole before the clients connect, or a server misses them.
     full_mesh(&nodes);
-    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
-    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    let connect = |n: &common::Proc| limited.connect(n);
     // Wait for the mesh: a probe client per node sees no error.
     let (_c0, t0, _) = connect(&nodes[0]);
     assert!(t0.contains("PONG"), "{t0}");
@@ -1326,15 +1366,7 @@ fn account_connection_limits_are_cluster_wide() {
     // A third client, on any server, is past the limit once the counts
     // have crossed the routes.
     for (i, n) in nodes.iter().enumerate() {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (_c, text, _) = connect(n);
-            if text.contains("maximum account active connections exceeded") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {i} let a third client in: {text}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        limited.until_answered(n, LIMIT_REACHED, &format!("node {i} let a third client in"));
     }
 }
 
@@ -1343,34 +1375,15 @@ fn account_connection_limits_are_cluster_wide() {
 /// a client of the nats-server that just joined is refused.
 #[test]
 fn a_joining_server_learns_account_connection_counts() {
-    use common::jwt;
-    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
-        "LIMITED",
-        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
-    );
-    let mut accounts = jwt::fixture_accounts();
-    accounts.push((acc_pub, acc_jwt));
-    let conf = jwt::memory_conf(&accounts);
-    let conf = conf.to_str().unwrap();
+    let limited = LimitedAccount::new();
+    let conf = limited.conf.to_str().unwrap();
     let petrel = node(Kind::Petrel, None, &["-c", conf]);
-    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
-    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    let connect = |n: &common::Proc| limited.connect(n);
     let (_c0, t0, _) = connect(&petrel);
     let (_c1, t1, _) = connect(&petrel);
     assert!(t0.contains("PONG") && t1.contains("PONG"), "{t0} {t1}");
     let joined = node(Kind::Nats, Some(&petrel), &["-c", conf, "-m", "-1"]);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_c, text, _) = connect(&joined);
-        if text.contains("maximum account active connections exceeded") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the joining server let a third client in: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    limited.until_answered(&joined, LIMIT_REACHED, "the joining server let a third client in");
 }
 
 /// A server that shuts down takes its clients out of the cluster's account
@@ -1378,17 +1391,9 @@ fn a_joining_server_learns_account_connection_counts() {
 /// as nats-server does, so clients past the limit before are let in.
 #[test]
 fn a_server_shutting_down_leaves_the_account_connection_counts() {
-    use common::jwt;
-    let (acc_pub, acc_jwt, acc_seed) = jwt::account(
-        "LIMITED",
-        serde_json::json!({"type": "account", "version": 2, "limits": {"conn": 2, "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "leaf": -1}}),
-    );
-    let mut accounts = jwt::fixture_accounts();
-    accounts.push((acc_pub, acc_jwt));
-    let conf = jwt::memory_conf(&accounts);
-    let conf = conf.to_str().unwrap();
-    let (user_jwt, user_seed) = jwt::user(&acc_seed, "u", jwt::user_nats(), serde_json::json!({}));
-    let connect = |n: &common::Proc| jwt::raw_jwt_connect(&n.addr(), &user_jwt, &user_seed);
+    let limited = LimitedAccount::new();
+    let conf = limited.conf.to_str().unwrap();
+    let connect = |n: &common::Proc| limited.connect(n);
     // (the server that shuts down, the one that stays)
     for (going, staying) in [
         (Kind::Petrel, Kind::Petrel),
