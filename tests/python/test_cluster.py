@@ -80,6 +80,13 @@ class Node:
         self.tmp.cleanup()
 
 
+def show_logs(nodes):
+    """Prints the servers' logs (pytest shows them with a failure)."""
+    for i, n in enumerate(nodes):
+        print(f"--- node {i} ({n.proc.args[0]}) ---")
+        print("".join(n.log))
+
+
 def cluster():
     first = Node(PETREL)
     return [first, Node(NATS_SERVER, seed=first), Node(PETREL, seed=first)]
@@ -158,6 +165,9 @@ def test_servers_are_discovered_and_clients_fail_over():
 
     try:
         asyncio.run(run())
+    except BaseException:
+        show_logs(nodes)
+        raise
     finally:
         for n in nodes:
             n.stop()
@@ -187,6 +197,9 @@ def test_the_server_pool_as_nodes_shut_down_one_by_one():
 
     try:
         asyncio.run(run())
+    except BaseException:
+        show_logs(nodes)
+        raise
     finally:
         for n in nodes:
             n.stop()
@@ -219,6 +232,9 @@ def test_tls_clients_reconnect_by_address_to_a_discovered_server():
 
     try:
         asyncio.run(run())
+    except BaseException:
+        show_logs(nodes)
+        raise
     finally:
         for n in nodes:
             n.stop()
