@@ -114,7 +114,7 @@ pub struct ConnEntry {
     pub out_msgs: u64,
     /// Bytes delivered to this connection.
     pub out_bytes: u64,
-    /// When its writer last took output (the core's clock): a subscriber
+    /// When its writer last took output or wrote a chunk: a subscriber
     /// that is reading, however slowly, is paced early (see `deliver`).
     last_drain: Option<Instant>,
     /// Capacity of the chunks its writer holds (taken, not yet sent).
@@ -146,6 +146,13 @@ pub struct ConnEntry {
 }
 
 impl ConnEntry {
+    /// Whether its writer took or wrote output lately (at `now`): a
+    /// subscriber still reading, however slowly.
+    fn reading(&self, now: Instant) -> bool {
+        self.last_drain
+            .is_some_and(|t| now.saturating_duration_since(t) < DRAINING)
+    }
+
     /// Its subscription limit: the lower of the server's
     /// `max_subscriptions` (0: none) and its user's or account's.
     fn sub_limit(&self, server_max: usize) -> usize {
@@ -949,13 +956,8 @@ impl ShardCore {
     /// while this holds. Forgets the clients that no longer do.
     pub fn lagging_over(&mut self, limit: usize) -> bool {
         let (conns, now) = (&self.conns, self.now);
-        self.lagging.retain(|cid| {
-            conns.get(cid).is_some_and(|c| {
-                c.out.len() > limit
-                    && c.last_drain
-                        .is_some_and(|t| now.saturating_duration_since(t) < DRAINING)
-            })
-        });
+        self.lagging
+            .retain(|cid| conns.get(cid).is_some_and(|c| c.out.len() > limit && c.reading(now)));
         !self.lagging.is_empty()
     }
 
@@ -1613,10 +1615,7 @@ impl ShardCore {
             // nats-server's `no_fast_producer_stall`: nobody is paced.
         } else if queued > self.cfg.max_pending / 4 * 3 {
             self.stall = true;
-        } else if queued > SOFT_STALL
-            && c.last_drain
-                .is_some_and(|t| self.now.saturating_duration_since(t) < DRAINING)
-        {
+        } else if queued > SOFT_STALL && c.reading(self.now) {
             // A subscriber that reads, only slower than its publishers:
             // pace them now rather than queue up to the hard limit (which
             // only grew memory and page faults, and slowed everyone). One

@@ -61,10 +61,8 @@ impl Remote {
         publish_count(shard, &self.servers);
     }
 
-    /// Takes an event from another server (its `server` block).
-    fn heard(&mut self, shard: &Shard, body: &serde_json::Value) {
-        let id = body["server"]["id"].as_str().unwrap_or_default();
-        let seq = body["server"]["seq"].as_u64().unwrap_or(0);
+    /// Takes an event from server `id` numbered `seq`.
+    fn heard(&mut self, shard: &Shard, id: &str, seq: u64) {
         match self.servers.heard(id, seq, Instant::now()) {
             Heard::New => {
                 self.announce = true;
@@ -218,7 +216,7 @@ fn remote_event(shard: &Shard, own_id: &str, remote: &mut Remote, m: &InternalMs
     if server.is_empty() || server == own_id {
         return;
     }
-    remote.heard(shard, &v);
+    remote.heard(shard, server, v["server"]["seq"].as_u64().unwrap_or(0));
     if m.sid == SID_REMOTE_CONNS {
         remote.conns.update(shard, server, &v);
     }

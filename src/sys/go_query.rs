@@ -2,20 +2,24 @@
 //! them (`strconv.ParseBool`, `Atoi`, `ParseUint`), with their error texts
 //! word for word: a client that sends a bad value gets the same 400.
 
-/// Go's `strconv` error for `func` parsing `v`: out of range when it is
-/// all digits (after a sign, where the function takes one), else invalid.
-fn strconv_error(func: &str, v: &str, signed: bool) -> String {
+/// Go's `strconv` error for `func` parsing `v` for `why`.
+fn strconv_error(func: &str, v: &str, why: &str) -> String {
+    format!("strconv.{func}: parsing {v:?}: {why}")
+}
+
+/// Why Go's integer parsers refuse `v`: out of range when it is all
+/// digits (after a sign, where the function takes one), else invalid.
+fn integer_why(v: &str, signed: bool) -> &'static str {
     let digits = if signed {
         v.strip_prefix(['+', '-']).unwrap_or(v)
     } else {
         v
     };
-    let why = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         "value out of range"
     } else {
         "invalid syntax"
-    };
-    format!("strconv.{func}: parsing {v:?}: {why}")
+    }
 }
 
 /// `strconv.ParseBool`, as `decodeBool` reports it.
@@ -25,15 +29,19 @@ pub fn boolean(name: &str, v: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(format!(
             "Error decoding boolean for '{name}': {}",
-            strconv_error("ParseBool", v, false).replace("value out of range", "invalid syntax")
+            strconv_error("ParseBool", v, "invalid syntax")
         )),
     }
 }
 
 /// `strconv.Atoi`, as `decodeInt` reports it (a sign is allowed).
 pub fn int(name: &str, v: &str) -> Result<i64, String> {
-    v.parse::<i64>()
-        .map_err(|_| format!("Error decoding int for '{name}': {}", strconv_error("Atoi", v, true)))
+    v.parse::<i64>().map_err(|_| {
+        format!(
+            "Error decoding int for '{name}': {}",
+            strconv_error("Atoi", v, integer_why(v, true))
+        )
+    })
 }
 
 /// `strconv.ParseUint`, as `decodeUint64` reports it (no sign).
@@ -42,7 +50,7 @@ pub fn uint64(name: &str, v: &str) -> Result<u64, String> {
     v.parse::<u64>().ok().filter(|_| unsigned).ok_or_else(|| {
         format!(
             "Error decoding uint64 for '{name}': {}",
-            strconv_error("ParseUint", v, false)
+            strconv_error("ParseUint", v, integer_why(v, false))
         )
     })
 }
