@@ -297,13 +297,12 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
     assert_eq!(next(&mut sub).await.payload, "same account");
 
     let sys = user_client(&nodes[0], "sys").await;
-    let mut ping = Pinger::new(sys).await;
     // Each server's PING service must have crossed the routes: retry until
     // all three answer (petrel's interest reaches nats-server, and back),
     // each counting three active servers.
     let deadline = Instant::now() + WAIT;
     loop {
-        let answers = ping.round().await;
+        let answers = ping_round(&sys).await;
         let ids: std::collections::BTreeSet<&str> =
             answers.iter().map(|v| v["server"]["id"].as_str().unwrap()).collect();
         let active: Vec<u64> = answers
@@ -338,34 +337,21 @@ async fn system_ping_is_answered_by_every_server_and_accounts_cross() {
     }
 }
 
-/// Sends `$SYS.REQ.SERVER.PING` as a system account user and gathers the
-/// answers of one round.
-struct Pinger {
-    sys: async_nats::Client,
-    inbox: String,
-    replies: async_nats::Subscriber,
+/// One round of `$SYS.REQ.SERVER.PING` from a system account user: the
+/// answers that come within 700 ms of each other.
+async fn ping_round(sys: &async_nats::Client) -> Vec<serde_json::Value> {
+    common::links::answers(sys, "$SYS.REQ.SERVER.PING", Duration::from_millis(700)).await
 }
 
-impl Pinger {
-    async fn new(sys: async_nats::Client) -> Pinger {
-        let inbox = sys.new_inbox();
-        let replies = sys.subscribe(inbox.clone()).await.unwrap();
-        Pinger { sys, inbox, replies }
-    }
-
-    /// The answers that come within 700 ms of one PING.
-    async fn round(&mut self) -> Vec<serde_json::Value> {
-        self.sys
-            .publish_with_reply("$SYS.REQ.SERVER.PING", self.inbox.clone(), "".into())
-            .await
-            .unwrap();
-        self.sys.flush().await.unwrap();
-        let mut answers = Vec::new();
-        while let Ok(Some(m)) = timeout(Duration::from_millis(700), self.replies.next()).await {
-            answers.push(serde_json::from_slice(&m.payload).unwrap());
-        }
-        answers
-    }
+/// The JSON message bodies `r` reads until it has been quiet for `quiet`
+/// (for `max` at most).
+fn json_bodies(r: &mut common::raw::Raw, quiet: Duration, max: Duration) -> Vec<serde_json::Value> {
+    r.read_until_quiet(quiet, max)
+        .text()
+        .split("\r\n")
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A raw peer server: dials `port`, sends CONNECT and INFO, and reads.
@@ -573,16 +559,9 @@ fn account_request_answers(kinds: (Kind, Kind)) -> Vec<(String, Vec<String>)> {
     .enumerate()
     {
         here.send(format!("PUB {subject} r.{i} 0\r\n\r\n").as_bytes());
-        let text = here
-            .read_until_quiet(Duration::from_millis(700), Duration::from_secs(5))
-            .text();
-        let mut servers: Vec<String> = text
-            .split("\r\n")
-            .filter(|l| l.starts_with('{'))
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["server"]["name"].as_str().unwrap_or_default().to_string()
-            })
+        let mut servers: Vec<String> = json_bodies(&mut here, Duration::from_millis(700), Duration::from_secs(5))
+            .iter()
+            .map(|v| v["server"]["name"].as_str().unwrap_or_default().to_string())
             .collect();
         servers.sort();
         out.push((subject.to_string(), servers));
@@ -630,20 +609,11 @@ fn trace_to_peer(kind: Kind, proto: Option<u32>) -> (Vec<String>, Vec<String>) {
         )
         .as_bytes(),
     );
-    let text = tracer
-        .read_until_quiet(Duration::from_millis(300), Duration::from_secs(3))
-        .text();
-    let mut egresses: Vec<String> = text
-        .split("\r\n")
-        .filter(|l| l.starts_with('{'))
-        .flat_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let events = v["events"].as_array().cloned().unwrap_or_default();
-            events
-                .into_iter()
-                .filter(|e| e["type"] == "eg" && e["kind"] == 1)
-                .map(|e| format!("hop={} error={}", e["hop"], e["error"]))
-        })
+    let mut egresses: Vec<String> = json_bodies(&mut tracer, Duration::from_millis(300), Duration::from_secs(3))
+        .iter()
+        .flat_map(|v| v["events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["type"] == "eg" && e["kind"] == 1)
+        .map(|e| format!("hop={} error={}", e["hop"], e["error"]))
         .collect();
     egresses.sort();
     peer.read_for(Duration::from_millis(300));
@@ -1204,10 +1174,10 @@ async fn operator_mode_mixed_cluster() {
     for k in 0..100 {
         assert_eq!(next(&mut at0).await.payload, k.to_string());
     }
-    let mut ping = Pinger::new(creds_client(&nodes[1], "sys.creds").await).await;
+    let sys = creds_client(&nodes[1], "sys.creds").await;
     let deadline = Instant::now() + WAIT;
     loop {
-        let answers = ping.round().await;
+        let answers = ping_round(&sys).await;
         let ids: std::collections::BTreeSet<&str> =
             answers.iter().map(|v| v["server"]["id"].as_str().unwrap()).collect();
         if ids.len() == 3 {

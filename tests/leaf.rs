@@ -1241,17 +1241,12 @@ async fn servers_sharing_the_system_account_over_a_leaf_count_each_other() {
 /// Each server's `active_servers` from one `$SYS.REQ.SERVER.PING.STATSZ`
 /// round, by server name.
 async fn active_servers(sys: &async_nats::Client) -> std::collections::BTreeMap<String, u64> {
-    let inbox = sys.new_inbox();
-    let mut answers = sys.subscribe(inbox.clone()).await.unwrap();
-    sys.publish_with_reply("$SYS.REQ.SERVER.PING.STATSZ", inbox, "".into())
+    common::links::answers(sys, "$SYS.REQ.SERVER.PING.STATSZ", Duration::from_millis(500))
         .await
-        .unwrap();
-    sys.flush().await.unwrap();
-    let mut out = std::collections::BTreeMap::new();
-    while let Ok(Some(m)) = timeout(Duration::from_millis(500), answers.next()).await {
-        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        let name = v["server"]["name"].as_str().unwrap_or_default().to_string();
-        out.insert(name, v["statsz"]["active_servers"].as_u64().unwrap_or(0));
-    }
-    out
+        .into_iter()
+        .map(|v| {
+            let name = v["server"]["name"].as_str().unwrap_or_default().to_string();
+            (name, v["statsz"]["active_servers"].as_u64().unwrap_or(0))
+        })
+        .collect()
 }

@@ -32,6 +32,23 @@ pub async fn await_crossing(from: &async_nats::Client, sub: &mut async_nats::Sub
     while let Ok(Some(_)) = timeout(Duration::from_millis(200), sub.next()).await {}
 }
 
+/// The answers to one request on `subject` from `client` (a `$SYS` PING,
+/// which every server answers), gathered until none has come for `quiet`.
+pub async fn answers(client: &async_nats::Client, subject: &str, quiet: Duration) -> Vec<serde_json::Value> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(subject.to_string(), inbox, "".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = timeout(quiet, replies.next()).await {
+        out.push(serde_json::from_slice(&m.payload).unwrap());
+    }
+    out
+}
+
 /// Publishes `blocked` then `marker` from `from`, and checks that the
 /// marker reaches `marker_sub` while `blocked_sub` gets nothing: messages
 /// keep their order on one link, so had `blocked` crossed it would have
