@@ -191,6 +191,14 @@ pub enum ClientAction {
 }
 
 impl Shared {
+    /// Whether the listeners facing `facing` were stopped on purpose (the
+    /// server exits; lame duck mode for the client-facing ones): their
+    /// accept loops then end instead of reporting errors.
+    pub fn listeners_stopped(&self, facing: crate::listeners::Facing) -> bool {
+        self.shutting_down.load(Relaxed)
+            || (facing == crate::listeners::Facing::Clients && self.lame_duck.load(Relaxed))
+    }
+
     /// Notes a client moving from shard `from` to shard `to` now.
     pub fn note_move(&self, from: usize, to: usize) {
         let ms = self.epoch.elapsed().as_millis().max(1) as u64;

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod index;
 pub mod leaf;
+pub mod listeners;
 pub mod logging;
 pub mod mapping;
 pub mod monitor;

@@ -2,15 +2,15 @@
 //! and readiness lines client harnesses wait for, pid and ports files,
 //! signals, and shutdown.
 
-use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
 
 use crate::conf::options::Notices;
 use crate::control::Shared;
+use crate::listeners::{self, BindError, Facing, Stoppers};
 use crate::options::Options;
 use crate::proto::info::{ServerInfo, COMPAT_VERSION};
 use crate::reload::{self, ReloadOutcome};
@@ -43,73 +43,21 @@ pub enum ServerError {
     /// A file the server writes could not be written.
     #[error("could not write {0}: {1}")]
     WriteFile(PathBuf, std::io::Error),
+    /// A listener could not be duplicated to be stopped at exit.
+    #[error("could not keep a listener: {0}")]
+    KeepListener(std::io::Error),
     /// The authentication set-up is unusable (operator JWT, resolver).
     #[error("{0}")]
     Auth(String),
 }
 
-fn listen_socket(addr: SocketAddr) -> std::io::Result<StdListener> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
-    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
-}
-
-/// Fails, as nats-server would, when another process already listens on
-/// the address. petrel's own listeners share their port through
-/// SO_REUSEPORT, which would let a second server of the same user join that
-/// port silently (a non-listening bind does not conflict with them either),
-/// so the check is a connection attempt.
-fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
+impl From<BindError> for ServerError {
+    fn from(e: BindError) -> Self {
+        match e {
+            BindError::Resolve(addr) => ServerError::Resolve(addr),
+            BindError::Listen { addr, err } => ServerError::Listen { addr, err },
+        }
     }
-    let mut probe = addr;
-    if probe.ip().is_unspecified() {
-        probe.set_ip(if addr.is_ipv6() {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        });
-    }
-    match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(250)) {
-        Ok(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "bind: address already in use",
-        )),
-        Err(_) => Ok(()),
-    }
-}
-
-/// Binds one SO_REUSEPORT listener per shard on the same address; a port of
-/// `-1` or `0` picks a free port for the first and reuses it for the rest.
-pub fn bind_listeners(host: &str, port: i32, n: usize) -> Result<(Vec<StdListener>, SocketAddr), ServerError> {
-    let port = if port < 0 { 0 } else { port as u16 };
-    let text = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let addr = text
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| ServerError::Resolve(text.clone()))?;
-    let listen_err = |err| ServerError::Listen {
-        addr: text.clone(),
-        err,
-    };
-    ensure_port_free(addr).map_err(listen_err)?;
-    let first = listen_socket(addr).map_err(listen_err)?;
-    let bound = first.local_addr().map_err(listen_err)?;
-    let mut all = vec![first];
-    for _ in 1..n {
-        all.push(listen_socket(bound).map_err(listen_err)?);
-    }
-    Ok((all, bound))
 }
 
 fn url_host(host: &str) -> String {
@@ -191,12 +139,12 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
         let sys = verifier.accounts().system();
         info!("System account is {}", sys.name);
     }
-    let (listeners, bound) = bind_listeners(&opts.host, opts.port, nshards)?;
+    let (client_listeners, bound) = listeners::bind(&opts.host, opts.port, nshards)?;
     // The WebSocket listeners and what the shards need to serve them.
     let (ws_listeners, ws) = match &opts.websocket {
         Some(w) => {
             let host = w.host.clone().unwrap_or_else(|| opts.host.clone());
-            let (l, b) = bind_listeners(&host, w.port, nshards)?;
+            let (l, b) = listeners::bind(&host, w.port, nshards)?;
             (
                 l,
                 Some(websocket_runtime(w, &host, b.port()).map_err(ServerError::Auth)?),
@@ -208,7 +156,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     // cluster registry.
     let (route_listeners, route_bound) = match &opts.cluster {
         Some(c) if c.port != 0 => {
-            let (l, b) = bind_listeners(&c.host, c.port, nshards)?;
+            let (l, b) = listeners::bind(&c.host, c.port, nshards)?;
             (l, Some(b))
         }
         _ => (Vec::new(), None),
@@ -280,7 +228,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
         Some(l) => {
             check_leaf_accounts(l, &shared.verifier()).map_err(ServerError::Auth)?;
             let bound = if l.port != 0 {
-                let (ls, b) = bind_listeners(&l.host, l.port, nshards)?;
+                let (ls, b) = listeners::bind(&l.host, l.port, nshards)?;
                 Some((ls, b))
             } else {
                 None
@@ -301,7 +249,20 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     };
     let shared = Arc::new(shared);
     shared.set_reloader(Arc::new(move |shared: &Shared| reload(shared, &source)));
-    let running = shard::start(shared.clone(), listeners, ws_listeners, route_listeners, leaf_listeners)?;
+    let mut stoppers = Stoppers::default();
+    stoppers
+        .keep(Facing::Clients, &client_listeners)
+        .and_then(|_| stoppers.keep(Facing::Clients, &ws_listeners))
+        .and_then(|_| stoppers.keep(Facing::Links, &route_listeners))
+        .and_then(|_| stoppers.keep(Facing::Links, &leaf_listeners))
+        .map_err(ServerError::KeepListener)?;
+    let running = shard::start(
+        shared.clone(),
+        client_listeners,
+        ws_listeners,
+        route_listeners,
+        leaf_listeners,
+    )?;
 
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, std::process::id().to_string()).map_err(|e| ServerError::WriteFile(p.clone(), e))?;
@@ -374,7 +335,11 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     };
     info!("Server is ready");
 
-    let code = wait_for_exit(signals, &running, &shared);
+    let code = wait_for_exit(signals, running, &shared, &stoppers);
+    // New connections are refused from here on; the shards' accept loops
+    // see `shutting_down` and end quietly.
+    shared.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    stoppers.stop_all();
     send_shutdown_event(&shared);
     if let Some(p) = ports_file {
         let _ = std::fs::remove_file(p);
@@ -541,13 +506,73 @@ fn log_reload(shared: &Shared) {
     }
 }
 
-/// Waits for a stopping signal (caught by `signals`) or a shard failure.
-fn wait_for_exit(mut signals: signal_hook::iterator::Signals, running: &shard::Running, shared: &Shared) -> i32 {
+/// What the main thread waits for once the server runs.
+enum Awaited {
+    /// A signal caught.
+    Signal(i32),
+    /// A shard's executor stopped, with why.
+    ShardExit(usize, Result<(), String>),
+}
+
+/// One channel for caught signals and shard exits, each forwarded by a
+/// thread of its own, so the main thread acts on either at once.
+fn awaited(mut signals: signal_hook::iterator::Signals, running: shard::Running) -> mpsc::Receiver<Awaited> {
+    let (tx, rx) = mpsc::channel();
+    let signal_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("petrel-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if signal_tx.send(Awaited::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the signal thread");
+    std::thread::Builder::new()
+        .name("petrel-exits".into())
+        .spawn(move || {
+            while let Ok((shard, r)) = running.exits.recv() {
+                if tx.send(Awaited::ShardExit(shard, r)).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the shard exit thread");
+    rx
+}
+
+/// Waits for a stopping signal (caught by `signals`) or a shard failure;
+/// in lame duck mode, for the clients to be gone.
+fn wait_for_exit(
+    signals: signal_hook::iterator::Signals,
+    running: shard::Running,
+    shared: &Shared,
+    stoppers: &Stoppers,
+) -> i32 {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut lame_duck_since: Option<std::time::Instant> = None;
+    // How often lame duck mode looks for its clients to be gone.
+    const LAME_DUCK_CHECK: Duration = Duration::from_millis(100);
+    let events = awaited(signals, running);
+    let mut lame_duck_since: Option<Instant> = None;
     loop {
-        for sig in signals.pending() {
-            match sig {
+        let event = match lame_duck_since {
+            Some(_) => match events.recv_timeout(LAME_DUCK_CHECK) {
+                Ok(e) => Some(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return 1,
+            },
+            None => match events.recv() {
+                Ok(e) => Some(e),
+                Err(_) => return 1,
+            },
+        };
+        match event {
+            Some(Awaited::ShardExit(shard, r)) => {
+                fatal!("Shard {shard} stopped: {}", r.err().unwrap_or_else(|| "exited".into()));
+                return 1;
+            }
+            Some(Awaited::Signal(sig)) => match sig {
                 SIGTERM if lame_duck_since.is_some() => {
                     info!("Trapped \"terminated\" signal: ignored in lame duck mode")
                 }
@@ -574,28 +599,24 @@ fn wait_for_exit(mut signals: signal_hook::iterator::Signals, running: &shard::R
                         opts.lame_duck_duration, opts.lame_duck_grace_period
                     );
                     shared.lame_duck.store(true, std::sync::atomic::Ordering::Relaxed);
+                    stoppers.stop(Facing::Clients);
                     shared.ring();
-                    lame_duck_since = Some(std::time::Instant::now());
+                    lame_duck_since = Some(Instant::now());
                 }
                 _ => {}
-            }
+            },
+            None => {}
         }
         if let Some(since) = lame_duck_since {
             let (opts, _) = shared.current();
             let clients = shared.total_conns.load(std::sync::atomic::Ordering::Relaxed);
-            // A short settle time lets every shard close its listener first.
-            let settled = since.elapsed() > std::time::Duration::from_millis(100);
-            if (settled && clients == 0)
-                || since.elapsed() > opts.lame_duck_duration + std::time::Duration::from_secs(5)
-            {
+            // A short settle time lets every shard drop its accept loops.
+            let settled = since.elapsed() > Duration::from_millis(100);
+            if (settled && clients == 0) || since.elapsed() > opts.lame_duck_duration + Duration::from_secs(5) {
                 info!("Lame duck mode complete: shutting down");
                 info!("Server Exiting..");
                 return 0;
             }
-        }
-        if let Ok((shard, r)) = running.exits.recv_timeout(std::time::Duration::from_millis(100)) {
-            fatal!("Shard {shard} stopped: {}", r.err().unwrap_or_else(|| "exited".into()));
-            return 1;
         }
     }
 }

@@ -91,6 +91,62 @@ fn version_help_and_bad_flags() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cert_file is required"));
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A stopped server's ports are free at once, as nats-server's are:
+/// harnesses restart a server on the same port right after SIGTERM
+/// (nats.js) or SIGKILL (nats-py, async-nats). After SIGTERM nothing
+/// accepts once the process is gone (petrel's listeners had an io_uring
+/// accept in flight, and lived on for a few ms after the exit); after
+/// SIGKILL, which the kernel tears down the same way, the restart waits
+/// such a listener out instead of calling the port busy.
+#[test]
+fn a_stopped_server_frees_its_ports_for_a_restart() {
+    let dir = tmpdir("restart");
+    let conf = dir.join("leaf.conf");
+    let [client, route, leaf] = [free_port(), free_port(), free_port()];
+    std::fs::write(&conf, format!("leafnodes {{ listen: 127.0.0.1:{leaf} }}\n")).unwrap();
+    let args = |c: &str, r: &str| {
+        [
+            "-p".to_string(),
+            c.to_string(),
+            "--cluster".to_string(),
+            format!("nats://127.0.0.1:{r}"),
+            "-c".to_string(),
+            conf.display().to_string(),
+        ]
+    };
+    let (c, r) = (client.to_string(), route.to_string());
+    let argv = args(&c, &r);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    // A dropped Proc waits for its ports to refuse: the stopped one is
+    // dropped only once the next has started.
+    let mut stopped = None;
+    for signal in [libc::SIGTERM, libc::SIGKILL, libc::SIGTERM] {
+        let mut p = common::petrel(&argv);
+        drop(stopped.take());
+        unsafe { libc::kill(p.pid() as i32, signal) };
+        p.wait_exit(Duration::from_secs(5)).expect("exits");
+        if signal == libc::SIGTERM {
+            for port in [client, route, leaf] {
+                assert!(
+                    std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+                    "port {port} accepts after the exit"
+                );
+            }
+        }
+        // The next round restarts on the same ports at once.
+        stopped = Some(p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn listen_failure_is_fatal_and_logged() {
     // A port another server holds: petrel's shards share their port through

@@ -592,6 +592,7 @@ async fn leaf_connections_in_system_events() {
             let kind = m.subject.as_str().rsplit('.').next().unwrap().to_string();
             if kind == "CONNECT" || kind == "DISCONNECT" {
                 let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                assert_eq!(kind, "CONNECT", "{what}: {v}");
                 assert_eq!(v["client"]["kind"], "Leafnode", "{what}: {v}");
                 assert_eq!(v["client"]["acc"], "L", "{what}: {v}");
                 seen.push(kind);

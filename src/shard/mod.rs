@@ -491,6 +491,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
     loop {
         let stream = match listener.shared_accept().await {
             Ok(s) => s,
+            Err(_) if shared.listeners_stopped(crate::listeners::Facing::Clients) => return,
             Err(e) => {
                 crate::error!("Temporary {name} Accept Error({e}), sleeping {}ms", delay.as_millis());
                 glommio::timer::sleep(delay).await;

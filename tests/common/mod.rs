@@ -49,7 +49,8 @@ impl Proc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Short: tests look at what a stopped server leaves right after.
+            std::thread::sleep(Duration::from_millis(1));
         }
         None
     }
@@ -121,6 +122,33 @@ impl Drop for Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.wait_for_listeners_gone();
+    }
+}
+
+impl Proc {
+    /// Waits (up to 1 s) until each port it logged listening on refuses
+    /// connections. A killed petrel's listeners accept for a few ms more,
+    /// until the kernel has torn down its io_uring (README, Differences):
+    /// a test restarting a server on the same port must not meet them.
+    fn wait_for_listeners_gone(&self) {
+        let addrs: Vec<std::net::SocketAddr> = self
+            .log_lines("Listening for ")
+            .iter()
+            .filter_map(|l| {
+                let at = l.rsplit(" on ").next()?;
+                let at = at.trim().rsplit("://").next()?;
+                at.parse().ok()
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        for addr in addrs {
+            while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let cid = shard.shared.next_cid();
                 glommio::spawn_local(link::serve(shard.clone(), stream, cid, None)).detach();
             }
+            Err(_) if shard.shared.listeners_stopped(crate::listeners::Facing::Links) => return,
             Err(e) => {
                 crate::error!("Temporary Leafnode Accept Error({e}), sleeping 1000ms");
                 glommio::timer::sleep(Duration::from_secs(1)).await;

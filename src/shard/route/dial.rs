@@ -37,6 +37,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let cid = shard.shared.next_cid();
                 glommio::spawn_local(serve(shard.clone(), stream, cid, None, spawn_learned)).detach();
             }
+            Err(_) if shard.shared.listeners_stopped(crate::listeners::Facing::Links) => return,
             Err(e) => {
                 crate::error!("Temporary Route Accept Error({e}), sleeping 1000ms");
                 glommio::timer::sleep(Duration::from_secs(1)).await;
