@@ -1,11 +1,14 @@
-"""Stress reproduction of an intermittent cluster bug (issue 16): in a
-three-node cluster (petrel seed, nats-server, petrel), a subscription made
-on node 0 right after the mesh forms sometimes never receives what a
-client of node 2 publishes (about 1 run in 60-100 on the 2-core VM with
-two busy loops beside it; seen on builds before and after 2026-12-07).
-Runs the scenario N times and, at the first failure, writes the
-monitoring documents of every node while the clients are still connected
-(live.json) and after (fail.json) to $OUT (default /tmp).
+"""Stress run of a cluster scenario that used to fail now and then (issue
+16): in a three-node cluster (petrel seed, nats-server, petrel), a
+subscription made on node 0 right after the mesh forms must receive what a
+client of node 2 publishes. It failed about 1 run in 60-100 on the 2-core
+VM with two busy loops beside it, until async INFO waited for a client's
+first PONG (a server joining during nats-py's handshake put an INFO where
+nats-py reads the PONG, and the client never wrote again); 1000 runs in a
+row passed after. Runs the scenario N times and, at the first failure,
+writes the monitoring documents of every node while the clients are still
+connected (live.json), the sockets' queues (sockets.txt) and the logs after
+(fail.json) to $OUT (default /tmp). TRACE=1 runs the servers with -DV.
 
     PETREL_BIN=target/debug/petrel NATS_SERVER_BIN=... \
         python3 scripts/cluster_crossing_stress.py 150
@@ -28,9 +31,12 @@ def get(n, path):
     except Exception as e:
         return repr(e)
 
+# TRACE=1 runs every node with -DV (protocol trace in the logs written at a failure).
+EXTRA = ["-m", "-1"] + (["-DV"] if os.environ.get("TRACE") == "1" else [])
+
 def cluster():
-    first = tc.Node(tc.PETREL, extra=["-m", "-1"])
-    return [first, tc.Node(tc.NATS_SERVER, seed=first, extra=["-m", "-1"]), tc.Node(tc.PETREL, seed=first, extra=["-m", "-1"])]
+    first = tc.Node(tc.PETREL, extra=EXTRA)
+    return [first, tc.Node(tc.NATS_SERVER, seed=first, extra=EXTRA), tc.Node(tc.PETREL, seed=first, extra=EXTRA)]
 
 async def run(nodes):
     nc = await nats.connect(nodes[0].url(), user="app", password="app", max_reconnect_attempts=-1, reconnect_time_wait=0.2)
@@ -45,6 +51,10 @@ async def run(nodes):
         except BaseException:
             snap = {k: {"connz": get(n, "/connz?subs=1"), "routez": get(n, "/routez?subs=1"), "varz": get(n, "/varz")} for k, n in enumerate(nodes)}
             json.dump(snap, open(os.path.join(OUT, "live.json"), "w"), indent=1)
+            # Socket queues: bytes a server has not read show as its Recv-Q.
+            import subprocess
+            with open(os.path.join(OUT, "sockets.txt"), "w") as f:
+                f.write(subprocess.run(["ss", "-tnpi"], capture_output=True, text=True).stdout)
             raise
     finally:
         await nc.close(); await other.close()

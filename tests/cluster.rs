@@ -1102,6 +1102,37 @@ async fn clients_discover_servers_and_fail_over() {
     drop(second);
 }
 
+/// A client that has sent CONNECT but not yet its first PING gets no
+/// async INFO when a server joins: the PONG to that PING comes first, and
+/// the INFO after it lists the new server, as nats-server does (clients
+/// read the line after their CONNECT+PING as the PONG; nats-py took an
+/// INFO there for a failed handshake and never wrote again).
+#[test]
+fn async_info_waits_for_the_first_pong() {
+    for kind in [Kind::Petrel, Kind::Nats] {
+        let first = node(kind, None, &[]);
+        let mut early = common::raw::Raw::open(&first.addr());
+        early.send(b"CONNECT {\"protocol\":1,\"verbose\":false}\r\n");
+        let second = node(Kind::Petrel, Some(&first), &[]);
+        // A new client's INFO names the second server once the first knows it.
+        let deadline = Instant::now() + WAIT;
+        while !common::raw::Raw::open(&first.addr()).info_line.contains(&second.addr()) {
+            assert!(Instant::now() < deadline, "{kind:?}: the second server never listed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Every shard has had time to tell its clients.
+        std::thread::sleep(Duration::from_millis(300));
+        early.send(b"PING\r\n");
+        let line = early.read_line(Duration::from_secs(5));
+        assert_eq!(line.as_deref(), Some("PONG\r\n"), "{kind:?}");
+        let line = early.read_line(Duration::from_secs(5)).unwrap_or_default();
+        assert!(
+            line.starts_with("INFO ") && line.contains(&second.addr()),
+            "{kind:?}: {line}"
+        );
+    }
+}
+
 /// Routes added to and removed from the configuration by a reload are
 /// dialed and closed.
 #[test]

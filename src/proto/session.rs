@@ -169,6 +169,11 @@ pub struct Session {
     opts: ClientOpts,
     connected: bool,
     sent_connect_info: bool,
+    /// Whether the PONG to the first PING after CONNECT has gone out:
+    /// clients wait for that PONG before anything else (nats-py reads the
+    /// next line as it, and an INFO there left it without a writer), so
+    /// async INFOs wait for it, as nats-server's `firstPongSent`.
+    first_pong_sent: bool,
     pings_out: u32,
     next_ping: Instant,
     auth_deadline: Option<Instant>,
@@ -192,6 +197,7 @@ impl Session {
             opts: ClientOpts::default(),
             connected: false,
             sent_connect_info: false,
+            first_pong_sent: false,
             pings_out: 0,
             next_ping: now + first_ping,
             auth_deadline,
@@ -217,6 +223,14 @@ impl Session {
     /// Whether a CONNECT was accepted.
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// Whether the client may be sent an async INFO (connect URLs changed,
+    /// lame duck mode): it asked for them (`protocol` 1) and has had the
+    /// PONG to its first PING; before that, the INFO that follows that PONG
+    /// carries what changed.
+    pub fn takes_async_info(&self) -> bool {
+        self.first_pong_sent && self.opts.protocol >= 1
     }
 
     /// The last measured round-trip time.
@@ -370,6 +384,7 @@ impl Session {
             }
             Op::Ping => {
                 self.last_activity = Some(now);
+                self.first_pong_sent |= self.connected;
                 let then = (self.connected && self.opts.protocol >= 1 && !self.sent_connect_info).then(|| {
                     self.sent_connect_info = true;
                     let mut line = Vec::new();
@@ -636,6 +651,21 @@ mod tests {
             b"CONNECT {\"verbose\":false}\r\nPING\r\n",
         );
         assert_eq!(h.out, b"PONG\r\n");
+    }
+
+    #[test]
+    fn async_info_only_after_the_first_pong_to_a_connected_client() {
+        let cases: [(&[u8], bool); 5] = [
+            (b"CONNECT {\"verbose\":false,\"protocol\":1}\r\n", false),
+            (b"PING\r\nCONNECT {\"verbose\":false,\"protocol\":1}\r\n", false),
+            (b"CONNECT {\"verbose\":false,\"protocol\":1}\r\nPING\r\n", true),
+            (b"CONNECT {\"verbose\":false,\"protocol\":0}\r\nPING\r\n", false),
+            (b"CONNECT {\"verbose\":false,\"protocol\":1}\r\nPUB a 0\r\n\r\n", false),
+        ];
+        for (input, takes) in cases {
+            let (s, _) = run(SessionConfig::default(), &mut Host::default(), input);
+            assert_eq!(s.takes_async_info(), takes, "{}", String::from_utf8_lossy(input));
+        }
     }
 
     #[test]

@@ -453,7 +453,7 @@ async fn lame_duck(shard: Rc<Shard>) {
         let conns = shard.conns.borrow();
         let mut core = shard.core.borrow_mut();
         for (cid, h) in conns.iter() {
-            if h.session.borrow().opts().protocol >= 1 {
+            if h.session.borrow().takes_async_info() {
                 let json = host::client_info(&ldm_info, *cid, &h.ip).to_json();
                 if let Some(c) = core.conn_mut(*cid) {
                     crate::proto::encode::info(c.out.tail(), &json);

@@ -259,7 +259,11 @@ impl Shard {
                     core.close_conn(ConnId(cid), CloseReason::Kicked);
                 }
                 ClientAction::LameDuck(cid) => {
-                    if let Some(h) = conns.get(&ConnId(cid)) {
+                    // As nats-server: only to a client past its first PONG.
+                    if let Some(h) = conns
+                        .get(&ConnId(cid))
+                        .filter(|h| h.session.borrow().takes_async_info())
+                    {
                         let mut info = self.info.borrow().clone();
                         info.ldm = true;
                         let json = host::client_info(&info, ConnId(cid), &h.ip).to_json();

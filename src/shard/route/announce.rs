@@ -220,7 +220,8 @@ pub async fn announce_interest(shard: Rc<Shard>) {
 
 /// The client INFO's `connect_urls`: this server's client URLs and every
 /// peer's, once any peer advertises some (none with `no_advertise`).
-/// Clients that asked for async INFO (`protocol` 1) are told of a change.
+/// Clients that take async INFO ([`crate::proto::session::Session::takes_async_info`]) are told
+/// of a change.
 pub(super) fn update_connect_urls(shard: &Shard, c: &Cluster, tell_clients: bool) {
     let opts = c.opts();
     let peers = if opts.no_advertise { Vec::new() } else { c.client_urls() };
@@ -249,7 +250,7 @@ pub(super) fn update_connect_urls(shard: &Shard, c: &Cluster, tell_clients: bool
     let mut core = shard.core.borrow_mut();
     for (cid, h) in conns.iter() {
         let session = h.session.borrow();
-        if session.is_connected() && session.opts().protocol >= 1 {
+        if session.takes_async_info() {
             let json = crate::shard::host::client_info(&info, *cid, &h.ip).to_json();
             if let Some(conn) = core.conn_mut(*cid) {
                 encode::info(conn.out.tail(), &json);
