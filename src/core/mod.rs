@@ -391,6 +391,9 @@ pub struct ShardCore {
     /// Clients that paced their publishers while reading: the reader that
     /// fed them waits for these to drain (see [`Self::lagging_over`]).
     lagging: Vec<ConnId>,
+    /// Readers paced by `lagging` clients, woken when a writer takes one
+    /// of those below [`SOFT_RESUME`] (see [`Self::wait_for_drain`]).
+    pacers: Vec<Waker>,
     pools: Arc<BufferPools>,
     chunks: ChunkPool,
     /// The shard whose batch is being applied (this one's own otherwise).
@@ -464,6 +467,7 @@ impl ShardCore {
             counters: Counters::default(),
             stall: false,
             lagging: Vec::new(),
+            pacers: Vec::new(),
             delivering_from: id,
             tombstones: FxHashMap::default(),
             forwards: FxHashMap::default(),
@@ -802,6 +806,12 @@ impl ShardCore {
             c.out.drain_into(into, &mut self.chunks);
             c.writing = into.iter().map(Vec::capacity).sum();
             c.last_drain = Some(self.now);
+            if c.out.len() <= SOFT_RESUME && !self.pacers.is_empty() && self.lagging.contains(&cid) {
+                // The readers it paced check again now, not at their next tick.
+                for w in self.pacers.drain(..) {
+                    w.wake();
+                }
+            }
             return Some(Ok(()));
         }
         if let Some(r) = c.closing {
@@ -959,6 +969,15 @@ impl ShardCore {
         self.lagging
             .retain(|cid| conns.get(cid).is_some_and(|c| c.out.len() > limit && c.reading(now)));
         !self.lagging.is_empty()
+    }
+
+    /// Wakes `waker` when the writer of a client in [`Self::lagging_over`]'s
+    /// list takes its queue down to [`SOFT_RESUME`]: a paced reader goes on
+    /// as soon as its subscribers can take more, not a fixed pause later.
+    pub fn wait_for_drain(&mut self, waker: &Waker) {
+        if !self.pacers.iter().any(|w| w.will_wake(waker)) {
+            self.pacers.push(waker.clone());
+        }
     }
 
     /// Counts a client closed because a write passed the write deadline.

@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWrite;
 
@@ -17,25 +17,43 @@ use super::transport::{shutdown, write_all_counted, Stream, Transport};
 use crate::ids::ConnId;
 use crate::proto::errors::CloseReason;
 
-/// How long a publisher pauses when a subscriber it fed is nearly full.
+/// How long a publisher pauses when a subscriber it fed is nearly full
+/// (and, while it waits for a lagging one, how often it looks again).
 pub const STALL: Duration = Duration::from_millis(2);
-/// A reader that made a client fall behind waits, STALL at a time and at
-/// most this many times (50 ms), for the client to drain.
-const STALL_WAITS: u32 = 25;
+/// The longest a reader waits for the clients it made lag.
+const STALL_MAX: Duration = Duration::from_millis(50);
 
 /// Paces the reader (of a client, a link, or another shard's batches)
-/// whose work just made a subscriber fall behind: STALL, then on while a
-/// client it fed is still reading and holds more than half the mark that
-/// paced it. The publisher goes at its subscribers' pace rather than
-/// queue what they cannot take yet; a subscriber that stopped reading is
-/// not waited for (the slow-consumer limit deals with it).
+/// whose work just made a subscriber fall behind: while a client it fed is
+/// still reading and holds more than half the mark that paced it, for at
+/// most [`STALL_MAX`], going on as soon as that client's writer takes its
+/// queue below the half rather than at the next STALL tick. The publisher
+/// goes at its subscribers' pace rather than queue what they cannot take
+/// yet; a subscriber that stopped reading is not waited for (the
+/// slow-consumer limit deals with it). Paced with no such client (one near
+/// `max_pending`), it pauses STALL, as nats-server's fast-producer stall.
 pub(super) async fn pace(shard: &Shard) {
-    for _ in 0..STALL_WAITS {
+    let deadline = Instant::now() + STALL_MAX;
+    if !shard.core.borrow_mut().lagging_over(crate::core::SOFT_RESUME) {
         glommio::timer::sleep(STALL).await;
+        return;
+    }
+    loop {
+        let mut registered = false;
+        let drained = poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            shard.core.borrow_mut().wait_for_drain(cx.waker());
+            Poll::Pending
+        });
+        futures_lite::future::or(drained, glommio::timer::sleep(STALL)).await;
+        let now = Instant::now();
         let mut core = shard.core.borrow_mut();
-        core.set_now(std::time::Instant::now());
-        if !core.lagging_over(crate::core::SOFT_RESUME) {
-            break;
+        core.set_now(now);
+        if !core.lagging_over(crate::core::SOFT_RESUME) || now >= deadline {
+            return;
         }
     }
 }

@@ -3,6 +3,8 @@
 //! sockets or threads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -345,13 +347,20 @@ fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
                 "paced just past {SOFT_STALL}: {queued}"
             );
             // The paced reader waits while the subscriber holds more than
-            // SOFT_RESUME, and goes on once its writer has taken the rest.
+            // SOFT_RESUME, and goes on once its writer has taken the rest:
+            // woken by the take that brings it there, not before.
             assert!(c.cores[1].lagging_over(SOFT_RESUME));
+            let pacer = Arc::new(Wakes::default());
+            let pacer_waker = std::task::Waker::from(pacer.clone());
+            c.cores[1].wait_for_drain(&pacer_waker);
+            c.cores[1].wait_for_drain(&pacer_waker);
             let mut taken = Vec::new();
             while c.cores[1].conn(sub).unwrap().out.len() > SOFT_RESUME {
                 assert!(c.cores[1].lagging_over(SOFT_RESUME));
+                assert_eq!(pacer.0.load(Ordering::Relaxed), 0, "woken early");
                 assert!(c.cores[1].poll_output(sub, &mut taken, waker).is_some());
             }
+            assert_eq!(pacer.0.load(Ordering::Relaxed), 1, "woken once, when drained");
             assert!(!c.cores[1].lagging_over(SOFT_RESUME));
         } else {
             assert!(stalled_at.is_some(), "the hard stall still applies");
@@ -361,6 +370,16 @@ fn lagging_reader_paces_publishers_but_a_stopped_one_does_not() {
                 "nobody waits for a stopped reader"
             );
         }
+    }
+}
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
