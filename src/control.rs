@@ -75,6 +75,10 @@ pub struct Shared {
     pub http_req_stats: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Counter of system messages (`seq` in the `server` block).
     pub sys_seq: AtomicU64,
+    /// Accounts whose connection counts changed, for shard 0 to announce
+    /// (`SERVER.CONNS`): sent from one shard, their `seq`s rise in the
+    /// order peers receive them.
+    conns_to_announce: Mutex<Vec<String>>,
     /// Re-reads and applies the configuration (`$SYS` RELOAD, SIGHUP).
     reloader: Mutex<Option<Reloader>>,
     /// Kicks and lame-duck notices for single clients, numbered; each
@@ -236,6 +240,7 @@ impl Shared {
             http_addr: Mutex::new(None),
             http_req_stats: Mutex::new(std::collections::BTreeMap::new()),
             sys_seq: AtomicU64::new(0),
+            conns_to_announce: Mutex::new(Vec::new()),
             reloader: Mutex::new(None),
             client_actions: Announcements::default(),
             shutting_down: AtomicBool::new(false),
@@ -407,6 +412,21 @@ impl Shared {
         for i in 0..self.doorbells.len() {
             self.ring_shard(i);
         }
+    }
+
+    /// Asks shard 0 to announce `account`'s connection counts.
+    pub fn announce_conns_of(&self, account: String) {
+        let mut queued = self.conns_to_announce.lock().unwrap_or_else(|e| e.into_inner());
+        if !queued.contains(&account) {
+            queued.push(account);
+        }
+        drop(queued);
+        self.ring_shard(0);
+    }
+
+    /// The accounts [`Self::announce_conns_of`] queued since the last call.
+    pub fn take_conns_to_announce(&self) -> Vec<String> {
+        std::mem::take(&mut *self.conns_to_announce.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Wakes shard `i`'s poll loop now.

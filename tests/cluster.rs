@@ -1133,6 +1133,30 @@ fn async_info_waits_for_the_first_pong() {
     }
 }
 
+/// A nats-server peer receives petrel's heartbeats and account connection
+/// counts with a rising `seq`, as it checks: clients coming and going on
+/// every shard once made it log "Received out of order remote server
+/// update" (12 times for 300 clients), since each shard built its
+/// account's CONNS event, and took its `seq`, on its own.
+#[test]
+fn system_events_reach_a_nats_server_peer_in_order() {
+    let conf = common::jwt::write_conf(SYS_CONF);
+    let conf = conf.to_str().unwrap();
+    let first = node(Kind::Petrel, None, &["-c", conf, "-m", "-1"]);
+    let second = node(Kind::Nats, Some(&first), &["-c", conf, "-m", "-1"]);
+    let nodes = vec![first, second];
+    full_mesh(&nodes);
+    for _ in 0..300 {
+        let mut c = common::raw::Raw::open(&nodes[0].addr());
+        c.send(b"CONNECT {\"verbose\":false,\"user\":\"app\",\"pass\":\"app\"}\r\n");
+        assert_eq!(c.ping(), "");
+    }
+    // The last counts go out, and a heartbeat or two.
+    std::thread::sleep(Duration::from_millis(1500));
+    let disorder = nodes[1].log_lines("out of order");
+    assert!(disorder.is_empty(), "{} lines: {:?}", disorder.len(), disorder.first());
+}
+
 /// Routes added to and removed from the configuration by a reload are
 /// dialed and closed.
 #[test]

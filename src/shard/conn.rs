@@ -555,7 +555,7 @@ fn system_work(
                 &format!("$SYS.ACCOUNT.{acc}.CONNECT"),
                 &crate::sys::connect_event(&shard.shared, &info),
             );
-            glommio::spawn_local(super::system::announce_conns(shard.clone(), acc)).detach();
+            shard.shared.announce_conns_of(acc);
         }
     }
 }
@@ -609,7 +609,7 @@ fn close_events(
         shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.SLOW_CONSUMER"), &advisory);
     }
     if session.is_connected() && !info.acc.is_empty() {
-        glommio::spawn_local(super::system::announce_conns(shard.clone(), info.acc.clone())).detach();
+        shard.shared.announce_conns_of(info.acc.clone());
     }
 }
 

@@ -313,6 +313,11 @@ async fn shard_main(
                 }
                 shard.apply_reload();
                 shard.apply_client_actions();
+                if id.index() == 0 {
+                    for acc in shard.shared.take_conns_to_announce() {
+                        glommio::spawn_local(system::announce_conns(shard.clone(), acc)).detach();
+                    }
+                }
                 if shard.apply_account_updates() {
                     // Subscriptions removed by new permissions reach the other shards now.
                     shard.flush().await;

@@ -224,9 +224,12 @@ impl Shard {
     }
 
     /// Publishes a system event into the system account (seen by its
-    /// subscribers on every shard after the next flush).
+    /// subscribers on every shard after the next flush), its server
+    /// block's `seq` taken now ([`crate::sys::stamp_seq`]).
     pub fn emit(&self, subject: &str, body: &serde_json::Value) {
-        self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(body).unwrap_or_default());
+        let mut body = body.clone();
+        crate::sys::stamp_seq(&mut body, crate::sys::next_seq(&self.shared));
+        self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(&body).unwrap_or_default());
     }
 
     /// Publishes `bytes` on `subject` in the system account (events and the

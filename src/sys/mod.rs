@@ -62,8 +62,29 @@ pub fn server_block(shared: &Shared) -> ServerBlock {
         metadata: opts.server_metadata.clone(),
         jetstream: false,
         flags: 0,
-        seq: shared.sys_seq.fetch_add(1, Relaxed) + 1,
+        seq: next_seq(shared),
         time: rfc3339(SystemTime::now()),
+    }
+}
+
+/// The next `seq` of this server's server blocks. Peers check that the
+/// heartbeats and account connection counts of a server come with a rising
+/// `seq` (nats-server logs "Received out of order remote server update"
+/// otherwise), so events take theirs when they are sent ([`stamp_seq`]).
+pub fn next_seq(shared: &Shared) -> u64 {
+    shared.sys_seq.fetch_add(1, Relaxed) + 1
+}
+
+/// Gives `doc` (a document with a `server` block, or a server block itself,
+/// as SHUTDOWN sends) `seq` (from [`next_seq`] where it goes out, so the
+/// order of the `seq`s is the order of sending). Others are left alone.
+pub fn stamp_seq(doc: &mut Value, seq: u64) {
+    let block = match doc.get_mut("server") {
+        Some(b) => b,
+        None => doc,
+    };
+    if let Some(old) = block.as_object_mut().and_then(|b| b.get_mut("seq")) {
+        *old = Value::from(seq);
     }
 }
 
@@ -268,4 +289,23 @@ pub fn user_info(shared: &Shared, id: &crate::auth::verify::Identity) -> Value {
         data["expires"] = json!(left.as_nanos() as u64);
     }
     envelope(shared, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_block_takes_the_seq_given_and_nothing_else_does() {
+        let mut event = json!({"type": "x", "server": {"id": "N", "seq": 3}, "data": {"seq": 9}});
+        stamp_seq(&mut event, 7);
+        assert_eq!(event["server"]["seq"], 7);
+        assert_eq!(event["data"]["seq"], 9);
+        let mut block = json!({"id": "N", "seq": 3});
+        stamp_seq(&mut block, 8);
+        assert_eq!(block["seq"], 8);
+        let mut other = json!({"type": "x", "count": 1});
+        stamp_seq(&mut other, 9);
+        assert_eq!(other, json!({"type": "x", "count": 1}));
+    }
 }

@@ -318,7 +318,7 @@ async fn run(shard: Rc<Shard>, stream: Stream, cid: ConnId, spoke: Option<Spoke>
     if let Some((_, acc)) = st.account.clone().filter(|_| st.registered) {
         // The account's connection counts without this one.
         super::poll_leafs(&shard);
-        glommio::spawn_local(crate::shard::system::announce_conns(shard.clone(), acc)).detach();
+        shard.shared.announce_conns_of(acc);
     }
     shard.core.borrow_mut().remove_conn(cid);
     shard.flush().await;
@@ -1127,7 +1127,7 @@ impl Link<'_> {
             self.shard.emit(&format!("$SYS.ACCOUNT.{name}.CONNECT"), &doc);
         }
         super::poll_leafs(self.shard);
-        glommio::spawn_local(crate::shard::system::announce_conns(self.shard.clone(), name)).detach();
+        self.shard.shared.announce_conns_of(name);
     }
 
     /// What the link may be told of and sent. Spoke: its `deny_imports`
