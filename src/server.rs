@@ -26,17 +26,9 @@ pub enum ServerError {
     /// The log file could not be opened.
     #[error("could not open log file {0}: {1}")]
     LogFile(PathBuf, std::io::Error),
-    /// The listen address does not resolve.
-    #[error("could not resolve listen address {0}")]
-    Resolve(String),
-    /// The listener could not be created.
-    #[error("Error listening on port: {addr}, {err}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The error.
-        err: std::io::Error,
-    },
+    /// A listener could not be bound (address, busy port).
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The runtime did not start.
     #[error(transparent)]
     Start(#[from] shard::StartError),
@@ -49,15 +41,6 @@ pub enum ServerError {
     /// The authentication set-up is unusable (operator JWT, resolver).
     #[error("{0}")]
     Auth(String),
-}
-
-impl From<BindError> for ServerError {
-    fn from(e: BindError) -> Self {
-        match e {
-            BindError::Resolve(addr) => ServerError::Resolve(addr),
-            BindError::Listen { addr, err } => ServerError::Listen { addr, err },
-        }
-    }
 }
 
 fn url_host(host: &str) -> String {
@@ -270,7 +253,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     let monitoring = match opts.http_port {
         Some(port) => {
             let host = opts.http_host.clone().unwrap_or_else(|| opts.host.clone());
-            let addr = crate::monitor::start(shared.clone(), &host, port).map_err(|err| ServerError::Listen {
+            let addr = crate::monitor::start(shared.clone(), &host, port).map_err(|err| BindError::Listen {
                 addr: format!("{host}:{port}"),
                 err,
             })?;
@@ -282,7 +265,7 @@ pub fn run(opts: Options, notices: Notices, source: OptionsSource) -> Result<i32
     };
     if let Some(port) = opts.prof_port {
         let host = opts.host.clone();
-        let addr = crate::profile::http::start(&host, port).map_err(|err| ServerError::Listen {
+        let addr = crate::profile::http::start(&host, port).map_err(|err| BindError::Listen {
             addr: format!("{host}:{port}"),
             err,
         })?;

@@ -91,14 +91,6 @@ fn version_help_and_bad_flags() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cert_file is required"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A stopped server's ports are free at once, as nats-server's are:
 /// harnesses restart a server on the same port right after SIGTERM
 /// (nats.js) or SIGKILL (nats-py, async-nats). After SIGTERM nothing
@@ -110,7 +102,7 @@ fn free_port() -> u16 {
 fn a_stopped_server_frees_its_ports_for_a_restart() {
     let dir = tmpdir("restart");
     let conf = dir.join("leaf.conf");
-    let [client, route, leaf] = [free_port(), free_port(), free_port()];
+    let [client, route, leaf] = [common::free_port(), common::free_port(), common::free_port()];
     std::fs::write(&conf, format!("leafnodes {{ listen: 127.0.0.1:{leaf} }}\n")).unwrap();
     let args = |c: &str, r: &str| {
         [

@@ -225,22 +225,13 @@ async fn petrel_hub_petrel_leaf() {
     hub_and_leaf_behave(Kind::Petrel, Kind::Petrel).await;
 }
 
-/// A free loopback port (for a hub that must come back on the same one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `kill -9` of the hub and its restart on the same ports: the leaf
 /// reconnects and its interest is there again (and the hub's reaches it).
 #[tokio::test]
 async fn a_killed_hub_comes_back_and_interest_is_resynced() {
     for (hub_kind, leaf_kind) in [(Kind::Nats, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
-        let port = free_port() as i32;
+        let port = common::free_port() as i32;
         let mut h = hub(hub_kind, port);
         let l = leaf(leaf_kind, port as u16, "lu", "lp");
         let lc = client(&l, "l").await;
@@ -293,7 +284,7 @@ fn wrong_credentials_are_refused_and_retried() {
 #[test]
 fn a_loop_is_detected() {
     for (a_kind, b_kind) in [(Kind::Petrel, Kind::Petrel), (Kind::Petrel, Kind::Nats)] {
-        let (pa, pb) = (free_port(), free_port());
+        let (pa, pb) = (common::free_port(), common::free_port());
         let conf = |own: u16, other: u16| {
             common::jwt::write_conf(&format!(
                 "leafnodes {{\n  listen: 127.0.0.1:{own}\n  remotes [ {{ url: \"nats://127.0.0.1:{other}\" }} ]\n}}\n"
@@ -532,7 +523,7 @@ async fn a_leaf_users_permissions_apply() {
 async fn leaf_connections_in_system_events() {
     for (hub_kind, leaf_kind) in MIXES {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
-        let port = free_port();
+        let port = common::free_port();
         let hub_conf = common::jwt::write_conf(&format!(
             "server_name: HUB\nleafnodes {{ listen: 127.0.0.1:{port}, authorization {{ user: lu, password: lp, account: A }} }}\n\
              accounts {{\n  A {{ users [{{user: a, password: a}}] }}\n  SYS {{ users [{{user: sys, password: sys}}] }}\n}}\nsystem_account: SYS\n"
@@ -1201,7 +1192,7 @@ async fn servers_sharing_the_system_account_over_a_leaf_count_each_other() {
     const SYS: &str = "accounts {\n  SYS { users [{user: sys, password: sys}] }\n}\nsystem_account: SYS\n";
     for (hub_kind, leaf_kind) in MIXES {
         let what = format!("hub {hub_kind:?}, leaf {leaf_kind:?}");
-        let port = free_port();
+        let port = common::free_port();
         let hub_conf = common::jwt::write_conf(&format!(
             "server_name: HUB\nleafnodes {{ listen: 127.0.0.1:{port}, authorization {{ user: lu, password: lp, account: SYS }} }}\n{SYS}"
         ));

@@ -297,14 +297,6 @@ fn http(method: &str, url: &str, body: &str) -> (u16, String) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The seed tutorial: an account server holds the operator's accounts,
 /// petrel resolves them over HTTP, a system user subscribed to `>` sees a
 /// user connect and leave; pushes go through the account server, which
@@ -312,7 +304,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn account_server_push_notify_pull_and_tutorial() {
     let dir = temp_dir().join("as");
-    let port = free_port();
+    let port = common::free_port();
     let creds_path = format!("{FIXTURES}creds/sys.creds");
     let asrv = account_server(&[
         "--operator",

@@ -191,6 +191,16 @@ fn spawn_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     }
 }
 
+/// A free loopback port, for a server that must come back on the same one
+/// (taken from the kernel, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Starts petrel on a random loopback port with `extra` flags.
 pub fn petrel(extra: &[&str]) -> Proc {
     let mut args = vec!["-p", "-1", "-a", "127.0.0.1"];
