@@ -172,6 +172,15 @@ fn body_of(m: &InternalMsg) -> &[u8] {
     parts(m).1
 }
 
+/// A `$SYS.REQ` reply made on a blocking thread.
+enum Answer {
+    /// Encoded there (header length, bytes).
+    Encoded(Option<usize>, Vec<u8>),
+    /// A small document servers read, stamped and encoded where it is sent
+    /// ([`services::servers_read_the_reply`]).
+    ForServers(serde_json::Value),
+}
+
 /// Answers one `$SYS.REQ` request on a blocking thread and routes the reply.
 async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
     let shared = shard.shared.clone();
@@ -185,15 +194,21 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
             let reload = || shared.reload();
             let act = |a| shared.client_action(a);
             services::answer(&shared, &req, &reload, &act).map(|v| {
+                if services::servers_read_the_reply(&req.subject) {
+                    return Answer::ForServers(v);
+                }
                 let encoding = services::reply_encoding(&req.subject, &v, req.accept);
-                encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default())
+                let (header_len, bytes) = encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default());
+                Answer::Encoded(header_len, bytes)
             })
         })
         .await;
-    if let Some((header_len, bytes)) = answer {
-        shard.emit_message(&reply, header_len, &bytes);
-        shard.flush().await;
+    match answer {
+        Some(Answer::Encoded(header_len, bytes)) => shard.emit_message(&reply, header_len, &bytes),
+        Some(Answer::ForServers(doc)) => shard.emit(&String::from_utf8_lossy(&reply), &doc),
+        None => return,
     }
+    shard.flush().await;
 }
 
 /// An event from another server: a STATSZ heartbeat, an account's

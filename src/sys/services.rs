@@ -70,11 +70,18 @@ pub struct Request {
 /// PING, STATSZ, IDZ and account CONNS never are.
 pub fn reply_encoding(subject: &str, reply: &Value, accept: Option<ContentEncoding>) -> Option<ContentEncoding> {
     let accept = accept?;
+    (!servers_read_the_reply(subject) && reply.get("error").is_none()).then_some(accept)
+}
+
+/// Whether the reply to a request on `subject` is one servers read
+/// (PING, STATSZ, IDZ, an account's CONNS): always plain JSON, small, and
+/// (CONNS, which nats-server asks its peers for) checked for a rising
+/// `seq`, so it takes its `seq` when it is sent.
+pub fn servers_read_the_reply(subject: &str) -> bool {
     let last = subject.rsplit('.').next().unwrap_or_default();
-    let plain = subject == "$SYS.REQ.SERVER.PING"
+    subject == "$SYS.REQ.SERVER.PING"
         || (subject.starts_with("$SYS.REQ.SERVER.") && matches!(last, "STATSZ" | "IDZ"))
-        || (subject.starts_with("$SYS.REQ.ACCOUNT.") && last == "CONNS");
-    (!plain && reply.get("error").is_none()).then_some(accept)
+        || (subject.starts_with("$SYS.REQ.ACCOUNT.") && last == "CONNS")
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ()> {
