@@ -194,6 +194,16 @@ pub enum ClientAction {
     LameDuck(u64),
 }
 
+/// Why a [`ClientAction`] was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionRefused {
+    /// No client (or leaf connection) has that id.
+    NoSuchClient,
+    /// The client takes no async INFO yet (`protocol` 0, or before the
+    /// PONG to its first PING), so it cannot be told of lame duck mode.
+    NotReady,
+}
+
 impl Shared {
     /// Whether the listeners facing `facing` were stopped on purpose (the
     /// server exits; lame duck mode for the client-facing ones): their
@@ -354,22 +364,23 @@ impl Shared {
         true
     }
 
-    /// Asks the shards to kick a client or send it a lame-duck notice;
-    /// returns whether the client exists.
-    pub fn client_action(&self, action: ClientAction) -> bool {
+    /// Asks the shards to kick a client or send it a lame-duck notice, as
+    /// nats-server's KICK and LDM requests: refused for an unknown id, and
+    /// a lame-duck notice for a client that takes no async INFO yet.
+    pub fn client_action(&self, action: ClientAction) -> Result<(), ActionRefused> {
         let cid = match action {
             ClientAction::Kick(c) | ClientAction::LameDuck(c) => c,
         };
-        if !self
-            .connections(Duration::from_millis(500))
-            .iter()
-            .any(|c| c.cid == cid)
-        {
-            return false;
+        let conns = self.connections(Duration::from_millis(500));
+        let Some(conn) = conns.iter().find(|c| c.cid == cid) else {
+            return Err(ActionRefused::NoSuchClient);
+        };
+        if matches!(action, ClientAction::LameDuck(_)) && !conn.takes_async_info {
+            return Err(ActionRefused::NotReady);
         }
         self.client_actions.push(action);
         self.ring();
-        true
+        Ok(())
     }
 
     /// The client TLS settings in force.
@@ -529,6 +540,8 @@ pub struct ConnSnapshot {
     pub subs: Vec<(String, Option<String>, String)>,
     /// The listener it came through.
     pub kind: ConnKind,
+    /// Whether it takes async INFO now (`Session::takes_async_info`).
+    pub takes_async_info: bool,
 }
 
 impl ConnSnapshot {
@@ -562,6 +575,7 @@ impl ConnSnapshot {
             user: String::new(),
             subs: Vec::new(),
             kind,
+            takes_async_info: false,
         }
     }
 }

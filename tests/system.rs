@@ -420,6 +420,43 @@ async fn kick_and_ldm_and_statsz_heartbeat() {
     assert_eq!(ev["client"]["id"], json!(cid));
 }
 
+/// What `<id>.LDM` answers for a client before and after the PONG to its
+/// first PING (the error's code and text, or none).
+async fn ldm_answers(p: &common::Proc) -> Vec<(Value, Value)> {
+    let sys = login(&p.url(), "sys").await;
+    let id = server_id(&sys).await;
+    let mut raw = common::raw::Raw::open(&p.addr());
+    let cid = raw.info()["client_id"].as_u64().unwrap();
+    raw.exchange(b"CONNECT {\"user\":\"a\",\"pass\":\"a\",\"verbose\":false,\"protocol\":1}\r\n");
+    let mut answers = Vec::new();
+    for first in [true, false] {
+        let r = request(
+            &sys,
+            &format!("$SYS.REQ.SERVER.{id}.LDM"),
+            &format!("{{\"cid\":{cid}}}"),
+        )
+        .await;
+        answers.push((r["error"]["code"].clone(), r["error"]["description"].clone()));
+        // What came before the PONG: nothing the first time; then the INFO
+        // that follows the first PONG, and the notice.
+        let before = raw.ping();
+        assert_eq!(!first, before.contains("\"ldm\":true"), "{before}");
+    }
+    answers
+}
+
+/// A lame-duck notice for one client is refused, with nats-server's text,
+/// until the client has had the PONG to its first PING (nothing may come
+/// before that PONG), and sent after.
+#[tokio::test]
+async fn ldm_for_a_client_waits_for_its_first_pong_as_nats_server() {
+    let (ours, theirs) = both_servers();
+    let a = ldm_answers(&ours).await;
+    let b = ldm_answers(&theirs).await;
+    assert_eq!(a, b);
+    assert_eq!(b[1], (Value::Null, Value::Null), "accepted after the PONG: {b:?}");
+}
+
 /// The seed tutorial in operator mode: a system user subscribed to `>` sees
 /// a user of account A connect and leave.
 #[tokio::test]

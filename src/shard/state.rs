@@ -443,6 +443,7 @@ impl Shard {
             user,
             subs,
             kind: h.kind,
+            takes_async_info: session.takes_async_info(),
         })
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::endpoints::{self, ConnzOpts, SubszOpts};
 use super::{envelope, envelope_error, envelope_failed, server_block, Filter};
 use crate::compress::encoding::ContentEncoding;
-use crate::control::{ClientAction, Shared};
+use crate::control::{ActionRefused, ClientAction, Shared};
 use crate::timefmt::rfc3339;
 
 /// Server-level service names (`$SYS.REQ.SERVER.PING.<X>`, `<id>.<X>`).
@@ -99,7 +99,7 @@ pub fn answer(
     shared: &Shared,
     req: &Request,
     reload: &dyn Fn() -> Result<crate::reload::ReloadOutcome, String>,
-    act: &dyn Fn(ClientAction) -> bool,
+    act: &dyn Fn(ClientAction) -> Result<(), ActionRefused>,
 ) -> Option<Value> {
     let tokens: Vec<&str> = req.subject.split('.').collect();
     let body = match parse_body(&req.body) {
@@ -125,7 +125,7 @@ fn server_service(
     name: &str,
     body: &Value,
     reload: &dyn Fn() -> Result<crate::reload::ReloadOutcome, String>,
-    act: &dyn Fn(ClientAction) -> bool,
+    act: &dyn Fn(ClientAction) -> Result<(), ActionRefused>,
 ) -> Value {
     match name {
         "IDZ" => endpoints::idz(shared),
@@ -194,10 +194,15 @@ fn server_service(
             } else {
                 (ClientAction::LameDuck(cid), "no such client id")
             };
-            if act(action) {
-                json!({"server": server_block(shared)})
-            } else {
-                envelope_error(shared, 500, missing)
+            match act(action) {
+                Ok(()) => json!({"server": server_block(shared)}),
+                Err(ActionRefused::NoSuchClient) => envelope_error(shared, 500, missing),
+                // nats-server's text for a client before its first PONG.
+                Err(ActionRefused::NotReady) => envelope_error(
+                    shared,
+                    500,
+                    "client does not support Lame Duck Mode or is not ready to receive the notification",
+                ),
             }
         }
         other => envelope_error(shared, 400, &format!("unknown service {other}")),
