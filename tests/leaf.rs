@@ -656,6 +656,18 @@ async fn tls_leaf_connections() {
     }
 }
 
+/// Whether `leaf` (a `/leafz` entry) shows a level `s2_auto` may have
+/// picked where `want` is its pick for a round trip under 10 ms: both
+/// servers go to `s2_fast` past 10 ms (then `s2_better`, `s2_best`), from
+/// a round trip measured earlier than the one `/leafz` shows, and a loaded
+/// machine measures such round trips.
+fn auto_picked_by_rtt(leaf: &serde_json::Value, want: &str) -> bool {
+    want == "s2_uncompressed"
+        && ["s2_fast", "s2_better", "s2_best"]
+            .iter()
+            .any(|l| leaf["compression"] == *l)
+}
+
 /// An account JWT's `leaf` limit holds on a hub in operator mode: a
 /// second leaf of an account limited to one is refused with nats-server's
 /// error (petrel and nats-server hubs, petrel leaves).
@@ -981,18 +993,14 @@ async fn leaf_compression_with_nats_server() {
         let l = start(leaf_kind, &lconf);
         await_leafs(&h, 1);
         await_leafs(&l, 1);
-        assert_eq!(
-            leafz(&h)["leafs"][0]["compression"],
-            hub_writes,
-            "{what}: {}",
-            leafz(&h)
-        );
-        assert_eq!(
-            leafz(&l)["leafs"][0]["compression"],
-            leaf_writes,
-            "{what}: {}",
-            leafz(&l)
-        );
+        for (side, want) in [(&h, hub_writes), (&l, leaf_writes)] {
+            let z = leafz(side);
+            let leaf = &z["leafs"][0];
+            assert!(
+                leaf["compression"] == want || auto_picked_by_rtt(leaf, want),
+                "{what}: {z}"
+            );
+        }
         let (ha, lc) = (client(&h, "a").await, client(&l, "l").await);
         let big: bytes::Bytes = "compressible ".repeat(80_000).into();
         both_ways(&ha, &lc, "s2", 200, Some(&big), &what).await;

@@ -28,6 +28,9 @@ pub struct LeafEntry {
     /// and whether `LS+`/`LS-` changed them since (taken again only then).
     pub(super) subjects: std::sync::Arc<Vec<String>>,
     pub(super) subjects_stale: bool,
+    /// Past its handshake: monitoring lists it from then on, as
+    /// nats-server lists a leaf once it has registered it.
+    pub(super) registered: bool,
 }
 
 /// A shard's leaf connections.

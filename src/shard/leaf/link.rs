@@ -265,6 +265,7 @@ async fn run(shard: Rc<Shard>, stream: Stream, cid: ConnId, spoke: Option<Spoke>
             compression: "",
             subjects: Default::default(),
             subjects_stale: false,
+            registered: false,
         },
     );
     let deny_imports = spoke
@@ -1109,6 +1110,7 @@ impl Link<'_> {
             e.name = peer.clone();
             e.account = name.clone();
             e.is_spoke = self.state.borrow().role_spoke;
+            e.registered = true;
         }
         {
             let mut st = self.state.borrow_mut();

@@ -168,9 +168,9 @@ async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpSt
         .map_err(std::io::Error::from)
 }
 
-/// The shard's periodic leaf work: hands its leaf connections to the
-/// registry for monitoring (their subjects taken again only after
-/// `LS+`/`LS-` changed them).
+/// The shard's periodic leaf work: hands its leaf connections past their
+/// handshake to the registry for monitoring (their subjects taken again
+/// only after `LS+`/`LS-` changed them).
 pub fn poll_leafs(shard: &Shard) {
     let Some(l) = shard.shared.leaf.get() else { return };
     let core = shard.core.borrow();
@@ -179,6 +179,7 @@ pub fn poll_leafs(shard: &Shard) {
         .conns
         .borrow_mut()
         .iter_mut()
+        .filter(|(_, e)| e.registered)
         .filter_map(|(cid, e)| {
             let c = core.conn(*cid)?;
             if std::mem::take(&mut e.subjects_stale) {
