@@ -89,6 +89,11 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// See `shutting_down`.
     pub shutdown_sent: AtomicBool,
+    /// Whether anyone (a peer, a local subscriber) was to receive the
+    /// SHUTDOWN event: the exit then lets the writers put it on the wire.
+    pub shutdown_heard: AtomicBool,
+    /// Taken by the task that sends the SHUTDOWN event (one only).
+    pub shutdown_claimed: AtomicBool,
     /// How many other servers the system client hears (STATSZ
     /// `active_servers` less one); see `sys::remote_servers`.
     pub remote_servers: std::sync::atomic::AtomicUsize,
@@ -255,6 +260,8 @@ impl Shared {
             client_actions: Announcements::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_sent: AtomicBool::new(false),
+            shutdown_heard: AtomicBool::new(false),
+            shutdown_claimed: AtomicBool::new(false),
             remote_servers: std::sync::atomic::AtomicUsize::new(0),
             closed: Mutex::new(std::collections::VecDeque::new()),
             max_closed: opts.max_closed_clients,

@@ -351,12 +351,16 @@ pub fn websocket_runtime(
 fn send_shutdown_event(shared: &Shared) {
     use std::sync::atomic::Ordering::Relaxed;
     shared.shutting_down.store(true, Relaxed);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
-    while !shared.shutdown_sent.load(Relaxed) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    shared.ring_shard(0);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while !shared.shutdown_sent.load(Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    // Let the writers put the event on the wire.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Let the writers put the event on the wire, where it goes anywhere
+    // (alone and unwatched, petrel exits at once, as nats-server does).
+    if shared.shutdown_heard.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Re-reads the configuration from `source` and applies it when every

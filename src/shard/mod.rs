@@ -314,6 +314,9 @@ async fn shard_main(
                 shard.apply_reload();
                 shard.apply_client_actions();
                 if id.index() == 0 {
+                    if shard.shared.shutting_down.load(Relaxed) {
+                        glommio::spawn_local(system::send_shutdown(shard.clone())).detach();
+                    }
                     for acc in shard.shared.take_conns_to_announce() {
                         glommio::spawn_local(system::announce_conns(shard.clone(), acc)).detach();
                     }

@@ -226,25 +226,26 @@ impl Shard {
     /// Publishes a system event into the system account (seen by its
     /// subscribers on every shard after the next flush), its server
     /// block's `seq` taken now ([`crate::sys::stamp_seq`]).
-    pub fn emit(&self, subject: &str, body: &serde_json::Value) {
+    /// Returns whether anyone will receive it.
+    pub fn emit(&self, subject: &str, body: &serde_json::Value) -> bool {
         let mut body = body.clone();
         crate::sys::stamp_seq(&mut body, crate::sys::next_seq(&self.shared));
-        self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(&body).unwrap_or_default());
+        self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(&body).unwrap_or_default())
     }
 
     /// Publishes `bytes` on `subject` in the system account (events and the
-    /// internal client's replies).
-    pub fn emit_bytes(&self, subject: &[u8], bytes: &[u8]) {
-        self.emit_message(subject, None, bytes);
+    /// internal client's replies); whether anyone will receive them.
+    pub fn emit_bytes(&self, subject: &[u8], bytes: &[u8]) -> bool {
+        self.emit_message(subject, None, bytes)
     }
 
     /// [`Self::emit_bytes`] of a message with a header block of
     /// `header_len` bytes at its start.
-    pub fn emit_message(&self, subject: &[u8], header_len: Option<usize>, bytes: &[u8]) {
+    pub fn emit_message(&self, subject: &[u8], header_len: Option<usize>, bytes: &[u8]) -> bool {
         let sys = self.verifier.borrow().accounts().system().id;
         let mut core = self.core.borrow_mut();
         core.set_now(std::time::Instant::now());
-        core.inject_msg(sys, subject, None, header_len, bytes);
+        core.inject_msg(sys, subject, None, header_len, bytes)
     }
 
     /// Kicks, and sends lame-duck notices to, this shard's clients named by

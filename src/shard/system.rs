@@ -203,11 +203,11 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
             })
         })
         .await;
-    match answer {
+    let _ = match answer {
         Some(Answer::Encoded(header_len, bytes)) => shard.emit_message(&reply, header_len, &bytes),
         Some(Answer::ForServers(doc)) => shard.emit(&String::from_utf8_lossy(&reply), &doc),
         None => return,
-    }
+    };
     shard.flush().await;
 }
 
@@ -235,6 +235,21 @@ fn remote_event(shard: &Shard, own_id: &str, remote: &mut Remote, m: &InternalMs
     if m.sid == SID_REMOTE_CONNS {
         remote.conns.update(shard, server, &v);
     }
+}
+
+/// Sends `$SYS.SERVER.<id>.SHUTDOWN` once (shard 0's poll loop calls it
+/// as soon as the exit rings it; the heartbeat loop as a fallback), then
+/// tells the exiting main thread whether anyone was to receive it.
+pub async fn send_shutdown(shard: Rc<Shard>) {
+    if shard.shared.shutdown_claimed.swap(true, Relaxed) {
+        return;
+    }
+    let id = shard.info.borrow().server_id.clone();
+    let block = serde_json::to_value(server_block(&shard.shared)).unwrap_or_default();
+    let heard = shard.emit(&format!("$SYS.SERVER.{id}.SHUTDOWN"), &block);
+    shard.flush().await;
+    shard.shared.shutdown_heard.store(heard, Relaxed);
+    shard.shared.shutdown_sent.store(true, Relaxed);
 }
 
 /// How soon after a server joins the cluster it is told this server's
@@ -272,11 +287,8 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String, remote: Rc<RefCell<Remo
             }
             peers_seen = peers;
         }
-        if shard.shared.shutting_down.load(Relaxed) && !shard.shared.shutdown_sent.load(Relaxed) {
-            let block = serde_json::to_value(server_block(&shard.shared)).unwrap_or_default();
-            shard.emit(&format!("$SYS.SERVER.{server_id}.SHUTDOWN"), &block);
-            shard.flush().await;
-            shard.shared.shutdown_sent.store(true, Relaxed);
+        if shard.shared.shutting_down.load(Relaxed) {
+            send_shutdown(shard.clone()).await;
         }
         if now >= next_orphan_check {
             next_orphan_check = now + remote_servers::ORPHAN_CHECK_EVERY;
