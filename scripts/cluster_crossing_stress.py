@@ -13,7 +13,7 @@ connected (live.json), the sockets' queues (sockets.txt) and the logs after
     PETREL_BIN=target/debug/petrel NATS_SERVER_BIN=... \
         python3 scripts/cluster_crossing_stress.py 150
 """
-import asyncio, sys, os, re, json, urllib.request, time
+import asyncio, sys, os, re, json, subprocess, urllib.request, time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
 import test_cluster as tc
 import nats
@@ -52,7 +52,6 @@ async def run(nodes):
             snap = {k: {"connz": get(n, "/connz?subs=1"), "routez": get(n, "/routez?subs=1"), "varz": get(n, "/varz")} for k, n in enumerate(nodes)}
             json.dump(snap, open(os.path.join(OUT, "live.json"), "w"), indent=1)
             # Socket queues: bytes a server has not read show as its Recv-Q.
-            import subprocess
             with open(os.path.join(OUT, "sockets.txt"), "w") as f:
                 f.write(subprocess.run(["ss", "-tnpi"], capture_output=True, text=True).stdout)
             raise

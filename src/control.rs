@@ -96,7 +96,7 @@ pub struct Shared {
     pub shutdown_claimed: AtomicBool,
     /// How many other servers the system client hears (STATSZ
     /// `active_servers` less one); see `sys::remote_servers`.
-    pub remote_servers: std::sync::atomic::AtomicUsize,
+    pub remote_servers: AtomicUsize,
     /// The most recently closed connections, newest last (`connz?state=closed`).
     closed: Mutex<std::collections::VecDeque<ClosedConn>>,
     /// How many of them are kept (`max_closed_clients`, fixed at start).
@@ -262,7 +262,7 @@ impl Shared {
             shutdown_sent: AtomicBool::new(false),
             shutdown_heard: AtomicBool::new(false),
             shutdown_claimed: AtomicBool::new(false),
-            remote_servers: std::sync::atomic::AtomicUsize::new(0),
+            remote_servers: AtomicUsize::new(0),
             closed: Mutex::new(std::collections::VecDeque::new()),
             max_closed: opts.max_closed_clients,
             tls: Mutex::new(None),

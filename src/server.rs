@@ -346,11 +346,11 @@ pub fn websocket_runtime(
     })
 }
 
-/// Asks shard 0 to publish `$SYS.SERVER.<id>.SHUTDOWN` and waits briefly
-/// for it to go out, as nats-server's last system message.
+/// Asks shard 0 to publish `$SYS.SERVER.<id>.SHUTDOWN` (`shutting_down`
+/// is set already) and waits briefly for it to go out, as nats-server's
+/// last system message.
 fn send_shutdown_event(shared: &Shared) {
     use std::sync::atomic::Ordering::Relaxed;
-    shared.shutting_down.store(true, Relaxed);
     shared.ring_shard(0);
     let deadline = Instant::now() + Duration::from_millis(300);
     while !shared.shutdown_sent.load(Relaxed) && Instant::now() < deadline {

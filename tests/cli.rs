@@ -104,18 +104,14 @@ fn a_stopped_server_frees_its_ports_for_a_restart() {
     let conf = dir.join("leaf.conf");
     let [client, route, leaf] = [common::free_port(), common::free_port(), common::free_port()];
     std::fs::write(&conf, format!("leafnodes {{ listen: 127.0.0.1:{leaf} }}\n")).unwrap();
-    let args = |c: &str, r: &str| {
-        [
-            "-p".to_string(),
-            c.to_string(),
-            "--cluster".to_string(),
-            format!("nats://127.0.0.1:{r}"),
-            "-c".to_string(),
-            conf.display().to_string(),
-        ]
-    };
-    let (c, r) = (client.to_string(), route.to_string());
-    let argv = args(&c, &r);
+    let argv = [
+        "-p".to_string(),
+        client.to_string(),
+        "--cluster".to_string(),
+        format!("nats://127.0.0.1:{route}"),
+        "-c".to_string(),
+        conf.display().to_string(),
+    ];
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     // A dropped Proc waits for its ports to refuse: the stopped one is
     // dropped only once the next has started.

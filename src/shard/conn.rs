@@ -553,7 +553,7 @@ fn system_work(
             let acc = id.account().name.clone();
             shard.emit(
                 &format!("$SYS.ACCOUNT.{acc}.CONNECT"),
-                &crate::sys::connect_event(&shard.shared, &info),
+                crate::sys::connect_event(&shard.shared, &info),
             );
             shard.shared.announce_conns_of(acc);
         }
@@ -586,12 +586,12 @@ fn close_events(
     let doc = crate::sys::disconnect_event(&shard.shared, &info, sent, received, reason.as_str());
     let server_id = shard.info.borrow().server_id.clone();
     if session.is_connected() {
-        shard.emit(&format!("$SYS.ACCOUNT.{}.DISCONNECT", info.acc), &doc);
+        shard.emit(&format!("$SYS.ACCOUNT.{}.DISCONNECT", info.acc), doc);
     } else if matches!(
         reason,
         CloseReason::AuthenticationViolation | CloseReason::AuthenticationTimeout
     ) {
-        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.AUTH.ERR"), &doc);
+        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.AUTH.ERR"), doc);
     }
     if matches!(
         reason,
@@ -606,7 +606,7 @@ fn close_events(
             "pending_bytes": pending,
             "reason": reason.as_str(),
         });
-        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.SLOW_CONSUMER"), &advisory);
+        shard.emit(&format!("$SYS.SERVER.{server_id}.CLIENT.SLOW_CONSUMER"), advisory);
     }
     if session.is_connected() && !info.acc.is_empty() {
         shard.shared.announce_conns_of(info.acc.clone());

@@ -450,7 +450,7 @@ async fn lame_duck(shard: Rc<Shard>) {
     if shard.id.index() == 0 {
         let id = shard.info.borrow().server_id.clone();
         let block = serde_json::to_value(crate::sys::server_block(&shard.shared)).unwrap_or_default();
-        shard.emit(&format!("$SYS.SERVER.{id}.LAMEDUCK"), &block);
+        shard.emit(&format!("$SYS.SERVER.{id}.LAMEDUCK"), block);
         shard.flush().await;
     }
     route::announce_lame_duck(&shard);

@@ -227,8 +227,7 @@ impl Shard {
     /// subscribers on every shard after the next flush), its server
     /// block's `seq` taken now ([`crate::sys::stamp_seq`]).
     /// Returns whether anyone will receive it.
-    pub fn emit(&self, subject: &str, body: &serde_json::Value) -> bool {
-        let mut body = body.clone();
+    pub fn emit(&self, subject: &str, mut body: serde_json::Value) -> bool {
         crate::sys::stamp_seq(&mut body, crate::sys::next_seq(&self.shared));
         self.emit_bytes(subject.as_bytes(), &serde_json::to_vec(&body).unwrap_or_default())
     }

@@ -205,7 +205,7 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
         .await;
     let _ = match answer {
         Some(Answer::Encoded(header_len, bytes)) => shard.emit_message(&reply, header_len, &bytes),
-        Some(Answer::ForServers(doc)) => shard.emit(&String::from_utf8_lossy(&reply), &doc),
+        Some(Answer::ForServers(doc)) => shard.emit(&String::from_utf8_lossy(&reply), doc),
         None => return,
     };
     shard.flush().await;
@@ -246,7 +246,7 @@ pub async fn send_shutdown(shard: Rc<Shard>) {
     }
     let id = shard.info.borrow().server_id.clone();
     let block = serde_json::to_value(server_block(&shard.shared)).unwrap_or_default();
-    let heard = shard.emit(&format!("$SYS.SERVER.{id}.SHUTDOWN"), &block);
+    let heard = shard.emit(&format!("$SYS.SERVER.{id}.SHUTDOWN"), block);
     shard.flush().await;
     shard.shared.shutdown_heard.store(heard, Relaxed);
     shard.shared.shutdown_sent.store(true, Relaxed);
@@ -322,7 +322,7 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String, remote: Rc<RefCell<Remo
             } else if heard_by_others(&shard) || listening() {
                 last_statsz = Some(now);
                 let doc = crate::sys::endpoints::statsz(&shard.shared);
-                shard.emit(&statsz_subject, &doc);
+                shard.emit(&statsz_subject, doc);
                 shard.flush().await;
             }
         }
@@ -410,8 +410,8 @@ pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
     let doc = glommio::executor()
         .spawn_blocking(move || services::account_conns_event(&shared, &a))
         .await;
-    shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), &doc);
-    shard.emit(&format!("$SYS.SERVER.ACCOUNT.{acc}.CONNS"), &doc);
+    shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), doc.clone());
+    shard.emit(&format!("$SYS.SERVER.ACCOUNT.{acc}.CONNS"), doc);
     shard.flush().await;
 }
 

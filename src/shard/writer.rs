@@ -33,8 +33,15 @@ const STALL_MAX: Duration = Duration::from_millis(50);
 /// slow-consumer limit deals with it). Paced with no such client (one near
 /// `max_pending`), it pauses STALL, as nats-server's fast-producer stall.
 pub(super) async fn pace(shard: &Shard) {
+    // Whether a client this reader made lag still holds more than the half
+    // (the core's clock set first: the flush before may have waited).
+    let lagging = || {
+        let mut core = shard.core.borrow_mut();
+        core.set_now(Instant::now());
+        core.lagging_over(crate::core::SOFT_RESUME)
+    };
     let deadline = Instant::now() + STALL_MAX;
-    if !shard.core.borrow_mut().lagging_over(crate::core::SOFT_RESUME) {
+    if !lagging() {
         glommio::timer::sleep(STALL).await;
         return;
     }
@@ -49,10 +56,7 @@ pub(super) async fn pace(shard: &Shard) {
             Poll::Pending
         });
         futures_lite::future::or(drained, glommio::timer::sleep(STALL)).await;
-        let now = Instant::now();
-        let mut core = shard.core.borrow_mut();
-        core.set_now(now);
-        if !core.lagging_over(crate::core::SOFT_RESUME) || now >= deadline {
+        if !lagging() || Instant::now() >= deadline {
             return;
         }
     }

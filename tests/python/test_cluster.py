@@ -80,11 +80,19 @@ class Node:
         self.tmp.cleanup()
 
 
-def show_logs(nodes):
-    """Prints the servers' logs (pytest shows them with a failure)."""
-    for i, n in enumerate(nodes):
-        print(f"--- node {i} ({n.proc.args[0]}) ---")
-        print("".join(n.log))
+def run_on(nodes, run):
+    """Runs the coroutine function `run`, then stops `nodes`; when it fails,
+    prints the servers' logs first (pytest shows them with the failure)."""
+    try:
+        asyncio.run(run())
+    except BaseException:
+        for i, n in enumerate(nodes):
+            print(f"--- node {i} ({n.proc.args[0]}) ---")
+            print("".join(n.log))
+        raise
+    finally:
+        for n in nodes:
+            n.stop()
 
 
 def cluster():
@@ -163,14 +171,7 @@ def test_servers_are_discovered_and_clients_fail_over():
             await nc.close()
             await other.close()
 
-    try:
-        asyncio.run(run())
-    except BaseException:
-        show_logs(nodes)
-        raise
-    finally:
-        for n in nodes:
-            n.stop()
+    run_on(nodes, run)
 
 
 def test_the_server_pool_as_nodes_shut_down_one_by_one():
@@ -195,14 +196,7 @@ def test_the_server_pool_as_nodes_shut_down_one_by_one():
         finally:
             await nc.close()
 
-    try:
-        asyncio.run(run())
-    except BaseException:
-        show_logs(nodes)
-        raise
-    finally:
-        for n in nodes:
-            n.stop()
+    run_on(nodes, run)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make test certificates")
@@ -230,11 +224,4 @@ def test_tls_clients_reconnect_by_address_to_a_discovered_server():
             await nc.close()
             await other.close()
 
-    try:
-        asyncio.run(run())
-    except BaseException:
-        show_logs(nodes)
-        raise
-    finally:
-        for n in nodes:
-            n.stop()
+    run_on(nodes, run)

@@ -469,7 +469,7 @@ fn disconnect_event(shard: &Rc<Shard>, st: &State, cid: ConnId, ip: &str, reason
         })
         .unwrap_or_default();
     let doc = crate::sys::disconnect_event(&shard.shared, &info, sent, received, reason.as_str());
-    shard.emit(&format!("$SYS.ACCOUNT.{acc}.DISCONNECT"), &doc);
+    shard.emit(&format!("$SYS.ACCOUNT.{acc}.DISCONNECT"), doc);
 }
 
 /// The INFO a hub sends a leaf: first with a nonce, then (`account`) to
@@ -1126,7 +1126,7 @@ impl Link<'_> {
         if self.spoke.is_some() {
             let info = event_client(&self.state.borrow(), self.cid, self.ip, true);
             let doc = crate::sys::connect_event(&self.shard.shared, &info);
-            self.shard.emit(&format!("$SYS.ACCOUNT.{name}.CONNECT"), &doc);
+            self.shard.emit(&format!("$SYS.ACCOUNT.{name}.CONNECT"), doc);
         }
         super::poll_leafs(self.shard);
         self.shard.shared.announce_conns_of(name);
