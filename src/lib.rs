@@ -23,6 +23,7 @@ pub mod profile;
 pub mod proto;
 pub mod reload;
 pub mod route_tls;
+pub mod rt;
 pub mod server;
 pub mod shard;
 pub mod signal;

@@ -93,11 +93,10 @@ fn version_help_and_bad_flags() {
 
 /// A stopped server's ports are free at once, as nats-server's are:
 /// harnesses restart a server on the same port right after SIGTERM
-/// (nats.js) or SIGKILL (nats-py, async-nats). After SIGTERM nothing
-/// accepts once the process is gone (petrel's listeners had an io_uring
-/// accept in flight, and lived on for a few ms after the exit); after
-/// SIGKILL, which the kernel tears down the same way, the restart waits
-/// such a listener out instead of calling the port busy.
+/// (nats.js) or SIGKILL (nats-py, async-nats). Nothing accepts once the
+/// process is gone (the io_uring runtime petrel had before kept an accept
+/// in flight that lived on for a few ms after the exit; the restart still
+/// waits such a dying listener out instead of calling the port busy).
 #[test]
 fn a_stopped_server_frees_its_ports_for_a_restart() {
     let dir = tmpdir("restart");
@@ -204,21 +203,37 @@ fn signal_by_pid_glob_reaches_the_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal \"bogus\""));
 }
 
-/// A locked-memory limit too low for the io_uring runtime is said plainly,
-/// as one `[FTL]` line with the fix, and the process exits 1 (no panic).
+/// The runtime locks no memory and needs no io_uring, so petrel serves
+/// under a locked-memory limit of zero, as a container gets by default
+/// (the io_uring runtime before needed 512 KiB a shard and refused to start).
 #[test]
-fn a_low_memlock_limit_is_a_clear_fatal_error() {
-    let out = Command::new("bash")
-        .args(["-c", "ulimit -l 64 && exec \"$0\" -p -1 -a 127.0.0.1", bin()])
-        .output()
+fn serves_with_no_locked_memory() {
+    use std::io::Read;
+    let port = common::free_port();
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            &format!("ulimit -l 0 && exec \"$0\" -p {port} -a 127.0.0.1"),
+            bin(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("[FTL] the locked memory limit is 64 KiB; each shard needs 512 KiB"),
-        "{err}"
-    );
-    assert!(err.contains("ulimit -l") && !err.contains("panicked"), "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let info = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut buf = [0u8; 5];
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            if s.read_exact(&mut buf).is_ok() {
+                break buf;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no INFO within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(&info, b"INFO ");
 }
 
 /// `logtime_utc` (file or flag) writes log times in UTC; without it they

@@ -1,7 +1,7 @@
 //! Slow authentication work (bcrypt, URL resolver fetches) on workers of
 //! its own, so that it never waits behind, or holds up, anything else: the
-//! shards go on serving, `$SYS` and monitoring requests use glommio's
-//! blocking pool, and each kind of slow work has its own bounded queue.
+//! shards go on serving, `$SYS` and monitoring requests use threads
+//! of their own (`rt::spawn_blocking`), and each kind of slow work has its own bounded queue.
 //!
 //! Queues are fair by client address: workers take jobs from the waiting
 //! addresses in turn, so a flood from one address delays a client from

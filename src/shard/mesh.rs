@@ -11,9 +11,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
-use glommio::net::AcceptedTcpStream;
-use glommio::{GlommioError, ResourceType};
+use crate::rt::channel::{self, Receiver, Sender, TrySendError};
+use crate::rt::net::AcceptedTcpStream;
 
 use crate::core::Batch;
 use crate::ids::ConnId;
@@ -56,9 +55,9 @@ pub enum ShardMsg {
 /// The unconnected ends of every queue, built before the executors start.
 pub struct MeshEnds {
     /// `senders[src][dst]`.
-    pub senders: Vec<Vec<Option<SharedSender<ShardMsg>>>>,
+    pub senders: Vec<Vec<Option<Sender<ShardMsg>>>>,
     /// `receivers[dst][src]`.
-    pub receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>>,
+    pub receivers: Vec<Vec<Option<Receiver<ShardMsg>>>>,
     /// `in_flight[src][dst]`, shared by both ends.
     pub in_flight: Vec<Vec<InFlight>>,
 }
@@ -66,14 +65,13 @@ pub struct MeshEnds {
 impl MeshEnds {
     /// Creates the queues for `n` shards.
     pub fn new(n: usize) -> MeshEnds {
-        let mut senders: Vec<Vec<Option<SharedSender<ShardMsg>>>> =
-            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<Option<SharedReceiver<ShardMsg>>>> =
+        let mut senders: Vec<Vec<Option<Sender<ShardMsg>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<Receiver<ShardMsg>>>> =
             (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         for src in 0..n {
             for dst in 0..n {
                 if src != dst {
-                    let (tx, rx) = shared_channel::new_bounded(QUEUE_SLOTS);
+                    let (tx, rx) = channel::bounded(QUEUE_SLOTS);
                     senders[src][dst] = Some(tx);
                     receivers[dst][src] = Some(rx);
                 }
@@ -100,8 +98,8 @@ impl MeshEnds {
 
 /// One shard's unconnected ends (movable into its executor).
 pub struct ShardEnds {
-    senders: Vec<Option<SharedSender<ShardMsg>>>,
-    receivers: Vec<Option<SharedReceiver<ShardMsg>>>,
+    senders: Vec<Option<Sender<ShardMsg>>>,
+    receivers: Vec<Option<Receiver<ShardMsg>>>,
     /// By destination.
     sent: Vec<InFlight>,
     /// By source.
@@ -110,7 +108,7 @@ pub struct ShardEnds {
 
 /// A connected sender with its local backlog.
 pub struct Outlet {
-    tx: ConnectedSender<ShardMsg>,
+    tx: Sender<ShardMsg>,
     backlog: RefCell<VecDeque<ShardMsg>>,
     draining: Cell<bool>,
     in_flight: InFlight,
@@ -126,8 +124,8 @@ impl Outlet {
         if self.backlog.borrow().is_empty() && !self.draining.get() {
             match self.tx.try_send(msg) {
                 Ok(()) => return false,
-                Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => self.backlog.borrow_mut().push_back(m),
-                Err(_) => return false, // the peer is gone: the server is stopping
+                Err(TrySendError::Full(m)) => self.backlog.borrow_mut().push_back(m),
+                Err(TrySendError::Closed(_)) => return false, // the peer is gone: the server is stopping
             }
         } else {
             self.backlog.borrow_mut().push_back(msg);
@@ -167,43 +165,33 @@ pub struct Connected {
     pub outlets: Vec<Option<Rc<Outlet>>>,
     /// Receivers by source shard (`None` for itself), each with the
     /// count its applied batches are taken off.
-    pub receivers: Vec<Option<(ConnectedReceiver<ShardMsg>, InFlight)>>,
+    pub receivers: Vec<Option<(Receiver<ShardMsg>, InFlight)>>,
 }
 
 impl ShardEnds {
-    /// Connects the ends on the current executor. Each end waits for its
-    /// peer, so all connect concurrently (in order they would deadlock).
-    pub async fn connect(self) -> Connected {
-        let senders: Vec<_> = self
+    /// Takes the ends onto the current executor.
+    pub fn connect(self) -> Connected {
+        let outlets = self
             .senders
             .into_iter()
-            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+            .zip(self.sent)
+            .map(|(s, in_flight)| {
+                s.map(|tx| {
+                    Rc::new(Outlet {
+                        tx,
+                        backlog: RefCell::new(VecDeque::new()),
+                        draining: Cell::new(false),
+                        in_flight,
+                    })
+                })
+            })
             .collect();
-        let receivers: Vec<_> = self
+        let receivers = self
             .receivers
             .into_iter()
-            .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
+            .zip(self.received)
+            .map(|(r, in_flight)| r.map(|r| (r, in_flight)))
             .collect();
-        let mut outlets = Vec::new();
-        for (s, in_flight) in senders.into_iter().zip(self.sent) {
-            outlets.push(match s {
-                Some(t) => Some(Rc::new(Outlet {
-                    tx: t.await,
-                    backlog: RefCell::new(VecDeque::new()),
-                    draining: Cell::new(false),
-                    in_flight,
-                })),
-                None => None,
-            });
-        }
-        let mut connected = Vec::new();
-        for (r, in_flight) in receivers.into_iter().zip(self.received) {
-            connected.push(match r {
-                Some(t) => Some((t.await, in_flight)),
-                None => None,
-            });
-        }
-        let receivers = connected;
         Connected { outlets, receivers }
     }
 }

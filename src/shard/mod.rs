@@ -1,6 +1,7 @@
-//! The thread-per-core runtime: one glommio executor pinned per core, each
-//! with its own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
-//! inter-shard queues. This folder is the only code that names glommio.
+//! The shards: one executor ([`crate::rt`]) pinned per core, each with its
+//! own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
+//! inter-shard queues. This folder and `rt/` are the only code that does
+//! socket I/O on an executor.
 
 pub mod arrival;
 pub mod auth_work;
@@ -12,7 +13,6 @@ pub mod leaf_table;
 pub mod link_reader;
 pub mod link_s2;
 pub mod mesh;
-pub mod preflight;
 pub mod reports;
 pub mod route;
 pub mod route_table;
@@ -28,14 +28,12 @@ use state::{core_config, Shard};
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use crate::rt::net::TcpListener;
 
 use crate::control::Shared;
 use crate::core::ShardCore;
@@ -102,9 +100,6 @@ pub enum StartError {
     /// Executors did not report in time.
     #[error("shards did not start within {0:?}")]
     Timeout(Duration),
-    /// The host cannot run the io_uring runtime.
-    #[error(transparent)]
-    Unfit(#[from] preflight::Unfit),
 }
 
 /// Starts one executor per shard, each serving its listener. Returns once
@@ -116,7 +111,6 @@ pub fn start(
     route_listeners: Vec<StdListener>,
     leaf_listeners: Vec<StdListener>,
 ) -> Result<Running, StartError> {
-    preflight::check()?;
     let n = shared.nshards;
     let spin_us = shared.current().0.idle_spin_us;
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -128,23 +122,17 @@ pub fn start(
     let mut leaf_listeners = leaf_listeners.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let ends = mesh.take(i);
-        let ws_fd = ws_listeners.next().map(|l| l.into_raw_fd());
-        let route_fd = route_listeners.next().map(|l| l.into_raw_fd());
-        let leaf_fd = leaf_listeners.next().map(|l| l.into_raw_fd());
+        let ws = ws_listeners.next();
+        let routes = route_listeners.next();
+        let leafs = leaf_listeners.next();
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let placement = if n <= cpus {
-            Placement::Fixed(i)
-        } else {
-            Placement::Unbound
-        };
-        let fd = listener.into_raw_fd();
-        let mut builder = LocalExecutorBuilder::new(placement)
-            .name(&format!("petrel-shard-{i}"))
-            .io_memory(1 << 20)
-            .ring_depth(1024);
-        // Parking at once is the default: with request/reply on one shard
-        // (connection affinity) a 50 us spin before each park cost a
+        let mut builder = crate::rt::Builder::new(&format!("petrel-shard-{i}"));
+        if n <= cpus {
+            builder = builder.pin_to(i);
+        }
+        // Sleeping at once is the default: with request/reply on one shard
+        // (connection affinity) a 50 us spin before each sleep cost a
         // nats.go client's round trip 25-35 % more server CPU and no
         // latency, and throughput shapes no rate (README, Performance).
         // Only a client that answers within the spin (a raw-protocol load
@@ -153,14 +141,11 @@ pub fn start(
             builder = builder.spin_before_park(Duration::from_micros(spin_us));
         }
         let spawned = builder.spawn(move || async move {
-            // SAFETY: the fd comes from a listening socket we own and moved here.
-            let listener = unsafe { TcpListener::from_raw_fd(fd) };
-            // SAFETY: as above, for the WebSocket listener.
-            let ws = ws_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
-            // SAFETY: as above, for the route listener.
-            let routes = route_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
-            // SAFETY: as above, for the leaf node listener.
-            let leafs = leaf_fd.map(|fd| unsafe { TcpListener::from_raw_fd(fd) });
+            let bind = |l: StdListener| TcpListener::from_std(l).map_err(|e| format!("listener: {e}"));
+            let listener = bind(listener)?;
+            let ws = ws.map(bind).transpose()?;
+            let routes = routes.map(bind).transpose()?;
+            let leafs = leafs.map(bind).transpose()?;
             shard_main(
                 ShardId(i as u16),
                 shared,
@@ -168,7 +153,8 @@ pub fn start(
                 [Some(listener), ws, routes, leafs],
                 ready,
             )
-            .await
+            .await;
+            Ok::<(), String>(())
         });
         let exit = exit_tx.clone();
         match spawned {
@@ -176,7 +162,7 @@ pub fn start(
                 std::thread::Builder::new()
                     .name(format!("petrel-watch-{i}"))
                     .spawn(move || {
-                        let r = handle.join().map_err(|e| e.to_string());
+                        let r = handle.join().and_then(|r| r);
                         let _ = exit.send((i, r));
                     })
                     .expect("spawn watcher thread");
@@ -184,7 +170,7 @@ pub fn start(
             Err(e) => {
                 return Err(StartError::Executor {
                     shard: i,
-                    why: preflight::explain(&e.to_string()),
+                    why: e.to_string(),
                 })
             }
         }
@@ -197,7 +183,7 @@ pub fn start(
         if let Ok((shard, r)) = exit_rx.try_recv() {
             return Err(StartError::Executor {
                 shard,
-                why: preflight::explain(&r.err().unwrap_or_else(|| "exited".into())),
+                why: r.err().unwrap_or_else(|| "exited".into()),
             });
         }
         match ready_rx.recv_timeout(Duration::from_millis(20)) {
@@ -210,7 +196,7 @@ pub fn start(
                     .unwrap_or((0, Err("exited".into())));
                 return Err(StartError::Executor {
                     shard,
-                    why: preflight::explain(&r.err().unwrap_or_else(|| "exited".into())),
+                    why: r.err().unwrap_or_else(|| "exited".into()),
                 });
             }
         }
@@ -226,7 +212,7 @@ async fn shard_main(
     ready: mpsc::Sender<usize>,
 ) {
     let listener = listener.expect("every shard has a client listener");
-    let Connected { outlets, receivers } = ends.connect().await;
+    let Connected { outlets, receivers } = ends.connect();
     let (opts, info) = shared.current();
     let mut core = ShardCore::with_pools(
         id,
@@ -279,12 +265,11 @@ async fn shard_main(
     });
     {
         let shard = shard.clone();
-        // SAFETY: the doorbell's read end, an open socket handed over once.
         let mut bell = shard
             .shared
             .take_doorbell(id.index())
-            .map(|fd| unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) });
-        glommio::spawn_local(async move {
+            .and_then(|fd| crate::rt::net::UnixStream::from_owned(fd).ok());
+        crate::rt::spawn_local(async move {
             let mut rung = [0u8; 64];
             let mut traffic = 0;
             let mut quiet = Quiet::default();
@@ -297,7 +282,7 @@ async fn shard_main(
                     crate::profile::heap::give_back_freed();
                 }
                 let sleep = async {
-                    glommio::timer::sleep(wait).await;
+                    crate::rt::timer::sleep(wait).await;
                     true
                 };
                 let heard = match bell.as_mut() {
@@ -315,10 +300,10 @@ async fn shard_main(
                 shard.apply_client_actions();
                 if id.index() == 0 {
                     if shard.shared.shutting_down.load(Relaxed) {
-                        glommio::spawn_local(system::send_shutdown(shard.clone())).detach();
+                        crate::rt::spawn_local(system::send_shutdown(shard.clone())).detach();
                     }
                     for acc in shard.shared.take_conns_to_announce() {
-                        glommio::spawn_local(system::announce_conns(shard.clone(), acc)).detach();
+                        crate::rt::spawn_local(system::announce_conns(shard.clone(), acc)).detach();
                     }
                 }
                 if shard.apply_account_updates() {
@@ -331,7 +316,7 @@ async fn shard_main(
                 route::poll_cluster(&shard);
                 leaf::poll_leafs(&shard);
                 if shard.shared.lame_duck.load(Relaxed) && !shard.lame_duck_started.replace(true) {
-                    glommio::spawn_local(lame_duck(shard.clone())).detach();
+                    crate::rt::spawn_local(lame_duck(shard.clone())).detach();
                 }
             }
         })
@@ -339,7 +324,7 @@ async fn shard_main(
     }
     for (rx, in_flight) in receivers.into_iter().flatten() {
         let shard = shard.clone();
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             while let Some(msg) = rx.recv().await {
                 match msg {
                     ShardMsg::Batch(b) => {
@@ -377,7 +362,9 @@ async fn shard_main(
                     }
                     ShardMsg::Conn(stream, cid, kind) => {
                         let s = shard.clone();
-                        glommio::spawn_local(conn::serve(s, stream.bind_to_executor(), cid, kind)).detach();
+                        if let Some(stream) = bind(&s, stream, true) {
+                            crate::rt::spawn_local(conn::serve(s, stream, cid, kind)).detach();
+                        }
                     }
                 }
             }
@@ -387,9 +374,9 @@ async fn shard_main(
     self_service::start(&shard);
     reports::start(&shard);
     if let Some(c) = shard.shared.cluster.get() {
-        glommio::spawn_local(route::announce_interest(shard.clone())).detach();
+        crate::rt::spawn_local(route::announce_interest(shard.clone())).detach();
         if let Some(l) = route_listener {
-            glommio::spawn_local(route::accept_loop(shard.clone(), l)).detach();
+            crate::rt::spawn_local(route::accept_loop(shard.clone(), l)).detach();
         }
         // Configured routes are spread over the shards.
         for (i, url) in c.opts().routes.into_iter().enumerate() {
@@ -400,26 +387,26 @@ async fn shard_main(
     }
     if let Some(l) = shard.shared.leaf.get() {
         if let Some(listener) = leaf_listener {
-            glommio::spawn_local(leaf::accept_loop(shard.clone(), listener)).detach();
+            crate::rt::spawn_local(leaf::accept_loop(shard.clone(), listener)).detach();
         }
         // Remotes are spread over the shards.
         for (i, remote) in l.opts().remotes.into_iter().enumerate() {
             if i % shard.shared.nshards == id.index() {
-                glommio::spawn_local(leaf::keep_remote(shard.clone(), remote)).detach();
+                crate::rt::spawn_local(leaf::keep_remote(shard.clone(), remote)).detach();
             }
         }
     }
     if id.index() == 0 {
-        glommio::spawn_local(system::run(shard.clone())).detach();
+        crate::rt::spawn_local(system::run(shard.clone())).detach();
     }
     let _ = ready.send(id.index());
-    let mut tasks = vec![glommio::spawn_local(accept_loop(
+    let mut tasks = vec![crate::rt::spawn_local(accept_loop(
         shard.clone(),
         listener,
         ConnKind::Standard,
     ))];
     if let Some(ws) = ws_listener {
-        tasks.push(glommio::spawn_local(accept_loop(
+        tasks.push(crate::rt::spawn_local(accept_loop(
             shard.clone(),
             ws,
             ConnKind::WebSocket,
@@ -430,12 +417,28 @@ async fn shard_main(
     futures_lite::future::pending::<()>().await;
 }
 
+/// Takes an accepted connection onto this shard's reactor. One the kernel
+/// will not register (epoll's watch limit) is closed, and forgotten when it
+/// was `counted` as this shard's.
+fn bind(shard: &Shard, stream: crate::rt::net::AcceptedTcpStream, counted: bool) -> Option<crate::rt::net::TcpStream> {
+    match stream.bind_to_executor() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            crate::error!("Error registering a new connection: {e}");
+            if counted {
+                conn::forget(shard);
+            }
+            None
+        }
+    }
+}
+
 /// Starts the clients moved here that every shard has caught up with.
 fn resume_arrived(shard: &Rc<Shard>) {
     let arrived = shard.core.borrow_mut().take_arrived();
     for cid in arrived {
         if let Some(a) = shard.arriving.borrow_mut().remove(&cid) {
-            glommio::spawn_local(conn::resume(shard.clone(), cid, a)).detach();
+            crate::rt::spawn_local(conn::resume(shard.clone(), cid, a)).detach();
         }
     }
 }
@@ -471,7 +474,7 @@ async fn lame_duck(shard: Rc<Shard>) {
         }
         conns.keys().copied().collect()
     };
-    glommio::timer::sleep(opts.lame_duck_grace_period).await;
+    crate::rt::timer::sleep(opts.lame_duck_grace_period).await;
     let spread = opts.lame_duck_duration.saturating_sub(opts.lame_duck_grace_period);
     let per_client = (spread / cids.len().max(1) as u32).min(Duration::from_secs(1));
     for cid in cids {
@@ -480,7 +483,7 @@ async fn lame_duck(shard: Rc<Shard>) {
             .borrow_mut()
             .close_conn(cid, crate::proto::errors::CloseReason::ServerShutdown);
         let pause = per_client.mul_f64(0.5 + fastrand::f64() * 0.5);
-        glommio::timer::sleep(pause).await;
+        crate::rt::timer::sleep(pause).await;
     }
 }
 
@@ -502,7 +505,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
             Err(_) if shared.listeners_stopped(crate::listeners::Facing::Clients) => return,
             Err(e) => {
                 crate::error!("Temporary {name} Accept Error({e}), sleeping {}ms", delay.as_millis());
-                glommio::timer::sleep(delay).await;
+                crate::rt::timer::sleep(delay).await;
                 delay = (delay * 2).min(ACCEPT_MAX_SLEEP);
                 continue;
             }
@@ -513,7 +516,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
         let max_connections = shard.opts.borrow().max_connections;
         if total > max_connections {
             shared.total_conns.fetch_sub(1, Relaxed);
-            glommio::spawn_local(conn::refuse(shard.clone(), stream.bind_to_executor(), cid, kind)).detach();
+            if let Some(stream) = bind(&shard, stream, false) {
+                crate::rt::spawn_local(conn::refuse(shard.clone(), stream, cid, kind)).detach();
+            }
             continue;
         }
         let me = shard.id.index();
@@ -531,7 +536,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ConnKind) {
         };
         shared.conn_counts[dest].fetch_add(1, Relaxed);
         if dest == me {
-            glommio::spawn_local(conn::serve(shard.clone(), stream.bind_to_executor(), cid, kind)).detach();
+            if let Some(stream) = bind(&shard, stream, true) {
+                crate::rt::spawn_local(conn::serve(shard.clone(), stream, cid, kind)).detach();
+            }
         } else {
             shard.send_conn(dest, stream, cid, kind);
         }

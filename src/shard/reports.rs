@@ -22,7 +22,7 @@ use crate::timefmt::rfc3339;
 
 /// Spawns the task that publishes this shard's reports.
 pub fn start(shard: &Rc<Shard>) {
-    glommio::spawn_local(run(shard.clone())).detach();
+    crate::rt::spawn_local(run(shard.clone())).detach();
 }
 
 async fn run(shard: Rc<Shard>) {

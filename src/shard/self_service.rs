@@ -21,7 +21,7 @@ use crate::sys::services;
 pub fn start(shard: &Rc<Shard>) {
     let cid = shard.shared.next_cid();
     shard.core.borrow_mut().add_self_service(cid);
-    glommio::spawn_local(run(shard.clone())).detach();
+    crate::rt::spawn_local(run(shard.clone())).detach();
 }
 
 async fn run(shard: Rc<Shard>) {
@@ -55,17 +55,16 @@ fn answer(shard: &Rc<Shard>, req: SelfRequest) {
     if shard.core.borrow_mut().forward_account_request(&req, &name) {
         drop(auth);
         let shard = shard.clone();
-        glommio::spawn_local(async move { shard.flush().await }).detach();
+        crate::rt::spawn_local(async move { shard.flush().await }).detach();
         return;
     }
     // Account-scoped CONNZ/STATZ may wait for shard snapshots: off the shard.
     let shard = shard.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let shared = shard.shared.clone();
         let subject = req.subject.clone();
-        let answer = glommio::executor()
-            .spawn_blocking(move || services::account_request(&shared, &name, &subject, &req.body))
-            .await;
+        let answer =
+            crate::rt::spawn_blocking(move || services::account_request(&shared, &name, &subject, &req.body)).await;
         if let Some(v) = answer {
             // Compressed as the system client's replies are.
             let accept = ContentEncoding::accepted_by(&req.header);

@@ -5,8 +5,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::rt::net::TcpStream;
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 
 /// Plain TCP, or TLS (rustls) over it.
 pub enum Socket {

@@ -64,7 +64,7 @@ pub struct Shard {
     pub(super) generation: Cell<u64>,
     /// Open connections' sessions and sockets, for applying a reload.
     pub conns: RefCell<FxHashMap<ConnId, ConnHandles>>,
-    pub(super) accept_tasks: RefCell<Vec<glommio::Task<()>>>,
+    pub(super) accept_tasks: RefCell<Vec<crate::rt::Task<()>>>,
     pub(super) lame_duck_started: Cell<bool>,
     pub(super) account_seen: Cell<u64>,
     pub(super) imports_seen: Cell<u64>,
@@ -156,7 +156,7 @@ impl Shard {
             .flatten()
             .any(|o| o.backlog_len() > BACKLOG_HIGH || o.in_flight() > IN_FLIGHT_HIGH)
         {
-            glommio::timer::sleep(Duration::from_micros(200)).await;
+            crate::rt::timer::sleep(Duration::from_micros(200)).await;
         }
     }
 
@@ -170,7 +170,7 @@ impl Shard {
         for (dest, b) in batches {
             let outlet = self.outlets[dest.index()].as_ref().expect("never sends to itself");
             if outlet.push(ShardMsg::Batch(b)) {
-                glommio::spawn_local(outlet.clone().drain()).detach();
+                crate::rt::spawn_local(outlet.clone().drain()).detach();
             }
         }
     }
@@ -502,7 +502,7 @@ impl Shard {
     ) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Move(parcel, a)) {
-            glommio::spawn_local(outlet.clone().drain()).detach();
+            crate::rt::spawn_local(outlet.clone().drain()).detach();
         }
     }
 
@@ -549,13 +549,13 @@ impl Shard {
     pub(super) fn send_conn(
         self: &Rc<Self>,
         dest: usize,
-        stream: glommio::net::AcceptedTcpStream,
+        stream: crate::rt::net::AcceptedTcpStream,
         cid: ConnId,
         kind: ConnKind,
     ) {
         let outlet = self.outlets[dest].as_ref().expect("never sends to itself");
         if outlet.push(ShardMsg::Conn(stream, cid, kind)) {
-            glommio::spawn_local(outlet.clone().drain()).detach();
+            crate::rt::spawn_local(outlet.clone().drain()).detach();
         }
     }
 }

@@ -141,7 +141,7 @@ pub async fn run(shard: Rc<Shard>) {
     }
     shard.flush().await;
     let remote = Rc::new(RefCell::new(Remote::default()));
-    glommio::spawn_local(heartbeats(shard.clone(), server_id.clone(), remote.clone())).detach();
+    crate::rt::spawn_local(heartbeats(shard.clone(), server_id.clone(), remote.clone())).detach();
     let mut inbox: Vec<InternalMsg> = Vec::new();
     loop {
         shard.next_batch(&mut inbox, ShardCore::poll_internal).await;
@@ -154,7 +154,7 @@ pub async fn run(shard: Rc<Shard>) {
                 claims_request(&shard, &m);
             } else if m.sid.starts_with(SID_SERVICE) {
                 if let Some(reply) = m.reply.clone() {
-                    glommio::spawn_local(service(shard.clone(), m, reply)).detach();
+                    crate::rt::spawn_local(service(shard.clone(), m, reply)).detach();
                 }
             }
         }
@@ -189,20 +189,19 @@ async fn service(shard: Rc<Shard>, m: InternalMsg, reply: Vec<u8>) {
         body: body_of(&m).to_vec(),
         accept: ContentEncoding::accepted_by(parts(&m).0),
     };
-    let answer = glommio::executor()
-        .spawn_blocking(move || {
-            let reload = || shared.reload();
-            let act = |a| shared.client_action(a);
-            services::answer(&shared, &req, &reload, &act).map(|v| {
-                if services::servers_read_the_reply(&req.subject) {
-                    return Answer::ForServers(v);
-                }
-                let encoding = services::reply_encoding(&req.subject, &v, req.accept);
-                let (header_len, bytes) = encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default());
-                Answer::Encoded(header_len, bytes)
-            })
+    let answer = crate::rt::spawn_blocking(move || {
+        let reload = || shared.reload();
+        let act = |a| shared.client_action(a);
+        services::answer(&shared, &req, &reload, &act).map(|v| {
+            if services::servers_read_the_reply(&req.subject) {
+                return Answer::ForServers(v);
+            }
+            let encoding = services::reply_encoding(&req.subject, &v, req.accept);
+            let (header_len, bytes) = encoding::message(encoding, &serde_json::to_vec(&v).unwrap_or_default());
+            Answer::Encoded(header_len, bytes)
         })
-        .await;
+    })
+    .await;
     let _ = match answer {
         Some(Answer::Encoded(header_len, bytes)) => shard.emit_message(&reply, header_len, &bytes),
         Some(Answer::ForServers(doc)) => shard.emit(&String::from_utf8_lossy(&reply), doc),
@@ -275,7 +274,7 @@ async fn heartbeats(shard: Rc<Shard>, server_id: String, remote: Rc<RefCell<Remo
         } else {
             Duration::from_millis(100)
         };
-        glommio::timer::sleep(tick.min(next_statsz.min(next_conns).saturating_duration_since(Instant::now()))).await;
+        crate::rt::timer::sleep(tick.min(next_statsz.min(next_conns).saturating_duration_since(Instant::now()))).await;
         let now = Instant::now();
         // A server that joins the cluster hears this one's account
         // connection counts soon (once its route has exchanged interest),
@@ -407,9 +406,7 @@ pub async fn announce_conns(shard: Rc<Shard>, acc: String) {
     }
     let shared = shard.shared.clone();
     let a = acc.clone();
-    let doc = glommio::executor()
-        .spawn_blocking(move || services::account_conns_event(&shared, &a))
-        .await;
+    let doc = crate::rt::spawn_blocking(move || services::account_conns_event(&shared, &a)).await;
     shard.emit(&format!("$SYS.ACCOUNT.{acc}.SERVER.CONNS"), doc.clone());
     shard.emit(&format!("$SYS.SERVER.ACCOUNT.{acc}.CONNS"), doc);
     shard.flush().await;

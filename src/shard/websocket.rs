@@ -6,8 +6,8 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::rt::net::TcpStream;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 use super::socket::Socket;
 use crate::proto::errors::CloseReason;
@@ -301,7 +301,7 @@ pub async fn open(
             Some(t) => {
                 let acceptor = futures_rustls::TlsAcceptor::from(t.config.clone());
                 // The tls block's own deadline bounds the TLS part.
-                let s = glommio::timer::timeout(t.timeout, async { Ok(acceptor.accept(tcp).await) })
+                let s = crate::rt::timer::timeout(t.timeout, async { Ok(acceptor.accept(tcp).await) })
                     .await
                     .map_err(|_| "TLS handshake timeout".to_string())?
                     .map_err(|e| format!("TLS handshake error: {}", crate::tls::handshake_failure(&e)))?;
@@ -317,7 +317,7 @@ pub async fn open(
         Ok(accepted)
     };
     match settings.handshake_timeout.filter(|d| !d.is_zero()) {
-        Some(limit) => match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+        Some(limit) => match crate::rt::timer::timeout(limit, async { Ok(work.await) }).await {
             Ok(r) => r,
             Err(_) => Err("websocket handshake timeout".into()),
         },

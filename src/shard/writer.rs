@@ -42,7 +42,7 @@ pub(super) async fn pace(shard: &Shard) {
     };
     let deadline = Instant::now() + STALL_MAX;
     if !lagging() {
-        glommio::timer::sleep(STALL).await;
+        crate::rt::timer::sleep(STALL).await;
         return;
     }
     loop {
@@ -55,7 +55,7 @@ pub(super) async fn pace(shard: &Shard) {
             shard.core.borrow_mut().wait_for_drain(cx.waker());
             Poll::Pending
         });
-        futures_lite::future::or(drained, glommio::timer::sleep(STALL)).await;
+        futures_lite::future::or(drained, crate::rt::timer::sleep(STALL)).await;
         if !lagging() || Instant::now() >= deadline {
             return;
         }

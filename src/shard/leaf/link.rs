@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 
 use super::LOOP_DELAY;
 use crate::auth::perms::{PatternList, Permissions, SubjectRule};
@@ -283,7 +283,7 @@ async fn run(shard: Rc<Shard>, stream: Stream, cid: ConnId, spoke: Option<Spoke>
         s2: &s2,
         ws,
     };
-    let writer = glommio::spawn_local(crate::shard::writer::write_loop(
+    let writer = crate::rt::spawn_local(crate::shard::writer::write_loop(
         shard.clone(),
         stream.clone(),
         cid,
@@ -349,7 +349,7 @@ async fn open_hub(
         return Ok((Socket::Plain(tcp), None, nonce));
     };
     let accept = async { Ok(futures_rustls::TlsAcceptor::from(tls.config.clone()).accept(tcp).await) };
-    let t = match glommio::timer::timeout(tls.timeout, accept).await {
+    let t = match crate::rt::timer::timeout(tls.timeout, accept).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             return Err(format!(
@@ -388,7 +388,7 @@ async fn open_spoke(mut tcp: TcpStream, spoke: &Spoke) -> Result<(Socket, Option
         }
         Ok(true)
     };
-    match glommio::timer::timeout(limit, read_info).await {
+    match crate::rt::timer::timeout(limit, read_info).await {
         Ok(true) => {}
         _ => return Err("Leafnode connection closed: no INFO from the remote in time".into()),
     }
@@ -419,7 +419,7 @@ pub(super) async fn spoke_tls(tcp: TcpStream, spoke: &Spoke) -> Result<Socket, S
             .connect(name, tcp)
             .await)
     };
-    match glommio::timer::timeout(timeout, connect).await {
+    match crate::rt::timer::timeout(timeout, connect).await {
         Ok(Ok(t)) => Ok(Socket::TlsDialed(Box::new(t))),
         Ok(Err(e)) => Err(format!(
             "TLS leafnode handshake error: {}",
@@ -1172,7 +1172,7 @@ impl Link<'_> {
     /// hub's confirmation, and PINGs.
     async fn timer_loop(&self) -> CloseReason {
         loop {
-            glommio::timer::sleep(TICK).await;
+            crate::rt::timer::sleep(TICK).await;
             let now = Instant::now();
             if let Some(r) = self.shard.core.borrow().conn(self.cid).and_then(|c| c.closing()) {
                 return r;

@@ -12,7 +12,7 @@ use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::net::{TcpListener, TcpStream};
+use crate::rt::net::{TcpListener, TcpStream};
 
 use crate::conf::leaf::{leaf_url, leaf_ws, WsTarget};
 use crate::options::LeafRemote;
@@ -32,12 +32,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok(stream) => {
                 let cid = shard.shared.next_cid();
-                glommio::spawn_local(link::serve(shard.clone(), stream, cid, None)).detach();
+                crate::rt::spawn_local(link::serve(shard.clone(), stream, cid, None)).detach();
             }
             Err(_) if shard.shared.listeners_stopped(crate::listeners::Facing::Links) => return,
             Err(e) => {
                 crate::error!("Temporary Leafnode Accept Error({e}), sleeping 1000ms");
-                glommio::timer::sleep(Duration::from_secs(1)).await;
+                crate::rt::timer::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -98,7 +98,7 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
                         }
                     },
                 };
-                glommio::timer::sleep(delay.unwrap_or(lo.reconnect)).await;
+                crate::rt::timer::sleep(delay.unwrap_or(lo.reconnect)).await;
             }
             Err(e) => {
                 attempt += 1;
@@ -111,7 +111,7 @@ pub async fn keep_remote(shard: Rc<Shard>, remote: LeafRemote) {
                     crate::debug!("{text}");
                 }
                 let jitter = lo.reconnect.mul_f64(fastrand::f64());
-                glommio::timer::sleep(lo.reconnect + jitter).await;
+                crate::rt::timer::sleep(lo.reconnect + jitter).await;
             }
         }
     }
@@ -146,7 +146,7 @@ async fn upgrade(
         )
         .await
     };
-    match glommio::timer::timeout(limit, async { Ok(work.await) }).await {
+    match crate::rt::timer::timeout(limit, async { Ok(work.await) }).await {
         Ok(r) => r,
         Err(_) => Err("i/o timeout".into()),
     }
@@ -163,9 +163,7 @@ async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpSt
         .first()
         .copied()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
-    TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(std::io::Error::from)
+    TcpStream::connect_timeout(addr, timeout).await
 }
 
 /// The shard's periodic leaf work: hands its leaf connections past their

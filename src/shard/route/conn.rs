@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 
 use super::announce::{cluster, our_info};
 use super::link::{Link, Redial, State};
@@ -134,14 +134,14 @@ pub(super) async fn serve(
     }));
     let s2 = crate::shard::link_s2::SharedS2::default();
     let retry = opts.write_timeout != Some(crate::options::WriteTimeoutPolicy::Close);
-    let writer = glommio::spawn_local(crate::shard::writer::write_loop(
+    let writer = crate::rt::spawn_local(crate::shard::writer::write_loop(
         shard.clone(),
         stream.clone(),
         cid,
         retry,
         Some(s2.clone()),
     ));
-    let timer = glommio::spawn_local(timer_loop(shard.clone(), state.clone(), cid));
+    let timer = crate::rt::spawn_local(timer_loop(shard.clone(), state.clone(), cid));
     let link = Link {
         shard: &shard,
         cluster: &c,
@@ -157,8 +157,7 @@ pub(super) async fn serve(
     let reason = link.read_loop(&stream).await;
     shard.core.borrow_mut().close_conn(cid, reason);
     let reason = writer.await;
-    // Not cancelled: a glommio task cancelled while it sleeps on a timer
-    // is never freed. It sees the connection gone within a tick and ends.
+    // Not cancelled: it sees the connection gone within a tick and ends.
     timer.detach();
     let peer = state.borrow_mut().peer.take();
     match &peer {
@@ -209,7 +208,7 @@ async fn tls_handshake(
             },
         })
     };
-    match glommio::timer::timeout(tls.timeout, handshake).await {
+    match crate::rt::timer::timeout(tls.timeout, handshake).await {
         Ok(r) => r,
         Err(_) => Err("timeout".into()),
     }
@@ -218,7 +217,7 @@ async fn tls_handshake(
 pub(super) async fn timer_loop(shard: Rc<Shard>, state: Rc<RefCell<State>>, cid: ConnId) {
     let c = cluster(&shard);
     loop {
-        glommio::timer::sleep(TICK).await;
+        crate::rt::timer::sleep(TICK).await;
         let now = Instant::now();
         let mut st = state.borrow_mut();
         let mut core = shard.core.borrow_mut();

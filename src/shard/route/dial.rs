@@ -7,7 +7,7 @@ use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::net::{TcpListener, TcpStream};
+use crate::rt::net::{TcpListener, TcpStream};
 
 use std::sync::Arc;
 
@@ -35,12 +35,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok(stream) => {
                 let cid = shard.shared.next_cid();
-                glommio::spawn_local(serve(shard.clone(), stream, cid, None, spawn_learned)).detach();
+                crate::rt::spawn_local(serve(shard.clone(), stream, cid, None, spawn_learned)).detach();
             }
             Err(_) if shard.shared.listeners_stopped(crate::listeners::Facing::Links) => return,
             Err(e) => {
                 crate::error!("Temporary Route Accept Error({e}), sleeping 1000ms");
-                glommio::timer::sleep(Duration::from_secs(1)).await;
+                crate::rt::timer::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -52,9 +52,7 @@ pub(super) async fn dial(d: &Dial) -> std::io::Result<TcpStream> {
         .get(fastrand::usize(..addrs.len().max(1)))
         .copied()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
-    TcpStream::connect_timeout(addr, DIAL_TIMEOUT)
-        .await
-        .map_err(std::io::Error::from)
+    TcpStream::connect_timeout(addr, DIAL_TIMEOUT).await
 }
 
 /// Hands the shard's route counters to the registry (routez, STATSZ).
@@ -90,7 +88,7 @@ pub fn keep_configured(shard: &Rc<Shard>, text: String) {
     let Ok(url) = route_url(&text) else { return };
     let d = Dial::new(url, text, true, 0);
     cluster(shard).request_pinned(&d, &shard.routes.pool().pinned);
-    glommio::spawn_local(keep_route(shard.clone(), d)).detach();
+    crate::rt::spawn_local(keep_route(shard.clone(), d)).detach();
 }
 
 /// Keeps one route connection up as long as it is needed: dials (every
@@ -107,7 +105,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
     if claimed && !c.start_dial(&d) {
         return;
     }
-    glommio::timer::sleep(jitter()).await;
+    crate::rt::timer::sleep(jitter()).await;
     let mut attempt: u64 = 0;
     let mut connected_before = false;
     let mut delay = RETRY;
@@ -121,7 +119,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
         match c.need(&d, &shard.routes.pool()) {
             Need::Done => break,
             Need::Wait => {
-                glommio::timer::sleep(RETRY).await;
+                crate::rt::timer::sleep(RETRY).await;
                 continue;
             }
             Need::Dial => {}
@@ -143,7 +141,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
                 if serve(shard.clone(), stream, cid, Some(d.clone()), spawn_learned).await == Redial::Never {
                     break;
                 }
-                glommio::timer::sleep(if d.configured { RETRY } else { Duration::ZERO } + jitter()).await;
+                crate::rt::timer::sleep(if d.configured { RETRY } else { Duration::ZERO } + jitter()).await;
             }
             Err(e) => {
                 attempt += 1;
@@ -157,7 +155,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
                 } else {
                     crate::debug!("Error trying to connect to route (attempt {attempt}): {e}");
                 }
-                glommio::timer::sleep(delay).await;
+                crate::rt::timer::sleep(delay).await;
                 if d.configured && c.opts().connect_backoff {
                     delay = (delay * 2).min(MAX_BACKOFF);
                 }
@@ -171,7 +169,7 @@ pub(super) async fn keep_route(shard: Rc<Shard>, d: Dial) {
 
 /// Dials, in a task of its own, a server a peer told of.
 fn spawn_learned(shard: Rc<Shard>, d: Dial) {
-    glommio::spawn_local(keep_route(shard, d)).detach();
+    crate::rt::spawn_local(keep_route(shard, d)).detach();
 }
 
 /// Run from the shard's poll loop: passes on what the cluster asked every
@@ -187,7 +185,7 @@ pub fn poll_cluster(shard: &Rc<Shard>) {
         }
     }
     for d in c.take_dial_requests(shard.id) {
-        glommio::spawn_local(keep_route(shard.clone(), d)).detach();
+        crate::rt::spawn_local(keep_route(shard.clone(), d)).detach();
     }
     let reloaded = shard.generation_changed_routes();
     let urls = c.urls_generation.load(std::sync::atomic::Ordering::Relaxed);
