@@ -51,6 +51,9 @@ fn ring(bell: &OwnedFd) {
     unsafe { libc::write(bell.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
+/// Tasks run before the executor looks at I/O again while work keeps coming.
+const TASKS_BETWEEN_IO: usize = 256;
+
 /// One thread's executor state.
 pub(crate) struct Local {
     queue: RefCell<VecDeque<Runnable>>,
@@ -99,21 +102,93 @@ where
     task
 }
 
-/// Runs `work` on a thread of its own and waits for its result without
-/// blocking the executor (account lookups, monitoring snapshots).
+/// Runs `work` on a worker thread and waits for its result without
+/// blocking the executor (monitoring snapshots, account lookups).
 pub async fn spawn_blocking<R, F>(work: F) -> R
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
     let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("petrel-blocking".into())
-        .spawn(move || {
-            let _ = tx.send(work());
-        })
-        .expect("spawn a blocking-work thread");
+    blocking_pool().submit(Box::new(move || {
+        let _ = tx.send(work());
+    }));
     rx.await.expect("blocking work panicked")
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Worker threads for [`spawn_blocking`], shared by every executor: one
+/// more starts whenever a job finds none idle, and one idle for
+/// [`IDLE_WORKER`] ends.
+struct BlockingPool {
+    state: std::sync::Mutex<PoolState>,
+    work: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+}
+
+/// How long a worker with nothing to do stays.
+const IDLE_WORKER: Duration = Duration::from_secs(10);
+
+fn blocking_pool() -> &'static Arc<BlockingPool> {
+    static POOL: std::sync::OnceLock<Arc<BlockingPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        Arc::new(BlockingPool {
+            state: Default::default(),
+            work: std::sync::Condvar::new(),
+        })
+    })
+}
+
+impl BlockingPool {
+    fn submit(self: &Arc<Self>, job: Job) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.jobs.push_back(job);
+        if st.idle > 0 {
+            self.work.notify_one();
+            return;
+        }
+        drop(st);
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("petrel-blocking".into())
+            .spawn(move || pool.work_loop());
+        if spawned.is_err() {
+            // No thread to be had: run it here rather than never.
+            let job = self.state.lock().unwrap_or_else(|e| e.into_inner()).jobs.pop_back();
+            if let Some(job) = job {
+                job();
+            }
+        }
+    }
+
+    fn work_loop(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                drop(st);
+                job();
+                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Counted idle exactly while waiting.
+            st.idle += 1;
+            let (next, waited) = self
+                .work
+                .wait_timeout(st, IDLE_WORKER)
+                .unwrap_or_else(|e| e.into_inner());
+            st = next;
+            st.idle -= 1;
+            if waited.timed_out() && st.jobs.is_empty() {
+                return;
+            }
+        }
+    }
 }
 
 /// Starts an executor on a thread of its own.
@@ -241,10 +316,11 @@ impl Local {
         let mut main = spawn_local(future);
         let mut last_work = Instant::now();
         loop {
-            // One pass over what is queued now: tasks woken meanwhile wait
-            // for the next, after I/O has been looked at.
-            let n = self.queue.borrow().len();
-            for _ in 0..n {
+            // Tasks in the order they were woken, those woken meanwhile
+            // too (a reader wakes the writer it queued output for: no
+            // look at I/O between them), up to a budget, after which I/O
+            // gets its look.
+            for _ in 0..TASKS_BETWEEN_IO {
                 let next = self.queue.borrow_mut().pop_front();
                 match next {
                     Some(r) => {
@@ -336,6 +412,34 @@ mod tests {
     #[test]
     fn blocking_work_comes_back() {
         assert_eq!(run(|| async { spawn_blocking(|| 40 + 2).await }), 42);
+    }
+
+    #[test]
+    fn blocking_jobs_that_wait_on_each_other_all_run_at_once() {
+        // Eight jobs each wait (up to 5 s) until all eight have started:
+        // they finish together only if the pool grew to eight workers.
+        let met = run(|| async {
+            let gate = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let gate = gate.clone();
+                    spawn_local(spawn_blocking(move || {
+                        let (count, cv) = &*gate;
+                        let mut n = count.lock().unwrap();
+                        *n += 1;
+                        cv.notify_all();
+                        let (n, _) = cv.wait_timeout_while(n, Duration::from_secs(5), |n| *n < 8).unwrap();
+                        *n == 8
+                    }))
+                })
+                .collect();
+            let mut all = true;
+            for t in tasks {
+                all &= t.await;
+            }
+            all
+        });
+        assert!(met);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::executor::local;
+use super::executor::{local, try_local};
 
 /// A timer's place: its deadline and a sequence number for equal ones.
 type Key = (Instant, u64);
@@ -102,7 +102,10 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
-            local().timers.remove(&k);
+            // No executor any more (its thread is ending): nothing to remove from.
+            if let Some(l) = try_local() {
+                l.timers.remove(&k);
+            }
         }
     }
 }

@@ -128,9 +128,8 @@ impl Drop for Proc {
 
 impl Proc {
     /// Waits (up to 1 s) until each port it logged listening on refuses
-    /// connections. A killed petrel's listeners accept for a few ms more,
-    /// until the kernel has torn down its io_uring (README, Differences):
-    /// a test restarting a server on the same port must not meet them.
+    /// connections, so a test restarting a server on the same port never
+    /// meets the old one (nats-server's, or a petrel still exiting).
     fn wait_for_listeners_gone(&self) {
         let addrs: Vec<std::net::SocketAddr> = self
             .log_lines("Listening for ")
