@@ -310,6 +310,43 @@ mod tests {
     }
 
     #[test]
+    fn two_tasks_waiting_to_read_one_socket_both_wake() {
+        let seen = Builder::new("net")
+            .spawn(|| async {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = l.local_addr().unwrap();
+                let c = std::rc::Rc::new(TcpStream::connect_timeout(addr, Duration::from_secs(1)).await.unwrap());
+                let (mut peer, _) = l.accept().unwrap();
+                let peekers: Vec<_> = (0..2)
+                    .map(|_| {
+                        let c = c.clone();
+                        crate::rt::spawn_local(async move {
+                            let mut b = [0u8; 4];
+                            c.peek(&mut b).await.unwrap()
+                        })
+                    })
+                    .collect();
+                // Both are waiting before the bytes arrive.
+                crate::rt::timer::sleep(Duration::from_millis(20)).await;
+                std::io::Write::write_all(&mut peer, b"ping").unwrap();
+                let mut seen = Vec::new();
+                for p in peekers {
+                    // A peeker never woken shows as 0 rather than a hang.
+                    seen.push(
+                        timeout(Duration::from_secs(2), async { Ok(p.await) })
+                            .await
+                            .unwrap_or(0),
+                    );
+                }
+                seen
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(seen, vec![4, 4]);
+    }
+
+    #[test]
     fn a_write_that_cannot_progress_times_out() {
         let kind = Builder::new("net")
             .spawn(|| async {

@@ -29,7 +29,9 @@ struct Slot {
     ready: [Cell<bool>; 2],
     /// The peer closed or the socket failed: reads no longer block.
     closed: Cell<bool>,
-    waiter: [Cell<Option<Waker>>; 2],
+    /// Tasks waiting on each side (usually one; a TLS reader may also
+    /// wait to write what its session owes the peer, beside the writer).
+    waiters: [RefCell<Vec<Waker>>; 2],
 }
 
 /// One executor's epoll instance and its registered sockets.
@@ -39,6 +41,8 @@ pub(crate) struct Reactor {
     slots: RefCell<Vec<Option<Rc<Slot>>>>,
     free: RefCell<Vec<usize>>,
     events: RefCell<Vec<libc::epoll_event>>,
+    /// Wakers of one poll, woken once the slots are no longer borrowed.
+    woken: RefCell<Vec<Waker>>,
 }
 
 impl Reactor {
@@ -65,6 +69,7 @@ impl Reactor {
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; 256]),
+            woken: RefCell::new(Vec::new()),
         })
     }
 
@@ -105,7 +110,7 @@ impl Reactor {
     pub(crate) fn poll(&self, wait: Option<Duration>) -> usize {
         let mut events = self.events.borrow_mut();
         let n = epoll_wait(self.epoll.as_raw_fd(), &mut events, wait);
-        let mut woken = Vec::new();
+        let mut woken = self.woken.borrow_mut();
         {
             let slots = self.slots.borrow();
             for ev in &events[..n] {
@@ -125,16 +130,17 @@ impl Reactor {
                 }
                 if broken || e & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
                     slot.ready[0].set(true);
-                    woken.extend(slot.waiter[0].take());
+                    woken.append(&mut slot.waiters[0].borrow_mut());
                 }
                 if broken || e & libc::EPOLLOUT != 0 {
                     slot.ready[1].set(true);
-                    woken.extend(slot.waiter[1].take());
+                    woken.append(&mut slot.waiters[1].borrow_mut());
                 }
             }
         }
         drop(events);
-        for w in woken {
+        // Waking only queues tasks: nothing here polls the reactor again.
+        for w in woken.drain(..) {
             w.wake();
         }
         n
@@ -204,7 +210,10 @@ impl Registered {
         let i = side as usize;
         loop {
             if !self.slot.ready[i].get() {
-                self.slot.waiter[i].set(Some(cx.waker().clone()));
+                let mut waiters = self.slot.waiters[i].borrow_mut();
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             match op() {
