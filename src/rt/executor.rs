@@ -58,8 +58,8 @@ const TASKS_BETWEEN_IO: usize = 256;
 pub(crate) struct Local {
     queue: RefCell<VecDeque<Runnable>>,
     remote: Arc<Remote>,
-    pub(crate) reactor: Reactor,
-    pub(crate) timers: Timers,
+    reactor: &'static Reactor,
+    timers: &'static Timers,
     /// How long to poll for more work before sleeping.
     spin: Duration,
 }
@@ -72,12 +72,6 @@ thread_local! {
 /// there could never run.
 pub(crate) fn local() -> &'static Local {
     LOCAL.with(|l| l.get()).expect("no petrel executor on this thread")
-}
-
-/// The executor of this thread, if it has one (and it is not being torn
-/// down).
-pub(crate) fn try_local() -> Option<&'static Local> {
-    LOCAL.try_with(|l| l.get()).ok().flatten()
 }
 
 /// Runs `future` as a task on this thread's executor.
@@ -290,7 +284,7 @@ impl Local {
         }
         // SAFETY: a fresh fd we own.
         let bell = unsafe { OwnedFd::from_raw_fd(fd) };
-        let reactor = Reactor::new(bell.as_raw_fd())?;
+        let reactor = Reactor::new(bell.as_raw_fd())?.install();
         // Executors live as long as their thread; leaking gives tasks a
         // `'static` handle to theirs without a reference count per access.
         let local: &'static Local = Box::leak(Box::new(Local {
@@ -301,7 +295,7 @@ impl Local {
                 bell,
             }),
             reactor,
-            timers: Timers::default(),
+            timers: Timers::default().install(),
             spin,
         }));
         LOCAL.with(|l| {

@@ -34,6 +34,16 @@ struct Slot {
     waiters: [RefCell<Vec<Waker>>; 2],
 }
 
+thread_local! {
+    /// This thread's reactor, installed by its executor.
+    static CURRENT: Cell<Option<&'static Reactor>> = const { Cell::new(None) };
+}
+
+/// This thread's reactor. Panics outside an executor's thread.
+fn current() -> &'static Reactor {
+    CURRENT.with(|c| c.get()).expect("no petrel executor on this thread")
+}
+
 /// One executor's epoll instance and its registered sockets.
 pub(crate) struct Reactor {
     epoll: OwnedFd,
@@ -71,6 +81,13 @@ impl Reactor {
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; 256]),
             woken: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Makes this the thread's reactor; it lives as long as the thread.
+    pub(crate) fn install(self) -> &'static Reactor {
+        let r: &'static Reactor = Box::leak(Box::new(self));
+        CURRENT.with(|c| c.set(Some(r)));
+        r
     }
 
     fn register(&self, fd: RawFd) -> io::Result<(usize, Rc<Slot>)> {
@@ -190,7 +207,7 @@ impl Registered {
     /// Registers `fd` (made non-blocking here) with this thread's reactor.
     pub fn new(fd: OwnedFd) -> io::Result<Registered> {
         set_nonblocking(fd.as_raw_fd())?;
-        let (index, slot) = super::executor::local().reactor.register(fd.as_raw_fd())?;
+        let (index, slot) = current().register(fd.as_raw_fd())?;
         Ok(Registered { fd, index, slot })
     }
 
@@ -236,8 +253,9 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some(l) = super::executor::try_local() {
-            l.reactor.deregister(self.fd.as_raw_fd(), self.index);
+        // Gone with its thread: nothing to deregister from.
+        if let Some(r) = CURRENT.try_with(|c| c.get()).ok().flatten() {
+            r.deregister(self.fd.as_raw_fd(), self.index);
         }
     }
 }

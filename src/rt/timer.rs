@@ -8,10 +8,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::executor::{local, try_local};
-
 /// A timer's place: its deadline and a sequence number for equal ones.
 type Key = (Instant, u64);
+
+thread_local! {
+    /// This thread's timers, installed by its executor.
+    static CURRENT: Cell<Option<&'static Timers>> = const { Cell::new(None) };
+}
+
+/// This thread's timers. Panics outside an executor's thread.
+fn current() -> &'static Timers {
+    CURRENT.with(|c| c.get()).expect("no petrel executor on this thread")
+}
 
 /// One executor's pending timers.
 #[derive(Default)]
@@ -21,6 +29,13 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Makes these the thread's timers; they live as long as the thread.
+    pub(crate) fn install(self) -> &'static Timers {
+        let t: &'static Timers = Box::leak(Box::new(self));
+        CURRENT.with(|c| c.set(Some(t)));
+        t
+    }
+
     fn add(&self, at: Instant, waker: Waker) -> Key {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
@@ -83,11 +98,11 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if Instant::now() >= self.at {
             if let Some(k) = self.key.take() {
-                local().timers.remove(&k);
+                current().remove(&k);
             }
             return Poll::Ready(());
         }
-        let timers = &local().timers;
+        let timers = current();
         match &self.key {
             Some(k) => timers.rewake(k, cx.waker()),
             None => {
@@ -103,8 +118,8 @@ impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(k) = self.key.take() {
             // No executor any more (its thread is ending): nothing to remove from.
-            if let Some(l) = try_local() {
-                l.timers.remove(&k);
+            if let Some(t) = CURRENT.try_with(|c| c.get()).ok().flatten() {
+                t.remove(&k);
             }
         }
     }

@@ -14,9 +14,9 @@ fn main() {
     let port: u16 = args[2].parse().unwrap();
     match args[1].as_str() {
         "fwd-glommio" => fwd_glommio(port),
-        "fwd-uring" => fwd_uring(port),
+        "fwd-uring" => fwd_uring(port, false),
         "fwd-epoll" => fwd_epoll(port),
-        "fwd-multi" => fwd_multi(port),
+        "fwd-multi" => fwd_uring(port, true),
         "responder" => responder(port),
         "requester" => requester(port, args[3].parse().unwrap(), args[4].parse().unwrap()),
         _ => panic!("mode"),
@@ -108,7 +108,9 @@ fn pass(from: RawFd, to: RawFd, buf: &mut [u8]) -> bool {
     }
 }
 
-fn fwd_uring(port: u16) {
+/// One system call per wake-up: the re-armed polls go in and it waits.
+/// `multi`: multishot polls, re-armed only when the kernel ends one.
+fn fwd_uring(port: u16, multi: bool) {
     use io_uring::{opcode, types, IoUring};
     let (a, b) = pair(port);
     nonblocking(&a);
@@ -117,22 +119,26 @@ fn fwd_uring(port: u16) {
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
     let mut ring = IoUring::new(64).unwrap();
     let arm = |ring: &mut IoUring, fd: RawFd, tag: u64| {
-        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build().user_data(tag);
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(multi)
+            .build()
+            .user_data(tag);
         unsafe { ring.submission().push(&e).unwrap() };
     };
     arm(&mut ring, fa, 0);
     arm(&mut ring, fb, 1);
     let mut buf = vec![0u8; 4096];
     loop {
-        // One system call: the re-armed polls go in, and it waits.
         ring.submit_and_wait(1).unwrap();
-        let done: Vec<u64> = ring.completion().map(|c| c.user_data()).collect();
-        for tag in done {
+        let done: Vec<(u64, u32)> = ring.completion().map(|c| (c.user_data(), c.flags())).collect();
+        for (tag, flags) in done {
             let (from, to) = if tag == 0 { (fa, fb) } else { (fb, fa) };
             if !pass(from, to, &mut buf) {
                 return report();
             }
-            arm(&mut ring, from, tag);
+            if !multi || !io_uring::cqueue::more(flags) {
+                arm(&mut ring, from, tag);
+            }
         }
     }
 }
@@ -145,7 +151,10 @@ fn fwd_epoll(port: u16) {
     let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
     let ep = unsafe { libc::epoll_create1(0) };
     for (fd, tag) in [(fa, 0u64), (fb, 1u64)] {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: tag };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: tag,
+        };
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
     }
     let mut buf = vec![0u8; 4096];
@@ -203,34 +212,10 @@ fn report() {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    println!("CPU {} us (user {} sys {})", us(u.ru_utime) + us(u.ru_stime), us(u.ru_utime), us(u.ru_stime));
-}
-
-fn fwd_multi(port: u16) {
-    use io_uring::{opcode, types, IoUring};
-    let (a, b) = pair(port);
-    nonblocking(&a);
-    nonblocking(&b);
-    pin0();
-    let (fa, fb) = (a.as_raw_fd(), b.as_raw_fd());
-    let mut ring = IoUring::new(64).unwrap();
-    for (fd, tag) in [(fa, 0u64), (fb, 1u64)] {
-        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).multi(true).build().user_data(tag);
-        unsafe { ring.submission().push(&e).unwrap() };
-    }
-    let mut buf = vec![0u8; 4096];
-    loop {
-        ring.submit_and_wait(1).unwrap();
-        let done: Vec<(u64, u32)> = ring.completion().map(|c| (c.user_data(), c.flags())).collect();
-        for (tag, flags) in done {
-            let (from, to) = if tag == 0 { (fa, fb) } else { (fb, fa) };
-            if !pass(from, to, &mut buf) {
-                return report();
-            }
-            if !io_uring::cqueue::more(flags) {
-                let e = opcode::PollAdd::new(types::Fd(from), libc::POLLIN as u32).multi(true).build().user_data(tag);
-                unsafe { ring.submission().push(&e).unwrap() };
-            }
-        }
-    }
+    println!(
+        "CPU {} us (user {} sys {})",
+        us(u.ru_utime) + us(u.ru_stime),
+        us(u.ru_utime),
+        us(u.ru_stime)
+    );
 }
