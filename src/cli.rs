@@ -184,6 +184,7 @@ fn kind_of(name: &str) -> Option<Kind> {
         "h",
         "help",
         "logtime_utc",
+        "pin_shards",
         "tls",
         "tlsverify",
         "no_advertise",
@@ -313,6 +314,7 @@ fn overlay(o: &mut Options, args: &[String], test: &mut bool) -> Result<Option<C
             "VV" => o.trace = parse_bool(name, &value)?,
             "T" | "logtime" => o.logtime = parse_bool(name, &value)?,
             "logtime_utc" => o.logtime_utc = parse_bool(name, &value)?,
+            "pin_shards" => o.pin_shards = parse_bool(name, &value)?,
             "v" | "version" => {
                 if parse_bool(name, &value)? {
                     return Ok(Some(Command::Version));
@@ -462,6 +464,7 @@ Server Options:
         --max_payload <bytes>        Maximum message payload (default: 1MB)
         --shards <n>                 Number of shards, one per core (default: all cores)
         --idle_spin <us>             Microseconds an idle shard spins before it sleeps (default: 0)
+        --pin_shards                 Pin each shard to its own core (default: false; for hosts petrel has to itself)
 
 Logging Options:
     -l, --log <file>                 File to redirect log output
@@ -577,6 +580,8 @@ mod tests {
         assert_eq!(serve("-port 5000").port, 5000);
         assert_eq!(serve("--idle_spin 40").idle_spin_us, 40);
         assert_eq!(serve("-p 1").idle_spin_us, 0, "parks at once by default");
+        assert!(serve("--pin_shards").pin_shards);
+        assert!(!serve("-p 1").pin_shards, "unpinned by default");
         assert_eq!(parse(&args("-v")).unwrap(), Command::Version);
         assert_eq!(parse(&args("--help")).unwrap(), Command::Help);
         assert_eq!(

@@ -92,6 +92,9 @@ pub struct Options {
     /// Microseconds an idle shard spins before it parks (`--idle_spin`,
     /// petrel's own; 0, the default, parks at once).
     pub idle_spin_us: u64,
+    /// Pin shard `i` to core `i` (`--pin_shards`, petrel's own; off by
+    /// default, so the kernel places shard threads as it does nats-server's).
+    pub pin_shards: bool,
     /// Client URL advertised to the cluster (`client_advertise`).
     pub client_advertise: Option<String>,
     /// How long lame-duck mode takes to close every client.
@@ -634,6 +637,7 @@ impl Default for Options {
             server_tags: Vec::new(),
             server_metadata: Default::default(),
             idle_spin_us: 0,
+            pin_shards: false,
             client_advertise: None,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),

@@ -65,6 +65,7 @@ pub const OPTIONS: &[(&str, bool, Getter)] = &[
     ("server_name", false, |o| o.server_name.clone().unwrap_or_default()),
     ("shards", false, |o| o.shards.map(|s| s.to_string()).unwrap_or_default()),
     ("idle_spin", false, |o| o.idle_spin_us.to_string()),
+    ("pin_shards", false, |o| o.pin_shards.to_string()),
     ("no_header_support", false, |o| o.no_header_support.to_string()),
     ("disable_sublist_cache", false, |o| o.disable_sublist_cache.to_string()),
     ("http_port", false, |o| {

@@ -112,7 +112,10 @@ pub fn start(
     leaf_listeners: Vec<StdListener>,
 ) -> Result<Running, StartError> {
     let n = shared.nshards;
-    let spin_us = shared.current().0.idle_spin_us;
+    let (spin_us, pin) = {
+        let opts = shared.current().0;
+        (opts.idle_spin_us, opts.pin_shards)
+    };
     let cpus = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut mesh = MeshEnds::new(n);
     let (ready_tx, ready_rx) = mpsc::channel::<usize>();
@@ -128,7 +131,12 @@ pub fn start(
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let mut builder = crate::rt::Builder::new(&format!("petrel-shard-{i}"));
-        if n <= cpus {
+        // Unpinned by default, as nats-server's threads are: on a host
+        // shared with clients or other servers a pinned shard cannot leave
+        // a core another process holds (nats.go request/reply 0.72x the
+        // requests/s, p99 3x, pinned, and every `--shards 1` petrel on a
+        // host on core 0). `--pin_shards` is for hosts petrel has to itself.
+        if pin && n <= cpus {
             builder = builder.pin_to(i);
         }
         // Sleeping at once is the default: with request/reply on one shard
