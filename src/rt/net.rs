@@ -184,6 +184,18 @@ impl AsyncWrite for TcpStream {
     }
 }
 
+/// The addresses of `host:port`: at once for an IP literal, else looked up
+/// on a worker thread, so a slow resolver never stalls the executor.
+pub async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let host = host.to_string();
+    super::spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(|a| a.collect()))
+        .await
+}
+
 /// An accepted connection not yet on any reactor: it can move to another
 /// shard's thread.
 #[derive(Debug)]
@@ -366,6 +378,24 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(kind, io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn names_and_literals_resolve() {
+        let (name, v4, v6) = Builder::new("net")
+            .spawn(|| async {
+                (
+                    resolve("localhost", 4222).await.unwrap(),
+                    resolve("127.0.0.1", 4222).await.unwrap(),
+                    resolve("[::1]", 4222).await.unwrap(),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(name.iter().all(|a| a.ip().is_loopback() && a.port() == 4222) && !name.is_empty());
+        assert_eq!(v4, vec!["127.0.0.1:4222".parse().unwrap()]);
+        assert_eq!(v6, vec!["[::1]:4222".parse().unwrap()]);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 mod link;
 
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -158,7 +157,7 @@ pub async fn serve_ws_hub(shard: Rc<Shard>, ws: crate::shard::websocket::WsStrea
 }
 
 async fn dial(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
-    let addrs: Vec<_> = (host, port).to_socket_addrs()?.collect();
+    let addrs = crate::rt::net::resolve(host, port).await?;
     let addr = addrs
         .first()
         .copied()

@@ -3,7 +3,6 @@
 //! and the shard's periodic cluster work (gossip out, routes a reload
 //! added or removed).
 
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 pub(super) async fn dial(d: &Dial) -> std::io::Result<TcpStream> {
-    let addrs: Vec<_> = (d.url.host.as_str(), d.url.port).to_socket_addrs()?.collect();
+    let addrs = crate::rt::net::resolve(&d.url.host, d.url.port).await?;
     let addr = addrs
         .get(fastrand::usize(..addrs.len().max(1)))
         .copied()
