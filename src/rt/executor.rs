@@ -310,6 +310,9 @@ impl Local {
         let mut main = spawn_local(future);
         let mut last_work = Instant::now();
         loop {
+            // What other threads woke (the reason for most wake-ups of an
+            // idle shard) runs in this pass, without a look at I/O first.
+            self.take_remote();
             // Tasks in the order they were woken, those woken meanwhile
             // too (a reader wakes the writer it queued output for: no
             // look at I/O between them), up to a budget, after which I/O
@@ -326,9 +329,7 @@ impl Local {
             if main.is_finished() {
                 return futures_lite::future::block_on(&mut main);
             }
-            while let Some(r) = self.remote.queue.pop() {
-                self.queue.borrow_mut().push_back(r);
-            }
+            self.take_remote();
             self.timers.fire(Instant::now());
             if !self.queue.borrow().is_empty() {
                 last_work = Instant::now();
@@ -342,10 +343,15 @@ impl Local {
                 continue;
             }
             self.sleep();
-            self.timers.fire(Instant::now());
-            if !self.queue.borrow().is_empty() {
-                last_work = Instant::now();
-            }
+            // Woken by I/O, a timer or another thread: work either way.
+            last_work = Instant::now();
+            self.timers.fire(last_work);
+        }
+    }
+
+    fn take_remote(&self) {
+        while let Some(r) = self.remote.queue.pop() {
+            self.queue.borrow_mut().push_back(r);
         }
     }
 
