@@ -69,20 +69,14 @@ impl<T> Sender<T> {
         let mut msg = Some(msg);
         poll_fn(|cx| {
             let m = msg.take().expect("polled after completion");
+            // The waker goes in before the try: room freed after it wakes us.
+            self.0.sender_waits.register(cx.waker());
             match self.try_send(m) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(TrySendError::Closed(_)) => Poll::Ready(Err(Closed)),
                 Err(TrySendError::Full(m)) => {
-                    self.0.sender_waits.register(cx.waker());
-                    // Room may have freed before the waker was in place.
-                    match self.try_send(m) {
-                        Ok(()) => Poll::Ready(Ok(())),
-                        Err(TrySendError::Closed(_)) => Poll::Ready(Err(Closed)),
-                        Err(TrySendError::Full(m)) => {
-                            msg = Some(m);
-                            Poll::Pending
-                        }
-                    }
+                    msg = Some(m);
+                    Poll::Pending
                 }
             }
         })

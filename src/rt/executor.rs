@@ -129,18 +129,16 @@ struct PoolState {
 /// How long a worker with nothing to do stays.
 const IDLE_WORKER: Duration = Duration::from_secs(10);
 
-fn blocking_pool() -> &'static Arc<BlockingPool> {
-    static POOL: std::sync::OnceLock<Arc<BlockingPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        Arc::new(BlockingPool {
-            state: Default::default(),
-            work: std::sync::Condvar::new(),
-        })
+fn blocking_pool() -> &'static BlockingPool {
+    static POOL: std::sync::OnceLock<BlockingPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| BlockingPool {
+        state: Default::default(),
+        work: std::sync::Condvar::new(),
     })
 }
 
 impl BlockingPool {
-    fn submit(self: &Arc<Self>, job: Job) {
+    fn submit(&'static self, job: Job) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.jobs.push_back(job);
         if st.idle > 0 {
@@ -148,10 +146,9 @@ impl BlockingPool {
             return;
         }
         drop(st);
-        let pool = self.clone();
         let spawned = std::thread::Builder::new()
             .name("petrel-blocking".into())
-            .spawn(move || pool.work_loop());
+            .spawn(move || self.work_loop());
         if spawned.is_err() {
             // No thread to be had: run it here rather than never.
             let job = self.state.lock().unwrap_or_else(|e| e.into_inner()).jobs.pop_back();

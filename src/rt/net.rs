@@ -6,7 +6,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,8 +55,14 @@ pub struct TcpStream {
 impl TcpStream {
     /// Takes a connected std stream onto this thread's reactor.
     pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
+        s.set_nonblocking(true)?;
+        TcpStream::registered(OwnedFd::from(s))
+    }
+
+    /// A stream over a socket already non-blocking (accepted or dialed here).
+    fn registered(fd: OwnedFd) -> io::Result<TcpStream> {
         Ok(TcpStream {
-            io: Registered::new(OwnedFd::from(s))?,
+            io: Registered::new(fd)?,
             write_timeout: Default::default(),
             write_deadline: None,
         })
@@ -75,7 +81,7 @@ impl TcpStream {
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
                 Err(e) => return Err(e),
             }
-            let s = TcpStream::from_std(sock.into())?;
+            let s = TcpStream::registered(sock.into())?;
             // Writable once connected (or failed): wait for that event.
             s.io.drained(Side::Write);
             poll_fn(|cx| s.io.poll_io(cx, Side::Write, || Ok(()))).await?;
@@ -106,11 +112,6 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         std_view(self.io.fd()).peer_addr()
-    }
-
-    /// This end's address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        std_view(self.io.fd()).local_addr()
     }
 
     /// Shuts one or both directions down.
@@ -204,7 +205,8 @@ pub struct AcceptedTcpStream(std::net::TcpStream);
 impl AcceptedTcpStream {
     /// Takes the connection onto this thread's reactor.
     pub fn bind_to_executor(self) -> io::Result<TcpStream> {
-        TcpStream::from_std(self.0)
+        // Non-blocking since its accept.
+        TcpStream::registered(OwnedFd::from(self.0))
     }
 }
 
@@ -216,6 +218,7 @@ pub struct TcpListener {
 impl TcpListener {
     /// Takes a listening std socket onto this thread's reactor.
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
+        l.set_nonblocking(true)?;
         Ok(TcpListener {
             io: Registered::new(OwnedFd::from(l))?,
         })
@@ -251,13 +254,6 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<TcpStream> {
         self.shared_accept().await?.bind_to_executor()
     }
-
-    /// The address it listens on.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        // SAFETY: the view never closes the fd and lives shorter than it.
-        let view = ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(self.io.fd()) });
-        view.local_addr()
-    }
 }
 
 /// A Unix stream socket on this thread's reactor (read side).
@@ -268,8 +264,10 @@ pub struct UnixStream {
 impl UnixStream {
     /// Takes the socket onto this thread's reactor.
     pub fn from_owned(fd: OwnedFd) -> io::Result<UnixStream> {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true)?;
         Ok(UnixStream {
-            io: Registered::new(fd)?,
+            io: Registered::new(s.into())?,
         })
     }
 }
@@ -278,12 +276,6 @@ impl AsyncRead for UnixStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let fd = self.io.fd();
         self.io.poll_io(cx, Side::Read, || read_fd(fd, buf, 0))
-    }
-}
-
-impl IntoRawFd for AcceptedTcpStream {
-    fn into_raw_fd(self) -> RawFd {
-        self.0.into_raw_fd()
     }
 }
 

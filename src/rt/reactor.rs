@@ -204,9 +204,8 @@ pub struct Registered {
 }
 
 impl Registered {
-    /// Registers `fd` (made non-blocking here) with this thread's reactor.
+    /// Registers `fd`, already non-blocking, with this thread's reactor.
     pub fn new(fd: OwnedFd) -> io::Result<Registered> {
-        set_nonblocking(fd.as_raw_fd())?;
         let (index, slot) = current().register(fd.as_raw_fd())?;
         Ok(Registered { fd, index, slot })
     }
@@ -258,15 +257,4 @@ impl Drop for Registered {
             r.deregister(self.fd.as_raw_fd(), self.index);
         }
     }
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

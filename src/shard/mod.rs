@@ -1,5 +1,5 @@
-//! The shards: one executor ([`crate::rt`]) pinned per core, each with its
-//! own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
+//! The shards: one executor ([`crate::rt`]) per core (pinned only with
+//! `--pin_shards`), each with its own SO_REUSEPORT listener, its [`ShardCore`] and its ends of the
 //! inter-shard queues. This folder and `rt/` are the only code that does
 //! socket I/O on an executor.
 

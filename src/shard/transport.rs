@@ -116,9 +116,6 @@ async fn flush(stream: &Stream) -> std::io::Result<()> {
 
 /// Shuts a connection's socket in both directions (its tasks then end).
 pub fn shutdown(stream: &Stream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutting down a socket we own; the fd stays open until drop.
-    unsafe {
-        libc::shutdown(stream.borrow().tcp().as_raw_fd(), libc::SHUT_RDWR);
-    }
+    // The fd stays open until the stream is dropped.
+    let _ = stream.borrow().tcp().shutdown(std::net::Shutdown::Both);
 }
